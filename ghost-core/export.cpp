@@ -1,0 +1,430 @@
+// SPDX-License-Identifier: Apache-2.0
+// Export reads everything from outside the parked process: /proc for the layout and descriptors,
+// process_vm_readv for memory, the agent's state block for what only the process could tell.
+// Its mirror image is ghost-core/restore/restorer.cpp, which reads the records in the same order.
+#include "ghost-core/export.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cpuid.h>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ghost-core/agent/agent_state.h"
+#include "ghost-core/elf_build_id.h"
+#include "ghost-core/image_writer.h"
+#include "ghost-core/proc_reader.h"
+#include "runtime/uapi.h"
+
+#ifndef GHOST_VERSION
+#define GHOST_VERSION "dev"
+#endif
+
+namespace ghost::core {
+
+namespace {
+
+constexpr uint64_t page = 4096;
+constexpr size_t chunk_bytes = 4 << 20; // memory is copied and written in pieces of this size
+
+bool ends_with(const std::string &s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string range_name(uint64_t start, uint64_t end) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "0x%lx-0x%lx", (unsigned long)start, (unsigned long)end);
+    return buf;
+}
+
+// Reads memory of another process. process_vm_readv is one copy; /proc/pid/mem also reaches
+// mappings without PROT_READ (guard areas that still hold data).
+class memory_reader {
+  public:
+    explicit memory_reader(pid_t pid) : pid_(pid) {
+        std::string path = "/proc/" + std::to_string(pid) + "/mem";
+        mem_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    }
+    ~memory_reader() {
+        if (mem_fd_ >= 0) ::close(mem_fd_);
+    }
+    result<void> read(uint64_t addr, void *dst, size_t len) const {
+        iovec local{dst, len}, remote{(void *)addr, len};
+        ssize_t n = ::process_vm_readv(pid_, &local, 1, &remote, 1, 0);
+        if (n == (ssize_t)len) return {};
+        size_t done = n > 0 ? (size_t)n : 0;
+        while (done < len && mem_fd_ >= 0) {
+            ssize_t r = ::pread(mem_fd_, (char *)dst + done, len - done, (off_t)(addr + done));
+            if (r <= 0) break;
+            done += (size_t)r;
+        }
+        if (done == len) return {};
+        return sys_error("cannot read memory " + range_name(addr, addr + len) + " of pid " +
+                         std::to_string(pid_));
+    }
+
+  private:
+    pid_t pid_;
+    int mem_fd_;
+};
+
+bool page_is_zero(const char *p) {
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < page / 8; i += 8)
+        acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+    return acc == 0;
+}
+
+enum class want { none, present_or_swapped, anon_only, all };
+
+struct classified {
+    image::region_kind kind;
+    want pages;
+    bool skip = false;
+};
+
+result<classified> classify(const vma &v, pid_t pid) {
+    const std::string &p = v.path;
+    if (p == "[vsyscall]") return classified{image::region_anon_private, want::none, true};
+    if (p == "[heap]") return classified{image::region_heap, want::present_or_swapped};
+    if (p == "[stack]") return classified{image::region_stack, want::present_or_swapped};
+    bool anon = p.empty() || p.rfind("[anon:", 0) == 0 || p.rfind("[stack:", 0) == 0;
+    // A deleted or replaced file (memfd, shared anonymous memory, SysV shm ...) cannot be mapped
+    // again: its whole contents go into the image.
+    bool gone = ends_with(p, " (deleted)");
+    if (!anon && !gone && p[0] == '/') {
+        struct stat sb;
+        if (::stat(p.c_str(), &sb) != 0 || sb.st_ino != v.inode) gone = true;
+        else if (!S_ISREG(sb.st_mode))
+            return error{"pid " + std::to_string(pid) + " maps " + p + " at " +
+                         range_name(v.start, v.end) + ": device mappings cannot be checkpointed"};
+    }
+    if (anon)
+        return classified{v.shared ? image::region_anon_shared : image::region_anon_private,
+                          v.shared ? want::all : want::present_or_swapped};
+    if (gone)
+        return classified{v.shared ? image::region_anon_shared : image::region_anon_private,
+                          want::all};
+    if (p[0] != '/') return error{"pid " + std::to_string(pid) + " has an unknown mapping " + p};
+    if (v.shared) return classified{image::region_file_shared, want::none};
+    return classified{image::region_file_private, want::anon_only};
+}
+
+class exporter {
+  public:
+    exporter(const parked_process &proc, res::sink &out)
+        : pid_(proc.pid()), proc_(proc), writer_(out), mem_(proc.pid()) {}
+
+    result<export_stats> run() {
+        GHOST_TRY(read_agent_state());
+        auto maps = read_maps(pid_);
+        if (!maps) return maps.err();
+        GHOST_TRY(write_header());
+        GHOST_TRY(write_process(*maps));
+        auto pm = pagemap::open(pid_);
+        if (!pm) return pm.err();
+        buffer_.reset((char *)std::aligned_alloc(page, chunk_bytes));
+        for (const vma &v : *maps) GHOST_TRY(write_region(v, *pm));
+        GHOST_TRY(write_files());
+        GHOST_TRY(write_threads());
+        GHOST_TRY(writer_.finish());
+        stats_.image_bytes = writer_.bytes();
+        return stats_;
+    }
+
+  private:
+    result<void> read_agent_state() {
+        state_ = std::make_unique<agent::state>();
+        GHOST_TRY(mem_.read(proc_.state_address(), state_.get(), sizeof(agent::state)));
+        if (state_->magic != agent::state_magic || state_->version != agent::state_version)
+            return error{"pid " + std::to_string(pid_) + " runs a ghost agent of another version"};
+        return {};
+    }
+
+    result<void> write_header() {
+        image::header_record h{};
+        std::memcpy(h.magic, image::file_magic, sizeof h.magic);
+        h.format_version = image::format_version;
+        h.arch = image::arch_x86_64;
+        h.page_size = page;
+        unsigned eax, ebx, ecx, edx;
+        __cpuid_count(0xd, 0, eax, ebx, ecx, edx);
+        h.xsave_size = ebx;
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        h.xcr0 = ((uint64_t)hi << 32) | lo;
+        timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        h.created_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+        h.pid = pid_;
+        h.thread_count = proc_.threads();
+        utsname u;
+        uname(&u);
+        std::snprintf(h.kernel_release, sizeof h.kernel_release, "%s", u.release);
+        std::snprintf(h.hostname, sizeof h.hostname, "%s", u.nodename);
+        std::snprintf(h.ghost_version, sizeof h.ghost_version, "%s", GHOST_VERSION);
+        auto exe = read_link("/proc/" + std::to_string(pid_) + "/exe");
+        if (!exe) return exe.err();
+        exe_ = *exe;
+        auto id = elf_build_id(exe_);
+        if (id) {
+            h.exe_build_id_len = (uint8_t)std::min<size_t>(id->size(), sizeof h.exe_build_id);
+            std::memcpy(h.exe_build_id, id->data(), h.exe_build_id_len);
+        }
+        h.exe_path_len = (uint32_t)exe_.size();
+        return writer_.record(image::rec_header, &h, sizeof h, exe_);
+    }
+
+    result<void> write_process(const std::vector<vma> &maps) {
+        auto p = std::make_unique<image::process_record>();
+        auto mm = read_mm_fields(pid_);
+        if (!mm) return mm.err();
+        p->mm = *mm;
+        p->mm.brk = state_->brk;
+        for (const vma &v : maps) {
+            image::special_mapping s{v.start, v.end};
+            if (v.path == "[vdso]") p->vdso = s;
+            if (v.path == "[vvar]") p->vvar = s;
+            if (v.path == "[vvar_vclock]") p->vvar_vclock = s;
+        }
+        auto auxv = read_auxv(pid_);
+        if (!auxv) return auxv.err();
+        if (auxv->size() > image::max_auxv_words)
+            return error{"pid " + std::to_string(pid_) + " has an auxiliary vector too large"};
+        std::copy(auxv->begin(), auxv->end(), p->auxv);
+        p->auxv_words = (uint32_t)auxv->size();
+        auto status = read_text("/proc/" + std::to_string(pid_) + "/status");
+        if (!status) return status.err();
+        size_t at = status->find("Umask:");
+        p->umask = at == std::string::npos ? 022 : (uint32_t)std::strtoul(status->c_str() + at + 6, nullptr, 8);
+        p->agent_state = proc_.state_address();
+        std::copy(std::begin(state_->actions), std::end(state_->actions), p->actions);
+        std::copy(std::begin(state_->itimer_real), std::end(state_->itimer_real), p->itimer_real);
+        auto cwd = read_link("/proc/" + std::to_string(pid_) + "/cwd");
+        if (!cwd) return cwd.err();
+        if (ends_with(*cwd, " (deleted)"))
+            return error{"the working directory of pid " + std::to_string(pid_) + " was deleted"};
+        p->cwd_len = (uint32_t)cwd->size();
+        return writer_.record(image::rec_process, p.get(), sizeof *p, *cwd);
+    }
+
+    result<void> write_region(const vma &v, const pagemap &pm) {
+        if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vvar_vclock]") return {};
+        auto c = classify(v, pid_);
+        if (!c) return c.err();
+        if (c->skip) return {};
+        image::region_record r{};
+        r.start = v.start, r.end = v.end, r.kind = c->kind;
+        r.prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0);
+        std::string path;
+        if (c->kind == image::region_file_private || c->kind == image::region_file_shared) {
+            path = v.path;
+            struct stat sb;
+            if (::stat(path.c_str(), &sb) != 0) return sys_error("cannot stat mapped file " + path);
+            r.file_offset = v.offset, r.file_dev = sb.st_dev, r.file_ino = sb.st_ino;
+            r.file_size = (uint64_t)sb.st_size;
+            r.file_mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+            r.path_len = (uint32_t)path.size();
+        }
+        GHOST_TRY(writer_.record(image::rec_region, &r, sizeof r, path));
+        stats_.regions++;
+        if (c->pages == want::none) return {};
+        GHOST_TRY(pm.read(v.start, v.end, entries_));
+        // Walk runs of wanted pages; copy them in chunks; store only non-zero pages.
+        size_t n = entries_.size();
+        auto wanted = [&](size_t i) {
+            uint64_t e = entries_[i];
+            switch (c->pages) {
+            case want::all: return true;
+            case want::present_or_swapped: return (e & (uapi::pm_present | uapi::pm_swapped)) != 0;
+            case want::anon_only:
+                return (e & uapi::pm_swapped) ||
+                       ((e & uapi::pm_present) && !(e & uapi::pm_file_or_shared));
+            default: return false;
+            }
+        };
+        for (size_t i = 0; i < n;) {
+            if (!wanted(i)) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < n && wanted(j) && (j - i) * page < chunk_bytes) j++;
+            uint64_t addr = v.start + i * page;
+            size_t len = (j - i) * page;
+            GHOST_TRY(mem_.read(addr, buffer_.get(), len));
+            GHOST_TRY(write_nonzero(addr, buffer_.get(), len));
+            i = j;
+        }
+        return {};
+    }
+
+    result<void> write_nonzero(uint64_t addr, const char *data, size_t len) {
+        size_t pages = len / page;
+        for (size_t i = 0; i < pages;) {
+            if (page_is_zero(data + i * page)) {
+                i++;
+                continue;
+            }
+            size_t j = i + 1;
+            while (j < pages && !page_is_zero(data + j * page)) j++;
+            GHOST_TRY(writer_.pages(addr + i * page, data + i * page, (j - i) * page));
+            stats_.memory_bytes += (j - i) * page;
+            i = j;
+        }
+        return {};
+    }
+
+    result<void> write_files();
+    result<void> write_threads() {
+        for (uint32_t i = 0; i < state_->thread_count && i < (uint32_t)agent::max_threads; i++) {
+            const agent::thread_slot &s = state_->threads[i];
+            if (s.state != agent::slot_parked) continue;
+            image::thread_record t{};
+            t.tid = s.tid, t.flags = s.flags, t.fs_base = s.fs_base;
+            const agent::saved_context &c = s.ctx;
+            uint64_t regs[8] = {c.rbx, c.rbp, c.r12, c.r13, c.r14, c.r15, c.rsp, c.rip};
+            std::copy(std::begin(regs), std::end(regs), t.regs);
+            t.mxcsr = c.mxcsr, t.fpucw = c.fpucw & 0xffff;
+            GHOST_TRY(writer_.record(image::rec_thread, &t, sizeof t));
+            stats_.threads++;
+        }
+        if (!stats_.threads) return error{"pid " + std::to_string(pid_) + " has no parked thread"};
+        return {};
+    }
+
+    pid_t pid_;
+    const parked_process &proc_;
+    image_writer writer_;
+    memory_reader mem_;
+    std::unique_ptr<agent::state> state_;
+    std::string exe_;
+    std::vector<uint64_t> entries_;
+    struct free_deleter {
+        void operator()(char *p) const { std::free(p); }
+    };
+    std::unique_ptr<char, free_deleter> buffer_;
+    export_stats stats_;
+};
+
+// Data buffered in a pipe, read without consuming it: tee() into a pipe of our own.
+result<std::string> peek_pipe(pid_t pid, int fd) {
+    std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+    int src = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (src < 0) return sys_error("cannot open the pipe of descriptor " + std::to_string(fd));
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
+        ::close(src);
+        return sys_error("cannot create a pipe");
+    }
+    ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    std::string data;
+    ssize_t n = ::tee(src, p[1], 1 << 20, SPLICE_F_NONBLOCK);
+    if (n > 0) {
+        data.resize((size_t)n);
+        ssize_t got = ::read(p[0], data.data(), (size_t)n);
+        data.resize(got > 0 ? (size_t)got : 0);
+    }
+    ::close(src);
+    ::close(p[0]);
+    ::close(p[1]);
+    return data;
+}
+
+result<void> exporter::write_files() {
+    auto fds = list_fds(pid_);
+    if (!fds) return fds.err();
+    std::string base = "/proc/" + std::to_string(pid_) + "/fd/";
+    struct entry {
+        int fd;
+        std::string link;
+        fd_info info;
+        struct stat sb;
+    };
+    std::vector<entry> entries;
+    for (int fd : *fds) {
+        bool internal = false;
+        for (uint32_t i = 0; i < state_->internal_fd_count && i < agent::max_internal_fds; i++)
+            internal |= state_->internal_fds[i] == fd;
+        if (internal) continue;
+        entry e{fd, {}, {}, {}};
+        auto link = read_link(base + std::to_string(fd));
+        auto info = read_fdinfo(pid_, fd);
+        if (!link || !info || ::stat((base + std::to_string(fd)).c_str(), &e.sb) != 0) continue;
+        e.link = *link, e.info = *info;
+        entries.push_back(std::move(e));
+    }
+    std::string who = "descriptor ";
+    for (const entry &e : entries) {
+        image::file_record f{};
+        f.fd = e.fd;
+        f.flags = e.info.flags & ~O_CLOEXEC;
+        f.cloexec = (e.info.flags & O_CLOEXEC) != 0;
+        f.offset = e.info.pos;
+        std::string path, data;
+        std::string name = who + std::to_string(e.fd) + " (" + e.link + ") of pid " + std::to_string(pid_);
+        mode_t type = e.sb.st_mode & S_IFMT;
+        bool std_stream = e.fd <= 2;
+        if (type == S_IFREG || type == S_IFDIR) {
+            if (ends_with(e.link, " (deleted)"))
+                return error{"cannot checkpoint " + name + ": the file was deleted"};
+            f.kind = type == S_IFREG ? image::file_regular : image::file_directory;
+            path = e.link;
+        } else if (type == S_IFCHR) {
+            bool tty = e.link.rfind("/dev/pts/", 0) == 0 || e.link.rfind("/dev/tty", 0) == 0;
+            f.kind = std_stream && tty ? image::file_inherit : image::file_device;
+            path = e.link;
+        } else if (type == S_IFIFO && e.link.rfind("pipe:", 0) == 0) {
+            int mode = e.info.flags & O_ACCMODE;
+            const entry *peer = nullptr;
+            for (const entry &o : entries)
+                if (o.fd != e.fd && o.sb.st_ino == e.sb.st_ino && (o.info.flags & O_ACCMODE) != mode)
+                    peer = &o;
+            if (!peer) {
+                if (std_stream) {
+                    f.kind = image::file_inherit;
+                } else {
+                    return error{"cannot checkpoint " + name +
+                                 ": a pipe to another process cannot be restored"};
+                }
+            } else {
+                f.kind = mode == O_RDONLY ? image::file_pipe_read : image::file_pipe_write;
+                f.pipe_id = e.sb.st_ino;
+                if (f.kind == image::file_pipe_read) {
+                    auto d = peek_pipe(pid_, e.fd);
+                    if (!d) return d.err();
+                    data = *d;
+                }
+            }
+        } else if (std_stream) {
+            f.kind = image::file_inherit; // sockets, fifos: the restarter's own stream
+        } else {
+            return error{"cannot checkpoint " + name + ": this kind of descriptor is not supported"};
+        }
+        f.path_len = (uint32_t)path.size();
+        f.data_len = (uint32_t)data.size();
+        GHOST_TRY(writer_.record(image::rec_file, &f, sizeof f, path, data));
+        stats_.files++;
+    }
+    return {};
+}
+
+} // namespace
+
+result<export_stats> export_process(const parked_process &proc, res::sink &out) {
+    exporter e(proc, out);
+    return e.run();
+}
+
+} // namespace ghost::core

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+// The ghost image: one byte stream, written once from start to end and read the same way, so that the
+// same export feeds a file, a memory buffer or a network connection and import can start before the
+// whole image has arrived. Shared by the exporter (host C++), `ghost inspect` and the freestanding
+// restorer: plain structs and integers only, no libc.
+//
+// Stream  := record*            (first record: header; last record: trailer)
+// Record  := record_header payload[length]
+// Every payload is hashed (XXH3-64, seed = record type); the trailer holds the number of records, the
+// payload byte count and an XXH3-64 over the sequence of record hashes, so that a corrupt, truncated,
+// reordered or spliced stream is refused before the restored process is allowed to run.
+#pragma once
+
+#include <stdint.h>
+
+namespace ghost::image {
+
+inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
+inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
+inline constexpr uint32_t format_version = 1;
+inline constexpr uint32_t arch_x86_64 = 62; // EM_X86_64
+inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
+inline constexpr uint64_t max_pages_record = 64ULL << 20;
+
+enum record_type : uint16_t {
+    rec_header = 1,
+    rec_process = 2,
+    rec_region = 3,
+    rec_pages = 4,
+    rec_file = 5,
+    rec_thread = 6,
+    rec_trailer = 7,
+};
+
+// Every record's type has its own layout version, bumped when that layout changes.
+inline constexpr uint16_t record_version = 1;
+
+struct record_header {
+    uint32_t magic;
+    uint16_t type;
+    uint16_t version;
+    uint64_t length; // payload bytes that follow
+    uint64_t hash;   // XXH3-64 of the payload, seed = type
+};
+static_assert(sizeof(record_header) == 24);
+
+struct header_record {
+    char magic[8];
+    uint32_t format_version;
+    uint32_t arch;
+    uint32_t page_size;
+    uint32_t xsave_size;   // CPUID.(EAX=0DH,ECX=0):EBX, the signal frame's FP area depends on it
+    uint64_t xcr0;         // enabled XSAVE features
+    uint64_t created_ns;   // CLOCK_REALTIME
+    int32_t pid;
+    uint32_t thread_count;
+    uint64_t memory_bytes; // page data bytes in the image
+    char kernel_release[65];
+    char hostname[65];
+    char ghost_version[16];
+    uint8_t exe_build_id_len;
+    uint8_t exe_build_id[20];
+    uint8_t pad[1];
+    uint32_t exe_path_len; // followed by the executable's path
+};
+
+// Kernel mm fields that the restorer re-installs with PR_SET_MM_MAP.
+struct mm_fields {
+    uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+    uint64_t arg_start, arg_end, env_start, env_end;
+};
+
+struct special_mapping {
+    uint64_t start, end; // 0, 0 when absent
+};
+
+inline constexpr int max_signals = 64;
+inline constexpr int max_auxv_words = 128;
+
+struct signal_action {
+    uint64_t handler, flags, restorer, mask;
+};
+
+struct process_record {
+    mm_fields mm;
+    special_mapping vvar, vvar_vclock, vdso; // moved, never stored
+    uint64_t auxv[max_auxv_words];
+    uint32_t auxv_words;
+    uint32_t umask;
+    uint64_t agent_state; // address of the agent's ghost::agent::state in the image
+    signal_action actions[max_signals]; // index = signal number - 1
+    uint64_t itimer_real[4];            // struct itimerval: interval sec/usec, value sec/usec
+    uint32_t cwd_len;                   // followed by the working directory
+    uint32_t pad;
+};
+
+enum region_kind : uint32_t {
+    region_anon_private = 1, // pages stored
+    region_anon_shared = 2,  // pages stored, recreated as a shared memfd
+    region_file_private = 3, // file re-mapped, copied-on-write pages stored
+    region_file_shared = 4,  // file re-mapped shared, nothing stored
+    region_stack = 5,        // anon private, grows down
+    region_heap = 6,         // anon private, the brk area
+};
+
+struct region_record {
+    uint64_t start, end;
+    uint32_t prot; // PROT_*
+    uint32_t kind; // region_kind
+    uint64_t file_offset;
+    uint64_t file_dev, file_ino, file_size;
+    int64_t file_mtime_ns;
+    uint32_t pad;
+    uint32_t path_len; // followed by the path (file kinds)
+};
+
+// A pages record's payload: uint64_t address, then page data for [address, address + length - 8).
+
+enum file_kind : uint32_t {
+    file_regular = 1,   // reopened by path at its offset (no O_CREAT, O_TRUNC)
+    file_directory = 2, // reopened by path
+    file_device = 3,    // character device reopened by path (/dev/null, /dev/urandom ...)
+    file_inherit = 4,   // a std stream that was a tty, pipe or socket: the restarter's own is used
+    file_pipe_read = 5, // both ends inside the process: recreated, buffered data refilled
+    file_pipe_write = 6,
+};
+
+struct file_record {
+    int32_t fd;
+    uint32_t kind;
+    int32_t flags; // open flags as in fdinfo
+    int32_t cloexec;
+    int64_t offset;
+    uint64_t pipe_id; // pipe inode: both ends carry the same id
+    uint32_t data_len; // pipe data that was buffered at checkpoint, after the path
+    uint32_t path_len;
+};
+
+struct thread_record {
+    int32_t tid;
+    uint32_t flags; // thread_main, thread_manager
+    uint64_t fs_base;
+    uint64_t regs[8]; // rbx rbp r12 r13 r14 r15 rsp rip: the agent's park point, see agent_state.h
+    uint32_t mxcsr;
+    uint32_t fpucw;
+};
+inline constexpr uint32_t thread_main = 1;
+inline constexpr uint32_t thread_manager = 2;
+
+struct trailer_record {
+    uint64_t record_count; // records before the trailer
+    uint64_t payload_bytes;
+    uint64_t chain_hash; // XXH3-64 over the record hashes in order
+};
+
+} // namespace ghost::image

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reads and verifies a whole image from a source without restoring it: `ghost inspect`, and the
+// checks a command makes before it starts the restorer. Mirrors image_writer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ghost-core/image_format.h"
+#include "ghost-core/resource.h"
+
+namespace ghost::core {
+
+struct region_summary {
+    image::region_record record;
+    std::string path;
+    uint64_t stored_bytes = 0;
+};
+
+struct file_summary {
+    image::file_record record;
+    std::string path;
+};
+
+struct image_summary {
+    image::header_record header{};
+    std::string exe;
+    image::process_record process{};
+    std::string cwd;
+    std::vector<region_summary> regions;
+    std::vector<file_summary> files;
+    std::vector<image::thread_record> threads;
+    uint64_t records = 0;
+    uint64_t image_bytes = 0;
+    uint64_t memory_bytes = 0;
+};
+
+// Verifies every record's hash and the trailer. With header_only, stops after the header record.
+result<image_summary> read_image(res::source &in, bool header_only = false);
+
+// The checks the restorer will make that can be made earlier with a better message: format
+// version, architecture, kernel release, CPU vector state.
+result<void> check_compatible(const image::header_record &h);
+
+} // namespace ghost::core

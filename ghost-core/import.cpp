@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ghost-core/import.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "runtime/control.h"
+#include "runtime/uapi.h"
+
+namespace ghost::core {
+
+namespace {
+
+// fork() that asks for a given pid first (clone3 set_tid: root or CAP_CHECKPOINT_RESTORE, pid free).
+pid_t fork_with_pid(pid_t want) {
+    if (want > 0) {
+        uapi::clone_args args{};
+        args.exit_signal = SIGCHLD;
+        uint64_t tid = (uint64_t)want;
+        args.set_tid = (uint64_t)&tid;
+        args.set_tid_size = 1;
+        long r = ::syscall(SYS_clone3, &args, sizeof args);
+        if (r >= 0) return (pid_t)r;
+    }
+    return ::fork();
+}
+
+} // namespace
+
+result<pid_t> import_process(int image_fd, const import_options &opt) {
+    int status[2];
+    if (::pipe2(status, O_CLOEXEC) != 0) return sys_error("cannot create a pipe");
+    std::string image_arg = std::to_string(image_fd), status_arg = std::to_string(status[1]);
+    const char *argv[] = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
+                          opt.inherit_stdio ? "--inherit-stdio" : nullptr, nullptr};
+    const char *envp[] = {nullptr};
+    pid_t child = fork_with_pid(opt.want_pid);
+    if (child < 0) {
+        int e = errno;
+        ::close(status[0]);
+        ::close(status[1]);
+        return sys_error("cannot start the restorer", e);
+    }
+    if (child == 0) {
+        // Only async-signal-safe calls here: the parent may have threads.
+        ::fcntl(image_fd, F_SETFD, 0);
+        ::fcntl(status[1], F_SETFD, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execve(opt.restorer.c_str(), (char *const *)argv, (char *const *)envp);
+        char msg[] = "ERR cannot run the restorer\n";
+        (void)!::write(status[1], msg, sizeof msg - 1);
+        ::_exit(127);
+    }
+    ::close(status[1]);
+    char line[600];
+    long n = control::read_line(status[0], line, sizeof line, -1);
+    ::close(status[0]);
+    if (n >= 3 && std::strncmp(line, "OK ", 3) == 0) return child;
+    // Failed: make sure nothing half-restored survives, then report the restorer's reason.
+    ::kill(child, SIGKILL);
+    int ws;
+    ::waitpid(child, &ws, 0);
+    if (n > 4 && std::strncmp(line, "ERR ", 4) == 0) return error{line + 4};
+    if (WIFSIGNALED(ws))
+        return error{std::string("the restorer died of signal ") + strsignal(WTERMSIG(ws))};
+    return error{"the restorer failed without a reason"};
+}
+
+} // namespace ghost::core

@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ghost-core/park_client.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "runtime/control.h"
+
+namespace ghost::core {
+
+result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
+    std::string who = "pid " + std::to_string(pid);
+    if (pid <= 0) return error{"invalid pid " + std::to_string(pid)};
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return error{"no process with " + who};
+    char path[128];
+    const char *why = nullptr;
+    if (!control::socket_path(pid, path, sizeof path, &why)) return error{why};
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return sys_error("cannot create a socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path, std::strlen(path) + 1); // socket_path checked the size
+    if (::connect(fd, (sockaddr *)&addr, sizeof addr) != 0) {
+        int e = errno;
+        ::close(fd);
+        if (e == ENOENT || e == ECONNREFUSED)
+            return error{who + " is not running under ghost (no control socket)", e};
+        return sys_error("cannot connect to the ghost agent of " + who, e);
+    }
+    // The socket file could be a stale one re-bound by somebody else: check who answers.
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != pid) {
+        ::close(fd);
+        return error{who + " is not running under ghost (its socket belongs to another process)"};
+    }
+    if (cred.uid != ::getuid() && ::getuid() != 0) {
+        ::close(fd);
+        return error{who + " belongs to another user"};
+    }
+    if (!control::write_all(fd, "PARK\n", 5)) {
+        ::close(fd);
+        return sys_error("cannot talk to the ghost agent of " + who);
+    }
+    char line[256];
+    if (control::read_line(fd, line, sizeof line, timeout_ms) < 0) {
+        ::close(fd);
+        return error{"the ghost agent of " + who + " did not answer"};
+    }
+    unsigned long state = 0;
+    unsigned threads = 0;
+    if (std::strncmp(line, "ERROR ", 6) == 0) {
+        ::close(fd);
+        return error{"cannot park " + who + ": " + (line + 6)};
+    }
+    if (std::sscanf(line, "PARKED %lx %u", &state, &threads) != 2) {
+        ::close(fd);
+        return error{"unexpected answer from the ghost agent of " + who + ": " + line};
+    }
+    return parked_process(pid, fd, state, threads);
+}
+
+parked_process::parked_process(parked_process &&other) noexcept
+    : pid_(other.pid_), conn_(other.conn_), state_(other.state_), threads_(other.threads_) {
+    other.conn_ = -1;
+}
+
+parked_process::~parked_process() {
+    if (conn_ >= 0) (void)resume();
+}
+
+result<void> parked_process::resume() {
+    if (conn_ < 0) return {};
+    int fd = conn_;
+    conn_ = -1;
+    bool sent = control::write_all(fd, "RESUME\n", 7);
+    char line[64];
+    bool answered = sent && control::read_line(fd, line, sizeof line, 10000) >= 0;
+    ::close(fd);
+    if (!answered) return error{"pid " + std::to_string(pid_) + " did not confirm its resumption"};
+    return {};
+}
+
+void parked_process::kill_now() {
+    ::kill(pid_, SIGKILL);
+    if (conn_ >= 0) ::close(conn_);
+    conn_ = -1;
+}
+
+} // namespace ghost::core

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `ghost` side of the control protocol (runtime/control.h): parks a managed process so that it
+// can be exported from outside, and lets it go again.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "runtime/result.h"
+
+namespace ghost::core {
+
+class parked_process {
+  public:
+    // Connects to the agent of `pid` and parks every thread. A process without a ghost agent, or
+    // of another user, is refused with a one-line reason.
+    static result<parked_process> park(pid_t pid, int timeout_ms = 15000);
+    parked_process(parked_process &&other) noexcept;
+    parked_process &operator=(parked_process &&) = delete;
+    ~parked_process(); // resumes if still parked
+    result<void> resume();
+    // Kills the process without letting it run again (checkpoint --kill).
+    void kill_now();
+
+    pid_t pid() const { return pid_; }
+    uint64_t state_address() const { return state_; }
+    uint32_t threads() const { return threads_; }
+
+  private:
+    parked_process(pid_t pid, int conn, uint64_t state, uint32_t threads)
+        : pid_(pid), conn_(conn), state_(state), threads_(threads) {}
+    pid_t pid_;
+    int conn_;
+    uint64_t state_;
+    uint32_t threads_;
+};
+
+} // namespace ghost::core

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ghost-core/proc_reader.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <sstream>
+
+namespace ghost::core {
+
+namespace {
+std::string proc_path(pid_t pid, const char *what) {
+    return "/proc/" + std::to_string(pid) + "/" + what;
+}
+} // namespace
+
+result<std::string> read_text(const std::string &path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sys_error("cannot open " + path);
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            int e = errno;
+            ::close(fd);
+            return sys_error("cannot read " + path, e);
+        }
+        if (n == 0) break;
+        out.append(buf, (size_t)n);
+    }
+    ::close(fd);
+    return out;
+}
+
+result<std::string> read_link(const std::string &path) {
+    char buf[4096];
+    ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+    if (n < 0) return sys_error("cannot read link " + path);
+    return std::string(buf, (size_t)n);
+}
+
+result<std::vector<vma>> read_maps(pid_t pid) {
+    auto text = read_text(proc_path(pid, "maps"));
+    if (!text) return text.err();
+    std::vector<vma> out;
+    std::istringstream in(*text);
+    std::string line;
+    while (std::getline(in, line)) {
+        vma v;
+        char perms[5] = {};
+        unsigned long long start, end, offset, inode;
+        unsigned dev_major, dev_minor;
+        int consumed = 0;
+        if (std::sscanf(line.c_str(), "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms,
+                        &offset, &dev_major, &dev_minor, &inode, &consumed) < 7)
+            return error{"cannot parse /proc/" + std::to_string(pid) + "/maps line: " + line};
+        v.start = start, v.end = end, v.offset = offset, v.inode = inode;
+        v.read = perms[0] == 'r', v.write = perms[1] == 'w', v.exec = perms[2] == 'x';
+        v.shared = perms[3] == 's';
+        v.path = line.substr((size_t)consumed);
+        out.push_back(std::move(v));
+    }
+    return out;
+}
+
+result<image::mm_fields> read_mm_fields(pid_t pid) {
+    auto text = read_text(proc_path(pid, "stat"));
+    if (!text) return text.err();
+    // Field 2 (comm) may hold spaces and parentheses: parse after the last ')'.
+    size_t close = text->rfind(')');
+    if (close == std::string::npos) return error{"cannot parse /proc/" + std::to_string(pid) + "/stat"};
+    std::istringstream in(text->substr(close + 2));
+    std::vector<std::string> f(2); // fields 1 and 2 skipped; index = field number - 1
+    std::string tok;
+    while (in >> tok) f.push_back(tok);
+    if (f.size() < 51) return error{"cannot parse /proc/" + std::to_string(pid) + "/stat: too short"};
+    auto field = [&](int n) { return std::strtoull(f[(size_t)n - 1].c_str(), nullptr, 10); };
+    image::mm_fields m{};
+    m.start_code = field(26), m.end_code = field(27), m.start_stack = field(28);
+    m.start_data = field(45), m.end_data = field(46), m.start_brk = field(47);
+    m.arg_start = field(48), m.arg_end = field(49), m.env_start = field(50), m.env_end = field(51);
+    return m;
+}
+
+result<std::vector<uint64_t>> read_auxv(pid_t pid) {
+    auto text = read_text(proc_path(pid, "auxv"));
+    if (!text) return text.err();
+    std::vector<uint64_t> words(text->size() / 8);
+    std::memcpy(words.data(), text->data(), words.size() * 8);
+    return words;
+}
+
+result<fd_info> read_fdinfo(pid_t pid, int fd) {
+    auto text = read_text(proc_path(pid, "fdinfo/") + std::to_string(fd));
+    if (!text) return text.err();
+    fd_info info;
+    info.fd = fd;
+    std::istringstream in(*text);
+    std::string key, value;
+    while (in >> key >> value) {
+        if (key == "pos:") info.pos = std::strtoll(value.c_str(), nullptr, 10);
+        if (key == "flags:") info.flags = (int)std::strtol(value.c_str(), nullptr, 8);
+        std::getline(in, value);
+    }
+    return info;
+}
+
+result<std::vector<int>> list_fds(pid_t pid) {
+    std::string path = proc_path(pid, "fd");
+    DIR *d = ::opendir(path.c_str());
+    if (!d) return sys_error("cannot list " + path);
+    std::vector<int> fds;
+    while (dirent *e = ::readdir(d))
+        if (e->d_name[0] != '.') fds.push_back(std::atoi(e->d_name));
+    ::closedir(d);
+    std::sort(fds.begin(), fds.end());
+    return fds;
+}
+
+result<pagemap> pagemap::open(pid_t pid) {
+    std::string path = proc_path(pid, "pagemap");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sys_error("cannot open " + path);
+    return pagemap(fd);
+}
+
+pagemap::~pagemap() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+result<void> pagemap::read(uint64_t start, uint64_t end, std::vector<uint64_t> &entries) const {
+    size_t n = (end - start) / 4096;
+    entries.resize(n);
+    size_t bytes = n * 8;
+    size_t done = 0;
+    while (done < bytes) {
+        ssize_t r = ::pread(fd_, (char *)entries.data() + done, bytes - done,
+                            (off_t)(start / 4096 * 8 + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return sys_error("cannot read the page map", r < 0 ? errno : EIO);
+        done += (size_t)r;
+    }
+    return {};
+}
+
+} // namespace ghost::core

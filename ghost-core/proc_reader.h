@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+// What /proc tells about another process: its mappings, page presence, descriptors, mm fields.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ghost-core/image_format.h"
+#include "runtime/result.h"
+
+namespace ghost::core {
+
+struct vma {
+    uint64_t start = 0, end = 0;
+    bool read = false, write = false, exec = false, shared = false;
+    uint64_t offset = 0;
+    uint64_t inode = 0;
+    std::string path; // "" for anonymous, "[heap]", "[stack]", "/usr/lib/... (deleted)" ...
+};
+
+result<std::vector<vma>> read_maps(pid_t pid);
+
+// /proc/<pid>/stat fields 26-28 and 45-51 (start_code ... env_end); brk comes from the agent.
+result<image::mm_fields> read_mm_fields(pid_t pid);
+
+// /proc/<pid>/auxv as 64-bit words, ending with AT_NULL.
+result<std::vector<uint64_t>> read_auxv(pid_t pid);
+
+result<std::string> read_link(const std::string &path);
+result<std::string> read_text(const std::string &path);
+
+struct fd_info {
+    int fd = -1;
+    int64_t pos = 0;
+    int flags = 0; // octal "flags:" field; O_CLOEXEC included as the kernel reports it
+};
+result<fd_info> read_fdinfo(pid_t pid, int fd);
+result<std::vector<int>> list_fds(pid_t pid);
+
+// Page presence from /proc/<pid>/pagemap: one 64-bit entry per page of [start, end).
+class pagemap {
+  public:
+    static result<pagemap> open(pid_t pid);
+    pagemap(pagemap &&other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+    ~pagemap();
+    result<void> read(uint64_t start, uint64_t end, std::vector<uint64_t> &entries) const;
+
+  private:
+    explicit pagemap(int fd) : fd_(fd) {}
+    int fd_;
+};
+
+} // namespace ghost::core

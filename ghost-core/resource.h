@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+// Where an image goes and where it comes from: a byte stream, written once and read once (the seed
+// paper's resource plug-ins). Export writes to a sink; import reads from a source. Implementations
+// live in resources/<kind>/ and register themselves in resources/registry.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/result.h"
+
+namespace ghost::res {
+
+class sink {
+  public:
+    virtual ~sink() = default;
+    virtual result<void> write(const void *data, size_t len) = 0;
+    // Makes the image durable and visible under its final name. Nothing is visible before.
+    virtual result<void> commit() = 0;
+    // Drops a partial image; the previous one (if any) is untouched. Idempotent.
+    virtual void abort() noexcept = 0;
+    virtual std::string describe() const = 0;
+};
+
+class source {
+  public:
+    virtual ~source() = default;
+    // Returns 0 at the end of the stream.
+    virtual result<size_t> read(void *data, size_t len) = 0;
+    // A descriptor positioned at the start of the image that the restorer can read directly, or -1.
+    virtual int stream_fd() const = 0;
+    virtual std::string describe() const = 0;
+};
+
+} // namespace ghost::res

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `ghost` subcommands. Each returns the process exit status; errors are printed as one line.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace ghost::launcher {
+
+struct launch_args {
+    std::string ckpt_dir = "ghost-ckpt";
+    std::string pid_file;
+    int ckpt_signal = 12; // SIGUSR2
+    bool keep_fds = false; // keep inherited pipes/sockets above fd 2
+    std::vector<std::string> command;
+};
+int cmd_launch(const launch_args &a);
+
+struct checkpoint_args {
+    std::string dir; // default: the launch's --ckpt-dir
+    bool kill = false;
+    pid_t pid = 0;
+};
+int cmd_checkpoint(const checkpoint_args &a);
+
+struct restart_args {
+    std::string image; // a directory (its image.ghost) or an image file
+    std::string pid_file;
+    bool new_pid = false;
+};
+int cmd_restart(const restart_args &a);
+
+struct duplicate_args {
+    pid_t pid = 0;
+    std::string pid_file;
+    bool detach = false;
+};
+int cmd_duplicate(const duplicate_args &a);
+
+int cmd_inspect(const std::string &image);
+int cmd_status();
+
+// "ghost: <message>" on stderr; returns 1.
+int fail(const std::string &message);
+
+} // namespace ghost::launcher

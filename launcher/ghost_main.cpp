@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "launcher/commands.h"
+
+using namespace ghost::launcher;
+
+int main(int argc, char **argv) {
+    CLI::App app{"ghost: checkpoint, restart and duplicate unmodified processes"};
+    app.require_subcommand(1);
+
+    launch_args la;
+    auto *launch = app.add_subcommand("launch", "run a program under ghost and wait for it");
+    launch->add_option("--ckpt-dir", la.ckpt_dir, "where its checkpoints go (default ./ghost-ckpt)");
+    launch->add_option("--pid-file", la.pid_file, "write the program's pid here");
+    launch->add_option("--ckpt-signal", la.ckpt_signal,
+                       "signal that checkpoints it from outside (default 12, SIGUSR2; 0: none)")
+        ->check(CLI::Range(0, 64));
+    launch->add_flag("--keep-fds", la.keep_fds,
+                     "keep inherited pipes and sockets above fd 2 (the process cannot be restarted)");
+    launch->add_option("command", la.command, "PROGRAM ARGS...")->required();
+    launch->prefix_command();
+
+    checkpoint_args ca;
+    auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
+    ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
+    ckpt->add_flag("--kill", ca.kill, "kill the process once the image is durable");
+    ckpt->add_option("pid", ca.pid, "process id")->required();
+
+    restart_args ra;
+    auto *restart = app.add_subcommand("restart", "restore a process from its image and wait for it");
+    restart->add_option("image", ra.image, "image directory or file")->required();
+    restart->add_option("--pid-file", ra.pid_file, "write the restored pid here");
+    restart->add_flag("--new-pid", ra.new_pid, "do not try to keep the original pid");
+
+    duplicate_args da;
+    auto *dup = app.add_subcommand("duplicate", "start an independent copy of a running process");
+    dup->add_option("pid", da.pid, "process id")->required();
+    dup->add_option("--pid-file", da.pid_file, "write the copy's pid here");
+    dup->add_flag("--detach", da.detach, "do not wait for the copy");
+
+    std::string image;
+    auto *inspect = app.add_subcommand("inspect", "verify an image and describe it");
+    inspect->add_option("image", image, "image directory or file")->required();
+
+    auto *status = app.add_subcommand("status", "list the processes running under ghost");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        std::fprintf(stderr, "ghost: %s (see ghost --help)\n", e.what());
+        return 2;
+    }
+    if (*launch) return cmd_launch(la);
+    if (*ckpt) return cmd_checkpoint(ca);
+    if (*restart) return cmd_restart(ra);
+    if (*dup) return cmd_duplicate(da);
+    if (*inspect) return cmd_inspect(image);
+    if (*status) return cmd_status();
+    return 2;
+}

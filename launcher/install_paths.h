@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <string>
+
+#include "runtime/result.h"
+
+namespace ghost::launcher {
+
+// Absolute path of the running `ghost` executable.
+std::string self_path();
+// libghost.so and ghost-restart: $GHOST_AGENT_LIB / $GHOST_RESTORER, else next to `ghost` in the
+// build tree (../ghost-core/...), else the installed layout (../lib/ghost/).
+result<std::string> agent_library();
+result<std::string> restorer();
+
+} // namespace ghost::launcher

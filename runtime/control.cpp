@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/control.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ghost::control {
+
+bool runtime_dir(char *out, size_t out_size, const char **why) {
+    const char *env = getenv("GHOST_RUNTIME_DIR");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (env && *env)
+        n = snprintf(out, out_size, "%s", env);
+    else if (xdg && *xdg)
+        n = snprintf(out, out_size, "%s/ghost", xdg);
+    else
+        n = snprintf(out, out_size, "/tmp/ghost-%u", (unsigned)getuid());
+    if (n < 0 || (size_t)n >= out_size) {
+        *why = "runtime directory path too long";
+        return false;
+    }
+    if (mkdir(out, 0700) != 0 && errno != EEXIST) {
+        *why = "cannot create the runtime directory";
+        return false;
+    }
+    struct stat st;
+    if (lstat(out, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        *why = "the runtime directory is not a directory";
+        return false;
+    }
+    // Sockets in it accept checkpoint requests: nobody else may own it or reach into it.
+    if (st.st_uid != getuid() || (st.st_mode & 0077) != 0) {
+        *why = "the runtime directory is owned by another user or open to others";
+        return false;
+    }
+    return true;
+}
+
+bool socket_path(int pid, char *out, size_t out_size, const char **why) {
+    char dir[4096];
+    if (!runtime_dir(dir, sizeof dir, why)) return false;
+    int n = snprintf(out, out_size, "%s/%d.sock", dir, pid);
+    if (n < 0 || (size_t)n >= out_size || (size_t)n >= 108) { // sun_path
+        *why = "control socket path too long";
+        return false;
+    }
+    return true;
+}
+
+long read_line(int fd, char *out, size_t out_size, int timeout_ms) {
+    size_t len = 0;
+    while (len + 1 < out_size) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        char c;
+        ssize_t got = read(fd, &c, 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        if (c == '\n') {
+            out[len] = 0;
+            return (long)len;
+        }
+        out[len++] = c;
+    }
+    return -1;
+}
+
+bool write_all(int fd, const char *buf, size_t len) {
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+} // namespace ghost::control

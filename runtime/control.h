@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// Where the control sockets live, and the line protocol spoken on them. Used both inside managed
+// processes (the agent, which must not throw or allocate much) and by the `ghost` commands.
+//
+// Protocol (one request per connection, lines end with '\n'):
+//   client: PARK                 agent: PARKED <state address hex> <threads>   or   ERROR <reason>
+//   client: RESUME               agent: RESUMED        (a client that disconnects also resumes the process)
+//   client: PING                 agent: PONG <pid>
+#pragma once
+
+#include <stddef.h>
+
+namespace ghost::control {
+
+// The private runtime directory: $GHOST_RUNTIME_DIR, else $XDG_RUNTIME_DIR/ghost, else
+// /tmp/ghost-<uid>. Created with mode 0700; refused if another user owns it or others can enter it.
+// Returns false with a reason in `why` on failure.
+bool runtime_dir(char *out, size_t out_size, const char **why);
+
+// <runtime dir>/<pid>.sock
+bool socket_path(int pid, char *out, size_t out_size, const char **why);
+
+// Reads one '\n'-terminated line (without the '\n') within timeout_ms (-1: no limit).
+// Returns its length, or -1 on error, EOF or timeout.
+long read_line(int fd, char *out, size_t out_size, int timeout_ms);
+
+// Writes all of buf; false on error.
+bool write_all(int fd, const char *buf, size_t len);
+
+} // namespace ghost::control

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+// Stable kernel UAPI values that Debian 12's 6.1 headers lack (or that freestanding code cannot include).
+#pragma once
+
+#ifndef PR_SET_MM
+#define PR_SET_MM 35
+#endif
+#ifndef PR_SET_MM_MAP
+#define PR_SET_MM_MAP 14
+#endif
+#ifndef PR_SET_MM_EXE_FILE
+#define PR_SET_MM_EXE_FILE 13
+#endif
+#ifndef PR_GET_TID_ADDRESS
+#define PR_GET_TID_ADDRESS 40
+#endif
+#ifndef CLONE_CLEAR_SIGHAND
+#define CLONE_CLEAR_SIGHAND 0x100000000ULL
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+#ifndef RSEQ_SIG
+#define RSEQ_SIG 0x53053053
+#endif
+
+namespace ghost::uapi {
+
+// struct prctl_mm_map (linux/prctl.h)
+struct prctl_mm_map {
+    unsigned long long start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+    unsigned long long arg_start, arg_end, env_start, env_end;
+    unsigned long long *auxv;
+    unsigned int auxv_size;
+    unsigned int exe_fd;
+};
+
+// struct clone_args (linux/sched.h), version with set_tid (CLONE_ARGS_SIZE_VER1 = 80 bytes)
+struct clone_args {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    unsigned long long set_tid, set_tid_size;
+};
+
+// The kernel's struct sigaction for rt_sigaction on x86_64 (not glibc's).
+struct kernel_sigaction {
+    unsigned long handler;
+    unsigned long flags;
+    unsigned long restorer;
+    unsigned long mask;
+};
+
+// pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst)
+inline constexpr unsigned long long pm_present = 1ULL << 63;
+inline constexpr unsigned long long pm_swapped = 1ULL << 62;
+inline constexpr unsigned long long pm_file_or_shared = 1ULL << 61;
+
+} // namespace ghost::uapi
