@@ -335,6 +335,39 @@ void place_fd(int from, int to, bool cloexec) {
     sys::call(__NR_fcntl, to, F_SETFD, cloexec ? FD_CLOEXEC : 0);
 }
 
+constexpr int max_fd = 65536;
+uint8_t g_fd_in_image[max_fd / 8];
+
+struct linux_dirent64 {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[1];
+};
+
+bool fd_in_image(int fd) { return fd < max_fd && (g_fd_in_image[fd / 8] >> (fd % 8)) & 1; }
+
+// Whatever the restarter inherited that the image does not have must not leak into the process.
+void close_foreign_fds() {
+    int dir = (int)sys::call(__NR_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) fail_errno(text("cannot list descriptors"), dir);
+    char buf[4096];
+    int doomed[256], count = 0;
+    for (long n; (n = sys::call(__NR_getdents64, dir, buf, sizeof buf)) > 0;) {
+        for (long off = 0; off < n;) {
+            auto *d = (linux_dirent64 *)(buf + off);
+            off += d->reclen;
+            if (d->name[0] < '0' || d->name[0] > '9') continue;
+            int fd = (int)parse_dec(d->name);
+            if (fd == dir || fd == g_image_fd || fd == g_status_fd || fd_in_image(fd)) continue;
+            if (count < 256) doomed[count++] = fd;
+        }
+    }
+    sys::call(__NR_close, dir);
+    for (int i = 0; i < count; i++) sys::call(__NR_close, doomed[i]);
+}
+
 void restore_file(record &r) {
     read_metadata(r, sizeof(img::file_record));
     img::file_record fr;
@@ -342,6 +375,7 @@ void restore_file(record &r) {
     if (fr.path_len + fr.data_len > r.h.length - sizeof fr || fr.path_len >= 4096 || fr.fd < 0)
         fail(text("the image is corrupt (bad file record)"));
     if (fr.fd >= g_next_temp_fd) fail(text("descriptor ").num(fr.fd).add(" is too high to restore"));
+    g_fd_in_image[fr.fd / 8] |= (uint8_t)(1 << (fr.fd % 8));
     char path[4096];
     memcpy(path, g_meta + sizeof fr, fr.path_len);
     path[fr.path_len] = 0;
@@ -602,6 +636,7 @@ complete:
     for (int i = 0; i < g_pipe_count; i++)
         for (int fd : g_pipes[i].ends)
             if (fd >= 0) sys::call(__NR_close, fd);
+    close_foreign_fds();
     install_process_state();
     sys::call(__NR_close, g_image_fd);
     text ok;
