@@ -371,11 +371,22 @@ void spawn_checkpoint() {
     for (char **e = environ; *e && n < 4095; e++)
         if (strncmp(*e, "LD_PRELOAD=", 11) != 0) envp[n++] = *e;
     envp[n] = nullptr;
+    // Its report must not land in the application's own stdout/stderr (a shared file offset would
+    // shift the application's output): it goes to <checkpoint dir>/checkpoint.log.
+    mkdir(g_ckpt_dir, 0700);
+    char log[4200];
+    snprintf(log, sizeof log, "%s/checkpoint.log", g_ckpt_dir);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     pid_t child;
-    if (posix_spawn(&child, g_ghost_bin, nullptr, nullptr, argv, envp) == 0)
+    if (posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp) == 0)
         g_spawned_checkpoint = child;
     else
         say("cannot start %s for a signalled checkpoint", g_ghost_bin);
+    posix_spawn_file_actions_destroy(&fa);
 }
 
 void serve(int conn) {
