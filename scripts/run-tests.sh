@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on this machine: installs what is missing, builds the release tree and
+# the ASan/UBSan tree, runs every test in the first and the sanitizer-capable ones in the second.
+# Usage: scripts/run-tests.sh [extra ctest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C build
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 "$@"
+
+# Host-side code (CLI, exporter, resources, unit tests) under AddressSanitizer and UBSan. The agent
+# and the restorer run inside other programs and are never sanitized.
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGHOST_SANITIZE=ON >/dev/null
+ninja -C build-asan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" -L asan --timeout 600 "$@"

@@ -1,0 +1,551 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Bad-input tests for the ghost CLI.
+
+Subtests (--only a,b,...; default all):
+  corrupt    bytes flipped in the middle / a bit flipped / a header byte changed;
+  truncated  the image cut to half, to all but one byte, to 100 bytes, to nothing;
+  foreign    the kernel release in the header patched, the magic changed, an ELF executable,
+             random bytes and a text file renamed to image.ghost;
+             For each bad image, `ghost inspect` and `ghost restart` must exit non-zero with exactly
+             one line on stderr within a timeout, and nothing may be restored (no pid file naming a
+             live process, the victim's heartbeat file and stdout unchanged, no new process running
+             the victim). A control restart from the intact image must then work.
+  not_ghost  `ghost checkpoint` (with and without --kill) and `ghost duplicate` of a process not
+             running under ghost, checkpoint of a pid that does not exist, restart/inspect of a
+             missing path, launch of a missing program: one-line error, non-zero exit, and the
+             plain process is left alone;
+  full_disk  checkpoints into a small tmpfs (needs root; skipped with a message if mount fails):
+             one that fits, then a bigger one that does not -> one-line error, the process still
+             runs (also with --kill), the previous image is byte-identical, `ghost inspect` accepts
+             it and a restart from it runs the program to its PASS line.
+Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
+"""
+import argparse
+import ctypes
+import hashlib
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.monotonic()
+SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk"]
+MARKER = ".ghost-test-workdir"
+
+
+def log(msg):
+    print(f"[bad_input {time.monotonic() - T0:7.2f}s] {msg}", flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def pid_state(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def read_or_none(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+REC_HDR = struct.Struct("<IHHQQ")  # magic, type, version, length, hash (ghost-core/image_format.h)
+REC_TRAILER = 7
+
+
+def load_xxh3():
+    """XXH3_64bits_withSeed from the system's libxxhash, through ctypes (None if unavailable)."""
+    for name in ("libxxhash.so.0", "libxxhash.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            f = lib.XXH3_64bits_withSeed
+            f.restype = ctypes.c_uint64
+            f.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+            return lambda data, seed=0: f(data, len(data), seed)
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def rehash(data, xxh3):
+    """Recomputes every record hash, the trailer's chain hash and the trailer's own hash, so that a
+    patched image is consistent and only its content can be refused."""
+    out = bytearray(data)
+    off, hashes, count, payload_bytes = 0, [], 0, 0
+    while off + REC_HDR.size <= len(out):
+        magic, rtype, ver, length, _ = REC_HDR.unpack_from(out, off)
+        start = off + REC_HDR.size
+        payload = bytes(out[start:start + length])
+        if rtype == REC_TRAILER:
+            chain = xxh3(b"".join(struct.pack("<Q", x) for x in hashes), 0)
+            payload = struct.pack("<QQQ", count, payload_bytes, chain) + payload[24:]
+            out[start:start + length] = payload
+        h = xxh3(payload, rtype)
+        REC_HDR.pack_into(out, off, magic, rtype, ver, length, h)
+        if rtype == REC_TRAILER:
+            return bytes(out)
+        hashes.append(h)
+        count += 1
+        payload_bytes += length
+        off = start + length
+    raise ValueError("no trailer record found")
+
+
+class Env:
+    def __init__(self, a):
+        self.a = a
+        self.ghost = os.path.abspath(a.ghost)
+        self.victim = os.path.abspath(a.victim)
+        self.popens = []
+        self.pids = set()
+        self.mounts = []
+        self.failures = []
+
+    # -- process bookkeeping ----------------------------------------------------------------------
+    def popen(self, argv, what, **kw):
+        log(f"start {what}: {' '.join(argv)}")
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.popens.append((p, what))
+        return p
+
+    def run(self, argv, what, timeout=None):
+        timeout = timeout or self.a.cmd_timeout
+        p = self.popen(argv, what, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{what} did not finish within {timeout:.0f}s (hang)") from None
+        return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def kill_all(self):
+        for p, what in self.popens:
+            if p.poll() is None:
+                log(f"killing {what} (pid {p.pid} and its process group)")
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for pid in sorted(self.pids):
+            if pid_alive(pid):
+                log(f"killing pid {pid}")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p, _ in self.popens:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.popens = []
+
+    def wait_exit(self, p, what, timeout=None):
+        timeout = timeout or self.a.cmd_timeout
+        try:
+            return p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{what} did not exit within {timeout:.0f}s (hang)") from None
+
+    def wait_for(self, cond, what, timeout=None):
+        deadline = time.monotonic() + (timeout or self.a.cmd_timeout)
+        while not cond():
+            if time.monotonic() > deadline:
+                raise Failure(f"timed out waiting for {what}")
+            time.sleep(0.02)
+
+    def read_pid(self, path, runner, what):
+        def ready():
+            if runner.poll() is not None:
+                return True
+            t = read_or_none(path)
+            return bool(t and t.strip())
+
+        self.wait_for(ready, f"{what} to write {path}")
+        t = read_or_none(path)
+        if not t or not t.strip():
+            raise Failure(f"{what} exited with {runner.returncode} without writing its pid file")
+        pid = int(t.split()[0])
+        self.pids.add(pid)
+        return pid
+
+    # -- assertions -------------------------------------------------------------------------------
+    def expect_error(self, argv, what, timeout=None):
+        """The command must fail with exactly one line on stderr. Returns that line."""
+        start = time.monotonic()
+        rc, out, err = self.run(argv, what, timeout)
+        lines = [l for l in err.splitlines() if l.strip()]
+        took = time.monotonic() - start
+        if rc == 0:
+            raise Failure(f"{what}: exited 0, expected an error (stdout: {out.strip()[:200]!r})")
+        if len(lines) != 1:
+            raise Failure(f"{what}: exited {rc} with {len(lines)} stderr lines, expected exactly one: {err.strip()[:600]!r}")
+        log(f"  ok ({rc}, {took:.2f}s): {lines[0]}")
+        return lines[0]
+
+    # -- the victim -------------------------------------------------------------------------------
+    def start_victim(self, tag, ckdir):
+        d = os.path.join(self.work, f"{tag}-data")
+        os.makedirs(d, exist_ok=True)
+        out = os.path.join(self.work, f"{tag}.out")
+        pidf = os.path.join(self.work, f"{tag}.pid")
+        with open(out, "wb") as o, open(os.path.join(self.work, f"{tag}.err"), "wb") as e:
+            runner = self.popen([self.ghost, "launch", "--ckpt-dir", ckdir, "--pid-file", pidf, "--", self.victim,
+                                 "--dir", d], f"ghost launch ({tag} victim)", stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+        pid = self.read_pid(pidf, runner, "ghost launch")
+        beat = os.path.join(d, "beat")
+        self.wait_for(lambda: read_or_none(beat), "the victim's first heartbeat")
+        return runner, pid, d, out
+
+    def checkpoint_ok(self, pid, ckdir, kill=False):
+        argv = [self.ghost, "checkpoint", "--dir", ckdir] + (["--kill"] if kill else []) + [str(pid)]
+        rc, out, err = self.run(argv, "ghost checkpoint" + (" --kill" if kill else ""))
+        if rc != 0:
+            raise Failure(f"ghost checkpoint of the victim failed ({rc}): {err.strip()}")
+        image = os.path.join(ckdir, "image.ghost")
+        if not os.path.isfile(image):
+            raise Failure(f"no {image} after a successful checkpoint")
+        return image
+
+    def victim_processes(self):
+        """Pids whose executable is the victim binary."""
+        found = set()
+        for ent in os.listdir("/proc"):
+            if not ent.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{ent}/exe") == self.victim and pid_alive(int(ent)):
+                    found.add(int(ent))
+            except OSError:
+                pass
+        return found
+
+    def snapshot(self, data_dir, out):
+        return (read_or_none(os.path.join(data_dir, "beat")), read_or_none(out))
+
+    def prepare_killed_victim(self, tag):
+        """A victim checkpointed once and then killed: (good image, data dir, stdout path)."""
+        ckdir = os.path.join(self.work, f"{tag}-ckpt")
+        runner, pid, d, out = self.start_victim(tag, ckdir)
+        time.sleep(0.3)
+        image = self.checkpoint_ok(pid, ckdir)
+        rc, o, err = self.run([self.ghost, "inspect", image], "ghost inspect (intact image)")
+        if rc != 0:
+            raise Failure(f"ghost inspect rejects an intact image: {err.strip()}")
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+        self.wait_for(lambda: not pid_alive(pid), "the victim to die")
+        return image, d, out
+
+    def check_rejected(self, tag, image_bytes, data_dir, out):
+        bad_dir = os.path.join(self.work, f"bad-{tag}")
+        os.makedirs(bad_dir, exist_ok=True)
+        bad = os.path.join(bad_dir, "image.ghost")
+        with open(bad, "wb") as f:
+            f.write(image_bytes)
+        log(f"[{tag}] {len(image_bytes)} bytes")
+        before_procs = self.victim_processes()
+        before = self.snapshot(data_dir, out)
+        try:
+            self.expect_error([self.ghost, "inspect", bad], f"ghost inspect ({tag})")
+        except Failure as e:
+            self.failures.append(str(e))
+            log(f"  FAILED: {e}")
+        for target in (bad_dir, bad):
+            pidf = os.path.join(self.work, f"bad-{tag}.pid")
+            if os.path.exists(pidf):
+                os.unlink(pidf)
+            try:
+                self.expect_error([self.ghost, "restart", "--pid-file", pidf, target], f"ghost restart ({tag}, {os.path.basename(target)})")
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            # Nothing may have come back to life.
+            t = read_or_none(pidf)
+            if t and t.strip():
+                rpid = int(t.split()[0])
+                self.pids.add(rpid)
+                if pid_alive(rpid):
+                    self.failures.append(f"ghost restart ({tag}): pid file names a live process {rpid}")
+                    log(f"  FAILED: restored process {rpid} is alive")
+            time.sleep(0.3)
+            new = self.victim_processes() - before_procs
+            if new:
+                self.pids.update(new)
+                self.failures.append(f"ghost restart ({tag}): victim process(es) {sorted(new)} running")
+                log(f"  FAILED: victim processes {sorted(new)} running after a rejected restart")
+            if self.snapshot(data_dir, out) != before:
+                self.failures.append(f"ghost restart ({tag}): the victim's heartbeat or stdout changed: something ran")
+                log("  FAILED: the victim's heartbeat/stdout changed after a rejected restart")
+            for pid in new:
+                os.kill(pid, signal.SIGKILL)
+
+    def control_restart(self, image, data_dir, out):
+        """The intact image must still restore and run to PASS."""
+        pidf = os.path.join(self.work, "control.pid")
+        with open(os.path.join(self.work, "control.out"), "wb") as o, open(os.path.join(self.work, "control.err"), "wb") as e:
+            r = self.popen([self.ghost, "restart", "--pid-file", pidf, image], "ghost restart (control, intact image)",
+                           stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+        pid = self.read_pid(pidf, r, "ghost restart (control)")
+        if not pid_alive(pid):
+            raise Failure("control restart: the restored victim is not running")
+        beat = os.path.join(data_dir, "beat")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0, "the restored victim's heartbeat", 20)
+        with open(os.path.join(data_dir, "stop"), "w"):
+            pass
+        rc = self.wait_exit(r, "control restart (waiting for the victim to stop)")
+        text = read_or_none(out) or b""
+        if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
+            raise Failure(f"control restart from the intact image: exit {rc}, stdout {text[-200:]!r}")
+        log("  control restart from the intact image: ok")
+
+    # -- subtests ---------------------------------------------------------------------------------
+    def t_corrupt(self):
+        image, d, out = self.prepare_killed_victim("corrupt")
+        data = open(image, "rb").read()
+        mid = len(data) // 2
+        flipped = bytearray(data)
+        for i in range(mid, mid + 16):
+            flipped[i] ^= 0xFF
+        self.check_rejected("bytes-flipped-middle", bytes(flipped), d, out)
+        one = bytearray(data)
+        one[len(data) * 3 // 4] ^= 0x10
+        self.check_rejected("bit-flipped", bytes(one), d, out)
+        hdr = bytearray(data)
+        hdr[40] ^= 0x01  # inside the header record
+        self.check_rejected("header-byte", bytes(hdr), d, out)
+        self.control_restart(image, d, out)
+
+    def t_truncated(self):
+        image, d, out = self.prepare_killed_victim("truncated")
+        data = open(image, "rb").read()
+        self.check_rejected("half", data[: len(data) // 2], d, out)
+        self.check_rejected("minus-one-byte", data[:-1], d, out)
+        self.check_rejected("100-bytes", data[:100], d, out)
+        self.check_rejected("empty", b"", d, out)
+        self.control_restart(image, d, out)
+
+    def t_foreign(self):
+        image, d, out = self.prepare_killed_victim("foreign")
+        data = open(image, "rb").read()
+        release = os.uname().release.encode()
+        pos = data.find(release, 0, 64 * 1024)
+        if pos < 0:
+            self.failures.append(f"the kernel release {release.decode()!r} is not in the image's first 64 KiB")
+            log("  FAILED: kernel release not found in the header")
+        else:
+            other = bytearray(release)
+            # Same length, different release: bump the first digit (9 -> 1).
+            for i, c in enumerate(other):
+                if chr(c).isdigit():
+                    other[i] = ord("1") if c == ord("9") else c + 1
+                    break
+            patched = data[:pos] + bytes(other) + data[pos + len(release):]
+            log(f"  kernel release at offset {pos}: {release.decode()} -> {other.decode()}")
+            self.check_rejected("other-kernel-release", patched, d, out)
+            # The same with all checksums recomputed: only the release itself can be refused.
+            xxh3 = load_xxh3()
+            if xxh3 is None:
+                log("  note: libxxhash not loadable through ctypes; no re-hashed variant")
+            else:
+                if rehash(data, xxh3) != data:
+                    self.failures.append("re-hashing the intact image does not reproduce it (image layout changed?)")
+                    log("  FAILED: re-hash of the intact image differs; skipping the re-hashed variant")
+                else:
+                    self.check_rejected("other-kernel-release-rehashed", rehash(patched, xxh3), d, out)
+        magic = data.find(b"GHOSTIMG", 0, 4096)
+        if magic >= 0:
+            bad_magic = data[:magic] + b"GHOSTIMX" + data[magic + 8:]
+            self.check_rejected("bad-file-magic", bad_magic, d, out)
+            xxh3 = load_xxh3()
+            if xxh3 is not None and rehash(data, xxh3) == data:
+                self.check_rejected("bad-file-magic-rehashed", rehash(bad_magic, xxh3), d, out)
+        self.check_rejected("bad-record-magic", b"XXXX" + data[4:], d, out)
+        self.check_rejected("elf-executable", open("/bin/true", "rb").read(), d, out)
+        self.check_rejected("random-bytes", random.Random(7).randbytes(1 << 20), d, out)
+        self.check_rejected("text-file", b"this is not a ghost image\n" * 100, d, out)
+        self.control_restart(image, d, out)
+
+    def t_not_ghost(self):
+        plain = self.popen(["sleep", "1000"], "plain sleep (not under ghost)", stdin=subprocess.DEVNULL)
+        self.pids.add(plain.pid)
+        time.sleep(0.2)
+        ck = os.path.join(self.work, "notghost-ckpt")
+        checks = [
+            ([self.ghost, "checkpoint", "--dir", ck, str(plain.pid)], "checkpoint of a process not under ghost"),
+            ([self.ghost, "checkpoint", "--dir", ck, "--kill", str(plain.pid)], "checkpoint --kill of a process not under ghost"),
+            ([self.ghost, "duplicate", str(plain.pid)], "duplicate of a process not under ghost"),
+        ]
+        # A pid that does not exist: one of ours, reaped.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        missing_pid = gone.pid
+        if pid_alive(missing_pid):
+            missing_pid = int(open("/proc/sys/kernel/pid_max").read()) - 1
+        checks += [
+            ([self.ghost, "checkpoint", "--dir", ck, str(missing_pid)], f"checkpoint of non-existent pid {missing_pid}"),
+            ([self.ghost, "checkpoint", "--dir", ck, "--kill", str(missing_pid)], f"checkpoint --kill of non-existent pid {missing_pid}"),
+            ([self.ghost, "restart", os.path.join(self.work, "no-such-dir")], "restart of a missing directory"),
+            ([self.ghost, "restart", os.path.join(self.work)], "restart of a directory without image"),
+            ([self.ghost, "inspect", os.path.join(self.work, "no-such-image.ghost")], "inspect of a missing image"),
+            ([self.ghost, "launch", "--", os.path.join(self.work, "no-such-program")], "launch of a missing program"),
+        ]
+        for argv, what in checks:
+            try:
+                self.expect_error(argv, what)
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            if not pid_alive(plain.pid):
+                raise Failure(f"{what}: the plain process {plain.pid} was killed")
+            if pid_state(plain.pid) in ("T", "t"):
+                raise Failure(f"{what}: the plain process {plain.pid} was left stopped/traced")
+        if os.path.exists(os.path.join(ck, "image.ghost")):
+            self.failures.append("an image was written for a process not under ghost")
+        os.kill(plain.pid, signal.SIGKILL)
+        plain.wait(timeout=10)
+
+    def t_full_disk(self):
+        mnt = os.path.join(self.work, "tmpfs")
+        os.makedirs(mnt, exist_ok=True)
+        # Size the tmpfs from a first image in a normal directory, so that it fits.
+        probe_dir = os.path.join(self.work, "fulldisk-probe")
+        runner, pid, d, out = self.start_victim("fulldisk", mnt)
+        time.sleep(0.3)
+        probe = self.checkpoint_ok(pid, probe_dir)
+        small = os.path.getsize(probe)
+        size_mib = max(8, (small * 3 // 2 + (1 << 20)) >> 20)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", mnt],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        if r.returncode != 0:
+            raise Skip(f"cannot mount a tmpfs ({r.stdout.decode().strip()}); full-disk test needs root")
+        self.mounts.append(mnt)
+        log(f"tmpfs of {size_mib} MiB on {mnt} (first image: {small} bytes)")
+
+        image = self.checkpoint_ok(pid, mnt)
+        good = sha256(image)
+        log(f"small checkpoint into the tmpfs ok: {os.path.getsize(image)} bytes")
+        with open(os.path.join(d, "grow.tmp"), "w") as f:
+            f.write(f"{size_mib * 2}\n")
+        os.rename(os.path.join(d, "grow.tmp"), os.path.join(d, "grow"))
+        self.wait_for(lambda: os.path.exists(os.path.join(d, "grown")), "the victim to grow")
+
+        for kill in (False, True):
+            what = "checkpoint" + (" --kill" if kill else "") + " into a full tmpfs"
+            try:
+                self.expect_error([self.ghost, "checkpoint", "--dir", mnt] + (["--kill"] if kill else []) + [str(pid)], what)
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            if not pid_alive(pid):
+                raise Failure(f"{what}: the process is gone after a failed checkpoint")
+            if not os.path.exists(image) or sha256(image) != good:
+                self.failures.append(f"{what}: the previous image was changed or removed")
+                log("  FAILED: previous image changed")
+            left = sorted(set(os.listdir(mnt)) - {"image.ghost"})
+            if left:
+                log(f"  WARNING: {what} left files behind in the checkpoint directory: {left}")
+            rc, o, err = self.run([self.ghost, "inspect", mnt], "ghost inspect (previous image)")
+            if rc != 0:
+                self.failures.append(f"{what}: ghost inspect rejects the previous image: {err.strip()}")
+                log(f"  FAILED: inspect of the previous image: {err.strip()}")
+
+        os.kill(pid, signal.SIGKILL)
+        self.wait_exit(runner, "ghost launch after SIGKILL")
+        self.wait_for(lambda: not pid_alive(pid), "the victim to die")
+        os.unlink(os.path.join(d, "grown"))
+        self.control_restart(mnt, d, out)
+
+    def main(self):
+        selected = self.a.only.split(",") if self.a.only else SUBTESTS
+        for s in selected:
+            if s not in SUBTESTS:
+                print(f"unknown subtest {s}; known: {', '.join(SUBTESTS)}", file=sys.stderr)
+                return 2
+        if not os.access(self.ghost, os.X_OK):
+            print(f"FAIL: ghost binary {self.ghost} is not executable", flush=True)
+            return 1
+        results = {}
+        for s in selected:
+            self.work = os.path.join(self.a.workdir, s)
+            shutil.rmtree(self.work, ignore_errors=True)
+            os.makedirs(self.work)
+            self.failures = []
+            log(f"=== {s}")
+            try:
+                getattr(self, f"t_{s}")()
+                results[s] = "FAIL" if self.failures else "PASS"
+            except Skip as e:
+                log(f"SKIP {s}: {e}")
+                results[s] = "SKIP"
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"FAILURE: {e}")
+                results[s] = "FAIL"
+            finally:
+                self.kill_all()
+                for m in self.mounts:
+                    subprocess.run(["umount", m], timeout=30)
+                self.mounts = []
+            for f in self.failures:
+                log(f"  {s}: {f}")
+            if results[s] == "PASS" and not self.a.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
+        for s, r in results.items():
+            print(f"{r} bad_input.{s}", flush=True)
+        if any(r == "FAIL" for r in results.values()):
+            print(f"(work dir kept: {self.a.workdir})", flush=True)
+            return 1
+        if all(r == "SKIP" for r in results.values()):
+            return 77
+        return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ghost", required=True)
+    ap.add_argument("--victim", required=True, help="path of the ckpt_victim test program")
+    ap.add_argument("--only", help="comma-separated subtests: " + ",".join(SUBTESTS))
+    ap.add_argument("--workdir", help="work directory (default: a new temp directory)")
+    ap.add_argument("--cmd-timeout", type=float, default=60)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    a.workdir = os.path.abspath(a.workdir or tempfile.mkdtemp(prefix="ghost-bad-input-"))
+    os.makedirs(a.workdir, exist_ok=True)
+    return Env(a).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

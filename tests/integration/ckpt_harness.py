@@ -1,0 +1,487 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Checkpoint/restart/duplicate harness for ghost's self-checking test programs.
+
+For one program:
+  1. run it natively (no ghost) to get the reference stdout;
+  2. mode "restart": run it under `ghost launch` with stdout redirected to a file and, at random
+     moments, take plain checkpoints (`ghost checkpoint`, and one `kill -USR2`), then
+     `ghost checkpoint --kill` + `ghost restart` cycles (at least --restarts of them), until it
+     finishes; its final stdout must equal the reference and its exit status must be 0;
+     mode "duplicate": `ghost duplicate` it at a random moment; the original must finish with the
+     reference stdout, the copy (whose stdout is that of `ghost duplicate`) with a suffix of the
+     reference that starts at a line boundary and ends with the PASS line; both exit 0.
+Every wait has a timeout; on any failure every process started here is killed (by pid / process
+group) and the harness exits 1 with a clear message. The random seed is printed; --seed replays.
+
+In the program's arguments, "{tmpdir}" is replaced by a fresh directory for each run (the
+reference run and the ghost run get different ones).
+
+Usage:
+  ckpt_harness.py --ghost PATH --mode restart|duplicate [options] -- PROGRAM ARGS...
+Exit status: 0 pass, 1 fail, 2 usage.
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[harness {time.monotonic() - T0:7.2f}s] {msg}", flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the command name, which is in parentheses and may contain anything.
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return "(missing)"
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines:
+        return "(empty)"
+    return "\n".join("    | " + l for l in lines[-n:])
+
+
+class Tracker:
+    """Everything this harness started, so that it can all be killed on failure."""
+
+    def __init__(self):
+        self.popens = []  # (Popen, what)
+        self.pids = set()  # program pids read from pid files
+
+    def popen(self, argv, what, **kw):
+        log(f"start {what}: {' '.join(argv)}")
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.popens.append((p, what))
+        return p
+
+    def kill_all(self):
+        for p, what in self.popens:
+            if p.poll() is None:
+                log(f"killing {what} (pid {p.pid} and its process group)")
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for pid in sorted(self.pids):
+            if pid_alive(pid):
+                log(f"killing program pid {pid}")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p, _ in self.popens:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def wait_exit(p, timeout, what):
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{what} did not exit within {timeout:.0f}s (hang?)") from None
+
+
+def run(argv, timeout, what, tracker, **kw):
+    """Runs a short command to completion; returns (rc, stdout, stderr) as text."""
+    p = tracker.popen(argv, what, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{what} did not finish within {timeout:.0f}s (hang?)") from None
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def read_pid_file(path, runner, timeout, what, tracker):
+    """Waits until the pid file names a live process; fails if the runner exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                pid = int(text.split()[0])
+                tracker.pids.add(pid)
+                return pid
+        except (FileNotFoundError, ValueError):
+            pass
+        if runner.poll() is not None:
+            # A pid file written just before a quick exit still counts.
+            try:
+                with open(path) as f:
+                    pid = int(f.read().split()[0])
+                tracker.pids.add(pid)
+                return pid
+            except (OSError, ValueError, IndexError):
+                pass
+            raise Failure(f"{what} exited with status {runner.returncode} before writing its pid file {path}")
+        time.sleep(0.01)
+    raise Failure(f"{what}: pid file {path} not written within {timeout:.0f}s")
+
+
+def parse_kv_line(out, what):
+    lines = [l for l in out.splitlines() if l.strip()]
+    if len(lines) != 1:
+        raise Failure(f"{what}: expected one stdout line of key=value pairs, got {len(lines)}: {out!r}")
+    kv = {}
+    toks = lines[0].split()
+    if toks and toks[0] == "checkpoint":  # ghost prefixes the pairs with the command's name
+        toks = toks[1:]
+    for tok in toks:
+        if "=" not in tok:
+            raise Failure(f"{what}: stdout token {tok!r} is not key=value: {lines[0]!r}")
+        k, v = tok.split("=", 1)
+        kv[k] = v
+    for key in ("pid", "image", "bytes"):
+        if key not in kv:
+            raise Failure(f"{what}: no {key}= in stdout line {lines[0]!r}")
+    return kv
+
+
+def one_line_stderr(err):
+    lines = [l for l in err.splitlines() if l.strip()]
+    return lines[0] if len(lines) == 1 else repr(err.strip())
+
+
+class Harness:
+    def __init__(self, args):
+        self.a = args
+        self.t = Tracker()
+        self.ghost = os.path.abspath(args.ghost)
+        self.work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix=f"ghost-{args.name}-{args.mode}-"))
+        marker = os.path.join(self.work, ".ckpt_harness")
+        if os.path.isdir(self.work) and os.listdir(self.work):
+            if not os.path.exists(marker):
+                sys.exit(f"ckpt_harness: --workdir {self.work} is not empty and not a harness work directory")
+            shutil.rmtree(self.work)  # left over from an earlier run
+        os.makedirs(self.work, exist_ok=True)
+        open(marker, "w").close()
+        self.ckdir = os.path.join(self.work, "ckpt")
+        self.rng = random.Random(args.seed)
+        self.ckpt_count = 0
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def prog_argv(self, datadir):
+        os.makedirs(datadir, exist_ok=True)
+        return [x.replace("{tmpdir}", datadir) for x in self.a.program]
+
+    # -- reference ------------------------------------------------------------------------------
+    def reference(self):
+        argv = self.prog_argv(self.path("ref-data"))
+        with open(self.path("ref.out"), "wb") as out, open(self.path("ref.err"), "wb") as err:
+            start = time.monotonic()
+            p = self.t.popen(argv, "reference run (native)", stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            rc = wait_exit(p, self.a.ref_timeout, "reference run")
+            self.t_ref = time.monotonic() - start
+        with open(self.path("ref.out"), "rb") as f:
+            self.ref = f.read()
+        if rc != 0:
+            raise Failure(f"reference run (native, no ghost) exited with {rc}:\n{tail(self.path('ref.out'))}\n"
+                          f"stderr:\n{tail(self.path('ref.err'))}")
+        if not self.ref.endswith(b"\n") or not self.ref.splitlines()[-1].startswith(b"PASS "):
+            raise Failure("reference run did not end with a PASS line")
+        shutil.rmtree(self.path("ref-data"), ignore_errors=True)
+        nlines = self.ref.count(b"\n")
+        log(f"reference: {len(self.ref)} bytes, {nlines} lines, {self.t_ref:.2f}s natively")
+
+    # -- ghost commands -------------------------------------------------------------------------
+    def inspect(self, target):
+        rc, out, err = run([self.ghost, "inspect", target], self.a.cmd_timeout, "ghost inspect", self.t)
+        if rc != 0:
+            raise Failure(f"ghost inspect {target} failed ({rc}) on an image ghost just wrote: {one_line_stderr(err)}")
+        first = out.splitlines()[0] if out else ""
+        log(f"inspect ok: {first[:160]}")
+
+    def checkpoint(self, pid, kill):
+        argv = [self.ghost, "checkpoint", "--dir", self.ckdir] + (["--kill"] if kill else []) + [str(pid)]
+        what = "ghost checkpoint" + (" --kill" if kill else "")
+        rc, out, err = run(argv, self.a.cmd_timeout, what, self.t)
+        if rc != 0:
+            raise Failure(f"{what} {pid} exited with {rc}: {err.strip()}")
+        kv = parse_kv_line(out, what)
+        if kv["pid"] != str(pid):
+            raise Failure(f"{what}: printed pid={kv['pid']}, checkpointed {pid}")
+        if not os.path.isfile(kv["image"]):
+            raise Failure(f"{what}: image {kv['image']} does not exist after the command returned")
+        self.ckpt_count += 1
+        log(f"{what} ok: {out.strip()}")
+        return kv
+
+    def usr2_checkpoint(self, pid):
+        image = os.path.join(self.ckdir, "image.ghost")
+
+        def ident():
+            try:
+                st = os.stat(image)
+                return (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                return None
+
+        before = ident()
+        log(f"kill -USR2 {pid}")
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + self.a.cmd_timeout
+        while ident() == before:
+            if time.monotonic() > deadline:
+                raise Failure(f"kill -USR2 {pid}: no new {image} within {self.a.cmd_timeout:.0f}s")
+            if not pid_alive(pid):
+                raise Failure(f"kill -USR2 {pid}: the process died")
+            time.sleep(0.02)
+        # The image appears by rename once durable; give a concurrent writer no chance to confuse us.
+        time.sleep(0.05)
+        self.ckpt_count += 1
+        log("SIGUSR2 checkpoint: new image appeared")
+
+    # -- restart mode ---------------------------------------------------------------------------
+    def plan(self):
+        kinds = ["kill"] * self.a.restarts + ["ckpt"] * self.a.checkpoints
+        self.rng.shuffle(kinds)
+        if self.a.usr2:
+            first_kill = kinds.index("kill") if "kill" in kinds else len(kinds)
+            kinds.insert(self.rng.randint(0, first_kill), "usr2")
+        weights = [self.rng.uniform(0.2, 1.0) for _ in kinds]
+        budget = self.a.budget * self.t_ref
+        delays = [budget * w / sum(weights) for w in weights]
+        return list(zip(kinds, delays))
+
+    def sleep_while_running(self, delay, runner, what):
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if runner.poll() is not None:
+                raise Failure(
+                    f"the program ({what}) exited with status {runner.returncode} before the next planned action; "
+                    f"planned actions must fit into its run (seed {self.a.seed}; try --budget smaller)"
+                    + (f"\n  {what} stderr:\n{tail(self.runner_err)}" if self.runner_err else ""))
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+
+    def start_launch(self, out_path):
+        pidf = self.path("launch.pid")
+        argv = [self.ghost, "launch", "--ckpt-dir", self.ckdir, "--pid-file", pidf, "--"] + self.prog_argv(self.path("run-data"))
+        self.runner_err = self.path("launch.err")
+        with open(out_path, "wb") as out, open(self.runner_err, "wb") as err:
+            runner = self.t.popen(argv, "ghost launch", stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        pid = read_pid_file(pidf, runner, self.a.cmd_timeout, "ghost launch", self.t)
+        log(f"program pid {pid}")
+        return runner, pid
+
+    def restart_mode(self):
+        plan = self.plan()
+        log("plan: " + ", ".join(f"{k}@+{d:.2f}s" for k, d in plan))
+        out_path = self.path("out.txt")
+        runner, pid = self.start_launch(out_path)
+        what = "ghost launch"
+        restarts = 0
+        for kind, delay in plan:
+            self.sleep_while_running(delay, runner, what)
+            if kind == "ckpt":
+                self.checkpoint(pid, kill=False)
+                self.inspect(self.ckdir)
+                if not pid_alive(pid):
+                    raise Failure(f"the program (pid {pid}) is gone after a checkpoint without --kill")
+            elif kind == "usr2":
+                self.usr2_checkpoint(pid)
+                self.inspect(self.ckdir)
+            else:
+                kv = self.checkpoint(pid, kill=True)
+                rc = wait_exit(runner, self.a.cmd_timeout, f"{what} after checkpoint --kill")
+                if rc != 128 + signal.SIGKILL:
+                    raise Failure(f"{what} exited with {rc} after checkpoint --kill, expected {128 + signal.SIGKILL}"
+                                  f"\n  stderr:\n{tail(self.runner_err)}")
+                deadline = time.monotonic() + 10
+                while pid_alive(pid):
+                    if time.monotonic() > deadline:
+                        raise Failure(f"program pid {pid} still alive 10 s after checkpoint --kill")
+                    time.sleep(0.01)
+                self.inspect(self.ckdir)
+                restarts += 1
+                target = self.ckdir if restarts % 2 else kv["image"]
+                pidf = self.path(f"restart-{restarts}.pid")
+                self.runner_err = self.path(f"restart-{restarts}.err")
+                with open(self.path(f"restart-{restarts}.out"), "wb") as out, open(self.runner_err, "wb") as err:
+                    runner = self.t.popen([self.ghost, "restart", "--pid-file", pidf, target], f"ghost restart #{restarts}",
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                what = f"ghost restart #{restarts}"
+                pid = read_pid_file(pidf, runner, self.a.cmd_timeout, what, self.t)
+                log(f"restored program pid {pid}")
+        rc = wait_exit(runner, self.final_timeout(), f"{what} (waiting for the program to finish)")
+        with open(out_path, "rb") as f:
+            got = f.read()
+        extra = ""
+        for i in range(1, restarts + 1):
+            sz = os.path.getsize(self.path(f"restart-{i}.out"))
+            if sz:
+                extra += f"\n  note: ghost restart #{i} printed {sz} bytes on its own stdout:\n{tail(self.path(f'restart-{i}.out'), 5)}"
+        if rc != 0:
+            raise Failure(f"{what} exited with {rc} (program exit status), expected 0"
+                          f"\n  program stdout (tail):\n{tail(out_path)}\n  stderr:\n{tail(self.runner_err)}{extra}")
+        self.compare(got, "final stdout", extra)
+        if restarts < self.a.restarts:
+            raise Failure(f"only {restarts} restarts done")
+        log(f"restart mode ok: {restarts} restarts, {self.ckpt_count} checkpoints in all")
+
+    # -- duplicate mode -------------------------------------------------------------------------
+    def duplicate_mode(self):
+        out_path = self.path("out.txt")
+        copy_path = self.path("copy.out")
+        delays = [self.rng.uniform(0.05, 0.25) * self.t_ref for _ in range(self.a.checkpoints)]
+        dup_delay = self.rng.uniform(0.1, 0.5) * self.t_ref
+        log("plan: " + ", ".join([f"ckpt@+{d:.2f}s" for d in delays] + [f"duplicate@+{dup_delay:.2f}s"]))
+        runner, pid = self.start_launch(out_path)
+        for d in delays:
+            self.sleep_while_running(d, runner, "ghost launch")
+            self.checkpoint(pid, kill=False)
+        self.sleep_while_running(dup_delay, runner, "ghost launch")
+        dpidf = self.path("dup.pid")
+        dup_err = self.path("dup.err")
+        with open(copy_path, "wb") as out, open(dup_err, "wb") as err:
+            dup = self.t.popen([self.ghost, "duplicate", "--pid-file", dpidf, str(pid)], "ghost duplicate",
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        cpid = read_pid_file(dpidf, dup, self.a.cmd_timeout, "ghost duplicate", self.t)
+        log(f"copy pid {cpid}")
+        if cpid == pid:
+            raise Failure(f"ghost duplicate reports the original's pid {pid} as the copy's")
+        rc = wait_exit(runner, self.final_timeout(), "ghost launch (original, waiting to finish)")
+        drc = wait_exit(dup, self.final_timeout(), "ghost duplicate (copy, waiting to finish)")
+        with open(out_path, "rb") as f:
+            got = f.read()
+        with open(copy_path, "rb") as f:
+            copy = f.read()
+        if rc != 0:
+            raise Failure(f"original exited with {rc}, expected 0\n  stdout (tail):\n{tail(out_path)}\n"
+                          f"  stderr:\n{tail(self.path('launch.err'))}")
+        if drc != 0:
+            raise Failure(f"ghost duplicate (the copy) exited with {drc}, expected 0\n  copy stdout (tail):\n{tail(copy_path)}\n"
+                          f"  ghost duplicate stderr:\n{tail(dup_err)}")
+        self.compare(got, "original's stdout")
+        if not copy:
+            raise Failure("the copy printed nothing on the stdout of ghost duplicate")
+        if not self.ref.endswith(copy):
+            raise Failure("the copy's stdout is not a suffix of the reference output"
+                          + self.first_diff_suffix(copy))
+        start = len(self.ref) - len(copy)
+        if start > 0 and self.ref[start - 1 : start] != b"\n":
+            raise Failure(f"the copy's stdout starts in the middle of a reference line (offset {start})")
+        if start == 0:
+            log("note: the copy's stdout equals the whole reference (duplicated before the first line was flushed?)")
+        ncopy, nref = copy.count(b"\n"), self.ref.count(b"\n")
+        log(f"duplicate mode ok: the copy printed the last {ncopy} of {nref} lines")
+
+    def first_diff_suffix(self, copy):
+        lines = copy.splitlines()
+        return f"\n  copy stdout (first lines):\n" + "\n".join("    | " + l.decode("utf-8", "replace") for l in lines[:5])
+
+    # -- common ---------------------------------------------------------------------------------
+    def final_timeout(self):
+        return max(60.0, self.a.slowdown * self.t_ref + 30.0)
+
+    def compare(self, got, what, extra=""):
+        if got == self.ref:
+            return
+        g, r = got.splitlines(), self.ref.splitlines()
+        i = 0
+        while i < min(len(g), len(r)) and g[i] == r[i]:
+            i += 1
+        ctx = [f"  {what} differs from the reference at line {i + 1} ({len(got)} vs {len(self.ref)} bytes):"]
+        for j in range(max(0, i - 2), min(max(len(g), len(r)), i + 4)):
+            gl = g[j].decode("utf-8", "replace") if j < len(g) else "<EOF>"
+            rl = r[j].decode("utf-8", "replace") if j < len(r) else "<EOF>"
+            mark = "  " if gl == rl else "! "
+            ctx.append(f"   {mark}{j + 1:5d} got: {gl}")
+            if gl != rl:
+                ctx.append(f"   {mark}{j + 1:5d} ref: {rl}")
+        raise Failure(f"{what} != reference output\n" + "\n".join(ctx) + extra)
+
+    def main(self):
+        log(f"{self.a.name} mode={self.a.mode} seed={self.a.seed} (replay: --seed {self.a.seed}) workdir={self.work}")
+        ok = False
+        try:
+            if not os.access(self.ghost, os.X_OK):
+                raise Failure(f"ghost binary {self.ghost} is not executable")
+            self.reference()
+            if self.a.mode == "restart":
+                self.restart_mode()
+            else:
+                self.duplicate_mode()
+            ok = True
+        except Failure as e:
+            log(f"FAILURE: {e}")
+        except Exception as e:  # a harness bug must not leave processes behind either
+            log(f"FAILURE (harness error): {e!r}")
+            raise
+        finally:
+            self.t.kill_all()
+            if ok and not self.a.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
+        if ok:
+            print(f"PASS {self.a.name} {self.a.mode} (seed {self.a.seed})", flush=True)
+            return 0
+        print(f"FAIL {self.a.name} {self.a.mode} (seed {self.a.seed}; work dir kept: {self.work})", flush=True)
+        return 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ghost", required=True, help="path of the ghost CLI")
+    ap.add_argument("--mode", choices=["restart", "duplicate"], required=True)
+    ap.add_argument("--name", help="test name for messages (default: program basename)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    ap.add_argument("--restarts", type=int, default=3, help="checkpoint --kill + restart cycles (restart mode)")
+    ap.add_argument("--checkpoints", type=int, default=None,
+                    help="plain checkpoints (default: 2 in restart mode, 0 in duplicate mode)")
+    ap.add_argument("--no-usr2", dest="usr2", action="store_false", help="no kill -USR2 checkpoint")
+    ap.add_argument("--budget", type=float, default=0.5,
+                    help="sum of the delays between actions, as a fraction of the native run time")
+    ap.add_argument("--ref-timeout", type=float, default=300, help="timeout of the native reference run (s)")
+    ap.add_argument("--cmd-timeout", type=float, default=120, help="timeout of each ghost command (s)")
+    ap.add_argument("--slowdown", type=float, default=10,
+                    help="final wait timeout = max(60, SLOWDOWN x native run time + 30) seconds")
+    ap.add_argument("--workdir", help="work directory (default: a new temp directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
+    ap.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")
+    a = ap.parse_args()
+    if a.program and a.program[0] == "--":
+        a.program = a.program[1:]
+    if not a.program:
+        ap.error("no program given")
+    if a.seed is None:
+        a.seed = random.SystemRandom().randrange(1, 2**31)
+    if a.checkpoints is None:
+        a.checkpoints = 2 if a.mode == "restart" else 0
+    if a.mode == "restart" and a.restarts < 1:
+        ap.error("--restarts must be >= 1")
+    if not a.name:
+        interp = os.path.basename(a.program[0]).startswith("python") and len(a.program) > 1
+        a.name = os.path.splitext(os.path.basename(a.program[1] if interp else a.program[0]))[0]
+    return Harness(a).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+// A small, long-running target for the bad-input tests, steered through files in --dir:
+//  * every 5 ms it verifies its memory and rewrites DIR/beat with a counter (so anyone can see
+//    whether a copy of it is running);
+//  * when DIR/grow appears (holding a size in MiB) it allocates and fills that much memory once,
+//    then creates DIR/grown;
+//  * when DIR/stop appears it verifies everything, prints its result and exits.
+#include "common.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#define SMALL (256 * 1024)
+
+static int exists(const char *dir, const char *name) {
+    char p[4096];
+    t_path(p, sizeof p, dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static uint64_t pat(uint64_t i) {
+    return t_mix64(i ^ 0x5eed);
+}
+
+int main(int argc, char **argv) {
+    t_init("ckpt_victim");
+    static const char *const known[] = {"--dir", NULL};
+    t_check_args(argc, argv, known, "--dir DIR");
+    const char *dir = t_opt_str(argc, argv, "--dir", NULL);
+    if (!dir) t_usage("--dir DIR");
+    t_line("ckpt_victim started");
+
+    uint64_t *small = malloc(SMALL);
+    if (!small) t_fail("malloc");
+    for (uint64_t i = 0; i < SMALL / 8; i++)
+        small[i] = pat(i);
+    uint64_t *big = NULL, big_words = 0;
+
+    char beat[4096];
+    t_path(beat, sizeof beat, dir, "beat");
+    int fd = open(beat, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) t_fail("create %s: %s", beat, strerror(errno));
+
+    for (uint64_t n = 0;; n++) {
+        char text[32];
+        int len = snprintf(text, sizeof text, "%020" PRIu64 "\n", n);
+        ssize_t w;
+        do
+            w = pwrite(fd, text, (size_t)len, 0);
+        while (w < 0 && errno == EINTR);
+        if (w != len) t_fail("pwrite beat: %s", strerror(errno));
+
+        uint64_t i = t_mix64(n) % (SMALL / 8);
+        if (small[i] != pat(i)) t_fail("small buffer word %" PRIu64 " corrupted", i);
+        if (big) {
+            uint64_t j = t_mix64(n + 1) % big_words;
+            if (big[j] != pat(j + 1000000)) t_fail("big buffer word %" PRIu64 " corrupted", j);
+        }
+        if (!big && exists(dir, "grow")) {
+            char p[4096];
+            t_path(p, sizeof p, dir, "grow");
+            FILE *f = fopen(p, "r");
+            unsigned long long mib = 0;
+            if (!f || fscanf(f, "%llu", &mib) != 1 || mib == 0) {
+                // Written non-atomically by someone: try again next round.
+                if (f) fclose(f);
+            } else {
+                fclose(f);
+                big_words = mib * 1024 * 1024 / 8;
+                big = malloc(big_words * 8);
+                if (!big) t_fail("malloc %llu MiB", mib);
+                for (uint64_t k = 0; k < big_words; k++)
+                    big[k] = pat(k + 1000000);
+                t_line("grown by %llu MiB", mib);
+                t_path(p, sizeof p, dir, "grown");
+                int g = open(p, O_WRONLY | O_CREAT, 0644);
+                if (g < 0) t_fail("create grown: %s", strerror(errno));
+                close(g);
+            }
+        }
+        if (exists(dir, "stop")) break;
+        t_sleep_ns(5000000);
+    }
+    for (uint64_t i = 0; i < SMALL / 8; i++)
+        if (small[i] != pat(i)) t_fail("small buffer word %" PRIu64 " corrupted", i);
+    for (uint64_t k = 0; k < big_words; k++)
+        if (big[k] != pat(k + 1000000)) t_fail("big buffer word %" PRIu64 " corrupted", k);
+    close(fd);
+    t_line("ckpt_victim stopped, memory ok");
+    return t_pass();
+}
