@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -369,6 +370,24 @@ result<void> exporter::write_files() {
     for (const entry &e : entries) {
         image::file_record f{};
         f.fd = e.fd;
+        // Descriptors made by dup() share one offset: restore them as one open file.
+        const entry *same = nullptr;
+        for (const entry &o : entries) {
+            if (o.fd >= e.fd) break;
+            if (o.sb.st_ino == e.sb.st_ino && o.sb.st_dev == e.sb.st_dev &&
+                ::syscall(SYS_kcmp, pid_, pid_, 0 /* KCMP_FILE */, o.fd, e.fd) == 0) {
+                same = &o;
+                break;
+            }
+        }
+        if (same) {
+            f.kind = image::file_dup;
+            f.dup_of = same->fd;
+            f.cloexec = (e.info.flags & O_CLOEXEC) != 0;
+            GHOST_TRY(writer_.record(image::rec_file, &f, sizeof f));
+            stats_.files++;
+            continue;
+        }
         f.flags = e.info.flags & ~O_CLOEXEC;
         f.cloexec = (e.info.flags & O_CLOEXEC) != 0;
         f.offset = e.info.pos;

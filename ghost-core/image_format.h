@@ -123,6 +123,7 @@ enum file_kind : uint32_t {
     file_inherit = 4,   // a std stream that was a tty, pipe or socket: the restarter's own is used
     file_pipe_read = 5, // both ends inside the process: recreated, buffered data refilled
     file_pipe_write = 6,
+    file_dup = 7, // shares its open file description (offset, flags) with the lower fd `dup_of`
 };
 
 struct file_record {
@@ -134,6 +135,8 @@ struct file_record {
     uint64_t pipe_id; // pipe inode: both ends carry the same id
     uint32_t data_len; // pipe data that was buffered at checkpoint, after the path
     uint32_t path_len;
+    int32_t dup_of;
+    uint32_t pad;
 };
 
 struct thread_record {

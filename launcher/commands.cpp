@@ -264,16 +264,19 @@ int cmd_inspect(const std::string &arg) {
                     rr.prot & 4 ? 'x' : '-', rr.kind < 7 ? kinds[rr.kind] : "?",
                     (unsigned long long)r.stored_bytes, r.path.c_str());
     }
-    static const char *fkinds[] = {"?", "file", "dir", "device", "inherited", "pipe-r", "pipe-w"};
+    static const char *fkinds[] = {"?", "file", "dir", "device", "inherited", "pipe-r", "pipe-w", "dup"};
     std::printf("files      %zu\n", s->files.size());
     for (const auto &f : s->files)
         std::printf("  fd %-4d %-9s offset %-10lld %s\n", f.record.fd,
-                    f.record.kind < 7 ? fkinds[f.record.kind] : "?", (long long)f.record.offset,
-                    f.path.c_str());
+                    f.record.kind < 8 ? fkinds[f.record.kind] : "?", (long long)f.record.offset,
+                    f.record.kind == image::file_dup ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
+                                                     : f.path.c_str());
     std::printf("threads    %zu\n", s->threads.size());
     for (const auto &t : s->threads)
         std::printf("  tid %-8d %s\n", t.tid,
                     t.flags & image::thread_main ? "main" : t.flags & image::thread_manager ? "ghost manager" : "");
+    // Intact, but can it be restored here? Same checks as `ghost restart` makes first.
+    if (auto c = core::check_compatible(h); !c) return fail(path + " cannot be restored here: " + c.err().message);
     return 0;
 }
 

@@ -58,7 +58,7 @@ namespace {
 using ghost::agent::thread_slot;
 namespace sys = ghost::sys;
 
-constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc; never acted on by applications we know
+using ghost::agent::park_signal;
 constexpr int park_timeout_ms = 10000;
 
 int g_listen_fd = -1;
@@ -144,11 +144,58 @@ void fix_task_state(thread_slot *slot) {
     }
 }
 
+// Pending signals of one kind ("SigPnd:" this thread's, "ShdPnd:" the process's) from /proc, read
+// with raw system calls.
+uint64_t pending_mask(const char *field) {
+    int fd = (int)sys::call(SYS_open, "/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[4096];
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *at = strstr(buf, field);
+    if (!at) return 0;
+    uint64_t mask = strtoull(at + strlen(field), nullptr, 16);
+    return mask & ~(1ULL << (park_signal - 1));
+}
+
+// Takes pending signals off the kernel's queues into `out` (siginfo included), so that the image
+// carries them; they are queued again by requeue() before the thread runs on.
+uint32_t take_pending(uint64_t mask, ghost::agent::pending_signal *out, uint32_t max) {
+    uint32_t n = 0;
+    if (!mask) return 0;
+    uint64_t set = mask;
+    struct timespec zero = {0, 0};
+    while (n < max) {
+        siginfo_t info;
+        long sig = sys::call(SYS_rt_sigtimedwait, &set, &info, &zero, 8);
+        if (sig <= 0) break;
+        out[n].signo = (int32_t)sig;
+        memcpy(out[n].info, &info, sizeof out[n].info);
+        n++;
+    }
+    return n;
+}
+
+void requeue(const ghost::agent::pending_signal *p, uint32_t n, int tid) {
+    long pid = sys::call(SYS_getpid);
+    for (uint32_t i = 0; i < n; i++) {
+        if (tid > 0)
+            sys::call(SYS_rt_tgsigqueueinfo, pid, tid, p[i].signo, p[i].info);
+        else
+            sys::call(SYS_rt_sigqueueinfo, pid, p[i].signo, p[i].info);
+    }
+}
+
 void park_handler(int, siginfo_t *, void *) {
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
     record_task_state(slot);
+    // Only this thread's own queue: the manager takes the process-wide one.
+    slot->pending_count = take_pending(pending_mask("SigPnd:") & ~pending_mask("ShdPnd:"),
+                                       slot->pending, ghost::agent::max_pending_per_thread);
     volatile uint32_t gen = load(&st.resume_gen);
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
@@ -160,6 +207,8 @@ void park_handler(int, siginfo_t *, void *) {
         futex_wake_all(&st.restored);
     }
     while (load(&st.resume_gen) == gen) futex(&st.resume_gen, FUTEX_WAIT, gen, nullptr);
+    // Every signal is blocked in this handler: they wait for the mask the frame gives back.
+    requeue(slot->pending, slot->pending_count, raw_gettid());
     errno = saved_errno;
 }
 
@@ -255,6 +304,8 @@ bool park_all(const char **why) {
 }
 
 void resume_all() {
+    requeue(st.shared_pending, st.shared_pending_count, 0);
+    st.shared_pending_count = 0;
     __atomic_add_fetch(&st.resume_gen, 1, __ATOMIC_ACQ_REL);
     futex_wake_all(&st.resume_gen);
 }
@@ -266,6 +317,10 @@ void capture_process_state() {
         st.actions[sig - 1] = {ka.handler, ka.flags, ka.restorer, ka.mask};
     }
     st.brk = (uint64_t)sys::call(SYS_brk, 0);
+    // The manager blocks every signal and has none of its own pending: what it takes is the
+    // process's shared queue.
+    st.shared_pending_count = take_pending(pending_mask("ShdPnd:"), st.shared_pending,
+                                           ghost::agent::max_pending_shared);
     struct itimerval it = {};
     getitimer(ITIMER_REAL, &it);
     st.itimer_real[0] = (uint64_t)it.it_interval.tv_sec;
@@ -310,6 +365,9 @@ void restore_timers() {
     it.it_interval.tv_usec = (suseconds_t)st.itimer_real[1];
     it.it_value.tv_sec = (time_t)st.itimer_real[2];
     it.it_value.tv_usec = (suseconds_t)st.itimer_real[3];
+    // An interval timer read at the instant it expired shows a zero value: it is still armed.
+    bool periodic = it.it_interval.tv_sec || it.it_interval.tv_usec;
+    if (periodic && !it.it_value.tv_sec && !it.it_value.tv_usec) it.it_value.tv_usec = 1;
     if (it.it_value.tv_sec || it.it_value.tv_usec) setitimer(ITIMER_REAL, &it, nullptr);
 }
 
@@ -330,7 +388,8 @@ void after_restore_manager(thread_slot *self) {
     restore_timers();
 }
 
-void handle_park(int conn) {
+// Returns true when it returns in a restored process, where `conn` is not a descriptor of ours.
+bool handle_park(int conn) {
     const char *why = nullptr;
     set_internal_fds(conn);
     if (!park_all(&why)) {
@@ -338,7 +397,7 @@ void handle_park(int conn) {
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", why);
         ghost::control::write_all(conn, line, (size_t)n);
-        return;
+        return false;
     }
     capture_process_state();
     thread_slot *volatile self = &st.threads[0];
@@ -354,10 +413,11 @@ void handle_park(int conn) {
         long got = ghost::control::read_line(conn, line, sizeof line, -1);
         resume_all();
         if (got >= 0 && strcmp(line, "RESUME") == 0) ghost::control::write_all(conn, "RESUMED\n", 8);
-    } else {
-        after_restore_manager(self);
-        resume_all();
+        return false;
     }
+    after_restore_manager(self);
+    resume_all();
+    return true;
 }
 
 void spawn_checkpoint() {
@@ -389,18 +449,19 @@ void spawn_checkpoint() {
     posix_spawn_file_actions_destroy(&fa);
 }
 
-void serve(int conn) {
+// Returns true when it returns in a restored process (see handle_park).
+bool serve(int conn) {
     struct ucred cred = {};
     socklen_t len = sizeof cred;
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != getuid() && cred.uid != 0)) {
         ghost::control::write_all(conn, "ERROR permission denied\n", 24);
-        return;
+        return false;
     }
     char line[64];
-    if (ghost::control::read_line(conn, line, sizeof line, 5000) < 0) return;
+    if (ghost::control::read_line(conn, line, sizeof line, 5000) < 0) return false;
     if (strcmp(line, "PARK") == 0) {
-        handle_park(conn);
+        return handle_park(conn);
     } else if (strcmp(line, "PING") == 0) {
         char reply[48];
         int n = snprintf(reply, sizeof reply, "PONG %d\n", getpid());
@@ -408,6 +469,7 @@ void serve(int conn) {
     } else {
         ghost::control::write_all(conn, "ERROR unknown request\n", 22);
     }
+    return false;
 }
 
 void *manager_main(void *) {
@@ -429,10 +491,9 @@ void *manager_main(void *) {
         if (p[0].revents & POLLIN) {
             int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
             if (conn < 0) continue;
-            // After a restore `conn` is not in this process (the agent's descriptors are not
-            // saved): closing that number is harmless because nobody else got it.
-            serve(conn);
-            close(conn);
+            // After a restore, `conn` is a number from the old process: the application may
+            // already have reopened it, so it must not be closed.
+            if (!serve(conn)) close(conn);
         }
     }
     return nullptr;

@@ -14,6 +14,7 @@ inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
 inline constexpr uint32_t state_version = 1;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
+inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
 
 // Callee-saved state at a function call boundary (System V x86_64): what ghost_context_save stores
 // and the restorer loads to resume a thread at its park point. Layout is used from assembly.
@@ -23,6 +24,16 @@ struct saved_context {
     uint32_t fpucw;                                   // 68
 };
 static_assert(sizeof(saved_context) == 72);
+
+// A pending signal taken off the kernel's queue at park time and queued again, siginfo and all,
+// before the thread runs again (in this process or in a restored one).
+struct pending_signal {
+    int32_t signo;
+    uint32_t pad;
+    uint8_t info[128]; // siginfo_t
+};
+inline constexpr int max_pending_per_thread = 8;
+inline constexpr int max_pending_shared = 32;
 
 enum slot_state : uint32_t { slot_free = 0, slot_signalled = 1, slot_parked = 2 };
 
@@ -35,6 +46,9 @@ struct thread_slot {
     uint64_t robust_head, robust_len;
     uint64_t clear_child_tid;
     saved_context ctx;
+    uint32_t pending_count;
+    uint32_t pad;
+    pending_signal pending[max_pending_per_thread];
 };
 
 struct state {
@@ -48,6 +62,9 @@ struct state {
     uint64_t brk;          // sbrk(0) at park time
     image::signal_action actions[image::max_signals];
     uint64_t itimer_real[4];
+    uint32_t shared_pending_count;
+    uint32_t pad0;
+    pending_signal shared_pending[max_pending_shared];
     int32_t internal_fds[max_internal_fds]; // the agent's own descriptors: never saved
     uint32_t internal_fd_count;
     uint32_t pad;

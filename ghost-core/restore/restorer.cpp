@@ -404,6 +404,14 @@ void restore_file(record &r) {
     switch (fr.kind) {
     case img::file_inherit:
         return;
+    case img::file_dup: {
+        if (fr.dup_of < 0 || fr.dup_of >= fr.fd || !fd_in_image(fr.dup_of))
+            fail(text("the image is corrupt (bad duplicate of ").add(what.str()).add(")"));
+        long r = sys::call(__NR_dup2, fr.dup_of, fr.fd);
+        if (sys::failed(r)) fail_errno(text("cannot duplicate ").add(what.str()), r);
+        sys::call(__NR_fcntl, fr.fd, F_SETFD, fr.cloexec ? FD_CLOEXEC : 0);
+        return;
+    }
     case img::file_regular:
     case img::file_directory:
     case img::file_device: {

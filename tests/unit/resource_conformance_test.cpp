@@ -57,6 +57,8 @@ struct resource_kind {
     std::function<result<std::unique_ptr<res::source>>(res::sink &, const std::string &dir)> open;
 };
 
+void PrintTo(const resource_kind &k, std::ostream *os) { *os << k.name; }
+
 std::vector<resource_kind> kinds() {
     return {
         {"fs",
