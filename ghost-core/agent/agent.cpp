@@ -34,6 +34,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <ucontext.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,14 +189,20 @@ void requeue(const ghost::agent::pending_signal *p, uint32_t n, int tid) {
     }
 }
 
-void park_handler(int, siginfo_t *, void *) {
+void park_handler(int, siginfo_t *, void *ucontext) {
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
     record_task_state(slot);
-    // Only this thread's own queue: the manager takes the process-wide one.
-    slot->pending_count = take_pending(pending_mask("SigPnd:") & ~pending_mask("ShdPnd:"),
-                                       slot->pending, ghost::agent::max_pending_per_thread);
+    // This thread's own queue, and the process-wide signals it does not block: the park signal
+    // only overtook them (the kernel serves a thread's own queue first), they were about to be
+    // delivered here, so here they are queued again. The manager takes the rest of the
+    // process-wide queue.
+    uint64_t interrupted_mask;
+    memcpy(&interrupted_mask, &((ucontext_t *)ucontext)->uc_sigmask, sizeof interrupted_mask);
+    uint64_t shared = pending_mask("ShdPnd:");
+    uint64_t own = (pending_mask("SigPnd:") & ~shared) | (shared & ~interrupted_mask);
+    slot->pending_count = take_pending(own, slot->pending, ghost::agent::max_pending_per_thread);
     volatile uint32_t gen = load(&st.resume_gen);
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
