@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,10 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
     std::string who = "pid " + std::to_string(pid);
     if (pid <= 0) return error{"invalid pid " + std::to_string(pid)};
     if (::kill(pid, 0) != 0 && errno == ESRCH) return error{"no process with " + who};
+    struct stat sb;
+    if (::stat(("/proc/" + std::to_string(pid)).c_str(), &sb) == 0 && sb.st_uid != ::getuid() &&
+        ::getuid() != 0)
+        return error{who + " belongs to another user"};
     char path[128];
     const char *why = nullptr;
     if (!control::socket_path(pid, path, sizeof path, &why)) return error{why};

@@ -437,6 +437,27 @@ class Env:
         os.kill(plain.pid, signal.SIGKILL)
         plain.wait(timeout=10)
 
+        # A process under ghost that belongs to somebody else (here: root's, asked by nobody), and
+        # a wrong flag: one line, non-zero, the process untouched.
+        ours_ck = os.path.join(self.work, "notours-ckpt")
+        runner, vpid, _, _ = self.start_victim("notours", ours_ck)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        for argv, what in [
+            (nobody + [self.ghost, "checkpoint", "--dir", "/tmp", str(vpid)], "checkpoint of another user's process"),
+            (nobody + [self.ghost, "duplicate", str(vpid)], "duplicate of another user's process"),
+            ([self.ghost, "checkpoint", "--no-such-flag", str(vpid)], "checkpoint with a wrong flag"),
+            ([self.ghost, "checkpoint", "not-a-pid"], "checkpoint of a pid that is not a number"),
+        ]:
+            try:
+                self.expect_error(argv, what)
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            if not pid_alive(vpid) or pid_state(vpid) in ("T", "t"):
+                raise Failure(f"{what}: the victim {vpid} was killed or left stopped")
+        self.checkpoint_ok(vpid, ours_ck, kill=True)
+        self.wait_exit(runner, "ghost launch (notours victim)")
+
     def t_full_disk(self):
         mnt = os.path.join(self.work, "tmpfs")
         os.makedirs(mnt, exist_ok=True)

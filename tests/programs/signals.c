@@ -39,7 +39,7 @@ static int on_alt_stack(const void *p) {
 
 static void on_usr1(int sig, siginfo_t *info, void *uc) {
     (void)uc;
-    char local;
+    char local = 0;
     if (!on_alt_stack(&local)) set_err(1);
     if (sig != SIGUSR1 || info->si_signo != SIGUSR1) set_err(2);
     sigset_t m;
@@ -57,7 +57,7 @@ static void on_usr1(int sig, siginfo_t *info, void *uc) {
 }
 
 static void on_hup(int sig) {
-    char local;
+    char local = 0;
     if (sig != SIGHUP || on_alt_stack(&local)) set_err(9);
     g_hup++;
 }
