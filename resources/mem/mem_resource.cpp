@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "resources/mem/mem_resource.h"
+#include "resources/staged_writer.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -27,25 +28,22 @@ class memfd_source final : public source {
 
 class memfd_sink final : public mem_sink {
   public:
-    explicit memfd_sink(int fd) : fd_(fd) {}
+    explicit memfd_sink(int fd) : fd_(fd), out_(std::make_unique<staged_writer>(fd, false, "the memory image")) {}
     ~memfd_sink() override { abort(); }
     result<void> write(const void *data, size_t len) override {
-        const char *p = (const char *)data;
-        while (len) {
-            ssize_t n = ::write(fd_, p, len);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return sys_error("cannot write the memory image");
-            p += n;
-            len -= (size_t)n;
-        }
-        return {};
+        if (!out_) return error{"the memory image was closed"};
+        return out_->write(data, len);
     }
     result<void> commit() override {
-        if (fd_ < 0) return error{"the memory image was dropped"};
+        if (!out_) return error{"the memory image was closed"};
+        auto length = out_->finish();
+        if (!length) return length.err();
+        out_.reset();
         committed_ = true;
         return {};
     }
     void abort() noexcept override {
+        out_.reset();
         if (fd_ >= 0) ::close(fd_);
         fd_ = -1;
     }
@@ -59,6 +57,7 @@ class memfd_sink final : public mem_sink {
 
   private:
     int fd_;
+    std::unique_ptr<staged_writer> out_;
     bool committed_ = false;
 };
 
