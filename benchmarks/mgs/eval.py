@@ -287,6 +287,7 @@ def system_info(a):
         "quick": a.quick,
         "reps": a.reps,
         "hold_at": a.hold_at,
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -722,7 +723,7 @@ def main():
                         log(f"ghost disk run failed: {e}")
                         disk_rows.append({"n": n, "rep": rep, "error": str(e)})
                     write_csv(a.out / "disk.csv", disk_rows)
-                    log(f"n={n}: ghost duplicate via {a.dup_via}, rep {rep + 1}/{reps}")
+                    log(f"n={n}: ghost duplicate (memory resource), rep {rep + 1}/{reps}")
                     try:
                         mem_rows.append(memory_rep(a, n, rep, expected[n], logdir))
                     except (GhostRunError, subprocess.TimeoutExpired) as e:

@@ -70,6 +70,7 @@ pid_t g_spawned_checkpoint = -1;
 char g_socket_path[128];
 char g_ckpt_dir[4096];
 char g_ghost_bin[4096];
+char g_exe_path[4096]; // /proc/self/exe at start
 
 ghost::agent::state &st = ghost_agent_state;
 
@@ -119,6 +120,7 @@ void record_task_state(thread_slot *slot) {
     slot->robust_len = (uint64_t)len;
     uint64_t tid_address = 0;
     sys::call(SYS_prctl, PR_GET_TID_ADDRESS, &tid_address, 0, 0, 0);
+    sys::call(SYS_prctl, PR_GET_NAME, slot->name, 0, 0, 0);
     slot->clear_child_tid = tid_address;
     slot->rseq_registered = 0;
     if (&__rseq_size && __rseq_size > 0) {
@@ -137,6 +139,7 @@ void fix_task_state(thread_slot *slot) {
         slot->tid = tid;
     }
     if (slot->clear_child_tid) sys::call(SYS_set_tid_address, slot->clear_child_tid);
+    sys::call(SYS_prctl, PR_SET_NAME, slot->name, 0, 0, 0); // else every thread is "ghost-restart"
     if (slot->robust_head) sys::call(SYS_set_robust_list, slot->robust_head, slot->robust_len);
     if (slot->rseq_registered) {
         // glibc registers the 32-byte struct rseq even though it exports __rseq_size = 20.
@@ -381,11 +384,21 @@ void restore_timers() {
 // The manager's half of a restore: runs in the new process once its own context is back.
 void after_restore_manager(thread_slot *self) {
     fix_task_state(self);
-    uint32_t others = st.thread_count - 1;
+    // Threads that exited while being parked left free slots: only parked ones come back.
+    uint32_t others = 0;
+    for (uint32_t i = 1; i < st.thread_count; i++)
+        others += st.threads[i].state == ghost::agent::slot_parked;
     for (uint32_t got; (got = load(&st.restored)) < others;)
         futex(&st.restored, FUTEX_WAIT, got, nullptr);
     if (st.restorer_end > st.restorer_start)
         munmap((void *)st.restorer_start, st.restorer_end - st.restorer_start);
+    // With the restorer gone, /proc/self/exe can name the program again (needs CAP_SYS_RESOURCE;
+    // without it, it keeps naming ghost-restart, which changes nothing for the program).
+    int exe = (int)sys::call(SYS_open, g_exe_path, O_RDONLY | O_CLOEXEC);
+    if (exe >= 0) {
+        sys::call(SYS_prctl, PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0);
+        sys::call(SYS_close, exe);
+    }
     st.restorer_start = st.restorer_end = 0;
     st.restore_count++;
     g_listen_fd = -1;
@@ -566,6 +579,8 @@ __attribute__((constructor)) void agent_init() {
     const char *trig = getenv("GHOST_CKPT_SIGNAL");
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
+    ssize_t n = readlink("/proc/self/exe", g_exe_path, sizeof g_exe_path - 1);
+    g_exe_path[n > 0 ? n : 0] = 0;
 
     struct sigaction sa = {};
     sa.sa_sigaction = park_handler;

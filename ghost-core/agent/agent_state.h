@@ -48,6 +48,7 @@ struct thread_slot {
     saved_context ctx;
     uint32_t pending_count;
     uint32_t pad;
+    char name[16]; // the thread's comm (PR_GET_NAME): ps and top show it
     pending_signal pending[max_pending_per_thread];
 };
 
