@@ -7,8 +7,10 @@
 // Stream  := record*            (first record: header; last record: trailer)
 // Record  := record_header payload[length]
 // Every payload is hashed (XXH3-64, seed = record type); the trailer holds the number of records, the
-// payload byte count and an XXH3-64 over the sequence of record hashes, so that a corrupt, truncated,
-// reordered or spliced stream is refused before the restored process is allowed to run.
+// payload byte count and the sum (mod 2^64) of the record hashes, so that a corrupt, truncated or
+// spliced stream is refused before the restored process is allowed to run. The sum does not depend
+// on order, so the restorer can verify pages records in parallel; the order of records is checked
+// by structure instead (pages must fall inside the region record before them).
 #pragma once
 
 #include <stdint.h>
@@ -153,7 +155,7 @@ inline constexpr uint32_t thread_manager = 2;
 struct trailer_record {
     uint64_t record_count; // records before the trailer
     uint64_t payload_bytes;
-    uint64_t chain_hash; // XXH3-64 over the record hashes in order
+    uint64_t hash_sum; // sum of the record hashes, mod 2^64
 };
 
 } // namespace ghost::image

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Frames records onto a sink: header, hash, and the running count/chain the trailer seals.
+// Frames records onto a sink: header, hash, and the running count and hash sum the trailer seals.
 #pragma once
 
 #define XXH_STATIC_LINKING_ONLY
@@ -32,7 +32,7 @@ class image_writer {
     result<void> emit(image::record_type type, const void *a, size_t alen, const void *b,
                       size_t blen, const void *c, size_t clen);
     res::sink &out_;
-    XXH3_state_t *chain_;
+    uint64_t hash_sum_ = 0;
     uint64_t records_ = 0, payload_ = 0, bytes_ = 0;
 };
 

@@ -48,4 +48,21 @@ restorer_clone_thread:
     movq %r12, %rdi
     jmp restorer_resume
     .size restorer_clone_thread, .-restorer_clone_thread
+/* long restorer_spawn(struct clone_args *args, size_t size)
+ * clone3(); the child runs restorer_page_worker() on its own stack, then exits (the thread only). */
+    .globl restorer_spawn
+    .type restorer_spawn, @function
+restorer_spawn:
+    movl $435, %eax
+    syscall
+    testq %rax, %rax
+    jz 1f
+    ret
+1:
+    call restorer_page_worker
+    movl $60, %eax
+    xorl %edi, %edi
+    syscall
+    hlt
+    .size restorer_spawn, .-restorer_spawn
     .section .note.GNU-stack,"",@progbits

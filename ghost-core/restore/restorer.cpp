@@ -33,6 +33,8 @@ extern "C" {
 [[noreturn]] void restorer_resume(const ghost::agent::saved_context *ctx);
 long restorer_clone_thread(ghost::uapi::clone_args *args, unsigned long size,
                            const ghost::agent::saved_context *ctx);
+long restorer_spawn(ghost::uapi::clone_args *args, unsigned long size); // runs restorer_page_worker
+void restorer_page_worker();
 extern char __ehdr_start[];
 extern char _end[];
 alignas(64) char restorer_stack[256 * 1024];
@@ -71,8 +73,8 @@ bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command 
 }
 
 alignas(64) XXH3_state_t g_record_hash;
-alignas(64) XXH3_state_t g_chain_hash;
 uint64_t g_records = 0, g_payload_bytes = 0;
+uint64_t g_hash_sum = 0; // of the records verified so far; page workers add theirs atomically
 
 uint64_t g_stream_pos = 0;     // bytes of the image consumed so far
 uint64_t g_readahead_end = 0;  // the disk has been asked for everything below this
@@ -129,7 +131,7 @@ void end_record(record &r) {
     if (r.remaining) fail(text("the image is corrupt (record longer than its contents)"));
     uint64_t hash = XXH3_64bits_digest(&g_record_hash);
     if (hash != r.h.hash) fail(text("the image is corrupt (checksum mismatch in a record)"));
-    XXH3_64bits_update(&g_chain_hash, &hash, sizeof hash);
+    __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
     g_records++;
     g_payload_bytes += r.h.length;
 }
@@ -225,9 +227,12 @@ struct open_region {
     bool reprotect = false; // mapped writable to be filled, final protection still to set
 } g_region;
 
+void workers_drain();
+
 void finish_region() {
     if (!g_region.active) return;
     if (g_region.reprotect) {
+        workers_drain(); // nobody may still be filling it
         long r = sys::call(__NR_mprotect, g_region.start, g_region.end - g_region.start,
                            g_region.prot);
         if (sys::failed(r)) fail_errno(text("cannot protect region ").hex(g_region.start), r);
@@ -312,6 +317,109 @@ void map_region(record &r) {
     g_region = {rr.start, rr.end, rr.prot, true, prot != rr.prot};
 }
 
+// --- pages, verified in parallel ------------------------------------------------------------------
+// With a seekable image (a file, a memfd), the main thread only reads record headers and hands each
+// pages record to two worker threads, which fault the pages in, pread the data straight into
+// place and hash it: copying, page clearing and hashing then use both cores. A pipe is read in
+// order by the main thread alone.
+
+constexpr int worker_count = 2;
+constexpr uint32_t job_slots = 64;
+
+struct page_job {
+    uint64_t addr, len, offset, expected;
+    uint32_t ready;    // futex: index + 1 of the job in this slot
+    uint32_t finished; // futex: index + 1 of the last job done in this slot
+};
+page_job g_jobs[job_slots];
+uint32_t g_claimed = 0, g_submitted = 0, g_done = 0, g_quit = 0;
+int32_t g_worker_tids[worker_count]; // cleared by the kernel when a worker is gone
+alignas(16) char g_worker_stacks[worker_count][64 * 1024];
+bool g_parallel = false;
+
+long futex_op(uint32_t *addr, int op, uint32_t val) {
+    return sys::call(__NR_futex, addr, op, val, 0, 0, 0);
+}
+uint32_t load32(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+void wake_all(uint32_t *p) { futex_op(p, 1 /* FUTEX_WAKE */, 0x7fffffff); }
+
+void load_and_verify(const page_job &j) {
+    if (j.len >= (64 << 10)) sys::call(__NR_madvise, j.addr, j.len, 23 /* MADV_POPULATE_WRITE */);
+    for (uint64_t done = 0; done < j.len;) {
+        long n = sys::call(__NR_pread64, g_image_fd, j.addr + done, j.len - done, j.offset + done);
+        if (n == -4) continue;
+        if (n < 0) fail_errno(text("cannot read the image"), n);
+        if (n == 0) fail(text("the image is truncated"));
+        done += (uint64_t)n;
+    }
+    alignas(64) XXH3_state_t h;
+    XXH3_64bits_reset_withSeed(&h, img::rec_pages);
+    XXH3_64bits_update(&h, &j.addr, sizeof j.addr);
+    XXH3_64bits_update(&h, (const void *)j.addr, j.len);
+    uint64_t hash = XXH3_64bits_digest(&h);
+    if (hash != j.expected) fail(text("the image is corrupt (checksum mismatch in a record)"));
+    __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
+}
+
+extern "C" void restorer_page_worker() {
+    for (;;) {
+        uint32_t k = __atomic_fetch_add(&g_claimed, 1, __ATOMIC_ACQ_REL);
+        page_job &j = g_jobs[k % job_slots];
+        for (uint32_t r; (r = load32(&j.ready)) != k + 1;) {
+            if (load32(&g_quit)) return;
+            futex_op(&j.ready, 0 /* FUTEX_WAIT */, r);
+        }
+        load_and_verify(j);
+        __atomic_store_n(&j.finished, k + 1, __ATOMIC_RELEASE);
+        wake_all(&j.finished);
+        __atomic_add_fetch(&g_done, 1, __ATOMIC_ACQ_REL);
+        wake_all(&g_done);
+    }
+}
+
+void workers_start() {
+    if (sys::failed(sys::call(__NR_lseek, g_image_fd, 0, 1 /* SEEK_CUR */))) return; // a pipe
+    for (int i = 0; i < worker_count; i++) {
+        ghost::uapi::clone_args args = {};
+        args.flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0x200000 /* CHILD_CLEARTID */;
+        args.child_tid = (uint64_t)&g_worker_tids[i];
+        args.stack = (uint64_t)g_worker_stacks[i];
+        args.stack_size = sizeof g_worker_stacks[i];
+        long tid = restorer_spawn(&args, sizeof args);
+        if (sys::failed(tid)) fail_errno(text("cannot start a page worker"), tid);
+        g_worker_tids[i] = (int32_t)tid;
+    }
+    g_parallel = true;
+}
+
+void workers_submit(uint64_t addr, uint64_t len, uint64_t offset, uint64_t expected) {
+    uint32_t k = g_submitted;
+    page_job &j = g_jobs[k % job_slots];
+    if (k >= job_slots)
+        for (uint32_t f; (f = load32(&j.finished)) != k - job_slots + 1;)
+            futex_op(&j.finished, 0, f);
+    j.addr = addr, j.len = len, j.offset = offset, j.expected = expected;
+    __atomic_store_n(&j.ready, k + 1, __ATOMIC_RELEASE);
+    wake_all(&j.ready);
+    g_submitted = k + 1;
+}
+
+void workers_drain() {
+    for (uint32_t d; (d = load32(&g_done)) != g_submitted;) futex_op(&g_done, 0, d);
+}
+
+// The workers must be gone before the restored threads run: their stacks are ours.
+void workers_stop() {
+    if (!g_parallel) return;
+    workers_drain();
+    __atomic_store_n(&g_quit, 1, __ATOMIC_RELEASE);
+    for (page_job &j : g_jobs) wake_all(&j.ready);
+    for (int32_t &tid : g_worker_tids)
+        for (int32_t t; (t = __atomic_load_n(&tid, __ATOMIC_ACQUIRE)) != 0;)
+            futex_op((uint32_t *)&tid, 0, (uint32_t)t);
+    g_parallel = false;
+}
+
 void fill_pages(record &r) {
     uint64_t addr;
     if (r.h.length < sizeof addr + page_size) fail(text("the image is corrupt (bad pages record)"));
@@ -320,8 +428,18 @@ void fill_pages(record &r) {
     if (!g_region.active || addr < g_region.start || addr + len > g_region.end || addr % page_size ||
         len % page_size)
         fail(text("the image is corrupt (pages outside their region)"));
-    // Faulting the pages in bulk first is much cheaper than one fault per page inside read().
     read_ahead();
+    if (g_parallel) {
+        uint64_t offset = g_stream_pos;
+        long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
+        if (sys::failed(pos)) fail_errno(text("cannot read the image"), pos);
+        g_stream_pos += len;
+        g_records++;
+        g_payload_bytes += r.h.length;
+        workers_submit(addr, len, offset, r.h.hash);
+        return;
+    }
+    // Faulting the pages in bulk first is much cheaper than one fault per page inside read().
     if (len >= (64 << 10)) sys::call(__NR_madvise, addr, len, 23 /* MADV_POPULATE_WRITE */);
     // In slices that stay in the CPU cache between the copy from the kernel and the hash.
     constexpr uint64_t slice = 256 << 10;
@@ -555,13 +673,14 @@ void read_process(record &r) {
 }
 
 void check_trailer(record &r) {
+    workers_drain();
     uint64_t records = g_records, bytes = g_payload_bytes;
-    uint64_t chain = XXH3_64bits_digest(&g_chain_hash);
+    uint64_t sum = __atomic_load_n(&g_hash_sum, __ATOMIC_ACQUIRE);
     read_metadata(r, sizeof(img::trailer_record));
     img::trailer_record t;
     memcpy(&t, g_meta, sizeof t);
-    if (t.record_count != records || t.payload_bytes != bytes || t.chain_hash != chain)
-        fail(text("the image is corrupt (records missing or out of order)"));
+    if (t.record_count != records || t.payload_bytes != bytes || t.hash_sum != sum)
+        fail(text("the image is corrupt (records missing or added)"));
 }
 
 void install_process_state() {
@@ -626,7 +745,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     if (g_own_stack.start)
         sys::call(__NR_munmap, g_own_stack.start, g_own_stack.end - g_own_stack.start);
 
-    XXH3_64bits_reset(&g_chain_hash);
+    workers_start();
     record r;
     next_record(r);
     if (r.h.type != img::rec_header) fail(text("not a ghost image"));
@@ -663,6 +782,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
         }
     }
 complete:
+    workers_stop();
     for (int i = 0; i < g_pipe_count; i++)
         for (int fd : g_pipes[i].ends)
             if (fd >= 0) sys::call(__NR_close, fd);

@@ -99,7 +99,7 @@ def load_xxh3():
 
 
 def rehash(data, xxh3):
-    """Recomputes every record hash, the trailer's chain hash and the trailer's own hash, so that a
+    """Recomputes every record hash, the trailer's hash sum and the trailer's own hash, so that a
     patched image is consistent and only its content can be refused."""
     out = bytearray(data)
     off, hashes, count, payload_bytes = 0, [], 0, 0
@@ -108,8 +108,8 @@ def rehash(data, xxh3):
         start = off + REC_HDR.size
         payload = bytes(out[start:start + length])
         if rtype == REC_TRAILER:
-            chain = xxh3(b"".join(struct.pack("<Q", x) for x in hashes), 0)
-            payload = struct.pack("<QQQ", count, payload_bytes, chain) + payload[24:]
+            total = sum(hashes) % (1 << 64)
+            payload = struct.pack("<QQQ", count, payload_bytes, total) + payload[24:]
             out[start:start + length] = payload
         h = xxh3(payload, rtype)
         REC_HDR.pack_into(out, off, magic, rtype, ver, length, h)
