@@ -1,0 +1,436 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Generate the split-process MPI layer for one MPI implementation from its headers and library.
+
+Outputs (all in --out):
+  wrappers.cpp      upper half: one wrapper per PMPI_ function (+ weak MPI_ alias), flavour_bind()
+  lower_table.c     lower half: the function table and predefined-object table handed back at start-up
+  stub.c            upper stub library: every dynamic symbol of the real library (same soname, same
+                    object sizes), so the application never loads the real MPI in the upper half
+
+Every wrapper follows one template: translate handles -> enter lower half -> call -> leave -> translate
+back (adopt new handles, settle/drop completed or freed ones). Any parameter the rules below do not
+cover makes the generator fail with the function's name: nothing is forwarded untranslated by accident.
+"""
+import argparse
+import re
+import subprocess
+import sys
+
+import mpi_decls
+
+HANDLES = {'MPI_Comm': 'comm', 'MPI_Group': 'group', 'MPI_Datatype': 'datatype', 'MPI_Op': 'op',
+           'MPI_Errhandler': 'errhandler', 'MPI_Info': 'info', 'MPI_Win': 'win', 'MPI_File': 'file',
+           'MPI_Request': 'request', 'MPI_Message': 'message', 'MPI_Session': 'session'}
+
+# Plain data: passed through untouched (same ABI in both halves).
+PLAIN = {'int', 'char', 'void', 'double', 'MPI_Aint', 'MPI_Offset', 'MPI_Count', 'MPI_Fint', 'MPI_Status',
+         'MPI_F08_status', 'MPI_T_enum', 'MPI_T_cvar_handle', 'MPI_T_pvar_handle', 'MPI_T_pvar_session',
+         'MPI_T_cb_safety', 'MPI_T_source_order', 'MPI_T_event_instance', 'MPI_T_event_registration'}
+
+# Callback parameters: wrapped so that user code runs with the upper FS and upper handles.
+CALLBACKS = {'MPI_User_function': 'op', 'MPI_User_function_c': 'op_c',
+             'MPI_Comm_errhandler_function': 'comm_errh', 'MPI_Handler_function': 'comm_errh',
+             'MPI_Win_errhandler_function': 'win_errh', 'MPI_File_errhandler_function': 'file_errh',
+             'MPI_Session_errhandler_function': 'session_errh',
+             'MPI_Comm_copy_attr_function': 'comm_copy', 'MPI_Comm_delete_attr_function': 'comm_delete',
+             'MPI_Copy_function': 'comm_copy', 'MPI_Delete_function': 'comm_delete',
+             'MPI_Type_copy_attr_function': 'type_copy', 'MPI_Type_delete_attr_function': 'type_delete',
+             'MPI_Win_copy_attr_function': 'win_copy', 'MPI_Win_delete_attr_function': 'win_delete'}
+# Callbacks the layer does not carry across the split yet: such calls fail with a clear error.
+UNSUPPORTED_CALLBACKS = {'MPI_Grequest_query_function', 'MPI_Grequest_free_function',
+                         'MPI_Grequest_cancel_function', 'MPI_Datarep_conversion_function',
+                         'MPI_Datarep_conversion_function_c', 'MPI_Datarep_extent_function',
+                         'MPI_T_event_cb_function', 'MPI_T_event_dropped_cb_function',
+                         'MPI_T_event_free_cb_function'}
+UNSUPPORTED_FUNCS = {'MPI_T_event_get_info'}
+
+FREE = {'MPI_Comm_free', 'MPI_Comm_disconnect', 'MPI_Group_free', 'MPI_Type_free', 'MPI_Op_free',
+        'MPI_Errhandler_free', 'MPI_Info_free', 'MPI_Win_free', 'MPI_File_close', 'MPI_Request_free',
+        'MPI_Session_finalize'}
+KEEP = {'MPI_Type_commit', 'MPI_Cancel', 'MPI_Start'}
+SETTLE = {'MPI_Wait', 'MPI_Test', 'MPI_Mrecv', ('MPI_Imrecv', 'message')}
+
+# Handle arrays, by position (names differ between implementations):
+# (function, parameter index) -> (role, element count expression). In expressions $N is parameter N and
+# $lcomm the lower communicator argument.
+ARRAYS = {
+    ('MPI_Startall', 1): ('keep', '$0'),
+    ('MPI_Waitall', 1): ('settle', '$0'),
+    ('MPI_Testall', 1): ('settle', '$0'),
+    ('MPI_Waitany', 1): ('settle', '$0'),
+    ('MPI_Testany', 1): ('settle', '$0'),
+    ('MPI_Waitsome', 1): ('settle', '$0'),
+    ('MPI_Testsome', 1): ('settle', '$0'),
+    ('MPI_Type_create_struct', 3): ('in', '$0'),
+    ('MPI_Type_struct', 3): ('in', '$0'),
+    ('MPI_Comm_spawn_multiple', 4): ('in', '$0'),
+    ('MPI_Type_get_contents', 6): ('out', '$3'),
+    ('MPI_Type_get_contents_c', 8): ('out', '$4'),
+}
+for f in ('MPI_Alltoallw', 'MPI_Ialltoallw', 'MPI_Alltoallw_init'):
+    ARRAYS[(f, 3)] = ('in', 'ghost::mpi::w_count($lcomm, 0, 0, $0 == MPI_IN_PLACE)')
+    ARRAYS[(f, 7)] = ('in', 'ghost::mpi::w_count($lcomm, 1, 0, 0)')
+for f in ('MPI_Neighbor_alltoallw', 'MPI_Ineighbor_alltoallw', 'MPI_Neighbor_alltoallw_init'):
+    ARRAYS[(f, 3)] = ('in', 'ghost::mpi::w_count($lcomm, 0, 1, 0)')
+    ARRAYS[(f, 7)] = ('in', 'ghost::mpi::w_count($lcomm, 1, 1, 0)')
+
+# Non-handle arrays deep-copied into creation records: function -> [(parameter index, count expression)]
+RECORD_ARRAYS = {
+    'MPI_Type_indexed': [(1, '$0'), (2, '$0')],
+    'MPI_Type_hindexed': [(1, '$0'), (2, '$0')],
+    'MPI_Type_create_hindexed': [(1, '$0'), (2, '$0')],
+    'MPI_Type_create_indexed_block': [(2, '$0')],
+    'MPI_Type_create_hindexed_block': [(2, '$0')],
+    'MPI_Type_create_struct': [(1, '$0'), (2, '$0'), (3, '$0')],
+    'MPI_Type_create_subarray': [(1, '$0'), (2, '$0'), (3, '$0')],
+    'MPI_Type_create_darray': [(3, '$2'), (4, '$2'), (5, '$2'), (6, '$2')],
+    'MPI_Cart_create': [(2, '$1'), (3, '$1')],
+    'MPI_Graph_create': [(2, '$1'), (3, '($1 > 0 ? $2[$1 - 1] : 0)')],
+    'MPI_Dist_graph_create_adjacent': [(2, '$1'), (5, '$4')],
+    'MPI_Dist_graph_create': [(2, '$1'), (3, '$1')],
+    'MPI_Group_incl': [(2, '$1')],
+    'MPI_Group_excl': [(2, '$1')],
+    'MPI_Group_range_incl': [(2, '$1')],
+    'MPI_Group_range_excl': [(2, '$1')],
+}
+
+
+def subst(expr, d):
+    lcomm = [p.name for p in d.params if p.core == 'MPI_Comm' and p.stars == 0]
+    expr = expr.replace('$lcomm', 'l_' + lcomm[0] if lcomm else '$lcomm')
+    expr = re.sub(r'\$(\d+)', lambda m: d.params[int(m.group(1))].name, expr)
+    if '$' in expr:
+        raise GenError('%s: cannot resolve count expression %s' % (d.name, expr))
+    return expr
+
+
+class GenError(Exception):
+    pass
+
+
+def base_api(api):
+    return api[:-2] if api.endswith('_c') else api
+
+
+def classify(d):
+    """Returns a list of (param, role, extra) or raises GenError."""
+    api = base_api(d.api)
+    out = []
+    for pos, p in enumerate(d.params):
+        core, stars = p.core, p.stars + (1 if p.array else 0) + len(p.inner_dims)
+        if core in HANDLES:
+            k = HANDLES[core]
+            if p.array:
+                key = (d.api, pos) if (d.api, pos) in ARRAYS else (api, pos)
+                if key not in ARRAYS:
+                    raise GenError('%s: handle array %s (parameter %d) has no count rule' % (d.name, p.name, pos))
+                role, cnt = ARRAYS[key]
+                out.append((p, 'arr_' + role, (k, subst(cnt, d))))
+            elif stars == 0:
+                out.append((p, 'in', k))
+            elif stars == 1 and p.const:
+                raise GenError('%s: const handle pointer %s' % (d.name, p.name))
+            elif stars == 1:
+                if api in FREE:
+                    out.append((p, 'free', k))
+                elif api in KEEP:
+                    out.append((p, 'keep', k))
+                elif api in SETTLE or (api, k) in SETTLE:
+                    out.append((p, 'settle', k))
+                else:
+                    out.append((p, 'out', k))
+            else:
+                raise GenError('%s: parameter %s has %d levels of indirection' % (d.name, p.name, stars))
+        elif core in CALLBACKS:
+            out.append((p, 'callback', CALLBACKS[core]))
+        elif core in UNSUPPORTED_CALLBACKS:
+            out.append((p, 'unsupported', None))
+        elif core in PLAIN:
+            if re.search(r'weights$', p.name) and core == 'int':
+                out.append((p, 'weights', None))
+            else:
+                out.append((p, 'plain', None))
+        else:
+            raise GenError('%s: unknown parameter type %r (%s)' % (d.name, core, p.text))
+    return out
+
+
+def ret_kind(d):
+    r = re.sub(r'\bconst\b', '', d.ret).strip()
+    if r in HANDLES:
+        return HANDLES[r]
+    if r in PLAIN or r in ('int', 'double'):
+        return None
+    raise GenError('%s: unknown return type %r' % (d.name, d.ret))
+
+
+def creates(d, roles):
+    api = base_api(d.api)
+    outs = [x for x in roles if x[1] == 'out' and x[2] not in ('request', 'message')]
+    persistent = api.endswith('_init') and api not in ('MPI_Init',)
+    return bool(outs) or persistent
+
+
+def gen_wrapper(d, idx, fl):
+    api = base_api(d.api)
+    roles = [] if (d.api in UNSUPPORTED_FUNCS or api in UNSUPPORTED_FUNCS) else classify(d)
+    ret = d.ret.strip()
+    params = ', '.join(p.decl() for p in d.params) + (', ...' if getattr(d, 'variadic', False) else '')
+    if not d.params and not getattr(d, 'variadic', False):
+        params = 'void'
+    L = []
+    L.append('extern "C" GHOST_EXPORT %s %s(%s) {' % (ret, d.name, params))
+    if d.api in UNSUPPORTED_FUNCS or base_api(d.api) in UNSUPPORTED_FUNCS or any(r[1] == 'unsupported' for r in roles):
+        L.append('  return ghost::mpi::unsupported("%s");' % d.api)
+        L.append('}')
+        L.append('extern "C" GHOST_EXPORT %s %s(%s) __attribute__((weak, alias("%s")));' % (ret, d.api, params, d.name))
+        return L
+    L.append('  using fn_t = %s (*)(%s);' % (ret, ', '.join(
+        (re.sub(r'\s+', ' ', p.base) + ' *' * (1 if p.array else 0) +
+         ''.join('(*)' for _ in [])) if not p.inner_dims else '%s (*)[%s]' % (p.base, ']['.join(p.inner_dims))
+        for p in d.params) or 'void'))
+    pre, args, post = [], [], []
+    record = creates(d, roles)
+    if record:
+        pre.append('  ghost::mpi::record* rec_ = ghost::mpi::record_begin(%d, %d);' % (idx, len(d.params)))
+        for i, (p, role, extra) in enumerate(roles):
+            if p.array or p.inner_dims:
+                pre.append('  if (rec_) rec_->args[%d] = (uint64_t)(uintptr_t)(const void*)%s;' % (i, p.name))
+            else:
+                pre.append('  if (rec_) rec_->args[%d] = ghost::mpi::raw_word(%s);' % (i, p.name))
+        for pos, cnt in RECORD_ARRAYS.get(api, []):
+            if pos >= len(d.params) or not (d.params[pos].array or d.params[pos].stars):
+                raise GenError('%s: record rule names parameter %d, not an array' % (d.name, pos))
+            pname = d.params[pos].name
+            pre.append('  if (rec_ && %s) ghost::mpi::record_add_array(rec_, %d, %s, sizeof(%s[0]) * (size_t)(%s));'
+                       % (pname, pos, pname, pname, subst(cnt, d)))
+    has_req_out = any(r[1] == 'out' and r[2] == 'request' for r in roles)
+    args_by_param = {}
+    # Scalar input handles first: count expressions of handle arrays use the lower communicator.
+    order = [x for x in roles if x[1] == 'in'] + [x for x in roles if x[1] != 'in']
+    for p, role, extra in order:
+        args = []
+        args_by_param[id(p)] = args
+        n = p.name
+        K = 'ghost::mpi::kind::%s' % (extra[0] if isinstance(extra, tuple) else extra)
+        if role == 'plain' or role == 'unsupported':
+            args.append(n)
+        elif role == 'weights':
+            args.append('ghost::mpi::xlate_weights(%s)' % n)
+        elif role == 'in':
+            pre.append('  %s l_%s = ghost::mpi::to_lower<%s>(%s);' % (p.core, n, K, n))
+            args.append('l_' + n)
+        elif role in ('out',):
+            pre.append('  %s l_%s = (%s)ghost::mpi::g_lower_null[(int)%s];' % (p.core, n, p.core, K))
+            args.append('%s ? &l_%s : nullptr' % (n, n))
+            rec = 'rec_' if (record and extra not in ('request', 'message')) or (record and extra == 'request' and base_api(d.api).endswith('_init')) else 'nullptr'
+            post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s);' % (n, n, K, n, rec))
+            if rec == 'rec_':
+                post.append('  else if (rec_) { delete rec_; }')
+                post.append('  rec_ = nullptr;')
+        elif role in ('free', 'keep', 'settle'):
+            pre.append('  %s l_%s = %s ? ghost::mpi::to_lower<%s>(*%s) : (%s)0;' % (p.core, n, n, K, n, p.core))
+            args.append('%s ? &l_%s : nullptr' % (n, n))
+            if role == 'free':
+                post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::drop<%s>(*%s);' % (n, K, n))
+            elif role == 'settle':
+                post.append('  if (%s) ghost::mpi::settle<%s>(*%s, l_%s);' % (n, K, n, n))
+        elif role.startswith('arr_'):
+            k, cnt = extra
+            K = 'ghost::mpi::kind::%s' % k
+            r = role[4:]
+            persist = has_req_out and r == 'in'
+            pre.append('  int n_%s = %s ? (int)(%s) : 0;' % (n, n, cnt))
+            pre.append('  ghost::mpi::handle_array<%s> l_%s(n_%s, %s);' % (p.core, n, n, 'true' if persist else 'false'))
+            if r in ('in', 'keep', 'settle'):
+                pre.append('  for (int i_ = 0; i_ < n_%s; i_++) l_%s[i_] = ghost::mpi::to_lower<%s>(%s[i_]);' % (n, n, K, n))
+            else:
+                pre.append('  for (int i_ = 0; i_ < n_%s; i_++) l_%s[i_] = (%s)ghost::mpi::g_lower_null[(int)%s];' % (n, n, p.core, K))
+            args.append('%s ? l_%s.data() : nullptr' % (n, n))
+            if r == 'settle':
+                post.append('  for (int i_ = 0; i_ < n_%s; i_++) ghost::mpi::settle<%s>(%s[i_], l_%s[i_]);' % (n, K, n, n))
+            elif r == 'out':
+                post.append('  if (rc_ == MPI_SUCCESS) for (int i_ = 0; i_ < n_%s; i_++) %s[i_] = ghost::mpi::adopt<%s>(l_%s[i_], nullptr);' % (n, n, K, n))
+            if persist:
+                post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::keep_alive<ghost::mpi::kind::request>(*request, l_%s.release());' % n)
+        elif role == 'callback':
+            pre.append('  auto l_%s = ghost::mpi::wrap_%s(%s);' % (n, extra, n))
+            args.append('l_' + n)
+        else:
+            raise GenError('%s: internal: role %s' % (d.name, role))
+    args = [args_by_param[id(p)][0] for p, _, _ in roles]
+    # Arrays passed by decl with inner dims (ranges[][3]) are plain ints; nothing to do.
+    L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
+    L += pre
+    rk = ret_kind(d)
+    call = '((fn_t)ghost::mpi::g_fns[%d])(%s)' % (idx, ', '.join(args))
+    if ret == 'void':
+        raise GenError('%s returns void' % d.name)
+    L.append('  %s rc_;' % ret)
+    L.append('  {')
+    L.append('    ghost::mpi::lower_call lc_(lfs_);')
+    L.append('    rc_ = %s;' % call)
+    L.append('  }')
+    if rk:
+        L.append('  return ghost::mpi::lookup_or_adopt<ghost::mpi::kind::%s>(rc_);' % rk)
+    else:
+        if ret == 'int':
+            L += post
+            if record:
+                L.append('  delete rec_;')
+        elif post:
+            raise GenError('%s: translation after a non-int result' % d.name)
+        L.append('  return rc_;')
+    L.append('}')
+    L.append('extern "C" GHOST_EXPORT %s %s(%s) __attribute__((weak, alias("%s")));' % (ret, d.api, params, d.name))
+    return L
+
+
+def lib_symbols(lib):
+    out = subprocess.run(['readelf', '--dyn-syms', '-W', lib], check=True, capture_output=True, text=True).stdout
+    syms = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 8 or f[6] == 'UND' or f[3] not in ('FUNC', 'OBJECT', 'IFUNC'):
+            continue
+        name = f[7].split('@')[0]
+        syms[name] = (f[3], int(f[2], 0) if f[2].startswith('0x') else int(f[2]), int(f[1], 16))
+    return syms
+
+
+def predefined_objects(fl, mpi_h, syms):
+    """(symbol, kind or None, role) for every predefined object the application may hold."""
+    objs = []
+    if fl == 'openmpi':
+        text = open(mpi_h).read()
+        seen = set()
+        for typ, sym in re.findall(r'OMPI_PREDEFINED_GLOBAL\(\s*(MPI_\w+)\s*,\s*(\w+)\s*\)', text):
+            if sym in seen:
+                continue
+            seen.add(sym)
+            if typ not in HANDLES:
+                raise GenError('predefined %s has unknown handle type %s' % (sym, typ))
+            if sym not in syms:
+                raise GenError('predefined %s is not exported by the library' % sym)
+            objs.append((sym, HANDLES[typ], 'handle'))
+        for sym in sorted(set(re.findall(r'\b(OMPI_C_MPI_\w+_FN)\b', text))):
+            if sym in syms:
+                objs.append((sym, None, 'function'))
+    else:
+        for sym in ('MPI_UNWEIGHTED', 'MPI_WEIGHTS_EMPTY'):
+            objs.append((sym, None, 'value'))
+        objs.append(('MPIR_Dup_fn', None, 'function'))
+    return objs
+
+
+NULLS = {'openmpi': {'comm': 'ompi_mpi_comm_null', 'group': 'ompi_mpi_group_null',
+                     'datatype': 'ompi_mpi_datatype_null', 'op': 'ompi_mpi_op_null',
+                     'errhandler': 'ompi_mpi_errhandler_null', 'info': 'ompi_mpi_info_null',
+                     'win': 'ompi_mpi_win_null', 'file': 'ompi_mpi_file_null',
+                     'request': 'ompi_request_null', 'message': 'ompi_message_null'},
+         'mpich': {'comm': 'MPI_COMM_NULL', 'group': 'MPI_GROUP_NULL', 'datatype': 'MPI_DATATYPE_NULL',
+                   'op': 'MPI_OP_NULL', 'errhandler': 'MPI_ERRHANDLER_NULL', 'info': 'MPI_INFO_NULL',
+                   'win': 'MPI_WIN_NULL', 'file': 'MPI_FILE_NULL', 'request': 'MPI_REQUEST_NULL',
+                   'message': 'MPI_MESSAGE_NULL', 'session': 'MPI_SESSION_NULL'}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--flavour', required=True, choices=['openmpi', 'mpich'])
+    ap.add_argument('--preprocessed', required=True)
+    ap.add_argument('--mpi-h', required=True)
+    ap.add_argument('--lib', required=True)
+    ap.add_argument('--out', required=True)
+    a = ap.parse_args()
+    fl = a.flavour
+    try:
+        decls = mpi_decls.parse(open(a.preprocessed).read())
+        syms = lib_symbols(a.lib)
+        names = sorted(n for n in decls if n in syms)
+        missing = sorted(n for n in decls if n not in syms)
+        objs = predefined_objects(fl, a.mpi_h, syms)
+        W = ['// Generated by mpi-layer/gen/gen_wrappers.py for %s. Do not edit.' % fl,
+             '#include "wrapper_support.h"', '',
+             '#pragma GCC diagnostic ignored "-Wdeprecated-declarations"',
+             '#pragma GCC diagnostic ignored "-Wunused-parameter"',
+             '#pragma GCC diagnostic ignored "-Wattribute-alias"', '']
+        for i, n in enumerate(names):
+            W += gen_wrapper(decls[n], i, fl)
+            W.append('')
+        W.append('namespace ghost::mpi {')
+        W.append('const char* const g_flavour_name = "%s";' % fl)
+        W.append('const size_t g_nfns = %d;' % len(names))
+        W.append('const char* const g_fn_names[] = {%s};' % ', '.join('"%s"' % decls[n].api for n in names))
+        W.append('bool flavour_bind(const ghost_handoff* h, const char** why) {')
+        W.append('  if (h->nfns != %d || h->nobjs != %d) { *why = "function table size mismatch (lower program from another build)"; return false; }' % (len(names), len(objs)))
+        for i, (sym, k, role) in enumerate(objs):
+            if role == 'handle':
+                W.append('  if (!bind_handle("%s", kind::%s, h->objs[%d], why)) return false;' % (sym, k, i))
+            elif role == 'function':
+                W.append('  bind_function("%s", h->objs[%d]);' % (sym, i))
+            else:
+                W.append('  bind_value("%s", h->objs[%d]);' % (sym, i))
+        for k, sym in NULLS[fl].items():
+            if fl == 'openmpi':
+                idx = [i for i, o in enumerate(objs) if o[0] == sym]
+                if not idx:
+                    raise GenError('null handle %s not among predefined objects' % sym)
+                W.append('  if (!bind_null(kind::%s, "%s", h->objs[%d], why)) return false;' % (k, sym, idx[0]))
+            else:
+                W.append('  g_upper_null[(int)kind::%s] = g_lower_null[(int)kind::%s] = (uintptr_t)%s;' % (k, k, sym))
+        W.append('  return true;')
+        W.append('}')
+        W.append('}  // namespace ghost::mpi')
+        open(a.out + '/wrappers.cpp', 'w').write('\n'.join(W) + '\n')
+
+        T = ['/* Generated by mpi-layer/gen/gen_wrappers.py for %s. Do not edit. */' % fl, '#include <stddef.h>']
+        for n in names:
+            T.append('extern void %s(void);' % n)
+        for sym, k, role in objs:
+            T.append('extern void %s(void);' % sym if role == 'function' else 'extern char %s[];' % sym)
+        T.append('void *const ghost_lower_fns[] = {')
+        T += ['  (void *)%s,' % n for n in names]
+        T.append('};')
+        T.append('const size_t ghost_lower_nfns = %d;' % len(names))
+        T.append('void *const ghost_lower_objs[] = {')
+        T += ['  (void *)%s,' % sym for sym, k, role in objs]
+        T.append('};')
+        T.append('const size_t ghost_lower_nobjs = %d;' % len(objs))
+        open(a.out + '/lower_table.c', 'w').write('\n'.join(T) + '\n')
+
+        S = ['/* Generated by mpi-layer/gen/gen_wrappers.py for %s: the upper-half stand-in for the real' % fl,
+             ' * library. Functions only report that they were reached; objects have the real sizes so that',
+             ' * copy relocations in executables match. Do not edit. */',
+             '#include <stdlib.h>', '#include <unistd.h>', '#include <string.h>',
+             'static void ghost_stub_die(const char *name) {',
+             '  static const char a[] = "ghost-mpi: ";',
+             '  static const char b[] = " reached the stub MPI library (not forwarded to the lower half; is libghost_mpi preloaded?)\\n";',
+             '  (void)!write(2, a, sizeof a - 1); (void)!write(2, name, strlen(name)); (void)!write(2, b, sizeof b - 1);',
+             '  _exit(1);', '}']
+        specials = {}
+        if fl == 'mpich':
+            specials = {'MPI_UNWEIGHTED': 'MPIR_C_MPI_UNWEIGHTED', 'MPI_WEIGHTS_EMPTY': 'MPIR_C_MPI_WEIGHTS_EMPTY'}
+        for name in sorted(syms):
+            typ, size, addr = syms[name]
+            if name in specials:
+                continue
+            if typ in ('FUNC', 'IFUNC'):
+                S.append('void %s(void) { ghost_stub_die("%s"); }' % (name, name))
+            else:
+                align = 1
+                while align < 64 and addr % (align * 2) == 0:
+                    align *= 2
+                S.append('char %s[%d] __attribute__((aligned(%d)));' % (name, max(size, 1), align))
+        for var, target in specials.items():
+            S.append('void *%s = (void *)%s;' % (var, target))
+        open(a.out + '/stub.c', 'w').write('\n'.join(S) + '\n')
+        sys.stderr.write('gen_wrappers: %s: %d functions wrapped, %d predefined objects, %d declared but not '
+                         'exported (%s)\n' % (fl, len(names), len(objs), len(missing), ' '.join(missing[:8])))
+    except (mpi_decls.ParseError, GenError) as e:
+        sys.stderr.write('gen_wrappers: error: %s\n' % e)
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()
