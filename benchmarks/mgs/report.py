@@ -458,6 +458,17 @@ def main():
     print(f"report: {res / 'report.md'} ({len(plots)} plots)")
 
 
+
+def format_time_axes(axs, sizes):
+    for ax in axs:
+        ax.set_xlabel("matrix order n")
+        ax.set_ylabel("seconds")
+        if sizes and max(sizes) > 5 * min(sizes):  # wide range: log-log keeps small sizes visible
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.legend()
+        ax.grid(alpha=0.3, which="both")
+
 def make_plots(res, sizes, nat, img, refs, dd_w, dd_r, mc_cold, d_exp, d_wr, d_tot, d_imp, d_rtot,
                m_exp, m_imp, m_tot, m_ctot, m_rtot, over):
     out = []
@@ -513,14 +524,7 @@ def make_plots(res, sizes, nat, img, refs, dd_w, dd_r, mc_cold, d_exp, d_wr, d_t
         line(axs[1], m_rtot, "restart total")
         line(axs[1], mc_cold, "memcpy (fresh pages) reference", linestyle=":", color="gray")
         axs[1].set_title("Restart from memory (cf. seed Fig. 5)")
-        for ax in axs:
-            ax.set_xlabel("matrix order n")
-            ax.set_ylabel("seconds")
-            if sizes and max(sizes) > 5 * min(sizes):  # wide range: log-log keeps small sizes visible
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-            ax.legend()
-            ax.grid(alpha=0.3, which="both")
+        format_time_axes(axs, sizes)
         save(fig, "memory.png", "Checkpoint/restart to memory")
 
     # disk (Fig 6, 7)
@@ -535,14 +539,7 @@ def make_plots(res, sizes, nat, img, refs, dd_w, dd_r, mc_cold, d_exp, d_wr, d_t
         line(axs[1], d_rtot, "restart total")
         line(axs[1], dd_r, "cold dd read reference", linestyle=":", color="gray")
         axs[1].set_title("Restart from disk, cold cache (cf. seed Fig. 7)")
-        for ax in axs:
-            ax.set_xlabel("matrix order n")
-            ax.set_ylabel("seconds")
-            if sizes and max(sizes) > 5 * min(sizes):  # wide range: log-log keeps small sizes visible
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-            ax.legend()
-            ax.grid(alpha=0.3, which="both")
+        format_time_axes(axs, sizes)
         save(fig, "disk.png", "Checkpoint/restart to disk")
 
     # references bandwidth

@@ -51,14 +51,7 @@ class Skip(Exception):
     pass
 
 
-def pid_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
+from procs import kill_all, pid_alive  # noqa: E402
 
 
 def pid_state(pid):
@@ -149,25 +142,7 @@ class Env:
         return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     def kill_all(self):
-        for p, what in self.popens:
-            if p.poll() is None:
-                log(f"killing {what} (pid {p.pid} and its process group)")
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for pid in sorted(self.pids):
-            if pid_alive(pid):
-                log(f"killing pid {pid}")
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for p, _ in self.popens:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_all(self.popens, self.pids, log)
         self.popens = []
 
     def wait_exit(self, p, what, timeout=None):

@@ -42,16 +42,7 @@ class Failure(Exception):
     pass
 
 
-def pid_alive(pid):
-    """True if pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # The state follows the command name, which is in parentheses and may contain anything.
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
+from procs import kill_all, pid_alive  # noqa: E402
 
 
 def tail(path, n=15):
@@ -80,25 +71,7 @@ class Tracker:
         return p
 
     def kill_all(self):
-        for p, what in self.popens:
-            if p.poll() is None:
-                log(f"killing {what} (pid {p.pid} and its process group)")
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for pid in sorted(self.pids):
-            if pid_alive(pid):
-                log(f"killing program pid {pid}")
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for p, _ in self.popens:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_all(self.popens, self.pids, log)
 
 
 def wait_exit(p, timeout, what):
