@@ -74,12 +74,12 @@ def run(cmd, timeout=None, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def run_logged(cmd, base, timeout):
+def run_logged(cmd, base, timeout, env=None):
     """Run cmd with stdout/stderr in files (not pipes: a restored or duplicated process may inherit
     them and keep them open); returns (status, stdout, stderr). Raises TimeoutExpired."""
     out, err = Path(f"{base}.out"), Path(f"{base}.err")
     with open(out, "w") as fo, open(err, "w") as fe:
-        p = PROCS.track(subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL))
+        p = PROCS.track(subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env))
     try:
         p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -576,6 +576,32 @@ def overhead_runs(a, logdir):
     return rows
 
 
+def mpi_overhead_runs(a, logdir, ranks=4):
+    """MPI MGS with `ranks` ranks under plain mpirun and under ghostrun (the split-process MPI layer),
+    alternating; both must print the sequential program's line."""
+    mgs_mpi = a.mgs.parent / "mgs_mpi"
+    ghostrun = a.ghost.parent / "ghostrun" / "ghostrun"
+    for exe in (mgs_mpi, ghostrun):
+        if not exe.exists():
+            raise GhostRunError(f"{exe} is missing (build the MPI targets)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    n, repeat = a.overhead_n, a.overhead_repeat
+    rows = []
+    for i in range(a.overhead_reps):
+        for mode in (("native", "ghost") if i % 2 == 0 else ("ghost", "native")):
+            launcher = ["mpirun"] if mode == "native" else [str(ghostrun)]
+            args = launcher + ["--oversubscribe", "-np", str(ranks)] + [str(mgs_mpi)] + mgs_args(a, n, repeat=repeat)[1:]
+            t0 = time.monotonic()
+            rc, so, se = run_logged(args, logdir / f"mpi-overhead-{mode}-{i}", a.timeout_for(n) * repeat * 2, env=env)
+            wall = time.monotonic() - t0
+            if rc != 0:
+                raise GhostRunError(f"MPI overhead run ({mode}) exited {rc}: {se.strip()[-300:]}")
+            t = parse_timing(se)
+            rows.append({"n": n, "ranks": ranks, "repeat": repeat, "iteration": i, "mode": mode,
+                         "wall_s": round(wall, 6), "compute_s": fnum(t, "compute_s"), "output": so.strip()})
+    return rows
+
+
 def correctness_run(a, logdir):
     """Checkpoint (--kill) in the middle of a --repeat run, restart, compare stdout byte for byte."""
     n, repeat = a.correct_n, a.correct_repeat
@@ -747,6 +773,12 @@ def main():
             except (GhostRunError, subprocess.TimeoutExpired) as e:
                 status["errors"].append(f"overhead: {e}")
                 log(f"overhead runs failed: {e}")
+            log(f"MPI overhead: mgs_mpi n={a.overhead_n}, 4 ranks, mpirun vs ghostrun")
+            try:
+                write_csv(a.out / "mpi_overhead.csv", mpi_overhead_runs(a, logdir))
+            except (GhostRunError, subprocess.TimeoutExpired) as e:
+                status["errors"].append(f"mpi overhead: {e}")
+                log(f"MPI overhead runs failed: {e}")
             log(f"correctness: checkpoint in the middle of mgs --n {a.correct_n} --repeat {a.correct_repeat}")
             try:
                 write_csv(a.out / "correctness.csv", correctness_run(a, logdir))
@@ -754,7 +786,7 @@ def main():
                 status["errors"].append(f"correctness: {e}")
                 log(f"correctness run failed: {e}")
         else:
-            for f in ("disk.csv", "memory.csv", "overhead.csv", "correctness.csv"):
+            for f in ("disk.csv", "memory.csv", "overhead.csv", "mpi_overhead.csv", "correctness.csv"):
                 (a.out / f).unlink(missing_ok=True)
     finally:
         PROCS.cleanup()
