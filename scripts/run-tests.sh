@@ -16,4 +16,4 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 "$@"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGHOST_SANITIZE=ON >/dev/null
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$jobs" -L asan --timeout 600 "$@"
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" -L "^(asan|unit)$" --timeout 600 "$@"
