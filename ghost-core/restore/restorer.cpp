@@ -18,6 +18,7 @@
 #include <asm/unistd.h>
 #include <fcntl.h>
 #include <linux/mman.h>
+#include <linux/sched.h>
 #include <sys/stat.h>
 
 #define XXH_INLINE_ALL
@@ -51,6 +52,9 @@ using namespace ghost::freestanding;
 constexpr uint64_t page_size = 4096;
 constexpr int max_restored_threads = ghost::agent::max_threads;
 constexpr uint64_t thread_stack_size = 16 * 1024;
+// A thread of this process, as pthread_create makes them (restored threads and page workers alike).
+constexpr uint64_t thread_clone_flags =
+    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
 // The restorer's address zone: its own image, then room to park vvar/vdso while moving them.
 constexpr uint64_t zone_size = 64ULL << 20;
 
@@ -381,7 +385,7 @@ void workers_start() {
     if (sys::failed(sys::call(__NR_lseek, g_image_fd, 0, 1 /* SEEK_CUR */))) return; // a pipe
     for (int i = 0; i < worker_count; i++) {
         ghost::uapi::clone_args args = {};
-        args.flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0x200000 /* CHILD_CLEARTID */;
+        args.flags = thread_clone_flags | CLONE_CHILD_CLEARTID;
         args.child_tid = (uint64_t)&g_worker_tids[i];
         args.stack = (uint64_t)g_worker_stacks[i];
         args.stack_size = sizeof g_worker_stacks[i];
@@ -607,8 +611,7 @@ void read_thread(record &r) {
         }
         // A thread needs a stack only for the few instructions before it switches to its own.
         ghost::uapi::clone_args args = {};
-        args.flags = 0x100 /* VM */ | 0x200 /* FS */ | 0x400 /* FILES */ | 0x800 /* SIGHAND */ |
-                     0x10000 /* THREAD */ | 0x40000 /* SYSVSEM */ | 0x80000 /* SETTLS */;
+        args.flags = thread_clone_flags | CLONE_SETTLS;
         args.stack = (uint64_t)g_thread_stacks[i % 8];
         args.stack_size = thread_stack_size;
         args.tls = t.fs_base;
