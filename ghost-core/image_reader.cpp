@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/image_reader.h"
+#include "ghost-core/record_hash.h"
 
 #include <sys/utsname.h>
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
 
 #include <cstring>
 #include <memory>
@@ -40,8 +39,7 @@ class record_reader {
             return error{"the image is corrupt (bad record length)"};
         if (h.type == image::rec_pages && h.length > image::max_pages_record + 8)
             return error{"the image is corrupt (bad record length)"};
-        XXH3_state_t st;
-        XXH3_64bits_reset_withSeed(&st, h.type);
+        image::record_hasher st(h.type);
         payload.clear();
         if (h.type == image::rec_pages) {
             if (!buf_) buf_.reset(new char[1 << 20]);
@@ -50,7 +48,7 @@ class record_reader {
             while (left) {
                 size_t n = left < (1 << 20) ? left : (1 << 20);
                 GHOST_TRY(exact(buf_.get(), n));
-                XXH3_64bits_update(&st, buf_.get(), n);
+                st.update(buf_.get(), n);
                 if (first && n >= 8) payload.assign(buf_.get(), 8); // the address
                 first = false;
                 left -= n;
@@ -58,9 +56,9 @@ class record_reader {
         } else {
             payload.resize(h.length);
             GHOST_TRY(exact(payload.data(), h.length));
-            XXH3_64bits_update(&st, payload.data(), h.length);
+            st.update(payload.data(), h.length);
         }
-        if (XXH3_64bits_digest(&st) != h.hash)
+        if (st.digest() != h.hash)
             return error{"the image is corrupt (checksum mismatch in a record)"};
         if (h.type != image::rec_trailer) {
             hash_sum_ += h.hash;
@@ -83,7 +81,8 @@ class record_reader {
 };
 
 template <class T> result<void> fixed(const std::string &payload, T &out, const char *what) {
-    if (payload.size() < sizeof(T)) return error{std::string("the image is corrupt (short ") + what + ")"};
+    if (payload.size() < sizeof(T))
+        return error{std::string("the image is corrupt (short ") + what + ")"};
     std::memcpy(&out, payload.data(), sizeof(T));
     return {};
 }
@@ -91,7 +90,8 @@ template <class T> result<void> fixed(const std::string &payload, T &out, const 
 } // namespace
 
 result<void> check_compatible(const image::header_record &h) {
-    if (std::memcmp(h.magic, image::file_magic, sizeof h.magic) != 0) return error{"not a ghost image"};
+    if (std::memcmp(h.magic, image::file_magic, sizeof h.magic) != 0)
+        return error{"not a ghost image"};
     if (h.format_version != image::format_version)
         return error{"the image has format version " + std::to_string(h.format_version) +
                      ", this ghost reads version " + std::to_string(image::format_version)};
@@ -174,7 +174,8 @@ result<image_summary> read_image(res::source &in, bool header_only) {
             return s;
         }
         default:
-            return error{"the image is corrupt (unknown record type " + std::to_string(r->type) + ")"};
+            return error{"the image is corrupt (unknown record type " + std::to_string(r->type) +
+                         ")"};
         }
     }
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/image_writer.h"
+#include "ghost-core/record_hash.h"
 
 namespace ghost::core {
 
@@ -9,13 +10,17 @@ image_writer::~image_writer() = default;
 
 result<void> image_writer::emit(image::record_type type, const void *a, size_t alen, const void *b,
                                 size_t blen, const void *c, size_t clen) {
-    XXH3_state_t h;
-    XXH3_64bits_reset_withSeed(&h, type);
-    XXH3_64bits_update(&h, a, alen);
-    if (blen) XXH3_64bits_update(&h, b, blen);
-    if (clen) XXH3_64bits_update(&h, c, clen);
+    image::record_hasher h(type);
+    h.update(a, alen);
+    h.update(b, blen);
+    h.update(c, clen);
     image::record_header rh{image::record_magic, type, image::record_version, alen + blen + clen,
-                            XXH3_64bits_digest(&h)};
+                            h.digest()};
+    return emit(rh, a, alen, b, blen, c, clen);
+}
+
+result<void> image_writer::emit(const image::record_header &rh, const void *a, size_t alen,
+                                const void *b, size_t blen, const void *c, size_t clen) {
     GHOST_TRY(out_.write(&rh, sizeof rh));
     GHOST_TRY(out_.write(a, alen));
     if (blen) GHOST_TRY(out_.write(b, blen));
@@ -34,6 +39,22 @@ result<void> image_writer::record(image::record_type type, const void *fixed, si
 
 result<void> image_writer::pages(uint64_t addr, const void *data, size_t len) {
     return emit(image::rec_pages, &addr, sizeof addr, data, len, nullptr, 0);
+}
+
+image_writer::prepared_pages image_writer::prepare_pages(uint64_t addr, const void *data,
+                                                         size_t len) {
+    image::record_hasher h(image::rec_pages);
+    h.update(&addr, sizeof addr);
+    h.update(data, len);
+    return {{image::record_magic, image::rec_pages, image::record_version, sizeof addr + len,
+             h.digest()},
+            addr,
+            data};
+}
+
+result<void> image_writer::pages(const prepared_pages &p) {
+    return emit(p.header, &p.addr, sizeof p.addr, p.data, p.header.length - sizeof p.addr, nullptr,
+                0);
 }
 
 result<void> image_writer::finish() {

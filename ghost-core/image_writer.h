@@ -2,9 +2,6 @@
 // Frames records onto a sink: header, hash, and the running count and hash sum the trailer seals.
 #pragma once
 
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
-
 #include <cstdint>
 #include <string_view>
 
@@ -25,10 +22,21 @@ class image_writer {
                         std::string_view tail = {}, std::string_view tail2 = {});
     // A pages record for [addr, addr + len). len is a multiple of the page size.
     result<void> pages(uint64_t addr, const void *data, size_t len);
+    // The same in two steps, so that several threads can hash while one writes in stream order:
+    // prepare() is pure and thread-safe; the data must stay valid until the record is written.
+    struct prepared_pages {
+        image::record_header header;
+        uint64_t addr;
+        const void *data;
+    };
+    static prepared_pages prepare_pages(uint64_t addr, const void *data, size_t len);
+    result<void> pages(const prepared_pages &p);
     result<void> finish();
     uint64_t bytes() const { return bytes_; }
 
   private:
+    result<void> emit(const image::record_header &rh, const void *a, size_t alen, const void *b,
+                      size_t blen, const void *c, size_t clen);
     result<void> emit(image::record_type type, const void *a, size_t alen, const void *b,
                       size_t blen, const void *c, size_t clen);
     res::sink &out_;

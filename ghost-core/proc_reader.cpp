@@ -74,12 +74,15 @@ result<image::mm_fields> read_mm_fields(pid_t pid) {
     if (!text) return text.err();
     // Field 2 (comm) may hold spaces and parentheses: parse after the last ')'.
     size_t close = text->rfind(')');
-    if (close == std::string::npos) return error{"cannot parse /proc/" + std::to_string(pid) + "/stat"};
+    if (close == std::string::npos)
+        return error{"cannot parse /proc/" + std::to_string(pid) + "/stat"};
     std::istringstream in(text->substr(close + 2));
     std::vector<std::string> f(2); // fields 1 and 2 skipped; index = field number - 1
     std::string tok;
-    while (in >> tok) f.push_back(tok);
-    if (f.size() < 51) return error{"cannot parse /proc/" + std::to_string(pid) + "/stat: too short"};
+    while (in >> tok)
+        f.push_back(tok);
+    if (f.size() < 51)
+        return error{"cannot parse /proc/" + std::to_string(pid) + "/stat: too short"};
     auto field = [&](int n) { return std::strtoull(f[(size_t)n - 1].c_str(), nullptr, 10); };
     image::mm_fields m{};
     m.start_code = field(26), m.end_code = field(27), m.start_stack = field(28);
@@ -147,6 +150,15 @@ result<void> pagemap::read(uint64_t start, uint64_t end, std::vector<uint64_t> &
         done += (size_t)r;
     }
     return {};
+}
+
+result<uint64_t> resident_bytes(pid_t pid) {
+    auto text = read_text("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    if (!text) return text.err();
+    size_t at = text->find("\nRss:");
+    if (at == std::string::npos)
+        return error{"no Rss in /proc/" + std::to_string(pid) + "/smaps_rollup"};
+    return (uint64_t)std::strtoull(text->c_str() + at + 5, nullptr, 10) * 1024;
 }
 
 } // namespace ghost::core

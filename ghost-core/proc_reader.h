@@ -31,6 +31,9 @@ result<std::vector<uint64_t>> read_auxv(pid_t pid);
 
 result<std::string> read_link(const std::string &path);
 result<std::string> read_text(const std::string &path);
+// Resident memory of a process (smaps_rollup "Rss"): an upper bound of the page data of its image,
+// read while it still runs, to size a memory image ahead.
+result<uint64_t> resident_bytes(pid_t pid);
 
 struct fd_info {
     int fd = -1;

@@ -21,6 +21,7 @@
 #include "ghost-core/image_reader.h"
 #include "ghost-core/import.h"
 #include "ghost-core/park_client.h"
+#include "ghost-core/proc_reader.h"
 #include "launcher/install_paths.h"
 #include "resources/fs/fs_resource.h"
 #include "resources/mem/mem_resource.h"
@@ -65,10 +66,12 @@ int wait_child(pid_t child) {
     struct sigaction sa {};
     sa.sa_handler = forward_signal;
     sa.sa_flags = SA_RESTART;
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::sigaction(sig, &sa, nullptr);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2})
+        ::sigaction(sig, &sa, nullptr);
     int ws = 0;
     while (::waitpid(child, &ws, 0) < 0)
-        if (errno != EINTR) return fail(std::string("cannot wait for pid ") + std::to_string(child));
+        if (errno != EINTR)
+            return fail(std::string("cannot wait for pid ") + std::to_string(child));
     if (WIFEXITED(ws)) return WEXITSTATUS(ws);
     if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
     return 1;
@@ -111,7 +114,8 @@ void close_inherited_channels() {
             doomed.push_back(fd);
     }
     ::closedir(d);
-    for (int fd : doomed) ::close(fd);
+    for (int fd : doomed)
+        ::close(fd);
 }
 
 } // namespace
@@ -136,7 +140,8 @@ int cmd_launch(const launch_args &a) {
         ::setenv("GHOST_BIN", self_path().c_str(), 1);
         ::setenv("GHOST_CKPT_SIGNAL", std::to_string(a.ckpt_signal).c_str(), 1);
         std::vector<char *> argv;
-        for (const std::string &s : a.command) argv.push_back(const_cast<char *>(s.c_str()));
+        for (const std::string &s : a.command)
+            argv.push_back(const_cast<char *>(s.c_str()));
         argv.push_back(nullptr);
         ::execvp(argv[0], argv.data());
         std::fprintf(stderr, "ghost: cannot run %s: %s\n", argv[0], std::strerror(errno));
@@ -160,7 +165,8 @@ int cmd_checkpoint(const checkpoint_args &a) {
     auto stats = core::export_process(*proc, **sink);
     if (!stats) {
         (*sink)->abort();
-        return fail("checkpoint of pid " + std::to_string(a.pid) + " failed: " + stats.err().message);
+        return fail("checkpoint of pid " + std::to_string(a.pid) +
+                    " failed: " + stats.err().message);
     }
     double export_s = since(t1);
     auto t2 = clock_type::now();
@@ -202,7 +208,8 @@ int cmd_restart(const restart_args &a) {
     auto pid = core::import_process(fd, opt);
     if (!pid) return fail("cannot restart from " + path + ": " + pid.err().message);
     src->reset();
-    std::fprintf(stderr, "ghost: restored pid=%d import_s=%s\n", (int)*pid, seconds(since(t0)).c_str());
+    std::fprintf(stderr, "ghost: restored pid=%d import_s=%s\n", (int)*pid,
+                 seconds(since(t0)).c_str());
     write_pid_file(a.pid_file, *pid);
     return wait_child(*pid);
 }
@@ -211,15 +218,21 @@ int cmd_duplicate(const duplicate_args &a) {
     auto t0 = clock_type::now();
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
+    // The image's memory is taken while the process still runs; it is stopped only for the copy.
+    // (Unreadable for a pid that is not ours: parking then says why.)
+    auto resident = core::resident_bytes(a.pid);
+    auto sink = res::mem_sink::create(resident ? *resident : 0);
+    if (!sink) return fail(sink.err().message);
+    double prepare_s = since(t0);
+    auto t_park = clock_type::now();
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
-    auto sink = res::mem_sink::create();
-    if (!sink) return fail(sink.err().message);
     auto stats = core::export_process(*proc, **sink);
-    if (!stats) return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + stats.err().message);
+    if (!stats)
+        return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + stats.err().message);
     if (auto c = (*sink)->commit(); !c) return fail(c.err().message);
     if (auto r = proc->resume(); !r) return fail(r.err().message);
-    double export_s = since(t0);
+    double export_s = since(t_park);
     auto t1 = clock_type::now();
     auto src = (*sink)->open_source();
     if (!src) return fail(src.err().message);
@@ -227,12 +240,16 @@ int cmd_duplicate(const duplicate_args &a) {
     opt.restorer = *restorer_path;
     opt.inherit_stdio = true;
     auto pid = core::import_process((*src)->stream_fd(), opt);
-    if (!pid) return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + pid.err().message);
+    if (!pid)
+        return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + pid.err().message);
     src->reset();
     sink->reset();
-    std::fprintf(stderr, "ghost: duplicate pid=%d copy=%d bytes=%llu export_s=%s import_s=%s total_s=%s\n",
+    std::fprintf(stderr,
+                 "ghost: duplicate pid=%d copy=%d bytes=%llu prepare_s=%s export_s=%s import_s=%s "
+                 "total_s=%s\n",
                  (int)a.pid, (int)*pid, (unsigned long long)stats->image_bytes,
-                 seconds(export_s).c_str(), seconds(since(t1)).c_str(), seconds(since(t0)).c_str());
+                 seconds(prepare_s).c_str(), seconds(export_s).c_str(), seconds(since(t1)).c_str(),
+                 seconds(since(t0)).c_str());
     write_pid_file(a.pid_file, *pid);
     if (a.detach) return 0;
     return wait_child(*pid);
@@ -259,24 +276,30 @@ int cmd_inspect(const std::string &arg) {
     std::printf("regions    %zu\n", s->regions.size());
     for (const auto &r : s->regions) {
         const auto &rr = r.record;
-        std::printf("  %012llx-%012llx %c%c%c %-11s %10llu stored  %s\n", (unsigned long long)rr.start,
-                    (unsigned long long)rr.end, rr.prot & 1 ? 'r' : '-', rr.prot & 2 ? 'w' : '-',
-                    rr.prot & 4 ? 'x' : '-', rr.kind < 7 ? kinds[rr.kind] : "?",
-                    (unsigned long long)r.stored_bytes, r.path.c_str());
+        std::printf("  %012llx-%012llx %c%c%c %-11s %10llu stored  %s\n",
+                    (unsigned long long)rr.start, (unsigned long long)rr.end,
+                    rr.prot & 1 ? 'r' : '-', rr.prot & 2 ? 'w' : '-', rr.prot & 4 ? 'x' : '-',
+                    rr.kind < 7 ? kinds[rr.kind] : "?", (unsigned long long)r.stored_bytes,
+                    r.path.c_str());
     }
-    static const char *fkinds[] = {"?", "file", "dir", "device", "inherited", "pipe-r", "pipe-w", "dup"};
+    static const char *fkinds[] = {"?",         "file",   "dir",    "device",
+                                   "inherited", "pipe-r", "pipe-w", "dup"};
     std::printf("files      %zu\n", s->files.size());
     for (const auto &f : s->files)
         std::printf("  fd %-4d %-9s offset %-10lld %s\n", f.record.fd,
                     f.record.kind < 8 ? fkinds[f.record.kind] : "?", (long long)f.record.offset,
-                    f.record.kind == image::file_dup ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
-                                                     : f.path.c_str());
+                    f.record.kind == image::file_dup
+                        ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
+                        : f.path.c_str());
     std::printf("threads    %zu\n", s->threads.size());
     for (const auto &t : s->threads)
         std::printf("  tid %-8d %s\n", t.tid,
-                    t.flags & image::thread_main ? "main" : t.flags & image::thread_manager ? "ghost manager" : "");
+                    t.flags & image::thread_main      ? "main"
+                    : t.flags & image::thread_manager ? "ghost manager"
+                                                      : "");
     // Intact, but can it be restored here? Same checks as `ghost restart` makes first.
-    if (auto c = core::check_compatible(h); !c) return fail(path + " cannot be restored here: " + c.err().message);
+    if (auto c = core::check_compatible(h); !c)
+        return fail(path + " cannot be restored here: " + c.err().message);
     return 0;
 }
 
@@ -292,9 +315,11 @@ int cmd_status() {
         if (pid <= 0 || ::kill(pid, 0) != 0) continue;
         std::string exe = "?";
         char buf[4096];
-        ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
+        ssize_t n =
+            ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
         if (n > 0) exe.assign(buf, (size_t)n);
-        std::printf("pid %-8d %s  checkpoints: %s\n", pid, exe.c_str(), default_ckpt_dir(pid).c_str());
+        std::printf("pid %-8d %s  checkpoints: %s\n", pid, exe.c_str(),
+                    default_ckpt_dir(pid).c_str());
         found++;
     }
     ::closedir(d);

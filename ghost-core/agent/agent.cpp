@@ -169,6 +169,7 @@ uint64_t pending_mask(const char *field) {
 uint32_t take_pending(uint64_t mask, ghost::agent::pending_signal *out, uint32_t max) {
     uint32_t n = 0;
     if (!mask) return 0;
+    long self = sys::call(SYS_getpid);
     uint64_t set = mask;
     struct timespec zero = {0, 0};
     while (n < max) {
@@ -176,6 +177,7 @@ uint32_t take_pending(uint64_t mask, ghost::agent::pending_signal *out, uint32_t
         long sig = sys::call(SYS_rt_sigtimedwait, &set, &info, &zero, 8);
         if (sig <= 0) break;
         out[n].signo = (int32_t)sig;
+        out[n].flags = info.si_code <= 0 && info.si_pid == self ? ghost::agent::pending_from_self : 0;
         memcpy(out[n].info, &info, sizeof out[n].info);
         n++;
     }
@@ -185,10 +187,13 @@ uint32_t take_pending(uint64_t mask, ghost::agent::pending_signal *out, uint32_t
 void requeue(const ghost::agent::pending_signal *p, uint32_t n, int tid) {
     long pid = sys::call(SYS_getpid);
     for (uint32_t i = 0; i < n; i++) {
+        siginfo_t info;
+        memcpy(&info, p[i].info, sizeof info);
+        if (p[i].flags & ghost::agent::pending_from_self) info.si_pid = (pid_t)pid;
         if (tid > 0)
-            sys::call(SYS_rt_tgsigqueueinfo, pid, tid, p[i].signo, p[i].info);
+            sys::call(SYS_rt_tgsigqueueinfo, pid, tid, p[i].signo, &info);
         else
-            sys::call(SYS_rt_sigqueueinfo, pid, p[i].signo, p[i].info);
+            sys::call(SYS_rt_sigqueueinfo, pid, p[i].signo, &info);
     }
 }
 

@@ -29,9 +29,12 @@ static_assert(sizeof(saved_context) == 72);
 // before the thread runs again (in this process or in a restored one).
 struct pending_signal {
     int32_t signo;
-    uint32_t pad;
+    uint32_t flags;    // pending_from_self
     uint8_t info[128]; // siginfo_t
 };
+// Sent by the process to itself (kill(getpid()), raise, sigqueue): in a copy with another pid,
+// it was sent by the copy, and si_pid says so.
+inline constexpr uint32_t pending_from_self = 1;
 inline constexpr int max_pending_per_thread = 8;
 inline constexpr int max_pending_shared = 32;
 

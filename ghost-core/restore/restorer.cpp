@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ghost-restart: turns the process it runs in into the process of an image. Freestanding: no libc,
 // no allocation, raw system calls, linked far from where applications live. Its only inputs are the
-// image stream (fd argv[1]) and a status pipe (fd argv[2]) on which it writes "OK <pid>" just before
-// the restored threads run, or "ERR <one-line reason>" and exits 1.
+// image stream (fd argv[1]) and a status pipe (fd argv[2]) on which it writes "OK <pid>" just
+// before the restored threads run, or "ERR <one-line reason>" and exits 1.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
@@ -21,12 +21,10 @@
 #include <linux/sched.h>
 #include <sys/stat.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/image_format.h"
 #include "ghost-core/restore/freestanding.h"
+#include "ghost-core/restore/restore_hash.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
 
@@ -76,7 +74,7 @@ bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command 
     fail(msg);
 }
 
-alignas(64) XXH3_state_t g_record_hash;
+ghost::image::restore_hash g_record_hash;
 uint64_t g_records = 0, g_payload_bytes = 0;
 uint64_t g_hash_sum = 0; // of the records verified so far; page workers add theirs atomically
 
@@ -91,8 +89,10 @@ void read_ahead() {
     if (!g_readahead_works || g_readahead_end > g_stream_pos + window / 2) return;
     uint64_t from = g_readahead_end > g_stream_pos ? g_readahead_end : g_stream_pos;
     long r = sys::call(__NR_readahead, g_image_fd, from, window);
-    if (sys::failed(r)) g_readahead_works = false;
-    else g_readahead_end = from + window;
+    if (sys::failed(r))
+        g_readahead_works = false;
+    else
+        g_readahead_end = from + window;
 }
 
 void read_exact(void *dst, uint64_t len) {
@@ -119,7 +119,7 @@ bool next_record(record &r) {
     if (r.h.version != img::record_version)
         fail(text("the image was written by another ghost version (record version)"));
     r.remaining = r.h.length;
-    XXH3_64bits_reset_withSeed(&g_record_hash, r.h.type);
+    g_record_hash.reset(r.h.type);
     return true;
 }
 
@@ -127,13 +127,13 @@ bool next_record(record &r) {
 void read_payload(record &r, void *dst, uint64_t len) {
     if (len > r.remaining) fail(text("the image is corrupt (record shorter than its contents)"));
     read_exact(dst, len);
-    XXH3_64bits_update(&g_record_hash, dst, len);
+    g_record_hash.update(dst, len);
     r.remaining -= len;
 }
 
 void end_record(record &r) {
     if (r.remaining) fail(text("the image is corrupt (record longer than its contents)"));
-    uint64_t hash = XXH3_64bits_digest(&g_record_hash);
+    uint64_t hash = g_record_hash.digest();
     if (hash != r.h.hash) fail(text("the image is corrupt (checksum mismatch in a record)"));
     __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
     g_records++;
@@ -170,26 +170,38 @@ void scan_own_maps() {
     g_maps[len] = 0;
     for (char *line = g_maps; *line;) {
         char *eol = line;
-        while (*eol && *eol != '\n') eol++;
+        while (*eol && *eol != '\n')
+            eol++;
         const char *p = line;
         range r;
         r.start = parse_hex(p);
         p++;
         r.end = parse_hex(p);
         const char *name = eol;
-        while (name > line && name[-1] != ' ') name--;
-        if (starts_with(name, "[stack]")) g_own_stack = r;
-        else if (starts_with(name, "[vdso]")) g_vdso = r;
-        else if (starts_with(name, "[vvar_vclock]")) g_vvar_vclock = r;
-        else if (starts_with(name, "[vvar]")) g_vvar = r;
+        while (name > line && name[-1] != ' ')
+            name--;
+        if (starts_with(name, "[stack]"))
+            g_own_stack = r;
+        else if (starts_with(name, "[vdso]"))
+            g_vdso = r;
+        else if (starts_with(name, "[vvar_vclock]"))
+            g_vvar_vclock = r;
+        else if (starts_with(name, "[vvar]"))
+            g_vvar = r;
         line = *eol ? eol + 1 : eol;
     }
 }
 
-uint64_t zone_start() { return (uint64_t)__ehdr_start; }
-uint64_t zone_end() { return zone_start() + zone_size; }
+uint64_t zone_start() {
+    return (uint64_t)__ehdr_start;
+}
+uint64_t zone_end() {
+    return zone_start() + zone_size;
+}
 
-bool overlaps_zone(uint64_t start, uint64_t end) { return start < zone_end() && end > zone_start(); }
+bool overlaps_zone(uint64_t start, uint64_t end) {
+    return start < zone_end() && end > zone_start();
+}
 
 // Moves one kernel special mapping onto the image's address (same kernel, so same size).
 void move_special(range &own, const img::special_mapping &want, const char *name, uint64_t &park) {
@@ -237,8 +249,8 @@ void finish_region() {
     if (!g_region.active) return;
     if (g_region.reprotect) {
         workers_drain(); // nobody may still be filling it
-        long r = sys::call(__NR_mprotect, g_region.start, g_region.end - g_region.start,
-                           g_region.prot);
+        long r =
+            sys::call(__NR_mprotect, g_region.start, g_region.end - g_region.start, g_region.prot);
         if (sys::failed(r)) fail_errno(text("cannot protect region ").hex(g_region.start), r);
     }
     g_region.active = false;
@@ -252,7 +264,8 @@ text region_name(const img::region_record &rr) {
 
 int open_region_file(const img::region_record &rr, const char *path, int flags) {
     int fd = (int)sys::call(__NR_open, path, flags | O_CLOEXEC);
-    if (fd < 0) fail_errno(text("cannot open ").add(path).add(" for ").add(region_name(rr).str()), fd);
+    if (fd < 0)
+        fail_errno(text("cannot open ").add(path).add(" for ").add(region_name(rr).str()), fd);
     struct stat sb;
     long r = sys::call(__NR_fstat, fd, &sb);
     if (sys::failed(r)) fail_errno(text("cannot stat ").add(path), r);
@@ -291,7 +304,8 @@ void map_region(record &r) {
         break;
     case img::region_anon_shared: {
         int fd = (int)sys::call(__NR_memfd_create, "ghost-shared", 1 /* MFD_CLOEXEC */);
-        if (fd < 0) fail_errno(text("cannot create shared memory for ").add(region_name(rr).str()), fd);
+        if (fd < 0)
+            fail_errno(text("cannot create shared memory for ").add(region_name(rr).str()), fd);
         long t = sys::call(__NR_ftruncate, fd, len);
         if (sys::failed(t)) fail_errno(text("cannot size shared memory"), t);
         addr = sys::call(__NR_mmap, rr.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
@@ -317,15 +331,16 @@ void map_region(record &r) {
         fail(text("the image is corrupt (unknown region kind)"));
     }
     if (sys::failed(addr)) fail_errno(text("cannot map ").add(region_name(rr).str()), addr);
-    if ((uint64_t)addr != rr.start) fail(text("cannot map ").add(region_name(rr).str()).add(": moved"));
+    if ((uint64_t)addr != rr.start)
+        fail(text("cannot map ").add(region_name(rr).str()).add(": moved"));
     g_region = {rr.start, rr.end, rr.prot, true, prot != rr.prot};
 }
 
-// --- pages, verified in parallel ------------------------------------------------------------------
-// With a seekable image (a file, a memfd), the main thread only reads record headers and hands each
-// pages record to two worker threads, which fault the pages in, pread the data straight into
-// place and hash it: copying, page clearing and hashing then use both cores. A pipe is read in
-// order by the main thread alone.
+// --- pages, verified in parallel
+// ------------------------------------------------------------------ With a seekable image (a file,
+// a memfd), the main thread only reads record headers and hands each pages record to two worker
+// threads, which fault the pages in, pread the data straight into place and hash it: copying, page
+// clearing and hashing then use both cores. A pipe is read in order by the main thread alone.
 
 constexpr int worker_count = 2;
 constexpr uint32_t job_slots = 64;
@@ -344,8 +359,12 @@ bool g_parallel = false;
 long futex_op(uint32_t *addr, int op, uint32_t val) {
     return sys::call(__NR_futex, addr, op, val, 0, 0, 0);
 }
-uint32_t load32(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-void wake_all(uint32_t *p) { futex_op(p, 1 /* FUTEX_WAKE */, 0x7fffffff); }
+uint32_t load32(uint32_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+void wake_all(uint32_t *p) {
+    futex_op(p, 1 /* FUTEX_WAKE */, 0x7fffffff);
+}
 
 void load_and_verify(const page_job &j) {
     if (j.len >= (64 << 10)) sys::call(__NR_madvise, j.addr, j.len, 23 /* MADV_POPULATE_WRITE */);
@@ -356,11 +375,11 @@ void load_and_verify(const page_job &j) {
         if (n == 0) fail(text("the image is truncated"));
         done += (uint64_t)n;
     }
-    alignas(64) XXH3_state_t h;
-    XXH3_64bits_reset_withSeed(&h, img::rec_pages);
-    XXH3_64bits_update(&h, &j.addr, sizeof j.addr);
-    XXH3_64bits_update(&h, (const void *)j.addr, j.len);
-    uint64_t hash = XXH3_64bits_digest(&h);
+    ghost::image::restore_hash h;
+    h.reset(img::rec_pages);
+    h.update(&j.addr, sizeof j.addr);
+    h.update((const void *)j.addr, j.len);
+    uint64_t hash = h.digest();
     if (hash != j.expected) fail(text("the image is corrupt (checksum mismatch in a record)"));
     __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
 }
@@ -409,7 +428,8 @@ void workers_submit(uint64_t addr, uint64_t len, uint64_t offset, uint64_t expec
 }
 
 void workers_drain() {
-    for (uint32_t d; (d = load32(&g_done)) != g_submitted;) futex_op(&g_done, 0, d);
+    for (uint32_t d; (d = load32(&g_done)) != g_submitted;)
+        futex_op(&g_done, 0, d);
 }
 
 // The workers must be gone before the restored threads run: their stacks are ours.
@@ -417,7 +437,8 @@ void workers_stop() {
     if (!g_parallel) return;
     workers_drain();
     __atomic_store_n(&g_quit, 1, __ATOMIC_RELEASE);
-    for (page_job &j : g_jobs) wake_all(&j.ready);
+    for (page_job &j : g_jobs)
+        wake_all(&j.ready);
     for (int32_t &tid : g_worker_tids)
         for (int32_t t; (t = __atomic_load_n(&tid, __ATOMIC_ACQUIRE)) != 0;)
             futex_op((uint32_t *)&tid, 0, (uint32_t)t);
@@ -429,8 +450,8 @@ void fill_pages(record &r) {
     if (r.h.length < sizeof addr + page_size) fail(text("the image is corrupt (bad pages record)"));
     read_payload(r, &addr, sizeof addr);
     uint64_t len = r.remaining;
-    if (!g_region.active || addr < g_region.start || addr + len > g_region.end || addr % page_size ||
-        len % page_size)
+    if (!g_region.active || addr < g_region.start || addr + len > g_region.end ||
+        addr % page_size || len % page_size)
         fail(text("the image is corrupt (pages outside their region)"));
     read_ahead();
     if (g_parallel) {
@@ -465,7 +486,8 @@ int g_next_temp_fd = 0; // counts down from the top of the descriptor table
 
 int temp_fd(int fd) {
     long r = sys::call(__NR_fcntl, fd, F_DUPFD_CLOEXEC, --g_next_temp_fd);
-    if (sys::failed(r) || r != g_next_temp_fd) fail(text("cannot move a descriptor out of the way"));
+    if (sys::failed(r) || r != g_next_temp_fd)
+        fail(text("cannot move a descriptor out of the way"));
     sys::call(__NR_close, fd);
     return (int)r;
 }
@@ -490,7 +512,9 @@ struct linux_dirent64 {
     char name[1];
 };
 
-bool fd_in_image(int fd) { return fd < max_fd && (g_fd_in_image[fd / 8] >> (fd % 8)) & 1; }
+bool fd_in_image(int fd) {
+    return fd < max_fd && (g_fd_in_image[fd / 8] >> (fd % 8)) & 1;
+}
 
 // Whatever the restarter inherited that the image does not have must not leak into the process.
 void close_foreign_fds() {
@@ -509,7 +533,8 @@ void close_foreign_fds() {
         }
     }
     sys::call(__NR_close, dir);
-    for (int i = 0; i < count; i++) sys::call(__NR_close, doomed[i]);
+    for (int i = 0; i < count; i++)
+        sys::call(__NR_close, doomed[i]);
 }
 
 void restore_file(record &r) {
@@ -518,7 +543,8 @@ void restore_file(record &r) {
     memcpy(&fr, g_meta, sizeof fr);
     if (fr.path_len + fr.data_len > r.h.length - sizeof fr || fr.path_len >= 4096 || fr.fd < 0)
         fail(text("the image is corrupt (bad file record)"));
-    if (fr.fd >= g_next_temp_fd) fail(text("descriptor ").num(fr.fd).add(" is too high to restore"));
+    if (fr.fd >= g_next_temp_fd)
+        fail(text("descriptor ").num(fr.fd).add(" is too high to restore"));
     g_fd_in_image[fr.fd / 8] |= (uint8_t)(1 << (fr.fd % 8));
     char path[4096];
     memcpy(path, g_meta + sizeof fr, fr.path_len);
@@ -646,8 +672,10 @@ void check_header(record &r) {
     memcpy(&h, g_meta, sizeof h);
     if (memcmp(h.magic, img::file_magic, sizeof h.magic) != 0) fail(text("not a ghost image"));
     if (h.format_version != img::format_version)
-        fail(text("the image has format version ").num(h.format_version).add(", expected ").num(
-            img::format_version));
+        fail(text("the image has format version ")
+                 .num(h.format_version)
+                 .add(", expected ")
+                 .num(img::format_version));
     if (h.arch != img::arch_x86_64 || h.page_size != page_size)
         fail(text("the image is for another architecture"));
     struct {
@@ -656,8 +684,10 @@ void check_header(record &r) {
     sys::call(__NR_uname, &uts);
     h.kernel_release[64] = 0;
     if (strcmp(uts.f[2], h.kernel_release) != 0)
-        fail(text("the image was taken under kernel ").add(h.kernel_release).add(", this is ").add(
-            uts.f[2]));
+        fail(text("the image was taken under kernel ")
+                 .add(h.kernel_release)
+                 .add(", this is ")
+                 .add(uts.f[2]));
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((((uint64_t)hi << 32) | lo) != h.xcr0)
@@ -697,7 +727,8 @@ void install_process_state() {
     map.auxv_size = g_process.auxv_words * 8;
     map.exe_fd = (unsigned)-1;
     long r = sys::call(__NR_prctl, PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map, 0);
-    if (sys::failed(r)) fail_errno(text("cannot set the process's memory layout (PR_SET_MM_MAP)"), r);
+    if (sys::failed(r))
+        fail_errno(text("cannot set the process's memory layout (PR_SET_MM_MAP)"), r);
     if (g_cwd[0]) {
         r = sys::call(__NR_chdir, g_cwd);
         if (sys::failed(r)) fail_errno(text("cannot enter the working directory ").add(g_cwd), r);
@@ -724,14 +755,19 @@ void install_process_state() {
 extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     long argc = (long)sp[0];
     char **argv = (char **)(sp + 1);
-    if (argc < 3) fail(text("usage: ghost-restart IMAGE-FD STATUS-FD [--new-tids] [--inherit-stdio]"));
+    if (argc < 3)
+        fail(text("usage: ghost-restart IMAGE-FD STATUS-FD [--new-tids] [--inherit-stdio]"));
+    ghost::image::restore_hash_ops(); // chosen before any page worker runs
     g_image_fd = (int)parse_dec(argv[1]);
     g_status_fd = (int)parse_dec(argv[2]);
     bool keep_tids = true;
     for (long i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--new-tids") == 0) keep_tids = false;
-        else if (strcmp(argv[i], "--inherit-stdio") == 0) g_inherit_stdio = true;
-        else fail(text("unknown option ").add(argv[i]));
+        if (strcmp(argv[i], "--new-tids") == 0)
+            keep_tids = false;
+        else if (strcmp(argv[i], "--inherit-stdio") == 0)
+            g_inherit_stdio = true;
+        else
+            fail(text("unknown option ").add(argv[i]));
     }
     uint64_t all = ~0ULL;
     sys::call(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &all, 0, 8);

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// The hash every image record carries: XXH3-64 of the payload, seeded with the record type.
+// Hashing runs on every byte of an image twice (export, verify), so it takes the AVX2 path where
+// the CPU has it (4x the SSE2 path of the shared library here); the value is the same on every
+// path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ghost::image {
+
+class record_hasher {
+  public:
+    explicit record_hasher(uint64_t seed);
+    void update(const void *data, size_t len);
+    uint64_t digest() const;
+
+    // The implementation both vector paths provide (record_hash_impl.h).
+    struct ops {
+        void (*reset)(void *state, uint64_t seed);
+        void (*update)(void *state, const void *data, size_t len);
+        uint64_t (*digest)(const void *state);
+    };
+    static constexpr size_t state_size = 576; // sizeof(XXH3_state_t), checked where it is known
+
+  private:
+    alignas(64) unsigned char state_[state_size];
+};
+
+// Which vector path hashes: "avx2" or "sse2".
+const char *record_hash_path();
+
+} // namespace ghost::image
