@@ -71,6 +71,14 @@ std::vector<resource_kind> kinds() {
              return std::unique_ptr<res::sink>(std::move(*s));
          },
          [](res::sink &s, const std::string &) { return static_cast<res::mem_sink &>(s).open_source(); }},
+        // Sized ahead for less than is written: grows past what was taken before parking.
+        {"mem_presized",
+         [](const std::string &) -> result<std::unique_ptr<res::sink>> {
+             auto s = res::mem_sink::create(5 << 20);
+             if (!s) return s.err();
+             return std::unique_ptr<res::sink>(std::move(*s));
+         },
+         [](res::sink &s, const std::string &) { return static_cast<res::mem_sink &>(s).open_source(); }},
     };
 }
 
@@ -111,6 +119,25 @@ TEST_P(ResourceConformance, EmptyImage) {
 
 INSTANTIATE_TEST_SUITE_P(AllResources, ResourceConformance, ::testing::ValuesIn(kinds()),
                          [](const auto &info) { return info.param.name; });
+
+TEST(MemResource, GrowsAcrossManyStepsAndFreesWhatWasTakenAhead) {
+    auto sink = res::mem_sink::create(300 << 20); // more than is written: cut back at commit
+    ASSERT_TRUE(sink) << sink.err().message;
+    std::string expected;
+    for (unsigned i = 0; i < 30; i++) { // 30 x 7 MiB + 1: crosses the 64 MiB growth steps
+        std::string piece = random_bytes((7 << 20) + i, i + 100);
+        ASSERT_TRUE((*sink)->write(piece.data(), piece.size()));
+        expected += piece;
+    }
+    ASSERT_TRUE((*sink)->commit());
+    EXPECT_FALSE((*sink)->write("x", 1)); // a committed image is closed
+    auto src = (*sink)->open_source();
+    ASSERT_TRUE(src) << src.err().message;
+    struct stat sb;
+    ASSERT_EQ(::fstat((*src)->stream_fd(), &sb), 0);
+    EXPECT_EQ((size_t)sb.st_size, expected.size());
+    EXPECT_TRUE(drain(**src) == expected);
+}
 
 TEST(FsResource, NothingIsVisibleBeforeCommitAndAbortKeepsThePreviousImage) {
     temp_dir dir;
