@@ -36,12 +36,14 @@ CALLBACKS = {'MPI_User_function': 'op', 'MPI_User_function_c': 'op_c',
              'MPI_Comm_copy_attr_function': 'comm_copy', 'MPI_Comm_delete_attr_function': 'comm_delete',
              'MPI_Copy_function': 'comm_copy', 'MPI_Delete_function': 'comm_delete',
              'MPI_Type_copy_attr_function': 'type_copy', 'MPI_Type_delete_attr_function': 'type_delete',
-             'MPI_Win_copy_attr_function': 'win_copy', 'MPI_Win_delete_attr_function': 'win_delete'}
+             'MPI_Win_copy_attr_function': 'win_copy', 'MPI_Win_delete_attr_function': 'win_delete',
+             'MPI_Grequest_query_function': 'greq_query', 'MPI_Grequest_free_function': 'greq_free',
+             'MPI_Grequest_cancel_function': 'greq_cancel',
+             'MPI_Datarep_conversion_function': 'datarep_conv',
+             'MPI_Datarep_conversion_function_c': 'datarep_conv_c',
+             'MPI_Datarep_extent_function': 'datarep_extent'}
 # Callbacks the layer does not carry across the split yet: such calls fail with a clear error.
-UNSUPPORTED_CALLBACKS = {'MPI_Grequest_query_function', 'MPI_Grequest_free_function',
-                         'MPI_Grequest_cancel_function', 'MPI_Datarep_conversion_function',
-                         'MPI_Datarep_conversion_function_c', 'MPI_Datarep_extent_function',
-                         'MPI_T_event_cb_function', 'MPI_T_event_dropped_cb_function',
+UNSUPPORTED_CALLBACKS = {'MPI_T_event_cb_function', 'MPI_T_event_dropped_cb_function',
                          'MPI_T_event_free_cb_function'}
 UNSUPPORTED_FUNCS = {'MPI_T_event_get_info'}
 

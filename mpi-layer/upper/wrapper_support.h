@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Everything the generated wrappers use, after the flavour's mpi.h (found through the include path the
-// build sets per flavour). Keep this header small: it is compiled into ~600 wrappers.
+// Everything the generated wrappers use, after the flavour's mpi.h (found through the include path
+// the build sets per flavour). Keep this header small: it is compiled into ~600 wrappers.
 #pragma once
 #include <mpi.h>
 
@@ -15,91 +15,96 @@
 
 namespace ghost::mpi {
 
-template <class T>
-inline uint64_t raw_word(T v) {
-  if constexpr (std::is_pointer_v<T>) {
-    return (uint64_t)(uintptr_t)v;
-  } else if constexpr (std::is_floating_point_v<T>) {
-    uint64_t w = 0;
-    memcpy(&w, &v, sizeof v);
-    return w;
-  } else {
-    return (uint64_t)(int64_t)v;
-  }
+template <class T> inline uint64_t raw_word(T v) {
+    if constexpr (std::is_pointer_v<T>) {
+        return (uint64_t)(uintptr_t)v;
+    } else if constexpr (std::is_floating_point_v<T>) {
+        uint64_t w = 0;
+        memcpy(&w, &v, sizeof v);
+        return w;
+    } else {
+        return (uint64_t)(int64_t)v;
+    }
 }
 
-// Lower-side copy of a handle array: on the stack when small, on the heap when a nonblocking call may
-// read it after returning (then owned by the request through keep_alive).
-template <class H>
-struct handle_array {
-  H small[32];
-  H* p;
-  handle_array(int n, bool persist) {
-    p = (n <= 32 && !persist) ? small : (H*)malloc(sizeof(H) * (size_t)(n > 0 ? n : 1));
-    if (!p) fatal("cannot translate a handle array", "out of memory");
-  }
-  ~handle_array() {
-    if (p != small) free(p);
-  }
-  handle_array(const handle_array&) = delete;
-  handle_array& operator=(const handle_array&) = delete;
-  H& operator[](int i) { return p[i]; }
-  H* data() { return p; }
-  H* release() {
-    H* r = p;
-    p = small;
-    return r;
-  }
+// Lower-side copy of a handle array: on the stack when small, on the heap when a nonblocking call
+// may read it after returning (then owned by the request through keep_alive).
+template <class H> struct handle_array {
+    H small[32];
+    H *p;
+    handle_array(int n, bool persist) {
+        p = (n <= 32 && !persist) ? small : (H *)malloc(sizeof(H) * (size_t)(n > 0 ? n : 1));
+        if (!p) fatal("cannot translate a handle array", "out of memory");
+    }
+    ~handle_array() {
+        if (p != small) free(p);
+    }
+    handle_array(const handle_array &) = delete;
+    handle_array &operator=(const handle_array &) = delete;
+    H &operator[](int i) { return p[i]; }
+    H *data() { return p; }
+    H *release() {
+        H *r = p;
+        p = small;
+        return r;
+    }
 };
 
 // Ties lower-side arrays to a request until it is freed (at most two: send and receive types).
-template <kind K, class H>
-void keep_alive(H u, void* mem) {
-  vobj* v = decode<K>(u);
-  if (!v || v->magic != kVobjMagic || (v->flags & kPredefined)) {
-    free(mem);
-    return;
-  }
-  if (!v->keep) v->keep = calloc(2, sizeof(void*));
-  void** slots = (void**)v->keep;
-  if (slots && !slots[0]) slots[0] = mem;
-  else if (slots && !slots[1]) slots[1] = mem;
-  else free(mem);  // cannot happen with the generated callers; never leak
+template <kind K, class H> void keep_alive(H u, void *mem) {
+    vobj *v = decode<K>(u);
+    if (!v || v->magic != kVobjMagic || (v->flags & kPredefined)) {
+        free(mem);
+        return;
+    }
+    if (!v->keep) v->keep = calloc(2, sizeof(void *));
+    void **slots = (void **)v->keep;
+    if (slots && !slots[0])
+        slots[0] = mem;
+    else if (slots && !slots[1])
+        slots[1] = mem;
+    else
+        free(mem); // cannot happen with the generated callers; never leak
 }
 
 // Handles returned as function results (f2c conversions): known objects are not re-counted.
-template <kind K, class H>
-H lookup_or_adopt(H l) {
-  H u = lookup<K>(l);
-  if ((uintptr_t)u != (uintptr_t)l || (uintptr_t)l == g_lower_null[(int)K]) return u;
-  return adopt<K>(l, nullptr);
+template <kind K, class H> H lookup_or_adopt(H l) {
+    H u = lookup<K>(l);
+    if ((uintptr_t)u != (uintptr_t)l || (uintptr_t)l == g_lower_null[(int)K]) return u;
+    return adopt<K>(l, nullptr);
 }
 
-const int* xlate_weights(const int* w);
-int* xlate_weights(int* w);
+const int *xlate_weights(const int *w);
+int *xlate_weights(int *w);
 // Element count of an (neighbor_)alltoallw type array: comm size / remote size, or in/out degree.
 int w_count(MPI_Comm lower_comm, int recv_side, int neighbor, int in_place);
-int unsupported(const char* api);
+int unsupported(const char *api);
 
-MPI_User_function* wrap_op(MPI_User_function* fn);
-MPI_Comm_errhandler_function* wrap_comm_errh(MPI_Comm_errhandler_function* fn);
-MPI_Win_errhandler_function* wrap_win_errh(MPI_Win_errhandler_function* fn);
-MPI_File_errhandler_function* wrap_file_errh(MPI_File_errhandler_function* fn);
-MPI_Comm_copy_attr_function* wrap_comm_copy(MPI_Comm_copy_attr_function* fn);
-MPI_Comm_delete_attr_function* wrap_comm_delete(MPI_Comm_delete_attr_function* fn);
-MPI_Type_copy_attr_function* wrap_type_copy(MPI_Type_copy_attr_function* fn);
-MPI_Type_delete_attr_function* wrap_type_delete(MPI_Type_delete_attr_function* fn);
-MPI_Win_copy_attr_function* wrap_win_copy(MPI_Win_copy_attr_function* fn);
-MPI_Win_delete_attr_function* wrap_win_delete(MPI_Win_delete_attr_function* fn);
+MPI_User_function *wrap_op(MPI_User_function *fn);
+MPI_Comm_errhandler_function *wrap_comm_errh(MPI_Comm_errhandler_function *fn);
+MPI_Win_errhandler_function *wrap_win_errh(MPI_Win_errhandler_function *fn);
+MPI_File_errhandler_function *wrap_file_errh(MPI_File_errhandler_function *fn);
+MPI_Comm_copy_attr_function *wrap_comm_copy(MPI_Comm_copy_attr_function *fn);
+MPI_Comm_delete_attr_function *wrap_comm_delete(MPI_Comm_delete_attr_function *fn);
+MPI_Type_copy_attr_function *wrap_type_copy(MPI_Type_copy_attr_function *fn);
+MPI_Type_delete_attr_function *wrap_type_delete(MPI_Type_delete_attr_function *fn);
+MPI_Win_copy_attr_function *wrap_win_copy(MPI_Win_copy_attr_function *fn);
+MPI_Win_delete_attr_function *wrap_win_delete(MPI_Win_delete_attr_function *fn);
+MPI_Grequest_query_function *wrap_greq_query(MPI_Grequest_query_function *fn);
+MPI_Grequest_free_function *wrap_greq_free(MPI_Grequest_free_function *fn);
+MPI_Grequest_cancel_function *wrap_greq_cancel(MPI_Grequest_cancel_function *fn);
+MPI_Datarep_conversion_function *wrap_datarep_conv(MPI_Datarep_conversion_function *fn);
+MPI_Datarep_extent_function *wrap_datarep_extent(MPI_Datarep_extent_function *fn);
 #if defined(GHOST_MPI_MPICH)
-MPI_User_function_c* wrap_op_c(MPI_User_function_c* fn);
-MPI_Session_errhandler_function* wrap_session_errh(MPI_Session_errhandler_function* fn);
+MPI_Datarep_conversion_function_c *wrap_datarep_conv_c(MPI_Datarep_conversion_function_c *fn);
+MPI_User_function_c *wrap_op_c(MPI_User_function_c *fn);
+MPI_Session_errhandler_function *wrap_session_errh(MPI_Session_errhandler_function *fn);
 #endif
 
 // Used by the generated flavour_bind().
-bool bind_handle(const char* sym, kind k, void* lower, const char** why);
-bool bind_null(kind k, const char* sym, void* lower, const char** why);
-void bind_function(const char* sym, void* lower);
-void bind_value(const char* sym, void* lower_var);
+bool bind_handle(const char *sym, kind k, void *lower, const char **why);
+bool bind_null(kind k, const char *sym, void *lower, const char **why);
+void bind_function(const char *sym, void *lower);
+void bind_value(const char *sym, void *lower_var);
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi
