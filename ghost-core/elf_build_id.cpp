@@ -17,8 +17,9 @@ result<std::string> elf_build_id(const std::string &path) {
         return error{path + ": " + why};
     };
     Elf64_Ehdr eh;
-    if (::pread(fd, &eh, sizeof eh, 0) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
-        eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr))
+    if (::pread(fd, &eh, sizeof eh, 0) != sizeof eh ||
+        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr))
         return fail("not a 64-bit ELF file");
     std::vector<Elf64_Phdr> ph(eh.e_phnum);
     ssize_t want = (ssize_t)(ph.size() * sizeof(Elf64_Phdr));

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// The ghost image: one byte stream, written once from start to end and read the same way, so that the
-// same export feeds a file, a memory buffer or a network connection and import can start before the
-// whole image has arrived. Shared by the exporter (host C++), `ghost inspect` and the freestanding
-// restorer: plain structs and integers only, no libc.
+// The ghost image: one byte stream, written once from start to end and read the same way, so that
+// the same export feeds a file, a memory buffer or a network connection and import can start before
+// the whole image has arrived. Shared by the exporter (host C++), `ghost inspect` and the
+// freestanding restorer: plain structs and integers only, no libc.
 //
 // Stream  := record*            (first record: header; last record: trailer)
 // Record  := record_header payload[length]
-// Every payload is hashed (XXH3-64, seed = record type); the trailer holds the number of records, the
-// payload byte count and the sum (mod 2^64) of the record hashes, so that a corrupt, truncated or
-// spliced stream is refused before the restored process is allowed to run. The sum does not depend
-// on order, so the restorer can verify pages records in parallel; the order of records is checked
-// by structure instead (pages must fall inside the region record before them).
+// Every payload is hashed (XXH3-64, seed = record type); the trailer holds the number of records,
+// the payload byte count and the sum (mod 2^64) of the record hashes, so that a corrupt, truncated
+// or spliced stream is refused before the restored process is allowed to run. The sum does not
+// depend on order, so the restorer can verify pages records in parallel; the order of records is
+// checked by structure instead (pages must fall inside the region record before them).
 #pragma once
 
 #include <stdint.h>
@@ -20,7 +20,7 @@ namespace ghost::image {
 inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
 inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
 inline constexpr uint32_t format_version = 1;
-inline constexpr uint32_t arch_x86_64 = 62; // EM_X86_64
+inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
 inline constexpr uint64_t max_pages_record = 64ULL << 20;
 
@@ -51,9 +51,9 @@ struct header_record {
     uint32_t format_version;
     uint32_t arch;
     uint32_t page_size;
-    uint32_t xsave_size;   // CPUID.(EAX=0DH,ECX=0):EBX, the signal frame's FP area depends on it
-    uint64_t xcr0;         // enabled XSAVE features
-    uint64_t created_ns;   // CLOCK_REALTIME
+    uint32_t xsave_size; // CPUID.(EAX=0DH,ECX=0):EBX, the signal frame's FP area depends on it
+    uint64_t xcr0;       // enabled XSAVE features
+    uint64_t created_ns; // CLOCK_REALTIME
     int32_t pid;
     uint32_t thread_count;
     uint64_t memory_bytes; // page data bytes in the image
@@ -89,7 +89,7 @@ struct process_record {
     uint64_t auxv[max_auxv_words];
     uint32_t auxv_words;
     uint32_t umask;
-    uint64_t agent_state; // address of the agent's ghost::agent::state in the image
+    uint64_t agent_state;               // address of the agent's ghost::agent::state in the image
     signal_action actions[max_signals]; // index = signal number - 1
     uint64_t itimer_real[4];            // struct itimerval: interval sec/usec, value sec/usec
     uint32_t cwd_len;                   // followed by the working directory
@@ -134,7 +134,7 @@ struct file_record {
     int32_t flags; // open flags as in fdinfo
     int32_t cloexec;
     int64_t offset;
-    uint64_t pipe_id; // pipe inode: both ends carry the same id
+    uint64_t pipe_id;  // pipe inode: both ends carry the same id
     uint32_t data_len; // pipe data that was buffered at checkpoint, after the path
     uint32_t path_len;
     int32_t dup_of;

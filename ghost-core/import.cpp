@@ -18,7 +18,8 @@ namespace ghost::core {
 
 namespace {
 
-// fork() that asks for a given pid first (clone3 set_tid: root or CAP_CHECKPOINT_RESTORE, pid free).
+// fork() that asks for a given pid first (clone3 set_tid: root or CAP_CHECKPOINT_RESTORE, pid
+// free).
 pid_t fork_with_pid(pid_t want) {
     if (want > 0) {
         uapi::clone_args args{};

@@ -11,8 +11,8 @@
 namespace ghost::core {
 
 struct import_options {
-    std::string restorer;    // path of ghost-restart
-    pid_t want_pid = 0;      // the image's pid, kept when the kernel allows (root, pid free)
+    std::string restorer;       // path of ghost-restart
+    pid_t want_pid = 0;         // the image's pid, kept when the kernel allows (root, pid free)
     bool inherit_stdio = false; // fds 0-2 are the caller's, whatever the image had
 };
 

@@ -12,7 +12,7 @@ namespace ghost::launcher {
 struct launch_args {
     std::string ckpt_dir = "ghost-ckpt";
     std::string pid_file;
-    int ckpt_signal = 12; // SIGUSR2
+    int ckpt_signal = 12;  // SIGUSR2
     bool keep_fds = false; // keep inherited pipes/sockets above fd 2
     std::vector<std::string> command;
 };

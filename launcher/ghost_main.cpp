@@ -13,13 +13,16 @@ int main(int argc, char **argv) {
 
     launch_args la;
     auto *launch = app.add_subcommand("launch", "run a program under ghost and wait for it");
-    launch->add_option("--ckpt-dir", la.ckpt_dir, "where its checkpoints go (default ./ghost-ckpt)");
+    launch->add_option("--ckpt-dir", la.ckpt_dir,
+                       "where its checkpoints go (default ./ghost-ckpt)");
     launch->add_option("--pid-file", la.pid_file, "write the program's pid here");
-    launch->add_option("--ckpt-signal", la.ckpt_signal,
-                       "signal that checkpoints it from outside (default 12, SIGUSR2; 0: none)")
+    launch
+        ->add_option("--ckpt-signal", la.ckpt_signal,
+                     "signal that checkpoints it from outside (default 12, SIGUSR2; 0: none)")
         ->check(CLI::Range(0, 64));
-    launch->add_flag("--keep-fds", la.keep_fds,
-                     "keep inherited pipes and sockets above fd 2 (the process cannot be restarted)");
+    launch->add_flag(
+        "--keep-fds", la.keep_fds,
+        "keep inherited pipes and sockets above fd 2 (the process cannot be restarted)");
     launch->add_option("command", la.command, "PROGRAM ARGS...")->required();
     launch->prefix_command();
 
@@ -30,7 +33,8 @@ int main(int argc, char **argv) {
     ckpt->add_option("pid", ca.pid, "process id")->required();
 
     restart_args ra;
-    auto *restart = app.add_subcommand("restart", "restore a process from its image and wait for it");
+    auto *restart =
+        app.add_subcommand("restart", "restore a process from its image and wait for it");
     restart->add_option("image", ra.image, "image directory or file")->required();
     restart->add_option("--pid-file", ra.pid_file, "write the restored pid here");
     restart->add_flag("--new-pid", ra.new_pid, "do not try to keep the original pid");

@@ -25,7 +25,8 @@ result<std::string> find(const char *env, const char *build_rel, const char *ins
             return p;
         }
     }
-    return error{std::string("cannot find ") + what + " next to " + self + " (is the build complete?)"};
+    return error{std::string("cannot find ") + what + " next to " + self +
+                 " (is the build complete?)"};
 }
 
 } // namespace
@@ -42,8 +43,8 @@ result<std::string> agent_library() {
 }
 
 result<std::string> restorer() {
-    return find("GHOST_RESTORER", "../ghost-core/restore/ghost-restart", "../lib/ghost/ghost-restart",
-                "the restorer ghost-restart");
+    return find("GHOST_RESTORER", "../ghost-core/restore/ghost-restart",
+                "../lib/ghost/ghost-restart", "the restorer ghost-restart");
 }
 
 } // namespace ghost::launcher

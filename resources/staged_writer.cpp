@@ -11,7 +11,8 @@ namespace ghost::res {
 
 staged_writer::staged_writer(int fd, bool direct, std::string what)
     : fd_(fd), direct_(direct), what_(std::move(what)) {
-    for (auto &b : bufs_) b.data = (char *)std::aligned_alloc(align, buf_size);
+    for (auto &b : bufs_)
+        b.data = (char *)std::aligned_alloc(align, buf_size);
     writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -22,7 +23,8 @@ staged_writer::~staged_writer() {
         cv_.notify_all();
     }
     writer_.join();
-    for (auto &b : bufs_) std::free(b.data);
+    for (auto &b : bufs_)
+        std::free(b.data);
 }
 
 result<void> staged_writer::write(const void *data, size_t len) {

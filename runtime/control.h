@@ -4,8 +4,8 @@
 //
 // Protocol (one request per connection, lines end with '\n'):
 //   client: PARK                 agent: PARKED <state address hex> <threads>   or   ERROR <reason>
-//   client: RESUME               agent: RESUMED        (a client that disconnects also resumes the process)
-//   client: PING                 agent: PONG <pid>
+//   client: RESUME               agent: RESUMED        (a client that disconnects also resumes the
+//   process) client: PING                 agent: PONG <pid>
 #pragma once
 
 #include <stddef.h>

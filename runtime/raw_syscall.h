@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Raw x86_64 system calls: no libc, no errno. Used by the freestanding restorer and by the in-process
-// agent where libc may not be usable (signal handlers, a thread whose TLS is not yet fixed up).
-// Return value: the kernel's, i.e. -errno on failure.
+// Raw x86_64 system calls: no libc, no errno. Used by the freestanding restorer and by the
+// in-process agent where libc may not be usable (signal handlers, a thread whose TLS is not yet
+// fixed up). Return value: the kernel's, i.e. -errno on failure.
 #pragma once
 
 namespace ghost::sys {
@@ -23,6 +23,8 @@ template <class... Args> inline long call(long nr, Args... args) {
     return call6(nr, (long)args...);
 }
 
-inline bool failed(long ret) { return ret < 0 && ret > -4096; }
+inline bool failed(long ret) {
+    return ret < 0 && ret > -4096;
+}
 
 } // namespace ghost::sys

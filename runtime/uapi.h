@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Stable kernel UAPI values that Debian 12's 6.1 headers lack (or that freestanding code cannot include).
+// Stable kernel UAPI values that Debian 12's 6.1 headers lack (or that freestanding code cannot
+// include).
 #pragma once
 
 #ifndef PR_SET_MM

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // libghost.so: the agent that `ghost launch` preloads into a process. It owns a manager thread that
-// listens on the process's control socket. On PARK it stops every other thread at a park point inside
-// a signal handler (their interrupted registers, FP/AVX state included, stay in the signal frame on
-// their own stack), records what only the process itself can read (signal actions, brk, robust lists,
-// rseq, timers) in its state block and answers PARKED. The exporter then reads the whole process from
-// outside. RESUME (or the client going away) lets the threads go.
+// listens on the process's control socket. On PARK it stops every other thread at a park point
+// inside a signal handler (their interrupted registers, FP/AVX state included, stay in the signal
+// frame on their own stack), records what only the process itself can read (signal actions, brk,
+// robust lists, rseq, timers) in its state block and answers PARKED. The exporter then reads the
+// whole process from outside. RESUME (or the client going away) lets the threads go.
 //
-// After a restore the same code runs again from the park points, in a new process: each thread fixes
-// what the kernel keeps per task (tid, robust list, clear_child_tid, rseq), the manager re-creates the
-// control socket and unmaps the restorer, and everybody returns from the handler into the
-// application.
+// After a restore the same code runs again from the park points, in a new process: each thread
+// fixes what the kernel keeps per task (tid, robust list, clear_child_tid, rseq), the manager
+// re-creates the control socket and unmaps the restorer, and everybody returns from the handler
+// into the application.
 //
 // Hazard: once one thread is parked it may hold any libc lock (malloc, stdio, the loader), so the
 // manager only uses system calls and stack buffers between parking and resuming.
@@ -92,11 +92,17 @@ long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *timeout)
     return sys::call(SYS_futex, addr, op, val, timeout, 0, 0);
 }
 
-void futex_wake_all(uint32_t *addr) { futex(addr, FUTEX_WAKE, INT32_MAX, nullptr); }
+void futex_wake_all(uint32_t *addr) {
+    futex(addr, FUTEX_WAKE, INT32_MAX, nullptr);
+}
 
-uint32_t load(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+uint32_t load(uint32_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
 
-int raw_gettid() { return (int)sys::call(SYS_gettid); }
+int raw_gettid() {
+    return (int)sys::call(SYS_gettid);
+}
 
 uint64_t thread_pointer() {
     uint64_t fs;
@@ -124,7 +130,8 @@ void record_task_state(thread_slot *slot) {
     slot->clear_child_tid = tid_address;
     slot->rseq_registered = 0;
     if (&__rseq_size && __rseq_size > 0) {
-        // struct rseq: cpu_id_start, cpu_id; a negative cpu_id means registration failed or never ran
+        // struct rseq: cpu_id_start, cpu_id; a negative cpu_id means registration failed or never
+        // ran
         auto *rseq = (volatile int32_t *)(slot->fs_base + __rseq_offset);
         slot->rseq_registered = rseq[1] >= 0;
     }
@@ -177,7 +184,8 @@ uint32_t take_pending(uint64_t mask, ghost::agent::pending_signal *out, uint32_t
         long sig = sys::call(SYS_rt_sigtimedwait, &set, &info, &zero, 8);
         if (sig <= 0) break;
         out[n].signo = (int32_t)sig;
-        out[n].flags = info.si_code <= 0 && info.si_pid == self ? ghost::agent::pending_from_self : 0;
+        out[n].flags =
+            info.si_code <= 0 && info.si_pid == self ? ghost::agent::pending_from_self : 0;
         memcpy(out[n].info, &info, sizeof out[n].info);
         n++;
     }
@@ -221,7 +229,8 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
     }
-    while (load(&st.resume_gen) == gen) futex(&st.resume_gen, FUTEX_WAIT, gen, nullptr);
+    while (load(&st.resume_gen) == gen)
+        futex(&st.resume_gen, FUTEX_WAIT, gen, nullptr);
     // Every signal is blocked in this handler: they wait for the mask the frame gives back.
     requeue(slot->pending, slot->pending_count, raw_gettid());
     errno = saved_errno;
@@ -334,8 +343,8 @@ void capture_process_state() {
     st.brk = (uint64_t)sys::call(SYS_brk, 0);
     // The manager blocks every signal and has none of its own pending: what it takes is the
     // process's shared queue.
-    st.shared_pending_count = take_pending(pending_mask("ShdPnd:"), st.shared_pending,
-                                           ghost::agent::max_pending_shared);
+    st.shared_pending_count =
+        take_pending(pending_mask("ShdPnd:"), st.shared_pending, ghost::agent::max_pending_shared);
     struct itimerval it = {};
     getitimer(ITIMER_REAL, &it);
     st.itimer_real[0] = (uint64_t)it.it_interval.tv_sec;
@@ -370,7 +379,8 @@ bool open_control_socket() {
     }
     chmod(g_socket_path, 0600);
     g_listen_fd = fd;
-    if (pipe2(g_trigger_pipe, O_CLOEXEC | O_NONBLOCK) != 0) g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
+    if (pipe2(g_trigger_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
     return true;
 }
 
@@ -437,7 +447,8 @@ bool handle_park(int conn) {
         // Blocks until the exporter is done; EOF (the client died) also resumes.
         long got = ghost::control::read_line(conn, line, sizeof line, -1);
         resume_all();
-        if (got >= 0 && strcmp(line, "RESUME") == 0) ghost::control::write_all(conn, "RESUMED\n", 8);
+        if (got >= 0 && strcmp(line, "RESUME") == 0)
+            ghost::control::write_all(conn, "RESUMED\n", 8);
         return false;
     }
     after_restore_manager(self);
@@ -449,7 +460,8 @@ void spawn_checkpoint() {
     if (!g_ghost_bin[0] || g_spawned_checkpoint > 0) return;
     char pid[24];
     snprintf(pid, sizeof pid, "%d", getpid());
-    char *argv[] = {(char *)"ghost", (char *)"checkpoint", (char *)"--dir", g_ckpt_dir, pid, nullptr};
+    char *argv[] = {(char *)"ghost", (char *)"checkpoint", (char *)"--dir", g_ckpt_dir, pid,
+                    nullptr};
     // The checkpointer must not be preloaded with this agent.
     static char *envp[4096];
     int n = 0;

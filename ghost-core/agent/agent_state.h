@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The in-process agent's state block: lives in the agent's .bss, so it is part of every image. The
-// exporter reads it from outside (process_vm_readv) while the process is parked; the restorer writes
-// the hand-off fields into the restored copy before the threads run again. Plain data only.
+// exporter reads it from outside (process_vm_readv) while the process is parked; the restorer
+// writes the hand-off fields into the restored copy before the threads run again. Plain data only.
 #pragma once
 
 #include <stdint.h>
@@ -20,8 +20,8 @@ inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
 // and the restorer loads to resume a thread at its park point. Layout is used from assembly.
 struct saved_context {
     uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip; // offsets 0..56
-    uint32_t mxcsr;                                   // 64
-    uint32_t fpucw;                                   // 68
+    uint32_t mxcsr;                                  // 64
+    uint32_t fpucw;                                  // 68
 };
 static_assert(sizeof(saved_context) == 72);
 
@@ -58,12 +58,12 @@ struct thread_slot {
 struct state {
     uint64_t magic;
     uint32_t version;
-    uint32_t thread_count; // slots in use during a park
-    uint32_t parked;       // futex: threads that reached their park point
-    uint32_t resume_gen;   // futex: bumped to let parked threads go
-    uint32_t restored;     // futex: threads done with post-restore fix-ups
+    uint32_t thread_count;  // slots in use during a park
+    uint32_t parked;        // futex: threads that reached their park point
+    uint32_t resume_gen;    // futex: bumped to let parked threads go
+    uint32_t restored;      // futex: threads done with post-restore fix-ups
     uint32_t restore_count; // how many times this process image has been restored
-    uint64_t brk;          // sbrk(0) at park time
+    uint64_t brk;           // sbrk(0) at park time
     image::signal_action actions[image::max_signals];
     uint64_t itimer_real[4];
     uint32_t shared_pending_count;

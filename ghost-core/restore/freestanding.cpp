@@ -14,7 +14,8 @@ void *memmove(void *dst, const void *src, size_t n) {
     auto *d = (unsigned char *)dst;
     auto *s = (const unsigned char *)src;
     if (d <= s || d >= s + n) return memcpy(dst, src, n);
-    while (n--) d[n] = s[n];
+    while (n--)
+        d[n] = s[n];
     return dst;
 }
 
@@ -34,12 +35,14 @@ int memcmp(const void *a, const void *b, size_t n) {
 
 size_t strlen(const char *s) {
     size_t n = 0;
-    while (s[n]) n++;
+    while (s[n])
+        n++;
     return n;
 }
 
 int strcmp(const char *a, const char *b) {
-    while (*a && *a == *b) a++, b++;
+    while (*a && *a == *b)
+        a++, b++;
     return (unsigned char)*a - (unsigned char)*b;
 }
 
@@ -49,18 +52,30 @@ namespace ghost::freestanding {
 
 const char *errno_name(long err) {
     switch (err) {
-    case 1: return "operation not permitted";
-    case 2: return "no such file or directory";
-    case 9: return "bad file descriptor";
-    case 12: return "out of memory";
-    case 13: return "permission denied";
-    case 14: return "bad address";
-    case 16: return "device or resource busy";
-    case 17: return "address in use";
-    case 22: return "invalid argument";
-    case 24: return "too many open files";
-    case 28: return "no space left on device";
-    default: return "system error";
+    case 1:
+        return "operation not permitted";
+    case 2:
+        return "no such file or directory";
+    case 9:
+        return "bad file descriptor";
+    case 12:
+        return "out of memory";
+    case 13:
+        return "permission denied";
+    case 14:
+        return "bad address";
+    case 16:
+        return "device or resource busy";
+    case 17:
+        return "address in use";
+    case 22:
+        return "invalid argument";
+    case 24:
+        return "too many open files";
+    case 28:
+        return "no space left on device";
+    default:
+        return "system error";
     }
 }
 

@@ -17,7 +17,9 @@ int strcmp(const char *a, const char *b);
 
 namespace ghost::freestanding {
 
-inline uint64_t page_align_up(uint64_t v) { return (v + 4095) & ~4095ULL; }
+inline uint64_t page_align_up(uint64_t v) {
+    return (v + 4095) & ~4095ULL;
+}
 
 inline bool starts_with(const char *s, const char *prefix) {
     while (*prefix)
@@ -29,15 +31,19 @@ inline uint64_t parse_hex(const char *&p) {
     uint64_t v = 0;
     for (;; p++) {
         char c = *p;
-        if (c >= '0' && c <= '9') v = v * 16 + (uint64_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v = v * 16 + (uint64_t)(c - 'a' + 10);
-        else return v;
+        if (c >= '0' && c <= '9')
+            v = v * 16 + (uint64_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v = v * 16 + (uint64_t)(c - 'a' + 10);
+        else
+            return v;
     }
 }
 
 inline long parse_dec(const char *p) {
     long v = 0;
-    while (*p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (*p++ - '0');
     return v;
 }
 
@@ -49,7 +55,8 @@ class text {
     text() { buf_[0] = 0; }
     explicit text(const char *s) : text() { add(s); }
     text &add(const char *s) {
-        while (*s && len_ + 1 < sizeof buf_) buf_[len_++] = *s++;
+        while (*s && len_ + 1 < sizeof buf_)
+            buf_[len_++] = *s++;
         buf_[len_] = 0;
         return *this;
     }
@@ -58,10 +65,13 @@ class text {
         int n = 0;
         bool neg = v < 0;
         unsigned long u = neg ? 0UL - (unsigned long)v : (unsigned long)v;
-        do tmp[n++] = (char)('0' + u % 10); while (u /= 10);
+        do
+            tmp[n++] = (char)('0' + u % 10);
+        while (u /= 10);
         if (neg) tmp[n++] = '-';
         char out[24];
-        for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+        for (int i = 0; i < n; i++)
+            out[i] = tmp[n - 1 - i];
         out[n] = 0;
         return add(out);
     }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The lower-half program: started by libghost_mpi through a second ld.so, linked against the real MPI
- * library. It never calls MPI itself: main hands a table of the library's entry points back to the
- * upper half and switches to the upper context for good. Its own frames stay on the lower stack.
+/* The lower-half program: started by libghost_mpi through a second ld.so, linked against the real
+ * MPI library. It never calls MPI itself: main hands a table of the library's entry points back to
+ * the upper half and switches to the upper context for good. Its own frames stay on the lower
+ * stack.
  *
  * Hazard: everything here runs with the lower libc and lower TLS; nothing may call into upper code
  * except h->resume. */
@@ -26,102 +27,97 @@ int ghost_lower_hooks_install(void);
 extern struct ghost_lower_ledger ghost_lower_ledger_data;
 
 struct parked_slot {
-  _Atomic uintptr_t fs;
+    _Atomic uintptr_t fs;
 };
 
-/* A parked thread lends its TCB (thread pointer) to one upper thread; it blocks every signal so that
- * process-directed signals never land on it, and sleeps forever. */
+/* A parked thread lends its TCB (thread pointer) to one upper thread; it blocks every signal so
+ * that process-directed signals never land on it, and sleeps forever. */
 static void *parked_main(void *arg) {
-  struct parked_slot *slot = arg;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-  atomic_store(&slot->fs, (uintptr_t)__builtin_thread_pointer());
-  for (;;)
-    pause();
-  return NULL;
+    struct parked_slot *slot = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    atomic_store(&slot->fs, (uintptr_t)__builtin_thread_pointer());
+    for (;;)
+        pause();
+    return NULL;
 }
 
 static uintptr_t lower_new_tls(void) {
-  struct parked_slot slot;
-  atomic_init(&slot.fs, 0);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_t t;
-  int rc = pthread_create(&t, &attr, parked_main, &slot);
-  pthread_attr_destroy(&attr);
-  if (rc != 0)
-    return 0;
-  while (atomic_load(&slot.fs) == 0)
-    sched_yield();
-  return atomic_load(&slot.fs);
+    struct parked_slot slot;
+    atomic_init(&slot.fs, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, parked_main, &slot);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) return 0;
+    while (atomic_load(&slot.fs) == 0)
+        sched_yield();
+    return atomic_load(&slot.fs);
 }
 
 struct list_ctx {
-  struct ghost_lower_region *out;
-  size_t max;
-  size_t n;
+    struct ghost_lower_region *out;
+    size_t max;
+    size_t n;
 };
 
 static int list_one(struct dl_phdr_info *info, size_t size, void *data) {
-  (void)size;
-  struct list_ctx *c = data;
-  uintptr_t lo = UINTPTR_MAX, hi = 0;
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *p = &info->dlpi_phdr[i];
-    if (p->p_type != PT_LOAD)
-      continue;
-    uintptr_t s = info->dlpi_addr + p->p_vaddr, e = s + p->p_memsz;
-    if (s < lo)
-      lo = s;
-    if (e > hi)
-      hi = e;
-  }
-  if (hi == 0)
+    (void)size;
+    struct list_ctx *c = data;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+        if (p->p_type != PT_LOAD) continue;
+        uintptr_t s = info->dlpi_addr + p->p_vaddr, e = s + p->p_memsz;
+        if (s < lo) lo = s;
+        if (e > hi) hi = e;
+    }
+    if (hi == 0) return 0;
+    long pg = 4096;
+    lo &= ~(uintptr_t)(pg - 1);
+    hi = (hi + pg - 1) & ~(uintptr_t)(pg - 1);
+    if (c->n < c->max) {
+        c->out[c->n].start = lo;
+        c->out[c->n].end = hi;
+    }
+    c->n++;
     return 0;
-  long pg = 4096;
-  lo &= ~(uintptr_t)(pg - 1);
-  hi = (hi + pg - 1) & ~(uintptr_t)(pg - 1);
-  if (c->n < c->max) {
-    c->out[c->n].start = lo;
-    c->out[c->n].end = hi;
-  }
-  c->n++;
-  return 0;
 }
 
 static size_t lower_list_objects(struct ghost_lower_region *out, size_t max) {
-  struct list_ctx c = {out, max, 0};
-  dl_iterate_phdr(list_one, &c);
-  return c.n;
+    struct list_ctx c = {out, max, 0};
+    dl_iterate_phdr(list_one, &c);
+    return c.n;
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "ghost_lower: this program is started by libghost_mpi only\n");
-    return 2;
-  }
-  struct ghost_handoff *h = (struct ghost_handoff *)strtoull(argv[1], NULL, 16);
-  if (h == NULL || h->magic != GHOST_HANDOFF_MAGIC || h->version != GHOST_HANDOFF_VERSION) {
-    fprintf(stderr, "ghost_lower: bad hand-off block %s\n", argv[1]);
-    return 2;
-  }
-  h->fns = ghost_lower_fns;
-  h->nfns = ghost_lower_nfns;
-  h->objs = ghost_lower_objs;
-  h->nobjs = ghost_lower_nobjs;
-  h->main_fs = (uintptr_t)__builtin_thread_pointer();
-  h->new_tls = lower_new_tls;
-  h->list_objects = lower_list_objects;
-  h->ledger = &ghost_lower_ledger_data;
-  h->install_hooks = ghost_lower_hooks_install;
-  h->spawn_fs = lower_new_tls();
-  if (h->spawn_fs == 0) {
-    fprintf(stderr, "ghost_lower: cannot create the lower spawner thread\n");
-    return 2;
-  }
-  h->resume(h);
-  abort(); /* resume never returns */
+    if (argc < 2) {
+        fprintf(stderr, "ghost_lower: this program is started by libghost_mpi only\n");
+        return 2;
+    }
+    struct ghost_handoff *h = (struct ghost_handoff *)strtoull(argv[1], NULL, 16);
+    if (h == NULL || h->magic != GHOST_HANDOFF_MAGIC || h->version != GHOST_HANDOFF_VERSION) {
+        fprintf(stderr, "ghost_lower: bad hand-off block %s\n", argv[1]);
+        return 2;
+    }
+    h->fns = ghost_lower_fns;
+    h->nfns = ghost_lower_nfns;
+    h->objs = ghost_lower_objs;
+    h->nobjs = ghost_lower_nobjs;
+    h->main_fs = (uintptr_t)__builtin_thread_pointer();
+    h->new_tls = lower_new_tls;
+    h->list_objects = lower_list_objects;
+    h->ledger = &ghost_lower_ledger_data;
+    h->install_hooks = ghost_lower_hooks_install;
+    h->spawn_fs = lower_new_tls();
+    if (h->spawn_fs == 0) {
+        fprintf(stderr, "ghost_lower: cannot create the lower spawner thread\n");
+        return 2;
+    }
+    h->resume(h);
+    abort(); /* resume never returns */
 }

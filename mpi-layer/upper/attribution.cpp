@@ -25,9 +25,9 @@ namespace {
 
 using range = ghost_lower_region;
 
-std::vector<range>* g_pre_maps;      // upper: everything mapped before the lower half existed
-std::vector<range>* g_lower_static;  // loader mappings + start-up diff
-std::vector<int>* g_lower_fds_static;
+std::vector<range> *g_pre_maps;     // upper: everything mapped before the lower half existed
+std::vector<range> *g_lower_static; // loader mappings + start-up diff
+std::vector<int> *g_lower_fds_static;
 bool g_ready = false;
 
 // Upper ledger: the upper libc's mmap family, patched like the lower one.
@@ -38,340 +38,378 @@ volatile int g_upper_lock = 0;
 bool g_upper_overflow = false;
 
 void ulock() {
-  while (__atomic_exchange_n(&g_upper_lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
+    while (__atomic_exchange_n(&g_upper_lock, 1, __ATOMIC_ACQUIRE))
+        __builtin_ia32_pause();
 }
-void uunlock() { __atomic_store_n(&g_upper_lock, 0, __ATOMIC_RELEASE); }
-uintptr_t pup(uintptr_t v) { return (v + 4095) & ~(uintptr_t)4095; }
+void uunlock() {
+    __atomic_store_n(&g_upper_lock, 0, __ATOMIC_RELEASE);
+}
+uintptr_t pup(uintptr_t v) {
+    return (v + 4095) & ~(uintptr_t)4095;
+}
 
 void upper_cut(uintptr_t s, uintptr_t e) {
-  for (size_t i = 0; i < g_nupper; i++) {
-    range& r = g_upper[i];
-    if (r.end <= s || r.start >= e) continue;
-    if (r.start < s && r.end > e) {
-      if (g_nupper < kUpperMax) g_upper[g_nupper++] = {e, r.end};
-      else g_upper_overflow = true;
-      r.end = s;
-    } else if (r.start < s) {
-      r.end = s;
-    } else if (r.end > e) {
-      r.start = e;
-    } else {
-      g_upper[i--] = g_upper[--g_nupper];
+    for (size_t i = 0; i < g_nupper; i++) {
+        range &r = g_upper[i];
+        if (r.end <= s || r.start >= e) continue;
+        if (r.start < s && r.end > e) {
+            if (g_nupper < kUpperMax)
+                g_upper[g_nupper++] = {e, r.end};
+            else
+                g_upper_overflow = true;
+            r.end = s;
+        } else if (r.start < s) {
+            r.end = s;
+        } else if (r.end > e) {
+            r.start = e;
+        } else {
+            g_upper[i--] = g_upper[--g_nupper];
+        }
     }
-  }
 }
 void upper_add(uintptr_t s, uintptr_t e) {
-  ulock();
-  upper_cut(s, pup(e));
-  // extend a neighbour when possible (malloc maps many adjacent chunks)
-  bool merged = false;
-  for (size_t i = 0; i < g_nupper && !merged; i++) {
-    if (g_upper[i].end == s) { g_upper[i].end = pup(e); merged = true; }
-    else if (g_upper[i].start == pup(e)) { g_upper[i].start = s; merged = true; }
-  }
-  if (!merged) {
-    if (g_nupper < kUpperMax) g_upper[g_nupper++] = {s, pup(e)};
-    else g_upper_overflow = true;
-  }
-  uunlock();
+    ulock();
+    upper_cut(s, pup(e));
+    // extend a neighbour when possible (malloc maps many adjacent chunks)
+    bool merged = false;
+    for (size_t i = 0; i < g_nupper && !merged; i++) {
+        if (g_upper[i].end == s) {
+            g_upper[i].end = pup(e);
+            merged = true;
+        } else if (g_upper[i].start == pup(e)) {
+            g_upper[i].start = s;
+            merged = true;
+        }
+    }
+    if (!merged) {
+        if (g_nupper < kUpperMax)
+            g_upper[g_nupper++] = {s, pup(e)};
+        else
+            g_upper_overflow = true;
+    }
+    uunlock();
 }
 void upper_remove(uintptr_t s, uintptr_t e) {
-  ulock();
-  upper_cut(s, pup(e));
-  uunlock();
+    ulock();
+    upper_cut(s, pup(e));
+    uunlock();
 }
 
 long raw6(long n, long a, long b, long c, long d, long e, long f) {
-  register long r10 asm("r10") = d;
-  register long r8 asm("r8") = e;
-  register long r9 asm("r9") = f;
-  long ret;
-  asm volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-               : "rcx", "r11", "memory");
-  return ret;
+    register long r10 asm("r10") = d;
+    register long r8 asm("r8") = e;
+    register long r9 asm("r9") = f;
+    long ret;
+    asm volatile("syscall"
+                 : "=a"(ret)
+                 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                 : "rcx", "r11", "memory");
+    return ret;
 }
 
-void* hook_mmap(void* a, size_t len, int prot, int flags, int fd, off_t off) {
-  long r = raw6(SYS_mmap, (long)a, (long)len, prot, flags, fd, off);
-  if (r < 0 && r > -4096) {
-    errno = (int)-r;
-    return MAP_FAILED;
-  }
-  upper_add((uintptr_t)r, (uintptr_t)r + len);
-  return (void*)r;
-}
-int hook_munmap(void* a, size_t len) {
-  long r = raw6(SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
-  if (r < 0) {
-    errno = (int)-r;
-    return -1;
-  }
-  upper_remove((uintptr_t)a, (uintptr_t)a + len);
-  return 0;
-}
-void* hook_mremap(void* old, size_t oldlen, size_t newlen, int flags, ...) {
-  void* want = nullptr;
-  if (flags & MREMAP_FIXED) {
-    va_list ap;
-    va_start(ap, flags);
-    want = va_arg(ap, void*);
-    va_end(ap);
-  }
-  long r = raw6(SYS_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)want, 0);
-  if (r < 0 && r > -4096) {
-    errno = (int)-r;
-    return MAP_FAILED;
-  }
-  upper_remove((uintptr_t)old, (uintptr_t)old + oldlen);
-  upper_add((uintptr_t)r, (uintptr_t)r + newlen);
-  return (void*)r;
-}
-
-bool patch(void* target, void* hook) {
-  unsigned char code[12] = {0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xe0};
-  uintptr_t h = (uintptr_t)hook;
-  memcpy(code + 2, &h, 8);
-  uintptr_t pg = (uintptr_t)target & ~(uintptr_t)4095;
-  size_t len = pup((uintptr_t)target + sizeof code) - pg;
-  if (mprotect((void*)pg, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return false;
-  memcpy(target, code, sizeof code);
-  __builtin___clear_cache((char*)target, (char*)target + sizeof code);
-  return mprotect((void*)pg, len, PROT_READ | PROT_EXEC) == 0;
-}
-
-std::vector<range> read_maps(std::vector<std::string>* lines = nullptr) {
-  std::vector<range> out;
-  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  std::string text;
-  char buf[8192];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) text.append(buf, (size_t)n);
-  close(fd);
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    unsigned long s, e;
-    if (sscanf(text.c_str() + pos, "%lx-%lx", &s, &e) == 2) {
-      range r{s, e};
-      if (text.find("[stack]", pos) < eol) r.start |= 1;  // flag: the upper main stack (grows down)
-      out.push_back(r);
-      if (lines) lines->push_back(text.substr(pos, eol - pos));
+void *hook_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off) {
+    long r = raw6(SYS_mmap, (long)a, (long)len, prot, flags, fd, off);
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return MAP_FAILED;
     }
-    pos = eol + 1;
-  }
-  return out;
+    upper_add((uintptr_t)r, (uintptr_t)r + len);
+    return (void *)r;
+}
+int hook_munmap(void *a, size_t len) {
+    long r = raw6(SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    upper_remove((uintptr_t)a, (uintptr_t)a + len);
+    return 0;
+}
+void *hook_mremap(void *old, size_t oldlen, size_t newlen, int flags, ...) {
+    void *want = nullptr;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        want = va_arg(ap, void *);
+        va_end(ap);
+    }
+    long r = raw6(SYS_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)want, 0);
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return MAP_FAILED;
+    }
+    upper_remove((uintptr_t)old, (uintptr_t)old + oldlen);
+    upper_add((uintptr_t)r, (uintptr_t)r + newlen);
+    return (void *)r;
+}
+
+bool patch(void *target, void *hook) {
+    unsigned char code[12] = {0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xe0};
+    uintptr_t h = (uintptr_t)hook;
+    memcpy(code + 2, &h, 8);
+    uintptr_t pg = (uintptr_t)target & ~(uintptr_t)4095;
+    size_t len = pup((uintptr_t)target + sizeof code) - pg;
+    if (mprotect((void *)pg, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return false;
+    memcpy(target, code, sizeof code);
+    __builtin___clear_cache((char *)target, (char *)target + sizeof code);
+    return mprotect((void *)pg, len, PROT_READ | PROT_EXEC) == 0;
+}
+
+std::vector<range> read_maps(std::vector<std::string> *lines = nullptr) {
+    std::vector<range> out;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return out;
+    std::string text;
+    char buf[8192];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        text.append(buf, (size_t)n);
+    close(fd);
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t eol = text.find('\n', pos);
+        if (eol == std::string::npos) eol = text.size();
+        unsigned long s, e;
+        if (sscanf(text.c_str() + pos, "%lx-%lx", &s, &e) == 2) {
+            range r{s, e};
+            if (text.find("[stack]", pos) < eol)
+                r.start |= 1; // flag: the upper main stack (grows down)
+            out.push_back(r);
+            if (lines) lines->push_back(text.substr(pos, eol - pos));
+        }
+        pos = eol + 1;
+    }
+    return out;
 }
 
 std::vector<int> read_fds() {
-  std::vector<int> out;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) return out;
-  int self = dirfd(d);
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    int fd = atoi(e->d_name);
-    if (fd != self) out.push_back(fd);
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
+    std::vector<int> out;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return out;
+    int self = dirfd(d);
+    while (dirent *e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd != self) out.push_back(fd);
+    }
+    closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 std::vector<range> merged(std::vector<range> v) {
-  std::sort(v.begin(), v.end(), [](const range& a, const range& b) { return a.start < b.start; });
-  std::vector<range> out;
-  for (auto r : v) {
-    r.start &= ~(uintptr_t)1;
-    if (r.end <= r.start) continue;
-    if (!out.empty() && r.start <= out.back().end) out.back().end = std::max(out.back().end, r.end);
-    else out.push_back(r);
-  }
-  return out;
+    std::sort(v.begin(), v.end(), [](const range &a, const range &b) { return a.start < b.start; });
+    std::vector<range> out;
+    for (auto r : v) {
+        r.start &= ~(uintptr_t)1;
+        if (r.end <= r.start) continue;
+        if (!out.empty() && r.start <= out.back().end)
+            out.back().end = std::max(out.back().end, r.end);
+        else
+            out.push_back(r);
+    }
+    return out;
 }
 
 std::vector<range> lower_ranges() {
-  std::vector<range> all = *g_lower_static;
-  range objs[512];
-  size_t n;
-  {
-    lower_call lc;
-    n = g_handoff.list_objects(objs, 512);
-  }
-  all.insert(all.end(), objs, objs + std::min<size_t>(n, 512));
-  ghost_lower_ledger* L = g_handoff.ledger;
-  while (__atomic_exchange_n(&L->lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
-  all.insert(all.end(), L->regions, L->regions + L->nregions);
-  __atomic_store_n(&L->lock, 0, __ATOMIC_RELEASE);
-  return merged(all);
+    std::vector<range> all = *g_lower_static;
+    range objs[512];
+    size_t n;
+    {
+        lower_call lc;
+        n = g_handoff.list_objects(objs, 512);
+    }
+    all.insert(all.end(), objs, objs + std::min<size_t>(n, 512));
+    ghost_lower_ledger *L = g_handoff.ledger;
+    while (__atomic_exchange_n(&L->lock, 1, __ATOMIC_ACQUIRE))
+        __builtin_ia32_pause();
+    all.insert(all.end(), L->regions, L->regions + L->nregions);
+    __atomic_store_n(&L->lock, 0, __ATOMIC_RELEASE);
+    return merged(all);
 }
 
-int upper_obj(dl_phdr_info* info, size_t, void* data) {
-  auto* v = static_cast<std::vector<range>*>(data);
-  uintptr_t lo = UINTPTR_MAX, hi = 0;
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const auto& p = info->dlpi_phdr[i];
-    if (p.p_type != PT_LOAD) continue;
-    lo = std::min<uintptr_t>(lo, info->dlpi_addr + p.p_vaddr);
-    hi = std::max<uintptr_t>(hi, info->dlpi_addr + p.p_vaddr + p.p_memsz);
-  }
-  if (hi) v->push_back({lo & ~(uintptr_t)4095, pup(hi)});
-  return 0;
+int upper_obj(dl_phdr_info *info, size_t, void *data) {
+    auto *v = static_cast<std::vector<range> *>(data);
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const auto &p = info->dlpi_phdr[i];
+        if (p.p_type != PT_LOAD) continue;
+        lo = std::min<uintptr_t>(lo, info->dlpi_addr + p.p_vaddr);
+        hi = std::max<uintptr_t>(hi, info->dlpi_addr + p.p_vaddr + p.p_memsz);
+    }
+    if (hi) v->push_back({lo & ~(uintptr_t)4095, pup(hi)});
+    return 0;
 }
 
 std::vector<range> upper_ranges() {
-  std::vector<range> all = *g_pre_maps;
-  ulock();
-  all.insert(all.end(), g_upper, g_upper + g_nupper);
-  uunlock();
-  dl_iterate_phdr(upper_obj, &all);
-  return merged(all);
+    std::vector<range> all = *g_pre_maps;
+    ulock();
+    all.insert(all.end(), g_upper, g_upper + g_nupper);
+    uunlock();
+    dl_iterate_phdr(upper_obj, &all);
+    return merged(all);
 }
 
-}  // namespace
+} // namespace
 
 void attribution_before_lower() {
-  g_pre_maps = new std::vector<range>();
-  g_lower_static = new std::vector<range>();
-  g_lower_fds_static = new std::vector<int>();
-  // The upper libc's mmap family first, so the snapshot below plus the ledger cover all upper memory.
-  patch((void*)&mmap, (void*)&hook_mmap);
-  patch((void*)&munmap, (void*)&hook_munmap);
-  patch((void*)&mremap, (void*)&hook_mremap);
-  *g_pre_maps = read_maps();
-  for (int fd : read_fds())
-    if (fd > 2) g_lower_fds_static->push_back(fd);  // inherited from the launcher: lower (DESIGN 2c)
+    g_pre_maps = new std::vector<range>();
+    g_lower_static = new std::vector<range>();
+    g_lower_fds_static = new std::vector<int>();
+    // The upper libc's mmap family first, so the snapshot below plus the ledger cover all upper
+    // memory.
+    patch((void *)&mmap, (void *)&hook_mmap);
+    patch((void *)&munmap, (void *)&hook_munmap);
+    patch((void *)&mremap, (void *)&hook_mremap);
+    *g_pre_maps = read_maps();
+    for (int fd : read_fds())
+        if (fd > 2)
+            g_lower_fds_static->push_back(fd); // inherited from the launcher: lower (DESIGN 2c)
 }
 
-void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) { upper_add(lo, hi); }
+void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
+    upper_add(lo, hi);
+}
 
-void attribution_after_lower(const lower_start_result& res, bool hooks_installed) {
-  g_lower_static->push_back({res.ld_lo, res.ld_hi});
-  g_lower_static->push_back({res.stack_lo, res.stack_hi});
-  std::vector<range> before = merged(*g_pre_maps);
-  ulock();
-  before.insert(before.end(), g_upper, g_upper + g_nupper);
-  uunlock();
-  before = merged(before);
-  for (const auto& r : read_maps()) {  // start-up diff: new since the snapshot and not upper-mapped
-    if (r.start & 1) continue;
-    uintptr_t s = r.start;
-    for (const auto& b : before) {
-      if (b.end <= s || b.start >= r.end) continue;
-      if (b.start > s) g_lower_static->push_back({s, b.start});
-      s = std::max(s, b.end);
+void attribution_after_lower(const lower_start_result &res, bool hooks_installed) {
+    g_lower_static->push_back({res.ld_lo, res.ld_hi});
+    g_lower_static->push_back({res.stack_lo, res.stack_hi});
+    std::vector<range> before = merged(*g_pre_maps);
+    ulock();
+    before.insert(before.end(), g_upper, g_upper + g_nupper);
+    uunlock();
+    before = merged(before);
+    for (const auto &r :
+         read_maps()) { // start-up diff: new since the snapshot and not upper-mapped
+        if (r.start & 1) continue;
+        uintptr_t s = r.start;
+        for (const auto &b : before) {
+            if (b.end <= s || b.start >= r.end) continue;
+            if (b.start > s) g_lower_static->push_back({s, b.start});
+            s = std::max(s, b.end);
+        }
+        if (s < r.end) g_lower_static->push_back({s, r.end});
     }
-    if (s < r.end) g_lower_static->push_back({s, r.end});
-  }
-  std::vector<int> pre = *g_lower_fds_static;
-  for (int fd : read_fds())
-    if (fd > 2 && !std::binary_search(pre.begin(), pre.end(), fd)) g_lower_fds_static->push_back(fd);
-  std::sort(g_lower_fds_static->begin(), g_lower_fds_static->end());
-  if (!hooks_installed) {
-    static const char msg[] = "ghost-mpi: warning: cannot hook the lower libc; lower memory attribution is partial\n";
-    (void)!write(2, msg, sizeof msg - 1);
-  }
-  g_ready = true;
+    std::vector<int> pre = *g_lower_fds_static;
+    for (int fd : read_fds())
+        if (fd > 2 && !std::binary_search(pre.begin(), pre.end(), fd))
+            g_lower_fds_static->push_back(fd);
+    std::sort(g_lower_fds_static->begin(), g_lower_fds_static->end());
+    if (!hooks_installed) {
+        static const char msg[] =
+            "ghost-mpi: warning: cannot hook the lower libc; lower memory attribution is partial\n";
+        (void)!write(2, msg, sizeof msg - 1);
+    }
+    g_ready = true;
 }
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi
 
 using namespace ghost::mpi;
 
-extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_regions(ghost_lower_region* out, size_t max) {
-  if (!g_ready) return 0;
-  auto v = lower_ranges();
-  for (size_t i = 0; i < v.size() && i < max; i++) out[i] = v[i];
-  return v.size();
+extern "C" __attribute__((visibility("default"))) size_t
+ghost_mpi_lower_regions(ghost_lower_region *out, size_t max) {
+    if (!g_ready) return 0;
+    auto v = lower_ranges();
+    for (size_t i = 0; i < v.size() && i < max; i++)
+        out[i] = v[i];
+    return v.size();
 }
 
 extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int fd) {
-  if (!g_ready || fd < 0) return 0;
-  if (std::binary_search(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd)) return 1;
-  return fd < GHOST_LOWER_MAX_FDS && __atomic_load_n(&g_handoff.ledger->fds[fd], __ATOMIC_RELAXED) ? 1 : 0;
+    if (!g_ready || fd < 0) return 0;
+    if (std::binary_search(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd)) return 1;
+    return fd < GHOST_LOWER_MAX_FDS && __atomic_load_n(&g_handoff.ledger->fds[fd], __ATOMIC_RELAXED)
+               ? 1
+               : 0;
 }
 
-extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_threads(int* out, size_t max) {
-  if (!g_ready) return 0;
-  auto lower = lower_ranges();
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/task");
-  if (!d) return 0;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    int tid = atoi(e->d_name);
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
-    for (int attempt = 0; attempt < 50; attempt++) {  // "running" has no sp; a blocked thread has
-      int fd = open(path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0) break;
-      ssize_t k = read(fd, buf, sizeof buf - 1);
-      close(fd);
-      if (k <= 0) break;
-      buf[k] = 0;
-      if (strncmp(buf, "running", 7) == 0) {
-        sched_yield();
-        continue;
-      }
-      // "nr a1 a2 a3 a4 a5 a6 sp pc"
-      unsigned long f[9] = {0};
-      char* p = buf;
-      for (int i = 0; i < 9 && p; i++) {
-        f[i] = strtoul(p, &p, 0);
-        while (*p == ' ') p++;
-      }
-      uintptr_t sp = f[7];
-      for (const auto& r : lower)
-        if (sp >= r.start && sp < r.end) {
-          if (n < max) out[n] = tid;
-          n++;
-          break;
+extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_threads(int *out,
+                                                                                 size_t max) {
+    if (!g_ready) return 0;
+    auto lower = lower_ranges();
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return 0;
+    while (dirent *e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        int tid = atoi(e->d_name);
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+        for (int attempt = 0; attempt < 50;
+             attempt++) { // "running" has no sp; a blocked thread has
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) break;
+            ssize_t k = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (k <= 0) break;
+            buf[k] = 0;
+            if (strncmp(buf, "running", 7) == 0) {
+                sched_yield();
+                continue;
+            }
+            // "nr a1 a2 a3 a4 a5 a6 sp pc"
+            unsigned long f[9] = {0};
+            char *p = buf;
+            for (int i = 0; i < 9 && p; i++) {
+                f[i] = strtoul(p, &p, 0);
+                while (*p == ' ')
+                    p++;
+            }
+            uintptr_t sp = f[7];
+            for (const auto &r : lower)
+                if (sp >= r.start && sp < r.end) {
+                    if (n < max) out[n] = tid;
+                    n++;
+                    break;
+                }
+            break;
         }
-      break;
     }
-  }
-  closedir(d);
-  return n;
+    closedir(d);
+    return n;
 }
 
-extern "C" __attribute__((visibility("default"))) int ghost_mpi_attribution_check(int report_fd, size_t* nreg, size_t* nbytes) {
-  if (!g_ready) return -1;
-  auto lower = lower_ranges();
-  auto upper = upper_ranges();
-  std::vector<range> known = lower;
-  known.insert(known.end(), upper.begin(), upper.end());
-  known = merged(known);
-  size_t regions = 0, bytes = 0;
-  std::vector<std::string> lines;
-  auto maps = read_maps(&lines);
-  for (size_t li = 0; li < maps.size(); li++) {
-    const auto& r = maps[li];
-    if (r.end <= r.start) continue;
-    if (r.start & 1) continue;  // the upper [stack] (it grows below the snapshot)
-    uintptr_t s = r.start;
-    for (const auto& k : known) {
-      if (k.end <= s || k.start >= r.end) continue;
-      if (k.start > s) {
+extern "C" __attribute__((visibility("default"))) int
+ghost_mpi_attribution_check(int report_fd, size_t *nreg, size_t *nbytes) {
+    if (!g_ready) return -1;
+    auto lower = lower_ranges();
+    auto upper = upper_ranges();
+    std::vector<range> known = lower;
+    known.insert(known.end(), upper.begin(), upper.end());
+    known = merged(known);
+    size_t regions = 0, bytes = 0;
+    std::vector<std::string> lines;
+    auto maps = read_maps(&lines);
+    for (size_t li = 0; li < maps.size(); li++) {
+        const auto &r = maps[li];
+        if (r.end <= r.start) continue;
+        if (r.start & 1) continue; // the upper [stack] (it grows below the snapshot)
+        uintptr_t s = r.start;
+        for (const auto &k : known) {
+            if (k.end <= s || k.start >= r.end) continue;
+            if (k.start > s) {
+                regions++;
+                bytes += k.start - s;
+                if (report_fd >= 0)
+                    dprintf(report_fd, "ghost-mpi: unattributed %lx-%lx in %s\n", (unsigned long)s,
+                            (unsigned long)k.start, lines[li].c_str());
+            }
+            s = std::max(s, k.end);
+        }
+        if (s < r.end) {
+            regions++;
+            bytes += r.end - s;
+            if (report_fd >= 0)
+                dprintf(report_fd, "ghost-mpi: unattributed %lx-%lx in %s\n", (unsigned long)s,
+                        (unsigned long)r.end, lines[li].c_str());
+        }
+    }
+    if (g_upper_overflow || g_handoff.ledger->overflow) {
         regions++;
-        bytes += k.start - s;
-        if (report_fd >= 0)
-          dprintf(report_fd, "ghost-mpi: unattributed %lx-%lx in %s\n", (unsigned long)s, (unsigned long)k.start, lines[li].c_str());
-      }
-      s = std::max(s, k.end);
+        if (report_fd >= 0) dprintf(report_fd, "ghost-mpi: attribution ledger overflow\n");
     }
-    if (s < r.end) {
-      regions++;
-      bytes += r.end - s;
-      if (report_fd >= 0)
-        dprintf(report_fd, "ghost-mpi: unattributed %lx-%lx in %s\n", (unsigned long)s, (unsigned long)r.end, lines[li].c_str());
-    }
-  }
-  if (g_upper_overflow || g_handoff.ledger->overflow) {
-    regions++;
-    if (report_fd >= 0) dprintf(report_fd, "ghost-mpi: attribution ledger overflow\n");
-  }
-  if (nreg) *nreg = regions;
-  if (nbytes) *nbytes = bytes;
-  return regions ? 1 : 0;
+    if (nreg) *nreg = regions;
+    if (nbytes) *nbytes = bytes;
+    return regions ? 1 : 0;
 }

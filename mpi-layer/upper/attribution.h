@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Knowing exactly what belongs to the lower half (DESIGN 2.6): memory ranges, file descriptors, threads.
+// Knowing exactly what belongs to the lower half (DESIGN 2.6): memory ranges, file descriptors,
+// threads.
 //
-// Sources, all combined at query time: the loader's own mappings (second ld.so, lower stack); a diff of
-// /proc/self/maps and /proc/self/fd around the lower half's start-up; the lower objects from the lower
-// dl_iterate_phdr; the ledger of the hooked lower libc (mmap family, fd-creating calls); launcher fds
-// inherited before start-up. The upper half is known from the pre-start snapshot, its own hooked mmap
-// family and its dl_iterate_phdr, so that anything in neither set is reported as unattributed.
+// Sources, all combined at query time: the loader's own mappings (second ld.so, lower stack); a
+// diff of /proc/self/maps and /proc/self/fd around the lower half's start-up; the lower objects
+// from the lower dl_iterate_phdr; the ledger of the hooked lower libc (mmap family, fd-creating
+// calls); launcher fds inherited before start-up. The upper half is known from the pre-start
+// snapshot, its own hooked mmap family and its dl_iterate_phdr, so that anything in neither set is
+// reported as unattributed.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,18 +19,19 @@ namespace ghost::mpi {
 
 void attribution_before_lower();
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
-void attribution_after_lower(const lower_start_result& res, bool hooks_installed);
+void attribution_after_lower(const lower_start_result &res, bool hooks_installed);
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi
 
 extern "C" {
 // Sorted, merged lower-half address ranges; returns the total count (may exceed max).
-size_t ghost_mpi_lower_regions(struct ghost_lower_region* out, size_t max);
+size_t ghost_mpi_lower_regions(struct ghost_lower_region *out, size_t max);
 // 1 if fd belongs to the lower half.
 int ghost_mpi_fd_is_lower(int fd);
 // Thread ids whose stack pointer lies in lower memory (MPI helper threads, parked TLS donors).
-size_t ghost_mpi_lower_threads(int* out, size_t max);
-// Counts /proc/self/maps bytes that are neither lower nor upper; lists them on report_fd (-1: silent).
-// Returns 0 when everything is attributed, 1 otherwise, -1 when the layer is inactive.
-int ghost_mpi_attribution_check(int report_fd, size_t* unattributed_regions, size_t* unattributed_bytes);
+size_t ghost_mpi_lower_threads(int *out, size_t max);
+// Counts /proc/self/maps bytes that are neither lower nor upper; lists them on report_fd (-1:
+// silent). Returns 0 when everything is attributed, 1 otherwise, -1 when the layer is inactive.
+int ghost_mpi_attribution_check(int report_fd, size_t *unattributed_regions,
+                                size_t *unattributed_bytes);
 }

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Handle translation between the application's virtual handles and the lower half's handles.
 // Included by the generated wrappers after the flavour's mpi.h. Per kind K:
-//   to_lower<K>(u)        any upper handle -> lower handle (unknown values pass through so that the lower
+//   to_lower<K>(u)        any upper handle -> lower handle (unknown values pass through so that the
+//   lower
 //                         library reports the same error native MPI would)
-//   adopt<K>(l, rec)      lower handle just returned -> upper handle (predefined, known, or a new vobj)
-//   drop<K>(u)            after a successful free: release the vobj, u = upper null
-//   settle<K>(u, l)       after a call that may complete/consume it (Wait, Test, Mrecv): follow the lower
+//   adopt<K>(l, rec)      lower handle just returned -> upper handle (predefined, known, or a new
+//   vobj) drop<K>(u)            after a successful free: release the vobj, u = upper null
+//   settle<K>(u, l)       after a call that may complete/consume it (Wait, Test, Mrecv): follow the
+//   lower
 // Contract: no function here touches the lower half or switches FS.
 #pragma once
 #include <cstdint>
@@ -21,167 +23,170 @@ extern uintptr_t g_lower_null[kKinds];
 #if defined(GHOST_MPI_MPICH)
 constexpr uint32_t kVirtualTag = 0xC0000000u;
 constexpr uint32_t mpich_kind_bits(kind k) {
-  switch (k) {
-    case kind::comm: return 0x1;
-    case kind::group: return 0x2;
-    case kind::datatype: return 0x3;
-    case kind::errhandler: return 0x5;
-    case kind::op: return 0x6;
-    case kind::info: return 0x7;
-    case kind::win: return 0x8;
-    case kind::request: return 0xB;
-    case kind::message: return 0xB;
-    case kind::session: return 0xE;
-    default: return 0xF;
-  }
+    switch (k) {
+    case kind::comm:
+        return 0x1;
+    case kind::group:
+        return 0x2;
+    case kind::datatype:
+        return 0x3;
+    case kind::errhandler:
+        return 0x5;
+    case kind::op:
+        return 0x6;
+    case kind::info:
+        return 0x7;
+    case kind::win:
+        return 0x8;
+    case kind::request:
+        return 0xB;
+    case kind::message:
+        return 0xB;
+    case kind::session:
+        return 0xE;
+    default:
+        return 0xF;
+    }
 }
-// Predefined MPICH handles are identical in both halves: builtin (kind 01) and null (kind 00) values,
-// plus the pair datatypes, which are direct handles 0x8c000000.. (mpi.h).
+// Predefined MPICH handles are identical in both halves: builtin (kind 01) and null (kind 00)
+// values, plus the pair datatypes, which are direct handles 0x8c000000.. (mpi.h).
 inline bool mpich_predefined(uint32_t h) {
-  uint32_t hk = h >> 30;
-  return hk == 0 || hk == 1 || (h >= 0x8c000000u && h <= 0x8c00000fu);
+    uint32_t hk = h >> 30;
+    return hk == 0 || hk == 1 || (h >= 0x8c000000u && h <= 0x8c00000fu);
 }
 #endif
 
-template <kind K, class H>
-inline vobj* decode(H u) {
-  if constexpr (std::is_pointer_v<H>) {
-    return (vobj*)(void*)u;
-  } else {
-#if defined(GHOST_MPI_MPICH)
-    uint32_t x = (uint32_t)u;
-    if ((x & kVirtualTag) != kVirtualTag) return nullptr;
-    return vobj_at(x & 0x03FFFFFFu);
-#else
-    static_assert(std::is_pointer_v<H>, "integer handles only exist in MPICH");
-    return nullptr;
-#endif
-  }
-}
-
-template <kind K, class H>
-inline H encode(vobj* v) {
-  if constexpr (std::is_pointer_v<H>) {
-    return (H)(void*)v;
-  } else {
-#if defined(GHOST_MPI_MPICH)
-    return (H)(int)(kVirtualTag | (mpich_kind_bits(K) << 26) | v->index);
-#else
-    return (H)0;
-#endif
-  }
-}
-
-template <kind K, class H>
-inline H to_lower(H u) {
-  if constexpr (std::is_pointer_v<H>) {
-    vobj* v = (vobj*)(void*)u;
-    if (v == nullptr) return u;
-    if (__builtin_expect(v->magic == kVobjMagic, 1)) return (H)v->lower;
-    return v->flags == kFreed ? (H)g_lower_null[(int)K] : u;
-  } else {
-#if defined(GHOST_MPI_MPICH)
-    uint32_t x = (uint32_t)u;
-    if ((x & kVirtualTag) != kVirtualTag) return u;
-    vobj* v = vobj_at(x & 0x03FFFFFFu);
-    if (!v || v->k != K) return (H)g_lower_null[(int)K];
-    return (H)v->lower;
-#else
-    return u;
-#endif
-  }
-}
-
-template <kind K, class H>
-inline bool lower_is_null(H l) {
-  return (uintptr_t)l == g_lower_null[(int)K];
-}
-
-template <kind K, class H>
-H adopt(H l, record* rec) {
-  uintptr_t lw = (uintptr_t)l;
-  if (lw == g_lower_null[(int)K]) {
-    delete rec;
-    return (H)g_upper_null[(int)K];
-  }
-#if defined(GHOST_MPI_MPICH)
-  if constexpr (!std::is_pointer_v<H>) {
-    if (mpich_predefined((uint32_t)lw)) {
-      delete rec;
-      return l;
-    }
-  }
-#endif
-  vobj* v;
-  if constexpr (K == kind::request) {
-    v = request_new(K, lw);
-  } else {
-    v = vobj_find_lower(K, lw);
-    if (v) {
-      if (!(v->flags & kPredefined)) v->refs.fetch_add(1);
+template <kind K, class H> inline vobj *decode(H u) {
+    if constexpr (std::is_pointer_v<H>) {
+        return (vobj *)(void *)u;
     } else {
-      v = vobj_new(K, lw);
+#if defined(GHOST_MPI_MPICH)
+        uint32_t x = (uint32_t)u;
+        if ((x & kVirtualTag) != kVirtualTag) return nullptr;
+        return vobj_at(x & 0x03FFFFFFu);
+#else
+        static_assert(std::is_pointer_v<H>, "integer handles only exist in MPICH");
+        return nullptr;
+#endif
     }
-  }
-  if (!v) {
-    delete rec;
-    return l;  // out of handle space: hand the raw value out (logged by the caller's error path)
-  }
-  if (rec) record_attach(v, rec);
-  if constexpr (std::is_pointer_v<H>) {
-    return (H)(void*)v;
-  } else {
-    if (v->flags & kPredefined) return l;
-    return encode<K, H>(v);
-  }
+}
+
+template <kind K, class H> inline H encode(vobj *v) {
+    if constexpr (std::is_pointer_v<H>) {
+        return (H)(void *)v;
+    } else {
+#if defined(GHOST_MPI_MPICH)
+        return (H)(int)(kVirtualTag | (mpich_kind_bits(K) << 26) | v->index);
+#else
+        return (H)0;
+#endif
+    }
+}
+
+template <kind K, class H> inline H to_lower(H u) {
+    if constexpr (std::is_pointer_v<H>) {
+        vobj *v = (vobj *)(void *)u;
+        if (v == nullptr) return u;
+        if (__builtin_expect(v->magic == kVobjMagic, 1)) return (H)v->lower;
+        return v->flags == kFreed ? (H)g_lower_null[(int)K] : u;
+    } else {
+#if defined(GHOST_MPI_MPICH)
+        uint32_t x = (uint32_t)u;
+        if ((x & kVirtualTag) != kVirtualTag) return u;
+        vobj *v = vobj_at(x & 0x03FFFFFFu);
+        if (!v || v->k != K) return (H)g_lower_null[(int)K];
+        return (H)v->lower;
+#else
+        return u;
+#endif
+    }
+}
+
+template <kind K, class H> inline bool lower_is_null(H l) {
+    return (uintptr_t)l == g_lower_null[(int)K];
+}
+
+template <kind K, class H> H adopt(H l, record *rec) {
+    uintptr_t lw = (uintptr_t)l;
+    if (lw == g_lower_null[(int)K]) {
+        delete rec;
+        return (H)g_upper_null[(int)K];
+    }
+#if defined(GHOST_MPI_MPICH)
+    if constexpr (!std::is_pointer_v<H>) {
+        if (mpich_predefined((uint32_t)lw)) {
+            delete rec;
+            return l;
+        }
+    }
+#endif
+    vobj *v;
+    if constexpr (K == kind::request) {
+        v = request_new(K, lw);
+    } else {
+        v = vobj_find_lower(K, lw);
+        if (v) {
+            if (!(v->flags & kPredefined)) v->refs.fetch_add(1);
+        } else {
+            v = vobj_new(K, lw);
+        }
+    }
+    if (!v) {
+        delete rec;
+        return l; // out of handle space: hand the raw value out (logged by the caller's error path)
+    }
+    if (rec) record_attach(v, rec);
+    if constexpr (std::is_pointer_v<H>) {
+        return (H)(void *)v;
+    } else {
+        if (v->flags & kPredefined) return l;
+        return encode<K, H>(v);
+    }
 }
 
 // Lower -> upper for an object the lower half hands to a callback (must already be known).
-template <kind K, class H>
-H lookup(H l) {
-  uintptr_t lw = (uintptr_t)l;
-  if (lw == g_lower_null[(int)K]) return (H)g_upper_null[(int)K];
+template <kind K, class H> H lookup(H l) {
+    uintptr_t lw = (uintptr_t)l;
+    if (lw == g_lower_null[(int)K]) return (H)g_upper_null[(int)K];
 #if defined(GHOST_MPI_MPICH)
-  if constexpr (!std::is_pointer_v<H>) {
-    if (mpich_predefined((uint32_t)lw)) return l;
-  }
+    if constexpr (!std::is_pointer_v<H>) {
+        if (mpich_predefined((uint32_t)lw)) return l;
+    }
 #endif
-  vobj* v = vobj_find_lower(K, lw);
-  if (!v) return l;
-  if constexpr (std::is_pointer_v<H>) {
-    return (H)(void*)v;
-  } else {
-    return (v->flags & kPredefined) ? l : encode<K, H>(v);
-  }
-}
-
-template <kind K, class H>
-void drop(H& u) {
-  vobj* v = decode<K>(u);
-  if (v && v->magic == kVobjMagic && !(v->flags & kPredefined)) {
-    if constexpr (K == kind::request) {
-      request_free(v);
+    vobj *v = vobj_find_lower(K, lw);
+    if (!v) return l;
+    if constexpr (std::is_pointer_v<H>) {
+        return (H)(void *)v;
     } else {
-      if (v->refs.fetch_sub(1) == 1) vobj_free(v);
+        return (v->flags & kPredefined) ? l : encode<K, H>(v);
     }
-  }
-  u = (H)g_upper_null[(int)K];
 }
 
-template <kind K, class H>
-inline void settle(H& u, H l_after) {
-  if (lower_is_null<K>(l_after)) {
-    if ((uintptr_t)u != g_upper_null[(int)K]) drop<K>(u);
-    return;
-  }
-  vobj* v = decode<K>(u);
-  if (v && v->magic == kVobjMagic && v->lower != (uintptr_t)l_after) {
-    if constexpr (K == kind::request) {
-      v->lower = (uintptr_t)l_after;
-    } else {
-      vobj_set_lower(v, (uintptr_t)l_after);
+template <kind K, class H> void drop(H &u) {
+    vobj *v = decode<K>(u);
+    if (v && v->magic == kVobjMagic && !(v->flags & kPredefined)) {
+        if constexpr (K == kind::request) {
+            request_free(v);
+        } else {
+            if (v->refs.fetch_sub(1) == 1) vobj_free(v);
+        }
     }
-  }
+    u = (H)g_upper_null[(int)K];
 }
 
-}  // namespace ghost::mpi
+template <kind K, class H> inline void settle(H &u, H l_after) {
+    if (lower_is_null<K>(l_after)) {
+        if ((uintptr_t)u != g_upper_null[(int)K]) drop<K>(u);
+        return;
+    }
+    vobj *v = decode<K>(u);
+    if (v && v->magic == kVobjMagic && v->lower != (uintptr_t)l_after) {
+        if constexpr (K == kind::request) {
+            v->lower = (uintptr_t)l_after;
+        } else {
+            vobj_set_lower(v, (uintptr_t)l_after);
+        }
+    }
+}
+
+} // namespace ghost::mpi

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Start-up of the split process: the LD_PRELOAD constructor starts the lower half (only in a process
-// whose executable needs the flavour's MPI soname), binds the function table and predefined handles,
-// and hands out one lower TLS per upper thread.
+// Start-up of the split process: the LD_PRELOAD constructor starts the lower half (only in a
+// process whose executable needs the flavour's MPI soname), binds the function table and predefined
+// handles, and hands out one lower TLS per upper thread.
 #include "runtime.h"
 
 #include <dirent.h>
@@ -29,12 +29,12 @@
 #error "GHOST_MPI_LOWER_NAME must name the lower-half program"
 #endif
 
-extern char** environ;
+extern char **environ;
 
 namespace ghost::mpi {
 
 bool g_have_fsgsbase = false;
-void* const* g_fns = nullptr;
+void *const *g_fns = nullptr;
 ghost_handoff g_handoff;
 __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec"))) = 0;
 
@@ -42,189 +42,206 @@ namespace {
 
 constexpr size_t kMaxThreads = 4096;
 struct fs_pair {
-  std::atomic<uintptr_t> lower;
-  std::atomic<uintptr_t> upper;
+    std::atomic<uintptr_t> lower;
+    std::atomic<uintptr_t> upper;
 };
 fs_pair g_pairs[kMaxThreads];
 std::atomic<size_t> g_npairs{0};
 std::mutex g_spawn_mu;
-std::vector<uintptr_t>* g_free_lower_fs = nullptr;  // TCBs of exited upper threads, reusable
+std::vector<uintptr_t> *g_free_lower_fs = nullptr; // TCBs of exited upper threads, reusable
 bool g_active = false;
 
 void pair_set(uintptr_t lower, uintptr_t upper) {
-  size_t n = g_npairs.load(std::memory_order_acquire);
-  for (size_t i = 0; i < n; i++)
-    if (g_pairs[i].lower.load(std::memory_order_relaxed) == lower) {
-      g_pairs[i].upper.store(upper, std::memory_order_release);
-      return;
-    }
-  if (n >= kMaxThreads) fatal("cannot give a thread its lower-half TLS", "too many threads");
-  g_pairs[n].lower.store(lower, std::memory_order_relaxed);
-  g_pairs[n].upper.store(upper, std::memory_order_relaxed);
-  g_npairs.store(n + 1, std::memory_order_release);  // writers hold g_spawn_mu
+    size_t n = g_npairs.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (g_pairs[i].lower.load(std::memory_order_relaxed) == lower) {
+            g_pairs[i].upper.store(upper, std::memory_order_release);
+            return;
+        }
+    if (n >= kMaxThreads) fatal("cannot give a thread its lower-half TLS", "too many threads");
+    g_pairs[n].lower.store(lower, std::memory_order_relaxed);
+    g_pairs[n].upper.store(upper, std::memory_order_relaxed);
+    g_npairs.store(n + 1, std::memory_order_release); // writers hold g_spawn_mu
 }
 
 // Returns this thread's lower TCB to the pool when the upper thread exits.
 struct tls_lease {
-  uintptr_t fs = 0;
-  ~tls_lease() {
-    request_cache_flush();
-    if (!fs) return;
-    std::lock_guard<std::mutex> g(g_spawn_mu);
-    pair_set(fs, 0);
-    g_free_lower_fs->push_back(fs);
-  }
+    uintptr_t fs = 0;
+    ~tls_lease() {
+        request_cache_flush();
+        if (!fs) return;
+        std::lock_guard<std::mutex> g(g_spawn_mu);
+        pair_set(fs, 0);
+        g_free_lower_fs->push_back(fs);
+    }
 };
 thread_local tls_lease t_lease;
 
 std::string self_dir() {
-  Dl_info info;
-  if (!dladdr((void*)&self_dir, &info) || !info.dli_fname) return ".";
-  std::string p = info.dli_fname;
-  auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
+    Dl_info info;
+    if (!dladdr((void *)&self_dir, &info) || !info.dli_fname) return ".";
+    std::string p = info.dli_fname;
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
 std::vector<std::string> lower_environment() {
-  std::vector<std::string> env;
-  const char* stub = getenv("GHOST_STUB_DIR");
-  bool have_tunables = false;
-  for (char** e = environ; e && *e; e++) {
-    std::string s = *e;
-    if (s.rfind("LD_PRELOAD=", 0) == 0) continue;  // else the lower ld.so preloads us again (DESIGN 2.2)
-    if (s.rfind("LD_LIBRARY_PATH=", 0) == 0) {  // drop the stub directory: the lower needs the real MPI
-      std::string out, rest = s.substr(16);
-      size_t pos = 0;
-      while (pos <= rest.size()) {
-        size_t c = rest.find(':', pos);
-        std::string part = rest.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
-        if (!part.empty() && !(stub && part == stub)) out += (out.empty() ? "" : ":") + part;
-        if (c == std::string::npos) break;
-        pos = c + 1;
-      }
-      if (!out.empty()) env.push_back("LD_LIBRARY_PATH=" + out);
-      continue;
+    std::vector<std::string> env;
+    const char *stub = getenv("GHOST_STUB_DIR");
+    bool have_tunables = false;
+    for (char **e = environ; e && *e; e++) {
+        std::string s = *e;
+        if (s.rfind("LD_PRELOAD=", 0) == 0)
+            continue; // else the lower ld.so preloads us again (DESIGN 2.2)
+        if (s.rfind("LD_LIBRARY_PATH=", 0) ==
+            0) { // drop the stub directory: the lower needs the real MPI
+            std::string out, rest = s.substr(16);
+            size_t pos = 0;
+            while (pos <= rest.size()) {
+                size_t c = rest.find(':', pos);
+                std::string part =
+                    rest.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
+                if (!part.empty() && !(stub && part == stub))
+                    out += (out.empty() ? "" : ":") + part;
+                if (c == std::string::npos) break;
+                pos = c + 1;
+            }
+            if (!out.empty()) env.push_back("LD_LIBRARY_PATH=" + out);
+            continue;
+        }
+        if (s.rfind("GLIBC_TUNABLES=", 0) == 0) {
+            s += ":glibc.pthread.rseq=0";
+            have_tunables = true;
+        }
+        env.push_back(s);
     }
-    if (s.rfind("GLIBC_TUNABLES=", 0) == 0) {
-      s += ":glibc.pthread.rseq=0";
-      have_tunables = true;
-    }
-    env.push_back(s);
-  }
-  if (!have_tunables) env.push_back("GLIBC_TUNABLES=glibc.pthread.rseq=0");  // the upper owns rseq
-  // No signal handlers from the lower MPI stack; no rewriting of the lower libc's mmap family.
-  env.push_back("OMPI_MCA_opal_signal=");
-  env.push_back("OMPI_MCA_memory=^patcher");
-  env.push_back("UCX_MEM_EVENTS=no");
-  env.push_back("UCX_MEM_MALLOC_HOOKS=no");
-  env.push_back("UCX_ERROR_SIGNALS=");
-  env.push_back("UCX_HANDLE_ERRORS=none");
-  return env;
+    if (!have_tunables) env.push_back("GLIBC_TUNABLES=glibc.pthread.rseq=0"); // the upper owns rseq
+    // No signal handlers from the lower MPI stack; no rewriting of the lower libc's mmap family.
+    env.push_back("OMPI_MCA_opal_signal=");
+    env.push_back("OMPI_MCA_memory=^patcher");
+    env.push_back("UCX_MEM_EVENTS=no");
+    env.push_back("UCX_MEM_MALLOC_HOOKS=no");
+    env.push_back("UCX_ERROR_SIGNALS=");
+    env.push_back("UCX_HANDLE_ERRORS=none");
+    return env;
 }
 
-// Both mallocs would share the kernel's brk: a PROT_NONE guard right after it makes both fall back to
-// mmap (DESIGN 2.1).
+// Both mallocs would share the kernel's brk: a PROT_NONE guard right after it makes both fall back
+// to mmap (DESIGN 2.1).
 void guard_brk() {
-  uintptr_t cur = (uintptr_t)sbrk(0);
-  uintptr_t at = (cur + 4095) & ~(uintptr_t)4095;
-  void* g = mmap((void*)at, 16 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-  if (g != MAP_FAILED) attribution_note_upper_guard((uintptr_t)g, (uintptr_t)g + 16 * 4096);
+    uintptr_t cur = (uintptr_t)sbrk(0);
+    uintptr_t at = (cur + 4095) & ~(uintptr_t)4095;
+    void *g = mmap((void *)at, 16 * 4096, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (g != MAP_FAILED) attribution_note_upper_guard((uintptr_t)g, (uintptr_t)g + 16 * 4096);
 }
 
 bool wanted() {
-  const char* off = getenv("GHOST_MPI_DISABLE");
-  if (off && *off && strcmp(off, "0") != 0) return false;
-  // Only in a process that links the flavour's MPI library (the stub): not in mpirun, shells, children.
-  void* h = dlopen(GHOST_MPI_SONAME, RTLD_LAZY | RTLD_NOLOAD);
-  if (!h) return false;
-  dlclose(h);
-  return true;
+    const char *off = getenv("GHOST_MPI_DISABLE");
+    if (off && *off && strcmp(off, "0") != 0) return false;
+    // Only in a process that links the flavour's MPI library (the stub): not in mpirun, shells,
+    // children.
+    void *h = dlopen(GHOST_MPI_SONAME, RTLD_LAZY | RTLD_NOLOAD);
+    if (!h) return false;
+    dlclose(h);
+    return true;
 }
 
 bool g_start_attempted = false;
 
-// Runs as a constructor, or earlier from the first MPI call when another library's constructor calls
-// MPI before ours ran (Open MPI's C++ bindings do): initialiser order across LD_PRELOAD is not ours.
+// Runs as a constructor, or earlier from the first MPI call when another library's constructor
+// calls MPI before ours ran (Open MPI's C++ bindings do): initialiser order across LD_PRELOAD is
+// not ours.
 __attribute__((constructor)) void ghost_mpi_start() {
-  if (g_start_attempted) return;
-  g_start_attempted = true;
-  if (!wanted()) return;
-  g_have_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0;  // HWCAP2_FSGSBASE
-  const char* force = getenv("GHOST_MPI_FORCE_ARCH_PRCTL");
-  if (force && *force == '1') g_have_fsgsbase = false;
-  g_free_lower_fs = new std::vector<uintptr_t>();
-  attribution_before_lower();
-  guard_brk();
+    if (g_start_attempted) return;
+    g_start_attempted = true;
+    if (!wanted()) return;
+    g_have_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; // HWCAP2_FSGSBASE
+    const char *force = getenv("GHOST_MPI_FORCE_ARCH_PRCTL");
+    if (force && *force == '1') g_have_fsgsbase = false;
+    g_free_lower_fs = new std::vector<uintptr_t>();
+    attribution_before_lower();
+    guard_brk();
 
-  lower_start_options opt;
-  opt.ld_so = "/lib64/ld-linux-x86-64.so.2";
-  const char* prog = getenv("GHOST_MPI_LOWER");
-  opt.program = prog && *prog ? prog : self_dir() + "/" GHOST_MPI_LOWER_NAME;
-  opt.env = lower_environment();
-  if (access(opt.program.c_str(), X_OK) != 0) fatal("cannot start the lower half", (opt.program + ": not found").c_str());
+    lower_start_options opt;
+    opt.ld_so = "/lib64/ld-linux-x86-64.so.2";
+    const char *prog = getenv("GHOST_MPI_LOWER");
+    opt.program = prog && *prog ? prog : self_dir() + "/" GHOST_MPI_LOWER_NAME;
+    opt.env = lower_environment();
+    if (access(opt.program.c_str(), X_OK) != 0)
+        fatal("cannot start the lower half", (opt.program + ": not found").c_str());
 
-  g_handoff.magic = GHOST_HANDOFF_MAGIC;
-  g_handoff.version = GHOST_HANDOFF_VERSION;
-  lower_start_result res;
-  std::string err;
-  if (!lower_start(opt, &g_handoff, &res, &err)) fatal("cannot start the lower half", err.c_str());
-  const char* why = nullptr;
-  if (!flavour_bind(&g_handoff, &why)) fatal("cannot bind the lower MPI library", why);
-  g_fns = g_handoff.fns;
-  t_lower_fs = g_handoff.main_fs;
-  pair_set(g_handoff.main_fs, current_fs());
-  g_active = true;
-  int hook_rc = -1;
-  const char* nohooks = getenv("GHOST_MPI_NO_HOOKS");  // diagnostics only: attribution then incomplete
-  if (!(nohooks && *nohooks == '1')) {
-    lower_call lc;
-    hook_rc = g_handoff.install_hooks();
-  }
-  attribution_after_lower(res, hook_rc == 0);
+    g_handoff.magic = GHOST_HANDOFF_MAGIC;
+    g_handoff.version = GHOST_HANDOFF_VERSION;
+    lower_start_result res;
+    std::string err;
+    if (!lower_start(opt, &g_handoff, &res, &err))
+        fatal("cannot start the lower half", err.c_str());
+    const char *why = nullptr;
+    if (!flavour_bind(&g_handoff, &why)) fatal("cannot bind the lower MPI library", why);
+    g_fns = g_handoff.fns;
+    t_lower_fs = g_handoff.main_fs;
+    pair_set(g_handoff.main_fs, current_fs());
+    g_active = true;
+    int hook_rc = -1;
+    const char *nohooks =
+        getenv("GHOST_MPI_NO_HOOKS"); // diagnostics only: attribution then incomplete
+    if (!(nohooks && *nohooks == '1')) {
+        lower_call lc;
+        hook_rc = g_handoff.install_hooks();
+    }
+    attribution_after_lower(res, hook_rc == 0);
 }
 
-}  // namespace
+} // namespace
 
-bool layer_active() { return g_active; }
+bool layer_active() {
+    return g_active;
+}
 
-void fatal(const char* what, const char* detail) {
-  char buf[512];
-  int n = snprintf(buf, sizeof buf, "ghost-mpi: %s: %s\n", what, detail ? detail : "unknown cause");
-  if (n > 0) (void)!write(2, buf, (size_t)std::min(n, (int)sizeof buf - 1));
-  _exit(1);
+void fatal(const char *what, const char *detail) {
+    char buf[512];
+    int n =
+        snprintf(buf, sizeof buf, "ghost-mpi: %s: %s\n", what, detail ? detail : "unknown cause");
+    if (n > 0) (void)!write(2, buf, (size_t)std::min(n, (int)sizeof buf - 1));
+    _exit(1);
 }
 
 uintptr_t acquire_lower_fs() {
-  if (!g_active && !g_start_attempted) ghost_mpi_start();
-  if (g_active && t_lower_fs) return t_lower_fs;  // the start-up just gave this (main) thread its TLS
-  if (!g_active)
-    fatal("MPI called without a lower half",
-          "this process was not started as an MPI rank under ghostrun (or " GHOST_MPI_SONAME " is not its MPI)");
-  std::lock_guard<std::mutex> g(g_spawn_mu);
-  uintptr_t fs = 0;
-  if (!g_free_lower_fs->empty()) {
-    fs = g_free_lower_fs->back();
-    g_free_lower_fs->pop_back();
-  } else {
-    uintptr_t upper = current_fs();
-    write_fs(g_handoff.spawn_fs);
-    fs = g_handoff.new_tls();
-    write_fs(upper);
-    if (fs == 0) fatal("cannot give a thread its lower-half TLS", "pthread_create failed in the lower half");
-    g_handoff.nthreads_parked++;
-  }
-  pair_set(fs, current_fs());
-  t_lower_fs = fs;
-  t_lease.fs = fs;
-  return fs;
+    if (!g_active && !g_start_attempted) ghost_mpi_start();
+    if (g_active && t_lower_fs)
+        return t_lower_fs; // the start-up just gave this (main) thread its TLS
+    if (!g_active)
+        fatal("MPI called without a lower half",
+              "this process was not started as an MPI rank under ghostrun (or " GHOST_MPI_SONAME
+              " is not its MPI)");
+    std::lock_guard<std::mutex> g(g_spawn_mu);
+    uintptr_t fs = 0;
+    if (!g_free_lower_fs->empty()) {
+        fs = g_free_lower_fs->back();
+        g_free_lower_fs->pop_back();
+    } else {
+        uintptr_t upper = current_fs();
+        write_fs(g_handoff.spawn_fs);
+        fs = g_handoff.new_tls();
+        write_fs(upper);
+        if (fs == 0)
+            fatal("cannot give a thread its lower-half TLS",
+                  "pthread_create failed in the lower half");
+        g_handoff.nthreads_parked++;
+    }
+    pair_set(fs, current_fs());
+    t_lower_fs = fs;
+    t_lease.fs = fs;
+    return fs;
 }
 
 uintptr_t upper_fs_for(uintptr_t lower_fs) {
-  size_t n = g_npairs.load(std::memory_order_acquire);
-  for (size_t i = 0; i < n; i++)
-    if (g_pairs[i].lower.load(std::memory_order_relaxed) == lower_fs)
-      return g_pairs[i].upper.load(std::memory_order_acquire);
-  return 0;
+    size_t n = g_npairs.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (g_pairs[i].lower.load(std::memory_order_relaxed) == lower_fs)
+            return g_pairs[i].upper.load(std::memory_order_acquire);
+    return 0;
 }
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The upper half's view of the lower half: the function table, per-thread lower TLS, and the scope that
-// enters the lower half around one call.
+// The upper half's view of the lower half: the function table, per-thread lower TLS, and the scope
+// that enters the lower half around one call.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -10,10 +10,11 @@
 
 namespace ghost::mpi {
 
-extern void* const* g_fns;   // lower entry points, generator order
+extern void *const *g_fns; // lower entry points, generator order
 extern ghost_handoff g_handoff;
 
-// This thread's lower thread pointer; 0 until the thread first enters MPI (initial-exec TLS: one load).
+// This thread's lower thread pointer; 0 until the thread first enters MPI (initial-exec TLS: one
+// load).
 extern __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec")));
 
 // Gives the calling thread its own lower TLS (a parked lower thread's TCB); aborts with a one-line
@@ -24,52 +25,52 @@ uintptr_t acquire_lower_fs();
 // (a lower helper thread). Async-signal-safe, no TLS.
 uintptr_t upper_fs_for(uintptr_t lower_fs);
 
-// Enters the lower half for the lifetime of the object. Not re-entrant on purpose: callbacks from the
-// lower half switch back with callback_scope.
-// This thread's lower TLS, acquiring it (and starting the lower half, if a constructor calls MPI
-// before ours ran) on first use. Wrappers call it before translating handles.
+// Enters the lower half for the lifetime of the object. Not re-entrant on purpose: callbacks from
+// the lower half switch back with callback_scope. This thread's lower TLS, acquiring it (and
+// starting the lower half, if a constructor calls MPI before ours ran) on first use. Wrappers call
+// it before translating handles.
 __attribute__((always_inline)) inline uintptr_t thread_lower_fs() {
-  uintptr_t l = t_lower_fs;
-  if (__builtin_expect(l == 0, 0)) l = acquire_lower_fs();
-  return l;
+    uintptr_t l = t_lower_fs;
+    if (__builtin_expect(l == 0, 0)) l = acquire_lower_fs();
+    return l;
 }
 
 struct lower_call {
-  uintptr_t upper;
-  __attribute__((always_inline)) lower_call() : lower_call(thread_lower_fs()) {}
-  __attribute__((always_inline)) explicit lower_call(uintptr_t l) {
-    upper = current_fs();
-    write_fs(l);
-  }
-  __attribute__((always_inline)) ~lower_call() { write_fs(upper); }
-  lower_call(const lower_call&) = delete;
-  lower_call& operator=(const lower_call&) = delete;
+    uintptr_t upper;
+    __attribute__((always_inline)) lower_call() : lower_call(thread_lower_fs()) {}
+    __attribute__((always_inline)) explicit lower_call(uintptr_t l) {
+        upper = current_fs();
+        write_fs(l);
+    }
+    __attribute__((always_inline)) ~lower_call() { write_fs(upper); }
+    lower_call(const lower_call &) = delete;
+    lower_call &operator=(const lower_call &) = delete;
 };
 
-// Upper code called back from the lower half (user ops, error handlers, attribute callbacks) runs in
-// this scope: upper FS on entry, the lower FS restored on exit.
+// Upper code called back from the lower half (user ops, error handlers, attribute callbacks) runs
+// in this scope: upper FS on entry, the lower FS restored on exit.
 struct callback_scope {
-  uintptr_t lower;
-  bool ok;
-  __attribute__((always_inline)) callback_scope() {
-    lower = read_fs_base();
-    uintptr_t u = upper_fs_for(lower);
-    ok = u != 0;
-    if (ok) write_fs(u);
-  }
-  __attribute__((always_inline)) ~callback_scope() {
-    if (ok) write_fs(lower);
-  }
+    uintptr_t lower;
+    bool ok;
+    __attribute__((always_inline)) callback_scope() {
+        lower = read_fs_base();
+        uintptr_t u = upper_fs_for(lower);
+        ok = u != 0;
+        if (ok) write_fs(u);
+    }
+    __attribute__((always_inline)) ~callback_scope() {
+        if (ok) write_fs(lower);
+    }
 };
 
 // Generated per flavour: registers predefined objects; false with a reason on mismatch.
-bool flavour_bind(const ghost_handoff* h, const char** why);
-extern const char* const g_flavour_name;
-extern const char* const g_fn_names[];
+bool flavour_bind(const ghost_handoff *h, const char **why);
+extern const char *const g_flavour_name;
+extern const char *const g_fn_names[];
 extern const size_t g_nfns;
 
 // Nonzero if the layer is active in this process (an MPI program with the lower half started).
 bool layer_active();
-void fatal(const char* what, const char* detail);  // one line on stderr, then _exit(1)
+void fatal(const char *what, const char *detail); // one line on stderr, then _exit(1)
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi

@@ -10,232 +10,238 @@
 namespace ghost::mpi {
 namespace {
 
-constexpr uint32_t kChunkBits = 12, kChunk = 1u << kChunkBits, kDirSize = 1u << 14;  // 64M indices
-std::atomic<vobj*> g_dir[kDirSize];
+constexpr uint32_t kChunkBits = 12, kChunk = 1u << kChunkBits, kDirSize = 1u << 14; // 64M indices
+std::atomic<vobj *> g_dir[kDirSize];
 std::mutex g_alloc_mu;
-uint32_t g_next_index = 1;  // 0 is never a valid created index
-vobj* g_free_slots = nullptr;  // freed non-request vobjs (index kept)
+uint32_t g_next_index = 1;    // 0 is never a valid created index
+vobj *g_free_slots = nullptr; // freed non-request vobjs (index kept)
 
 std::mutex g_map_mu;
-std::unordered_map<uintptr_t, vobj*>* g_maps[kKinds];
+std::unordered_map<uintptr_t, vobj *> *g_maps[kKinds];
 
 std::mutex g_rec_mu;
-record* g_rec_head = nullptr;
-record* g_rec_tail = nullptr;
+record *g_rec_head = nullptr;
+record *g_rec_tail = nullptr;
 size_t g_rec_live = 0;
 std::atomic<uint64_t> g_seq{1};
 
-vobj* alloc_slot() {
-  std::lock_guard<std::mutex> g(g_alloc_mu);
-  if (g_free_slots) {
-    vobj* v = g_free_slots;
-    g_free_slots = v->next_free;
-    return v;
-  }
-  uint32_t idx = g_next_index;
-  if ((idx & (kChunk - 1)) == 0 || idx == 1) {
-    uint32_t c = idx >> kChunkBits;
-    if (c >= kDirSize) return nullptr;
-    if (g_dir[c].load(std::memory_order_relaxed) == nullptr) {
-      void* mem = calloc(kChunk, sizeof(vobj));
-      if (!mem) return nullptr;
-      g_dir[c].store(static_cast<vobj*>(mem), std::memory_order_release);
+vobj *alloc_slot() {
+    std::lock_guard<std::mutex> g(g_alloc_mu);
+    if (g_free_slots) {
+        vobj *v = g_free_slots;
+        g_free_slots = v->next_free;
+        return v;
     }
-  }
-  g_next_index++;
-  vobj* v = &g_dir[idx >> kChunkBits].load(std::memory_order_relaxed)[idx & (kChunk - 1)];
-  v->index = idx;
-  return v;
+    uint32_t idx = g_next_index;
+    if ((idx & (kChunk - 1)) == 0 || idx == 1) {
+        uint32_t c = idx >> kChunkBits;
+        if (c >= kDirSize) return nullptr;
+        if (g_dir[c].load(std::memory_order_relaxed) == nullptr) {
+            void *mem = calloc(kChunk, sizeof(vobj));
+            if (!mem) return nullptr;
+            g_dir[c].store(static_cast<vobj *>(mem), std::memory_order_release);
+        }
+    }
+    g_next_index++;
+    vobj *v = &g_dir[idx >> kChunkBits].load(std::memory_order_relaxed)[idx & (kChunk - 1)];
+    v->index = idx;
+    return v;
 }
 
-std::unordered_map<uintptr_t, vobj*>& map_of(kind k) {
-  auto*& m = g_maps[(int)k];
-  if (!m) m = new std::unordered_map<uintptr_t, vobj*>();
-  return *m;
+std::unordered_map<uintptr_t, vobj *> &map_of(kind k) {
+    auto *&m = g_maps[(int)k];
+    if (!m) m = new std::unordered_map<uintptr_t, vobj *>();
+    return *m;
 }
 
-void init(vobj* v, kind k, uintptr_t lower) {
-  uint32_t idx = v->index;
-  v->magic = kVobjMagic;
-  v->k = k;
-  v->flags = 0;
-  v->pad = 0;
-  v->index = idx;
-  v->lower = lower;
-  new (&v->refs) std::atomic<int>(1);
-  v->rec = nullptr;
-  v->next_free = nullptr;
-  v->keep = nullptr;
+void init(vobj *v, kind k, uintptr_t lower) {
+    uint32_t idx = v->index;
+    v->magic = kVobjMagic;
+    v->k = k;
+    v->flags = 0;
+    v->pad = 0;
+    v->index = idx;
+    v->lower = lower;
+    new (&v->refs) std::atomic<int>(1);
+    v->rec = nullptr;
+    v->next_free = nullptr;
+    v->keep = nullptr;
 }
 
-void record_unlink(record* r) {
-  std::lock_guard<std::mutex> g(g_rec_mu);
-  (r->prev ? r->prev->next : g_rec_head) = r->next;
-  (r->next ? r->next->prev : g_rec_tail) = r->prev;
-  g_rec_live--;
+void record_unlink(record *r) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    (r->prev ? r->prev->next : g_rec_head) = r->next;
+    (r->next ? r->next->prev : g_rec_tail) = r->prev;
+    g_rec_live--;
 }
 
 // Per-thread free list of request vobjs: plain initial-exec TLS (no guard on the hot path); handed
 // back to the shared pool by request_cache_flush() when the thread's lower TLS lease ends.
-__thread vobj* t_req_head __attribute__((tls_model("initial-exec"))) = nullptr;
+__thread vobj *t_req_head __attribute__((tls_model("initial-exec"))) = nullptr;
 
-}  // namespace
+} // namespace
 
-const char* kind_name(kind k) {
-  static const char* names[] = {"communicator", "group", "datatype", "op", "errhandler", "info",
-                                "window", "file", "request", "message", "session"};
-  return (int)k < kKinds ? names[(int)k] : "object";
+const char *kind_name(kind k) {
+    static const char *names[] = {"communicator", "group",   "datatype", "op",
+                                  "errhandler",   "info",    "window",   "file",
+                                  "request",      "message", "session"};
+    return (int)k < kKinds ? names[(int)k] : "object";
 }
 
-vobj* vobj_at(uint32_t index) {
-  vobj* chunk = g_dir[(index >> kChunkBits) & (kDirSize - 1)].load(std::memory_order_acquire);
-  if (!chunk || index == 0 || index >= (kDirSize << kChunkBits)) return nullptr;
-  vobj* v = &chunk[index & (kChunk - 1)];
-  return v->magic == kVobjMagic ? v : nullptr;
+vobj *vobj_at(uint32_t index) {
+    vobj *chunk = g_dir[(index >> kChunkBits) & (kDirSize - 1)].load(std::memory_order_acquire);
+    if (!chunk || index == 0 || index >= (kDirSize << kChunkBits)) return nullptr;
+    vobj *v = &chunk[index & (kChunk - 1)];
+    return v->magic == kVobjMagic ? v : nullptr;
 }
 
-vobj* vobj_new(kind k, uintptr_t lower) {
-  vobj* v = alloc_slot();
-  if (!v) return nullptr;
-  init(v, k, lower);
-  std::lock_guard<std::mutex> g(g_map_mu);
-  map_of(k)[lower] = v;
-  return v;
-}
-
-void vobj_free(vobj* v) {
-  {
+vobj *vobj_new(kind k, uintptr_t lower) {
+    vobj *v = alloc_slot();
+    if (!v) return nullptr;
+    init(v, k, lower);
     std::lock_guard<std::mutex> g(g_map_mu);
-    auto& m = map_of(v->k);
+    map_of(k)[lower] = v;
+    return v;
+}
+
+void vobj_free(vobj *v) {
+    {
+        std::lock_guard<std::mutex> g(g_map_mu);
+        auto &m = map_of(v->k);
+        auto it = m.find(v->lower);
+        if (it != m.end() && it->second == v) m.erase(it);
+    }
+    if (v->rec) {
+        record_unlink(v->rec);
+        delete v->rec;
+        v->rec = nullptr;
+    }
+    v->magic = 0;
+    v->flags = kFreed;
+    std::lock_guard<std::mutex> g(g_alloc_mu);
+    v->next_free = g_free_slots;
+    g_free_slots = v;
+}
+
+vobj *vobj_find_lower(kind k, uintptr_t lower) {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    auto &m = map_of(k);
+    auto it = m.find(lower);
+    return it == m.end() ? nullptr : it->second;
+}
+
+void vobj_register_predefined(vobj *v, kind k, uintptr_t lower) {
+    v->index = 0;
+    init(v, k, lower);
+    v->flags = kPredefined;
+    std::lock_guard<std::mutex> g(g_map_mu);
+    map_of(k).emplace(lower,
+                      v); // the first name of an object wins (aliases share the lower object)
+}
+
+void vobj_set_lower(vobj *v, uintptr_t lower) {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    auto &m = map_of(v->k);
     auto it = m.find(v->lower);
     if (it != m.end() && it->second == v) m.erase(it);
-  }
-  if (v->rec) {
-    record_unlink(v->rec);
-    delete v->rec;
+    v->lower = lower;
+    m[lower] = v;
+}
+
+vobj *request_new(kind k, uintptr_t lower) {
+    vobj *v = t_req_head;
+    if (__builtin_expect(v != nullptr, 1)) {
+        t_req_head = v->next_free;
+    } else {
+        v = alloc_slot();
+        if (!v) return nullptr;
+    }
+    uint32_t idx = v->index;
+    v->magic = kVobjMagic;
+    v->k = k;
+    v->flags = 0;
+    v->index = idx;
+    v->lower = lower;
     v->rec = nullptr;
-  }
-  v->magic = 0;
-  v->flags = kFreed;
-  std::lock_guard<std::mutex> g(g_alloc_mu);
-  v->next_free = g_free_slots;
-  g_free_slots = v;
-}
-
-vobj* vobj_find_lower(kind k, uintptr_t lower) {
-  std::lock_guard<std::mutex> g(g_map_mu);
-  auto& m = map_of(k);
-  auto it = m.find(lower);
-  return it == m.end() ? nullptr : it->second;
-}
-
-void vobj_register_predefined(vobj* v, kind k, uintptr_t lower) {
-  v->index = 0;
-  init(v, k, lower);
-  v->flags = kPredefined;
-  std::lock_guard<std::mutex> g(g_map_mu);
-  map_of(k).emplace(lower, v);  // the first name of an object wins (aliases share the lower object)
-}
-
-void vobj_set_lower(vobj* v, uintptr_t lower) {
-  std::lock_guard<std::mutex> g(g_map_mu);
-  auto& m = map_of(v->k);
-  auto it = m.find(v->lower);
-  if (it != m.end() && it->second == v) m.erase(it);
-  v->lower = lower;
-  m[lower] = v;
-}
-
-vobj* request_new(kind k, uintptr_t lower) {
-  vobj* v = t_req_head;
-  if (__builtin_expect(v != nullptr, 1)) {
-    t_req_head = v->next_free;
-  } else {
-    v = alloc_slot();
-    if (!v) return nullptr;
-  }
-  uint32_t idx = v->index;
-  v->magic = kVobjMagic;
-  v->k = k;
-  v->flags = 0;
-  v->index = idx;
-  v->lower = lower;
-  v->rec = nullptr;
-  v->next_free = nullptr;
-  v->keep = nullptr;
-  return v;
-}
-
-void request_free(vobj* v) {
-  if (v->keep) {  // two lower-side arrays (see keep_alive)
-    void** slots = (void**)v->keep;
-    free(slots[0]);
-    free(slots[1]);
-    free(slots);
+    v->next_free = nullptr;
     v->keep = nullptr;
-  }
-  if (v->rec) {
-    record_unlink(v->rec);
-    delete v->rec;
-    v->rec = nullptr;
-  }
-  v->magic = 0;
-  v->flags = kFreed;
-  v->next_free = t_req_head;
-  t_req_head = v;
+    return v;
+}
+
+void request_free(vobj *v) {
+    if (v->keep) { // two lower-side arrays (see keep_alive)
+        void **slots = (void **)v->keep;
+        free(slots[0]);
+        free(slots[1]);
+        free(slots);
+        v->keep = nullptr;
+    }
+    if (v->rec) {
+        record_unlink(v->rec);
+        delete v->rec;
+        v->rec = nullptr;
+    }
+    v->magic = 0;
+    v->flags = kFreed;
+    v->next_free = t_req_head;
+    t_req_head = v;
 }
 
 void request_cache_flush() {
-  std::lock_guard<std::mutex> g(g_alloc_mu);
-  while (t_req_head) {
-    vobj* n = t_req_head->next_free;
-    t_req_head->next_free = g_free_slots;
-    g_free_slots = t_req_head;
-    t_req_head = n;
-  }
+    std::lock_guard<std::mutex> g(g_alloc_mu);
+    while (t_req_head) {
+        vobj *n = t_req_head->next_free;
+        t_req_head->next_free = g_free_slots;
+        g_free_slots = t_req_head;
+        t_req_head = n;
+    }
 }
 
-record* record_begin(int fn, int nargs) {
-  record* r = new (std::nothrow) record();
-  if (!r) return nullptr;
-  r->fn = fn;
-  r->args.resize(nargs);
-  return r;
+record *record_begin(int fn, int nargs) {
+    record *r = new (std::nothrow) record();
+    if (!r) return nullptr;
+    r->fn = fn;
+    r->args.resize(nargs);
+    return r;
 }
 
-void record_add_array(record* r, int arg, const void* p, size_t bytes) {
-  if (!r || !p) return;
-  r->array_arg.push_back(arg);
-  r->arrays.emplace_back((const uint8_t*)p, (const uint8_t*)p + bytes);
+void record_add_array(record *r, int arg, const void *p, size_t bytes) {
+    if (!r || !p) return;
+    r->array_arg.push_back(arg);
+    r->arrays.emplace_back((const uint8_t *)p, (const uint8_t *)p + bytes);
 }
 
-void record_attach(vobj* v, record* r) {
-  if (!r) return;
-  if (!v || v->rec || (v->flags & kPredefined)) {  // an existing object handed out again: keep its origin
-    delete r;
-    return;
-  }
-  r->seq = g_seq.fetch_add(1);
-  std::lock_guard<std::mutex> g(g_rec_mu);
-  r->prev = g_rec_tail;
-  r->next = nullptr;
-  (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
-  g_rec_tail = r;
-  g_rec_live++;
-  v->rec = r;
-  r->owner = v;
+void record_attach(vobj *v, record *r) {
+    if (!r) return;
+    if (!v || v->rec ||
+        (v->flags & kPredefined)) { // an existing object handed out again: keep its origin
+        delete r;
+        return;
+    }
+    r->seq = g_seq.fetch_add(1);
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    r->prev = g_rec_tail;
+    r->next = nullptr;
+    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
+    g_rec_tail = r;
+    g_rec_live++;
+    v->rec = r;
+    r->owner = v;
 }
 
-void records_visit(void (*fn)(const record*, const vobj*, void*), void* arg) {
-  std::lock_guard<std::mutex> g(g_rec_mu);
-  for (record* r = g_rec_head; r; r = r->next) fn(r, (const vobj*)r->owner, arg);
+void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    for (record *r = g_rec_head; r; r = r->next)
+        fn(r, (const vobj *)r->owner, arg);
 }
 
 size_t records_live() {
-  std::lock_guard<std::mutex> g(g_rec_mu);
-  return g_rec_live;
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    return g_rec_live;
 }
 
-uint64_t records_next_seq() { return g_seq.load(); }
+uint64_t records_next_seq() {
+    return g_seq.load();
+}
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi

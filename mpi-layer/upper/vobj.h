@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Virtual MPI objects: every handle the application holds names an upper-half vobj, never a lower object,
-// so that the lower half can be thrown away and the objects rebuilt on a fresh one from their records.
+// Virtual MPI objects: every handle the application holds names an upper-half vobj, never a lower
+// object, so that the lower half can be thrown away and the objects rebuilt on a fresh one from
+// their records.
 //
-// Encoding (chosen per handle type, see handles.h): pointer handles (all of Open MPI, MPICH's MPI_File)
-// are the vobj's address; integer handles (MPICH) are 0xC0000000 | kind bits << 26 | index into g_vobj
-// table. Predefined handles: Open MPI's upper predefined objects (in the stub library or copied into the
-// executable) carry a vobj header written at start-up; MPICH's predefined integers are the same in both
-// halves and pass through untouched.
+// Encoding (chosen per handle type, see handles.h): pointer handles (all of Open MPI, MPICH's
+// MPI_File) are the vobj's address; integer handles (MPICH) are 0xC0000000 | kind bits << 26 |
+// index into g_vobj table. Predefined handles: Open MPI's upper predefined objects (in the stub
+// library or copied into the executable) carry a vobj header written at start-up; MPICH's
+// predefined integers are the same in both halves and pass through untouched.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -14,60 +15,76 @@
 
 namespace ghost::mpi {
 
-enum class kind : uint8_t { comm, group, datatype, op, errhandler, info, win, file, request, message, session, count };
+enum class kind : uint8_t {
+    comm,
+    group,
+    datatype,
+    op,
+    errhandler,
+    info,
+    win,
+    file,
+    request,
+    message,
+    session,
+    count
+};
 constexpr int kKinds = (int)kind::count;
-const char* kind_name(kind k);
+const char *kind_name(kind k);
 
-constexpr uint32_t kVobjMagic = 0x6f76686fu;  // "ohvo"
+constexpr uint32_t kVobjMagic = 0x6f76686fu; // "ohvo"
 constexpr uint8_t kPredefined = 1, kFreed = 2;
 
-// How an object came to exist: the generated function that created it and its arguments as the upper
-// half passed them (handles as upper handles), with arrays deep-copied. seq orders creations globally.
+// How an object came to exist: the generated function that created it and its arguments as the
+// upper half passed them (handles as upper handles), with arrays deep-copied. seq orders creations
+// globally.
 struct record {
-  uint64_t seq = 0;
-  int fn = -1;                        // index into the generated function list (g_fn_names)
-  std::vector<uint64_t> args;         // raw argument words
-  std::vector<int> array_arg;         // argument index of each deep-copied array
-  std::vector<std::vector<uint8_t>> arrays;
-  record* prev = nullptr;             // live-record list, oldest first
-  record* next = nullptr;
-  const void* owner = nullptr;        // the vobj it created
+    uint64_t seq = 0;
+    int fn = -1;                // index into the generated function list (g_fn_names)
+    std::vector<uint64_t> args; // raw argument words
+    std::vector<int> array_arg; // argument index of each deep-copied array
+    std::vector<std::vector<uint8_t>> arrays;
+    record *prev = nullptr; // live-record list, oldest first
+    record *next = nullptr;
+    const void *owner = nullptr; // the vobj it created
 };
 
 struct vobj {
-  uint32_t magic;
-  kind k;
-  uint8_t flags;
-  uint16_t pad;
-  uint32_t index;  // position in the index table (integer encodings); 0 for predefined
-  uintptr_t lower;
-  std::atomic<int> refs;
-  record* rec;
-  vobj* next_free;
-  void* keep;  // requests: void*[2] of lower-side arrays a nonblocking call may read until completion
+    uint32_t magic;
+    kind k;
+    uint8_t flags;
+    uint16_t pad;
+    uint32_t index; // position in the index table (integer encodings); 0 for predefined
+    uintptr_t lower;
+    std::atomic<int> refs;
+    record *rec;
+    vobj *next_free;
+    void *keep; // requests: void*[2] of lower-side arrays a nonblocking call may read until
+                // completion
 };
 
 // Index table for integer encodings: lock-free reads, chunks never freed.
-vobj* vobj_at(uint32_t index);
+vobj *vobj_at(uint32_t index);
 
-vobj* vobj_new(kind k, uintptr_t lower);  // refs = 1, registered in the reverse map (requests: not)
-void vobj_free(vobj* v);                  // drops the reverse-map entry and the record; reuses the slot
-vobj* vobj_find_lower(kind k, uintptr_t lower);  // reverse map: predefined and live objects
-void vobj_register_predefined(vobj* v, kind k, uintptr_t lower);
-void vobj_set_lower(vobj* v, uintptr_t lower);
+vobj *vobj_new(kind k, uintptr_t lower); // refs = 1, registered in the reverse map (requests: not)
+void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses the slot
+vobj *vobj_find_lower(kind k, uintptr_t lower); // reverse map: predefined and live objects
+void vobj_register_predefined(vobj *v, kind k, uintptr_t lower);
+void vobj_set_lower(vobj *v, uintptr_t lower);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.
-vobj* request_new(kind k, uintptr_t lower);
-void request_free(vobj* v);
-void request_cache_flush();  // at thread exit: this thread's cached request slots go back to the pool
+vobj *request_new(kind k, uintptr_t lower);
+void request_free(vobj *v);
+void request_cache_flush(); // at thread exit: this thread's cached request slots go back to the
+                            // pool
 
 // Records
-record* record_begin(int fn, int nargs);
-void record_add_array(record* r, int arg, const void* p, size_t bytes);
-void record_attach(vobj* v, record* r);  // links r into the live list (takes ownership)
+record *record_begin(int fn, int nargs);
+void record_add_array(record *r, int arg, const void *p, size_t bytes);
+void record_attach(vobj *v, record *r); // links r into the live list (takes ownership)
 size_t records_live();
 // Visits live records oldest first, under the record lock (fn must not create or free objects).
-void records_visit(void (*fn)(const record*, const vobj* owner, void*), void* arg);
+void records_visit(void (*fn)(const record *, const vobj *owner, void *), void *arg);
 uint64_t records_next_seq();
 
-}  // namespace ghost::mpi
+} // namespace ghost::mpi

@@ -50,12 +50,14 @@ TEST(ProcReader, PagemapSeesTouchedPagesOnly) {
     char *p = (char *)::aligned_alloc(4096, n * 4096);
     ASSERT_NE(p, nullptr);
     ::madvise(p, n * 4096, MADV_DONTNEED);
-    for (size_t i = 0; i < n; i += 2) p[i * 4096] = 1;
+    for (size_t i = 0; i < n; i += 2)
+        p[i * 4096] = 1;
     auto pm = core::pagemap::open(::getpid());
     ASSERT_TRUE(pm);
     std::vector<uint64_t> entries;
     ASSERT_TRUE(pm->read((uint64_t)p, (uint64_t)p + n * 4096, entries));
-    for (size_t i = 0; i < n; i++) EXPECT_EQ((entries[i] >> 63) & 1, i % 2 == 0 ? 1u : 0u) << i;
+    for (size_t i = 0; i < n; i++)
+        EXPECT_EQ((entries[i] >> 63) & 1, i % 2 == 0 ? 1u : 0u) << i;
     ::free(p);
 }
 

@@ -57,20 +57,25 @@ struct resource_kind {
     std::function<result<std::unique_ptr<res::source>>(res::sink &, const std::string &dir)> open;
 };
 
-void PrintTo(const resource_kind &k, std::ostream *os) { *os << k.name; }
+void PrintTo(const resource_kind &k, std::ostream *os) {
+    *os << k.name;
+}
 
 std::vector<resource_kind> kinds() {
     return {
-        {"fs",
-         [](const std::string &dir) { return res::create_file_sink(dir + "/image.ghost"); },
-         [](res::sink &, const std::string &dir) { return res::open_file_source(dir + "/image.ghost"); }},
+        {"fs", [](const std::string &dir) { return res::create_file_sink(dir + "/image.ghost"); },
+         [](res::sink &, const std::string &dir) {
+             return res::open_file_source(dir + "/image.ghost");
+         }},
         {"mem",
          [](const std::string &) -> result<std::unique_ptr<res::sink>> {
              auto s = res::mem_sink::create();
              if (!s) return s.err();
              return std::unique_ptr<res::sink>(std::move(*s));
          },
-         [](res::sink &s, const std::string &) { return static_cast<res::mem_sink &>(s).open_source(); }},
+         [](res::sink &s, const std::string &) {
+             return static_cast<res::mem_sink &>(s).open_source();
+         }},
         // Sized ahead for less than is written: grows past what was taken before parking.
         {"mem_presized",
          [](const std::string &) -> result<std::unique_ptr<res::sink>> {
@@ -78,7 +83,9 @@ std::vector<resource_kind> kinds() {
              if (!s) return s.err();
              return std::unique_ptr<res::sink>(std::move(*s));
          },
-         [](res::sink &s, const std::string &) { return static_cast<res::mem_sink &>(s).open_source(); }},
+         [](res::sink &s, const std::string &) {
+             return static_cast<res::mem_sink &>(s).open_source();
+         }},
     };
 }
 
@@ -162,7 +169,8 @@ TEST(FsResource, NothingIsVisibleBeforeCommitAndAbortKeepsThePreviousImage) {
     EXPECT_EQ(content, "first");
     // No temporary file is left behind.
     int entries = 0;
-    for (auto &e : std::filesystem::directory_iterator(dir.path)) (void)e, entries++;
+    for (auto &e : std::filesystem::directory_iterator(dir.path))
+        (void)e, entries++;
     EXPECT_EQ(entries, 1);
 }
 
@@ -193,7 +201,8 @@ TEST(FsResource, FullDiskFailsCleanlyAndKeepsThePreviousImage) {
     auto w = (*sink)->write(big.data(), big.size());
     result<void> c = w ? (*sink)->commit() : w;
     ASSERT_FALSE(c);
-    EXPECT_NE(c.err().message.find("No space left on device"), std::string::npos) << c.err().message;
+    EXPECT_NE(c.err().message.find("No space left on device"), std::string::npos)
+        << c.err().message;
     (*sink)->abort();
     std::ifstream in(final_path);
     std::string content((std::istreambuf_iterator<char>(in)), {});

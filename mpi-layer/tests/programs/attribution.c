@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* ghost only: creation records exist for the objects the program holds and go away with them; after MPI_Init, after creating communicators and windows, and at the end, every memory
- * region of the process is attributed to the upper or the lower half; every fd the test did not open
- * itself belongs to the lower half; the lower half's threads are found. Natively it prints the same
- * PASS line without checking (the runner checks this program only under ghostrun). */
+/* ghost only: creation records exist for the objects the program holds and go away with them; after
+ * MPI_Init, after creating communicators and windows, and at the end, every memory region of the
+ * process is attributed to the upper or the lower half; every fd the test did not open itself
+ * belongs to the lower half; the lower half's threads are found. Natively it prints the same PASS
+ * line without checking (the runner checks this program only under ghostrun). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -17,87 +18,87 @@ typedef int (*fd_fn)(int);
 typedef size_t (*thr_fn)(int *, size_t);
 
 static void check_all(const char *when, int mine) {
-  check_fn chk = (check_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_attribution_check");
-  fd_fn is_lower = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_fd_is_lower");
-  thr_fn threads = (thr_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_lower_threads");
-  if (!chk) return;
-  size_t nreg = 0, nbytes = 0;
-  int rc = chk(2, &nreg, &nbytes);
-  CHECK(rc == 0);
-  if (rc != 0) printf("rank %d: %s: %zu regions, %zu bytes unattributed\n", mpit_rank, when, nreg, nbytes);
-  DIR *d = opendir("/proc/self/fd");
-  int bad = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    int fd = atoi(e->d_name);
-    if (fd <= 2 || fd == dirfd(d)) continue;
-    if (fd == mine) {
-      if (is_lower(fd)) bad++; /* the application's own file must not be the lower half's */
-    } else if (!is_lower(fd)) {
-      char path[64], target[256] = "";
-      snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-      ssize_t k = readlink(path, target, sizeof target - 1);
-      if (k > 0) target[k] = 0;
-      fprintf(stderr, "rank %d: %s: fd %d (%s) unattributed\n", mpit_rank, when, fd, target);
-      bad++;
+    check_fn chk = (check_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_attribution_check");
+    fd_fn is_lower = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_fd_is_lower");
+    thr_fn threads = (thr_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_lower_threads");
+    if (!chk) return;
+    size_t nreg = 0, nbytes = 0;
+    int rc = chk(2, &nreg, &nbytes);
+    CHECK(rc == 0);
+    if (rc != 0)
+        printf("rank %d: %s: %zu regions, %zu bytes unattributed\n", mpit_rank, when, nreg, nbytes);
+    DIR *d = opendir("/proc/self/fd");
+    int bad = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd <= 2 || fd == dirfd(d)) continue;
+        if (fd == mine) {
+            if (is_lower(fd)) bad++; /* the application's own file must not be the lower half's */
+        } else if (!is_lower(fd)) {
+            char path[64], target[256] = "";
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            ssize_t k = readlink(path, target, sizeof target - 1);
+            if (k > 0) target[k] = 0;
+            fprintf(stderr, "rank %d: %s: fd %d (%s) unattributed\n", mpit_rank, when, fd, target);
+            bad++;
+        }
     }
-  }
-  closedir(d);
-  CHECK(bad == 0);
-  int tids[256];
-  size_t nt = threads(tids, 256);
-  CHECK(nt >= 1); /* at least the parked TLS donor of the lower half */
-  for (size_t i = 0; i < nt && i < 256; i++) CHECK(tids[i] != getpid());
+    closedir(d);
+    CHECK(bad == 0);
+    int tids[256];
+    size_t nt = threads(tids, 256);
+    CHECK(nt >= 1); /* at least the parked TLS donor of the lower half */
+    for (size_t i = 0; i < nt && i < 256; i++)
+        CHECK(tids[i] != getpid());
 }
-
-
 
 /* The upper half must not have loaded the real MPI library (only the stub with its soname). */
 static int real_mpi_in_upper(struct dl_phdr_info *info, size_t size, void *data) {
-  (void)size;
-  if (strstr(info->dlpi_name, "/usr/lib/x86_64-linux-gnu/libmpi.so") ||
-      strstr(info->dlpi_name, "/usr/lib/x86_64-linux-gnu/libmpich.so"))
-    (*(int *)data)++;
-  return 0;
+    (void)size;
+    if (strstr(info->dlpi_name, "/usr/lib/x86_64-linux-gnu/libmpi.so") ||
+        strstr(info->dlpi_name, "/usr/lib/x86_64-linux-gnu/libmpich.so"))
+        (*(int *)data)++;
+    return 0;
 }
 
 typedef size_t (*count_fn)(void);
 typedef void (*dump_fn)(int);
 
 int main(int argc, char **argv) {
-  mpit_init(&argc, &argv, "attribution");
-  count_fn records = (count_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_records_count");
-  dump_fn dump = (dump_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_records_dump");
-  size_t base_records = records ? records() : 0;
-  if (records) {
-    int real = 0;
-    dl_iterate_phdr(real_mpi_in_upper, &real);
-    CHECK(real == 0);
-  }
-  int mine = open("/proc/self/status", O_RDONLY);
-  check_all("after MPI_Init", mine);
-  MPI_Comm dup, split;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  MPI_Comm_split(MPI_COMM_WORLD, mpit_rank % 2, 0, &split);
-  int *base;
-  MPI_Win w;
-  MPI_Win_allocate(1 << 20, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &w);
-  char *big = malloc(8 << 20); /* upper memory the upper libc maps after start-up */
-  memset(big, 1, 8 << 20);
-  int x = mpit_rank, y = 0;
-  MPI_Allreduce(&x, &y, 1, MPI_INT, MPI_SUM, split);
-  check_all("after communicators and windows", mine);
-  if (records) {
-    CHECK(records() == base_records + 3); /* dup, split, window */
-    if (records() != base_records + 3) dump(1);
-  }
-  MPI_Win_free(&w);
-  MPI_Comm_free(&split);
-  MPI_Comm_free(&dup);
-  free(big);
-  check_all("after frees", mine);
-  if (records) CHECK(records() == base_records);
-  close(mine);
-  return mpit_finish();
+    mpit_init(&argc, &argv, "attribution");
+    count_fn records = (count_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_records_count");
+    dump_fn dump = (dump_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_records_dump");
+    size_t base_records = records ? records() : 0;
+    if (records) {
+        int real = 0;
+        dl_iterate_phdr(real_mpi_in_upper, &real);
+        CHECK(real == 0);
+    }
+    int mine = open("/proc/self/status", O_RDONLY);
+    check_all("after MPI_Init", mine);
+    MPI_Comm dup, split;
+    MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+    MPI_Comm_split(MPI_COMM_WORLD, mpit_rank % 2, 0, &split);
+    int *base;
+    MPI_Win w;
+    MPI_Win_allocate(1 << 20, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &w);
+    char *big = malloc(8 << 20); /* upper memory the upper libc maps after start-up */
+    memset(big, 1, 8 << 20);
+    int x = mpit_rank, y = 0;
+    MPI_Allreduce(&x, &y, 1, MPI_INT, MPI_SUM, split);
+    check_all("after communicators and windows", mine);
+    if (records) {
+        CHECK(records() == base_records + 3); /* dup, split, window */
+        if (records() != base_records + 3) dump(1);
+    }
+    MPI_Win_free(&w);
+    MPI_Comm_free(&split);
+    MPI_Comm_free(&dup);
+    free(big);
+    check_all("after frees", mine);
+    if (records) CHECK(records() == base_records);
+    close(mine);
+    return mpit_finish();
 }

@@ -4,13 +4,13 @@
 #include "mpit.h"
 
 int main(int argc, char **argv) {
-  mpit_init(&argc, &argv, "fatal_error");
-  int x = 0;
-  printf("rank %d: before the bad call\n", mpit_rank);
-  fflush(stdout);
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (mpit_rank == 0) MPI_Send(&x, 1, MPI_INT, mpit_size + 3, 0, MPI_COMM_WORLD);
-  MPI_Barrier(MPI_COMM_WORLD);
-  printf("rank %d: survived\n", mpit_rank);
-  return mpit_finish();
+    mpit_init(&argc, &argv, "fatal_error");
+    int x = 0;
+    printf("rank %d: before the bad call\n", mpit_rank);
+    fflush(stdout);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (mpit_rank == 0) MPI_Send(&x, 1, MPI_INT, mpit_size + 3, 0, MPI_COMM_WORLD);
+    MPI_Barrier(MPI_COMM_WORLD);
+    printf("rank %d: survived\n", mpit_rank);
+    return mpit_finish();
 }

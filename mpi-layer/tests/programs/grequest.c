@@ -55,9 +55,10 @@ static void generalized_requests(int rank) {
     CHECK_MPI(MPI_Wait(&r, &st));
     int count = -1;
     MPI_Get_count(&st, MPI_INT, &count);
-    printf("rank %d: greq test-before-complete=%d count=%d queried=%d freed=%d null=%d\n", rank, flag,
-           count, s.queried > 0, s.freed, r == MPI_REQUEST_NULL);
-    CHECK(flag == 0 && count == 100 + rank && s.queried > 0 && s.freed == 1 && r == MPI_REQUEST_NULL);
+    printf("rank %d: greq test-before-complete=%d count=%d queried=%d freed=%d null=%d\n", rank,
+           flag, count, s.queried > 0, s.freed, r == MPI_REQUEST_NULL);
+    CHECK(flag == 0 && count == 100 + rank && s.queried > 0 && s.freed == 1 &&
+          r == MPI_REQUEST_NULL);
 
     // Cancelled before completion; then mixed with a point-to-point request in Waitall.
     struct greq_state c = {7, 0, 0, 0};
@@ -93,7 +94,8 @@ static void data_representation(int rank, const char *dir) {
     char path[512];
     snprintf(path, sizeof path, "%s/datarep.%d", dir, rank);
     MPI_File fh;
-    CHECK_MPI(MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_CREATE | MPI_MODE_RDWR, MPI_INFO_NULL, &fh));
+    CHECK_MPI(
+        MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_CREATE | MPI_MODE_RDWR, MPI_INFO_NULL, &fh));
     int data[4] = {0x01020304, 0x0a0b0c0d, rank, -2}, back[4] = {0};
     rc = MPI_File_set_view(fh, 0, MPI_INT, MPI_INT, "ghost_ext", MPI_INFO_NULL);
     if (rc != MPI_SUCCESS) { // MPICH registers it, then ROMIO refuses to use it

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Tiny self-check helpers for the MPI test corpus. Every program prints deterministic lines only
- * (compared between plain mpirun and ghostrun after sorting) and ends with "rank R: NAME PASS|FAIL". */
+ * (compared between plain mpirun and ghostrun after sorting) and ends with "rank R: NAME
+ * PASS|FAIL". */
 #ifndef MPIT_H
 #define MPIT_H
 #include <mpi.h>
@@ -12,30 +13,31 @@ static int mpit_rank, mpit_size, mpit_failures;
 static int mpit_checks __attribute__((unused));
 static const char *mpit_name = "test";
 
-#define CHECK(cond)                                                                             \
-  do {                                                                                          \
-    mpit_checks++;                                                                              \
-    if (!(cond)) {                                                                              \
-      mpit_failures++;                                                                          \
-      printf("rank %d: %s FAIL %s:%d %s\n", mpit_rank, mpit_name, __FILE__, __LINE__, #cond); \
-    }                                                                                           \
-  } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        mpit_checks++;                                                                             \
+        if (!(cond)) {                                                                             \
+            mpit_failures++;                                                                       \
+            printf("rank %d: %s FAIL %s:%d %s\n", mpit_rank, mpit_name, __FILE__, __LINE__,        \
+                   #cond);                                                                         \
+        }                                                                                          \
+    } while (0)
 
 #define CHECK_MPI(call) CHECK((call) == MPI_SUCCESS)
 
 static inline void mpit_init(int *argc, char ***argv, const char *name) {
-  mpit_name = name;
-  MPI_Init(argc, argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
+    mpit_name = name;
+    MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
 }
 
 static inline int mpit_finish(void) {
-  int all = 0;
-  MPI_Allreduce(&mpit_failures, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  printf("rank %d: %s %s\n", mpit_rank, mpit_name, all == 0 ? "PASS" : "FAIL");
-  fflush(stdout);
-  MPI_Finalize();
-  return all == 0 ? 0 : 1;
+    int all = 0;
+    MPI_Allreduce(&mpit_failures, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("rank %d: %s %s\n", mpit_rank, mpit_name, all == 0 ? "PASS" : "FAIL");
+    fflush(stdout);
+    MPI_Finalize();
+    return all == 0 ? 0 : 1;
 }
 #endif
