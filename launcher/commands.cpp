@@ -230,9 +230,11 @@ int cmd_duplicate(const duplicate_args &a) {
     auto stats = core::export_process(*proc, **sink);
     if (!stats)
         return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + stats.err().message);
-    if (auto c = (*sink)->commit(); !c) return fail(c.err().message);
+    // The image is whole once export returns: the process goes on before the memory image is
+    // cut to its length (which frees what was taken ahead and not used).
     if (auto r = proc->resume(); !r) return fail(r.err().message);
     double export_s = since(t_park);
+    if (auto c = (*sink)->commit(); !c) return fail(c.err().message);
     auto t1 = clock_type::now();
     auto src = (*sink)->open_source();
     if (!src) return fail(src.err().message);
