@@ -88,12 +88,17 @@ class memory_reader {
     int mem_fd_;
 };
 
+// A page with data almost always shows it in its first cache line: only zero-looking pages are
+// read whole (in 512-byte steps, branch-free inside a step).
 bool page_is_zero(const char *p) {
     const uint64_t *w = (const uint64_t *)p;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < page / 8; i += 8)
-        acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
-    return acc == 0;
+    for (size_t i = 0; i < page / 8; i += 64) {
+        uint64_t acc = 0;
+        for (size_t k = 0; k < 64; k++)
+            acc |= w[i + k];
+        if (acc) return false;
+    }
+    return true;
 }
 
 enum class want { none, present_or_swapped, anon_only, all };
