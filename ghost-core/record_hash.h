@@ -28,6 +28,11 @@ class record_hasher {
     alignas(64) unsigned char state_[state_size];
 };
 
+// Each vector path (the AVX2 one only to be called where the CPU has AVX2), and the one this CPU
+// should use (record_hash_sse2.cpp).
+extern const record_hasher::ops record_hash_sse2_ops;
+extern const record_hasher::ops record_hash_avx2_ops;
+const record_hasher::ops *record_hash_ops();
 // Which vector path hashes: "avx2" or "sse2".
 const char *record_hash_path();
 

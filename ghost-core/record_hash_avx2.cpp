@@ -5,6 +5,5 @@
 #include "ghost-core/record_hash_impl.h"
 
 namespace ghost::image {
-extern const record_hasher::ops record_hash_avx2_ops;
 const record_hasher::ops record_hash_avx2_ops{avx2::reset, avx2::update, avx2::digest};
 } // namespace ghost::image

@@ -757,7 +757,6 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     char **argv = (char **)(sp + 1);
     if (argc < 3)
         fail(text("usage: ghost-restart IMAGE-FD STATUS-FD [--new-tids] [--inherit-stdio]"));
-    ghost::image::restore_hash_ops(); // chosen before any page worker runs
     g_image_fd = (int)parse_dec(argv[1]);
     g_status_fd = (int)parse_dec(argv[2]);
     bool keep_tids = true;
