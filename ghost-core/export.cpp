@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -179,8 +180,13 @@ class exporter {
         maps_ = &maps, pagemap_ = &pm;
         unsigned n = std::clamp(std::thread::hardware_concurrency(), 1u, max_memory_workers);
         std::vector<std::thread> helpers;
-        for (unsigned i = 1; i < n; i++)
-            helpers.emplace_back([this] { memory_worker(); });
+        for (unsigned i = 1; i < n; i++) {
+            try {
+                helpers.emplace_back([this] { memory_worker(); });
+            } catch (const std::system_error &) { // no thread to be had: fewer workers, same image
+                break;
+            }
+        }
         memory_worker();
         for (auto &t : helpers)
             t.join();
