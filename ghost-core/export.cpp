@@ -358,7 +358,7 @@ class exporter {
             void operator()(char *p) const { std::free(p); }
         };
         std::unique_ptr<char, free_deleter> buffer((char *)std::aligned_alloc(page, chunk_bytes));
-        std::vector<image_writer::prepared_pages> runs;
+        std::vector<image_writer::prepared_pages> runs, check;
         for (;;) {
             memory_job j;
             {
@@ -371,8 +371,7 @@ class exporter {
             if (j.what == memory_job::done) return;
             runs.clear();
             if (j.what == memory_job::chunk) {
-                if (auto r = mem_.read(j.addr, buffer.get(), j.len); !r) return fail(r.err());
-                nonzero_runs(j.addr, buffer.get(), j.len, runs);
+                if (auto r = read_stable(j, buffer.get(), runs, check); !r) return fail(r.err());
             }
             std::unique_lock lock(mu_);
             turn_cv_.wait(lock, [&] { return failed_ || turn_ == j.ticket; });
@@ -393,6 +392,31 @@ class exporter {
         if (!failed_) failure_ = e;
         failed_ = true;
         turn_cv_.notify_all();
+    }
+
+    // Reads a chunk and finds its non-zero runs twice over the same buffer, and takes them only
+    // when both passes agree (zero pages, run bounds, hashes). On the development VM (a PVM guest),
+    // the contents of a buffer just filled by process_vm_readv were sometimes seen to change under
+    // the first pass, which then framed records whose hash did not match the bytes written (found
+    // by the ASan build's tests; the restorer refused those images). A second pass costs a hash of
+    // the chunk; a zero page missed by a stale first look can no longer be dropped silently.
+    result<void> read_stable(const memory_job &j, char *buffer,
+                             std::vector<image_writer::prepared_pages> &runs,
+                             std::vector<image_writer::prepared_pages> &check) {
+        for (int attempt = 0; attempt < 4; attempt++) {
+            if (attempt == 0 || attempt == 2) GHOST_TRY(mem_.read(j.addr, buffer, j.len));
+            runs.clear(), check.clear();
+            nonzero_runs(j.addr, buffer, j.len, runs);
+            nonzero_runs(j.addr, buffer, j.len, check);
+            auto same = [](const image_writer::prepared_pages &a,
+                           const image_writer::prepared_pages &b) {
+                return a.addr == b.addr && a.header.length == b.header.length &&
+                       a.header.hash == b.header.hash;
+            };
+            if (std::equal(runs.begin(), runs.end(), check.begin(), check.end(), same)) return {};
+        }
+        return error{"the memory of pid " + std::to_string(pid_) + " at " +
+                     range_name(j.addr, j.addr + j.len) + " kept changing while it was parked"};
     }
 
     // Runs of non-zero pages, hashed here, outside the writing turn.
