@@ -416,8 +416,8 @@ class exporter {
             check.clear();
             nonzero_runs(j.addr, buffer, j.len, check);
             if (std::equal(runs.begin(), runs.end(), check.begin(), check.end(), same)) return {};
-            stats_.reread_chunks++;
-            if (attempt % 2 == 1) GHOST_TRY(mem_.read(j.addr, buffer, j.len));
+            if (attempt == 0) stats_.reread_chunks++;
+            GHOST_TRY(mem_.read(j.addr, buffer, j.len));
             runs.clear();
             nonzero_runs(j.addr, buffer, j.len, runs);
         }

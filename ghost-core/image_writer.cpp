@@ -38,7 +38,7 @@ result<void> image_writer::record(image::record_type type, const void *fixed, si
 }
 
 result<void> image_writer::pages(uint64_t addr, const void *data, size_t len) {
-    return emit(image::rec_pages, &addr, sizeof addr, data, len, nullptr, 0);
+    return pages(prepare_pages(addr, data, len));
 }
 
 image_writer::prepared_pages image_writer::prepare_pages(uint64_t addr, const void *data,

@@ -10,30 +10,40 @@
 
 namespace ghost::image {
 
-class record_hasher {
-  public:
-    explicit record_hasher(uint64_t seed);
-    void update(const void *data, size_t len);
-    uint64_t digest() const;
+class record_hasher;
 
-    // The implementation both vector paths provide (record_hash_impl.h).
-    struct ops {
-        void (*reset)(void *state, uint64_t seed);
-        void (*update)(void *state, const void *data, size_t len);
-        uint64_t (*digest)(const void *state);
-    };
-    static constexpr size_t state_size = 576; // sizeof(XXH3_state_t), checked where it is known
-
-  private:
-    alignas(64) unsigned char state_[state_size];
+// The implementation both vector paths provide (record_hash_impl.h).
+struct record_hash_ops_t {
+    void (*reset)(void *state, uint64_t seed);
+    void (*update)(void *state, const void *data, size_t len);
+    uint64_t (*digest)(const void *state);
 };
 
 // Each vector path (the AVX2 one only to be called where the CPU has AVX2), and the one this CPU
 // should use (record_hash_sse2.cpp).
-extern const record_hasher::ops record_hash_sse2_ops;
-extern const record_hasher::ops record_hash_avx2_ops;
-const record_hasher::ops *record_hash_ops();
+extern const record_hash_ops_t record_hash_sse2_ops;
+extern const record_hash_ops_t record_hash_avx2_ops;
+const record_hash_ops_t *record_hash_ops();
 // Which vector path hashes: "avx2" or "sse2".
 const char *record_hash_path();
+
+// Header-only and without a constructor that runs code at load time, so that the freestanding
+// restorer uses it too (in static storage: default-construct, then reset()).
+class record_hasher {
+  public:
+    using ops = record_hash_ops_t;
+    static constexpr size_t state_size = 576; // sizeof(XXH3_state_t), checked where it is known
+
+    record_hasher() = default;
+    explicit record_hasher(uint64_t seed) { reset(seed); }
+    void reset(uint64_t seed) { record_hash_ops()->reset(state_, seed); }
+    void update(const void *data, size_t len) {
+        if (len) record_hash_ops()->update(state_, data, len);
+    }
+    uint64_t digest() const { return record_hash_ops()->digest(state_); }
+
+  private:
+    alignas(64) unsigned char state_[state_size];
+};
 
 } // namespace ghost::image

@@ -36,4 +36,8 @@ const record_hasher::ops *record_hash_ops() {
     return p;
 }
 
+const char *record_hash_path() {
+    return record_hash_ops() == &record_hash_avx2_ops ? "avx2" : "sse2";
+}
+
 } // namespace ghost::image

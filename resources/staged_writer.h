@@ -3,7 +3,7 @@
 // so that producing the stream (copying a process's memory) and writing it overlap on two cores.
 // With `direct` (a file opened O_DIRECT) the device reads the staging buffers itself; the last
 // partial buffer is padded to the block size and the file cut back to the stream's length.
-// Shared by every resource that ends in a descriptor (fs, mem).
+// Used by the fs resource (the memory resource maps its memfd and copies into it).
 #pragma once
 
 #include <condition_variable>

@@ -24,7 +24,7 @@
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/image_format.h"
 #include "ghost-core/restore/freestanding.h"
-#include "ghost-core/restore/restore_hash.h"
+#include "ghost-core/record_hash.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
 
@@ -74,7 +74,7 @@ bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command 
     fail(msg);
 }
 
-ghost::image::restore_hash g_record_hash;
+ghost::image::record_hasher g_record_hash; // reset() per record
 uint64_t g_records = 0, g_payload_bytes = 0;
 uint64_t g_hash_sum = 0; // of the records verified so far; page workers add theirs atomically
 
@@ -375,8 +375,7 @@ void load_and_verify(const page_job &j) {
         if (n == 0) fail(text("the image is truncated"));
         done += (uint64_t)n;
     }
-    ghost::image::restore_hash h;
-    h.reset(img::rec_pages);
+    ghost::image::record_hasher h(img::rec_pages);
     h.update(&j.addr, sizeof j.addr);
     h.update((const void *)j.addr, j.len);
     uint64_t hash = h.digest();

@@ -74,8 +74,8 @@ class memfd_sink final : public mem_sink {
         return {};
     }
 
-    // The mapping stays until the sink goes: unmapping a large image takes long, and the process
-    // is still parked when commit() runs.
+    // The mapping stays until the sink goes: unmapping a large image takes long, and nothing after
+    // commit() needs to wait for it.
     result<void> commit() override {
         if (fd_ < 0 || committed_) return error{"the memory image was closed"};
         if (::ftruncate(fd_, (off_t)length_) != 0) // frees what was allocated beyond the image
