@@ -5,7 +5,7 @@ dd (write with fsync, cold read) of the same size on the same filesystem and mem
 alternately in one run; the memory resource (duplicate: export to a memfd, import from it); image
 size against touched memory; zero and untouched memory.
 
-    benchmarks/image_io/run.py [--build build] [--sizes 256,1024,4096] [--reps 3] [--dir DIR]
+    benchmarks/image_io/run.py [--build build] [--sizes 256,1024,4096] [--reps 5] [--dir DIR]
 
 Writes benchmarks/image_io/results/{results.csv,report.md}. Needs root (drop_caches)."""
 
@@ -31,10 +31,22 @@ def die(msg):
     sys.exit(1)
 
 
+SETTLE_S = 3.0
+
+
+def settle():
+    """Lets the machine come to rest before a timed step: on a VM that reports free pages to its
+    host (virtio free page reporting, seen here), memory freed by the previous step (a killed
+    process, a dropped cache) is handed back some 2 s later and costs a host fault when it is used
+    again; a step timed while that happens is slowed by it. Both sides of each ratio wait alike."""
+    time.sleep(SETTLE_S)
+
+
 def drop_caches():
     subprocess.run(["sync"], check=True)
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
+    settle()
 
 
 def kv(line):
@@ -69,6 +81,7 @@ class Bench:
 
     def checkpoint_kill(self, mib, mode="random"):
         p, pid, ckpt = self.launch(mib, mode)
+        settle()
         out = subprocess.run([self.ghost, "checkpoint", "--kill", str(pid)], capture_output=True,
                              text=True)
         p.wait()
@@ -79,6 +92,10 @@ class Bench:
     def restart(self, ckpt, cold):
         if cold:
             drop_caches()
+        else:  # the image in the page cache, as right after it was written
+            subprocess.run(["cat", os.path.join(ckpt, "image.ghost")], stdout=subprocess.DEVNULL,
+                           check=True)
+            settle()
         t0 = time.monotonic()
         pidfile = os.path.join(self.dir, "rpid")
         if os.path.exists(pidfile):
@@ -102,6 +119,7 @@ class Bench:
 
     def duplicate(self, mib):
         p, pid, _ = self.launch(mib)
+        settle()
         # The copy inherits the command's std streams and outlives it: no pipes here.
         log = os.path.join(self.dir, "duplicate.log")
         with open(log, "w") as err:
@@ -120,6 +138,7 @@ class Bench:
 
     def dd_write(self, mib, src):
         dst = os.path.join(self.dir, "dd.out")
+        settle()
         t0 = time.monotonic()
         subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=4M", "conv=fsync"], check=True,
                        capture_output=True)
@@ -134,6 +153,7 @@ class Bench:
 
     def memcpy_s(self, mib):
         """Seconds to memcpy MIB: into memory already faulted in, and into fresh pages."""
+        settle()
         out = subprocess.run([self.memcpy, f"{mib}M", "--reps", "3"], capture_output=True, text=True)
         warm = re.search(r"warm_gbps=([0-9.]+)", out.stdout + out.stderr)
         cold = re.search(r"cold_gbps=([0-9.]+)", out.stdout + out.stderr)
@@ -159,7 +179,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--sizes", default="256,1024,4096", help="MiB, comma-separated")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dir", default=None, help="scratch directory on the filesystem to measure")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
@@ -186,11 +206,18 @@ def main():
             subprocess.run(["dd", "if=/dev/urandom", f"of={src}", "bs=1M", f"count={mib}"], check=True,
                            capture_output=True)
             for rep in range(args.reps):
-                # Alternate ghost and dd so that both see the same state of a noisy machine.
-                c, ckpt = b.checkpoint_kill(mib)
-                ddw = b.dd_write(mib, src)
-                cold, cold_total = b.restart(ckpt, cold=True)
-                ddr = b.dd_read()
+                # Alternate ghost and dd, and which of the two goes first, so that both see the
+                # same state of a noisy machine.
+                if rep % 2 == 0:
+                    c, ckpt = b.checkpoint_kill(mib)
+                    ddw = b.dd_write(mib, src)
+                    cold, cold_total = b.restart(ckpt, cold=True)
+                    ddr = b.dd_read()
+                else:
+                    ddw = b.dd_write(mib, src)
+                    c, ckpt = b.checkpoint_kill(mib)
+                    ddr = b.dd_read()
+                    cold, cold_total = b.restart(ckpt, cold=True)
                 warm, _ = b.restart(ckpt, cold=False)
                 prep, exp, imp, dbytes = b.duplicate(mib)
                 mc, mc_fresh = b.memcpy_s(mib)

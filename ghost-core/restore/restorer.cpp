@@ -83,16 +83,20 @@ uint64_t g_readahead_end = 0;  // the disk has been asked for everything below t
 bool g_readahead_works = true; // false for pipes and sockets
 
 // Keeps the disk busy ahead of us while we copy, fault in and hash: without it, reading an image
-// cold is the sum of disk time and CPU time instead of the larger of the two.
+// cold is the sum of disk time and CPU time instead of the larger of the two. The kernel cuts each
+// readahead() to the device's read-ahead size (read_ahead_kb, often 128 KiB to 8 MiB): the window
+// is asked for in steps no larger than that.
 void read_ahead() {
-    constexpr uint64_t window = 64ULL << 20;
-    if (!g_readahead_works || g_readahead_end > g_stream_pos + window / 2) return;
-    uint64_t from = g_readahead_end > g_stream_pos ? g_readahead_end : g_stream_pos;
-    long r = sys::call(__NR_readahead, g_image_fd, from, window);
-    if (sys::failed(r))
-        g_readahead_works = false;
-    else
-        g_readahead_end = from + window;
+    constexpr uint64_t window = 64ULL << 20, step = 1ULL << 20;
+    if (!g_readahead_works) return;
+    if (g_readahead_end < g_stream_pos) g_readahead_end = g_stream_pos;
+    while (g_readahead_end < g_stream_pos + window) {
+        if (sys::failed(sys::call(__NR_readahead, g_image_fd, g_readahead_end, step))) {
+            g_readahead_works = false;
+            return;
+        }
+        g_readahead_end += step;
+    }
 }
 
 void read_exact(void *dst, uint64_t len) {
