@@ -358,7 +358,7 @@ class exporter {
             void operator()(char *p) const { std::free(p); }
         };
         std::unique_ptr<char, free_deleter> buffer((char *)std::aligned_alloc(page, chunk_bytes));
-        std::vector<image_writer::prepared_pages> runs, check;
+        std::vector<image_writer::prepared_pages> runs;
         for (;;) {
             memory_job j;
             {
@@ -377,9 +377,7 @@ class exporter {
             std::unique_lock lock(mu_);
             turn_cv_.wait(lock, [&] { return failed_ || turn_ == j.ticket; });
             if (failed_) return;
-            result<void> r = j.what == memory_job::chunk ? confirm(j, buffer.get(), runs, check)
-                                                         : result<void>{};
-            if (r) r = write_job(j, runs);
+            result<void> r = write_job(j, runs);
             if (!r) {
                 failed_ = true;
                 failure_ = r.err();
@@ -397,35 +395,7 @@ class exporter {
         turn_cv_.notify_all();
     }
 
-    // Called in the turn, right before the chunk is written: scans and hashes the buffer again and
-    // takes the runs only if this pass agrees with the first (zero pages, run bounds, hashes);
-    // otherwise reads the chunk again. On the development VM (a PVM guest) the contents of a buffer
-    // filled by process_vm_readv were seen to change after the first pass (in 6-8 of 10 runs of
-    // one ASan test: records whose hash did not match the bytes written, refused by the restorer);
-    // the cause is not understood. A page seen as zero by a stale first look is not dropped either.
-    // Costs one more hash of the chunk, while the other workers copy.
-    result<void> confirm(const memory_job &j, char *buffer,
-                         std::vector<image_writer::prepared_pages> &runs,
-                         std::vector<image_writer::prepared_pages> &check) {
-        auto same = [](const image_writer::prepared_pages &a,
-                       const image_writer::prepared_pages &b) {
-            return a.addr == b.addr && a.header.length == b.header.length &&
-                   a.header.hash == b.header.hash;
-        };
-        for (int attempt = 0; attempt < 4; attempt++) {
-            check.clear();
-            nonzero_runs(j.addr, buffer, j.len, check);
-            if (std::equal(runs.begin(), runs.end(), check.begin(), check.end(), same)) return {};
-            if (attempt == 0) stats_.reread_chunks++;
-            GHOST_TRY(mem_.read(j.addr, buffer, j.len));
-            runs.clear();
-            nonzero_runs(j.addr, buffer, j.len, runs);
-        }
-        return error{"the memory of pid " + std::to_string(pid_) + " at " +
-                     range_name(j.addr, j.addr + j.len) + " kept changing while it was parked"};
-    }
-
-    // Runs of non-zero pages, hashed: first outside the writing turn, then again in it.
+    // Runs of non-zero pages, hashed (outside the writing turn).
     static void nonzero_runs(uint64_t addr, const char *data, size_t len,
                              std::vector<image_writer::prepared_pages> &runs) {
         size_t pages = len / page;

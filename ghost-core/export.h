@@ -15,7 +15,6 @@ struct export_stats {
     uint64_t regions = 0;
     uint64_t threads = 0;
     uint64_t files = 0;
-    uint64_t reread_chunks = 0; // chunks whose second look disagreed with the first
 };
 
 // The process must be parked by its agent for the whole call. Does not commit the sink.

@@ -13,8 +13,14 @@ namespace GHOST_HASH_PATH {
 static_assert(sizeof(XXH3_state_t) == record_hasher::state_size);
 static_assert(alignof(XXH3_state_t) <= 64);
 
+// A state is reused in place (stack slots, the restorer's static storage): XXH3's reset with a seed
+// keeps the secret it finds when the state already names that seed, so the seed is forgotten first
+// (XXH3_INITSTATE); otherwise a stale state naming the same seed over a since-overwritten secret
+// hashes wrong.
 inline void reset(void *state, uint64_t seed) {
-    XXH3_64bits_reset_withSeed(static_cast<XXH3_state_t *>(state), seed);
+    auto *s = static_cast<XXH3_state_t *>(state);
+    XXH3_INITSTATE(s);
+    XXH3_64bits_reset_withSeed(s, seed);
 }
 inline void update(void *state, const void *data, size_t len) {
     XXH3_64bits_update(static_cast<XXH3_state_t *>(state), data, len);

@@ -181,12 +181,11 @@ int cmd_checkpoint(const checkpoint_args &a) {
         return fail(r.err().message);
     }
     std::printf("checkpoint pid=%d image=%s bytes=%llu memory_bytes=%llu threads=%llu park_s=%s "
-                "export_s=%s sync_s=%s total_s=%s reread_chunks=%llu%s\n",
+                "export_s=%s sync_s=%s total_s=%s%s\n",
                 (int)a.pid, path.c_str(), (unsigned long long)stats->image_bytes,
                 (unsigned long long)stats->memory_bytes, (unsigned long long)stats->threads,
                 seconds(park_s).c_str(), seconds(export_s).c_str(), seconds(sync_s).c_str(),
-                seconds(since(t0)).c_str(), (unsigned long long)stats->reread_chunks,
-                a.kill ? " killed=1" : "");
+                seconds(since(t0)).c_str(), a.kill ? " killed=1" : "");
     return 0;
 }
 

@@ -2,8 +2,10 @@
 // The record hash is the same value on every vector path and equals the reference XXH3 of the
 // shared library: images written on one machine verify on another.
 #include <gtest/gtest.h>
+#define XXH_STATIC_LINKING_ONLY // the state layout, to fill it with stale contents
 #include <xxhash.h>
 
+#include <cstddef>
 #include <cstring>
 #include <random>
 #include <string>
@@ -53,6 +55,33 @@ TEST(RecordHash, EveryPathGivesTheReferenceXxh3) {
         }
     }
     EXPECT_STREQ(ghost::image::record_hash_path(), avx2 ? "avx2" : "sse2");
+}
+
+// A hasher lives in whatever memory it is given (stacks, static storage in the restorer): reset()
+// must not trust what was there before. XXH3's reset with a seed skips deriving its secret when
+// the state already names that seed, so stale memory that names it (a hasher of the same record
+// type that used the same stack slot, its secret since overwritten) gave a wrong hash, now and
+// then.
+TEST(RecordHash, ResetIgnoresWhatTheMemoryHeld) {
+    std::string data(4096, '\0');
+    std::mt19937_64 rng(11);
+    for (auto &c : data)
+        c = (char)rng();
+    const uint64_t seed = 4;
+    uint64_t want = XXH3_64bits_withSeed(data.data(), data.size(), seed);
+    std::vector<const record_hasher::ops *> paths{&ghost::image::record_hash_sse2_ops};
+    if (__builtin_cpu_supports("avx2")) paths.push_back(&ghost::image::record_hash_avx2_ops);
+    for (const auto *ops : paths) {
+        alignas(64) unsigned char state[record_hasher::state_size];
+        std::memset(state, 0x5a, sizeof state); // a stale secret ...
+        uint64_t stale_seed = seed;             // ... under the right seed, no external secret
+        const void *no_secret = nullptr;
+        std::memcpy(state + offsetof(XXH3_state_t, seed), &stale_seed, sizeof stale_seed);
+        std::memcpy(state + offsetof(XXH3_state_t, extSecret), &no_secret, sizeof no_secret);
+        ops->reset(state, seed);
+        ops->update(state, data.data(), data.size());
+        EXPECT_EQ(ops->digest(state), want);
+    }
 }
 
 } // namespace
