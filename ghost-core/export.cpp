@@ -42,9 +42,9 @@ namespace {
 constexpr uint64_t page = 4096;
 // Memory is copied in pieces that stay in the L2 cache while they are scanned for zero pages,
 // hashed and copied on to the sink; each memory worker has one such piece. (Reading straight into a
-// memory image's own mapping would save that copy, and was tried: on the development VM, a PVM
-// guest, 10-60% of 1 GiB duplicates then held records whose data no longer matched the hash taken
-// just after process_vm_readv returned; never seen with this buffer, nor in isolation.)
+// memory image's own mapping saves that copy but was measured no faster: process_vm_readv's copy
+// into memory not in the cache costs as much as the copy into this buffer and the non-temporal
+// copy on to the image together.)
 constexpr size_t chunk_bytes = 256 << 10;
 
 bool ends_with(const std::string &s, std::string_view suffix) {
