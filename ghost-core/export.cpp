@@ -291,25 +291,29 @@ class exporter {
                 }
                 GHOST_TRY(region_record(v, c->kind, j));
                 region_pages_ = c->pages;
-                if (region_pages_ != want::none)
-                    GHOST_TRY(pagemap_->read(v.start, v.end, entries_));
                 in_region_ = region_pages_ != want::none;
                 next_page_ = 0;
+                window_start_ = 0;
+                entries_.clear();
                 if (!in_region_) region_++;
                 j.ticket = tickets_++;
                 return j;
             }
-            size_t n = entries_.size(), i = next_page_;
-            while (i < n && !wanted(entries_[i]))
-                i++;
+            size_t n = (v.end - v.start) / page, i = next_page_;
+            for (; i < n; i++) {
+                if (i - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, i));
+                if (wanted(entries_[i - window_start_])) break;
+            }
             if (i == n) {
                 in_region_ = false;
                 region_++;
                 continue;
             }
-            size_t e = i;
-            while (e < n && wanted(entries_[e]) && (e - i) * page < chunk_bytes)
-                e++;
+            size_t e = i + 1;
+            for (; e < n && (e - i) * page < chunk_bytes; e++) {
+                if (e - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, e));
+                if (!wanted(entries_[e - window_start_])) break;
+            }
             next_page_ = e;
             j.what = memory_job::chunk;
             j.addr = v.start + i * page;
@@ -319,6 +323,16 @@ class exporter {
         }
         j.what = memory_job::done;
         return j;
+    }
+
+    // A region's page map is read a window at a time as the jobs reach it (under mu_): reading a
+    // large region's whole map at once kept the other workers waiting for milliseconds.
+    static constexpr size_t pagemap_window = 8192; // pages: 32 MiB of address, 64 KiB of map
+    result<void> read_window(const vma &v, size_t first) {
+        size_t end = std::min((v.end - v.start) / page, first + pagemap_window);
+        GHOST_TRY(pagemap_->read(v.start + first * page, v.start + end * page, entries_));
+        window_start_ = first;
+        return {};
     }
 
     bool wanted(uint64_t e) const {
@@ -458,7 +472,7 @@ class exporter {
     std::condition_variable turn_cv_;
     const std::vector<vma> *maps_ = nullptr;
     const pagemap *pagemap_ = nullptr;
-    size_t region_ = 0, next_page_ = 0;
+    size_t region_ = 0, next_page_ = 0, window_start_ = 0; // pages of the region
     bool in_region_ = false;
     want region_pages_ = want::none;
     std::vector<uint64_t> entries_;
