@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// One vector path of record_hasher; included by record_hash_sse2.cpp (SSE2, the x86-64 baseline)
-// and record_hash_avx2.cpp (compiled with -mavx2). XXH_INLINE_ALL keeps each copy private to its
-// unit.
+// One vector path of record_hasher; included by record_hash_sse2.cpp (SSE2, the x86-64 baseline),
+// record_hash_avx2.cpp (compiled with -mavx2) and record_hash_avx512.cpp (-mavx512f).
+// XXH_INLINE_ALL keeps each copy private to its unit.
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
