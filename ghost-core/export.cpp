@@ -4,6 +4,7 @@
 // Its mirror image is ghost-core/restore/restorer.cpp, which reads the records in the same order.
 #include "ghost-core/export.h"
 
+#include <emmintrin.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -14,7 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <atomic>
 #include <cpuid.h>
 #include <cstring>
 #include <map>
@@ -388,17 +389,25 @@ class exporter {
                 if (auto r = mem_.read(j.addr, buffer.get(), j.len); !r) return fail(r.err());
                 nonzero_runs(j.addr, buffer.get(), j.len, runs);
             }
-            std::unique_lock lock(mu_);
-            turn_cv_.wait(lock, [&] { return failed_ || turn_ == j.ticket; });
-            if (failed_) return;
-            result<void> r = write_job(j, runs);
-            if (!r) {
-                failed_ = true;
-                failure_ = r.err();
-            }
-            turn_++;
-            turn_cv_.notify_all();
-            if (!r) return;
+            if (!wait_turn(j.ticket)) return;
+            if (auto r = write_job(j, runs); !r) return fail(r.err());
+            turn_.store(j.ticket + 1, std::memory_order_release);
+            turn_.notify_all();
+        }
+    }
+
+    // The writing turn passes from worker to worker once per chunk, every few tens of
+    // microseconds: a worker spins for it a while before it sleeps (waking a sleeping thread costs
+    // about as long as a turn on a VM). False when the export failed.
+    bool wait_turn(uint64_t ticket) {
+        for (int spin = 0;; spin++) {
+            uint64_t t = turn_.load(std::memory_order_acquire);
+            if (t == ticket) return true;
+            if (t == turn_failed) return false;
+            if (spin < 1000)
+                _mm_pause();
+            else
+                turn_.wait(t, std::memory_order_acquire);
         }
     }
 
@@ -406,7 +415,8 @@ class exporter {
         std::lock_guard lock(mu_);
         if (!failed_) failure_ = e;
         failed_ = true;
-        turn_cv_.notify_all();
+        turn_.store(turn_failed, std::memory_order_release);
+        turn_.notify_all();
     }
 
     // Runs of non-zero pages, hashed (outside the writing turn).
@@ -469,15 +479,17 @@ class exporter {
 
     // The memory jobs: handed out and written under mu_.
     std::mutex mu_;
-    std::condition_variable turn_cv_;
     const std::vector<vma> *maps_ = nullptr;
     const pagemap *pagemap_ = nullptr;
     size_t region_ = 0, next_page_ = 0, window_start_ = 0; // pages of the region
     bool in_region_ = false;
     want region_pages_ = want::none;
     std::vector<uint64_t> entries_;
-    uint64_t tickets_ = 0, turn_ = 0;
+    uint64_t tickets_ = 0;
     bool failed_ = false;
+    // The ticket whose job is written next; only its worker touches writer_ and stats_.
+    static constexpr uint64_t turn_failed = ~0ULL;
+    std::atomic<uint64_t> turn_{0};
     error failure_;
 };
 

@@ -276,8 +276,11 @@ def write_results(out, rows, extra):
         what = "written with zeros" if mode == "zero" else "1/64 of the pages touched"
         lines.append(f"- {what}: image {total} bytes, of which {mem} bytes of memory")
     lines += ["", "Ratios are ghost / reference measured alternately in the same run (below 1: ghost is "
-              "faster). Checkpoint = park + export + durable commit (fsync, rename); restart = from the "
-              "`ghost restart` command to the restored threads running, cold = page cache dropped first. "
+              "faster); which of the two goes first alternates between repetitions, and every timed "
+              "step starts after a 3 s pause (memory freed by the step before is handed back to the "
+              "VM's host meanwhile, and would slow whichever step came first). Checkpoint = park + export + durable commit (fsync, rename); restart = from the "
+              "`ghost restart` command to the restored threads running, cold = page cache dropped first, "
+              "warm = the image read into the page cache first. "
               "mem = `ghost duplicate` through a memfd: prepare = allocating the image memory while the "
               "process still runs (sized by its resident memory); export = parked until resumed, the "
               "image complete in memory; import includes starting the restorer. memcpy = copy into a "
