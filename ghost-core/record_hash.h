@@ -12,15 +12,15 @@ namespace ghost::image {
 
 class record_hasher;
 
-// The implementation both vector paths provide (record_hash_impl.h).
+// The implementation every vector path provides (record_hash_impl.h).
 struct record_hash_ops_t {
     void (*reset)(void *state, uint64_t seed);
     void (*update)(void *state, const void *data, size_t len);
     uint64_t (*digest)(const void *state);
 };
 
-// Each vector path (the AVX2 one only to be called where the CPU has AVX2), and the one this CPU
-// should use (record_hash_sse2.cpp).
+// Each vector path (AVX2 and AVX-512 only to be called where CPU and kernel have them), and the one
+// this machine should use (record_hash_sse2.cpp).
 extern const record_hash_ops_t record_hash_sse2_ops;
 extern const record_hash_ops_t record_hash_avx2_ops;
 extern const record_hash_ops_t record_hash_avx512_ops;

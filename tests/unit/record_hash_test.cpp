@@ -13,10 +13,6 @@
 
 #include "ghost-core/record_hash.h"
 
-namespace ghost::image {
-extern const record_hasher::ops record_hash_sse2_ops;
-} // namespace ghost::image
-
 namespace {
 
 using ghost::image::record_hasher;
