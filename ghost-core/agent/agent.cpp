@@ -205,10 +205,94 @@ void requeue(const ghost::agent::pending_signal *p, uint32_t n, int tid) {
     }
 }
 
+// What the thread is blocked in, from /proc/self/task/TID/syscall ("NR ARG0..ARG5 SP PC", or
+// "running"), read right before it is signalled.
+void read_blocked_syscall(thread_slot *slot) {
+    slot->sys_nr = -1;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", slot->tid);
+    int fd = (int)sys::call(SYS_open, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0 || buf[0] < '0' || buf[0] > '9') return;
+    buf[n] = 0;
+    uint64_t field[9];
+    char *at = buf;
+    for (uint64_t &f : field) {
+        char *end = nullptr;
+        f = strtoull(at, &end, 0);
+        if (end == at) return;
+        at = end;
+    }
+    slot->sys_nr = (int64_t)field[0];
+    slot->sys_arg0 = field[1];
+    slot->sys_pc = field[8];
+}
+
+// The kernel ends some blocking calls with EINTR whenever a handler runs, SA_RESTART or not
+// (sleeps, waits with timeouts, poll/select/epoll, sigtimedwait, pause, sigsuspend). The park
+// signal is no event of the program's: when it cut such a call short, the thread's saved context
+// is set to issue the same call again on return (rip back onto the `syscall` instruction, rax =
+// its number; the argument registers are intact). Calls that the kernel updates in place resume
+// for the remaining time (select, pselect6, ppoll; nanosleep and relative clock_nanosleep through
+// their rem argument when given); the others wait their whole timeout again, which waiting calls
+// allow (a restored process resumes after an unknown delay anyway). The context is on the
+// thread's stack, so a restored copy issues the call again too. The condition (rax = -EINTR at
+// the very address the thread was blocked at) cannot be met by an EINTR the program already had.
+void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
+    greg_t *r = uc->uc_mcontext.gregs;
+    if (r[REG_RAX] != -EINTR) return;
+    const auto *insn = (const unsigned char *)(r[REG_RIP] - 7);
+    if (((const unsigned char *)r[REG_RIP])[-2] != 0x0f ||
+        ((const unsigned char *)r[REG_RIP])[-1] != 0x05)
+        return; // not after a `syscall` instruction
+    int64_t nr = -1;
+    if (slot->sys_nr >= 0 && (uint64_t)r[REG_RIP] == slot->sys_pc &&
+        (uint64_t)r[REG_RDI] == slot->sys_arg0) {
+        nr = slot->sys_nr;
+    } else if (slot->sys_nr < 0 && ((uint64_t)insn >> 12) == ((uint64_t)(insn + 5) >> 12) &&
+               insn[0] == 0xb8) { // (the page before the `syscall` may be unmapped)
+        // Running when the manager looked, blocked when the signal came: the number is known
+        // when the call was made by `mov $NR, %eax; syscall`, as glibc's wrappers mostly do.
+        uint32_t imm;
+        memcpy(&imm, insn + 1, sizeof imm);
+        nr = imm;
+    }
+    switch (nr) {
+    case SYS_nanosleep:
+        if (r[REG_RSI]) r[REG_RDI] = r[REG_RSI]; // the kernel wrote the remaining time there
+        break;
+    case SYS_clock_nanosleep:
+        if (!(r[REG_RSI] & TIMER_ABSTIME) && r[REG_R10]) r[REG_RDX] = r[REG_R10];
+        break;
+    case SYS_futex: {
+        int cmd = (int)(r[REG_RSI] & FUTEX_CMD_MASK);
+        if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return;
+        break;
+    }
+    case SYS_poll:
+    case SYS_ppoll:
+    case SYS_select:
+    case SYS_pselect6:
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_rt_sigtimedwait:
+    case SYS_pause:
+    case SYS_rt_sigsuspend:
+        break;
+    default:
+        return;
+    }
+    r[REG_RAX] = (greg_t)nr;
+    r[REG_RIP] -= 2;
+}
+
 void park_handler(int, siginfo_t *, void *ucontext) {
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
+    resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
     // only overtook them (the kernel serves a thread's own queue first), they were about to be
@@ -271,6 +355,7 @@ int signal_new_threads(int self) {
             slot->tid = tid;
             slot->state = ghost::agent::slot_signalled;
             slot->flags = tid == (int)sys::call(SYS_getpid) ? ghost::image::thread_main : 0;
+            read_blocked_syscall(slot);
             __atomic_store_n(&st.thread_count, st.thread_count + 1, __ATOMIC_RELEASE);
             if (sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal) != 0)
                 slot->state = ghost::agent::slot_free; // it exited meanwhile

@@ -52,6 +52,11 @@ struct thread_slot {
     uint32_t pending_count;
     uint32_t pad;
     char name[16]; // the thread's comm (PR_GET_NAME): ps and top show it
+    // The system call the thread was blocked in when it was signalled (/proc/.../syscall, read
+    // by the manager just before the park signal): number, first argument and the address after
+    // its `syscall` instruction; sys_nr < 0 when it was not in one.
+    int64_t sys_nr;
+    uint64_t sys_arg0, sys_pc;
     pending_signal pending[max_pending_per_thread];
 };
 
