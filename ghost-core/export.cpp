@@ -160,6 +160,7 @@ class exporter {
         GHOST_TRY(read_agent_state());
         auto maps = read_maps(pid_);
         if (!maps) return maps.err();
+        GHOST_TRY(split_guard_pages(*maps));
         GHOST_TRY(write_header());
         GHOST_TRY(write_process(*maps));
         auto pm = pagemap::open(pid_);
@@ -274,6 +275,42 @@ class exporter {
 
     // Hands out the next job under mu_: walks the regions and, inside one, its runs of wanted
     // pages.
+    // Guard pages (MADV_GUARD_INSTALL) cannot be read and hold nothing: each run of them becomes
+    // a region of its own that the restorer maps and guards again.
+    result<void> split_guard_pages(std::vector<vma> &maps) {
+        uint64_t end = 0; // of user space: [vsyscall] lies beyond it, where the scan fails
+        for (const vma &v : maps)
+            if (v.path != "[vsyscall]") end = std::max(end, v.end);
+        if (!end) return {};
+        auto guards = guard_ranges(pid_, maps.front().start, end);
+        if (!guards) return guards.err();
+        if (guards->empty()) return {};
+        std::vector<vma> out;
+        size_t g = 0;
+        for (vma v : maps) {
+            while (g < guards->size() && (*guards)[g].second <= v.start)
+                g++;
+            for (size_t k = g; k < guards->size() && (*guards)[k].first < v.end; k++) {
+                uint64_t gs = std::max(v.start, (*guards)[k].first);
+                uint64_t ge = std::min(v.end, (*guards)[k].second);
+                if (gs > v.start) {
+                    vma before = v;
+                    before.end = gs;
+                    out.push_back(before);
+                }
+                vma guard = v;
+                guard.start = gs, guard.end = ge, guard.advice |= image::advice_guard;
+                guard.offset += gs - v.start;
+                out.push_back(guard);
+                v.offset += ge - v.start;
+                v.start = ge;
+            }
+            if (v.start < v.end) out.push_back(v);
+        }
+        maps = std::move(out);
+        return {};
+    }
+
     result<memory_job> next_job() {
         memory_job j;
         while (region_ < maps_->size()) {
@@ -291,7 +328,7 @@ class exporter {
                     continue;
                 }
                 GHOST_TRY(region_record(v, c->kind, j));
-                region_pages_ = c->pages;
+                region_pages_ = v.advice & image::advice_guard ? want::none : c->pages;
                 in_region_ = region_pages_ != want::none;
                 next_page_ = 0;
                 window_start_ = 0;
@@ -355,6 +392,7 @@ class exporter {
         image::region_record &r = j.region;
         r.start = v.start, r.end = v.end, r.kind = kind;
         r.prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0);
+        r.advice = v.advice & image::advice_known;
         if (kind == image::region_file_private || kind == image::region_file_shared) {
             j.path = v.path;
             struct stat sb;

@@ -112,8 +112,21 @@ struct region_record {
     uint64_t file_offset;
     uint64_t file_dev, file_ino, file_size;
     int64_t file_mtime_ns;
-    uint32_t pad;
+    uint32_t advice;   // region_advice bits: what madvise/mprotect set and the program can see
     uint32_t path_len; // followed by the path (file kinds)
+};
+
+// What a region carries besides its contents (the kernel's VmFlags of the mapping, and guard
+// pages). A region of guard pages holds nothing: they are installed again over their range.
+enum region_advice : uint32_t {
+    advice_dontfork = 1u << 0,   // MADV_DONTFORK
+    advice_dontdump = 1u << 1,   // MADV_DONTDUMP
+    advice_hugepage = 1u << 2,   // MADV_HUGEPAGE
+    advice_nohugepage = 1u << 3, // MADV_NOHUGEPAGE
+    advice_wipeonfork = 1u << 4, // MADV_WIPEONFORK
+    advice_maywrite = 1u << 5,   // a shared file mapping whose file was open for writing
+    advice_guard = 1u << 6,      // MADV_GUARD_INSTALL over the whole region
+    advice_known = (1u << 7) - 1,
 };
 
 // A pages record's payload: uint64_t address, then page data for [address, address + length - 8).

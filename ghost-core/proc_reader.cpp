@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <cstring>
 #include <cstdlib>
 #include <sstream>
+
+#include "runtime/uapi.h"
 
 namespace ghost::core {
 
@@ -45,13 +48,65 @@ result<std::string> read_link(const std::string &path) {
     return std::string(buf, (size_t)n);
 }
 
+uint32_t advice_from_vm_flags(const std::string &flags) {
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } known[] = {{"dc", image::advice_dontfork},   {"dd", image::advice_dontdump},
+                 {"hg", image::advice_hugepage},   {"nh", image::advice_nohugepage},
+                 {"wf", image::advice_wipeonfork}, {"mw", image::advice_maywrite}};
+    uint32_t bits = 0;
+    std::istringstream in(flags);
+    std::string f;
+    while (in >> f)
+        for (const auto &k : known)
+            if (f == k.name) bits |= k.bit;
+    return bits;
+}
+
+result<std::vector<std::pair<uint64_t, uint64_t>>> guard_ranges(pid_t pid, uint64_t start,
+                                                                uint64_t end) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    std::string path = proc_path(pid, "pagemap");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sys_error("cannot open " + path);
+    uapi::page_region found[64];
+    for (uint64_t at = start; at < end;) {
+        uapi::pm_scan_arg arg{};
+        arg.size = sizeof arg;
+        arg.start = at, arg.end = end;
+        arg.vec = (uint64_t)found, arg.vec_len = 64;
+        arg.category_mask = uapi::page_is_guard, arg.return_mask = uapi::page_is_guard;
+        long n = ::ioctl(fd, uapi::pagemap_scan, &arg);
+        if (n < 0) {
+            int e = errno;
+            ::close(fd);
+            if (e == EINVAL || e == ENOTTY) return out; // no guard category: no guard pages
+            return sys_error("cannot scan " + path, e);
+        }
+        for (long i = 0; i < n; i++)
+            out.emplace_back(found[i].start, found[i].end);
+        if (arg.walk_end <= at) break;
+        at = arg.walk_end;
+    }
+    ::close(fd);
+    return out;
+}
+
 result<std::vector<vma>> read_maps(pid_t pid) {
-    auto text = read_text(proc_path(pid, "maps"));
+    auto text = read_text(proc_path(pid, "smaps"));
     if (!text) return text.err();
     std::vector<vma> out;
     std::istringstream in(*text);
     std::string line;
     while (std::getline(in, line)) {
+        if (line.rfind("VmFlags:", 0) == 0) {
+            if (!out.empty()) out.back().advice = advice_from_vm_flags(line.substr(8));
+            continue;
+        }
+        // Other smaps lines are "Key:   value": a mapping's line starts with its hex range.
+        size_t colon = line.find(':'), dash = line.find('-');
+        if (dash == std::string::npos || (colon != std::string::npos && colon < dash)) continue;
         vma v;
         char perms[5] = {};
         unsigned long long start, end, offset, inode;

@@ -18,10 +18,18 @@ struct vma {
     bool read = false, write = false, exec = false, shared = false;
     uint64_t offset = 0;
     uint64_t inode = 0;
-    std::string path; // "" for anonymous, "[heap]", "[stack]", "/usr/lib/... (deleted)" ...
+    uint32_t advice = 0; // image::region_advice bits from VmFlags (read_maps)
+    std::string path;    // "" for anonymous, "[heap]", "[stack]", "/usr/lib/... (deleted)" ...
 };
 
+// The mappings of a process, from /proc/<pid>/smaps (maps plus each mapping's VmFlags).
 result<std::vector<vma>> read_maps(pid_t pid);
+// VmFlags' two-letter names as image::region_advice bits.
+uint32_t advice_from_vm_flags(const std::string &flags);
+// Ranges of guard pages (MADV_GUARD_INSTALL) in [start, end): PAGEMAP_SCAN; none on kernels
+// without guard pages.
+result<std::vector<std::pair<uint64_t, uint64_t>>> guard_ranges(pid_t pid, uint64_t start,
+                                                                uint64_t end);
 
 // /proc/<pid>/stat fields 26-28 and 45-51 (start_code ... env_end); brk comes from the agent.
 result<image::mm_fields> read_mm_fields(pid_t pid);

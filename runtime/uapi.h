@@ -30,6 +30,18 @@
 
 namespace ghost::uapi {
 
+// PAGEMAP_SCAN (linux/fs.h, 6.7; the guard category 6.14).
+struct page_region {
+    unsigned long long start, end, categories;
+};
+struct pm_scan_arg {
+    unsigned long long size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    unsigned long long category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+inline constexpr unsigned long pagemap_scan = 0xc0606610UL; // _IOWR('f', 16, struct pm_scan_arg)
+inline constexpr unsigned long long page_is_guard = 1ULL << 8;
+inline constexpr int madv_guard_install = 102;
+
 // struct prctl_mm_map (linux/prctl.h)
 struct prctl_mm_map {
     unsigned long long start_code, end_code, start_data, end_data, start_brk, brk, start_stack;

@@ -426,6 +426,7 @@ void capture_process_state() {
         st.actions[sig - 1] = {ka.handler, ka.flags, ka.restorer, ka.mask};
     }
     st.brk = (uint64_t)sys::call(SYS_brk, 0);
+    st.thp_disabled = sys::call(SYS_prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1;
     // The manager blocks every signal and has none of its own pending: what it takes is the
     // process's shared queue.
     st.shared_pending_count =
@@ -506,6 +507,7 @@ void after_restore_manager(thread_slot *self) {
     g_spawned_checkpoint = -1;
     open_control_socket();
     restore_timers();
+    if (st.thp_disabled) sys::call(SYS_prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
 }
 
 // Returns true when it returns in a restored process, where `conn` is not a descriptor of ours.

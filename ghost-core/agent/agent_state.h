@@ -72,7 +72,7 @@ struct state {
     image::signal_action actions[image::max_signals];
     uint64_t itimer_real[4];
     uint32_t shared_pending_count;
-    uint32_t pad0;
+    uint32_t thp_disabled; // PR_GET_THP_DISABLE at park time
     pending_signal shared_pending[max_pending_shared];
     int32_t internal_fds[max_internal_fds]; // the agent's own descriptors: never saved
     uint32_t internal_fd_count;

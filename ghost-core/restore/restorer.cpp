@@ -24,9 +24,9 @@
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/image_format.h"
 #include "ghost-core/restore/freestanding.h"
+#include "runtime/uapi.h"
 #include "ghost-core/record_hash.h"
 #include "runtime/raw_syscall.h"
-#include "runtime/uapi.h"
 
 extern "C" {
 [[noreturn]] void restorer_resume(const ghost::agent::saved_context *ctx);
@@ -281,6 +281,28 @@ int open_region_file(const img::region_record &rr, const char *path, int flags) 
     return fd;
 }
 
+// The advice the program gave the region (the same kernel took it at checkpoint time).
+void apply_advice(const img::region_record &rr) {
+    if (rr.advice & ~img::advice_known) fail(text("the image is corrupt (unknown region advice)"));
+    static const struct {
+        uint32_t bit;
+        int advice;
+        const char *name;
+    } madvices[] = {{img::advice_dontfork, 10, "MADV_DONTFORK"},
+                    {img::advice_dontdump, 16, "MADV_DONTDUMP"},
+                    {img::advice_hugepage, 14, "MADV_HUGEPAGE"},
+                    {img::advice_nohugepage, 15, "MADV_NOHUGEPAGE"},
+                    {img::advice_wipeonfork, 18, "MADV_WIPEONFORK"},
+                    {img::advice_guard, ghost::uapi::madv_guard_install, "guard pages"}};
+    for (const auto &m : madvices) {
+        if (!(rr.advice & m.bit)) continue;
+        long r = sys::call(__NR_madvise, rr.start, rr.end - rr.start, m.advice);
+        if (sys::failed(r))
+            fail_errno(
+                text("cannot give ").add(region_name(rr).str()).add(" its advice ").add(m.name), r);
+    }
+}
+
 void map_region(record &r) {
     finish_region();
     read_metadata(r, sizeof(img::region_record));
@@ -324,7 +346,9 @@ void map_region(record &r) {
         break;
     }
     case img::region_file_shared: {
-        int fd = open_region_file(rr, path, (rr.prot & PROT_WRITE) ? O_RDWR : O_RDONLY);
+        // A mapping made read-only from a read-write descriptor may be made writable again.
+        bool rw = (rr.prot & PROT_WRITE) || (rr.advice & img::advice_maywrite);
+        int fd = open_region_file(rr, path, rw ? O_RDWR : O_RDONLY);
         prot = rr.prot;
         addr = sys::call(__NR_mmap, rr.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd,
                          rr.file_offset);
@@ -337,6 +361,7 @@ void map_region(record &r) {
     if (sys::failed(addr)) fail_errno(text("cannot map ").add(region_name(rr).str()), addr);
     if ((uint64_t)addr != rr.start)
         fail(text("cannot map ").add(region_name(rr).str()).add(": moved"));
+    apply_advice(rr);
     g_region = {rr.start, rr.end, rr.prot, true, prot != rr.prot};
 }
 
