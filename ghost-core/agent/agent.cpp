@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "ghost-core/agent/agent_state.h"
+#include "ghost-core/agent/process_extras.h"
 #include "runtime/control.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
@@ -128,6 +129,7 @@ void record_task_state(thread_slot *slot) {
     sys::call(SYS_prctl, PR_GET_TID_ADDRESS, &tid_address, 0, 0, 0);
     sys::call(SYS_prctl, PR_GET_NAME, slot->name, 0, 0, 0);
     slot->clear_child_tid = tid_address;
+    ghost::agent::capture_thread_extras(slot->extras);
     slot->rseq_registered = 0;
     if (&__rseq_size && __rseq_size > 0) {
         // struct rseq: cpu_id_start, cpu_id; a negative cpu_id means registration failed or never
@@ -148,6 +150,7 @@ void fix_task_state(thread_slot *slot) {
     if (slot->clear_child_tid) sys::call(SYS_set_tid_address, slot->clear_child_tid);
     sys::call(SYS_prctl, PR_SET_NAME, slot->name, 0, 0, 0); // else every thread is "ghost-restart"
     if (slot->robust_head) sys::call(SYS_set_robust_list, slot->robust_head, slot->robust_len);
+    ghost::agent::restore_thread_extras(slot->extras);
     if (slot->rseq_registered) {
         // glibc registers the 32-byte struct rseq even though it exports __rseq_size = 20.
         long r = sys::call(SYS_rseq, slot->fs_base + __rseq_offset, 32, 0, RSEQ_SIG);
@@ -508,6 +511,7 @@ void after_restore_manager(thread_slot *self) {
     open_control_socket();
     restore_timers();
     if (st.thp_disabled) sys::call(SYS_prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    ghost::agent::restore_process_extras(st);
 }
 
 // Returns true when it returns in a restored process, where `conn` is not a descriptor of ours.
@@ -522,6 +526,13 @@ bool handle_park(int conn) {
         return false;
     }
     capture_process_state();
+    if (const char *cannot = ghost::agent::capture_process_extras(st)) {
+        resume_all();
+        char line[256];
+        int n = snprintf(line, sizeof line, "ERROR %s\n", cannot);
+        ghost::control::write_all(conn, line, (size_t)n);
+        return false;
+    }
     thread_slot *volatile self = &st.threads[0];
     record_task_state(self);
     volatile uint32_t gen = load(&st.resume_gen);

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "ghost-core/agent/process_extras.h"
 #include "ghost-core/image_format.h"
 
 namespace ghost::agent {
@@ -57,6 +58,7 @@ struct thread_slot {
     // its `syscall` instruction; sys_nr < 0 when it was not in one.
     int64_t sys_nr;
     uint64_t sys_arg0, sys_pc;
+    thread_extras extras; // scheduling and affinity
     pending_signal pending[max_pending_per_thread];
 };
 
@@ -71,6 +73,7 @@ struct state {
     uint64_t brk;           // sbrk(0) at park time
     image::signal_action actions[image::max_signals];
     uint64_t itimer_real[4];
+    process_extras extras; // other timers, limits, ...
     uint32_t shared_pending_count;
     uint32_t thp_disabled; // PR_GET_THP_DISABLE at park time
     pending_signal shared_pending[max_pending_shared];
