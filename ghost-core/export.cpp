@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <sstream>
 #include <atomic>
 #include <cpuid.h>
 #include <cstring>
@@ -158,6 +159,7 @@ class exporter {
 
     result<export_stats> run() {
         GHOST_TRY(read_agent_state());
+        GHOST_TRY(refuse_children());
         auto maps = read_maps(pid_);
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
@@ -193,6 +195,26 @@ class exporter {
         for (auto &t : helpers)
             t.join();
         if (failed_) return failure_;
+        return {};
+    }
+
+    // Child processes are not part of an image: a restored parent would wait for children that
+    // are gone (ECHILD) and its pipes to them would be dead. Refused before anything is written.
+    // (The checkpointer the agent itself started for a signalled checkpoint is not the program's.)
+    result<void> refuse_children() {
+        auto tasks = list_dir_numbers("/proc/" + std::to_string(pid_) + "/task");
+        if (!tasks) return tasks.err();
+        for (int tid : *tasks) {
+            auto kids = read_text("/proc/" + std::to_string(pid_) + "/task/" + std::to_string(tid) +
+                                  "/children");
+            if (!kids) continue; // the thread is gone
+            std::istringstream in(*kids);
+            for (int child; in >> child;)
+                if (child != ::getpid() && child != state_->checkpointer_pid)
+                    return error{"pid " + std::to_string(pid_) + " has a child process (pid " +
+                                 std::to_string(child) +
+                                 "): process trees cannot be checkpointed yet"};
+        }
         return {};
     }
 

@@ -170,7 +170,10 @@ result<fd_info> read_fdinfo(pid_t pid, int fd) {
 }
 
 result<std::vector<int>> list_fds(pid_t pid) {
-    std::string path = proc_path(pid, "fd");
+    return list_dir_numbers(proc_path(pid, "fd"));
+}
+
+result<std::vector<int>> list_dir_numbers(const std::string &path) {
     DIR *d = ::opendir(path.c_str());
     if (!d) return sys_error("cannot list " + path);
     std::vector<int> fds;

@@ -50,6 +50,8 @@ struct fd_info {
 };
 result<fd_info> read_fdinfo(pid_t pid, int fd);
 result<std::vector<int>> list_fds(pid_t pid);
+// The numeric entries of a directory (/proc/<pid>/fd, /proc/<pid>/task), sorted.
+result<std::vector<int>> list_dir_numbers(const std::string &path);
 
 // Page presence from /proc/<pid>/pagemap: one 64-bit entry per page of [start, end).
 class pagemap {

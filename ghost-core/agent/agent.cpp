@@ -578,7 +578,7 @@ void spawn_checkpoint() {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     pid_t child;
     if (posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp) == 0)
-        g_spawned_checkpoint = child;
+        g_spawned_checkpoint = st.checkpointer_pid = child;
     else
         say("cannot start %s for a signalled checkpoint", g_ghost_bin);
     posix_spawn_file_actions_destroy(&fa);
@@ -613,7 +613,7 @@ void *manager_main(void *) {
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
     for (;;) {
         if (g_spawned_checkpoint > 0 && waitpid(g_spawned_checkpoint, nullptr, WNOHANG) != 0)
-            g_spawned_checkpoint = -1;
+            g_spawned_checkpoint = st.checkpointer_pid = -1;
         struct pollfd p[2] = {{g_listen_fd, POLLIN, 0}, {g_trigger_pipe[0], POLLIN, 0}};
         int r = poll(p, 2, 1000);
         if (r <= 0) continue;

@@ -12,7 +12,7 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 1;
+inline constexpr uint32_t state_version = 2;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
@@ -79,7 +79,8 @@ struct state {
     pending_signal shared_pending[max_pending_shared];
     int32_t internal_fds[max_internal_fds]; // the agent's own descriptors: never saved
     uint32_t internal_fd_count;
-    uint32_t pad;
+    int32_t checkpointer_pid; // the `ghost checkpoint` the agent started itself (not a child to
+                              // carry), or 0 or -1
     // Written by the restorer into the restored copy:
     uint64_t restorer_start, restorer_end; // to unmap once every thread has left it
     thread_slot threads[max_threads];
