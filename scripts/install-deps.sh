@@ -2,7 +2,7 @@
 # Installs every Debian 12 package ghost needs to build, test and benchmark. Idempotent; needs root.
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential gfortran cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev
   libzstd-dev liblz4-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libopenmpi-dev openmpi-bin libmpich-dev mpich
