@@ -23,6 +23,7 @@
 #include "ghost-core/park_client.h"
 #include "ghost-core/proc_reader.h"
 #include "launcher/install_paths.h"
+#include "resources/fs/atomic_file.h"
 #include "resources/fs/fs_resource.h"
 #include "resources/mem/mem_resource.h"
 #include "runtime/control.h"
@@ -46,11 +47,13 @@ std::string absolute(const std::string &path) {
     return std::string(cwd) + "/" + path;
 }
 
+// Written to a file nobody else can name or redirect, then renamed over `file` (a symlink planted
+// there is replaced, not written through). The process already runs: a failure is only reported.
 void write_pid_file(const std::string &file, pid_t pid) {
     if (file.empty()) return;
-    std::string tmp = file + ".tmp";
-    std::ofstream(tmp) << pid << "\n";
-    ::rename(tmp.c_str(), file.c_str());
+    if (auto r = res::replace_file(file, std::to_string(pid) + "\n"); !r)
+        std::fprintf(stderr, "ghost: cannot write pid file %s: %s\n", file.c_str(),
+                     r.err().message.c_str());
 }
 
 pid_t g_child = -1;

@@ -20,6 +20,10 @@ bool runtime_dir(char *out, size_t out_size, const char **why);
 // <runtime dir>/<pid>.sock
 bool socket_path(int pid, char *out, size_t out_size, const char **why);
 
+// True when process `pid` is gone: none exists, or only its zombie (whose descriptors are closed:
+// it can never listen or write again).
+bool process_gone(int pid);
+
 // Reads one '\n'-terminated line (without the '\n') within timeout_ms (-1: no limit).
 // Returns its length, or -1 on error, EOF or timeout.
 long read_line(int fd, char *out, size_t out_size, int timeout_ms);
