@@ -28,6 +28,10 @@ Subtests (--only a,b,...; default all):
              one), is refused with one line and nothing is written; a symlink planted at the image
              name or at a pid file (and its old temporary name <file>.tmp) is replaced, never
              written through.
+  stale_sockets  (own runtime directory) the control socket of a SIGKILLed victim, and sockets
+             named after a zombie and after a live process not under ghost: `ghost status` lists
+             none of them (only the live victim), removes those of gone processes, keeps the
+             other; `ghost launch` removes those of gone processes too.
 Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
@@ -37,6 +41,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -44,7 +49,8 @@ import tempfile
 import time
 
 T0 = time.monotonic()
-SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk", "killed_writer", "symlink_attack"]
+SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk", "killed_writer", "symlink_attack",
+            "stale_sockets"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -628,6 +634,84 @@ class Env:
             self.pids.add(int(text))
         os.kill(pid, signal.SIGKILL)
         self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+
+    def t_stale_sockets(self):
+        rt = tempfile.mkdtemp(prefix="ghost-rt-")  # short: socket paths must fit in 108 bytes
+        try:
+            self.stale_sockets(rt)
+        finally:
+            shutil.rmtree(rt, ignore_errors=True)
+
+    def stale_sockets(self, rt):
+        env = dict(os.environ, GHOST_RUNTIME_DIR=rt)
+
+        def status():
+            p = self.popen([self.ghost, "status"], "ghost status", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                o, e = p.communicate(timeout=self.a.cmd_timeout)
+            except subprocess.TimeoutExpired:
+                raise Failure("ghost status did not finish (hang)") from None
+            if p.returncode != 0:
+                raise Failure(f"ghost status failed ({p.returncode}): {e.decode().strip()}")
+            listed = {int(l.split()[1]) for l in o.decode().splitlines() if l.startswith("pid ")}
+            log(f"  ghost status lists {sorted(listed)}")
+            return listed
+
+        def plant_socket(pid):
+            path = os.path.join(rt, f"{pid}.sock")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            s.close()  # the file stays, nobody listens: what a killed process leaves
+            return path
+
+        def launch(tag):
+            d = os.path.join(self.work, f"{tag}-data")
+            os.makedirs(d)
+            pidf = os.path.join(self.work, f"{tag}.pid")
+            r = self.popen([self.ghost, "launch", "--ckpt-dir", os.path.join(self.work, f"{tag}-ckpt"), "--pid-file", pidf,
+                            "--", self.victim, "--dir", d], f"ghost launch ({tag})", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+            vpid = self.read_pid(pidf, r, "ghost launch")
+            self.wait_for(lambda: os.path.exists(os.path.join(rt, f"{vpid}.sock")), "the victim's control socket")
+            return r, vpid
+
+        r1, killed = launch("killed")
+        r2, live = launch("live")
+        if status() != {killed, live}:
+            raise Failure("ghost status does not list exactly the two victims")
+        os.kill(killed, signal.SIGKILL)
+        self.wait_exit(r1, "ghost launch after SIGKILL of its victim")
+        zombie = subprocess.Popen(["true"])  # not waited for: a zombie once it exits
+        self.wait_for(lambda: not pid_alive(zombie.pid), "the zombie")
+        plain = self.popen(["sleep", "1000"], "plain sleep (not under ghost)", stdin=subprocess.DEVNULL)
+        self.pids.add(plain.pid)
+        killed_sock = os.path.join(rt, f"{killed}.sock")
+        zombie_sock = plant_socket(zombie.pid)
+        plain_sock = plant_socket(plain.pid)
+        listed = status()
+        if listed != {live}:
+            self.failures.append(f"ghost status lists {sorted(listed)}; only the live victim {live} runs under ghost "
+                                 f"(killed {killed}, zombie {zombie.pid}, plain {plain.pid})")
+        for path, what in [(killed_sock, "the killed victim"), (zombie_sock, "a zombie")]:
+            if os.path.exists(path):
+                self.failures.append(f"ghost status kept the stale socket of {what}: {path}")
+        if not os.path.exists(plain_sock):
+            self.failures.append("ghost status removed the socket named after a live process")
+        if not os.path.exists(os.path.join(rt, f"{live}.sock")):
+            raise Failure("ghost status removed the socket of the live victim")
+        zombie.wait()
+        # `ghost launch` sweeps too.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        gone_sock = plant_socket(gone.pid)
+        r3, third = launch("third")
+        if os.path.exists(gone_sock):
+            self.failures.append("ghost launch kept the stale socket of a gone process")
+        for p in (live, third):
+            os.kill(p, signal.SIGKILL)
+        self.wait_exit(r2, "ghost launch (live)")
+        self.wait_exit(r3, "ghost launch (third)")
 
     def main(self):
         selected = self.a.only.split(",") if self.a.only else SUBTESTS
