@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include "ghost-core/park_client.h"
 #include "ghost-core/proc_reader.h"
 #include "launcher/install_paths.h"
+#include "resources/fs/atomic_file.h"
 #include "resources/fs/fs_resource.h"
 #include "resources/mem/mem_resource.h"
 #include "runtime/control.h"
@@ -46,11 +48,13 @@ std::string absolute(const std::string &path) {
     return std::string(cwd) + "/" + path;
 }
 
+// Written to a file nobody else can name or redirect, then renamed over `file` (a symlink planted
+// there is replaced, not written through). The process already runs: a failure is only reported.
 void write_pid_file(const std::string &file, pid_t pid) {
     if (file.empty()) return;
-    std::string tmp = file + ".tmp";
-    std::ofstream(tmp) << pid << "\n";
-    ::rename(tmp.c_str(), file.c_str());
+    if (auto r = res::replace_file(file, std::to_string(pid) + "\n"); !r)
+        std::fprintf(stderr, "ghost: cannot write pid file %s: %s\n", file.c_str(),
+                     r.err().message.c_str());
 }
 
 pid_t g_child = -1;
@@ -130,6 +134,7 @@ int cmd_launch(const launch_args &a) {
     if (!agent) return fail(agent.err().message);
     std::string dir = absolute(a.ckpt_dir);
     std::string preload = *agent;
+    control::remove_stale_sockets(); // of processes killed since (their sockets outlive them)
     if (const char *old = std::getenv("LD_PRELOAD"); old && *old) preload += std::string(":") + old;
     pid_t child = ::fork();
     if (child < 0) return fail(std::string("cannot fork: ") + std::strerror(errno));
@@ -193,6 +198,7 @@ int cmd_restart(const restart_args &a) {
     auto t0 = clock_type::now();
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
+    control::remove_stale_sockets(); // e.g. that of the checkpointed process, if it was killed
     std::string path = image_path(a.image);
     auto src = res::open_file_source(path);
     if (!src) return fail(src.err().message);
@@ -313,15 +319,19 @@ int cmd_status() {
     if (!d) return fail(std::string("cannot list ") + dir);
     int found = 0;
     while (dirent *e = ::readdir(d)) {
-        int pid = std::atoi(e->d_name);
-        if (pid <= 0 || ::kill(pid, 0) != 0) continue;
+        char *end = nullptr;
+        long pid = std::strtol(e->d_name, &end, 10);
+        if (pid <= 0 || pid > INT_MAX || std::strcmp(end, ".sock") != 0) continue;
+        // Listed only when its agent answers: a socket file outlives a killed process, and its pid
+        // may name another process by now. Those of gone processes are removed on the way.
+        if (control::probe_socket((int)pid, true) != 1) continue;
         std::string exe = "?";
         char buf[4096];
         ssize_t n =
             ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
         if (n > 0) exe.assign(buf, (size_t)n);
-        std::printf("pid %-8d %s  checkpoints: %s\n", pid, exe.c_str(),
-                    default_ckpt_dir(pid).c_str());
+        std::printf("pid %-8d %s  checkpoints: %s\n", (int)pid, exe.c_str(),
+                    default_ckpt_dir((pid_t)pid).c_str());
         found++;
     }
     ::closedir(d);

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "runtime/control.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 namespace ghost::control {
@@ -51,6 +57,64 @@ bool socket_path(int pid, char *out, size_t out_size, const char **why) {
         return false;
     }
     return true;
+}
+
+bool process_gone(int pid) {
+    if (pid <= 0) return false;
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    // "pid (comm) S ...": the command name may hold anything, ')' included.
+    const char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+int probe_socket(int pid, bool remove_stale) {
+    char path[128];
+    const char *why = nullptr;
+    if (!socket_path(pid, path, sizeof path, &why)) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, strlen(path) + 1); // socket_path checked the size
+    int state = -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+        // A listener of another pid would be somebody else's socket at this name.
+        struct ucred cred = {};
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid) state = 1;
+    } else if (errno == ECONNREFUSED && process_gone(pid)) {
+        // Checked in this order: a process that takes the pid later binds a socket of its own.
+        state = 0;
+        if (remove_stale) unlink(path);
+    }
+    close(fd);
+    return state;
+}
+
+int remove_stale_sockets() {
+    char dir[4096];
+    const char *why = nullptr;
+    if (!runtime_dir(dir, sizeof dir, &why)) return 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    while (struct dirent *e = readdir(d)) {
+        char *end = nullptr;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid > 0 && pid < INT_MAX && strcmp(end, ".sock") == 0)
+            removed += probe_socket((int)pid, true) == 0;
+    }
+    closedir(d);
+    return removed;
 }
 
 long read_line(int fd, char *out, size_t out_size, int timeout_ms) {

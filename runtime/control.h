@@ -20,6 +20,20 @@ bool runtime_dir(char *out, size_t out_size, const char **why);
 // <runtime dir>/<pid>.sock
 bool socket_path(int pid, char *out, size_t out_size, const char **why);
 
+// True when process `pid` is gone: none exists, or only its zombie (whose descriptors are closed:
+// it can never listen or write again).
+bool process_gone(int pid);
+
+// What is behind the control socket of `pid`:
+//    1  the agent of that very process listens (the listener's credentials name `pid`);
+//    0  a stale socket file: nobody listens and `pid` is gone (removed when `remove_stale`);
+//   -1  anything else: no socket file, or a process of that pid that does not listen (yet).
+int probe_socket(int pid, bool remove_stale);
+
+// Removes the stale sockets of the runtime directory (processes killed or exec'd away, restored
+// under another pid); returns how many.
+int remove_stale_sockets();
+
 // Reads one '\n'-terminated line (without the '\n') within timeout_ms (-1: no limit).
 // Returns its length, or -1 on error, EOF or timeout.
 long read_line(int fd, char *out, size_t out_size, int timeout_ms);

@@ -7,13 +7,13 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc)
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGHOST_WERROR=ON >/dev/null
 ninja -C build
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 "$@"
 
 # Host-side code (CLI, exporter, resources, unit tests) under AddressSanitizer and UBSan. The agent
 # and the restorer run inside other programs and are never sanitized.
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGHOST_SANITIZE=ON >/dev/null
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGHOST_SANITIZE=ON -DGHOST_WERROR=ON >/dev/null
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -L "^(asan|unit)$" --timeout 600 "$@"

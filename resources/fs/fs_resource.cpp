@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "resources/fs/fs_resource.h"
+#include "resources/fs/atomic_file.h"
+#include "resources/fs/private_dir.h"
 #include "resources/staged_writer.h"
 
 #include <fcntl.h>
@@ -13,35 +15,19 @@ namespace ghost::res {
 
 namespace {
 
-std::string parent_of(const std::string &path) {
-    size_t slash = path.rfind('/');
-    if (slash == std::string::npos) return ".";
-    if (slash == 0) return "/";
-    return path.substr(0, slash);
-}
-
-result<void> make_dirs(const std::string &dir) {
-    if (dir.empty() || dir == "/" || dir == ".") return {};
-    struct stat sb;
-    if (::stat(dir.c_str(), &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode)) return error{dir + " is not a directory"};
-        return {};
-    }
-    GHOST_TRY(make_dirs(parent_of(dir)));
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-        return sys_error("cannot create directory " + dir);
-    return {};
-}
-
-// The temporary file is written through staging buffers by a second thread (staged_writer.h),
-// with O_DIRECT where the filesystem allows it: no page cache copy, and the final fsync has
-// little left to do.
+// The image is written to a file nobody else can name or redirect (atomic_file.h) in a directory
+// nobody else can change (private_dir.h), through staging buffers by a second thread
+// (staged_writer.h), with O_DIRECT where the filesystem allows it: no page cache copy, and the
+// final fsync has little left to do.
 class file_sink final : public sink {
   public:
-    file_sink(std::string final_path, std::string tmp_path, int fd, bool direct)
-        : final_(std::move(final_path)), tmp_(std::move(tmp_path)), fd_(fd),
-          out_(std::make_unique<staged_writer>(fd, direct, "image " + final_)) {}
-    ~file_sink() override { abort(); }
+    file_sink(std::string final_path, int dirfd, atomic_file file)
+        : final_(std::move(final_path)), dirfd_(dirfd), file_(std::move(file)),
+          out_(std::make_unique<staged_writer>(file_.fd(), file_.direct(), "image " + final_)) {}
+    ~file_sink() override {
+        abort();
+        ::close(dirfd_);
+    }
 
     result<void> write(const void *data, size_t len) override {
         if (!out_) return error{"image " + final_ + " was already closed"};
@@ -53,34 +39,24 @@ class file_sink final : public sink {
         auto length = out_->finish();
         if (!length) return length.err();
         out_.reset();
-        if (::fsync(fd_) != 0) return sys_error("cannot flush image " + final_ + " to disk");
-        int fd = fd_;
-        fd_ = -1;
-        if (::close(fd) != 0) return sys_error("cannot close image " + final_);
-        if (::rename(tmp_.c_str(), final_.c_str()) != 0)
-            return sys_error("cannot rename " + tmp_ + " to " + final_);
-        tmp_.clear();
-        int dir = ::open(parent_of(final_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir >= 0) {
-            ::fsync(dir); // the rename itself must survive a crash
-            ::close(dir);
-        }
+        if (::fsync(file_.fd()) != 0) return sys_error("cannot flush image " + final_ + " to disk");
+        GHOST_TRY(file_.publish());
+        GHOST_TRY(file_.close());
+        ::fsync(dirfd_); // the new name itself must survive a crash
         return {};
     }
 
     void abort() noexcept override {
         out_.reset();
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-        if (!tmp_.empty()) ::unlink(tmp_.c_str());
-        tmp_.clear();
+        file_.discard();
     }
 
     std::string describe() const override { return final_; }
 
   private:
-    std::string final_, tmp_;
-    int fd_;
+    std::string final_;
+    int dirfd_;
+    atomic_file file_;
     std::unique_ptr<staged_writer> out_;
 };
 
@@ -107,15 +83,20 @@ class file_source final : public source {
 } // namespace
 
 result<std::unique_ptr<sink>> create_file_sink(const std::string &final_path) {
-    GHOST_TRY(make_dirs(parent_of(final_path)));
-    std::string tmp = parent_of(final_path) + "/." + final_path.substr(final_path.rfind('/') + 1) +
-                      ".tmp-" + std::to_string(::getpid());
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
-    bool direct = fd >= 0;
-    if (fd < 0 && errno == EINVAL) // the filesystem has no direct I/O (tmpfs before 6.6, some FUSE)
-        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return sys_error("cannot create image " + tmp);
-    return std::unique_ptr<sink>(new file_sink(final_path, tmp, fd, direct));
+    size_t slash = final_path.rfind('/');
+    std::string dir = slash == std::string::npos ? "."
+                      : slash == 0               ? "/"
+                                                 : final_path.substr(0, slash);
+    std::string name = final_path.substr(slash == std::string::npos ? 0 : slash + 1);
+    auto dirfd = open_private_dir(dir);
+    if (!dirfd) return dirfd.err();
+    remove_stale_temporaries(*dirfd, name);
+    auto file = atomic_file::create(*dirfd, name, "image " + final_path, 0600, true);
+    if (!file) {
+        ::close(*dirfd);
+        return file.err();
+    }
+    return std::unique_ptr<sink>(new file_sink(final_path, *dirfd, std::move(*file)));
 }
 
 result<std::unique_ptr<source>> open_file_source(const std::string &path) {

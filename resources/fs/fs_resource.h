@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Images in a local or shared directory. A new image is written under a temporary name in the same
-// directory, fsync'd, renamed over the final name and the directory fsync'd: a crash at any point
-// leaves either the previous image or the new one, never a mix.
+// Images in a local or shared directory that only its user (and root) can change (private_dir.h).
+// A new image is written to a file nobody else can name (atomic_file.h), fsync'd, given the final
+// name in one step and the directory fsync'd: a crash or a kill at any point leaves either the
+// previous image or the new one, never a mix, and no temporary file once its writer is gone.
 #pragma once
 
 #include <memory>

@@ -19,6 +19,19 @@ Subtests (--only a,b,...; default all):
              one that fits, then a bigger one that does not -> one-line error, the process still
              runs (also with --kill), the previous image is byte-identical, `ghost inspect` accepts
              it and a restart from it runs the program to its PASS line.
+  killed_writer  `ghost checkpoint` of a grown (512 MiB) victim SIGKILLed while it writes the
+             image: nothing is left in the checkpoint directory (not even for a moment on disk
+             once the writer is dead), the previous image is byte-identical and inspects, the
+             victim runs on; a temporary of an earlier ghost whose writer is gone is removed by the
+             next checkpoint.
+  symlink_attack  an image directory of another user, or one other users may write to (or below
+             one), is refused with one line and nothing is written; a symlink planted at the image
+             name or at a pid file (and its old temporary name <file>.tmp) is replaced, never
+             written through.
+  stale_sockets  (own runtime directory) the control socket of a SIGKILLed victim, and sockets
+             named after a zombie and after a live process not under ghost: `ghost status` lists
+             none of them (only the live victim), removes those of gone processes, keeps the
+             other; `ghost launch` removes those of gone processes too.
 Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
@@ -28,6 +41,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -35,7 +49,8 @@ import tempfile
 import time
 
 T0 = time.monotonic()
-SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk"]
+SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk", "killed_writer", "symlink_attack",
+            "stale_sockets"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -443,7 +458,7 @@ class Env:
         probe = self.checkpoint_ok(pid, probe_dir)
         small = os.path.getsize(probe)
         size_mib = max(8, (small * 3 // 2 + (1 << 20)) >> 20)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", mnt],
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs", mnt],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
         if r.returncode != 0:
             raise Skip(f"cannot mount a tmpfs ({r.stdout.decode().strip()}); full-disk test needs root")
@@ -483,6 +498,220 @@ class Env:
         self.wait_for(lambda: not pid_alive(pid), "the victim to die")
         os.unlink(os.path.join(d, "grown"))
         self.control_restart(mnt, d, out)
+
+    def grow_victim(self, d, mib):
+        with open(os.path.join(d, "grow.tmp"), "w") as f:
+            f.write(f"{mib}\n")
+        os.rename(os.path.join(d, "grow.tmp"), os.path.join(d, "grow"))
+        self.wait_for(lambda: os.path.exists(os.path.join(d, "grown")), "the victim to grow")
+
+    def expect_beats(self, d, what):
+        beat = os.path.join(d, "beat")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0, f"the victim's heartbeat ({what})")
+
+    def t_killed_writer(self):
+        ckdir = os.path.join(self.work, "ckpt")
+        runner, pid, d, out = self.start_victim("killed", ckdir)
+        image = self.checkpoint_ok(pid, ckdir)
+        good = sha256(image)
+        self.grow_victim(d, 512)
+        # SIGKILLed once it has written 4 MiB of the image (found among its descriptors by the
+        # file it writes into: the checkpoint directory's).
+        cp = self.popen([self.ghost, "checkpoint", "--dir", ckdir, str(pid)], "ghost checkpoint (to be killed)",
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def writing():
+            if cp.poll() is not None:
+                return True
+            try:
+                for fd in os.listdir(f"/proc/{cp.pid}/fd"):
+                    try:
+                        target = os.readlink(f"/proc/{cp.pid}/fd/{fd}")
+                        size = os.stat(f"/proc/{cp.pid}/fd/{fd}").st_size
+                        if target.startswith(ckdir + "/") and size >= 4 << 20:
+                            log(f"the checkpoint writes {target}: {size >> 20} MiB so far")
+                            return True
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+            return False
+
+        deadline = time.monotonic() + self.a.cmd_timeout
+        while not writing():  # polled closely: the image takes a few hundred ms to write
+            if time.monotonic() > deadline:
+                raise Failure("timed out waiting for the checkpoint to write its image")
+            time.sleep(0.001)
+        if cp.poll() is not None:
+            raise Failure(f"the checkpoint finished (exit {cp.returncode}) before it could be killed mid-write")
+        os.kill(cp.pid, signal.SIGKILL)
+        self.wait_exit(cp, "the killed checkpoint")
+        log(f"killed ghost checkpoint {cp.pid} while it wrote the image")
+        left = sorted(set(os.listdir(ckdir)) - {"image.ghost"})
+        if left:
+            self.failures.append(f"the killed checkpoint left files in {ckdir}: {left}")
+            log(f"  FAILED: debris {left}")
+        if sha256(image) != good:
+            self.failures.append("the previous image changed after a killed checkpoint")
+        rc, o, err = self.run([self.ghost, "inspect", image], "ghost inspect (previous image)")
+        if rc != 0:
+            self.failures.append(f"ghost inspect rejects the previous image after a killed checkpoint: {err.strip()}")
+        if not pid_alive(pid) or pid_state(pid) in ("T", "t"):
+            raise Failure("the victim is gone or stopped after its checkpointer was killed")
+        self.expect_beats(d, "after the killed checkpoint")
+
+        # The debris of an earlier ghost (".image.ghost.tmp-<pid>" of a writer that is gone).
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        debris = os.path.join(ckdir, f".image.ghost.tmp-{gone.pid}")
+        with open(debris, "wb") as f:
+            f.write(b"\0" * (1 << 20))
+        self.checkpoint_ok(pid, ckdir)
+        left = sorted(set(os.listdir(ckdir)) - {"image.ghost"})
+        if left:
+            self.failures.append(f"a checkpoint left stale temporaries of gone writers in place: {left}")
+            log(f"  FAILED: stale temporaries kept: {left}")
+        os.kill(pid, signal.SIGKILL)
+        self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+
+    def t_symlink_attack(self):
+        target = os.path.join(self.work, "precious")
+        with open(target, "w") as f:
+            f.write("root's file\n")
+
+        def untouched(what):
+            if read_or_none(target) != b"root's file\n":
+                raise Failure(f"{what}: the file behind a planted symlink was overwritten")
+
+        runner, pid, d, out = self.start_victim("symlink", os.path.join(self.work, "ckpt"))
+        # Directories other users can change: refused before anything is written.
+        theirs = os.path.join(self.work, "theirs")
+        os.makedirs(theirs)
+        os.chown(theirs, 65534, 65534)
+        os.symlink(target, os.path.join(theirs, "image.ghost"))
+        last = int(open("/proc/sys/kernel/ns_last_pid").read())
+        for p in range(last + 1, last + 200):  # the temporary names earlier versions would use
+            os.symlink(target, os.path.join(theirs, f".image.ghost.tmp-{p}"))
+        open_dir = os.path.join(self.work, "open")
+        os.makedirs(open_dir)
+        os.chmod(open_dir, 0o777)
+        for ck, what in [(theirs, "a directory of another user"), (open_dir, "a world-writable directory"),
+                         (os.path.join(open_dir, "sub"), "a directory below a world-writable one")]:
+            try:
+                line = self.expect_error([self.ghost, "checkpoint", "--dir", ck, str(pid)], f"checkpoint into {what}")
+                if "refusing" not in line:
+                    self.failures.append(f"checkpoint into {what}: not refused for what it is: {line}")
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            untouched(f"checkpoint into {what}")
+            if not pid_alive(pid) or pid_state(pid) in ("T", "t"):
+                raise Failure(f"checkpoint into {what}: the victim was killed or left stopped")
+        if os.path.exists(os.path.join(open_dir, "sub")):
+            self.failures.append("a directory was created below a refused one")
+        # Our own directory with a symlink planted at the image's name: replaced, not followed.
+        mine = os.path.join(self.work, "mine")
+        os.makedirs(mine, mode=0o700)
+        os.symlink(target, os.path.join(mine, "image.ghost"))
+        image = self.checkpoint_ok(pid, mine)
+        untouched("checkpoint over a planted symlink")
+        if os.path.islink(image):
+            self.failures.append("the image name is still a symlink after a checkpoint")
+        # A pid file and its old temporary name planted as symlinks.
+        pidf = os.path.join(self.work, "planted.pid")
+        os.symlink(target, pidf)
+        os.symlink(target, pidf + ".tmp")
+        r2 = self.popen([self.ghost, "launch", "--pid-file", pidf, "--", "sleep", "1000"], "ghost launch (planted pid file)",
+                        stdin=subprocess.DEVNULL)
+        self.wait_for(lambda: not os.path.islink(pidf) or read_or_none(target) != b"root's file\n" or r2.poll() is not None,
+                      "the planted pid file to be written")
+        untouched("ghost launch --pid-file over a planted symlink")
+        text = read_or_none(pidf)
+        if not text or not text.strip().isdigit():
+            self.failures.append(f"the pid file holds {text!r}, not a pid")
+        else:
+            self.pids.add(int(text))
+        os.kill(pid, signal.SIGKILL)
+        self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+
+    def t_stale_sockets(self):
+        rt = tempfile.mkdtemp(prefix="ghost-rt-")  # short: socket paths must fit in 108 bytes
+        try:
+            self.stale_sockets(rt)
+        finally:
+            shutil.rmtree(rt, ignore_errors=True)
+
+    def stale_sockets(self, rt):
+        env = dict(os.environ, GHOST_RUNTIME_DIR=rt)
+
+        def status():
+            p = self.popen([self.ghost, "status"], "ghost status", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                o, e = p.communicate(timeout=self.a.cmd_timeout)
+            except subprocess.TimeoutExpired:
+                raise Failure("ghost status did not finish (hang)") from None
+            if p.returncode != 0:
+                raise Failure(f"ghost status failed ({p.returncode}): {e.decode().strip()}")
+            listed = {int(l.split()[1]) for l in o.decode().splitlines() if l.startswith("pid ")}
+            log(f"  ghost status lists {sorted(listed)}")
+            return listed
+
+        def plant_socket(pid):
+            path = os.path.join(rt, f"{pid}.sock")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            s.close()  # the file stays, nobody listens: what a killed process leaves
+            return path
+
+        def launch(tag):
+            d = os.path.join(self.work, f"{tag}-data")
+            os.makedirs(d)
+            pidf = os.path.join(self.work, f"{tag}.pid")
+            r = self.popen([self.ghost, "launch", "--ckpt-dir", os.path.join(self.work, f"{tag}-ckpt"), "--pid-file", pidf,
+                            "--", self.victim, "--dir", d], f"ghost launch ({tag})", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+            vpid = self.read_pid(pidf, r, "ghost launch")
+            self.wait_for(lambda: os.path.exists(os.path.join(rt, f"{vpid}.sock")), "the victim's control socket")
+            return r, vpid
+
+        r1, killed = launch("killed")
+        r2, live = launch("live")
+        if status() != {killed, live}:
+            raise Failure("ghost status does not list exactly the two victims")
+        os.kill(killed, signal.SIGKILL)
+        self.wait_exit(r1, "ghost launch after SIGKILL of its victim")
+        zombie = subprocess.Popen(["true"])  # not waited for: a zombie once it exits
+        self.wait_for(lambda: not pid_alive(zombie.pid), "the zombie")
+        plain = self.popen(["sleep", "1000"], "plain sleep (not under ghost)", stdin=subprocess.DEVNULL)
+        self.pids.add(plain.pid)
+        killed_sock = os.path.join(rt, f"{killed}.sock")
+        zombie_sock = plant_socket(zombie.pid)
+        plain_sock = plant_socket(plain.pid)
+        listed = status()
+        if listed != {live}:
+            self.failures.append(f"ghost status lists {sorted(listed)}; only the live victim {live} runs under ghost "
+                                 f"(killed {killed}, zombie {zombie.pid}, plain {plain.pid})")
+        for path, what in [(killed_sock, "the killed victim"), (zombie_sock, "a zombie")]:
+            if os.path.exists(path):
+                self.failures.append(f"ghost status kept the stale socket of {what}: {path}")
+        if not os.path.exists(plain_sock):
+            self.failures.append("ghost status removed the socket named after a live process")
+        if not os.path.exists(os.path.join(rt, f"{live}.sock")):
+            raise Failure("ghost status removed the socket of the live victim")
+        zombie.wait()
+        # `ghost launch` sweeps too.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        gone_sock = plant_socket(gone.pid)
+        r3, third = launch("third")
+        if os.path.exists(gone_sock):
+            self.failures.append("ghost launch kept the stale socket of a gone process")
+        for p in (live, third):
+            os.kill(p, signal.SIGKILL)
+        self.wait_exit(r2, "ghost launch (live)")
+        self.wait_exit(r3, "ghost launch (third)")
 
     def main(self):
         selected = self.a.only.split(",") if self.a.only else SUBTESTS

@@ -186,7 +186,7 @@ TEST(FsResource, ImagesAreOwnerOnly) {
 
 TEST(FsResource, FullDiskFailsCleanlyAndKeepsThePreviousImage) {
     temp_dir dir;
-    if (::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, "size=4m") != 0)
+    if (::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, "size=4m,mode=0700") != 0)
         GTEST_SKIP() << "cannot mount a small tmpfs here (needs root)";
     std::string final_path = dir.path + "/image.ghost";
     {
