@@ -60,7 +60,7 @@ using ghost::agent::thread_slot;
 namespace sys = ghost::sys;
 
 using ghost::agent::park_signal;
-constexpr int park_timeout_ms = 10000;
+int g_park_timeout_ms = 10000; // GHOST_PARK_TIMEOUT_MS overrides it
 
 int g_listen_fd = -1;
 int g_trigger_pipe[2] = {-1, -1};
@@ -108,6 +108,26 @@ uint64_t thread_pointer() {
     uint64_t fs;
     __asm__ volatile("mov %%fs:0, %0" : "=r"(fs)); // tcbhead_t.tcb points to itself on x86_64
     return fs;
+}
+
+// A slot's tid and state change together: a late park signal must not claim a slot that was
+// given to another thread meanwhile.
+typedef uint64_t __attribute__((may_alias)) slot_word;
+static_assert(offsetof(thread_slot, tid) == 0 && offsetof(thread_slot, state) == 4);
+
+uint64_t make_slot_word(int tid, uint32_t state) {
+    return (uint64_t)state << 32 | (uint32_t)tid;
+}
+
+bool move_slot(thread_slot *slot, int tid, uint32_t from, uint32_t to) {
+    uint64_t expected = make_slot_word(tid, from);
+    return __atomic_compare_exchange_n((slot_word *)slot, &expected, make_slot_word(tid, to), false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+// Takes back a slot whose thread has not claimed it yet; false if the thread was first.
+bool cancel_slot(thread_slot &t) {
+    return move_slot(&t, t.tid, ghost::agent::slot_signalled, ghost::agent::slot_free);
 }
 
 thread_slot *find_slot(int tid) {
@@ -209,6 +229,11 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
+    // Read before the claim: if the claim wins, the manager has not given up on this slot, so the
+    // generation it bumps to let the threads go is still ahead.
+    volatile uint32_t gen = load(&st.resume_gen);
+    if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
+        return; // a late park signal: its park is over or was given up (the thread blocked it)
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
     // only overtook them (the kernel serves a thread's own queue first), they were about to be
@@ -219,7 +244,6 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     uint64_t shared = pending_mask("ShdPnd:");
     uint64_t own = (pending_mask("SigPnd:") & ~shared) | (shared & ~interrupted_mask);
     slot->pending_count = take_pending(own, slot->pending, ghost::agent::max_pending_per_thread);
-    volatile uint32_t gen = load(&st.resume_gen);
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
         __atomic_add_fetch(&st.parked, 1, __ATOMIC_ACQ_REL);
@@ -267,13 +291,13 @@ int signal_new_threads(int self) {
                 return -1;
             }
             thread_slot *slot = &st.threads[st.thread_count];
-            memset(slot, 0, sizeof *slot);
-            slot->tid = tid;
-            slot->state = ghost::agent::slot_signalled;
+            memset((char *)slot + sizeof(slot_word), 0, sizeof *slot - sizeof(slot_word));
+            __atomic_store_n((slot_word *)slot, make_slot_word(tid, ghost::agent::slot_signalled),
+                             __ATOMIC_RELEASE);
             slot->flags = tid == (int)sys::call(SYS_getpid) ? ghost::image::thread_main : 0;
             __atomic_store_n(&st.thread_count, st.thread_count + 1, __ATOMIC_RELEASE);
             if (sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal) != 0)
-                slot->state = ghost::agent::slot_free; // it exited meanwhile
+                cancel_slot(*slot); // it exited meanwhile
             else
                 added++;
         }
@@ -286,10 +310,64 @@ uint32_t signalled_live_count() {
     uint32_t n = 0;
     for (uint32_t i = 0; i < st.thread_count; i++) {
         thread_slot &t = st.threads[i];
-        if (t.state == ghost::agent::slot_signalled && !task_alive(t.tid)) t.state = 0;
-        if (t.state != ghost::agent::slot_free && !(t.flags & ghost::image::thread_manager)) n++;
+        if (load(&t.state) == ghost::agent::slot_signalled && !task_alive(t.tid)) cancel_slot(t);
+        if (load(&t.state) != ghost::agent::slot_free && !(t.flags & ghost::image::thread_manager))
+            n++;
     }
     return n;
+}
+
+// One field ("SigBlk:", "State:", "Name:") of /proc/self/task/TID/status, up to the end of line.
+bool task_status_field(int tid, const char *field, char *out, size_t size) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    int fd = (int)sys::call(SYS_open, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[4096];
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char *at = strstr(buf, field);
+    if (!at) return false;
+    at += strlen(field);
+    while (*at == ' ' || *at == '\t')
+        at++;
+    size_t len = strcspn(at, "\n");
+    if (len >= size) len = size - 1;
+    memcpy(out, at, len);
+    out[len] = 0;
+    return true;
+}
+
+// Why a park was given up, naming the first thread that did not come and what to do about it.
+char g_park_failure[240];
+
+const char *describe_stuck_thread(int timeout_ms) {
+    int tid = 0;
+    for (uint32_t i = 1; i < st.thread_count && !tid; i++)
+        if (load(&st.threads[i].state) == ghost::agent::slot_signalled &&
+            task_alive(st.threads[i].tid))
+            tid = st.threads[i].tid;
+    char name[32] = "?", state[32] = "?", blocked[32] = "";
+    task_status_field(tid, "Name:", name, sizeof name);
+    task_status_field(tid, "State:", state, sizeof state);
+    task_status_field(tid, "SigBlk:", blocked, sizeof blocked);
+    uint64_t mask = strtoull(blocked, nullptr, 16);
+    const char *what;
+    if (mask & (1ULL << (park_signal - 1)))
+        what = "it blocks signal 63, with which ghost parks threads; let it block only the signals "
+               "it needs, then checkpoint again";
+    else if (state[0] == 'D')
+        what = "it is in an uninterruptible wait (state D); checkpoint again once it is out of it";
+    else if (state[0] == 'T' || state[0] == 't')
+        what = "it is stopped; let it continue (SIGCONT), then checkpoint again";
+    else
+        what = "checkpoint again";
+    snprintf(g_park_failure, sizeof g_park_failure,
+             "thread %d (%s) did not reach its park point in %d ms: %s", tid, name, timeout_ms,
+             what);
+    return g_park_failure;
 }
 
 // Stops every application thread at its park point. On failure the parked ones are released.
@@ -317,8 +395,13 @@ bool park_all(const char **why) {
             struct timespec now, step = {0, 5 * 1000 * 1000};
             clock_gettime(CLOCK_MONOTONIC, &now);
             long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-            if (ms > park_timeout_ms) {
-                *why = "a thread did not reach its park point in 10 s (does it block signal 63?)";
+            if (ms > g_park_timeout_ms) {
+                *why = describe_stuck_thread(g_park_timeout_ms);
+                // The park is given up: a thread that takes its slot back before this returns at
+                // once when its signal comes (maybe much later); one that claimed it first parks
+                // and is let go by resume_all like the others.
+                for (uint32_t i = 1; i < st.thread_count; i++)
+                    cancel_slot(st.threads[i]);
                 return false;
             }
             futex(&st.parked, FUTEX_WAIT, parked, &step);
@@ -593,6 +676,8 @@ __attribute__((constructor)) void agent_init() {
     snprintf(g_ckpt_dir, sizeof g_ckpt_dir, "%s", dir && *dir ? dir : "ghost-ckpt");
     const char *bin = getenv("GHOST_BIN");
     if (bin) snprintf(g_ghost_bin, sizeof g_ghost_bin, "%s", bin);
+    const char *park_ms = getenv("GHOST_PARK_TIMEOUT_MS");
+    if (park_ms && atoi(park_ms) > 0) g_park_timeout_ms = atoi(park_ms);
     const char *trig = getenv("GHOST_CKPT_SIGNAL");
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
