@@ -19,6 +19,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,9 +64,16 @@ namespace sys = ghost::sys;
 using ghost::agent::park_signal;
 int g_park_timeout_ms = 10000; // GHOST_PARK_TIMEOUT_MS overrides it
 
+// The manager's descriptors live in a descriptor table of its own (unshare(CLONE_FILES)): the
+// program can neither see nor close nor replace them, and its own numbers are those it would get
+// without ghost. Without a table of its own (unshare refused), they sit high (high_fd) and are
+// listed in the state block so that the exporter leaves them out.
+bool g_private_files = false;
 int g_listen_fd = -1;
-int g_trigger_pipe[2] = {-1, -1};
-int g_tid_offset = -1; // offset of struct pthread's tid from the thread pointer
+int g_manager_tid = 0;          // 0 until the manager runs
+uint32_t g_manager_ready = 0;   // futex: 1 serving, 2 could not start
+uint32_t g_trigger_pending = 0; // the trigger signal came; the manager spawns a checkpoint
+int g_tid_offset = -1;          // offset of struct pthread's tid from the thread pointer
 int g_trigger_signal = SIGUSR2;
 pid_t g_spawned_checkpoint = -1;
 char g_socket_path[128];
@@ -75,6 +84,8 @@ char g_exe_path[4096]; // /proc/self/exe at start
 ghost::agent::state &st = ghost_agent_state;
 
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int raw_gettid();
+
 void say(const char *fmt, ...) {
     char buf[512];
     int n = snprintf(buf, sizeof buf, "ghost-agent[%d]: ", (int)sys::call(SYS_getpid));
@@ -85,7 +96,13 @@ void say(const char *fmt, ...) {
     size_t len = (size_t)n + (size_t)(m < 0 ? 0 : m);
     if (len > sizeof buf - 2) len = sizeof buf - 2;
     buf[len++] = '\n';
-    (void)!write(2, buf, len);
+    // The manager's own table has no stderr: it writes to the program's.
+    int fd = 2;
+    if (g_private_files && raw_gettid() == g_manager_tid)
+        fd =
+            (int)sys::call(SYS_open, "/proc/self/fd/2", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0) (void)!write(fd, buf, len);
+    if (fd != 2 && fd >= 0) sys::call(SYS_close, fd);
 }
 
 long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *timeout) {
@@ -260,10 +277,17 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     errno = saved_errno;
 }
 
+// The manager waits in ppoll with only the park signal let through: sending it that signal wakes
+// it (its park handler finds nothing to do there and returns).
+void wake_manager() {
+    int tid = __atomic_load_n(&g_manager_tid, __ATOMIC_ACQUIRE);
+    if (tid > 0) sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal);
+}
+
 void trigger_handler(int) {
     int saved_errno = errno;
-    char c = 'c';
-    if (g_trigger_pipe[1] >= 0) (void)!write(g_trigger_pipe[1], &c, 1);
+    __atomic_store_n(&g_trigger_pending, 1, __ATOMIC_RELEASE);
+    wake_manager();
     errno = saved_errno;
 }
 
@@ -438,9 +462,34 @@ void capture_process_state() {
 
 void set_internal_fds(int conn) {
     st.internal_fd_count = 0;
-    const int fds[] = {g_listen_fd, g_trigger_pipe[0], g_trigger_pipe[1], conn};
+    if (g_private_files) return; // the program's table holds none of them
+    const int fds[] = {g_listen_fd, conn};
     for (int fd : fds)
         if (fd >= 0) st.internal_fds[st.internal_fd_count++] = fd;
+}
+
+// Moves a descriptor of the agent out of the program's way: near the top of the first 1024
+// numbers (below the soft limit), where programs that put their descriptors on numbers of their
+// choosing do not go, without growing the table far (a fork copies it whole).
+int high_fd(int fd) {
+    struct rlimit lim;
+    if (fd < 0 || sys::call(SYS_getrlimit, RLIMIT_NOFILE, &lim) != 0) return fd;
+    long top = lim.rlim_cur < 1024 ? (long)lim.rlim_cur : 1024;
+    if (top < 64) return fd;
+    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, top - 32);
+    if (high < 0) return fd;
+    sys::call(SYS_close, fd);
+    return (int)high;
+}
+
+// Gives the calling (manager) thread a descriptor table of its own, empty: no copy of a program
+// descriptor may stay open through it (a pipe's reader would never see end of file).
+void take_private_files() {
+    g_private_files = sys::call(SYS_unshare, CLONE_FILES) == 0;
+    if (!g_private_files) return;
+    if (sys::call(SYS_close_range, 0, ~0U, 0) == 0) return;
+    for (int fd = 0; fd < 1024; fd++) // close_range needs Linux 5.9
+        sys::call(SYS_close, fd);
 }
 
 bool open_control_socket() {
@@ -461,9 +510,7 @@ bool open_control_socket() {
         return false;
     }
     chmod(g_socket_path, 0600);
-    g_listen_fd = fd;
-    if (pipe2(g_trigger_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-        g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
+    g_listen_fd = high_fd(fd);
     return true;
 }
 
@@ -500,8 +547,9 @@ void after_restore_manager(thread_slot *self) {
     st.restorer_start = st.restorer_end = 0;
     st.restore_count++;
     g_listen_fd = -1;
-    g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
     g_spawned_checkpoint = -1;
+    __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
+    take_private_files(); // the restorer gave every thread one table
     open_control_socket();
     restore_timers();
 }
@@ -592,31 +640,63 @@ bool serve(int conn) {
     return false;
 }
 
+void remove_socket();
+
+// Without a table of its own, the program may have closed or replaced the listening socket: then
+// the manager makes a new one and leaves that number to the program.
+ino_t g_listen_ino = 0;
+
+bool listen_fd_ours() {
+    struct stat sb;
+    return g_listen_fd >= 0 && sys::call(SYS_fstat, g_listen_fd, &sb) == 0 &&
+           S_ISSOCK(sb.st_mode) && sb.st_ino == g_listen_ino;
+}
+
+void note_listen_fd() {
+    struct stat sb;
+    g_listen_ino = g_listen_fd >= 0 && sys::call(SYS_fstat, g_listen_fd, &sb) == 0 ? sb.st_ino : 0;
+}
+
 void *manager_main(void *) {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    for (;;) {
+    // Born with every signal blocked; only the park signal gets through, and only while waiting.
+    __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
+    take_private_files();
+    bool serving = open_control_socket();
+    note_listen_fd();
+    __atomic_store_n(&g_manager_ready, serving ? 1u : 2u, __ATOMIC_RELEASE);
+    futex_wake_all(&g_manager_ready);
+    if (!serving) return nullptr;
+    sigset_t wake;
+    sigfillset(&wake);
+    sigdelset(&wake, park_signal);
+    for (int failures = 0;;) {
         if (g_spawned_checkpoint > 0 && waitpid(g_spawned_checkpoint, nullptr, WNOHANG) != 0)
             g_spawned_checkpoint = -1;
-        struct pollfd p[2] = {{g_listen_fd, POLLIN, 0}, {g_trigger_pipe[0], POLLIN, 0}};
-        int r = poll(p, 2, 1000);
-        if (r <= 0) continue;
-        if (p[1].revents & POLLIN) {
-            char drain[16];
-            while (read(g_trigger_pipe[0], drain, sizeof drain) > 0) {
-            }
-            spawn_checkpoint();
+        if (__atomic_exchange_n(&g_trigger_pending, 0, __ATOMIC_ACQ_REL)) spawn_checkpoint();
+        if (!g_private_files && !listen_fd_ours()) {
+            g_listen_fd = -1; // closed or replaced by the program: that number is its own now
+            open_control_socket();
+            note_listen_fd();
         }
-        if (p[0].revents & POLLIN) {
-            int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-            if (conn < 0) continue;
-            // After a restore, `conn` is a number from the old process: the application may
-            // already have reopened it, so it must not be closed.
-            if (!serve(conn)) close(conn);
+        struct pollfd p = {g_listen_fd, POLLIN, 0};
+        struct timespec tick = {1, 0};
+        int r = ppoll(&p, 1, &tick, &wake);
+        if (r < 0 && errno != EINTR && ++failures >= 10) {
+            // Refused for good (a seccomp filter that covers every thread): give up serving.
+            say("the control socket cannot be served any more: %s", strerror(errno));
+            remove_socket();
+            return nullptr;
         }
+        if (r == 0) failures = 0;
+        if (r < 0 || !(p.revents & POLLIN)) continue;
+        failures = 0;
+        int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        conn = high_fd(conn);
+        // After a restore, `conn` is a number from the old process: the application may
+        // already have reopened it, so it must not be closed.
+        if (!serve(conn)) close(conn);
     }
-    return nullptr;
 }
 
 // The offset of struct pthread's tid field from the thread pointer: found by looking for the
@@ -637,8 +717,9 @@ void *confirm_tid_offset(void *) {
     return manager_main(nullptr);
 }
 
+// Returns once the manager serves the control socket (or could not): a `ghost checkpoint` right
+// after the program starts, or forks, finds it.
 void start_manager() {
-    if (!open_control_socket()) return;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -646,19 +727,24 @@ void start_manager() {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); // the manager is born with every signal blocked
+    __atomic_store_n(&g_manager_ready, 0u, __ATOMIC_RELEASE);
     pthread_t manager;
     if (pthread_create(&manager, &attr, confirm_tid_offset, nullptr) != 0)
         say("cannot start the manager thread");
+    else
+        while (load(&g_manager_ready) == 0)
+            futex(&g_manager_ready, FUTEX_WAIT, 0, nullptr);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     pthread_attr_destroy(&attr);
 }
 
 void after_fork_child() {
-    // A forked child is a process of its own: it gets its own socket and manager.
+    // A forked child is a process of its own: it gets its own socket and manager. With a table of
+    // its own, the parent's manager left no descriptor in the child.
     g_spawned_checkpoint = -1;
-    if (g_listen_fd >= 0) close(g_listen_fd);
-    for (int &fd : g_trigger_pipe)
-        if (fd >= 0) close(fd), fd = -1;
+    __atomic_store_n(&g_manager_tid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_trigger_pending, 0u, __ATOMIC_RELEASE);
+    if (!g_private_files && listen_fd_ours()) close(g_listen_fd);
     g_listen_fd = -1;
     start_manager();
 }
