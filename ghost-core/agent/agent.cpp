@@ -14,6 +14,7 @@
 // Hazard: once one thread is parked it may hold any libc lock (malloc, stdio, the loader), so the
 // manager only uses system calls and stack buffers between parking and resuming.
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -657,12 +658,71 @@ void note_listen_fd() {
     g_listen_ino = g_listen_fd >= 0 && sys::call(SYS_fstat, g_listen_fd, &sb) == 0 ? sb.st_ino : 0;
 }
 
+// The main thread is gone (a zombie) and no other thread of the program is left: the process
+// would have ended without the manager. That happens when the main thread was killed alone (a
+// seccomp-strict or SECCOMP_RET_KILL_THREAD violation), left with SYS_exit, or called
+// pthread_exit and the last other thread ended (glibc counts the manager among its threads).
+// Returns the main thread's exit code as wait() shows it, or -1 while the program goes on.
+int program_ended() {
+    int fd = (int)sys::call(SYS_open, "/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[1024];
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *state = strrchr(buf, ')');
+    if (!state || state[1] != ' ' || state[2] != 'Z') return -1;
+    const char *last = strrchr(buf, ' '); // the last field is the exit code
+    int code = last ? atoi(last + 1) : 0;
+    int dir = (int)sys::call(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    int self = raw_gettid(), pid = (int)sys::call(SYS_getpid), others = 0;
+    char ents[4096];
+    for (long got; (got = sys::call(SYS_getdents64, dir, ents, sizeof ents)) > 0;)
+        for (long off = 0; off < got;) {
+            auto *d = (struct dirent64 *)(ents + off);
+            off += d->d_reclen;
+            int tid = atoi(d->d_name);
+            others += tid > 0 && tid != self && tid != pid;
+        }
+    sys::call(SYS_close, dir);
+    return others ? -1 : code;
+}
+
+// Ends the process as the main thread's end would have (the kernel reports the status of the
+// thread that ends last): killed by the signal that killed it, or exiting with its code.
+[[noreturn]] void end_as_main_thread(int code) {
+    int sig = code & 0x7f;
+    if (sig) {
+        // Nothing of the C library here: the dead thread may have held one of its locks.
+        ghost::uapi::kernel_sigaction dfl = {};
+        if (sig != SIGKILL) sys::call(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
+        uint64_t mask = 1ULL << (sig - 1);
+        sys::call(SYS_rt_sigprocmask, SIG_UNBLOCK, &mask, nullptr, 8);
+        sys::call(SYS_tgkill, sys::call(SYS_getpid), raw_gettid(), sig);
+    }
+    for (;;)
+        sys::call(SYS_exit, (code >> 8) & 0xff);
+}
+
+// glibc counts running threads and lets the last one to end call exit(0) (after main called
+// pthread_exit): the manager must not count, or that last one would be the manager, whose
+// descriptor table is not the program's. Found by name (a private glibc symbol); without it, the
+// manager ends such a process itself (without the program's atexit handlers).
+unsigned int *g_nptl_nthreads = nullptr;
+
+void count_manager(int delta) {
+    if (g_nptl_nthreads) __atomic_add_fetch(g_nptl_nthreads, (unsigned)delta, __ATOMIC_ACQ_REL);
+}
+
 void *manager_main(void *) {
     // Born with every signal blocked; only the park signal gets through, and only while waiting.
     __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
     take_private_files();
     bool serving = open_control_socket();
     note_listen_fd();
+    if (serving) count_manager(-1); // counted again before it ends through glibc
     __atomic_store_n(&g_manager_ready, serving ? 1u : 2u, __ATOMIC_RELEASE);
     futex_wake_all(&g_manager_ready);
     if (!serving) return nullptr;
@@ -679,15 +739,22 @@ void *manager_main(void *) {
             note_listen_fd();
         }
         struct pollfd p = {g_listen_fd, POLLIN, 0};
-        struct timespec tick = {1, 0};
+        struct timespec tick = {0, 500 * 1000 * 1000};
         int r = ppoll(&p, 1, &tick, &wake);
         if (r < 0 && errno != EINTR && ++failures >= 10) {
             // Refused for good (a seccomp filter that covers every thread): give up serving.
             say("the control socket cannot be served any more: %s", strerror(errno));
             remove_socket();
+            count_manager(+1);
             return nullptr;
         }
-        if (r == 0) failures = 0;
+        if (r == 0) {
+            failures = 0;
+            int code = program_ended();
+            if (code < 0) continue;
+            remove_socket();
+            end_as_main_thread(code);
+        }
         if (r < 0 || !(p.revents & POLLIN)) continue;
         failures = 0;
         int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -767,6 +834,7 @@ __attribute__((constructor)) void agent_init() {
     const char *trig = getenv("GHOST_CKPT_SIGNAL");
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
+    g_nptl_nthreads = (unsigned int *)dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
     ssize_t n = readlink("/proc/self/exe", g_exe_path, sizeof g_exe_path - 1);
     g_exe_path[n > 0 ? n : 0] = 0;
 
