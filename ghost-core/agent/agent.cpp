@@ -14,11 +14,13 @@
 // Hazard: once one thread is parked it may hold any libc lock (malloc, stdio, the loader), so the
 // manager only uses system calls and stack buffers between parking and resuming.
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -61,11 +64,18 @@ using ghost::agent::thread_slot;
 namespace sys = ghost::sys;
 
 using ghost::agent::park_signal;
-constexpr int park_timeout_ms = 10000;
+int g_park_timeout_ms = 10000; // GHOST_PARK_TIMEOUT_MS overrides it
 
+// The manager's descriptors live in a descriptor table of its own (unshare(CLONE_FILES)): the
+// program can neither see nor close nor replace them, and its own numbers are those it would get
+// without ghost. Without a table of its own (unshare refused), they sit high (high_fd) and are
+// listed in the state block so that the exporter leaves them out.
+bool g_private_files = false;
 int g_listen_fd = -1;
-int g_trigger_pipe[2] = {-1, -1};
-int g_tid_offset = -1; // offset of struct pthread's tid from the thread pointer
+int g_manager_tid = 0;          // 0 until the manager runs
+uint32_t g_manager_ready = 0;   // futex: 1 serving, 2 could not start
+uint32_t g_trigger_pending = 0; // the trigger signal came; the manager spawns a checkpoint
+int g_tid_offset = -1;          // offset of struct pthread's tid from the thread pointer
 int g_trigger_signal = SIGUSR2;
 pid_t g_spawned_checkpoint = -1;
 char g_socket_path[128];
@@ -76,6 +86,8 @@ char g_exe_path[4096]; // /proc/self/exe at start
 ghost::agent::state &st = ghost_agent_state;
 
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int raw_gettid();
+
 void say(const char *fmt, ...) {
     char buf[512];
     int n = snprintf(buf, sizeof buf, "ghost-agent[%d]: ", (int)sys::call(SYS_getpid));
@@ -86,7 +98,13 @@ void say(const char *fmt, ...) {
     size_t len = (size_t)n + (size_t)(m < 0 ? 0 : m);
     if (len > sizeof buf - 2) len = sizeof buf - 2;
     buf[len++] = '\n';
-    (void)!write(2, buf, len);
+    // The manager's own table has no stderr: it writes to the program's.
+    int fd = 2;
+    if (g_private_files && raw_gettid() == g_manager_tid)
+        fd =
+            (int)sys::call(SYS_open, "/proc/self/fd/2", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0) (void)!write(fd, buf, len);
+    if (fd != 2 && fd >= 0) sys::call(SYS_close, fd);
 }
 
 long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *timeout) {
@@ -109,6 +127,26 @@ uint64_t thread_pointer() {
     uint64_t fs;
     __asm__ volatile("mov %%fs:0, %0" : "=r"(fs)); // tcbhead_t.tcb points to itself on x86_64
     return fs;
+}
+
+// A slot's tid and state change together: a late park signal must not claim a slot that was
+// given to another thread meanwhile.
+typedef uint64_t __attribute__((may_alias)) slot_word;
+static_assert(offsetof(thread_slot, tid) == 0 && offsetof(thread_slot, state) == 4);
+
+uint64_t make_slot_word(int tid, uint32_t state) {
+    return (uint64_t)state << 32 | (uint32_t)tid;
+}
+
+bool move_slot(thread_slot *slot, int tid, uint32_t from, uint32_t to) {
+    uint64_t expected = make_slot_word(tid, from);
+    return __atomic_compare_exchange_n((slot_word *)slot, &expected, make_slot_word(tid, to), false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+// Takes back a slot whose thread has not claimed it yet; false if the thread was first.
+bool cancel_slot(thread_slot &t) {
+    return move_slot(&t, t.tid, ghost::agent::slot_signalled, ghost::agent::slot_free);
 }
 
 thread_slot *find_slot(int tid) {
@@ -243,10 +281,30 @@ void read_blocked_syscall(thread_slot *slot) {
 // allow (a restored process resumes after an unknown delay anyway). The context is on the
 // thread's stack, so a restored copy issues the call again too. The condition (rax = -EINTR at
 // the very address the thread was blocked at) cannot be met by an EINTR the program already had.
+// The immediate of the last `mov $imm32, %eax` (b8 imm32, no REX prefix) among the 16 bytes before
+// the `syscall` at `at`, if it is the number of a call that resume_interrupted_syscall issues
+// again; -1 otherwise. Stays on the syscall's page (the page before may be unmapped).
+int64_t syscall_number_before(const unsigned char *at) {
+    static const uint32_t waits[] = {
+        SYS_nanosleep,   SYS_clock_nanosleep, SYS_futex,    SYS_poll,
+        SYS_ppoll,       SYS_select,          SYS_pselect6, SYS_epoll_wait,
+        SYS_epoll_pwait, SYS_rt_sigtimedwait, SYS_pause,    SYS_rt_sigsuspend};
+    uint64_t page = (uint64_t)at & ~4095ULL;
+    for (int back = 5; back <= 16 && (uint64_t)(at - back - 1) >= page; back++) {
+        const unsigned char *mov = at - back;
+        if (mov[0] != 0xb8 || (mov[-1] & 0xf0) == 0x40) continue;
+        uint32_t imm;
+        memcpy(&imm, mov + 1, sizeof imm);
+        for (uint32_t w : waits)
+            if (imm == w) return imm;
+        return -1; // the nearest such move loads another number
+    }
+    return -1;
+}
+
 void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     greg_t *r = uc->uc_mcontext.gregs;
     if (r[REG_RAX] != -EINTR) return;
-    const auto *insn = (const unsigned char *)(r[REG_RIP] - 7);
     if (((const unsigned char *)r[REG_RIP])[-2] != 0x0f ||
         ((const unsigned char *)r[REG_RIP])[-1] != 0x05)
         return; // not after a `syscall` instruction
@@ -254,13 +312,11 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     if (slot->sys_nr >= 0 && (uint64_t)r[REG_RIP] == slot->sys_pc &&
         (uint64_t)r[REG_RDI] == slot->sys_arg0) {
         nr = slot->sys_nr;
-    } else if (slot->sys_nr < 0 && ((uint64_t)insn >> 12) == ((uint64_t)(insn + 5) >> 12) &&
-               insn[0] == 0xb8) { // (the page before the `syscall` may be unmapped)
+    } else if (slot->sys_nr < 0) {
         // Running when the manager looked, blocked when the signal came: the number is known
-        // when the call was made by `mov $NR, %eax; syscall`, as glibc's wrappers mostly do.
-        uint32_t imm;
-        memcpy(&imm, insn + 1, sizeof imm);
-        nr = imm;
+        // when the call was made by `mov $NR, %eax` shortly before the `syscall`, as glibc's
+        // wrappers do (directly before it, or with the argument moves in between).
+        nr = syscall_number_before((const unsigned char *)r[REG_RIP] - 2);
     }
     switch (nr) {
     case SYS_nanosleep:
@@ -295,6 +351,11 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
+    // Read before the claim: if the claim wins, the manager has not given up on this slot, so the
+    // generation it bumps to let the threads go is still ahead.
+    volatile uint32_t gen = load(&st.resume_gen);
+    if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
+        return; // a late park signal: its park is over or was given up (the thread blocked it)
     resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
@@ -306,7 +367,6 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     uint64_t shared = pending_mask("ShdPnd:");
     uint64_t own = (pending_mask("SigPnd:") & ~shared) | (shared & ~interrupted_mask);
     slot->pending_count = take_pending(own, slot->pending, ghost::agent::max_pending_per_thread);
-    volatile uint32_t gen = load(&st.resume_gen);
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
         __atomic_add_fetch(&st.parked, 1, __ATOMIC_ACQ_REL);
@@ -323,10 +383,17 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     errno = saved_errno;
 }
 
+// The manager waits in ppoll with only the park signal let through: sending it that signal wakes
+// it (its park handler finds nothing to do there and returns).
+void wake_manager() {
+    int tid = __atomic_load_n(&g_manager_tid, __ATOMIC_ACQUIRE);
+    if (tid > 0) sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal);
+}
+
 void trigger_handler(int) {
     int saved_errno = errno;
-    char c = 'c';
-    if (g_trigger_pipe[1] >= 0) (void)!write(g_trigger_pipe[1], &c, 1);
+    __atomic_store_n(&g_trigger_pending, 1, __ATOMIC_RELEASE);
+    wake_manager();
     errno = saved_errno;
 }
 
@@ -354,14 +421,14 @@ int signal_new_threads(int self) {
                 return -1;
             }
             thread_slot *slot = &st.threads[st.thread_count];
-            memset(slot, 0, sizeof *slot);
-            slot->tid = tid;
-            slot->state = ghost::agent::slot_signalled;
+            memset((char *)slot + sizeof(slot_word), 0, sizeof *slot - sizeof(slot_word));
+            __atomic_store_n((slot_word *)slot, make_slot_word(tid, ghost::agent::slot_signalled),
+                             __ATOMIC_RELEASE);
             slot->flags = tid == (int)sys::call(SYS_getpid) ? ghost::image::thread_main : 0;
             read_blocked_syscall(slot);
             __atomic_store_n(&st.thread_count, st.thread_count + 1, __ATOMIC_RELEASE);
             if (sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal) != 0)
-                slot->state = ghost::agent::slot_free; // it exited meanwhile
+                cancel_slot(*slot); // it exited meanwhile
             else
                 added++;
         }
@@ -374,10 +441,64 @@ uint32_t signalled_live_count() {
     uint32_t n = 0;
     for (uint32_t i = 0; i < st.thread_count; i++) {
         thread_slot &t = st.threads[i];
-        if (t.state == ghost::agent::slot_signalled && !task_alive(t.tid)) t.state = 0;
-        if (t.state != ghost::agent::slot_free && !(t.flags & ghost::image::thread_manager)) n++;
+        if (load(&t.state) == ghost::agent::slot_signalled && !task_alive(t.tid)) cancel_slot(t);
+        if (load(&t.state) != ghost::agent::slot_free && !(t.flags & ghost::image::thread_manager))
+            n++;
     }
     return n;
+}
+
+// One field ("SigBlk:", "State:", "Name:") of /proc/self/task/TID/status, up to the end of line.
+bool task_status_field(int tid, const char *field, char *out, size_t size) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    int fd = (int)sys::call(SYS_open, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[4096];
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char *at = strstr(buf, field);
+    if (!at) return false;
+    at += strlen(field);
+    while (*at == ' ' || *at == '\t')
+        at++;
+    size_t len = strcspn(at, "\n");
+    if (len >= size) len = size - 1;
+    memcpy(out, at, len);
+    out[len] = 0;
+    return true;
+}
+
+// Why a park was given up, naming the first thread that did not come and what to do about it.
+char g_park_failure[240];
+
+const char *describe_stuck_thread(int timeout_ms) {
+    int tid = 0;
+    for (uint32_t i = 1; i < st.thread_count && !tid; i++)
+        if (load(&st.threads[i].state) == ghost::agent::slot_signalled &&
+            task_alive(st.threads[i].tid))
+            tid = st.threads[i].tid;
+    char name[32] = "?", state[32] = "?", blocked[32] = "";
+    task_status_field(tid, "Name:", name, sizeof name);
+    task_status_field(tid, "State:", state, sizeof state);
+    task_status_field(tid, "SigBlk:", blocked, sizeof blocked);
+    uint64_t mask = strtoull(blocked, nullptr, 16);
+    const char *what;
+    if (mask & (1ULL << (park_signal - 1)))
+        what = "it blocks signal 63, with which ghost parks threads; let it block only the signals "
+               "it needs, then checkpoint again";
+    else if (state[0] == 'D')
+        what = "it is in an uninterruptible wait (state D); checkpoint again once it is out of it";
+    else if (state[0] == 'T' || state[0] == 't')
+        what = "it is stopped; let it continue (SIGCONT), then checkpoint again";
+    else
+        what = "checkpoint again";
+    snprintf(g_park_failure, sizeof g_park_failure,
+             "thread %d (%s) did not reach its park point in %d ms: %s", tid, name, timeout_ms,
+             what);
+    return g_park_failure;
 }
 
 // Stops every application thread at its park point. On failure the parked ones are released.
@@ -405,8 +526,13 @@ bool park_all(const char **why) {
             struct timespec now, step = {0, 5 * 1000 * 1000};
             clock_gettime(CLOCK_MONOTONIC, &now);
             long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-            if (ms > park_timeout_ms) {
-                *why = "a thread did not reach its park point in 10 s (does it block signal 63?)";
+            if (ms > g_park_timeout_ms) {
+                *why = describe_stuck_thread(g_park_timeout_ms);
+                // The park is given up: a thread that takes its slot back before this returns at
+                // once when its signal comes (maybe much later); one that claimed it first parks
+                // and is let go by resume_all like the others.
+                for (uint32_t i = 1; i < st.thread_count; i++)
+                    cancel_slot(st.threads[i]);
                 return false;
             }
             futex(&st.parked, FUTEX_WAIT, parked, &step);
@@ -444,9 +570,34 @@ void capture_process_state() {
 
 void set_internal_fds(int conn) {
     st.internal_fd_count = 0;
-    const int fds[] = {g_listen_fd, g_trigger_pipe[0], g_trigger_pipe[1], conn};
+    if (g_private_files) return; // the program's table holds none of them
+    const int fds[] = {g_listen_fd, conn};
     for (int fd : fds)
         if (fd >= 0) st.internal_fds[st.internal_fd_count++] = fd;
+}
+
+// Moves a descriptor of the agent out of the program's way: near the top of the first 1024
+// numbers (below the soft limit), where programs that put their descriptors on numbers of their
+// choosing do not go, without growing the table far (a fork copies it whole).
+int high_fd(int fd) {
+    struct rlimit lim;
+    if (fd < 0 || sys::call(SYS_getrlimit, RLIMIT_NOFILE, &lim) != 0) return fd;
+    long top = lim.rlim_cur < 1024 ? (long)lim.rlim_cur : 1024;
+    if (top < 64) return fd;
+    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, top - 32);
+    if (high < 0) return fd;
+    sys::call(SYS_close, fd);
+    return (int)high;
+}
+
+// Gives the calling (manager) thread a descriptor table of its own, empty: no copy of a program
+// descriptor may stay open through it (a pipe's reader would never see end of file).
+void take_private_files() {
+    g_private_files = sys::call(SYS_unshare, CLONE_FILES) == 0;
+    if (!g_private_files) return;
+    if (sys::call(SYS_close_range, 0, ~0U, 0) == 0) return;
+    for (int fd = 0; fd < 1024; fd++) // close_range needs Linux 5.9
+        sys::call(SYS_close, fd);
 }
 
 bool open_control_socket() {
@@ -467,9 +618,7 @@ bool open_control_socket() {
         return false;
     }
     chmod(g_socket_path, 0600);
-    g_listen_fd = fd;
-    if (pipe2(g_trigger_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-        g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
+    g_listen_fd = high_fd(fd);
     return true;
 }
 
@@ -506,8 +655,9 @@ void after_restore_manager(thread_slot *self) {
     st.restorer_start = st.restorer_end = 0;
     st.restore_count++;
     g_listen_fd = -1;
-    g_trigger_pipe[0] = g_trigger_pipe[1] = -1;
     g_spawned_checkpoint = -1;
+    __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
+    take_private_files(); // the restorer gave every thread one table
     open_control_socket();
     restore_timers();
     if (st.thp_disabled) sys::call(SYS_prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
@@ -607,31 +757,129 @@ bool serve(int conn) {
     return false;
 }
 
+void remove_socket();
+
+// Without a table of its own, the program may have closed or replaced the listening socket: then
+// the manager makes a new one and leaves that number to the program.
+ino_t g_listen_ino = 0;
+
+bool listen_fd_ours() {
+    struct stat sb;
+    return g_listen_fd >= 0 && sys::call(SYS_fstat, g_listen_fd, &sb) == 0 &&
+           S_ISSOCK(sb.st_mode) && sb.st_ino == g_listen_ino;
+}
+
+void note_listen_fd() {
+    struct stat sb;
+    g_listen_ino = g_listen_fd >= 0 && sys::call(SYS_fstat, g_listen_fd, &sb) == 0 ? sb.st_ino : 0;
+}
+
+// The main thread is gone (a zombie) and no other thread of the program is left: the process
+// would have ended without the manager. That happens when the main thread was killed alone (a
+// seccomp-strict or SECCOMP_RET_KILL_THREAD violation), left with SYS_exit, or called
+// pthread_exit and the last other thread ended (glibc counts the manager among its threads).
+// Returns the main thread's exit code as wait() shows it, or -1 while the program goes on.
+int program_ended() {
+    int fd = (int)sys::call(SYS_open, "/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[1024];
+    long n = sys::call(SYS_read, fd, buf, sizeof buf - 1);
+    sys::call(SYS_close, fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *state = strrchr(buf, ')');
+    if (!state || state[1] != ' ' || state[2] != 'Z') return -1;
+    const char *last = strrchr(buf, ' '); // the last field is the exit code
+    int code = last ? atoi(last + 1) : 0;
+    int dir = (int)sys::call(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    int self = raw_gettid(), pid = (int)sys::call(SYS_getpid), others = 0;
+    char ents[4096];
+    for (long got; (got = sys::call(SYS_getdents64, dir, ents, sizeof ents)) > 0;)
+        for (long off = 0; off < got;) {
+            auto *d = (struct dirent64 *)(ents + off);
+            off += d->d_reclen;
+            int tid = atoi(d->d_name);
+            others += tid > 0 && tid != self && tid != pid;
+        }
+    sys::call(SYS_close, dir);
+    return others ? -1 : code;
+}
+
+// Ends the process as the main thread's end would have (the kernel reports the status of the
+// thread that ends last): killed by the signal that killed it, or exiting with its code.
+[[noreturn]] void end_as_main_thread(int code) {
+    int sig = code & 0x7f;
+    if (sig) {
+        // Nothing of the C library here: the dead thread may have held one of its locks.
+        ghost::uapi::kernel_sigaction dfl = {};
+        if (sig != SIGKILL) sys::call(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
+        uint64_t mask = 1ULL << (sig - 1);
+        sys::call(SYS_rt_sigprocmask, SIG_UNBLOCK, &mask, nullptr, 8);
+        sys::call(SYS_tgkill, sys::call(SYS_getpid), raw_gettid(), sig);
+    }
+    for (;;)
+        sys::call(SYS_exit, (code >> 8) & 0xff);
+}
+
+// glibc counts running threads and lets the last one to end call exit(0) (after main called
+// pthread_exit): the manager must not count, or that last one would be the manager, whose
+// descriptor table is not the program's. Found by name (a private glibc symbol); without it, the
+// manager ends such a process itself (without the program's atexit handlers).
+unsigned int *g_nptl_nthreads = nullptr;
+
+void count_manager(int delta) {
+    if (g_nptl_nthreads) __atomic_add_fetch(g_nptl_nthreads, (unsigned)delta, __ATOMIC_ACQ_REL);
+}
+
 void *manager_main(void *) {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    for (;;) {
+    // Born with every signal blocked; only the park signal gets through, and only while waiting.
+    __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
+    take_private_files();
+    bool serving = open_control_socket();
+    note_listen_fd();
+    if (serving) count_manager(-1); // counted again before it ends through glibc
+    __atomic_store_n(&g_manager_ready, serving ? 1u : 2u, __ATOMIC_RELEASE);
+    futex_wake_all(&g_manager_ready);
+    if (!serving) return nullptr;
+    sigset_t wake;
+    sigfillset(&wake);
+    sigdelset(&wake, park_signal);
+    for (int failures = 0;;) {
         if (g_spawned_checkpoint > 0 && waitpid(g_spawned_checkpoint, nullptr, WNOHANG) != 0)
             g_spawned_checkpoint = st.checkpointer_pid = -1;
-        struct pollfd p[2] = {{g_listen_fd, POLLIN, 0}, {g_trigger_pipe[0], POLLIN, 0}};
-        int r = poll(p, 2, 1000);
-        if (r <= 0) continue;
-        if (p[1].revents & POLLIN) {
-            char drain[16];
-            while (read(g_trigger_pipe[0], drain, sizeof drain) > 0) {
-            }
-            spawn_checkpoint();
+        if (__atomic_exchange_n(&g_trigger_pending, 0, __ATOMIC_ACQ_REL)) spawn_checkpoint();
+        if (!g_private_files && !listen_fd_ours()) {
+            g_listen_fd = -1; // closed or replaced by the program: that number is its own now
+            open_control_socket();
+            note_listen_fd();
         }
-        if (p[0].revents & POLLIN) {
-            int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-            if (conn < 0) continue;
-            // After a restore, `conn` is a number from the old process: the application may
-            // already have reopened it, so it must not be closed.
-            if (!serve(conn)) close(conn);
+        struct pollfd p = {g_listen_fd, POLLIN, 0};
+        struct timespec tick = {0, 500 * 1000 * 1000};
+        int r = ppoll(&p, 1, &tick, &wake);
+        if (r < 0 && errno != EINTR && ++failures >= 10) {
+            // Refused for good (a seccomp filter that covers every thread): give up serving.
+            say("the control socket cannot be served any more: %s", strerror(errno));
+            remove_socket();
+            count_manager(+1);
+            return nullptr;
         }
+        if (r == 0) {
+            failures = 0;
+            int code = program_ended();
+            if (code < 0) continue;
+            remove_socket();
+            end_as_main_thread(code);
+        }
+        if (r < 0 || !(p.revents & POLLIN)) continue;
+        failures = 0;
+        int conn = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        conn = high_fd(conn);
+        // After a restore, `conn` is a number from the old process: the application may
+        // already have reopened it, so it must not be closed.
+        if (!serve(conn)) close(conn);
     }
-    return nullptr;
 }
 
 // The offset of struct pthread's tid field from the thread pointer: found by looking for the
@@ -652,8 +900,9 @@ void *confirm_tid_offset(void *) {
     return manager_main(nullptr);
 }
 
+// Returns once the manager serves the control socket (or could not): a `ghost checkpoint` right
+// after the program starts, or forks, finds it.
 void start_manager() {
-    if (!open_control_socket()) return;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -661,19 +910,24 @@ void start_manager() {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); // the manager is born with every signal blocked
+    __atomic_store_n(&g_manager_ready, 0u, __ATOMIC_RELEASE);
     pthread_t manager;
     if (pthread_create(&manager, &attr, confirm_tid_offset, nullptr) != 0)
         say("cannot start the manager thread");
+    else
+        while (load(&g_manager_ready) == 0)
+            futex(&g_manager_ready, FUTEX_WAIT, 0, nullptr);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     pthread_attr_destroy(&attr);
 }
 
 void after_fork_child() {
-    // A forked child is a process of its own: it gets its own socket and manager.
+    // A forked child is a process of its own: it gets its own socket and manager. With a table of
+    // its own, the parent's manager left no descriptor in the child.
     g_spawned_checkpoint = -1;
-    if (g_listen_fd >= 0) close(g_listen_fd);
-    for (int &fd : g_trigger_pipe)
-        if (fd >= 0) close(fd), fd = -1;
+    __atomic_store_n(&g_manager_tid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_trigger_pending, 0u, __ATOMIC_RELEASE);
+    if (!g_private_files && listen_fd_ours()) close(g_listen_fd);
     g_listen_fd = -1;
     start_manager();
 }
@@ -691,9 +945,12 @@ __attribute__((constructor)) void agent_init() {
     snprintf(g_ckpt_dir, sizeof g_ckpt_dir, "%s", dir && *dir ? dir : "ghost-ckpt");
     const char *bin = getenv("GHOST_BIN");
     if (bin) snprintf(g_ghost_bin, sizeof g_ghost_bin, "%s", bin);
+    const char *park_ms = getenv("GHOST_PARK_TIMEOUT_MS");
+    if (park_ms && atoi(park_ms) > 0) g_park_timeout_ms = atoi(park_ms);
     const char *trig = getenv("GHOST_CKPT_SIGNAL");
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
+    g_nptl_nthreads = (unsigned int *)dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
     ssize_t n = readlink("/proc/self/exe", g_exe_path, sizeof g_exe_path - 1);
     g_exe_path[n > 0 ? n : 0] = 0;
 

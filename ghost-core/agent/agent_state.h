@@ -39,7 +39,11 @@ inline constexpr uint32_t pending_from_self = 1;
 inline constexpr int max_pending_per_thread = 8;
 inline constexpr int max_pending_shared = 32;
 
-enum slot_state : uint32_t { slot_free = 0, slot_signalled = 1, slot_parked = 2 };
+// A slot is made `signalled` by the manager when it sends the park signal. The thread claims it
+// (signalled -> parking) when the signal arrives; the manager cancels it (signalled -> free) when
+// it gives up. Whoever changes it first decides: a park signal that finds its slot in any other
+// state arrived late (after a park ended or was given up) and returns at once.
+enum slot_state : uint32_t { slot_free = 0, slot_signalled = 1, slot_parked = 2, slot_parking = 3 };
 
 struct thread_slot {
     int32_t tid;

@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Cases of the preloaded agent that need a driver: each step has a hard timeout, and on any
+failure every process started here is killed.
+
+Subtests (--only NAME):
+  blocked_park  a program blocks every signal (tests/programs/blocked_park.c); `ghost checkpoint`
+                is refused within the park timeout with one line naming the thread and what to do;
+                when the program unblocks its signals, the park signal it still held arrives and
+                must not keep it: it goes on, can be checkpointed, and ends on SIGTERM.
+Exit status: 0 pass, 1 fail.
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[agent_cases {time.monotonic() - T0:7.2f}s] {msg}", flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+from procs import kill_all  # noqa: E402
+
+
+class Cases:
+    def __init__(self, a):
+        self.a = a
+        self.ghost = os.path.abspath(a.ghost)
+        self.popens = []
+        self.pids = set()
+        self.work = tempfile.mkdtemp(prefix="ghost-agent-cases-")
+
+    def popen(self, argv, what, **kw):
+        log(f"start {what}: {' '.join(argv)}")
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.popens.append((p, what))
+        return p
+
+    def run(self, argv, what, timeout=60):
+        p = self.popen(argv, what, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{what} did not finish within {timeout}s (hang?)") from None
+        return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def wait_file(self, path, timeout, why, proc=None):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise Failure(f"{path} did not appear within {timeout}s: {why}")
+            if proc is not None and proc.poll() is not None:
+                raise Failure(f"the program ended (status {proc.returncode}) before {path} appeared")
+            time.sleep(0.01)
+
+    def touch(self, path):
+        open(path, "w").close()
+
+    def blocked_park(self):
+        d = os.path.join(self.work, "blocked_park")
+        os.makedirs(d)
+        env = dict(os.environ, GHOST_PARK_TIMEOUT_MS="1000")
+        out = open(os.path.join(d, "out.txt"), "wb")
+        runner = self.popen([self.ghost, "launch", "--ckpt-dir", os.path.join(d, "ckpt"), "--",
+                             self.a.blocked_park, "--dir", d], "ghost launch blocked_park",
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env)
+        out.close()
+        blocked = os.path.join(d, "blocked")
+        self.wait_file(blocked, 30, "the program did not start", runner)
+        with open(blocked) as f:
+            tid = int(f.read())
+        self.pids.add(tid)
+        rc, so, se = self.run([self.ghost, "checkpoint", str(tid)], "ghost checkpoint (signals blocked)")
+        lines = [l for l in se.splitlines() if l.strip()]
+        if rc == 0 or len(lines) != 1:
+            raise Failure(f"checkpoint of a program that blocks every signal: status {rc}, stderr {se!r} "
+                          "(expected a refusal in one line)")
+        for want in (f"thread {tid} ", "blocks signal 63", "checkpoint again"):
+            if want not in lines[0]:
+                raise Failure(f"the refusal does not say {want!r}: {lines[0]}")
+        log(f"refused as expected: {lines[0]}")
+        self.touch(os.path.join(d, "go"))
+        self.wait_file(os.path.join(d, "unblocked"), 20,
+                       "once it unblocked its signals, the late park signal kept the program in the agent",
+                       runner)
+        rc, so, se = self.run([self.ghost, "checkpoint", str(tid)], "ghost checkpoint (signals unblocked)")
+        if rc != 0:
+            raise Failure(f"checkpoint after the program unblocked its signals failed ({rc}): {se.strip()}")
+        log("checkpoint after unblocking: ok")
+        os.kill(runner.pid, signal.SIGTERM)  # ghost launch passes it on
+        try:
+            rc = runner.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise Failure("the program did not end within 20s of SIGTERM") from None
+        if rc != 128 + signal.SIGTERM:
+            raise Failure(f"after SIGTERM, ghost launch exited with {rc}, expected {128 + signal.SIGTERM}")
+        log("ended on SIGTERM")
+
+    def main(self):
+        ok = False
+        try:
+            getattr(self, self.a.only)()
+            ok = True
+        except Failure as e:
+            log(f"FAILURE: {e}")
+        finally:
+            kill_all(self.popens, self.pids, log)
+            if ok:
+                shutil.rmtree(self.work, ignore_errors=True)
+        print(f"{'PASS' if ok else 'FAIL'} agent_cases {self.a.only}" + ("" if ok else f" (work dir {self.work})"),
+              flush=True)
+        return 0 if ok else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ghost", required=True)
+    ap.add_argument("--blocked-park", required=True, help="path of tests/programs/blocked_park")
+    ap.add_argument("--only", required=True, choices=["blocked_park"])
+    return Cases(ap.parse_args()).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
