@@ -87,18 +87,27 @@ class classifier {
         GHOST_TRY(read_ctty());
         GHOST_TRY(find_duplicates());
         std::vector<exported_file> masters, others, dups;
+        std::map<int, bool> inherited;
         for (const fd_entry &e : entries_) {
             exported_file f;
             f.record.fd = e.fd;
             f.record.cloexec = (e.info.flags & O_CLOEXEC) != 0;
-            if (e.same_as >= 0) {
+            // A std stream on the description of an inherited one is inherited too: a dup of
+            // the restarter's stdin would become the process's stdout.
+            if (e.same_as >= 0 && !(e.fd <= 2 && inherited[e.same_as])) {
                 f.record.kind = image::file_dup;
                 f.record.dup_of = e.same_as;
                 dups.push_back(std::move(f));
                 continue;
             }
+            if (e.same_as >= 0) {
+                f.record.kind = image::file_inherit;
+                others.push_back(std::move(f));
+                continue;
+            }
             f.record.flags = e.info.flags & ~O_CLOEXEC;
             GHOST_TRY(classify(e, f));
+            inherited[e.fd] = f.record.kind == image::file_inherit;
             (f.record.kind == image::file_pty_master ? masters : others).push_back(std::move(f));
         }
         std::vector<exported_file> out = std::move(masters);
