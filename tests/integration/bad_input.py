@@ -20,6 +20,9 @@ Subtests (--only a,b,...; default all):
              a terminal that is not its controlling terminal): `ghost checkpoint --kill` and
              `ghost duplicate` must fail with one line naming the descriptor, write no image, and
              leave the victim running (it then stops on request with its PASS line);
+  shared_stdio  a victim whose fds 0-2 are one socket (one open file description) is checkpointed,
+             killed and restarted with stdin /dev/null and stdout a file: its std streams are
+             the restarting command's, so its last lines and PASS must reach that file;
   full_disk  checkpoints into a small tmpfs (needs root; skipped with a message if mount fails):
              one that fits, then a bigger one that does not -> one-line error, the process still
              runs (also with --kill), the previous image is byte-identical, `ghost inspect` accepts
@@ -40,7 +43,7 @@ import tempfile
 import time
 
 T0 = time.monotonic()
-SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "full_disk"]
+SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -473,6 +476,37 @@ class Env:
             if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
                 raise Failure(f"the {kind} victim did not finish well after the refusals: exit {rc}, "
                               f"stdout {text[-200:]!r}")
+
+    def t_shared_stdio(self):
+        import socket
+        ours, theirs = socket.socketpair()
+        ckdir = os.path.join(self.work, "ckpt")
+        d = os.path.join(self.work, "data")
+        os.makedirs(d)
+        pidf = os.path.join(self.work, "victim.pid")
+        runner = self.popen([self.ghost, "launch", "--ckpt-dir", ckdir, "--pid-file", pidf, "--", self.victim, "--dir", d],
+                            "ghost launch (victim on one socket as fds 0-2)", stdin=theirs, stdout=theirs, stderr=theirs)
+        theirs.close()
+        pid = self.read_pid(pidf, runner, "ghost launch")
+        beat = os.path.join(d, "beat")
+        self.wait_for(lambda: read_or_none(beat), "the victim's first heartbeat")
+        self.checkpoint_ok(pid, ckdir, kill=True)
+        self.wait_exit(runner, "ghost launch after checkpoint --kill")
+        ours.close()
+        out = os.path.join(self.work, "restart.out")
+        with open(out, "wb") as o, open(os.path.join(self.work, "restart.err"), "wb") as e:
+            r = self.popen([self.ghost, "restart", "--pid-file", pidf + "2", ckdir], "ghost restart",
+                           stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+        self.read_pid(pidf + "2", r, "ghost restart")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0, "the restored victim's heartbeat", 20)
+        with open(os.path.join(d, "stop"), "w"):
+            pass
+        rc = self.wait_exit(r, "ghost restart (waiting for the victim to stop)")
+        text = read_or_none(out) or b""
+        if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
+            raise Failure(f"restart with stdout to a file: exit {rc}, its stdout {text[-200:]!r} (the victim's "
+                          f"stdout is not the restarting command's)")
 
     def t_full_disk(self):
         mnt = os.path.join(self.work, "tmpfs")
