@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Export reads everything from outside the parked process: /proc for the layout and descriptors,
-// process_vm_readv for memory, the agent's state block for what only the process could tell.
+// Export reads everything from outside the parked process: /proc for the layout and descriptors
+// (classified in export_files.cpp), process_vm_readv for memory, the agent's state block for what
+// only the process could tell.
 // Its mirror image is ghost-core/restore/restorer.cpp, which reads the records in the same order.
 #include "ghost-core/export.h"
 
@@ -8,7 +9,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -19,7 +19,6 @@
 #include <atomic>
 #include <cpuid.h>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +28,7 @@
 
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/elf_build_id.h"
+#include "ghost-core/export_files.h"
 #include "ghost-core/image_writer.h"
 #include "ghost-core/proc_reader.h"
 #include "runtime/uapi.h"
@@ -160,6 +160,9 @@ class exporter {
     result<export_stats> run() {
         GHOST_TRY(read_agent_state());
         GHOST_TRY(refuse_children());
+        // Descriptors first: one the restorer could not rebuild refuses the checkpoint before
+        // any memory is copied.
+        GHOST_TRY(collect_files());
         auto maps = read_maps(pid_);
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
@@ -511,6 +514,7 @@ class exporter {
         return {};
     }
 
+    result<void> collect_files();
     result<void> write_files();
     result<void> write_threads() {
         for (uint32_t i = 0; i < state_->thread_count && i < (uint32_t)agent::max_threads; i++) {
@@ -535,6 +539,7 @@ class exporter {
     memory_reader mem_;
     std::unique_ptr<agent::state> state_;
     std::string exe_;
+    std::vector<exported_file> files_;
     export_stats stats_;
 
     // The memory jobs: handed out and written under mu_.
@@ -553,124 +558,19 @@ class exporter {
     error failure_;
 };
 
-// Data buffered in a pipe, read without consuming it: tee() into a pipe of our own.
-result<std::string> peek_pipe(pid_t pid, int fd) {
-    std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
-    int src = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (src < 0) return sys_error("cannot open the pipe of descriptor " + std::to_string(fd));
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
-        ::close(src);
-        return sys_error("cannot create a pipe");
-    }
-    ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-    std::string data;
-    ssize_t n = ::tee(src, p[1], 1 << 20, SPLICE_F_NONBLOCK);
-    if (n > 0) {
-        data.resize((size_t)n);
-        ssize_t got = ::read(p[0], data.data(), (size_t)n);
-        data.resize(got > 0 ? (size_t)got : 0);
-    }
-    ::close(src);
-    ::close(p[0]);
-    ::close(p[1]);
-    return data;
+result<void> exporter::collect_files() {
+    std::vector<int> internal;
+    for (uint32_t i = 0; i < state_->internal_fd_count && i < agent::max_internal_fds; i++)
+        internal.push_back(state_->internal_fds[i]);
+    auto files = core::collect_files(pid_, internal);
+    if (!files) return files.err();
+    files_ = std::move(*files);
+    return {};
 }
 
 result<void> exporter::write_files() {
-    auto fds = list_fds(pid_);
-    if (!fds) return fds.err();
-    std::string base = "/proc/" + std::to_string(pid_) + "/fd/";
-    struct entry {
-        int fd;
-        std::string link;
-        fd_info info;
-        struct stat sb;
-    };
-    std::vector<entry> entries;
-    for (int fd : *fds) {
-        bool internal = false;
-        for (uint32_t i = 0; i < state_->internal_fd_count && i < agent::max_internal_fds; i++)
-            internal |= state_->internal_fds[i] == fd;
-        if (internal) continue;
-        entry e{fd, {}, {}, {}};
-        auto link = read_link(base + std::to_string(fd));
-        auto info = read_fdinfo(pid_, fd);
-        if (!link || !info || ::stat((base + std::to_string(fd)).c_str(), &e.sb) != 0) continue;
-        e.link = *link, e.info = *info;
-        entries.push_back(std::move(e));
-    }
-    std::string who = "descriptor ";
-    for (const entry &e : entries) {
-        image::file_record f{};
-        f.fd = e.fd;
-        // Descriptors made by dup() share one offset: restore them as one open file.
-        const entry *same = nullptr;
-        for (const entry &o : entries) {
-            if (o.fd >= e.fd) break;
-            if (o.sb.st_ino == e.sb.st_ino && o.sb.st_dev == e.sb.st_dev &&
-                ::syscall(SYS_kcmp, pid_, pid_, 0 /* KCMP_FILE */, o.fd, e.fd) == 0) {
-                same = &o;
-                break;
-            }
-        }
-        if (same) {
-            f.kind = image::file_dup;
-            f.dup_of = same->fd;
-            f.cloexec = (e.info.flags & O_CLOEXEC) != 0;
-            GHOST_TRY(writer_.record(image::rec_file, &f, sizeof f));
-            stats_.files++;
-            continue;
-        }
-        f.flags = e.info.flags & ~O_CLOEXEC;
-        f.cloexec = (e.info.flags & O_CLOEXEC) != 0;
-        f.offset = e.info.pos;
-        std::string path, data;
-        std::string name =
-            who + std::to_string(e.fd) + " (" + e.link + ") of pid " + std::to_string(pid_);
-        mode_t type = e.sb.st_mode & S_IFMT;
-        bool std_stream = e.fd <= 2;
-        if (type == S_IFREG || type == S_IFDIR) {
-            if (ends_with(e.link, " (deleted)"))
-                return error{"cannot checkpoint " + name + ": the file was deleted"};
-            f.kind = type == S_IFREG ? image::file_regular : image::file_directory;
-            path = e.link;
-        } else if (type == S_IFCHR) {
-            bool tty = e.link.rfind("/dev/pts/", 0) == 0 || e.link.rfind("/dev/tty", 0) == 0;
-            f.kind = std_stream && tty ? image::file_inherit : image::file_device;
-            path = e.link;
-        } else if (type == S_IFIFO && e.link.rfind("pipe:", 0) == 0) {
-            int mode = e.info.flags & O_ACCMODE;
-            const entry *peer = nullptr;
-            for (const entry &o : entries)
-                if (o.fd != e.fd && o.sb.st_ino == e.sb.st_ino &&
-                    (o.info.flags & O_ACCMODE) != mode)
-                    peer = &o;
-            if (!peer) {
-                if (std_stream) {
-                    f.kind = image::file_inherit;
-                } else {
-                    return error{"cannot checkpoint " + name +
-                                 ": a pipe to another process cannot be restored"};
-                }
-            } else {
-                f.kind = mode == O_RDONLY ? image::file_pipe_read : image::file_pipe_write;
-                f.pipe_id = e.sb.st_ino;
-                if (f.kind == image::file_pipe_read) {
-                    auto d = peek_pipe(pid_, e.fd);
-                    if (!d) return d.err();
-                    data = *d;
-                }
-            }
-        } else if (std_stream) {
-            f.kind = image::file_inherit; // sockets, fifos: the restarter's own stream
-        } else {
-            return error{"cannot checkpoint " + name +
-                         ": this kind of descriptor is not supported"};
-        }
-        f.path_len = (uint32_t)path.size();
-        f.data_len = (uint32_t)data.size();
-        GHOST_TRY(writer_.record(image::rec_file, &f, sizeof f, path, data));
+    for (const exported_file &f : files_) {
+        GHOST_TRY(writer_.record(image::rec_file, &f.record, sizeof f.record, f.path, f.data));
         stats_.files++;
     }
     return {};

@@ -134,12 +134,33 @@ enum region_advice : uint32_t {
 enum file_kind : uint32_t {
     file_regular = 1,   // reopened by path at its offset (no O_CREAT, O_TRUNC)
     file_directory = 2, // reopened by path
-    file_device = 3,    // character device reopened by path (/dev/null, /dev/urandom ...)
+    file_device = 3,    // a memory device reopened by path (/dev/null, /dev/zero, /dev/urandom ...)
     file_inherit = 4,   // a std stream that was a tty, pipe or socket: the restarter's own is used
-    file_pipe_read = 5, // both ends inside the process: recreated, buffered data refilled
+    // A pipe with a reader and a writer inside the process: recreated (pipe_id names it), its
+    // buffered data (carried by the pipe's first record) refilled, `pipe_size` re-applied. The
+    // first read-only and the first write-only open file description are the pipe's own ends; every
+    // other description of it (a second reader, a read-write one, one reopened through
+    // /proc/self/fd) is file_pipe_reopen: opened again through /proc/self/fd of the recreated pipe
+    // with `flags`.
+    file_pipe_read = 5,
     file_pipe_write = 6,
     file_dup = 7, // shares its open file description (offset, flags) with the lower fd `dup_of`
+    file_pipe_reopen = 8,
+    file_tty = 9, // /dev/tty or the controlling terminal: /dev/tty of the restarting command
+    // A pty pair whose master and slave are both held by the process (pipe_id names it): a new
+    // pair from /dev/ptmx, its state (pty_state, data of the master record) re-applied. The master
+    // record comes before the slave records of its pair; each slave record is a description
+    // opened from the new master (TIOCGPTPEER).
+    file_pty_master = 10,
+    file_pty_slave = 11,
 };
+
+inline const char *file_kind_name(uint32_t kind) {
+    static const char *const names[] = {"?",           "file",   "dir",        "device",
+                                        "inherited",   "pipe-r", "pipe-w",     "dup",
+                                        "pipe-reopen", "tty",    "pty-master", "pty-slave"};
+    return kind < sizeof names / sizeof *names ? names[kind] : "?";
+}
 
 struct file_record {
     int32_t fd;
@@ -147,11 +168,29 @@ struct file_record {
     int32_t flags; // open flags as in fdinfo
     int32_t cloexec;
     int64_t offset;
-    uint64_t pipe_id;  // pipe inode: both ends carry the same id
-    uint32_t data_len; // pipe data that was buffered at checkpoint, after the path
+    uint64_t pipe_id;  // pipes: the pipe's inode; ptys: the pty's index
+    uint32_t data_len; // after the path: pipe data buffered at checkpoint, or a pty_state
     uint32_t path_len;
     int32_t dup_of;
-    uint32_t pad;
+    uint32_t pipe_size; // pipes: F_GETPIPE_SZ at checkpoint (0: the default)
+};
+
+// Termios as TCGETS2/TCSETS2 exchange it (the kernel's struct termios2): the restorer cannot use
+// libc's struct termios.
+struct pty_termios {
+    uint32_t iflag, oflag, cflag, lflag;
+    uint8_t line;
+    uint8_t cc[19];
+    uint32_t ispeed, ospeed;
+};
+static_assert(sizeof(pty_termios) == 44);
+
+// The state of a pty pair, read through its master (terminal ioctls on a master act on the slave).
+struct pty_state {
+    pty_termios termios;
+    uint16_t winsize[4]; // struct winsize
+    int32_t locked;      // TIOCGPTLCK
+    int32_t packet;      // TIOCGPKT
 };
 
 struct thread_record {

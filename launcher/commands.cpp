@@ -290,12 +290,10 @@ int cmd_inspect(const std::string &arg) {
                     rr.kind < 7 ? kinds[rr.kind] : "?", (unsigned long long)r.stored_bytes,
                     r.path.c_str());
     }
-    static const char *fkinds[] = {"?",         "file",   "dir",    "device",
-                                   "inherited", "pipe-r", "pipe-w", "dup"};
     std::printf("files      %zu\n", s->files.size());
     for (const auto &f : s->files)
-        std::printf("  fd %-4d %-9s offset %-10lld %s\n", f.record.fd,
-                    f.record.kind < 8 ? fkinds[f.record.kind] : "?", (long long)f.record.offset,
+        std::printf("  fd %-4d %-11s offset %-10lld %s\n", f.record.fd,
+                    image::file_kind_name(f.record.kind), (long long)f.record.offset,
                     f.record.kind == image::file_dup
                         ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
                         : f.path.c_str());

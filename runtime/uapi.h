@@ -70,4 +70,17 @@ inline constexpr unsigned long long pm_present = 1ULL << 63;
 inline constexpr unsigned long long pm_swapped = 1ULL << 62;
 inline constexpr unsigned long long pm_file_or_shared = 1ULL << 61;
 
+// Terminal ioctls (asm-generic/ioctls.h; TCGETS2/TCSETS2 take a struct termios2 of 44 bytes).
+inline constexpr unsigned long tcgets2 = 0x802c542a;
+inline constexpr unsigned long tcsets2 = 0x402c542b;
+inline constexpr unsigned long tiocgwinsz = 0x5413;
+inline constexpr unsigned long tiocswinsz = 0x5414;
+inline constexpr unsigned long tiocinq = 0x541b; // FIONREAD
+inline constexpr unsigned long tiocpkt = 0x5420;
+inline constexpr unsigned long tiocgptn = 0x80045430;
+inline constexpr unsigned long tiocsptlck = 0x40045431;
+inline constexpr unsigned long tiocgpkt = 0x80045438;
+inline constexpr unsigned long tiocgptlck = 0x80045439;
+inline constexpr unsigned long tiocgptpeer = 0x5441;
+
 } // namespace ghost::uapi

@@ -503,13 +503,25 @@ void fill_pages(record &r) {
 
 // --- step 5: descriptors -------------------------------------------------------------------------
 
+// A recreated pipe: its temporary ends stay open until every descriptor is placed, so that further
+// open file descriptions of it can be opened through /proc/self/fd.
 struct pipe_pair {
     uint64_t id;
-    int ends[2];  // temporary numbers of the read and write ends, -1 once placed
-    int write_fd; // where the write end is now (temporary or final), to refill buffered data
+    int ends[2]; // temporary numbers of the read and write ends
+    bool placed[2];
 };
 pipe_pair g_pipes[64];
 int g_pipe_count = 0;
+
+// A recreated pty pair: the temporary master opens the slave's descriptions.
+struct pty_pair {
+    uint64_t id;
+    int master; // temporary number
+    bool placed;
+    int32_t locked;
+};
+pty_pair g_ptys[16];
+int g_pty_count = 0;
 int g_next_temp_fd = 0; // counts down from the top of the descriptor table
 
 int temp_fd(int fd) {
@@ -565,6 +577,72 @@ void close_foreign_fds() {
         sys::call(__NR_close, doomed[i]);
 }
 
+// Like place_fd, but `from` stays open (a pipe's or pty's temporary end).
+void place_copy(int from, int to, bool cloexec) {
+    long r = sys::call(__NR_dup2, from, to);
+    if (sys::failed(r)) fail_errno(text("cannot place descriptor ").num(to), r);
+    sys::call(__NR_fcntl, to, F_SETFD, cloexec ? FD_CLOEXEC : 0);
+}
+
+int open_flags(const img::file_record &fr) {
+    return fr.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC);
+}
+
+pipe_pair &pipe_of(const img::file_record &fr, const char *data, const text &what) {
+    pipe_pair *pp = nullptr;
+    for (int i = 0; i < g_pipe_count; i++)
+        if (g_pipes[i].id == fr.pipe_id) pp = &g_pipes[i];
+    if (!pp) {
+        if (g_pipe_count == 64) fail(text("too many pipes in the image"));
+        int ends[2];
+        long p = sys::call(__NR_pipe2, ends, O_CLOEXEC);
+        if (sys::failed(p)) fail_errno(text("cannot create a pipe for ").add(what.str()), p);
+        pp = &g_pipes[g_pipe_count++];
+        pp->id = fr.pipe_id;
+        pp->ends[0] = temp_fd(ends[0]);
+        pp->ends[1] = temp_fd(ends[1]);
+        pp->placed[0] = pp->placed[1] = false;
+        if (fr.pipe_size) {
+            long s = sys::call(__NR_fcntl, pp->ends[1], F_SETPIPE_SZ, fr.pipe_size);
+            if (sys::failed(s)) fail_errno(text("cannot resize the pipe of ").add(what.str()), s);
+        }
+    }
+    // Buffered data: the write cannot block, the pipe is empty and as large as it was.
+    if (fr.data_len) {
+        long size = sys::call(__NR_fcntl, pp->ends[1], F_GETPIPE_SZ);
+        long w =
+            size >= (long)fr.data_len ? sys::call(__NR_write, pp->ends[1], data, fr.data_len) : -1;
+        if (w != (long)fr.data_len) fail(text("cannot refill the pipe of ").add(what.str()));
+    }
+    return *pp;
+}
+
+pty_pair &pty_of(const img::file_record &fr, const char *data, const text &what) {
+    for (int i = 0; i < g_pty_count; i++)
+        if (g_ptys[i].id == fr.pipe_id) return g_ptys[i];
+    if (fr.kind != img::file_pty_master || fr.data_len != sizeof(img::pty_state))
+        fail(text("the image is corrupt (pty of ").add(what.str()).add(")"));
+    if (g_pty_count == 16) fail(text("too many ptys in the image"));
+    img::pty_state st;
+    memcpy(&st, data, sizeof st);
+    long m = sys::call(__NR_open, "/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC, 0);
+    if (m < 0) fail_errno(text("cannot open /dev/ptmx for ").add(what.str()), m);
+    pty_pair &pp = g_ptys[g_pty_count++];
+    pp.id = fr.pipe_id;
+    pp.master = temp_fd((int)m);
+    pp.placed = false;
+    pp.locked = st.locked;
+    // Terminal ioctls on a master act on its slave. Locked again once the slaves are open.
+    int unlock = 0;
+    long r = sys::call(__NR_ioctl, pp.master, ghost::uapi::tiocsptlck, &unlock);
+    if (!sys::failed(r)) r = sys::call(__NR_ioctl, pp.master, ghost::uapi::tcsets2, &st.termios);
+    if (!sys::failed(r)) r = sys::call(__NR_ioctl, pp.master, ghost::uapi::tiocswinsz, st.winsize);
+    if (!sys::failed(r) && st.packet)
+        r = sys::call(__NR_ioctl, pp.master, ghost::uapi::tiocpkt, &st.packet);
+    if (sys::failed(r)) fail_errno(text("cannot set up the pty of ").add(what.str()), r);
+    return pp;
+}
+
 void restore_file(record &r) {
     read_metadata(r, sizeof(img::file_record));
     img::file_record fr;
@@ -579,11 +657,14 @@ void restore_file(record &r) {
     path[fr.path_len] = 0;
     const char *data = g_meta + sizeof fr + fr.path_len;
     text what = text("descriptor ").num(fr.fd);
-    if (g_inherit_stdio && fr.fd <= 2) return;
+    // Duplication: fds 0-2 are those of the command that asked for it (pipes and ptys are still
+    // recreated, for their other descriptors).
+    bool skip = g_inherit_stdio && fr.fd <= 2;
     switch (fr.kind) {
     case img::file_inherit:
         return;
     case img::file_dup: {
+        if (skip) return;
         if (fr.dup_of < 0 || fr.dup_of >= fr.fd || !fd_in_image(fr.dup_of))
             fail(text("the image is corrupt (bad duplicate of ").add(what.str()).add(")"));
         long r = sys::call(__NR_dup2, fr.dup_of, fr.fd);
@@ -594,8 +675,8 @@ void restore_file(record &r) {
     case img::file_regular:
     case img::file_directory:
     case img::file_device: {
-        int flags = fr.flags & ~(O_CREAT | O_TRUNC | O_EXCL);
-        long fd = sys::call(__NR_open, path, flags | O_CLOEXEC, 0);
+        if (skip) return;
+        long fd = sys::call(__NR_open, path, open_flags(fr) | O_CLOEXEC, 0);
         if (fd < 0) fail_errno(text("cannot reopen ").add(path).add(" as ").add(what.str()), fd);
         if (fr.kind != img::file_device && fr.offset > 0) {
             long s = sys::call(__NR_lseek, fd, fr.offset, 0 /* SEEK_SET */);
@@ -604,37 +685,72 @@ void restore_file(record &r) {
         place_fd((int)fd, fr.fd, fr.cloexec);
         return;
     }
+    case img::file_tty: {
+        if (skip) return;
+        long fd = sys::call(__NR_open, "/dev/tty", open_flags(fr) | O_NOCTTY | O_CLOEXEC, 0);
+        if (fd == -6 /* ENXIO */)
+            fail(text("cannot reopen /dev/tty as ")
+                     .add(what.str())
+                     .add(": restart it from a terminal (it had a controlling terminal)"));
+        if (fd < 0) fail_errno(text("cannot reopen /dev/tty as ").add(what.str()), fd);
+        place_fd((int)fd, fr.fd, fr.cloexec);
+        return;
+    }
     case img::file_pipe_read:
-    case img::file_pipe_write: {
-        pipe_pair *pp = nullptr;
-        for (int i = 0; i < g_pipe_count; i++)
-            if (g_pipes[i].id == fr.pipe_id) pp = &g_pipes[i];
-        if (!pp) {
-            if (g_pipe_count == 64) fail(text("too many pipes in the image"));
-            int ends[2];
-            long p = sys::call(__NR_pipe2, ends, O_CLOEXEC);
-            if (sys::failed(p)) fail_errno(text("cannot create a pipe for ").add(what.str()), p);
-            pp = &g_pipes[g_pipe_count++];
-            pp->id = fr.pipe_id;
-            pp->ends[0] = temp_fd(ends[0]);
-            pp->ends[1] = temp_fd(ends[1]);
-            pp->write_fd = pp->ends[1];
+    case img::file_pipe_write:
+    case img::file_pipe_reopen: {
+        pipe_pair &pp = pipe_of(fr, data, what);
+        if (skip) return;
+        if (fr.kind == img::file_pipe_reopen) {
+            text self = text("/proc/self/fd/").num(pp.ends[0]);
+            long fd = sys::call(__NR_open, self.str(), open_flags(fr) | O_CLOEXEC, 0);
+            if (fd < 0) fail_errno(text("cannot reopen the pipe of ").add(what.str()), fd);
+            place_fd((int)fd, fr.fd, fr.cloexec);
+            return;
         }
         int end = fr.kind == img::file_pipe_read ? 0 : 1;
-        if (pp->ends[end] < 0) fail(text("the image is corrupt (pipe end twice)"));
-        if (end == 0 && fr.data_len) {
-            long w = sys::call(__NR_write, pp->write_fd, data, fr.data_len);
-            if (w != (long)fr.data_len) fail(text("cannot refill the pipe of ").add(what.str()));
-        }
-        place_fd(pp->ends[end], fr.fd, fr.cloexec);
-        pp->ends[end] = -1;
-        if (end == 1) pp->write_fd = fr.fd;
+        if (pp.placed[end]) fail(text("the image is corrupt (pipe end twice)"));
+        place_copy(pp.ends[end], fr.fd, fr.cloexec);
+        pp.placed[end] = true;
         int flags = fr.flags & (O_NONBLOCK | O_APPEND);
         if (flags) sys::call(__NR_fcntl, fr.fd, F_SETFL, flags);
         return;
     }
+    case img::file_pty_master:
+    case img::file_pty_slave: {
+        pty_pair &pp = pty_of(fr, data, what);
+        if (skip) return;
+        int flags = fr.flags & (O_NONBLOCK | O_APPEND);
+        if (fr.kind == img::file_pty_master) {
+            if (pp.placed) fail(text("the image is corrupt (pty master twice)"));
+            place_copy(pp.master, fr.fd, fr.cloexec);
+            pp.placed = true;
+            if (flags) sys::call(__NR_fcntl, fr.fd, F_SETFL, flags);
+            return;
+        }
+        long fd =
+            sys::call(__NR_ioctl, pp.master, ghost::uapi::tiocgptpeer,
+                      (fr.flags & (O_ACCMODE | O_NONBLOCK | O_APPEND)) | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0) fail_errno(text("cannot open the pty slave of ").add(what.str()), fd);
+        place_fd((int)fd, fr.fd, fr.cloexec);
+        return;
+    }
     default:
         fail(text("the image is corrupt (unknown descriptor kind)"));
+    }
+}
+
+// Temporary ends are closed, locks re-applied once every descriptor is in place.
+void finish_files() {
+    for (int i = 0; i < g_pipe_count; i++)
+        for (int fd : g_pipes[i].ends)
+            sys::call(__NR_close, fd);
+    for (int i = 0; i < g_pty_count; i++) {
+        if (g_ptys[i].locked) {
+            int lock = 1;
+            sys::call(__NR_ioctl, g_ptys[i].master, ghost::uapi::tiocsptlck, &lock);
+        }
+        sys::call(__NR_close, g_ptys[i].master);
     }
 }
 
@@ -849,9 +965,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     }
 complete:
     workers_stop();
-    for (int i = 0; i < g_pipe_count; i++)
-        for (int fd : g_pipes[i].ends)
-            if (fd >= 0) sys::call(__NR_close, fd);
+    finish_files();
     close_foreign_fds();
     install_process_state();
     sys::call(__NR_close, g_image_fd);

@@ -15,6 +15,14 @@ Subtests (--only a,b,...; default all):
              running under ghost, checkpoint of a pid that does not exist, restart/inspect of a
              missing path, launch of a missing program: one-line error, non-zero exit, and the
              plain process is left alone;
+  refused_fds  a victim holding a descriptor a restart could not rebuild exactly (/proc/self/ns/net,
+             a /proc file of the process, an eventfd, a socket or a pty master shared with a child,
+             a terminal that is not its controlling terminal): `ghost checkpoint --kill` and
+             `ghost duplicate` must fail with one line naming the descriptor, write no image, and
+             leave the victim running (it then stops on request with its PASS line);
+  shared_stdio  a victim whose fds 0-2 are one socket (one open file description) is checkpointed,
+             killed and restarted with stdin /dev/null and stdout a file: its std streams are
+             the restarting command's, so its last lines and PASS must reach that file;
   full_disk  checkpoints into a small tmpfs (needs root; skipped with a message if mount fails):
              one that fits, then a bigger one that does not -> one-line error, the process still
              runs (also with --kill), the previous image is byte-identical, `ghost inspect` accepts
@@ -49,8 +57,8 @@ import tempfile
 import time
 
 T0 = time.monotonic()
-SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "full_disk", "killed_writer", "symlink_attack",
-            "stale_sockets"]
+SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
+            "killed_writer", "symlink_attack", "stale_sockets"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -204,14 +212,15 @@ class Env:
         return lines[0]
 
     # -- the victim -------------------------------------------------------------------------------
-    def start_victim(self, tag, ckdir):
+    def start_victim(self, tag, ckdir, extra=()):
         d = os.path.join(self.work, f"{tag}-data")
         os.makedirs(d, exist_ok=True)
         out = os.path.join(self.work, f"{tag}.out")
         pidf = os.path.join(self.work, f"{tag}.pid")
         with open(out, "wb") as o, open(os.path.join(self.work, f"{tag}.err"), "wb") as e:
             runner = self.popen([self.ghost, "launch", "--ckpt-dir", ckdir, "--pid-file", pidf, "--", self.victim,
-                                 "--dir", d], f"ghost launch ({tag} victim)", stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+                                 "--dir", d, *extra], f"ghost launch ({tag} victim)", stdin=subprocess.DEVNULL, stdout=o,
+                                stderr=e)
         pid = self.read_pid(pidf, runner, "ghost launch")
         beat = os.path.join(d, "beat")
         self.wait_for(lambda: read_or_none(beat), "the victim's first heartbeat")
@@ -447,6 +456,72 @@ class Env:
                 raise Failure(f"{what}: the victim {vpid} was killed or left stopped")
         self.checkpoint_ok(vpid, ours_ck, kill=True)
         self.wait_exit(runner, "ghost launch (notours victim)")
+
+    def t_refused_fds(self):
+        for kind in ["netns", "procfile", "eventfd", "socketpair", "ptmx", "pts"]:
+            ckdir = os.path.join(self.work, f"{kind}-ckpt")
+            runner, pid, d, out = self.start_victim(kind, ckdir, ["--hold", kind])
+            beat = os.path.join(d, "beat")
+            for argv, what in [
+                ([self.ghost, "checkpoint", "--dir", ckdir, "--kill", str(pid)], f"checkpoint --kill ({kind})"),
+                ([self.ghost, "duplicate", str(pid)], f"duplicate ({kind})"),
+            ]:
+                before = self.victim_processes()
+                try:
+                    line = self.expect_error(argv, what)
+                    if "descriptor" not in line:
+                        raise Failure(f"{what}: the error does not name the descriptor: {line!r}")
+                except Failure as e:
+                    self.failures.append(str(e))
+                    log(f"  FAILED: {e}")
+                if not pid_alive(pid) or pid_state(pid) in ("T", "t"):
+                    raise Failure(f"{what}: the victim {pid} was killed or left stopped")
+                new = self.victim_processes() - before
+                if new:
+                    self.pids.update(new)
+                    raise Failure(f"{what}: victim process(es) {sorted(new)} appeared (a copy was made)")
+                if os.path.exists(os.path.join(ckdir, "image.ghost")):
+                    raise Failure(f"{what}: an image was written")
+                b0 = read_or_none(beat)
+                self.wait_for(lambda: read_or_none(beat) != b0, f"the victim's heartbeat after {what}")
+            with open(os.path.join(d, "stop"), "w"):
+                pass
+            rc = self.wait_exit(runner, f"the {kind} victim to stop")
+            text = read_or_none(out) or b""
+            if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
+                raise Failure(f"the {kind} victim did not finish well after the refusals: exit {rc}, "
+                              f"stdout {text[-200:]!r}")
+
+    def t_shared_stdio(self):
+        import socket
+        ours, theirs = socket.socketpair()
+        ckdir = os.path.join(self.work, "ckpt")
+        d = os.path.join(self.work, "data")
+        os.makedirs(d)
+        pidf = os.path.join(self.work, "victim.pid")
+        runner = self.popen([self.ghost, "launch", "--ckpt-dir", ckdir, "--pid-file", pidf, "--", self.victim, "--dir", d],
+                            "ghost launch (victim on one socket as fds 0-2)", stdin=theirs, stdout=theirs, stderr=theirs)
+        theirs.close()
+        pid = self.read_pid(pidf, runner, "ghost launch")
+        beat = os.path.join(d, "beat")
+        self.wait_for(lambda: read_or_none(beat), "the victim's first heartbeat")
+        self.checkpoint_ok(pid, ckdir, kill=True)
+        self.wait_exit(runner, "ghost launch after checkpoint --kill")
+        ours.close()
+        out = os.path.join(self.work, "restart.out")
+        with open(out, "wb") as o, open(os.path.join(self.work, "restart.err"), "wb") as e:
+            r = self.popen([self.ghost, "restart", "--pid-file", pidf + "2", ckdir], "ghost restart",
+                           stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+        self.read_pid(pidf + "2", r, "ghost restart")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0, "the restored victim's heartbeat", 20)
+        with open(os.path.join(d, "stop"), "w"):
+            pass
+        rc = self.wait_exit(r, "ghost restart (waiting for the victim to stop)")
+        text = read_or_none(out) or b""
+        if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
+            raise Failure(f"restart with stdout to a file: exit {rc}, its stdout {text[-200:]!r} (the victim's "
+                          f"stdout is not the restarting command's)")
 
     def t_full_disk(self):
         mnt = os.path.join(self.work, "tmpfs")

@@ -11,6 +11,8 @@ For one program:
      mode "duplicate": `ghost duplicate` it at a random moment; the original must finish with the
      reference stdout, the copy (whose stdout is that of `ghost duplicate`) with a suffix of the
      reference that starts at a line boundary and ends with the PASS line; both exit 0.
+With --ctty every process started here (the reference run too) gets a pty of its own as its
+controlling terminal: a program's /dev/tty then belongs to whichever command restarts it.
 Every wait has a timeout; on any failure every process started here is killed (by pid / process
 group) and the harness exits 1 with a clear message. The random seed is printed; --seed replays.
 
@@ -60,18 +62,31 @@ def tail(path, n=15):
 class Tracker:
     """Everything this harness started, so that it can all be killed on failure."""
 
-    def __init__(self):
+    def __init__(self, ctty=False):
         self.popens = []  # (Popen, what)
         self.pids = set()  # program pids read from pid files
+        self.ctty = ctty
+        self.masters = []  # pty masters of the processes' controlling terminals
 
     def popen(self, argv, what, **kw):
         log(f"start {what}: {' '.join(argv)}")
+        if self.ctty:
+            # A new pty per process: opened by the new session leader, its slave becomes the
+            # session's controlling terminal (a terminal belongs to one session at a time).
+            master, slave = os.openpty()
+            name = os.ttyname(slave)
+            os.close(slave)
+            self.masters.append(master)
+            kw["preexec_fn"] = lambda: os.close(os.open(name, os.O_RDWR))
         p = subprocess.Popen(argv, start_new_session=True, **kw)
         self.popens.append((p, what))
         return p
 
     def kill_all(self):
         kill_all(self.popens, self.pids, log)
+        for m in self.masters:
+            os.close(m)
+        self.masters = []
 
 
 def wait_exit(p, timeout, what):
@@ -145,7 +160,7 @@ def one_line_stderr(err):
 class Harness:
     def __init__(self, args):
         self.a = args
-        self.t = Tracker()
+        self.t = Tracker(args.ctty)
         self.ghost = os.path.abspath(args.ghost)
         self.work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix=f"ghost-{args.name}-{args.mode}-"))
         marker = os.path.join(self.work, ".ckpt_harness")
@@ -491,6 +506,8 @@ def main():
     ap.add_argument("--cmd-timeout", type=float, default=120, help="timeout of each ghost command (s)")
     ap.add_argument("--slowdown", type=float, default=10,
                     help="final wait timeout = max(60, SLOWDOWN x native run time + 30) seconds")
+    ap.add_argument("--ctty", action="store_true",
+                    help="give every process started here a controlling terminal (a pty of its own)")
     ap.add_argument("--workdir", help="work directory (default: a new temp directory)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
     ap.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")

@@ -5,9 +5,14 @@
 //  * when DIR/grow appears (holding a size in MiB) it allocates and fills that much memory once,
 //    then creates DIR/grown;
 //  * when DIR/stop appears it verifies everything, prints its result and exits.
+// With --hold KIND it first opens a descriptor ghost must refuse to checkpoint (see hold()).
 #include "common.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #define SMALL (256 * 1024)
@@ -22,12 +27,59 @@ static uint64_t pat(uint64_t i) {
     return t_mix64(i ^ 0x5eed);
 }
 
+// A child that holds the other end of something and dies with its parent.
+static void child_holding(int fd) {
+    pid_t c = fork();
+    if (c < 0) t_fail("fork: %s", strerror(errno));
+    if (c > 0) return;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    (void)fd;
+    for (;;)
+        pause();
+}
+
+// Descriptors that a restart could not rebuild exactly: each must make a checkpoint fail.
+static void hold(const char *kind) {
+    int fd = -1;
+    if (strcmp(kind, "netns") == 0) {
+        fd = open("/proc/self/ns/net", O_RDONLY);
+    } else if (strcmp(kind, "procfile") == 0) {
+        fd = open("/proc/self/status", O_RDONLY);
+    } else if (strcmp(kind, "eventfd") == 0) {
+        fd = eventfd(0, 0);
+    } else if (strcmp(kind, "socketpair") == 0) { // to another process
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) t_fail("socketpair: %s", strerror(errno));
+        child_holding(sv[1]);
+        close(sv[1]);
+        fd = sv[0];
+    } else if (strcmp(kind, "ptmx") == 0) { // a pty master whose slave another process holds
+        fd = posix_openpt(O_RDWR | O_NOCTTY);
+        if (fd < 0 || grantpt(fd) != 0 || unlockpt(fd) != 0) t_fail("posix_openpt");
+        int slave = open(ptsname(fd), O_RDWR | O_NOCTTY);
+        if (slave < 0) t_fail("open pty slave: %s", strerror(errno));
+        child_holding(slave);
+        close(slave);
+    } else if (strcmp(kind, "pts") == 0) { // a terminal that is not the controlling one
+        int master = posix_openpt(O_RDWR | O_NOCTTY);
+        if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) t_fail("posix_openpt");
+        fd = open(ptsname(master), O_RDWR | O_NOCTTY);
+        child_holding(master);
+        close(master);
+    } else {
+        t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts]");
+    }
+    if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
+}
+
 int main(int argc, char **argv) {
     t_init("ckpt_victim");
-    static const char *const known[] = {"--dir", NULL};
-    t_check_args(argc, argv, known, "--dir DIR");
+    static const char *const known[] = {"--dir", "--hold", NULL};
+    t_check_args(argc, argv, known, "--dir DIR [--hold KIND]");
     const char *dir = t_opt_str(argc, argv, "--dir", NULL);
-    if (!dir) t_usage("--dir DIR");
+    if (!dir) t_usage("--dir DIR [--hold KIND]");
+    const char *held = t_opt_str(argc, argv, "--hold", NULL);
+    if (held) hold(held);
     t_line("ckpt_victim started");
 
     uint64_t *small = malloc(SMALL);

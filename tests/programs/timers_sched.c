@@ -33,8 +33,7 @@ static void on_proc_timer(int sig, siginfo_t *si, void *uc) {
 
 static void on_thread_timer(int sig, siginfo_t *si, void *uc) {
     (void)sig, (void)uc;
-    if (si->si_code != SI_TIMER || si->si_value.sival_int != 77 || !t_is_worker)
-        g_bad_value = 2;
+    if (si->si_code != SI_TIMER || si->si_value.sival_int != 77 || !t_is_worker) g_bad_value = 2;
     g_thread_ticks++;
 }
 

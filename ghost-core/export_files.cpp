@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: Apache-2.0
+// Descriptor classification for the exporter. The rule: a descriptor goes into the image only as
+// something the restorer rebuilds exactly; anything else refuses the checkpoint here, while the
+// process is still parked and nothing has been killed. Open file descriptions are compared with
+// kcmp(KCMP_FILE); the state of a pipe or pty is read through a descriptor of our own on the same
+// object (pidfd_getfd, or a reopen of /proc/PID/fd/N for a pipe).
+#include "ghost-core/export_files.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "ghost-core/proc_reader.h"
+#include "runtime/uapi.h"
+
+namespace ghost::core {
+
+namespace {
+
+constexpr long nsfs_magic = 0x6e736673;
+constexpr int kcmp_file = 0;
+
+bool starts_with(const std::string &s, std::string_view prefix) {
+    return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool ends_with(const std::string &s, std::string_view suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+class owned_fd {
+  public:
+    explicit owned_fd(int fd = -1) : fd_(fd) {}
+    owned_fd(owned_fd &&o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    owned_fd &operator=(owned_fd &&o) noexcept {
+        std::swap(fd_, o.fd_);
+        return *this;
+    }
+    ~owned_fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+struct fd_entry {
+    int fd = -1;
+    std::string link;
+    fd_info info;
+    struct stat sb {};
+    int same_as = -1; // the lowest descriptor on the same open file description, if not this one
+};
+
+bool is_pty_slave(dev_t rdev) {
+    return major(rdev) >= 136 && major(rdev) <= 143;
+}
+uint64_t pty_index(dev_t rdev) {
+    return (uint64_t)(major(rdev) - 136) * 256 + minor(rdev);
+}
+bool is_memory_device(dev_t rdev) { // null, zero, full, random, urandom: no state to lose
+    unsigned m = minor(rdev);
+    return major(rdev) == 1 && (m == 3 || m == 5 || m == 7 || m == 8 || m == 9);
+}
+
+class classifier {
+  public:
+    explicit classifier(pid_t pid) : pid_(pid) {}
+    ~classifier() {
+        if (pidfd_ >= 0) ::close(pidfd_);
+    }
+
+    result<std::vector<exported_file>> run(const std::vector<int> &internal) {
+        GHOST_TRY(read_entries(internal));
+        GHOST_TRY(read_ctty());
+        GHOST_TRY(find_duplicates());
+        std::vector<exported_file> masters, others, dups;
+        std::map<int, bool> inherited;
+        for (const fd_entry &e : entries_) {
+            exported_file f;
+            f.record.fd = e.fd;
+            f.record.cloexec = (e.info.flags & O_CLOEXEC) != 0;
+            // A std stream on the description of an inherited one is inherited too: a dup of
+            // the restarter's stdin would become the process's stdout.
+            if (e.same_as >= 0 && !(e.fd <= 2 && inherited[e.same_as])) {
+                f.record.kind = image::file_dup;
+                f.record.dup_of = e.same_as;
+                dups.push_back(std::move(f));
+                continue;
+            }
+            if (e.same_as >= 0) {
+                f.record.kind = image::file_inherit;
+                others.push_back(std::move(f));
+                continue;
+            }
+            f.record.flags = e.info.flags & ~O_CLOEXEC;
+            GHOST_TRY(classify(e, f));
+            inherited[e.fd] = f.record.kind == image::file_inherit;
+            (f.record.kind == image::file_pty_master ? masters : others).push_back(std::move(f));
+        }
+        std::vector<exported_file> out = std::move(masters);
+        for (auto *part : {&others, &dups})
+            for (auto &f : *part)
+                out.push_back(std::move(f));
+        for (auto &f : out) {
+            f.record.path_len = (uint32_t)f.path.size();
+            f.record.data_len = (uint32_t)f.data.size();
+        }
+        return out;
+    }
+
+  private:
+    std::string fd_path(int fd) const {
+        return "/proc/" + std::to_string(pid_) + "/fd/" + std::to_string(fd);
+    }
+
+    error refuse(const fd_entry &e, const std::string &why) const {
+        return error{"cannot checkpoint descriptor " + std::to_string(e.fd) + " (" + e.link +
+                     ") of pid " + std::to_string(pid_) + ": " + why};
+    }
+
+    result<void> read_entries(const std::vector<int> &internal) {
+        auto fds = list_fds(pid_);
+        if (!fds) return fds.err();
+        for (int fd : *fds) {
+            if (std::find(internal.begin(), internal.end(), fd) != internal.end()) continue;
+            fd_entry e;
+            e.fd = fd;
+            auto link = read_link(fd_path(fd));
+            auto info = read_fdinfo(pid_, fd);
+            // A descriptor that vanished was the agent's (the program's threads are parked).
+            if (!link && link.err().sys_errno == ENOENT) continue;
+            if (!link) return link.err();
+            if (!info) return info.err();
+            if (::stat(fd_path(fd).c_str(), &e.sb) != 0) {
+                if (errno == ENOENT) continue;
+                return sys_error("cannot stat descriptor " + std::to_string(fd) + " of pid " +
+                                 std::to_string(pid_));
+            }
+            e.link = *link, e.info = *info;
+            entries_.push_back(std::move(e));
+        }
+        return {};
+    }
+
+    // The controlling terminal: /proc/PID/stat field 7 (tty_nr), 0 when there is none.
+    result<void> read_ctty() {
+        auto stat = read_text("/proc/" + std::to_string(pid_) + "/stat");
+        if (!stat) return stat.err();
+        size_t at = stat->rfind(')');
+        unsigned long long tty_nr = 0;
+        if (at == std::string::npos ||
+            std::sscanf(stat->c_str() + at + 1, " %*c %*d %*d %*d %llu", &tty_nr) != 1)
+            return error{"cannot parse /proc/" + std::to_string(pid_) + "/stat"};
+        ctty_ = tty_nr
+                    ? makedev((tty_nr >> 8) & 0xfff, (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00))
+                    : 0;
+        return {};
+    }
+
+    // Descriptors made by dup() share one open file description (offset, flags): restored as one.
+    result<void> find_duplicates() {
+        for (size_t i = 0; i < entries_.size(); i++) {
+            fd_entry &e = entries_[i];
+            for (size_t j = 0; j < i; j++) {
+                const fd_entry &o = entries_[j];
+                if (o.same_as >= 0 || o.sb.st_ino != e.sb.st_ino || o.sb.st_dev != e.sb.st_dev)
+                    continue;
+                long r = ::syscall(SYS_kcmp, pid_, pid_, kcmp_file, o.fd, e.fd);
+                if (r < 0)
+                    return sys_error("cannot compare descriptors " + std::to_string(o.fd) +
+                                     " and " + std::to_string(e.fd) + " of pid " +
+                                     std::to_string(pid_) + " (kcmp)");
+                if (r == 0) {
+                    e.same_as = o.fd;
+                    break;
+                }
+            }
+        }
+        return {};
+    }
+
+    // A descriptor of ours on the target's open file description.
+    result<owned_fd> grab(const fd_entry &e) {
+        if (pidfd_ < 0) {
+            pidfd_ = (int)::syscall(SYS_pidfd_open, pid_, 0);
+            if (pidfd_ < 0) return sys_error("cannot open a pidfd of pid " + std::to_string(pid_));
+        }
+        int fd = (int)::syscall(SYS_pidfd_getfd, pidfd_, e.fd, 0);
+        if (fd < 0)
+            return sys_error("cannot take a copy of descriptor " + std::to_string(e.fd) +
+                             " of pid " + std::to_string(pid_));
+        return owned_fd(fd);
+    }
+
+    result<void> classify(const fd_entry &e, exported_file &f) {
+        bool std_stream = e.fd <= 2;
+        mode_t type = e.sb.st_mode & S_IFMT;
+        if (type == S_IFREG || type == S_IFDIR) return classify_path(e, f);
+        if (type == S_IFCHR) return classify_device(e, f);
+        if (type == S_IFIFO && starts_with(e.link, "pipe:")) return classify_pipe(e, f);
+        if (std_stream && (type == S_IFIFO || type == S_IFSOCK)) {
+            f.record.kind = image::file_inherit; // the restarting command's own stream
+            return {};
+        }
+        if (type == S_IFSOCK) return refuse(e, "a socket cannot be restored");
+        if (type == S_IFIFO) return refuse(e, "a named pipe cannot be restored");
+        return refuse(e, "this kind of descriptor cannot be restored");
+    }
+
+    // Regular files and directories are reopened by path: the path must still name that very file.
+    result<void> classify_path(const fd_entry &e, exported_file &f) {
+        if (e.link.empty() || e.link[0] != '/') {
+            struct statfs fs;
+            if (::statfs(fd_path(e.fd).c_str(), &fs) == 0 && fs.f_type == nsfs_magic)
+                return refuse(e, "a namespace descriptor cannot be restored");
+            return refuse(e, "it has no path to reopen it by");
+        }
+        if (ends_with(e.link, " (deleted)")) return refuse(e, "the file was deleted");
+        if (starts_with(e.link, "/proc/") && e.link.size() > 6 && std::isdigit(e.link[6]))
+            return refuse(e, "a /proc file of a process cannot be restored (pids change)");
+        struct stat now;
+        if (::stat(e.link.c_str(), &now) != 0)
+            return refuse(e, std::string("its path cannot be reopened: ") + std::strerror(errno));
+        if (now.st_dev != e.sb.st_dev || now.st_ino != e.sb.st_ino)
+            return refuse(e, "its path now names another file");
+        f.record.kind =
+            (e.sb.st_mode & S_IFMT) == S_IFREG ? image::file_regular : image::file_directory;
+        f.record.offset = e.info.pos;
+        f.path = e.link;
+        return {};
+    }
+
+    result<void> classify_device(const fd_entry &e, exported_file &f) {
+        dev_t rdev = e.sb.st_rdev;
+        bool std_stream = e.fd <= 2;
+        if (is_memory_device(rdev)) {
+            struct stat now;
+            if (e.link[0] != '/' || ::stat(e.link.c_str(), &now) != 0 || now.st_rdev != rdev)
+                return refuse(e, "its path no longer names the same device");
+            f.record.kind = image::file_device;
+            f.path = e.link;
+            return {};
+        }
+        if (rdev == makedev(5, 2)) return classify_pty_master(e, f);
+        if (is_pty_slave(rdev) && find_master(pty_index(rdev))) {
+            if (rdev == ctty_)
+                return refuse(e, "the process's controlling terminal is a pty it holds itself");
+            f.record.kind = image::file_pty_slave;
+            f.record.pipe_id = pty_index(rdev);
+            return {};
+        }
+        auto own = grab(e);
+        if (!own) return own.err();
+        image::pty_termios t;
+        bool tty = ::ioctl(own->get(), uapi::tcgets2, &t) == 0;
+        if (tty && std_stream) {
+            f.record.kind = image::file_inherit;
+            return {};
+        }
+        if (tty && (rdev == makedev(5, 0) || (ctty_ && rdev == ctty_))) {
+            f.record.kind = image::file_tty; // /dev/tty of whoever restarts it
+            return {};
+        }
+        if (tty)
+            return refuse(e, "a terminal other than the controlling terminal cannot be restored");
+        return refuse(e, "the device cannot be reopened with its state");
+    }
+
+    const fd_entry *find_master(uint64_t index) {
+        for (const fd_entry &o : entries_) {
+            if (o.same_as >= 0 || o.sb.st_rdev != makedev(5, 2) ||
+                (o.sb.st_mode & S_IFMT) != S_IFCHR)
+                continue;
+            auto own = grab(o);
+            unsigned n;
+            if (own && ::ioctl(own->get(), uapi::tiocgptn, &n) == 0 && n == index) return &o;
+        }
+        return nullptr;
+    }
+
+    result<void> classify_pty_master(const fd_entry &e, exported_file &f) {
+        auto own = grab(e);
+        if (!own) return own.err();
+        unsigned index;
+        if (::ioctl(own->get(), uapi::tiocgptn, &index) != 0)
+            return refuse(e, std::string("cannot read its pty number: ") + std::strerror(errno));
+        const fd_entry *slave = nullptr;
+        for (const fd_entry &o : entries_)
+            if (o.same_as < 0 && (o.sb.st_mode & S_IFMT) == S_IFCHR && is_pty_slave(o.sb.st_rdev) &&
+                pty_index(o.sb.st_rdev) == index)
+                slave = &o;
+        if (!slave)
+            return refuse(e, "the slave of this pty is not held by the process (another process "
+                             "may hold it)");
+        image::pty_state st{};
+        int pending_out = 0, pending_in = 0;
+        if (::ioctl(own->get(), uapi::tcgets2, &st.termios) != 0 ||
+            ::ioctl(own->get(), uapi::tiocgwinsz, st.winsize) != 0 ||
+            ::ioctl(own->get(), uapi::tiocgptlck, &st.locked) != 0 ||
+            ::ioctl(own->get(), uapi::tiocgpkt, &st.packet) != 0 ||
+            ::ioctl(own->get(), uapi::tiocinq, &pending_out) != 0)
+            return refuse(e, std::string("cannot read the pty's state: ") + std::strerror(errno));
+        auto slave_own = grab(*slave);
+        if (!slave_own) return slave_own.err();
+        if (::ioctl(slave_own->get(), uapi::tiocinq, &pending_in) != 0)
+            return refuse(e, std::string("cannot read the pty's state: ") + std::strerror(errno));
+        if (pending_out || pending_in)
+            return refuse(e, std::to_string(pending_out + pending_in) +
+                                 " bytes are buffered in the pty, which cannot be restored "
+                                 "(try again)");
+        f.record.kind = image::file_pty_master;
+        f.record.pipe_id = index;
+        f.path = "/dev/ptmx";
+        f.data.assign((const char *)&st, sizeof st);
+        return {};
+    }
+
+    // A pipe is restored when the process holds a reader and a writer of it: its first read-only
+    // and first write-only descriptions become the new pipe's ends, every other description is
+    // reopened from them. The first record of the pipe carries its buffered data.
+    result<void> classify_pipe(const fd_entry &e, exported_file &f) {
+        if (e.info.flags & O_DIRECT)
+            return refuse(e, "a packet-mode pipe (O_DIRECT) cannot be restored");
+        bool reader = false, writer = false;
+        const fd_entry *first_read = nullptr, *first_write = nullptr, *first = nullptr;
+        for (const fd_entry &o : entries_) {
+            if (o.same_as >= 0 || o.sb.st_ino != e.sb.st_ino || o.sb.st_dev != e.sb.st_dev ||
+                (o.sb.st_mode & S_IFMT) != S_IFIFO)
+                continue;
+            int mode = o.info.flags & O_ACCMODE;
+            reader |= mode != O_WRONLY;
+            writer |= mode != O_RDONLY;
+            if (mode == O_RDONLY && !first_read) first_read = &o;
+            if (mode == O_WRONLY && !first_write) first_write = &o;
+            if (!first) first = &o;
+        }
+        if (!reader || !writer) {
+            if (e.fd <= 2) {
+                f.record.kind = image::file_inherit;
+                return {};
+            }
+            return refuse(e, "a pipe to another process cannot be restored");
+        }
+        f.record.kind = &e == first_read    ? image::file_pipe_read
+                        : &e == first_write ? image::file_pipe_write
+                                            : image::file_pipe_reopen;
+        f.record.pipe_id = e.sb.st_ino;
+        return read_pipe(e, f, &e == first);
+    }
+
+    // Size and buffered data (read without consuming it: tee() into a pipe of our own).
+    result<void> read_pipe(const fd_entry &e, exported_file &f, bool with_data) {
+        owned_fd src(::open(fd_path(e.fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+        if (src.get() < 0) return refuse(e, std::string("cannot open it: ") + std::strerror(errno));
+        int size = ::fcntl(src.get(), F_GETPIPE_SZ);
+        int queued = 0;
+        if (size < 0 || ::ioctl(src.get(), FIONREAD, &queued) != 0)
+            return refuse(e, std::string("cannot read its size: ") + std::strerror(errno));
+        f.record.pipe_size = (uint32_t)size;
+        if (!with_data || queued == 0) return {};
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("cannot create a pipe");
+        owned_fd r(p[0]), w(p[1]);
+        if (::fcntl(w.get(), F_SETPIPE_SZ, size) < size)
+            return refuse(e, "cannot make a pipe as large as it to read its data");
+        ssize_t n = ::tee(src.get(), w.get(), (size_t)size, SPLICE_F_NONBLOCK);
+        f.data.resize(n > 0 ? (size_t)n : 0);
+        ssize_t got = n > 0 ? ::read(r.get(), f.data.data(), (size_t)n) : 0;
+        if (n != queued || got != n)
+            return refuse(e, "cannot read the " + std::to_string(queued) + " bytes buffered in it");
+        return {};
+    }
+
+    pid_t pid_;
+    int pidfd_ = -1;
+    dev_t ctty_ = 0;
+    std::vector<fd_entry> entries_;
+};
+
+} // namespace
+
+result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal) {
+    return classifier(pid).run(internal);
+}
+
+} // namespace ghost::core

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+// The descriptors of a parked process, classified for the image: each one becomes a file record the
+// restorer can rebuild exactly, or the export is refused with one line naming the first descriptor
+// it could not (before anything is written or killed). Mirror: restore_file() in
+// restore/restorer.cpp.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "ghost-core/image_format.h"
+#include "runtime/result.h"
+
+namespace ghost::core {
+
+struct exported_file {
+    image::file_record record{};
+    std::string path, data; // the record's tails
+};
+
+// Every descriptor of `pid` but the agent's own (`internal`), in the order the restorer needs
+// them: pty masters, then the other open file descriptions in descriptor order, then duplicates.
+result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal);
+
+} // namespace ghost::core
