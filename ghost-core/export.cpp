@@ -159,10 +159,10 @@ class exporter {
 
     result<export_stats> run() {
         GHOST_TRY(read_agent_state());
-        GHOST_TRY(refuse_children());
         // Descriptors first: one the restorer could not rebuild refuses the checkpoint before
         // any memory is copied.
         GHOST_TRY(collect_files());
+        GHOST_TRY(refuse_children());
         auto maps = read_maps(pid_);
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));

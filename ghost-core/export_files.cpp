@@ -229,8 +229,14 @@ class classifier {
             return refuse(e, "it has no path to reopen it by");
         }
         if (ends_with(e.link, " (deleted)")) return refuse(e, "the file was deleted");
-        if (starts_with(e.link, "/proc/") && e.link.size() > 6 && std::isdigit(e.link[6]))
-            return refuse(e, "a /proc file of a process cannot be restored (pids change)");
+        // The process's own /proc files (its smaps, status...) are its own again after a restore:
+        // they are reopened through /proc/self. Other processes' are not carried, nor per-thread
+        // ones (thread ids change).
+        std::string own = "/proc/" + std::to_string(pid_) + "/";
+        bool self_proc = starts_with(e.link, own) && !starts_with(e.link, own + "task/");
+        if (!self_proc && starts_with(e.link, "/proc/") && e.link.size() > 6 &&
+            std::isdigit(e.link[6]))
+            return refuse(e, "a /proc file of another process or thread cannot be restored");
         struct stat now;
         if (::stat(e.link.c_str(), &now) != 0)
             return refuse(e, std::string("its path cannot be reopened: ") + std::strerror(errno));
@@ -239,7 +245,7 @@ class classifier {
         f.record.kind =
             (e.sb.st_mode & S_IFMT) == S_IFREG ? image::file_regular : image::file_directory;
         f.record.offset = e.info.pos;
-        f.path = e.link;
+        f.path = self_proc ? "/proc/self/" + e.link.substr(own.size()) : e.link;
         return {};
     }
 

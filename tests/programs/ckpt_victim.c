@@ -44,7 +44,9 @@ static void hold(const char *kind) {
     if (strcmp(kind, "netns") == 0) {
         fd = open("/proc/self/ns/net", O_RDONLY);
     } else if (strcmp(kind, "procfile") == 0) {
-        fd = open("/proc/self/status", O_RDONLY);
+        char path[64]; // another process's (its own would be reopened through /proc/self)
+        snprintf(path, sizeof path, "/proc/%d/status", (int)getppid());
+        fd = open(path, O_RDONLY);
     } else if (strcmp(kind, "eventfd") == 0) {
         fd = eventfd(0, 0);
     } else if (strcmp(kind, "socketpair") == 0) { // to another process

@@ -6,7 +6,8 @@
 //    with mprotect every step (the rights a later mprotect needs must survive);
 //  * the process's THP-disable flag (PR_SET_THP_DISABLE);
 //  * guard pages installed with MADV_GUARD_INSTALL in the middle of a region (checked through
-//    /proc/self/pagemap's guard bit; skipped where the kernel has no guard pages).
+//    /proc/self/pagemap's guard bit, on a descriptor kept open all run long: a process's own /proc
+//    files are its own again after a restore; skipped where the kernel has no guard pages).
 #include "common.h"
 
 #include <fcntl.h>
@@ -58,13 +59,13 @@ static int has_flag(const char *flags, const char *want) {
     return 0;
 }
 
+// Kept open all run long: after a restore it must read the restored process's own page map.
+static int g_pagemap_fd = -1;
+
 static uint64_t pagemap_entry(void *addr) {
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    if (fd < 0) t_fail("cannot open /proc/self/pagemap");
     uint64_t e = 0;
-    if (pread(fd, &e, sizeof e, (off_t)((uintptr_t)addr / 4096 * 8)) != sizeof e)
+    if (pread(g_pagemap_fd, &e, sizeof e, (off_t)((uintptr_t)addr / 4096 * 8)) != sizeof e)
         t_fail("cannot read /proc/self/pagemap");
-    close(fd);
     return e;
 }
 
@@ -127,6 +128,8 @@ int main(int argc, char **argv) {
     for (int p = 0; p < 16; p++)
         g_guarded[(size_t)p * 4096] = (unsigned char)(p + 1);
     g_have_guards = madvise(g_guarded + 4 * 4096, 4 * 4096, MADV_GUARD_INSTALL) == 0;
+    g_pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+    if (g_pagemap_fd < 0) t_fail("cannot open /proc/self/pagemap");
 
     char path[4096];
     t_path(path, sizeof path, dir, "mem_advice.shared");
