@@ -167,6 +167,7 @@ class exporter {
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
         GHOST_TRY(write_header());
+        GHOST_TRY(write_credentials());
         GHOST_TRY(write_process(*maps));
         auto pm = pagemap::open(pid_);
         if (!pm) return pm.err();
@@ -261,6 +262,15 @@ class exporter {
         }
         h.exe_path_len = (uint32_t)exe_.size();
         return writer_.record(image::rec_header, &h, sizeof h, exe_);
+    }
+
+    // Whose rights the process has: a restore gives it no more (image_credentials.h).
+    result<void> write_credentials() {
+        std::vector<uint32_t> groups;
+        auto c = read_credentials(pid_, groups);
+        if (!c) return c.err();
+        return writer_.record(image::rec_credentials, &*c, sizeof *c,
+                              {(const char *)groups.data(), groups.size() * sizeof(uint32_t)});
     }
 
     result<void> write_process(const std::vector<vma> &maps) {
@@ -516,10 +526,16 @@ class exporter {
 
     result<void> collect_files();
     result<void> write_files();
+    // By tid: an image has one valid order (image_verify.h).
     result<void> write_threads() {
-        for (uint32_t i = 0; i < state_->thread_count && i < (uint32_t)agent::max_threads; i++) {
-            const agent::thread_slot &s = state_->threads[i];
-            if (s.state != agent::slot_parked) continue;
+        std::vector<const agent::thread_slot *> parked;
+        for (uint32_t i = 0; i < state_->thread_count && i < (uint32_t)agent::max_threads; i++)
+            if (state_->threads[i].state == agent::slot_parked)
+                parked.push_back(&state_->threads[i]);
+        std::sort(parked.begin(), parked.end(),
+                  [](const auto *a, const auto *b) { return a->tid < b->tid; });
+        for (const agent::thread_slot *slot : parked) {
+            const agent::thread_slot &s = *slot;
             image::thread_record t{};
             t.tid = s.tid, t.flags = s.flags, t.fs_base = s.fs_base;
             const agent::saved_context &c = s.ctx;

@@ -10,7 +10,10 @@
 // the payload byte count and the sum (mod 2^64) of the record hashes, so that a corrupt, truncated
 // or spliced stream is refused before the restored process is allowed to run. The sum does not
 // depend on order, so the restorer can verify pages records in parallel; the order of records is
-// checked by structure instead (pages must fall inside the region record before them).
+// checked by structure instead: an image has exactly one valid order (image_verify.h).
+//
+// Stream order: header, credentials, process, (region pages*)* by address, file* by fd,
+// thread+ by tid, trailer.
 #pragma once
 
 #include <stdint.h>
@@ -19,7 +22,7 @@ namespace ghost::image {
 
 inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
 inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
-inline constexpr uint32_t format_version = 1;
+inline constexpr uint32_t format_version = 2;            // 2: credentials record
 inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
 inline constexpr uint64_t max_pages_record = 64ULL << 20;
@@ -32,6 +35,7 @@ enum record_type : uint16_t {
     rec_file = 5,
     rec_thread = 6,
     rec_trailer = 7,
+    rec_credentials = 8,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -65,6 +69,18 @@ struct header_record {
     uint8_t pad[1];
     uint32_t exe_path_len; // followed by the executable's path
 };
+
+// The process's credentials as /proc/PID/status shows them, followed by group_count uint32_t
+// supplementary group ids. A restore never gives more than these (nor more than the image file's
+// owner has, nor more than whoever restores has): see image_credentials.h.
+struct credentials_record {
+    uint32_t uid[4]; // real, effective, saved, filesystem
+    uint32_t gid[4];
+    uint64_t cap_inheritable, cap_permitted, cap_effective, cap_bounding, cap_ambient;
+    uint32_t no_new_privs;
+    uint32_t group_count;
+};
+inline constexpr uint32_t max_groups = 65536; // NGROUPS_MAX
 
 // Kernel mm fields that the restorer re-installs with PR_SET_MM_MAP.
 struct mm_fields {

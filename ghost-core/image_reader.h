@@ -26,6 +26,8 @@ struct file_summary {
 struct image_summary {
     image::header_record header{};
     std::string exe;
+    image::credentials_record creds{};
+    std::vector<uint32_t> groups;
     image::process_record process{};
     std::string cwd;
     std::vector<region_summary> regions;
@@ -36,11 +38,12 @@ struct image_summary {
     uint64_t memory_bytes = 0;
 };
 
-// Verifies every record's hash and the trailer. With header_only, stops after the header record.
+// Verifies the whole image with the restorer's own rules (image_verify.h): framing, order,
+// sizes, every record's hash and the trailer. With header_only, stops after the header record.
 result<image_summary> read_image(res::source &in, bool header_only = false);
 
-// The checks the restorer will make that can be made earlier with a better message: format
-// version, architecture, kernel release, CPU vector state.
+// The header checks the restorer makes first (format version, architecture, kernel release, CPU
+// vector state), against this machine.
 result<void> check_compatible(const image::header_record &h);
 
 } // namespace ghost::core

@@ -2,14 +2,18 @@
 #include "ghost-core/import.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/sched.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/control.h"
 #include "runtime/uapi.h"
@@ -33,14 +37,38 @@ pid_t fork_with_pid(pid_t want) {
     return ::fork();
 }
 
+// "--owner-groups=UID:GID,GID...": the groups the group database gives the owner of the image
+// file, when it is neither us nor root. The restorer checks the image's gids against them (it
+// cannot ask NSS itself); without them, an image of another owner may record no group at all.
+std::string owner_groups_arg(int image_fd) {
+    struct stat sb;
+    if (::fstat(image_fd, &sb) != 0 || sb.st_uid == ::geteuid() || sb.st_uid == 0) return {};
+    passwd pw, *found = nullptr;
+    std::vector<char> buf(1 << 16);
+    if (::getpwuid_r(sb.st_uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) return {};
+    std::vector<gid_t> groups(64);
+    int n = (int)groups.size();
+    while (::getgrouplist(pw.pw_name, pw.pw_gid, groups.data(), &n) < 0) {
+        if (n <= (int)groups.size() || n > 4096) return {}; // (the restorer takes 4096)
+        groups.resize((size_t)n);
+    }
+    std::string arg = "--owner-groups=" + std::to_string(sb.st_uid);
+    for (int i = 0; i < n; i++)
+        arg += (i ? "," : ":") + std::to_string(groups[(size_t)i]);
+    return arg;
+}
+
 } // namespace
 
 result<pid_t> import_process(int image_fd, const import_options &opt) {
     int status[2];
     if (::pipe2(status, O_CLOEXEC) != 0) return sys_error("cannot create a pipe");
     std::string image_arg = std::to_string(image_fd), status_arg = std::to_string(status[1]);
-    const char *argv[] = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
-                          opt.inherit_stdio ? "--inherit-stdio" : nullptr, nullptr};
+    std::string owner_arg = owner_groups_arg(image_fd);
+    std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str()};
+    if (opt.inherit_stdio) argv.push_back("--inherit-stdio");
+    if (!owner_arg.empty()) argv.push_back(owner_arg.c_str());
+    argv.push_back(nullptr);
     const char *envp[] = {nullptr};
     pid_t child = fork_with_pid(opt.want_pid);
     if (child < 0) {
@@ -56,7 +84,7 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::execve(opt.restorer.c_str(), (char *const *)argv, (char *const *)envp);
+        ::execve(opt.restorer.c_str(), (char *const *)argv.data(), (char *const *)envp);
         char msg[] = "ERR cannot run the restorer\n";
         (void)!::write(status[1], msg, sizeof msg - 1);
         ::_exit(127);

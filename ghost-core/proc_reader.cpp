@@ -219,4 +219,41 @@ result<uint64_t> resident_bytes(pid_t pid) {
     return (uint64_t)std::strtoull(text->c_str() + at + 5, nullptr, 10) * 1024;
 }
 
+result<image::credentials_record> read_credentials(pid_t pid, std::vector<uint32_t> &groups) {
+    std::string path = proc_path(pid, "status");
+    auto text = read_text(path);
+    if (!text) return text.err();
+    image::credentials_record c{};
+    auto field = [&](const char *name) -> const char * {
+        size_t at = text->find(std::string("\n") + name + ":");
+        return at == std::string::npos ? nullptr : text->c_str() + at + std::strlen(name) + 2;
+    };
+    auto ids = [&](const char *name, uint32_t(&out)[4]) {
+        const char *p = field(name);
+        for (int i = 0; p && i < 4; i++)
+            out[i] = (uint32_t)std::strtoul(p, (char **)&p, 10);
+        return p != nullptr;
+    };
+    auto caps = [&](const char *name, uint64_t &out) {
+        const char *p = field(name);
+        if (p) out = std::strtoull(p, nullptr, 16);
+        return p != nullptr;
+    };
+    bool ok = ids("Uid", c.uid) && ids("Gid", c.gid) && caps("CapInh", c.cap_inheritable) &&
+              caps("CapPrm", c.cap_permitted) && caps("CapEff", c.cap_effective) &&
+              caps("CapBnd", c.cap_bounding) && caps("CapAmb", c.cap_ambient);
+    const char *g = field("Groups");
+    if (!ok || !g) return error{"cannot read the credentials in " + path};
+    groups.clear();
+    for (char *end; *g && *g != '\n'; g = end) {
+        unsigned long v = std::strtoul(g, &end, 10);
+        if (end == g) break;
+        groups.push_back((uint32_t)v);
+    }
+    const char *nnp = field("NoNewPrivs");
+    c.no_new_privs = nnp && std::strtoul(nnp, nullptr, 10) == 1;
+    c.group_count = (uint32_t)groups.size();
+    return c;
+}
+
 } // namespace ghost::core

@@ -37,6 +37,10 @@ result<image::mm_fields> read_mm_fields(pid_t pid);
 // /proc/<pid>/auxv as 64-bit words, ending with AT_NULL.
 result<std::vector<uint64_t>> read_auxv(pid_t pid);
 
+// The credentials /proc/<pid>/status shows (Uid, Gid, Groups, Cap*, NoNewPrivs); group_count is
+// groups->size().
+result<image::credentials_record> read_credentials(pid_t pid, std::vector<uint32_t> &groups);
+
 result<std::string> read_link(const std::string &path);
 result<std::string> read_text(const std::string &path);
 // Resident memory of a process (smaps_rollup "Rss"): an upper bound of the page data of its image,

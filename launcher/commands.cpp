@@ -277,6 +277,17 @@ int cmd_inspect(const std::string &arg) {
                 s->exe.c_str(),
                 core::hex(std::string((const char *)h.exe_build_id, h.exe_build_id_len)).c_str());
     std::printf("cwd        %s\n", s->cwd.c_str());
+    const image::credentials_record &c = s->creds;
+    std::string groups;
+    for (uint32_t g : s->groups)
+        groups += (groups.empty() ? "" : ",") + std::to_string(g);
+    std::printf("creds      uid %u/%u/%u/%u gid %u/%u/%u/%u groups %s; capabilities eff %llx prm "
+                "%llx inh %llx amb %llx bnd %llx%s\n",
+                c.uid[0], c.uid[1], c.uid[2], c.uid[3], c.gid[0], c.gid[1], c.gid[2], c.gid[3],
+                groups.empty() ? "-" : groups.c_str(), (unsigned long long)c.cap_effective,
+                (unsigned long long)c.cap_permitted, (unsigned long long)c.cap_inheritable,
+                (unsigned long long)c.cap_ambient, (unsigned long long)c.cap_bounding,
+                c.no_new_privs ? "; no_new_privs" : "");
     std::printf("size       %llu bytes in %llu records, %llu bytes of memory; checksums OK\n",
                 (unsigned long long)s->image_bytes, (unsigned long long)s->records,
                 (unsigned long long)s->memory_bytes);

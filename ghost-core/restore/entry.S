@@ -32,7 +32,8 @@ restorer_resume:
     .size restorer_resume, .-restorer_resume
 
 /* long restorer_clone_thread(struct clone_args *args, size_t size, const struct saved_context *ctx)
- * clone3(); the parent gets the kernel's return value, the child resumes ctx. */
+ * clone3(); the parent gets the kernel's return value, the child runs
+ * restorer_thread_entry(ctx) on its new stack, which resumes ctx in the end. */
     .globl restorer_clone_thread
     .type restorer_clone_thread, @function
 restorer_clone_thread:
@@ -46,7 +47,8 @@ restorer_clone_thread:
     ret
 1:
     movq %r12, %rdi
-    jmp restorer_resume
+    call restorer_thread_entry
+    hlt
     .size restorer_clone_thread, .-restorer_clone_thread
 /* long restorer_spawn(struct clone_args *args, size_t size)
  * clone3(); the child runs restorer_page_worker() on its own stack, then exits (the thread only). */

@@ -6,12 +6,16 @@
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
-//  2. check the header; move vvar/vdso onto the image's addresses before anything else is mapped;
-//  3. map every region and read its pages straight into place, verifying every record's hash;
+//  2. check the header; decide whose credentials the process gets and take the image's groups and
+//     filesystem ids (files are opened with the image's rights from here on); move vvar/vdso onto
+//     the image's addresses before anything else is mapped;
+//  3. map every region and read its pages straight into place; every record goes through the
+//     verifier `ghost inspect` uses (image_verify.h) before it is acted upon;
 //  4. check the trailer: until here nothing outside this process was changed (files are reopened
 //     without O_CREAT/O_TRUNC);
 //  5. descriptors, mm fields, cwd, umask, signal actions, the agent's hand-off fields;
-//  6. start the threads at their park points (same tids when the kernel allows it), main last.
+//  6. start the threads; each takes the image's uids, gids and capabilities; the main thread last
+//     (starting threads at their old tids needs the restorer's privilege); then all run.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,7 +26,10 @@
 #include <sys/stat.h>
 
 #include "ghost-core/agent/agent_state.h"
+#include "ghost-core/image_credentials.h"
 #include "ghost-core/image_format.h"
+#include "ghost-core/image_verify.h"
+#include "ghost-core/restore/credentials.h"
 #include "ghost-core/restore/freestanding.h"
 #include "runtime/uapi.h"
 #include "ghost-core/record_hash.h"
@@ -34,6 +41,7 @@ long restorer_clone_thread(ghost::uapi::clone_args *args, unsigned long size,
                            const ghost::agent::saved_context *ctx);
 long restorer_spawn(ghost::uapi::clone_args *args, unsigned long size); // runs restorer_page_worker
 void restorer_page_worker();
+[[noreturn]] void restorer_thread_entry(const ghost::agent::saved_context *ctx);
 extern char __ehdr_start[];
 extern char _end[];
 alignas(64) char restorer_stack[256 * 1024];
@@ -49,7 +57,7 @@ using namespace ghost::freestanding;
 
 constexpr uint64_t page_size = 4096;
 constexpr int max_restored_threads = ghost::agent::max_threads;
-constexpr uint64_t thread_stack_size = 16 * 1024;
+constexpr uint64_t thread_stack_size = 8 * 1024; // a restored thread's until it leaves us
 // A thread of this process, as pthread_create makes them (restored threads and page workers alike).
 constexpr uint64_t thread_clone_flags =
     CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
@@ -75,8 +83,9 @@ bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command 
 }
 
 ghost::image::record_hasher g_record_hash; // reset() per record
-uint64_t g_records = 0, g_payload_bytes = 0;
-uint64_t g_hash_sum = 0; // of the records verified so far; page workers add theirs atomically
+// Every rule an image must follow, the same as `ghost inspect` applies (image_verify.h). It sums
+// the hashes the record headers announce; each record's data is checked against its own.
+constinit img::stream_verifier g_verifier; // no constructors run here: built at compile time
 
 uint64_t g_stream_pos = 0;     // bytes of the image consumed so far
 uint64_t g_readahead_end = 0;  // the disk has been asked for everything below this
@@ -119,9 +128,7 @@ struct record {
 
 bool next_record(record &r) {
     read_exact(&r.h, sizeof r.h);
-    if (r.h.magic != img::record_magic) fail(text("the image is corrupt (bad record magic)"));
-    if (r.h.version != img::record_version)
-        fail(text("the image was written by another ghost version (record version)"));
+    if (!g_verifier.next(r.h)) fail(text(g_verifier.why()));
     r.remaining = r.h.length;
     g_record_hash.reset(r.h.type);
     return true;
@@ -137,22 +144,17 @@ void read_payload(record &r, void *dst, uint64_t len) {
 
 void end_record(record &r) {
     if (r.remaining) fail(text("the image is corrupt (record longer than its contents)"));
-    uint64_t hash = g_record_hash.digest();
-    if (hash != r.h.hash) fail(text("the image is corrupt (checksum mismatch in a record)"));
-    __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
-    g_records++;
-    g_payload_bytes += r.h.length;
+    if (!g_verifier.digest(g_record_hash.digest())) fail(text(g_verifier.why()));
 }
 
 alignas(8) char g_meta[img::max_metadata_record];
 
-// Reads a whole metadata record into g_meta; returns its length.
-uint64_t read_metadata(record &r, uint64_t min_len) {
-    if (r.h.length > sizeof g_meta || r.h.length < min_len)
-        fail(text("the image is corrupt (bad record length)"));
-    uint64_t len = r.h.length;
+// Reads a whole metadata record into g_meta and verifies it; returns its length.
+uint64_t read_metadata(record &r) {
+    uint64_t len = r.h.length; // the verifier has bounded it
     read_payload(r, g_meta, len);
     end_record(r);
+    if (!g_verifier.metadata(g_meta, len)) fail(text(g_verifier.why()));
     return len;
 }
 
@@ -305,13 +307,10 @@ void apply_advice(const img::region_record &rr) {
 
 void map_region(record &r) {
     finish_region();
-    read_metadata(r, sizeof(img::region_record));
+    read_metadata(r);
     img::region_record rr;
     memcpy(&rr, g_meta, sizeof rr);
-    if (rr.path_len > r.h.length - sizeof rr || rr.path_len >= 4096 || rr.start >= rr.end ||
-        (rr.start | rr.end) % page_size)
-        fail(text("the image is corrupt (bad region record)"));
-    char path[4096];
+    char path[img::max_path];
     memcpy(path, g_meta + sizeof rr, rr.path_len);
     path[rr.path_len] = 0;
     if (overlaps_zone(rr.start, rr.end))
@@ -407,9 +406,7 @@ void load_and_verify(const page_job &j) {
     ghost::image::record_hasher h(img::rec_pages);
     h.update(&j.addr, sizeof j.addr);
     h.update((const void *)j.addr, j.len);
-    uint64_t hash = h.digest();
-    if (hash != j.expected) fail(text("the image is corrupt (checksum mismatch in a record)"));
-    __atomic_add_fetch(&g_hash_sum, hash, __ATOMIC_RELAXED);
+    if (h.digest() != j.expected) fail(text(img::checksum_mismatch));
 }
 
 extern "C" void restorer_page_worker() {
@@ -475,20 +472,15 @@ void workers_stop() {
 
 void fill_pages(record &r) {
     uint64_t addr;
-    if (r.h.length < sizeof addr + page_size) fail(text("the image is corrupt (bad pages record)"));
     read_payload(r, &addr, sizeof addr);
     uint64_t len = r.remaining;
-    if (!g_region.active || addr < g_region.start || addr + len > g_region.end ||
-        addr % page_size || len % page_size)
-        fail(text("the image is corrupt (pages outside their region)"));
+    if (!g_verifier.pages(addr)) fail(text(g_verifier.why())); // inside g_region, before any data
     read_ahead();
     if (g_parallel) {
         uint64_t offset = g_stream_pos;
         long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
         if (sys::failed(pos)) fail_errno(text("cannot read the image"), pos);
         g_stream_pos += len;
-        g_records++;
-        g_payload_bytes += r.h.length;
         workers_submit(addr, len, offset, r.h.hash);
         return;
     }
@@ -510,7 +502,7 @@ struct pipe_pair {
     int ends[2]; // temporary numbers of the read and write ends
     bool placed[2];
 };
-pipe_pair g_pipes[64];
+pipe_pair g_pipes[img::max_image_objects];
 int g_pipe_count = 0;
 
 // A recreated pty pair: the temporary master opens the slave's descriptions.
@@ -593,7 +585,7 @@ pipe_pair &pipe_of(const img::file_record &fr, const char *data, const text &wha
     for (int i = 0; i < g_pipe_count; i++)
         if (g_pipes[i].id == fr.pipe_id) pp = &g_pipes[i];
     if (!pp) {
-        if (g_pipe_count == 64) fail(text("too many pipes in the image"));
+        if (g_pipe_count == (int)img::max_image_objects) fail(text("too many pipes in the image"));
         int ends[2];
         long p = sys::call(__NR_pipe2, ends, O_CLOEXEC);
         if (sys::failed(p)) fail_errno(text("cannot create a pipe for ").add(what.str()), p);
@@ -644,7 +636,7 @@ pty_pair &pty_of(const img::file_record &fr, const char *data, const text &what)
 }
 
 void restore_file(record &r) {
-    read_metadata(r, sizeof(img::file_record));
+    read_metadata(r);
     img::file_record fr;
     memcpy(&fr, g_meta, sizeof fr);
     if (fr.path_len + fr.data_len > r.h.length - sizeof fr || fr.path_len >= 4096 || fr.fd < 0)
@@ -759,16 +751,34 @@ void finish_files() {
 img::thread_record g_threads[max_restored_threads];
 ghost::agent::saved_context g_contexts[max_restored_threads];
 int g_thread_count = 0;
-alignas(16) char g_thread_stacks[8][thread_stack_size];
+// Each thread waits on its own until all have taken the image's credentials.
+alignas(16) char g_thread_stacks[max_restored_threads][thread_stack_size];
+uint32_t g_threads_ready = 0; // futex: threads that took the image's credentials
+uint32_t g_threads_go = 0;    // futex: set once the main thread has taken them too
+
+void take_credentials() {
+    text why;
+    if (!ghost::restore::take_image_credentials(why)) fail(why);
+}
+
+// A restored thread's first steps, on its restorer stack (entry.S) with the image's TLS.
+extern "C" [[noreturn]] void restorer_thread_entry(const ghost::agent::saved_context *ctx) {
+    take_credentials();
+    __atomic_add_fetch(&g_threads_ready, 1, __ATOMIC_ACQ_REL);
+    wake_all(&g_threads_ready);
+    while (!load32(&g_threads_go))
+        futex_op(&g_threads_go, 0 /* FUTEX_WAIT */, 0);
+    restorer_resume(ctx);
+}
 
 void read_thread(record &r) {
-    read_metadata(r, sizeof(img::thread_record));
-    if (g_thread_count == max_restored_threads) fail(text("too many threads in the image"));
+    read_metadata(r); // at most max_restored_threads of them
     memcpy(&g_threads[g_thread_count++], g_meta, sizeof(img::thread_record));
 }
 
-[[noreturn]] void start_threads(bool keep_tids) {
-    int main_index = -1;
+// Starts every thread but the main one; returns once all have taken the image's credentials.
+int spawn_threads(bool keep_tids) {
+    int main_index = -1, spawned = 0;
     for (int i = 0; i < g_thread_count; i++) {
         img::thread_record &t = g_threads[i];
         ghost::agent::saved_context &c = g_contexts[i];
@@ -779,10 +789,9 @@ void read_thread(record &r) {
             main_index = i;
             continue;
         }
-        // A thread needs a stack only for the few instructions before it switches to its own.
         ghost::uapi::clone_args args = {};
         args.flags = thread_clone_flags | CLONE_SETTLS;
-        args.stack = (uint64_t)g_thread_stacks[i % 8];
+        args.stack = (uint64_t)g_thread_stacks[i];
         args.stack_size = thread_stack_size;
         args.tls = t.fs_base;
         uint64_t tid = (uint64_t)t.tid;
@@ -797,8 +806,16 @@ void read_thread(record &r) {
             r = restorer_clone_thread(&args, sizeof args, &c);
         }
         if (sys::failed(r)) fail_errno(text("cannot start thread ").num(t.tid), r);
+        spawned++;
     }
-    if (main_index < 0) fail(text("the image has no main thread"));
+    for (uint32_t n; (n = load32(&g_threads_ready)) != (uint32_t)spawned;)
+        futex_op(&g_threads_ready, 0 /* FUTEX_WAIT */, n);
+    return main_index; // the verifier saw exactly one
+}
+
+[[noreturn]] void run_threads(int main_index) {
+    __atomic_store_n(&g_threads_go, 1, __ATOMIC_RELEASE);
+    wake_all(&g_threads_go);
     long r = sys::call(__NR_arch_prctl, 0x1002 /* ARCH_SET_FS */, g_threads[main_index].fs_base);
     if (sys::failed(r)) fail_errno(text("cannot set the main thread's TLS"), r);
     restorer_resume(&g_contexts[main_index]);
@@ -810,54 +827,39 @@ img::process_record g_process;
 char g_cwd[4096];
 
 void check_header(record &r) {
-    uint64_t len = read_metadata(r, sizeof(img::header_record));
-    (void)len;
-    img::header_record h;
-    memcpy(&h, g_meta, sizeof h);
-    if (memcmp(h.magic, img::file_magic, sizeof h.magic) != 0) fail(text("not a ghost image"));
-    if (h.format_version != img::format_version)
-        fail(text("the image has format version ")
-                 .num(h.format_version)
-                 .add(", expected ")
-                 .num(img::format_version));
-    if (h.arch != img::arch_x86_64 || h.page_size != page_size)
-        fail(text("the image is for another architecture"));
+    read_metadata(r);
     struct {
         char f[6][65];
     } uts;
     sys::call(__NR_uname, &uts);
-    h.kernel_release[64] = 0;
-    if (strcmp(uts.f[2], h.kernel_release) != 0)
-        fail(text("the image was taken under kernel ")
-                 .add(h.kernel_release)
-                 .add(", this is ")
-                 .add(uts.f[2]));
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((((uint64_t)hi << 32) | lo) != h.xcr0)
-        fail(text("the image was taken on a CPU with other vector registers (XCR0)"));
+    img::message why;
+    if (!img::check_compatible(g_verifier.header(), {uts.f[2], img::read_xcr0()}, why))
+        fail(text(why.str()));
+}
+
+void read_credentials(record &r) {
+    read_metadata(r);
+    text why;
+    if (!ghost::restore::plan_credentials(g_verifier.creds(), g_meta, g_image_fd, why) ||
+        !ghost::restore::enter_image_fs_identity(why))
+        fail(why);
 }
 
 void read_process(record &r) {
-    uint64_t len = read_metadata(r, sizeof(img::process_record));
+    read_metadata(r);
     memcpy(&g_process, g_meta, sizeof g_process);
-    if (g_process.cwd_len >= sizeof g_cwd || g_process.cwd_len > len - sizeof g_process ||
-        g_process.auxv_words > img::max_auxv_words)
-        fail(text("the image is corrupt (bad process record)"));
     memcpy(g_cwd, g_meta + sizeof g_process, g_process.cwd_len);
     g_cwd[g_process.cwd_len] = 0;
     place_specials(g_process);
 }
 
 void check_trailer(record &r) {
-    workers_drain();
-    uint64_t records = g_records, bytes = g_payload_bytes;
-    uint64_t sum = __atomic_load_n(&g_hash_sum, __ATOMIC_ACQUIRE);
-    read_metadata(r, sizeof(img::trailer_record));
-    img::trailer_record t;
-    memcpy(&t, g_meta, sizeof t);
-    if (t.record_count != records || t.payload_bytes != bytes || t.hash_sum != sum)
-        fail(text("the image is corrupt (records missing or added)"));
+    workers_drain(); // every pages record's data checked against its hash
+    read_metadata(r);
+    struct stat sb; // nothing may follow (a pipe cannot say without waiting for its writer)
+    if (!sys::failed(sys::call(__NR_fstat, g_image_fd, &sb)) && S_ISREG(sb.st_mode) &&
+        (uint64_t)sb.st_size != g_stream_pos)
+        fail(text("the image is corrupt (data after the trailer)"));
 }
 
 void install_process_state() {
@@ -889,6 +891,7 @@ void install_process_state() {
     if (!agent) fail(text("the image has no ghost agent"));
     if (agent->magic != ghost::agent::state_magic || agent->version != ghost::agent::state_version)
         fail(text("the image's ghost agent is of another version"));
+    // (The verifier saw this address inside a writable region of the image.)
     agent->restorer_start = zone_start();
     agent->restorer_end = page_align_up((uint64_t)_end);
     agent->restored = 0;
@@ -909,6 +912,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             keep_tids = false;
         else if (strcmp(argv[i], "--inherit-stdio") == 0)
             g_inherit_stdio = true;
+        else if (starts_with(argv[i], "--owner-groups="))
+            ghost::restore::set_owner_groups(argv[i] + 15);
         else
             fail(text("unknown option ").add(argv[i]));
     }
@@ -929,18 +934,17 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
 
     workers_start();
     record r;
-    next_record(r);
-    if (r.h.type != img::rec_header) fail(text("not a ghost image"));
-    check_header(r);
-    bool have_process = false;
     for (;;) {
-        next_record(r);
-        if (!have_process && r.h.type != img::rec_process)
-            fail(text("the image is corrupt (process record missing)"));
+        next_record(r); // the verifier lets records come only in their order
         switch (r.h.type) {
+        case img::rec_header:
+            check_header(r);
+            break;
+        case img::rec_credentials:
+            read_credentials(r);
+            break;
         case img::rec_process:
             read_process(r);
-            have_process = true;
             break;
         case img::rec_region:
             map_region(r);
@@ -968,10 +972,13 @@ complete:
     finish_files();
     close_foreign_fds();
     install_process_state();
+    int main_index = spawn_threads(keep_tids); // they take the image's credentials and wait
+    take_credentials();                        // the main thread's last: spawning needed ours
+    ghost::restore::restore_dumpable();
     sys::call(__NR_close, g_image_fd);
     text ok;
     ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");
     sys::call(__NR_write, g_status_fd, ok.str(), ok.size());
     sys::call(__NR_close, g_status_fd);
-    start_threads(keep_tids);
+    run_threads(main_index);
 }

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <random>
 
+#include "ghost-core/agent/agent_state.h"
+#include "ghost-core/image_credentials.h"
 #include "ghost-core/image_reader.h"
 #include "ghost-core/image_writer.h"
 #include "resources/mem/mem_resource.h"
@@ -42,7 +44,8 @@ class string_source : public res::source {
     size_t pos_ = 0;
 };
 
-// A small but complete image: header, process, two regions (one with pages), a file, a thread.
+// A small but complete image: header, credentials, process, two regions (one with pages, one
+// holding the agent's state), two files, two threads.
 std::string sample_image() {
     string_sink out;
     core::image_writer w(out);
@@ -55,15 +58,26 @@ std::string sample_image() {
     std::string exe = "/usr/bin/example";
     h.exe_path_len = (uint32_t)exe.size();
     EXPECT_TRUE(w.record(image::rec_header, &h, sizeof h, exe));
+    image::credentials_record c{
+        {1000, 1000, 1000, 1000}, {100, 100, 100, 100}, 0, 0, 0, ~0ULL, 0, 0, 2};
+    uint32_t groups[2] = {100, 27};
+    EXPECT_TRUE(
+        w.record(image::rec_credentials, &c, sizeof c, {(const char *)groups, sizeof groups}));
     image::process_record p{};
     std::string cwd = "/home/user";
     p.cwd_len = (uint32_t)cwd.size();
+    p.agent_state = 0x18000;
     EXPECT_TRUE(w.record(image::rec_process, &p, sizeof p, cwd));
     image::region_record r{};
     r.start = 0x10000, r.end = 0x14000, r.kind = image::region_anon_private, r.prot = 3;
     EXPECT_TRUE(w.record(image::rec_region, &r, sizeof r));
-    std::string pages(8192, 'x');
+    std::string pages(4096, 'x');
     EXPECT_TRUE(w.pages(0x11000, pages.data(), pages.size()));
+    EXPECT_TRUE(w.pages(0x12000, pages.data(), pages.size()));
+    image::region_record a{};
+    a.start = 0x18000, a.end = 0x1c000, a.kind = image::region_anon_private, a.prot = 3;
+    EXPECT_TRUE(w.record(image::rec_region, &a, sizeof a));
+    EXPECT_TRUE(w.pages(0x18000, pages.data(), pages.size()));
     image::region_record f{};
     f.start = 0x20000, f.end = 0x21000, f.kind = image::region_file_private, f.prot = 1;
     std::string lib = "/usr/lib/libexample.so";
@@ -74,8 +88,13 @@ std::string sample_image() {
     std::string path = "/tmp/data";
     fr.path_len = (uint32_t)path.size();
     EXPECT_TRUE(w.record(image::rec_file, &fr, sizeof fr, path));
+    image::file_record dup{};
+    dup.fd = 5, dup.kind = image::file_dup, dup.dup_of = 3;
+    EXPECT_TRUE(w.record(image::rec_file, &dup, sizeof dup));
     image::thread_record t{};
     t.tid = 4242, t.flags = image::thread_main;
+    EXPECT_TRUE(w.record(image::rec_thread, &t, sizeof t));
+    t.tid = 4243, t.flags = image::thread_manager;
     EXPECT_TRUE(w.record(image::rec_thread, &t, sizeof t));
     EXPECT_TRUE(w.finish());
     EXPECT_EQ(w.bytes(), out.data.size());
@@ -95,33 +114,60 @@ TEST(ImageFormat, RoundTrip) {
     EXPECT_EQ(s->header.pid, 4242);
     EXPECT_EQ(s->exe, "/usr/bin/example");
     EXPECT_EQ(s->cwd, "/home/user");
-    ASSERT_EQ(s->regions.size(), 2u);
+    EXPECT_EQ(s->creds.uid[1], 1000u);
+    EXPECT_EQ(s->groups, (std::vector<uint32_t>{100, 27}));
+    ASSERT_EQ(s->regions.size(), 3u);
     EXPECT_EQ(s->regions[0].stored_bytes, 8192u);
-    EXPECT_EQ(s->regions[1].path, "/usr/lib/libexample.so");
-    ASSERT_EQ(s->files.size(), 1u);
+    EXPECT_EQ(s->regions[2].path, "/usr/lib/libexample.so");
+    ASSERT_EQ(s->files.size(), 2u);
     EXPECT_EQ(s->files[0].record.offset, 77);
     EXPECT_EQ(s->files[0].path, "/tmp/data");
-    ASSERT_EQ(s->threads.size(), 1u);
-    EXPECT_EQ(s->memory_bytes, 8192u);
+    ASSERT_EQ(s->threads.size(), 2u);
+    EXPECT_EQ(s->memory_bytes, 3 * 4096u);
 }
 
-TEST(ImageFormat, EveryFlippedByteIsRefused) {
+// The records of an intact stream, as [offset, end) byte ranges.
+std::vector<std::pair<size_t, size_t>> records_of(const std::string &bytes) {
+    std::vector<std::pair<size_t, size_t>> out;
+    for (size_t off = 0; off < bytes.size();) {
+        image::record_header h;
+        std::memcpy(&h, bytes.data() + off, sizeof h);
+        out.emplace_back(off, off + sizeof h + h.length);
+        off += sizeof h + h.length;
+    }
+    return out;
+}
+
+TEST(ImageFormat, EverySwapOfTwoRecordsIsRefused) {
+    // Each record keeps its hash and the trailer's sum does not depend on order: only the order
+    // rules can tell (the restorer once refused, after `ghost inspect` had said "checksums OK").
     std::string good = sample_image();
-    // Every byte of the stream is covered by a record hash, a record header check or the trailer.
-    for (size_t i = 0; i < good.size(); i += (i < 4096 ? 1 : 97)) {
-        std::string bad = good;
-        bad[i] ^= 0x5a;
-        auto s = read(bad);
-        EXPECT_FALSE(s) << "flip at byte " << i << " was not detected";
+    auto recs = records_of(good);
+    for (size_t i = 0; i < recs.size(); i++) {
+        for (size_t j = i + 1; j < recs.size(); j++) {
+            auto [ai, bi] = recs[i];
+            auto [aj, bj] = recs[j];
+            std::string ri = good.substr(ai, bi - ai), rj = good.substr(aj, bj - aj);
+            if (ri == rj) continue;
+            std::string bad =
+                good.substr(0, ai) + rj + good.substr(bi, aj - bi) + ri + good.substr(bj);
+            EXPECT_FALSE(read(bad)) << "records " << i << " and " << j << " swapped were accepted";
+        }
     }
 }
 
-TEST(ImageFormat, EveryTruncationIsRefused) {
+TEST(ImageFormat, RecordsOutOfPlaceAreRefused) {
     std::string good = sample_image();
-    for (size_t len = 0; len < good.size(); len += (len < 512 ? 1 : 61)) {
-        auto s = read(good.substr(0, len));
-        ASSERT_FALSE(s) << "truncation to " << len << " bytes was not detected";
-        EXPECT_NE(s.err().message.find_first_of("ctn"), std::string::npos);
+    auto recs = records_of(good);
+    // A repeated record: refused where it stands, before the trailer could tell.
+    for (size_t i = 0; i + 1 < recs.size(); i++) {
+        auto [a, b] = recs[i];
+        auto s = read(good.substr(0, b) + good.substr(a, b - a) + good.substr(b));
+        ASSERT_FALSE(s) << "record " << i << " repeated was accepted";
+        if (i >= 3) { // after header, credentials and process, which may come only once
+            EXPECT_EQ(s.err().message.find("missing or added"), std::string::npos)
+                << "record " << i << ": " << s.err().message;
+        }
     }
 }
 
@@ -145,6 +191,124 @@ TEST(ImageFormat, ForeignDataIsNotAnImage) {
     auto e = read("");
     ASSERT_FALSE(e);
     EXPECT_EQ(e.err().message, "the image is empty");
+}
+
+TEST(ImageFormat, OneVerifierForInspectAndRestorer) {
+    // Pages outside their region, with every hash intact: the exact case that `ghost inspect`
+    // passed and the restorer refused.
+    image::stream_verifier v;
+    std::string good = sample_image();
+    auto recs = records_of(good);
+    bool refused = false;
+    for (auto [a, b] : recs) {
+        image::record_header h;
+        std::memcpy(&h, good.data() + a, sizeof h);
+        ASSERT_TRUE(v.next(h)) << v.why();
+        if (h.type == image::rec_pages) {
+            uint64_t addr;
+            std::memcpy(&addr, good.data() + a + sizeof h, 8);
+            ASSERT_TRUE(v.pages(addr)) << v.why();
+            refused = !v.pages(addr); // the same pages once more: out of order
+            break;
+        }
+        ASSERT_TRUE(v.metadata(good.data() + a + sizeof h, h.length)) << v.why();
+    }
+    EXPECT_TRUE(refused);
+}
+
+namespace {
+
+image::credentials_record ids(uint32_t uid, uint32_t gid, uint64_t caps = 0) {
+    image::credentials_record c{};
+    for (int i = 0; i < 4; i++)
+        c.uid[i] = uid, c.gid[i] = gid;
+    c.cap_permitted = c.cap_effective = caps;
+    c.cap_bounding = (1ULL << 41) - 1;
+    return c;
+}
+
+struct restore_case {
+    image::credentials_record image;
+    std::vector<uint32_t> image_groups;
+    image::credentials_record self;
+    std::vector<uint32_t> self_groups;
+    uint32_t owner;
+    std::vector<uint32_t> owner_groups;
+    uint32_t mode = 0600;
+    bool writable = false;
+};
+
+std::string plan(const restore_case &c, image::credentials_plan *out = nullptr) {
+    image::restore_identity who{};
+    who.self = c.self;
+    who.self.group_count = (uint32_t)c.self_groups.size();
+    who.self_groups = c.self_groups.data();
+    who.owner_uid = c.owner;
+    who.owner_groups = c.owner_groups.data();
+    who.owner_group_count = (uint32_t)c.owner_groups.size();
+    who.file_mode = c.mode;
+    who.writable_by_others = c.writable;
+    image::credentials_record img = c.image;
+    img.group_count = (uint32_t)c.image_groups.size();
+    image::credentials_plan p{};
+    image::message why;
+    if (!image::plan_credentials(img, c.image_groups.data(), who, p, why)) return why.str();
+    if (out) *out = p;
+    return "";
+}
+
+constexpr uint64_t all_caps = (1ULL << 41) - 1;
+
+} // namespace
+
+TEST(ImageCredentials, RootRestoresAUsersImageAsThatUser) {
+    image::credentials_plan p;
+    ASSERT_EQ(plan({ids(1000, 1000), {1000, 100}, ids(0, 0, all_caps), {}, 1000, {1000, 100}}, &p),
+              "");
+    EXPECT_EQ(p.target.uid[0], 1000u);
+    EXPECT_EQ(p.target.gid[3], 1000u);
+    EXPECT_EQ(p.target.cap_permitted | p.target.cap_effective, 0u);
+    EXPECT_TRUE(p.set_groups);
+    EXPECT_TRUE(p.dumpable);
+}
+
+TEST(ImageCredentials, AnImageGetsNoMoreThanItsOwnerHas) {
+    // Root image chowned to a user, or a user's image claiming root: forgeable by that user.
+    EXPECT_NE(plan({ids(0, 0, all_caps), {}, ids(0, 0, all_caps), {}, 1000, {1000}})
+                  .find("owned by uid 1000 but its process ran as uid 0"),
+              std::string::npos);
+    // A group the owner is not in.
+    EXPECT_NE(
+        plan({ids(1000, 1000), {1000, 27}, ids(0, 0, all_caps), {}, 1000, {1000}}).find("group 27"),
+        std::string::npos);
+    // Capabilities a user cannot have given.
+    EXPECT_NE(plan({ids(1000, 1000, 1ULL << 12), {1000}, ids(0, 0, all_caps), {}, 1000, {1000}})
+                  .find("capabilities"),
+              std::string::npos);
+    // Writable by others: anybody's.
+    EXPECT_NE(plan({ids(0, 0, all_caps), {}, ids(0, 0, all_caps), {}, 0, {}, 0666, true})
+                  .find("mode 0666"),
+              std::string::npos);
+    // Root's own file, or root's file recording a user: trusted.
+    EXPECT_EQ(plan({ids(0, 0, all_caps), {}, ids(0, 0, all_caps), {}, 0, {}}), "");
+    EXPECT_EQ(plan({ids(1000, 1000), {1000}, ids(0, 0, all_caps), {}, 0, {}}), "");
+}
+
+TEST(ImageCredentials, NobodyGainsPrivilegeByRestoring) {
+    EXPECT_NE(plan({ids(0, 0, all_caps), {}, ids(1000, 1000), {1000}, 1000, {1000}})
+                  .find("uid 1000 may not take"),
+              std::string::npos);
+    EXPECT_NE(plan({ids(1000, 1000), {1000, 27}, ids(1000, 1000), {1000}, 1000, {1000, 27}})
+                  .find("supplementary groups"),
+              std::string::npos);
+    // A user restoring its own image: nothing to change.
+    image::credentials_plan p;
+    ASSERT_EQ(plan({ids(1000, 1000), {1000}, ids(1000, 1000), {1000}, 1000, {1000}}, &p), "");
+    EXPECT_FALSE(p.set_groups);
+    // Capabilities the restorer lacks are not given (here: a root image, a root restorer with
+    // fewer capabilities).
+    ASSERT_EQ(plan({ids(0, 0, all_caps), {}, ids(0, 0, 0xff), {}, 0, {}}, &p), "");
+    EXPECT_EQ(p.target.cap_permitted, 0xffu);
 }
 
 TEST(ImageFormat, IncompatibleHeadersAreExplained) {

@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: Apache-2.0
+// The rules an image must follow, in one place. `ghost inspect` (image_reader.cpp) and the
+// restorer (restore/restorer.cpp) feed every record through one stream_verifier as the stream goes
+// by, so that an image one of them accepts, the other accepts too, up to what only the restore can
+// find out (free addresses, files, privileges). A stream has exactly one valid order (see
+// image_format.h): two records swapped, a record repeated or dropped are all refused, most of them
+// at the record itself, the rest at the trailer.
+//
+// Freestanding (the restorer includes it): no libc, no allocation, no exceptions.
+// Use, for each record: next(header); then for pages, pages(address) before the data is read
+// into place; for the others metadata(payload) once digest() has accepted the payload's hash.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ghost-core/agent/agent_state.h"
+#include "ghost-core/image_format.h"
+
+namespace ghost::image {
+
+inline constexpr uint64_t image_page_size = 4096;
+inline constexpr uint32_t max_path = 4096; // paths in records, with their terminating zero
+inline constexpr int max_image_fd = 65536;
+inline constexpr uint32_t max_image_objects = 64; // pipes, pty pairs (the restorer's tables)
+inline constexpr uint32_t max_image_threads = (uint32_t)ghost::agent::max_threads;
+inline constexpr const char *checksum_mismatch =
+    "the image is corrupt (checksum mismatch in a record)";
+
+// A one-line reason, built without allocation; silently cut at its capacity.
+class message {
+  public:
+    message &add(const char *s) {
+        while (*s && len_ + 1 < sizeof buf_)
+            buf_[len_++] = *s++;
+        buf_[len_] = 0;
+        return *this;
+    }
+    message &add(const char *s, size_t n) {
+        for (size_t i = 0; i < n && s[i] && len_ + 1 < sizeof buf_; i++)
+            buf_[len_++] = s[i];
+        buf_[len_] = 0;
+        return *this;
+    }
+    message &num(uint64_t v) {
+        char tmp[24];
+        int n = 0;
+        do
+            tmp[n++] = (char)('0' + v % 10);
+        while (v /= 10);
+        while (n && len_ + 1 < sizeof buf_)
+            buf_[len_++] = tmp[--n];
+        buf_[len_] = 0;
+        return *this;
+    }
+    message &hex(uint64_t v) {
+        add("0x");
+        bool started = false;
+        for (int shift = 60; shift >= 0; shift -= 4) {
+            int d = (int)(v >> shift) & 15;
+            if (!d && !started && shift) continue;
+            started = true;
+            char c[2] = {"0123456789abcdef"[d], 0};
+            add(c);
+        }
+        return *this;
+    }
+    message &clear() {
+        len_ = 0;
+        buf_[0] = 0;
+        return *this;
+    }
+    const char *str() const { return buf_; }
+
+  private:
+    char buf_[320] = {};
+    size_t len_ = 0;
+};
+
+// What the restoring machine offers, compared with the header.
+struct host_facts {
+    const char *kernel_release; // uname's release
+    uint64_t xcr0;              // XGETBV(0)
+};
+
+inline uint64_t read_xcr0() {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+inline bool same_text(const char *a, const char *b, size_t max) {
+    for (size_t i = 0; i < max; i++) {
+        if (a[i] != b[i]) return false;
+        if (!a[i]) return true;
+    }
+    return true;
+}
+
+// The header's own fields: is this a ghost image this ghost reads?
+inline bool check_header_fields(const header_record &h, message &why) {
+    for (size_t i = 0; i < sizeof h.magic; i++)
+        if (h.magic[i] != file_magic[i]) return why.clear().add("not a ghost image"), false;
+    if (h.format_version != format_version)
+        return why.clear()
+                   .add("the image has format version ")
+                   .num(h.format_version)
+                   .add(", this ghost reads version ")
+                   .num(format_version),
+               false;
+    if (h.arch != arch_x86_64 || h.page_size != image_page_size)
+        return why.clear().add("the image is for another architecture"), false;
+    return true;
+}
+
+// Can an image with this header be restored on this machine? (Both `ghost inspect` and `ghost
+// restart` ask before anything else; the restorer asks again.)
+inline bool check_compatible(const header_record &h, const host_facts &host, message &why) {
+    if (!check_header_fields(h, why)) return false;
+    if (!same_text(h.kernel_release, host.kernel_release, sizeof h.kernel_release))
+        return why.clear()
+                   .add("the image was taken under kernel ")
+                   .add(h.kernel_release, sizeof h.kernel_release)
+                   .add(", this is ")
+                   .add(host.kernel_release),
+               false;
+    if (h.xcr0 != host.xcr0)
+        return why.clear().add("the image was taken on a CPU with other vector registers (XCR0)"),
+               false;
+    return true;
+}
+
+inline const char *record_name(uint16_t type) {
+    switch (type) {
+    case rec_header:
+        return "header";
+    case rec_credentials:
+        return "credentials";
+    case rec_process:
+        return "process";
+    case rec_region:
+        return "region";
+    case rec_pages:
+        return "pages";
+    case rec_file:
+        return "file";
+    case rec_thread:
+        return "thread";
+    case rec_trailer:
+        return "trailer";
+    default:
+        return "unknown";
+    }
+}
+
+class stream_verifier {
+  public:
+    // A record's header, before its payload. Refuses what cannot come here.
+    bool next(const record_header &h) {
+        if (stage_ == stage::done) return corrupt("data after the trailer");
+        if (h.magic != record_magic)
+            return stage_ == stage::header ? fail("not a ghost image")
+                                           : corrupt("bad record magic");
+        if (h.version != record_version)
+            return fail("the image was written by another ghost version (record version)");
+        cur_ = h;
+        index_++;
+        if (!in_order(h.type)) {
+            if (stage_ == stage::header) return fail("not a ghost image");
+            if (h.type < rec_header || h.type > rec_credentials)
+                return why_.clear()
+                           .add("the image is corrupt (unknown record type ")
+                           .num(h.type)
+                           .add(")"),
+                       false;
+            return why_.clear()
+                       .add("the image is corrupt (record ")
+                       .num(index_)
+                       .add(", a ")
+                       .add(record_name(h.type))
+                       .add(" record, is out of order)"),
+                   false;
+        }
+        if (!length_ok(h)) return corrupt("bad record length");
+        if (h.type != rec_trailer) {
+            records_++;
+            payload_bytes_ += h.length;
+            hash_sum_ += h.hash;
+        }
+        return true;
+    }
+
+    // The hash of the current record's payload as the reader computed it.
+    bool digest(uint64_t d) { return d == cur_.hash ? true : fail(checksum_mismatch); }
+
+    // The whole payload of the current record (not pages), after digest() accepted it.
+    bool metadata(const void *payload, uint64_t len) {
+        if (len != cur_.length || cur_.type == rec_pages) return corrupt("bad record length");
+        const char *p = (const char *)payload;
+        switch (cur_.type) {
+        case rec_header:
+            return header(p, len);
+        case rec_credentials:
+            return credentials(p, len);
+        case rec_process:
+            return process(p, len);
+        case rec_region:
+            return region(p, len);
+        case rec_file:
+            return file(p, len);
+        case rec_thread:
+            return thread(p);
+        case rec_trailer:
+            return trailer(p);
+        }
+        return corrupt("unknown record type");
+    }
+
+    // The address a pages record starts with, before its data is read: the data goes to
+    // [address, address + length - 8), which must lie in the region record before it, after the
+    // pages already stored for that region.
+    bool pages(uint64_t addr) {
+        uint64_t len = cur_.length - 8;
+        if (addr % image_page_size || addr < pages_next_ || addr >= region_end_ ||
+            len > region_end_ - addr)
+            return corrupt(addr < pages_next_ && addr >= region_start_
+                               ? "pages out of order"
+                               : "pages outside their region");
+        pages_next_ = addr + len;
+        memory_bytes_ += len;
+        return true;
+    }
+
+    bool complete() const { return stage_ == stage::done; }
+    const char *why() const { return why_.str(); }
+    const record_header &current() const { return cur_; }
+    const header_record &header() const { return header_; }
+    const credentials_record &creds() const { return creds_; }
+    uint64_t records() const { return records_; }
+    uint64_t memory_bytes() const { return memory_bytes_; }
+
+  private:
+    enum class stage { header, credentials, process, memory, files, threads, done };
+
+    bool fail(const char *m) { return why_.clear().add(m), false; }
+    bool corrupt(const char *m) {
+        return why_.clear().add("the image is corrupt (").add(m).add(")"), false;
+    }
+
+    // The stream's grammar: moves to the stage a record type opens.
+    bool in_order(uint16_t type) {
+        switch (type) {
+        case rec_header:
+            return advance(stage::header, stage::credentials, stage::header);
+        case rec_credentials:
+            return advance(stage::credentials, stage::process, stage::credentials);
+        case rec_process:
+            return advance(stage::process, stage::memory, stage::process);
+        case rec_region:
+            return advance(stage::memory, stage::memory, stage::memory);
+        case rec_pages:
+            return stage_ == stage::memory && region_stores_pages_;
+        case rec_file:
+            return advance(stage::memory, stage::files, stage::files);
+        case rec_thread:
+            return advance(stage::memory, stage::threads, stage::threads);
+        case rec_trailer:
+            return stage_ >= stage::memory && stage_ <= stage::threads;
+        }
+        return false;
+    }
+    // The record may come in stages [from, upto]; it moves the stream to `to`.
+    bool advance(stage from, stage to, stage upto) {
+        if (stage_ < from || stage_ > upto) return false;
+        if (stage_ != to) region_stores_pages_ = false;
+        stage_ = to;
+        return true;
+    }
+
+    bool length_ok(const record_header &h) const {
+        uint64_t fixed = 0;
+        switch (h.type) {
+        case rec_header:
+            fixed = sizeof(header_record);
+            break;
+        case rec_credentials:
+            fixed = sizeof(credentials_record);
+            break;
+        case rec_process:
+            fixed = sizeof(process_record);
+            break;
+        case rec_region:
+            fixed = sizeof(region_record);
+            break;
+        case rec_file:
+            fixed = sizeof(file_record);
+            break;
+        case rec_thread:
+            return h.length == sizeof(thread_record);
+        case rec_trailer:
+            return h.length == sizeof(trailer_record);
+        case rec_pages:
+            return h.length >= 8 + image_page_size && h.length <= 8 + max_pages_record &&
+                   (h.length - 8) % image_page_size == 0;
+        }
+        return h.length >= fixed && h.length <= max_metadata_record;
+    }
+
+    template <class T> static T load(const char *p) {
+        T v;
+        __builtin_memcpy(&v, p, sizeof v);
+        return v;
+    }
+
+    bool header(const char *p, uint64_t len) {
+        header_ = load<header_record>(p);
+        if (!check_header_fields(header_, why_)) return false;
+        if (header_.exe_path_len >= max_path || header_.exe_path_len > len - sizeof header_)
+            return corrupt("bad header record");
+        return true;
+    }
+
+    bool credentials(const char *p, uint64_t len) {
+        creds_ = load<credentials_record>(p);
+        const credentials_record &c = creds_;
+        if (c.group_count > max_groups || (uint64_t)c.group_count * 4 != len - sizeof c)
+            return corrupt("bad credentials record");
+        // -1 means "unchanged" to setresuid/setresgid: never a value to restore.
+        for (int i = 0; i < 4; i++)
+            if (c.uid[i] == ~0u || c.gid[i] == ~0u) return corrupt("bad credentials record");
+        for (uint32_t i = 0; i < c.group_count; i++)
+            if (load<uint32_t>(p + sizeof c + 4 * i) == ~0u)
+                return corrupt("bad credentials record");
+        if ((c.cap_effective & ~c.cap_permitted) ||
+            (c.cap_ambient & ~(c.cap_permitted & c.cap_inheritable)) || c.no_new_privs > 1)
+            return corrupt("bad credentials record");
+        return true;
+    }
+
+    bool process(const char *p, uint64_t len) {
+        process_record r = load<process_record>(p);
+        if (r.cwd_len >= max_path || r.cwd_len > len - sizeof r || r.auxv_words > max_auxv_words)
+            return corrupt("bad process record");
+        const special_mapping *specials[] = {&r.vvar, &r.vvar_vclock, &r.vdso};
+        for (const special_mapping *s : specials)
+            if (s->start > s->end || (s->start | s->end) % image_page_size)
+                return corrupt("bad process record");
+        if (!r.agent_state || r.agent_state % 8) return corrupt("bad process record");
+        agent_state_ = r.agent_state;
+        return true;
+    }
+
+    bool region(const char *p, uint64_t len) {
+        region_record r = load<region_record>(p);
+        bool file_kind = r.kind == region_file_private || r.kind == region_file_shared;
+        if (r.start >= r.end || (r.start | r.end) % image_page_size ||
+            r.kind < region_anon_private || r.kind > region_heap || (r.prot & ~7u) ||
+            r.path_len >= max_path || r.path_len > len - sizeof r || (file_kind && !r.path_len))
+            return corrupt("bad region record");
+        if (r.start < region_end_) return corrupt("regions overlap or are out of order");
+        region_start_ = pages_next_ = r.start;
+        region_end_ = r.end;
+        region_stores_pages_ = r.kind != region_file_shared;
+        // The restorer writes the agent state's first fields and its hand-off fields.
+        using ghost::agent::state;
+        uint64_t hand_off = agent_state_ + __builtin_offsetof(state, restorer_start);
+        agent_found_ |= writable_holds(r, agent_state_, __builtin_offsetof(state, actions)) << 0;
+        agent_found_ |= writable_holds(r, hand_off, 2 * sizeof(uint64_t)) << 1;
+        return true;
+    }
+
+    static uint8_t writable_holds(const region_record &r, uint64_t addr, uint64_t len) {
+        return (r.prot & 2) && addr >= r.start && addr < r.end && r.end - addr >= len;
+    }
+
+    bool file(const char *p, uint64_t len) {
+        file_record f = load<file_record>(p);
+        // One order: pty masters (their slaves are opened from them), then the other
+        // descriptions, then descriptors that share one (file_dup), each part by fd.
+        int part = f.kind == file_pty_master ? 0 : f.kind == file_dup ? 2 : 1;
+        if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
+            return corrupt("file records out of order");
+        if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
+            f.kind > file_pty_slave || f.path_len >= max_path ||
+            (uint64_t)f.path_len + f.data_len > len - sizeof f)
+            return corrupt("bad file record");
+        if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
+            return corrupt("bad file record");
+        // A pty's master record creates it; its slave records come after it. (Any record of a
+        // pipe creates the pipe.)
+        if (f.kind == file_pty_master) {
+            if (object_seen(f.pipe_id)) return corrupt("bad file record");
+            if (objects_ == max_image_objects) return corrupt("too many ptys");
+            object_ids_[objects_++] = f.pipe_id;
+        }
+        if (f.kind == file_pty_slave && !object_seen(f.pipe_id)) return corrupt("bad file record");
+        fds_[f.fd / 8] |= (uint8_t)(1u << (f.fd % 8));
+        last_file_part_ = part, last_fd_ = f.fd;
+        return true;
+    }
+    bool fd_seen(int fd) const { return (fds_[fd / 8] >> (fd % 8)) & 1; }
+    bool object_seen(uint64_t id) const {
+        for (uint32_t i = 0; i < objects_; i++)
+            if (object_ids_[i] == id) return true;
+        return false;
+    }
+
+    bool thread(const char *p) {
+        thread_record t = load<thread_record>(p);
+        if (t.tid <= 0 || t.tid <= last_tid_ || (t.flags & ~(thread_main | thread_manager)) ||
+            threads_ == max_image_threads || ((t.flags & thread_main) && main_seen_))
+            return corrupt("bad thread record");
+        main_seen_ |= (t.flags & thread_main) != 0;
+        last_tid_ = t.tid;
+        threads_++;
+        return true;
+    }
+
+    bool trailer(const char *p) {
+        trailer_record t = load<trailer_record>(p);
+        if (t.record_count != records_ || t.payload_bytes != payload_bytes_ ||
+            t.hash_sum != hash_sum_)
+            return corrupt("records missing or added");
+        if (!main_seen_) return fail("the image has no main thread");
+        if (agent_found_ != 3)
+            return corrupt("the ghost agent's state is not in the image's memory");
+        stage_ = stage::done;
+        return true;
+    }
+
+    stage stage_ = stage::header;
+    record_header cur_{};
+    uint64_t index_ = 0, records_ = 0, payload_bytes_ = 0, hash_sum_ = 0, memory_bytes_ = 0;
+    header_record header_{};
+    credentials_record creds_{};
+    uint64_t agent_state_ = 0;
+    uint8_t agent_found_ = 0; // 1: its first fields, 2: its hand-off fields in writable memory
+    uint64_t region_start_ = 0, region_end_ = 0, pages_next_ = 0;
+    bool region_stores_pages_ = false;
+    int last_file_part_ = 0, last_fd_ = -1;
+    uint8_t fds_[max_image_fd / 8] = {};
+    uint64_t object_ids_[max_image_objects] = {}; // pty pairs created so far
+    uint32_t objects_ = 0;
+    int32_t last_tid_ = 0;
+    uint32_t threads_ = 0;
+    bool main_seen_ = false;
+    message why_;
+};
+
+} // namespace ghost::image
