@@ -39,6 +39,8 @@
 #include <unistd.h>
 
 #include "ghost-core/agent/agent_state.h"
+#include "ghost-core/agent/components.h"
+#include "ghost-core/agent/ghost_agent.h"
 #include "runtime/control.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
@@ -226,6 +228,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         futex_wake_all(&st.parked);
     } else {
         fix_task_state(slot);
+        ghost::agent::components_thread_after_restore();
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
     }
@@ -262,6 +265,7 @@ int signal_new_threads(int self) {
             off += d->d_reclen;
             int tid = atoi(d->d_name);
             if (tid <= 0 || tid == self || find_slot(tid)) continue;
+            if (ghost::agent::thread_is_excluded(tid)) continue; // a component's (lower half)
             if (st.thread_count >= (uint32_t)ghost::agent::max_threads) {
                 sys::call(SYS_close, dir);
                 return -1;
@@ -399,6 +403,7 @@ void restore_timers() {
 // The manager's half of a restore: runs in the new process once its own context is back.
 void after_restore_manager(thread_slot *self) {
     fix_task_state(self);
+    ghost::agent::components_thread_after_restore();
     // Threads that exited while being parked left free slots: only parked ones come back.
     uint32_t others = 0;
     for (uint32_t i = 1; i < st.thread_count; i++)
@@ -427,14 +432,26 @@ void after_restore_manager(thread_slot *self) {
 bool handle_park(int conn) {
     const char *why = nullptr;
     set_internal_fds(conn);
-    if (!park_all(&why)) {
+    // Components (ghost_agent.h) first: they quiesce and name their own threads while every libc
+    // call is still allowed.
+    char cwhy[320];
+    if (!ghost::agent::components_quiesce(cwhy, sizeof cwhy)) {
+        char line[400];
+        int n = snprintf(line, sizeof line, "ERROR %s\n", cwhy);
+        ghost::control::write_all(conn, line, (size_t)n);
+        return false;
+    }
+    bool parked = ghost::agent::components_exclude_threads(&why) && park_all(&why);
+    if (parked) capture_process_state();
+    if (parked && !ghost::agent::components_exclude(&why)) parked = false;
+    if (!parked) {
+        ghost::agent::components_before_resume();
         resume_all();
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", why);
         ghost::control::write_all(conn, line, (size_t)n);
         return false;
     }
-    capture_process_state();
     thread_slot *volatile self = &st.threads[0];
     record_task_state(self);
     volatile uint32_t gen = load(&st.resume_gen);
@@ -446,6 +463,7 @@ bool handle_park(int conn) {
         ghost::control::write_all(conn, line, (size_t)n);
         // Blocks until the exporter is done; EOF (the client died) also resumes.
         long got = ghost::control::read_line(conn, line, sizeof line, -1);
+        ghost::agent::components_before_resume();
         resume_all();
         if (got >= 0 && strcmp(line, "RESUME") == 0)
             ghost::control::write_all(conn, "RESUMED\n", 8);
@@ -453,6 +471,7 @@ bool handle_park(int conn) {
     }
     after_restore_manager(self);
     resume_all();
+    ghost::agent::components_after_restore();
     return true;
 }
 
@@ -484,6 +503,42 @@ void spawn_checkpoint() {
     else
         say("cannot start %s for a signalled checkpoint", g_ghost_bin);
     posix_spawn_file_actions_destroy(&fa);
+}
+
+// `ghost checkpoint --image PATH [--kill] PID` for this process, started on request of a component
+// (ghost_agent_request_checkpoint); its report goes to PATH.log. One at a time.
+int spawn_image_checkpoint(const char *image_path, int flags) {
+    if (!g_ghost_bin[0] || !image_path || image_path[0] != '/') return -1;
+    pid_t none = -1;
+    if (!__atomic_compare_exchange_n(&g_spawned_checkpoint, &none, 0, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return -1; // one is running (0: being started)
+    char pid[24], path[4096], log[4200];
+    snprintf(pid, sizeof pid, "%d", getpid());
+    snprintf(path, sizeof path, "%s", image_path);
+    snprintf(log, sizeof log, "%s.log", image_path);
+    char *argv[] = {(char *)"ghost",
+                    (char *)"checkpoint",
+                    (char *)"--image",
+                    path,
+                    pid,
+                    (flags & GHOST_CHECKPOINT_KILL) ? (char *)"--kill" : nullptr,
+                    nullptr};
+    static char *envp[4096];
+    int n = 0;
+    for (char **e = environ; *e && n < 4095; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0) envp[n++] = *e;
+    envp[n] = nullptr;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t child;
+    int rc = posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    __atomic_store_n(&g_spawned_checkpoint, rc == 0 ? child : -1, __ATOMIC_RELEASE);
+    return rc == 0 ? 0 : -1;
 }
 
 // Returns true when it returns in a restored process (see handle_park).
@@ -616,3 +671,9 @@ __attribute__((constructor)) void agent_init() {
 }
 
 } // namespace
+
+extern "C" __attribute__((visibility("default"))) int
+ghost_agent_request_checkpoint(const char *image_path, int flags) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    return spawn_image_checkpoint(image_path, flags);
+}
