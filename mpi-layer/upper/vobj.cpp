@@ -148,6 +148,24 @@ void vobj_set_lower(vobj *v, uintptr_t lower) {
     m[lower] = v;
 }
 
+void vobj_forget_lowers() {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    for (auto *m : g_maps)
+        if (m) m->clear();
+}
+
+void record_keep_orphan(record *r) {
+    if (!r) return;
+    r->seq = g_seq.fetch_add(1);
+    r->owner = nullptr;
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    r->prev = g_rec_tail;
+    r->next = nullptr;
+    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
+    g_rec_tail = r;
+    g_rec_live++;
+}
+
 vobj *request_new(kind k, uintptr_t lower) {
     vobj *v = t_req_head;
     if (__builtin_expect(v != nullptr, 1)) {

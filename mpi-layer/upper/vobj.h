@@ -71,6 +71,13 @@ void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses t
 vobj *vobj_find_lower(kind k, uintptr_t lower); // reverse map: predefined and live objects
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower);
 void vobj_set_lower(vobj *v, uintptr_t lower);
+// Forgets every lower handle of the reverse maps (before a fresh lower half is bound: its
+// addresses may repeat the old ones).
+void vobj_forget_lowers();
+// A collective creation whose result was null on this rank (MPI_COMM_NULL from Comm_split with
+// MPI_UNDEFINED, Comm_create outside the group): kept, ownerless, so that a replay calls it here
+// too.
+void record_keep_orphan(record *r);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.
 vobj *request_new(kind k, uintptr_t lower);
