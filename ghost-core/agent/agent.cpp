@@ -677,3 +677,7 @@ ghost_agent_request_checkpoint(const char *image_path, int flags) {
     if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
     return spawn_image_checkpoint(image_path, flags);
 }
+
+extern "C" __attribute__((visibility("default"))) int ghost_agent_owns_fd(int fd) {
+    return fd >= 0 && (fd == g_listen_fd || fd == g_trigger_pipe[0] || fd == g_trigger_pipe[1]);
+}

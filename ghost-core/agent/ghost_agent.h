@@ -81,6 +81,10 @@ int ghost_agent_register(const struct ghost_component *c);
 #define GHOST_CHECKPOINT_KILL 1
 int ghost_agent_request_checkpoint(const char *image_path, int flags);
 
+/* 1 if `fd` is one of the agent's own descriptors (control socket, trigger pipe): neither the
+ * application's nor a component's; never saved. */
+int ghost_agent_owns_fd(int fd);
+
 #ifdef __cplusplus
 }
 #endif

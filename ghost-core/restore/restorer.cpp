@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // ghost-restart: turns the process it runs in into the process of an image. Freestanding: no libc,
-// no allocation, raw system calls, linked far from where applications live. Its only inputs are the
-// image stream (fd argv[1]) and a status pipe (fd argv[2]) on which it writes "OK <pid>" just
-// before the restored threads run, or "ERR <one-line reason>" and exits 1.
+// no allocation, raw system calls, linked far from where applications live. Its inputs are the
+// image stream (fd argv[1]), a status pipe (fd argv[2]) on which it writes "OK <pid>" just before
+// the restored threads run, or "ERR <one-line reason>" and exits 1 (-1: none, the reason goes to
+// stderr), and its environment, which the restored process's agent finds in its state block.
+// --rank: an MPI rank started by a new launcher keeps the launcher's descriptors and fds 0-2.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;

@@ -2,6 +2,7 @@
 #include "attribution.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
@@ -273,8 +274,10 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
             if (inherited[i] > 2) g_lower_fds_static->push_back(inherited[i]);
         std::sort(g_lower_fds_static->begin(), g_lower_fds_static->end());
     } else {
+        // The ghost agent's own descriptors, if it started first, are not the launcher's.
+        auto agent_fd = (int (*)(int))dlsym(RTLD_DEFAULT, "ghost_agent_owns_fd");
         for (int fd : read_fds())
-            if (fd > 2) g_lower_fds_static->push_back(fd);
+            if (fd > 2 && !(agent_fd && agent_fd(fd))) g_lower_fds_static->push_back(fd);
     }
 }
 

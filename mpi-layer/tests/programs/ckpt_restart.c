@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A rank checkpointed between two phases and restarted under a new mpirun (run_ckpt_restart.sh).
- *   ckpt_restart DIR
- * Phase 1 communicates on MPI_COMM_WORLD, on a Comm_split communicator, a Comm_dup of it and with
- * a derived datatype (a vector, and a struct of it); then every rank writes DIR/pid.<rank>
- * and sleeps outside MPI until DIR/go exists (no message in flight: the harness checkpoints every
- * rank there, kills the job and restarts it from the images). Phase 2 uses the same objects again,
- * makes new ones from them, and checks every value. Output lines are deterministic: the restarted
- * job's lines together with the first job's equal an uninterrupted run's. */
+/* A rank checkpointed between phases and restarted under a new mpirun (run_ckpt_restart.sh).
+ *   ckpt_restart DIR [POINTS [refuse]]
+ * MPI_THREAD_MULTIPLE, a helper thread that calls MPI in every phase (and waits outside MPI in
+ * between). Phase 1 communicates on MPI_COMM_WORLD, on a Comm_split communicator, a Comm_dup of
+ * it, a Comm_split that gives rank 0 MPI_COMM_NULL, and with derived datatypes (a vector, a struct
+ * of it); then, at each of POINTS checkpoint points (default 1), every rank writes
+ * DIR/pid.<point>.<rank> and sleeps outside MPI until DIR/go.<point> exists (no message in flight:
+ * the harness checkpoints every rank there, kills the job and restarts it from the images). The
+ * phases after a point use the same objects again, make new ones from them, and check every value.
+ * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
+ * "refuse": an MPI_Info lives across the points (a checkpoint must be refused, naming it). */
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,8 +18,27 @@
 
 #define N 12
 
-static int phase(int step, MPI_Comm half, MPI_Comm dup, MPI_Datatype vec, MPI_Datatype pair) {
+/* The helper thread: one Allreduce on its own communicator per phase. */
+static pthread_barrier_t go_helper, helper_done;
+static MPI_Comm helper_comm;
+static int helper_step, helper_result;
+
+static void *helper_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_barrier_wait(&go_helper);
+        if (helper_step < 0) return NULL;
+        int x = helper_step * (mpit_rank + 1);
+        MPI_Allreduce(&x, &helper_result, 1, MPI_INT, MPI_SUM, helper_comm);
+        pthread_barrier_wait(&helper_done);
+    }
+}
+
+static int phase(int step, MPI_Comm half, MPI_Comm dup, MPI_Comm others, MPI_Datatype vec,
+                 MPI_Datatype pair) {
     int r = mpit_rank, n = mpit_size, failures = 0;
+    helper_step = step;
+    pthread_barrier_wait(&go_helper);
     /* world: a sum whose value is known */
     int x = (r + 1) * step, sum = 0;
     MPI_Allreduce(&x, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
@@ -58,39 +81,28 @@ static int phase(int step, MPI_Comm half, MPI_Comm dup, MPI_Datatype vec, MPI_Da
     if (t.tag != step * 7 + wfrom) failures++;
     for (int k = 0; k < N; k += 2)
         if (t.row[k] != wfrom * N + k) failures++;
-    printf("rank %d: phase %d sum %d half %d/%d hsum %d bcast %d ring %d..%d struct %d\n", r, step,
-           sum, hr, hs, hsum, b, recv[0], recv[N - 2], t.tag);
+    /* the communicator rank 0 is not part of */
+    int osum = -1;
+    if (r == 0) {
+        if (others != MPI_COMM_NULL) failures++;
+    } else {
+        int one = step;
+        MPI_Allreduce(&one, &osum, 1, MPI_INT, MPI_SUM, others);
+        if (osum != step * (n - 1)) failures++;
+    }
+    pthread_barrier_wait(&helper_done);
+    if (helper_result != step * n * (n + 1) / 2) failures++;
+    printf("rank %d: phase %d sum %d half %d/%d hsum %d bcast %d ring %d..%d struct %d others %d "
+           "helper %d\n",
+           r, step, sum, hr, hs, hsum, b, recv[0], recv[N - 2], t.tag, osum, helper_result);
     fflush(stdout);
     return failures;
 }
 
-int main(int argc, char **argv) {
-    mpit_init(&argc, &argv, "ckpt_restart");
-    if (argc < 2) {
-        fprintf(stderr, "usage: ckpt_restart DIR\n");
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    const char *dir = argv[1];
-    int r = mpit_rank;
-    MPI_Comm half, dup;
-    CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r % 2, r, &half));
-    CHECK_MPI(MPI_Comm_dup(half, &dup));
-    MPI_Datatype vec, pair;
-    CHECK_MPI(MPI_Type_vector(N / 2, 1, 2, MPI_INT, &vec));
-    CHECK_MPI(MPI_Type_commit(&vec));
-    int bl[2] = {1, 1};
-    MPI_Aint disp[2] = {0, sizeof(int)};
-    MPI_Datatype types[2] = {MPI_INT, vec};
-    CHECK_MPI(MPI_Type_create_struct(2, bl, disp, types, &pair));
-    CHECK_MPI(MPI_Type_commit(&pair));
-
-    mpit_failures += phase(1, half, dup, vec, pair);
-    MPI_Barrier(MPI_COMM_WORLD);
-
-    /* The checkpoint point: nothing in flight, every thread outside MPI. */
-    char path[4096];
-    snprintf(path, sizeof path, "%s/pid.%d", dir, r);
-    char tmp[4200];
+/* Checkpoint point k: nothing in flight, every thread outside MPI. */
+static void wait_point(const char *dir, int k) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/pid.%d.%d", dir, k, mpit_rank);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) {
@@ -100,12 +112,52 @@ int main(int argc, char **argv) {
     fprintf(f, "%d\n", (int)getpid());
     fclose(f);
     rename(tmp, path);
-    snprintf(path, sizeof path, "%s/go", dir);
+    snprintf(path, sizeof path, "%s/go.%d", dir, k);
     struct timespec nap = {0, 20 * 1000 * 1000};
     while (access(path, F_OK) != 0)
         nanosleep(&nap, NULL);
+}
 
-    mpit_failures += phase(2, half, dup, vec, pair);
+int main(int argc, char **argv) {
+    mpit_name = "ckpt_restart";
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
+    if (argc < 2 || provided != MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "usage: ckpt_restart DIR [POINTS [refuse]] (needs MPI_THREAD_MULTIPLE)\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    const char *dir = argv[1];
+    int points = argc > 2 ? atoi(argv[2]) : 1;
+    int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
+    int r = mpit_rank;
+    MPI_Comm half, dup, others;
+    CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r % 2, r, &half));
+    CHECK_MPI(MPI_Comm_dup(half, &dup));
+    CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r == 0 ? MPI_UNDEFINED : 1, r, &others));
+    CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &helper_comm));
+    MPI_Info info = MPI_INFO_NULL;
+    if (refuse) CHECK_MPI(MPI_Info_create(&info));
+    pthread_barrier_init(&go_helper, NULL, 2);
+    pthread_barrier_init(&helper_done, NULL, 2);
+    pthread_t helper;
+    pthread_create(&helper, NULL, helper_main, NULL);
+    MPI_Datatype vec, pair;
+    CHECK_MPI(MPI_Type_vector(N / 2, 1, 2, MPI_INT, &vec));
+    CHECK_MPI(MPI_Type_commit(&vec));
+    int bl[2] = {1, 1};
+    MPI_Aint disp[2] = {0, sizeof(int)};
+    MPI_Datatype types[2] = {MPI_INT, vec};
+    CHECK_MPI(MPI_Type_create_struct(2, bl, disp, types, &pair));
+    CHECK_MPI(MPI_Type_commit(&pair));
+
+    mpit_failures += phase(1, half, dup, others, vec, pair);
+    for (int k = 1; k <= points; k++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        wait_point(dir, k);
+        mpit_failures += phase(k + 1, half, dup, others, vec, pair);
+    }
     /* New objects made from ones created before the checkpoint. */
     MPI_Comm again;
     CHECK_MPI(MPI_Comm_dup(dup, &again));
@@ -115,7 +167,13 @@ int main(int argc, char **argv) {
     int size = 0;
     MPI_Type_size(vec2, &size);
     CHECK(size == (int)(N * sizeof(int)));
-    mpit_failures += phase(3, half, again, vec, pair);
+    mpit_failures += phase(points + 2, half, again, others, vec, pair);
+    helper_step = -1;
+    pthread_barrier_wait(&go_helper);
+    pthread_join(helper, NULL);
+    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    if (others != MPI_COMM_NULL) MPI_Comm_free(&others);
+    MPI_Comm_free(&helper_comm);
     MPI_Type_free(&vec2);
     MPI_Comm_free(&again);
     MPI_Type_free(&pair);
