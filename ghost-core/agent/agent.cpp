@@ -14,6 +14,7 @@
 // Hazard: once one thread is parked it may hold any libc lock (malloc, stdio, the loader), so the
 // manager only uses system calls and stack buffers between parking and resuming.
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -207,7 +208,21 @@ void requeue(const ghost::agent::pending_signal *p, uint32_t n, int tid) {
     }
 }
 
+// A signalled thread that a component claims (ghost_agent.h thread_state) is not parked.
+int g_busy_tid = 0; // an application thread inside a component: the park fails
+
+void leave_park(int claim) {
+    int tid = raw_gettid();
+    thread_slot *slot = find_slot(tid);
+    if (slot) __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_free, __ATOMIC_RELEASE);
+    if (claim == GHOST_THREAD_BUSY) __atomic_store_n(&g_busy_tid, tid, __ATOMIC_RELEASE);
+    futex_wake_all(&st.parked);
+}
+
 void park_handler(int, siginfo_t *, void *ucontext) {
+    // First, before any TLS access: the thread may run on a component's TLS (an MPI call).
+    int claim = ghost::agent::components_thread_state();
+    if (claim != GHOST_THREAD_APP) return leave_park(claim);
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
@@ -301,6 +316,7 @@ bool park_all(const char **why) {
     int self = raw_gettid();
     st.parked = 0;
     st.restored = 0;
+    g_busy_tid = 0;
     st.thread_count = 1;
     memset(&st.threads[0], 0, sizeof st.threads[0]);
     st.threads[0].tid = self;
@@ -316,6 +332,25 @@ bool park_all(const char **why) {
         }
         // Wait until every signalled thread is parked; threads may exit meanwhile.
         for (;;) {
+            if (int busy = __atomic_load_n(&g_busy_tid, __ATOMIC_ACQUIRE)) {
+                // The others first reach their park points (bounded): one that read the resume
+                // generation after the caller's resume would wait for the next one, for ever.
+                for (uint32_t p; (p = load(&st.parked)) < signalled_live_count();) {
+                    struct timespec now, step = {0, 5 * 1000 * 1000};
+                    clock_gettime(CLOCK_MONOTONIC, &now);
+                    if ((now.tv_sec - start.tv_sec) * 1000 +
+                            (now.tv_nsec - start.tv_nsec) / 1000000 >
+                        park_timeout_ms)
+                        break;
+                    futex(&st.parked, FUTEX_WAIT, p, &step);
+                }
+                static char busy_why[128];
+                snprintf(busy_why, sizeof busy_why,
+                         "thread %d is inside a component (an MPI call): not at a safe point",
+                         busy);
+                *why = busy_why;
+                return false;
+            }
             uint32_t parked = load(&st.parked);
             if (parked >= signalled_live_count()) break;
             struct timespec now, step = {0, 5 * 1000 * 1000};
@@ -658,7 +693,11 @@ __attribute__((constructor)) void agent_init() {
     sa.sa_sigaction = park_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigfillset(&sa.sa_mask);
-    sigaction(park_signal, &sa, nullptr);
+    // libc's own sigaction, never an interposer's (the MPI layer's would wrap the handler in its
+    // trampoline, which switches FS around it: a thread would be saved with the wrong one).
+    using sigaction_fn = int (*)(int, const struct sigaction *, struct sigaction *);
+    auto libc_sigaction = (sigaction_fn)dlvsym(RTLD_DEFAULT, "sigaction", "GLIBC_2.2.5");
+    (libc_sigaction ? libc_sigaction : sigaction)(park_signal, &sa, nullptr);
     if (g_trigger_signal > 0 && g_trigger_signal < 65) {
         struct sigaction ta = {};
         ta.sa_handler = trigger_handler;

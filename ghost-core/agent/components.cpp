@@ -101,6 +101,16 @@ bool thread_is_excluded(int tid) {
     return false;
 }
 
+int components_thread_state() {
+    int n = count();
+    for (int i = 0; i < n; i++) {
+        const ghost_component *c = g_components[i];
+        int r = c->thread_state ? c->thread_state(c->arg) : GHOST_THREAD_APP;
+        if (r != GHOST_THREAD_APP) return r;
+    }
+    return GHOST_THREAD_APP;
+}
+
 bool components_exclude(const char **why) {
     ghost_exclude_sink sink = {nullptr, add_region, add_fd};
     int n = count();

@@ -15,6 +15,8 @@ bool components_exclude_threads(const char **why);
 // Every thread stopped: fills excluded_regions / excluded_fds. System calls only.
 bool components_exclude(const char **why);
 bool thread_is_excluded(int tid);
+// In the park handler: GHOST_THREAD_APP unless a component claims the calling thread.
+int components_thread_state();
 // The process goes on after an export (threads still stopped): reverse order.
 void components_before_resume();
 // In a restored process: in each thread before it runs on; then on the manager once every thread

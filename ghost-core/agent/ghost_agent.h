@@ -14,6 +14,8 @@
  *                    the components already quiesced get before_resume, in reverse order.
  *   exclude_threads  manager thread, before any thread is stopped: threads that are not the
  *                    application's (never stopped, never saved), e.g. the lower half's.
+ *   thread_state     in each signalled thread's park handler: is it the application's, at a
+ *                    safe point?
  *   exclude          manager thread, every other thread stopped: only system calls and stack
  *                    buffers (a stopped thread may hold a libc lock). Memory ranges and file
  *                    descriptors that the image leaves out.
@@ -67,7 +69,16 @@ struct ghost_component {
     void (*thread_after_restore)(void *arg);
     int (*after_restore)(void *arg, const struct ghost_restore_info *info, char *why,
                          size_t why_len);
+    /* In the park signal's handler of every signalled thread, first thing, whatever its FS: only
+     * lock-free reads, no TLS. GHOST_THREAD_APP: an application thread at a safe point (parked,
+     * saved). GHOST_THREAD_OWN: the component's own thread that exclude_threads missed (left
+     * running, not saved). GHOST_THREAD_BUSY: an application thread inside the component (an MPI
+     * call): the park fails, naming the thread; a quiesce must have let it out first. */
+    int (*thread_state)(void *arg);
 };
+#define GHOST_THREAD_APP 0
+#define GHOST_THREAD_OWN 1
+#define GHOST_THREAD_BUSY 2
 
 /* 0 on success; -1 when the table is full or the version is unknown. The struct must stay valid
  * for the life of the process. */

@@ -12,7 +12,10 @@
 # MODE restart: one point. twice: two points; the restarted job is checkpointed, killed and
 # restarted again at point 2 (a second generation). refuse: the program holds an MPI_Info, which
 # the layer cannot rebuild yet: every checkpoint must fail with one line naming it, and the job
-# must go on and finish as if nothing happened.
+# must go on and finish as if nothing happened. busy: a thread of every rank waits inside
+# MPI_Recv at point 1: the checkpoint must be refused (naming the thread), the job must go on (the
+# thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
+# goes on, and the request is repeated, at most 100 times).
 # Passes when the last job exits 0 and the ranks' lines of all jobs together, sorted, equal step 1's.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
 set -u
@@ -26,15 +29,19 @@ case $mode in
 restart) points=1 prog_args=(1) ;;
 twice) points=2 prog_args=(2) ;;
 refuse) points=1 prog_args=(1 refuse) ;;
+busy) points=1 prog_args=(1 busy) ;;
 *)
-  echo "usage: $0 restart|twice|refuse FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|busy FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac
 work=$(mktemp -d /tmp/ghost-mpickpt.XXXXXX)
 job_pid=""
+# Each job runs in a session of its own (setsid): a failure kills the whole job, launcher and
+# ranks, and the ranks named by pid files.
 cleanup() {
-  [ -n "$job_pid" ] && kill -KILL "$job_pid" 2>/dev/null
+  [ -n "$job_pid" ] && kill -KILL -- "-$job_pid" 2>/dev/null
+  cat "$work"/run/pid.* 2>/dev/null | xargs -r kill -KILL 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -81,7 +88,7 @@ rc=$?
 [ $rc = 0 ] || fail "the uninterrupted run exited $rc"
 
 # 2. under ghostrun
-timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "$work/run" "${prog_args[@]}" \
+setsid timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "$work/run" "${prog_args[@]}" \
   >"$work/run1.out" 2>"$work/run1.err" &
 job_pid=$!
 wait_point 1
@@ -101,6 +108,26 @@ if [ "$mode" = refuse ]; then
   job_pid=""
   [ $rc = 0 ] || fail "the job exited $rc after its checkpoints were refused"
   outs=("$work/run1.out")
+elif [ "$mode" = busy ]; then
+  for ((r = 0; r < np; r++)); do
+    pid=$(cat "$work/run/pid.1.$r")
+    refused=""
+    for ((try = 0; try < 100; try++)); do
+      if ! timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck1/rank$r.ghost" "$pid" >"$work/refused.out" 2>"$work/refused.err"; then
+        refused=1
+        break
+      fi
+    done
+    [ -n "$refused" ] || fail "rank $r: no checkpoint was refused while a thread was inside MPI_Recv"
+    grep -q "^ghost: cannot park pid $pid: thread [0-9]* is inside a component (an MPI call): not at a safe point$" "$work/refused.err" ||
+      fail "rank $r: unexpected refusal: $(cat "$work/refused.err")"
+  done
+  touch "$work/run/go.1"
+  wait "$job_pid"
+  rc=$?
+  job_pid=""
+  [ $rc = 0 ] || fail "the job exited $rc after its checkpoints were refused"
+  outs=("$work/run1.out")
 else
   checkpoint_all 1
   # 3. restart under a new mpirun (and, for "twice", checkpoint it again at point 2)
@@ -109,7 +136,7 @@ else
   for ((k = 1; k <= points; k++)); do
     out="$work/run$((k + 1)).out"
     outs+=("$out")
-    timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$GHOST" restart-rank "$work/ck$k" \
+    setsid timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$GHOST" restart-rank "$work/ck$k" \
       >"$out" 2>"${out%.out}.err" &
     job_pid=$!
     if [ $k -lt $points ]; then

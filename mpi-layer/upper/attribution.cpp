@@ -332,6 +332,20 @@ ghost_mpi_lower_regions(ghost_lower_region *out, size_t max) {
 
 namespace ghost::mpi {
 
+bool attribution_addr_is_lower(uintptr_t addr) {
+    if (!g_ready) return false;
+    for (const range &r : *g_lower_static)
+        if (addr >= r.start && addr < r.end) return true;
+    ghost_lower_ledger *L = g_handoff.ledger;
+    while (__atomic_exchange_n(&L->lock, 1, __ATOMIC_ACQUIRE))
+        __builtin_ia32_pause();
+    bool found = false;
+    for (uint32_t i = 0; i < L->nregions && !found; i++)
+        found = addr >= L->regions[i].start && addr < L->regions[i].end;
+    __atomic_store_n(&L->lock, 0, __ATOMIC_RELEASE);
+    return found;
+}
+
 size_t attribution_lower_regions_nomalloc(ghost_lower_region *out, size_t max) {
     static range scratch[GHOST_LOWER_MAX_REGIONS + 2048];
     constexpr size_t cap = sizeof scratch / sizeof scratch[0];

@@ -254,8 +254,99 @@ const char *api_of(const record *r) {
     return r->fn >= 0 && (size_t)r->fn < g_nfns ? g_fn_names[r->fn] : "an unknown call";
 }
 
-// --- the hooks
-// ------------------------------------------------------------------------------------
+// --- what communicators carry besides their creation: error handler, name -----------------------
+// Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first), read
+// from the lower half while every application thread is stopped (exclude: no upper allocation,
+// the vector is sized already), set again after the replay. Part of the image.
+
+struct comm_extra {
+    C comm;
+    MPI_Errhandler errh;       // upper, found after a restore (the reverse map has the old lowers)
+    MPI_Errhandler lower_errh; // as read at the checkpoint
+    bool have_errh;
+    char name[MPI_MAX_OBJECT_NAME];
+};
+std::vector<comm_extra> *g_extras;
+
+template <class H> H predefined(const char *ompi_symbol, H mpich_value) {
+#if defined(GHOST_MPI_MPICH)
+    (void)ompi_symbol;
+    return mpich_value;
+#else
+    (void)mpich_value;
+    return (H)dlsym(RTLD_DEFAULT, ompi_symbol);
+#endif
+}
+
+void list_comms() {
+    if (!g_extras) g_extras = new std::vector<comm_extra>();
+    g_extras->clear();
+#if defined(GHOST_MPI_MPICH)
+    C world = MPI_COMM_WORLD, self = MPI_COMM_SELF;
+#else
+    C world = nullptr, self = nullptr;
+#endif
+    for (C c :
+         {predefined<C>("ompi_mpi_comm_world", world), predefined<C>("ompi_mpi_comm_self", self)})
+        if (c) g_extras->push_back({c, {}, {}, false, ""});
+    for (const auto &[r, v] : live_records()) {
+        (void)r;
+        if (v && v->k == KC)
+            g_extras->push_back({encode<KC, C>(const_cast<vobj *>(v)), {}, {}, false, ""});
+    }
+}
+
+bool comm_alive(C c) {
+    vobj *v = decode<KC>(c);
+    return !v || (v->magic == kVobjMagic && v->k == KC); // MPICH predefined: no vobj
+}
+
+// Every application thread stopped: lower calls only.
+void read_comm_extras(uintptr_t fs) {
+    int get_errh = index_of("MPI_Comm_get_errhandler"), free_errh = index_of("MPI_Errhandler_free"),
+        get_name = index_of("MPI_Comm_get_name");
+    if (!g_extras || get_errh < 0 || free_errh < 0 || get_name < 0) return;
+    for (comm_extra &e : *g_extras) {
+        e.have_errh = false;
+        e.name[0] = 0;
+        if (!comm_alive(e.comm)) continue;
+        C l = to_lower<KC>(e.comm);
+        MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
+        int len = 0, rc;
+        {
+            lower_call lc(fs);
+            rc = ((int (*)(C, MPI_Errhandler *))g_fns[get_errh])(l, &leh);
+            ((int (*)(C, char *, int *))g_fns[get_name])(l, e.name, &len);
+        }
+        if (rc != MPI_SUCCESS) continue;
+        e.lower_errh = leh; // translated after a restore: the reverse map takes a lock
+        e.have_errh = true;
+        lower_call lc(fs);
+        ((int (*)(MPI_Errhandler *))g_fns[free_errh])(&leh);
+    }
+}
+
+// In a restored process, before the new lower half is bound.
+void translate_comm_extras() {
+    if (!g_extras) return;
+    for (comm_extra &e : *g_extras)
+        if (e.have_errh) e.errh = lookup<kind::errhandler>(e.lower_errh);
+}
+
+void write_comm_extras(uintptr_t fs) {
+    int set_errh = index_of("MPI_Comm_set_errhandler"), set_name = index_of("MPI_Comm_set_name");
+    if (!g_extras || set_errh < 0 || set_name < 0) return;
+    for (const comm_extra &e : *g_extras) {
+        if (!comm_alive(e.comm)) continue;
+        C l = to_lower<KC>(e.comm);
+        MPI_Errhandler leh = to_lower<kind::errhandler>(e.errh);
+        lower_call lc(fs);
+        if (e.have_errh) ((int (*)(C, MPI_Errhandler))g_fns[set_errh])(l, leh);
+        if (e.name[0]) ((int (*)(C, const char *))g_fns[set_name])(l, e.name);
+    }
+}
+
+// --- the hooks ----------------------------------------------------------------------------------
 
 int quiesce(void *, char *why, size_t why_len) {
     g_state.active = layer_active();
@@ -281,6 +372,7 @@ int quiesce(void *, char *why, size_t why_len) {
         snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
         return -1;
     }
+    list_comms();
     for (const auto &[r, v] : live_records()) {
         replay p{r, true};
         if (replay_one(p, api_of(r)) != 1) {
@@ -310,11 +402,14 @@ struct dirent64_head {
 // Every other thread is stopped: system calls, stack and static buffers only.
 int exclude(void *, const ghost_exclude_sink *sink) {
     if (!g_state.active) return 0;
+    // First the lower calls (whatever they map is then excluded too).
+    if (g_state.initialized) read_comm_extras(t_lower_fs);
     static ghost_lower_region regions[GHOST_LOWER_MAX_REGIONS + 2048];
     size_t n = attribution_lower_regions_nomalloc(regions, sizeof regions / sizeof regions[0]);
     if (n == SIZE_MAX || n > sizeof regions / sizeof regions[0]) return -1;
     for (size_t i = 0; i < n; i++)
         if (sink->region(sink->ctx, regions[i].start, regions[i].end) != 0) return -1;
+
     int dir = (int)syscall(SYS_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) return -1;
     char buf[4096];
@@ -345,6 +440,7 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     char *const *envp = info->envp && info->envp[0] ? info->envp : environ;
     uintptr_t fs = 0;
     const char *err = nullptr;
+    translate_comm_extras();
     if (!lower_restart(envp, info->inherited, (int)info->inherited_count, &fs, &err)) {
         snprintf(why, why_len, "rank %d: cannot start a fresh lower half: %s", g_state.rank,
                  err ? err : "unknown cause");
@@ -377,13 +473,23 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         }
         vobj_set_lower(const_cast<vobj *>(v), p.out);
     }
+    write_comm_extras(fs);
     lower_restart_done();
     return 0;
 }
 
+// In the park signal's handler, whatever the FS: no TLS, no allocation.
+__attribute__((no_stack_protector)) int thread_state(void *) {
+    if (!g_state.active) return GHOST_THREAD_APP;
+    uintptr_t fs = read_fs_base();
+    if (upper_fs_for(fs)) return GHOST_THREAD_BUSY; // an upper thread inside an MPI call
+    if (attribution_addr_is_lower(fs)) return GHOST_THREAD_OWN; // a lower thread we missed
+    return GHOST_THREAD_APP;
+}
+
 const ghost_component g_component = {
-    GHOST_AGENT_API_VERSION, "mpi",        nullptr, quiesce, exclude_threads, exclude, nullptr,
-    thread_after_restore,    after_restore};
+    GHOST_AGENT_API_VERSION, "mpi",         nullptr,     quiesce, exclude_threads, exclude, nullptr,
+    thread_after_restore,    after_restore, thread_state};
 
 __attribute__((constructor)) void register_with_agent() {
     auto reg = (int (*)(const ghost_component *))dlsym(RTLD_DEFAULT, "ghost_agent_register");

@@ -9,7 +9,8 @@
  * the harness checkpoints every rank there, kills the job and restarts it from the images). The
  * phases after a point use the same objects again, make new ones from them, and check every value.
  * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
- * "refuse": an MPI_Info lives across the points (a checkpoint must be refused, naming it). */
+ * "refuse": an MPI_Info lives across the points (a checkpoint must be refused, naming it).
+ * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused). */
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,13 @@ static void *helper_main(void *arg) {
     (void)arg;
     for (;;) {
         pthread_barrier_wait(&go_helper);
+        if (helper_step == -2) { /* "busy": inside MPI until main sends */
+            int got = 0;
+            MPI_Recv(&got, 1, MPI_INT, mpit_rank, 99, helper_comm, MPI_STATUS_IGNORE);
+            helper_result = got;
+            pthread_barrier_wait(&helper_done);
+            continue;
+        }
         if (helper_step < 0) return NULL;
         int x = helper_step * (mpit_rank + 1);
         MPI_Allreduce(&x, &helper_result, 1, MPI_INT, MPI_SUM, helper_comm);
@@ -99,6 +107,12 @@ static int phase(int step, MPI_Comm half, MPI_Comm dup, MPI_Comm others, MPI_Dat
     return failures;
 }
 
+static int errh_calls;
+static void count_errors(MPI_Comm *c, int *code, ...) {
+    (void)c;
+    if (*code == MPI_ERR_OTHER) errh_calls++;
+}
+
 /* Checkpoint point k: nothing in flight, every thread outside MPI. */
 static void wait_point(const char *dir, int k) {
     char path[4096], tmp[4200];
@@ -131,12 +145,19 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     int points = argc > 2 ? atoi(argv[2]) : 1;
     int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
+    int busy = argc > 3 && strcmp(argv[3], "busy") == 0;
     int r = mpit_rank;
     MPI_Comm half, dup, others;
     CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r % 2, r, &half));
     CHECK_MPI(MPI_Comm_dup(half, &dup));
     CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r == 0 ? MPI_UNDEFINED : 1, r, &others));
     CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &helper_comm));
+    /* what communicators carry besides their creation: error handlers, names */
+    MPI_Errhandler counting;
+    CHECK_MPI(MPI_Comm_create_errhandler(count_errors, &counting));
+    CHECK_MPI(MPI_Comm_set_errhandler(dup, counting));
+    CHECK_MPI(MPI_Comm_set_errhandler(half, MPI_ERRORS_RETURN));
+    CHECK_MPI(MPI_Comm_set_name(half, "half"));
     MPI_Info info = MPI_INFO_NULL;
     if (refuse) CHECK_MPI(MPI_Info_create(&info));
     pthread_barrier_init(&go_helper, NULL, 2);
@@ -155,7 +176,17 @@ int main(int argc, char **argv) {
     mpit_failures += phase(1, half, dup, others, vec, pair);
     for (int k = 1; k <= points; k++) {
         MPI_Barrier(MPI_COMM_WORLD);
+        if (busy && k == 1) {
+            helper_step = -2;
+            pthread_barrier_wait(&go_helper);
+        }
         wait_point(dir, k);
+        if (busy && k == 1) {
+            int token = 4242;
+            MPI_Send(&token, 1, MPI_INT, mpit_rank, 99, helper_comm);
+            pthread_barrier_wait(&helper_done);
+            CHECK(helper_result == 4242);
+        }
         mpit_failures += phase(k + 1, half, dup, others, vec, pair);
     }
     /* New objects made from ones created before the checkpoint. */
@@ -168,6 +199,18 @@ int main(int argc, char **argv) {
     MPI_Type_size(vec2, &size);
     CHECK(size == (int)(N * sizeof(int)));
     mpit_failures += phase(points + 2, half, again, others, vec, pair);
+    MPI_Errhandler eh;
+    CHECK_MPI(MPI_Comm_get_errhandler(half, &eh));
+    int returns = eh == MPI_ERRORS_RETURN;
+    CHECK(returns);
+    MPI_Errhandler_free(&eh);
+    CHECK_MPI(MPI_Comm_call_errhandler(dup, MPI_ERR_OTHER));
+    char name[MPI_MAX_OBJECT_NAME] = "";
+    int len = 0;
+    CHECK_MPI(MPI_Comm_get_name(half, name, &len));
+    printf("rank %d: name %s errhandler %s calls %d\n", r, name,
+           returns ? "MPI_ERRORS_RETURN" : "other", errh_calls);
+    MPI_Errhandler_free(&counting);
     helper_step = -1;
     pthread_barrier_wait(&go_helper);
     pthread_join(helper, NULL);
