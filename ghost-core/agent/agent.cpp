@@ -552,6 +552,12 @@ int spawn_image_checkpoint(const char *image_path, int flags) {
     snprintf(pid, sizeof pid, "%d", getpid());
     snprintf(path, sizeof path, "%s", image_path);
     snprintf(log, sizeof log, "%s.log", image_path);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", image_path);
+    if (char *slash = strrchr(parent, '/'); slash && slash != parent) {
+        *slash = 0;
+        mkdir(parent, 0700); // the checkpointer makes deeper ones; its log needs this one
+    }
     char *argv[] = {(char *)"ghost",
                     (char *)"checkpoint",
                     (char *)"--image",

@@ -15,7 +15,8 @@
 # must go on and finish as if nothing happened. busy: a thread of every rank waits inside
 # MPI_Recv at point 1: the checkpoint must be refused (naming the thread), the job must go on (the
 # thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
-# goes on, and the request is repeated, at most 100 times).
+# goes on, and the request is repeated, at most 100 times). self: as restart, but every rank asks
+# its own agent for its checkpoint (ghost_agent_request_checkpoint, the coordinator's way in).
 # Passes when the last job exits 0 and the ranks' lines of all jobs together, sorted, equal step 1's.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
 set -u
@@ -25,17 +26,19 @@ extra=("$@")
 timeout_s=${GHOST_TEST_TIMEOUT:-120}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
+work=$(mktemp -d /tmp/ghost-mpickpt.XXXXXX)
 case $mode in
 restart) points=1 prog_args=(1) ;;
 twice) points=2 prog_args=(2) ;;
 refuse) points=1 prog_args=(1 refuse) ;;
 busy) points=1 prog_args=(1 busy) ;;
+self) points=1 prog_args=(1 self "$work/ck1") ;;
 *)
-  echo "usage: $0 restart|twice|refuse|busy FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|busy|self FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  rm -rf "$work"
   exit 2
   ;;
 esac
-work=$(mktemp -d /tmp/ghost-mpickpt.XXXXXX)
 job_pid=""
 # Each job runs in a session of its own (setsid): a failure kills the whole job, launcher and
 # ranks, and the ranks named by pid files.
@@ -66,9 +69,24 @@ wait_point() {
   done
 }
 
-# Checkpoints every rank at point $1 into $work/ck$1; with "kill", kills them afterwards.
+# Checkpoints every rank at point $1 into $work/ck$1, then kills them ("self": the ranks asked
+# for their checkpoints themselves; their checkpointers' reports are awaited).
 checkpoint_all() {
   local k=$1
+  if [ "$mode" = self ] && [ "$k" = 1 ]; then
+    local deadline=$((SECONDS + timeout_s))
+    for ((r = 0; r < np; r++)); do
+      until grep -q "^checkpoint pid=" "$work/ck1/rank$r.ghost.log" 2>/dev/null; do
+        grep -q "^ghost: " "$work/ck1/rank$r.ghost.log" 2>/dev/null && fail "rank $r's own checkpoint failed"
+        [ $SECONDS -lt $deadline ] || fail "rank $r's own checkpoint did not complete"
+        sleep 0.05
+      done
+    done
+    kill -KILL $(cat "$work"/run/pid.$k.*) 2>/dev/null
+    wait "$job_pid"
+    job_pid=""
+    return
+  fi
   for ((r = 0; r < np; r++)); do
     pid=$(cat "$work/run/pid.$k.$r")
     timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck$k/rank$r.ghost" "$pid" \

@@ -10,7 +10,10 @@
  * phases after a point use the same objects again, make new ones from them, and check every value.
  * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
  * "refuse": an MPI_Info lives across the points (a checkpoint must be refused, naming it).
- * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused). */
+ * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused).
+ * "self IMAGEDIR": at point 1 every rank asks its own ghost agent for its checkpoint
+ * (ghost_agent_request_checkpoint, as the job coordinator does) into IMAGEDIR/rank<R>.ghost. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +116,8 @@ static void count_errors(MPI_Comm *c, int *code, ...) {
     if (*code == MPI_ERR_OTHER) errh_calls++;
 }
 
+static const char *self_image_dir; /* "self" mode */
+
 /* Checkpoint point k: nothing in flight, every thread outside MPI. */
 static void wait_point(const char *dir, int k) {
     char path[4096], tmp[4200];
@@ -126,6 +131,13 @@ static void wait_point(const char *dir, int k) {
     fprintf(f, "%d\n", (int)getpid());
     fclose(f);
     rename(tmp, path);
+    if (self_image_dir && k == 1) {
+        int (*request)(const char *, int) =
+            (int (*)(const char *, int))dlsym(RTLD_DEFAULT, "ghost_agent_request_checkpoint");
+        char image[4096];
+        snprintf(image, sizeof image, "%s/rank%d.ghost", self_image_dir, mpit_rank);
+        if (request && request(image, 0) != 0) fprintf(stderr, "cannot request %s\n", image);
+    }
     snprintf(path, sizeof path, "%s/go.%d", dir, k);
     struct timespec nap = {0, 20 * 1000 * 1000};
     while (access(path, F_OK) != 0)
@@ -146,6 +158,7 @@ int main(int argc, char **argv) {
     int points = argc > 2 ? atoi(argv[2]) : 1;
     int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
     int busy = argc > 3 && strcmp(argv[3], "busy") == 0;
+    if (argc > 4 && strcmp(argv[3], "self") == 0) self_image_dir = argv[4];
     int r = mpit_rank;
     MPI_Comm half, dup, others;
     CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, r % 2, r, &half));
