@@ -17,6 +17,8 @@
 # thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
 # goes on, and the request is repeated, at most 100 times). self: as restart, but every rank asks
 # its own agent for its checkpoint (ghost_agent_request_checkpoint, the coordinator's way in).
+# resume: every rank is checkpointed at point 1 and goes on (no kill); the job finishes and the
+# images are intact (ghost inspect).
 # Passes when the last job exits 0 and the ranks' lines of all jobs together, sorted, equal step 1's.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
 set -u
@@ -33,8 +35,9 @@ twice) points=2 prog_args=(2) ;;
 refuse) points=1 prog_args=(1 refuse) ;;
 busy) points=1 prog_args=(1 busy) ;;
 self) points=1 prog_args=(1 self "$work/ck1") ;;
+resume) points=1 prog_args=(1) ;;
 *)
-  echo "usage: $0 restart|twice|refuse|busy|self FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|busy|self|resume FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   rm -rf "$work"
   exit 2
   ;;
@@ -125,6 +128,21 @@ if [ "$mode" = refuse ]; then
   rc=$?
   job_pid=""
   [ $rc = 0 ] || fail "the job exited $rc after its checkpoints were refused"
+  outs=("$work/run1.out")
+elif [ "$mode" = resume ]; then
+  for ((r = 0; r < np; r++)); do
+    pid=$(cat "$work/run/pid.1.$r")
+    timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck1/rank$r.ghost" "$pid" >>"$work/ckpt.out" 2>>"$work/ckpt.err" ||
+      fail "checkpoint of rank $r (pid $pid) failed"
+  done
+  touch "$work/run/go.1"
+  wait "$job_pid"
+  rc=$?
+  job_pid=""
+  [ $rc = 0 ] || fail "the job exited $rc after its checkpoints"
+  for ((r = 0; r < np; r++)); do
+    "$GHOST" inspect "$work/ck1/rank$r.ghost" >/dev/null 2>>"$work/inspect.err" || fail "the image of rank $r does not verify"
+  done
   outs=("$work/run1.out")
 elif [ "$mode" = busy ]; then
   for ((r = 0; r < np; r++)); do
