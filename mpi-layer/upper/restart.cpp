@@ -482,7 +482,8 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
 __attribute__((no_stack_protector)) int thread_state(void *) {
     if (!g_state.active) return GHOST_THREAD_APP;
     uintptr_t fs = read_fs_base();
-    if (upper_fs_for(fs)) return GHOST_THREAD_BUSY; // an upper thread inside an MPI call
+    // An upper thread inside an MPI call, or getting its lower TLS (on the spawner's TCB).
+    if (upper_fs_for(fs) || fs == g_handoff.spawn_fs) return GHOST_THREAD_BUSY;
     if (attribution_addr_is_lower(fs)) return GHOST_THREAD_OWN; // a lower thread we missed
     return GHOST_THREAD_APP;
 }
