@@ -18,7 +18,8 @@
 # goes on, and the request is repeated, at most 100 times). self: as restart, but every rank asks
 # its own agent for its checkpoint (ghost_agent_request_checkpoint, the coordinator's way in).
 # resume: every rank is checkpointed at point 1 and goes on (no kill); the job finishes and the
-# images are intact (ghost inspect).
+# images are intact (ghost inspect). wrongsize: the images are restarted as a job of one rank
+# fewer: every rank ends with one line naming both sizes, non-zero status, no hang.
 # Passes when the last job exits 0 and the ranks' lines of all jobs together, sorted, equal step 1's.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
 set -u
@@ -36,8 +37,9 @@ refuse) points=1 prog_args=(1 refuse) ;;
 busy) points=1 prog_args=(1 busy) ;;
 self) points=1 prog_args=(1 self "$work/ck1") ;;
 resume) points=1 prog_args=(1) ;;
+wrongsize) points=1 prog_args=(1) ;;
 *)
-  echo "usage: $0 restart|twice|refuse|busy|self|resume FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|busy|self|resume|wrongsize FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   rm -rf "$work"
   exit 2
   ;;
@@ -164,6 +166,18 @@ elif [ "$mode" = busy ]; then
   job_pid=""
   [ $rc = 0 ] || fail "the job exited $rc after its checkpoints were refused"
   outs=("$work/run1.out")
+elif [ "$mode" = wrongsize ]; then
+  checkpoint_all 1
+  touch "$work/run/go.1"
+  timeout -k 5 "$timeout_s" $mpirun -np $((np - 1)) "${extra[@]}" "$GHOST" restart-rank "$work/ck1" \
+    >"$work/run2.out" 2>"$work/run2.err"
+  rc=$?
+  [ $rc != 0 ] || fail "a job of $((np - 1)) ranks restarted from $np images"
+  [ $rc != 124 ] && [ $rc != 137 ] || fail "the restart with a wrong number of ranks hung"
+  grep -q "cannot go on after the restore: mpi: rank 0: the image is of a job of $np ranks, this job has $((np - 1))" "$work/run2.err" ||
+    fail "no line names the numbers of ranks"
+  echo "OK: $mode $(basename "$prog") $flavour np=$np ${extra[*]}: refused to run as $((np - 1)) ranks"
+  exit 0
 else
   checkpoint_all 1
   # 3. restart under a new mpirun (and, for "twice", checkpoint it again at point 2)

@@ -34,6 +34,7 @@ struct mpi_state {
     int initialized;  // MPI_Init(_thread) had been called
     int thread_level; // MPI_Query_thread
     int rank;         // in MPI_COMM_WORLD (for messages)
+    int size;         // of MPI_COMM_WORLD: a restart needs as many ranks
 } g_state;
 
 int index_of(const char *api) {
@@ -278,6 +279,14 @@ template <class H> H predefined(const char *ompi_symbol, H mpich_value) {
 #endif
 }
 
+C world_comm() {
+#if defined(GHOST_MPI_MPICH)
+    return MPI_COMM_WORLD;
+#else
+    return predefined<C>("ompi_mpi_comm_world", nullptr);
+#endif
+}
+
 void list_comms() {
     if (!g_extras) g_extras = new std::vector<comm_extra>();
     g_extras->clear();
@@ -356,8 +365,10 @@ int quiesce(void *, char *why, size_t why_len) {
     int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
     call_by_name<int (*)(int *)>(fs, "MPI_Initialized", &init);
     call_by_name<int (*)(int *)>(fs, "MPI_Finalized", &fin);
+    int size = -1;
     if (init && !fin) {
         call_by_name<int (*)(int *)>(fs, "MPI_Query_thread", &level);
+        call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
     }
     // The rank as the launcher named it (MPI_COMM_WORLD is the stub's object: not linked here).
     for (const char *var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
@@ -368,6 +379,7 @@ int quiesce(void *, char *why, size_t why_len) {
     g_state.initialized = init;
     g_state.thread_level = level;
     g_state.rank = rank;
+    g_state.size = size;
     if (fin) {
         snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
         return -1;
@@ -454,6 +466,15 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         if (rc != MPI_SUCCESS || provided < g_state.thread_level) {
             snprintf(why, why_len, "rank %d: MPI_Init_thread on the fresh lower half failed",
                      g_state.rank);
+            return -1;
+        }
+        int size = -1;
+        call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
+        if (size != g_state.size) {
+            snprintf(why, why_len,
+                     "rank %d: the image is of a job of %d ranks, this job has %d: restart it with "
+                     "as many",
+                     g_state.rank, g_state.size, size);
             return -1;
         }
     }
