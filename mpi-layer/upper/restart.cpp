@@ -75,18 +75,24 @@ struct replay {
     // Argument i, an upper handle of kind K: checked (it must be predefined or created before this
     // record and still live) or translated to the new lower handle.
     template <kind K, class H> H h(int i) { return hv<K, H>(handle_of<H>(r->args[(size_t)i])); }
+    // A handle that named, when this record was made, an object freed since (its slot may hold
+    // a newer one now) resolves to that object's zombie record.
     template <kind K, class H> H hv(H u) {
-        if (check) {
-            if ((uintptr_t)u != g_upper_null[(int)K]) {
-                vobj *v = decode<K>(u);
-                if (v &&
-                    (v->magic != kVobjMagic || (!(v->flags & kPredefined) &&
-                                                (v->k != K || !v->rec || v->rec->seq >= r->seq))))
-                    refs_ok = false;
-            }
+        vobj *v = (uintptr_t)u != g_upper_null[(int)K] ? decode<K>(u) : nullptr;
+        bool current =
+            !v || (v->magic == kVobjMagic &&
+                   ((v->flags & kPredefined) || (v->k == K && v->rec && v->rec->seq < r->seq)));
+        if (current) return check ? u : to_lower<K>(u);
+        const record *z = record_zombie_for(v, r->seq);
+        if (!z || z->zombie_kind != (uint8_t)K) {
+            refs_ok = false;
             return u;
         }
-        return to_lower<K>(u);
+        if (check) return u;
+        if constexpr (std::is_pointer_v<H>)
+            return (H)z->replay_lower;
+        else
+            return (H)(int)z->replay_lower;
     }
     int i(int k) const { return (int)(int64_t)r->args[(size_t)k]; }
     MPI_Aint a(int k) const { return (MPI_Aint)r->args[(size_t)k]; }
@@ -355,6 +361,25 @@ void write_comm_extras(uintptr_t fs) {
     }
 }
 
+void free_lower(kind k, uintptr_t l, uintptr_t fs) {
+    const char *api = k == KC                 ? "MPI_Comm_free"
+                      : k == KG               ? "MPI_Group_free"
+                      : k == KT               ? "MPI_Type_free"
+                      : k == kind::op         ? "MPI_Op_free"
+                      : k == kind::errhandler ? "MPI_Errhandler_free"
+                                              : nullptr;
+    int i = api ? index_of(api) : -1;
+    if (i < 0) return;
+    lower_call lc(fs);
+    if constexpr (std::is_pointer_v<C>) {
+        void *h = (void *)l;
+        ((int (*)(void **))g_fns[i])(&h);
+    } else {
+        int h = (int)l;
+        ((int (*)(int *))g_fns[i])(&h);
+    }
+}
+
 // --- the hooks ----------------------------------------------------------------------------------
 
 int quiesce(void *, char *why, size_t why_len) {
@@ -390,8 +415,11 @@ int quiesce(void *, char *why, size_t why_len) {
         if (replay_one(p, api_of(r)) != 1) {
             snprintf(why, why_len,
                      "rank %d: the %s made by %s cannot be rebuilt on a fresh MPI library yet%s",
-                     rank, v ? kind_name(v->k) : "object", api_of(r),
-                     p.refs_ok ? "" : " (it was made from an object freed since)");
+                     rank,
+                     v           ? kind_name(v->k)
+                     : r->zombie ? kind_name((kind)r->zombie_kind)
+                                 : "object",
+                     api_of(r), p.refs_ok ? "" : " (it was made from an object freed since)");
             return -1;
         }
     }
@@ -479,12 +507,18 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         }
     }
     int commit = index_of("MPI_Type_commit");
+    std::vector<const record *> zombies;
     for (const auto &[r, v] : live_records()) {
         replay p{r, false, fs};
         if (replay_one(p, api_of(r)) != 1) {
             snprintf(why, why_len, "rank %d: cannot rebuild the %s made by %s", g_state.rank,
                      v ? kind_name(v->k) : "object", api_of(r));
             return -1;
+        }
+        if (r->zombie) {
+            const_cast<record *>(r)->replay_lower = p.out; // freed again below
+            zombies.push_back(r);
+            continue;
         }
         if (!v) continue; // a collective creation that gave this rank nothing
         if (v->k == KT && commit >= 0) {
@@ -494,6 +528,9 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         }
         vobj_set_lower(const_cast<vobj *>(v), p.out);
     }
+    // The freed parents go again, as the application freed them.
+    for (const record *z : zombies)
+        free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
     lower_restart_done();
     return 0;

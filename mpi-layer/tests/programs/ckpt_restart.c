@@ -171,6 +171,16 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Comm_set_errhandler(dup, counting));
     CHECK_MPI(MPI_Comm_set_errhandler(half, MPI_ERRORS_RETURN));
     CHECK_MPI(MPI_Comm_set_name(half, "half"));
+    /* objects made from parents freed before the checkpoint (a common idiom) */
+    MPI_Comm tmp, child;
+    CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, 0, -r, &tmp)); /* reversed order */
+    CHECK_MPI(MPI_Comm_dup(tmp, &child));
+    MPI_Comm_free(&tmp);
+    MPI_Datatype triple, padded;
+    CHECK_MPI(MPI_Type_contiguous(3, MPI_INT, &triple));
+    CHECK_MPI(MPI_Type_create_resized(triple, 0, 4 * sizeof(int), &padded));
+    CHECK_MPI(MPI_Type_commit(&padded));
+    MPI_Type_free(&triple);
     MPI_Info info = MPI_INFO_NULL;
     if (refuse) CHECK_MPI(MPI_Info_create(&info));
     pthread_barrier_init(&go_helper, NULL, 2);
@@ -212,6 +222,21 @@ int main(int argc, char **argv) {
     MPI_Type_size(vec2, &size);
     CHECK(size == (int)(N * sizeof(int)));
     mpit_failures += phase(points + 2, half, again, others, vec, pair);
+    int crank = -1, cmax = -1;
+    MPI_Comm_rank(child, &crank);
+    MPI_Allreduce(&crank, &cmax, 1, MPI_INT, MPI_MAX, child);
+    CHECK(crank == mpit_size - 1 - r && cmax == mpit_size - 1);
+    int quad[8] = {r, r + 1, r + 2, -1, r + 3, r + 4, r + 5, -1}, got[8];
+    for (int k = 0; k < 8; k++)
+        got[k] = -2;
+    MPI_Sendrecv(quad, 2, padded, 0, 5, got, 2, padded, 0, 5, MPI_COMM_SELF, MPI_STATUS_IGNORE);
+    MPI_Aint lb = -1, extent = -1;
+    MPI_Type_get_extent(padded, &lb, &extent);
+    CHECK(lb == 0 && extent == 4 * sizeof(int) && got[4] == r + 3 && got[3] == -2);
+    printf("rank %d: child rank %d max %d padded extent %ld got %d %d %d\n", r, crank, cmax,
+           (long)extent, got[0], got[4], got[6]);
+    MPI_Type_free(&padded);
+    MPI_Comm_free(&child);
     MPI_Errhandler eh;
     CHECK_MPI(MPI_Comm_get_errhandler(half, &eh));
     int returns = eh == MPI_ERRORS_RETURN;
