@@ -19,8 +19,9 @@
  *   exclude          manager thread, every other thread stopped: only system calls and stack
  *                    buffers (a stopped thread may hold a libc lock). Memory ranges and file
  *                    descriptors that the image leaves out.
- *   before_resume    manager thread, reverse order, after the image was taken and the process
- *                    goes on (not in a process that was killed, not in a restored one).
+ *   before_resume    manager thread, reverse order, the other threads still stopped (system
+ *                    calls only): after the image was taken and the process goes on, or after a
+ *                    park failed (not in a process that was killed, not in a restored one).
  * In a restored process:
  *   thread_after_restore  every restored thread, in its own context, before it runs on (the
  *                    manager too): only system calls and this thread's own TLS.
