@@ -163,7 +163,9 @@ class exporter {
         // any memory is copied.
         GHOST_TRY(collect_files());
         GHOST_TRY(refuse_children());
-        auto maps = read_maps(pid_);
+        auto all_maps = read_maps(pid_);
+        if (!all_maps) return all_maps.err();
+        auto maps = without_excluded(*all_maps);
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
         GHOST_TRY(write_header());
@@ -220,6 +222,44 @@ class exporter {
                                  "): process trees cannot be checkpointed yet"};
         }
         return {};
+    }
+
+    // The maps minus what the agent's components left out (an MPI rank's lower half): a mapping
+    // is cut where an excluded range covers part of it (the kernel merges neighbouring anonymous
+    // mappings of both halves into one).
+    result<std::vector<vma>> without_excluded(const std::vector<vma> &maps) const {
+        uint32_t n = std::min<uint32_t>(state_->excluded_region_count, agent::max_excluded_regions);
+        std::vector<agent::state::range> ex(state_->excluded_regions, state_->excluded_regions + n);
+        std::sort(ex.begin(), ex.end(),
+                  [](const auto &a, const auto &b) { return a.start < b.start; });
+        std::vector<vma> out;
+        for (const vma &v : maps) {
+            // The kernel's own mappings are the process's whatever a component says (the lower
+            // half's dl_iterate_phdr lists the vdso too).
+            if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vvar_vclock]") {
+                out.push_back(v);
+                continue;
+            }
+            uint64_t at = v.start;
+            for (const auto &r : ex) {
+                if (r.end <= at || r.start >= v.end) continue;
+                if (r.start > at) {
+                    vma piece = v;
+                    piece.start = at, piece.end = r.start;
+                    piece.offset = v.offset + (at - v.start);
+                    out.push_back(piece);
+                }
+                at = std::max(at, r.end);
+                if (at >= v.end) break;
+            }
+            if (at < v.end) {
+                vma piece = v;
+                piece.start = at;
+                piece.offset = v.offset + (at - v.start);
+                out.push_back(piece);
+            }
+        }
+        return out;
     }
 
     result<void> read_agent_state() {
@@ -578,6 +618,10 @@ result<void> exporter::collect_files() {
     std::vector<int> internal;
     for (uint32_t i = 0; i < state_->internal_fd_count && i < agent::max_internal_fds; i++)
         internal.push_back(state_->internal_fds[i]);
+    // What components left out (an MPI rank's lower half) is not the program's either.
+    uint32_t n = std::min<uint32_t>(state_->excluded_fd_count, agent::max_excluded_fds);
+    for (uint32_t i = 0; i < n; i++)
+        internal.push_back(state_->excluded_fds[i]);
     auto files = core::collect_files(pid_, internal);
     if (!files) return files.err();
     files_ = std::move(*files);

@@ -160,7 +160,7 @@ int cmd_checkpoint(const checkpoint_args &a) {
     auto t0 = clock_type::now();
     if (a.pid <= 0) return fail("invalid pid " + std::to_string(a.pid));
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
-    std::string path = dir + "/image.ghost";
+    std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
     double park_s = since(t0);
@@ -218,6 +218,40 @@ int cmd_restart(const restart_args &a) {
                  seconds(since(t0)).c_str());
     write_pid_file(a.pid_file, *pid);
     return wait_child(*pid);
+}
+
+int cmd_restart_rank(const std::string &dir) {
+    const char *rank = nullptr;
+    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if ((rank = std::getenv(v)) && *rank) break;
+    if (!rank || !*rank)
+        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
+                    "PMIX_RANK or PMI_RANK in the environment)");
+    char *end = nullptr;
+    long r = std::strtol(rank, &end, 10);
+    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
+    auto restorer_path = restorer();
+    if (!restorer_path) return fail(restorer_path.err().message);
+    std::string path = dir + "/rank" + std::to_string(r) + ".ghost";
+    auto src = res::open_file_source(path);
+    if (!src) return fail("rank " + std::to_string(r) + ": " + src.err().message);
+    // Only the header here: the restorer verifies every record as it reads them.
+    auto head = core::read_image(**src, true);
+    if (!head)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    head.err().message);
+    if (auto c = core::check_compatible(head->header); !c)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    c.err().message);
+    int fd = ::dup((*src)->stream_fd()); // without close-on-exec
+    if (fd < 0 || ::lseek(fd, 0, SEEK_SET) != 0) return fail("cannot reopen " + path);
+    std::string image_arg = std::to_string(fd);
+    // No status pipe (-1): the restorer reports a failure on stderr and exits 1, which mpirun
+    // sees as the rank's failure.
+    const char *argv[] = {"ghost-restart", image_arg.c_str(), "-1", "--rank", nullptr};
+    std::fflush(nullptr);
+    ::execve(restorer_path->c_str(), (char *const *)argv, environ);
+    return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
 }
 
 int cmd_duplicate(const duplicate_args &a) {

@@ -19,7 +19,8 @@ struct launch_args {
 int cmd_launch(const launch_args &a);
 
 struct checkpoint_args {
-    std::string dir; // default: the launch's --ckpt-dir
+    std::string dir;   // default: the launch's --ckpt-dir
+    std::string image; // the image file itself (instead of DIR/image.ghost), e.g. DIR/rank3.ghost
     bool kill = false;
     pid_t pid = 0;
 };
@@ -38,6 +39,11 @@ struct duplicate_args {
     bool detach = false;
 };
 int cmd_duplicate(const duplicate_args &a);
+
+// The restart entry of one MPI rank under a new mpirun: picks DIR/rank<R>.ghost by the rank the
+// launcher gave this process (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK) and execs the restorer
+// in place, so that the launcher's pid, descriptors and environment become the restored rank's.
+int cmd_restart_rank(const std::string &dir);
 
 int cmd_inspect(const std::string &image);
 int cmd_status();

@@ -29,6 +29,7 @@ int main(int argc, char **argv) {
     checkpoint_args ca;
     auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
     ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
+    ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)");
     ckpt->add_flag("--kill", ca.kill, "kill the process once the image is durable");
     ckpt->add_option("pid", ca.pid, "process id")->required();
 
@@ -38,6 +39,11 @@ int main(int argc, char **argv) {
     restart->add_option("image", ra.image, "image directory or file")->required();
     restart->add_option("--pid-file", ra.pid_file, "write the restored pid here");
     restart->add_flag("--new-pid", ra.new_pid, "do not try to keep the original pid");
+
+    std::string rank_dir;
+    auto *restart_rank = app.add_subcommand(
+        "restart-rank", "(run by mpirun) become this MPI rank's process from DIR/rank<R>.ghost");
+    restart_rank->add_option("dir", rank_dir, "checkpoint directory")->required();
 
     duplicate_args da;
     auto *dup = app.add_subcommand("duplicate", "start an independent copy of a running process");
@@ -62,6 +68,7 @@ int main(int argc, char **argv) {
     if (*launch) return cmd_launch(la);
     if (*ckpt) return cmd_checkpoint(ca);
     if (*restart) return cmd_restart(ra);
+    if (*restart_rank) return cmd_restart_rank(rank_dir);
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
     if (*status) return cmd_status();

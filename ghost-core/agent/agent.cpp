@@ -43,6 +43,8 @@
 
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/agent/process_extras.h"
+#include "ghost-core/agent/components.h"
+#include "ghost-core/agent/ghost_agent.h"
 #include "runtime/control.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
@@ -347,7 +349,21 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     r[REG_RIP] -= 2;
 }
 
+// A signalled thread that a component claims (ghost_agent.h thread_state) is not parked.
+int g_busy_tid = 0; // an application thread inside a component: the park fails
+
+void leave_park(int claim) {
+    int tid = raw_gettid();
+    thread_slot *slot = find_slot(tid);
+    if (slot) __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_free, __ATOMIC_RELEASE);
+    if (claim == GHOST_THREAD_BUSY) __atomic_store_n(&g_busy_tid, tid, __ATOMIC_RELEASE);
+    futex_wake_all(&st.parked);
+}
+
 void park_handler(int, siginfo_t *, void *ucontext) {
+    // First, before any TLS access: the thread may run on a component's TLS (an MPI call).
+    int claim = ghost::agent::components_thread_state();
+    if (claim != GHOST_THREAD_APP) return leave_park(claim);
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());
     if (!slot) return; // not part of this park: a thread born after the scan is found next round
@@ -373,6 +389,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         futex_wake_all(&st.parked);
     } else {
         fix_task_state(slot);
+        ghost::agent::components_thread_after_restore();
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
     }
@@ -416,6 +433,7 @@ int signal_new_threads(int self) {
             off += d->d_reclen;
             int tid = atoi(d->d_name);
             if (tid <= 0 || tid == self || find_slot(tid)) continue;
+            if (ghost::agent::thread_is_excluded(tid)) continue; // a component's (lower half)
             if (st.thread_count >= (uint32_t)ghost::agent::max_threads) {
                 sys::call(SYS_close, dir);
                 return -1;
@@ -506,6 +524,7 @@ bool park_all(const char **why) {
     int self = raw_gettid();
     st.parked = 0;
     st.restored = 0;
+    g_busy_tid = 0;
     st.thread_count = 1;
     memset(&st.threads[0], 0, sizeof st.threads[0]);
     st.threads[0].tid = self;
@@ -521,6 +540,27 @@ bool park_all(const char **why) {
         }
         // Wait until every signalled thread is parked; threads may exit meanwhile.
         for (;;) {
+            if (int busy = __atomic_load_n(&g_busy_tid, __ATOMIC_ACQUIRE)) {
+                // The others first reach their park points (bounded): one that read the resume
+                // generation after the caller's resume would wait for the next one, for ever.
+                for (uint32_t p; (p = load(&st.parked)) < signalled_live_count();) {
+                    struct timespec now, step = {0, 5 * 1000 * 1000};
+                    clock_gettime(CLOCK_MONOTONIC, &now);
+                    if ((now.tv_sec - start.tv_sec) * 1000 +
+                            (now.tv_nsec - start.tv_nsec) / 1000000 >
+                        g_park_timeout_ms)
+                        break;
+                    futex(&st.parked, FUTEX_WAIT, p, &step);
+                }
+                for (uint32_t i = 1; i < st.thread_count; i++)
+                    cancel_slot(st.threads[i]); // (as when a park times out)
+                static char busy_why[128];
+                snprintf(busy_why, sizeof busy_why,
+                         "thread %d is inside a component (an MPI call): not at a safe point",
+                         busy);
+                *why = busy_why;
+                return false;
+            }
             uint32_t parked = load(&st.parked);
             if (parked >= signalled_live_count()) break;
             struct timespec now, step = {0, 5 * 1000 * 1000};
@@ -637,6 +677,7 @@ void restore_timers() {
 // The manager's half of a restore: runs in the new process once its own context is back.
 void after_restore_manager(thread_slot *self) {
     fix_task_state(self);
+    ghost::agent::components_thread_after_restore();
     // Threads that exited while being parked left free slots: only parked ones come back.
     uint32_t others = 0;
     for (uint32_t i = 1; i < st.thread_count; i++)
@@ -657,8 +698,6 @@ void after_restore_manager(thread_slot *self) {
     g_listen_fd = -1;
     g_spawned_checkpoint = -1;
     __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
-    take_private_files(); // the restorer gave every thread one table
-    open_control_socket();
     restore_timers();
     if (st.thp_disabled) sys::call(SYS_prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
     ghost::agent::restore_process_extras(st);
@@ -668,15 +707,28 @@ void after_restore_manager(thread_slot *self) {
 bool handle_park(int conn) {
     const char *why = nullptr;
     set_internal_fds(conn);
-    if (!park_all(&why)) {
+    // Components (ghost_agent.h) first: they quiesce and name their own threads while every libc
+    // call is still allowed.
+    char cwhy[320];
+    if (!ghost::agent::components_quiesce(cwhy, sizeof cwhy)) {
+        char line[400];
+        int n = snprintf(line, sizeof line, "ERROR %s\n", cwhy);
+        ghost::control::write_all(conn, line, (size_t)n);
+        return false;
+    }
+    bool parked = ghost::agent::components_exclude_threads(&why) && park_all(&why);
+    if (parked) capture_process_state();
+    if (parked && !ghost::agent::components_exclude(&why)) parked = false;
+    if (!parked) {
+        ghost::agent::components_before_resume();
         resume_all();
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", why);
         ghost::control::write_all(conn, line, (size_t)n);
         return false;
     }
-    capture_process_state();
     if (const char *cannot = ghost::agent::capture_process_extras(st)) {
+        ghost::agent::components_before_resume();
         resume_all();
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", cannot);
@@ -694,6 +746,7 @@ bool handle_park(int conn) {
         ghost::control::write_all(conn, line, (size_t)n);
         // Blocks until the exporter is done; EOF (the client died) also resumes.
         long got = ghost::control::read_line(conn, line, sizeof line, -1);
+        ghost::agent::components_before_resume();
         resume_all();
         if (got >= 0 && strcmp(line, "RESUME") == 0)
             ghost::control::write_all(conn, "RESUMED\n", 8);
@@ -701,6 +754,12 @@ bool handle_park(int conn) {
     }
     after_restore_manager(self);
     resume_all();
+    // Components rebuild on the process's descriptor table (an MPI rank's fresh lower half opens
+    // its sockets there); only then does the manager take a table of its own again (the restorer
+    // gave every thread one) and listen.
+    ghost::agent::components_after_restore();
+    take_private_files();
+    open_control_socket();
     return true;
 }
 
@@ -732,6 +791,48 @@ void spawn_checkpoint() {
     else
         say("cannot start %s for a signalled checkpoint", g_ghost_bin);
     posix_spawn_file_actions_destroy(&fa);
+}
+
+// `ghost checkpoint --image PATH [--kill] PID` for this process, started on request of a component
+// (ghost_agent_request_checkpoint); its report goes to PATH.log. One at a time.
+int spawn_image_checkpoint(const char *image_path, int flags) {
+    if (!g_ghost_bin[0] || !image_path || image_path[0] != '/') return -1;
+    pid_t none = -1;
+    if (!__atomic_compare_exchange_n(&g_spawned_checkpoint, &none, 0, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return -1; // one is running (0: being started)
+    char pid[24], path[4096], log[4200];
+    snprintf(pid, sizeof pid, "%d", getpid());
+    snprintf(path, sizeof path, "%s", image_path);
+    snprintf(log, sizeof log, "%s.log", image_path);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", image_path);
+    if (char *slash = strrchr(parent, '/'); slash && slash != parent) {
+        *slash = 0;
+        mkdir(parent, 0700); // the checkpointer makes deeper ones; its log needs this one
+    }
+    char *argv[] = {(char *)"ghost",
+                    (char *)"checkpoint",
+                    (char *)"--image",
+                    path,
+                    pid,
+                    (flags & GHOST_CHECKPOINT_KILL) ? (char *)"--kill" : nullptr,
+                    nullptr};
+    static char *envp[4096];
+    int n = 0;
+    for (char **e = environ; *e && n < 4095; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0) envp[n++] = *e;
+    envp[n] = nullptr;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t child;
+    int rc = posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    __atomic_store_n(&g_spawned_checkpoint, rc == 0 ? child : -1, __ATOMIC_RELEASE);
+    return rc == 0 ? 0 : -1;
 }
 
 // Returns true when it returns in a restored process (see handle_park).
@@ -958,7 +1059,11 @@ __attribute__((constructor)) void agent_init() {
     sa.sa_sigaction = park_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigfillset(&sa.sa_mask);
-    sigaction(park_signal, &sa, nullptr);
+    // libc's own sigaction, never an interposer's (the MPI layer's would wrap the handler in its
+    // trampoline, which switches FS around it: a thread would be saved with the wrong one).
+    using sigaction_fn = int (*)(int, const struct sigaction *, struct sigaction *);
+    auto libc_sigaction = (sigaction_fn)dlvsym(RTLD_DEFAULT, "sigaction", "GLIBC_2.2.5");
+    (libc_sigaction ? libc_sigaction : sigaction)(park_signal, &sa, nullptr);
     if (g_trigger_signal > 0 && g_trigger_signal < 65) {
         struct sigaction ta = {};
         ta.sa_handler = trigger_handler;
@@ -971,3 +1076,14 @@ __attribute__((constructor)) void agent_init() {
 }
 
 } // namespace
+
+extern "C" __attribute__((visibility("default"))) int
+ghost_agent_request_checkpoint(const char *image_path, int flags) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    return spawn_image_checkpoint(image_path, flags);
+}
+
+extern "C" __attribute__((visibility("default"))) int ghost_agent_owns_fd(int fd) {
+    // With a descriptor table of its own the manager holds nothing in the program's.
+    return fd >= 0 && !g_private_files && fd == g_listen_fd;
+}

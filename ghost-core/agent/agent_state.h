@@ -12,10 +12,15 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 2;
+inline constexpr uint32_t state_version = 3;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
+// What components (ghost_agent.h) leave out of an image: an MPI rank's lower half.
+inline constexpr int max_excluded_regions = 4096;
+inline constexpr int max_excluded_fds = 1024;
+inline constexpr int max_excluded_threads = 256;
+inline constexpr int max_inherited_fds = 256;
 
 // Callee-saved state at a function call boundary (System V x86_64): what ghost_context_save stores
 // and the restorer loads to resume a thread at its park point. Layout is used from assembly.
@@ -88,6 +93,28 @@ struct state {
     // Written by the restorer into the restored copy:
     uint64_t restorer_start, restorer_end; // to unmap once every thread has left it
     thread_slot threads[max_threads];
+
+    // Filled during a park by the components' exclude hooks (ghost_agent.h); the exporter leaves
+    // these out of the image. Meaningless outside a park.
+    uint32_t excluded_region_count;
+    uint32_t excluded_fd_count;
+    uint32_t excluded_thread_count;
+    uint32_t pad1;
+    struct range {
+        uint64_t start, end;
+    } excluded_regions[max_excluded_regions];
+    int32_t excluded_fds[max_excluded_fds];
+    int32_t excluded_threads[max_excluded_threads];
+
+    // Written by the restorer into the restored copy (0 when it had nothing to hand over): the
+    // environment of the new process (a NULL-terminated char* array followed by its strings, in a
+    // private mapping [env_map, env_map + env_map_len) the restorer made), and the descriptors it
+    // inherited and kept (a rank's launcher fds).
+    uint64_t env;
+    uint64_t env_map, env_map_len;
+    uint32_t restore_flags; // ghost_restore_info.flags (GHOST_RESTORED_RANK)
+    uint32_t inherited_fd_count;
+    int32_t inherited_fds[max_inherited_fds];
 };
 
 } // namespace ghost::agent

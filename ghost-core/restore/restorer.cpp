@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // ghost-restart: turns the process it runs in into the process of an image. Freestanding: no libc,
-// no allocation, raw system calls, linked far from where applications live. Its only inputs are the
-// image stream (fd argv[1]) and a status pipe (fd argv[2]) on which it writes "OK <pid>" just
-// before the restored threads run, or "ERR <one-line reason>" and exits 1.
+// no allocation, raw system calls, linked far from where applications live. Its inputs are the
+// image stream (fd argv[1]), a status pipe (fd argv[2]) on which it writes "OK <pid>" just before
+// the restored threads run, or "ERR <one-line reason>" and exits 1 (-1: none, the reason goes to
+// stderr), and its environment, which the restored process's agent finds in its state block.
+// --rank: an MPI rank started by a new launcher keeps the launcher's descriptors and fds 0-2.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
@@ -493,6 +495,118 @@ void fill_pages(record &r) {
     end_record(r);
 }
 
+// --- an MPI rank restarted under a new launcher (--rank)
+// ------------------------------------------ The new process's environment goes to the restored
+// process (the agent's state block names it): the rank's MPI layer starts its fresh lower half with
+// it. A rank also keeps what the launcher passed it (Hydra's PMI_FD, Open MPI's pipes: DESIGN 2c)
+// on their numbers; an image descriptor whose number the launcher took moves the launcher's out of
+// the way (and PMI_FD with it).
+
+struct linux_dirent64_head {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[1]; // at offset 19
+};
+
+bool g_rank_mode = false;
+constexpr int max_env = 4096;
+char g_env_buf[256 * 1024];
+const char *g_env[max_env + 1];
+int g_env_count = 0;
+uint64_t g_env_used = 0;
+constexpr int max_inherited = ghost::agent::max_inherited_fds;
+int32_t g_inherited[max_inherited];
+int g_inherited_count = 0;
+
+const char *keep_string(const char *s) {
+    uint64_t n = strlen(s) + 1;
+    if (g_env_used + n > sizeof g_env_buf) fail(text("the environment is too large"));
+    char *at = g_env_buf + g_env_used;
+    memcpy(at, s, n);
+    g_env_used += n;
+    return at;
+}
+
+// Before the kernel's stack (where the strings are) goes away.
+void capture_environment(char **envp) {
+    for (char **e = envp; *e; e++) {
+        if (g_env_count == max_env) fail(text("the environment has too many variables"));
+        g_env[g_env_count++] = keep_string(*e);
+    }
+    g_env[g_env_count] = nullptr;
+}
+
+// Every descriptor the launcher passed, except the two of our own command line.
+void note_inherited_fds() {
+    int dir = (int)sys::call(__NR_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) fail_errno(text("cannot list descriptors"), dir);
+    char buf[4096];
+    for (long n; (n = sys::call(__NR_getdents64, dir, buf, sizeof buf)) > 0;) {
+        for (long off = 0; off < n;) {
+            auto *d = (linux_dirent64_head *)(buf + off);
+            off += d->reclen;
+            if (d->name[0] < '0' || d->name[0] > '9') continue;
+            int fd = (int)parse_dec(d->name);
+            if (fd == dir || fd == g_image_fd || fd == g_status_fd) continue;
+            if (g_inherited_count == max_inherited)
+                fail(text("the launcher passed more than ").num(max_inherited).add(" descriptors"));
+            g_inherited[g_inherited_count++] = fd;
+        }
+    }
+    sys::call(__NR_close, dir);
+}
+
+int inherited_index(int fd) {
+    for (int i = 0; i < g_inherited_count; i++)
+        if (g_inherited[i] == fd) return i;
+    return -1;
+}
+
+int temp_fd(int fd);
+
+// The image's descriptor `fd` is about to be placed: a launcher descriptor on that number moves.
+void make_room(int fd) {
+    int i = g_rank_mode ? inherited_index(fd) : -1;
+    if (i < 0) return;
+    long flags = sys::call(__NR_fcntl, fd, F_GETFD);
+    int to = temp_fd(fd); // high, out of the image's way; close-on-exec only if it was
+    if (!sys::failed(flags) && !(flags & FD_CLOEXEC)) sys::call(__NR_fcntl, to, F_SETFD, 0);
+    g_inherited[i] = to;
+    text from, now;
+    from.add("PMI_FD=").num(fd);
+    now.add("PMI_FD=").num(to);
+    for (int k = 0; k < g_env_count; k++)
+        if (strcmp(g_env[k], from.str()) == 0) g_env[k] = keep_string(now.str());
+}
+
+// After every region is in place (so that the kernel's choice cannot collide with one): the
+// environment as a char* array followed by its strings, in a mapping of its own.
+void publish_environment(ghost::agent::state *agent) {
+    uint64_t array = (uint64_t)(g_env_count + 1) * sizeof(char *);
+    uint64_t len = page_align_up(array + g_env_used);
+    long m =
+        sys::call(__NR_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sys::failed(m)) fail_errno(text("cannot map the new environment"), m);
+    char **out = (char **)m;
+    char *strings = (char *)m + array;
+    for (int i = 0; i < g_env_count; i++) {
+        uint64_t n = strlen(g_env[i]) + 1;
+        memcpy(strings, g_env[i], n);
+        out[i] = strings;
+        strings += n;
+    }
+    out[g_env_count] = nullptr;
+    agent->env = (uint64_t)m;
+    agent->env_map = (uint64_t)m;
+    agent->env_map_len = len;
+    agent->restore_flags = g_rank_mode ? 1 /* GHOST_RESTORED_RANK */ : 0;
+    agent->inherited_fd_count = (uint32_t)g_inherited_count;
+    for (int i = 0; i < g_inherited_count; i++)
+        agent->inherited_fds[i] = g_inherited[i];
+}
+
 // --- step 5: descriptors -------------------------------------------------------------------------
 
 // A recreated pipe: its temporary ends stay open until every descriptor is placed, so that further
@@ -561,6 +675,7 @@ void close_foreign_fds() {
             if (d->name[0] < '0' || d->name[0] > '9') continue;
             int fd = (int)parse_dec(d->name);
             if (fd == dir || fd == g_image_fd || fd == g_status_fd || fd_in_image(fd)) continue;
+            if (inherited_index(fd) >= 0) continue; // a rank's launcher descriptors stay
             if (count < 256) doomed[count++] = fd;
         }
     }
@@ -652,6 +767,7 @@ void restore_file(record &r) {
     // Duplication: fds 0-2 are those of the command that asked for it (pipes and ptys are still
     // recreated, for their other descriptors).
     bool skip = g_inherit_stdio && fr.fd <= 2;
+    if (!skip && fr.kind != img::file_inherit) make_room(fr.fd);
     switch (fr.kind) {
     case img::file_inherit:
         return;
@@ -892,6 +1008,7 @@ void install_process_state() {
     if (agent->magic != ghost::agent::state_magic || agent->version != ghost::agent::state_version)
         fail(text("the image's ghost agent is of another version"));
     // (The verifier saw this address inside a writable region of the image.)
+    publish_environment(agent);
     agent->restorer_start = zone_start();
     agent->restorer_end = page_align_up((uint64_t)_end);
     agent->restored = 0;
@@ -903,9 +1020,11 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     long argc = (long)sp[0];
     char **argv = (char **)(sp + 1);
     if (argc < 3)
-        fail(text("usage: ghost-restart IMAGE-FD STATUS-FD [--new-tids] [--inherit-stdio]"));
+        fail(text("usage: ghost-restart IMAGE-FD STATUS-FD|-1 [--new-tids] [--inherit-stdio] "
+                  "[--rank]"));
     g_image_fd = (int)parse_dec(argv[1]);
-    g_status_fd = (int)parse_dec(argv[2]);
+    g_status_fd = argv[2][0] == '-' ? -1 : (int)parse_dec(argv[2]);
+    capture_environment(argv + argc + 1);
     bool keep_tids = true;
     for (long i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--new-tids") == 0)
@@ -914,6 +1033,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             g_inherit_stdio = true;
         else if (starts_with(argv[i], "--owner-groups="))
             ghost::restore::set_owner_groups(argv[i] + 15);
+        else if (strcmp(argv[i], "--rank") == 0)
+            g_rank_mode = g_inherit_stdio = true; // a rank writes to its new launcher
         else
             fail(text("unknown option ").add(argv[i]));
     }
@@ -925,8 +1046,9 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     } lim;
     sys::call(__NR_getrlimit, 7 /* RLIMIT_NOFILE */, &lim);
     g_next_temp_fd = (int)(lim.cur > 65536 ? 65536 : lim.cur);
+    if (g_rank_mode) note_inherited_fds();
     g_image_fd = temp_fd(g_image_fd);
-    g_status_fd = temp_fd(g_status_fd);
+    if (g_status_fd >= 0) g_status_fd = temp_fd(g_status_fd);
 
     scan_own_maps();
     if (g_own_stack.start)
@@ -976,9 +1098,11 @@ complete:
     take_credentials();                        // the main thread's last: spawning needed ours
     ghost::restore::restore_dumpable();
     sys::call(__NR_close, g_image_fd);
-    text ok;
-    ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");
-    sys::call(__NR_write, g_status_fd, ok.str(), ok.size());
-    sys::call(__NR_close, g_status_fd);
+    if (g_status_fd >= 0) {
+        text ok;
+        ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");
+        sys::call(__NR_write, g_status_fd, ok.str(), ok.size());
+        sys::call(__NR_close, g_status_fd);
+    }
     run_threads(main_index);
 }

@@ -20,6 +20,12 @@
 #ifndef GHOST_MPI_LIBDIR_DEFAULT
 #define GHOST_MPI_LIBDIR_DEFAULT ""
 #endif
+#ifndef GHOST_AGENT_LIB_DEFAULT
+#define GHOST_AGENT_LIB_DEFAULT ""
+#endif
+#ifndef GHOST_BIN_DEFAULT
+#define GHOST_BIN_DEFAULT ""
+#endif
 
 namespace ghost::run {
 namespace {
@@ -140,6 +146,18 @@ std::string lib_dir() {
     return GHOST_MPI_LIBDIR_DEFAULT;
 }
 
+std::string from_env_or(const char *var, const char *fallback) {
+    const char *env = getenv(var);
+    return env && *env ? env : fallback;
+}
+
+std::string absolute(const std::string &path) {
+    if (!path.empty() && path[0] == '/') return path;
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) return path;
+    return std::string(cwd) + "/" + path;
+}
+
 } // namespace
 } // namespace ghost::run
 
@@ -180,7 +198,13 @@ int main(int argc, char **argv) {
 
     const char *mr_env = getenv(ompi ? "GHOST_MPIRUN_OPENMPI" : "GHOST_MPIRUN_MPICH");
     std::string mpirun = mr_env && *mr_env ? mr_env : (ompi ? "mpirun.openmpi" : "mpirun.mpich");
-    std::string preload = layer;
+    // Every rank carries one ghost agent (libghost.so) next to the layer: the layer registers with
+    // it (ghost_agent.h), so that a rank can be parked and exported without its lower half.
+    std::string agent = from_env_or("GHOST_AGENT_LIB", GHOST_AGENT_LIB_DEFAULT);
+    std::string ghost_bin = from_env_or("GHOST_BIN", GHOST_BIN_DEFAULT);
+    if (agent.empty() || access(agent.c_str(), R_OK) != 0)
+        die("cannot find the ghost agent libghost.so (set GHOST_AGENT_LIB)");
+    std::string preload = agent + ":" + layer;
     if (const char *old = getenv("LD_PRELOAD"); old && *old) preload += std::string(":") + old;
     std::string ldpath = stub;
     if (const char *old = getenv("LD_LIBRARY_PATH"); old && *old) ldpath += std::string(":") + old;
@@ -199,6 +223,9 @@ int main(int argc, char **argv) {
     setenv_rank("LD_PRELOAD", preload);
     setenv_rank("LD_LIBRARY_PATH", ldpath);
     setenv_rank("GHOST_STUB_DIR", stub);
+    setenv_rank("GHOST_BIN", ghost_bin);
+    setenv_rank("GHOST_CKPT_SIGNAL", "0"); // ranks are checkpointed on request, not by a signal
+    setenv_rank("GHOST_CKPT_DIR", absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir));
     for (const auto &o : p.mpirun_opts)
         cmd.push_back(o);
     cmd.push_back(prog == p.program ? p.program : prog);

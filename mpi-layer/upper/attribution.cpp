@@ -2,6 +2,7 @@
 #include "attribution.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
@@ -252,7 +253,11 @@ std::vector<range> upper_ranges() {
 
 } // namespace
 
-void attribution_before_lower() {
+void attribution_before_lower(const int32_t *inherited, int inherited_count) {
+    g_ready = false;
+    delete g_pre_maps; // a restart's second start: the old lower half is gone
+    delete g_lower_static;
+    delete g_lower_fds_static;
     g_pre_maps = new std::vector<range>();
     g_lower_static = new std::vector<range>();
     g_lower_fds_static = new std::vector<int>();
@@ -262,9 +267,18 @@ void attribution_before_lower() {
     patch((void *)&munmap, (void *)&hook_munmap);
     patch((void *)&mremap, (void *)&hook_mremap);
     *g_pre_maps = read_maps();
-    for (int fd : read_fds())
-        if (fd > 2)
-            g_lower_fds_static->push_back(fd); // inherited from the launcher: lower (DESIGN 2c)
+    // Inherited from the launcher: lower (DESIGN 2c). After a restart the restorer names them
+    // (the restored process's own descriptors are open too by then).
+    if (inherited_count >= 0) {
+        for (int i = 0; i < inherited_count; i++)
+            if (inherited[i] > 2) g_lower_fds_static->push_back(inherited[i]);
+        std::sort(g_lower_fds_static->begin(), g_lower_fds_static->end());
+    } else {
+        // The ghost agent's own descriptors, if it started first, are not the launcher's.
+        auto agent_fd = (int (*)(int))dlsym(RTLD_DEFAULT, "ghost_agent_owns_fd");
+        for (int fd : read_fds())
+            if (fd > 2 && !(agent_fd && agent_fd(fd))) g_lower_fds_static->push_back(fd);
+    }
 }
 
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
@@ -315,6 +329,62 @@ ghost_mpi_lower_regions(ghost_lower_region *out, size_t max) {
         out[i] = v[i];
     return v.size();
 }
+
+namespace ghost::mpi {
+
+bool attribution_addr_is_lower(uintptr_t addr) {
+    if (!g_ready) return false;
+    for (const range &r : *g_lower_static)
+        if (addr >= r.start && addr < r.end) return true;
+    ghost_lower_ledger *L = g_handoff.ledger;
+    while (__atomic_exchange_n(&L->lock, 1, __ATOMIC_ACQUIRE))
+        __builtin_ia32_pause();
+    bool found = false;
+    for (uint32_t i = 0; i < L->nregions && !found; i++)
+        found = addr >= L->regions[i].start && addr < L->regions[i].end;
+    __atomic_store_n(&L->lock, 0, __ATOMIC_RELEASE);
+    return found;
+}
+
+size_t attribution_lower_regions_nomalloc(ghost_lower_region *out, size_t max) {
+    static range scratch[GHOST_LOWER_MAX_REGIONS + 2048];
+    constexpr size_t cap = sizeof scratch / sizeof scratch[0];
+    if (!g_ready || !t_lower_fs) return SIZE_MAX;
+    size_t n = 0;
+    for (const range &r : *g_lower_static)
+        if (n < cap) scratch[n++] = r;
+    {
+        lower_call lc(t_lower_fs);
+        size_t got = g_handoff.list_objects(scratch + n, 512 < cap - n ? 512 : cap - n);
+        n += std::min<size_t>(got, std::min<size_t>(512, cap - n));
+    }
+    ghost_lower_ledger *L = g_handoff.ledger;
+    while (__atomic_exchange_n(&L->lock, 1, __ATOMIC_ACQUIRE))
+        __builtin_ia32_pause();
+    for (uint32_t i = 0; i < L->nregions && n < cap; i++)
+        scratch[n++] = L->regions[i];
+    bool overflow = L->overflow != 0;
+    __atomic_store_n(&L->lock, 0, __ATOMIC_RELEASE);
+    if (overflow || n == cap) return SIZE_MAX;
+    std::sort(scratch, scratch + n,
+              [](const range &a, const range &b) { return a.start < b.start; });
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        range r = scratch[i];
+        r.start &= ~(uintptr_t)4095;
+        r.end = pup(r.end);
+        if (r.end <= r.start) continue;
+        if (m && r.start <= scratch[m - 1].end)
+            scratch[m - 1].end = std::max(scratch[m - 1].end, r.end);
+        else
+            scratch[m++] = r;
+    }
+    for (size_t i = 0; i < m && i < max; i++)
+        out[i] = scratch[i];
+    return m;
+}
+
+} // namespace ghost::mpi
 
 extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int fd) {
     if (!g_ready || fd < 0) return 0;

@@ -17,9 +17,17 @@
 
 namespace ghost::mpi {
 
-void attribution_before_lower();
+// `inherited`: the launcher's descriptors (a restart: the restorer's list); -1: all open ones.
+void attribution_before_lower(const int32_t *inherited = nullptr, int inherited_count = -1);
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed);
+// Every lower range, merged, into out[max] without allocating (for the agent's exclude hook, with
+// the other threads stopped); the calling thread must hold a lower TLS. SIZE_MAX when attribution
+// is incomplete (ledger overflow) or the layer is not running.
+size_t attribution_lower_regions_nomalloc(ghost_lower_region *out, size_t max);
+// Whether addr lies in memory the lower half's start-up or its libc mapped (a lower thread's stack
+// and TCB); lock-free but for the ledger's spin lock, no allocation, no TLS (signal handlers).
+bool attribution_addr_is_lower(uintptr_t addr);
 
 } // namespace ghost::mpi
 

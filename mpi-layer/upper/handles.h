@@ -49,10 +49,13 @@ constexpr uint32_t mpich_kind_bits(kind k) {
     }
 }
 // Predefined MPICH handles are identical in both halves: builtin (kind 01) and null (kind 00)
-// values, plus the pair datatypes, which are direct handles 0x8c000000.. (mpi.h).
+// values, plus the five pair datatypes, which are direct handles 0x8c000000-0x8c000004 (mpi.h:
+// MPI_FLOAT_INT .. MPI_LONG_DOUBLE_INT). The direct handles after them are the application's first
+// derived datatypes: those are created objects (a wider range once passed them through raw, with
+// no creation record, so that a restart lost them).
 inline bool mpich_predefined(uint32_t h) {
     uint32_t hk = h >> 30;
-    return hk == 0 || hk == 1 || (h >= 0x8c000000u && h <= 0x8c00000fu);
+    return hk == 0 || hk == 1 || (h >= 0x8c000000u && h <= 0x8c000004u);
 }
 #endif
 
@@ -109,7 +112,11 @@ template <kind K, class H> inline bool lower_is_null(H l) {
 template <kind K, class H> H adopt(H l, record *rec) {
     uintptr_t lw = (uintptr_t)l;
     if (lw == g_lower_null[(int)K]) {
-        delete rec;
+        if constexpr (K == kind::comm) {
+            record_keep_orphan(rec); // collective: the other ranks replay it too
+        } else {
+            delete rec;
+        }
         return (H)g_upper_null[(int)K];
     }
 #if defined(GHOST_MPI_MPICH)

@@ -7,7 +7,9 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <sys/auxv.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -50,6 +52,13 @@ std::atomic<size_t> g_npairs{0};
 std::mutex g_spawn_mu;
 std::vector<uintptr_t> *g_free_lower_fs = nullptr; // TCBs of exited upper threads, reusable
 bool g_active = false;
+// Restarts: each fresh lower half is a new generation; a lease of an older one is void. While
+// g_restarting is set (from the moment a restored thread runs until the new lower half is bound),
+// a thread's first MPI call waits in acquire_lower_fs.
+uint32_t g_generation = 0;
+uint32_t g_restarting = 0;     // futex word
+uintptr_t g_main_upper_fs = 0; // the thread that started the lower half (and called MPI_Init)
+uintptr_t g_main_lower_fs = 0; // its lower TCB in the current generation, until it takes it
 
 void pair_set(uintptr_t lower, uintptr_t upper) {
     size_t n = g_npairs.load(std::memory_order_acquire);
@@ -67,9 +76,10 @@ void pair_set(uintptr_t lower, uintptr_t upper) {
 // Returns this thread's lower TCB to the pool when the upper thread exits.
 struct tls_lease {
     uintptr_t fs = 0;
+    uint32_t generation = 0;
     ~tls_lease() {
         request_cache_flush();
-        if (!fs) return;
+        if (!fs || generation != g_generation) return;
         std::lock_guard<std::mutex> g(g_spawn_mu);
         pair_set(fs, 0);
         g_free_lower_fs->push_back(fs);
@@ -85,11 +95,16 @@ std::string self_dir() {
     return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
-std::vector<std::string> lower_environment() {
+// The lower half's environment from `envp` (the process's own at start-up; after a restart, the
+// one the new launcher gave the restored process).
+std::vector<std::string> lower_environment(char *const *envp) {
     std::vector<std::string> env;
-    const char *stub = getenv("GHOST_STUB_DIR");
+    const char *stub = nullptr;
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, "GHOST_STUB_DIR=", 15) == 0) stub = *e + 15;
+    if (!stub) stub = getenv("GHOST_STUB_DIR");
     bool have_tunables = false;
-    for (char **e = environ; e && *e; e++) {
+    for (char *const *e = envp; e && *e; e++) {
         std::string s = *e;
         if (s.rfind("LD_PRELOAD=", 0) == 0)
             continue; // else the lower ld.so preloads us again (DESIGN 2.2)
@@ -167,7 +182,7 @@ __attribute__((constructor)) void ghost_mpi_start() {
     opt.ld_so = "/lib64/ld-linux-x86-64.so.2";
     const char *prog = getenv("GHOST_MPI_LOWER");
     opt.program = prog && *prog ? prog : self_dir() + "/" GHOST_MPI_LOWER_NAME;
-    opt.env = lower_environment();
+    opt.env = lower_environment(environ);
     if (access(opt.program.c_str(), X_OK) != 0)
         fatal("cannot start the lower half", (opt.program + ": not found").c_str());
 
@@ -181,6 +196,7 @@ __attribute__((constructor)) void ghost_mpi_start() {
     if (!flavour_bind(&g_handoff, &why)) fatal("cannot bind the lower MPI library", why);
     g_fns = g_handoff.fns;
     t_lower_fs = g_handoff.main_fs;
+    g_main_upper_fs = current_fs();
     pair_set(g_handoff.main_fs, current_fs());
     g_active = true;
     int hook_rc = -1;
@@ -209,6 +225,8 @@ void fatal(const char *what, const char *detail) {
 
 uintptr_t acquire_lower_fs() {
     if (!g_active && !g_start_attempted) ghost_mpi_start();
+    for (uint32_t r; (r = __atomic_load_n(&g_restarting, __ATOMIC_ACQUIRE)) != 0;)
+        syscall(SYS_futex, &g_restarting, FUTEX_WAIT_PRIVATE, r, nullptr, nullptr, 0);
     if (g_active && t_lower_fs)
         return t_lower_fs; // the start-up just gave this (main) thread its TLS
     if (!g_active)
@@ -217,6 +235,12 @@ uintptr_t acquire_lower_fs() {
               " is not its MPI)");
     std::lock_guard<std::mutex> g(g_spawn_mu);
     uintptr_t fs = 0;
+    if (g_main_lower_fs && current_fs() == g_main_upper_fs) {
+        // After a restart: the thread that called MPI_Init gets the TCB that called it again.
+        t_lower_fs = g_main_lower_fs;
+        g_main_lower_fs = 0;
+        return t_lower_fs;
+    }
     if (!g_free_lower_fs->empty()) {
         fs = g_free_lower_fs->back();
         g_free_lower_fs->pop_back();
@@ -233,7 +257,57 @@ uintptr_t acquire_lower_fs() {
     pair_set(fs, current_fs());
     t_lower_fs = fs;
     t_lease.fs = fs;
+    t_lease.generation = g_generation;
     return fs;
+}
+
+void lower_forget_thread() {
+    t_lower_fs = 0;
+    __atomic_store_n(&g_restarting, 1, __ATOMIC_RELEASE);
+}
+
+bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_count,
+                   uintptr_t *init_fs, const char **why) {
+    static std::string err;
+    std::lock_guard<std::mutex> g(g_spawn_mu);
+    g_generation++;
+    g_npairs.store(0, std::memory_order_release);
+    g_free_lower_fs->clear();
+    attribution_before_lower(inherited, inherited_count);
+    guard_brk(); // in place from the image already, normally
+    lower_start_options opt;
+    opt.ld_so = "/lib64/ld-linux-x86-64.so.2";
+    const char *prog = getenv("GHOST_MPI_LOWER");
+    opt.program = prog && *prog ? prog : self_dir() + "/" GHOST_MPI_LOWER_NAME;
+    opt.env = lower_environment(envp);
+    ghost_handoff fresh = {};
+    fresh.magic = GHOST_HANDOFF_MAGIC;
+    fresh.version = GHOST_HANDOFF_VERSION;
+    g_handoff = fresh;
+    lower_start_result res;
+    if (!lower_start(opt, &g_handoff, &res, &err)) {
+        *why = err.c_str();
+        return false;
+    }
+    vobj_forget_lowers();
+    bind_reset();
+    if (!flavour_bind(&g_handoff, why)) return false;
+    g_fns = g_handoff.fns;
+    pair_set(g_handoff.main_fs, g_main_upper_fs);
+    g_main_lower_fs = g_handoff.main_fs;
+    int hook_rc;
+    {
+        lower_call lc(g_handoff.main_fs);
+        hook_rc = g_handoff.install_hooks();
+    }
+    attribution_after_lower(res, hook_rc == 0);
+    *init_fs = g_handoff.main_fs;
+    return true;
+}
+
+void lower_restart_done() {
+    __atomic_store_n(&g_restarting, 0, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &g_restarting, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 uintptr_t upper_fs_for(uintptr_t lower_fs) {

@@ -69,6 +69,18 @@ extern const char *const g_flavour_name;
 extern const char *const g_fn_names[];
 extern const size_t g_nfns;
 
+// Restart onto a fresh lower half (upper/restart.cpp drives it). lower_forget_thread: in each
+// restored thread before it runs (only its own TLS and an atomic store): its lower TLS is void and
+// its next MPI call waits for lower_restart_done. lower_restart: starts the lower half with `envp`,
+// re-binds the table and predefined handles (`inherited`: the new launcher's descriptors); *init_fs
+// is the lower TCB to call MPI_Init_thread on (later handed to the thread that started the first
+// lower half). False with a reason.
+void lower_forget_thread();
+bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_count,
+                   uintptr_t *init_fs, const char **why);
+void lower_restart_done();
+void bind_reset(); // support.cpp: forget the predefined function bindings before flavour_bind
+
 // Nonzero if the layer is active in this process (an MPI program with the lower half started).
 bool layer_active();
 void fatal(const char *what, const char *detail); // one line on stderr, then _exit(1)

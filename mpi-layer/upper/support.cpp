@@ -47,6 +47,10 @@ void *translate_predefined_fn(void *upper) {
     return nullptr;
 }
 
+void bind_reset() {
+    g_nfn_map = 0;
+}
+
 bool bind_handle(const char *sym, kind k, void *lower, const char **why) {
     void *up = dlsym(RTLD_DEFAULT, sym);
     if (!up) {

@@ -75,6 +75,59 @@ void record_unlink(record *r) {
     g_rec_live--;
 }
 
+// Whether record r names the object in slot `was` (a handle word in its arguments or arrays). The
+// records do not say which words are handles: any equal word counts (a false match only keeps a
+// zombie that a restart then rebuilds and frees for nothing).
+bool names(const record *r, const void *was) {
+#if defined(GHOST_MPI_MPICH)
+    uint32_t index = ((const vobj *)was)->index;
+    auto match = [&](uint32_t w) {
+        return (w & 0xC0000000u) == 0xC0000000u && (w & 0x03FFFFFFu) == index;
+    };
+    for (uint64_t w : r->args)
+        if (match((uint32_t)w)) return true;
+    for (const auto &a : r->arrays)
+        for (size_t i = 0; i + 4 <= a.size(); i += 4) {
+            uint32_t w;
+            memcpy(&w, a.data() + i, 4);
+            if (match(w)) return true;
+        }
+#else
+    uint64_t want = (uint64_t)(uintptr_t)was;
+    for (uint64_t w : r->args)
+        if (w == want) return true;
+    for (const auto &a : r->arrays)
+        for (size_t i = 0; i + 8 <= a.size(); i += 8) {
+            uint64_t w;
+            memcpy(&w, a.data() + i, 8);
+            if (w == want) return true;
+        }
+#endif
+    return false;
+}
+
+// Drops the zombies no live record (nor a zombie that stays) names while they stood for their
+// slot, newest first, so that a chain of freed parents goes at once.
+void records_prune() {
+    std::vector<record *> doomed;
+    {
+        std::lock_guard<std::mutex> g(g_rec_mu);
+        for (record *z = g_rec_tail; z; z = z->prev) {
+            if (!z->zombie) continue;
+            bool needed = false;
+            for (record *r = z->next; r && !needed; r = r->next)
+                needed = r->seq < z->freed_seq && names(r, z->was);
+            if (needed) continue;
+            (z->prev ? z->prev->next : g_rec_head) = z->next;
+            (z->next ? z->next->prev : g_rec_tail) = z->prev;
+            g_rec_live--;
+            doomed.push_back(z);
+        }
+    }
+    for (record *z : doomed)
+        delete z;
+}
+
 // Per-thread free list of request vobjs: plain initial-exec TLS (no guard on the hot path); handed
 // back to the shared pool by request_cache_flush() when the thread's lower TLS lease ends.
 __thread vobj *t_req_head __attribute__((tls_model("initial-exec"))) = nullptr;
@@ -112,9 +165,17 @@ void vobj_free(vobj *v) {
         if (it != m.end() && it->second == v) m.erase(it);
     }
     if (v->rec) {
-        record_unlink(v->rec);
-        delete v->rec;
+        record *r = v->rec;
         v->rec = nullptr;
+        {
+            std::lock_guard<std::mutex> g(g_rec_mu);
+            r->zombie = true;
+            r->zombie_kind = (uint8_t)v->k;
+            r->was = v;
+            r->owner = nullptr;
+            r->freed_seq = g_seq.fetch_add(1);
+        }
+        records_prune();
     }
     v->magic = 0;
     v->flags = kFreed;
@@ -146,6 +207,31 @@ void vobj_set_lower(vobj *v, uintptr_t lower) {
     if (it != m.end() && it->second == v) m.erase(it);
     v->lower = lower;
     m[lower] = v;
+}
+
+void vobj_forget_lowers() {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    for (auto *m : g_maps)
+        if (m) m->clear();
+}
+
+const record *record_zombie_for(const void *was, uint64_t at) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    for (record *z = g_rec_head; z; z = z->next)
+        if (z->zombie && z->was == was && z->seq < at && at < z->freed_seq) return z;
+    return nullptr;
+}
+
+void record_keep_orphan(record *r) {
+    if (!r) return;
+    r->seq = g_seq.fetch_add(1);
+    r->owner = nullptr;
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    r->prev = g_rec_tail;
+    r->next = nullptr;
+    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
+    g_rec_tail = r;
+    g_rec_live++;
 }
 
 vobj *request_new(kind k, uintptr_t lower) {

@@ -47,6 +47,15 @@ struct record {
     record *prev = nullptr; // live-record list, oldest first
     record *next = nullptr;
     const void *owner = nullptr; // the vobj it created
+    // A freed object whose record a live record still names (a communicator split from one freed
+    // since, a datatype built from a freed one): kept, so that a restart rebuilds the parent first
+    // and frees it after. `was` is the freed vobj's slot (its handle), valid for records with a seq
+    // between `seq` and `freed_seq`.
+    bool zombie = false;
+    uint8_t zombie_kind = 0; // kind
+    const void *was = nullptr;
+    uint64_t freed_seq = 0;
+    uintptr_t replay_lower = 0; // its lower handle on the new lower half, during a replay
 };
 
 struct vobj {
@@ -71,6 +80,15 @@ void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses t
 vobj *vobj_find_lower(kind k, uintptr_t lower); // reverse map: predefined and live objects
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower);
 void vobj_set_lower(vobj *v, uintptr_t lower);
+// Forgets every lower handle of the reverse maps (before a fresh lower half is bound: its
+// addresses may repeat the old ones).
+void vobj_forget_lowers();
+// A collective creation whose result was null on this rank (MPI_COMM_NULL from Comm_split with
+// MPI_UNDEFINED, Comm_create outside the group): kept, ownerless, so that a replay calls it here
+// too.
+void record_keep_orphan(record *r);
+// The zombie record (see record) that stood for slot `was` when record seq `at` was made, if any.
+const record *record_zombie_for(const void *was, uint64_t at);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.
 vobj *request_new(kind k, uintptr_t lower);

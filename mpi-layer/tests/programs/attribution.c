@@ -2,8 +2,9 @@
 /* ghost only: creation records exist for the objects the program holds and go away with them; after
  * MPI_Init, after creating communicators and windows, and at the end, every memory region of the
  * process is attributed to the upper or the lower half; every fd the test did not open itself
- * belongs to the lower half; the lower half's threads are found. Natively it prints the same PASS
- * line without checking (the runner checks this program only under ghostrun). */
+ * belongs to the lower half (or to ghost's agent); the lower half's threads are found. Natively it
+ * prints the same PASS line without checking (the runner checks this program only under ghostrun).
+ */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -21,6 +22,7 @@ static void check_all(const char *when, int mine) {
     check_fn chk = (check_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_attribution_check");
     fd_fn is_lower = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_fd_is_lower");
     thr_fn threads = (thr_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_lower_threads");
+    fd_fn agent_fd = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_agent_owns_fd"); /* ghost's agent */
     if (!chk) return;
     size_t nreg = 0, nbytes = 0;
     int rc = chk(2, &nreg, &nbytes);
@@ -33,7 +35,7 @@ static void check_all(const char *when, int mine) {
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         int fd = atoi(e->d_name);
-        if (fd <= 2 || fd == dirfd(d)) continue;
+        if (fd <= 2 || fd == dirfd(d) || (agent_fd && agent_fd(fd))) continue;
         if (fd == mine) {
             if (is_lower(fd)) bad++; /* the application's own file must not be the lower half's */
         } else if (!is_lower(fd)) {

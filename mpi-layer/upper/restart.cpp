@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: Apache-2.0
+// The MPI layer as a component of the ghost agent (ghost-core/agent/ghost_agent.h): what a rank's
+// image leaves out, and how a restored rank gets a fresh lower half.
+//
+// At a park: quiesce (manager thread, libc allowed) flushes stdio, records the MPI state
+// (initialised, thread level) in upper memory, so in the image, and refuses what a restart could
+// not rebuild; exclude_threads names the lower half's threads; exclude (everything else stopped, no
+// malloc) names its memory and descriptors (upper/attribution.cpp). After a restore: every thread
+// forgets its lower TLS before it runs (its next MPI call waits); the manager starts a fresh lower
+// half with the new launcher's environment, calls MPI_Init_thread at the level the rank had, and
+// replays the creation records in their global order: every rank replays the same collective
+// creations in the same order, so communicators come back as they were.
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "attribution.h"
+#include "ghost-core/agent/ghost_agent.h"
+#include "wrapper_support.h"
+
+extern char **environ;
+
+namespace ghost::mpi {
+namespace {
+
+// Part of the image: what the restart needs to know about the rank's MPI at checkpoint time.
+struct mpi_state {
+    bool active;      // a lower half was running
+    int initialized;  // MPI_Init(_thread) had been called
+    int thread_level; // MPI_Query_thread
+    int rank;         // in MPI_COMM_WORLD (for messages)
+    int size;         // of MPI_COMM_WORLD: a restart needs as many ranks
+} g_state;
+
+int index_of(const char *api) {
+    for (size_t i = 0; i < g_nfns; i++)
+        if (strcmp(g_fn_names[i], api) == 0) return (int)i;
+    return -1;
+}
+
+template <class F, class... A> int call_by_name(uintptr_t fs, const char *api, A... args) {
+    int i = index_of(api);
+    if (i < 0) return MPI_ERR_INTERN;
+    lower_call lc(fs);
+    return ((F)g_fns[i])(args...);
+}
+
+template <class H> H handle_of(uint64_t w) {
+    if constexpr (std::is_pointer_v<H>)
+        return (H)(uintptr_t)w;
+    else
+        return (H)(int)(int64_t)w;
+}
+
+template <kind K, class H> H lower_null() {
+    if constexpr (std::is_pointer_v<H>)
+        return (H)g_lower_null[(int)K];
+    else
+        return (H)(int)g_lower_null[(int)K];
+}
+
+// One record, either checked (can it be replayed?) or replayed on the current lower half.
+struct replay {
+    const record *r;
+    bool check;
+    uintptr_t fs = 0;
+    bool refs_ok = true;
+    uintptr_t out = 0; // the new lower handle
+
+    // Argument i, an upper handle of kind K: checked (it must be predefined or created before this
+    // record and still live) or translated to the new lower handle.
+    template <kind K, class H> H h(int i) { return hv<K, H>(handle_of<H>(r->args[(size_t)i])); }
+    // A handle that named, when this record was made, an object freed since (its slot may hold
+    // a newer one now) resolves to that object's zombie record.
+    template <kind K, class H> H hv(H u) {
+        vobj *v = (uintptr_t)u != g_upper_null[(int)K] ? decode<K>(u) : nullptr;
+        bool current =
+            !v || (v->magic == kVobjMagic &&
+                   ((v->flags & kPredefined) || (v->k == K && v->rec && v->rec->seq < r->seq)));
+        if (current) return check ? u : to_lower<K>(u);
+        const record *z = record_zombie_for(v, r->seq);
+        if (!z || z->zombie_kind != (uint8_t)K) {
+            refs_ok = false;
+            return u;
+        }
+        if (check) return u;
+        if constexpr (std::is_pointer_v<H>)
+            return (H)z->replay_lower;
+        else
+            return (H)(int)z->replay_lower;
+    }
+    int i(int k) const { return (int)(int64_t)r->args[(size_t)k]; }
+    MPI_Aint a(int k) const { return (MPI_Aint)r->args[(size_t)k]; }
+    template <class T> T *arr(int arg) const {
+        for (size_t k = 0; k < r->array_arg.size(); k++)
+            if (r->array_arg[k] == arg) return (T *)r->arrays[k].data();
+        return nullptr;
+    }
+    template <class F, class... A> int call(A... args) {
+        if (check) return MPI_SUCCESS;
+        lower_call lc(fs);
+        return ((F)g_fns[r->fn])(args...);
+    }
+    template <kind K, class H> void made(H l) { out = (uintptr_t)l; }
+};
+
+using C = MPI_Comm;
+using G = MPI_Group;
+using T = MPI_Datatype;
+constexpr kind KC = kind::comm, KG = kind::group, KT = kind::datatype;
+
+// Returns 1 if `api` is replayable (check) or was replayed; 0 if unknown; -1 on an MPI error.
+int replay_one(replay &p, const char *api) {
+    auto is = [&](const char *n) { return strcmp(api, n) == 0; };
+    int rc = MPI_SUCCESS;
+    if (is("MPI_Comm_dup")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, C *)>(p.h<KC, C>(0), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_split")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, int, int, C *)>(p.h<KC, C>(0), p.i(1), p.i(2), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_split_type")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, int, int, MPI_Info, C *)>(p.h<KC, C>(0), p.i(1), p.i(2),
+                                                         p.h<kind::info, MPI_Info>(3), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_create")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, G, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_create_group")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, G, int, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), p.i(2), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_group")) {
+        G o = lower_null<KG, G>();
+        rc = p.call<int (*)(C, G *)>(p.h<KC, C>(0), &o);
+        p.made<KG>(o);
+    } else if (is("MPI_Group_incl") || is("MPI_Group_excl")) {
+        G o = lower_null<KG, G>();
+        const int *ranks = p.arr<const int>(2);
+        if (p.i(1) > 0 && !ranks) return 0;
+        rc = p.call<int (*)(G, int, const int *, G *)>(p.h<KG, G>(0), p.i(1), ranks, &o);
+        p.made<KG>(o);
+    } else if (is("MPI_Group_range_incl") || is("MPI_Group_range_excl")) {
+        G o = lower_null<KG, G>();
+        int(*ranges)[3] = p.arr<int[3]>(2);
+        if (p.i(1) > 0 && !ranges) return 0;
+        rc = p.call<int (*)(G, int, int(*)[3], G *)>(p.h<KG, G>(0), p.i(1), ranges, &o);
+        p.made<KG>(o);
+    } else if (is("MPI_Group_union") || is("MPI_Group_intersection") ||
+               is("MPI_Group_difference")) {
+        G o = lower_null<KG, G>();
+        rc = p.call<int (*)(G, G, G *)>(p.h<KG, G>(0), p.h<KG, G>(1), &o);
+        p.made<KG>(o);
+    } else if (is("MPI_Type_contiguous")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(int, T, T *)>(p.i(0), p.h<KT, T>(1), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_vector")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(int, int, int, T, T *)>(p.i(0), p.i(1), p.i(2), p.h<KT, T>(3), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_hvector")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(int, int, MPI_Aint, T, T *)>(p.i(0), p.i(1), p.a(2), p.h<KT, T>(3), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_indexed")) {
+        T o = lower_null<KT, T>();
+        const int *bl = p.arr<const int>(1), *d = p.arr<const int>(2);
+        if (p.i(0) > 0 && (!bl || !d)) return 0;
+        rc = p.call<int (*)(int, const int *, const int *, T, T *)>(p.i(0), bl, d, p.h<KT, T>(3),
+                                                                    &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_hindexed")) {
+        T o = lower_null<KT, T>();
+        const int *bl = p.arr<const int>(1);
+        const MPI_Aint *d = p.arr<const MPI_Aint>(2);
+        if (p.i(0) > 0 && (!bl || !d)) return 0;
+        rc = p.call<int (*)(int, const int *, const MPI_Aint *, T, T *)>(p.i(0), bl, d,
+                                                                         p.h<KT, T>(3), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_indexed_block")) {
+        T o = lower_null<KT, T>();
+        const int *d = p.arr<const int>(2);
+        if (p.i(0) > 0 && !d) return 0;
+        rc = p.call<int (*)(int, int, const int *, T, T *)>(p.i(0), p.i(1), d, p.h<KT, T>(3), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_hindexed_block")) {
+        T o = lower_null<KT, T>();
+        const MPI_Aint *d = p.arr<const MPI_Aint>(2);
+        if (p.i(0) > 0 && !d) return 0;
+        rc = p.call<int (*)(int, int, const MPI_Aint *, T, T *)>(p.i(0), p.i(1), d, p.h<KT, T>(3),
+                                                                 &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_struct")) {
+        T o = lower_null<KT, T>();
+        int n = p.i(0);
+        const int *bl = p.arr<const int>(1);
+        const MPI_Aint *d = p.arr<const MPI_Aint>(2);
+        const T *types = p.arr<const T>(3);
+        if (n > 0 && (!bl || !d || !types)) return 0;
+        std::vector<T> lt((size_t)(n > 0 ? n : 0));
+        for (int k = 0; k < n; k++)
+            lt[(size_t)k] = p.hv<KT, T>(types[k]);
+        rc = p.call<int (*)(int, const int *, const MPI_Aint *, const T *, T *)>(n, bl, d,
+                                                                                 lt.data(), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_resized")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(T, MPI_Aint, MPI_Aint, T *)>(p.h<KT, T>(0), p.a(1), p.a(2), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_dup")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(T, T *)>(p.h<KT, T>(0), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_subarray")) {
+        T o = lower_null<KT, T>();
+        const int *sz = p.arr<const int>(1), *sub = p.arr<const int>(2), *st = p.arr<const int>(3);
+        if (p.i(0) > 0 && (!sz || !sub || !st)) return 0;
+        rc = p.call<int (*)(int, const int *, const int *, const int *, int, T, T *)>(
+            p.i(0), sz, sub, st, p.i(4), p.h<KT, T>(5), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Op_create")) {
+        MPI_Op o = lower_null<kind::op, MPI_Op>();
+        auto *fn = (MPI_User_function *)(uintptr_t)p.r->args[0];
+        rc = p.call<int (*)(MPI_User_function *, int, MPI_Op *)>(p.check ? fn : wrap_op(fn), p.i(1),
+                                                                 &o);
+        p.made<kind::op>(o);
+    } else if (is("MPI_Comm_create_errhandler")) {
+        MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
+        auto *fn = (MPI_Comm_errhandler_function *)(uintptr_t)p.r->args[0];
+        rc = p.call<int (*)(MPI_Comm_errhandler_function *, MPI_Errhandler *)>(
+            p.check ? fn : wrap_comm_errh(fn), &o);
+        p.made<kind::errhandler>(o);
+    } else {
+        return 0;
+    }
+    if (p.check) return p.refs_ok ? 1 : 0;
+    return rc == MPI_SUCCESS ? 1 : -1;
+}
+
+std::vector<std::pair<const record *, const vobj *>> live_records() {
+    std::vector<std::pair<const record *, const vobj *>> out;
+    records_visit(
+        [](const record *r, const vobj *v, void *arg) {
+            ((std::vector<std::pair<const record *, const vobj *>> *)arg)->push_back({r, v});
+        },
+        &out);
+    return out;
+}
+
+const char *api_of(const record *r) {
+    return r->fn >= 0 && (size_t)r->fn < g_nfns ? g_fn_names[r->fn] : "an unknown call";
+}
+
+// --- what communicators carry besides their creation: error handler, name -----------------------
+// Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first), read
+// from the lower half while every application thread is stopped (exclude: no upper allocation,
+// the vector is sized already), set again after the replay. Part of the image.
+
+struct comm_extra {
+    C comm;
+    MPI_Errhandler errh;       // upper, found after a restore (the reverse map has the old lowers)
+    MPI_Errhandler lower_errh; // as read at the checkpoint
+    bool have_errh;
+    char name[MPI_MAX_OBJECT_NAME];
+};
+std::vector<comm_extra> *g_extras;
+
+template <class H> H predefined(const char *ompi_symbol, H mpich_value) {
+#if defined(GHOST_MPI_MPICH)
+    (void)ompi_symbol;
+    return mpich_value;
+#else
+    (void)mpich_value;
+    return (H)dlsym(RTLD_DEFAULT, ompi_symbol);
+#endif
+}
+
+C world_comm() {
+#if defined(GHOST_MPI_MPICH)
+    return MPI_COMM_WORLD;
+#else
+    return predefined<C>("ompi_mpi_comm_world", nullptr);
+#endif
+}
+
+void list_comms() {
+    if (!g_extras) g_extras = new std::vector<comm_extra>();
+    g_extras->clear();
+#if defined(GHOST_MPI_MPICH)
+    C world = MPI_COMM_WORLD, self = MPI_COMM_SELF;
+#else
+    C world = nullptr, self = nullptr;
+#endif
+    for (C c :
+         {predefined<C>("ompi_mpi_comm_world", world), predefined<C>("ompi_mpi_comm_self", self)})
+        if (c) g_extras->push_back({c, {}, {}, false, ""});
+    for (const auto &[r, v] : live_records()) {
+        (void)r;
+        if (v && v->k == KC)
+            g_extras->push_back({encode<KC, C>(const_cast<vobj *>(v)), {}, {}, false, ""});
+    }
+}
+
+bool comm_alive(C c) {
+    vobj *v = decode<KC>(c);
+    return !v || (v->magic == kVobjMagic && v->k == KC); // MPICH predefined: no vobj
+}
+
+// Every application thread stopped: lower calls only.
+void read_comm_extras(uintptr_t fs) {
+    int get_errh = index_of("MPI_Comm_get_errhandler"), free_errh = index_of("MPI_Errhandler_free"),
+        get_name = index_of("MPI_Comm_get_name");
+    if (!g_extras || get_errh < 0 || free_errh < 0 || get_name < 0) return;
+    for (comm_extra &e : *g_extras) {
+        e.have_errh = false;
+        e.name[0] = 0;
+        if (!comm_alive(e.comm)) continue;
+        C l = to_lower<KC>(e.comm);
+        MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
+        int len = 0, rc;
+        {
+            lower_call lc(fs);
+            rc = ((int (*)(C, MPI_Errhandler *))g_fns[get_errh])(l, &leh);
+            ((int (*)(C, char *, int *))g_fns[get_name])(l, e.name, &len);
+        }
+        if (rc != MPI_SUCCESS) continue;
+        e.lower_errh = leh; // translated after a restore: the reverse map takes a lock
+        e.have_errh = true;
+        lower_call lc(fs);
+        ((int (*)(MPI_Errhandler *))g_fns[free_errh])(&leh);
+    }
+}
+
+// In a restored process, before the new lower half is bound.
+void translate_comm_extras() {
+    if (!g_extras) return;
+    for (comm_extra &e : *g_extras)
+        if (e.have_errh) e.errh = lookup<kind::errhandler>(e.lower_errh);
+}
+
+void write_comm_extras(uintptr_t fs) {
+    int set_errh = index_of("MPI_Comm_set_errhandler"), set_name = index_of("MPI_Comm_set_name");
+    if (!g_extras || set_errh < 0 || set_name < 0) return;
+    for (const comm_extra &e : *g_extras) {
+        if (!comm_alive(e.comm)) continue;
+        C l = to_lower<KC>(e.comm);
+        MPI_Errhandler leh = to_lower<kind::errhandler>(e.errh);
+        lower_call lc(fs);
+        if (e.have_errh) ((int (*)(C, MPI_Errhandler))g_fns[set_errh])(l, leh);
+        if (e.name[0]) ((int (*)(C, const char *))g_fns[set_name])(l, e.name);
+    }
+}
+
+void free_lower(kind k, uintptr_t l, uintptr_t fs) {
+    const char *api = k == KC                 ? "MPI_Comm_free"
+                      : k == KG               ? "MPI_Group_free"
+                      : k == KT               ? "MPI_Type_free"
+                      : k == kind::op         ? "MPI_Op_free"
+                      : k == kind::errhandler ? "MPI_Errhandler_free"
+                                              : nullptr;
+    int i = api ? index_of(api) : -1;
+    if (i < 0) return;
+    lower_call lc(fs);
+    if constexpr (std::is_pointer_v<C>) {
+        void *h = (void *)l;
+        ((int (*)(void **))g_fns[i])(&h);
+    } else {
+        int h = (int)l;
+        ((int (*)(int *))g_fns[i])(&h);
+    }
+}
+
+// --- the hooks ----------------------------------------------------------------------------------
+
+int quiesce(void *, char *why, size_t why_len) {
+    g_state.active = layer_active();
+    if (!g_state.active) return 0;
+    fflush(nullptr);                  // else buffered lines print twice (the image has them too)
+    uintptr_t fs = thread_lower_fs(); // the manager's own lower TLS, while malloc is allowed
+    int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
+    call_by_name<int (*)(int *)>(fs, "MPI_Initialized", &init);
+    call_by_name<int (*)(int *)>(fs, "MPI_Finalized", &fin);
+    int size = -1;
+    if (init && !fin) {
+        call_by_name<int (*)(int *)>(fs, "MPI_Query_thread", &level);
+        call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
+    }
+    // The rank as the launcher named it (MPI_COMM_WORLD is the stub's object: not linked here).
+    for (const char *var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if (const char *v = getenv(var); v && *v) {
+            rank = atoi(v);
+            break;
+        }
+    g_state.initialized = init;
+    g_state.thread_level = level;
+    g_state.rank = rank;
+    g_state.size = size;
+    if (fin) {
+        snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
+        return -1;
+    }
+    list_comms();
+    for (const auto &[r, v] : live_records()) {
+        replay p{r, true};
+        if (replay_one(p, api_of(r)) != 1) {
+            snprintf(why, why_len,
+                     "rank %d: the %s made by %s cannot be rebuilt on a fresh MPI library yet%s",
+                     rank,
+                     v           ? kind_name(v->k)
+                     : r->zombie ? kind_name((kind)r->zombie_kind)
+                                 : "object",
+                     api_of(r), p.refs_ok ? "" : " (it was made from an object freed since)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+size_t exclude_threads(void *, int *tids, size_t max) {
+    if (!g_state.active) return 0;
+    return ghost_mpi_lower_threads(tids, max);
+}
+
+struct dirent64_head {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[1];
+};
+
+// Every other thread is stopped: system calls, stack and static buffers only.
+int exclude(void *, const ghost_exclude_sink *sink) {
+    if (!g_state.active) return 0;
+    // First the lower calls (whatever they map is then excluded too).
+    if (g_state.initialized) read_comm_extras(t_lower_fs);
+    static ghost_lower_region regions[GHOST_LOWER_MAX_REGIONS + 2048];
+    size_t n = attribution_lower_regions_nomalloc(regions, sizeof regions / sizeof regions[0]);
+    if (n == SIZE_MAX || n > sizeof regions / sizeof regions[0]) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (sink->region(sink->ctx, regions[i].start, regions[i].end) != 0) return -1;
+
+    int dir = (int)syscall(SYS_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    char buf[4096];
+    for (long got; (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;) {
+        for (long off = 0; off < got;) {
+            auto *d = (dirent64_head *)(buf + off);
+            off += d->reclen;
+            if (d->name[0] < '0' || d->name[0] > '9') continue;
+            int fd = 0;
+            for (const char *c = d->name; *c >= '0' && *c <= '9'; c++)
+                fd = fd * 10 + (*c - '0');
+            if (fd != dir && ghost_mpi_fd_is_lower(fd) && sink->fd(sink->ctx, fd) != 0) {
+                syscall(SYS_close, dir);
+                return -1;
+            }
+        }
+    }
+    syscall(SYS_close, dir);
+    return 0;
+}
+
+void thread_after_restore(void *) {
+    if (g_state.active) lower_forget_thread();
+}
+
+int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_len) {
+    if (!g_state.active) return 0;
+    char *const *envp = info->envp && info->envp[0] ? info->envp : environ;
+    uintptr_t fs = 0;
+    const char *err = nullptr;
+    translate_comm_extras();
+    if (!lower_restart(envp, info->inherited, (int)info->inherited_count, &fs, &err)) {
+        snprintf(why, why_len, "rank %d: cannot start a fresh lower half: %s", g_state.rank,
+                 err ? err : "unknown cause");
+        return -1;
+    }
+    if (g_state.initialized) {
+        int provided = 0;
+        int rc = call_by_name<int (*)(int *, char ***, int, int *)>(
+            fs, "MPI_Init_thread", (int *)nullptr, (char ***)nullptr, g_state.thread_level,
+            &provided);
+        if (rc != MPI_SUCCESS || provided < g_state.thread_level) {
+            snprintf(why, why_len, "rank %d: MPI_Init_thread on the fresh lower half failed",
+                     g_state.rank);
+            return -1;
+        }
+        int size = -1;
+        call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
+        if (size != g_state.size) {
+            snprintf(why, why_len,
+                     "rank %d: the image is of a job of %d ranks, this job has %d: restart it with "
+                     "as many",
+                     g_state.rank, g_state.size, size);
+            return -1;
+        }
+    }
+    int commit = index_of("MPI_Type_commit");
+    std::vector<const record *> zombies;
+    for (const auto &[r, v] : live_records()) {
+        replay p{r, false, fs};
+        if (replay_one(p, api_of(r)) != 1) {
+            snprintf(why, why_len, "rank %d: cannot rebuild the %s made by %s", g_state.rank,
+                     v ? kind_name(v->k) : "object", api_of(r));
+            return -1;
+        }
+        if (r->zombie) {
+            const_cast<record *>(r)->replay_lower = p.out; // freed again below
+            zombies.push_back(r);
+            continue;
+        }
+        if (!v) continue; // a collective creation that gave this rank nothing
+        if (v->k == KT && commit >= 0) {
+            T t = handle_of<T>(p.out);
+            lower_call lc(fs);
+            ((int (*)(T *))g_fns[commit])(&t);
+        }
+        vobj_set_lower(const_cast<vobj *>(v), p.out);
+    }
+    // The freed parents go again, as the application freed them.
+    for (const record *z : zombies)
+        free_lower((kind)z->zombie_kind, z->replay_lower, fs);
+    write_comm_extras(fs);
+    lower_restart_done();
+    return 0;
+}
+
+// In the park signal's handler, whatever the FS: no TLS, no allocation.
+__attribute__((no_stack_protector)) int thread_state(void *) {
+    if (!g_state.active) return GHOST_THREAD_APP;
+    uintptr_t fs = read_fs_base();
+    // An upper thread inside an MPI call, or getting its lower TLS (on the spawner's TCB).
+    if (upper_fs_for(fs) || fs == g_handoff.spawn_fs) return GHOST_THREAD_BUSY;
+    if (attribution_addr_is_lower(fs)) return GHOST_THREAD_OWN; // a lower thread we missed
+    return GHOST_THREAD_APP;
+}
+
+const ghost_component g_component = {
+    GHOST_AGENT_API_VERSION, "mpi",         nullptr,     quiesce, exclude_threads, exclude, nullptr,
+    thread_after_restore,    after_restore, thread_state};
+
+__attribute__((constructor)) void register_with_agent() {
+    auto reg = (int (*)(const ghost_component *))dlsym(RTLD_DEFAULT, "ghost_agent_register");
+    if (reg) reg(&g_component);
+}
+
+} // namespace
+} // namespace ghost::mpi
