@@ -2,7 +2,8 @@
 // ghost-restart: turns the process it runs in into the process of an image. Freestanding: no libc,
 // no allocation, raw system calls, linked far from where applications live. Its only inputs are the
 // image stream (fd argv[1]) and a status pipe (fd argv[2]) on which it writes "OK <pid>" just
-// before the restored threads run, or "ERR <one-line reason>" and exits 1.
+// before the restored threads run (if nobody reads it any more, the process goes on all the same),
+// or "ERR <one-line reason>" and exits 1.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
@@ -832,7 +833,17 @@ complete:
     sys::call(__NR_close, g_image_fd);
     text ok;
     ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");
-    sys::call(__NR_write, g_status_fd, ok.str(), ok.size());
+    if (sys::call(__NR_write, g_status_fd, ok.str(), ok.size()) == -32 /* EPIPE */) {
+        // Whoever asked for the restore is gone (killed): the process goes on without it. The
+        // write queued a SIGPIPE (blocked here) that would end the program as soon as a thread
+        // unblocks it: take it off the queue. The program's own pending signals are queued only
+        // later, by its agent.
+        uint64_t sigpipe = 1ULL << (13 /* SIGPIPE */ - 1);
+        struct {
+            long sec, nsec;
+        } zero = {0, 0};
+        sys::call(__NR_rt_sigtimedwait, &sigpipe, 0, &zero, 8);
+    }
     sys::call(__NR_close, g_status_fd);
     start_threads(keep_tids);
 }
