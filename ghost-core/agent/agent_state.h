@@ -50,8 +50,8 @@ struct thread_slot {
     uint64_t clear_child_tid;
     saved_context ctx;
     uint32_t pending_count;
-    uint32_t pad;
-    char name[16]; // the thread's comm (PR_GET_NAME): ps and top show it
+    int32_t old_tid; // after a restore: the tid this thread had before it (tid is the new one)
+    char name[16];   // the thread's comm (PR_GET_NAME): ps and top show it
     pending_signal pending[max_pending_per_thread];
 };
 
