@@ -627,6 +627,8 @@ void read_thread(record &r) {
     memcpy(&g_threads[g_thread_count++], g_meta, sizeof(img::thread_record));
 }
 
+bool g_started[max_restored_threads];
+
 [[noreturn]] void start_threads(bool keep_tids) {
     int main_index = -1;
     for (int i = 0; i < g_thread_count; i++) {
@@ -635,30 +637,37 @@ void read_thread(record &r) {
         c.rbx = t.regs[0], c.rbp = t.regs[1], c.r12 = t.regs[2], c.r13 = t.regs[3];
         c.r14 = t.regs[4], c.r15 = t.regs[5], c.rsp = t.regs[6], c.rip = t.regs[7];
         c.mxcsr = t.mxcsr, c.fpucw = t.fpucw;
-        if (t.flags & img::thread_main) {
-            main_index = i;
-            continue;
-        }
-        // A thread needs a stack only for the few instructions before it switches to its own.
-        ghost::uapi::clone_args args = {};
-        args.flags = thread_clone_flags | CLONE_SETTLS;
-        args.stack = (uint64_t)g_thread_stacks[i % 8];
-        args.stack_size = thread_stack_size;
-        args.tls = t.fs_base;
-        uint64_t tid = (uint64_t)t.tid;
-        if (keep_tids) {
-            args.set_tid = (uint64_t)&tid;
-            args.set_tid_size = 1;
-        }
-        long r = restorer_clone_thread(&args, sizeof args, &c);
-        if (r == -17 /* EEXIST */ || r == -1 /* EPERM */ || r == -22 /* EINVAL */) {
-            args.set_tid = 0;
-            args.set_tid_size = 0;
-            r = restorer_clone_thread(&args, sizeof args, &c);
-        }
-        if (sys::failed(r)) fail_errno(text("cannot start thread ").num(t.tid), r);
+        if (t.flags & img::thread_main) main_index = i;
     }
     if (main_index < 0) fail(text("the image has no main thread"));
+    // First every thread whose tid is free, then the others: a thread that has to take a new tid
+    // must not take one that a thread after it could still have had back (a changed tid costs
+    // the agent a search for the locks held under the old one).
+    uint32_t started = 0;
+    for (int pass = keep_tids ? 0 : 1; pass < 2; pass++) {
+        for (int i = 0; i < g_thread_count; i++) {
+            img::thread_record &t = g_threads[i];
+            if ((t.flags & img::thread_main) || g_started[i]) continue;
+            // A thread needs a stack only for the few instructions before it switches to its own.
+            ghost::uapi::clone_args args = {};
+            args.flags = thread_clone_flags | CLONE_SETTLS;
+            args.stack = (uint64_t)g_thread_stacks[started % 8];
+            args.stack_size = thread_stack_size;
+            args.tls = t.fs_base;
+            uint64_t tid = (uint64_t)t.tid;
+            if (pass == 0) {
+                args.set_tid = (uint64_t)&tid;
+                args.set_tid_size = 1;
+            }
+            long r = restorer_clone_thread(&args, sizeof args, &g_contexts[i]);
+            if (pass == 0 &&
+                (r == -17 /* EEXIST */ || r == -1 /* EPERM */ || r == -22 /* EINVAL */))
+                continue;
+            if (sys::failed(r)) fail_errno(text("cannot start thread ").num(t.tid), r);
+            g_started[i] = true;
+            started++;
+        }
+    }
     long r = sys::call(__NR_arch_prctl, 0x1002 /* ARCH_SET_FS */, g_threads[main_index].fs_base);
     if (sys::failed(r)) fail_errno(text("cannot set the main thread's TLS"), r);
     restorer_resume(&g_contexts[main_index]);
