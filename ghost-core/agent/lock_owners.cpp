@@ -25,6 +25,7 @@
 // another thread's old one (ids are handed out while the restorer creates threads).
 #include "ghost-core/agent/lock_owners.h"
 
+#include <emmintrin.h>
 #include <fcntl.h>
 #include <link.h>
 #include <stddef.h>
@@ -352,14 +353,34 @@ uint64_t try_word(uint64_t p, const range &r) {
     return p + 8;
 }
 
+bool candidate(uint64_t word) {
+    return ((uint32_t)word & futex_tid_mask) - g_min_from <= g_span;
+}
+
+// Whether any of the eight words at p (64-byte aligned) is a candidate: SSE2 on the words' low
+// halves (the odd 32-bit lanes are made to fail), since almost every block holds none.
+bool any_candidate(uint64_t p) {
+    const __m128i mask = _mm_set_epi32(0, (int)futex_tid_mask, 0, (int)futex_tid_mask);
+    const __m128i min = _mm_set_epi32(1, (int)g_min_from, 1, (int)g_min_from);
+    const __m128i bias = _mm_set1_epi32((int)0x80000000u);
+    const __m128i limit = _mm_xor_si128(_mm_set1_epi32((int)g_span), bias);
+    __m128i above = _mm_set1_epi32(-1);
+    for (int i = 0; i < 4; i++) {
+        __m128i v = _mm_load_si128((const __m128i *)p + i);
+        __m128i d = _mm_xor_si128(_mm_sub_epi32(_mm_and_si128(v, mask), min), bias);
+        above = _mm_and_si128(above, _mm_cmpgt_epi32(d, limit)); // unsigned d > span
+    }
+    return _mm_movemask_epi8(above) != 0xffff;
+}
+
 void scan_run(uint64_t start, uint64_t end, const range &r) {
-    for (uint64_t p = (start + 7) & ~7ULL; p + 8 <= end;) {
-        uint32_t v = (uint32_t) * (const uint64_t *)p & futex_tid_mask;
-        if (v - g_min_from > g_span) {
-            p += 8;
+    uint64_t p = (start + 7) & ~7ULL;
+    while (p + 8 <= end) {
+        if (p % 64 == 0 && p + 64 <= end && !any_candidate(p)) {
+            p += 64;
             continue;
         }
-        p = try_word(p, r);
+        p = candidate(*(const uint64_t *)p) ? try_word(p, r) : p + 8;
     }
 }
 
