@@ -230,7 +230,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     } else {
         fix_task_state(slot);
         if (g_tid_offset >= 0) // see fix_lock_owners_after_restore
-            ghost::agent::fix_waiting_thread(interrupted, slot->old_tid, slot->tid);
+            ghost::agent::fix_interrupted_thread(interrupted, slot->old_tid, slot->tid);
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
     }

@@ -28,6 +28,7 @@
 #include <emmintrin.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -90,6 +91,7 @@ struct range {
 };
 
 uint64_t g_agent_start, g_agent_end;
+uint64_t g_libc_text_start, g_libc_text_end;
 
 constexpr uint32_t max_ranges = 8192;
 range g_ranges[max_ranges]; // readable memory in address order, like neighbours merged
@@ -444,6 +446,20 @@ void scan_range(const range &r, int pagemap, bool &use_pagemap) {
     }
 }
 
+// The executable segment of the libc that holds pthread_mutex_lock.
+int find_libc_text(struct dl_phdr_info *info, size_t, void *) {
+    uint64_t fn = (uint64_t)(void *)&pthread_mutex_lock;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+        uint64_t s = info->dlpi_addr + ph.p_vaddr, e = s + ph.p_memsz;
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X) || fn < s || fn >= e) continue;
+        g_libc_text_start = s;
+        g_libc_text_end = e;
+        return 1;
+    }
+    return 0;
+}
+
 int find_agent(struct dl_phdr_info *info, size_t, void *) {
     uint64_t self = (uint64_t)&g_agent_start, lo = ~0ULL, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
@@ -476,24 +492,35 @@ bool records_owner(uint32_t kind) {
 
 } // namespace
 
-void fix_waiting_thread(void *ucontext, int32_t old_tid, int32_t new_tid) {
+void fix_interrupted_thread(void *ucontext, int32_t old_tid, int32_t new_tid) {
     if (old_tid <= 0 || new_tid <= 0 || old_tid == new_tid) return;
     greg_t *g = ((ucontext_t *)ucontext)->uc_mcontext.gregs;
-    // Interrupted in a futex call that is to be restarted: the kernel has put the instruction
-    // pointer back on the `syscall` and the call number back in rax.
+    uint64_t rip = (uint64_t)g[REG_RIP], old = (uint32_t)old_tid;
     uint16_t insn = 0;
-    if ((g[REG_RAX] != SYS_futex && g[REG_RAX] != SYS_restart_syscall) ||
-        !read_self((uint64_t)g[REG_RIP], &insn, sizeof insn) || insn != 0x050f)
-        return;
-    // Waiting on a mutex's lock word (its first field), of a kind that checks its owner.
-    mutex_words m;
-    if (g[REG_RDI] % 8 || !read_self((uint64_t)g[REG_RDI], &m, sizeof m) ||
-        !records_owner(m.kind) || m.spins != 0 || m.elision != 0)
-        return;
-    uint64_t old = (uint32_t)old_tid;
-    static const int callee_saved[] = {REG_RBX, REG_RBP, REG_R12, REG_R13, REG_R14, REG_R15};
-    for (int r : callee_saved)
-        if ((uint64_t)g[r] == old) g[r] = new_tid;
+    bool at_syscall = read_self(rip, &insn, sizeof insn) && insn == 0x050f;
+    if (at_syscall) {
+        // Waiting: a futex call to be restarted (the kernel has put the instruction pointer back
+        // on the `syscall` and the call number back in rax) on a mutex's lock word (its first
+        // field), of a kind that checks its owner. The lock functions keep the id in a
+        // callee-saved register or their frame across the wait.
+        mutex_words m;
+        if ((g[REG_RAX] != SYS_futex && g[REG_RAX] != SYS_restart_syscall) || g[REG_RDI] % 8 ||
+            !read_self((uint64_t)g[REG_RDI], &m, sizeof m) || !records_owner(m.kind) ||
+            m.spins != 0 || m.elision != 0)
+            return;
+        static const int callee_saved[] = {REG_RBX, REG_RBP, REG_R12, REG_R13, REG_R14, REG_R15};
+        for (int r : callee_saved)
+            if ((uint64_t)g[r] == old) g[r] = new_tid;
+    } else {
+        // Running inside libc (a lock function between reading the id and storing it, or
+        // pthread_kill between reading a tid and signalling it): the id may be in any register.
+        if (rip < g_libc_text_start || rip >= g_libc_text_end) return;
+        static const int general[] = {REG_RAX, REG_RBX, REG_RCX, REG_RDX, REG_RSI,
+                                      REG_RDI, REG_RBP, REG_R8,  REG_R9,  REG_R10,
+                                      REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
+        for (int r : general)
+            if ((uint64_t)g[r] == old) g[r] = new_tid;
+    }
     constexpr uint64_t window = 128;
     uint32_t frame[window / 4];
     uint64_t rsp = (uint64_t)g[REG_RSP] & ~3ULL;
@@ -504,6 +531,7 @@ void fix_waiting_thread(void *ucontext, int32_t old_tid, int32_t new_tid) {
 
 void lock_owners_init() {
     dl_iterate_phdr(find_agent, nullptr);
+    dl_iterate_phdr(find_libc_text, nullptr);
 }
 
 lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,

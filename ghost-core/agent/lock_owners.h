@@ -41,12 +41,13 @@ void lock_owners_init();
 lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,
                                 const uint64_t *robust_heads, uint32_t head_count);
 
-// In a restored thread whose id changed, from its park point, before it runs on: a thread that was
-// waiting for a mutex (stopped in the futex system call the restore restarts) read its id before
-// it began to wait and still holds it, in a register or in the lock function's frame; it would
-// take the mutex under its old id. If the interrupted context (`ucontext`, the park signal's) is
-// such a wait on a mutex that records its owner, its old id is replaced in the callee-saved
-// registers and in the 128 bytes of stack above its stack pointer (the lock functions' frames).
-void fix_waiting_thread(void *ucontext, int32_t old_tid, int32_t new_tid);
+// In a restored thread whose id changed, from its park point, before it runs on. A thread
+// stopped inside glibc may hold its id, read before the stop, in a register or its frame, and
+// would store the old one as a lock's owner (or signal the old tid): a thread waiting for a mutex
+// that checks its owner (stopped in the futex call the restore restarts) keeps it in a callee-
+// saved register or the lock function's frame; a thread stopped while running libc code, in any
+// register. The old id is replaced there (`ucontext` is the park signal's interrupted context)
+// and in the 128 bytes of stack above the stack pointer (the lock functions' frames).
+void fix_interrupted_thread(void *ucontext, int32_t old_tid, int32_t new_tid);
 
 } // namespace ghost::agent

@@ -18,8 +18,8 @@
 
 namespace {
 
+using ghost::agent::fix_interrupted_thread;
 using ghost::agent::fix_lock_owners;
-using ghost::agent::fix_waiting_thread;
 using ghost::agent::tid_change;
 
 // Ids far from this process's own (pid_max is at most 2^22).
@@ -208,13 +208,45 @@ TEST(LockOwners, WaitingThreadGetsItsNewId) {
         g[REG_RBX] = old_a;
         g[REG_R13] = old_a;
         g[REG_RDX] = old_a; // an argument register (the futex's expected value): left alone
-        fix_waiting_thread(&uc, old_a, new_a);
+        fix_interrupted_thread(&uc, old_a, new_a);
         bool fixes = target == &recursive;
         EXPECT_EQ(g[REG_RBX], fixes ? new_a : old_a);
         EXPECT_EQ(g[REG_R13], fixes ? new_a : old_a);
         EXPECT_EQ(g[REG_RDX], old_a);
         for (int i = 0; i < 64; i++) {
             int32_t want = i % 4 != 1 ? i : fixes && i < 32 ? new_a : old_a; // 128-byte window
+            EXPECT_EQ(stack[i], want) << i;
+        }
+    }
+}
+
+TEST(LockOwners, ThreadStoppedInLibcGetsItsNewId) {
+    // A thread stopped while running libc code (here: at pthread_mutex_lock's first instruction)
+    // may hold its id in any register; elsewhere (not libc, not a wait) nothing is changed.
+    ghost::agent::lock_owners_init();
+    static const unsigned char not_libc[2] = {0x90, 0x90};
+    alignas(16) static int32_t stack[64];
+    const void *in_libc = (const void *)&pthread_mutex_lock;
+    for (const void *rip : {in_libc, (const void *)not_libc}) {
+        for (int i = 0; i < 64; i++)
+            stack[i] = i % 4 == 1 ? old_a : i;
+        ucontext_t uc = {};
+        greg_t *g = uc.uc_mcontext.gregs;
+        g[REG_RIP] = (greg_t)rip;
+        g[REG_RSP] = (greg_t)stack;
+        g[REG_RAX] = old_a;
+        g[REG_RDX] = old_a;
+        g[REG_R12] = old_a;
+        g[REG_RCX] = old_b;
+        fix_interrupted_thread(&uc, old_a, new_a);
+        bool fixes = rip == in_libc;
+        EXPECT_EQ(g[REG_RAX], fixes ? new_a : old_a);
+        EXPECT_EQ(g[REG_RDX], fixes ? new_a : old_a);
+        EXPECT_EQ(g[REG_R12], fixes ? new_a : old_a);
+        EXPECT_EQ(g[REG_RCX], old_b);
+        EXPECT_EQ(g[REG_RSP], (greg_t)stack);
+        for (int i = 0; i < 64; i++) {
+            int32_t want = i % 4 != 1 ? i : fixes && i < 32 ? new_a : old_a;
             EXPECT_EQ(stack[i], want) << i;
         }
     }
