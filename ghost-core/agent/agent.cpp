@@ -45,6 +45,7 @@
 #include "ghost-core/agent/process_extras.h"
 #include "ghost-core/agent/components.h"
 #include "ghost-core/agent/ghost_agent.h"
+#include "ghost-core/agent/lock_owners.h"
 #include "runtime/control.h"
 #include "runtime/raw_syscall.h"
 #include "runtime/uapi.h"
@@ -182,6 +183,7 @@ void record_task_state(thread_slot *slot) {
 // In a restored process: re-establish the per-task kernel state of the calling thread.
 void fix_task_state(thread_slot *slot) {
     int tid = raw_gettid();
+    slot->old_tid = slot->tid;
     if (tid != slot->tid) {
         // The kernel gave another tid (the old one was taken): glibc caches it in struct pthread.
         if (g_tid_offset >= 0) *(volatile int32_t *)(slot->fs_base + g_tid_offset) = tid;
@@ -383,12 +385,15 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     uint64_t shared = pending_mask("ShdPnd:");
     uint64_t own = (pending_mask("SigPnd:") & ~shared) | (shared & ~interrupted_mask);
     slot->pending_count = take_pending(own, slot->pending, ghost::agent::max_pending_per_thread);
+    void *volatile interrupted = ucontext;
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
         __atomic_add_fetch(&st.parked, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.parked);
     } else {
         fix_task_state(slot);
+        if (g_tid_offset >= 0) // see fix_lock_owners_after_restore
+            ghost::agent::fix_interrupted_thread(interrupted, slot->old_tid, slot->tid);
         ghost::agent::components_thread_after_restore();
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
@@ -674,6 +679,25 @@ void restore_timers() {
     if (it.it_value.tv_sec || it.it_value.tv_usec) setitimer(ITIMER_REAL, &it, nullptr);
 }
 
+// Threads that got new ids still own, under their old ids, the locks they held at the park (see
+// lock_owners.h): rewritten while every other thread is still held. Without the tid field of
+// struct pthread (g_tid_offset unknown) glibc keeps using the old ids, which then stay right.
+void fix_lock_owners_after_restore() {
+    static ghost::agent::tid_change changes[ghost::agent::max_threads];
+    static uint64_t heads[ghost::agent::max_threads];
+    uint32_t n = 0, h = 0;
+    for (uint32_t i = 0; i < st.thread_count; i++) {
+        const thread_slot &t = st.threads[i];
+        if (t.state != ghost::agent::slot_parked) continue;
+        if (t.old_tid > 0 && t.old_tid != t.tid) changes[n++] = {t.old_tid, t.tid};
+        heads[h++] = t.robust_head;
+    }
+    if (!n || g_tid_offset < 0) return;
+    ghost::agent::lock_fix_result r = ghost::agent::fix_lock_owners(changes, n, heads, h);
+    if (r.incomplete)
+        say("not all memory could be checked for locks held under the threads' old ids");
+}
+
 // The manager's half of a restore: runs in the new process once its own context is back.
 void after_restore_manager(thread_slot *self) {
     fix_task_state(self);
@@ -686,6 +710,7 @@ void after_restore_manager(thread_slot *self) {
         futex(&st.restored, FUTEX_WAIT, got, nullptr);
     if (st.restorer_end > st.restorer_start)
         munmap((void *)st.restorer_start, st.restorer_end - st.restorer_start);
+    fix_lock_owners_after_restore();
     // With the restorer gone, /proc/self/exe can name the program again (needs CAP_SYS_RESOURCE;
     // without it, it keeps naming ghost-restart, which changes nothing for the program).
     int exe = (int)sys::call(SYS_open, g_exe_path, O_RDONLY | O_CLOEXEC);
@@ -1052,6 +1077,7 @@ __attribute__((constructor)) void agent_init() {
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
     g_nptl_nthreads = (unsigned int *)dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
+    ghost::agent::lock_owners_init();
     ssize_t n = readlink("/proc/self/exe", g_exe_path, sizeof g_exe_path - 1);
     g_exe_path[n > 0 ? n : 0] = 0;
 

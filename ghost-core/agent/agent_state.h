@@ -60,8 +60,8 @@ struct thread_slot {
     uint64_t clear_child_tid;
     saved_context ctx;
     uint32_t pending_count;
-    uint32_t pad;
-    char name[16]; // the thread's comm (PR_GET_NAME): ps and top show it
+    int32_t old_tid; // after a restore: the tid this thread had before it (tid is the new one)
+    char name[16];   // the thread's comm (PR_GET_NAME): ps and top show it
     // The system call the thread was blocked in when it was signalled (/proc/.../syscall, read
     // by the manager just before the park signal): number, first argument and the address after
     // its `syscall` instruction; sys_nr < 0 when it was not in one.

@@ -2,8 +2,9 @@
 // ghost-restart: turns the process it runs in into the process of an image. Freestanding: no libc,
 // no allocation, raw system calls, linked far from where applications live. Its inputs are the
 // image stream (fd argv[1]), a status pipe (fd argv[2]) on which it writes "OK <pid>" just before
-// the restored threads run, or "ERR <one-line reason>" and exits 1 (-1: none, the reason goes to
-// stderr), and its environment, which the restored process's agent finds in its state block.
+// the restored threads run (if nobody reads it any more, the process goes on all the same), or "ERR
+// <one-line reason>" and exits 1 (-1: none, the reason goes to stderr), and its environment, which
+// the restored process's agent finds in its state block.
 // --rank: an MPI rank started by a new launcher keeps the launcher's descriptors and fds 0-2.
 //
 // Order matters (each step needs the previous one):
@@ -1101,7 +1102,17 @@ complete:
     if (g_status_fd >= 0) {
         text ok;
         ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");
-        sys::call(__NR_write, g_status_fd, ok.str(), ok.size());
+        if (sys::call(__NR_write, g_status_fd, ok.str(), ok.size()) == -32 /* EPIPE */) {
+            // Whoever asked for the restore is gone (killed): the process goes on without it.
+            // The write queued a SIGPIPE (blocked here) that would end the program as soon as a
+            // thread unblocks it: take it off the queue. The program's own pending signals are
+            // queued only later, by its agent.
+            uint64_t sigpipe = 1ULL << (13 /* SIGPIPE */ - 1);
+            struct {
+                long sec, nsec;
+            } zero = {0, 0};
+            sys::call(__NR_rt_sigtimedwait, &sigpipe, 0, &zero, 8);
+        }
         sys::call(__NR_close, g_status_fd);
     }
     run_threads(main_index);

@@ -40,6 +40,9 @@ Subtests (--only a,b,...; default all):
              named after a zombie and after a live process not under ghost: `ghost status` lists
              none of them (only the live victim), removes those of gone processes, keeps the
              other; `ghost launch` removes those of gone processes too.
+  restart_killed  `ghost restart` killed (SIGKILL) while its restorer is still reading the image:
+             the restored program, whose report then finds no reader, must go on running (no
+             SIGPIPE) and finish with its PASS line.
 Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
@@ -58,7 +61,7 @@ import time
 
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
-            "killed_writer", "symlink_attack", "stale_sockets"]
+            "killed_writer", "symlink_attack", "stale_sockets", "restart_killed"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -787,6 +790,93 @@ class Env:
             os.kill(p, signal.SIGKILL)
         self.wait_exit(r2, "ghost launch (live)")
         self.wait_exit(r3, "ghost launch (third)")
+
+    def t_restart_killed(self):
+        ckdir = os.path.join(self.work, "killed-ckpt")
+        runner, pid, d, out = self.start_victim("killed", ckdir)
+        # 64 MiB more memory: the restore then takes long enough to be caught in the middle.
+        with open(os.path.join(d, "grow.tmp"), "w") as f:
+            f.write("64\n")
+        os.rename(os.path.join(d, "grow.tmp"), os.path.join(d, "grow"))
+        self.wait_for(lambda: os.path.exists(os.path.join(d, "grown")), "the victim to grow")
+        self.checkpoint_ok(pid, ckdir, kill=True)
+        self.wait_exit(runner, "ghost launch after checkpoint --kill")
+        self.wait_for(lambda: not pid_alive(pid), "the victim to die")
+
+        def ppid(p):
+            try:
+                with open(f"/proc/{p}/stat", "rb") as f:
+                    stat = f.read()
+                return int(stat[stat.rfind(b")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                return None
+
+        def pipes(p):
+            found = set()
+            try:
+                for fd in os.listdir(f"/proc/{p}/fd"):
+                    try:
+                        link = os.readlink(f"/proc/{p}/fd/{fd}")
+                    except OSError:
+                        continue
+                    if link.startswith("pipe:"):
+                        found.add(link)
+            except OSError:
+                pass
+            return found
+
+        # The restorer is stopped (SIGSTOP) as soon as it appears; if it still holds its end of
+        # the status pipe and `ghost restart` has not heard from it, `ghost restart` is killed
+        # and the restorer let go: its "OK" then finds no reader. Otherwise (too late) again.
+        restored = None
+        for attempt in range(1, 6):
+            pidf = os.path.join(self.work, f"killed-{attempt}.pid")
+            err = os.path.join(self.work, f"killed-{attempt}.err")
+            with open(os.path.join(self.work, f"killed-{attempt}.out"), "wb") as o, open(err, "wb") as e:
+                r = self.popen([self.ghost, "restart", "--pid-file", pidf, ckdir], f"ghost restart (attempt {attempt})",
+                               stdin=subprocess.DEVNULL, stdout=o, stderr=e)
+            child, deadline = None, time.monotonic() + self.a.cmd_timeout
+            while child is None:
+                if ppid(pid) == r.pid:  # the image's pid, when it is free
+                    child = pid
+                elif r.poll() is not None or time.monotonic() > deadline:
+                    break
+            if child is None:
+                raise Failure(f"ghost restart (attempt {attempt}) started no restorer with the image's pid {pid} "
+                              f"(exit {r.poll()}): {(read_or_none(err) or b'').decode().strip()}")
+            self.pids.add(child)
+            os.kill(child, signal.SIGSTOP)
+            self.wait_for(lambda: pid_state(child) in ("T", "t"), "the restorer to stop")
+            time.sleep(0.05)  # had the report been written, ghost restart would show it by now
+            early = pipes(child) & pipes(r.pid) and not read_or_none(pidf) and r.poll() is None
+            if early:
+                os.kill(r.pid, signal.SIGKILL)
+                self.wait_exit(r, "ghost restart after SIGKILL")
+                os.kill(child, signal.SIGCONT)
+                restored = child
+                log(f"  attempt {attempt}: ghost restart killed while restorer {child} was still restoring")
+                break
+            log(f"  attempt {attempt}: the restorer had already reported; again")
+            os.kill(child, signal.SIGCONT)
+            os.kill(child, signal.SIGKILL)
+            self.wait_exit(r, "ghost restart after its program was killed")
+            self.wait_for(lambda: not pid_alive(child), "the restored victim to die")
+        if restored is None:
+            raise Failure("could not stop the restorer before it reported, in 5 attempts")
+        beat = os.path.join(d, "beat")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0 or not pid_alive(restored),
+                      "the restored victim's heartbeat", 20)
+        time.sleep(0.5)
+        if not pid_alive(restored):
+            raise Failure(f"the restored victim {restored} died after ghost restart was killed (SIGPIPE?)")
+        with open(os.path.join(d, "stop"), "w"):
+            pass
+        self.wait_for(lambda: not pid_alive(restored), "the restored victim to stop")
+        text = read_or_none(out) or b""
+        if not text.endswith(b"PASS ckpt_victim\n"):
+            raise Failure(f"the restored victim did not finish with its PASS line: {text[-200:]!r}")
+        log("  the restored victim went on and finished after ghost restart was killed")
 
     def main(self):
         selected = self.a.only.split(",") if self.a.only else SUBTESTS
