@@ -18,6 +18,9 @@
 namespace ghost::mpi {
 
 void attribution_before_lower();
+// An fd the upper half itself opened after the lower half started (the coordinator connection):
+// never the lower half's, whatever the lower ledger remembers of that number.
+void attribution_note_upper_fd(int fd);
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed);
 
