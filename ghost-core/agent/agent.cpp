@@ -744,19 +744,12 @@ bool handle_park(int conn) {
     bool parked = ghost::agent::components_exclude_threads(&why) && park_all(&why);
     if (parked) capture_process_state();
     if (parked && !ghost::agent::components_exclude(&why)) parked = false;
+    if (parked && (why = ghost::agent::capture_process_extras(st))) parked = false;
     if (!parked) {
         ghost::agent::components_before_resume();
         resume_all();
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", why);
-        ghost::control::write_all(conn, line, (size_t)n);
-        return false;
-    }
-    if (const char *cannot = ghost::agent::capture_process_extras(st)) {
-        ghost::agent::components_before_resume();
-        resume_all();
-        char line[256];
-        int n = snprintf(line, sizeof line, "ERROR %s\n", cannot);
         ghost::control::write_all(conn, line, (size_t)n);
         return false;
     }
