@@ -25,6 +25,7 @@
 // another thread's old one (ids are handed out while the restorer creates threads).
 #include "ghost-core/agent/lock_owners.h"
 
+#include <errno.h>
 #include <emmintrin.h>
 #include <fcntl.h>
 #include <link.h>
@@ -395,7 +396,7 @@ struct page_region {
     uint64_t start, end, categories;
 };
 constexpr unsigned long pagemap_scan_ioctl = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
-constexpr uint64_t page_is_present = 1 << 3, page_is_swapped = 1 << 4;
+constexpr uint64_t page_is_present = 1 << 3, page_is_swapped = 1 << 4, page_is_guard = 1 << 8;
 page_region g_regions[256];
 unsigned char g_incore[4096];
 
@@ -408,7 +409,15 @@ void scan_range(const range &r, int pagemap, bool &use_pagemap) {
         arg.vec = (uint64_t)g_regions;
         arg.vec_len = sizeof g_regions / sizeof g_regions[0];
         arg.category_anyof_mask = arg.return_mask = page_is_present | page_is_swapped;
+        // Guard pages (MADV_GUARD_INSTALL) count as swapped and fault when read: left out where
+        // the kernel knows the category (6.14), which it refuses with EINVAL otherwise.
+        static bool guard_category = true;
+        if (guard_category) arg.category_mask = arg.category_inverted = page_is_guard;
         long n = sys::call(SYS_ioctl, pagemap, pagemap_scan_ioctl, &arg);
+        if (n == -EINVAL && guard_category) {
+            guard_category = false;
+            continue;
+        }
         if (sys::failed(n) && at == r.start) {
             use_pagemap = false; // a kernel without PAGEMAP_SCAN: mincore below
             break;
