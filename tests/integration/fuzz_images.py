@@ -39,6 +39,15 @@ def log(msg):
     print(f"[fuzz_images {time.monotonic() - T0:6.2f}s] {msg}", flush=True)
 
 
+
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
 class Failure(Exception):
     pass
 
@@ -202,7 +211,9 @@ class Fuzzer:
 
     # -- checks -----------------------------------------------------------------------------------
     def image_processes(self):
-        """Processes of the image: command line naming the victim's directory, or our restorer."""
+        """Processes of the image: command line naming the victim's directory, or a restorer left
+        behind by our `ghost restart` (orphaned: other tests' restorers, running at the same time
+        under ctest -j, still have their `ghost restart` or launcher as parent)."""
         found = set()
         key = self.victim_dir.encode()
         for ent in os.listdir("/proc"):
@@ -213,7 +224,7 @@ class Fuzzer:
                 exe = os.readlink(f"/proc/{ent}/exe")
             except OSError:
                 continue
-            if (key in cmd or exe == self.restorer) and pid_alive(int(ent)):
+            if (key in cmd or (exe == self.restorer and ppid(int(ent)) == 1)) and pid_alive(int(ent)):
                 found.add(int(ent))
         return found
 
