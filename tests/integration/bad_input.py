@@ -77,7 +77,7 @@ class Skip(Exception):
     pass
 
 
-from procs import kill_all, pid_alive  # noqa: E402
+from procs import kill_all, pid_alive, ppid  # noqa: E402
 
 
 def pid_state(pid):
@@ -802,14 +802,6 @@ class Env:
         self.checkpoint_ok(pid, ckdir, kill=True)
         self.wait_exit(runner, "ghost launch after checkpoint --kill")
         self.wait_for(lambda: not pid_alive(pid), "the victim to die")
-
-        def ppid(p):
-            try:
-                with open(f"/proc/{p}/stat", "rb") as f:
-                    stat = f.read()
-                return int(stat[stat.rfind(b")") + 2 :].split()[1])
-            except (OSError, ValueError, IndexError):
-                return None
 
         def pipes(p):
             found = set()

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bad_input import REC_HDR, load_xxh3, rehash  # noqa: E402
-from procs import kill_all, pid_alive  # noqa: E402
+from procs import kill_all, pid_alive, ppid  # noqa: E402
 
 T0 = time.monotonic()
 TYPES = {1: "header", 2: "process", 3: "region", 4: "pages", 5: "file", 6: "thread", 7: "trailer",
@@ -38,15 +38,6 @@ TYPES = {1: "header", 2: "process", 3: "region", 4: "pages", 5: "file", 6: "thre
 def log(msg):
     print(f"[fuzz_images {time.monotonic() - T0:6.2f}s] {msg}", flush=True)
 
-
-
-def ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rfind(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 class Failure(Exception):
     pass

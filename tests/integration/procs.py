@@ -18,6 +18,16 @@ def pid_alive(pid):
     return state not in (b"Z", b"X")
 
 
+def ppid(pid):
+    """The parent pid of pid, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def kill_all(popens, pids, log):
     """SIGKILLs each Popen's process group (they are started with start_new_session=True) and each
     extra pid (processes restored or duplicated by ghost are nobody's children here), then reaps."""
