@@ -46,7 +46,20 @@ int cmd_duplicate(const duplicate_args &a);
 int cmd_restart_rank(const std::string &dir);
 
 int cmd_inspect(const std::string &image);
-int cmd_status();
+
+struct status_args {
+    std::string job; // empty: every job and process
+    bool json = false;
+};
+int cmd_status(const status_args &a);
+
+// Diagnostic: quiesces every rank of an MPI job (no image), prints the phase times and what was
+// drained, and resumes the job.
+struct quiesce_args {
+    std::string job;
+    int timeout_ms = 10000;
+};
+int cmd_quiesce(const quiesce_args &a);
 
 // "ghost: <message>" on stderr; returns 1.
 int fail(const std::string &message);

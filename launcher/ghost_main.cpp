@@ -55,7 +55,19 @@ int main(int argc, char **argv) {
     auto *inspect = app.add_subcommand("inspect", "verify an image and describe it");
     inspect->add_option("image", image, "image directory or file")->required();
 
-    auto *status = app.add_subcommand("status", "list the processes running under ghost");
+    status_args sa;
+    auto *status =
+        app.add_subcommand("status", "list the MPI jobs and processes running under ghost");
+    status->add_option("job", sa.job, "job id (ghostrun prints it at start)");
+    status->add_flag("--json", sa.json, "machine-readable output");
+
+    quiesce_args qa;
+    auto *quiesce = app.add_subcommand(
+        "quiesce", "diagnostic: quiesce every rank of an MPI job, report the phases, resume it");
+    quiesce->group(""); // hidden
+    quiesce->add_option("job", qa.job, "job id")->required();
+    quiesce->add_option("--timeout", qa.timeout_ms, "milliseconds before the attempt is abandoned")
+        ->check(CLI::Range(1, 3600000));
 
     try {
         app.parse(argc, argv);
@@ -71,6 +83,7 @@ int main(int argc, char **argv) {
     if (*restart_rank) return cmd_restart_rank(rank_dir);
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
-    if (*status) return cmd_status();
+    if (*status) return cmd_status(sa);
+    if (*quiesce) return cmd_quiesce(qa);
     return 2;
 }

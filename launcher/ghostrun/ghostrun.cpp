@@ -2,10 +2,12 @@
 // ghostrun [GHOST OPTIONS] [MPIRUN OPTIONS] PROGRAM ARGS   (DESIGN.md section 5)
 //
 // An mpirun wrapper: finds PROGRAM among mpirun's own options (which pass through untouched), picks
-// the MPI implementation from the program's libraries, and execs that implementation's mpirun with
+// the MPI implementation from the program's libraries, and starts that implementation's mpirun with
 // the split-process layer for every rank: LD_PRELOAD=libghost_mpi_<flavour>.so and the stub MPI
-// library first on LD_LIBRARY_PATH. Exit status is mpirun's; ghostrun's own errors are one line and
-// status 2.
+// library first on LD_LIBRARY_PATH. ghostrun stays as the job's coordinator (coordinator.cpp),
+// prints "ghostrun: job JOB" on stderr, forwards signals to mpirun and exits with mpirun's status;
+// its own errors are one line and status 2.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "coordinator.h"
 #include "mpi_detect.h"
+#include "runtime/job_protocol.h"
 
 #ifndef GHOST_MPI_LIBDIR_DEFAULT
 #define GHOST_MPI_LIBDIR_DEFAULT ""
@@ -226,13 +230,28 @@ int main(int argc, char **argv) {
     setenv_rank("GHOST_BIN", ghost_bin);
     setenv_rank("GHOST_CKPT_SIGNAL", "0"); // ranks are checkpointed on request, not by a signal
     setenv_rank("GHOST_CKPT_DIR", absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir));
+    // The coordinator's address, the job id and the secret reach the ranks through mpirun's
+    // environment; Open MPI forwards a variable named by -x NAME, Hydra forwards the whole
+    // environment by default. Never as a value on a command line (/proc/PID/cmdline is public;
+    // /proc/PID/environ is readable only by the owner, like the secret's 0600 file).
+    std::string job = std::to_string((long)getpid());
+    auto coord = ghost::run::coordinator_prepare(job);
+    if (!coord) die(coord.err().message);
+    if (ompi)
+        for (const char *k :
+             {ghost::job::kEnvCoordinator, ghost::job::kEnvJob, ghost::job::kEnvSecret}) {
+            cmd.push_back("-x");
+            cmd.push_back(k);
+        }
     for (const auto &o : p.mpirun_opts)
         cmd.push_back(o);
     cmd.push_back(prog == p.program ? p.program : prog);
     for (const auto &a : p.program_args)
         cmd.push_back(a);
+    fprintf(stderr, "ghostrun: job %s\n", job.c_str());
     if (p.verbose) {
-        fprintf(stderr, "ghostrun: job %d:", (int)getpid());
+        fprintf(stderr, "ghostrun: job %s: coordinator at %s:", job.c_str(),
+                coord->advertised.c_str());
         for (const auto &c : cmd)
             fprintf(stderr, " %s", c.c_str());
         fprintf(stderr, "\n");
@@ -241,6 +260,16 @@ int main(int argc, char **argv) {
     for (auto &c : cmd)
         av.push_back(c.data());
     av.push_back(nullptr);
-    execvp(av[0], av.data());
-    die("cannot start " + mpirun + ": " + strerror(errno));
+    ghost::run::coordinator_signals();
+    pid_t child = fork();
+    if (child < 0) die(std::string("cannot fork: ") + strerror(errno));
+    if (child == 0) {
+        setenv(ghost::job::kEnvCoordinator, coord->advertised.c_str(), 1);
+        setenv(ghost::job::kEnvJob, job.c_str(), 1);
+        setenv(ghost::job::kEnvSecret, coord->secret.c_str(), 1);
+        execvp(av[0], av.data());
+        fprintf(stderr, "ghostrun: cannot start %s: %s\n", mpirun.c_str(), strerror(errno));
+        _exit(127);
+    }
+    return ghost::run::coordinator_run(*coord, child, prog);
 }

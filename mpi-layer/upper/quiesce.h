@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+// Quiescence of one rank (DESIGN.md section 3): the gate every wrapper passes, message counters,
+// per-communicator collective clocks, drained messages. The coordinator client (coord_client.cpp)
+// drives an epoch; p2p.cpp holds the point-to-point wrappers that count, loop and deliver drained
+// messages first.
+//
+// Gate: a thread entering a wrapper marks itself inside MPI (t_gate.depth, plain stores) and then
+// reads g_qflag; the client raises g_qflag and then runs membarrier(PRIVATE_EXPEDITED) before it
+// reads the threads' depths (asymmetric Dekker: no fence on the wrapper's path). A thread that
+// sees the flag stops at that safe point (wrapper entry, or one iteration of a test loop, always
+// with the upper FS loaded) until the epoch lets it go.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace ghost::mpi {
+
+// Per-communicator state, hung off the communicator's vobj (or static for MPICH's predefined
+// integer handles).
+struct comm_info {
+    uint64_t id = 0;      // same on every member: chained from the parent's id and clock
+    bool tracked = false; // collective clock kept (intracommunicators)
+    bool inter = false;
+    int n = 0;                    // (remote) group size
+    int *to_world = nullptr;      // (remote) group rank -> world rank
+    std::atomic<uint64_t> seq{0}; // blocking collectives entered on it
+    uint64_t target = 0;          // while quiescing: run forward to this
+    uintptr_t lower = 0;          // the lower handle, for the drain
+    comm_info *next = nullptr, *prev = nullptr;
+};
+
+struct thread_gate {
+    int depth;           // wrapper nesting (callbacks call wrappers from inside a lower call)
+    volatile int parked; // waiting at a safe point
+    comm_info *volatile in_coll;  // inside a blocking collective on this communicator
+    int fn;                       // the outermost wrapper's function (for error messages)
+    uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
+    volatile int pending_counted; // ... already counted (and completed) by the drain
+    int registered;
+};
+extern __thread thread_gate t_gate __attribute__((tls_model("initial-exec")));
+extern volatile int g_qflag; // an epoch is in progress: threads stop at safe points
+extern bool g_gate_fence;    // membarrier unavailable: wrappers fence themselves
+extern bool g_threads_multiple;
+
+void gate_register();
+void safe_point(comm_info *coll); // coll: the communicator of a blocking collective being entered
+
+struct gate {
+    comm_info *coll;
+    __attribute__((always_inline)) explicit gate(int fn, comm_info *c = nullptr) : coll(nullptr) {
+        if (__builtin_expect(!t_gate.registered, 0)) gate_register();
+        if (t_gate.depth++ != 0) return;
+        t_gate.fn = fn;
+        if (__builtin_expect(g_gate_fence, 0)) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        asm volatile("" ::: "memory");
+        if (__builtin_expect(g_qflag, 0)) safe_point(c);
+        if (c && c->tracked) {
+            coll = c;
+            if (g_threads_multiple)
+                c->seq.fetch_add(1, std::memory_order_relaxed);
+            else
+                c->seq.store(c->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            t_gate.in_coll = c;
+        }
+    }
+    __attribute__((always_inline)) ~gate() {
+        if (coll) t_gate.in_coll = nullptr;
+        asm volatile("" ::: "memory");
+        t_gate.depth--;
+    }
+    gate(const gate &) = delete;
+    gate &operator=(const gate &) = delete;
+};
+
+// Inside a lower test loop (lower FS loaded): true when the loop must step out to a safe point.
+__attribute__((always_inline)) inline bool quiesce_pending() {
+    return __builtin_expect(g_qflag, 0) != 0;
+}
+
+// ---- counters ----
+extern uint64_t *g_sent; // per world rank; atomic increments only under THREAD_MULTIPLE
+extern std::atomic<uint64_t> g_recvd;
+extern int g_world_size;
+__attribute__((always_inline)) inline void count_send(const comm_info *ci, int dest) {
+    if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
+    int w = ci->to_world[dest];
+    if (g_threads_multiple)
+        __atomic_fetch_add(&g_sent[w], 1, __ATOMIC_RELAXED);
+    else
+        g_sent[w]++;
+}
+__attribute__((always_inline)) inline void count_recv(uint64_t n = 1) {
+    if (g_threads_multiple)
+        g_recvd.fetch_add(n, std::memory_order_relaxed);
+    else
+        g_recvd.store(g_recvd.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// The comm_info of an upper communicator handle (nullptr for MPI_COMM_NULL or unknown values).
+comm_info *comm_info_of_raw(uintptr_t upper_handle);
+template <class H> inline comm_info *comm_info_of(H u) {
+    return comm_info_of_raw((uintptr_t)u);
+}
+// Called after a successful call that produced `newcomm` (collective over `parent`, if any).
+void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
+void comm_freed(void *info);
+
+// ---- drained messages ----
+struct drained_msg {
+    comm_info *ci;
+    int source, tag;
+    size_t bytes;
+    unsigned char *data;
+    drained_msg *next;
+};
+extern std::atomic<size_t> g_ndrained;
+// Removes and returns the first drained message matching (comm, source, tag) in drain order
+// (non-overtaking per source); nullptr if none. peek: leave it in place.
+drained_msg *drained_take(comm_info *ci, int source, int tag, bool peek);
+void drained_free(drained_msg *m);
+
+// ---- the epoch (coord_client.cpp) ----
+void quiesce_after_init(int provided);
+void quiesce_before_finalize();
+
+} // namespace ghost::mpi
+
+// C ABI for the agent's component hook (mpi-layer/README.md, "Quiescence hooks").
+extern "C" {
+int ghost_mpi_quiesce(int timeout_ms);
+int ghost_mpi_resume(void);
+const char *ghost_mpi_quiesce_error(void);
+int ghost_mpi_coord_fd(void);
+}
