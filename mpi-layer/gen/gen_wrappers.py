@@ -294,7 +294,7 @@ def gen_wrapper(d, idx, fl):
     comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
     if api in COLLECTIVES and not comms:
         raise GenError('%s: collective without a communicator parameter' % d.name)
-    L.append('  ghost::mpi::gate gate_(%d%s);' % (idx, ', ghost::mpi::comm_info_of(%s)' % comms[0] if api in COLLECTIVES else ''))
+    L.append('  ghost::mpi::gate gate_(%d%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else ''))
     if api == 'MPI_Finalize':
         L.append('  ghost::mpi::quiesce_before_finalize();')
     L += pre

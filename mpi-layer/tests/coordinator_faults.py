@@ -20,7 +20,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def start_job(ghostrun, prog, np=2, iters=150):
+def start_job(ghostrun, prog, np=2, iters=600):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1',
                OMPI_MCA_rmaps_base_oversubscribe='1')
     p = subprocess.Popen([ghostrun, '-np', str(np), prog, str(iters)], stdout=subprocess.PIPE,
@@ -86,7 +86,7 @@ def wrong_secret(ghostrun, ghost, prog):
 
 
 def killed_coordinator(ghostrun, ghost, prog):
-    p, job = start_job(ghostrun, prog, iters=300)
+    p, job = start_job(ghostrun, prog, iters=1500)
     mpirun, pids = ranks_of(ghost, job, 2)
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=10)

@@ -129,10 +129,11 @@ void resume_local() {
 
 // Every application thread is outside MPI or parked (or, when allow_coll, inside a blocking
 // collective). Otherwise names a thread's call in `why`.
-bool settled(bool allow_coll, const char **why) {
+bool settled(bool allow_coll, const char **why, bool allow_send = true) {
     for (thread_gate *t : gate_threads()) {
         if (t->depth == 0 || t->parked) continue;
         if (allow_coll && t->in_coll) continue;
+        if (allow_send && t->in_send) continue;
         *why = t->fn >= 0 && (size_t)t->fn < g_nfns ? g_fn_names[t->fn] : "an MPI call";
         return false;
     }
@@ -270,6 +271,9 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     if (drain_until(expected, left > 0 ? left : 0, &msgs, &bytes) != 0)
         return fail(w_timeout, "drain: received " + std::to_string(g_recvd.load()) + " of " +
                                    std::to_string(expected) + " messages");
+    // Blocking sends of this rank return once their receivers drained them.
+    r = wait_for([&] { return settled(false, &why, false); }, deadline, false, nullptr);
+    if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
     send_line("DRAINED " + e + " " + std::to_string(msgs) + " " + std::to_string(bytes));
 
     // Other ranks may still drain messages this rank sends: keep the lower half progressing.

@@ -328,14 +328,30 @@ void start_one(vobj *v, MPI_Request *l, int *rc) {
 
 // ---- sends ----
 
-int q_Send(void *, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return send_loop(L.Isend, buf, n, dt, dest, tag, c, uc);
+// A blocking send stays one blocking lower call (the transports' inline fast paths): its message is
+// counted first, and a quiesce lets the thread stay inside until the drain, where its receiver
+// takes the message (eager, rendezvous or synchronous alike) and the send returns.
+int blocking_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, CM uc) {
+    count_send(comm_info_of(uc), dest);
+    t_gate.in_send = 1;
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(cvp, int, DT, int, int, CM)>(fn)(buf, n, dt, dest, tag, c);
+    }
+    t_gate.in_send = 0;
+    if (rc != MPI_SUCCESS) uncount_send(comm_info_of(uc), dest);
+    return rc;
 }
-int q_Ssend(void *, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return send_loop(L.Issend, buf, n, dt, dest, tag, c, uc);
+
+int q_Send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
 }
-int q_Rsend(void *, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return send_loop(L.Irsend, buf, n, dt, dest, tag, c, uc);
+int q_Ssend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+}
+int q_Rsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
 }
 int q_Bsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
     int rc;

@@ -35,6 +35,7 @@ struct thread_gate {
     volatile int parked; // waiting at a safe point
     comm_info *volatile in_coll;  // inside a blocking collective on this communicator
     int fn;                       // the outermost wrapper's function (for error messages)
+    volatile int in_send;         // inside a blocking send (counted): its receiver drains it
     uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
     volatile int pending_counted; // ... already counted (and completed) by the drain
     int registered;
@@ -45,24 +46,31 @@ extern bool g_gate_fence;    // membarrier unavailable: wrappers fence themselve
 extern bool g_threads_multiple;
 
 void gate_register();
-void safe_point(comm_info *coll); // coll: the communicator of a blocking collective being entered
+void safe_point(comm_info *unused);
+
+// The communicator's info is looked up after the safe point: a lookup may call the lower half.
+comm_info *comm_info_of_raw(uintptr_t upper_handle);
 
 struct gate {
     comm_info *coll;
-    __attribute__((always_inline)) explicit gate(int fn, comm_info *c = nullptr) : coll(nullptr) {
+    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0) : coll(nullptr) {
         if (__builtin_expect(!t_gate.registered, 0)) gate_register();
         if (t_gate.depth++ != 0) return;
         t_gate.fn = fn;
         if (__builtin_expect(g_gate_fence, 0)) __atomic_thread_fence(__ATOMIC_SEQ_CST);
         asm volatile("" ::: "memory");
-        if (__builtin_expect(g_qflag, 0)) safe_point(c);
-        if (c && c->tracked) {
-            coll = c;
-            if (g_threads_multiple)
-                c->seq.fetch_add(1, std::memory_order_relaxed);
-            else
-                c->seq.store(c->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-            t_gate.in_coll = c;
+        if (__builtin_expect(g_qflag, 0)) safe_point(nullptr);
+        if (comm) {
+            comm_info *c = comm_info_of_raw(comm);
+            if (c && c->tracked) {
+                coll = c;
+                if (g_threads_multiple)
+                    c->seq.fetch_add(1, std::memory_order_relaxed);
+                else
+                    c->seq.store(c->seq.load(std::memory_order_relaxed) + 1,
+                                 std::memory_order_relaxed);
+                t_gate.in_coll = c;
+            }
         }
     }
     __attribute__((always_inline)) ~gate() {
@@ -91,6 +99,10 @@ __attribute__((always_inline)) inline void count_send(const comm_info *ci, int d
     else
         g_sent[w]++;
 }
+inline void uncount_send(const comm_info *ci, int dest) {
+    if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
+    __atomic_fetch_sub(&g_sent[ci->to_world[dest]], 1, __ATOMIC_RELAXED);
+}
 __attribute__((always_inline)) inline void count_recv(uint64_t n = 1) {
     if (g_threads_multiple)
         g_recvd.fetch_add(n, std::memory_order_relaxed);
@@ -99,7 +111,6 @@ __attribute__((always_inline)) inline void count_recv(uint64_t n = 1) {
 }
 
 // The comm_info of an upper communicator handle (nullptr for MPI_COMM_NULL or unknown values).
-comm_info *comm_info_of_raw(uintptr_t upper_handle);
 template <class H> inline comm_info *comm_info_of(H u) {
     return comm_info_of_raw((uintptr_t)u);
 }

@@ -34,6 +34,7 @@ static void *worker(void *arg) {
     for (int i = 0; i < iters; i++) {
         int out = r * 100000 + t * 1000 + i % 1000, in = -1, s = 0;
         if (t == 0 && r == 0 && i % 16 == 0) spin(2000);
+        if (i % 2 == t % 2) spin(300); /* computing threads while the others are in MPI */
         MPI_Sendrecv(&out, 1, MPI_INT, right, i, &in, 1, MPI_INT, left, i, tcomm[t],
                      MPI_STATUS_IGNORE);
         if (in != left * 100000 + t * 1000 + i % 1000) nthreads_fails[t]++;
