@@ -64,8 +64,9 @@ template <class Step, class Woke> int test_loop(Step step, Woke woke) {
         }
         if (done) return rc;
         safe_point(nullptr);
-        if (__builtin_expect(g_lower_gen.load(std::memory_order_acquire) != gen, 0)) return kRedo;
+        // (Drained messages first: they are in upper memory, valid across a restart.)
         if (woke(&rc)) return rc;
+        if (__builtin_expect(g_lower_gen.load(std::memory_order_acquire) != gen, 0)) return kRedo;
     }
 }
 const auto kNoWake = [](int *) { return false; };
@@ -343,7 +344,10 @@ void start_one(vobj *v, MPI_Request *l, int *rc) {
         *rc = L.Start(l);
     }
     if (*rc != MPI_SUCCESS || !v) return;
-    if (v->qflags & kQSend) count_send((comm_info *)v->ext, v->peer);
+    if (v->qflags & kQSend) {
+        count_send((comm_info *)v->ext, v->peer);
+        v->qflags |= kQActive;
+    }
     if (v->qflags & kQRecv) v->qflags = (v->qflags | kQActive) & ~kQCounted;
 }
 
@@ -441,6 +445,8 @@ int q_Recv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, ST *st, DT
         if (rc != kRedo) return rc;
         dt = to_lower<kind::datatype>(udt);
         c = to_lower<kind::comm>(uc);
+        if (drained_msg *m = take_drained(uc, src, tag))
+            return deliver_status(m, buf, n, dt, c, st);
     }
 }
 
@@ -458,7 +464,10 @@ int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT
         rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
     }
     if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
-        t_req_init = {kQRecv | kQActive, -1, nullptr, nullptr,
+        t_req_init = {kQRecv | kQActive,
+                      -1,
+                      nullptr,
+                      nullptr,
                       {buf, n, src, tag, (uintptr_t)udt, (uintptr_t)uc}};
     return rc;
 }
@@ -647,8 +656,8 @@ int q_Imrecv(void *fn, void *buf, int n, DT dt, MS *m, RQ *r, DT, MS *, RQ *) {
         if (drained_msg *d = mprobed_take(*m)) {
             *m = L.msg_null;
             *r = kFakeReq;
-            t_req_init = {kQDone, -1, nullptr, deliver_done(d, buf, n, dt, (MPI_Comm)d->ci->lower),
-                          {}};
+            t_req_init = {
+                kQDone, -1, nullptr, deliver_done(d, buf, n, dt, (MPI_Comm)d->ci->lower), {}};
             return MPI_SUCCESS;
         }
     }
@@ -751,12 +760,14 @@ int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
 
 namespace {
 // The first upper-done request of an array, or -1.
+// Fills vs[0..n) (some_done reads them all).
 int first_done(int n, RQ *ur, vobj **vs) {
+    int first = -1;
     for (int i = 0; i < n; i++) {
         vs[i] = req_vobj(ur[i]);
-        if (vs[i] && vs[i]->done) return i;
+        if (first < 0 && vs[i] && vs[i]->done) first = i;
     }
-    return -1;
+    return first;
 }
 } // namespace
 
@@ -992,7 +1003,7 @@ void drain_pending() {
         if (flag) {
             t->pending_source = st.MPI_SOURCE;
             t->pending_tag = st.MPI_TAG;
-            t->pending_error = st.MPI_ERROR;
+            t->pending_error = MPI_SUCCESS; // (a single completion leaves MPI_ERROR unset)
             t->pending_bytes = bytes;
             t->pending_counted = 1;
             count_recv();
@@ -1037,8 +1048,9 @@ struct ckpt_ctx {
 
 void request_before_checkpoint(vobj *v, void *arg) {
     auto *cx = (ckpt_ctx *)arg;
-    if (cx->refused || v->done || (v->qflags & kQPersistent)) return; // persistent: refused by
-                                                                         // their records
+    if (cx->refused || v->done) return;
+    const bool persistent = v->qflags & kQPersistent;
+    if (persistent && !(v->qflags & kQActive)) return; // inactive: its record makes it again
     if (v->lower == (uintptr_t)L.req_null) return;
     if (!cx->quiescent) {
         snprintf(cx->why, cx->why_len,
@@ -1057,8 +1069,8 @@ void request_before_checkpoint(vobj *v, void *arg) {
     if (!flag) {
         // Pending: a receive is posted again by a restart; a send's receiver already has its
         // message (the quiesce's counts agreed). Anything else cannot be carried yet.
-        if ((v->qflags & kQCancel) || !(v->qflags & (kQRecv | kQIsend)) ||
-            ((v->qflags & kQRecv) && !v->ra.comm)) {
+        if ((v->qflags & kQCancel) || !(v->qflags & (kQRecv | kQIsend | kQSend)) ||
+            ((v->qflags & kQRecv) && !persistent && !v->ra.comm)) {
             snprintf(cx->why, cx->why_len,
                      "rank %d: a pending nonblocking request that is not a point-to-point send or "
                      "receive (a nonblocking collective, MPI_Imrecv, a generalized or cancelled "
@@ -1086,21 +1098,34 @@ void request_before_checkpoint(vobj *v, void *arg) {
         L.Test(&l, &f, MPI_STATUS_IGNORE);
     }
     if ((v->qflags & kQRecv) && !(v->qflags & kQCounted) && !cancelled) count_recv();
-    *d = {st.MPI_SOURCE, st.MPI_TAG, (v->qflags & kQRecv) ? st.MPI_ERROR : MPI_SUCCESS, bytes};
+    *d = {st.MPI_SOURCE, st.MPI_TAG, MPI_SUCCESS, bytes}; // MPI_ERROR: unset by single completions
     v->done = d;
-    v->lower = (uintptr_t)kFakeReq;
+    if (!persistent) v->lower = (uintptr_t)kFakeReq; // a persistent one stays, inactive now
     v->qflags = (v->qflags & ~(kQActive | kQCounted | kQCancel)) | kQDone;
 }
 
 void request_after_restart(vobj *v, void *) {
-    if (v->done || (v->qflags & kQPersistent) || !(v->qflags & kQActive)) return;
-    if (v->qflags & kQIsend) {
+    if (v->done || !(v->qflags & kQActive)) return;
+    const bool persistent = v->qflags & kQPersistent;
+    if (v->qflags & (kQIsend | kQSend)) {
         done_status *d = (done_status *)malloc(sizeof *d);
         if (!d) fatal("cannot carry a send request", "out of memory");
         *d = {MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_SUCCESS, 0};
         v->done = d;
-        v->lower = (uintptr_t)kFakeReq;
+        if (!persistent) v->lower = (uintptr_t)kFakeReq; // persistent: the replayed one, inactive
         v->qflags = (v->qflags & ~kQActive) | kQDone;
+        return;
+    }
+    if (persistent && (v->qflags & kQRecv)) { // the replayed request, started as it was
+        MPI_Request l = (MPI_Request)v->lower;
+        int rc;
+        {
+            lower_call lc;
+            rc = L.Start(&l);
+        }
+        if (rc != MPI_SUCCESS) fatal("cannot start a persistent receive again after a restart", "");
+        v->lower = (uintptr_t)l;
+        v->qflags &= ~kQCounted;
         return;
     }
     if (!(v->qflags & kQRecv) || !v->ra.comm) return;

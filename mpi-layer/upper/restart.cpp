@@ -161,6 +161,14 @@ int replay_one(replay &p, const char *api) {
         G o = lower_null<KG, G>();
         rc = p.call<int (*)(G, G, G *)>(p.h<KG, G>(0), p.h<KG, G>(1), &o);
         p.made<KG>(o);
+    } else if (is("MPI_Send_init") || is("MPI_Bsend_init") || is("MPI_Ssend_init") ||
+               is("MPI_Rsend_init") || is("MPI_Recv_init")) {
+        // Persistent requests: made again inactive; p2p.cpp starts the ones that were active.
+        MPI_Request o = lower_null<kind::request, MPI_Request>();
+        rc = p.call<int (*)(void *, int, T, int, int, C, MPI_Request *)>(
+            (void *)(uintptr_t)p.r->args[0], p.i(1), p.h<KT, T>(2), p.i(3), p.i(4), p.h<KC, C>(5),
+            &o);
+        p.made<kind::request>(o);
     } else if (is("MPI_Type_contiguous")) {
         T o = lower_null<KT, T>();
         rc = p.call<int (*)(int, T, T *)>(p.i(0), p.h<KT, T>(1), &o);
@@ -534,7 +542,10 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
             lower_call lc(fs);
             ((int (*)(T *))g_fns[commit])(&t);
         }
-        vobj_set_lower(const_cast<vobj *>(v), p.out);
+        if (v->k == kind::request)
+            const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
+        else
+            vobj_set_lower(const_cast<vobj *>(v), p.out);
     }
     // The freed parents go again, as the application freed them.
     for (const record *z : zombies)

@@ -205,8 +205,12 @@ vobj *vobj_find_lower(kind k, uintptr_t lower) {
 }
 
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower) {
+    // Bound again after a restart: a communicator keeps its quiescence info (collective clock,
+    // drained messages name it).
+    void *ext = v->magic == kVobjMagic && v->k == k ? v->ext : nullptr;
     v->index = 0;
     init(v, k, lower);
+    v->ext = ext;
     v->flags = kPredefined;
     std::lock_guard<std::mutex> g(g_map_mu);
     map_of(k).emplace(lower,
