@@ -290,11 +290,13 @@ def gen_wrapper(d, idx, fl):
             raise GenError('%s: internal: role %s' % (d.name, role))
     args = [args_by_param[id(p)][0] for p, _, _ in roles]
     # Arrays passed by decl with inner dims (ranges[][3]) are plain ints; nothing to do.
-    L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
     comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
     if api in COLLECTIVES and not comms:
         raise GenError('%s: collective without a communicator parameter' % d.name)
     L.append('  ghost::mpi::gate gate_(%d%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else ''))
+    # After the gate: a thread held at its safe point across a checkpoint and restart must take the
+    # new lower half's TLS and handles, not the ones it read before it stopped.
+    L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
     if api == 'MPI_Finalize':
         L.append('  ghost::mpi::quiesce_before_finalize();')
     L += pre

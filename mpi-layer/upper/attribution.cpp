@@ -404,13 +404,29 @@ size_t attribution_lower_regions_nomalloc(ghost_lower_region *out, size_t max) {
 
 } // namespace ghost::mpi
 
+// fstat of the program's descriptor `fd`, through /proc/self/fd: the ghost agent's manager thread,
+// which asks at a checkpoint, has a descriptor table of its own. No allocation, no libc state.
+static bool program_fstat(int fd, struct stat *sb) {
+    char path[32] = "/proc/self/fd/";
+    char digits[12];
+    int n = 0;
+    for (unsigned v = (unsigned)fd; n == 0 || v; v /= 10)
+        digits[n++] = (char)('0' + v % 10);
+    size_t at = 14;
+    while (n)
+        path[at++] = digits[--n];
+    path[at] = 0;
+    if (syscall(SYS_newfstatat, AT_FDCWD, path, sb, 0) == 0) return true;
+    return fstat(fd, sb) == 0;
+}
+
 extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int fd) {
     if (!g_ready || fd < 0 || fd == g_upper_fd.load()) return 0;
     auto it = std::lower_bound(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd);
     if (it != g_lower_fds_static->end() && *it == fd) {
         struct stat sb {};
         const auto &id = (*g_lower_fds_ident)[(size_t)(it - g_lower_fds_static->begin())];
-        if (fstat(fd, &sb) == 0 && sb.st_dev == id.first && sb.st_ino == id.second) return 1;
+        if (program_fstat(fd, &sb) && sb.st_dev == id.first && sb.st_ino == id.second) return 1;
     }
     return fd < GHOST_LOWER_MAX_FDS && __atomic_load_n(&g_handoff.ledger->fds[fd], __ATOMIC_RELAXED)
                ? 1

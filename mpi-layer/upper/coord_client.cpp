@@ -43,6 +43,10 @@ std::string g_inbuf;
 char g_error[256] = "no quiesce has been requested";
 std::atomic<int> g_local{0}; // 0 running, 1 quiescing, 2 quiesced
 std::atomic<int> g_resume_req{0};
+// A restored rank: the old connection is gone (g_fd -1 from thread_after_restore on); once the rank
+// is rebuilt, the client connects to the new job's coordinator named by these.
+std::atomic<int> g_reconnect{0};
+std::string *g_new_coord, *g_new_job, *g_new_secret;
 
 void log_line(const char *fmt, const char *a = "", const char *b = "") {
     char msg[512];
@@ -79,6 +83,11 @@ bool send_line(const std::string &l) {
 // 1: a line; 0: nothing within timeout_ms; -1: EOF or error.
 int read_line(std::string *out, int timeout_ms) {
     for (;;) {
+        if (g_fd < 0) { // restored, not connected again yet
+            struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+            nanosleep(&ts, nullptr);
+            return 0;
+        }
         size_t nl = g_inbuf.find('\n');
         if (nl != std::string::npos) {
             *out = g_inbuf.substr(0, nl);
@@ -91,6 +100,7 @@ int read_line(std::string *out, int timeout_ms) {
         if (r < 0 && errno == EINTR) continue;
         if (r == 0) return 0;
         if (r < 0) return -1;
+        if (g_fd < 0) return 0; // restored while waiting: the poll was of the old connection
         char buf[4096];
         ssize_t n = recv(g_fd, buf, sizeof buf, 0);
         if (n < 0 && errno == EINTR) continue;
@@ -375,11 +385,26 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     }
 }
 
+bool connect_now(const char *coord, const char *job, const char *secret);
+
 void *client_main(void *) {
     bool told = false;
     while (!g_stop) {
+        if (g_reconnect.exchange(0)) {
+            // A restored rank: the job is a new one, with its own coordinator.
+            g_inbuf.clear();
+            told = false;
+            if (g_new_coord->empty()) {
+                log_line("restarted without a job coordinator; no checkpoints\n");
+                break;
+            }
+            if (!connect_now(g_new_coord->c_str(), g_new_job->c_str(), g_new_secret->c_str()))
+                break;
+            continue;
+        }
         std::string l;
         int r = read_line(&l, 200);
+        if (r < 0 && g_reconnect.load()) continue;
         if (r < 0) {
             if (!g_stop && !told)
                 log_line("the job coordinator is gone; running on without checkpoints\n");
@@ -427,16 +452,14 @@ int connect_to(const std::string &addr, int port) {
     return fd;
 }
 
-void connect_coordinator() {
-    const char *coord = getenv(job::kEnvCoordinator);
-    const char *job = getenv(job::kEnvJob);
-    const char *secret = getenv(job::kEnvSecret);
-    if (!coord || !*coord || !job || !secret) return; // not under ghostrun's coordinator
-    g_debug = getenv("GHOST_MPI_QUIESCE_DEBUG") != nullptr;
+// Connects and says HELLO; false (after one line on stderr) when no coordinator takes this rank.
+bool connect_now(const char *coord, const char *job, const char *secret) {
     std::string c = coord;
     size_t colon = c.rfind(':');
-    if (colon == std::string::npos)
-        return log_line("bad %s; no coordinator\n", job::kEnvCoordinator);
+    if (colon == std::string::npos) {
+        log_line("bad %s; no coordinator\n", job::kEnvCoordinator);
+        return false;
+    }
     int port = atoi(c.c_str() + colon + 1);
     std::string list = c.substr(0, colon);
     char host[256] = "?";
@@ -459,12 +482,25 @@ void connect_coordinator() {
             if (reply.rfind("REFUSED", 0) == 0) {
                 log_line("the job coordinator refused this rank (%s); no checkpoints\n",
                          reply.c_str());
-                return;
+                return false;
             }
         }
     }
-    if (g_fd < 0)
-        return log_line("cannot reach the job coordinator at %s; no checkpoints\n", coord);
+    if (g_fd < 0) {
+        log_line("cannot reach the job coordinator at %s; no checkpoints\n", coord);
+        return false;
+    }
+    attribution_note_upper_fd(g_fd);
+    return true;
+}
+
+void connect_coordinator() {
+    const char *coord = getenv(job::kEnvCoordinator);
+    const char *job = getenv(job::kEnvJob);
+    const char *secret = getenv(job::kEnvSecret);
+    if (!coord || !*coord || !job || !secret) return; // not under ghostrun's coordinator
+    g_debug = getenv("GHOST_MPI_QUIESCE_DEBUG") != nullptr;
+    if (!connect_now(coord, job, secret)) return;
     if (pthread_create(&g_thread, nullptr, client_main, nullptr) != 0) {
         close(g_fd);
         g_fd = -1;
@@ -474,6 +510,47 @@ void connect_coordinator() {
 }
 
 } // namespace
+
+bool rank_quiescent() {
+    return g_local.load() == 2;
+}
+
+void coord_thread_after_restore() {
+    g_fd = -1; // that descriptor was left out of the image; its number may be reused
+}
+
+void coord_after_restore(char *const *envp) {
+    auto value = [&](const char *name) {
+        size_t n = strlen(name);
+        for (char *const *e = envp; e && *e; e++)
+            if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return std::string(*e + n + 1);
+        return std::string();
+    };
+    if (!g_new_coord) {
+        g_new_coord = new std::string();
+        g_new_job = new std::string();
+        g_new_secret = new std::string();
+    }
+    *g_new_coord = value(job::kEnvCoordinator);
+    *g_new_job = value(job::kEnvJob);
+    *g_new_secret = value(job::kEnvSecret);
+    g_inbuf.clear();
+    if (g_thread_started) {
+        // The epoch the image was taken in ends here (every rank was quiescent in it: nothing in
+        // flight, drained messages in upper memory); then the client connects again.
+        g_reconnect = 1;
+        if (g_local.load() != 0) g_resume_req = 1;
+        return;
+    }
+    if (g_new_coord->empty() || g_new_job->empty() || g_new_secret->empty()) return;
+    if (!connect_now(g_new_coord->c_str(), g_new_job->c_str(), g_new_secret->c_str())) return;
+    if (pthread_create(&g_thread, nullptr, client_main, nullptr) != 0) {
+        close(g_fd);
+        g_fd = -1;
+        return log_line("cannot start the coordinator thread; no checkpoints\n");
+    }
+    g_thread_started = true;
+}
 
 void quiesce_after_init(int provided) {
     g_threads_multiple = provided == MPI_THREAD_MULTIPLE;

@@ -32,6 +32,7 @@ struct lower_api {
     int (*Group_translate_ranks)(MPI_Group, int, const int *, MPI_Group, int *);
     int (*Group_free)(MPI_Group *);
     int (*Comm_size)(MPI_Comm, int *);
+    int (*Start)(MPI_Request *);
     MPI_Comm world; // lower MPI_COMM_WORLD
     MPI_Group world_group;
     MPI_Datatype byte; // lower MPI_BYTE
@@ -44,5 +45,7 @@ extern lower_api L;
 // Resolves L (after a successful MPI_Init); false with a reason if the table lacks a function.
 bool lower_api_bind(const char **why);
 void *lower_fn(const char *api);
+// p2p.cpp: in a restored rank, the pending requests on the new lower half (quiesce_after_restart).
+void requests_after_restart();
 
 } // namespace ghost::mpi

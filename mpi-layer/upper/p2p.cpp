@@ -45,8 +45,11 @@ template <class F> __attribute__((always_inline)) inline F lf(void *p) {
 
 // Runs step() (lower FS) until it reports done; between iterations, when an epoch begins, steps
 // out to a safe point and asks woke() (upper FS) whether the call can now finish otherwise.
+// Returns kRedo when the rank was checkpointed and restarted while this thread waited at the safe
+// point: every lower handle the caller holds belongs to the old lower half.
 template <class Step, class Woke> int test_loop(Step step, Woke woke) {
     const uintptr_t lfs = thread_lower_fs();
+    const uint32_t gen = g_lower_gen.load(std::memory_order_relaxed);
     unsigned spins = 0;
     for (;;) {
         int rc = MPI_SUCCESS;
@@ -61,6 +64,7 @@ template <class Step, class Woke> int test_loop(Step step, Woke woke) {
         }
         if (done) return rc;
         safe_point(nullptr);
+        if (__builtin_expect(g_lower_gen.load(std::memory_order_acquire) != gen, 0)) return kRedo;
         if (woke(&rc)) return rc;
     }
 }
@@ -123,6 +127,12 @@ drained_msg *take_drained(MPI_Comm uc, int src, int tag, bool peek = false) {
     if (__builtin_expect(g_ndrained.load(std::memory_order_relaxed) == 0, 1)) return nullptr;
     if (src == MPI_PROC_NULL) return nullptr;
     return drained_take(comm_info_of(uc), src, tag, peek);
+}
+
+// After a restart, an array's lower handles again from the upper ones.
+void relower(int n, MPI_Request *l, const MPI_Request *u) {
+    for (int i = 0; i < n; i++)
+        l[i] = to_lower<kind::request>(u[i]);
 }
 
 vobj *req_vobj(MPI_Request u) {
@@ -253,13 +263,15 @@ int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, 
     }
     if (rc != MPI_SUCCESS) return rc;
     count_send(comm_info_of(uc), dest);
-    return test_loop(
+    int rc2 = test_loop(
         [&](int *out) {
             int flag = 0;
             *out = L.Test(&r, &flag, MPI_STATUS_IGNORE);
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+    // Restarted: the quiesce's counts agreed, so its receiver has the message.
+    return rc2 == kRedo ? MPI_SUCCESS : rc2;
 }
 
 int plain_isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, CM uc) {
@@ -268,7 +280,10 @@ int plain_isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r,
         lower_call lc;
         rc = lf<isend_fn>(fn)(buf, n, dt, dest, tag, c, r);
     }
-    if (rc == MPI_SUCCESS) count_send(comm_info_of(uc), dest);
+    if (rc == MPI_SUCCESS) {
+        count_send(comm_info_of(uc), dest);
+        if (r && dest != MPI_PROC_NULL) t_req_init = {kQIsend | kQActive, -1, nullptr, nullptr, {}};
+    }
     return rc;
 }
 
@@ -279,14 +294,17 @@ int persistent_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ
         rc = lf<isend_fn>(fn)(buf, n, dt, dest, tag, c, r);
     }
     if (rc == MPI_SUCCESS && r && dest != MPI_PROC_NULL)
-        t_req_init = {kQSend | kQPersistent, dest, comm_info_of(uc), nullptr};
+        t_req_init = {kQSend | kQPersistent, dest, comm_info_of(uc), nullptr, {}};
     return rc;
 }
 
-// The receive loop of Recv/Sendrecv: r is posted; completes it, counting it once.
-int recv_loop(MPI_Request *r, MPI_Status *st) {
-    t_gate.pending_lreq = (uintptr_t)*r;
-    t_gate.pending_counted = 0;
+// The receive loop of Recv/Sendrecv: r is posted; completes it, counting it once. kRedo: the rank
+// was restarted and the receive had not completed: the caller posts it again on the new lower half.
+int recv_loop(MPI_Request *r, MPI_Status *st, bool already_pending = false) {
+    if (!already_pending) {
+        t_gate.pending_lreq = (uintptr_t)*r;
+        t_gate.pending_counted = 0;
+    }
     int rc = test_loop(
         [&](int *out) {
             int flag = 0;
@@ -296,6 +314,12 @@ int recv_loop(MPI_Request *r, MPI_Status *st) {
         kNoWake);
     bool counted = t_gate.pending_counted;
     t_gate.pending_lreq = 0;
+    if (rc == kRedo && counted) {
+        // Completed before the checkpoint (the drain saw it): its status was kept.
+        fill_status(st, t_gate.pending_source, t_gate.pending_tag, t_gate.pending_error,
+                    t_gate.pending_bytes);
+        return t_gate.pending_error;
+    }
     if (rc == MPI_SUCCESS && !counted) count_recv();
     return rc;
 }
@@ -314,10 +338,9 @@ void start_one(vobj *v, MPI_Request *l, int *rc) {
             return;
         }
     }
-    static auto start = (int (*)(MPI_Request *))lower_fn("MPI_Start");
     {
         lower_call lc;
-        *rc = start(l);
+        *rc = L.Start(l);
     }
     if (*rc != MPI_SUCCESS || !v) return;
     if (v->qflags & kQSend) count_send((comm_info *)v->ext, v->peer);
@@ -396,31 +419,36 @@ int q_Recv_init(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r
         rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
     }
     if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
-        t_req_init = {kQRecv | kQPersistent, -1, nullptr, nullptr};
+        t_req_init = {kQRecv | kQPersistent, -1, nullptr, nullptr, {}};
     return rc;
 }
 
-int q_Recv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, ST *st, DT, CM uc) {
+int q_Recv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, ST *st, DT udt, CM uc) {
     if (drained_msg *m = take_drained(uc, src, tag)) return deliver_status(m, buf, n, dt, c, st);
     if (src == MPI_PROC_NULL) {
         lower_call lc;
         return lf<int (*)(void *, int, DT, int, int, CM, ST *)>(fn)(buf, n, dt, src, tag, c, st);
     }
-    MPI_Request r;
-    int rc;
-    {
-        lower_call lc;
-        rc = L.Irecv(buf, n, dt, src, tag, c, &r);
+    for (;;) {
+        MPI_Request r;
+        int rc;
+        {
+            lower_call lc;
+            rc = L.Irecv(buf, n, dt, src, tag, c, &r);
+        }
+        if (rc != MPI_SUCCESS) return rc;
+        rc = recv_loop(&r, st);
+        if (rc != kRedo) return rc;
+        dt = to_lower<kind::datatype>(udt);
+        c = to_lower<kind::comm>(uc);
     }
-    if (rc != MPI_SUCCESS) return rc;
-    return recv_loop(&r, st);
 }
 
-int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
     if (r) {
         if (drained_msg *m = take_drained(uc, src, tag)) {
             *r = kFakeReq;
-            t_req_init = {kQDone, -1, nullptr, deliver_done(m, buf, n, dt, c)};
+            t_req_init = {kQDone, -1, nullptr, deliver_done(m, buf, n, dt, c), {}};
             return MPI_SUCCESS;
         }
     }
@@ -430,12 +458,13 @@ int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT
         rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
     }
     if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
-        t_req_init = {kQRecv | kQActive, -1, nullptr, nullptr};
+        t_req_init = {kQRecv | kQActive, -1, nullptr, nullptr,
+                      {buf, n, src, tag, (uintptr_t)udt, (uintptr_t)uc}};
     return rc;
 }
 
 int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf, int rn, DT rdt,
-               int src, int rtag, CM c, ST *st, DT, DT, CM uc) {
+               int src, int rtag, CM c, ST *st, DT, DT urdt, CM uc) {
     if (drained_msg *m = take_drained(uc, src, rtag)) {
         int rc = send_loop(L.Isend, sbuf, sn, sdt, dest, stag, c, uc);
         int rc2 = deliver_status(m, rbuf, rn, rdt, c, st);
@@ -450,6 +479,11 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
     }
     if (rc != MPI_SUCCESS) return rc;
     count_send(comm_info_of(uc), dest);
+    // The receive is pending during the send loop too: a drain counts it (and keeps its status).
+    if (src != MPI_PROC_NULL) {
+        t_gate.pending_lreq = (uintptr_t)rq[0];
+        t_gate.pending_counted = 0;
+    }
     int rc_send = test_loop(
         [&](int *out) {
             int flag = 0;
@@ -457,13 +491,33 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+    if (rc_send == kRedo) {
+        // Restarted: the send was delivered (the counts agreed); the receive is done or posted
+        // again on the new lower half.
+        if (src == MPI_PROC_NULL) {
+            fill_status(st, MPI_PROC_NULL, MPI_ANY_TAG, MPI_SUCCESS, 0);
+            return MPI_SUCCESS;
+        }
+        bool counted = t_gate.pending_counted;
+        t_gate.pending_lreq = 0;
+        if (counted) {
+            fill_status(st, t_gate.pending_source, t_gate.pending_tag, t_gate.pending_error,
+                        t_gate.pending_bytes);
+            return t_gate.pending_error;
+        }
+        return q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
+                      to_lower<kind::comm>(uc), st, urdt, uc);
+    }
     if (src == MPI_PROC_NULL) {
         lower_call lc;
         int flag = 0;
         rc = L.Test(&rq[0], &flag, st);
         return rc_send != MPI_SUCCESS ? rc_send : rc;
     }
-    rc = recv_loop(&rq[0], st);
+    rc = recv_loop(&rq[0], st, true);
+    if (rc == kRedo)
+        rc = q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
+                    to_lower<kind::comm>(uc), st, urdt, uc);
     return rc_send != MPI_SUCCESS ? rc_send : rc;
 }
 
@@ -516,13 +570,17 @@ int q_Probe(void *fn, int src, int tag, CM c, ST *st, CM uc) {
         lower_call lc;
         return lf<int (*)(int, int, CM, ST *)>(fn)(src, tag, c, st);
     }
-    return test_loop(
-        [&](int *out) {
-            int flag = 0;
-            *out = L.Iprobe(src, tag, c, &flag, st);
-            return *out != MPI_SUCCESS || flag;
-        },
-        from_drained);
+    for (;;) {
+        int rc2 = test_loop(
+            [&](int *out) {
+                int flag = 0;
+                *out = L.Iprobe(src, tag, c, &flag, st);
+                return *out != MPI_SUCCESS || flag;
+            },
+            from_drained);
+        if (rc2 != kRedo) return rc2;
+        c = to_lower<kind::comm>(uc);
+    }
 }
 
 int q_Improbe(void *fn, int src, int tag, CM c, int *flag, MS *m, ST *st, CM uc, MS *) {
@@ -558,13 +616,16 @@ int q_Mprobe(void *fn, int src, int tag, CM c, MS *m, ST *st, CM uc, MS *) {
         lower_call lc;
         return lf<int (*)(int, int, CM, MS *, ST *)>(fn)(src, tag, c, m, st);
     }
-    rc = test_loop(
-        [&](int *out) {
-            int flag = 0;
-            *out = L.Improbe(src, tag, c, &flag, m, st);
-            return *out != MPI_SUCCESS || flag;
-        },
-        from_drained);
+    do {
+        rc = test_loop(
+            [&](int *out) {
+                int flag = 0;
+                *out = L.Improbe(src, tag, c, &flag, m, st);
+                return *out != MPI_SUCCESS || flag;
+            },
+            from_drained);
+        if (rc == kRedo) c = to_lower<kind::comm>(uc);
+    } while (rc == kRedo);
     // Taken off the lower queue: it counts as received now (the drain cannot see it any more).
     if (rc == MPI_SUCCESS && !drained && *m != L.msg_null) count_recv();
     return rc;
@@ -586,7 +647,8 @@ int q_Imrecv(void *fn, void *buf, int n, DT dt, MS *m, RQ *r, DT, MS *, RQ *) {
         if (drained_msg *d = mprobed_take(*m)) {
             *m = L.msg_null;
             *r = kFakeReq;
-            t_req_init = {kQDone, -1, nullptr, deliver_done(d, buf, n, dt, (MPI_Comm)d->ci->lower)};
+            t_req_init = {kQDone, -1, nullptr, deliver_done(d, buf, n, dt, (MPI_Comm)d->ci->lower),
+                          {}};
             return MPI_SUCCESS;
         }
     }
@@ -612,6 +674,10 @@ int q_Wait(void *, RQ *r, ST *st, RQ *ur) {
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+    if (rc == kRedo) { // restarted: the request is complete in the upper half or posted again
+        *r = to_lower<kind::request>(*ur);
+        return q_Wait(nullptr, r, st, ur);
+    }
     if (rc == MPI_SUCCESS) note_complete(v, s);
     return rc;
 }
@@ -669,6 +735,10 @@ int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitall(nullptr, n, r, st, ur);
+    }
     if (rc == MPI_SUCCESS)
         for (int i = 0; i < n; i++) {
             if (vs[i] && vs[i]->done)
@@ -735,6 +805,10 @@ int q_Waitany(void *, int n, RQ *r, int *idx, ST *st, RQ *ur) {
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitany(nullptr, n, r, idx, st, ur);
+    }
     if (rc == MPI_SUCCESS && *idx != MPI_UNDEFINED) note_complete(vs[*idx], s);
     return rc;
 }
@@ -779,6 +853,10 @@ int q_Waitsome(void *, int n, RQ *r, int *outc, int *idx, ST *st, RQ *ur) {
             return *out != MPI_SUCCESS || *outc != 0;
         },
         kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitsome(nullptr, n, r, outc, idx, st, ur);
+    }
     if (rc == MPI_SUCCESS && *outc != MPI_UNDEFINED)
         for (int k = 0; k < *outc; k++)
             note_complete(vs[idx[k]], sa.at(k));
@@ -903,14 +981,19 @@ void drain_request(vobj *v, void *) {
 void drain_pending() {
     for (thread_gate *t : gate_threads()) {
         if (!t->parked || !t->pending_lreq || t->pending_counted) continue;
-        int flag = 0;
+        int flag = 0, bytes = 0;
+        MPI_Status st;
         {
             lower_call lc;
-            MPI_Status st;
             if (L.Request_get_status((MPI_Request)t->pending_lreq, &flag, &st) != MPI_SUCCESS)
                 continue;
+            if (flag) L.Get_count(&st, L.byte, &bytes);
         }
         if (flag) {
+            t->pending_source = st.MPI_SOURCE;
+            t->pending_tag = st.MPI_TAG;
+            t->pending_error = st.MPI_ERROR;
+            t->pending_bytes = bytes;
             t->pending_counted = 1;
             count_recv();
         }
@@ -939,6 +1022,112 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
     *msgs = dc.msgs;
     *bytes = dc.bytes;
     return 0;
+}
+
+// ---- checkpoint and restart ----
+
+namespace {
+struct ckpt_ctx {
+    int rank;
+    bool quiescent; // else application threads may be using the requests: only look
+    char *why;
+    size_t why_len;
+    bool refused;
+};
+
+void request_before_checkpoint(vobj *v, void *arg) {
+    auto *cx = (ckpt_ctx *)arg;
+    if (cx->refused || v->done || (v->qflags & kQPersistent)) return; // persistent: refused by
+                                                                         // their records
+    if (v->lower == (uintptr_t)L.req_null) return;
+    if (!cx->quiescent) {
+        snprintf(cx->why, cx->why_len,
+                 "rank %d: a nonblocking request is pending and the job is not quiesced: "
+                 "checkpoint the whole job (ghost checkpoint JOB)",
+                 cx->rank);
+        cx->refused = true;
+        return;
+    }
+    int flag = 0;
+    MPI_Status st;
+    {
+        lower_call lc;
+        if (L.Request_get_status((MPI_Request)v->lower, &flag, &st) != MPI_SUCCESS) flag = 0;
+    }
+    if (!flag) {
+        // Pending: a receive is posted again by a restart; a send's receiver already has its
+        // message (the quiesce's counts agreed). Anything else cannot be carried yet.
+        if ((v->qflags & kQCancel) || !(v->qflags & (kQRecv | kQIsend)) ||
+            ((v->qflags & kQRecv) && !v->ra.comm)) {
+            snprintf(cx->why, cx->why_len,
+                     "rank %d: a pending nonblocking request that is not a point-to-point send or "
+                     "receive (a nonblocking collective, MPI_Imrecv, a generalized or cancelled "
+                     "request) cannot be carried yet",
+                     cx->rank);
+            cx->refused = true;
+        }
+        return;
+    }
+    // Complete in the lower half: complete it there (freeing the lower request) and keep its
+    // status in the upper half, so that its Wait/Test needs nothing of this lower half.
+    done_status *d = (done_status *)malloc(sizeof *d);
+    if (!d) {
+        snprintf(cx->why, cx->why_len, "rank %d: out of memory", cx->rank);
+        cx->refused = true;
+        return;
+    }
+    int bytes = 0, cancelled = 0;
+    MPI_Request l = (MPI_Request)v->lower;
+    {
+        lower_call lc;
+        L.Get_count(&st, L.byte, &bytes);
+        if (v->qflags & kQCancel) L.Test_cancelled(&st, &cancelled);
+        int f = 0;
+        L.Test(&l, &f, MPI_STATUS_IGNORE);
+    }
+    if ((v->qflags & kQRecv) && !(v->qflags & kQCounted) && !cancelled) count_recv();
+    *d = {st.MPI_SOURCE, st.MPI_TAG, (v->qflags & kQRecv) ? st.MPI_ERROR : MPI_SUCCESS, bytes};
+    v->done = d;
+    v->lower = (uintptr_t)kFakeReq;
+    v->qflags = (v->qflags & ~(kQActive | kQCounted | kQCancel)) | kQDone;
+}
+
+void request_after_restart(vobj *v, void *) {
+    if (v->done || (v->qflags & kQPersistent) || !(v->qflags & kQActive)) return;
+    if (v->qflags & kQIsend) {
+        done_status *d = (done_status *)malloc(sizeof *d);
+        if (!d) fatal("cannot carry a send request", "out of memory");
+        *d = {MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_SUCCESS, 0};
+        v->done = d;
+        v->lower = (uintptr_t)kFakeReq;
+        v->qflags = (v->qflags & ~kQActive) | kQDone;
+        return;
+    }
+    if (!(v->qflags & kQRecv) || !v->ra.comm) return;
+    const recv_args &a = v->ra;
+    MPI_Datatype dt = to_lower<kind::datatype>((MPI_Datatype)a.datatype);
+    MPI_Comm c = to_lower<kind::comm>((MPI_Comm)a.comm);
+    MPI_Request l = L.req_null;
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Irecv(a.buf, a.count, dt, a.source, a.tag, c, &l);
+    }
+    if (rc != MPI_SUCCESS) fatal("cannot post a pending receive again after a restart", "");
+    v->lower = (uintptr_t)l;
+    v->qflags &= ~kQCounted;
+}
+} // namespace
+
+int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len) {
+    if (!L.ready) return 0;
+    ckpt_ctx cx{rank, quiescent, why, why_len, false};
+    requests_visit(request_before_checkpoint, &cx);
+    return cx.refused ? -1 : 0;
+}
+
+void requests_after_restart() {
+    requests_visit(request_after_restart, nullptr);
 }
 
 void drain_progress() {

@@ -27,6 +27,7 @@ uint64_t *g_sent = nullptr;
 std::atomic<uint64_t> g_recvd{0};
 int g_world_size = 0;
 std::atomic<size_t> g_ndrained{0};
+std::atomic<uint32_t> g_lower_gen{0};
 lower_api L;
 quiesce_state Q;
 
@@ -109,12 +110,13 @@ bool fill_ranks(comm_info *ci, MPI_Comm lc) {
     return true;
 }
 
-comm_info *make_info(uintptr_t lower) {
+comm_info *make_info(uintptr_t lower, uintptr_t upper) {
     comm_info *ci = new comm_info();
     if (!fill_ranks(ci, (MPI_Comm)lower)) {
         delete ci;
         return nullptr;
     }
+    ci->upper = upper;
     link_comm(ci);
     return ci;
 }
@@ -179,7 +181,7 @@ comm_info *comm_info_of_raw(uintptr_t u) {
     // A communicator made by a call the clock does not chain (Comm_idup, create_group, ...):
     // counted, but untracked by the collective clock.
     if (!L.ready) return nullptr;
-    comm_info *ci = make_info(v->lower);
+    comm_info *ci = make_info(v->lower, u);
     comm_info *expected = nullptr;
     if (ci && !__atomic_compare_exchange_n((comm_info **)&v->ext, &expected, ci, false,
                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -256,6 +258,8 @@ bool comms_init(const char **why) {
         *why = "cannot map the predefined communicators";
         return false;
     }
+    w->upper = (uintptr_t)MPI_COMM_WORLD;
+    s->upper = (uintptr_t)MPI_COMM_SELF;
     link_comm(w);
     link_comm(s);
 #else
@@ -265,7 +269,7 @@ bool comms_init(const char **why) {
         *why = "the stub library lacks the predefined communicators";
         return false;
     }
-    comm_info *w = make_info(wv->lower), *s = make_info(sv->lower);
+    comm_info *w = make_info(wv->lower, (uintptr_t)wv), *s = make_info(sv->lower, (uintptr_t)sv);
     if (!w || !s) {
         *why = "cannot map the predefined communicators";
         return false;
@@ -344,7 +348,8 @@ bool lower_api_bind(const char **why) {
              {"MPI_Group_size", (void **)&L.Group_size},
              {"MPI_Group_translate_ranks", (void **)&L.Group_translate_ranks},
              {"MPI_Group_free", (void **)&L.Group_free},
-             {"MPI_Comm_size", (void **)&L.Comm_size}};
+             {"MPI_Comm_size", (void **)&L.Comm_size},
+             {"MPI_Start", (void **)&L.Start}};
     for (auto &x : e) {
         *x.slot = lower_fn(x.name);
         if (!*x.slot) {
@@ -368,6 +373,33 @@ bool lower_api_bind(const char **why) {
     L.req_null = (MPI_Request)g_lower_null[(int)kind::request];
     L.msg_null = (MPI_Message)g_lower_null[(int)kind::message];
     L.ready = true;
+    return true;
+}
+
+bool quiesce_after_restart(uintptr_t fs, const char **why) {
+    if (!L.ready) return true; // quiescence was never bound: nothing refers to the old lower half
+    // The manager borrows the restarted lower half's main TLS (its own was forgotten, and other
+    // threads wait for the restart to finish before they take theirs).
+    struct borrow {
+        explicit borrow(uintptr_t f) { t_lower_fs = f; }
+        ~borrow() { t_lower_fs = 0; }
+    } b(fs);
+    L.ready = false;
+    if (!lower_api_bind(why)) return false;
+    {
+        lower_call lc;
+        if (L.Comm_group(L.world, &L.world_group) != MPI_SUCCESS) {
+            *why = "cannot read MPI_COMM_WORLD's group";
+            return false;
+        }
+    }
+    {
+        std::lock_guard<std::mutex> g(g_comm_mu);
+        for (comm_info *c = g_comms; c; c = c->next)
+            c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
+    }
+    requests_after_restart();
+    g_lower_gen.fetch_add(1);
     return true;
 }
 

@@ -27,6 +27,7 @@ struct comm_info {
     std::atomic<uint64_t> seq{0}; // blocking collectives entered on it
     uint64_t target = 0;          // while quiescing: run forward to this
     uintptr_t lower = 0;          // the lower handle, for the drain
+    uintptr_t upper = 0;          // the upper handle (the lower one changes with a restart)
     comm_info *next = nullptr, *prev = nullptr;
 };
 
@@ -39,11 +40,19 @@ struct thread_gate {
     uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
     volatile int pending_counted; // ... already counted (and completed) by the drain
     int registered;
+    // The status of that receive when the drain found it complete: a restart, which loses the
+    // lower request, completes the blocking call with it.
+    int pending_source, pending_tag, pending_error;
+    long long pending_bytes;
 };
 extern __thread thread_gate t_gate __attribute__((tls_model("initial-exec")));
 extern volatile int g_qflag; // an epoch is in progress: threads stop at safe points
 extern bool g_gate_fence;    // membarrier unavailable: wrappers fence themselves
 extern bool g_threads_multiple;
+// Bumped when a restored rank has bound a fresh lower half: a test loop that sees it changed after
+// its safe point holds lower handles of the old one and returns kRedo (p2p.cpp).
+extern std::atomic<uint32_t> g_lower_gen;
+constexpr int kRedo = -0x6768; // not an MPI error code (those are >= 0)
 
 void gate_register();
 void safe_point(comm_info *unused);
@@ -135,6 +144,22 @@ void drained_free(drained_msg *m);
 // ---- the epoch (coord_client.cpp) ----
 void quiesce_after_init(int provided);
 void quiesce_before_finalize();
+
+// ---- checkpoint and restart (restart.cpp calls these) ----
+// At a checkpoint (manager thread, this rank quiescent): requests complete in the lower half become
+// complete in the upper half (their status kept); a pending one that a restart could not re-post
+// refuses with a reason in `why`. 0 or -1.
+int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len);
+bool rank_quiescent(); // coord_client.cpp: this rank holds in a quiesce epoch
+// In a restored rank, after the records are replayed: the lower functions and handles quiescence
+// uses, the communicators' lower handles, pending receives re-posted, pending sends complete (their
+// receivers have them: the counts agreed). Then test loops redo their calls (g_lower_gen).
+bool quiesce_after_restart(uintptr_t fs, const char **why);
+// The coordinator client in a restored rank: every thread forgets the old connection before it
+// runs on (system calls only); after the rebuild, the epoch the image was taken in ends and the
+// client connects to the new job's coordinator named by envp.
+void coord_thread_after_restore();
+void coord_after_restore(char *const *envp);
 
 } // namespace ghost::mpi
 

@@ -139,7 +139,7 @@ __thread vobj *t_req_head __attribute__((tls_model("initial-exec"))) = nullptr;
 } // namespace
 
 __thread request_init t_req_init
-    __attribute__((tls_model("initial-exec"))) = {0, -1, nullptr, nullptr};
+    __attribute__((tls_model("initial-exec"))) = {0, -1, nullptr, nullptr, {}};
 
 const char *kind_name(kind k) {
     static const char *names[] = {"communicator", "group",   "datatype", "op",
@@ -268,7 +268,8 @@ vobj *request_new(kind k, uintptr_t lower) {
     v->qflags = t_req_init.qflags;
     v->peer = t_req_init.peer;
     v->done = t_req_init.done;
-    if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr};
+    if (t_req_init.qflags & kQRecv) v->ra = t_req_init.ra;
+    if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr, {}};
     return v;
 }
 

@@ -58,6 +58,13 @@ struct record {
     uintptr_t replay_lower = 0; // its lower handle on the new lower half, during a replay
 };
 
+// What a restart needs to post a pending MPI_Irecv again on a fresh lower half (upper handles).
+struct recv_args {
+    void *buf;
+    int count, source, tag;
+    uintptr_t datatype, comm;
+};
+
 struct vobj {
     uint32_t magic;
     kind k;
@@ -74,6 +81,7 @@ struct vobj {
     uint32_t qflags; // requests and messages: kQ* below
     int32_t peer;    // persistent sends: destination (comm rank); with ext = comm_info
     void *done;      // requests completed in the upper half: their status (malloc'd)
+    recv_args ra;    // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
 };
 
 // Request bookkeeping for quiescence (vobj::qflags).
@@ -87,6 +95,7 @@ constexpr uint32_t kQDrained = 32; // messages: matched from the drained queue (
 constexpr uint32_t kQDone = 64;    // completed in the upper half (from a drained message): ext
                                    // holds its status; the lower handle is a stand-in
 constexpr uint32_t kQCancel = 128; // MPI_Cancel was called on it
+constexpr uint32_t kQIsend = 256;  // a nonblocking send (counted when posted)
 
 // Bookkeeping the next request_new() on this thread takes over (set by the p2p wrappers right
 // before the generated code adopts the new request), then cleared.
@@ -95,6 +104,7 @@ struct request_init {
     int32_t peer;
     void *ext;
     void *done;
+    recv_args ra;
 };
 extern __thread request_init t_req_init __attribute__((tls_model("initial-exec")));
 
