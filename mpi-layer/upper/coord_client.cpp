@@ -368,12 +368,10 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         int rr = read_line(&l, 20);
         if (rr < 0) return fail(w_gone, "");
         if (rr > 0 && l.rfind("SAVE " + e + " ", 0) == 0) {
-            if (save_image(e, l) == save_restored) {
-                // This is a restored copy of the rank: the coordinator of this connection is the
-                // old job's. The job goes on under the new one.
-                resume_local();
-                return false;
-            }
+            // In a restored copy of the rank (save_restored), the restore ends this epoch
+            // (coord_after_restore asks for the resume below) and the client connects to the new
+            // job's coordinator.
+            save_image(e, l);
             continue;
         }
         if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
