@@ -158,9 +158,23 @@ int cmd_launch(const launch_args &a) {
     return wait_child(child);
 }
 
-int cmd_checkpoint(const checkpoint_args &a) {
+bool names_job(const std::string &target);
+int checkpoint_job(const checkpoint_args &a);
+bool is_job_checkpoint(const std::string &dir);
+
+int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
-    if (a.pid <= 0) return fail("invalid pid " + std::to_string(a.pid));
+    if (names_job(a.target)) {
+        if (!a.image.empty()) return fail("--image is for one process, not for a job");
+        return checkpoint_job(a);
+    }
+    char *end = nullptr;
+    long pid = std::strtol(a.target.c_str(), &end, 10);
+    if (a.target.empty() || *end || pid <= 0 || pid > INT_MAX)
+        return fail("'" + a.target + "' is neither a job id nor a process id");
+    a.pid = (pid_t)pid;
+    if (::kill(a.pid, 0) != 0 && errno == ESRCH)
+        return fail("no job or process " + a.target + " (it has ended?)");
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
     std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
     auto proc = core::parked_process::park(a.pid);
@@ -198,6 +212,27 @@ int cmd_checkpoint(const checkpoint_args &a) {
 
 int cmd_restart(const restart_args &a) {
     auto t0 = clock_type::now();
+    if (is_job_checkpoint(a.image)) {
+        // An MPI job: ghostrun checks the checkpoint, launches it under a new coordinator and
+        // ends as the job ends.
+        if (!a.pid_file.empty() || a.new_pid)
+            return fail("--pid-file and --new-pid are for one process, not for a job");
+        auto run = ghostrun();
+        if (!run) return fail(run.err().message);
+        std::vector<std::string> args = {*run, "--from-ghost", "--restart", a.image};
+        for (const auto &o : a.mpirun_opts)
+            args.push_back(o);
+        std::vector<char *> argv;
+        for (auto &s : args)
+            argv.push_back(s.data());
+        argv.push_back(nullptr);
+        std::fflush(nullptr);
+        ::execv(argv[0], argv.data());
+        return fail("cannot run " + *run + ": " + std::strerror(errno));
+    }
+    if (!a.mpirun_opts.empty())
+        return fail("mpirun options are for an MPI job's checkpoint directory; " + a.image +
+                    " is not one");
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
     control::remove_stale_sockets(); // e.g. that of the checkpointed process, if it was killed
@@ -401,7 +436,53 @@ struct rank_row {
 struct job_row {
     std::string job, ranks, mpirun, program, problem;
     std::vector<rank_row> rows;
+    std::string ckpt_gen, ckpt_dir; // the last checkpoint, if any
+    long long ckpt_time = 0;
 };
+
+} // namespace
+
+bool names_job(const std::string &target) {
+    if (!valid_job(target)) return false;
+    char dir[4096];
+    const char *why = nullptr;
+    if (!control::runtime_dir(dir, sizeof dir, &why)) return false;
+    struct stat sb;
+    return ::stat((std::string(dir) + "/job-" + target + ".sock").c_str(), &sb) == 0;
+}
+
+bool is_job_checkpoint(const std::string &dir) {
+    struct stat sb;
+    return ::stat(dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode) &&
+           (::access((dir + "/latest").c_str(), F_OK) == 0 ||
+            ::access((dir + "/manifest.json").c_str(), F_OK) == 0);
+}
+
+// The coordinator runs the whole checkpoint (runtime/job_protocol.h); this only asks and prints.
+int checkpoint_job(const checkpoint_args &a) {
+    auto fd = job_connect(a.target);
+    if (!fd) return fail(fd.err().message);
+    job_link link{*fd};
+    const long save_ms = 600000;
+    std::string req = "CHECKPOINT " + std::string(a.kill ? "1 " : "0 ") +
+                      std::to_string(a.timeout_ms) + " " + std::to_string(save_ms) + " " +
+                      (a.dir.empty() ? "-" : absolute(a.dir)) + "\n";
+    if (!control::write_all(link.fd, req.data(), req.size()))
+        return fail("job " + a.target + ": the coordinator does not answer");
+    char line[8192];
+    if (control::read_line(link.fd, line, sizeof line, a.timeout_ms + save_ms + 15000) < 0)
+        return fail("job " + a.target + ": the coordinator did not answer the checkpoint request");
+    std::string l = line;
+    if (l.rfind("OK ", 0) == 0) {
+        std::printf("checkpoint job=%s %s\n", a.target.c_str(), l.substr(3).c_str());
+        return 0;
+    }
+    if (l.rfind("ERROR ", 0) == 0)
+        return fail("checkpoint of job " + a.target + " failed: " + l.substr(6));
+    return fail("job " + a.target + ": unexpected answer '" + l + "'");
+}
+
+namespace {
 
 job_row job_status(const std::string &job) {
     job_row j;
@@ -433,6 +514,9 @@ job_row job_status(const std::string &job) {
             rank_row r;
             in >> r.rank >> r.pid >> r.host >> r.state;
             j.rows.push_back(r);
+        } else if (kind == "CKPT") {
+            in >> j.ckpt_gen >> j.ckpt_time;
+            std::getline(in >> std::ws, j.ckpt_dir);
         }
     }
     return j;
@@ -492,6 +576,13 @@ int cmd_status(const status_args &a) {
             if (j.problem.empty())
                 std::printf(", \"size\": %s, \"mpirun_pid\": %s, \"program\": %s", j.ranks.c_str(),
                             j.mpirun.c_str(), json_str(j.program).c_str());
+            if (!j.ckpt_gen.empty())
+                std::printf(", \"last_checkpoint\": {\"generation\": %s, \"dir\": %s, \"time\": "
+                            "%lld, \"age_s\": %lld}",
+                            j.ckpt_gen.c_str(), json_str(j.ckpt_dir).c_str(), j.ckpt_time,
+                            (long long)::time(nullptr) - j.ckpt_time);
+            else if (j.problem.empty())
+                std::printf(", \"last_checkpoint\": null");
             std::printf(", \"ranks\": [");
             for (size_t k = 0; k < j.rows.size(); k++)
                 std::printf("%s{\"rank\": %s, \"pid\": %s, \"host\": %s, \"state\": %s}",
@@ -513,6 +604,11 @@ int cmd_status(const status_args &a) {
         }
         std::printf("job %s  %s ranks  mpirun pid %s  %s\n", j.job.c_str(), j.ranks.c_str(),
                     j.mpirun.c_str(), j.program.c_str());
+        if (!j.ckpt_gen.empty())
+            std::printf("  last checkpoint: generation %s, %lld s ago, %s\n", j.ckpt_gen.c_str(),
+                        (long long)::time(nullptr) - j.ckpt_time, j.ckpt_dir.c_str());
+        else
+            std::printf("  last checkpoint: none\n");
         for (const auto &r : j.rows)
             std::printf("  rank %-4s pid %-8s host %-16s %s\n", r.rank.c_str(), r.pid.c_str(),
                         r.host.c_str(), r.state.c_str());

@@ -30,15 +30,25 @@ int main(int argc, char **argv) {
     auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
     ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
     ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)");
-    ckpt->add_flag("--kill", ca.kill, "kill the process once the image is durable");
-    ckpt->add_option("pid", ca.pid, "process id")->required();
+    ckpt->add_flag("--kill", ca.kill,
+                   "kill the process (a job: every rank and mpirun) once the images are durable");
+    ckpt->add_option("--timeout", ca.timeout_ms,
+                     "a job: milliseconds the ranks have to become quiescent")
+        ->check(CLI::Range(1, 3600000));
+    ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")
+        ->required();
 
     restart_args ra;
     auto *restart =
         app.add_subcommand("restart", "restore a process from its image and wait for it");
-    restart->add_option("image", ra.image, "image directory or file")->required();
     restart->add_option("--pid-file", ra.pid_file, "write the restored pid here");
     restart->add_flag("--new-pid", ra.new_pid, "do not try to keep the original pid");
+    restart
+        ->add_option("image", ra.image,
+                     "image directory or file, or an MPI job's checkpoint directory (then "
+                     "mpirun options may follow: --host, --hostfile, --oversubscribe...)")
+        ->required();
+    restart->prefix_command(); // after the directory, everything is mpirun's
 
     std::string rank_dir;
     auto *restart_rank = app.add_subcommand(
@@ -79,7 +89,10 @@ int main(int argc, char **argv) {
     }
     if (*launch) return cmd_launch(la);
     if (*ckpt) return cmd_checkpoint(ca);
-    if (*restart) return cmd_restart(ra);
+    if (*restart) {
+        ra.mpirun_opts = restart->remaining();
+        return cmd_restart(ra);
+    }
     if (*restart_rank) return cmd_restart_rank(rank_dir);
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);

@@ -12,6 +12,11 @@
 //   total rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
 //   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent
 //   coordinator: RESUME <epoch>                          rank: RESUMED <epoch>
+//   coordinator: SAVE <epoch> <timeout_ms> <image path>  (a checkpoint, after QUIESCED) the rank
+//                has its agent write its image there (ghost_agent_request_checkpoint, then
+//                ghost_agent_checkpoint_wait(timeout_ms)), still quiescent
+//   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
+//                (size and trailer hash for the manifest; the checkpointer's phase times)
 //   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
 //   rank:        FINALIZED                               MPI_Finalize was called
 // Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
@@ -22,6 +27,15 @@
 //                     per rank, then END
 //   QUIESCE <ms>  ->  OK <ranks> quiesce_s=<s> drain_s=<s> total_s=<s> drained=<n> bytes=<n>
 //                     or ERROR <reason> (the job resumes either way)
+//   CHECKPOINT <kill 0|1> <quiesce_ms> <save_ms> <dir or ->
+//                 ->  OK generation=<N> dir=<gen dir> ranks=<n> bytes=<n> quiesce_s=<s>
+//                     export_s=<s> sync_s=<s> total_s=<s> [killed=1]   once every image, the
+//                     manifest and <dir>/latest are durable (ckpt_dir.h); the job resumes, or with
+//                     kill 1 mpirun is sent SIGTERM (ghostrun exits 75). Or ERROR <reason>: no
+//                     rank is left quiescent, the previous generation is untouched.
+//                     "-": ghostrun's --ckpt-dir. Periodic checkpoints (--interval) take the same
+//                     path without a requester.
+//   STATUS also sends CKPT <generation> <unix time> <gen dir> before END once there is one.
 #pragma once
 
 namespace ghost::job {

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +28,7 @@
 #include <sstream>
 #include <vector>
 
+#include "ckpt_dir.h"
 #include "runtime/control.h"
 #include "runtime/job_protocol.h"
 
@@ -39,13 +41,17 @@ constexpr int kHelloTimeoutMs = 5000;
 
 int g_sig_pipe[2] = {-1, -1};
 pid_t g_child = -1;
+volatile sig_atomic_t g_user_stop = 0; // a user or batch system asked the job to end
 
 void on_signal(int sig, siginfo_t *si, void *) {
     int saved = errno;
     if (sig == SIGCHLD) {
         char c = 0;
         (void)!write(g_sig_pipe[1], &c, 1);
-    } else if (g_child > 0 && si && si->si_code != SI_KERNEL) {
+    } else {
+        if (sig != SIGUSR1 && sig != SIGUSR2) g_user_stop = 1;
+    }
+    if (sig != SIGCHLD && g_child > 0 && si && si->si_code != SI_KERNEL) {
         // A terminal's signals (SI_KERNEL) reach mpirun directly: it is in our process group.
         kill(g_child, sig);
     }
@@ -97,7 +103,7 @@ struct conn {
     std::string host, state = "connecting";
 };
 
-enum class phase { idle, clock, counts, drained, resumed };
+enum class phase { idle, clock, counts, drained, saving, resumed };
 
 struct epoch_state {
     phase ph = phase::idle;
@@ -109,17 +115,48 @@ struct epoch_state {
     std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
     std::map<int, bool> answered;
     int rounds = 0;
+    // A checkpoint: after QUIESCED every rank writes its image (SAVE), then the manifest.
+    bool ckpt = false, kill = false;
+    int gen = 0;
+    long save_ms = 0;
+    std::string dir, tmp;
+    clock_type::time_point t_saved;
+    std::map<int, manifest_rank> saved;
+    double export_s = 0, sync_s = 0;
+};
+
+struct last_checkpoint {
+    int gen = 0;
+    std::string dir; // the generation's
+    long long time = 0;
 };
 
 struct server {
     coordinator_setup &s;
+    const job_config &cfg;
     std::string program;
     std::vector<conn> conns;
     epoch_state ep;
     long next_epoch = 1;
     int job_size = 0;
+    last_checkpoint last;
+    bool stopped_after_ckpt = false;
+    clock_type::time_point next_periodic;
 
-    explicit server(coordinator_setup &setup) : s(setup) {}
+    server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
+        program = c.argv.empty() ? "?" : c.argv[0];
+        if (c.restarted_gen > 0) last = {c.restarted_gen, c.restarted_dir, c.restarted_time};
+        next_periodic = clock_type::now() + interval();
+    }
+
+    clock_type::duration interval() const {
+        return std::chrono::duration_cast<clock_type::duration>(
+            std::chrono::duration<double>(cfg.interval_s));
+    }
+
+    void note(const std::string &msg) {
+        fprintf(stderr, "ghostrun: job %s: %s\n", s.job.c_str(), msg.c_str());
+    }
 
     void send_line(int fd, const std::string &line) {
         std::string l = line + "\n";
@@ -241,6 +278,20 @@ struct server {
             ep.answered[c.rank] = true;
             c.state = "quiesced";
             if (all_answered()) quiesced();
+        } else if (w[0] == "SAVED" && ep.ph == phase::saving && w.size() >= 4) {
+            manifest_rank &m = ep.saved[c.rank];
+            m.rank = c.rank;
+            m.host = c.host;
+            m.pid = c.pid;
+            m.bytes = strtoull(w[2].c_str(), nullptr, 10);
+            m.hash = w[3];
+            if (w.size() >= 6) {
+                ep.export_s = std::max(ep.export_s, atof(w[4].c_str()));
+                ep.sync_s = std::max(ep.sync_s, atof(w[5].c_str()));
+            }
+            ep.answered[c.rank] = true;
+            c.state = "saved";
+            if (all_answered()) saved_all();
         } else if (w[0] == "RESUMED" && ep.ph == phase::resumed) {
             ep.answered[c.rank] = true;
             c.state = "running";
@@ -301,12 +352,76 @@ struct server {
 
     void quiesced() {
         ep.t_drain = clock_type::now();
+        if (ep.ckpt) {
+            std::string id = std::to_string(ep.id);
+            next_phase(phase::saving, "QUIESCED " + id);
+            ep.deadline = clock_type::now() + std::chrono::milliseconds(ep.save_ms + 5000);
+            for (auto *c : live_ranks()) {
+                c->state = "saving";
+                send_line(c->fd, "SAVE " + id + " " + std::to_string(ep.save_ms) + " " + ep.tmp +
+                                     "/" + rank_image(c->rank));
+            }
+            return;
+        }
+        resume_all();
+    }
+
+    void resume_all() {
         next_phase(phase::resumed, "QUIESCED " + std::to_string(ep.id));
         for (auto *c : live_ranks())
             send_line(c->fd, "RESUME " + std::to_string(ep.id));
     }
 
+    // Every rank's image is durable: the manifest and the `latest` pointer follow.
+    void saved_all() {
+        auto t0 = clock_type::now();
+        manifest m;
+        m.generation = ep.gen;
+        m.job = s.job;
+        m.flavour = cfg.flavour;
+        m.mpirun_opts = cfg.mpirun_opts;
+        m.argv = cfg.argv;
+        m.time = (long long)time(nullptr);
+        for (auto &[r, e] : ep.saved)
+            m.ranks.push_back(e);
+        if ((int)m.ranks.size() != job_size)
+            return abort_epoch("only " + std::to_string(m.ranks.size()) + " of " +
+                               std::to_string(job_size) + " ranks saved an image");
+        auto gen = publish_generation(ep.dir, ep.tmp, m);
+        if (!gen) return abort_epoch("cannot publish the checkpoint: " + gen.err().message);
+        ep.tmp.clear(); // published: nothing to discard any more
+        ep.t_saved = clock_type::now();
+        ep.sync_s += secs(ep.t_saved - t0);
+        last = {m.generation, *gen, m.time};
+        unsigned long long bytes = 0;
+        for (auto &r : m.ranks)
+            bytes += r.bytes;
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "OK generation=%d dir=%s ranks=%zu bytes=%llu quiesce_s=%.3f export_s=%.3f "
+                 "sync_s=%.3f total_s=%.3f%s",
+                 m.generation, gen->c_str(), m.ranks.size(), bytes, secs(ep.t_drain - ep.start),
+                 ep.export_s, ep.sync_s, secs(ep.t_saved - ep.start), ep.kill ? " killed=1" : "");
+        if (ep.cli_fd >= 0) send_line(ep.cli_fd, buf);
+        if (cfg.verbose || ep.cli_fd < 0) note(std::string("checkpoint ") + (buf + 3));
+        if (ep.kill) {
+            // The images are durable: the whole job goes, ranks through their mpirun.
+            stopped_after_ckpt = true;
+            ep = epoch_state{};
+            for (auto *c : live_ranks())
+                c->state = "stopped";
+            if (g_child > 0) kill(g_child, SIGTERM);
+            return;
+        }
+        ep.cli_fd = -1; // answered
+        resume_all();
+    }
+
     void finish_epoch() {
+        if (ep.ckpt) {
+            ep = epoch_state{};
+            return;
+        }
         unsigned long long msgs = 0, bytes = 0;
         for (auto &[r, d] : ep.drained)
             msgs += d.first, bytes += d.second;
@@ -323,12 +438,59 @@ struct server {
     void abort_epoch(const std::string &why) {
         long id = ep.id;
         int cli = ep.cli_fd;
+        bool ckpt = ep.ckpt;
+        // A checkpoint that fails leaves the previous generation as it was.
+        discard_generation(ep.tmp);
         ep = epoch_state{};
         for (auto *c : live_ranks()) {
             send_line(c->fd, "RESUME " + std::to_string(id));
-            if (c->state == "quiescing" || c->state == "quiesced") c->state = "running";
+            if (c->state == "quiescing" || c->state == "quiesced" || c->state == "saving" ||
+                c->state == "saved")
+                c->state = "running";
         }
         if (cli >= 0) send_line(cli, "ERROR " + why + "; the job resumed");
+        if (ckpt && cli < 0) note("periodic checkpoint failed: " + why + "; the job resumed");
+    }
+
+    // Empty when every rank is connected and none has finalized, else why not.
+    std::string job_not_ready() {
+        if (job_size == 0) return "no rank has connected yet";
+        std::vector<int> seen(job_size, 0);
+        for (auto &r : conns)
+            if (r.is_rank && r.hello && r.rank >= 0 && r.rank < job_size)
+                seen[r.rank] = r.state == "finalized" ? 2 : r.fd >= 0 && r.state != "lost" ? 1 : 0;
+        for (int r = 0; r < job_size; r++) {
+            if (seen[r] == 0) return "rank " + std::to_string(r) + " is not connected";
+            if (seen[r] == 2) return "rank " + std::to_string(r) + " has called MPI_Finalize";
+        }
+        return "";
+    }
+
+    void begin_epoch(int cli_fd, long ms) {
+        ep.id = next_epoch++;
+        ep.cli_fd = cli_fd;
+        ep.start = clock_type::now();
+        ep.deadline = ep.start + std::chrono::milliseconds(ms > 0 ? ms : 10000);
+        next_phase(phase::clock, "QUIESCE " + std::to_string(ep.id) + " " + std::to_string(ms));
+    }
+
+    // Empty when the checkpoint began (its answer comes later), else why not.
+    std::string begin_checkpoint(int cli_fd, const std::string &dir, bool kill, long quiesce_ms,
+                                 long save_ms) {
+        if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
+        if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
+        if (auto why = job_not_ready(); !why.empty()) return why;
+        int gen = next_generation(dir);
+        auto tmp = begin_generation(dir, gen, s.job);
+        if (!tmp) return tmp.err().message;
+        ep.ckpt = true;
+        ep.kill = kill;
+        ep.gen = gen;
+        ep.dir = dir;
+        ep.tmp = *tmp;
+        ep.save_ms = save_ms > 0 ? save_ms : 600000;
+        begin_epoch(cli_fd, quiesce_ms);
+        return "";
     }
 
     // ---- commands ----
@@ -345,29 +507,27 @@ struct server {
             for (auto &[r, rc] : by_rank)
                 send_line(c.fd, "RANK " + std::to_string(r) + " " + std::to_string(rc->pid) + " " +
                                     rc->host + " " + rc->state);
+            if (last.gen > 0)
+                send_line(c.fd, "CKPT " + std::to_string(last.gen) + " " +
+                                    std::to_string(last.time) + " " + last.dir);
             send_line(c.fd, "END");
         } else if (w[0] == "QUIESCE") {
             if (ep.ph != phase::idle) return send_line(c.fd, "ERROR a quiesce is in progress");
             long ms = w.size() > 1 ? atol(w[1].c_str()) : 10000;
-            std::vector<int> seen(job_size > 0 ? job_size : 1, 0);
-            for (auto &r : conns)
-                if (r.is_rank && r.hello && r.rank >= 0 && r.rank < job_size)
-                    seen[r.rank] = r.state == "finalized"           ? 2
-                                   : r.fd >= 0 && r.state != "lost" ? 1
-                                                                    : 0;
-            if (job_size == 0) return send_line(c.fd, "ERROR no rank has connected yet");
-            for (int r = 0; r < job_size; r++) {
-                if (seen[r] == 0)
-                    return send_line(c.fd, "ERROR rank " + std::to_string(r) + " is not connected");
-                if (seen[r] == 2)
-                    return send_line(c.fd, "ERROR rank " + std::to_string(r) +
-                                               " has called MPI_Finalize");
-            }
-            ep.id = next_epoch++;
-            ep.cli_fd = c.fd;
-            ep.start = clock_type::now();
-            ep.deadline = ep.start + std::chrono::milliseconds(ms > 0 ? ms : 10000);
-            next_phase(phase::clock, "QUIESCE " + std::to_string(ep.id) + " " + std::to_string(ms));
+            if (auto why = job_not_ready(); !why.empty()) return send_line(c.fd, "ERROR " + why);
+            begin_epoch(c.fd, ms);
+        } else if (w[0] == "CHECKPOINT" && w.size() >= 5) {
+            // CHECKPOINT <kill> <quiesce_ms> <save_ms> <dir or ->
+            size_t at = 0;
+            for (int k = 0; k < 4 && at != std::string::npos; k++)
+                at = line.find(' ', at + (k ? 1 : 0));
+            std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
+            if (dir == "-") dir = cfg.ckpt_dir;
+            if (dir.empty() || dir[0] != '/')
+                return send_line(c.fd, "ERROR the checkpoint directory must be absolute");
+            std::string why =
+                begin_checkpoint(c.fd, dir, w[1] == "1", atol(w[2].c_str()), atol(w[3].c_str()));
+            if (!why.empty()) send_line(c.fd, "ERROR " + why);
         } else {
             send_line(c.fd, "ERROR unknown request " + w[0]);
         }
@@ -375,7 +535,7 @@ struct server {
 
     void check_deadline() {
         if (ep.ph == phase::idle || clock_type::now() < ep.deadline) return;
-        static const char *names[] = {"", "CLOCK", "COUNTS", "DRAINED", "RESUMED"};
+        static const char *names[] = {"", "CLOCK", "COUNTS", "DRAINED", "SAVED", "RESUMED"};
         std::string late;
         for (auto *c : live_ranks())
             if (c->state != "finalized" && !ep.answered[c->rank])
@@ -402,6 +562,58 @@ struct server {
         if (c.fd >= 0 && c.in.size() > kMaxLine) drop(c, "sent an over-long line");
     }
 
+    // mpirun ended with `status`: relaunched from the newest complete checkpoint when
+    // --auto-restart allows (returns the new mpirun), else -1.
+    pid_t maybe_relaunch(int status) {
+        if (status == 0 || stopped_after_ckpt || g_user_stop || !cfg.relaunch) return -1;
+        if (restarts_done >= cfg.auto_restarts) {
+            if (cfg.auto_restarts > 0)
+                note("mpirun exited with status " + std::to_string(status) + "; " +
+                     std::to_string(restarts_done) + " automatic restart(s) used up");
+            return -1;
+        }
+        // Only a checkpoint of this job (or of the one it was restarted from): another job may
+        // have left generations in the same directory.
+        if (last.gen == 0) {
+            note("mpirun exited with status " + std::to_string(status) +
+                 "; no checkpoint of this job to restart from");
+            return -1;
+        }
+        result<std::string> gen = last.dir;
+        auto m = read_manifest(*gen);
+        if (m) {
+            if (auto v = verify_generation(*gen, *m, false); !v) m = v.err();
+        }
+        if (!m) {
+            note("mpirun exited with status " + std::to_string(status) +
+                 "; cannot restart: " + m.err().message);
+            return -1;
+        }
+        if (ep.ph != phase::idle) abort_epoch("mpirun exited");
+        // The old ranks are gone with their mpirun; the new ones say HELLO again.
+        for (auto &c : conns)
+            if (c.is_rank && c.fd >= 0) {
+                close(c.fd);
+                c.fd = -1;
+            }
+        conns.erase(
+            std::remove_if(conns.begin(), conns.end(), [](const conn &c) { return c.is_rank; }),
+            conns.end());
+        restarts_done++;
+        note("mpirun exited with status " + std::to_string(status) + "; restarting from " + *gen +
+             " (automatic restart " + std::to_string(restarts_done) + " of " +
+             std::to_string(cfg.auto_restarts) + ")");
+        pid_t child = cfg.relaunch(*gen);
+        if (child > 0) {
+            g_child = child;
+            last = {m->generation, *gen, m->time};
+            next_periodic = clock_type::now() + interval();
+        }
+        return child;
+    }
+
+    int restarts_done = 0;
+
     int run(pid_t child) {
         int status = -1;
         while (status < 0) {
@@ -416,10 +628,16 @@ struct server {
                 (void)!read(g_sig_pipe[0], tmp, sizeof tmp);
                 int ws = 0;
                 pid_t r = waitpid(child, &ws, WNOHANG);
-                if (r == child)
+                if (r == child) {
                     status = WIFEXITED(ws)     ? WEXITSTATUS(ws)
                              : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
                                                : 1;
+                    if (pid_t next = maybe_relaunch(status); next > 0) {
+                        child = next;
+                        status = -1;
+                        continue;
+                    }
+                }
             }
             if (p[1].revents & POLLIN) accept_on(s.tcp_fd, true);
             if (p[2].revents & POLLIN) accept_on(s.unix_fd, false);
@@ -437,6 +655,14 @@ struct server {
                     c.fd = -1;
                 }
             check_deadline();
+            if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
+                next_periodic = now + interval();
+                // Not before every rank is there, nor after one finalized: silently skipped.
+                if (job_not_ready().empty()) {
+                    std::string why = begin_checkpoint(-1, cfg.ckpt_dir, false, 10000, 0);
+                    if (!why.empty()) note("periodic checkpoint not taken: " + why);
+                }
+            }
             // Forget closed connections, except ranks (their state stays visible).
             std::vector<conn> keep;
             for (auto &c : conns)
@@ -445,7 +671,18 @@ struct server {
             conns.swap(keep);
         }
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
+        discard_generation(ep.tmp);
+        if (stopped_after_ckpt) {
+            note("stopped after its checkpoint " + last.dir + " (mpirun status " +
+                 std::to_string(status) + "); go on with: ghost restart " + cfg_dir_of(last.dir));
+            return kExitStoppedAfterCheckpoint;
+        }
         return status;
+    }
+
+    static std::string cfg_dir_of(const std::string &gen_dir) {
+        size_t slash = gen_dir.rfind('/');
+        return slash == std::string::npos || slash == 0 ? gen_dir : gen_dir.substr(0, slash);
     }
 };
 
@@ -520,10 +757,9 @@ result<coordinator_setup> coordinator_prepare(const std::string &job) {
     return s;
 }
 
-int coordinator_run(coordinator_setup &s, pid_t child, const std::string &program) {
+int coordinator_run(coordinator_setup &s, pid_t child, const job_config &cfg) {
     g_child = child;
-    server srv(s);
-    srv.program = program;
+    server srv(s, cfg);
     int rc = srv.run(child);
     close(s.tcp_fd);
     close(s.unix_fd);

@@ -6,7 +6,9 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "runtime/result.h"
 
@@ -28,9 +30,32 @@ result<coordinator_setup> coordinator_prepare(const std::string &job);
 // fork.
 void coordinator_signals();
 
+// What the coordinator knows about the job beyond its connections: for the manifests of its
+// checkpoints (ckpt_dir.h), `ghost status`, periodic checkpoints and automatic restarts.
+struct job_config {
+    std::string ckpt_dir; // absolute
+    std::string flavour;  // openmpi | mpich
+    std::vector<std::string> mpirun_opts;
+    std::vector<std::string> argv; // the program (absolute) and its arguments
+    double interval_s = 0;         // > 0: a checkpoint every interval_s seconds
+    int auto_restarts = 0;         // relaunches left after a failure
+    bool verbose = false;
+    // The generation this job was restarted from (0: a fresh start), its directory and time.
+    int restarted_gen = 0;
+    std::string restarted_dir;
+    long long restarted_time = 0;
+    // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
+    std::function<pid_t(const std::string &gen_dir)> relaunch;
+};
+
+// ghostrun's exit status when `ghost checkpoint JOB --kill` stopped the job after its checkpoint
+// (EX_TEMPFAIL: the job can go on with `ghost restart DIR`).
+constexpr int kExitStoppedAfterCheckpoint = 75;
+
 // Serves ranks and commands until mpirun (`child`) exits; forwards the signals a user or batch
-// system sends to ghostrun; removes the socket and secret files. Returns mpirun's status the way a
-// shell reports it.
-int coordinator_run(coordinator_setup &s, pid_t child, const std::string &program);
+// system sends to ghostrun; removes the socket and secret files. A failed mpirun is relaunched
+// from the newest complete checkpoint while cfg.auto_restarts lasts. Returns the job's status the
+// way a shell reports it, or kExitStoppedAfterCheckpoint.
+int coordinator_run(coordinator_setup &s, pid_t child, const job_config &cfg);
 
 } // namespace ghost::run

@@ -3,6 +3,7 @@
 // started after MPI_Init, that registers the rank and runs quiesce epochs. Every wait is bounded;
 // when the coordinator goes away the rank resumes and runs on without checkpoints.
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "attribution.h"
+#include "ghost-core/image_trailer.h"
 #include "lower_api.h"
 #include "p2p.h"
 #include "quiesce_state.h"
@@ -186,6 +188,68 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
     }
 }
 
+enum save_result { save_done, save_failed, save_restored };
+
+// SAVE <epoch> <timeout_ms> <path>: the agent's checkpointer writes this quiescent rank's image
+// (ghost_agent.h); SAVED <epoch> <bytes> <hash> or ERROR <epoch> <reason> goes back. This thread
+// is parked and saved with the others: in a restored copy the wait returns 1.
+save_result save_image(const std::string &e, const std::string &line) {
+    auto w = words(line);
+    size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
+    if (w.size() < 4 || at == std::string::npos) {
+        send_line("ERROR " + e + " bad request " + line);
+        return save_failed;
+    }
+    long timeout_ms = atol(w[2].c_str());
+    std::string path = line.substr(at + 1);
+    using request_fn = int (*)(const char *, int);
+    using wait_fn = int (*)(int, char *, size_t);
+    auto request = (request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_checkpoint");
+    auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
+    char why[512] = "";
+    int rc = -1;
+    if (!request || !wait)
+        snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
+    else if (request(path.c_str(), 0) != 0)
+        snprintf(why, sizeof why,
+                 "the agent cannot start a checkpointer (no ghost binary known, "
+                 "or one is running)");
+    else
+        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, sizeof why);
+    if (rc == 1) return save_restored;
+    uint64_t size = 0, sum = 0;
+    const char *bad = "";
+    if (rc == 0) {
+        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || !core::read_image_trailer(fd, &size, &sum, &bad)) {
+            snprintf(why, sizeof why, "the image %s is unreadable: %s", path.c_str(),
+                     fd < 0 ? strerror(errno) : bad);
+            rc = -1;
+        }
+        if (fd >= 0) close(fd);
+    }
+    if (rc != 0) {
+        for (char *c = why; *c; c++)
+            if (*c == '\n') *c = ' ';
+        send_line("ERROR " + e + " " + why);
+        return save_failed;
+    }
+    // The checkpointer's report (PATH.log): "checkpoint pid=... export_s=X sync_s=Y ...".
+    std::string times = " 0 0";
+    if (FILE *f = fopen((path + ".log").c_str(), "re")) {
+        char l[2048];
+        while (fgets(l, sizeof l, f))
+            if (strncmp(l, "checkpoint pid=", 15) == 0) {
+                const char *x = strstr(l, " export_s="), *y = strstr(l, " sync_s=");
+                if (x && y)
+                    times = " " + std::to_string(atof(x + 10)) + " " + std::to_string(atof(y + 8));
+            }
+        fclose(f);
+    }
+    send_line("SAVED " + e + " " + std::to_string(size) + " " + core::image_hash_name(sum) + times);
+    return save_done;
+}
+
 // One quiesce epoch (runtime/job_protocol.h). Returns false when the coordinator is gone.
 bool run_epoch(const std::string &e, long timeout_ms) {
     long deadline = now_ms() + (timeout_ms * 9) / 10;
@@ -303,6 +367,13 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         std::string l;
         int rr = read_line(&l, 20);
         if (rr < 0) return fail(w_gone, "");
+        if (rr > 0 && l.rfind("SAVE " + e + " ", 0) == 0) {
+            // In a restored copy of the rank (save_restored), the restore ends this epoch
+            // (coord_after_restore asks for the resume below) and the client connects to the new
+            // job's coordinator.
+            save_image(e, l);
+            continue;
+        }
         if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
             resume_local();
             send_line("RESUMED " + e);
