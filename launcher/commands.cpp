@@ -15,7 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "ghost-core/elf_build_id.h"
 #include "ghost-core/export.h"
@@ -156,9 +158,23 @@ int cmd_launch(const launch_args &a) {
     return wait_child(child);
 }
 
-int cmd_checkpoint(const checkpoint_args &a) {
+bool names_job(const std::string &target);
+int checkpoint_job(const checkpoint_args &a);
+bool is_job_checkpoint(const std::string &dir);
+
+int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
-    if (a.pid <= 0) return fail("invalid pid " + std::to_string(a.pid));
+    if (names_job(a.target)) {
+        if (!a.image.empty()) return fail("--image is for one process, not for a job");
+        return checkpoint_job(a);
+    }
+    char *end = nullptr;
+    long pid = std::strtol(a.target.c_str(), &end, 10);
+    if (a.target.empty() || *end || pid <= 0 || pid > INT_MAX)
+        return fail("'" + a.target + "' is neither a job id nor a process id");
+    a.pid = (pid_t)pid;
+    if (::kill(a.pid, 0) != 0 && errno == ESRCH)
+        return fail("no job or process " + a.target + " (it has ended?)");
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
     std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
     auto proc = core::parked_process::park(a.pid);
@@ -196,6 +212,27 @@ int cmd_checkpoint(const checkpoint_args &a) {
 
 int cmd_restart(const restart_args &a) {
     auto t0 = clock_type::now();
+    if (is_job_checkpoint(a.image)) {
+        // An MPI job: ghostrun checks the checkpoint, launches it under a new coordinator and
+        // ends as the job ends.
+        if (!a.pid_file.empty() || a.new_pid)
+            return fail("--pid-file and --new-pid are for one process, not for a job");
+        auto run = ghostrun();
+        if (!run) return fail(run.err().message);
+        std::vector<std::string> args = {*run, "--from-ghost", "--restart", a.image};
+        for (const auto &o : a.mpirun_opts)
+            args.push_back(o);
+        std::vector<char *> argv;
+        for (auto &s : args)
+            argv.push_back(s.data());
+        argv.push_back(nullptr);
+        std::fflush(nullptr);
+        ::execv(argv[0], argv.data());
+        return fail("cannot run " + *run + ": " + std::strerror(errno));
+    }
+    if (!a.mpirun_opts.empty())
+        return fail("mpirun options are for an MPI job's checkpoint directory; " + a.image +
+                    " is not one");
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
     control::remove_stale_sockets(); // e.g. that of the checkpointed process, if it was killed
@@ -354,32 +391,260 @@ int cmd_inspect(const std::string &arg) {
     return 0;
 }
 
-int cmd_status() {
+namespace {
+
+// A conversation with a job's coordinator over <runtime dir>/job-<JOB>.sock.
+struct job_link {
+    int fd = -1;
+    ~job_link() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+bool valid_job(const std::string &job) {
+    return !job.empty() && job.size() < 12 &&
+           job.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// Connects; on failure a one-line reason that says whether the job or its coordinator is gone.
+result<int> job_connect(const std::string &job) {
+    if (!valid_job(job))
+        return error{"'" + job + "' is not a job id (ghostrun prints it at start)"};
+    char dir[4096];
+    const char *why = nullptr;
+    if (!control::runtime_dir(dir, sizeof dir, &why)) return error{why};
+    std::string path = std::string(dir) + "/job-" + job + ".sock";
+    struct stat sb;
+    if (::stat(path.c_str(), &sb) != 0)
+        return error{"no job " + job + " (no coordinator in " + dir + ")"};
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return sys_error("cannot open a socket");
+    sockaddr_un u{};
+    u.sun_family = AF_UNIX;
+    std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path.c_str());
+    if (::connect(fd, (sockaddr *)&u, sizeof u) != 0) {
+        ::close(fd);
+        return error{"job " + job + ": its coordinator (ghostrun pid " + job +
+                     ") is not running; the ranks run on without checkpoints"};
+    }
+    return fd;
+}
+
+struct rank_row {
+    std::string rank, pid, host, state;
+};
+struct job_row {
+    std::string job, ranks, mpirun, program, problem;
+    std::vector<rank_row> rows;
+    std::string ckpt_gen, ckpt_dir; // the last checkpoint, if any
+    long long ckpt_time = 0;
+};
+
+} // namespace
+
+bool names_job(const std::string &target) {
+    if (!valid_job(target)) return false;
+    char dir[4096];
+    const char *why = nullptr;
+    if (!control::runtime_dir(dir, sizeof dir, &why)) return false;
+    struct stat sb;
+    return ::stat((std::string(dir) + "/job-" + target + ".sock").c_str(), &sb) == 0;
+}
+
+bool is_job_checkpoint(const std::string &dir) {
+    struct stat sb;
+    return ::stat(dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode) &&
+           (::access((dir + "/latest").c_str(), F_OK) == 0 ||
+            ::access((dir + "/manifest.json").c_str(), F_OK) == 0);
+}
+
+// The coordinator runs the whole checkpoint (runtime/job_protocol.h); this only asks and prints.
+int checkpoint_job(const checkpoint_args &a) {
+    auto fd = job_connect(a.target);
+    if (!fd) return fail(fd.err().message);
+    job_link link{*fd};
+    const long save_ms = 600000;
+    std::string req = "CHECKPOINT " + std::string(a.kill ? "1 " : "0 ") +
+                      std::to_string(a.timeout_ms) + " " + std::to_string(save_ms) + " " +
+                      (a.dir.empty() ? "-" : absolute(a.dir)) + "\n";
+    if (!control::write_all(link.fd, req.data(), req.size()))
+        return fail("job " + a.target + ": the coordinator does not answer");
+    char line[8192];
+    if (control::read_line(link.fd, line, sizeof line, a.timeout_ms + save_ms + 15000) < 0)
+        return fail("job " + a.target + ": the coordinator did not answer the checkpoint request");
+    std::string l = line;
+    if (l.rfind("OK ", 0) == 0) {
+        std::printf("checkpoint job=%s %s\n", a.target.c_str(), l.substr(3).c_str());
+        return 0;
+    }
+    if (l.rfind("ERROR ", 0) == 0)
+        return fail("checkpoint of job " + a.target + " failed: " + l.substr(6));
+    return fail("job " + a.target + ": unexpected answer '" + l + "'");
+}
+
+namespace {
+
+job_row job_status(const std::string &job) {
+    job_row j;
+    j.job = job;
+    auto fd = job_connect(job);
+    if (!fd) {
+        j.problem = fd.err().message;
+        return j;
+    }
+    job_link link{*fd};
+    if (!control::write_all(link.fd, "STATUS\n", 7)) {
+        j.problem = "job " + job + ": the coordinator does not answer";
+        return j;
+    }
+    char line[4096];
+    for (;;) {
+        if (control::read_line(link.fd, line, sizeof line, 5000) < 0) {
+            j.problem = "job " + job + ": the coordinator does not answer";
+            return j;
+        }
+        std::istringstream in(line);
+        std::string kind;
+        in >> kind;
+        if (kind == "END") break;
+        if (kind == "JOB") {
+            in >> j.job >> j.ranks >> j.mpirun;
+            std::getline(in >> std::ws, j.program);
+        } else if (kind == "RANK") {
+            rank_row r;
+            in >> r.rank >> r.pid >> r.host >> r.state;
+            j.rows.push_back(r);
+        } else if (kind == "CKPT") {
+            in >> j.ckpt_gen >> j.ckpt_time;
+            std::getline(in >> std::ws, j.ckpt_dir);
+        }
+    }
+    return j;
+}
+
+std::string json_str(const std::string &s) {
+    std::string o = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') o += '\\';
+        if ((unsigned char)c < 0x20) continue;
+        o += c;
+    }
+    return o + "\"";
+}
+
+} // namespace
+
+int cmd_status(const status_args &a) {
     char dir[4096];
     const char *why = nullptr;
     if (!control::runtime_dir(dir, sizeof dir, &why)) return fail(why);
-    DIR *d = ::opendir(dir);
-    if (!d) return fail(std::string("cannot list ") + dir);
-    int found = 0;
-    while (dirent *e = ::readdir(d)) {
-        char *end = nullptr;
-        long pid = std::strtol(e->d_name, &end, 10);
-        if (pid <= 0 || pid > INT_MAX || std::strcmp(end, ".sock") != 0) continue;
-        // Listed only when its agent answers: a socket file outlives a killed process, and its pid
-        // may name another process by now. Those of gone processes are removed on the way.
-        if (control::probe_socket((int)pid, true) != 1) continue;
+    std::vector<std::string> jobs;
+    std::vector<int> pids;
+    if (!a.job.empty()) {
+        if (!valid_job(a.job))
+            return fail("'" + a.job + "' is not a job id (ghostrun prints it at start)");
+        jobs.push_back(a.job);
+    } else {
+        DIR *d = ::opendir(dir);
+        if (!d) return fail(std::string("cannot list ") + dir);
+        while (dirent *e = ::readdir(d)) {
+            std::string n = e->d_name;
+            if (n.rfind("job-", 0) == 0 && n.size() > 9 && n.substr(n.size() - 5) == ".sock")
+                jobs.push_back(n.substr(4, n.size() - 9));
+            char *end = nullptr;
+            long pid = std::strtol(e->d_name, &end, 10);
+            if (pid <= 0 || pid > INT_MAX || std::strcmp(end, ".sock") != 0) continue;
+            // Listed only when its agent answers: a socket file outlives a killed process, and its
+            // pid may name another process by now. Those of gone processes are removed on the way.
+            if (control::probe_socket((int)pid, true) == 1) pids.push_back((int)pid);
+        }
+        ::closedir(d);
+        std::sort(jobs.begin(), jobs.end());
+    }
+    std::vector<job_row> rows;
+    for (const auto &j : jobs)
+        rows.push_back(job_status(j));
+    if (!a.job.empty() && !rows[0].problem.empty()) return fail(rows[0].problem);
+    if (a.json) {
+        std::printf("{\"jobs\": [");
+        for (size_t i = 0; i < rows.size(); i++) {
+            const auto &j = rows[i];
+            std::printf("%s{\"job\": %s, \"coordinator\": %s", i ? ", " : "",
+                        json_str(j.job).c_str(),
+                        j.problem.empty() ? "\"running\"" : "\"not running\"");
+            if (!j.problem.empty()) std::printf(", \"problem\": %s", json_str(j.problem).c_str());
+            if (j.problem.empty())
+                std::printf(", \"size\": %s, \"mpirun_pid\": %s, \"program\": %s", j.ranks.c_str(),
+                            j.mpirun.c_str(), json_str(j.program).c_str());
+            if (!j.ckpt_gen.empty())
+                std::printf(", \"last_checkpoint\": {\"generation\": %s, \"dir\": %s, \"time\": "
+                            "%lld, \"age_s\": %lld}",
+                            j.ckpt_gen.c_str(), json_str(j.ckpt_dir).c_str(), j.ckpt_time,
+                            (long long)::time(nullptr) - j.ckpt_time);
+            else if (j.problem.empty())
+                std::printf(", \"last_checkpoint\": null");
+            std::printf(", \"ranks\": [");
+            for (size_t k = 0; k < j.rows.size(); k++)
+                std::printf("%s{\"rank\": %s, \"pid\": %s, \"host\": %s, \"state\": %s}",
+                            k ? ", " : "", j.rows[k].rank.c_str(), j.rows[k].pid.c_str(),
+                            json_str(j.rows[k].host).c_str(), json_str(j.rows[k].state).c_str());
+            std::printf("]}");
+        }
+        std::printf("], \"processes\": [");
+        for (size_t i = 0; i < pids.size(); i++)
+            std::printf("%s{\"pid\": %d, \"checkpoints\": %s}", i ? ", " : "", pids[i],
+                        json_str(default_ckpt_dir(pids[i])).c_str());
+        std::printf("]}\n");
+        return 0;
+    }
+    for (const auto &j : rows) {
+        if (!j.problem.empty()) {
+            std::printf("job %s: %s\n", j.job.c_str(), j.problem.c_str());
+            continue;
+        }
+        std::printf("job %s  %s ranks  mpirun pid %s  %s\n", j.job.c_str(), j.ranks.c_str(),
+                    j.mpirun.c_str(), j.program.c_str());
+        if (!j.ckpt_gen.empty())
+            std::printf("  last checkpoint: generation %s, %lld s ago, %s\n", j.ckpt_gen.c_str(),
+                        (long long)::time(nullptr) - j.ckpt_time, j.ckpt_dir.c_str());
+        else
+            std::printf("  last checkpoint: none\n");
+        for (const auto &r : j.rows)
+            std::printf("  rank %-4s pid %-8s host %-16s %s\n", r.rank.c_str(), r.pid.c_str(),
+                        r.host.c_str(), r.state.c_str());
+    }
+    for (int pid : pids) {
         std::string exe = "?";
         char buf[4096];
         ssize_t n =
             ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
         if (n > 0) exe.assign(buf, (size_t)n);
-        std::printf("pid %-8d %s  checkpoints: %s\n", (int)pid, exe.c_str(),
-                    default_ckpt_dir((pid_t)pid).c_str());
-        found++;
+        std::printf("pid %-8d %s  checkpoints: %s\n", pid, exe.c_str(),
+                    default_ckpt_dir(pid).c_str());
     }
-    ::closedir(d);
-    if (!found) std::printf("no process is running under ghost\n");
+    if (rows.empty() && pids.empty()) std::printf("no process is running under ghost\n");
     return 0;
+}
+
+int cmd_quiesce(const quiesce_args &a) {
+    auto fd = job_connect(a.job);
+    if (!fd) return fail(fd.err().message);
+    job_link link{*fd};
+    std::string req = "QUIESCE " + std::to_string(a.timeout_ms) + "\n";
+    if (!control::write_all(link.fd, req.data(), req.size()))
+        return fail("job " + a.job + ": the coordinator does not answer");
+    char line[4096];
+    // The coordinator answers within its deadline (the job resumes either way).
+    if (control::read_line(link.fd, line, sizeof line, a.timeout_ms * 2 + 5000) < 0)
+        return fail("job " + a.job + ": the coordinator did not answer the quiesce request");
+    std::string l = line;
+    if (l.rfind("OK ", 0) == 0) {
+        std::printf("quiesce job=%s ranks=%s\n", a.job.c_str(), l.substr(3).c_str());
+        return 0;
+    }
+    if (l.rfind("ERROR ", 0) == 0)
+        return fail("quiesce of job " + a.job + " failed: " + l.substr(6));
+    return fail("job " + a.job + ": unexpected answer '" + l + "'");
 }
 
 } // namespace ghost::launcher

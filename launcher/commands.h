@@ -19,17 +19,21 @@ struct launch_args {
 int cmd_launch(const launch_args &a);
 
 struct checkpoint_args {
-    std::string dir;   // default: the launch's --ckpt-dir
+    std::string dir;   // default: the launch's --ckpt-dir (a job: ghostrun's --ckpt-dir)
     std::string image; // the image file itself (instead of DIR/image.ghost), e.g. DIR/rank3.ghost
     bool kill = false;
+    std::string target; // a job id (it names <runtime dir>/job-JOB.sock) or a pid
     pid_t pid = 0;
+    int timeout_ms = 10000; // a job: bound of the quiesce
 };
-int cmd_checkpoint(const checkpoint_args &a);
+int cmd_checkpoint(checkpoint_args a);
 
 struct restart_args {
-    std::string image; // a directory (its image.ghost) or an image file
+    std::string image; // a directory (its image.ghost) or an image file; or a job's checkpoint
+                       // directory (DIR/latest) or generation (DIR/gen-N/manifest.json)
     std::string pid_file;
     bool new_pid = false;
+    std::vector<std::string> mpirun_opts; // a job: for its new mpirun
 };
 int cmd_restart(const restart_args &a);
 
@@ -46,7 +50,20 @@ int cmd_duplicate(const duplicate_args &a);
 int cmd_restart_rank(const std::string &dir);
 
 int cmd_inspect(const std::string &image);
-int cmd_status();
+
+struct status_args {
+    std::string job; // empty: every job and process
+    bool json = false;
+};
+int cmd_status(const status_args &a);
+
+// Diagnostic: quiesces every rank of an MPI job (no image), prints the phase times and what was
+// drained, and resumes the job.
+struct quiesce_args {
+    std::string job;
+    int timeout_ms = 10000;
+};
+int cmd_quiesce(const quiesce_args &a);
 
 // "ghost: <message>" on stderr; returns 1.
 int fail(const std::string &message);

@@ -30,15 +30,25 @@ int main(int argc, char **argv) {
     auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
     ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
     ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)");
-    ckpt->add_flag("--kill", ca.kill, "kill the process once the image is durable");
-    ckpt->add_option("pid", ca.pid, "process id")->required();
+    ckpt->add_flag("--kill", ca.kill,
+                   "kill the process (a job: every rank and mpirun) once the images are durable");
+    ckpt->add_option("--timeout", ca.timeout_ms,
+                     "a job: milliseconds the ranks have to become quiescent")
+        ->check(CLI::Range(1, 3600000));
+    ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")
+        ->required();
 
     restart_args ra;
     auto *restart =
         app.add_subcommand("restart", "restore a process from its image and wait for it");
-    restart->add_option("image", ra.image, "image directory or file")->required();
     restart->add_option("--pid-file", ra.pid_file, "write the restored pid here");
     restart->add_flag("--new-pid", ra.new_pid, "do not try to keep the original pid");
+    restart
+        ->add_option("image", ra.image,
+                     "image directory or file, or an MPI job's checkpoint directory (then "
+                     "mpirun options may follow: --host, --hostfile, --oversubscribe...)")
+        ->required();
+    restart->prefix_command(); // after the directory, everything is mpirun's
 
     std::string rank_dir;
     auto *restart_rank = app.add_subcommand(
@@ -55,7 +65,19 @@ int main(int argc, char **argv) {
     auto *inspect = app.add_subcommand("inspect", "verify an image and describe it");
     inspect->add_option("image", image, "image directory or file")->required();
 
-    auto *status = app.add_subcommand("status", "list the processes running under ghost");
+    status_args sa;
+    auto *status =
+        app.add_subcommand("status", "list the MPI jobs and processes running under ghost");
+    status->add_option("job", sa.job, "job id (ghostrun prints it at start)");
+    status->add_flag("--json", sa.json, "machine-readable output");
+
+    quiesce_args qa;
+    auto *quiesce = app.add_subcommand(
+        "quiesce", "diagnostic: quiesce every rank of an MPI job, report the phases, resume it");
+    quiesce->group(""); // hidden
+    quiesce->add_option("job", qa.job, "job id")->required();
+    quiesce->add_option("--timeout", qa.timeout_ms, "milliseconds before the attempt is abandoned")
+        ->check(CLI::Range(1, 3600000));
 
     try {
         app.parse(argc, argv);
@@ -67,10 +89,14 @@ int main(int argc, char **argv) {
     }
     if (*launch) return cmd_launch(la);
     if (*ckpt) return cmd_checkpoint(ca);
-    if (*restart) return cmd_restart(ra);
+    if (*restart) {
+        ra.mpirun_opts = restart->remaining();
+        return cmd_restart(ra);
+    }
     if (*restart_rank) return cmd_restart_rank(rank_dir);
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
-    if (*status) return cmd_status();
+    if (*status) return cmd_status(sa);
+    if (*quiesce) return cmd_quiesce(qa);
     return 2;
 }

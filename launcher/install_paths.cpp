@@ -47,4 +47,8 @@ result<std::string> restorer() {
                 "../lib/ghost/ghost-restart", "the restorer ghost-restart");
 }
 
+result<std::string> ghostrun() {
+    return find("GHOSTRUN", "ghostrun/ghostrun", "ghostrun", "ghostrun");
+}
+
 } // namespace ghost::launcher

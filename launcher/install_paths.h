@@ -13,5 +13,7 @@ std::string self_path();
 // build tree (../ghost-core/...), else the installed layout (../lib/ghost/).
 result<std::string> agent_library();
 result<std::string> restorer();
+// ghostrun (an MPI job's launcher and coordinator): $GHOSTRUN, else next to `ghost`.
+result<std::string> ghostrun();
 
 } // namespace ghost::launcher

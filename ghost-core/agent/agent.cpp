@@ -81,6 +81,13 @@ uint32_t g_trigger_pending = 0; // the trigger signal came; the manager spawns a
 int g_tid_offset = -1;          // offset of struct pthread's tid from the thread pointer
 int g_trigger_signal = SIGUSR2;
 pid_t g_spawned_checkpoint = -1;
+// The exit status of the last checkpointer started by spawn_image_checkpoint: whoever reaps it
+// (the manager, or a thread in ghost_agent_checkpoint_wait) stores it and then bumps
+// g_ckpt_reaped to the request's serial. -1: reaped by somebody else (SIGCHLD ignored).
+uint32_t g_ckpt_serial = 0, g_ckpt_reaped = 0, g_ckpt_waiting = 0;
+int g_ckpt_status = -1;
+uint32_t g_ckpt_restore_count = 0; // st.restore_count when it was requested
+char g_ckpt_image[4096];
 char g_socket_path[128];
 char g_ckpt_dir[4096];
 char g_ghost_bin[4096];
@@ -89,6 +96,7 @@ char g_exe_path[4096]; // /proc/self/exe at start
 ghost::agent::state &st = ghost_agent_state;
 
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void reap_checkpointer(bool block);
 int raw_gettid();
 
 void say(const char *fmt, ...) {
@@ -849,8 +857,47 @@ int spawn_image_checkpoint(const char *image_path, int flags) {
     pid_t child;
     int rc = posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
+    if (rc == 0) {
+        snprintf(g_ckpt_image, sizeof g_ckpt_image, "%s", image_path);
+        g_ckpt_restore_count = st.restore_count;
+        __atomic_add_fetch(&g_ckpt_serial, 1u, __ATOMIC_ACQ_REL);
+    }
     __atomic_store_n(&g_spawned_checkpoint, rc == 0 ? child : -1, __ATOMIC_RELEASE);
     return rc == 0 ? 0 : -1;
+}
+
+// Reaps the checkpointer if it has ended (`block`: waits for it) and publishes its status.
+void reap_checkpointer(bool block) {
+    pid_t pid = __atomic_load_n(&g_spawned_checkpoint, __ATOMIC_ACQUIRE);
+    if (pid <= 0) return;
+    int ws = 0;
+    pid_t r = waitpid(pid, &ws, block ? 0 : WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) return;
+    // ECHILD: another thread reaped it (and publishes), or SIGCHLD is ignored (status lost).
+    if (r < 0 && __atomic_load_n(&g_ckpt_waiting, __ATOMIC_ACQUIRE) && !block) return;
+    if (!__atomic_compare_exchange_n(&g_spawned_checkpoint, &pid, -1, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    st.checkpointer_pid = -1;
+    g_ckpt_status = r == pid ? ws : -1;
+    __atomic_store_n(&g_ckpt_reaped, __atomic_load_n(&g_ckpt_serial, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELEASE);
+}
+
+// The last line of PATH.log that starts with "ghost: " (the checkpointer's one-line error).
+void checkpointer_error(char *why, size_t len) {
+    char log[4200];
+    snprintf(log, sizeof log, "%s.log", g_ckpt_image);
+    snprintf(why, len, "the checkpointer failed (see %s)", log);
+    FILE *f = fopen(log, "re");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "ghost: ", 7) == 0) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(why, len, "%s", line + 7);
+        }
+    fclose(f);
 }
 
 // Returns true when it returns in a restored process (see handle_park).
@@ -965,8 +1012,7 @@ void *manager_main(void *) {
     sigfillset(&wake);
     sigdelset(&wake, park_signal);
     for (int failures = 0;;) {
-        if (g_spawned_checkpoint > 0 && waitpid(g_spawned_checkpoint, nullptr, WNOHANG) != 0)
-            g_spawned_checkpoint = st.checkpointer_pid = -1;
+        if (!__atomic_load_n(&g_ckpt_waiting, __ATOMIC_ACQUIRE)) reap_checkpointer(false);
         if (__atomic_exchange_n(&g_trigger_pending, 0, __ATOMIC_ACQ_REL)) spawn_checkpoint();
         if (!g_private_files && !listen_fd_ours()) {
             g_listen_fd = -1; // closed or replaced by the program: that number is its own now
@@ -1100,6 +1146,71 @@ extern "C" __attribute__((visibility("default"))) int
 ghost_agent_request_checkpoint(const char *image_path, int flags) {
     if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
     return spawn_image_checkpoint(image_path, flags);
+}
+
+extern "C" __attribute__((visibility("default"))) int
+ghost_agent_checkpoint_wait(int timeout_ms, char *why, size_t len) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) {
+        snprintf(why, len, "no ghost agent in this process");
+        return -1;
+    }
+    uint32_t serial = __atomic_load_n(&g_ckpt_serial, __ATOMIC_ACQUIRE);
+    if (serial == 0) {
+        snprintf(why, len, "no checkpoint was requested");
+        return -1;
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    __atomic_add_fetch(&g_ckpt_waiting, 1u, __ATOMIC_ACQ_REL);
+    int rc = -2;
+    for (int lost_ms = 0; rc == -2;) {
+        // The checkpointer parks this thread too; when it comes back in a restored copy of the
+        // process, the checkpointer is no child of this one.
+        if (st.restore_count != g_ckpt_restore_count) {
+            rc = 1;
+            break;
+        }
+        if (__atomic_load_n(&g_ckpt_reaped, __ATOMIC_ACQUIRE) == serial) {
+            int ws = g_ckpt_status;
+            if (ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+                rc = 0;
+            } else if (ws == -1) {
+                snprintf(why, len, "the checkpointer's exit status was lost (SIGCHLD ignored?)");
+                rc = -1;
+            } else {
+                checkpointer_error(why, len);
+                if (WIFSIGNALED(ws))
+                    snprintf(why, len, "the checkpointer was killed by signal %d", WTERMSIG(ws));
+                rc = -1;
+            }
+            break;
+        }
+        pid_t pid = __atomic_load_n(&g_spawned_checkpoint, __ATOMIC_ACQUIRE);
+        int ws = 0;
+        pid_t r = pid > 0 ? waitpid(pid, &ws, WNOHANG) : 0;
+        if (r == pid && pid > 0) {
+            if (__atomic_compare_exchange_n(&g_spawned_checkpoint, &pid, -1, false,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                st.checkpointer_pid = -1;
+                g_ckpt_status = ws;
+                __atomic_store_n(&g_ckpt_reaped, serial, __ATOMIC_RELEASE);
+            }
+            continue;
+        }
+        if (r < 0 && errno == ECHILD && (lost_ms += 10) > 1000) reap_checkpointer(true);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (timeout_ms >= 0 && ms > timeout_ms) {
+            snprintf(why, len, "the checkpointer did not finish within %d ms", timeout_ms);
+            rc = -1;
+            break;
+        }
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, nullptr);
+    }
+    __atomic_sub_fetch(&g_ckpt_waiting, 1u, __ATOMIC_ACQ_REL);
+    return rc;
 }
 
 extern "C" __attribute__((visibility("default"))) int ghost_agent_owns_fd(int fd) {

@@ -93,6 +93,15 @@ int ghost_agent_register(const struct ghost_component *c);
 #define GHOST_CHECKPOINT_KILL 1
 int ghost_agent_request_checkpoint(const char *image_path, int flags);
 
+/* Waits up to timeout_ms (< 0: no limit) for the checkpointer of the last
+ * ghost_agent_request_checkpoint to end. 0: it exited 0 (the image is durable); -1: it failed, was
+ * killed, or is still running at the deadline (it goes on; a later wait may still see it end), and
+ * `why` holds one line (the checkpointer's own error from <image_path>.log when it printed one);
+ * 1: the caller runs in a restored copy of the process (the checkpointer is not its child: the
+ * image it wrote is the one this process came from). The calling thread is parked and saved like
+ * any other while the checkpointer works: call it from a thread that holds no MPI call open. */
+int ghost_agent_checkpoint_wait(int timeout_ms, char *why, size_t len);
+
 /* 1 if `fd` is one of the agent's own descriptors (control socket, trigger pipe): neither the
  * application's nor a component's; never saved. */
 int ghost_agent_owns_fd(int fd);

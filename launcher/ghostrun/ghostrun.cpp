@@ -2,10 +2,12 @@
 // ghostrun [GHOST OPTIONS] [MPIRUN OPTIONS] PROGRAM ARGS   (DESIGN.md section 5)
 //
 // An mpirun wrapper: finds PROGRAM among mpirun's own options (which pass through untouched), picks
-// the MPI implementation from the program's libraries, and execs that implementation's mpirun with
+// the MPI implementation from the program's libraries, and starts that implementation's mpirun with
 // the split-process layer for every rank: LD_PRELOAD=libghost_mpi_<flavour>.so and the stub MPI
-// library first on LD_LIBRARY_PATH. Exit status is mpirun's; ghostrun's own errors are one line and
-// status 2.
+// library first on LD_LIBRARY_PATH. ghostrun stays as the job's coordinator (coordinator.cpp),
+// prints "ghostrun: job JOB" on stderr, forwards signals to mpirun and exits with mpirun's status;
+// its own errors are one line and status 2.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,7 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "ckpt_dir.h"
+#include "coordinator.h"
 #include "mpi_detect.h"
+#include "runtime/job_protocol.h"
 
 #ifndef GHOST_MPI_LIBDIR_DEFAULT
 #define GHOST_MPI_LIBDIR_DEFAULT ""
@@ -30,20 +35,25 @@
 namespace ghost::run {
 namespace {
 
+// "ghost" when `ghost restart` runs us: its errors are the user's command's.
+const char *g_me = "ghostrun";
+
 [[noreturn]] void die(const std::string &msg) {
-    fprintf(stderr, "ghostrun: %s\n", msg.c_str());
+    fprintf(stderr, "%s: %s\n", g_me, msg.c_str());
     exit(2);
 }
 
 void usage(FILE *f) {
     fprintf(
-        f, "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [MPIRUN "
-           "OPTIONS] PROGRAM [ARGS]\n"
-           "Runs an MPI program under mpirun with every rank split into an application half and a\n"
-           "disposable MPI half. mpirun options pass through unchanged; the MPI implementation\n"
-           "(Open MPI libmpi.so.40 or MPICH libmpich.so.12) is chosen from PROGRAM's libraries.\n"
-           "Environment: GHOST_MPI_LIBDIR (layer libraries), GHOST_MPIRUN_OPENMPI, "
-           "GHOST_MPIRUN_MPICH.\n");
+        f,
+        "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [MPIRUN "
+        "OPTIONS] PROGRAM [ARGS]\n"
+        "       ghostrun --restart DIR [--interval SECONDS] [--auto-restart N] [MPIRUN OPTIONS]\n"
+        "Runs an MPI program under mpirun with every rank split into an application half and a\n"
+        "disposable MPI half. mpirun options pass through unchanged; the MPI implementation\n"
+        "(Open MPI libmpi.so.40 or MPICH libmpich.so.12) is chosen from PROGRAM's libraries.\n"
+        "Environment: GHOST_MPI_LIBDIR (layer libraries), GHOST_MPIRUN_OPENMPI, "
+        "GHOST_MPIRUN_MPICH.\n");
 }
 
 // mpirun options (Open MPI's orterun and MPICH's Hydra) that consume following words.
@@ -73,8 +83,8 @@ const std::set<std::string> &two_arg_options() {
 }
 
 struct parsed {
-    std::string ckpt_dir, interval, auto_restart;
-    bool verbose = false;
+    std::string ckpt_dir, interval, auto_restart, restart;
+    bool verbose = false, from_ghost = false;
     std::vector<std::string> mpirun_opts;
     std::string program;
     std::vector<std::string> program_args;
@@ -105,6 +115,11 @@ parsed parse(int argc, char **argv) {
             value(name, &p.interval);
         } else if (name == "--auto-restart") {
             value(name, &p.auto_restart);
+        } else if (name == "--restart") {
+            value(name, &p.restart);
+        } else if (a == "--from-ghost") { // `ghost restart` runs us (hidden)
+            p.from_ghost = true;
+            g_me = "ghost";
         } else if (a == "--ghost-verbose") {
             p.verbose = true;
         } else if (a == "--") {
@@ -122,6 +137,11 @@ parsed parse(int argc, char **argv) {
         } else {
             break;
         }
+    }
+    if (!p.restart.empty()) {
+        if (i < argc)
+            die("--restart takes no program (the checkpoint names it): " + std::string(argv[i]));
+        return p;
     }
     if (i >= argc) {
         usage(stderr);
@@ -158,89 +178,262 @@ std::string absolute(const std::string &path) {
     return std::string(cwd) + "/" + path;
 }
 
+// The value of -np (or its synonyms) in mpirun options, or "".
+std::string np_of(const std::vector<std::string> &opts) {
+    for (size_t i = 0; i < opts.size(); i++) {
+        const std::string &o = opts[i];
+        for (const char *n : {"-np", "--np", "-n", "--n", "-c"}) {
+            if (o == n && i + 1 < opts.size()) return opts[i + 1];
+            std::string eq = std::string(n) + "=";
+            if (o.rfind(eq, 0) == 0) return o.substr(eq.size());
+        }
+    }
+    return "";
+}
+
+// The original job's mpirun options without where and how many ranks ran: a restart places the
+// ranks anew (its own options, -np from the manifest), transport options stay.
+std::vector<std::string> without_placement(const std::vector<std::string> &opts) {
+    static const std::set<std::string> placement = {"-np",
+                                                    "--np",
+                                                    "-n",
+                                                    "--n",
+                                                    "-c",
+                                                    "-H",
+                                                    "--host",
+                                                    "-host",
+                                                    "-hostfile",
+                                                    "--hostfile",
+                                                    "-machinefile",
+                                                    "--machinefile",
+                                                    "--default-hostfile",
+                                                    "-rf",
+                                                    "--rankfile",
+                                                    "-f",
+                                                    "-hosts",
+                                                    "-ppn",
+                                                    "--npernode",
+                                                    "-npernode",
+                                                    "-N",
+                                                    "--map-by",
+                                                    "-map-by",
+                                                    "--oversubscribe",
+                                                    "-oversubscribe"};
+    std::vector<std::string> out;
+    for (size_t i = 0; i < opts.size(); i++) {
+        const std::string &o = opts[i];
+        std::string name = o.substr(0, o.find('='));
+        if (placement.count(name)) {
+            if (o.find('=') == std::string::npos && one_arg_options().count(o)) i++;
+            continue;
+        }
+        out.push_back(o);
+        int extra = o.find('=') != std::string::npos ? 0
+                    : one_arg_options().count(o)     ? 1
+                    : two_arg_options().count(o)     ? 2
+                                                     : 0;
+        for (int k = 0; k < extra && i + 1 < opts.size(); k++)
+            out.push_back(opts[++i]);
+    }
+    return out;
+}
+
+struct launcher {
+    bool ompi = false;
+    std::string mpirun, preload, ldpath, stub, ghost_bin;
+    std::string job, ckpt_dir;
+    coordinator_setup *coord = nullptr;
+
+    // mpirun's command line: the layer's environment for a fresh start, only the coordinator's
+    // for restarted ranks (`ghost restart-rank` execs the restorer; the image brings its layer).
+    std::vector<std::string> command(const std::vector<std::string> &opts,
+                                     const std::vector<std::string> &program, bool restart) {
+        std::vector<std::string> cmd = {mpirun};
+        auto setenv_rank = [&](const std::string &k, const std::string &v) {
+            if (ompi) {
+                cmd.push_back("-x");
+                cmd.push_back(k + "=" + v);
+            } else {
+                cmd.push_back("-genv");
+                cmd.push_back(k);
+                cmd.push_back(v);
+            }
+        };
+        if (!restart) {
+            setenv_rank("LD_PRELOAD", preload);
+            setenv_rank("LD_LIBRARY_PATH", ldpath);
+            setenv_rank("GHOST_STUB_DIR", stub);
+            setenv_rank("GHOST_BIN", ghost_bin);
+            setenv_rank("GHOST_CKPT_SIGNAL", "0"); // ranks are checkpointed on request
+            setenv_rank("GHOST_CKPT_DIR", ckpt_dir);
+        }
+        // The coordinator's address, the job id and the secret reach the ranks through mpirun's
+        // environment; Open MPI forwards a variable named by -x NAME, Hydra forwards the whole
+        // environment by default. Never as a value on a command line (/proc/PID/cmdline is
+        // public; /proc/PID/environ is readable only by the owner, like the secret's 0600 file).
+        if (ompi)
+            for (const char *k : {job::kEnvCoordinator, job::kEnvJob, job::kEnvSecret}) {
+                cmd.push_back("-x");
+                cmd.push_back(k);
+            }
+        for (const auto &o : opts)
+            cmd.push_back(o);
+        for (const auto &a : program)
+            cmd.push_back(a);
+        return cmd;
+    }
+
+    pid_t start(const std::vector<std::string> &cmd, bool verbose) {
+        if (verbose) {
+            fprintf(stderr, "ghostrun: job %s: coordinator at %s:", job.c_str(),
+                    coord->advertised.c_str());
+            for (const auto &c : cmd)
+                fprintf(stderr, " %s", c.c_str());
+            fprintf(stderr, "\n");
+        }
+        std::vector<char *> av;
+        for (auto &c : cmd)
+            av.push_back(const_cast<char *>(c.c_str()));
+        av.push_back(nullptr);
+        pid_t child = fork();
+        if (child < 0) return -1;
+        if (child == 0) {
+            setenv(job::kEnvCoordinator, coord->advertised.c_str(), 1);
+            setenv(job::kEnvJob, job.c_str(), 1);
+            setenv(job::kEnvSecret, coord->secret.c_str(), 1);
+            execvp(av[0], av.data());
+            fprintf(stderr, "ghostrun: cannot start %s: %s\n", mpirun.c_str(), strerror(errno));
+            _exit(127);
+        }
+        return child;
+    }
+};
+
+// Sets up the launcher for an MPI flavour ("openmpi" or "mpich").
+void prepare(launcher &l, const std::string &fl) {
+    l.ompi = fl == "openmpi";
+    std::string dir = lib_dir();
+    std::string layer = dir + "/libghost_mpi_" + fl + ".so";
+    l.stub = dir + "/stub-" + fl;
+    if (access(layer.c_str(), R_OK) != 0)
+        die("ghost was built without " + fl + " support (" + layer + " missing)");
+    const char *mr_env = getenv(l.ompi ? "GHOST_MPIRUN_OPENMPI" : "GHOST_MPIRUN_MPICH");
+    l.mpirun = mr_env && *mr_env ? mr_env : (l.ompi ? "mpirun.openmpi" : "mpirun.mpich");
+    // Every rank carries one ghost agent (libghost.so) next to the layer: the layer registers
+    // with it (ghost_agent.h), so that a rank can be parked and exported without its lower half.
+    std::string agent = from_env_or("GHOST_AGENT_LIB", GHOST_AGENT_LIB_DEFAULT);
+    l.ghost_bin = from_env_or("GHOST_BIN", GHOST_BIN_DEFAULT);
+    if (agent.empty() || access(agent.c_str(), R_OK) != 0)
+        die("cannot find the ghost agent libghost.so (set GHOST_AGENT_LIB)");
+    l.preload = agent + ":" + layer;
+    if (const char *old = getenv("LD_PRELOAD"); old && *old) l.preload += std::string(":") + old;
+    l.ldpath = l.stub;
+    if (const char *old = getenv("LD_LIBRARY_PATH"); old && *old)
+        l.ldpath += std::string(":") + old;
+}
+
+std::string parent_dir(const std::string &path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
+}
+
 } // namespace
 } // namespace ghost::run
 
 int main(int argc, char **argv) {
     using namespace ghost::run;
     parsed p = parse(argc, argv);
-    if (!p.interval.empty() && !positive_number(p.interval))
-        die("--interval needs a number of seconds, got '" + p.interval + "'");
-    if (!p.auto_restart.empty() && !positive_number(p.auto_restart))
-        die("--auto-restart needs a count, got '" + p.auto_restart + "'");
-    if (!p.interval.empty())
-        fprintf(stderr,
-                "ghostrun: --interval is not implemented yet; running without checkpoints\n");
-    if (!p.auto_restart.empty())
-        fprintf(stderr,
-                "ghostrun: --auto-restart is not implemented yet; failures are not restarted\n");
-    if (!p.ckpt_dir.empty() && p.verbose)
-        fprintf(stderr, "ghostrun: checkpoint directory %s (checkpoints not implemented yet)\n",
-                p.ckpt_dir.c_str());
-
-    std::string prog = resolve_program(p.program);
-    if (prog.empty()) die("cannot run " + p.program + ": no such executable");
-    mpi_detection d = detect_mpi(prog);
-    if (!d.error.empty()) die("cannot run " + p.program + ": " + d.error);
-    if (d.flavour == mpi_flavour::none)
-        die(p.program +
-            " is not an MPI program (it links neither libmpi.so.40 nor libmpich.so.12)");
-    if (d.flavour == mpi_flavour::unsupported)
-        die(p.program + " uses " + d.library +
-            "; ghost supports libmpi.so.40 (Open MPI 4.1) and libmpich.so.12 (MPICH 4.0)");
-    bool ompi = d.flavour == mpi_flavour::openmpi;
-    std::string fl = ompi ? "openmpi" : "mpich";
-    std::string dir = lib_dir();
-    std::string layer = dir + "/libghost_mpi_" + fl + ".so";
-    std::string stub = dir + "/stub-" + fl;
-    if (access(layer.c_str(), R_OK) != 0)
-        die("ghost was built without " + fl + " support (" + layer + " missing)");
-
-    const char *mr_env = getenv(ompi ? "GHOST_MPIRUN_OPENMPI" : "GHOST_MPIRUN_MPICH");
-    std::string mpirun = mr_env && *mr_env ? mr_env : (ompi ? "mpirun.openmpi" : "mpirun.mpich");
-    // Every rank carries one ghost agent (libghost.so) next to the layer: the layer registers with
-    // it (ghost_agent.h), so that a rank can be parked and exported without its lower half.
-    std::string agent = from_env_or("GHOST_AGENT_LIB", GHOST_AGENT_LIB_DEFAULT);
-    std::string ghost_bin = from_env_or("GHOST_BIN", GHOST_BIN_DEFAULT);
-    if (agent.empty() || access(agent.c_str(), R_OK) != 0)
-        die("cannot find the ghost agent libghost.so (set GHOST_AGENT_LIB)");
-    std::string preload = agent + ":" + layer;
-    if (const char *old = getenv("LD_PRELOAD"); old && *old) preload += std::string(":") + old;
-    std::string ldpath = stub;
-    if (const char *old = getenv("LD_LIBRARY_PATH"); old && *old) ldpath += std::string(":") + old;
-
-    std::vector<std::string> cmd = {mpirun};
-    auto setenv_rank = [&](const std::string &k, const std::string &v) {
-        if (ompi) {
-            cmd.push_back("-x");
-            cmd.push_back(k + "=" + v);
-        } else {
-            cmd.push_back("-genv");
-            cmd.push_back(k);
-            cmd.push_back(v);
-        }
-    };
-    setenv_rank("LD_PRELOAD", preload);
-    setenv_rank("LD_LIBRARY_PATH", ldpath);
-    setenv_rank("GHOST_STUB_DIR", stub);
-    setenv_rank("GHOST_BIN", ghost_bin);
-    setenv_rank("GHOST_CKPT_SIGNAL", "0"); // ranks are checkpointed on request, not by a signal
-    setenv_rank("GHOST_CKPT_DIR", absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir));
-    for (const auto &o : p.mpirun_opts)
-        cmd.push_back(o);
-    cmd.push_back(prog == p.program ? p.program : prog);
-    for (const auto &a : p.program_args)
-        cmd.push_back(a);
-    if (p.verbose) {
-        fprintf(stderr, "ghostrun: job %d:", (int)getpid());
-        for (const auto &c : cmd)
-            fprintf(stderr, " %s", c.c_str());
-        fprintf(stderr, "\n");
+    job_config cfg;
+    cfg.verbose = p.verbose;
+    if (!p.interval.empty()) {
+        if (!positive_number(p.interval) || atof(p.interval.c_str()) <= 0)
+            die("--interval needs a number of seconds, got '" + p.interval + "'");
+        cfg.interval_s = atof(p.interval.c_str());
     }
-    std::vector<char *> av;
-    for (auto &c : cmd)
-        av.push_back(c.data());
-    av.push_back(nullptr);
-    execvp(av[0], av.data());
-    die("cannot start " + mpirun + ": " + strerror(errno));
+    if (!p.auto_restart.empty()) {
+        if (p.auto_restart.find_first_not_of("0123456789") != std::string::npos ||
+            p.auto_restart.size() > 6)
+            die("--auto-restart needs a count, got '" + p.auto_restart + "'");
+        cfg.auto_restarts = atoi(p.auto_restart.c_str());
+    }
+    launcher l;
+    std::vector<std::string> cmd;
+    if (!p.restart.empty()) {
+        // A checkpointed job again, under this new coordinator: everything is checked first.
+        auto gen = resolve_generation(p.restart);
+        if (!gen) die("cannot restart from " + p.restart + ": " + gen.err().message);
+        auto m = read_manifest(*gen);
+        if (!m) die("cannot restart from " + p.restart + ": " + m.err().message);
+        if (auto v = verify_generation(*gen, *m, true); !v)
+            die("cannot restart from " + *gen + ": " + v.err().message);
+        if (m->flavour != "openmpi" && m->flavour != "mpich")
+            die("cannot restart from " + *gen + ": unknown MPI '" + m->flavour + "'");
+        std::string size = std::to_string(m->ranks.size());
+        if (std::string np = np_of(p.mpirun_opts); !np.empty() && np != size)
+            die("cannot restart from " + *gen + ": the checkpoint is of " + size +
+                " ranks, -np asks for " + np);
+        prepare(l, m->flavour);
+        cfg.ckpt_dir = p.ckpt_dir.empty() ? parent_dir(*gen) : absolute(p.ckpt_dir);
+        cfg.flavour = m->flavour;
+        cfg.mpirun_opts = without_placement(m->mpirun_opts);
+        if (np_of(p.mpirun_opts).empty()) {
+            cfg.mpirun_opts.push_back("-np");
+            cfg.mpirun_opts.push_back(size);
+        }
+        for (const auto &o : p.mpirun_opts)
+            cfg.mpirun_opts.push_back(o);
+        cfg.argv = m->argv;
+        cfg.restarted_gen = m->generation;
+        cfg.restarted_dir = *gen;
+        cfg.restarted_time = m->time;
+        l.ckpt_dir = cfg.ckpt_dir;
+        cmd = l.command(cfg.mpirun_opts,
+                        std::vector<std::string>{l.ghost_bin, "restart-rank", *gen}, true);
+    } else {
+        std::string prog = resolve_program(p.program);
+        if (prog.empty()) die("cannot run " + p.program + ": no such executable");
+        mpi_detection d = detect_mpi(prog);
+        if (!d.error.empty()) die("cannot run " + p.program + ": " + d.error);
+        if (d.flavour == mpi_flavour::none)
+            die(p.program +
+                " is not an MPI program (it links neither libmpi.so.40 nor libmpich.so.12)");
+        if (d.flavour == mpi_flavour::unsupported)
+            die(p.program + " uses " + d.library +
+                "; ghost supports libmpi.so.40 (Open MPI 4.1) and libmpich.so.12 (MPICH 4.0)");
+        cfg.flavour = d.flavour == mpi_flavour::openmpi ? "openmpi" : "mpich";
+        prepare(l, cfg.flavour);
+        cfg.ckpt_dir = absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir);
+        cfg.mpirun_opts = p.mpirun_opts;
+        cfg.argv = {prog};
+        for (const auto &a : p.program_args)
+            cfg.argv.push_back(a);
+        l.ckpt_dir = cfg.ckpt_dir;
+        std::vector<std::string> program = {prog == p.program ? p.program : prog};
+        for (const auto &a : p.program_args)
+            program.push_back(a);
+        cmd = l.command(cfg.mpirun_opts, program, false);
+    }
+    l.job = std::to_string((long)getpid());
+    auto coord = coordinator_prepare(l.job);
+    if (!coord) die(coord.err().message);
+    l.coord = &*coord;
+    // An automatic restart runs the ranks from the newest generation, placed as before (without
+    // -np, mpirun picked the size: the manifest's is given then).
+    cfg.relaunch = [&l, &cfg, verbose = p.verbose](const std::string &gen) -> pid_t {
+        std::vector<std::string> opts = cfg.mpirun_opts;
+        if (np_of(opts).empty()) {
+            auto m = read_manifest(gen);
+            if (!m) return -1;
+            opts.insert(opts.begin(), std::to_string(m->ranks.size()));
+            opts.insert(opts.begin(), "-np");
+        }
+        return l.start(
+            l.command(opts, std::vector<std::string>{l.ghost_bin, "restart-rank", gen}, true),
+            verbose);
+    };
+    fprintf(stderr, "ghostrun: job %s\n", l.job.c_str());
+    coordinator_signals();
+    pid_t child = l.start(cmd, p.verbose);
+    if (child < 0) die(std::string("cannot fork: ") + strerror(errno));
+    return coordinator_run(*coord, child, cfg);
 }

@@ -97,6 +97,33 @@ RECORD_ARRAYS = {
     'MPI_Group_range_excl': [(2, '$1')],
 }
 
+# Quiescence (upper/quiesce.h). Blocking collectives advance their communicator's collective clock
+# at the gate; '_c' (large count) variants follow their base name.
+COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_Gather', 'MPI_Gatherv',
+               'MPI_Scatter', 'MPI_Scatterv', 'MPI_Allgather', 'MPI_Allgatherv', 'MPI_Alltoall',
+               'MPI_Alltoallv', 'MPI_Alltoallw', 'MPI_Reduce_scatter', 'MPI_Reduce_scatter_block',
+               'MPI_Scan', 'MPI_Exscan', 'MPI_Neighbor_allgather', 'MPI_Neighbor_allgatherv',
+               'MPI_Neighbor_alltoall', 'MPI_Neighbor_alltoallv', 'MPI_Neighbor_alltoallw',
+               'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
+               'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
+               'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
+               'MPI_Intercomm_create'}
+# Communicator creations whose result is collective over their first communicator argument: the new
+# communicator's clock id is chained from it. Others get an untracked comm_info.
+COMM_CHAINED = {'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
+                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
+                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent'}
+# Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp
+# (counting, test loops with safe points, drained messages first). It is called as
+# q_<name>(fn, <lower arguments>..., <upper values of the handle parameters>...).
+CUSTOM = {'MPI_Send', 'MPI_Ssend', 'MPI_Rsend', 'MPI_Bsend', 'MPI_Isend', 'MPI_Issend', 'MPI_Irsend',
+          'MPI_Ibsend', 'MPI_Recv', 'MPI_Irecv', 'MPI_Sendrecv', 'MPI_Probe', 'MPI_Iprobe',
+          'MPI_Mprobe', 'MPI_Improbe', 'MPI_Mrecv', 'MPI_Imrecv', 'MPI_Wait', 'MPI_Waitall',
+          'MPI_Waitany', 'MPI_Waitsome', 'MPI_Test', 'MPI_Testall', 'MPI_Testany', 'MPI_Testsome',
+          'MPI_Send_init', 'MPI_Ssend_init', 'MPI_Rsend_init', 'MPI_Bsend_init', 'MPI_Recv_init',
+          'MPI_Start', 'MPI_Startall', 'MPI_Request_get_status', 'MPI_Cancel', 'MPI_Request_free',
+          'MPI_Sendrecv_replace'}
+
 
 def subst(expr, d):
     lcomm = [p.name for p in d.params if p.core == 'MPI_Comm' and p.stars == 0]
@@ -263,17 +290,39 @@ def gen_wrapper(d, idx, fl):
             raise GenError('%s: internal: role %s' % (d.name, role))
     args = [args_by_param[id(p)][0] for p, _, _ in roles]
     # Arrays passed by decl with inner dims (ranges[][3]) are plain ints; nothing to do.
+    comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
+    if api in COLLECTIVES and not comms:
+        raise GenError('%s: collective without a communicator parameter' % d.name)
+    L.append('  ghost::mpi::gate gate_(%d%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else ''))
+    # After the gate: a thread held at its safe point across a checkpoint and restart must take the
+    # new lower half's TLS and handles, not the ones it read before it stopped.
     L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
+    if api == 'MPI_Finalize':
+        L.append('  ghost::mpi::quiesce_before_finalize();')
     L += pre
     rk = ret_kind(d)
     call = '((fn_t)ghost::mpi::g_fns[%d])(%s)' % (idx, ', '.join(args))
     if ret == 'void':
         raise GenError('%s returns void' % d.name)
     L.append('  %s rc_;' % ret)
-    L.append('  {')
-    L.append('    ghost::mpi::lower_call lc_(lfs_);')
-    L.append('    rc_ = %s;' % call)
-    L.append('  }')
+    if api in CUSTOM and d.api == api:
+        upper = [p.name for p, role, extra in roles if role not in ('plain', 'weights', 'unsupported')]
+        L.append('  (void)lfs_;')
+        L.append('  (void)sizeof(fn_t);')
+        L.append('  rc_ = ghost::mpi::q_%s(ghost::mpi::g_fns[%d], %s);' % (api[4:], idx, ', '.join(args + upper)))
+    else:
+        L.append('  {')
+        L.append('    ghost::mpi::lower_call lc_(lfs_);')
+        L.append('    rc_ = %s;' % call)
+        L.append('  }')
+    for p, role, extra in roles:
+        if role == 'out' and extra == 'comm':
+            parent = comms[0] if (api in COMM_CHAINED and comms) else None
+            post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::comm_created((uintptr_t)*%s, %s);'
+                        % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
+    if api in ('MPI_Init', 'MPI_Init_thread'):
+        prov = [p.name for p in d.params if p.name == 'provided']
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(%s);' % ('*' + prov[0] if prov else '-1'))
     if rk:
         L.append('  return ghost::mpi::lookup_or_adopt<ghost::mpi::kind::%s>(rc_);' % rk)
     else:
@@ -353,7 +402,7 @@ def main():
         missing = sorted(n for n in decls if n not in syms)
         objs = predefined_objects(fl, a.mpi_h, syms)
         W = ['// Generated by mpi-layer/gen/gen_wrappers.py for %s. Do not edit.' % fl,
-             '#include "wrapper_support.h"', '',
+             '#include "wrapper_support.h"', '#include "p2p.h"', '',
              '#pragma GCC diagnostic ignored "-Wdeprecated-declarations"',
              '#pragma GCC diagnostic ignored "-Wunused-parameter"',
              '#pragma GCC diagnostic ignored "-Wattribute-alias"', '']

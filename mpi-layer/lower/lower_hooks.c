@@ -11,6 +11,7 @@
  * Hazard: hooks run on any lower thread, possibly with the ledger lock contended; they must not
  * call anything that can itself map memory or open files. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -413,5 +414,11 @@ int ghost_lower_hooks_install(void) {
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (patch(t[i].target, t[i].hook) != 0) return -1;
+    /* libc closes its own fds (fclose, closedir, ...) through __close_nocancel, not close: without
+     * this hook a number the lower half closed that way stayed "lower" in the ledger, and an upper
+     * fd that reused it (the coordinator connection, a file the application opened) was taken for
+     * the lower half's. */
+    void *close_nocancel = dlsym(RTLD_DEFAULT, "__close_nocancel");
+    if (close_nocancel && patch(close_nocancel, (void *)hook_close) != 0) return -1;
     return 0;
 }

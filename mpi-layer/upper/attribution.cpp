@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -29,6 +31,9 @@ using range = ghost_lower_region;
 std::vector<range> *g_pre_maps;     // upper: everything mapped before the lower half existed
 std::vector<range> *g_lower_static; // loader mappings + start-up diff
 std::vector<int> *g_lower_fds_static;
+// Identity (device, inode) of each fd of g_lower_fds_static when it was recorded: a number the
+// lower half closed later may be reused by the upper half (the coordinator connection is).
+std::vector<std::pair<dev_t, ino_t>> *g_lower_fds_ident;
 bool g_ready = false;
 
 // Upper ledger: the upper libc's mmap family, patched like the lower one.
@@ -281,6 +286,12 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     }
 }
 
+std::atomic<int> g_upper_fd{-1};
+
+void attribution_note_upper_fd(int fd) {
+    g_upper_fd = fd;
+}
+
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
     upper_add(lo, hi);
 }
@@ -309,6 +320,13 @@ void attribution_after_lower(const lower_start_result &res, bool hooks_installed
         if (fd > 2 && !std::binary_search(pre.begin(), pre.end(), fd))
             g_lower_fds_static->push_back(fd);
     std::sort(g_lower_fds_static->begin(), g_lower_fds_static->end());
+    delete g_lower_fds_ident;
+    g_lower_fds_ident = new std::vector<std::pair<dev_t, ino_t>>();
+    for (int fd : *g_lower_fds_static) {
+        struct stat sb {};
+        fstat(fd, &sb);
+        g_lower_fds_ident->push_back({sb.st_dev, sb.st_ino});
+    }
     if (!hooks_installed) {
         static const char msg[] =
             "ghost-mpi: warning: cannot hook the lower libc; lower memory attribution is partial\n";
@@ -386,9 +404,30 @@ size_t attribution_lower_regions_nomalloc(ghost_lower_region *out, size_t max) {
 
 } // namespace ghost::mpi
 
+// fstat of the program's descriptor `fd`, through /proc/self/fd: the ghost agent's manager thread,
+// which asks at a checkpoint, has a descriptor table of its own. No allocation, no libc state.
+static bool program_fstat(int fd, struct stat *sb) {
+    char path[32] = "/proc/self/fd/";
+    char digits[12];
+    int n = 0;
+    for (unsigned v = (unsigned)fd; n == 0 || v; v /= 10)
+        digits[n++] = (char)('0' + v % 10);
+    size_t at = 14;
+    while (n)
+        path[at++] = digits[--n];
+    path[at] = 0;
+    if (syscall(SYS_newfstatat, AT_FDCWD, path, sb, 0) == 0) return true;
+    return fstat(fd, sb) == 0;
+}
+
 extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int fd) {
-    if (!g_ready || fd < 0) return 0;
-    if (std::binary_search(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd)) return 1;
+    if (!g_ready || fd < 0 || fd == g_upper_fd.load()) return 0;
+    auto it = std::lower_bound(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd);
+    if (it != g_lower_fds_static->end() && *it == fd) {
+        struct stat sb {};
+        const auto &id = (*g_lower_fds_ident)[(size_t)(it - g_lower_fds_static->begin())];
+        if (program_fstat(fd, &sb) && sb.st_dev == id.first && sb.st_ino == id.second) return 1;
+    }
     return fd < GHOST_LOWER_MAX_FDS && __atomic_load_n(&g_handoff.ledger->fds[fd], __ATOMIC_RELAXED)
                ? 1
                : 0;

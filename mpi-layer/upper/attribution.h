@@ -19,6 +19,9 @@ namespace ghost::mpi {
 
 // `inherited`: the launcher's descriptors (a restart: the restorer's list); -1: all open ones.
 void attribution_before_lower(const int32_t *inherited = nullptr, int inherited_count = -1);
+// An fd the upper half itself opened after the lower half started (the coordinator connection):
+// never the lower half's, whatever the lower ledger remembers of that number.
+void attribution_note_upper_fd(int fd);
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed);
 // Every lower range, merged, into out[max] without allocating (for the agent's exclude hook, with

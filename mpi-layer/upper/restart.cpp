@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "attribution.h"
+#include "quiesce.h"
 #include "ghost-core/agent/ghost_agent.h"
 #include "wrapper_support.h"
 
@@ -160,6 +161,14 @@ int replay_one(replay &p, const char *api) {
         G o = lower_null<KG, G>();
         rc = p.call<int (*)(G, G, G *)>(p.h<KG, G>(0), p.h<KG, G>(1), &o);
         p.made<KG>(o);
+    } else if (is("MPI_Send_init") || is("MPI_Bsend_init") || is("MPI_Ssend_init") ||
+               is("MPI_Rsend_init") || is("MPI_Recv_init")) {
+        // Persistent requests: made again inactive; p2p.cpp starts the ones that were active.
+        MPI_Request o = lower_null<kind::request, MPI_Request>();
+        rc = p.call<int (*)(void *, int, T, int, int, C, MPI_Request *)>(
+            (void *)(uintptr_t)p.r->args[0], p.i(1), p.h<KT, T>(2), p.i(3), p.i(4), p.h<KC, C>(5),
+            &o);
+        p.made<kind::request>(o);
     } else if (is("MPI_Type_contiguous")) {
         T o = lower_null<KT, T>();
         rc = p.call<int (*)(int, T, T *)>(p.i(0), p.h<KT, T>(1), &o);
@@ -409,6 +418,9 @@ int quiesce(void *, char *why, size_t why_len) {
         snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
         return -1;
     }
+    // Requests: complete ones keep their status in upper memory; pending ones are posted again by
+    // a restart (only in a quiescent rank: no message in flight, no thread inside MPI).
+    if (requests_before_checkpoint(rank, rank_quiescent(), why, why_len) != 0) return -1;
     list_comms();
     for (const auto &[r, v] : live_records()) {
         replay p{r, true};
@@ -450,6 +462,8 @@ int exclude(void *, const ghost_exclude_sink *sink) {
     for (size_t i = 0; i < n; i++)
         if (sink->region(sink->ctx, regions[i].start, regions[i].end) != 0) return -1;
 
+    // The connection to the job coordinator: a restored rank makes a new one.
+    if (int coord = ghost_mpi_coord_fd(); coord >= 0 && sink->fd(sink->ctx, coord) != 0) return -1;
     int dir = (int)syscall(SYS_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) return -1;
     char buf[4096];
@@ -472,7 +486,9 @@ int exclude(void *, const ghost_exclude_sink *sink) {
 }
 
 void thread_after_restore(void *) {
-    if (g_state.active) lower_forget_thread();
+    if (!g_state.active) return;
+    lower_forget_thread();
+    coord_thread_after_restore();
 }
 
 int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_len) {
@@ -526,13 +542,22 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
             lower_call lc(fs);
             ((int (*)(T *))g_fns[commit])(&t);
         }
-        vobj_set_lower(const_cast<vobj *>(v), p.out);
+        if (v->k == kind::request)
+            const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
+        else
+            vobj_set_lower(const_cast<vobj *>(v), p.out);
     }
     // The freed parents go again, as the application freed them.
     for (const record *z : zombies)
         free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
+    if (!quiesce_after_restart(fs, &err)) {
+        snprintf(why, why_len, "rank %d: cannot rebind quiescence to the fresh lower half: %s",
+                 g_state.rank, err ? err : "unknown cause");
+        return -1;
+    }
     lower_restart_done();
+    coord_after_restore(envp);
     return 0;
 }
 

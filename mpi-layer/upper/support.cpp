@@ -41,6 +41,11 @@ template <class F, class... A> int call_lower(const char *api, A... args) {
 }
 } // namespace
 
+void *lower_fn(const char *api) {
+    int i = fn_index(api);
+    return i < 0 ? nullptr : g_fns[i];
+}
+
 void *translate_predefined_fn(void *upper) {
     for (int i = 0; i < g_nfn_map; i++)
         if (g_fn_map[i].upper == upper) return g_fn_map[i].lower;

@@ -66,6 +66,10 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->rec = nullptr;
     v->next_free = nullptr;
     v->keep = nullptr;
+    v->ext = nullptr;
+    v->qflags = 0;
+    v->peer = -1;
+    v->done = nullptr;
 }
 
 void record_unlink(record *r) {
@@ -134,6 +138,9 @@ __thread vobj *t_req_head __attribute__((tls_model("initial-exec"))) = nullptr;
 
 } // namespace
 
+__thread request_init t_req_init
+    __attribute__((tls_model("initial-exec"))) = {0, -1, nullptr, nullptr, {}};
+
 const char *kind_name(kind k) {
     static const char *names[] = {"communicator", "group",   "datatype", "op",
                                   "errhandler",   "info",    "window",   "file",
@@ -157,7 +164,13 @@ vobj *vobj_new(kind k, uintptr_t lower) {
     return v;
 }
 
+void comm_freed(void *info);
+
 void vobj_free(vobj *v) {
+    if (v->k == kind::comm && v->ext) {
+        comm_freed(v->ext);
+        v->ext = nullptr;
+    }
     {
         std::lock_guard<std::mutex> g(g_map_mu);
         auto &m = map_of(v->k);
@@ -192,8 +205,12 @@ vobj *vobj_find_lower(kind k, uintptr_t lower) {
 }
 
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower) {
+    // Bound again after a restart: a communicator keeps its quiescence info (collective clock,
+    // drained messages name it).
+    void *ext = v->magic == kVobjMagic && v->k == k ? v->ext : nullptr;
     v->index = 0;
     init(v, k, lower);
+    v->ext = ext;
     v->flags = kPredefined;
     std::lock_guard<std::mutex> g(g_map_mu);
     map_of(k).emplace(lower,
@@ -251,10 +268,20 @@ vobj *request_new(kind k, uintptr_t lower) {
     v->rec = nullptr;
     v->next_free = nullptr;
     v->keep = nullptr;
+    v->ext = t_req_init.ext;
+    v->qflags = t_req_init.qflags;
+    v->peer = t_req_init.peer;
+    v->done = t_req_init.done;
+    if (t_req_init.qflags & kQRecv) v->ra = t_req_init.ra;
+    if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr, {}};
     return v;
 }
 
 void request_free(vobj *v) {
+    free(v->done);
+    v->done = nullptr;
+    v->ext = nullptr;
+    v->qflags = 0;
     if (v->keep) { // two lower-side arrays (see keep_alive)
         void **slots = (void **)v->keep;
         free(slots[0]);
@@ -271,6 +298,20 @@ void request_free(vobj *v) {
     v->flags = kFreed;
     v->next_free = t_req_head;
     t_req_head = v;
+}
+
+void requests_visit(void (*fn)(vobj *, void *), void *arg) {
+    uint32_t end;
+    {
+        std::lock_guard<std::mutex> g(g_alloc_mu);
+        end = g_next_index;
+    }
+    for (uint32_t i = 1; i < end; i++) {
+        vobj *chunk = g_dir[i >> kChunkBits].load(std::memory_order_acquire);
+        if (!chunk) continue;
+        vobj *v = &chunk[i & (kChunk - 1)];
+        if (v->magic == kVobjMagic && v->k == kind::request) fn(v, arg);
+    }
 }
 
 void request_cache_flush() {

@@ -58,6 +58,13 @@ struct record {
     uintptr_t replay_lower = 0; // its lower handle on the new lower half, during a replay
 };
 
+// What a restart needs to post a pending MPI_Irecv again on a fresh lower half (upper handles).
+struct recv_args {
+    void *buf;
+    int count, source, tag;
+    uintptr_t datatype, comm;
+};
+
 struct vobj {
     uint32_t magic;
     kind k;
@@ -68,9 +75,41 @@ struct vobj {
     std::atomic<int> refs;
     record *rec;
     vobj *next_free;
-    void *keep; // requests: void*[2] of lower-side arrays a nonblocking call may read until
-                // completion
+    void *keep;      // requests: void*[2] of lower-side arrays a nonblocking call may read until
+                     // completion
+    void *ext;       // communicators: comm_info (quiesce.h); messages: a drained_msg
+    uint32_t qflags; // requests and messages: kQ* below
+    int32_t peer;    // persistent sends: destination (comm rank); with ext = comm_info
+    void *done;      // requests completed in the upper half: their status (malloc'd)
+    recv_args ra;    // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
 };
+
+// Request bookkeeping for quiescence (vobj::qflags).
+constexpr uint32_t kQRecv = 1;    // a receive: its completion counts one received message
+constexpr uint32_t kQActive = 2;  // posted (or started) and not yet seen complete
+constexpr uint32_t kQCounted = 4; // its completion was already counted (by the drain)
+constexpr uint32_t kQPersistent = 8;
+constexpr uint32_t kQSend = 16;    // a persistent send: each start counts one message
+constexpr uint32_t kQDrained = 32; // messages: matched from the drained queue (ext)
+
+constexpr uint32_t kQDone = 64;    // completed in the upper half (from a drained message): ext
+                                   // holds its status; the lower handle is a stand-in
+constexpr uint32_t kQCancel = 128; // MPI_Cancel was called on it
+constexpr uint32_t kQIsend = 256;  // a nonblocking send (counted when posted)
+
+// Bookkeeping the next request_new() on this thread takes over (set by the p2p wrappers right
+// before the generated code adopts the new request), then cleared.
+struct request_init {
+    uint32_t qflags;
+    int32_t peer;
+    void *ext;
+    void *done;
+    recv_args ra;
+};
+extern __thread request_init t_req_init __attribute__((tls_model("initial-exec")));
+
+// Visits every live request vobj (quiescence: the threads that could change them are parked).
+void requests_visit(void (*fn)(vobj *, void *), void *arg);
 
 // Index table for integer encodings: lock-free reads, chunks never freed.
 vobj *vobj_at(uint32_t index);

@@ -23,7 +23,9 @@ static void check_all(const char *when, int mine) {
     fd_fn is_lower = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_fd_is_lower");
     thr_fn threads = (thr_fn)dlsym(RTLD_DEFAULT, "ghost_mpi_lower_threads");
     fd_fn agent_fd = (fd_fn)dlsym(RTLD_DEFAULT, "ghost_agent_owns_fd"); /* ghost's agent */
+    int (*coord_fd)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "ghost_mpi_coord_fd");
     if (!chk) return;
+    int coord = coord_fd ? coord_fd() : -1; /* the upper half's own link to the job coordinator */
     size_t nreg = 0, nbytes = 0;
     int rc = chk(2, &nreg, &nbytes);
     CHECK(rc == 0);
@@ -36,6 +38,10 @@ static void check_all(const char *when, int mine) {
         if (e->d_name[0] == '.') continue;
         int fd = atoi(e->d_name);
         if (fd <= 2 || fd == dirfd(d) || (agent_fd && agent_fd(fd))) continue;
+        if (fd == coord) {
+            if (is_lower(fd)) bad++;
+            continue;
+        }
         if (fd == mine) {
             if (is_lower(fd)) bad++; /* the application's own file must not be the lower half's */
         } else if (!is_lower(fd)) {

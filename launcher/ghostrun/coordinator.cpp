@@ -1,0 +1,783 @@
+// SPDX-License-Identifier: Apache-2.0
+// One thread, one poll loop: mpirun's exit (SIGCHLD through a self-pipe), rank connections (TCP)
+// and `ghost` commands (Unix socket). A quiesce epoch walks every rank through the phases of
+// runtime/job_protocol.h; a deadline, a rank that disconnects or reports an error ends the epoch
+// and resumes everyone, so nobody waits unboundedly on a dead peer.
+#include "coordinator.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#include "ckpt_dir.h"
+#include "runtime/control.h"
+#include "runtime/job_protocol.h"
+
+namespace ghost::run {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr size_t kMaxLine = 1 << 20;
+constexpr int kHelloTimeoutMs = 5000;
+
+int g_sig_pipe[2] = {-1, -1};
+pid_t g_child = -1;
+volatile sig_atomic_t g_user_stop = 0; // a user or batch system asked the job to end
+
+void on_signal(int sig, siginfo_t *si, void *) {
+    int saved = errno;
+    if (sig == SIGCHLD) {
+        char c = 0;
+        (void)!write(g_sig_pipe[1], &c, 1);
+    } else {
+        if (sig != SIGUSR1 && sig != SIGUSR2) g_user_stop = 1;
+    }
+    if (sig != SIGCHLD && g_child > 0 && si && si->si_code != SI_KERNEL) {
+        // A terminal's signals (SI_KERNEL) reach mpirun directly: it is in our process group.
+        kill(g_child, sig);
+    }
+    errno = saved;
+}
+
+std::vector<std::string> split(const std::string &s) {
+    std::vector<std::string> out;
+    std::istringstream in(s);
+    std::string w;
+    while (in >> w)
+        out.push_back(w);
+    return out;
+}
+
+bool equal_secret(const std::string &a, const std::string &b) {
+    if (a.size() != b.size()) return false;
+    unsigned char d = 0; // constant time
+    for (size_t i = 0; i < a.size(); i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+std::string peer_name(const sockaddr_storage &ss) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        auto *in = (const sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+    }
+    return std::string(host) + ":" + std::to_string(port);
+}
+
+double secs(clock_type::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
+
+struct conn {
+    int fd = -1;
+    bool is_rank = false; // TCP (rank) or Unix (command)
+    bool hello = false;   // rank authenticated
+    std::string peer;
+    std::string in;
+    clock_type::time_point opened;
+    // rank
+    int rank = -1, size = 0;
+    long pid = 0;
+    std::string host, state = "connecting";
+};
+
+enum class phase { idle, clock, counts, drained, saving, resumed };
+
+struct epoch_state {
+    phase ph = phase::idle;
+    long id = 0;
+    int cli_fd = -1; // the command that asked
+    clock_type::time_point start, deadline, t_counts, t_drain;
+    std::map<int, std::map<std::string, unsigned long long>> clocks; // rank -> id -> seq
+    std::map<int, std::vector<unsigned long long>> counts;           // rank -> sent to each
+    std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
+    std::map<int, bool> answered;
+    int rounds = 0;
+    // A checkpoint: after QUIESCED every rank writes its image (SAVE), then the manifest.
+    bool ckpt = false, kill = false;
+    int gen = 0;
+    long save_ms = 0;
+    std::string dir, tmp;
+    clock_type::time_point t_saved;
+    std::map<int, manifest_rank> saved;
+    double export_s = 0, sync_s = 0;
+};
+
+struct last_checkpoint {
+    int gen = 0;
+    std::string dir; // the generation's
+    long long time = 0;
+};
+
+struct server {
+    coordinator_setup &s;
+    const job_config &cfg;
+    std::string program;
+    std::vector<conn> conns;
+    epoch_state ep;
+    long next_epoch = 1;
+    int job_size = 0;
+    last_checkpoint last;
+    bool stopped_after_ckpt = false;
+    clock_type::time_point next_periodic;
+
+    server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
+        program = c.argv.empty() ? "?" : c.argv[0];
+        if (c.restarted_gen > 0) last = {c.restarted_gen, c.restarted_dir, c.restarted_time};
+        next_periodic = clock_type::now() + interval();
+    }
+
+    clock_type::duration interval() const {
+        return std::chrono::duration_cast<clock_type::duration>(
+            std::chrono::duration<double>(cfg.interval_s));
+    }
+
+    void note(const std::string &msg) {
+        fprintf(stderr, "ghostrun: job %s: %s\n", s.job.c_str(), msg.c_str());
+    }
+
+    void send_line(int fd, const std::string &line) {
+        std::string l = line + "\n";
+        (void)control::write_all(fd, l.data(), l.size());
+    }
+
+    conn *rank_conn(int r) {
+        for (auto &c : conns)
+            if (c.is_rank && c.hello && c.rank == r && c.fd >= 0) return &c;
+        return nullptr;
+    }
+
+    std::vector<conn *> live_ranks() {
+        std::vector<conn *> v;
+        for (auto &c : conns)
+            if (c.is_rank && c.hello && c.fd >= 0 && c.state != "lost") v.push_back(&c);
+        return v;
+    }
+
+    void accept_on(int lfd, bool is_rank) {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        int fd = accept4(lfd, (sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) return;
+        conn c;
+        c.fd = fd;
+        c.is_rank = is_rank;
+        c.opened = clock_type::now();
+        if (is_rank) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            c.peer = peer_name(ss);
+        } else {
+            ucred cr{};
+            socklen_t cl = sizeof cr;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 || cr.uid != getuid()) {
+                fprintf(stderr, "ghostrun: job %s: refused a command from uid %u (not the owner)\n",
+                        s.job.c_str(), (unsigned)cr.uid);
+                close(fd);
+                return;
+            }
+            c.peer = "pid " + std::to_string(cr.pid);
+        }
+        conns.push_back(std::move(c));
+    }
+
+    void drop(conn &c, const char *why) {
+        if (c.fd < 0) return;
+        if (c.is_rank && c.hello && c.state != "finalized") {
+            c.state = "lost";
+            if (ep.ph != phase::idle)
+                abort_epoch("rank " + std::to_string(c.rank) + " (pid " + std::to_string(c.pid) +
+                            " on " + c.host + ") " + why);
+        }
+        if (!c.is_rank && c.fd == ep.cli_fd) ep.cli_fd = -1;
+        close(c.fd);
+        c.fd = -1;
+    }
+
+    // ---- ranks ----
+
+    void on_hello(conn &c, const std::vector<std::string> &w) {
+        if (w.size() != 7 || w[0] != "HELLO" || w[1] != s.job || !equal_secret(w[2], s.secret)) {
+            fprintf(stderr, "ghostrun: job %s: refused a connection from %s: %s\n", s.job.c_str(),
+                    c.peer.c_str(),
+                    w.size() == 7 && w[0] == "HELLO" && w[1] == s.job ? "wrong secret"
+                                                                      : "not a rank of this job");
+            send_line(c.fd, "REFUSED authentication failed");
+            close(c.fd);
+            c.fd = -1;
+            return;
+        }
+        c.hello = true;
+        c.rank = atoi(w[3].c_str());
+        c.size = atoi(w[4].c_str());
+        c.pid = atol(w[5].c_str());
+        c.host = w[6];
+        c.state = "running";
+        if (c.size > job_size) job_size = c.size;
+        for (auto &o : conns) // a rank that reconnects replaces its old entry
+            if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
+        send_line(c.fd, "WELCOME");
+    }
+
+    void on_rank_line(conn &c, const std::string &line) {
+        auto w = split(line);
+        if (w.empty()) return;
+        if (!c.hello) return on_hello(c, w);
+        if (w[0] == "FINALIZED") {
+            c.state = "finalized";
+            if (ep.ph != phase::idle)
+                abort_epoch("rank " + std::to_string(c.rank) + " called MPI_Finalize");
+            return;
+        }
+        if (w.size() < 2 || atol(w[1].c_str()) != ep.id || ep.ph == phase::idle) return;
+        if (w[0] == "ERROR") {
+            std::string why = line.substr(line.find(w[1]) + w[1].size());
+            abort_epoch("rank " + std::to_string(c.rank) + ":" + why);
+            return;
+        }
+        if (w[0] == "CLOCK" && ep.ph == phase::clock) {
+            auto &m = ep.clocks[c.rank];
+            size_t n = w.size() > 2 ? strtoul(w[2].c_str(), nullptr, 10) : 0;
+            for (size_t i = 0; i < n && 4 + 2 * i < w.size() + 1 && 3 + 2 * i + 1 < w.size(); i++)
+                m[w[3 + 2 * i]] = strtoull(w[4 + 2 * i].c_str(), nullptr, 10);
+            ep.answered[c.rank] = true;
+            c.state = "quiescing";
+            if (all_answered()) send_targets();
+        } else if (w[0] == "COUNTS" && ep.ph == phase::counts) {
+            std::vector<unsigned long long> v;
+            for (size_t i = 3; i < w.size(); i++)
+                v.push_back(strtoull(w[i].c_str(), nullptr, 10));
+            ep.counts[c.rank] = v;
+            ep.answered[c.rank] = true;
+            if (all_answered()) send_drain();
+        } else if (w[0] == "DRAINED" && ep.ph == phase::drained && w.size() >= 4) {
+            ep.drained[c.rank] = {strtoull(w[2].c_str(), nullptr, 10),
+                                  strtoull(w[3].c_str(), nullptr, 10)};
+            ep.answered[c.rank] = true;
+            c.state = "quiesced";
+            if (all_answered()) quiesced();
+        } else if (w[0] == "SAVED" && ep.ph == phase::saving && w.size() >= 4) {
+            manifest_rank &m = ep.saved[c.rank];
+            m.rank = c.rank;
+            m.host = c.host;
+            m.pid = c.pid;
+            m.bytes = strtoull(w[2].c_str(), nullptr, 10);
+            m.hash = w[3];
+            if (w.size() >= 6) {
+                ep.export_s = std::max(ep.export_s, atof(w[4].c_str()));
+                ep.sync_s = std::max(ep.sync_s, atof(w[5].c_str()));
+            }
+            ep.answered[c.rank] = true;
+            c.state = "saved";
+            if (all_answered()) saved_all();
+        } else if (w[0] == "RESUMED" && ep.ph == phase::resumed) {
+            ep.answered[c.rank] = true;
+            c.state = "running";
+            if (all_answered()) finish_epoch();
+        }
+    }
+
+    bool all_answered() {
+        for (auto *c : live_ranks())
+            if (c->state != "finalized" && !ep.answered[c->rank]) return false;
+        return true;
+    }
+
+    void next_phase(phase p, const std::string &line_for_all) {
+        ep.ph = p;
+        ep.answered.clear();
+        for (auto *c : live_ranks())
+            if (!line_for_all.empty()) send_line(c->fd, line_for_all);
+    }
+
+    // Largest sequence number per communicator; ranks behind run forward to it. Running forward
+    // may carry a rank past collectives on other communicators: rounds repeat until every
+    // communicator's members agree, then the final targets let the ranks park for good.
+    void send_targets() {
+        std::map<std::string, unsigned long long> mx, mn;
+        for (auto &[r, m] : ep.clocks)
+            for (auto &[id, seq] : m) {
+                if (!mx.count(id) || seq > mx[id]) mx[id] = seq;
+                if (!mn.count(id) || seq < mn[id]) mn[id] = seq;
+            }
+        bool agreed = mx == mn;
+        ep.rounds++;
+        ep.answered.clear();
+        auto clocks = std::move(ep.clocks);
+        ep.clocks.clear();
+        if (agreed) ep.ph = phase::counts;
+        for (auto *c : live_ranks()) {
+            auto &mine = clocks[c->rank];
+            std::string l = "TARGET " + std::to_string(ep.id) + " " + (agreed ? "1 " : "0 ") +
+                            std::to_string(mine.size());
+            for (auto &[id, seq] : mine)
+                l += " " + id + " " + std::to_string(mx[id]);
+            send_line(c->fd, l);
+        }
+    }
+
+    void send_drain() {
+        ep.t_counts = clock_type::now();
+        ep.ph = phase::drained;
+        ep.answered.clear();
+        for (auto *c : live_ranks()) {
+            unsigned long long expected = 0;
+            for (auto &[r, v] : ep.counts)
+                if ((size_t)c->rank < v.size()) expected += v[c->rank];
+            send_line(c->fd, "DRAIN " + std::to_string(ep.id) + " " + std::to_string(expected));
+        }
+    }
+
+    void quiesced() {
+        ep.t_drain = clock_type::now();
+        if (ep.ckpt) {
+            std::string id = std::to_string(ep.id);
+            next_phase(phase::saving, "QUIESCED " + id);
+            ep.deadline = clock_type::now() + std::chrono::milliseconds(ep.save_ms + 5000);
+            for (auto *c : live_ranks()) {
+                c->state = "saving";
+                send_line(c->fd, "SAVE " + id + " " + std::to_string(ep.save_ms) + " " + ep.tmp +
+                                     "/" + rank_image(c->rank));
+            }
+            return;
+        }
+        resume_all();
+    }
+
+    void resume_all() {
+        next_phase(phase::resumed, "QUIESCED " + std::to_string(ep.id));
+        for (auto *c : live_ranks())
+            send_line(c->fd, "RESUME " + std::to_string(ep.id));
+    }
+
+    // Every rank's image is durable: the manifest and the `latest` pointer follow.
+    void saved_all() {
+        auto t0 = clock_type::now();
+        manifest m;
+        m.generation = ep.gen;
+        m.job = s.job;
+        m.flavour = cfg.flavour;
+        m.mpirun_opts = cfg.mpirun_opts;
+        m.argv = cfg.argv;
+        m.time = (long long)time(nullptr);
+        for (auto &[r, e] : ep.saved)
+            m.ranks.push_back(e);
+        if ((int)m.ranks.size() != job_size)
+            return abort_epoch("only " + std::to_string(m.ranks.size()) + " of " +
+                               std::to_string(job_size) + " ranks saved an image");
+        auto gen = publish_generation(ep.dir, ep.tmp, m);
+        if (!gen) return abort_epoch("cannot publish the checkpoint: " + gen.err().message);
+        ep.tmp.clear(); // published: nothing to discard any more
+        ep.t_saved = clock_type::now();
+        ep.sync_s += secs(ep.t_saved - t0);
+        last = {m.generation, *gen, m.time};
+        unsigned long long bytes = 0;
+        for (auto &r : m.ranks)
+            bytes += r.bytes;
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "OK generation=%d dir=%s ranks=%zu bytes=%llu quiesce_s=%.3f export_s=%.3f "
+                 "sync_s=%.3f total_s=%.3f%s",
+                 m.generation, gen->c_str(), m.ranks.size(), bytes, secs(ep.t_drain - ep.start),
+                 ep.export_s, ep.sync_s, secs(ep.t_saved - ep.start), ep.kill ? " killed=1" : "");
+        if (ep.cli_fd >= 0) send_line(ep.cli_fd, buf);
+        if (cfg.verbose || ep.cli_fd < 0) note(std::string("checkpoint ") + (buf + 3));
+        if (ep.kill) {
+            // The images are durable: the whole job goes, ranks through their mpirun.
+            stopped_after_ckpt = true;
+            ep = epoch_state{};
+            for (auto *c : live_ranks())
+                c->state = "stopped";
+            if (g_child > 0) kill(g_child, SIGTERM);
+            return;
+        }
+        ep.cli_fd = -1; // answered
+        resume_all();
+    }
+
+    void finish_epoch() {
+        if (ep.ckpt) {
+            ep = epoch_state{};
+            return;
+        }
+        unsigned long long msgs = 0, bytes = 0;
+        for (auto &[r, d] : ep.drained)
+            msgs += d.first, bytes += d.second;
+        char buf[512];
+        snprintf(buf, sizeof buf,
+                 "OK %zu quiesce_s=%.6f drain_s=%.6f total_s=%.6f clock_rounds=%d drained=%llu "
+                 "bytes=%llu",
+                 ep.drained.size(), secs(ep.t_counts - ep.start), secs(ep.t_drain - ep.t_counts),
+                 secs(clock_type::now() - ep.start), ep.rounds, msgs, bytes);
+        if (ep.cli_fd >= 0) send_line(ep.cli_fd, buf);
+        ep = epoch_state{};
+    }
+
+    void abort_epoch(const std::string &why) {
+        long id = ep.id;
+        int cli = ep.cli_fd;
+        bool ckpt = ep.ckpt;
+        // A checkpoint that fails leaves the previous generation as it was.
+        discard_generation(ep.tmp);
+        ep = epoch_state{};
+        for (auto *c : live_ranks()) {
+            send_line(c->fd, "RESUME " + std::to_string(id));
+            if (c->state == "quiescing" || c->state == "quiesced" || c->state == "saving" ||
+                c->state == "saved")
+                c->state = "running";
+        }
+        if (cli >= 0) send_line(cli, "ERROR " + why + "; the job resumed");
+        if (ckpt && cli < 0) note("periodic checkpoint failed: " + why + "; the job resumed");
+    }
+
+    // Empty when every rank is connected and none has finalized, else why not.
+    std::string job_not_ready() {
+        if (job_size == 0) return "no rank has connected yet";
+        std::vector<int> seen(job_size, 0);
+        for (auto &r : conns)
+            if (r.is_rank && r.hello && r.rank >= 0 && r.rank < job_size)
+                seen[r.rank] = r.state == "finalized" ? 2 : r.fd >= 0 && r.state != "lost" ? 1 : 0;
+        for (int r = 0; r < job_size; r++) {
+            if (seen[r] == 0) return "rank " + std::to_string(r) + " is not connected";
+            if (seen[r] == 2) return "rank " + std::to_string(r) + " has called MPI_Finalize";
+        }
+        return "";
+    }
+
+    void begin_epoch(int cli_fd, long ms) {
+        ep.id = next_epoch++;
+        ep.cli_fd = cli_fd;
+        ep.start = clock_type::now();
+        ep.deadline = ep.start + std::chrono::milliseconds(ms > 0 ? ms : 10000);
+        next_phase(phase::clock, "QUIESCE " + std::to_string(ep.id) + " " + std::to_string(ms));
+    }
+
+    // Empty when the checkpoint began (its answer comes later), else why not.
+    std::string begin_checkpoint(int cli_fd, const std::string &dir, bool kill, long quiesce_ms,
+                                 long save_ms) {
+        if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
+        if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
+        if (auto why = job_not_ready(); !why.empty()) return why;
+        int gen = next_generation(dir);
+        auto tmp = begin_generation(dir, gen, s.job);
+        if (!tmp) return tmp.err().message;
+        ep.ckpt = true;
+        ep.kill = kill;
+        ep.gen = gen;
+        ep.dir = dir;
+        ep.tmp = *tmp;
+        ep.save_ms = save_ms > 0 ? save_ms : 600000;
+        begin_epoch(cli_fd, quiesce_ms);
+        return "";
+    }
+
+    // ---- commands ----
+
+    void on_command(conn &c, const std::string &line) {
+        auto w = split(line);
+        if (w.empty()) return;
+        if (w[0] == "STATUS") {
+            send_line(c.fd, "JOB " + s.job + " " + std::to_string(job_size) + " " +
+                                std::to_string((long)g_child) + " " + program);
+            std::map<int, conn *> by_rank;
+            for (auto &r : conns)
+                if (r.is_rank && r.hello && r.rank >= 0) by_rank[r.rank] = &r;
+            for (auto &[r, rc] : by_rank)
+                send_line(c.fd, "RANK " + std::to_string(r) + " " + std::to_string(rc->pid) + " " +
+                                    rc->host + " " + rc->state);
+            if (last.gen > 0)
+                send_line(c.fd, "CKPT " + std::to_string(last.gen) + " " +
+                                    std::to_string(last.time) + " " + last.dir);
+            send_line(c.fd, "END");
+        } else if (w[0] == "QUIESCE") {
+            if (ep.ph != phase::idle) return send_line(c.fd, "ERROR a quiesce is in progress");
+            long ms = w.size() > 1 ? atol(w[1].c_str()) : 10000;
+            if (auto why = job_not_ready(); !why.empty()) return send_line(c.fd, "ERROR " + why);
+            begin_epoch(c.fd, ms);
+        } else if (w[0] == "CHECKPOINT" && w.size() >= 5) {
+            // CHECKPOINT <kill> <quiesce_ms> <save_ms> <dir or ->
+            size_t at = 0;
+            for (int k = 0; k < 4 && at != std::string::npos; k++)
+                at = line.find(' ', at + (k ? 1 : 0));
+            std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
+            if (dir == "-") dir = cfg.ckpt_dir;
+            if (dir.empty() || dir[0] != '/')
+                return send_line(c.fd, "ERROR the checkpoint directory must be absolute");
+            std::string why =
+                begin_checkpoint(c.fd, dir, w[1] == "1", atol(w[2].c_str()), atol(w[3].c_str()));
+            if (!why.empty()) send_line(c.fd, "ERROR " + why);
+        } else {
+            send_line(c.fd, "ERROR unknown request " + w[0]);
+        }
+    }
+
+    void check_deadline() {
+        if (ep.ph == phase::idle || clock_type::now() < ep.deadline) return;
+        static const char *names[] = {"", "CLOCK", "COUNTS", "DRAINED", "SAVED", "RESUMED"};
+        std::string late;
+        for (auto *c : live_ranks())
+            if (c->state != "finalized" && !ep.answered[c->rank])
+                late += (late.empty() ? "" : ",") + std::to_string(c->rank);
+        abort_epoch("timeout: rank(s) " + late + " did not answer " + names[(int)ep.ph] +
+                    " in time");
+    }
+
+    void read_from(conn &c) {
+        char buf[65536];
+        ssize_t n = read(c.fd, buf, sizeof buf);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0) return drop(c, "disconnected");
+        c.in.append(buf, (size_t)n);
+        size_t pos;
+        while (c.fd >= 0 && (pos = c.in.find('\n')) != std::string::npos) {
+            std::string line = c.in.substr(0, pos);
+            c.in.erase(0, pos + 1);
+            if (c.is_rank)
+                on_rank_line(c, line);
+            else
+                on_command(c, line);
+        }
+        if (c.fd >= 0 && c.in.size() > kMaxLine) drop(c, "sent an over-long line");
+    }
+
+    // mpirun ended with `status`: relaunched from the newest complete checkpoint when
+    // --auto-restart allows (returns the new mpirun), else -1.
+    pid_t maybe_relaunch(int status) {
+        if (status == 0 || stopped_after_ckpt || g_user_stop || !cfg.relaunch) return -1;
+        if (restarts_done >= cfg.auto_restarts) {
+            if (cfg.auto_restarts > 0)
+                note("mpirun exited with status " + std::to_string(status) + "; " +
+                     std::to_string(restarts_done) + " automatic restart(s) used up");
+            return -1;
+        }
+        // Only a checkpoint of this job (or of the one it was restarted from): another job may
+        // have left generations in the same directory.
+        if (last.gen == 0) {
+            note("mpirun exited with status " + std::to_string(status) +
+                 "; no checkpoint of this job to restart from");
+            return -1;
+        }
+        result<std::string> gen = last.dir;
+        auto m = read_manifest(*gen);
+        if (m) {
+            if (auto v = verify_generation(*gen, *m, false); !v) m = v.err();
+        }
+        if (!m) {
+            note("mpirun exited with status " + std::to_string(status) +
+                 "; cannot restart: " + m.err().message);
+            return -1;
+        }
+        if (ep.ph != phase::idle) abort_epoch("mpirun exited");
+        // The old ranks are gone with their mpirun; the new ones say HELLO again.
+        for (auto &c : conns)
+            if (c.is_rank && c.fd >= 0) {
+                close(c.fd);
+                c.fd = -1;
+            }
+        conns.erase(
+            std::remove_if(conns.begin(), conns.end(), [](const conn &c) { return c.is_rank; }),
+            conns.end());
+        restarts_done++;
+        note("mpirun exited with status " + std::to_string(status) + "; restarting from " + *gen +
+             " (automatic restart " + std::to_string(restarts_done) + " of " +
+             std::to_string(cfg.auto_restarts) + ")");
+        pid_t child = cfg.relaunch(*gen);
+        if (child > 0) {
+            g_child = child;
+            last = {m->generation, *gen, m->time};
+            next_periodic = clock_type::now() + interval();
+        }
+        return child;
+    }
+
+    int restarts_done = 0;
+
+    int run(pid_t child) {
+        int status = -1;
+        while (status < 0) {
+            std::vector<pollfd> p = {
+                {g_sig_pipe[0], POLLIN, 0}, {s.tcp_fd, POLLIN, 0}, {s.unix_fd, POLLIN, 0}};
+            size_t base = p.size();
+            for (auto &c : conns)
+                p.push_back({c.fd, POLLIN, 0});
+            poll(p.data(), p.size(), 200);
+            if (p[0].revents) {
+                char tmp[64];
+                (void)!read(g_sig_pipe[0], tmp, sizeof tmp);
+                int ws = 0;
+                pid_t r = waitpid(child, &ws, WNOHANG);
+                if (r == child) {
+                    status = WIFEXITED(ws)     ? WEXITSTATUS(ws)
+                             : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
+                                               : 1;
+                    if (pid_t next = maybe_relaunch(status); next > 0) {
+                        child = next;
+                        status = -1;
+                        continue;
+                    }
+                }
+            }
+            if (p[1].revents & POLLIN) accept_on(s.tcp_fd, true);
+            if (p[2].revents & POLLIN) accept_on(s.unix_fd, false);
+            for (size_t i = base; i < p.size(); i++) {
+                conn &c = conns[i - base];
+                if (c.fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR))) read_from(c);
+            }
+            auto now = clock_type::now();
+            for (auto &c : conns)
+                if (c.fd >= 0 && c.is_rank && !c.hello &&
+                    now - c.opened > std::chrono::milliseconds(kHelloTimeoutMs)) {
+                    fprintf(stderr, "ghostrun: job %s: refused a connection from %s: no greeting\n",
+                            s.job.c_str(), c.peer.c_str());
+                    close(c.fd);
+                    c.fd = -1;
+                }
+            check_deadline();
+            if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
+                next_periodic = now + interval();
+                // Not before every rank is there, nor after one finalized: silently skipped.
+                if (job_not_ready().empty()) {
+                    std::string why = begin_checkpoint(-1, cfg.ckpt_dir, false, 10000, 0);
+                    if (!why.empty()) note("periodic checkpoint not taken: " + why);
+                }
+            }
+            // Forget closed connections, except ranks (their state stays visible).
+            std::vector<conn> keep;
+            for (auto &c : conns)
+                if (c.fd >= 0 || (c.is_rank && c.hello && c.rank >= 0))
+                    keep.push_back(std::move(c));
+            conns.swap(keep);
+        }
+        if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
+        discard_generation(ep.tmp);
+        if (stopped_after_ckpt) {
+            note("stopped after its checkpoint " + last.dir + " (mpirun status " +
+                 std::to_string(status) + "); go on with: ghost restart " + cfg_dir_of(last.dir));
+            return kExitStoppedAfterCheckpoint;
+        }
+        return status;
+    }
+
+    static std::string cfg_dir_of(const std::string &gen_dir) {
+        size_t slash = gen_dir.rfind('/');
+        return slash == std::string::npos || slash == 0 ? gen_dir : gen_dir.substr(0, slash);
+    }
+};
+
+std::string advertised_addresses(int port) {
+    std::string list;
+    if (const char *e = getenv("GHOST_COORD_ADDR"); e && *e) {
+        list = e;
+    } else {
+        ifaddrs *ifa = nullptr;
+        if (getifaddrs(&ifa) == 0) {
+            for (ifaddrs *i = ifa; i; i = i->ifa_next) {
+                if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+                if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+                char a[INET_ADDRSTRLEN];
+                inet_ntop(AF_INET, &((sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof a);
+                list += (list.empty() ? "" : ",") + std::string(a);
+            }
+            freeifaddrs(ifa);
+        }
+        list += (list.empty() ? "" : ",") + std::string("127.0.0.1");
+    }
+    return list + ":" + std::to_string(port);
+}
+
+} // namespace
+
+result<coordinator_setup> coordinator_prepare(const std::string &job) {
+    coordinator_setup s;
+    s.job = job;
+    char dir[4096];
+    const char *why = nullptr;
+    if (!control::runtime_dir(dir, sizeof dir, &why))
+        return error{std::string("cannot set up the job coordinator: ") + why};
+    unsigned char raw[job::kSecretHexLen / 2];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return sys_error("cannot make the job secret");
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned char b : raw)
+        s.secret += hex[b >> 4], s.secret += hex[b & 15];
+    s.secret_path = std::string(dir) + "/job-" + job + ".secret";
+    s.socket_path = std::string(dir) + "/job-" + job + ".sock";
+    int sf =
+        open(s.secret_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (sf < 0) return sys_error("cannot write " + s.secret_path);
+    std::string line = s.secret + "\n";
+    bool ok = control::write_all(sf, line.data(), line.size());
+    close(sf);
+    if (!ok) return sys_error("cannot write " + s.secret_path);
+
+    s.tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s.tcp_fd < 0) return sys_error("cannot open the coordinator's TCP socket");
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    socklen_t alen = sizeof a;
+    if (bind(s.tcp_fd, (sockaddr *)&a, sizeof a) != 0 || listen(s.tcp_fd, 1024) != 0 ||
+        getsockname(s.tcp_fd, (sockaddr *)&a, &alen) != 0)
+        return sys_error("cannot listen on TCP for the ranks");
+    s.advertised = advertised_addresses(ntohs(a.sin_port));
+
+    s.unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s.unix_fd < 0) return sys_error("cannot open the coordinator's command socket");
+    sockaddr_un u{};
+    u.sun_family = AF_UNIX;
+    if (s.socket_path.size() >= sizeof u.sun_path)
+        return error{"cannot listen on " + s.socket_path + ": path too long"};
+    strcpy(u.sun_path, s.socket_path.c_str());
+    unlink(s.socket_path.c_str());
+    if (bind(s.unix_fd, (sockaddr *)&u, sizeof u) != 0 || chmod(s.socket_path.c_str(), 0600) != 0 ||
+        listen(s.unix_fd, 16) != 0)
+        return sys_error("cannot listen on " + s.socket_path);
+    return s;
+}
+
+int coordinator_run(coordinator_setup &s, pid_t child, const job_config &cfg) {
+    g_child = child;
+    server srv(s, cfg);
+    int rc = srv.run(child);
+    close(s.tcp_fd);
+    close(s.unix_fd);
+    unlink(s.socket_path.c_str());
+    unlink(s.secret_path.c_str());
+    return rc;
+}
+
+// Installs the self-pipe and the forwarding handlers; must run before the fork so that no SIGCHLD
+// is missed.
+void coordinator_signals() {
+    if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return;
+    struct sigaction sa {};
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2})
+        sigaction(sig, &sa, nullptr);
+}
+
+} // namespace ghost::run

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// The job coordinator: lives in ghostrun, next to the mpirun it started. Ranks reach it over TCP
+// (authenticated with the job's secret), the `ghost` command over a Unix socket in the owner's
+// private runtime directory. Protocols: runtime/job_protocol.h.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/result.h"
+
+namespace ghost::run {
+
+struct coordinator_setup {
+    std::string job;         // job id (ghostrun's pid)
+    std::string secret;      // hex; given to the ranks through the environment
+    std::string advertised;  // "addr,addr,...:port" the ranks try in turn
+    std::string socket_path; // <runtime dir>/job-<JOB>.sock
+    std::string secret_path; // <runtime dir>/job-<JOB>.secret (0600)
+    int tcp_fd = -1, unix_fd = -1;
+};
+
+// Creates the secret (and its 0600 file), the TCP listener and the Unix socket.
+result<coordinator_setup> coordinator_prepare(const std::string &job);
+
+// Installs the SIGCHLD self-pipe and the handlers that forward signals to mpirun; call before the
+// fork.
+void coordinator_signals();
+
+// What the coordinator knows about the job beyond its connections: for the manifests of its
+// checkpoints (ckpt_dir.h), `ghost status`, periodic checkpoints and automatic restarts.
+struct job_config {
+    std::string ckpt_dir; // absolute
+    std::string flavour;  // openmpi | mpich
+    std::vector<std::string> mpirun_opts;
+    std::vector<std::string> argv; // the program (absolute) and its arguments
+    double interval_s = 0;         // > 0: a checkpoint every interval_s seconds
+    int auto_restarts = 0;         // relaunches left after a failure
+    bool verbose = false;
+    // The generation this job was restarted from (0: a fresh start), its directory and time.
+    int restarted_gen = 0;
+    std::string restarted_dir;
+    long long restarted_time = 0;
+    // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
+    std::function<pid_t(const std::string &gen_dir)> relaunch;
+};
+
+// ghostrun's exit status when `ghost checkpoint JOB --kill` stopped the job after its checkpoint
+// (EX_TEMPFAIL: the job can go on with `ghost restart DIR`).
+constexpr int kExitStoppedAfterCheckpoint = 75;
+
+// Serves ranks and commands until mpirun (`child`) exits; forwards the signals a user or batch
+// system sends to ghostrun; removes the socket and secret files. A failed mpirun is relaunched
+// from the newest complete checkpoint while cfg.auto_restarts lasts. Returns the job's status the
+// way a shell reports it, or kExitStoppedAfterCheckpoint.
+int coordinator_run(coordinator_setup &s, pid_t child, const job_config &cfg);
+
+} // namespace ghost::run

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A job that runs long in wall time and little in CPU, for job-level checkpoint tests: STEPS steps
+ * of a ring exchange (Sendrecv), a nonblocking exchange the other way (Isend/Irecv/Waitall), an
+ * Allreduce and a Bcast from a rotating root, each received value checked, all folded into a
+ * per-rank checksum; SLEEP_MS of sleep between steps (outside MPI). Prints only at the end, so
+ * that a job restarted from a checkpoint prints what an uninterrupted one prints.
+ * Usage: job_steps STEPS [SLEEP_MS] */
+#include <time.h>
+
+#include "mpit.h"
+
+static unsigned long long sum = 1469598103934665603ull;
+static void mix(unsigned long long v) {
+    sum = (sum ^ v) * 1099511628211ull;
+}
+
+int main(int argc, char **argv) {
+    mpit_init(&argc, &argv, "job_steps");
+    int steps = argc > 1 ? atoi(argv[1]) : 100;
+    int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
+    int r = mpit_rank, n = mpit_size;
+    int right = (r + 1) % n, left = (r + n - 1) % n;
+    unsigned long long state = 12345 + (unsigned long long)r;
+    for (int s = 0; s < steps; s++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        long long out = (long long)(state >> 20), in = -1, back = -1;
+        /* what the left neighbour sends: its own state, recomputed here to check it */
+        MPI_Sendrecv(&out, 1, MPI_LONG_LONG, right, s, &in, 1, MPI_LONG_LONG, left, s,
+                     MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Request q[2];
+        MPI_Irecv(&back, 1, MPI_LONG_LONG, right, 1000000 + s, MPI_COMM_WORLD, &q[0]);
+        MPI_Isend(&in, 1, MPI_LONG_LONG, left, 1000000 + s, MPI_COMM_WORLD, &q[1]);
+        MPI_Waitall(2, q, MPI_STATUSES_IGNORE);
+        CHECK(back == out); /* the right neighbour returned what this rank sent it */
+        long long total = 0;
+        MPI_Allreduce(&out, &total, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+        long long root_val = out;
+        MPI_Bcast(&root_val, 1, MPI_LONG_LONG, s % n, MPI_COMM_WORLD);
+        if (r == s % n) CHECK(root_val == out);
+        mix((unsigned long long)in);
+        mix((unsigned long long)total);
+        mix((unsigned long long)root_val);
+        if (sleep_ms > 0) {
+            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0) {
+            }
+        }
+    }
+    printf("rank %d: job_steps %d steps checksum %016llx\n", r, steps, sum);
+    return mpit_finish();
+}

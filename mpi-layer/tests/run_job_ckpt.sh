@@ -1,0 +1,222 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Job-level checkpoints (`ghost checkpoint JOB`, `ghost restart DIR`, ghostrun --interval and
+# --auto-restart) of a real mpirun job, against the output of an uninterrupted native run.
+#   run_job_ckpt.sh MODE FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]
+# PROGRAM is programs/job_steps.c (prints only at its end: a job restarted from a checkpoint prints
+# what an uninterrupted one prints). Modes:
+#   resume   two checkpoints while the job runs; it goes on and prints the uninterrupted output;
+#            `ghost status` names the last generation; gen-1 and gen-2 are complete
+#   restart  checkpoint --kill (ghostrun exits 75), `ghost restart DIR` finishes the job
+#   twice    as restart, then the restarted job is checkpointed --kill again (generation 2 in the
+#            same directory) and restarted again
+#   auto     ghostrun --interval 1 --auto-restart 3; a rank is SIGKILLed twice once a checkpoint
+#            exists; the job still prints the uninterrupted output and exits 0
+#   refuse   a restart with a wrong -np, a missing, a truncated or a corrupt rank image, or a
+#            missing checkpoint is refused before launch with one line; the intact one restarts
+#   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
+#            it; the previous generation stays `latest`, no debris; the job is restarted from it
+#   ended    a checkpoint of a job that has ended is refused with one line
+# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
+set -u
+mode=$1 flavour=$2 np=$3 prog=$4
+shift 4
+extra=("$@")
+timeout_s=${GHOST_TEST_TIMEOUT:-120}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
+steps=150 sleep_ms=20
+[ "$mode" = auto ] && steps=300
+work=$(mktemp -d /tmp/ghost-jobckpt.XXXXXX)
+ck=$work/ck
+gpid=""
+cleanup() {
+  [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $mode: $*"
+  for f in "$work"/*.out "$work"/*.err; do
+    [ -s "$f" ] && { echo "--- $(basename "$f")"; tail -c 3000 "$f"; }
+  done
+  ls -la "$ck" "$ck"/* 2>/dev/null | head -30
+  for f in "$ck"/gen-*/*.log; do [ -s "$f" ] && { echo "--- $f"; tail -c 1000 "$f"; }; done
+  exit 1
+}
+
+# Runs a ghostrun (or ghost restart) command line in the background in a session of its own; sets
+# gpid and job (once its coordinator runs and every rank has registered).
+start() { # start NAME COMMAND...
+  local name=$1
+  shift
+  setsid timeout -k 5 "$timeout_s" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  gpid=$!
+  job=""
+  for _ in $(seq 1 500); do
+    job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/$name.err" | head -1)
+    [ -n "$job" ] && break
+    kill -0 "$gpid" 2>/dev/null || fail "$name ended before it printed its job id"
+    sleep 0.02
+  done
+  [ -n "$job" ] || fail "$name printed no job id"
+  for _ in $(seq 1 1000); do
+    [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = "$np" ] && return 0
+    kill -0 "$gpid" 2>/dev/null || fail "$name ended before every rank registered"
+    sleep 0.02
+  done
+  fail "$name: not every rank registered with the coordinator"
+}
+
+finish() { # finish EXPECTED_STATUS
+  wait "$gpid"
+  local rc=$?
+  gpid=""
+  [ "$rc" = "$1" ] || fail "the job exited $rc, expected $1"
+}
+
+checkpoint() { # checkpoint [OPTIONS]: must succeed
+  timeout -k 5 120 "$GHOST" checkpoint "$@" "$job" >>"$work/ckpt.out" 2>>"$work/ckpt.err" ||
+    fail "ghost checkpoint $* $job failed"
+  tail -1 "$work/ckpt.out" | grep -q "^checkpoint job=$job generation=[0-9]* dir=$ck/gen-[0-9]* ranks=$np bytes=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* sync_s=[0-9.]* total_s=[0-9.]*" ||
+    fail "unexpected checkpoint line: $(tail -1 "$work/ckpt.out")"
+}
+
+same_as_native() { # same_as_native FILES...
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$@" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = "$np" ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+}
+
+# One line "ghost: ..." on stderr, non-zero, nothing launched (no job id, no rank output).
+refused() { # refused WHAT PATTERN COMMAND...
+  local what=$1 pat=$2
+  shift 2
+  timeout -k 5 60 "$@" >"$work/refused.out" 2>"$work/refused.err"
+  local rc=$?
+  [ $rc != 0 ] || fail "$what: not refused"
+  [ $rc != 124 ] && [ $rc != 137 ] || fail "$what: hung"
+  [ "$(wc -l <"$work/refused.err")" = 1 ] || fail "$what: not one line: $(cat "$work/refused.err")"
+  grep -q "^ghost: .*$pat" "$work/refused.err" || fail "$what: unexpected refusal: $(cat "$work/refused.err")"
+  [ ! -s "$work/refused.out" ] || fail "$what: something ran: $(cat "$work/refused.out")"
+}
+
+timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms >"$work/native.out" 2>"$work/native.err" ||
+  fail "the native run failed"
+
+case $mode in
+resume)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  checkpoint
+  sleep 0.3
+  checkpoint
+  "$GHOST" status "$job" | grep -q "^  last checkpoint: generation 2, [0-9]* s ago, $ck/gen-2$" ||
+    fail "status does not show generation 2: $("$GHOST" status "$job")"
+  "$GHOST" status --json "$job" | grep -q "\"last_checkpoint\": {\"generation\": 2, \"dir\": \"$ck/gen-2\"" ||
+    fail "status --json does not show generation 2"
+  finish 0
+  same_as_native "$work/run.out"
+  [ "$(cat "$ck/latest")" = gen-2 ] || fail "latest is not gen-2"
+  for g in 1 2; do
+    [ -s "$ck/gen-$g/manifest.json" ] || fail "gen-$g has no manifest"
+    for ((r = 0; r < np; r++)); do
+      "$GHOST" inspect "$ck/gen-$g/rank$r.ghost" >/dev/null 2>&1 || fail "gen-$g rank $r does not verify"
+    done
+  done
+  ;;
+restart | twice | refuse | rankdies)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  if [ "$mode" = rankdies ]; then
+    checkpoint
+    victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
+    kill -STOP "$victim"
+    timeout -k 5 60 "$GHOST" checkpoint --timeout 20000 "$job" >"$work/failed.out" 2>"$work/failed.err" &
+    cpid=$!
+    sleep 1
+    kill -KILL "$victim"
+    wait $cpid && fail "the checkpoint succeeded without rank 1"
+    [ "$(wc -l <"$work/failed.err")" = 1 ] || fail "the failure is not one line"
+    grep -q "^ghost: checkpoint of job $job failed: rank 1 (pid $victim on .*) disconnected" "$work/failed.err" ||
+      fail "the failure does not name rank 1: $(cat "$work/failed.err")"
+    wait "$gpid" # mpirun ends the job: one of its ranks died
+    gpid=""
+    [ "$(cat "$ck/latest")" = gen-1 ] || fail "latest changed"
+    [ "$(ls -A "$ck")" = "$(printf 'gen-1\nlatest')" ] || fail "debris in $ck: $(ls -A "$ck")"
+  else
+    checkpoint --kill
+    finish 75
+    grep -q "^ghostrun: job $job: stopped after its checkpoint $ck/gen-1 .*; go on with: ghost restart $ck$" "$work/run.err" ||
+      fail "ghostrun did not say that the job was stopped after its checkpoint"
+  fi
+  if [ "$mode" = refuse ]; then
+    mkdir -p "$work/empty"
+    refused "not a checkpoint" "is not one" "$GHOST" restart "$work/empty" --oversubscribe
+    refused "wrong -np" "the checkpoint is of $np ranks, -np asks for $((np + 1))" \
+      "$GHOST" restart "$ck" -np $((np + 1)) "${extra[@]}"
+    img=$ck/gen-1/rank1.ghost
+    cp "$img" "$work/saved.ghost"
+    rm "$img"
+    refused "missing image" "rank 1's image $img: No such file" "$GHOST" restart "$ck" "${extra[@]}"
+    head -c $(($(stat -c %s "$work/saved.ghost") - 100)) "$work/saved.ghost" >"$img"
+    refused "truncated image" "rank 1's image $img is truncated" "$GHOST" restart "$ck" "${extra[@]}"
+    cp "$work/saved.ghost" "$img"
+    printf '\xff\xfe\xfd\xfc' | dd of="$img" bs=1 seek=$(($(stat -c %s "$img") / 2)) conv=notrunc status=none
+    refused "corrupt image" "rank 1's image $img: the image is corrupt" "$GHOST" restart "$ck" "${extra[@]}"
+    cp "$work/saved.ghost" "$img"
+  fi
+  start run2 "$GHOST" restart "$ck" "${extra[@]}"
+  "$GHOST" status "$job" | grep -q "^  last checkpoint: generation 1, .*, $ck/gen-1$" ||
+    fail "the restarted job's status does not show generation 1"
+  outs=("$work/run.out" "$work/run2.out")
+  if [ "$mode" = twice ]; then
+    checkpoint --kill
+    finish 75
+    [ "$(cat "$ck/latest")" = gen-2 ] || fail "the restarted job's checkpoint is not generation 2"
+    start run3 "$GHOST" restart "$ck" "${extra[@]}"
+    outs+=("$work/run3.out")
+  fi
+  finish 0
+  same_as_native "${outs[@]}"
+  ;;
+auto)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" --interval 1 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  for k in 1 2; do
+    # Wait for a checkpoint of this (possibly relaunched) job, then kill a rank.
+    before=$(cat "$ck/latest" 2>/dev/null)
+    for _ in $(seq 1 500); do
+      now=$(cat "$ck/latest" 2>/dev/null)
+      [ -n "$now" ] && [ "$now" != "$before" ] && break
+      sleep 0.02
+    done
+    [ -n "$now" ] && [ "$now" != "$before" ] || fail "no periodic checkpoint (round $k)"
+    sleep 0.5
+    victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
+    [ -n "$victim" ] || fail "no rank 1 (round $k)"
+    kill -KILL "$victim"
+    for _ in $(seq 1 1000); do
+      grep -q "automatic restart $k of 3" "$work/run.err" && break
+      sleep 0.02
+    done
+    grep -q "automatic restart $k of 3" "$work/run.err" || fail "no automatic restart $k"
+    for _ in $(seq 1 1000); do
+      [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = "$np" ] && break
+      sleep 0.02
+    done
+  done
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
+ended)
+  timeout -k 5 "$timeout_s" "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 5 0 >"$work/run.out" 2>"$work/run.err" ||
+    fail "the job failed"
+  job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/run.err" | head -1)
+  refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
+  ;;
+*)
+  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  exit 2
+  ;;
+esac
+echo "OK: $mode $flavour np=$np ${extra[*]}"

@@ -1,0 +1,96 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Quiesces an MPI job at random (seeded, replayable) moments while it runs and checks that it prints
+# exactly what an uninterrupted run prints.
+#   run_quiesce.sh FLAVOUR NP SEED COUNT PROGRAM [PROGRAM ARGS...] [-- MPIRUN OPTIONS...]
+# The program runs natively first, then under ghostrun undisturbed (its duration scales the
+# moments), then under ghostrun while `ghost quiesce JOB` is issued COUNT times. Every request must succeed (unless the job has already
+# ended), at least one must land while the job runs, outputs (sorted) must be identical, every rank
+# must print PASS.
+# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
+set -u
+flavour=$1 np=$2 seed=$3 count=$4 prog=$5
+shift 5
+pargs=() extra=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do pargs+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+extra=("$@")
+timeout_s=${GHOST_TEST_TIMEOUT:-120}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
+work=$(mktemp -d /tmp/ghost-quiesce.XXXXXX)
+gpid=
+trap '[ -n "$gpid" ] && kill -9 $gpid 2>/dev/null; rm -rf "$work"' EXIT
+
+fail() {
+  echo "FAIL: $*"
+  for f in "$work"/*.out "$work"/*.err "$work"/quiesce.log; do
+    [ -s "$f" ] && { echo "--- $(basename "$f")"; tail -c 4000 "$f"; }
+  done
+  exit 1
+}
+passes() { [ "$(grep -c " PASS$" "$work/$1.out")" = "$np" ]; }
+
+timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/native.out" 2>"$work/native.err"
+rc=$?
+[ $rc = 0 ] || fail "native run exited $rc"
+passes native || fail "native run did not pass on every rank"
+# ghostrun in the background; sets gpid, job, and waits until every rank has registered with the
+# coordinator (the moments count from there: MPI_Init is not what is being tested).
+launch() {  # launch NAME
+  timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/$1.out" 2>"$work/$1.err" &
+  gpid=$!
+  job=
+  for _ in $(seq 1 400); do
+    job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/$1.err" | head -1)
+    [ -n "$job" ] && break
+    sleep 0.02
+  done
+  [ -n "$job" ] || fail "ghostrun printed no job id"
+  for _ in $(seq 1 1000); do
+    [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank ')" = "$np" ] && return 0
+    kill -0 $gpid 2>/dev/null || return 0
+    sleep 0.01
+  done
+}
+
+launch plain
+t0=$(date +%s.%N)
+wait $gpid
+rc=$?
+t1=$(date +%s.%N)
+gpid=
+[ $rc = 0 ] || fail "undisturbed ghost run exited $rc"
+launch ghost
+
+# The moments, relative to the job's start: uniform over most of the undisturbed run time.
+moments=$(python3 -c "
+import random; r = random.Random($seed); d = ($t1 - $t0)
+print(' '.join('%.3f' % x for x in sorted(r.uniform(0.05 * d, 0.75 * d) for _ in range($count))))")
+start=$(date +%s%N)
+ok=0
+for m in $moments; do
+  ms=${m/./}
+  ms=$((10#$ms))
+  now=$((($(date +%s%N) - start) / 1000000))
+  [ $ms -gt $now ] && sleep "$(printf '%d.%03d' $(((ms - now) / 1000)) $(((ms - now) % 1000)))"
+  out=$("$GHOST" quiesce "$job" --timeout 20000 2>&1)
+  q=$?
+  echo "at ${m}s: $out" >>"$work/quiesce.log"
+  if [ $q = 0 ]; then
+    ok=$((ok + 1))
+  elif kill -0 $gpid 2>/dev/null && ! grep -q "has called MPI_Finalize\|called MPI_Finalize\|the job ended\|not connected" <<<"$out"; then
+    fail "quiesce at ${m}s failed while the job ran: $out"
+  fi
+done
+wait $gpid
+rc=$?
+gpid=
+[ $rc = 0 ] || fail "ghost run exited $rc"
+passes ghost || fail "ghost run did not pass on every rank"
+[ $ok -ge 1 ] || fail "no quiesce landed while the job ran"
+sort "$work/native.out" >"$work/native.sorted"
+sort "$work/ghost.out" >"$work/ghost.sorted"
+diff -u "$work/native.sorted" "$work/ghost.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+cat "$work/quiesce.log"
+echo "OK: $(basename "$prog") ${pargs[*]} $flavour np=$np seed=$seed: $ok of $count quiesces while running, $(wc -l <"$work/ghost.sorted") identical lines"

@@ -1,0 +1,622 @@
+// SPDX-License-Identifier: Apache-2.0
+// The rank's side of the job coordinator (runtime/job_protocol.h): a thread of the upper half,
+// started after MPI_Init, that registers the rank and runs quiesce epochs. Every wait is bounded;
+// when the coordinator goes away the rank resumes and runs on without checkpoints.
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "attribution.h"
+#include "ghost-core/image_trailer.h"
+#include "lower_api.h"
+#include "p2p.h"
+#include "quiesce_state.h"
+#include "runtime/job_protocol.h"
+#include "wrapper_support.h"
+
+namespace ghost::mpi {
+namespace {
+
+int g_fd = -1;
+int g_rank = -1;
+pthread_t g_thread;
+bool g_thread_started = false;
+volatile int g_stop = 0;
+std::mutex g_write_mu;
+std::string g_inbuf;
+char g_error[256] = "no quiesce has been requested";
+std::atomic<int> g_local{0}; // 0 running, 1 quiescing, 2 quiesced
+std::atomic<int> g_resume_req{0};
+// A restored rank: the old connection is gone (g_fd -1 from thread_after_restore on); once the rank
+// is rebuilt, the client connects to the new job's coordinator named by these.
+std::atomic<int> g_reconnect{0};
+std::string *g_new_coord, *g_new_job, *g_new_secret;
+
+void log_line(const char *fmt, const char *a = "", const char *b = "") {
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "ghost-mpi: rank %d: ", g_rank);
+    int m = snprintf(msg + n, sizeof msg - (size_t)n, fmt, a, b);
+    if (m > 0) (void)!write(2, msg, (size_t)std::min(n + m, (int)sizeof msg - 1));
+}
+
+long now_ms() {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+bool g_debug = false;
+
+bool send_line(const std::string &l) {
+    if (g_debug && l.rfind("HELLO", 0) != 0) log_line("-> %s\n", l.c_str());
+    std::lock_guard<std::mutex> g(g_write_mu);
+    if (g_fd < 0) return false;
+    std::string s = l + "\n";
+    const char *p = s.data();
+    size_t left = s.size();
+    while (left) {
+        ssize_t n = send(g_fd, p, left, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n;
+        left -= (size_t)n;
+    }
+    return true;
+}
+
+// 1: a line; 0: nothing within timeout_ms; -1: EOF or error.
+int read_line(std::string *out, int timeout_ms) {
+    for (;;) {
+        if (g_fd < 0) { // restored, not connected again yet
+            struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+            nanosleep(&ts, nullptr);
+            return 0;
+        }
+        size_t nl = g_inbuf.find('\n');
+        if (nl != std::string::npos) {
+            *out = g_inbuf.substr(0, nl);
+            g_inbuf.erase(0, nl + 1);
+            if (g_debug) log_line("<- %s\n", out->c_str());
+            return 1;
+        }
+        struct pollfd p = {g_fd, POLLIN, 0};
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) return 0;
+        if (r < 0) return -1;
+        if (g_fd < 0) return 0; // restored while waiting: the poll was of the old connection
+        char buf[4096];
+        ssize_t n = recv(g_fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        g_inbuf.append(buf, (size_t)n);
+        timeout_ms = 0;
+    }
+}
+
+std::vector<std::string> words(const std::string &s) {
+    std::vector<std::string> w;
+    size_t i = 0;
+    while (i < s.size()) {
+        while (i < s.size() && s[i] == ' ')
+            i++;
+        size_t j = i;
+        while (j < s.size() && s[j] != ' ')
+            j++;
+        if (j > i) w.push_back(s.substr(i, j - i));
+        i = j;
+    }
+    return w;
+}
+
+void raise_flag() {
+    g_qflag = 1;
+    if (!g_gate_fence) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void resume_local() {
+    Q.phase = phase_run;
+    Q.behind = 0;
+    g_qflag = 0;
+    g_local = 0;
+    quiesce_wake();
+}
+
+// Every application thread is outside MPI or parked (or, when allow_coll, inside a blocking
+// collective). Otherwise names a thread's call in `why`.
+bool settled(bool allow_coll, const char **why, bool allow_send = true) {
+    for (thread_gate *t : gate_threads()) {
+        if (t->depth == 0 || t->parked) continue;
+        if (allow_coll && t->in_coll) continue;
+        if (allow_send && t->in_send) continue;
+        *why = t->fn >= 0 && (size_t)t->fn < g_nfns ? g_fn_names[t->fn] : "an MPI call";
+        return false;
+    }
+    return true;
+}
+
+bool is_behind() {
+    bool behind = false;
+    comms_visit(
+        [](comm_info *c, void *arg) {
+            if (c->tracked && c->seq.load() < c->target) *(bool *)arg = true;
+        },
+        &behind);
+    return behind;
+}
+
+enum wait_result { w_ok, w_abort, w_timeout, w_gone };
+
+// Polls cond() until it holds; a RESUME from the coordinator aborts the epoch. `line` receives
+// the first other line that arrives when want_line (then cond is not consulted).
+template <class C> wait_result wait_for(C cond, long deadline, bool want_line, std::string *line) {
+    for (;;) {
+        if (!want_line && cond()) return w_ok;
+        if (now_ms() > deadline) return w_timeout;
+        std::string l;
+        int r = read_line(&l, want_line ? 20 : 0);
+        if (r < 0) return w_gone;
+        if (r > 0) {
+            if (l.rfind("RESUME ", 0) == 0) return w_abort;
+            if (want_line) {
+                *line = l;
+                return w_ok;
+            }
+        }
+        if (!want_line) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, nullptr);
+        }
+        if (g_stop) return w_gone;
+    }
+}
+
+enum save_result { save_done, save_failed, save_restored };
+
+// SAVE <epoch> <timeout_ms> <path>: the agent's checkpointer writes this quiescent rank's image
+// (ghost_agent.h); SAVED <epoch> <bytes> <hash> or ERROR <epoch> <reason> goes back. This thread
+// is parked and saved with the others: in a restored copy the wait returns 1.
+save_result save_image(const std::string &e, const std::string &line) {
+    auto w = words(line);
+    size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
+    if (w.size() < 4 || at == std::string::npos) {
+        send_line("ERROR " + e + " bad request " + line);
+        return save_failed;
+    }
+    long timeout_ms = atol(w[2].c_str());
+    std::string path = line.substr(at + 1);
+    using request_fn = int (*)(const char *, int);
+    using wait_fn = int (*)(int, char *, size_t);
+    auto request = (request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_checkpoint");
+    auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
+    char why[512] = "";
+    int rc = -1;
+    if (!request || !wait)
+        snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
+    else if (request(path.c_str(), 0) != 0)
+        snprintf(why, sizeof why,
+                 "the agent cannot start a checkpointer (no ghost binary known, "
+                 "or one is running)");
+    else
+        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, sizeof why);
+    if (rc == 1) return save_restored;
+    uint64_t size = 0, sum = 0;
+    const char *bad = "";
+    if (rc == 0) {
+        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || !core::read_image_trailer(fd, &size, &sum, &bad)) {
+            snprintf(why, sizeof why, "the image %s is unreadable: %s", path.c_str(),
+                     fd < 0 ? strerror(errno) : bad);
+            rc = -1;
+        }
+        if (fd >= 0) close(fd);
+    }
+    if (rc != 0) {
+        for (char *c = why; *c; c++)
+            if (*c == '\n') *c = ' ';
+        send_line("ERROR " + e + " " + why);
+        return save_failed;
+    }
+    // The checkpointer's report (PATH.log): "checkpoint pid=... export_s=X sync_s=Y ...".
+    std::string times = " 0 0";
+    if (FILE *f = fopen((path + ".log").c_str(), "re")) {
+        char l[2048];
+        while (fgets(l, sizeof l, f))
+            if (strncmp(l, "checkpoint pid=", 15) == 0) {
+                const char *x = strstr(l, " export_s="), *y = strstr(l, " sync_s=");
+                if (x && y)
+                    times = " " + std::to_string(atof(x + 10)) + " " + std::to_string(atof(y + 8));
+            }
+        fclose(f);
+    }
+    send_line("SAVED " + e + " " + std::to_string(size) + " " + core::image_hash_name(sum) + times);
+    return save_done;
+}
+
+// One quiesce epoch (runtime/job_protocol.h). Returns false when the coordinator is gone.
+bool run_epoch(const std::string &e, long timeout_ms) {
+    long deadline = now_ms() + (timeout_ms * 9) / 10;
+    const char *why = "";
+    std::string line;
+    auto fail = [&](wait_result r, const std::string &what) {
+        resume_local();
+        if (r == w_gone) return false;
+        if (r == w_timeout) {
+            snprintf(g_error, sizeof g_error, "%s", what.c_str());
+            send_line("ERROR " + e + " " + what);
+        }
+        return true;
+    };
+    g_local = 1;
+    Q.phase = phase_clock;
+    raise_flag();
+    auto r = wait_for([&] { return settled(true, &why); }, deadline, false, nullptr);
+    if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
+
+    // Collective clock rounds until the coordinator says every communicator's members agree.
+    for (int round = 0;; round++) {
+        std::string clock;
+        int n = 0;
+        comms_visit(
+            [](comm_info *c, void *arg) {
+                if (!c->tracked) return;
+                char b[64];
+                snprintf(b, sizeof b, " %llx %llu", (unsigned long long)c->id,
+                         (unsigned long long)c->seq.load());
+                *(std::string *)arg += b;
+            },
+            &clock);
+        for (char ch : clock)
+            n += ch == ' ';
+        send_line("CLOCK " + e + " " + std::to_string(n / 2) + clock);
+        r = wait_for([] { return false; }, deadline, true, &line);
+        if (r != w_ok) return fail(r, "no collective targets from the coordinator");
+        auto w = words(line);
+        if (w.size() < 4 || w[0] != "TARGET" || w[1] != e)
+            return fail(w_timeout, "unexpected " + line);
+        if (w[2] == "1") break;
+        struct target_set {
+            std::vector<std::pair<uint64_t, uint64_t>> t;
+        } ts;
+        for (size_t i = 4; i + 1 < w.size(); i += 2)
+            ts.t.push_back(
+                {strtoull(w[i].c_str(), nullptr, 16), strtoull(w[i + 1].c_str(), nullptr, 10)});
+        comms_visit(
+            [](comm_info *c, void *arg) {
+                c->target = c->seq.load();
+                for (auto &p : ((target_set *)arg)->t)
+                    if (c->tracked && p.first == c->id) c->target = p.second;
+            },
+            &ts);
+        Q.behind = is_behind();
+        Q.phase = phase_forward;
+        quiesce_wake();
+        // Running forward ends when this rank has caught up and its threads are parked again (or
+        // inside a collective that the next round lets the others reach).
+        r = wait_for(
+            [&] {
+                bool b = is_behind();
+                if (!b && Q.behind.load()) {
+                    Q.behind = 0;
+                    quiesce_wake();
+                }
+                return !b && settled(true, &why);
+            },
+            deadline, false, nullptr);
+        if (r != w_ok)
+            return fail(r, std::string("running forward to the collective targets (round ") +
+                               std::to_string(round + 1) + "): " +
+                               (is_behind() ? std::string("still behind")
+                                            : std::string("a thread stayed inside ") + why));
+        Q.phase = phase_clock;
+    }
+    Q.phase = phase_hold;
+    quiesce_wake();
+    r = wait_for([&] { return settled(false, &why); }, deadline, false, nullptr);
+    if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
+
+    std::string counts = "COUNTS " + e + " " + std::to_string(g_world_size);
+    for (int i = 0; i < g_world_size; i++)
+        counts += " " + std::to_string(__atomic_load_n(&g_sent[i], __ATOMIC_RELAXED));
+    send_line(counts);
+    r = wait_for([] { return false; }, deadline, true, &line);
+    if (r != w_ok) return fail(r, "no drain target from the coordinator");
+    auto w = words(line);
+    if (w.size() < 3 || w[0] != "DRAIN" || w[1] != e) return fail(w_timeout, "unexpected " + line);
+    uint64_t expected = strtoull(w[2].c_str(), nullptr, 10), msgs = 0, bytes = 0;
+    long left = deadline - now_ms();
+    if (drain_until(expected, left > 0 ? left : 0, &msgs, &bytes) != 0)
+        return fail(w_timeout, "drain: received " + std::to_string(g_recvd.load()) + " of " +
+                                   std::to_string(expected) + " messages");
+    // Blocking sends of this rank return once their receivers drained them.
+    r = wait_for([&] { return settled(false, &why, false); }, deadline, false, nullptr);
+    if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
+    send_line("DRAINED " + e + " " + std::to_string(msgs) + " " + std::to_string(bytes));
+
+    // Other ranks may still drain messages this rank sends: keep the lower half progressing.
+    for (;;) {
+        std::string l;
+        int rr = read_line(&l, 0);
+        if (rr < 0) return fail(w_gone, "");
+        if (rr > 0 && l.rfind("QUIESCED ", 0) == 0) break;
+        if (rr > 0 && l.rfind("RESUME ", 0) == 0) return fail(w_abort, "");
+        if (now_ms() > deadline + timeout_ms)
+            return fail(w_timeout, "no QUIESCED from the coordinator");
+        drain_progress();
+    }
+    g_local = 2;
+    // Quiescent: hold until the coordinator (or the agent, ghost_mpi_resume) resumes the job.
+    for (;;) {
+        std::string l;
+        int rr = read_line(&l, 20);
+        if (rr < 0) return fail(w_gone, "");
+        if (rr > 0 && l.rfind("SAVE " + e + " ", 0) == 0) {
+            // In a restored copy of the rank (save_restored), the restore ends this epoch
+            // (coord_after_restore asks for the resume below) and the client connects to the new
+            // job's coordinator.
+            save_image(e, l);
+            continue;
+        }
+        if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
+            resume_local();
+            send_line("RESUMED " + e);
+            return true;
+        }
+        if (g_stop) return fail(w_gone, "");
+    }
+}
+
+bool connect_now(const char *coord, const char *job, const char *secret);
+
+void *client_main(void *) {
+    bool told = false;
+    while (!g_stop) {
+        if (g_reconnect.exchange(0)) {
+            // A restored rank: the job is a new one, with its own coordinator.
+            g_inbuf.clear();
+            told = false;
+            if (g_new_coord->empty()) {
+                log_line("restarted without a job coordinator; no checkpoints\n");
+                break;
+            }
+            if (!connect_now(g_new_coord->c_str(), g_new_job->c_str(), g_new_secret->c_str()))
+                break;
+            continue;
+        }
+        std::string l;
+        int r = read_line(&l, 200);
+        if (r < 0 && g_reconnect.load()) continue;
+        if (r < 0) {
+            if (!g_stop && !told)
+                log_line("the job coordinator is gone; running on without checkpoints\n");
+            told = true;
+            break;
+        }
+        if (r == 0) continue;
+        auto w = words(l);
+        if (w.size() >= 2 && w[0] == "QUIESCE") {
+            long ms = w.size() >= 3 ? atol(w[2].c_str()) : 10000;
+            if (!run_epoch(w[1], ms > 0 ? ms : 10000)) {
+                if (!g_stop)
+                    log_line("the job coordinator is gone; running on without checkpoints\n");
+                break;
+            }
+        }
+    }
+    resume_local();
+    return nullptr;
+}
+
+int connect_to(const std::string &addr, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1) {
+        close(fd);
+        return -1;
+    }
+    if (connect(fd, (sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    struct pollfd p = {fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (poll(&p, 1, 2000) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+// Connects and says HELLO; false (after one line on stderr) when no coordinator takes this rank.
+bool connect_now(const char *coord, const char *job, const char *secret) {
+    std::string c = coord;
+    size_t colon = c.rfind(':');
+    if (colon == std::string::npos) {
+        log_line("bad %s; no coordinator\n", job::kEnvCoordinator);
+        return false;
+    }
+    int port = atoi(c.c_str() + colon + 1);
+    std::string list = c.substr(0, colon);
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    for (size_t pos = 0; pos <= list.size() && g_fd < 0;) {
+        size_t comma = list.find(',', pos);
+        std::string addr =
+            list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
+        int fd = connect_to(addr, port);
+        if (fd < 0) continue;
+        g_fd = fd;
+        g_inbuf.clear();
+        send_line(std::string("HELLO ") + job + " " + secret + " " + std::to_string(g_rank) + " " +
+                  std::to_string(g_world_size) + " " + std::to_string((long)getpid()) + " " + host);
+        std::string reply;
+        if (read_line(&reply, 5000) != 1 || reply != "WELCOME") {
+            close(g_fd);
+            g_fd = -1;
+            if (reply.rfind("REFUSED", 0) == 0) {
+                log_line("the job coordinator refused this rank (%s); no checkpoints\n",
+                         reply.c_str());
+                return false;
+            }
+        }
+    }
+    if (g_fd < 0) {
+        log_line("cannot reach the job coordinator at %s; no checkpoints\n", coord);
+        return false;
+    }
+    attribution_note_upper_fd(g_fd);
+    return true;
+}
+
+void connect_coordinator() {
+    const char *coord = getenv(job::kEnvCoordinator);
+    const char *job = getenv(job::kEnvJob);
+    const char *secret = getenv(job::kEnvSecret);
+    if (!coord || !*coord || !job || !secret) return; // not under ghostrun's coordinator
+    g_debug = getenv("GHOST_MPI_QUIESCE_DEBUG") != nullptr;
+    if (!connect_now(coord, job, secret)) return;
+    if (pthread_create(&g_thread, nullptr, client_main, nullptr) != 0) {
+        close(g_fd);
+        g_fd = -1;
+        return log_line("cannot start the coordinator thread; no checkpoints\n");
+    }
+    g_thread_started = true;
+}
+
+} // namespace
+
+bool rank_quiescent() {
+    return g_local.load() == 2;
+}
+
+void coord_thread_after_restore() {
+    g_fd = -1; // that descriptor was left out of the image; its number may be reused
+}
+
+void coord_after_restore(char *const *envp) {
+    auto value = [&](const char *name) {
+        size_t n = strlen(name);
+        for (char *const *e = envp; e && *e; e++)
+            if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return std::string(*e + n + 1);
+        return std::string();
+    };
+    if (!g_new_coord) {
+        g_new_coord = new std::string();
+        g_new_job = new std::string();
+        g_new_secret = new std::string();
+    }
+    *g_new_coord = value(job::kEnvCoordinator);
+    *g_new_job = value(job::kEnvJob);
+    *g_new_secret = value(job::kEnvSecret);
+    g_inbuf.clear();
+    if (g_thread_started) {
+        // The epoch the image was taken in ends here (every rank was quiescent in it: nothing in
+        // flight, drained messages in upper memory); then the client connects again.
+        g_reconnect = 1;
+        if (g_local.load() != 0) g_resume_req = 1;
+        return;
+    }
+    if (g_new_coord->empty() || g_new_job->empty() || g_new_secret->empty()) return;
+    if (!connect_now(g_new_coord->c_str(), g_new_job->c_str(), g_new_secret->c_str())) return;
+    if (pthread_create(&g_thread, nullptr, client_main, nullptr) != 0) {
+        close(g_fd);
+        g_fd = -1;
+        return log_line("cannot start the coordinator thread; no checkpoints\n");
+    }
+    g_thread_started = true;
+}
+
+void quiesce_after_init(int provided) {
+    g_threads_multiple = provided == MPI_THREAD_MULTIPLE;
+    const char *why = nullptr;
+    if (!comms_init(&why)) {
+        log_line("quiescence unavailable: %s\n", why);
+        return;
+    }
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+        g_gate_fence = true;
+    {
+        lower_call lc;
+        static auto rank = (int (*)(MPI_Comm, int *))lower_fn("MPI_Comm_rank");
+        rank(L.world, &g_rank);
+    }
+    connect_coordinator();
+}
+
+void quiesce_before_finalize() {
+    if (!g_thread_started) return;
+    send_line("FINALIZED");
+    g_stop = 1;
+    {
+        std::lock_guard<std::mutex> g(g_write_mu);
+        shutdown(g_fd, SHUT_RDWR);
+    }
+    pthread_join(g_thread, nullptr);
+    g_thread_started = false;
+    std::lock_guard<std::mutex> g(g_write_mu);
+    close(g_fd);
+    g_fd = -1;
+}
+
+} // namespace ghost::mpi
+
+using namespace ghost::mpi;
+
+// Blocks until this rank is quiescent in the epoch the coordinator started (all its application
+// threads parked outside the lower half, in-flight messages drained); 0, or -1 (reason from
+// ghost_mpi_quiesce_error()) when no epoch reaches that point within timeout_ms.
+extern "C" GHOST_EXPORT int ghost_mpi_quiesce(int timeout_ms) {
+    long end = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    while (g_local.load() != 2) {
+        if (now_ms() > end) return -1;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, nullptr);
+    }
+    return 0;
+}
+
+// Ends the quiescent state this rank is in (the coordinator hears RESUMED); 0, or -1 if it was not
+// quiescent.
+extern "C" GHOST_EXPORT int ghost_mpi_resume(void) {
+    if (g_local.load() != 2) return -1;
+    g_resume_req = 1;
+    for (int i = 0; i < 5000 && g_local.load() == 2; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, nullptr);
+    }
+    return g_local.load() == 2 ? -1 : 0;
+}
+
+extern "C" GHOST_EXPORT const char *ghost_mpi_quiesce_error(void) {
+    return g_error;
+}
+
+// The upper-half fd of this rank's connection to the job coordinator, or -1: an image must not
+// carry it (the connection is made again after a restart).
+extern "C" GHOST_EXPORT int ghost_mpi_coord_fd(void) {
+    return g_fd;
+}

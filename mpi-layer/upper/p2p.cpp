@@ -1,0 +1,1164 @@
+// SPDX-License-Identifier: Apache-2.0
+// Point-to-point under quiescence (DESIGN.md section 3).
+//
+// Counting: a message is counted sent when a send is posted (persistent: started), and received
+// when a receive completes (seen by Wait/Test, or by the drain through Request_get_status) or when
+// a matched probe takes it off the lower queue. Blocking calls are a nonblocking call plus a test
+// loop that stays in the lower half while it spins and steps out to a safe point when an epoch
+// begins (the loop's own receive stays posted: the drain counts it if a message completes it).
+// Drained messages are matched before anything reaches the lower half; a receive satisfied from
+// one completes in the upper half: its request keeps a stand-in lower handle and a status
+// (vobj::done), and every completion call treats it as complete without asking the lower half.
+#include "p2p.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "lower_api.h"
+#include "quiesce_state.h"
+#include "wrapper_support.h"
+
+namespace ghost::mpi {
+namespace {
+
+struct done_status {
+    int source, tag, error;
+    long long bytes;
+};
+
+#if defined(GHOST_MPI_MPICH)
+const MPI_Request kFakeReq = (MPI_Request)0xBC000001;
+#else
+char g_fake_req_obj;
+const MPI_Request kFakeReq = (MPI_Request)(void *)&g_fake_req_obj;
+#endif
+
+__attribute__((always_inline)) inline void raw_yield() {
+    long r;
+    asm volatile("syscall" : "=a"(r) : "a"(24) : "rcx", "r11", "memory");
+}
+
+template <class F> __attribute__((always_inline)) inline F lf(void *p) {
+    return (F)p;
+}
+
+// Runs step() (lower FS) until it reports done; between iterations, when an epoch begins, steps
+// out to a safe point and asks woke() (upper FS) whether the call can now finish otherwise.
+// Returns kRedo when the rank was checkpointed and restarted while this thread waited at the safe
+// point: every lower handle the caller holds belongs to the old lower half.
+template <class Step, class Woke> int test_loop(Step step, Woke woke) {
+    const uintptr_t lfs = thread_lower_fs();
+    const uint32_t gen = g_lower_gen.load(std::memory_order_relaxed);
+    unsigned spins = 0;
+    for (;;) {
+        int rc = MPI_SUCCESS;
+        bool done = false;
+        {
+            lower_call lc(lfs);
+            for (;;) {
+                done = step(&rc);
+                if (done || quiesce_pending()) break;
+                if (++spins > 2000 && (spins & 63) == 0) raw_yield();
+            }
+        }
+        if (done) return rc;
+        safe_point(nullptr);
+        // (Drained messages first: they are in upper memory, valid across a restart.)
+        if (woke(&rc)) return rc;
+        if (__builtin_expect(g_lower_gen.load(std::memory_order_acquire) != gen, 0)) return kRedo;
+    }
+}
+const auto kNoWake = [](int *) { return false; };
+
+bool status_ignored(const MPI_Status *st) {
+    return st == MPI_STATUS_IGNORE;
+}
+
+void fill_status(MPI_Status *st, int source, int tag, int err, long long bytes) {
+    if (status_ignored(st)) return;
+    memset(st, 0, sizeof *st);
+    st->MPI_SOURCE = source;
+    st->MPI_TAG = tag;
+    st->MPI_ERROR = err;
+    lower_call lc;
+    L.Status_set_elements_x(st, L.byte, (MPI_Count)bytes);
+}
+
+// Copies a drained message into (buf, n, dt); MPI_ERR_TRUNCATE if it does not fit.
+int deliver(drained_msg *m, void *buf, int n, MPI_Datatype dt, MPI_Comm c, long long *got) {
+    int tsize = 0, rc = MPI_SUCCESS;
+    lower_call lc;
+    L.Type_size(dt, &tsize);
+    size_t cap = (size_t)tsize * (size_t)(n > 0 ? n : 0);
+    size_t take = m->bytes;
+    if (take > cap) {
+        take = cap;
+        rc = MPI_ERR_TRUNCATE;
+    }
+    if (tsize > 0 && take >= (size_t)tsize) {
+        int pos = 0;
+        L.Unpack(m->data, (int)take, &pos, buf, (int)(take / (size_t)tsize), dt, c);
+    }
+    *got = (long long)take;
+    return rc;
+}
+
+int deliver_status(drained_msg *m, void *buf, int n, MPI_Datatype dt, MPI_Comm c, MPI_Status *st) {
+    long long got = 0;
+    int rc = deliver(m, buf, n, dt, c, &got);
+    fill_status(st, m->source, m->tag, rc, got);
+    drained_free(m);
+    return rc;
+}
+
+done_status *deliver_done(drained_msg *m, void *buf, int n, MPI_Datatype dt, MPI_Comm c) {
+    done_status *d = (done_status *)malloc(sizeof *d);
+    if (!d) fatal("cannot complete a receive from a drained message", "out of memory");
+    long long got = 0;
+    d->error = deliver(m, buf, n, dt, c, &got);
+    d->source = m->source;
+    d->tag = m->tag;
+    d->bytes = got;
+    drained_free(m);
+    return d;
+}
+
+drained_msg *take_drained(MPI_Comm uc, int src, int tag, bool peek = false) {
+    if (__builtin_expect(g_ndrained.load(std::memory_order_relaxed) == 0, 1)) return nullptr;
+    if (src == MPI_PROC_NULL) return nullptr;
+    return drained_take(comm_info_of(uc), src, tag, peek);
+}
+
+// After a restart, an array's lower handles again from the upper ones.
+void relower(int n, MPI_Request *l, const MPI_Request *u) {
+    for (int i = 0; i < n; i++)
+        l[i] = to_lower<kind::request>(u[i]);
+}
+
+vobj *req_vobj(MPI_Request u) {
+    vobj *v = decode<kind::request>(u);
+    return v && v->magic == kVobjMagic && v->k == kind::request ? v : nullptr;
+}
+
+// A request seen complete: count a receive once; a cancelled one counts nothing.
+void note_complete(vobj *v, const MPI_Status *st) {
+    if (!v || !(v->qflags & kQActive)) return;
+    if ((v->qflags & kQRecv) && !(v->qflags & kQCounted)) {
+        int cancelled = 0;
+        if ((v->qflags & kQCancel) && !status_ignored(st)) {
+            lower_call lc;
+            L.Test_cancelled(st, &cancelled);
+        }
+        if (!cancelled && !(v->qflags & kQCancel && status_ignored(st))) count_recv();
+    }
+    v->qflags &= ~(kQActive | kQCounted | kQCancel);
+}
+
+// Completes an upper-done request: its status, and for a persistent one back to inactive.
+int finish_done(vobj *v, MPI_Status *st) {
+    done_status *d = (done_status *)v->done;
+    fill_status(st, d->source, d->tag, d->error, d->bytes);
+    int err = d->error;
+    if (v->qflags & kQPersistent) {
+        free(d);
+        v->done = nullptr;
+        v->qflags &= ~kQDone;
+    }
+    return err;
+}
+
+// Upper-done requests in an array get a null lower handle (persistent ones keep their inactive
+// lower request: the lower half reports it complete at once).
+void mask_done(int n, MPI_Request *l, const MPI_Request *u, vobj **vs) {
+    for (int i = 0; i < n; i++) {
+        vs[i] = req_vobj(u[i]);
+        if (vs[i] && vs[i]->done && !(vs[i]->qflags & kQPersistent)) l[i] = L.req_null;
+    }
+}
+
+struct vobj_array {
+    vobj *small[32];
+    vobj **p;
+    explicit vobj_array(int n) {
+        p = n <= 32 ? small : (vobj **)malloc(sizeof(vobj *) * (size_t)n);
+        if (!p) fatal("cannot wait for requests", "out of memory");
+    }
+    ~vobj_array() {
+        if (p != small) free(p);
+    }
+    vobj *&operator[](int i) { return p[i]; }
+};
+
+// Statuses for a completion call: the caller's, or a scratch array when the caller ignores them
+// and a cancelled receive needs its status looked at.
+struct status_array {
+    MPI_Status small[8];
+    MPI_Status *p;
+    bool scratch = false;
+    status_array(MPI_Status *user, int n, vobj **vs) : p(user) {
+        if (!status_ignored(user)) return;
+        bool need = false;
+        for (int i = 0; i < n; i++)
+            need |= vs[i] && (vs[i]->qflags & kQCancel);
+        if (!need) return;
+        scratch = true;
+        p = n <= 8 ? small : (MPI_Status *)calloc((size_t)n, sizeof(MPI_Status));
+        if (!p) fatal("cannot wait for requests", "out of memory");
+    }
+    ~status_array() {
+        if (scratch && p != small) free(p);
+    }
+    MPI_Status *at(int i) { return status_ignored(p) ? p : p + i; }
+};
+
+std::mutex g_mprobed_mu;
+struct mprobed {
+    uintptr_t fake;
+    drained_msg *m;
+    mprobed *next;
+};
+mprobed *g_mprobed = nullptr;
+#if defined(GHOST_MPI_MPICH)
+uint32_t g_mprobe_serial = 0;
+#endif
+
+MPI_Message mprobed_add(drained_msg *m) {
+    mprobed *e = (mprobed *)malloc(sizeof *e);
+    if (!e) fatal("cannot match a drained message", "out of memory");
+    std::lock_guard<std::mutex> g(g_mprobed_mu);
+#if defined(GHOST_MPI_MPICH)
+    // (as the handle type converts it: MPICH's int handles sign-extend)
+    e->fake = (uintptr_t)(MPI_Message)(int)(0xBC000000u | (++g_mprobe_serial & 0x03FFFFFFu));
+#else
+    e->fake = (uintptr_t)m;
+#endif
+    e->m = m;
+    e->next = g_mprobed;
+    g_mprobed = e;
+    return (MPI_Message)e->fake;
+}
+
+drained_msg *mprobed_take(MPI_Message l) {
+    std::lock_guard<std::mutex> g(g_mprobed_mu);
+    for (mprobed **pp = &g_mprobed; *pp; pp = &(*pp)->next)
+        if ((*pp)->fake == (uintptr_t)l) {
+            mprobed *e = *pp;
+            *pp = e->next;
+            drained_msg *m = e->m;
+            free(e);
+            return m;
+        }
+    return nullptr;
+}
+
+using isend_fn = int (*)(const void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
+
+// A blocking send as a nonblocking one and a test loop.
+int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, CM c, CM uc) {
+    MPI_Request r;
+    int rc;
+    {
+        lower_call lc;
+        rc = isend(buf, n, dt, dest, tag, c, &r);
+    }
+    if (rc != MPI_SUCCESS) return rc;
+    count_send(comm_info_of(uc), dest);
+    int rc2 = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Test(&r, &flag, MPI_STATUS_IGNORE);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    // Restarted: the quiesce's counts agreed, so its receiver has the message.
+    return rc2 == kRedo ? MPI_SUCCESS : rc2;
+}
+
+int plain_isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, CM uc) {
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<isend_fn>(fn)(buf, n, dt, dest, tag, c, r);
+    }
+    if (rc == MPI_SUCCESS) {
+        count_send(comm_info_of(uc), dest);
+        if (r && dest != MPI_PROC_NULL) t_req_init = {kQIsend | kQActive, -1, nullptr, nullptr, {}};
+    }
+    return rc;
+}
+
+int persistent_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, CM uc) {
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<isend_fn>(fn)(buf, n, dt, dest, tag, c, r);
+    }
+    if (rc == MPI_SUCCESS && r && dest != MPI_PROC_NULL)
+        t_req_init = {kQSend | kQPersistent, dest, comm_info_of(uc), nullptr, {}};
+    return rc;
+}
+
+// The receive loop of Recv/Sendrecv: r is posted; completes it, counting it once. kRedo: the rank
+// was restarted and the receive had not completed: the caller posts it again on the new lower half.
+int recv_loop(MPI_Request *r, MPI_Status *st, bool already_pending = false) {
+    if (!already_pending) {
+        t_gate.pending_lreq = (uintptr_t)*r;
+        t_gate.pending_counted = 0;
+    }
+    int rc = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Test(r, &flag, st);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    bool counted = t_gate.pending_counted;
+    t_gate.pending_lreq = 0;
+    if (rc == kRedo && counted) {
+        // Completed before the checkpoint (the drain saw it): its status was kept.
+        fill_status(st, t_gate.pending_source, t_gate.pending_tag, t_gate.pending_error,
+                    t_gate.pending_bytes);
+        return t_gate.pending_error;
+    }
+    if (rc == MPI_SUCCESS && !counted) count_recv();
+    return rc;
+}
+
+void start_one(vobj *v, MPI_Request *l, int *rc) {
+    if (v && (v->qflags & kQRecv) && v->rec && v->rec->args.size() >= 6) {
+        // A persistent receive that a drained message satisfies completes in the upper half.
+        const auto &a = v->rec->args;
+        MPI_Comm uc = (MPI_Comm)(uintptr_t)a[5];
+        if (drained_msg *m = take_drained(uc, (int)a[3], (int)a[4])) {
+            MPI_Datatype ldt = to_lower<kind::datatype>((MPI_Datatype)(uintptr_t)a[2]);
+            v->done =
+                deliver_done(m, (void *)(uintptr_t)a[0], (int)a[1], ldt, to_lower<kind::comm>(uc));
+            v->qflags |= kQDone;
+            *rc = MPI_SUCCESS;
+            return;
+        }
+    }
+    {
+        lower_call lc;
+        *rc = L.Start(l);
+    }
+    if (*rc != MPI_SUCCESS || !v) return;
+    if (v->qflags & kQSend) {
+        count_send((comm_info *)v->ext, v->peer);
+        v->qflags |= kQActive;
+    }
+    if (v->qflags & kQRecv) v->qflags = (v->qflags | kQActive) & ~kQCounted;
+}
+
+} // namespace
+
+// ---- sends ----
+
+// A blocking send stays one blocking lower call (the transports' inline fast paths): its message is
+// counted first, and a quiesce lets the thread stay inside until the drain, where its receiver
+// takes the message (eager, rendezvous or synchronous alike) and the send returns.
+int blocking_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, CM uc) {
+    count_send(comm_info_of(uc), dest);
+    t_gate.in_send = 1;
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(cvp, int, DT, int, int, CM)>(fn)(buf, n, dt, dest, tag, c);
+    }
+    t_gate.in_send = 0;
+    if (rc != MPI_SUCCESS) uncount_send(comm_info_of(uc), dest);
+    return rc;
+}
+
+int q_Send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+}
+int q_Ssend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+}
+int q_Rsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+}
+int q_Bsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(cvp, int, DT, int, int, CM)>(fn)(buf, n, dt, dest, tag, c);
+    }
+    if (rc == MPI_SUCCESS) count_send(comm_info_of(uc), dest);
+    return rc;
+}
+int q_Isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Issend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Irsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Ibsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Send_init(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return persistent_send(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Ssend_init(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return persistent_send(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Rsend_init(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return persistent_send(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+int q_Bsend_init(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
+    return persistent_send(fn, buf, n, dt, dest, tag, c, r, uc);
+}
+
+// ---- receives ----
+
+int q_Recv_init(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT, CM, RQ *) {
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
+    }
+    if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
+        t_req_init = {kQRecv | kQPersistent, -1, nullptr, nullptr, {}};
+    return rc;
+}
+
+int q_Recv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, ST *st, DT udt, CM uc) {
+    if (drained_msg *m = take_drained(uc, src, tag)) return deliver_status(m, buf, n, dt, c, st);
+    if (src == MPI_PROC_NULL) {
+        lower_call lc;
+        return lf<int (*)(void *, int, DT, int, int, CM, ST *)>(fn)(buf, n, dt, src, tag, c, st);
+    }
+    for (;;) {
+        MPI_Request r;
+        int rc;
+        {
+            lower_call lc;
+            rc = L.Irecv(buf, n, dt, src, tag, c, &r);
+        }
+        if (rc != MPI_SUCCESS) return rc;
+        rc = recv_loop(&r, st);
+        if (rc != kRedo) return rc;
+        dt = to_lower<kind::datatype>(udt);
+        c = to_lower<kind::comm>(uc);
+        if (drained_msg *m = take_drained(uc, src, tag))
+            return deliver_status(m, buf, n, dt, c, st);
+    }
+}
+
+int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
+    if (r) {
+        if (drained_msg *m = take_drained(uc, src, tag)) {
+            *r = kFakeReq;
+            t_req_init = {kQDone, -1, nullptr, deliver_done(m, buf, n, dt, c), {}};
+            return MPI_SUCCESS;
+        }
+    }
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
+    }
+    if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
+        t_req_init = {kQRecv | kQActive,
+                      -1,
+                      nullptr,
+                      nullptr,
+                      {buf, n, src, tag, (uintptr_t)udt, (uintptr_t)uc}};
+    return rc;
+}
+
+int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf, int rn, DT rdt,
+               int src, int rtag, CM c, ST *st, DT, DT urdt, CM uc) {
+    if (drained_msg *m = take_drained(uc, src, rtag)) {
+        int rc = send_loop(L.Isend, sbuf, sn, sdt, dest, stag, c, uc);
+        int rc2 = deliver_status(m, rbuf, rn, rdt, c, st);
+        return rc != MPI_SUCCESS ? rc : rc2;
+    }
+    MPI_Request rq[2];
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Irecv(rbuf, rn, rdt, src, rtag, c, &rq[0]);
+        if (rc == MPI_SUCCESS) rc = L.Isend(sbuf, sn, sdt, dest, stag, c, &rq[1]);
+    }
+    if (rc != MPI_SUCCESS) return rc;
+    count_send(comm_info_of(uc), dest);
+    // The receive is pending during the send loop too: a drain counts it (and keeps its status).
+    if (src != MPI_PROC_NULL) {
+        t_gate.pending_lreq = (uintptr_t)rq[0];
+        t_gate.pending_counted = 0;
+    }
+    int rc_send = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Test(&rq[1], &flag, MPI_STATUS_IGNORE);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    if (rc_send == kRedo) {
+        // Restarted: the send was delivered (the counts agreed); the receive is done or posted
+        // again on the new lower half.
+        if (src == MPI_PROC_NULL) {
+            fill_status(st, MPI_PROC_NULL, MPI_ANY_TAG, MPI_SUCCESS, 0);
+            return MPI_SUCCESS;
+        }
+        bool counted = t_gate.pending_counted;
+        t_gate.pending_lreq = 0;
+        if (counted) {
+            fill_status(st, t_gate.pending_source, t_gate.pending_tag, t_gate.pending_error,
+                        t_gate.pending_bytes);
+            return t_gate.pending_error;
+        }
+        return q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
+                      to_lower<kind::comm>(uc), st, urdt, uc);
+    }
+    if (src == MPI_PROC_NULL) {
+        lower_call lc;
+        int flag = 0;
+        rc = L.Test(&rq[0], &flag, st);
+        return rc_send != MPI_SUCCESS ? rc_send : rc;
+    }
+    rc = recv_loop(&rq[0], st, true);
+    if (rc == kRedo)
+        rc = q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
+                    to_lower<kind::comm>(uc), st, urdt, uc);
+    return rc_send != MPI_SUCCESS ? rc_send : rc;
+}
+
+int q_Sendrecv_replace(void *fn, void *buf, int n, DT dt, int dest, int stag, int src, int rtag,
+                       CM c, ST *st, DT, CM uc) {
+    if (drained_msg *m = take_drained(uc, src, rtag)) {
+        int rc = send_loop(L.Isend, buf, n, dt, dest, stag, c, uc);
+        int rc2 = deliver_status(m, buf, n, dt, c, st);
+        return rc != MPI_SUCCESS ? rc : rc2;
+    }
+    // Blocking in the lower half (its send buffer is its receive buffer): a quiesce waits for it.
+    MPI_Status local;
+    MPI_Status *s = status_ignored(st) ? &local : st;
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(void *, int, DT, int, int, int, int, CM, ST *)>(fn)(buf, n, dt, dest, stag,
+                                                                            src, rtag, c, s);
+    }
+    if (rc == MPI_SUCCESS) {
+        count_send(comm_info_of(uc), dest);
+        if (src != MPI_PROC_NULL) count_recv();
+    }
+    return rc;
+}
+
+// ---- probes ----
+
+int q_Iprobe(void *fn, int src, int tag, CM c, int *flag, ST *st, CM uc) {
+    if (drained_msg *m = take_drained(uc, src, tag, true)) {
+        *flag = 1;
+        fill_status(st, m->source, m->tag, MPI_SUCCESS, (long long)m->bytes);
+        return MPI_SUCCESS;
+    }
+    lower_call lc;
+    return lf<int (*)(int, int, CM, int *, ST *)>(fn)(src, tag, c, flag, st);
+}
+
+int q_Probe(void *fn, int src, int tag, CM c, ST *st, CM uc) {
+    auto from_drained = [&](int *rc) {
+        drained_msg *m = take_drained(uc, src, tag, true);
+        if (!m) return false;
+        fill_status(st, m->source, m->tag, MPI_SUCCESS, (long long)m->bytes);
+        *rc = MPI_SUCCESS;
+        return true;
+    };
+    int rc;
+    if (from_drained(&rc)) return rc;
+    if (src == MPI_PROC_NULL) {
+        lower_call lc;
+        return lf<int (*)(int, int, CM, ST *)>(fn)(src, tag, c, st);
+    }
+    for (;;) {
+        int rc2 = test_loop(
+            [&](int *out) {
+                int flag = 0;
+                *out = L.Iprobe(src, tag, c, &flag, st);
+                return *out != MPI_SUCCESS || flag;
+            },
+            from_drained);
+        if (rc2 != kRedo) return rc2;
+        c = to_lower<kind::comm>(uc);
+    }
+}
+
+int q_Improbe(void *fn, int src, int tag, CM c, int *flag, MS *m, ST *st, CM uc, MS *) {
+    if (drained_msg *d = take_drained(uc, src, tag)) {
+        *flag = 1;
+        fill_status(st, d->source, d->tag, MPI_SUCCESS, (long long)d->bytes);
+        *m = mprobed_add(d);
+        return MPI_SUCCESS;
+    }
+    int rc;
+    {
+        lower_call lc;
+        rc = lf<int (*)(int, int, CM, int *, MS *, ST *)>(fn)(src, tag, c, flag, m, st);
+    }
+    if (rc == MPI_SUCCESS && *flag && src != MPI_PROC_NULL && *m != L.msg_null) count_recv();
+    return rc;
+}
+
+int q_Mprobe(void *fn, int src, int tag, CM c, MS *m, ST *st, CM uc, MS *) {
+    bool drained = false;
+    auto from_drained = [&](int *rc) {
+        drained_msg *d = take_drained(uc, src, tag);
+        if (!d) return false;
+        fill_status(st, d->source, d->tag, MPI_SUCCESS, (long long)d->bytes);
+        *m = mprobed_add(d);
+        *rc = MPI_SUCCESS;
+        drained = true;
+        return true;
+    };
+    int rc;
+    if (from_drained(&rc)) return rc;
+    if (src == MPI_PROC_NULL) {
+        lower_call lc;
+        return lf<int (*)(int, int, CM, MS *, ST *)>(fn)(src, tag, c, m, st);
+    }
+    do {
+        rc = test_loop(
+            [&](int *out) {
+                int flag = 0;
+                *out = L.Improbe(src, tag, c, &flag, m, st);
+                return *out != MPI_SUCCESS || flag;
+            },
+            from_drained);
+        if (rc == kRedo) c = to_lower<kind::comm>(uc);
+    } while (rc == kRedo);
+    // Taken off the lower queue: it counts as received now (the drain cannot see it any more).
+    if (rc == MPI_SUCCESS && !drained && *m != L.msg_null) count_recv();
+    return rc;
+}
+
+int q_Mrecv(void *fn, void *buf, int n, DT dt, MS *m, ST *st, DT, MS *) {
+    if (m && g_mprobed) {
+        if (drained_msg *d = mprobed_take(*m)) {
+            *m = L.msg_null;
+            return deliver_status(d, buf, n, dt, (MPI_Comm)d->ci->lower, st);
+        }
+    }
+    lower_call lc;
+    return lf<int (*)(void *, int, DT, MS *, ST *)>(fn)(buf, n, dt, m, st);
+}
+
+int q_Imrecv(void *fn, void *buf, int n, DT dt, MS *m, RQ *r, DT, MS *, RQ *) {
+    if (m && r && g_mprobed) {
+        if (drained_msg *d = mprobed_take(*m)) {
+            *m = L.msg_null;
+            *r = kFakeReq;
+            t_req_init = {
+                kQDone, -1, nullptr, deliver_done(d, buf, n, dt, (MPI_Comm)d->ci->lower), {}};
+            return MPI_SUCCESS;
+        }
+    }
+    lower_call lc;
+    return lf<int (*)(void *, int, DT, MS *, RQ *)>(fn)(buf, n, dt, m, r);
+}
+
+// ---- completion ----
+
+int q_Wait(void *, RQ *r, ST *st, RQ *ur) {
+    vobj *v = req_vobj(*ur);
+    if (v && v->done) {
+        int err = finish_done(v, st);
+        if (!(v->qflags & kQPersistent)) *r = L.req_null;
+        return err;
+    }
+    MPI_Status local;
+    MPI_Status *s = (v && (v->qflags & kQCancel) && status_ignored(st)) ? &local : st;
+    int rc = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Test(r, &flag, s);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    if (rc == kRedo) { // restarted: the request is complete in the upper half or posted again
+        *r = to_lower<kind::request>(*ur);
+        return q_Wait(nullptr, r, st, ur);
+    }
+    if (rc == MPI_SUCCESS) note_complete(v, s);
+    return rc;
+}
+
+int q_Test(void *, RQ *r, int *flag, ST *st, RQ *ur) {
+    vobj *v = req_vobj(*ur);
+    if (v && v->done) {
+        *flag = 1;
+        int err = finish_done(v, st);
+        if (!(v->qflags & kQPersistent)) *r = L.req_null;
+        return err;
+    }
+    MPI_Status local;
+    MPI_Status *s = (v && (v->qflags & kQCancel) && status_ignored(st)) ? &local : st;
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Test(r, flag, s);
+    }
+    if (rc == MPI_SUCCESS && *flag) note_complete(v, s);
+    return rc;
+}
+
+int q_Testall(void *, int n, RQ *r, int *flag, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    mask_done(n, r, ur, vs.p);
+    status_array sa(st, n, vs.p);
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Testall(n, r, flag, sa.p);
+    }
+    if (*flag) {
+        for (int i = 0; i < n; i++) {
+            if (vs[i] && vs[i]->done)
+                finish_done(vs[i], sa.at(i));
+            else
+                note_complete(vs[i], sa.at(i));
+        }
+    } else {
+        for (int i = 0; i < n; i++) // not completed: the stand-ins stay
+            if (vs[i] && vs[i]->done && !(vs[i]->qflags & kQPersistent)) r[i] = kFakeReq;
+    }
+    return rc;
+}
+
+int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    mask_done(n, r, ur, vs.p);
+    status_array sa(st, n, vs.p);
+    int rc = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Testall(n, r, &flag, sa.p);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitall(nullptr, n, r, st, ur);
+    }
+    if (rc == MPI_SUCCESS)
+        for (int i = 0; i < n; i++) {
+            if (vs[i] && vs[i]->done)
+                finish_done(vs[i], sa.at(i));
+            else
+                note_complete(vs[i], sa.at(i));
+        }
+    return rc;
+}
+
+namespace {
+// The first upper-done request of an array, or -1.
+// Fills vs[0..n) (some_done reads them all).
+int first_done(int n, RQ *ur, vobj **vs) {
+    int first = -1;
+    for (int i = 0; i < n; i++) {
+        vs[i] = req_vobj(ur[i]);
+        if (first < 0 && vs[i] && vs[i]->done) first = i;
+    }
+    return first;
+}
+} // namespace
+
+int q_Testany(void *, int n, RQ *r, int *idx, int *flag, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    int d = first_done(n, ur, vs.p);
+    if (d >= 0) {
+        *idx = d;
+        *flag = 1;
+        int err = finish_done(vs[d], st);
+        if (!(vs[d]->qflags & kQPersistent)) r[d] = L.req_null;
+        return err;
+    }
+    MPI_Status local;
+    bool canc = false;
+    for (int i = 0; i < n; i++)
+        canc |= vs[i] && (vs[i]->qflags & kQCancel);
+    MPI_Status *s = canc && status_ignored(st) ? &local : st;
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Testany(n, r, idx, flag, s);
+    }
+    if (rc == MPI_SUCCESS && *flag && *idx != MPI_UNDEFINED) note_complete(vs[*idx], s);
+    return rc;
+}
+
+int q_Waitany(void *, int n, RQ *r, int *idx, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    int d = first_done(n, ur, vs.p);
+    if (d >= 0) {
+        *idx = d;
+        int err = finish_done(vs[d], st);
+        if (!(vs[d]->qflags & kQPersistent)) r[d] = L.req_null;
+        return err;
+    }
+    MPI_Status local;
+    bool canc = false;
+    for (int i = 0; i < n; i++)
+        canc |= vs[i] && (vs[i]->qflags & kQCancel);
+    MPI_Status *s = canc && status_ignored(st) ? &local : st;
+    int rc = test_loop(
+        [&](int *out) {
+            int flag = 0;
+            *out = L.Testany(n, r, idx, &flag, s);
+            return *out != MPI_SUCCESS || flag;
+        },
+        kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitany(nullptr, n, r, idx, st, ur);
+    }
+    if (rc == MPI_SUCCESS && *idx != MPI_UNDEFINED) note_complete(vs[*idx], s);
+    return rc;
+}
+
+namespace {
+int some_done(int n, RQ *r, int *outc, int *idx, ST *st, vobj **vs) {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (vs[i] && vs[i]->done) {
+            MPI_Status *s = status_ignored(st) ? st : st + k;
+            finish_done(vs[i], s);
+            if (!(vs[i]->qflags & kQPersistent)) r[i] = L.req_null;
+            idx[k++] = i;
+        }
+    *outc = k;
+    return MPI_SUCCESS;
+}
+} // namespace
+
+int q_Testsome(void *, int n, RQ *r, int *outc, int *idx, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    if (first_done(n, ur, vs.p) >= 0) return some_done(n, r, outc, idx, st, vs.p);
+    status_array sa(st, n, vs.p);
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Testsome(n, r, outc, idx, sa.p);
+    }
+    if (rc == MPI_SUCCESS && *outc != MPI_UNDEFINED)
+        for (int k = 0; k < *outc; k++)
+            note_complete(vs[idx[k]], sa.at(k));
+    return rc;
+}
+
+int q_Waitsome(void *, int n, RQ *r, int *outc, int *idx, ST *st, RQ *ur) {
+    vobj_array vs(n);
+    if (first_done(n, ur, vs.p) >= 0) return some_done(n, r, outc, idx, st, vs.p);
+    status_array sa(st, n, vs.p);
+    int rc = test_loop(
+        [&](int *out) {
+            *out = L.Testsome(n, r, outc, idx, sa.p);
+            return *out != MPI_SUCCESS || *outc != 0;
+        },
+        kNoWake);
+    if (rc == kRedo) {
+        relower(n, r, ur);
+        return q_Waitsome(nullptr, n, r, outc, idx, st, ur);
+    }
+    if (rc == MPI_SUCCESS && *outc != MPI_UNDEFINED)
+        for (int k = 0; k < *outc; k++)
+            note_complete(vs[idx[k]], sa.at(k));
+    return rc;
+}
+
+int q_Request_get_status(void *fn, RQ r, int *flag, ST *st, RQ ur) {
+    vobj *v = req_vobj(ur);
+    if (v && v->done) {
+        done_status *d = (done_status *)v->done;
+        *flag = 1;
+        fill_status(st, d->source, d->tag, d->error, d->bytes);
+        return MPI_SUCCESS;
+    }
+    lower_call lc;
+    return lf<int (*)(RQ, int *, ST *)>(fn)(r, flag, st);
+}
+
+int q_Start(void *, RQ *r, RQ *ur) {
+    int rc = MPI_SUCCESS;
+    start_one(req_vobj(*ur), r, &rc);
+    return rc;
+}
+
+int q_Startall(void *, int n, RQ *r, RQ *ur) {
+    for (int i = 0; i < n; i++) {
+        int rc = MPI_SUCCESS;
+        start_one(req_vobj(ur[i]), &r[i], &rc);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_SUCCESS;
+}
+
+int q_Cancel(void *fn, RQ *r, RQ *ur) {
+    vobj *v = req_vobj(*ur);
+    if (v && v->done) return MPI_SUCCESS; // already complete: cancelling fails, as MPI says
+    if (v) v->qflags |= kQCancel;
+    lower_call lc;
+    return lf<int (*)(RQ *)>(fn)(r);
+}
+
+int q_Request_free(void *fn, RQ *r, RQ *ur) {
+    vobj *v = req_vobj(*ur);
+    if (v && v->done && !(v->qflags & kQPersistent)) {
+        *r = L.req_null;
+        return MPI_SUCCESS;
+    }
+    lower_call lc;
+    return lf<int (*)(RQ *)>(fn)(r);
+}
+
+// ---- the drain ----
+
+namespace {
+struct drain_ctx {
+    uint64_t msgs = 0, bytes = 0;
+    bool failed = false;
+};
+
+// Messages on one communicator that nobody has asked for yet, into upper memory.
+void drain_comm(comm_info *ci, void *arg) {
+    auto *dc = (drain_ctx *)arg;
+    if (!ci->lower) return;
+    for (;;) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        int n = 0;
+        {
+            lower_call lc;
+            if (L.Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, (MPI_Comm)ci->lower, &flag, &msg, &st) !=
+                    MPI_SUCCESS ||
+                !flag)
+                return;
+            L.Get_count(&st, L.byte, &n);
+        }
+        drained_msg *m = (drained_msg *)calloc(1, sizeof *m);
+        unsigned char *data = (unsigned char *)malloc(n > 0 ? (size_t)n : 1);
+        if (!m || !data) fatal("cannot drain a message", "out of memory");
+        MPI_Request r;
+        {
+            lower_call lc;
+            L.Imrecv(data, n, L.byte, &msg, &r);
+            int done = 0;
+            while (!done && L.Test(&r, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS) {
+            }
+        }
+        m->ci = ci;
+        m->source = st.MPI_SOURCE;
+        m->tag = st.MPI_TAG;
+        m->bytes = (size_t)n;
+        m->data = data;
+        drained_push(m);
+        count_recv();
+        dc->msgs++;
+        dc->bytes += (uint64_t)n;
+    }
+}
+
+// Pending receives of the application (requests) that completed in the lower half meanwhile.
+void drain_request(vobj *v, void *) {
+    if ((v->qflags & (kQRecv | kQActive)) != (kQRecv | kQActive) || (v->qflags & kQCounted)) return;
+    int flag = 0;
+    MPI_Status st;
+    {
+        lower_call lc;
+        if (L.Request_get_status((MPI_Request)v->lower, &flag, &st) != MPI_SUCCESS || !flag) return;
+    }
+    int cancelled = 0;
+    if (v->qflags & kQCancel) {
+        lower_call lc;
+        L.Test_cancelled(&st, &cancelled);
+    }
+    if (cancelled) {
+        v->qflags &= ~kQActive;
+        return;
+    }
+    v->qflags |= kQCounted;
+    count_recv();
+}
+
+void drain_pending() {
+    for (thread_gate *t : gate_threads()) {
+        if (!t->parked || !t->pending_lreq || t->pending_counted) continue;
+        int flag = 0, bytes = 0;
+        MPI_Status st;
+        {
+            lower_call lc;
+            if (L.Request_get_status((MPI_Request)t->pending_lreq, &flag, &st) != MPI_SUCCESS)
+                continue;
+            if (flag) L.Get_count(&st, L.byte, &bytes);
+        }
+        if (flag) {
+            t->pending_source = st.MPI_SOURCE;
+            t->pending_tag = st.MPI_TAG;
+            t->pending_error = MPI_SUCCESS; // (a single completion leaves MPI_ERROR unset)
+            t->pending_bytes = bytes;
+            t->pending_counted = 1;
+            count_recv();
+        }
+    }
+    requests_visit(drain_request, nullptr);
+}
+} // namespace
+
+int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes) {
+    drain_ctx dc;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        drain_pending();
+        comms_visit(drain_comm, &dc);
+        if (g_recvd.load() >= expected) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > timeout_ms) {
+            *msgs = dc.msgs;
+            *bytes = dc.bytes;
+            return -1;
+        }
+        raw_yield();
+    }
+    *msgs = dc.msgs;
+    *bytes = dc.bytes;
+    return 0;
+}
+
+// ---- checkpoint and restart ----
+
+namespace {
+struct ckpt_ctx {
+    int rank;
+    bool quiescent; // else application threads may be using the requests: only look
+    char *why;
+    size_t why_len;
+    bool refused;
+};
+
+void request_before_checkpoint(vobj *v, void *arg) {
+    auto *cx = (ckpt_ctx *)arg;
+    if (cx->refused || v->done) return;
+    const bool persistent = v->qflags & kQPersistent;
+    if (persistent && !(v->qflags & kQActive)) return; // inactive: its record makes it again
+    if (v->lower == (uintptr_t)L.req_null) return;
+    if (!cx->quiescent) {
+        snprintf(cx->why, cx->why_len,
+                 "rank %d: a nonblocking request is pending and the job is not quiesced: "
+                 "checkpoint the whole job (ghost checkpoint JOB)",
+                 cx->rank);
+        cx->refused = true;
+        return;
+    }
+    int flag = 0;
+    MPI_Status st;
+    {
+        lower_call lc;
+        if (L.Request_get_status((MPI_Request)v->lower, &flag, &st) != MPI_SUCCESS) flag = 0;
+    }
+    if (!flag) {
+        // Pending: a receive is posted again by a restart; a send's receiver already has its
+        // message (the quiesce's counts agreed). Anything else cannot be carried yet.
+        if ((v->qflags & kQCancel) || !(v->qflags & (kQRecv | kQIsend | kQSend)) ||
+            ((v->qflags & kQRecv) && !persistent && !v->ra.comm)) {
+            snprintf(cx->why, cx->why_len,
+                     "rank %d: a pending nonblocking request that is not a point-to-point send or "
+                     "receive (a nonblocking collective, MPI_Imrecv, a generalized or cancelled "
+                     "request) cannot be carried yet",
+                     cx->rank);
+            cx->refused = true;
+        }
+        return;
+    }
+    // Complete in the lower half: complete it there (freeing the lower request) and keep its
+    // status in the upper half, so that its Wait/Test needs nothing of this lower half.
+    done_status *d = (done_status *)malloc(sizeof *d);
+    if (!d) {
+        snprintf(cx->why, cx->why_len, "rank %d: out of memory", cx->rank);
+        cx->refused = true;
+        return;
+    }
+    int bytes = 0, cancelled = 0;
+    MPI_Request l = (MPI_Request)v->lower;
+    {
+        lower_call lc;
+        L.Get_count(&st, L.byte, &bytes);
+        if (v->qflags & kQCancel) L.Test_cancelled(&st, &cancelled);
+        int f = 0;
+        L.Test(&l, &f, MPI_STATUS_IGNORE);
+    }
+    if ((v->qflags & kQRecv) && !(v->qflags & kQCounted) && !cancelled) count_recv();
+    *d = {st.MPI_SOURCE, st.MPI_TAG, MPI_SUCCESS, bytes}; // MPI_ERROR: unset by single completions
+    v->done = d;
+    if (!persistent) v->lower = (uintptr_t)kFakeReq; // a persistent one stays, inactive now
+    v->qflags = (v->qflags & ~(kQActive | kQCounted | kQCancel)) | kQDone;
+}
+
+void request_after_restart(vobj *v, void *) {
+    if (v->done || !(v->qflags & kQActive)) return;
+    const bool persistent = v->qflags & kQPersistent;
+    if (v->qflags & (kQIsend | kQSend)) {
+        done_status *d = (done_status *)malloc(sizeof *d);
+        if (!d) fatal("cannot carry a send request", "out of memory");
+        *d = {MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_SUCCESS, 0};
+        v->done = d;
+        if (!persistent) v->lower = (uintptr_t)kFakeReq; // persistent: the replayed one, inactive
+        v->qflags = (v->qflags & ~kQActive) | kQDone;
+        return;
+    }
+    if (persistent && (v->qflags & kQRecv)) { // the replayed request, started as it was
+        MPI_Request l = (MPI_Request)v->lower;
+        int rc;
+        {
+            lower_call lc;
+            rc = L.Start(&l);
+        }
+        if (rc != MPI_SUCCESS) fatal("cannot start a persistent receive again after a restart", "");
+        v->lower = (uintptr_t)l;
+        v->qflags &= ~kQCounted;
+        return;
+    }
+    if (!(v->qflags & kQRecv) || !v->ra.comm) return;
+    const recv_args &a = v->ra;
+    MPI_Datatype dt = to_lower<kind::datatype>((MPI_Datatype)a.datatype);
+    MPI_Comm c = to_lower<kind::comm>((MPI_Comm)a.comm);
+    MPI_Request l = L.req_null;
+    int rc;
+    {
+        lower_call lc;
+        rc = L.Irecv(a.buf, a.count, dt, a.source, a.tag, c, &l);
+    }
+    if (rc != MPI_SUCCESS) fatal("cannot post a pending receive again after a restart", "");
+    v->lower = (uintptr_t)l;
+    v->qflags &= ~kQCounted;
+}
+} // namespace
+
+int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len) {
+    if (!L.ready) return 0;
+    ckpt_ctx cx{rank, quiescent, why, why_len, false};
+    requests_visit(request_before_checkpoint, &cx);
+    return cx.refused ? -1 : 0;
+}
+
+void requests_after_restart() {
+    requests_visit(request_after_restart, nullptr);
+}
+
+void drain_progress() {
+    int flag = 0;
+    lower_call lc;
+    L.Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, L.world, &flag, MPI_STATUS_IGNORE);
+}
+
+} // namespace ghost::mpi

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: Apache-2.0
+// The gate's slow side (safe points), communicator bookkeeping (world-rank tables for the message
+// counters, collective-clock ids) and the queue of drained messages.
+#include "quiesce.h"
+
+#include <dlfcn.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "lower_api.h"
+#include "quiesce_state.h"
+#include "wrapper_support.h"
+
+namespace ghost::mpi {
+
+__thread thread_gate t_gate __attribute__((tls_model("initial-exec")));
+volatile int g_qflag = 0;
+bool g_gate_fence = false;
+bool g_threads_multiple = false;
+uint64_t *g_sent = nullptr;
+std::atomic<uint64_t> g_recvd{0};
+int g_world_size = 0;
+std::atomic<size_t> g_ndrained{0};
+std::atomic<uint32_t> g_lower_gen{0};
+lower_api L;
+quiesce_state Q;
+
+namespace {
+
+std::mutex g_threads_mu;
+pthread_key_t g_gate_key;
+pthread_once_t g_gate_once = PTHREAD_ONCE_INIT;
+
+std::mutex g_comm_mu;
+comm_info *g_comms = nullptr; // registry of live communicators (drain, clock report)
+comm_info g_mpich_world, g_mpich_self;
+
+std::mutex g_drained_mu;
+drained_msg *g_drained_head = nullptr, *g_drained_tail = nullptr;
+
+void gate_unregister(void *p) {
+    std::lock_guard<std::mutex> g(g_threads_mu);
+    for (auto &slot : Q.threads)
+        if (slot == p) slot = nullptr;
+}
+
+void gate_key_init() {
+    pthread_key_create(&g_gate_key, gate_unregister);
+}
+
+void futex_wait(std::atomic<uint32_t> *w, uint32_t v, long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, v, &ts, nullptr, 0);
+}
+
+uint64_t mix(uint64_t x) { // splitmix64 finaliser
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void link_comm(comm_info *ci) {
+    std::lock_guard<std::mutex> g(g_comm_mu);
+    ci->next = g_comms;
+    ci->prev = nullptr;
+    if (g_comms) g_comms->prev = ci;
+    g_comms = ci;
+}
+
+// Fills the world-rank table of a lower communicator; false if the lower half cannot tell.
+// (Upper allocations only outside the lower_call scopes: malloc reads upper TLS.)
+bool fill_ranks(comm_info *ci, MPI_Comm lc) {
+    if (!L.ready) return false;
+    int inter = 0, n = 0;
+    MPI_Group g;
+    {
+        lower_call scope;
+        if (L.Comm_test_inter(lc, &inter) != MPI_SUCCESS) return false;
+        if ((inter ? L.Comm_remote_group(lc, &g) : L.Comm_group(lc, &g)) != MPI_SUCCESS)
+            return false;
+        L.Group_size(g, &n);
+    }
+    int *in = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    int *out = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!in || !out) fatal("cannot map a communicator's ranks", "out of memory");
+    for (int i = 0; i < n; i++)
+        in[i] = i;
+    int rc;
+    {
+        lower_call scope;
+        rc = L.Group_translate_ranks(g, n, in, L.world_group, out);
+        L.Group_free(&g);
+    }
+    free(in);
+    if (rc != MPI_SUCCESS) {
+        free(out);
+        return false;
+    }
+    ci->inter = inter != 0;
+    ci->n = n;
+    ci->to_world = out;
+    ci->lower = (uintptr_t)lc;
+    return true;
+}
+
+comm_info *make_info(uintptr_t lower, uintptr_t upper) {
+    comm_info *ci = new comm_info();
+    if (!fill_ranks(ci, (MPI_Comm)lower)) {
+        delete ci;
+        return nullptr;
+    }
+    ci->upper = upper;
+    link_comm(ci);
+    return ci;
+}
+
+} // namespace
+
+void gate_register() {
+    pthread_once(&g_gate_once, gate_key_init);
+    std::lock_guard<std::mutex> g(g_threads_mu);
+    t_gate.registered = 1;
+    for (auto &slot : Q.threads)
+        if (!slot) {
+            slot = &t_gate;
+            pthread_setspecific(g_gate_key, &t_gate);
+            return;
+        }
+    Q.threads.push_back(&t_gate);
+    pthread_setspecific(g_gate_key, &t_gate);
+}
+
+std::vector<thread_gate *> gate_threads() {
+    std::lock_guard<std::mutex> g(g_threads_mu);
+    std::vector<thread_gate *> v;
+    for (auto *t : Q.threads)
+        if (t) v.push_back(t);
+    return v;
+}
+
+void safe_point(comm_info *) {
+    for (;;) {
+        if (!g_qflag) return;
+        uint32_t gen = Q.gen.load(std::memory_order_acquire);
+        // A rank behind some communicator's target runs on, through any call (collectives on
+        // other communicators included); the next clock round catches their members up.
+        if (Q.phase.load() == phase_forward && Q.behind.load()) return;
+        t_gate.parked = 1;
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (g_qflag && Q.gen.load() == gen) futex_wait(&Q.gen, gen, 50);
+        t_gate.parked = 0;
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+}
+
+void quiesce_wake() {
+    Q.gen.fetch_add(1);
+    syscall(SYS_futex, (uint32_t *)&Q.gen, FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
+}
+
+// ---- communicators ----
+
+comm_info *comm_info_of_raw(uintptr_t u) {
+    if (u == g_upper_null[(int)kind::comm] || u == 0) return nullptr;
+#if defined(GHOST_MPI_MPICH)
+    if (u == (uintptr_t)MPI_COMM_WORLD) return g_mpich_world.n ? &g_mpich_world : nullptr;
+    if (u == (uintptr_t)MPI_COMM_SELF) return g_mpich_self.n ? &g_mpich_self : nullptr;
+    vobj *v = decode<kind::comm>((MPI_Comm)u);
+#else
+    vobj *v = (vobj *)u;
+#endif
+    if (!v || v->magic != kVobjMagic || v->k != kind::comm) return nullptr;
+    if (__builtin_expect(v->ext != nullptr, 1)) return (comm_info *)v->ext;
+    // A communicator made by a call the clock does not chain (Comm_idup, create_group, ...):
+    // counted, but untracked by the collective clock.
+    if (!L.ready) return nullptr;
+    comm_info *ci = make_info(v->lower, u);
+    comm_info *expected = nullptr;
+    if (ci && !__atomic_compare_exchange_n((comm_info **)&v->ext, &expected, ci, false,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        comm_freed(ci);
+        return expected;
+    }
+    return ci;
+}
+
+void comm_created(uintptr_t newcomm, uintptr_t parent) {
+    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
+    comm_info *ci = comm_info_of_raw(newcomm);
+    if (!ci) return;
+    comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
+    if (p && p->tracked && !ci->inter && ci->n > 0 && !ci->tracked) {
+        // Same on every member: the parent's id, the creating collective's number on the parent,
+        // and the new group's first world rank (the groups of one Comm_split are disjoint).
+        ci->id =
+            mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix((uint64_t)ci->to_world[0] + 7));
+        ci->tracked = true;
+    }
+}
+
+void comm_freed(void *info) {
+    comm_info *ci = (comm_info *)info;
+    {
+        std::lock_guard<std::mutex> g(g_comm_mu);
+        (ci->prev ? ci->prev->next : g_comms) = ci->next;
+        if (ci->next) ci->next->prev = ci->prev;
+    }
+    // Drained messages on it are never received: free them.
+    {
+        std::lock_guard<std::mutex> g(g_drained_mu);
+        drained_msg **pp = &g_drained_head;
+        g_drained_tail = nullptr;
+        while (*pp) {
+            if ((*pp)->ci == ci) {
+                drained_msg *m = *pp;
+                *pp = m->next;
+                free(m->data);
+                free(m);
+                g_ndrained.fetch_sub(1);
+            } else {
+                g_drained_tail = *pp;
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    free(ci->to_world);
+    delete ci;
+}
+
+void comms_visit(void (*fn)(comm_info *, void *), void *arg) {
+    std::lock_guard<std::mutex> g(g_comm_mu);
+    for (comm_info *c = g_comms; c; c = c->next)
+        fn(c, arg);
+}
+
+// The predefined communicators and the counters, right after MPI_Init.
+bool comms_init(const char **why) {
+    if (!lower_api_bind(why)) return false;
+    {
+        lower_call lc;
+        if (L.Comm_group(L.world, &L.world_group) != MPI_SUCCESS ||
+            L.Comm_size(L.world, &g_world_size) != MPI_SUCCESS) {
+            *why = "cannot read MPI_COMM_WORLD";
+            return false;
+        }
+    }
+    g_sent = (uint64_t *)calloc((size_t)g_world_size, sizeof(uint64_t));
+#if defined(GHOST_MPI_MPICH)
+    comm_info *w = &g_mpich_world, *s = &g_mpich_self;
+    if (!fill_ranks(w, MPI_COMM_WORLD) || !fill_ranks(s, MPI_COMM_SELF)) {
+        *why = "cannot map the predefined communicators";
+        return false;
+    }
+    w->upper = (uintptr_t)MPI_COMM_WORLD;
+    s->upper = (uintptr_t)MPI_COMM_SELF;
+    link_comm(w);
+    link_comm(s);
+#else
+    vobj *wv = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_comm_world");
+    vobj *sv = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_comm_self");
+    if (!wv || !sv) {
+        *why = "the stub library lacks the predefined communicators";
+        return false;
+    }
+    comm_info *w = make_info(wv->lower, (uintptr_t)wv), *s = make_info(sv->lower, (uintptr_t)sv);
+    if (!w || !s) {
+        *why = "cannot map the predefined communicators";
+        return false;
+    }
+    wv->ext = w;
+    sv->ext = s;
+#endif
+    w->id = 1;
+    w->tracked = true;
+    return true;
+}
+
+// ---- drained messages ----
+
+void drained_push(drained_msg *m) {
+    std::lock_guard<std::mutex> g(g_drained_mu);
+    m->next = nullptr;
+    if (g_drained_tail)
+        g_drained_tail->next = m;
+    else
+        g_drained_head = m;
+    g_drained_tail = m;
+    g_ndrained.fetch_add(1);
+}
+
+drained_msg *drained_take(comm_info *ci, int source, int tag, bool peek) {
+    if (!ci) return nullptr;
+    std::lock_guard<std::mutex> g(g_drained_mu);
+    drained_msg *prev = nullptr;
+    for (drained_msg *m = g_drained_head; m; prev = m, m = m->next) {
+        if (m->ci != ci) continue;
+        if (source != MPI_ANY_SOURCE && m->source != source) continue;
+        if (tag != MPI_ANY_TAG && m->tag != tag) continue;
+        if (peek) return m;
+        (prev ? prev->next : g_drained_head) = m->next;
+        if (g_drained_tail == m) g_drained_tail = prev;
+        m->next = nullptr;
+        g_ndrained.fetch_sub(1);
+        return m;
+    }
+    return nullptr;
+}
+
+void drained_free(drained_msg *m) {
+    if (!m) return;
+    free(m->data);
+    free(m);
+}
+
+// ---- lower functions ----
+
+bool lower_api_bind(const char **why) {
+    struct entry {
+        const char *name;
+        void **slot;
+    } e[] = {{"MPI_Isend", (void **)&L.Isend},
+             {"MPI_Issend", (void **)&L.Issend},
+             {"MPI_Irsend", (void **)&L.Irsend},
+             {"MPI_Irecv", (void **)&L.Irecv},
+             {"MPI_Test", (void **)&L.Test},
+             {"MPI_Testall", (void **)&L.Testall},
+             {"MPI_Testany", (void **)&L.Testany},
+             {"MPI_Testsome", (void **)&L.Testsome},
+             {"MPI_Iprobe", (void **)&L.Iprobe},
+             {"MPI_Improbe", (void **)&L.Improbe},
+             {"MPI_Imrecv", (void **)&L.Imrecv},
+             {"MPI_Request_get_status", (void **)&L.Request_get_status},
+             {"MPI_Get_count", (void **)&L.Get_count},
+             {"MPI_Type_size", (void **)&L.Type_size},
+             {"MPI_Unpack", (void **)&L.Unpack},
+             {"MPI_Status_set_elements_x", (void **)&L.Status_set_elements_x},
+             {"MPI_Test_cancelled", (void **)&L.Test_cancelled},
+             {"MPI_Comm_group", (void **)&L.Comm_group},
+             {"MPI_Comm_remote_group", (void **)&L.Comm_remote_group},
+             {"MPI_Comm_test_inter", (void **)&L.Comm_test_inter},
+             {"MPI_Group_size", (void **)&L.Group_size},
+             {"MPI_Group_translate_ranks", (void **)&L.Group_translate_ranks},
+             {"MPI_Group_free", (void **)&L.Group_free},
+             {"MPI_Comm_size", (void **)&L.Comm_size},
+             {"MPI_Start", (void **)&L.Start}};
+    for (auto &x : e) {
+        *x.slot = lower_fn(x.name);
+        if (!*x.slot) {
+            *why = "the lower MPI library lacks a function quiescence needs";
+            return false;
+        }
+    }
+#if defined(GHOST_MPI_MPICH)
+    L.world = MPI_COMM_WORLD;
+    L.byte = MPI_BYTE;
+#else
+    vobj *w = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_comm_world");
+    vobj *b = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_byte");
+    if (!w || !b) {
+        *why = "the stub library lacks MPI_COMM_WORLD or MPI_BYTE";
+        return false;
+    }
+    L.world = (MPI_Comm)w->lower;
+    L.byte = (MPI_Datatype)b->lower;
+#endif
+    L.req_null = (MPI_Request)g_lower_null[(int)kind::request];
+    L.msg_null = (MPI_Message)g_lower_null[(int)kind::message];
+    L.ready = true;
+    return true;
+}
+
+bool quiesce_after_restart(uintptr_t fs, const char **why) {
+    if (!L.ready) return true; // quiescence was never bound: nothing refers to the old lower half
+    // The manager borrows the restarted lower half's main TLS (its own was forgotten, and other
+    // threads wait for the restart to finish before they take theirs).
+    struct borrow {
+        explicit borrow(uintptr_t f) { t_lower_fs = f; }
+        ~borrow() { t_lower_fs = 0; }
+    } b(fs);
+    L.ready = false;
+    if (!lower_api_bind(why)) return false;
+    {
+        lower_call lc;
+        if (L.Comm_group(L.world, &L.world_group) != MPI_SUCCESS) {
+            *why = "cannot read MPI_COMM_WORLD's group";
+            return false;
+        }
+    }
+    {
+        std::lock_guard<std::mutex> g(g_comm_mu);
+        for (comm_info *c = g_comms; c; c = c->next)
+            c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
+    }
+    requests_after_restart();
+    g_lower_gen.fetch_add(1);
+    return true;
+}
+
+} // namespace ghost::mpi

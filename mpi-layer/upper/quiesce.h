@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+// Quiescence of one rank (DESIGN.md section 3): the gate every wrapper passes, message counters,
+// per-communicator collective clocks, drained messages. The coordinator client (coord_client.cpp)
+// drives an epoch; p2p.cpp holds the point-to-point wrappers that count, loop and deliver drained
+// messages first.
+//
+// Gate: a thread entering a wrapper marks itself inside MPI (t_gate.depth, plain stores) and then
+// reads g_qflag; the client raises g_qflag and then runs membarrier(PRIVATE_EXPEDITED) before it
+// reads the threads' depths (asymmetric Dekker: no fence on the wrapper's path). A thread that
+// sees the flag stops at that safe point (wrapper entry, or one iteration of a test loop, always
+// with the upper FS loaded) until the epoch lets it go.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace ghost::mpi {
+
+// Per-communicator state, hung off the communicator's vobj (or static for MPICH's predefined
+// integer handles).
+struct comm_info {
+    uint64_t id = 0;      // same on every member: chained from the parent's id and clock
+    bool tracked = false; // collective clock kept (intracommunicators)
+    bool inter = false;
+    int n = 0;                    // (remote) group size
+    int *to_world = nullptr;      // (remote) group rank -> world rank
+    std::atomic<uint64_t> seq{0}; // blocking collectives entered on it
+    uint64_t target = 0;          // while quiescing: run forward to this
+    uintptr_t lower = 0;          // the lower handle, for the drain
+    uintptr_t upper = 0;          // the upper handle (the lower one changes with a restart)
+    comm_info *next = nullptr, *prev = nullptr;
+};
+
+struct thread_gate {
+    int depth;           // wrapper nesting (callbacks call wrappers from inside a lower call)
+    volatile int parked; // waiting at a safe point
+    comm_info *volatile in_coll;  // inside a blocking collective on this communicator
+    int fn;                       // the outermost wrapper's function (for error messages)
+    volatile int in_send;         // inside a blocking send (counted): its receiver drains it
+    uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
+    volatile int pending_counted; // ... already counted (and completed) by the drain
+    int registered;
+    // The status of that receive when the drain found it complete: a restart, which loses the
+    // lower request, completes the blocking call with it.
+    int pending_source, pending_tag, pending_error;
+    long long pending_bytes;
+};
+extern __thread thread_gate t_gate __attribute__((tls_model("initial-exec")));
+extern volatile int g_qflag; // an epoch is in progress: threads stop at safe points
+extern bool g_gate_fence;    // membarrier unavailable: wrappers fence themselves
+extern bool g_threads_multiple;
+// Bumped when a restored rank has bound a fresh lower half: a test loop that sees it changed after
+// its safe point holds lower handles of the old one and returns kRedo (p2p.cpp).
+extern std::atomic<uint32_t> g_lower_gen;
+constexpr int kRedo = -0x6768; // not an MPI error code (those are >= 0)
+
+void gate_register();
+void safe_point(comm_info *unused);
+
+// The communicator's info is looked up after the safe point: a lookup may call the lower half.
+comm_info *comm_info_of_raw(uintptr_t upper_handle);
+
+struct gate {
+    comm_info *coll;
+    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0) : coll(nullptr) {
+        if (__builtin_expect(!t_gate.registered, 0)) gate_register();
+        if (t_gate.depth++ != 0) return;
+        t_gate.fn = fn;
+        if (__builtin_expect(g_gate_fence, 0)) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        asm volatile("" ::: "memory");
+        if (__builtin_expect(g_qflag, 0)) safe_point(nullptr);
+        if (comm) {
+            comm_info *c = comm_info_of_raw(comm);
+            if (c && c->tracked) {
+                coll = c;
+                if (g_threads_multiple)
+                    c->seq.fetch_add(1, std::memory_order_relaxed);
+                else
+                    c->seq.store(c->seq.load(std::memory_order_relaxed) + 1,
+                                 std::memory_order_relaxed);
+                t_gate.in_coll = c;
+            }
+        }
+    }
+    __attribute__((always_inline)) ~gate() {
+        if (coll) t_gate.in_coll = nullptr;
+        asm volatile("" ::: "memory");
+        t_gate.depth--;
+    }
+    gate(const gate &) = delete;
+    gate &operator=(const gate &) = delete;
+};
+
+// Inside a lower test loop (lower FS loaded): true when the loop must step out to a safe point.
+__attribute__((always_inline)) inline bool quiesce_pending() {
+    return __builtin_expect(g_qflag, 0) != 0;
+}
+
+// ---- counters ----
+extern uint64_t *g_sent; // per world rank; atomic increments only under THREAD_MULTIPLE
+extern std::atomic<uint64_t> g_recvd;
+extern int g_world_size;
+__attribute__((always_inline)) inline void count_send(const comm_info *ci, int dest) {
+    if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
+    int w = ci->to_world[dest];
+    if (g_threads_multiple)
+        __atomic_fetch_add(&g_sent[w], 1, __ATOMIC_RELAXED);
+    else
+        g_sent[w]++;
+}
+inline void uncount_send(const comm_info *ci, int dest) {
+    if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
+    __atomic_fetch_sub(&g_sent[ci->to_world[dest]], 1, __ATOMIC_RELAXED);
+}
+__attribute__((always_inline)) inline void count_recv(uint64_t n = 1) {
+    if (g_threads_multiple)
+        g_recvd.fetch_add(n, std::memory_order_relaxed);
+    else
+        g_recvd.store(g_recvd.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// The comm_info of an upper communicator handle (nullptr for MPI_COMM_NULL or unknown values).
+template <class H> inline comm_info *comm_info_of(H u) {
+    return comm_info_of_raw((uintptr_t)u);
+}
+// Called after a successful call that produced `newcomm` (collective over `parent`, if any).
+void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
+void comm_freed(void *info);
+
+// ---- drained messages ----
+struct drained_msg {
+    comm_info *ci;
+    int source, tag;
+    size_t bytes;
+    unsigned char *data;
+    drained_msg *next;
+};
+extern std::atomic<size_t> g_ndrained;
+// Removes and returns the first drained message matching (comm, source, tag) in drain order
+// (non-overtaking per source); nullptr if none. peek: leave it in place.
+drained_msg *drained_take(comm_info *ci, int source, int tag, bool peek);
+void drained_free(drained_msg *m);
+
+// ---- the epoch (coord_client.cpp) ----
+void quiesce_after_init(int provided);
+void quiesce_before_finalize();
+
+// ---- checkpoint and restart (restart.cpp calls these) ----
+// At a checkpoint (manager thread, this rank quiescent): requests complete in the lower half become
+// complete in the upper half (their status kept); a pending one that a restart could not re-post
+// refuses with a reason in `why`. 0 or -1.
+int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len);
+bool rank_quiescent(); // coord_client.cpp: this rank holds in a quiesce epoch
+// In a restored rank, after the records are replayed: the lower functions and handles quiescence
+// uses, the communicators' lower handles, pending receives re-posted, pending sends complete (their
+// receivers have them: the counts agreed). Then test loops redo their calls (g_lower_gen).
+bool quiesce_after_restart(uintptr_t fs, const char **why);
+// The coordinator client in a restored rank: every thread forgets the old connection before it
+// runs on (system calls only); after the rebuild, the epoch the image was taken in ends and the
+// client connects to the new job's coordinator named by envp.
+void coord_thread_after_restore();
+void coord_after_restore(char *const *envp);
+
+} // namespace ghost::mpi
+
+// C ABI for the agent's component hook (mpi-layer/README.md, "Quiescence hooks").
+extern "C" {
+int ghost_mpi_quiesce(int timeout_ms);
+int ghost_mpi_resume(void);
+const char *ghost_mpi_quiesce_error(void);
+int ghost_mpi_coord_fd(void);
+}

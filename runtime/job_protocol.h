@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// The job coordinator's two line protocols (one request or event per '\n'-terminated line).
+//
+// Ranks <-> coordinator, over TCP (ranks may run on other hosts). The rank's first line:
+//   HELLO <job> <secret> <rank> <size> <pid> <host>      ->  WELCOME   or   REFUSED <reason>
+// A wrong job or secret is refused, logged by ghostrun, and the connection closed. Afterwards:
+//   coordinator: QUIESCE <epoch>                       a quiesce (DESIGN.md section 3) begins
+//   rank:        CLOCK <epoch> <n> <id> <seq> ...       collective sequence numbers, per
+//   communicator coordinator: TARGET <epoch> <n> <id> <seq> ...      the largest of each, to run
+//   forward to rank:        COUNTS <epoch> <size> <sent to 0> ...  messages this rank sent to each
+//   world rank coordinator: DRAIN <epoch> <expected>                what its peers sent it, in
+//   total rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
+//   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent
+//   coordinator: RESUME <epoch>                          rank: RESUMED <epoch>
+//   coordinator: SAVE <epoch> <timeout_ms> <image path>  (a checkpoint, after QUIESCED) the rank
+//                has its agent write its image there (ghost_agent_request_checkpoint, then
+//                ghost_agent_checkpoint_wait(timeout_ms)), still quiescent
+//   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
+//                (size and trailer hash for the manifest; the checkpointer's phase times)
+//   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
+//   rank:        FINALIZED                               MPI_Finalize was called
+// Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
+// checkpoints; the coordinator marks the rank lost).
+//
+// `ghost` <-> coordinator, over <runtime dir>/job-<JOB>.sock (SO_PEERCRED: the owner only):
+//   STATUS        ->  JOB <job> <ranks> <mpirun pid> <program>, then RANK <r> <pid> <host> <state>
+//                     per rank, then END
+//   QUIESCE <ms>  ->  OK <ranks> quiesce_s=<s> drain_s=<s> total_s=<s> drained=<n> bytes=<n>
+//                     or ERROR <reason> (the job resumes either way)
+//   CHECKPOINT <kill 0|1> <quiesce_ms> <save_ms> <dir or ->
+//                 ->  OK generation=<N> dir=<gen dir> ranks=<n> bytes=<n> quiesce_s=<s>
+//                     export_s=<s> sync_s=<s> total_s=<s> [killed=1]   once every image, the
+//                     manifest and <dir>/latest are durable (ckpt_dir.h); the job resumes, or with
+//                     kill 1 mpirun is sent SIGTERM (ghostrun exits 75). Or ERROR <reason>: no
+//                     rank is left quiescent, the previous generation is untouched.
+//                     "-": ghostrun's --ckpt-dir. Periodic checkpoints (--interval) take the same
+//                     path without a requester.
+//   STATUS also sends CKPT <generation> <unix time> <gen dir> before END once there is one.
+#pragma once
+
+namespace ghost::job {
+
+// Environment ghostrun gives every rank (passed to mpirun by name only, never as a value on a
+// command line that other users could read in /proc/PID/cmdline).
+constexpr const char *kEnvCoordinator = "GHOST_JOB_COORD"; // "addr,addr,...:port"
+constexpr const char *kEnvJob = "GHOST_JOB_ID";
+constexpr const char *kEnvSecret = "GHOST_JOB_SECRET";
+constexpr int kSecretHexLen = 64;
+
+} // namespace ghost::job
