@@ -16,7 +16,8 @@
 //     pages straight into place; every record goes through the verifier `ghost inspect` uses
 //     (image_verify.h) before it is acted upon;
 //  4. check the trailer: until here nothing outside this process was changed (files are reopened
-//     without O_CREAT/O_TRUNC);
+//     without O_CREAT/O_TRUNC; a deleted file made again is linked at its old path only for the
+//     instant it takes to open it there and unlink it);
 //  5. descriptors, the objects' modes and seals, mm fields, cwd, umask, signal actions, the
 //     agent's hand-off fields;
 //  6. start the threads; each takes the image's uids, gids and capabilities; the main thread last
