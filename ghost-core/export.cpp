@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 #include <atomic>
 #include <cpuid.h>
@@ -29,6 +30,7 @@
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/elf_build_id.h"
 #include "ghost-core/export_files.h"
+#include "ghost-core/export_objects.h"
 #include "ghost-core/image_writer.h"
 #include "ghost-core/proc_reader.h"
 #include "runtime/uapi.h"
@@ -112,14 +114,29 @@ struct classified {
     bool skip = false;
 };
 
-result<classified> classify(const vma &v, pid_t pid) {
+// `object`: the memory object (export_objects.h) the mapping's deleted file is, 0 if none.
+result<classified> classify(const vma &v, pid_t pid, uint64_t object) {
     const std::string &p = v.path;
+    // Kernel objects that a mapping stands for and no restore can rebuild from its pages: mapped
+    // as plain memory they would silently stop being what the program uses.
+    if (p == "/[aio] (deleted)")
+        return error{"pid " + std::to_string(pid) + " has a Linux AIO context (io_setup) at " +
+                     range_name(v.start, v.end) + ": AIO contexts cannot be checkpointed"};
+    // (The kernel names a segment's mapping /SYSV<key> and gives it its shmid as inode.)
+    if (p.rfind("/SYSV", 0) == 0 && ends_with(p, " (deleted)"))
+        return error{"pid " + std::to_string(pid) + " attaches SysV shared memory segment key 0x" +
+                     p.substr(5, 8) + " (shmid " + std::to_string(v.inode) + ") at " +
+                     range_name(v.start, v.end) + ": SysV shared memory cannot be checkpointed"};
     if (p == "[vsyscall]") return classified{image::region_anon_private, want::none, true};
     if (p == "[heap]") return classified{image::region_heap, want::present_or_swapped};
     if (p == "[stack]") return classified{image::region_stack, want::present_or_swapped};
     bool anon = p.empty() || p.rfind("[anon:", 0) == 0 || p.rfind("[stack:", 0) == 0;
-    // A deleted or replaced file (memfd, shared anonymous memory, SysV shm ...) cannot be mapped
-    // again: its whole contents go into the image.
+    // A memfd or deleted file the image carries as an object is mapped again from it.
+    if (object)
+        return classified{v.shared ? image::region_object_shared : image::region_object_private,
+                          v.shared ? want::none : want::anon_only};
+    // Another deleted or replaced file (shared anonymous memory, a file the restorer cannot
+    // reach) cannot be mapped again: its whole contents go into the image.
     bool gone = ends_with(p, " (deleted)");
     if (!anon && !gone && p[0] == '/') {
         struct stat sb;
@@ -168,9 +185,11 @@ class exporter {
         auto maps = without_excluded(*all_maps);
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
+        GHOST_TRY(classify_mappings(*maps));
         GHOST_TRY(write_header());
         GHOST_TRY(write_credentials());
         GHOST_TRY(write_process(*maps));
+        GHOST_TRY(objects_.write(writer_));
         auto pm = pagemap::open(pid_);
         if (!pm) return pm.err();
         GHOST_TRY(run_memory_workers(*maps, *pm));
@@ -202,6 +221,31 @@ class exporter {
             t.join();
         if (failed_) return failure_;
         return {};
+    }
+
+    // Every mapping is classified once before anything is written: one that cannot be restored
+    // (a device, an AIO context, SysV shared memory) refuses the checkpoint here. Mappings of
+    // deleted files find their memory objects: shared ones make theirs if no descriptor did;
+    // private ones map an object only if there is one anyway (else their pages are stored).
+    result<void> classify_mappings(const std::vector<vma> &maps) {
+        for (bool shared : {true, false})
+            for (const vma &v : maps) {
+                if (v.shared != shared || !ends_with(v.path, " (deleted)")) continue;
+                if (v.path == "/[aio] (deleted)" || v.path.rfind("/SYSV", 0) == 0) continue;
+                auto id = objects_.from_mapping(v, shared);
+                if (!id) return id.err();
+                if (*id) object_of_[v.start] = *id;
+            }
+        for (const vma &v : maps) {
+            if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vvar_vclock]") continue;
+            auto c = classify(v, pid_, object_at(v));
+            if (!c) return c.err();
+        }
+        return {};
+    }
+    uint64_t object_at(const vma &v) const {
+        auto it = object_of_.find(v.start);
+        return it == object_of_.end() ? 0 : it->second;
     }
 
     // Child processes are not part of an image: a restored parent would wait for children that
@@ -396,7 +440,7 @@ class exporter {
                     region_++;
                     continue;
                 }
-                auto c = classify(v, pid_);
+                auto c = classify(v, pid_, object_at(v));
                 if (!c) return c.err();
                 if (c->skip) {
                     region_++;
@@ -468,6 +512,8 @@ class exporter {
         r.start = v.start, r.end = v.end, r.kind = kind;
         r.prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0);
         r.advice = v.advice & image::advice_known;
+        r.object_id = object_at(v);
+        if (r.object_id) r.file_offset = v.offset;
         if (kind == image::region_file_private || kind == image::region_file_shared) {
             j.path = v.path;
             struct stat sb;
@@ -596,6 +642,8 @@ class exporter {
     std::unique_ptr<agent::state> state_;
     std::string exe_;
     std::vector<exported_file> files_;
+    object_table objects_{pid_};
+    std::map<uint64_t, uint64_t> object_of_; // mapping start -> memory object id
     export_stats stats_;
 
     // The memory jobs: handed out and written under mu_.
@@ -622,7 +670,7 @@ result<void> exporter::collect_files() {
     uint32_t n = std::min<uint32_t>(state_->excluded_fd_count, agent::max_excluded_fds);
     for (uint32_t i = 0; i < n; i++)
         internal.push_back(state_->excluded_fds[i]);
-    auto files = core::collect_files(pid_, internal);
+    auto files = core::collect_files(pid_, internal, objects_);
     if (!files) return files.err();
     files_ = std::move(*files);
     return {};

@@ -77,7 +77,7 @@ bool is_memory_device(dev_t rdev) { // null, zero, full, random, urandom: no sta
 
 class classifier {
   public:
-    explicit classifier(pid_t pid) : pid_(pid) {}
+    classifier(pid_t pid, object_table &objects) : pid_(pid), objects_(objects) {}
     ~classifier() {
         if (pidfd_ >= 0) ::close(pidfd_);
     }
@@ -208,7 +208,9 @@ class classifier {
     result<void> classify(const fd_entry &e, exported_file &f) {
         bool std_stream = e.fd <= 2;
         mode_t type = e.sb.st_mode & S_IFMT;
+        if (e.info.flags & O_PATH) return classify_path(e, f); // whatever it names
         if (type == S_IFREG || type == S_IFDIR) return classify_path(e, f);
+        if (type == S_IFIFO && !e.link.empty() && e.link[0] == '/') return classify_fifo(e, f);
         if (type == S_IFCHR) return classify_device(e, f);
         if (type == S_IFIFO && starts_with(e.link, "pipe:")) return classify_pipe(e, f);
         if (std_stream && (type == S_IFIFO || type == S_IFSOCK)) {
@@ -220,15 +222,26 @@ class classifier {
         return refuse(e, "this kind of descriptor cannot be restored");
     }
 
-    // Regular files and directories are reopened by path: the path must still name that very file.
+    // Regular files and directories, and O_PATH descriptors of anything, are reopened by path:
+    // the path must still name that very file.
     result<void> classify_path(const fd_entry &e, exported_file &f) {
+        bool o_path = (e.info.flags & O_PATH) != 0;
         if (e.link.empty() || e.link[0] != '/') {
             struct statfs fs;
             if (::statfs(fd_path(e.fd).c_str(), &fs) == 0 && fs.f_type == nsfs_magic)
                 return refuse(e, "a namespace descriptor cannot be restored");
             return refuse(e, "it has no path to reopen it by");
         }
-        if (ends_with(e.link, " (deleted)")) return refuse(e, "the file was deleted");
+        if (ends_with(e.link, " (deleted)")) {
+            if (o_path) return refuse(e, "the file was deleted");
+            if ((e.sb.st_mode & S_IFMT) != S_IFREG) return refuse(e, "the directory was deleted");
+            auto id = objects_.from_descriptor(e.fd, e.sb, e.link); // a memfd or deleted file
+            if (!id) return refuse(e, id.err().message);
+            f.record.kind = image::file_object;
+            f.record.pipe_id = *id;
+            f.record.offset = e.info.pos;
+            return {};
+        }
         // The process's own /proc files (its smaps, status...) are its own again after a restore:
         // they are reopened through /proc/self. Other processes' are not carried, nor per-thread
         // ones (thread ids change).
@@ -237,15 +250,46 @@ class classifier {
         if (!self_proc && starts_with(e.link, "/proc/") && e.link.size() > 6 &&
             std::isdigit(e.link[6]))
             return refuse(e, "a /proc file of another process or thread cannot be restored");
-        struct stat now;
-        if (::stat(e.link.c_str(), &now) != 0)
+        struct stat now; // (an O_PATH|O_NOFOLLOW descriptor may name a symbolic link itself)
+        int r =
+            S_ISLNK(e.sb.st_mode) ? ::lstat(e.link.c_str(), &now) : ::stat(e.link.c_str(), &now);
+        if (r != 0)
             return refuse(e, std::string("its path cannot be reopened: ") + std::strerror(errno));
         if (now.st_dev != e.sb.st_dev || now.st_ino != e.sb.st_ino)
             return refuse(e, "its path now names another file");
-        f.record.kind =
-            (e.sb.st_mode & S_IFMT) == S_IFREG ? image::file_regular : image::file_directory;
+        f.record.kind = o_path                               ? image::file_path
+                        : (e.sb.st_mode & S_IFMT) == S_IFREG ? image::file_regular
+                                                             : image::file_directory;
         f.record.offset = e.info.pos;
         f.path = self_proc ? "/proc/self/" + e.link.substr(own.size()) : e.link;
+        return {};
+    }
+
+    // A named pipe is reopened by its path with the same access mode (the restorer holds it open
+    // read-write meanwhile, so that no open blocks). Data buffered in it lives only in the kernel
+    // while someone holds the pipe open: carried, it would be read twice whenever another process
+    // (or the original, after a duplication) still holds it, so a checkpoint is refused instead.
+    result<void> classify_fifo(const fd_entry &e, exported_file &f) {
+        if (ends_with(e.link, " (deleted)"))
+            return refuse(e, "the named pipe was deleted: it cannot be reopened");
+        struct stat now;
+        if (::stat(e.link.c_str(), &now) != 0)
+            return refuse(e, std::string("its path cannot be reopened: ") + std::strerror(errno));
+        if (now.st_dev != e.sb.st_dev || now.st_ino != e.sb.st_ino || !S_ISFIFO(now.st_mode))
+            return refuse(e, "its path no longer names that named pipe");
+        if (e.info.flags & O_DIRECT)
+            return refuse(e, "a packet-mode named pipe (O_DIRECT) cannot be restored");
+        auto own = grab(e);
+        if (!own) return own.err();
+        int queued = 0;
+        if (::ioctl(own->get(), FIONREAD, &queued) != 0)
+            return refuse(e, std::string("cannot read its state: ") + std::strerror(errno));
+        if (queued)
+            return refuse(e, std::to_string(queued) +
+                                 " unread bytes are buffered in the named pipe, which cannot be "
+                                 "restored (read them first)");
+        f.record.kind = image::file_fifo;
+        f.path = e.link;
         return {};
     }
 
@@ -391,6 +435,7 @@ class classifier {
     }
 
     pid_t pid_;
+    object_table &objects_;
     int pidfd_ = -1;
     dev_t ctty_ = 0;
     std::vector<fd_entry> entries_;
@@ -398,8 +443,9 @@ class classifier {
 
 } // namespace
 
-result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal) {
-    return classifier(pid).run(internal);
+result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,
+                                                 object_table &objects) {
+    return classifier(pid, objects).run(internal);
 }
 
 } // namespace ghost::core

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ghost-core/export_objects.h"
 #include "ghost-core/image_format.h"
 #include "runtime/result.h"
 
@@ -22,6 +23,8 @@ struct exported_file {
 
 // Every descriptor of `pid` but the agent's own (`internal`), in the order the restorer needs
 // them: pty masters, then the other open file descriptions in descriptor order, then duplicates.
-result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal);
+// Memfds and deleted files become objects of `objects` (file_object records name them).
+result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,
+                                                 object_table &objects);
 
 } // namespace ghost::core

@@ -12,8 +12,8 @@
 // depend on order, so the restorer can verify pages records in parallel; the order of records is
 // checked by structure instead: an image has exactly one valid order (image_verify.h).
 //
-// Stream order: header, credentials, process, (region pages*)* by address, file* by fd,
-// thread+ by tid, trailer.
+// Stream order: header, credentials, process, (object object_data*)* by id, (region pages*)* by
+// address, file* by fd, thread+ by tid, trailer.
 #pragma once
 
 #include <stdint.h>
@@ -22,7 +22,8 @@ namespace ghost::image {
 
 inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
 inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
-inline constexpr uint32_t format_version = 2;            // 2: credentials record
+// 2: credentials record; 3: memory objects (memfds, deleted files), O_PATH and named pipes
+inline constexpr uint32_t format_version = 3;
 inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
 inline constexpr uint64_t max_pages_record = 64ULL << 20;
@@ -36,6 +37,8 @@ enum record_type : uint16_t {
     rec_thread = 6,
     rec_trailer = 7,
     rec_credentials = 8,
+    rec_object = 9,
+    rec_object_data = 10,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -112,13 +115,38 @@ struct process_record {
     uint32_t pad;
 };
 
+// A file object the process sees that exists nowhere but in the kernel: a memfd, or a regular
+// file deleted while open (or mapped). Its whole contents travel in the image (object_data records
+// after it); the restorer makes it again (memfd_create with the same name; an O_TMPFILE in the
+// deleted file's directory) before any region, so that every mapping (object regions) and every
+// descriptor (file_object) of it is one object again. `id` is the order of the objects, from 1.
+enum object_kind : uint32_t {
+    object_memfd = 1,
+    object_deleted_file = 2,
+};
+
+struct object_record {
+    uint64_t id;
+    uint32_t kind;
+    uint32_t seals; // memfd: F_GET_SEALS, added once every mapping and descriptor is in place
+    uint64_t size;
+    uint32_t mode;     // permission bits, applied at the end too
+    uint32_t name_len; // followed by the memfd's name (without "memfd:") or the file's old path
+};
+inline constexpr uint64_t max_object_size = 1ULL << 30; // larger objects refuse the checkpoint
+inline constexpr uint32_t object_seals_known = 0x3f;    // F_SEAL_SEAL ... F_SEAL_EXEC
+// An object_data record's payload: uint64_t offset, then the object's bytes at
+// [offset, offset + length - 8). Holes and zero pages are not stored.
+
 enum region_kind : uint32_t {
-    region_anon_private = 1, // pages stored
-    region_anon_shared = 2,  // pages stored, recreated as a shared memfd
-    region_file_private = 3, // file re-mapped, copied-on-write pages stored
-    region_file_shared = 4,  // file re-mapped shared, nothing stored
-    region_stack = 5,        // anon private, grows down
-    region_heap = 6,         // anon private, the brk area
+    region_anon_private = 1,   // pages stored
+    region_anon_shared = 2,    // pages stored, recreated as a shared memfd
+    region_file_private = 3,   // file re-mapped, copied-on-write pages stored
+    region_file_shared = 4,    // file re-mapped shared, nothing stored
+    region_stack = 5,          // anon private, grows down
+    region_heap = 6,           // anon private, the brk area
+    region_object_shared = 7,  // the memory object `object_id` mapped shared, nothing stored
+    region_object_private = 8, // the object mapped private, copied-on-write pages stored
 };
 
 struct region_record {
@@ -128,8 +156,9 @@ struct region_record {
     uint64_t file_offset;
     uint64_t file_dev, file_ino, file_size;
     int64_t file_mtime_ns;
-    uint32_t advice;   // region_advice bits: what madvise/mprotect set and the program can see
-    uint32_t path_len; // followed by the path (file kinds)
+    uint32_t advice;    // region_advice bits: what madvise/mprotect set and the program can see
+    uint32_t path_len;  // followed by the path (file kinds)
+    uint64_t object_id; // object kinds: the object_record's id
 };
 
 // What a region carries besides its contents (the kernel's VmFlags of the mapping, and guard
@@ -169,12 +198,19 @@ enum file_kind : uint32_t {
     // opened from the new master (TIOCGPTPEER).
     file_pty_master = 10,
     file_pty_slave = 11,
+    file_path = 12, // an O_PATH descriptor of any kind of file: reopened by path with `flags`
+    // A named pipe, reopened by path with `flags` (it held no data at checkpoint): the restorer
+    // holds it open read-write meanwhile, so that the open does not wait for the other end.
+    file_fifo = 13,
+    // An open file description of a memory object (`pipe_id` is the object's id): reopened
+    // through the restored object with `flags`, at `offset`.
+    file_object = 14,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
-    static const char *const names[] = {"?",           "file",   "dir",        "device",
-                                        "inherited",   "pipe-r", "pipe-w",     "dup",
-                                        "pipe-reopen", "tty",    "pty-master", "pty-slave"};
+    static const char *const names[] = {
+        "?",           "file", "dir",        "device",    "inherited", "pipe-r", "pipe-w", "dup",
+        "pipe-reopen", "tty",  "pty-master", "pty-slave", "o-path",    "fifo",   "object"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 

@@ -38,7 +38,7 @@ class record_reader {
         if (!v_.next(h)) return error{v_.why()};
         image::record_hasher st(h.type);
         payload.clear();
-        if (h.type == image::rec_pages) {
+        if (h.type == image::rec_pages || h.type == image::rec_object_data) {
             if (!buf_) buf_.reset(new char[1 << 20]);
             uint64_t left = h.length;
             bool first = true;
@@ -49,7 +49,8 @@ class record_reader {
                 if (first) { // the address: its place is checked before the data would be used
                     uint64_t addr;
                     std::memcpy(&addr, buf_.get(), sizeof addr);
-                    if (!v_.pages(addr)) return error{v_.why()};
+                    bool ok = h.type == image::rec_pages ? v_.pages(addr) : v_.object_data(addr);
+                    if (!ok) return error{v_.why()};
                     payload.assign(buf_.get(), sizeof addr);
                 }
                 first = false;
@@ -112,6 +113,16 @@ result<image_summary> read_image(res::source &in, bool header_only) {
         case image::rec_process:
             std::memcpy(&s.process, payload.data(), sizeof s.process);
             s.cwd = payload.substr(sizeof s.process, s.process.cwd_len);
+            break;
+        case image::rec_object: {
+            object_summary o;
+            std::memcpy(&o.record, payload.data(), sizeof o.record);
+            o.name = payload.substr(sizeof o.record, o.record.name_len);
+            s.objects.push_back(std::move(o));
+            break;
+        }
+        case image::rec_object_data:
+            s.objects.back().stored_bytes += r->length - 8;
             break;
         case image::rec_region: {
             region_summary reg;

@@ -18,6 +18,12 @@ struct region_summary {
     uint64_t stored_bytes = 0;
 };
 
+struct object_summary {
+    image::object_record record;
+    std::string name;
+    uint64_t stored_bytes = 0;
+};
+
 struct file_summary {
     image::file_record record;
     std::string path;
@@ -30,6 +36,7 @@ struct image_summary {
     std::vector<uint32_t> groups;
     image::process_record process{};
     std::string cwd;
+    std::vector<object_summary> objects;
     std::vector<region_summary> regions;
     std::vector<file_summary> files;
     std::vector<image::thread_record> threads;

@@ -148,6 +148,10 @@ inline const char *record_name(uint16_t type) {
         return "thread";
     case rec_trailer:
         return "trailer";
+    case rec_object:
+        return "object";
+    case rec_object_data:
+        return "object data";
     default:
         return "unknown";
     }
@@ -167,7 +171,7 @@ class stream_verifier {
         index_++;
         if (!in_order(h.type)) {
             if (stage_ == stage::header) return fail("not a ghost image");
-            if (h.type < rec_header || h.type > rec_credentials)
+            if (h.type < rec_header || h.type > rec_object_data)
                 return why_.clear()
                            .add("the image is corrupt (unknown record type ")
                            .num(h.type)
@@ -195,7 +199,8 @@ class stream_verifier {
 
     // The whole payload of the current record (not pages), after digest() accepted it.
     bool metadata(const void *payload, uint64_t len) {
-        if (len != cur_.length || cur_.type == rec_pages) return corrupt("bad record length");
+        if (len != cur_.length || cur_.type == rec_pages || cur_.type == rec_object_data)
+            return corrupt("bad record length");
         const char *p = (const char *)payload;
         switch (cur_.type) {
         case rec_header:
@@ -204,6 +209,8 @@ class stream_verifier {
             return credentials(p, len);
         case rec_process:
             return process(p, len);
+        case rec_object:
+            return object(p, len);
         case rec_region:
             return region(p, len);
         case rec_file:
@@ -231,6 +238,16 @@ class stream_verifier {
         return true;
     }
 
+    // The offset an object_data record starts with, before its data is written: the data goes to
+    // [offset, offset + length - 8) of the object record before it, after the data already stored.
+    bool object_data(uint64_t offset) {
+        uint64_t len = cur_.length - 8;
+        if (offset < object_next_ || offset > object_size_ || len > object_size_ - offset)
+            return corrupt("object data outside its object");
+        object_next_ = offset + len;
+        return true;
+    }
+
     bool complete() const { return stage_ == stage::done; }
     const char *why() const { return why_.str(); }
     const record_header &current() const { return cur_; }
@@ -240,7 +257,7 @@ class stream_verifier {
     uint64_t memory_bytes() const { return memory_bytes_; }
 
   private:
-    enum class stage { header, credentials, process, memory, files, threads, done };
+    enum class stage { header, credentials, process, objects, memory, files, threads, done };
 
     bool fail(const char *m) { return why_.clear().add(m), false; }
     bool corrupt(const char *m) {
@@ -255,17 +272,21 @@ class stream_verifier {
         case rec_credentials:
             return advance(stage::credentials, stage::process, stage::credentials);
         case rec_process:
-            return advance(stage::process, stage::memory, stage::process);
+            return advance(stage::process, stage::objects, stage::process);
+        case rec_object:
+            return advance(stage::objects, stage::objects, stage::objects);
+        case rec_object_data:
+            return stage_ == stage::objects && objects_made_ > 0;
         case rec_region:
-            return advance(stage::memory, stage::memory, stage::memory);
+            return advance(stage::objects, stage::memory, stage::memory);
         case rec_pages:
             return stage_ == stage::memory && region_stores_pages_;
         case rec_file:
-            return advance(stage::memory, stage::files, stage::files);
+            return advance(stage::objects, stage::files, stage::files);
         case rec_thread:
-            return advance(stage::memory, stage::threads, stage::threads);
+            return advance(stage::objects, stage::threads, stage::threads);
         case rec_trailer:
-            return stage_ >= stage::memory && stage_ <= stage::threads;
+            return stage_ >= stage::objects && stage_ <= stage::threads;
         }
         return false;
     }
@@ -292,6 +313,11 @@ class stream_verifier {
         case rec_region:
             fixed = sizeof(region_record);
             break;
+        case rec_object:
+            fixed = sizeof(object_record);
+            break;
+        case rec_object_data:
+            return h.length > 8 && h.length <= 8 + max_pages_record;
         case rec_file:
             fixed = sizeof(file_record);
             break;
@@ -350,17 +376,34 @@ class stream_verifier {
         return true;
     }
 
+    // Objects come with ids 1, 2, 3 ... in order: an id names one if it is at most the last one.
+    bool object(const char *p, uint64_t len) {
+        object_record o = load<object_record>(p);
+        if (o.id != objects_made_ + 1 || o.kind < object_memfd || o.kind > object_deleted_file ||
+            o.size > max_object_size || (o.seals & ~object_seals_known) || (o.mode & ~07777u) ||
+            o.name_len >= max_path || o.name_len > len - sizeof o ||
+            (o.kind == object_deleted_file && (!o.name_len || p[sizeof o] != '/')))
+            return corrupt("bad object record");
+        if (objects_made_ == max_image_objects) return corrupt("too many memory objects");
+        objects_made_++;
+        object_next_ = 0, object_size_ = o.size;
+        return true;
+    }
+    bool object_exists(uint64_t id) const { return id >= 1 && id <= objects_made_; }
+
     bool region(const char *p, uint64_t len) {
         region_record r = load<region_record>(p);
         bool file_kind = r.kind == region_file_private || r.kind == region_file_shared;
+        bool object_kind = r.kind == region_object_shared || r.kind == region_object_private;
         if (r.start >= r.end || (r.start | r.end) % image_page_size ||
-            r.kind < region_anon_private || r.kind > region_heap || (r.prot & ~7u) ||
-            r.path_len >= max_path || r.path_len > len - sizeof r || (file_kind && !r.path_len))
+            r.kind < region_anon_private || r.kind > region_object_private || (r.prot & ~7u) ||
+            r.path_len >= max_path || r.path_len > len - sizeof r || (file_kind && !r.path_len) ||
+            (object_kind != object_exists(r.object_id)) || (r.file_offset % image_page_size))
             return corrupt("bad region record");
         if (r.start < region_end_) return corrupt("regions overlap or are out of order");
         region_start_ = pages_next_ = r.start;
         region_end_ = r.end;
-        region_stores_pages_ = r.kind != region_file_shared;
+        region_stores_pages_ = r.kind != region_file_shared && r.kind != region_object_shared;
         // The restorer writes the agent state's first fields and its hand-off fields.
         using ghost::agent::state;
         uint64_t hand_off = agent_state_ + __builtin_offsetof(state, restorer_start);
@@ -381,11 +424,12 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_pty_slave || f.path_len >= max_path ||
+            f.kind > file_object || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
             return corrupt("bad file record");
+        if (f.kind == file_object && !object_exists(f.pipe_id)) return corrupt("bad file record");
         // A pty's master record creates it; its slave records come after it. (Any record of a
         // pipe creates the pipe.)
         if (f.kind == file_pty_master) {
@@ -441,6 +485,8 @@ class stream_verifier {
     uint8_t fds_[max_image_fd / 8] = {};
     uint64_t object_ids_[max_image_objects] = {}; // pty pairs created so far
     uint32_t objects_ = 0;
+    uint64_t objects_made_ = 0; // memory objects so far (their ids are 1 ... objects_made_)
+    uint64_t object_next_ = 0, object_size_ = 0; // the last object: data stored up to, size
     int32_t last_tid_ = 0;
     uint32_t threads_ = 0;
     bool main_seen_ = false;

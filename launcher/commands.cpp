@@ -362,14 +362,22 @@ int cmd_inspect(const std::string &arg) {
     std::printf("size       %llu bytes in %llu records, %llu bytes of memory; checksums OK\n",
                 (unsigned long long)s->image_bytes, (unsigned long long)s->records,
                 (unsigned long long)s->memory_bytes);
-    static const char *kinds[] = {"?", "anon", "shared", "file", "file-shared", "stack", "heap"};
+    if (!s->objects.empty()) std::printf("objects    %zu\n", s->objects.size());
+    for (const auto &o : s->objects)
+        std::printf("  #%-3llu %-7s size %-10llu %10llu stored  mode %04o seals %#x  %s\n",
+                    (unsigned long long)o.record.id,
+                    o.record.kind == image::object_memfd ? "memfd" : "deleted",
+                    (unsigned long long)o.record.size, (unsigned long long)o.stored_bytes,
+                    o.record.mode, o.record.seals, o.name.c_str());
+    static const char *kinds[] = {"?",     "anon", "shared", "file",          "file-shared",
+                                  "stack", "heap", "object", "object-private"};
     std::printf("regions    %zu\n", s->regions.size());
     for (const auto &r : s->regions) {
         const auto &rr = r.record;
         std::printf("  %012llx-%012llx %c%c%c %-11s %10llu stored  %s\n",
                     (unsigned long long)rr.start, (unsigned long long)rr.end,
                     rr.prot & 1 ? 'r' : '-', rr.prot & 2 ? 'w' : '-', rr.prot & 4 ? 'x' : '-',
-                    rr.kind < 7 ? kinds[rr.kind] : "?", (unsigned long long)r.stored_bytes,
+                    rr.kind < 9 ? kinds[rr.kind] : "?", (unsigned long long)r.stored_bytes,
                     r.path.c_str());
     }
     std::printf("files      %zu\n", s->files.size());
@@ -378,6 +386,8 @@ int cmd_inspect(const std::string &arg) {
                     image::file_kind_name(f.record.kind), (long long)f.record.offset,
                     f.record.kind == image::file_dup
                         ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
+                    : f.record.kind == image::file_object
+                        ? ("object #" + std::to_string(f.record.pipe_id)).c_str()
                         : f.path.c_str());
     std::printf("threads    %zu\n", s->threads.size());
     for (const auto &t : s->threads)

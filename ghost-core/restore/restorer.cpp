@@ -12,11 +12,14 @@
 //  2. check the header; decide whose credentials the process gets and take the image's groups and
 //     filesystem ids (files are opened with the image's rights from here on); move vvar/vdso onto
 //     the image's addresses before anything else is mapped;
-//  3. map every region and read its pages straight into place; every record goes through the
-//     verifier `ghost inspect` uses (image_verify.h) before it is acted upon;
+//  3. make the memory objects (memfds, deleted files) and fill them; map every region and read its
+//     pages straight into place; every record goes through the verifier `ghost inspect` uses
+//     (image_verify.h) before it is acted upon;
 //  4. check the trailer: until here nothing outside this process was changed (files are reopened
-//     without O_CREAT/O_TRUNC);
-//  5. descriptors, mm fields, cwd, umask, signal actions, the agent's hand-off fields;
+//     without O_CREAT/O_TRUNC; a deleted file made again is linked at its old path only for the
+//     instant it takes to open it there and unlink it);
+//  5. descriptors, the objects' modes and seals, mm fields, cwd, umask, signal actions, the
+//     agent's hand-off fields;
 //  6. start the threads; each takes the image's uids, gids and capabilities; the main thread last
 //     (starting threads at their old tids needs the restorer's privilege); then all run.
 #include <stddef.h>
@@ -243,6 +246,118 @@ void place_specials(const img::process_record &p) {
     }
 }
 
+// --- step 3: memory objects, then regions --------------------------------------------------------
+
+// A memfd or deleted file made again, its contents filled in from the image, before any region
+// maps it. Its mode and seals are applied last (finish_objects): sealed or read-only now, it
+// could not be filled, mapped and reopened as the image wants.
+struct memory_object {
+    int fd; // temporary number, read-write
+    uint32_t kind, seals, mode;
+    char name[img::max_path]; // a deleted file's old path
+};
+memory_object g_objects[img::max_image_objects + 1]; // by id (the verifier numbers them 1, 2 ...)
+uint64_t g_object_count = 0;
+alignas(64) char g_copy[256 * 1024];
+
+int temp_fd(int fd);
+
+// A deleted file's descriptors show its old name ("PATH (deleted)" in /proc): the new file is
+// linked at PATH, opened there (descriptors and mappings opened from that one show that name) and
+// unlinked at once. If PATH exists now, it keeps its O_TMPFILE name ("DIR/#inode (deleted)").
+long take_old_name(long fd, const char *path) {
+    text self = text("/proc/self/fd/").num(fd);
+    if (sys::failed(sys::call(__NR_linkat, -100 /* AT_FDCWD */, self.str(), -100, path,
+                              0x400 /* AT_SYMLINK_FOLLOW */)))
+        return fd;
+    long named = sys::call(__NR_open, path, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    struct stat a, b;
+    bool same = named >= 0 && !sys::failed(sys::call(__NR_fstat, fd, &a)) &&
+                !sys::failed(sys::call(__NR_fstat, named, &b)) && a.st_ino == b.st_ino &&
+                a.st_dev == b.st_dev;
+    if (same) sys::call(__NR_unlink, path);
+    if (!same) {
+        if (named >= 0) sys::call(__NR_close, named);
+        fail(text("cannot recreate deleted file ").add(path).add(": its name was taken meanwhile"));
+    }
+    sys::call(__NR_close, fd);
+    return named;
+}
+
+void make_object(record &r) {
+    read_metadata(r);
+    img::object_record o;
+    memcpy(&o, g_meta, sizeof o);
+    char name[img::max_path];
+    memcpy(name, g_meta + sizeof o, o.name_len);
+    name[o.name_len] = 0;
+    long fd;
+    if (o.kind == img::object_memfd) {
+        fd = sys::call(__NR_memfd_create, name, 1 /* MFD_CLOEXEC */ | 2 /* MFD_ALLOW_SEALING */);
+        if (fd < 0) fail_errno(text("cannot recreate memfd ").add(name), fd);
+    } else {
+        // An unnamed file in the deleted file's directory (the verifier saw an absolute path).
+        char dir[img::max_path];
+        memcpy(dir, name, o.name_len + 1);
+        uint32_t cut = o.name_len;
+        while (cut > 0 && dir[cut] != '/')
+            cut--;
+        dir[cut ? cut : 1] = 0;
+        fd = sys::call(__NR_open, dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) fd = take_old_name(fd, name);
+        if (fd < 0)
+            fail_errno(text("cannot recreate deleted file ")
+                           .add(name)
+                           .add(" (an O_TMPFILE in ")
+                           .add(dir)
+                           .add(")"),
+                       fd);
+    }
+    long t = sys::call(__NR_ftruncate, fd, o.size);
+    if (sys::failed(t)) fail_errno(text("cannot size the recreated ").add(name), t);
+    memory_object &mo = g_objects[o.id];
+    mo.fd = temp_fd((int)fd), mo.kind = o.kind, mo.seals = o.seals, mo.mode = o.mode;
+    memcpy(mo.name, name, o.name_len + 1);
+    g_object_count = o.id;
+}
+
+void fill_object(record &r) {
+    uint64_t offset;
+    read_payload(r, &offset, sizeof offset);
+    if (!g_verifier.object_data(offset)) fail(text(g_verifier.why())); // inside the object
+    int fd = g_objects[g_object_count].fd;
+    while (r.remaining) {
+        uint64_t n = r.remaining < sizeof g_copy ? r.remaining : sizeof g_copy;
+        read_payload(r, g_copy, n);
+        for (uint64_t done = 0; done < n;) {
+            long w = sys::call(__NR_pwrite64, fd, g_copy + done, n - done, offset + done);
+            if (w == -4) continue;
+            if (w <= 0) fail_errno(text("cannot refill a memory object"), w ? w : -28 /* ENOSPC */);
+            done += (uint64_t)w;
+        }
+        offset += n;
+    }
+    end_record(r);
+}
+
+// A new open file description of object `id`.
+long reopen_object(uint64_t id, int flags) {
+    text self = text("/proc/self/fd/").num(g_objects[id].fd);
+    return sys::call(__NR_open, self.str(), flags | O_CLOEXEC, 0);
+}
+
+// Once every mapping and descriptor is in place: the object's mode, then its seals.
+void finish_objects() {
+    for (uint64_t id = 1; id <= g_object_count; id++) {
+        memory_object &o = g_objects[id];
+        long r = sys::call(__NR_fchmod, o.fd, o.mode);
+        if (!sys::failed(r) && o.seals)
+            r = sys::call(__NR_fcntl, o.fd, 1033 /* F_ADD_SEALS */, o.seals);
+        if (sys::failed(r)) fail_errno(text("cannot seal memory object #").num(id), r);
+        sys::call(__NR_close, o.fd);
+    }
+}
+
 // --- step 3: regions -----------------------------------------------------------------------------
 
 struct open_region {
@@ -353,6 +468,24 @@ void map_region(record &r) {
         int fd = open_region_file(rr, path, rw ? O_RDWR : O_RDONLY);
         prot = rr.prot;
         addr = sys::call(__NR_mmap, rr.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd,
+                         rr.file_offset);
+        sys::call(__NR_close, fd);
+        break;
+    }
+    case img::region_object_shared:
+    case img::region_object_private: { // the verifier saw the object made
+        bool shared = rr.kind == img::region_object_shared;
+        bool rw = shared && ((rr.prot & PROT_WRITE) || (rr.advice & img::advice_maywrite));
+        long fd = reopen_object(rr.object_id, rw ? O_RDWR : O_RDONLY);
+        if (fd < 0)
+            fail_errno(text("cannot open memory object #")
+                           .num(rr.object_id)
+                           .add(" for ")
+                           .add(region_name(rr).str()),
+                       fd);
+        if (shared) prot = rr.prot;
+        addr = sys::call(__NR_mmap, rr.start, len, prot,
+                         (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd,
                          rr.file_offset);
         sys::call(__NR_close, fd);
         break;
@@ -781,13 +914,48 @@ void restore_file(record &r) {
         sys::call(__NR_fcntl, fr.fd, F_SETFD, fr.cloexec ? FD_CLOEXEC : 0);
         return;
     }
+    case img::file_object: { // the verifier saw the object made
+        if (skip) return;
+        long fd = reopen_object(fr.pipe_id, open_flags(fr) & ~(O_TMPFILE | O_NOCTTY));
+        if (fd < 0)
+            fail_errno(
+                text("cannot reopen memory object #").num(fr.pipe_id).add(" as ").add(what.str()),
+                fd);
+        if (fr.offset > 0) {
+            long s = sys::call(__NR_lseek, fd, fr.offset, 0 /* SEEK_SET */);
+            if (sys::failed(s)) fail_errno(text("cannot seek ").add(what.str()), s);
+        }
+        place_fd((int)fd, fr.fd, fr.cloexec);
+        return;
+    }
+    case img::file_fifo: {
+        if (skip) return;
+        // Our own read-write description is both ends: the open below cannot wait for the other.
+        long hold = sys::call(__NR_open, path, O_RDWR | O_NONBLOCK | O_CLOEXEC, 0);
+        if (hold < 0) fail_errno(text("cannot reopen named pipe ").add(path), hold);
+        struct stat sb;
+        long s = sys::call(__NR_fstat, hold, &sb);
+        if (sys::failed(s) || (sb.st_mode & S_IFMT) != S_IFIFO)
+            fail(text("cannot reopen ")
+                     .add(path)
+                     .add(" as ")
+                     .add(what.str())
+                     .add(": no longer a named pipe"));
+        long fd = sys::call(__NR_open, path, open_flags(fr) | O_CLOEXEC, 0);
+        sys::call(__NR_close, hold);
+        if (fd < 0)
+            fail_errno(text("cannot reopen named pipe ").add(path).add(" as ").add(what.str()), fd);
+        place_fd((int)fd, fr.fd, fr.cloexec);
+        return;
+    }
     case img::file_regular:
     case img::file_directory:
+    case img::file_path:
     case img::file_device: {
         if (skip) return;
         long fd = sys::call(__NR_open, path, open_flags(fr) | O_CLOEXEC, 0);
         if (fd < 0) fail_errno(text("cannot reopen ").add(path).add(" as ").add(what.str()), fd);
-        if (fr.kind != img::file_device && fr.offset > 0) {
+        if ((fr.kind == img::file_regular || fr.kind == img::file_directory) && fr.offset > 0) {
             long s = sys::call(__NR_lseek, fd, fr.offset, 0 /* SEEK_SET */);
             if (sys::failed(s)) fail_errno(text("cannot seek ").add(path), s);
         }
@@ -1069,6 +1237,12 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
         case img::rec_process:
             read_process(r);
             break;
+        case img::rec_object:
+            make_object(r);
+            break;
+        case img::rec_object_data:
+            fill_object(r);
+            break;
         case img::rec_region:
             map_region(r);
             break;
@@ -1093,6 +1267,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
 complete:
     workers_stop();
     finish_files();
+    finish_objects();
     close_foreign_fds();
     install_process_state();
     int main_index = spawn_threads(keep_tids); // they take the image's credentials and wait

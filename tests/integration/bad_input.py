@@ -17,7 +17,9 @@ Subtests (--only a,b,...; default all):
              plain process is left alone;
   refused_fds  a victim holding a descriptor a restart could not rebuild exactly (/proc/self/ns/net,
              a /proc file of the process, an eventfd, a socket or a pty master shared with a child,
-             a terminal that is not its controlling terminal): `ghost checkpoint --kill` and
+             a terminal that is not its controlling terminal, a Linux AIO context, an attached SysV
+             shared memory segment, a named pipe with unread data, a memfd beyond the size an image
+             carries): `ghost checkpoint --kill` and
              `ghost duplicate` must fail with one line naming the descriptor, write no image, and
              leave the victim running (it then stops on request with its PASS line);
   shared_stdio  a victim whose fds 0-2 are one socket (one open file description) is checkpointed,
@@ -461,7 +463,11 @@ class Env:
         self.wait_exit(runner, "ghost launch (notours victim)")
 
     def t_refused_fds(self):
-        for kind in ["netns", "procfile", "eventfd", "socketpair", "ptmx", "pts"]:
+        # Each kind, and a word its one-line refusal must contain (the thing it names).
+        names = {"aio": "AIO context", "sysvshm": "SysV shared memory segment key 0x00000000",
+                 "fifo_data": "descriptor", "memfd_big": "descriptor"}
+        for kind in ["netns", "procfile", "eventfd", "socketpair", "ptmx", "pts", "aio", "sysvshm", "fifo_data",
+                     "memfd_big"]:
             ckdir = os.path.join(self.work, f"{kind}-ckpt")
             runner, pid, d, out = self.start_victim(kind, ckdir, ["--hold", kind])
             beat = os.path.join(d, "beat")
@@ -472,8 +478,9 @@ class Env:
                 before = self.victim_processes()
                 try:
                     line = self.expect_error(argv, what)
-                    if "descriptor" not in line:
-                        raise Failure(f"{what}: the error does not name the descriptor: {line!r}")
+                    if names.get(kind, "descriptor") not in line:
+                        raise Failure(f"{what}: the error does not name the {names.get(kind, 'descriptor')}: "
+                                      f"{line!r}")
                 except Failure as e:
                     self.failures.append(str(e))
                     log(f"  FAILED: {e}")

@@ -11,9 +11,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #define SMALL (256 * 1024)
 
@@ -39,7 +42,7 @@ static void child_holding(int fd) {
 }
 
 // Descriptors that a restart could not rebuild exactly: each must make a checkpoint fail.
-static void hold(const char *kind) {
+static void hold(const char *kind, const char *dir) {
     int fd = -1;
     if (strcmp(kind, "netns") == 0) {
         fd = open("/proc/self/ns/net", O_RDONLY);
@@ -68,8 +71,29 @@ static void hold(const char *kind) {
         fd = open(ptsname(master), O_RDWR | O_NOCTTY);
         child_holding(master);
         close(master);
+    } else if (strcmp(kind, "aio") == 0) { // a Linux AIO context: a mapping "/[aio]"
+        unsigned long ctx = 0;
+        if (syscall(SYS_io_setup, 8, &ctx) != 0) t_fail("io_setup: %s", strerror(errno));
+        fd = 0;
+    } else if (strcmp(kind, "sysvshm") == 0) { // an attached SysV segment (removed: no leak)
+        int id = shmget(IPC_PRIVATE, 64 * 1024, IPC_CREAT | 0600);
+        void *at = id < 0 ? (void *)-1 : shmat(id, NULL, 0);
+        if (at == (void *)-1) t_fail("shmget/shmat: %s", strerror(errno));
+        memset(at, 0x5a, 4096);
+        shmctl(id, IPC_RMID, NULL);
+        fd = 0;
+    } else if (strcmp(kind, "fifo_data") == 0) { // a named pipe with unread data in it
+        char path[4096];
+        t_path(path, sizeof path, dir, "fifo");
+        if (mkfifo(path, 0600) != 0) t_fail("mkfifo: %s", strerror(errno));
+        fd = open(path, O_RDWR);
+        if (fd >= 0 && write(fd, "unread", 6) != 6) t_fail("write fifo: %s", strerror(errno));
+    } else if (strcmp(kind, "memfd_big") == 0) { // a memfd beyond the size an image carries
+        fd = memfd_create("ghost-too-big", MFD_CLOEXEC);
+        if (fd >= 0 && ftruncate(fd, 3LL << 30) != 0) t_fail("ftruncate: %s", strerror(errno));
     } else {
-        t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts]");
+        t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts|aio|sysvshm|"
+                "fifo_data|memfd_big]");
     }
     if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
 }
@@ -81,7 +105,7 @@ int main(int argc, char **argv) {
     const char *dir = t_opt_str(argc, argv, "--dir", NULL);
     if (!dir) t_usage("--dir DIR [--hold KIND]");
     const char *held = t_opt_str(argc, argv, "--hold", NULL);
-    if (held) hold(held);
+    if (held) hold(held, dir);
     t_line("ckpt_victim started");
 
     uint64_t *small = malloc(SMALL);
