@@ -47,7 +47,10 @@ constexpr unsigned long thread_flags =
 #endif
 constexpr int pidfd_thread = O_EXCL; // PIDFD_THREAD (Linux 6.9)
 
-enum fd_kind : uint8_t { fd_stdio, fd_keep, fd_reopen, fd_pipe };
+// fd_proc: a /proc file of the process itself (its pagemap, smaps...), reopened in the copy as
+// the copy's own (as the restore path does); fd_reopen: any other file, reopened before the fork.
+enum fd_kind : uint8_t { fd_stdio, fd_keep, fd_reopen, fd_pipe, fd_proc };
+constexpr int max_proc_fds = 16;
 
 struct fd_plan {
     int32_t fd;
@@ -70,6 +73,11 @@ int g_fd_count;
 region_plan g_regions[max_regions];
 int g_region_count;
 int g_stdio_spare[3];
+struct proc_file {
+    int32_t index;  // in g_fds
+    char rest[120]; // the path after /proc/PID/
+} g_proc[max_proc_fds];
+int g_proc_count;
 char g_smaps_buf[64 * 1024];
 
 bool refuse(dup_request &req, const char *fmt, long a = 0, const char *s = "") {
@@ -98,6 +106,27 @@ bool is_memory_device(dev_t rdev) {
 bool same_description(int a, int b) {
     long pid = sys::call(SYS_getpid);
     return sys::call(SYS_kcmp, pid, pid, KCMP_FILE, a, b) == 0;
+}
+
+// A descriptor reopened from /proc/PID/... of this process becomes fd_proc.
+bool classify_proc(dup_request &req, int i) {
+    fd_plan &p = g_fds[i];
+    char path[64], link[256], own[32];
+    snprintf(path, sizeof path, "/proc/thread-self/fd/%d", p.fd);
+    long len = sys::call(SYS_readlink, path, link, sizeof link - 1);
+    if (len <= 0) return true;
+    link[len] = 0;
+    int n = snprintf(own, sizeof own, "/proc/%d/", (int)sys::call(SYS_getpid));
+    if (strncmp(link, own, (size_t)n) != 0) return true;
+    if (strncmp(link + n, "task/", 5) == 0)
+        return refuse(req, "descriptor %ld is a /proc file of one thread", p.fd);
+    if (g_proc_count >= max_proc_fds || strlen(link + n) >= sizeof g_proc[0].rest)
+        return refuse(req, "too many /proc files (descriptor %ld)", p.fd);
+    g_proc[g_proc_count].index = i;
+    memcpy(g_proc[g_proc_count].rest, link + n, strlen(link + n) + 1);
+    g_proc_count++;
+    p.kind = fd_proc;
+    return true;
 }
 
 // (1) The descriptors of the program's table (this thread's), classified.
@@ -148,7 +177,8 @@ bool plan_fds(dup_request &req) {
             p.kind = fd_pipe;
         } else
             return refuse(req, "descriptor %ld is of a kind fork would share", p.fd);
-        if (p.kind == fd_reopen || p.kind == fd_pipe)
+        if (p.kind == fd_reopen && !classify_proc(req, i)) return false;
+        if (p.kind == fd_reopen || p.kind == fd_pipe || p.kind == fd_proc)
             for (int j = 0; j < i; j++)
                 if (g_fds[j].leader == j && g_fds[j].kind == p.kind && g_fds[j].dev == p.dev &&
                     g_fds[j].ino == p.ino && same_description(g_fds[j].fd, p.fd)) {
@@ -385,9 +415,19 @@ void install_fds() {
         long r = sys::call(SYS_dup3, g_stdio_spare[i], i, 0);
         if (sys::failed(r)) copy_fails("cannot set a standard stream", r);
     }
+    for (int i = 0; i < g_proc_count; i++) {
+        fd_plan &p = g_fds[g_proc[i].index];
+        char path[160];
+        snprintf(path, sizeof path, "/proc/self/%s", g_proc[i].rest);
+        long pos = sys::call(SYS_lseek, p.fd, 0, SEEK_CUR);
+        long fd = sys::call(SYS_open, path, p.flags | O_CLOEXEC);
+        if (sys::failed(fd)) copy_fails("cannot reopen a /proc file", fd);
+        if (pos > 0) sys::call(SYS_lseek, fd, pos, SEEK_SET);
+        p.spare = (int)fd;
+    }
     for (int i = 0; i < g_fd_count; i++) {
         const fd_plan &p = g_fds[i];
-        if (p.kind != fd_reopen && p.kind != fd_pipe) continue;
+        if (p.kind != fd_reopen && p.kind != fd_pipe && p.kind != fd_proc) continue;
         long r = sys::call(SYS_dup3, g_fds[p.leader].spare, p.fd, p.cloexec ? O_CLOEXEC : 0);
         if (sys::failed(r)) copy_fails("cannot set a descriptor", r);
     }
@@ -401,7 +441,7 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
     g_stdio_spare[0] = g_stdio_spare[1] = g_stdio_spare[2] = -1;
     req.copy_pid = 0;
     req.why[0] = 0;
-    g_fd_count = g_region_count = 0;
+    g_fd_count = g_region_count = g_proc_count = 0;
     bool ok = plan_fds(req) && plan_memory(req) && prepare_fds(req);
     if (!ok) {
         close_spares();
