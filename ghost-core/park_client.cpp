@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/park_client.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,7 +17,10 @@
 
 namespace ghost::core {
 
-result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
+namespace {
+
+// A connection to the agent of `pid`, checked to be that process's and of our user.
+result<int> connect_agent(pid_t pid) {
     std::string who = "pid " + std::to_string(pid);
     if (pid <= 0) return error{"invalid pid " + std::to_string(pid)};
     if (::kill(pid, 0) != 0 && errno == ESRCH) return error{"no process with " + who};
@@ -50,6 +54,16 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
         ::close(fd);
         return error{who + " belongs to another user"};
     }
+    return fd;
+}
+
+} // namespace
+
+result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
+    std::string who = "pid " + std::to_string(pid);
+    auto conn = connect_agent(pid);
+    if (!conn) return conn.err();
+    int fd = *conn;
     if (!control::write_all(fd, "PARK\n", 5)) {
         ::close(fd);
         return sys_error("cannot talk to the ghost agent of " + who);
@@ -70,6 +84,84 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
         return error{"unexpected answer from the ghost agent of " + who + ": " + line};
     }
     return parked_process(pid, fd, state, threads);
+}
+
+result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
+    std::string who = "pid " + std::to_string(pid);
+    auto conn = connect_agent(pid);
+    if (!conn) return conn.err();
+    int fd = *conn;
+    // The request line, then our fds 0-2 (the copy's standard streams) in a message of one byte.
+    char byte = 0;
+    struct iovec iov = {&byte, 1};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+    const int stdio[3] = {0, 1, 2};
+    std::memcpy(CMSG_DATA(c), stdio, sizeof stdio);
+    if (!control::write_all(fd, "DUPLICATE\n", 10) || ::sendmsg(fd, &msg, MSG_NOSIGNAL) != 1) {
+        ::close(fd);
+        return sys_error("cannot talk to the ghost agent of " + who);
+    }
+    // The answer line, with the copy's pidfd attached to it.
+    char line[320];
+    size_t len = 0;
+    int pidfd = -1;
+    while (len + 1 < sizeof line) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1) break;
+        char ch;
+        iov = {&ch, 1};
+        msg = {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t got = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                c->cmsg_len >= CMSG_LEN(sizeof(int)) && pidfd < 0)
+                std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
+        if (ch == '\n') break;
+        line[len++] = ch;
+    }
+    line[len] = 0;
+    ::close(fd);
+    fast_duplicate r;
+    unsigned long long park_us = 0, fork_us = 0;
+    int copy = 0;
+    if (std::strncmp(line, "FALLBACK ", 9) == 0) {
+        r.fallback = line + 9;
+    } else if (std::strncmp(line, "ERROR ", 6) == 0) {
+        if (pidfd >= 0) ::close(pidfd);
+        if (std::strcmp(line + 6, "unknown request") == 0) { // an agent older than this
+            r.fallback = "the agent has no fast duplicate";
+            return r;
+        }
+        return error{"cannot park " + who + ": " + (line + 6)};
+    } else if (std::sscanf(line, "DUPLICATED %d %llu %llu", &copy, &park_us, &fork_us) == 3 &&
+               copy > 0 && pidfd >= 0) {
+        r.copy = copy;
+        r.pidfd = pidfd;
+        r.park_s = (double)park_us / 1e6;
+        r.fork_s = (double)fork_us / 1e6;
+        return r;
+    } else {
+        if (pidfd >= 0) ::close(pidfd);
+        if (!len) return error{"the ghost agent of " + who + " did not answer"};
+        return error{"unexpected answer from the ghost agent of " + who + ": " + line};
+    }
+    if (pidfd >= 0) ::close(pidfd);
+    return r;
 }
 
 parked_process::parked_process(parked_process &&other) noexcept

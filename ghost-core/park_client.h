@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string>
 
 #include "runtime/result.h"
 
@@ -35,5 +36,17 @@ class parked_process {
     uint64_t state_;
     uint32_t threads_;
 };
+
+// A fast duplicate (ghost-core/agent/fast_duplicate.h): the agent of `pid` parks it, forks the
+// copy and resumes it; the copy's fds 0-2 are the caller's. Either the copy runs (`copy`, and
+// `pidfd` to follow it: the caller closes it) or `fallback` says why the export+restore path must
+// make this copy. An error when the process cannot be parked at all.
+struct fast_duplicate {
+    pid_t copy = 0;
+    int pidfd = -1;
+    double park_s = 0, fork_s = 0; // how long the original was parked; its fork
+    std::string fallback;
+};
+result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms = 15000);
 
 } // namespace ghost::core

@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -291,8 +293,66 @@ int cmd_restart_rank(const std::string &dir) {
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
 }
 
+// Waits for a copy made by a fast duplicate (not our child: the original's, which reaps it) and
+// returns its status as a shell shows it. The exit status comes from its pidfd once it is reaped
+// (PIDFD_INFO_EXIT).
+int wait_copy(pid_t copy, int pidfd) {
+    g_child = copy;
+    struct sigaction sa {};
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2})
+        ::sigaction(sig, &sa, nullptr);
+    struct pidfd_info {
+        uint64_t mask, cgroupid;
+        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+        int32_t exit_code;
+    };
+    constexpr uint64_t info_exit = 1u << 3;                            // PIDFD_INFO_EXIT
+    const unsigned long get_info = _IOWR(0xFF, 11, struct pidfd_info); // PIDFD_GET_INFO
+    for (;;) {
+        struct pollfd p = {pidfd, POLLIN, 0};
+        int r = ::poll(&p, 1, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return fail("cannot wait for the copy " + std::to_string(copy));
+        if (!(p.revents & POLLHUP)) { // exited, not reaped yet: the original's agent reaps it
+            ::usleep(1000);
+            continue;
+        }
+        pidfd_info info{};
+        info.mask = info_exit;
+        if (::ioctl(pidfd, get_info, &info) != 0 || !(info.mask & info_exit))
+            return fail("the exit status of the copy " + std::to_string(copy) +
+                        " cannot be read (PIDFD_INFO_EXIT needs Linux 6.15)");
+        ::close(pidfd);
+        int ws = info.exit_code;
+        if (WIFEXITED(ws)) return WEXITSTATUS(ws);
+        if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
+        return 1;
+    }
+}
+
 int cmd_duplicate(const duplicate_args &a) {
     auto t0 = clock_type::now();
+    if (!a.via_image) {
+        auto fast = core::request_fast_duplicate(a.pid);
+        if (!fast) return fail(fast.err().message);
+        if (fast->copy > 0) {
+            std::fprintf(stderr,
+                         "ghost: duplicate pid=%d copy=%d via=fork park_s=%s fork_s=%s "
+                         "total_s=%s\n",
+                         (int)a.pid, (int)fast->copy, seconds(fast->park_s).c_str(),
+                         seconds(fast->fork_s).c_str(), seconds(since(t0)).c_str());
+            write_pid_file(a.pid_file, fast->copy);
+            if (a.detach) {
+                ::close(fast->pidfd);
+                return 0;
+            }
+            return wait_copy(fast->copy, fast->pidfd);
+        }
+        std::fprintf(stderr, "ghost: duplicate pid=%d: no fast copy (%s): export and restore\n",
+                     (int)a.pid, fast->fallback.c_str());
+    }
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
     // The image's memory is taken while the process still runs; it is stopped only for the copy.

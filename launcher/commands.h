@@ -41,6 +41,7 @@ struct duplicate_args {
     pid_t pid = 0;
     std::string pid_file;
     bool detach = false;
+    bool via_image = false; // the export+restore path even where the fast (fork) one applies
 };
 int cmd_duplicate(const duplicate_args &a);
 

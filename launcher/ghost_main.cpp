@@ -60,6 +60,8 @@ int main(int argc, char **argv) {
     dup->add_option("pid", da.pid, "process id")->required();
     dup->add_option("--pid-file", da.pid_file, "write the copy's pid here");
     dup->add_flag("--detach", da.detach, "do not wait for the copy");
+    dup->add_flag("--via-image", da.via_image,
+                  "copy through an image (export + restore) even where a fork can make it");
 
     std::string image;
     auto *inspect = app.add_subcommand("inspect", "verify an image and describe it");

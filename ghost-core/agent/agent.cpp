@@ -44,6 +44,7 @@
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/agent/process_extras.h"
 #include "ghost-core/agent/components.h"
+#include "ghost-core/agent/fast_duplicate.h"
 #include "ghost-core/agent/ghost_agent.h"
 #include "ghost-core/agent/lock_owners.h"
 #include "runtime/control.h"
@@ -203,8 +204,10 @@ void fix_task_state(thread_slot *slot) {
     ghost::agent::restore_thread_extras(slot->extras);
     if (slot->rseq_registered) {
         // glibc registers the 32-byte struct rseq even though it exports __rseq_size = 20.
+        // EBUSY: still registered there (the thread that forked a fast duplicate keeps it).
         long r = sys::call(SYS_rseq, slot->fs_base + __rseq_offset, 32, 0, RSEQ_SIG);
-        if (sys::failed(r)) ((volatile int32_t *)(slot->fs_base + __rseq_offset))[1] = -2;
+        if (sys::failed(r) && r != -EBUSY)
+            ((volatile int32_t *)(slot->fs_base + __rseq_offset))[1] = -2;
     }
 }
 
@@ -359,6 +362,8 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     r[REG_RIP] -= 2;
 }
 
+ghost::agent::dup_request g_dup; // a fast duplicate under way (manager -> forking thread)
+
 // A signalled thread that a component claims (ghost_agent.h thread_state) is not parked.
 int g_busy_tid = 0; // an application thread inside a component: the park fails
 
@@ -406,8 +411,18 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         __atomic_add_fetch(&st.restored, 1, __ATOMIC_ACQ_REL);
         futex_wake_all(&st.restored);
     }
-    while (load(&st.resume_gen) == gen)
+    while (load(&st.resume_gen) == gen) {
+        // A fast duplicate names the thread that forks (fast_duplicate.h); the manager wakes
+        // the parked threads until it has answered.
+        if (load(&g_dup.phase) == ghost::agent::dup_requested &&
+            __atomic_load_n(&g_dup.forker_tid, __ATOMIC_ACQUIRE) == raw_gettid()) {
+            ghost::agent::duplicate_fork(g_dup, st, slot);
+            __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_done, __ATOMIC_RELEASE);
+            futex_wake_all(&g_dup.phase);
+            continue;
+        }
         futex(&st.resume_gen, FUTEX_WAIT, gen, nullptr);
+    }
     // Every signal is blocked in this handler: they wait for the mask the frame gives back.
     requeue(slot->pending, slot->pending_count, raw_gettid());
     errno = saved_errno;
@@ -789,6 +804,157 @@ bool handle_park(int conn) {
     return true;
 }
 
+// Copies made by fast duplicates: children of this process with exit signal 0, reaped by the
+// manager (nobody else waits for them) through pidfds in its own table.
+constexpr int max_copies = 64;
+int g_copy_pidfds[max_copies];
+int g_copy_count = 0;
+
+void reap_copies() {
+    for (int i = 0; i < g_copy_count;) {
+        siginfo_t info = {};
+        long r = sys::call(SYS_waitid, 3 /* P_PIDFD */, g_copy_pidfds[i], &info,
+                           WEXITED | WNOHANG | __WALL, nullptr);
+        if (r == 0 && info.si_pid == 0) {
+            i++;
+            continue;
+        }
+        // Reaped, or not ours to reap any more (the program waited for it with __WALL).
+        sys::call(SYS_close, g_copy_pidfds[i]);
+        g_copy_pidfds[i] = g_copy_pidfds[--g_copy_count];
+    }
+}
+
+// `ghost duplicate` sends its fds 0-2 right after the request line, in one message.
+bool receive_stdio(int conn, int fds[3]) {
+    struct pollfd p = {conn, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return false;
+    char byte;
+    struct iovec iov = {&byte, 1};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))];
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) != 1) return false;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return false;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int got[3] = {-1, -1, -1};
+    memcpy(got, CMSG_DATA(c), (n < 3 ? n : 3) * sizeof(int));
+    if (n != 3) {
+        for (size_t i = 0; i < n && i < 3; i++)
+            close(got[i]);
+        return false;
+    }
+    for (int i = 0; i < 3; i++)
+        fds[i] = high_fd(got[i]);
+    return true;
+}
+
+void send_with_fd(int conn, const char *line, size_t len, int fd) {
+    struct iovec iov = {(void *)line, len};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    sendmsg(conn, &msg, MSG_NOSIGNAL);
+}
+
+uint64_t monotonic_ns() {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+// DUPLICATE (fast_duplicate.h): park, have the main thread fork, resume. Answers
+// "DUPLICATED <copy pid> <park us> <fork us>" with a pidfd of the copy, "FALLBACK <why>" when the
+// export+restore path must make this copy, or "ERROR <why>". Returns true in the copy.
+bool handle_duplicate(int conn) {
+    int stdio[3];
+    if (!receive_stdio(conn, stdio)) {
+        ghost::control::write_all(conn, "ERROR no standard streams came with the request\n", 49);
+        return false;
+    }
+    auto answer = [&](const char *kind, const char *why) {
+        for (int fd : stdio)
+            close(fd);
+        char line[300];
+        int n = snprintf(line, sizeof line, "%s %s\n", kind, why);
+        ghost::control::write_all(conn, line, (size_t)n);
+        return false;
+    };
+    // A component's process (an MPI rank's lower half, its transports) cannot be forked.
+    if (ghost::agent::components_registered() > 0)
+        return answer("FALLBACK", "a component (the MPI layer) is registered");
+    if (g_copy_count >= max_copies) return answer("FALLBACK", "too many copies running");
+    uint64_t t0 = monotonic_ns();
+    set_internal_fds(conn);
+    const char *why = nullptr;
+    bool parked = park_all(&why);
+    if (parked) capture_process_state();
+    if (parked && (why = ghost::agent::capture_process_extras(st))) parked = false;
+    int forker = 0;
+    for (uint32_t i = 1; parked && i < st.thread_count && !forker; i++)
+        if (st.threads[i].state == ghost::agent::slot_parked &&
+            (st.threads[i].flags & ghost::image::thread_main))
+            forker = st.threads[i].tid;
+    if (!parked || !forker) {
+        resume_all();
+        return answer(parked ? "FALLBACK" : "ERROR", parked ? "the main thread has ended" : why);
+    }
+    thread_slot *volatile self = &st.threads[0];
+    record_task_state(self);
+    if (ghost_context_save(&self->ctx) == 0) {
+        g_dup.forker_tid = forker;
+        g_dup.manager_tid = raw_gettid();
+        memcpy(g_dup.stdio, stdio, sizeof stdio);
+        __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_requested, __ATOMIC_RELEASE);
+        // The forking thread may be between its check and its wait: wake it until it answers.
+        while (load(&g_dup.phase) == ghost::agent::dup_requested) {
+            futex_wake_all(&st.resume_gen);
+            struct timespec step = {0, 1000 * 1000};
+            futex(&g_dup.phase, FUTEX_WAIT, ghost::agent::dup_requested, &step);
+        }
+        resume_all();
+        uint64_t park_ns = monotonic_ns() - t0;
+        __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_idle, __ATOMIC_RELEASE);
+        if (g_dup.copy_pid <= 0) return answer("FALLBACK", g_dup.why);
+        int pidfd = (int)sys::call(SYS_pidfd_open, g_dup.copy_pid, 0);
+        for (int fd : stdio)
+            close(fd);
+        char line[128];
+        int n = snprintf(line, sizeof line, "DUPLICATED %d %llu %llu\n", g_dup.copy_pid,
+                         (unsigned long long)(park_ns / 1000),
+                         (unsigned long long)(g_dup.fork_ns / 1000));
+        if (pidfd < 0) {
+            ghost::control::write_all(conn, line, (size_t)n); // (cannot happen: it is our child)
+            return false;
+        }
+        pidfd = high_fd(pidfd);
+        send_with_fd(conn, line, (size_t)n, pidfd);
+        g_copy_pidfds[g_copy_count++] = pidfd;
+        return false;
+    }
+    // In the copy, where the forking thread re-created the manager from its saved context.
+    __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_idle, __ATOMIC_RELEASE);
+    g_copy_count = 0; // the original's copies are not ours (their pidfds were in its table)
+    after_restore_manager(self);
+    resume_all();
+    ghost::agent::components_after_restore();
+    take_private_files();
+    open_control_socket();
+    return true;
+}
+
 void spawn_checkpoint() {
     if (!g_ghost_bin[0] || g_spawned_checkpoint > 0) return;
     char pid[24];
@@ -913,6 +1079,8 @@ bool serve(int conn) {
     if (ghost::control::read_line(conn, line, sizeof line, 5000) < 0) return false;
     if (strcmp(line, "PARK") == 0) {
         return handle_park(conn);
+    } else if (strcmp(line, "DUPLICATE") == 0) {
+        return handle_duplicate(conn);
     } else if (strcmp(line, "PING") == 0) {
         char reply[48];
         int n = snprintf(reply, sizeof reply, "PONG %d\n", getpid());
@@ -1019,9 +1187,14 @@ void *manager_main(void *) {
             open_control_socket();
             note_listen_fd();
         }
-        struct pollfd p = {g_listen_fd, POLLIN, 0};
+        struct pollfd polled[1 + max_copies];
+        struct pollfd &p = polled[0];
+        p = {g_listen_fd, POLLIN, 0};
+        for (int i = 0; i < g_copy_count; i++)
+            polled[1 + i] = {g_copy_pidfds[i], POLLIN, 0};
         struct timespec tick = {0, 500 * 1000 * 1000};
-        int r = ppoll(&p, 1, &tick, &wake);
+        int r = ppoll(polled, 1 + (nfds_t)g_copy_count, &tick, &wake);
+        if (g_copy_count) reap_copies();
         if (r < 0 && errno != EINTR && ++failures >= 10) {
             // Refused for good (a seccomp filter that covers every thread): give up serving.
             say("the control socket cannot be served any more: %s", strerror(errno));

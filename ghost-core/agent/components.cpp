@@ -56,6 +56,10 @@ void say_exit(const char *name, const char *why) {
 
 } // namespace
 
+int components_registered() {
+    return count();
+}
+
 bool components_quiesce(char *why, size_t why_len) {
     int n = count();
     for (int i = 0; i < n; i++) {

@@ -9,6 +9,9 @@ namespace ghost::agent {
 
 // Before the park: quiesce every component in registration order. False with a one-line reason
 // in `why`; the components already quiesced were resumed (reverse order).
+// How many components are registered (a fast duplicate is refused while any is: see
+// fast_duplicate.h).
+int components_registered();
 bool components_quiesce(char *why, size_t why_len);
 // Before the park: fills the state block's excluded_threads. False (with `why`) on overflow.
 bool components_exclude_threads(const char **why);

@@ -23,4 +23,46 @@ ghost_context_save:
     xorl %eax, %eax
     ret
     .size ghost_context_save, .-ghost_context_save
+/* void ghost_context_resume(const struct saved_context *ctx) -- noreturn
+ * Loads a park point saved by ghost_context_save and returns 1 from it, on the saved stack (as
+ * the restorer's restorer_resume does). Uses no stack of its own. */
+    .globl ghost_context_resume
+    .hidden ghost_context_resume
+    .type ghost_context_resume, @function
+ghost_context_resume:
+    movq 0(%rdi), %rbx
+    movq 8(%rdi), %rbp
+    movq 16(%rdi), %r12
+    movq 24(%rdi), %r13
+    movq 32(%rdi), %r14
+    movq 40(%rdi), %r15
+    ldmxcsr 64(%rdi)
+    fldcw 68(%rdi)
+    movq 48(%rdi), %rsp
+    movl $1, %eax
+    jmpq *56(%rdi)
+    .size ghost_context_resume, .-ghost_context_resume
+
+/* long ghost_clone_resume(unsigned long flags, void *stack, unsigned long tls,
+ *                         const struct saved_context *ctx)
+ * clone(flags, stack, NULL, NULL, tls): the caller gets the kernel's return value; the new thread
+ * touches no memory before it resumes ctx (ghost_context_resume), so `stack` only needs to be a
+ * 16-byte aligned address the thread may own (below ctx's stack pointer). */
+    .globl ghost_clone_resume
+    .hidden ghost_clone_resume
+    .type ghost_clone_resume, @function
+ghost_clone_resume:
+    movq %rcx, %r9          /* ctx: kept by the kernel in the child's r9 */
+    movq %rdx, %r8          /* tls */
+    xorl %edx, %edx         /* parent_tid */
+    xorl %r10d, %r10d       /* child_tid */
+    movl $56, %eax          /* SYS_clone */
+    syscall
+    testq %rax, %rax
+    jz 1f
+    ret
+1:
+    movq %r9, %rdi
+    jmp ghost_context_resume
+    .size ghost_clone_resume, .-ghost_clone_resume
     .section .note.GNU-stack,"",@progbits

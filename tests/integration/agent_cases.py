@@ -8,6 +8,10 @@ Subtests (--only NAME):
                 is refused within the park timeout with one line naming the thread and what to do;
                 when the program unblocks its signals, the park signal it still held arrives and
                 must not keep it: it goes on, can be checkpointed, and ends on SIGTERM.
+  dup_wait      `ghost duplicate` of tests/programs/dup_wait.c, which polls waitpid(-1)/waitid(P_ALL)
+                all along: it takes the fast path, the original never sees the copy (no wait, no
+                SIGCHLD), `ghost duplicate` ends with the copy's exit status (42) and
+                `--detach` at once with 0, its copy then being reaped by the original's agent.
 Exit status: 0 pass, 1 fail.
 """
 import argparse
@@ -107,6 +111,54 @@ class Cases:
             raise Failure(f"after SIGTERM, ghost launch exited with {rc}, expected {128 + signal.SIGTERM}")
         log("ended on SIGTERM")
 
+    def dup_wait(self):
+        for detach in (False, True):
+            d = os.path.join(self.work, "dup_wait" + ("_detach" if detach else ""))
+            os.makedirs(d)
+            out = open(os.path.join(d, "out.txt"), "wb")
+            runner = self.popen([self.ghost, "launch", "--ckpt-dir", os.path.join(d, "ckpt"),
+                                 "--pid-file", os.path.join(d, "pid"), "--",
+                                 self.a.dup_wait, "--dir", d, "--copy-status", "42"],
+                                "ghost launch dup_wait", stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.PIPE)
+            out.close()
+            self.wait_file(os.path.join(d, "ready"), 30, "the program did not start", runner)
+            self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
+            with open(os.path.join(d, "pid")) as f:
+                pid = int(f.read())
+            self.pids.add(pid)
+            argv = [self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid")]
+            rc, so, se = self.run(argv + (["--detach"] if detach else []) + [str(pid)],
+                                  "ghost duplicate" + (" --detach" if detach else ""))
+            if "via=fork" not in se:
+                raise Failure(f"ghost duplicate did not take the fast path: {se.strip()}")
+            with open(os.path.join(d, "copy.pid")) as f:
+                copy = int(f.read())
+            self.pids.add(copy)
+            if detach:
+                if rc != 0:
+                    raise Failure(f"ghost duplicate --detach exited with {rc}: {se.strip()}")
+                deadline = time.monotonic() + 20
+                while os.path.exists(f"/proc/{copy}"):  # exits, then the original's agent reaps it
+                    if time.monotonic() > deadline:
+                        raise Failure(f"the detached copy {copy} was not reaped within 20 s")
+                    time.sleep(0.01)
+            elif rc != 42 or so.strip().splitlines()[-1:] != ["copy 42"]:
+                raise Failure(f"ghost duplicate exited with {rc} (expected the copy's 42), stdout "
+                              f"{so!r}, stderr {se.strip()!r}")
+            log(f"copy {copy} of {pid}: ghost duplicate{' --detach' if detach else ''} exited with {rc}")
+            self.touch(os.path.join(d, "go"))
+            try:
+                rc = runner.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                raise Failure("the original did not end within 30 s") from None
+            with open(os.path.join(d, "out.txt")) as f:
+                text = f.read()
+            if rc != 0 or "PASS dup_wait" not in text:
+                raise Failure(f"the original exited with {rc}: {text.strip()!r} "
+                              f"{runner.stderr.read().decode(errors='replace').strip()!r}")
+            log("the original never saw the copy")
+
     def main(self):
         ok = False
         try:
@@ -127,7 +179,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ghost", required=True)
     ap.add_argument("--blocked-park", required=True, help="path of tests/programs/blocked_park")
-    ap.add_argument("--only", required=True, choices=["blocked_park"])
+    ap.add_argument("--dup-wait", required=True, help="path of tests/programs/dup_wait")
+    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait"])
     return Cases(ap.parse_args()).main()
 
 

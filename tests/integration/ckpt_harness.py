@@ -10,7 +10,9 @@ For one program:
      finishes; its final stdout must equal the reference and its exit status must be 0;
      mode "duplicate": `ghost duplicate` it at a random moment; the original must finish with the
      reference stdout, the copy (whose stdout is that of `ghost duplicate`) with a suffix of the
-     reference that starts at a line boundary and ends with the PASS line; both exit 0.
+     reference that starts at a line boundary and ends with the PASS line; both exit 0. The copy
+     must be made by the fast path (a fork made by the process's agent: "via=fork" in the report);
+     mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore).
 With --ctty every process started here (the reference run too) gets a pty of its own as its
 controlling terminal: a program's /dev/tty then belongs to whichever command restarts it.
 Every wait has a timeout; on any failure every process started here is killed (by pid / process
@@ -403,7 +405,8 @@ class Harness:
         dpidf = self.path("dup.pid")
         dup_err = self.path("dup.err")
         with open(copy_path, "wb") as out, open(dup_err, "wb") as err:
-            dup = self.t.popen([self.ghost, "duplicate", "--pid-file", dpidf, str(pid)], "ghost duplicate",
+            via = ["--via-image"] if self.a.mode == "duplicate_image" else []
+            dup = self.t.popen([self.ghost, "duplicate", "--pid-file", dpidf] + via + [str(pid)], "ghost duplicate",
                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         cpid = read_pid_file(dpidf, dup, self.a.cmd_timeout, "ghost duplicate", self.t)
         log(f"copy pid {cpid}")
@@ -421,6 +424,15 @@ class Harness:
         if drc != 0:
             raise Failure(f"ghost duplicate (the copy) exited with {drc}, expected 0\n  copy stdout (tail):\n{tail(copy_path)}\n"
                           f"  ghost duplicate stderr:\n{tail(dup_err)}")
+        with open(dup_err, "rb") as f:
+            report = [l for l in f.read().decode(errors="replace").splitlines() if l.startswith("ghost: duplicate")]
+        log("ghost duplicate: " + (" | ".join(report) or "(no report)"))
+        # "duplicate" takes the fast path (a fork made by the agent); "duplicate_image" the
+        # export+restore path. Neither may end up on the other.
+        fast = any("via=fork" in l for l in report)
+        if fast != (self.a.mode == "duplicate"):
+            raise Failure("ghost duplicate took the " + ("fork" if fast else "export+restore") +
+                          " path in mode " + self.a.mode + ":\n" + tail(dup_err))
         self.compare(got, "original's stdout")
         if not copy:
             raise Failure("the copy printed nothing on the stdout of ghost duplicate")
@@ -491,7 +503,7 @@ class Harness:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ghost", required=True, help="path of the ghost CLI")
-    ap.add_argument("--mode", choices=["restart", "duplicate"], required=True)
+    ap.add_argument("--mode", choices=["restart", "duplicate", "duplicate_image"], required=True)
     ap.add_argument("--name", help="test name for messages (default: program basename)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     ap.add_argument("--restarts", type=int, default=3, help="checkpoint --kill + restart cycles (restart mode)")

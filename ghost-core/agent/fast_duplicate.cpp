@@ -1,0 +1,479 @@
+// SPDX-License-Identifier: Apache-2.0
+// The forking thread's half of a fast duplicate (fast_duplicate.h). Everything runs in a park
+// handler while every other thread of the process is parked (any libc lock may be held): system
+// calls, stack buffers and the static tables below only.
+//
+// Order: (1) plan the descriptors and the memory, and prepare everything that can fail in the
+// original, where a failure only means falling back: reopened files, new pipes, `ghost
+// duplicate`'s stdio, all on spare descriptor numbers; (2) fork; (3) in the original, close the
+// spare descriptors and put back the memory advice; (4) in the copy, move the spare descriptors
+// onto their numbers, make shared memory its own, start the threads, resume.
+#include "ghost-core/agent/fast_duplicate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/raw_syscall.h"
+
+extern "C" [[noreturn]] void ghost_context_resume(const ghost::agent::saved_context *ctx);
+extern "C" long ghost_clone_resume(unsigned long flags, void *stack, unsigned long tls,
+                                   const ghost::agent::saved_context *ctx);
+
+namespace ghost::agent {
+
+namespace {
+
+namespace sys = ghost::sys;
+
+constexpr int max_fds = 1024;
+constexpr int max_regions = 256;
+constexpr unsigned long thread_flags =
+    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS;
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#define MADV_KEEPONFORK 19
+#endif
+constexpr int pidfd_thread = O_EXCL; // PIDFD_THREAD (Linux 6.9)
+
+// fd_proc: a /proc file of the process itself (its pagemap, smaps...), reopened in the copy as
+// the copy's own (as the restore path does); fd_reopen: any other file, reopened before the fork.
+enum fd_kind : uint8_t { fd_stdio, fd_keep, fd_reopen, fd_pipe, fd_proc };
+constexpr int max_proc_fds = 16;
+
+struct fd_plan {
+    int32_t fd;
+    uint8_t kind;
+    uint8_t cloexec;
+    int32_t flags;  // F_GETFL
+    int32_t leader; // index of the first entry of the same open file description (or itself)
+    int32_t spare;  // the copy's description, on a spare number (leaders only), or -1
+    uint64_t dev, ino;
+};
+
+struct region_plan {
+    uint64_t start, end;
+    uint32_t prot;
+    uint8_t dontfork, wipeonfork, shared_anon;
+};
+
+fd_plan g_fds[max_fds];
+int g_fd_count;
+region_plan g_regions[max_regions];
+int g_region_count;
+int g_stdio_spare[3];
+struct proc_file {
+    int32_t index;  // in g_fds
+    char rest[120]; // the path after /proc/PID/
+} g_proc[max_proc_fds];
+int g_proc_count;
+char g_smaps_buf[64 * 1024];
+
+bool refuse(dup_request &req, const char *fmt, long a = 0, const char *s = "") {
+    snprintf(req.why, sizeof req.why, fmt, a, s);
+    return false;
+}
+
+uint64_t now_ns() {
+    struct timespec t;
+    sys::call(SYS_clock_gettime, CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+void close_spares() {
+    for (int i = 0; i < g_fd_count; i++)
+        if (g_fds[i].spare >= 0) sys::call(SYS_close, g_fds[i].spare);
+    for (int &fd : g_stdio_spare)
+        if (fd >= 0) sys::call(SYS_close, fd), fd = -1;
+}
+
+bool is_memory_device(dev_t rdev) {
+    unsigned mi = minor(rdev);
+    return major(rdev) == 1 && (mi == 3 || mi == 5 || mi == 7 || mi == 8 || mi == 9);
+}
+
+bool same_description(int a, int b) {
+    long pid = sys::call(SYS_getpid);
+    return sys::call(SYS_kcmp, pid, pid, KCMP_FILE, a, b) == 0;
+}
+
+// A descriptor reopened from /proc/PID/... of this process becomes fd_proc.
+bool classify_proc(dup_request &req, int i) {
+    fd_plan &p = g_fds[i];
+    char path[64], link[256], own[32];
+    snprintf(path, sizeof path, "/proc/thread-self/fd/%d", p.fd);
+    long len = sys::call(SYS_readlink, path, link, sizeof link - 1);
+    if (len <= 0) return true;
+    link[len] = 0;
+    int n = snprintf(own, sizeof own, "/proc/%d/", (int)sys::call(SYS_getpid));
+    if (strncmp(link, own, (size_t)n) != 0) return true;
+    if (strncmp(link + n, "task/", 5) == 0)
+        return refuse(req, "descriptor %ld is a /proc file of one thread", p.fd);
+    if (g_proc_count >= max_proc_fds || strlen(link + n) >= sizeof g_proc[0].rest)
+        return refuse(req, "too many /proc files (descriptor %ld)", p.fd);
+    g_proc[g_proc_count].index = i;
+    memcpy(g_proc[g_proc_count].rest, link + n, strlen(link + n) + 1);
+    g_proc_count++;
+    p.kind = fd_proc;
+    return true;
+}
+
+// (1) The descriptors of the program's table (this thread's), classified.
+bool plan_fds(dup_request &req) {
+    g_fd_count = 0;
+    int dir = (int)sys::call(SYS_open, "/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return refuse(req, "cannot list the descriptors (%ld)", dir);
+    char buf[4096];
+    for (long n; (n = sys::call(SYS_getdents64, dir, buf, sizeof buf)) > 0;) {
+        for (long off = 0; off < n;) {
+            auto *d = (struct dirent64 *)(buf + off);
+            off += d->d_reclen;
+            if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+            int fd = 0;
+            for (const char *c = d->d_name; *c; c++)
+                fd = fd * 10 + (*c - '0');
+            if (fd == dir) continue;
+            if (g_fd_count >= max_fds) {
+                sys::call(SYS_close, dir);
+                return refuse(req, "more than %ld descriptors", max_fds);
+            }
+            g_fds[g_fd_count++] = {fd, fd_keep, 0, 0, -1, -1, 0, 0};
+        }
+    }
+    sys::call(SYS_close, dir);
+    for (int i = 0; i < g_fd_count; i++) {
+        fd_plan &p = g_fds[i];
+        p.leader = i;
+        struct stat sb;
+        if (sys::failed(sys::call(SYS_fstat, p.fd, &sb)))
+            return refuse(req, "cannot stat descriptor %ld", p.fd);
+        p.flags = (int)sys::call(SYS_fcntl, p.fd, F_GETFL);
+        p.cloexec = (sys::call(SYS_fcntl, p.fd, F_GETFD) & FD_CLOEXEC) != 0;
+        p.dev = sb.st_dev, p.ino = sb.st_ino;
+        mode_t type = sb.st_mode & S_IFMT;
+        if (p.fd <= 2)
+            p.kind = fd_stdio;
+        else if ((p.flags & O_PATH) || type == S_IFREG || type == S_IFDIR)
+            p.kind = fd_reopen;
+        else if (type == S_IFCHR && is_memory_device(sb.st_rdev))
+            p.kind = fd_keep; // no state of its own: sharing it changes nothing
+        else if (type == S_IFIFO) {
+            char path[64], link[64];
+            snprintf(path, sizeof path, "/proc/thread-self/fd/%d", p.fd);
+            long len = sys::call(SYS_readlink, path, link, sizeof link - 1);
+            if (len < 5 || memcmp(link, "pipe:", 5) != 0 || (p.flags & O_DIRECT))
+                return refuse(req, "descriptor %ld is a named or packet-mode pipe", p.fd);
+            p.kind = fd_pipe;
+        } else
+            return refuse(req, "descriptor %ld is of a kind fork would share", p.fd);
+        if (p.kind == fd_reopen && !classify_proc(req, i)) return false;
+        if (p.kind == fd_reopen || p.kind == fd_pipe || p.kind == fd_proc)
+            for (int j = 0; j < i; j++)
+                if (g_fds[j].leader == j && g_fds[j].kind == p.kind && g_fds[j].dev == p.dev &&
+                    g_fds[j].ino == p.ino && same_description(g_fds[j].fd, p.fd)) {
+                    p.leader = j;
+                    break;
+                }
+    }
+    return true;
+}
+
+// The copy's pipe for the pipe of leader `i`: both ends held by the process, or refused. Returns
+// the new pipe's ends in `ends`; every description of the old pipe gets one (reopened from them).
+bool prepare_pipe(dup_request &req, int i) {
+    const fd_plan &first = g_fds[i];
+    int reader = -1, writer = -1;
+    for (int j = i; j < g_fd_count; j++) {
+        const fd_plan &o = g_fds[j];
+        if (o.kind != fd_pipe || o.leader != j || o.ino != first.ino || o.dev != first.dev)
+            continue;
+        int mode = o.flags & O_ACCMODE;
+        if (mode == O_RDONLY && reader < 0) reader = j;
+        if (mode == O_WRONLY && writer < 0) writer = j;
+        if (mode == O_RDWR && reader < 0) reader = j;
+        if (mode == O_RDWR && writer < 0) writer = j;
+    }
+    for (int j = 0; j < i; j++) // an earlier description of this pipe did the work
+        if (g_fds[j].kind == fd_pipe && g_fds[j].ino == first.ino && g_fds[j].dev == first.dev)
+            return true;
+    if (reader < 0 || writer < 0)
+        return refuse(req, "descriptor %ld is a pipe to another process", first.fd);
+    int ends[2];
+    if (sys::failed(sys::call(SYS_pipe2, ends, O_CLOEXEC)))
+        return refuse(req, "cannot create a pipe");
+    long size = sys::call(SYS_fcntl, g_fds[reader].fd, F_GETPIPE_SZ);
+    if (size > 0) sys::call(SYS_fcntl, ends[1], F_SETPIPE_SZ, size);
+    // The buffered data, read without taking it from the original's pipe.
+    int queued = 0;
+    sys::call(SYS_ioctl, g_fds[reader].fd, FIONREAD, &queued);
+    long copied =
+        queued ? sys::call(SYS_tee, g_fds[reader].fd, ends[1], (long)queued, SPLICE_F_NONBLOCK) : 0;
+    if (copied != queued) {
+        sys::call(SYS_close, ends[0]), sys::call(SYS_close, ends[1]);
+        return refuse(req, "cannot copy the %ld bytes buffered in a pipe", queued);
+    }
+    for (int j = i; j < g_fd_count; j++) {
+        fd_plan &o = g_fds[j];
+        if (o.kind != fd_pipe || o.leader != j || o.ino != first.ino || o.dev != first.dev)
+            continue;
+        int spare;
+        if (j == reader && (o.flags & O_ACCMODE) == O_RDONLY)
+            spare = ends[0], ends[0] = -1;
+        else if (j == writer && (o.flags & O_ACCMODE) == O_WRONLY)
+            spare = ends[1], ends[1] = -1;
+        else {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/thread-self/fd/%d",
+                     (o.flags & O_ACCMODE) == O_WRONLY
+                         ? (ends[1] >= 0 ? ends[1] : g_fds[writer].spare)
+                         : (ends[0] >= 0 ? ends[0] : g_fds[reader].spare));
+            spare = (int)sys::call(SYS_open, path, (o.flags & O_ACCMODE) | O_CLOEXEC);
+            if (spare < 0) return refuse(req, "cannot reopen a pipe for descriptor %ld", o.fd);
+        }
+        sys::call(SYS_fcntl, spare, F_SETFL, o.flags);
+        o.spare = spare;
+    }
+    if (ends[0] >= 0) sys::call(SYS_close, ends[0]);
+    if (ends[1] >= 0) sys::call(SYS_close, ends[1]);
+    return true;
+}
+
+// Everything the copy's table needs, on spare numbers of the program's table (closed again in
+// the original after the fork).
+bool prepare_fds(dup_request &req) {
+    for (int i = 0; i < g_fd_count; i++) {
+        fd_plan &p = g_fds[i];
+        if (p.leader != i) continue;
+        if (p.kind == fd_reopen) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/thread-self/fd/%d", p.fd);
+            int flags = p.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+            long fd = sys::call(SYS_open, path, flags | O_CLOEXEC);
+            if (fd < 0) return refuse(req, "cannot reopen descriptor %ld", p.fd);
+            p.spare = (int)fd;
+            if (!(p.flags & O_PATH)) {
+                long pos = sys::call(SYS_lseek, p.fd, 0, SEEK_CUR);
+                if (pos > 0) sys::call(SYS_lseek, fd, pos, SEEK_SET);
+            }
+        } else if (p.kind == fd_pipe && !prepare_pipe(req, i)) {
+            return false;
+        }
+    }
+    // `ghost duplicate`'s fds 0-2, from the manager's table.
+    long pfd = sys::call(SYS_pidfd_open, req.manager_tid, pidfd_thread);
+    if (pfd < 0)
+        return refuse(req, "cannot reach the manager's descriptors (pidfd_open: %ld)", pfd);
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; i++) {
+        g_stdio_spare[i] = (int)sys::call(SYS_pidfd_getfd, pfd, req.stdio[i], 0);
+        ok = g_stdio_spare[i] >= 0;
+    }
+    sys::call(SYS_close, pfd);
+    if (!ok) return refuse(req, "cannot take the requester's standard streams");
+    return true;
+}
+
+// An smaps header line: "start-end perms offset dev inode   path".
+bool parse_header(const char *line, region_plan &r, char *perms, const char **path) {
+    const char *c = line;
+    auto hex = [&](uint64_t &out) {
+        out = 0;
+        const char *from = c;
+        for (;; c++) {
+            int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+            if (d < 0) break;
+            out = out << 4 | (uint64_t)d;
+        }
+        return c != from;
+    };
+    if (!hex(r.start) || *c++ != '-' || !hex(r.end) || *c++ != ' ') return false;
+    memcpy(perms, c, 4);
+    c += 4;
+    for (int field = 0; field < 3; field++) { // offset, dev, inode
+        while (*c == ' ')
+            c++;
+        while (*c && *c != ' ' && *c != '\n')
+            c++;
+    }
+    while (*c == ' ')
+        c++;
+    *path = c;
+    return true;
+}
+
+bool starts(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+// (1) Memory that fork would share with the original or leave out: from /proc/self/smaps
+// (VmFlags "dc" = MADV_DONTFORK, "wf" = MADV_WIPEONFORK; shared anonymous mappings).
+bool plan_memory(dup_request &req) {
+    g_region_count = 0;
+    int fd = (int)sys::call(SYS_open, "/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return refuse(req, "cannot read the memory map (%ld)", fd);
+    size_t have = 0;
+    region_plan cur = {};
+    bool cur_shared = false;
+    const char *why = nullptr;
+    for (;;) {
+        long n = sys::call(SYS_read, fd, g_smaps_buf + have, sizeof g_smaps_buf - 1 - have);
+        if (n < 0) why = "cannot read the memory map";
+        if (n <= 0) break;
+        have += (size_t)n;
+        g_smaps_buf[have] = 0;
+        char *line = g_smaps_buf;
+        for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+            *nl = 0;
+            if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
+                char perms[4];
+                const char *path;
+                cur = {};
+                if (!parse_header(line, cur, perms, &path)) continue;
+                cur.prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+                           (perms[2] == 'x' ? PROT_EXEC : 0);
+                cur_shared = perms[3] == 's';
+                if (cur_shared && (starts(path, "/dev/zero") || starts(path, "[anon_shmem")))
+                    cur.shared_anon = 1;
+                else if (cur_shared && (starts(path, "/SYSV") || strstr(path, "(deleted)")))
+                    why = "the process maps shared memory that fork would share (SysV or memfd)";
+            } else if (starts(line, "VmFlags:")) {
+                for (const char *f = line + 8; *f; f++)
+                    if (f[-1] == ' ' && f[0] && f[1] && (f[2] == ' ' || f[2] == 0)) {
+                        if (f[0] == 'd' && f[1] == 'c') cur.dontfork = 1;
+                        if (f[0] == 'w' && f[1] == 'f') cur.wipeonfork = 1;
+                    }
+                if (cur.dontfork || cur.wipeonfork || cur.shared_anon) {
+                    if (g_region_count >= max_regions)
+                        why = "too many regions with fork advice";
+                    else
+                        g_regions[g_region_count++] = cur;
+                }
+            }
+        }
+        have = (size_t)(g_smaps_buf + have - line);
+        memmove(g_smaps_buf, line, have);
+    }
+    sys::call(SYS_close, fd);
+    if (why) {
+        snprintf(req.why, sizeof req.why, "%s", why);
+        return false;
+    }
+    return true;
+}
+
+void set_fork_advice(bool before_fork) {
+    for (int i = 0; i < g_region_count; i++) {
+        const region_plan &r = g_regions[i];
+        uint64_t len = r.end - r.start;
+        if (r.dontfork)
+            sys::call(SYS_madvise, r.start, len, before_fork ? MADV_DOFORK : MADV_DONTFORK);
+        if (r.wipeonfork)
+            sys::call(SYS_madvise, r.start, len, before_fork ? MADV_KEEPONFORK : MADV_WIPEONFORK);
+    }
+}
+
+[[noreturn]] void copy_fails(const char *what, long err) {
+    char line[200];
+    int n = snprintf(line, sizeof line, "ghost-agent[%d]: the duplicate cannot start: %s (%ld)\n",
+                     (int)sys::call(SYS_getpid), what, err);
+    sys::call(SYS_write, 2, line, n);
+    for (;;)
+        sys::call(SYS_exit_group, 1);
+}
+
+// (4) In the copy: shared anonymous memory becomes its own (a new mapping with the same data).
+void own_shared_memory() {
+    for (int i = 0; i < g_region_count; i++) {
+        const region_plan &r = g_regions[i];
+        if (!r.shared_anon) continue;
+        uint64_t len = r.end - r.start;
+        long fresh =
+            sys::call(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (sys::failed(fresh)) copy_fails("cannot map shared memory", fresh);
+        if (!(r.prot & PROT_READ)) sys::call(SYS_mprotect, r.start, len, PROT_READ);
+        memcpy((void *)fresh, (const void *)r.start, len);
+        long moved = sys::call(SYS_mremap, fresh, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, r.start);
+        if (sys::failed(moved)) copy_fails("cannot place shared memory", moved);
+        sys::call(SYS_mprotect, r.start, len, r.prot);
+    }
+}
+
+// (4) In the copy: the prepared descriptors onto their numbers.
+void install_fds() {
+    for (int i = 0; i < 3; i++) {
+        long r = sys::call(SYS_dup3, g_stdio_spare[i], i, 0);
+        if (sys::failed(r)) copy_fails("cannot set a standard stream", r);
+    }
+    for (int i = 0; i < g_proc_count; i++) {
+        fd_plan &p = g_fds[g_proc[i].index];
+        char path[160];
+        snprintf(path, sizeof path, "/proc/self/%s", g_proc[i].rest);
+        long pos = sys::call(SYS_lseek, p.fd, 0, SEEK_CUR);
+        long fd = sys::call(SYS_open, path, p.flags | O_CLOEXEC);
+        if (sys::failed(fd)) copy_fails("cannot reopen a /proc file", fd);
+        if (pos > 0) sys::call(SYS_lseek, fd, pos, SEEK_SET);
+        p.spare = (int)fd;
+    }
+    for (int i = 0; i < g_fd_count; i++) {
+        const fd_plan &p = g_fds[i];
+        if (p.kind != fd_reopen && p.kind != fd_pipe && p.kind != fd_proc) continue;
+        long r = sys::call(SYS_dup3, g_fds[p.leader].spare, p.fd, p.cloexec ? O_CLOEXEC : 0);
+        if (sys::failed(r)) copy_fails("cannot set a descriptor", r);
+    }
+    close_spares();
+}
+
+} // namespace
+
+void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
+    uint64_t t0 = now_ns();
+    g_stdio_spare[0] = g_stdio_spare[1] = g_stdio_spare[2] = -1;
+    req.copy_pid = 0;
+    req.why[0] = 0;
+    g_fd_count = g_region_count = g_proc_count = 0;
+    bool ok = plan_fds(req) && plan_memory(req) && prepare_fds(req);
+    if (!ok) {
+        close_spares();
+        return;
+    }
+    set_fork_advice(true);
+    // exit signal 0: the original's wait() never sees the copy, no SIGCHLD; nothing shared.
+    long pid = sys::call(SYS_clone, 0, 0, 0, 0, 0);
+    if (pid != 0) { // the original
+        set_fork_advice(false);
+        close_spares();
+        if (sys::failed(pid)) {
+            snprintf(req.why, sizeof req.why, "fork failed (%ld)", pid);
+            return;
+        }
+        req.copy_pid = (int32_t)pid;
+        req.fork_ns = now_ns() - t0;
+        return;
+    }
+    // The copy: this thread alone, every signal blocked.
+    set_fork_advice(false);
+    own_shared_memory();
+    install_fds();
+    st.restored = 0;
+    for (uint32_t i = 0; i < st.thread_count; i++) {
+        thread_slot &t = st.threads[i];
+        if (&t == self || t.state != slot_parked) continue;
+        void *stack = (void *)((t.ctx.rsp - 1024) & ~15ULL);
+        long r = ghost_clone_resume(thread_flags, stack, t.fs_base, &t.ctx);
+        if (sys::failed(r)) copy_fails("cannot start a thread", r);
+    }
+    ghost_context_resume(&self->ctx);
+}
+
+} // namespace ghost::agent
