@@ -1,49 +1,88 @@
 #!/usr/bin/env bash
-# The demo job: a Modified Gram-Schmidt run (benchmarks/mgs) under ghost is checkpointed twice while
-# it computes, killed, restarted from its last image, killed and restarted again, and its result is
-# checked against an uninterrupted native run. Installs and builds what it needs first.
+# The demo job: a 4-rank MPI Modified Gram-Schmidt run (benchmarks/mgs/mgs_mpi) under ghostrun is
+# checkpointed twice while it computes (the second time with --kill), restarted from its newest
+# checkpoint, checkpointed and killed again, restarted again, and its result is checked against an
+# uninterrupted native mpirun run. Installs and builds what it needs first.
+# (scripts/demo-process.sh is the same for a single process under `ghost launch`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build ghost mgs >/dev/null
+ninja -C build ghost ghostrun mgs_mpi >/dev/null
 
-ghost=build/launcher/ghost
-mgs=build/benchmarks/mgs/mgs
-args=(--n 1000 --repeat 40)
+ghost=$PWD/build/launcher/ghost
+ghostrun=$PWD/build/launcher/ghostrun/ghostrun
+mgs=$PWD/build/benchmarks/mgs/mgs_mpi
+np=4
+args=(--n 1000 --repeat 12)
+# Open MPI refuses root without these and more ranks than cores without oversubscription.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d /tmp/ghost-demo-XXXXXX)
-trap 'kill -9 $(cat "$work"/pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+job_pid=""
+trap '[ -n "$job_pid" ] && kill -KILL -- "-$job_pid" 2>/dev/null; rm -rf "$work"' EXIT
 say() { printf '\n== %s\n' "$*"; }
 
-say "uninterrupted native run (reference)"
-"$mgs" "${args[@]}" >"$work/reference" 2>/dev/null
+# Starts "$@" in a session of its own, output to $work/$1.{out,err}; sets job_pid and job.
+start_job() {
+  local name=$1
+  shift
+  setsid "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  job_pid=$!
+  job=""
+  for _ in $(seq 300); do
+    job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/$name.err" | head -1)
+    [ -n "$job" ] && break
+    sleep 0.05
+  done
+  [ -n "$job" ] || { cat "$work/$name.err"; echo "no job id"; exit 1; }
+  # Wait until every rank has registered with the job's coordinator.
+  for _ in $(seq 600); do
+    [ "$("$ghost" status "$job" 2>/dev/null | grep -c '^  rank ')" = "$np" ] && return 0
+    sleep 0.05
+  done
+  echo "the ranks of job $job did not come up"
+  exit 1
+}
+
+# Waits for the job started last; its exit status in $rc.
+wait_job() {
+  rc=0
+  wait "$job_pid" || rc=$?
+  job_pid=""
+}
+
+say "uninterrupted native run (reference): mpirun -np $np mgs_mpi ${args[*]}"
+mpirun -np "$np" "$mgs" "${args[@]}" >"$work/reference" 2>/dev/null
 cat "$work/reference"
 
-say "the same job under ghost"
-"$ghost" launch --ckpt-dir "$work/ckpt" --pid-file "$work/pid" -- "$mgs" "${args[@]}" \
-  >"$work/out" 2>/dev/null &
-launcher=$!
-sleep 1.5
-"$ghost" checkpoint "$(cat "$work/pid")"
-sleep 1.5
-"$ghost" checkpoint --kill "$(cat "$work/pid")"
-wait "$launcher" || true
-"$ghost" inspect "$work/ckpt" | head -6
+say "the same job under ghostrun, checkpointed twice while it computes (the second time killed)"
+start_job run1 "$ghostrun" --ckpt-dir "$work/ck" -np "$np" "$mgs" "${args[@]}"
+sleep 2
+"$ghost" checkpoint "$job"
+sleep 2
+"$ghost" checkpoint --kill "$job"
+wait_job
+[ "$rc" = 75 ] || { cat "$work/run1.err"; echo "ghostrun exited $rc, not 75 (checkpointed and stopped)"; exit 1; }
+"$ghost" status "$job" 2>/dev/null || true
+ls "$work/ck"
 
-say "restart from the image, then checkpoint, kill and restart once more"
-rm -f "$work/pid"
-"$ghost" restart --pid-file "$work/pid" "$work/ckpt" &
-restarter=$!
-for _ in $(seq 50); do [[ -s $work/pid ]] && break; sleep 0.1; done
-sleep 1.5
-"$ghost" checkpoint --kill "$(cat "$work/pid")" || true
-wait "$restarter" || true
-"$ghost" restart "$work/ckpt"
+say "restart from the newest checkpoint, then checkpoint, kill and restart once more"
+start_job run2 "$ghost" restart "$work/ck"
+sleep 2
+"$ghost" checkpoint --kill "$job"
+wait_job
+[ "$rc" = 75 ] || { cat "$work/run2.err"; echo "the restarted job exited $rc, not 75"; exit 1; }
+start_job run3 "$ghost" restart "$work/ck"
+wait_job
+[ "$rc" = 0 ] || { cat "$work/run3.err"; echo "the restarted job exited $rc"; exit 1; }
 
 say "result"
+cat "$work"/run1.out "$work"/run2.out "$work"/run3.out >"$work/out"
 cat "$work/out"
 if cmp -s "$work/out" "$work/reference"; then
-  echo "RESULT OK: the checkpointed, killed and twice restarted job computed exactly the reference result"
+  echo "RESULT OK: the 4-rank job, checkpointed, killed and twice restarted, computed exactly the reference result"
 else
-  echo "RESULT MISMATCH"; diff "$work/reference" "$work/out"; exit 1
+  echo "RESULT MISMATCH"
+  diff "$work/reference" "$work/out"
+  exit 1
 fi
