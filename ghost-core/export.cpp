@@ -259,11 +259,15 @@ class exporter {
                                   "/children");
             if (!kids) continue; // the thread is gone
             std::istringstream in(*kids);
-            for (int child; in >> child;)
-                if (child != ::getpid() && child != state_->checkpointer_pid)
+            for (int child; in >> child;) {
+                bool copy = false; // a fast duplicate's copy (agent_state.h)
+                for (uint32_t i = 0; i < std::min<uint32_t>(state_->copy_count, 64) && !copy; i++)
+                    copy = state_->copy_pids[i] == child;
+                if (!copy && child != ::getpid() && child != state_->checkpointer_pid)
                     return error{"pid " + std::to_string(pid_) + " has a child process (pid " +
                                  std::to_string(child) +
                                  "): process trees cannot be checkpointed yet"};
+            }
         }
         return {};
     }

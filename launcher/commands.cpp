@@ -334,6 +334,7 @@ int wait_copy(pid_t copy, int pidfd) {
 
 int cmd_duplicate(const duplicate_args &a) {
     auto t0 = clock_type::now();
+    std::string fallback = "--via-image";
     if (!a.via_image) {
         auto fast = core::request_fast_duplicate(a.pid);
         if (!fast) return fail(fast.err().message);
@@ -350,8 +351,7 @@ int cmd_duplicate(const duplicate_args &a) {
             }
             return wait_copy(fast->copy, fast->pidfd);
         }
-        std::fprintf(stderr, "ghost: duplicate pid=%d: no fast copy (%s): export and restore\n",
-                     (int)a.pid, fast->fallback.c_str());
+        fallback = fast->fallback; // said with the result: an error stays one line
     }
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
@@ -384,9 +384,9 @@ int cmd_duplicate(const duplicate_args &a) {
     src->reset();
     sink->reset();
     std::fprintf(stderr,
-                 "ghost: duplicate pid=%d copy=%d bytes=%llu prepare_s=%s export_s=%s import_s=%s "
-                 "total_s=%s\n",
-                 (int)a.pid, (int)*pid, (unsigned long long)stats->image_bytes,
+                 "ghost: duplicate pid=%d copy=%d via=image (%s) bytes=%llu prepare_s=%s "
+                 "export_s=%s import_s=%s total_s=%s\n",
+                 (int)a.pid, (int)*pid, fallback.c_str(), (unsigned long long)stats->image_bytes,
                  seconds(prepare_s).c_str(), seconds(export_s).c_str(), seconds(since(t1)).c_str(),
                  seconds(since(t0)).c_str());
     write_pid_file(a.pid_file, *pid);

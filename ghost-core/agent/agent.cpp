@@ -809,6 +809,39 @@ bool handle_park(int conn) {
 constexpr int max_copies = 64;
 int g_copy_pidfds[max_copies];
 int g_copy_count = 0;
+static_assert(max_copies <= (int)(sizeof st.copy_pids / sizeof st.copy_pids[0]));
+
+// The list the exporter reads (agent_state.h), after any change of g_copy_*.
+void publish_copies(const pid_t *pids) {
+    for (int i = 0; i < g_copy_count; i++)
+        st.copy_pids[i] = pids[i];
+    __atomic_store_n(&st.copy_count, (uint32_t)g_copy_count, __ATOMIC_RELEASE);
+}
+pid_t g_copy_pids[max_copies];
+
+// Whether the process has a child that is neither a copy nor the agent's own checkpointer: a fork
+// would not carry it (the image path refuses such a process in one line).
+bool has_program_children() {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return true;
+    bool found = false;
+    while (dirent *e = readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[320];
+        snprintf(path, sizeof path, "/proc/self/task/%.32s/children", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f) continue;
+        for (int child; !found && fscanf(f, "%d", &child) == 1;) {
+            bool ours = child == st.checkpointer_pid;
+            for (int i = 0; i < g_copy_count && !ours; i++)
+                ours = g_copy_pids[i] == child;
+            found = !ours;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
 
 void reap_copies() {
     for (int i = 0; i < g_copy_count;) {
@@ -821,7 +854,10 @@ void reap_copies() {
         }
         // Reaped, or not ours to reap any more (the program waited for it with __WALL).
         sys::call(SYS_close, g_copy_pidfds[i]);
-        g_copy_pidfds[i] = g_copy_pidfds[--g_copy_count];
+        --g_copy_count;
+        g_copy_pidfds[i] = g_copy_pidfds[g_copy_count];
+        g_copy_pids[i] = g_copy_pids[g_copy_count];
+        publish_copies(g_copy_pids);
     }
 }
 
@@ -896,6 +932,7 @@ bool handle_duplicate(int conn) {
     if (ghost::agent::components_registered() > 0)
         return answer("FALLBACK", "a component (the MPI layer) is registered");
     if (g_copy_count >= max_copies) return answer("FALLBACK", "too many copies running");
+    if (has_program_children()) return answer("FALLBACK", "the process has a child process");
     uint64_t t0 = monotonic_ns();
     set_internal_fds(conn);
     const char *why = nullptr;
@@ -941,12 +978,15 @@ bool handle_duplicate(int conn) {
         }
         pidfd = high_fd(pidfd);
         send_with_fd(conn, line, (size_t)n, pidfd);
-        g_copy_pidfds[g_copy_count++] = pidfd;
+        g_copy_pidfds[g_copy_count] = pidfd;
+        g_copy_pids[g_copy_count++] = g_dup.copy_pid;
+        publish_copies(g_copy_pids);
         return false;
     }
     // In the copy, where the forking thread re-created the manager from its saved context.
     __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_idle, __ATOMIC_RELEASE);
     g_copy_count = 0; // the original's copies are not ours (their pidfds were in its table)
+    publish_copies(g_copy_pids);
     after_restore_manager(self);
     resume_all();
     ghost::agent::components_after_restore();

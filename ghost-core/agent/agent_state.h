@@ -12,7 +12,7 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 3;
+inline constexpr uint32_t state_version = 4;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
@@ -90,6 +90,10 @@ struct state {
     uint32_t internal_fd_count;
     int32_t checkpointer_pid; // the `ghost checkpoint` the agent started itself (not a child to
                               // carry), or 0 or -1
+    // Copies made by fast duplicates (children with exit signal 0, the agent reaps them): not the
+    // program's children either.
+    int32_t copy_pids[64];
+    uint32_t copy_count;
     // Written by the restorer into the restored copy:
     uint64_t restorer_start, restorer_end; // to unmap once every thread has left it
     thread_slot threads[max_threads];

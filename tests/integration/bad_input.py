@@ -473,7 +473,9 @@ class Env:
             beat = os.path.join(d, "beat")
             for argv, what in [
                 ([self.ghost, "checkpoint", "--dir", ckdir, "--kill", str(pid)], f"checkpoint --kill ({kind})"),
-                ([self.ghost, "duplicate", str(pid)], f"duplicate ({kind})"),
+                # The image path's refusals (a fork duplicate carries some of these kinds as they
+                # are, and falls back to the image path for the others).
+                ([self.ghost, "duplicate", "--via-image", str(pid)], f"duplicate ({kind})"),
             ]:
                 before = self.victim_processes()
                 try:
