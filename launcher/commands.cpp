@@ -166,10 +166,9 @@ bool is_job_checkpoint(const std::string &dir);
 
 int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
-    if (names_job(a.target)) {
-        if (!a.image.empty()) return fail("--image is for one process, not for a job");
-        return checkpoint_job(a);
-    }
+    // --image names one process's image (a rank checkpointing itself): the target is a pid, even
+    // when a killed coordinator's job socket with the same number stays behind.
+    if (a.image.empty() && names_job(a.target)) return checkpoint_job(a);
     char *end = nullptr;
     long pid = std::strtol(a.target.c_str(), &end, 10);
     if (a.target.empty() || *end || pid <= 0 || pid > INT_MAX)

@@ -8,6 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin libmpich-dev mpich
   libucx-dev libfabric-dev libhwloc-dev libboost-dev
   python3 python3-matplotlib clang-format iproute2 procps
+  python3-mpi4py python3-numpy python3-venv
 )
 missing=()
 for p in "${packages[@]}"; do

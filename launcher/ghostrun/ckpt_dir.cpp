@@ -255,4 +255,25 @@ result<void> verify_generation(const std::string &gen, const manifest &m, bool f
     return {};
 }
 
+void mark_ended(const std::string &gen_dir) {
+    size_t slash = gen_dir.rfind('/');
+    if (slash == std::string::npos || slash == 0) return;
+    std::string dir = gen_dir.substr(0, slash), name = gen_dir.substr(slash + 1);
+    std::ifstream in(dir + "/latest");
+    std::string latest;
+    if (!in || !std::getline(in, latest) || latest != name) return; // a newer job's checkpoint
+    (void)write_durable(dir, "ended", name + "\n");
+}
+
+result<std::string> resumable_generation(const std::string &dir) {
+    std::ifstream in(dir + "/latest");
+    std::string latest;
+    if (!in || !std::getline(in, latest)) return error{"no checkpoint"};
+    std::ifstream e(dir + "/ended");
+    std::string ended;
+    if (e && std::getline(e, ended) && ended == latest)
+        return error{"the job of " + latest + " ran to its end"};
+    return resolve_generation(dir);
+}
+
 } // namespace ghost::run

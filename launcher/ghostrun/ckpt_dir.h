@@ -5,6 +5,7 @@
 //   DIR/gen-<N>/manifest.json      the job: ranks, MPI flavour, mpirun options, hosts, pids,
 //                                  program, each image's size and trailer hash, generation, time
 //   DIR/latest                     "gen-<N>\n": the newest COMPLETE generation
+//   DIR/ended                      "gen-<N>\n": a job ran to its end after gen-<N> (mark_ended)
 //
 // A generation is written as DIR/.gen-<N>.job-<JOB> (a name a restart never takes), its manifest
 // last (atomic_file, fsync'd), then the directory is fsync'd and renamed to gen-<N>, DIR fsync'd,
@@ -68,5 +69,12 @@ result<manifest> read_manifest(const std::string &gen_dir);
 // Every rank image is present, has the manifest's size and trailer hash, and (`full`) verifies
 // record by record and fits this host (image_reader.h). The reason names the rank.
 result<void> verify_generation(const std::string &gen_dir, const manifest &m, bool full);
+
+// DIR/ended holds "gen-<N>\n" when a job ran to its end (status 0) after generation N was DIR's
+// latest: a new start of the same program then starts afresh instead of resuming from it.
+void mark_ended(const std::string &gen_dir);
+// The newest complete generation of DIR a new start of a program should resume from: DIR's
+// latest, unless DIR/ended names it. An error when there is none (the reason in a few words).
+result<std::string> resumable_generation(const std::string &dir);
 
 } // namespace ghost::run

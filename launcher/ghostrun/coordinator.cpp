@@ -42,16 +42,19 @@ constexpr int kHelloTimeoutMs = 5000;
 int g_sig_pipe[2] = {-1, -1};
 pid_t g_child = -1;
 volatile sig_atomic_t g_user_stop = 0; // a user or batch system asked the job to end
+volatile sig_atomic_t g_stop_request =
+    0; // SIGUSR1: checkpoint, then stop (a batch system's warning)
 
 void on_signal(int sig, siginfo_t *si, void *) {
     int saved = errno;
-    if (sig == SIGCHLD) {
+    if (sig == SIGCHLD || sig == SIGUSR1) {
+        if (sig == SIGUSR1) g_stop_request = 1; // not forwarded: the coordinator's own
         char c = 0;
         (void)!write(g_sig_pipe[1], &c, 1);
     } else {
-        if (sig != SIGUSR1 && sig != SIGUSR2) g_user_stop = 1;
+        if (sig != SIGUSR2) g_user_stop = 1;
     }
-    if (sig != SIGCHLD && g_child > 0 && si && si->si_code != SI_KERNEL) {
+    if (sig != SIGCHLD && sig != SIGUSR1 && g_child > 0 && si && si->si_code != SI_KERNEL) {
         // A terminal's signals (SI_KERNEL) reach mpirun directly: it is in our process group.
         kill(g_child, sig);
     }
@@ -614,6 +617,25 @@ struct server {
 
     int restarts_done = 0;
 
+    // SIGUSR1 (Slurm's --signal=B:USR1@SECONDS before a time limit or preemption): as
+    // `ghost checkpoint JOB --kill` into the job's checkpoint directory; ghostrun then exits with
+    // kExitStoppedAfterCheckpoint. A checkpoint in progress becomes one that stops the job. When no
+    // checkpoint can be taken (ranks not all there yet, one finalized), the job runs on.
+    void stop_after_checkpoint() {
+        if (stopped_after_ckpt) return;
+        if (ep.ph != phase::idle && ep.ckpt) {
+            ep.kill = true;
+            note("SIGUSR1: the job stops after the checkpoint in progress");
+            return;
+        }
+        if (ep.ph != phase::idle) abort_epoch("SIGUSR1 asked for a checkpoint");
+        std::string why = begin_checkpoint(-1, cfg.ckpt_dir, true, 30000, 0);
+        if (!why.empty())
+            note("SIGUSR1: no checkpoint taken: " + why + "; the job runs on");
+        else
+            note("SIGUSR1: checkpointing into " + cfg.ckpt_dir + ", then stopping");
+    }
+
     int run(pid_t child) {
         int status = -1;
         while (status < 0) {
@@ -638,6 +660,10 @@ struct server {
                         continue;
                     }
                 }
+            }
+            if (g_stop_request) {
+                g_stop_request = 0;
+                stop_after_checkpoint();
             }
             if (p[1].revents & POLLIN) accept_on(s.tcp_fd, true);
             if (p[2].revents & POLLIN) accept_on(s.unix_fd, false);
@@ -672,6 +698,7 @@ struct server {
         }
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
         discard_generation(ep.tmp);
+        if (status == 0 && !stopped_after_ckpt && last.gen > 0) mark_ended(last.dir);
         if (stopped_after_ckpt) {
             note("stopped after its checkpoint " + last.dir + " (mpirun status " +
                  std::to_string(status) + "); go on with: ghost restart " + cfg_dir_of(last.dir));

@@ -46,12 +46,16 @@ const char *g_me = "ghostrun";
 void usage(FILE *f) {
     fprintf(
         f,
-        "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [MPIRUN "
-        "OPTIONS] PROGRAM [ARGS]\n"
+        "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [--fresh]\n"
+        "                [--mpi openmpi|mpich] [MPIRUN OPTIONS] PROGRAM [ARGS]\n"
         "       ghostrun --restart DIR [--interval SECONDS] [--auto-restart N] [MPIRUN OPTIONS]\n"
         "Runs an MPI program under mpirun with every rank split into an application half and a\n"
         "disposable MPI half. mpirun options pass through unchanged; the MPI implementation\n"
-        "(Open MPI libmpi.so.40 or MPICH libmpich.so.12) is chosen from PROGRAM's libraries.\n"
+        "(Open MPI libmpi.so.40 or MPICH libmpich.so.12) is chosen from PROGRAM's libraries\n"
+        "(for Python, from those of its mpi4py), or named with --mpi.\n"
+        "When DIR (--ckpt-dir, default ./ghost-ckpt) holds a complete checkpoint of the same\n"
+        "program, the job resumes from it (--fresh: starts afresh). SIGUSR1 to ghostrun:\n"
+        "checkpoint into DIR and stop (exit status 75; the next run resumes).\n"
         "Environment: GHOST_MPI_LIBDIR (layer libraries), GHOST_MPIRUN_OPENMPI, "
         "GHOST_MPIRUN_MPICH.\n");
 }
@@ -83,8 +87,8 @@ const std::set<std::string> &two_arg_options() {
 }
 
 struct parsed {
-    std::string ckpt_dir, interval, auto_restart, restart;
-    bool verbose = false, from_ghost = false;
+    std::string ckpt_dir, interval, auto_restart, restart, mpi;
+    bool verbose = false, from_ghost = false, fresh = false;
     std::vector<std::string> mpirun_opts;
     std::string program;
     std::vector<std::string> program_args;
@@ -117,9 +121,13 @@ parsed parse(int argc, char **argv) {
             value(name, &p.auto_restart);
         } else if (name == "--restart") {
             value(name, &p.restart);
+        } else if (name == "--mpi") {
+            value(name, &p.mpi);
         } else if (a == "--from-ghost") { // `ghost restart` runs us (hidden)
             p.from_ghost = true;
             g_me = "ghost";
+        } else if (a == "--fresh") {
+            p.fresh = true;
         } else if (a == "--ghost-verbose") {
             p.verbose = true;
         } else if (a == "--") {
@@ -358,45 +366,64 @@ int main(int argc, char **argv) {
     }
     launcher l;
     std::vector<std::string> cmd;
+    // The ranks of a checkpointed job again, under this new coordinator, after every check.
+    // `opts` are the mpirun options to place and run them (the manifest's size when without -np).
+    auto restart_from = [&](const std::string &gen, const manifest &m,
+                            std::vector<std::string> opts) {
+        if (auto v = verify_generation(gen, m, true); !v)
+            die("cannot restart from " + gen + ": " + v.err().message);
+        if (m.flavour != "openmpi" && m.flavour != "mpich")
+            die("cannot restart from " + gen + ": unknown MPI '" + m.flavour + "'");
+        std::string size = std::to_string(m.ranks.size());
+        if (std::string np = np_of(p.mpirun_opts); !np.empty() && np != size)
+            die("cannot restart from " + gen + ": the checkpoint is of " + size +
+                " ranks, -np asks for " + np +
+                (p.restart.empty() ? " (--fresh starts afresh)" : ""));
+        prepare(l, m.flavour);
+        cfg.flavour = m.flavour;
+        if (np_of(opts).empty()) {
+            opts.insert(opts.begin(), size);
+            opts.insert(opts.begin(), "-np");
+        }
+        cfg.mpirun_opts = opts;
+        cfg.argv = m.argv;
+        cfg.restarted_gen = m.generation;
+        cfg.restarted_dir = gen;
+        cfg.restarted_time = m.time;
+        l.ckpt_dir = cfg.ckpt_dir;
+        cmd = l.command(cfg.mpirun_opts, std::vector<std::string>{l.ghost_bin, "restart-rank", gen},
+                        true);
+    };
     if (!p.restart.empty()) {
-        // A checkpointed job again, under this new coordinator: everything is checked first.
         auto gen = resolve_generation(p.restart);
         if (!gen) die("cannot restart from " + p.restart + ": " + gen.err().message);
         auto m = read_manifest(*gen);
         if (!m) die("cannot restart from " + p.restart + ": " + m.err().message);
-        if (auto v = verify_generation(*gen, *m, true); !v)
-            die("cannot restart from " + *gen + ": " + v.err().message);
-        if (m->flavour != "openmpi" && m->flavour != "mpich")
-            die("cannot restart from " + *gen + ": unknown MPI '" + m->flavour + "'");
-        std::string size = std::to_string(m->ranks.size());
-        if (std::string np = np_of(p.mpirun_opts); !np.empty() && np != size)
-            die("cannot restart from " + *gen + ": the checkpoint is of " + size +
-                " ranks, -np asks for " + np);
-        prepare(l, m->flavour);
         cfg.ckpt_dir = p.ckpt_dir.empty() ? parent_dir(*gen) : absolute(p.ckpt_dir);
-        cfg.flavour = m->flavour;
-        cfg.mpirun_opts = without_placement(m->mpirun_opts);
-        if (np_of(p.mpirun_opts).empty()) {
-            cfg.mpirun_opts.push_back("-np");
-            cfg.mpirun_opts.push_back(size);
-        }
+        // The original's transport options, then this command's.
+        std::vector<std::string> opts = without_placement(m->mpirun_opts);
         for (const auto &o : p.mpirun_opts)
-            cfg.mpirun_opts.push_back(o);
-        cfg.argv = m->argv;
-        cfg.restarted_gen = m->generation;
-        cfg.restarted_dir = *gen;
-        cfg.restarted_time = m->time;
-        l.ckpt_dir = cfg.ckpt_dir;
-        cmd = l.command(cfg.mpirun_opts,
-                        std::vector<std::string>{l.ghost_bin, "restart-rank", *gen}, true);
+            opts.push_back(o);
+        restart_from(*gen, *m, opts);
     } else {
-        std::string prog = resolve_program(p.program);
-        if (prog.empty()) die("cannot run " + p.program + ": no such executable");
-        mpi_detection d = detect_mpi(prog);
+        program_plan plan = plan_program(p.program, p.program_args);
+        mpi_detection &d = plan.mpi;
         if (!d.error.empty()) die("cannot run " + p.program + ": " + d.error);
-        if (d.flavour == mpi_flavour::none)
-            die(p.program +
-                " is not an MPI program (it links neither libmpi.so.40 nor libmpich.so.12)");
+        const char *named = p.mpi.empty()        ? nullptr
+                            : p.mpi == "openmpi" ? "libmpi.so.40"
+                            : p.mpi == "mpich"   ? "libmpich.so.12"
+                                                 : "";
+        if (named && !*named) die("--mpi takes openmpi or mpich, got '" + p.mpi + "'");
+        if (named && d.flavour != mpi_flavour::none && d.library != named)
+            die("--mpi " + p.mpi + " names " + named + ", but " + p.program + " loads " +
+                d.library);
+        if (named) {
+            d.flavour = p.mpi == "openmpi" ? mpi_flavour::openmpi : mpi_flavour::mpich;
+        } else if (d.flavour == mpi_flavour::none) {
+            die(p.program + " is not an MPI program (it links neither libmpi.so.40 nor " +
+                "libmpich.so.12" + (plan.why_unknown.empty() ? "" : ": " + plan.why_unknown) +
+                "); name its MPI with --mpi openmpi|mpich");
+        }
         if (d.flavour == mpi_flavour::unsupported)
             die(p.program + " uses " + d.library +
                 "; ghost supports libmpi.so.40 (Open MPI 4.1) and libmpich.so.12 (MPICH 4.0)");
@@ -404,14 +431,29 @@ int main(int argc, char **argv) {
         prepare(l, cfg.flavour);
         cfg.ckpt_dir = absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir);
         cfg.mpirun_opts = p.mpirun_opts;
-        cfg.argv = {prog};
-        for (const auto &a : p.program_args)
-            cfg.argv.push_back(a);
+        cfg.argv = plan.command;
         l.ckpt_dir = cfg.ckpt_dir;
-        std::vector<std::string> program = {prog == p.program ? p.program : prog};
-        for (const auto &a : p.program_args)
-            program.push_back(a);
-        cmd = l.command(cfg.mpirun_opts, program, false);
+        cmd = l.command(cfg.mpirun_opts, plan.command, false);
+        // DIR holds a complete checkpoint of this very program (a requeued batch job, the job
+        // script run again): go on from it, unless told --fresh.
+        if (!p.fresh) {
+            if (auto gen = resumable_generation(cfg.ckpt_dir)) {
+                auto m = read_manifest(*gen);
+                if (!m)
+                    die("cannot resume from " + *gen + ": " + m.err().message +
+                        " (--fresh starts afresh)");
+                if (m->argv == cfg.argv && m->flavour == cfg.flavour) {
+                    fprintf(stderr, "ghostrun: resuming from %s (--fresh starts afresh)\n",
+                            gen->c_str());
+                    restart_from(*gen, *m, p.mpirun_opts);
+                } else {
+                    fprintf(stderr,
+                            "ghostrun: %s holds a checkpoint of another program (%s): starting "
+                            "afresh\n",
+                            cfg.ckpt_dir.c_str(), m->argv.empty() ? "?" : m->argv[0].c_str());
+                }
+            }
+        }
     }
     l.job = std::to_string((long)getpid());
     auto coord = coordinator_prepare(l.job);

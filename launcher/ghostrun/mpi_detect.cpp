@@ -3,7 +3,11 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -90,7 +94,192 @@ bool is_mpi_soname(const std::string &lib) {
     return std::regex_match(lib, re);
 }
 
+bool is_elf(const std::string &path) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char m[SELFMAG];
+    bool ok = read_at(fd, m, SELFMAG, 0) && memcmp(m, ELFMAG, SELFMAG) == 0;
+    close(fd);
+    return ok;
+}
+
+std::string base_name(const std::string &path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// python, python3, python3.11 (the names a Python interpreter goes by).
+bool python_name(const std::string &path) {
+    static const std::regex re(R"(^python[0-9.]*$)");
+    return std::regex_match(base_name(path), re);
+}
+
+// A script's `#!INTERPRETER [ARG]` line; false without one.
+bool shebang(const std::string &path, std::string *interp, std::string *arg) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[256] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    if (n < 3 || buf[0] != '#' || buf[1] != '!') return false;
+    std::string line(buf + 2, (size_t)n - 2);
+    line = line.substr(0, line.find('\n'));
+    size_t b = line.find_first_not_of(" \t");
+    if (b == std::string::npos) return false;
+    size_t e = line.find_first_of(" \t", b);
+    *interp = line.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    arg->clear();
+    if (e != std::string::npos) {
+        size_t ab = line.find_first_not_of(" \t", e);
+        if (ab != std::string::npos) {
+            *arg = line.substr(ab);
+            arg->erase(arg->find_last_not_of(" \t\r") + 1);
+        }
+    }
+    return true;
+}
+
+// The first line `argv` prints on stdout (stdin and stderr closed to /dev/null), within 20 s;
+// empty when it fails.
+std::string first_line_of(const std::vector<std::string> &argv) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return {};
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return {};
+    }
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 2);
+        dup2(p[1], 1);
+        std::vector<char *> av;
+        for (const auto &a : argv)
+            av.push_back(const_cast<char *>(a.c_str()));
+        av.push_back(nullptr);
+        execv(av[0], av.data());
+        _exit(127);
+    }
+    close(p[1]);
+    std::string out;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left =
+            20000 - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+        struct pollfd pf = {p[0], POLLIN, 0};
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0) {
+            kill(pid, SIGKILL);
+            out.clear();
+            break;
+        }
+        char buf[4096];
+        ssize_t n = read(p[0], buf, sizeof buf);
+        if (n <= 0 || out.size() > 65536) break;
+        out.append(buf, (size_t)n);
+    }
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return {};
+    return out.substr(0, out.find('\n'));
+}
+
+// The interpreter a Python command really is: itself when it is an ELF executable (a venv's
+// python stays the venv's), else (a shell script, a shim) what it reports as sys.executable.
+std::string real_python(const std::string &python, std::string *why) {
+    if (is_elf(python)) return python;
+    std::string exe = first_line_of({python, "-c", "import sys; print(sys.executable)"});
+    if (exe.empty() || exe[0] != '/' || !is_elf(exe)) {
+        *why = python + " is a script that did not name a Python interpreter (sys.executable)";
+        return {};
+    }
+    return exe;
+}
+
+// The MPI that `python`'s mpi4py loads: its MPI extension module's libraries. find_spec imports
+// the mpi4py package only, never mpi4py.MPI (which would initialise MPI).
+mpi_detection mpi4py_mpi(const std::string &python, std::string *why) {
+    std::string origin =
+        first_line_of({python, "-c",
+                       "import importlib.util as u; s = u.find_spec('mpi4py.MPI'); "
+                       "print(s.origin if s and s.origin else '')"});
+    if (origin.empty() || origin[0] != '/') {
+        *why = python + " has no mpi4py";
+        return {};
+    }
+    mpi_detection d = detect_mpi(origin);
+    if (!d.error.empty()) {
+        *why = "cannot inspect mpi4py's " + origin + ": " + d.error;
+        return {};
+    }
+    if (d.flavour == mpi_flavour::none) *why = "mpi4py's " + origin + " links no MPI library";
+    return d;
+}
+
 } // namespace
+
+program_plan plan_program(const std::string &name, const std::vector<std::string> &args) {
+    program_plan plan;
+    std::string prog = resolve_program(name);
+    if (prog.empty()) {
+        plan.mpi.error = "no such executable";
+        return plan;
+    }
+    std::string python; // the interpreter when the program is Python
+    if (is_elf(prog)) {
+        plan.command = {prog};
+        plan.mpi = detect_mpi(prog);
+        if (!plan.mpi.error.empty() || plan.mpi.flavour != mpi_flavour::none || !python_name(prog))
+            goto done;
+        python = prog;
+    } else {
+        std::string interp, arg;
+        if (!shebang(prog, &interp, &arg)) {
+            plan.mpi.error = prog + " is neither an ELF executable nor a script with a #! line";
+            return plan;
+        }
+        if (python_name(prog)) { // `python3` itself is a script: pyenv's shim, a wrapper
+            python = real_python(prog, &plan.why_unknown);
+            if (python.empty()) {
+                plan.mpi.error = plan.why_unknown;
+                return plan;
+            }
+            plan.command = {python};
+        } else {
+            // A Python script: #!/usr/bin/python3, or #!/usr/bin/env python3 (PATH decides).
+            std::string py = base_name(interp) == "env" && arg.find(' ') == std::string::npos
+                                 ? resolve_program(arg)
+                                 : interp;
+            if (py.empty() || !python_name(py)) {
+                plan.command = {name};
+                plan.why_unknown = prog + " is a script run by " + interp +
+                                   (arg.empty() ? "" : " " + arg) +
+                                   ", which ghostrun cannot look into";
+                goto done;
+            }
+            std::string why;
+            python = real_python(py, &why);
+            if (python.empty()) {
+                plan.mpi.error = why;
+                return plan;
+            }
+            plan.command = {python, prog};
+        }
+    }
+    plan.mpi = mpi4py_mpi(python, &plan.why_unknown);
+    if (plan.mpi.flavour == mpi_flavour::none && plan.why_unknown.empty())
+        plan.why_unknown = python + " links no MPI library";
+done:
+    for (const auto &a : args)
+        plan.command.push_back(a);
+    return plan;
+}
 
 std::string resolve_program(const std::string &name) {
     auto ok = [](const std::string &p) {

@@ -17,6 +17,9 @@
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
 #            it; the previous generation stays `latest`, no debris; the job is restarted from it
 #   ended    a checkpoint of a job that has ended is refused with one line
+#   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
+#            command again resumes from it and ends the job; once more, it starts afresh (the job
+#            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
 set -u
 mode=$1 flavour=$2 np=$3 prog=$4
@@ -208,6 +211,32 @@ auto)
   finish 0
   same_as_native "$work/run.out"
   ;;
+usr1)
+  run=("$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms)
+  start run "${run[@]}"
+  kill -USR1 "$job" # ghostrun's pid
+  finish 75
+  grep -q "^ghostrun: job $job: stopped after its checkpoint $ck/gen-1 " "$work/run.err" ||
+    fail "ghostrun did not stop after a checkpoint"
+  start run2 "${run[@]}"
+  grep -q "^ghostrun: resuming from $ck/gen-1 (--fresh starts afresh)$" "$work/run2.err" ||
+    fail "the same command did not resume from gen-1"
+  finish 0
+  same_as_native "$work/run.out" "$work/run2.out"
+  [ "$(cat "$ck/ended")" = gen-1 ] || fail "no ended marker for gen-1"
+  # The job ran to its end: the same command again is a new job.
+  timeout -k 5 "$timeout_s" "${run[@]}" >"$work/run3.out" 2>"$work/run3.err" || fail "the third run failed"
+  grep -q resuming "$work/run3.err" && fail "the third run resumed a job that had ended"
+  same_as_native "$work/run3.out"
+  start run4 "${run[@]}"
+  kill -USR1 "$job"
+  finish 75
+  [ "$(cat "$ck/latest")" = gen-2 ] || fail "the fourth run's checkpoint is not gen-2"
+  timeout -k 5 "$timeout_s" "$GHOSTRUN" --fresh --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms \
+    >"$work/run5.out" 2>"$work/run5.err" || fail "the --fresh run failed"
+  grep -q resuming "$work/run5.err" && fail "--fresh resumed"
+  same_as_native "$work/run5.out"
+  ;;
 ended)
   timeout -k 5 "$timeout_s" "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 5 0 >"$work/run.out" 2>"$work/run.err" ||
     fail "the job failed"
@@ -215,7 +244,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1 FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Start-up of the split process: the LD_PRELOAD constructor starts the lower half (only in a
-// process whose executable needs the flavour's MPI soname), binds the function table and predefined
-// handles, and hands out one lower TLS per upper thread.
+// process that has the flavour's MPI soname loaded; in one that loads it later with dlopen, the
+// first MPI call does), binds the function table and predefined handles, and hands out one lower
+// TLS per upper thread.
 #include "runtime.h"
 
 #include <dirent.h>
@@ -151,26 +152,35 @@ void guard_brk() {
     if (g != MAP_FAILED) attribution_note_upper_guard((uintptr_t)g, (uintptr_t)g + 16 * 4096);
 }
 
-bool wanted() {
+bool disabled() {
     const char *off = getenv("GHOST_MPI_DISABLE");
-    if (off && *off && strcmp(off, "0") != 0) return false;
-    // Only in a process that links the flavour's MPI library (the stub): not in mpirun, shells,
-    // children.
-    void *h = dlopen(GHOST_MPI_SONAME, RTLD_LAZY | RTLD_NOLOAD);
-    if (!h) return false;
-    dlclose(h);
-    return true;
+    return off && *off && strcmp(off, "0") != 0;
 }
 
-bool g_start_attempted = false;
+// Only in a process that has the flavour's MPI library (the stub) loaded: not in mpirun, shells,
+// children. A stub that came with a dlopen'ed module (mpi4py's) is in that module's local scope
+// only: made global (and kept), the predefined objects are found where the executable's are.
+bool soname_loaded() {
+    return dlopen(GHOST_MPI_SONAME, RTLD_LAZY | RTLD_NOLOAD | RTLD_GLOBAL) != nullptr;
+}
 
-// Runs as a constructor, or earlier from the first MPI call when another library's constructor
-// calls MPI before ours ran (Open MPI's C++ bindings do): initialiser order across LD_PRELOAD is
-// not ours.
+std::atomic<bool> g_start_attempted{false};
+std::mutex g_start_mu;
+
+// Runs as a constructor, or later from the first MPI call: earlier than our constructor when
+// another library's constructor calls MPI (Open MPI's C++ bindings do: initialiser order across
+// LD_PRELOAD is not ours), or long after it in a process that loads MPI with dlopen (Python's
+// mpi4py imports an extension module that needs the soname): there the constructor found no MPI
+// and left the start to the first call.
 __attribute__((constructor)) void ghost_mpi_start() {
-    if (g_start_attempted) return;
-    g_start_attempted = true;
-    if (!wanted()) return;
+    std::lock_guard<std::mutex> start_guard(g_start_mu);
+    if (g_start_attempted.load()) return;
+    if (disabled()) {
+        g_start_attempted.store(true);
+        return;
+    }
+    if (!soname_loaded()) return; // not (yet) an MPI process
+    g_start_attempted.store(true);
     g_have_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; // HWCAP2_FSGSBASE
     const char *force = getenv("GHOST_MPI_FORCE_ARCH_PRCTL");
     if (force && *force == '1') g_have_fsgsbase = false;
@@ -207,6 +217,7 @@ __attribute__((constructor)) void ghost_mpi_start() {
         hook_rc = g_handoff.install_hooks();
     }
     attribution_after_lower(res, hook_rc == 0);
+    signals_adopt_installed();
 }
 
 } // namespace
@@ -224,7 +235,7 @@ void fatal(const char *what, const char *detail) {
 }
 
 uintptr_t acquire_lower_fs() {
-    if (!g_active && !g_start_attempted) ghost_mpi_start();
+    if (!g_active && !g_start_attempted.load()) ghost_mpi_start();
     for (uint32_t r; (r = __atomic_load_n(&g_restarting, __ATOMIC_ACQUIRE)) != 0;)
         syscall(SYS_futex, &g_restarting, FUTEX_WAIT_PRIVATE, r, nullptr, nullptr, 0);
     if (g_active && t_lower_fs)

@@ -21,6 +21,10 @@ extern __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec")));
 // message when the lower half is not running (not an MPI process, or start-up failed).
 uintptr_t acquire_lower_fs();
 
+// Puts the trampoline in front of the signal handlers installed before the layer started (a
+// process that loads MPI late, e.g. Python with mpi4py); the ghost agent's handlers stay direct.
+void signals_adopt_installed();
+
 // Upper thread pointer of the upper thread currently borrowing lower TCB `lower_fs`; 0 if none
 // (a lower helper thread). Async-signal-safe, no TLS.
 uintptr_t upper_fs_for(uintptr_t lower_fs);

@@ -51,6 +51,30 @@ bool wrapped(void *h) {
 }
 
 } // namespace
+
+void signals_adopt_installed() {
+    sigaction_fn real = real_sigaction();
+    // The ghost agent's park handler must see the interrupted FS: it stays as it is.
+    Dl_info agent = {};
+    void *reg = dlsym(RTLD_DEFAULT, "ghost_agent_register");
+    if (reg && !dladdr(reg, &agent)) agent.dli_fbase = nullptr;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        struct sigaction cur = {};
+        if (real(sig, nullptr, &cur) != 0) continue;
+        void *fn = (cur.sa_flags & SA_SIGINFO) ? (void *)cur.sa_sigaction : (void *)cur.sa_handler;
+        if (fn == (void *)SIG_IGN || fn == (void *)SIG_DFL || wrapped(fn)) continue;
+        Dl_info where = {};
+        if (agent.dli_fbase && dladdr(fn, &where) && where.dli_fbase == agent.dli_fbase) continue;
+        g_handlers[sig].flags.store(cur.sa_flags);
+        g_handlers[sig].fn.store(fn, std::memory_order_release);
+        struct sigaction mine = cur;
+        mine.sa_flags |= SA_SIGINFO;
+        mine.sa_sigaction = trampoline;
+        if (real(sig, &mine, nullptr) != 0) g_handlers[sig].fn.store(nullptr);
+    }
+}
+
 } // namespace ghost::mpi
 
 using namespace ghost::mpi;

@@ -795,6 +795,19 @@ class Env:
         r3, third = launch("third")
         if os.path.exists(gone_sock):
             self.failures.append("ghost launch kept the stale socket of a gone process")
+        # A killed ghostrun leaves job-<its pid>.sock; a rank that later gets that pid still
+        # checkpoints itself (`ghost checkpoint --image IMAGE PID`: a process, never a job).
+        plant_socket(f"job-{live}")
+        image = os.path.join(self.work, "reused-pid.ghost")
+        p = self.popen([self.ghost, "checkpoint", "--image", image, str(live)], "ghost checkpoint --image", env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            o, e = p.communicate(timeout=self.a.cmd_timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure("ghost checkpoint --image did not finish (hang)") from None
+        if p.returncode != 0 or not os.path.isfile(image):
+            self.failures.append(f"ghost checkpoint --image of pid {live} with a stale job-{live}.sock failed "
+                                 f"({p.returncode}): {e.decode().strip()}")
         for p in (live, third):
             os.kill(p, signal.SIGKILL)
         self.wait_exit(r2, "ghost launch (live)")
