@@ -99,6 +99,13 @@ RECORD_ARRAYS = {
 
 # Quiescence (upper/quiesce.h). Blocking collectives advance their communicator's collective clock
 # at the gate; '_c' (large count) variants follow their base name.
+# Calls that set or delete an attribute: (kind of the object, set?).
+ATTR_CALLS = {
+    'MPI_Comm_set_attr': ('comm', True), 'MPI_Attr_put': ('comm', True),
+    'MPI_Type_set_attr': ('datatype', True), 'MPI_Win_set_attr': ('win', True),
+    'MPI_Comm_delete_attr': ('comm', False), 'MPI_Attr_delete': ('comm', False),
+    'MPI_Type_delete_attr': ('datatype', False), 'MPI_Win_delete_attr': ('win', False),
+}
 COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_Gather', 'MPI_Gatherv',
                'MPI_Scatter', 'MPI_Scatterv', 'MPI_Allgather', 'MPI_Allgatherv', 'MPI_Alltoall',
                'MPI_Alltoallv', 'MPI_Alltoallw', 'MPI_Reduce_scatter', 'MPI_Reduce_scatter_block',
@@ -320,6 +327,11 @@ def gen_wrapper(d, idx, fl):
             parent = comms[0] if (api in COMM_CHAINED and comms) else None
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::comm_created((uintptr_t)*%s, %s);'
                         % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
+    if api in ATTR_CALLS:
+        # Attributes live in the lower half: a checkpoint refuses while one is set (restart.cpp).
+        k, is_set = ATTR_CALLS[api]
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::attr_note(ghost::mpi::kind::%s, (uintptr_t)%s, %s, %s);'
+                    % (k, d.params[0].name, d.params[1].name, 'true' if is_set else 'false'))
     if api in ('MPI_Init', 'MPI_Init_thread'):
         prov = [p.name for p in d.params if p.name == 'provided']
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(%s);' % ('*' + prov[0] if prov else '-1'))

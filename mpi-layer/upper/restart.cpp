@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <mutex>
+#include <set>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -389,6 +392,42 @@ void free_lower(kind k, uintptr_t l, uintptr_t fs) {
     }
 }
 
+// --- attributes ---------------------------------------------------------------------------------
+
+struct attr_key {
+    kind k;
+    uintptr_t object;
+    int keyval;
+    bool operator<(const attr_key &o) const {
+        return std::tie(k, object, keyval) < std::tie(o.k, o.object, o.keyval);
+    }
+};
+std::mutex g_attr_mu;
+std::set<attr_key> *g_attrs; // set, not yet deleted (the object may have been freed since)
+
+// The first attribute still set on a live object, or false. Entries of freed objects go.
+bool live_attribute(attr_key *out) {
+    std::lock_guard<std::mutex> g(g_attr_mu);
+    if (!g_attrs) return false;
+    for (auto it = g_attrs->begin(); it != g_attrs->end();) {
+        vobj *v = nullptr;
+        if (it->k == KC)
+            v = decode<KC>((C)it->object);
+        else if (it->k == KT)
+            v = decode<KT>((T)it->object);
+        else
+            v = decode<kind::win>((MPI_Win)it->object);
+        // Predefined objects of MPICH have no vobj: live all the same.
+        bool live = !v || (v->magic == kVobjMagic && v->k == it->k);
+        if (live) {
+            *out = *it;
+            return true;
+        }
+        it = g_attrs->erase(it);
+    }
+    return false;
+}
+
 // --- the hooks ----------------------------------------------------------------------------------
 
 int quiesce(void *, char *why, size_t why_len) {
@@ -416,6 +455,13 @@ int quiesce(void *, char *why, size_t why_len) {
     g_state.size = size;
     if (fin) {
         snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
+        return -1;
+    }
+    if (attr_key a; live_attribute(&a)) {
+        snprintf(why, why_len,
+                 "rank %d: an attribute (keyval %d) is set on a %s: attributes cannot be carried "
+                 "to a fresh MPI library yet",
+                 rank, a.keyval, kind_name(a.k));
         return -1;
     }
     // Requests: complete ones keep their status in upper memory; pending ones are posted again by
@@ -581,4 +627,14 @@ __attribute__((constructor)) void register_with_agent() {
 }
 
 } // namespace
+
+void attr_note(kind k, uintptr_t object, int keyval, bool set) {
+    std::lock_guard<std::mutex> g(g_attr_mu);
+    if (!g_attrs) g_attrs = new std::set<attr_key>();
+    if (set)
+        g_attrs->insert({k, object, keyval});
+    else
+        g_attrs->erase({k, object, keyval});
+}
+
 } // namespace ghost::mpi

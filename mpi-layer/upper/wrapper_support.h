@@ -107,4 +107,8 @@ bool bind_null(kind k, const char *sym, void *lower, const char **why);
 void bind_function(const char *sym, void *lower);
 void bind_value(const char *sym, void *lower_var);
 
+// An attribute set on (or deleted from) an object: attributes live in the lower half, so a
+// checkpoint refuses while one is set on a live object (restart.cpp).
+void attr_note(kind k, uintptr_t object, int keyval, bool set);
+
 } // namespace ghost::mpi
