@@ -137,9 +137,13 @@ long read_line(int fd, char *out, size_t out_size, int timeout_ms) {
     return -1;
 }
 
+// Sockets are written with MSG_NOSIGNAL: a peer that has gone (a job that ended while `ghost
+// checkpoint` asked it) is an error to report, not a SIGPIPE that kills the writer (or, in the
+// agent, the program).
 bool write_all(int fd, const char *buf, size_t len) {
     while (len) {
-        ssize_t n = write(fd, buf, len);
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK) n = write(fd, buf, len);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return false;
         buf += n;

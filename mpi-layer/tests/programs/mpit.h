@@ -12,6 +12,11 @@
 static int mpit_rank, mpit_size, mpit_failures;
 static int mpit_checks __attribute__((unused));
 static const char *mpit_name = "test";
+/* Repetitions of a program's whole body (its first argument, default 1): long enough runs for
+ * checkpoints at random moments (run_job_random.sh); every repetition checks itself again. */
+static int mpit_iters = 1;
+
+#define MPIT_REPEAT for (int mpit_iter = 0; mpit_iter < mpit_iters; mpit_iter++)
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -30,6 +35,7 @@ static inline void mpit_init(int *argc, char ***argv, const char *name) {
     MPI_Init(argc, argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
+    if (*argc > 1 && atoi((*argv)[1]) > 0) mpit_iters = atoi((*argv)[1]);
 }
 
 static inline int mpit_finish(void) {
