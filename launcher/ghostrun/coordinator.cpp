@@ -215,6 +215,7 @@ struct server {
                             " on " + c.host + ") " + why);
         }
         if (!c.is_rank && c.fd == ep.cli_fd) ep.cli_fd = -1;
+        if (!c.is_rank && c.fd == waiting.cli) waiting.cli = -1;
         close(c.fd);
         c.fd = -1;
     }
@@ -455,15 +456,43 @@ struct server {
         if (ckpt && cli < 0) note("periodic checkpoint failed: " + why + "; the job resumed");
     }
 
+    static constexpr const char *kNotYet = " has not connected yet";
+
+    // A `ghost checkpoint` that came while ranks were still starting (a job just launched or
+    // restarted): begun once they have all connected, or refused at its deadline.
+    struct waiting_checkpoint {
+        int cli = -1;
+        std::string dir;
+        bool kill = false;
+        long quiesce_ms = 0, save_ms = 0;
+        clock_type::time_point deadline;
+    } waiting;
+
+    static bool not_yet(const std::string &why) {
+        return why == "no rank has connected yet" ||
+               (why.size() > strlen(kNotYet) &&
+                why.compare(why.size() - strlen(kNotYet), std::string::npos, kNotYet) == 0);
+    }
+
+    void retry_waiting() {
+        if (waiting.cli < 0) return;
+        std::string why = begin_checkpoint(waiting.cli, waiting.dir, waiting.kill,
+                                           waiting.quiesce_ms, waiting.save_ms);
+        if (!why.empty() && not_yet(why) && clock_type::now() < waiting.deadline) return;
+        if (!why.empty()) send_line(waiting.cli, "ERROR " + why);
+        waiting.cli = -1;
+    }
+
     // Empty when every rank is connected and none has finalized, else why not.
     std::string job_not_ready() {
         if (job_size == 0) return "no rank has connected yet";
-        std::vector<int> seen(job_size, 0);
+        std::vector<int> seen(job_size, -1); // -1: never connected, 0: gone
         for (auto &r : conns)
             if (r.is_rank && r.hello && r.rank >= 0 && r.rank < job_size)
                 seen[r.rank] = r.state == "finalized" ? 2 : r.fd >= 0 && r.state != "lost" ? 1 : 0;
         for (int r = 0; r < job_size; r++) {
-            if (seen[r] == 0) return "rank " + std::to_string(r) + " is not connected";
+            if (seen[r] == -1) return "rank " + std::to_string(r) + kNotYet;
+            if (seen[r] == 0) return "rank " + std::to_string(r) + " is not connected any more";
             if (seen[r] == 2) return "rank " + std::to_string(r) + " has called MPI_Finalize";
         }
         return "";
@@ -530,6 +559,16 @@ struct server {
                 return send_line(c.fd, "ERROR the checkpoint directory must be absolute");
             std::string why =
                 begin_checkpoint(c.fd, dir, w[1] == "1", atol(w[2].c_str()), atol(w[3].c_str()));
+            if (!why.empty() && not_yet(why) && waiting.cli < 0) {
+                long ms = atol(w[2].c_str());
+                waiting = {c.fd,
+                           dir,
+                           w[1] == "1",
+                           atol(w[2].c_str()),
+                           atol(w[3].c_str()),
+                           clock_type::now() + std::chrono::milliseconds(ms > 0 ? ms : 10000)};
+                return;
+            }
             if (!why.empty()) send_line(c.fd, "ERROR " + why);
         } else {
             send_line(c.fd, "ERROR unknown request " + w[0]);
@@ -681,6 +720,7 @@ struct server {
                     c.fd = -1;
                 }
             check_deadline();
+            retry_waiting();
             if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
                 next_periodic = now + interval();
                 // Not before every rank is there, nor after one finalized: silently skipped.

@@ -210,6 +210,10 @@ save_result save_image(const std::string &e, const std::string &line) {
     int rc = -1;
     if (!request || !wait)
         snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
+    // The requests are settled here, by this thread (the rank holds quiescent): the agent's
+    // manager, which runs the component hooks, then needs no lower call for them.
+    else if (requests_before_checkpoint(g_rank, req_convert, why, sizeof why) != 0)
+        ;
     else if (request(path.c_str(), 0) != 0)
         snprintf(why, sizeof why,
                  "the agent cannot start a checkpointer (no ghost binary known, "

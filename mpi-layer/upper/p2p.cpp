@@ -1040,19 +1040,40 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
 namespace {
 struct ckpt_ctx {
     int rank;
-    bool quiescent; // else application threads may be using the requests: only look
+    req_mode mode;
     char *why;
     size_t why_len;
     bool refused;
 };
 
+// What a restart can post again (or complete: a send's receiver has its message once the
+// quiesce's counts agreed).
+bool repostable(const vobj *v) {
+    const bool persistent = v->qflags & kQPersistent;
+    return (v->qflags & kQActive) && !(v->qflags & kQCancel) &&
+           ((v->qflags & (kQIsend | kQSend)) ||
+            ((v->qflags & kQRecv) && (persistent || v->ra.comm)));
+}
+
+// Nothing here changes what the running rank does with its requests (a checkpoint without
+// --kill goes on as if none was taken): completions are only recorded, for a restart.
 void request_before_checkpoint(vobj *v, void *arg) {
     auto *cx = (ckpt_ctx *)arg;
     if (cx->refused || v->done) return;
     const bool persistent = v->qflags & kQPersistent;
     if (persistent && !(v->qflags & kQActive)) return; // inactive: its record makes it again
     if (v->lower == (uintptr_t)L.req_null) return;
-    if (!cx->quiescent) {
+    const char *kind_why =
+        "a pending nonblocking request that is not a point-to-point send or receive (a "
+        "nonblocking collective, MPI_Imrecv, a generalized or cancelled request) cannot be "
+        "carried yet";
+    if (cx->mode == req_check) { // after req_convert, by the agent's manager: no lower calls
+        if (v->ckpt_done || repostable(v)) return;
+        snprintf(cx->why, cx->why_len, "rank %d: %s", cx->rank, kind_why);
+        cx->refused = true;
+        return;
+    }
+    if (cx->mode == req_refuse) {
         snprintf(cx->why, cx->why_len,
                  "rank %d: a nonblocking request is pending and the job is not quiesced: "
                  "checkpoint the whole job (ghost checkpoint JOB)",
@@ -1060,53 +1081,43 @@ void request_before_checkpoint(vobj *v, void *arg) {
         cx->refused = true;
         return;
     }
-    int flag = 0;
+    int flag = 0, bytes = 0;
     MPI_Status st;
     {
         lower_call lc;
         if (L.Request_get_status((MPI_Request)v->lower, &flag, &st) != MPI_SUCCESS) flag = 0;
+        if (flag) L.Get_count(&st, L.byte, &bytes);
     }
     if (!flag) {
-        // Pending: a receive is posted again by a restart; a send's receiver already has its
-        // message (the quiesce's counts agreed). Anything else cannot be carried yet.
-        if ((v->qflags & kQCancel) || !(v->qflags & (kQRecv | kQIsend | kQSend)) ||
-            ((v->qflags & kQRecv) && !persistent && !v->ra.comm)) {
-            snprintf(cx->why, cx->why_len,
-                     "rank %d: a pending nonblocking request that is not a point-to-point send or "
-                     "receive (a nonblocking collective, MPI_Imrecv, a generalized or cancelled "
-                     "request) cannot be carried yet",
-                     cx->rank);
+        free(v->ckpt_done);
+        v->ckpt_done = nullptr;
+        if (!repostable(v)) {
+            snprintf(cx->why, cx->why_len, "rank %d: %s", cx->rank, kind_why);
             cx->refused = true;
         }
         return;
     }
-    // Complete in the lower half: complete it there (freeing the lower request) and keep its
-    // status in the upper half, so that its Wait/Test needs nothing of this lower half.
-    done_status *d = (done_status *)malloc(sizeof *d);
-    if (!d) {
+    if (!v->ckpt_done) v->ckpt_done = malloc(sizeof(done_status));
+    if (!v->ckpt_done) {
         snprintf(cx->why, cx->why_len, "rank %d: out of memory", cx->rank);
         cx->refused = true;
         return;
     }
-    int bytes = 0, cancelled = 0;
-    MPI_Request l = (MPI_Request)v->lower;
-    {
-        lower_call lc;
-        L.Get_count(&st, L.byte, &bytes);
-        if (v->qflags & kQCancel) L.Test_cancelled(&st, &cancelled);
-        int f = 0;
-        L.Test(&l, &f, MPI_STATUS_IGNORE);
-    }
-    if ((v->qflags & kQRecv) && !(v->qflags & kQCounted) && !cancelled) count_recv();
-    *d = {st.MPI_SOURCE, st.MPI_TAG, MPI_SUCCESS, bytes}; // MPI_ERROR: unset by single completions
-    v->done = d;
-    if (!persistent) v->lower = (uintptr_t)kFakeReq; // a persistent one stays, inactive now
-    v->qflags = (v->qflags & ~(kQActive | kQCounted | kQCancel)) | kQDone;
+    // (MPI_ERROR is left unset by single completions.)
+    *(done_status *)v->ckpt_done = {st.MPI_SOURCE, st.MPI_TAG, MPI_SUCCESS, bytes};
 }
 
 void request_after_restart(vobj *v, void *) {
-    if (v->done || !(v->qflags & kQActive)) return;
+    if (v->done) return;
     const bool persistent = v->qflags & kQPersistent;
+    if (v->ckpt_done) { // complete at the checkpoint: complete in the upper half now
+        v->done = v->ckpt_done;
+        v->ckpt_done = nullptr;
+        if (!persistent) v->lower = (uintptr_t)kFakeReq; // persistent: the replayed one
+        v->qflags = (v->qflags & ~(kQActive | kQCounted | kQCancel)) | kQDone;
+        return;
+    }
+    if (!(v->qflags & kQActive)) return;
     if (v->qflags & (kQIsend | kQSend)) {
         done_status *d = (done_status *)malloc(sizeof *d);
         if (!d) fatal("cannot carry a send request", "out of memory");
@@ -1144,9 +1155,9 @@ void request_after_restart(vobj *v, void *) {
 }
 } // namespace
 
-int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len) {
+int requests_before_checkpoint(int rank, req_mode mode, char *why, size_t why_len) {
     if (!L.ready) return 0;
-    ckpt_ctx cx{rank, quiescent, why, why_len, false};
+    ckpt_ctx cx{rank, mode, why, why_len, false};
     requests_visit(request_before_checkpoint, &cx);
     return cx.refused ? -1 : 0;
 }

@@ -149,7 +149,12 @@ void quiesce_before_finalize();
 // At a checkpoint (manager thread, this rank quiescent): requests complete in the lower half become
 // complete in the upper half (their status kept); a pending one that a restart could not re-post
 // refuses with a reason in `why`. 0 or -1.
-int requests_before_checkpoint(int rank, bool quiescent, char *why, size_t why_len);
+// req_convert: this rank holds quiescent and the caller may call the lower half (the
+// coordinator thread, before it asks for the image); req_check: quiescent, no lower calls (the
+// agent's hook: what is pending must be of a kind a restart re-posts); req_refuse: not quiescent
+// (any pending request refuses).
+enum req_mode { req_convert, req_check, req_refuse };
+int requests_before_checkpoint(int rank, req_mode mode, char *why, size_t why_len);
 bool rank_quiescent(); // coord_client.cpp: this rank holds in a quiesce epoch
 // In a restored rank, after the records are replayed: the lower functions and handles quiescence
 // uses, the communicators' lower handles, pending receives re-posted, pending sends complete (their

@@ -466,7 +466,9 @@ int quiesce(void *, char *why, size_t why_len) {
     }
     // Requests: complete ones keep their status in upper memory; pending ones are posted again by
     // a restart (only in a quiescent rank: no message in flight, no thread inside MPI).
-    if (requests_before_checkpoint(rank, rank_quiescent(), why, why_len) != 0) return -1;
+    if (requests_before_checkpoint(rank, rank_quiescent() ? req_check : req_refuse, why, why_len) !=
+        0)
+        return -1;
     list_comms();
     for (const auto &[r, v] : live_records()) {
         replay p{r, true};

@@ -70,6 +70,7 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->qflags = 0;
     v->peer = -1;
     v->done = nullptr;
+    v->ckpt_done = nullptr;
 }
 
 void record_unlink(record *r) {
@@ -272,6 +273,7 @@ vobj *request_new(kind k, uintptr_t lower) {
     v->qflags = t_req_init.qflags;
     v->peer = t_req_init.peer;
     v->done = t_req_init.done;
+    v->ckpt_done = nullptr;
     if (t_req_init.qflags & kQRecv) v->ra = t_req_init.ra;
     if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr, {}};
     return v;
@@ -280,6 +282,8 @@ vobj *request_new(kind k, uintptr_t lower) {
 void request_free(vobj *v) {
     free(v->done);
     v->done = nullptr;
+    free(v->ckpt_done);
+    v->ckpt_done = nullptr;
     v->ext = nullptr;
     v->qflags = 0;
     if (v->keep) { // two lower-side arrays (see keep_alive)

@@ -82,6 +82,8 @@ struct vobj {
     int32_t peer;    // persistent sends: destination (comm rank); with ext = comm_info
     void *done;      // requests completed in the upper half: their status (malloc'd)
     recv_args ra;    // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
+    void *ckpt_done; // requests complete in the lower half at the last checkpoint: their status
+                     // (malloc'd); a restart completes them with it in the upper half
 };
 
 // Request bookkeeping for quiescence (vobj::qflags).
