@@ -12,6 +12,8 @@
 //   total rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
 //   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent
 //   coordinator: RESUME <epoch>                          rank: RESUMED <epoch>
+//   coordinator: STOP <epoch>     (checkpoint --kill, every image durable) the rank kills itself
+//                                 with SIGKILL, still quiescent: it runs no step past its image
 //   coordinator: SAVE <epoch> <timeout_ms> <image path>  (a checkpoint, after QUIESCED) the rank
 //                has its agent write its image there (ghost_agent_request_checkpoint, then
 //                ghost_agent_checkpoint_wait(timeout_ms)), still quiescent

@@ -411,9 +411,12 @@ struct server {
         if (ep.kill) {
             // The images are durable: the whole job goes, ranks through their mpirun.
             stopped_after_ckpt = true;
+            std::string stop = "STOP " + std::to_string(ep.id);
             ep = epoch_state{};
-            for (auto *c : live_ranks())
+            for (auto *c : live_ranks()) {
+                send_line(c->fd, stop); // each rank ends itself, still quiescent
                 c->state = "stopped";
+            }
             if (g_child > 0) kill(g_child, SIGTERM);
             return;
         }

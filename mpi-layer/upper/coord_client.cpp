@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -371,6 +372,11 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         std::string l;
         int rr = read_line(&l, 20);
         if (rr < 0) return fail(w_gone, "");
+        if (rr > 0 && l.rfind("STOP " + e, 0) == 0) {
+            // checkpoint --kill: the images are durable and the job must not run one step past
+            // them (its output would be printed twice once restarted). Nothing is flushed.
+            syscall(SYS_kill, getpid(), SIGKILL);
+        }
         if (rr > 0 && l.rfind("SAVE " + e + " ", 0) == 0) {
             // In a restored copy of the rank (save_restored), the restore ends this epoch
             // (coord_after_restore asks for the resume below) and the client connects to the new

@@ -1091,15 +1091,15 @@ void request_before_checkpoint(vobj *v, void *arg) {
     if (!flag) {
         free(v->ckpt_done);
         v->ckpt_done = nullptr;
-        if (!repostable(v)) {
-            snprintf(cx->why, cx->why_len, "rank %d: %s", cx->rank, kind_why);
+        if (!repostable(v)) { // (the coordinator names the rank of this thread's answer)
+            snprintf(cx->why, cx->why_len, "%s", kind_why);
             cx->refused = true;
         }
         return;
     }
     if (!v->ckpt_done) v->ckpt_done = malloc(sizeof(done_status));
     if (!v->ckpt_done) {
-        snprintf(cx->why, cx->why_len, "rank %d: out of memory", cx->rank);
+        snprintf(cx->why, cx->why_len, "out of memory");
         cx->refused = true;
         return;
     }
