@@ -45,7 +45,7 @@ static void latency(char *sbuf, char *rbuf) {
 static void bandwidth(char *sbuf, char *rbuf) {
     enum { W = 64 };
     MPI_Request rq[W];
-    for (size_t bytes = 8; bytes <= (4u << 20); bytes *= 4) {
+    for (size_t bytes = 8; bytes <= (4u << 20); bytes *= bytes >= 32768 ? 2 : 4) {
         int iters = bytes <= 8192 ? 20 : bytes >= (1u << 20) ? 2 : 5, batches = 30;
         double best = 1e30;
         for (int b = -1; b < batches; b++) {

@@ -36,6 +36,9 @@ def main():
     ap.add_argument('--aa', action='store_true',
                     help='A/A calibration: run native in both columns to measure the noise floor')
     ap.add_argument('--bind', action='store_true', help='bind ranks to cores (only on a quiet machine)')
+    ap.add_argument('--both', action='store_true',
+                    help='a third column: ghost with GHOST_MPI_FORCE_ARCH_PRCTL=1 (the path of a '
+                         'kernel without user-space FSGSBASE); target: 8-byte latency within 2x native')
     ap.add_argument('rest', nargs='*')
     a = ap.parse_args()
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')
@@ -44,14 +47,21 @@ def main():
     mpirun = 'mpirun.openmpi' if a.flavour == 'openmpi' else 'mpirun.mpich'
     bind = ['--bind-to', 'core'] if a.flavour == 'openmpi' else ['-bind-to', 'core']
     bind = bind if a.bind else []
-    launch = {'native': [mpirun], 'ghost': [mpirun] if a.aa else [ghostrun]}
-    samples = {'native': [], 'ghost': []}
+    launch = {'native': [mpirun], 'ghost': [mpirun] if a.aa else [ghostrun], 'ghost_ap': [ghostrun]}
+    envs = {'native': env, 'ghost': env, 'ghost_ap': dict(env, GHOST_MPI_FORCE_ARCH_PRCTL='1')}
+    modes = ['native', 'ghost'] + (['ghost_ap'] if a.both else [])
+    samples = {m: [] for m in modes}
+    whats = a.what.split(',')
     for r in range(a.rounds):
-        order = ['native', 'ghost'] if r % 2 == 0 else ['ghost', 'native']
+        order = modes[r % len(modes):] + modes[:r % len(modes)]  # rotate: each mode leads in turn
+        if r % 2: order.reverse()
         for which in order:
-            vals = run(launch[which] + ['-np', str(a.np)] + bind + a.rest + [prog, a.what], env)
-            if a.what == 'all':  # per-call costs with one rank (no second process competing for a core)
-                vals.update(run(launch[which] + ['-np', '1'] + a.rest + [prog, 'calls'], env))
+            vals = {}
+            for w in whats:
+                vals.update(run(launch[which] + ['-np', str(a.np)] + bind + a.rest + [prog, w],
+                                envs[which]))
+            if a.what == 'all' or 'calls' in whats:  # per-call costs with one rank
+                vals.update(run(launch[which] + ['-np', '1'] + a.rest + [prog, 'calls'], envs[which]))
             samples[which].append(vals)
     keys = sorted(samples['native'][0].keys(), key=lambda k: (k[0], k[1]))
     lines = []
@@ -65,6 +75,28 @@ def main():
         lines.append('# load average at start: %s' % open('/proc/loadavg').read().split(' ')[0])
     except OSError:
         pass
+    if a.both:
+        lines.append('# ghost: wrfsbase (FSGSBASE); ghost-ap: GHOST_MPI_FORCE_ARCH_PRCTL=1 (arch_prctl)')
+        lines.append('%-16s %9s %14s %14s %8s %14s %8s  %s' % ('test', 'bytes', 'native', 'ghost', 'ratio',
+                                                                'ghost-ap', 'ratio', 'target'))
+        for k in keys:
+            n, g, p = (statistics.median(s[k] for s in samples[m] if k in s) for m in modes)
+            test, size = k
+            unit = 'MB' if test == 'bandwidth' else 'ns'
+            target = ''
+            if test == 'latency' and size == 8:
+                good = g - n <= 30.0 and p <= 2 * n
+                target = 'ghost <= native + 30 ns, ghost-ap <= 2x native: %s' % ('PASS' if good else 'FAIL')
+                ok &= good
+            lines.append('%-16s %9d %11.1f %-2s %11.1f %-2s %8.3f %11.1f %-2s %8.3f  %s' %
+                         (test, size, n, unit, g, unit, g / n if n else 0, p, unit, p / n if n else 0, target))
+        lines.append('# overall: %s' % ('PASS' if ok else 'FAIL'))
+        text = '\n'.join(lines) + '\n'
+        sys.stdout.write(text)
+        if a.out:
+            with open(a.out, 'a') as f:
+                f.write(text + '\n')
+        return 0 if ok else 1
     lines.append('%-10s %9s %14s %14s %10s %8s  %s' % ('test', 'bytes', 'native', 'ghost', 'delta', 'ratio', 'target'))
     for k in keys:
         n = statistics.median(s[k] for s in samples['native'])

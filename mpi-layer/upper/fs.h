@@ -12,6 +12,9 @@ namespace ghost::mpi {
 
 // Set once by the loader from AT_HWCAP2 (HWCAP2_FSGSBASE); false means arch_prctl fallback.
 extern bool g_have_fsgsbase;
+// arch_prctl system calls made on the fallback path (all threads; ghost_mpi_fs_switches() reads
+// it): tests check that a simple MPI call makes at most two. Never touched on the wrfsbase path.
+extern unsigned long g_fs_syscalls;
 
 // glibc keeps the thread pointer itself at %fs:0 (tcbhead_t.tcb), so this is the current FS base.
 inline uintptr_t current_fs() {
@@ -28,6 +31,7 @@ inline uintptr_t read_fs_base() {
         return v;
     }
     long ret;
+    __atomic_fetch_add(&g_fs_syscalls, 1, __ATOMIC_RELAXED);
     asm volatile("syscall" : "=a"(ret) : "a"(158), "D"(0x1003), "S"(&v) : "rcx", "r11", "memory");
     return v;
 }
@@ -37,6 +41,7 @@ inline void write_fs(uintptr_t v) {
         asm volatile("wrfsbase %0" : : "r"(v) : "memory");
     } else {
         long ret;
+        __atomic_fetch_add(&g_fs_syscalls, 1, __ATOMIC_RELAXED);
         asm volatile("syscall"
                      : "=a"(ret)
                      : "a"(158), "D"(0x1002), "S"(v)

@@ -32,6 +32,7 @@ struct lower_api {
     int (*Group_translate_ranks)(MPI_Group, int, const int *, MPI_Group, int *);
     int (*Group_free)(MPI_Group *);
     int (*Comm_size)(MPI_Comm, int *);
+    int (*Comm_rank)(MPI_Comm, int *);
     int (*Start)(MPI_Request *);
     MPI_Comm world; // lower MPI_COMM_WORLD
     MPI_Group world_group;

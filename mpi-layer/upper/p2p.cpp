@@ -47,16 +47,23 @@ template <class F> __attribute__((always_inline)) inline F lf(void *p) {
 // out to a safe point and asks woke() (upper FS) whether the call can now finish otherwise.
 // Returns kRedo when the rank was checkpointed and restarted while this thread waited at the safe
 // point: every lower handle the caller holds belongs to the old lower half.
-template <class Step, class Woke> int test_loop(Step step, Woke woke) {
+// first() runs in the same lower scope before the first step (posting the nonblocking call: one
+// FS switch in and one out for a call that completes at once); false ends the call with its code.
+template <class First, class Step, class Woke> int test_loop(First first, Step step, Woke woke) {
     const uintptr_t lfs = thread_lower_fs();
     const uint32_t gen = g_lower_gen.load(std::memory_order_relaxed);
     unsigned spins = 0;
+    bool posted = false;
     for (;;) {
         int rc = MPI_SUCCESS;
         bool done = false;
         {
             lower_call lc(lfs);
-            for (;;) {
+            if (!posted) {
+                posted = true;
+                if (!first(&rc)) done = true;
+            }
+            while (!done) {
                 done = step(&rc);
                 if (done || quiesce_pending()) break;
                 if (++spins > 2000 && (spins & 63) == 0) raw_yield();
@@ -70,6 +77,18 @@ template <class Step, class Woke> int test_loop(Step step, Woke woke) {
     }
 }
 const auto kNoWake = [](int *) { return false; };
+const auto kNoFirst = [](int *) { return true; };
+template <class Step, class Woke> int test_loop(Step step, Woke woke) {
+    return test_loop(kNoFirst, step, woke);
+}
+
+// This thread's gate, as a plain pointer that code in a lower scope may write through (the
+// compiler cannot recompute it from the FS base, which then is the lower one).
+__attribute__((always_inline)) inline thread_gate *gate_ptr() {
+    thread_gate *p = &t_gate;
+    asm volatile("" : "+r"(p));
+    return p;
+}
 
 bool status_ignored(const MPI_Status *st) {
     return st == MPI_STATUS_IGNORE;
@@ -299,14 +318,21 @@ int persistent_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ
     return rc;
 }
 
-// The receive loop of Recv/Sendrecv: r is posted; completes it, counting it once. kRedo: the rank
-// was restarted and the receive had not completed: the caller posts it again on the new lower half.
-int recv_loop(MPI_Request *r, MPI_Status *st, bool already_pending = false) {
-    if (!already_pending) {
-        t_gate.pending_lreq = (uintptr_t)*r;
-        t_gate.pending_counted = 0;
-    }
+// The receive loop of Recv/Sendrecv: post() posts r (in the loop's lower scope: a receive that
+// completes at once costs one FS switch in and one out); completes it, counting it once. kRedo:
+// the rank was restarted and the receive had not completed: the caller posts it again on the new
+// lower half.
+template <class Post> int recv_loop(Post post, MPI_Request *r, MPI_Status *st) {
+    thread_gate *const tg = gate_ptr();
+    tg->pending_lreq = 0;
+    tg->pending_counted = 0;
     int rc = test_loop(
+        [&](int *out) {
+            *out = post(r);
+            if (*out != MPI_SUCCESS) return false;
+            tg->pending_lreq = (uintptr_t)*r; // (before any safe point: the drain may count it)
+            return true;
+        },
         [&](int *out) {
             int flag = 0;
             *out = L.Test(r, &flag, st);
@@ -435,13 +461,8 @@ int q_Recv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, ST *st, DT
     }
     for (;;) {
         MPI_Request r;
-        int rc;
-        {
-            lower_call lc;
-            rc = L.Irecv(buf, n, dt, src, tag, c, &r);
-        }
-        if (rc != MPI_SUCCESS) return rc;
-        rc = recv_loop(&r, st);
+        int rc = recv_loop([&](MPI_Request *rq) { return L.Irecv(buf, n, dt, src, tag, c, rq); },
+                           &r, st);
         if (rc != kRedo) return rc;
         dt = to_lower<kind::datatype>(udt);
         c = to_lower<kind::comm>(uc);
@@ -479,54 +500,56 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
         int rc2 = deliver_status(m, rbuf, rn, rdt, c, st);
         return rc != MPI_SUCCESS ? rc : rc2;
     }
+    // One lower scope posts both, tests the send, then the receive (which is pending during the
+    // send's test too: a drain counts it and keeps its status).
     MPI_Request rq[2];
-    int rc;
-    {
-        lower_call lc;
-        rc = L.Irecv(rbuf, rn, rdt, src, rtag, c, &rq[0]);
-        if (rc == MPI_SUCCESS) rc = L.Isend(sbuf, sn, sdt, dest, stag, c, &rq[1]);
-    }
-    if (rc != MPI_SUCCESS) return rc;
-    count_send(comm_info_of(uc), dest);
-    // The receive is pending during the send loop too: a drain counts it (and keeps its status).
-    if (src != MPI_PROC_NULL) {
-        t_gate.pending_lreq = (uintptr_t)rq[0];
-        t_gate.pending_counted = 0;
-    }
-    int rc_send = test_loop(
+    comm_info *const ci = comm_info_of(uc);
+    thread_gate *const tg = gate_ptr();
+    tg->pending_lreq = 0;
+    tg->pending_counted = 0;
+    int rc_send = MPI_SUCCESS;
+    bool posted = false, send_done = false;
+    int rc = test_loop(
+        [&](int *out) {
+            *out = L.Irecv(rbuf, rn, rdt, src, rtag, c, &rq[0]);
+            if (*out == MPI_SUCCESS) *out = L.Isend(sbuf, sn, sdt, dest, stag, c, &rq[1]);
+            if (*out != MPI_SUCCESS) return false;
+            posted = true;
+            count_send(ci, dest);
+            if (src != MPI_PROC_NULL) tg->pending_lreq = (uintptr_t)rq[0];
+            return true;
+        },
         [&](int *out) {
             int flag = 0;
-            *out = L.Test(&rq[1], &flag, MPI_STATUS_IGNORE);
+            if (!send_done) {
+                rc_send = L.Test(&rq[1], &flag, MPI_STATUS_IGNORE);
+                if (rc_send == MPI_SUCCESS && !flag) return false;
+                send_done = true;
+            }
+            *out = L.Test(&rq[0], &flag, st);
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
-    if (rc_send == kRedo) {
+    bool counted = t_gate.pending_counted;
+    t_gate.pending_lreq = 0;
+    if (!posted) return rc;
+    if (rc == kRedo) {
         // Restarted: the send was delivered (the counts agreed); the receive is done or posted
         // again on the new lower half.
         if (src == MPI_PROC_NULL) {
             fill_status(st, MPI_PROC_NULL, MPI_ANY_TAG, MPI_SUCCESS, 0);
-            return MPI_SUCCESS;
+            return rc_send != MPI_SUCCESS ? rc_send : MPI_SUCCESS;
         }
-        bool counted = t_gate.pending_counted;
-        t_gate.pending_lreq = 0;
         if (counted) {
             fill_status(st, t_gate.pending_source, t_gate.pending_tag, t_gate.pending_error,
                         t_gate.pending_bytes);
-            return t_gate.pending_error;
+            return rc_send != MPI_SUCCESS ? rc_send : t_gate.pending_error;
         }
-        return q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
-                      to_lower<kind::comm>(uc), st, urdt, uc);
-    }
-    if (src == MPI_PROC_NULL) {
-        lower_call lc;
-        int flag = 0;
-        rc = L.Test(&rq[0], &flag, st);
-        return rc_send != MPI_SUCCESS ? rc_send : rc;
-    }
-    rc = recv_loop(&rq[0], st, true);
-    if (rc == kRedo)
         rc = q_Recv(nullptr, rbuf, rn, to_lower<kind::datatype>(urdt), src, rtag,
                     to_lower<kind::comm>(uc), st, urdt, uc);
+        return rc_send != MPI_SUCCESS ? rc_send : rc;
+    }
+    if (rc == MPI_SUCCESS && src != MPI_PROC_NULL && !counted) count_recv();
     return rc_send != MPI_SUCCESS ? rc_send : rc;
 }
 

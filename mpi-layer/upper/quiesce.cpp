@@ -78,11 +78,13 @@ void link_comm(comm_info *ci) {
 // (Upper allocations only outside the lower_call scopes: malloc reads upper TLS.)
 bool fill_ranks(comm_info *ci, MPI_Comm lc) {
     if (!L.ready) return false;
-    int inter = 0, n = 0;
+    int inter = 0, n = 0, rank = -1, local_size = 0;
     MPI_Group g;
     {
         lower_call scope;
         if (L.Comm_test_inter(lc, &inter) != MPI_SUCCESS) return false;
+        if (L.Comm_rank(lc, &rank) != MPI_SUCCESS || L.Comm_size(lc, &local_size) != MPI_SUCCESS)
+            return false;
         if ((inter ? L.Comm_remote_group(lc, &g) : L.Comm_group(lc, &g)) != MPI_SUCCESS)
             return false;
         L.Group_size(g, &n);
@@ -105,8 +107,10 @@ bool fill_ranks(comm_info *ci, MPI_Comm lc) {
     }
     ci->inter = inter != 0;
     ci->n = n;
+    ci->local_size = local_size;
     ci->to_world = out;
     ci->lower = (uintptr_t)lc;
+    __atomic_store_n(&ci->rank, rank, __ATOMIC_RELEASE); // last: u_Comm_rank trusts it when set
     return true;
 }
 
@@ -349,6 +353,7 @@ bool lower_api_bind(const char **why) {
              {"MPI_Group_translate_ranks", (void **)&L.Group_translate_ranks},
              {"MPI_Group_free", (void **)&L.Group_free},
              {"MPI_Comm_size", (void **)&L.Comm_size},
+             {"MPI_Comm_rank", (void **)&L.Comm_rank},
              {"MPI_Start", (void **)&L.Start}};
     for (auto &x : e) {
         *x.slot = lower_fn(x.name);

@@ -22,12 +22,13 @@ struct comm_info {
     uint64_t id = 0;      // same on every member: chained from the parent's id and clock
     bool tracked = false; // collective clock kept (intracommunicators)
     bool inter = false;
-    int n = 0;                    // (remote) group size
-    int *to_world = nullptr;      // (remote) group rank -> world rank
-    std::atomic<uint64_t> seq{0}; // blocking collectives entered on it
-    uint64_t target = 0;          // while quiescing: run forward to this
-    uintptr_t lower = 0;          // the lower handle, for the drain
-    uintptr_t upper = 0;          // the upper handle (the lower one changes with a restart)
+    int n = 0;                     // (remote) group size
+    int rank = -1, local_size = 0; // MPI_Comm_rank / MPI_Comm_size (immutable; answered upper)
+    int *to_world = nullptr;       // (remote) group rank -> world rank
+    std::atomic<uint64_t> seq{0};  // blocking collectives entered on it
+    uint64_t target = 0;           // while quiescing: run forward to this
+    uintptr_t lower = 0;           // the lower handle, for the drain
+    uintptr_t upper = 0;           // the upper handle (the lower one changes with a restart)
     comm_info *next = nullptr, *prev = nullptr;
 };
 

@@ -37,6 +37,7 @@ extern char **environ;
 namespace ghost::mpi {
 
 bool g_have_fsgsbase = false;
+unsigned long g_fs_syscalls = 0;
 void *const *g_fns = nullptr;
 ghost_handoff g_handoff;
 __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec"))) = 0;
@@ -330,3 +331,8 @@ uintptr_t upper_fs_for(uintptr_t lower_fs) {
 }
 
 } // namespace ghost::mpi
+
+// Test hook: arch_prctl system calls the layer made to switch or read FS (0 with wrfsbase).
+extern "C" __attribute__((visibility("default"))) unsigned long ghost_mpi_fs_switches(void) {
+    return __atomic_load_n(&ghost::mpi::g_fs_syscalls, __ATOMIC_RELAXED);
+}

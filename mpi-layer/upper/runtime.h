@@ -57,7 +57,9 @@ struct callback_scope {
     uintptr_t lower;
     bool ok;
     __attribute__((always_inline)) callback_scope() {
-        lower = read_fs_base();
+        // The lower TCB's own self-pointer (%fs:0, glibc's tcbhead_t.tcb), not the register: no
+        // arch_prctl(ARCH_GET_FS) without FSGSBASE.
+        lower = current_fs();
         uintptr_t u = upper_fs_for(lower);
         ok = u != 0;
         if (ok) write_fs(u);

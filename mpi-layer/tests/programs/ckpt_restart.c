@@ -197,6 +197,13 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Type_commit(&pair));
 
     mpit_failures += phase(1, half, dup, others, vec, pair);
+    /* Answers the layer keeps in the upper half must stay right in a restored rank. */
+    int hr0 = -1, hs0 = -1, psz0 = -1, csz0 = -1;
+    MPI_Comm_rank(half, &hr0);
+    MPI_Comm_size(half, &hs0);
+    MPI_Type_size(pair, &psz0);
+    MPI_Type_size(MPI_INT, &csz0);
+    double t_before = MPI_Wtime();
     for (int k = 1; k <= points; k++) {
         MPI_Barrier(MPI_COMM_WORLD);
         if (busy && k == 1) {
@@ -211,6 +218,22 @@ int main(int argc, char **argv) {
             CHECK(helper_result == 4242);
         }
         mpit_failures += phase(k + 1, half, dup, others, vec, pair);
+    }
+    {
+        int hr = -2, hs = -2, psz = -2, csz = -2, lvl = -1, ini = 0, fin = 1, mainth = 0;
+        MPI_Comm_rank(half, &hr);
+        MPI_Comm_size(half, &hs);
+        MPI_Type_size(pair, &psz);
+        MPI_Type_size(MPI_INT, &csz);
+        MPI_Query_thread(&lvl);
+        MPI_Initialized(&ini);
+        MPI_Finalized(&fin);
+        MPI_Is_thread_main(&mainth);
+        CHECK(hr == hr0 && hs == hs0 && hr == r / 2 && hs == (mpit_size + 1 - r % 2) / 2);
+        CHECK(psz == psz0 && psz == (int)(sizeof(int) + (N / 2) * sizeof(int)) &&
+              csz == (int)sizeof(int));
+        CHECK(lvl == MPI_THREAD_MULTIPLE && ini == 1 && fin == 0 && mainth == 1);
+        CHECK(MPI_Wtime() >= t_before && MPI_Wtick() > 0);
     }
     /* New objects made from ones created before the checkpoint. */
     MPI_Comm again;

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+// Calls the upper half answers from what it already holds, without entering the lower half
+// (mpi-layer/README.md, "Calls answered in the upper half"). Each u_<name> takes the wrapper's
+// upper arguments, returns true with the call's result in *rc (or *out), or false: the wrapper
+// then makes the lower call as usual (erroneous arguments, not yet known, MPI not initialised).
+#pragma once
+#include <mpi.h>
+
+namespace ghost::mpi {
+
+bool u_Comm_rank(MPI_Comm c, int *rank, int *rc);
+bool u_Comm_size(MPI_Comm c, int *size, int *rc);
+bool u_Initialized(int *flag, int *rc);
+bool u_Finalized(int *flag, int *rc);
+bool u_Query_thread(int *provided, int *rc);
+bool u_Is_thread_main(int *flag, int *rc);
+bool u_Type_size(MPI_Datatype t, int *size, int *rc);
+bool u_Wtime(double *out);
+bool u_Wtick(double *out);
+
+// State kept in upper memory (so in a rank's image): set by the Init/Finalize wrappers.
+void note_initialized(int provided); // after a successful MPI_Init(_thread); -1: unknown level
+void note_finalized();
+// After a successful MPI_Type_size that went to the lower half: remember it.
+void note_type_size(MPI_Datatype t, int size);
+
+} // namespace ghost::mpi
