@@ -70,7 +70,7 @@ def machine(path="."):
                 "not in use" if hwcap2 is not None else "unknown")
     return (f"{model}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB RAM, kernel "
             f"{platform.release()}, cpuinfo fsgsbase {'yes' if fsgs else 'no'}, FSGSBASE {fsgs_use}, "
-            f"filesystem of {path}: {' '.join(fs)}")
+            f"filesystem of {path}: {' '.join(fs[:2])}")
 
 
 class Job:
