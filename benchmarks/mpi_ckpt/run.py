@@ -435,8 +435,8 @@ def main():
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--interval", type=float, default=10)
     ap.add_argument("--interval-pairs", type=int, default=3)
-    ap.add_argument("--interval-n", type=int, default=1200)
-    ap.add_argument("--interval-repeat", type=int, default=25)
+    ap.add_argument("--interval-n", type=int, default=1500)
+    ap.add_argument("--interval-repeat", type=int, default=50)
     args = ap.parse_args()
     if os.geteuid() != 0:
         die("needs root (to drop the page cache for cold reads)")
