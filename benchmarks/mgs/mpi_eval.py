@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,8 +105,8 @@ def plots(rows, out):
     ns = sorted({r["n"] for r in rows})
 
     def med(n, where, k):
-        xs = sorted(r[k] for r in rows if r["n"] == n and r["where"] == where)
-        return xs[len(xs) // 2] if xs else float("nan")
+        xs = [r[k] for r in rows if r["n"] == n and r["where"] == where]
+        return statistics.median(xs) if xs else float("nan")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(ns, [med(n, "disk", "bytes") / 2**20 for n in ns], "o-", label="image (sum over 4 ranks)")
@@ -124,7 +125,7 @@ def plots(rows, out):
         ax.plot(ns, [med(n, where, "restart_s") for n in ns], mark + "--", label=f"restart from {where}")
     ax.set_xlabel("matrix size n")
     ax.set_ylabel("seconds")
-    ax.set_title("mgs_mpi, 4 ranks: job checkpoint and restart")
+    ax.set_title("mgs_mpi, 4 ranks: job checkpoint and restart (medians)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
