@@ -361,6 +361,8 @@ def interval_section(t, args, out):
     d = args.dir
     rows = []
     argv = [t.mgs, "--n", str(args.interval_n), "--repeat", str(args.interval_repeat)]
+    if os.path.exists(os.path.join(out, "interval-ghostrun.log")):
+        os.unlink(os.path.join(out, "interval-ghostrun.log"))
     ref_out = None
     for pair in range(args.interval_pairs):
         order = ("plain", "interval") if pair % 2 == 0 else ("interval", "plain")
@@ -385,6 +387,9 @@ def interval_section(t, args, out):
             elif out_lines != ref_out:
                 raise RuntimeError(f"mgs_mpi ({kind}) printed {out_lines}, expected {ref_out}")
             ck_lines = [kv(l) for _, l in job.err if "checkpoint generation=" in l]
+            notes = [l for _, l in job.err if l.startswith("ghostrun: job ") and "repeat" not in l]
+            with open(os.path.join(out, "interval-ghostrun.log"), "a") as f:
+                f.write(f"# pair {pair} {kind}: ghostrun's own lines\n" + "".join(l + "\n" for l in notes))
             comp = [float(kv(l)["compute_s"]) for _, l in job.err if "compute_s=" in l]
             row = dict(pair=pair, kind=kind, load=la, wall_s=wall, cpu_s=cpu, checkpoints=len(ck_lines),
                        ckpt_sum_s=sum(float(c["total_s"]) for c in ck_lines),
