@@ -14,8 +14,8 @@
 //            "resumed rank R gap G" on stdout
 //
 // --mib M fills M MiB per rank with pseudo-random (incompressible) bytes before the loop. Every
-// rank prints "ready rank R" once MPI is up and its memory filled. With --stop-file F, the loop ends
-// when rank 0 sees F exist; each rank then checks its memory against the fill and prints
+// rank prints "ready rank R" once MPI is up and its memory filled. With --stop-file F, the loop
+// ends when rank 0 sees F exist; each rank then checks its memory against the fill and prints
 // "verified rank R" (or "CORRUPT rank R") and the job exits. Without it the job runs until killed.
 #include <mpi.h>
 #include <stdint.h>
