@@ -235,6 +235,8 @@ def gen_wrapper(d, idx, fl):
          ''.join('(*)' for _ in [])) if not p.inner_dims else '%s (*)[%s]' % (p.base, ']['.join(p.inner_dims))
         for p in d.params) or 'void'))
     pre, args, post = [], [], []
+    # keep_alive needs the new request's upper handle: after its adopt, whatever the parameter order.
+    keep_posts = []
     record = creates(d, roles)
     if record:
         pre.append('  ghost::mpi::record* rec_ = ghost::mpi::record_begin(%d, %d);' % (idx, len(d.params)))
@@ -297,7 +299,7 @@ def gen_wrapper(d, idx, fl):
             elif r == 'out':
                 post.append('  if (rc_ == MPI_SUCCESS) for (int i_ = 0; i_ < n_%s; i_++) %s[i_] = ghost::mpi::adopt<%s>(l_%s[i_], nullptr);' % (n, n, K, n))
             if persist:
-                post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::keep_alive<ghost::mpi::kind::request>(*request, l_%s.release());' % n)
+                keep_posts.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::keep_alive<ghost::mpi::kind::request>(*request, l_%s.release());' % n)
         elif role == 'callback':
             pre.append('  auto l_%s = ghost::mpi::wrap_%s(%s);' % (n, extra, n))
             args.append('l_' + n)
@@ -341,6 +343,7 @@ def gen_wrapper(d, idx, fl):
             parent = comms[0] if (api in COMM_CHAINED and comms) else None
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::comm_created((uintptr_t)*%s, %s);'
                         % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
+    post += keep_posts
     if api in ATTR_CALLS:
         # Attributes live in the lower half: a checkpoint refuses while one is set (restart.cpp).
         k, is_set = ATTR_CALLS[api]
