@@ -740,6 +740,8 @@ struct server {
             conns.swap(keep);
         }
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
+        if (waiting.cli >= 0)
+            send_line(waiting.cli, "ERROR the job ended before its ranks connected");
         discard_generation(ep.tmp);
         if (status == 0 && !stopped_after_ckpt && last.gen > 0) mark_ended(last.dir);
         if (stopped_after_ckpt) {
