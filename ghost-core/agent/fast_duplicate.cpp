@@ -343,8 +343,10 @@ bool plan_memory(dup_request &req) {
                 cur.prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
                            (perms[2] == 'x' ? PROT_EXEC : 0);
                 cur_shared = perms[3] == 's';
+                // Shared anonymous memory: the copy would see the original's writes until it
+                // remapped it (a counter in it came out ahead in the copy): the image path.
                 if (cur_shared && (starts(path, "/dev/zero") || starts(path, "[anon_shmem")))
-                    cur.shared_anon = 1;
+                    why = "the process maps shared anonymous memory that fork would share";
                 else if (cur_shared && (starts(path, "/SYSV") || strstr(path, "(deleted)")))
                     why = "the process maps shared memory that fork would share (SysV or memfd)";
             } else if (starts(line, "VmFlags:")) {
