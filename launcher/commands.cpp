@@ -32,6 +32,7 @@
 #include "resources/fs/fs_resource.h"
 #include "resources/mem/mem_resource.h"
 #include "runtime/control.h"
+#include "runtime/job_protocol.h"
 
 extern char **environ;
 
@@ -527,28 +528,65 @@ bool is_job_checkpoint(const std::string &dir) {
             ::access((dir + "/manifest.json").c_str(), F_OK) == 0);
 }
 
+namespace {
+
+// One request to a job's coordinator and its one-line answer: "OK ..." is returned without
+// "OK ", anything else is the one-line error `what` failed with.
+result<std::string> job_request(const std::string &job, const std::string &req, long wait_ms,
+                                const std::string &what) {
+    auto fd = job_connect(job);
+    if (!fd) return fd.err();
+    job_link link{*fd};
+    std::string line_out = req + "\n";
+    if (!control::write_all(link.fd, line_out.data(), line_out.size()))
+        return error{"job " + job + ": the coordinator does not answer"};
+    char line[8192];
+    if (control::read_line(link.fd, line, sizeof line, (int)std::min(wait_ms, 0x7fffffffL)) < 0)
+        return error{"job " + job + ": the coordinator did not answer the " + what + " request"};
+    std::string l = line;
+    if (l.rfind("OK ", 0) == 0) return l.substr(3);
+    if (l.rfind("ERROR ", 0) == 0)
+        return error{what + " of job " + job + " failed: " + l.substr(6)};
+    return error{"job " + job + ": unexpected answer '" + l + "'"};
+}
+
+} // namespace
+
 // The coordinator runs the whole checkpoint (runtime/job_protocol.h); this only asks and prints.
 int checkpoint_job(const checkpoint_args &a) {
-    auto fd = job_connect(a.target);
-    if (!fd) return fail(fd.err().message);
-    job_link link{*fd};
     const long save_ms = 600000;
     std::string req = "CHECKPOINT " + std::string(a.kill ? "1 " : "0 ") +
                       std::to_string(a.timeout_ms) + " " + std::to_string(save_ms) + " " +
-                      (a.dir.empty() ? "-" : absolute(a.dir)) + "\n";
-    if (!control::write_all(link.fd, req.data(), req.size()))
-        return fail("job " + a.target + ": the coordinator does not answer");
-    char line[8192];
-    if (control::read_line(link.fd, line, sizeof line, a.timeout_ms + save_ms + 15000) < 0)
-        return fail("job " + a.target + ": the coordinator did not answer the checkpoint request");
-    std::string l = line;
-    if (l.rfind("OK ", 0) == 0) {
-        std::printf("checkpoint job=%s %s\n", a.target.c_str(), l.substr(3).c_str());
-        return 0;
+                      (a.dir.empty() ? "-" : absolute(a.dir));
+    auto ok = job_request(a.target, req, a.timeout_ms + save_ms + 15000, "checkpoint");
+    if (!ok) return fail(ok.err().message);
+    std::printf("checkpoint job=%s %s\n", a.target.c_str(), ok->c_str());
+    return 0;
+}
+
+// A migration is a checkpoint with kill and a relaunch that the coordinator places
+// (runtime/job_protocol.h, MIGRATE); this only checks the request, asks and prints.
+int cmd_migrate(const migrate_args &a) {
+    std::string dir;
+    if (a.via.rfind("fs:", 0) == 0 && a.via.size() > 3) {
+        dir = absolute(a.via.substr(3));
+    } else if (!a.via.empty()) {
+        return fail("--via takes fs:DIR, got '" + a.via + "'");
     }
-    if (l.rfind("ERROR ", 0) == 0)
-        return fail("checkpoint of job " + a.target + " failed: " + l.substr(6));
-    return fail("job " + a.target + ": unexpected answer '" + l + "'");
+    if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
+    if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
+        return fail("--rank takes R[,R2...], got '" + a.ranks + "'");
+    if (!names_job(a.job)) return fail("no job " + a.job + " of this user is running");
+    const long save_ms = 600000;
+    std::string req = "MIGRATE " + std::to_string(a.timeout_ms) + " " +
+                      std::to_string(a.start_timeout_ms) + " " + a.to + " " + a.ranks + " " +
+                      (dir.empty() ? "-" : dir);
+    // Relaunched once on the new placement and, if that fails, once where the ranks were.
+    auto ok = job_request(a.job, req, a.timeout_ms + save_ms + 2L * a.start_timeout_ms + 30000,
+                          "migration");
+    if (!ok) return fail(ok.err().message);
+    std::printf("migrate job=%s %s\n", a.job.c_str(), ok->c_str());
+    return 0;
 }
 
 namespace {

@@ -66,6 +66,19 @@ struct quiesce_args {
 };
 int cmd_quiesce(const quiesce_args &a);
 
+// Moves ranks of an MPI job to another host: a checkpoint of every rank (--via fs:DIR: into DIR,
+// which the hosts share; default: the job's --ckpt-dir), then a new mpirun that starts them again,
+// those ranks on `to`. Prints the phases and the downtime.
+struct migrate_args {
+    std::string job;
+    std::string ranks;            // "R[,R2...]"
+    std::string to;               // host, as mpirun names it
+    std::string via;              // "fs:DIR" or empty
+    int timeout_ms = 10000;       // bound of the quiesce
+    int start_timeout_ms = 60000; // bound of the relaunch (every rank connected again)
+};
+int cmd_migrate(const migrate_args &a);
+
 // "ghost: <message>" on stderr; returns 1.
 int fail(const std::string &message);
 

@@ -63,6 +63,23 @@ int main(int argc, char **argv) {
     dup->add_flag("--via-image", da.via_image,
                   "copy through an image (export + restore) even where a fork can make it");
 
+    migrate_args ma;
+    auto *migrate = app.add_subcommand(
+        "migrate", "move ranks of an MPI job to another host (checkpoint, relaunch placed anew)");
+    migrate->add_option("job", ma.job, "job id (ghostrun prints it at start)")->required();
+    migrate->add_option("--rank", ma.ranks, "rank(s) to move: R[,R2...]")->required();
+    migrate->add_option("--to", ma.to, "destination host, as mpirun names it")->required();
+    migrate->add_option("--via", ma.via,
+                        "fs:DIR: the images go through DIR, which both hosts see (default: the "
+                        "job's --ckpt-dir)");
+    migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
+        ->check(CLI::Range(1, 3600000));
+    migrate
+        ->add_option("--start-timeout", ma.start_timeout_ms,
+                     "milliseconds the relaunched ranks have to run again before the job is "
+                     "relaunched where it was (default 60000)")
+        ->check(CLI::Range(1000, 3600000));
+
     std::string image;
     auto *inspect = app.add_subcommand("inspect", "verify an image and describe it");
     inspect->add_option("image", image, "image directory or file")->required();
@@ -98,6 +115,7 @@ int main(int argc, char **argv) {
     if (*restart_rank) return cmd_restart_rank(rank_dir);
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
+    if (*migrate) return cmd_migrate(ma);
     if (*status) return cmd_status(sa);
     if (*quiesce) return cmd_quiesce(qa);
     return 2;

@@ -37,10 +37,28 @@
 //                     rank is left quiescent, the previous generation is untouched.
 //                     "-": ghostrun's --ckpt-dir. Periodic checkpoints (--interval) take the same
 //                     path without a requester.
+//   MIGRATE <quiesce_ms> <start_ms> <host> <rank,rank,...> <dir or ->
+//                 ->  OK ranks=<r,...> to=<host> generation=<N> quiesce_s=<s> export_s=<s>
+//                     relaunch_s=<s> downtime_s=<s>   once every rank runs again (connected to
+//                     the coordinator), those ranks on <host>, the others where they were. As a
+//                     CHECKPOINT with kill 1 into <dir>, then a new mpirun that places rank R on
+//                     its host; ghostrun goes on. If the ranks cannot start there (mpirun fails
+//                     or they do not connect within start_ms), the job is relaunched where it was
+//                     and the answer is ERROR <reason>; the job goes on either way.
 //   STATUS also sends CKPT <generation> <unix time> <gen dir> before END once there is one.
 #pragma once
 
+#include <string>
+
 namespace ghost::job {
+
+// A host name as MIGRATE carries it (one protocol word, never an mpirun option).
+inline bool is_host_name(const std::string &h) {
+    return !h.empty() && h[0] != '-' && h.size() < 256 &&
+           h.find_first_not_of(
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") ==
+               std::string::npos;
+}
 
 // Environment ghostrun gives every rank (passed to mpirun by name only, never as a value on a
 // command line that other users could read in /proc/PID/cmdline).

@@ -126,6 +126,24 @@ struct epoch_state {
     clock_type::time_point t_saved;
     std::map<int, manifest_rank> saved;
     double export_s = 0, sync_s = 0;
+    // A migration: a checkpoint with kill, then a new mpirun that places these ranks on mig_host.
+    bool migrate = false;
+    std::vector<int> mig_ranks;
+    std::string mig_host;
+};
+
+// A migration between its images and its answer: the old mpirun ends, a new one starts every rank
+// from the images, the moved ones on their new host; the answer waits until all have connected.
+struct migration {
+    bool active = false, launched = false, fallback = false;
+    int cli = -1;
+    int generation = 0;
+    std::string gen_dir, host, ranks; // ranks as "1,3"
+    std::vector<std::string> hosts_new, hosts_old;
+    clock_type::time_point start, t_drain, t_saved, t_launch, deadline, kill_at;
+    long start_ms = 60000; // how long a relaunched mpirun has to bring every rank back
+    double export_s = 0;
+    std::string failure; // why the new placement did not come up (then: where it was)
 };
 
 struct last_checkpoint {
@@ -145,6 +163,8 @@ struct server {
     last_checkpoint last;
     bool stopped_after_ckpt = false;
     clock_type::time_point next_periodic;
+    migration mv;
+    long mv_start_ms = 60000; // the next migration's (its request's) start bound
 
     server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
         program = c.argv.empty() ? "?" : c.argv[0];
@@ -216,6 +236,7 @@ struct server {
         }
         if (!c.is_rank && c.fd == ep.cli_fd) ep.cli_fd = -1;
         if (!c.is_rank && c.fd == waiting.cli) waiting.cli = -1;
+        if (!c.is_rank && c.fd == mv.cli) mv.cli = -1;
         close(c.fd);
         c.fd = -1;
     }
@@ -243,6 +264,7 @@ struct server {
         for (auto &o : conns) // a rank that reconnects replaces its old entry
             if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
         send_line(c.fd, "WELCOME");
+        if (mv.active && mv.launched && job_not_ready().empty()) finish_migration();
     }
 
     void on_rank_line(conn &c, const std::string &line) {
@@ -406,11 +428,33 @@ struct server {
                  "sync_s=%.3f total_s=%.3f%s",
                  m.generation, gen->c_str(), m.ranks.size(), bytes, secs(ep.t_drain - ep.start),
                  ep.export_s, ep.sync_s, secs(ep.t_saved - ep.start), ep.kill ? " killed=1" : "");
-        if (ep.cli_fd >= 0) send_line(ep.cli_fd, buf);
+        if (ep.cli_fd >= 0 && !ep.migrate) send_line(ep.cli_fd, buf);
         if (cfg.verbose || ep.cli_fd < 0) note(std::string("checkpoint ") + (buf + 3));
+        if (ep.kill && ep.migrate) {
+            // The images are durable: the ranks end, and when their mpirun has ended a new one
+            // starts them again (run() -> migration_relaunch), the moved ones on their new host.
+            mv.active = true;
+            mv.cli = ep.cli_fd;
+            mv.generation = m.generation;
+            mv.gen_dir = *gen;
+            mv.host = ep.mig_host;
+            for (int r : ep.mig_ranks)
+                mv.ranks += (mv.ranks.empty() ? "" : ",") + std::to_string(r);
+            for (auto &r : m.ranks) {
+                mv.hosts_old.push_back(r.host);
+                bool moved = std::find(ep.mig_ranks.begin(), ep.mig_ranks.end(), r.rank) !=
+                             ep.mig_ranks.end();
+                mv.hosts_new.push_back(moved ? ep.mig_host : r.host);
+            }
+            mv.start = ep.start;
+            mv.start_ms = mv_start_ms;
+            mv.t_drain = ep.t_drain;
+            mv.t_saved = ep.t_saved;
+            mv.export_s = ep.export_s;
+        }
         if (ep.kill) {
             // The images are durable: the whole job goes, ranks through their mpirun.
-            stopped_after_ckpt = true;
+            if (!mv.active) stopped_after_ckpt = true;
             std::string stop = "STOP " + std::to_string(ep.id);
             ep = epoch_state{};
             for (auto *c : live_ranks()) {
@@ -514,6 +558,7 @@ struct server {
                                  long save_ms) {
         if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
+        if (mv.active) return "a migration is in progress";
         if (auto why = job_not_ready(); !why.empty()) return why;
         int gen = next_generation(dir);
         auto tmp = begin_generation(dir, gen, s.job);
@@ -573,9 +618,154 @@ struct server {
                 return;
             }
             if (!why.empty()) send_line(c.fd, "ERROR " + why);
+        } else if (w[0] == "MIGRATE" && w.size() >= 6) {
+            // MIGRATE <quiesce_ms> <start_ms> <host> <ranks> <dir or ->
+            size_t at = 0;
+            for (int k = 0; k < 5 && at != std::string::npos; k++)
+                at = line.find(' ', at + (k ? 1 : 0));
+            std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
+            if (dir == "-") dir = cfg.ckpt_dir;
+            if (dir.empty() || dir[0] != '/')
+                return send_line(c.fd, "ERROR the image directory must be absolute");
+            std::string why = begin_migration(c.fd, atol(w[1].c_str()), w[3], w[4], dir);
+            if (why.empty()) mv_start_ms = std::max(1000L, atol(w[2].c_str()));
+            if (!why.empty()) send_line(c.fd, "ERROR " + why);
         } else {
             send_line(c.fd, "ERROR unknown request " + w[0]);
         }
+    }
+
+    // ---- migration ----
+
+    // Empty when the migration began (its answer comes once the ranks run again), else why not.
+    std::string begin_migration(int cli_fd, long quiesce_ms, const std::string &host,
+                                const std::string &rank_list, const std::string &dir) {
+        if (!job::is_host_name(host)) return "'" + host + "' is not a host name";
+        if (auto why = job_not_ready(); !why.empty()) return why;
+        std::vector<int> ranks;
+        std::istringstream in(rank_list);
+        std::string item;
+        while (std::getline(in, item, ',')) {
+            char *end = nullptr;
+            long r = strtol(item.c_str(), &end, 10);
+            if (item.empty() || *end || r < 0 || r >= job_size)
+                return "'" + item + "' is not a rank of this job (0.." +
+                       std::to_string(job_size - 1) + ")";
+            if (std::find(ranks.begin(), ranks.end(), (int)r) != ranks.end())
+                return "rank " + item + " is named twice";
+            ranks.push_back((int)r);
+        }
+        if (ranks.empty()) return "no rank to migrate";
+        if (!cfg.relaunch) return "this ghostrun cannot relaunch its ranks";
+        std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
+        if (!why.empty()) return why;
+        ep.migrate = true;
+        ep.mig_ranks = ranks;
+        ep.mig_host = host;
+        return "";
+    }
+
+    // The ranks of the job that a relaunch replaces are gone with their mpirun; the new ones say
+    // HELLO again.
+    void forget_ranks() {
+        for (auto &c : conns)
+            if (c.is_rank && c.fd >= 0) {
+                close(c.fd);
+                c.fd = -1;
+            }
+        conns.erase(
+            std::remove_if(conns.begin(), conns.end(), [](const conn &c) { return c.is_rank; }),
+            conns.end());
+    }
+
+    // mpirun ended during a migration: the old one after its ranks' images (start the new
+    // placement), or a new one before all its ranks connected (go back where they were; if that
+    // fails too, the job's ordinary end or automatic restart follows). Returns the new mpirun or
+    // -1.
+    pid_t migration_relaunch(int status) {
+        if (g_user_stop) {
+            migration_answer("ERROR ghostrun was told to stop during the migration; the images "
+                             "are in " +
+                             mv.gen_dir + " (ghost restart " + cfg_dir_of(mv.gen_dir) + ")");
+            stopped_after_ckpt = true;
+            return -1;
+        }
+        if (mv.launched && !mv.fallback)
+            mv.failure = mv.failure.empty() ? "mpirun exited with status " + std::to_string(status)
+                                            : mv.failure;
+        const std::vector<std::string> *hosts = &mv.hosts_new;
+        if (mv.launched) {
+            if (mv.fallback) {
+                migration_answer("ERROR the ranks could not start on " + mv.host + " (" +
+                                 mv.failure + ") nor where they were (mpirun exited with status " +
+                                 std::to_string(status) + ")");
+                return -1;
+            }
+            note("migration: the ranks did not come up on " + mv.host + " (" + mv.failure +
+                 "); relaunching them where they were");
+            mv.fallback = true;
+            hosts = &mv.hosts_old;
+        }
+        forget_ranks();
+        mv.launched = true;
+        mv.t_launch = clock_type::now();
+        mv.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
+        mv.kill_at = clock_type::time_point::max();
+        pid_t child = cfg.relaunch(mv.gen_dir, *hosts);
+        if (child > 0) {
+            g_child = child;
+            next_periodic = clock_type::now() + interval();
+            return child;
+        }
+        if (!mv.fallback) {
+            mv.failure = "cannot start mpirun";
+            return migration_relaunch(status);
+        }
+        migration_answer("ERROR cannot start mpirun to relaunch the ranks");
+        return -1;
+    }
+
+    // A relaunched mpirun whose ranks do not all connect in time is ended (its exit, in run(),
+    // brings the fallback): SIGTERM lets it take its ranks and daemons down, SIGKILL follows.
+    void check_migration_deadline() {
+        if (!mv.active || !mv.launched) return;
+        auto now = clock_type::now();
+        if (now >= mv.kill_at) {
+            if (g_child > 0) kill(g_child, SIGKILL);
+            mv.kill_at = clock_type::time_point::max();
+        }
+        if (now < mv.deadline) return;
+        char why[96];
+        snprintf(why, sizeof why, "its ranks did not connect within %.1f s", mv.start_ms / 1000.0);
+        mv.failure = why;
+        mv.deadline = clock_type::time_point::max();
+        mv.kill_at = now + std::chrono::seconds(5);
+        if (g_child > 0) kill(g_child, SIGTERM);
+    }
+
+    void finish_migration() {
+        auto now = clock_type::now();
+        if (mv.fallback) {
+            migration_answer("ERROR the ranks could not start on " + mv.host + " (" + mv.failure +
+                             "); the job goes on where it was, from generation " +
+                             std::to_string(mv.generation));
+            return;
+        }
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "OK ranks=%s to=%s generation=%d quiesce_s=%.3f export_s=%.3f relaunch_s=%.3f "
+                 "downtime_s=%.3f",
+                 mv.ranks.c_str(), mv.host.c_str(), mv.generation, secs(mv.t_drain - mv.start),
+                 mv.export_s, secs(now - mv.t_launch), secs(now - mv.start));
+        migration_answer(buf);
+    }
+
+    void migration_answer(const std::string &line) {
+        if (mv.cli >= 0)
+            send_line(mv.cli, line);
+        else if (cfg.verbose || line.rfind("ERROR", 0) == 0)
+            note("migration: " + line);
+        mv = migration{};
     }
 
     void check_deadline() {
@@ -635,20 +825,12 @@ struct server {
             return -1;
         }
         if (ep.ph != phase::idle) abort_epoch("mpirun exited");
-        // The old ranks are gone with their mpirun; the new ones say HELLO again.
-        for (auto &c : conns)
-            if (c.is_rank && c.fd >= 0) {
-                close(c.fd);
-                c.fd = -1;
-            }
-        conns.erase(
-            std::remove_if(conns.begin(), conns.end(), [](const conn &c) { return c.is_rank; }),
-            conns.end());
+        forget_ranks();
         restarts_done++;
         note("mpirun exited with status " + std::to_string(status) + "; restarting from " + *gen +
              " (automatic restart " + std::to_string(restarts_done) + " of " +
              std::to_string(cfg.auto_restarts) + ")");
-        pid_t child = cfg.relaunch(*gen);
+        pid_t child = cfg.relaunch(*gen, {});
         if (child > 0) {
             g_child = child;
             last = {m->generation, *gen, m->time};
@@ -696,6 +878,13 @@ struct server {
                     status = WIFEXITED(ws)     ? WEXITSTATUS(ws)
                              : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
                                                : 1;
+                    if (mv.active) {
+                        if (pid_t next = migration_relaunch(status); next > 0) {
+                            child = next;
+                            status = -1;
+                            continue;
+                        }
+                    }
                     if (pid_t next = maybe_relaunch(status); next > 0) {
                         child = next;
                         status = -1;
@@ -723,6 +912,7 @@ struct server {
                     c.fd = -1;
                 }
             check_deadline();
+            check_migration_deadline();
             retry_waiting();
             if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
                 next_periodic = now + interval();
@@ -740,6 +930,7 @@ struct server {
             conns.swap(keep);
         }
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
+        if (mv.cli >= 0) send_line(mv.cli, "ERROR the job ended during the migration");
         if (waiting.cli >= 0)
             send_line(waiting.cli, "ERROR the job ended before its ranks connected");
         discard_generation(ep.tmp);

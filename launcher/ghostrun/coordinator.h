@@ -45,7 +45,10 @@ struct job_config {
     std::string restarted_dir;
     long long restarted_time = 0;
     // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
-    std::function<pid_t(const std::string &gen_dir)> relaunch;
+    // `hosts` empty: placed as the job's ranks were; else rank R on hosts[R], which becomes the
+    // job's placement from then on (mpirun_opts changes with it: a migration).
+    std::function<pid_t(const std::string &gen_dir, const std::vector<std::string> &hosts)>
+        relaunch;
 };
 
 // ghostrun's exit status when `ghost checkpoint JOB --kill` stopped the job after its checkpoint

@@ -492,8 +492,25 @@ int main(int argc, char **argv) {
     if (!coord) die(coord.err().message);
     l.coord = &*coord;
     // An automatic restart runs the ranks from the newest generation, placed as before (without
-    // -np, mpirun picked the size: the manifest's is given then).
-    cfg.relaunch = [&l, &cfg, verbose = p.verbose](const std::string &gen) -> pid_t {
+    // -np, mpirun picked the size: the manifest's is given then). A migration names every rank's
+    // host: rank R on hosts[R] (Open MPI's sequential mapper, Hydra's host list in rank order),
+    // the job's placement from then on.
+    cfg.relaunch = [&l, &cfg, verbose = p.verbose](const std::string &gen,
+                                                   const std::vector<std::string> &hosts) -> pid_t {
+        if (!hosts.empty()) {
+            std::vector<std::string> opts = {"-np", std::to_string(hosts.size())};
+            std::string list;
+            for (const auto &h : hosts)
+                list += (list.empty() ? "" : ",") + h + (l.ompi ? "" : ":1");
+            if (l.ompi) {
+                opts.insert(opts.end(), {"--host", list, "--map-by", "seq"});
+            } else {
+                opts.insert(opts.end(), {"-hosts", list});
+            }
+            for (const auto &o : without_placement(cfg.mpirun_opts))
+                opts.push_back(o);
+            cfg.mpirun_opts = opts;
+        }
         std::vector<std::string> opts = cfg.mpirun_opts;
         if (np_of(opts).empty()) {
             auto m = read_manifest(gen);

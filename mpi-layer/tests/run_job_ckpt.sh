@@ -17,6 +17,12 @@
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
 #            it; the previous generation stays `latest`, no debris; the job is restarted from it
 #   ended    a checkpoint of a job that has ended is refused with one line
+#   migrate  `ghost migrate` of rank 1, then of ranks 0 and 2 through --via fs:DIR, to this host
+#            (the emulated-host tests move them between hosts): each answers with its downtime
+#            and the job goes on; requests that name no rank of the job, an impossible host or a
+#            wrong --via are refused in one line (the job goes on); a migration to a host mpirun
+#            cannot reach fails in one line and the job goes on where it was; the output is the
+#            uninterrupted run's
 #   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
 #            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
@@ -30,6 +36,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
 steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
+[ "$mode" = migrate ] && steps=400
 work=$(mktemp -d /tmp/ghost-jobckpt.XXXXXX)
 ck=$work/ck
 gpid=""
@@ -237,6 +244,42 @@ usr1)
   grep -q resuming "$work/run5.err" && fail "--fresh resumed"
   same_as_native "$work/run5.out"
   ;;
+migrate)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  here=$(hostname)
+  refused "unknown rank" "'$np' is not a rank of this job" "$GHOST" migrate "$job" --rank $np --to "$here"
+  refused "rank twice" "rank 1 is named twice" "$GHOST" migrate "$job" --rank 1,1 --to "$here"
+  refused "bad host" "'a b' is not a host name" "$GHOST" migrate "$job" --rank 1 --to "a b"
+  refused "bad --via" "--via takes fs:DIR, got 'ucx:x'" "$GHOST" migrate "$job" --rank 1 --to "$here" --via ucx:x
+  refused "no job" "no job 1 of this user is running" "$GHOST" migrate 1 --rank 1 --to "$here"
+  migrated() { # migrated RANKS [OPTIONS]: must succeed, then every rank runs again
+    local ranks=$1
+    shift
+    timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" "$@" >>"$work/mig.out" 2>>"$work/mig.err" ||
+      fail "ghost migrate $job --rank $ranks failed: $(tail -1 "$work/mig.err")"
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here generation=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* relaunch_s=[0-9.]* downtime_s=[0-9.]*$" ||
+      fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
+    [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
+      fail "not every rank runs after the migration: $("$GHOST" status "$job")"
+  }
+  migrated 1
+  mkdir -p "$work/shared"
+  migrated 0,2 --via "fs:$work/shared"
+  [ -s "$work/shared/gen-1/manifest.json" ] || fail "--via fs: wrote no images into its directory"
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --start-timeout 10000 >"$work/bad.out" 2>"$work/bad.err" &&
+    fail "a migration to an unknown host succeeded"
+  [ "$(wc -l <"$work/bad.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/bad.err")"
+  grep -q "^ghost: migration of job $job failed: the ranks could not start on no-such-host.invalid (.*); the job goes on where it was, from generation [0-9]*$" "$work/bad.err" ||
+    fail "unexpected failure: $(cat "$work/bad.err")"
+  [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
+    fail "not every rank runs after the failed migration"
+  finish 0
+  same_as_native "$work/run.out"
+  # Nothing of the abandoned relaunch or of the moved ranks' old processes is left.
+  sleep 1
+  left=$(pgrep -f "^$prog " | tr '\n' ' ')
+  [ -z "$left" ] || fail "processes of the job are left: $left"
+  ;;
 ended)
   timeout -k 5 "$timeout_s" "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 5 0 >"$work/run.out" 2>"$work/run.err" ||
     fail "the job failed"
@@ -244,7 +287,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1 FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1|migrate FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac
