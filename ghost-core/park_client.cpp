@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -189,6 +190,27 @@ void parked_process::kill_now() {
     ::kill(pid_, SIGKILL);
     if (conn_ >= 0) ::close(conn_);
     conn_ = -1;
+}
+
+bool wait_agent_ready(pid_t pid, int timeout_ms) {
+    for (int waited = 0; waited <= timeout_ms; waited += 5) {
+        if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+        // A zombie (it ended right after its restore) never answers either.
+        siginfo_t info{};
+        if (::waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == pid)
+            return false;
+        if (auto fd = connect_agent(pid)) {
+            char line[64];
+            bool ok = control::write_all(*fd, "PING\n", 5) &&
+                      control::read_line(*fd, line, sizeof line, 2000) >= 0 &&
+                      std::strncmp(line, "PONG ", 5) == 0;
+            ::close(*fd);
+            if (ok) return true;
+        }
+        ::usleep(5000);
+    }
+    return false;
 }
 
 } // namespace ghost::core

@@ -49,4 +49,10 @@ struct fast_duplicate {
 };
 result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms = 15000);
 
+// Waits until the agent of a just restored `pid` answers on its control socket again (it listens
+// only after its components' rebuild, some time after the restorer's verdict), so that whoever
+// is told "restored" can checkpoint it at once. False when it does not within timeout_ms or the
+// process is gone.
+bool wait_agent_ready(pid_t pid, int timeout_ms);
+
 } // namespace ghost::core

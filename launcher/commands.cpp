@@ -253,8 +253,14 @@ int cmd_restart(const restart_args &a) {
     auto pid = core::import_process(fd, opt);
     if (!pid) return fail("cannot restart from " + path + ": " + pid.err().message);
     src->reset();
-    std::fprintf(stderr, "ghost: restored pid=%d import_s=%s\n", (int)*pid,
-                 seconds(since(t0)).c_str());
+    std::string import_s = seconds(since(t0));
+    // Restored once it can be checkpointed again: its agent answers on its control socket.
+    if (!core::wait_agent_ready(*pid, 10000) && ::kill(*pid, 0) == 0)
+        std::fprintf(stderr,
+                     "ghost: warning: the restored pid %d does not answer on its control "
+                     "socket (it cannot be checkpointed)\n",
+                     (int)*pid);
+    std::fprintf(stderr, "ghost: restored pid=%d import_s=%s\n", (int)*pid, import_s.c_str());
     write_pid_file(a.pid_file, *pid);
     return wait_child(*pid);
 }

@@ -45,6 +45,9 @@ Subtests (--only a,b,...; default all):
   restart_killed  `ghost restart` killed (SIGKILL) while its restorer is still reading the image:
              the restored program, whose report then finds no reader, must go on running (no
              SIGPIPE) and finish with its PASS line.
+  restart_ready  a checkpoint asked the moment `ghost restart --new-pid` has written its pid file
+             (the restored agent rewrites lock owners over 256 MiB before it listens again) must
+             succeed: `ghost restart` reports a restored process only once its agent answers.
 Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
@@ -63,7 +66,8 @@ import time
 
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
-            "killed_writer", "symlink_attack", "stale_sockets", "restart_killed"]
+            "killed_writer", "symlink_attack", "stale_sockets", "restart_killed",
+            "restart_ready"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -891,6 +895,32 @@ class Env:
         if not text.endswith(b"PASS ckpt_victim\n"):
             raise Failure(f"the restored victim did not finish with its PASS line: {text[-200:]!r}")
         log("  the restored victim went on and finished after ghost restart was killed")
+
+    def t_restart_ready(self):
+        ckdir = os.path.join(self.work, "ready-ckpt")
+        runner, pid, d, out = self.start_victim("ready", ckdir)
+        with open(os.path.join(d, "grow.tmp"), "w") as f:
+            f.write("256\n")
+        os.rename(os.path.join(d, "grow.tmp"), os.path.join(d, "grow"))
+        self.wait_for(lambda: os.path.exists(os.path.join(d, "grown")), "the victim to grow")
+        for attempt in range(1, 4):
+            self.checkpoint_ok(pid, ckdir, kill=True)
+            self.wait_exit(runner, "ghost launch / restart after checkpoint --kill")
+            self.wait_for(lambda: not pid_alive(pid), "the victim to die")
+            pidf = os.path.join(self.work, f"ready-{attempt}.pid")
+            with open(os.path.join(self.work, f"ready-{attempt}.err"), "wb") as e:
+                runner = self.popen([self.ghost, "restart", "--new-pid", "--pid-file", pidf, ckdir],
+                                    f"ghost restart --new-pid (attempt {attempt})", stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=e)
+            pid = self.read_pid(pidf, runner, "ghost restart")
+            rc, _, err = self.run([self.ghost, "checkpoint", "--dir", ckdir, str(pid)],
+                                  "ghost checkpoint right after the restart")
+            if rc != 0:
+                raise Failure(f"a checkpoint right after ghost restart reported pid {pid} failed: {err.strip()}")
+            log(f"  attempt {attempt}: checkpoint of the just restored pid {pid} ok")
+        with open(os.path.join(d, "stop"), "w"):
+            pass
+        self.wait_exit(runner, "ghost restart of the stopped victim")
 
     def main(self):
         selected = self.a.only.split(",") if self.a.only else SUBTESTS
