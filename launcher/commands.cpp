@@ -508,6 +508,10 @@ result<int> job_connect(const std::string &job) {
 
 struct rank_row {
     std::string rank, pid, host, state;
+    // The rank's own figures (RSTAT), when it has sent any: their age, CPU time, resident memory,
+    // messages it sent to each world rank.
+    std::string stats_age, cpu_s, rss_bytes;
+    std::vector<std::string> sent;
 };
 struct job_row {
     std::string job, ranks, mpirun, program, problem;
@@ -627,6 +631,19 @@ job_row job_status(const std::string &job) {
             rank_row r;
             in >> r.rank >> r.pid >> r.host >> r.state;
             j.rows.push_back(r);
+        } else if (kind == "RSTAT") {
+            std::string rank;
+            size_t n = 0;
+            in >> rank;
+            for (auto &r : j.rows)
+                if (r.rank == rank) {
+                    in >> r.stats_age >> r.cpu_s >> r.rss_bytes >> n;
+                    for (size_t i = 0; i < n && i < 1u << 20 && in; i++) {
+                        std::string v;
+                        in >> v;
+                        r.sent.push_back(v);
+                    }
+                }
         } else if (kind == "CKPT") {
             in >> j.ckpt_gen >> j.ckpt_time;
             std::getline(in >> std::ws, j.ckpt_dir);
@@ -697,10 +714,21 @@ int cmd_status(const status_args &a) {
             else if (j.problem.empty())
                 std::printf(", \"last_checkpoint\": null");
             std::printf(", \"ranks\": [");
-            for (size_t k = 0; k < j.rows.size(); k++)
-                std::printf("%s{\"rank\": %s, \"pid\": %s, \"host\": %s, \"state\": %s}",
-                            k ? ", " : "", j.rows[k].rank.c_str(), j.rows[k].pid.c_str(),
-                            json_str(j.rows[k].host).c_str(), json_str(j.rows[k].state).c_str());
+            for (size_t k = 0; k < j.rows.size(); k++) {
+                const rank_row &r = j.rows[k];
+                std::printf("%s{\"rank\": %s, \"pid\": %s, \"host\": %s, \"state\": %s",
+                            k ? ", " : "", r.rank.c_str(), r.pid.c_str(), json_str(r.host).c_str(),
+                            json_str(r.state).c_str());
+                if (!r.cpu_s.empty()) {
+                    std::printf(", \"cpu_s\": %s, \"rss_bytes\": %s, \"stats_age_s\": %s, "
+                                "\"messages_sent_to\": [",
+                                r.cpu_s.c_str(), r.rss_bytes.c_str(), r.stats_age.c_str());
+                    for (size_t i = 0; i < r.sent.size(); i++)
+                        std::printf("%s%s", i ? ", " : "", r.sent[i].c_str());
+                    std::printf("]");
+                }
+                std::printf("}");
+            }
             std::printf("]}");
         }
         std::printf("], \"processes\": [");

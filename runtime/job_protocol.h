@@ -21,6 +21,9 @@
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
 //   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
 //   rank:        FINALIZED                               MPI_Finalize was called
+//   rank:        STATS <cpu_s> <rss_bytes> <n> <sent to 0> ... <sent to n-1>   about every second
+//                outside epochs: CPU time, resident memory, point-to-point messages sent to each
+//                world rank (the quiesce counters); the coordinator keeps the latest
 // Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
 // checkpoints; the coordinator marks the rank lost).
 //
@@ -45,7 +48,8 @@
 //                     its host; ghostrun goes on. If the ranks cannot start there (mpirun fails
 //                     or they do not connect within start_ms), the job is relaunched where it was
 //                     and the answer is ERROR <reason>; the job goes on either way.
-//   STATUS also sends CKPT <generation> <unix time> <gen dir> before END once there is one.
+//   STATUS also sends RSTAT <r> <age_s> <STATS fields> after a rank's RANK line once it has sent
+//                 STATS, and CKPT <generation> <unix time> <gen dir> before END once there is one.
 #pragma once
 
 #include <string>

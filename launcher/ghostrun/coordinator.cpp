@@ -104,6 +104,8 @@ struct conn {
     int rank = -1, size = 0;
     long pid = 0;
     std::string host, state = "connecting";
+    std::string stats; // the rank's latest STATS line, without "STATS "
+    clock_type::time_point stats_time;
 };
 
 enum class phase { idle, clock, counts, drained, saving, resumed };
@@ -271,6 +273,11 @@ struct server {
         auto w = split(line);
         if (w.empty()) return;
         if (!c.hello) return on_hello(c, w);
+        if (w[0] == "STATS") {
+            c.stats = line.substr(6);
+            c.stats_time = clock_type::now();
+            return;
+        }
         if (w[0] == "FINALIZED") {
             c.state = "finalized";
             if (ep.ph != phase::idle)
@@ -584,9 +591,16 @@ struct server {
             std::map<int, conn *> by_rank;
             for (auto &r : conns)
                 if (r.is_rank && r.hello && r.rank >= 0) by_rank[r.rank] = &r;
-            for (auto &[r, rc] : by_rank)
+            auto now = clock_type::now();
+            for (auto &[r, rc] : by_rank) {
                 send_line(c.fd, "RANK " + std::to_string(r) + " " + std::to_string(rc->pid) + " " +
                                     rc->host + " " + rc->state);
+                if (!rc->stats.empty()) {
+                    char age[32];
+                    snprintf(age, sizeof age, "%.3f", secs(now - rc->stats_time));
+                    send_line(c.fd, "RSTAT " + std::to_string(r) + " " + age + " " + rc->stats);
+                }
+            }
             if (last.gen > 0)
                 send_line(c.fd, "CKPT " + std::to_string(last.gen) + " " +
                                     std::to_string(last.time) + " " + last.dir);

@@ -119,6 +119,21 @@ timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" $steps $sleep_
 case $mode in
 resume)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  # What a load balancer reads: each rank's CPU time, memory and messages sent to every rank.
+  for _ in $(seq 1 150); do
+    "$GHOST" status --json "$job" >"$work/status.json" 2>&1
+    python3 - "$work/status.json" "$np" <<'PY' && break
+import json, sys
+ranks = json.load(open(sys.argv[1]))["jobs"][0]["ranks"]
+n = int(sys.argv[2])
+ok = len(ranks) == n and all(
+    r["cpu_s"] > 0 and r["rss_bytes"] > 1 << 20 and len(r["messages_sent_to"]) == n for r in ranks)
+sys.exit(0 if ok and sum(sum(r["messages_sent_to"]) for r in ranks) > 0 else 1)
+PY
+    sleep 0.05
+  done
+  grep -q '"messages_sent_to": \[[0-9, ]*[1-9]' "$work/status.json" ||
+    fail "status --json has no per-rank figures: $(cat "$work/status.json")"
   checkpoint
   sleep 0.3
   checkpoint

@@ -395,9 +395,35 @@ bool run_epoch(const std::string &e, long timeout_ms) {
 
 bool connect_now(const char *coord, const char *job, const char *secret);
 
+// STATS <cpu_s> <rss_bytes> <n> <messages sent to world rank 0> ... <to n-1>: what a load
+// balancer reads through `ghost status --json` (the coordinator keeps each rank's latest).
+std::string stats_line() {
+    struct timespec cpu = {};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    unsigned long long pages_total = 0, pages_resident = 0;
+    if (FILE *f = fopen("/proc/self/statm", "re")) {
+        if (fscanf(f, "%llu %llu", &pages_total, &pages_resident) != 2) pages_resident = 0;
+        fclose(f);
+    }
+    char head[96];
+    snprintf(head, sizeof head, "STATS %.3f %llu %d", cpu.tv_sec + cpu.tv_nsec / 1e9,
+             pages_resident * (unsigned long long)sysconf(_SC_PAGESIZE), g_sent ? g_world_size : 0);
+    std::string l = head;
+    for (int i = 0; g_sent && i < g_world_size; i++)
+        l += " " + std::to_string(__atomic_load_n(&g_sent[i], __ATOMIC_RELAXED));
+    return l;
+}
+
+constexpr long kStatsEveryMs = 1000;
+
 void *client_main(void *) {
     bool told = false;
+    long next_stats = 0;
     while (!g_stop) {
+        if (g_fd >= 0 && now_ms() >= next_stats) {
+            next_stats = now_ms() + kStatsEveryMs;
+            send_line(stats_line());
+        }
         if (g_reconnect.exchange(0)) {
             // A restored rank: the job is a new one, with its own coordinator.
             g_inbuf.clear();
