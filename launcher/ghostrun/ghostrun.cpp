@@ -250,6 +250,32 @@ std::vector<std::string> without_placement(const std::vector<std::string> &opts)
     return out;
 }
 
+// `base` followed by `over`, where a parameter or variable that `over` sets (`--mca NAME V`,
+// `-genv NAME V`...) is taken out of `base`: mpirun refuses an MCA parameter given twice, and the
+// later word is the user's.
+std::vector<std::string> overridden(const std::vector<std::string> &base,
+                                    const std::vector<std::string> &over) {
+    auto names_set = [](const std::vector<std::string> &opts) {
+        std::set<std::string> names;
+        for (size_t i = 0; i + 1 < opts.size(); i++)
+            if (two_arg_options().count(opts[i])) names.insert(opts[++i]);
+        return names;
+    };
+    std::set<std::string> set_again = names_set(over);
+    std::vector<std::string> out;
+    for (size_t i = 0; i < base.size(); i++) {
+        if (two_arg_options().count(base[i]) && i + 1 < base.size() &&
+            set_again.count(base[i + 1])) {
+            i += 2; // the option, its name and its value
+            continue;
+        }
+        out.push_back(base[i]);
+    }
+    for (const auto &o : over)
+        out.push_back(o);
+    return out;
+}
+
 struct launcher {
     bool ompi = false;
     std::string mpirun, preload, ldpath, stub, ghost_bin;
@@ -432,10 +458,9 @@ int main(int argc, char **argv) {
         auto m = read_manifest(*gen);
         if (!m) die("cannot restart from " + p.restart + ": " + m.err().message);
         cfg.ckpt_dir = p.ckpt_dir.empty() ? parent_dir(*gen) : absolute(p.ckpt_dir);
-        // The original's transport options, then this command's.
-        std::vector<std::string> opts = without_placement(m->mpirun_opts);
-        for (const auto &o : p.mpirun_opts)
-            opts.push_back(o);
+        // The original's transport options, then this command's (which win).
+        std::vector<std::string> opts =
+            overridden(without_placement(m->mpirun_opts), p.mpirun_opts);
         restart_from(*gen, *m, opts);
     } else {
         program_plan plan = plan_program(p.program, p.program_args);
