@@ -49,6 +49,8 @@ int main(int argc, char **argv) {
                      "mpirun options may follow: --host, --hostfile, --oversubscribe...)")
         ->required();
     restart->prefix_command(); // after the directory, everything is mpirun's
+    // Only --help: -h would take mpirun's -host, -hostfile and Hydra's -hosts for a help request.
+    restart->set_help_flag("--help", "Print this help message and exit");
 
     std::string rank_dir;
     auto *restart_rank = app.add_subcommand(

@@ -26,7 +26,8 @@
 #   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
 #            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
-# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120).
+# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120), TMPDIR
+# (where the work directory goes, default /tmp; run_hosts.sh spread puts it where every host sees it).
 set -u
 mode=$1 flavour=$2 np=$3 prog=$4
 shift 4
@@ -37,7 +38,7 @@ if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpic
 steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
 [ "$mode" = migrate ] && steps=400
-work=$(mktemp -d /tmp/ghost-jobckpt.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
 cleanup() {

@@ -1,0 +1,172 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# MPI jobs with their ranks on 3 emulated hosts (hosts.sh; README.md).
+#   run_hosts.sh spread FLAVOUR -- COMMAND...
+#            brings 3 hosts up and runs COMMAND (a test script of mpi-layer/tests taking mpirun
+#            options last, e.g. run_compare.sh or run_job_ckpt.sh) with TMPDIR in the shared
+#            directory and the options that place one rank on each host appended
+#   run_hosts.sh restart FLAVOUR PROGRAM [MPIRUN OPTIONS...]
+#            PROGRAM (job_steps.c) under ghostrun with --hostfile h1,h2,h3 (a rank per host, as
+#            `ghost status` must say), `ghost checkpoint --kill`; the manifest names each rank's
+#            host; `ghost restart DIR --host h2,h3,h1` (Hydra: -hosts) places rank r on the next
+#            host, as status says, and the job ends with the output of a native run over the hosts
+#   run_hosts.sh scratch FLAVOUR
+#            the hosts' /tmp is private: a file a rank writes in its /tmp is seen by no rank on
+#            another host, nor in the root namespace's /tmp; each host has its own name and address
+# FLAVOUR: openmpi, openmpi-ucx (pml ucx) or mpich. Exit 77 (skipped) when this machine cannot
+# make namespaces (not root). Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds
+# per run, default 60).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/hosts.sh"
+mode=${1:?mode} flavour=${2:?flavour}
+shift 2
+timeout_s=${GHOST_TEST_TIMEOUT:-60}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+hosts_can || {
+  echo "SKIP: cannot make network namespaces here (needs root, ip and unshare)"
+  exit 77
+}
+hosts_up 3 || exit 1
+fl=${flavour%-ucx}
+if [ "$fl" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
+host_list() { local IFS=,; echo "$*"; }
+all=$(host_list "${HOSTS_IPS[@]}")
+# How each mpirun reaches the hosts: its rsh agent (Open MPI; oob and btl on the bridge's subnet)
+# or Hydra's ssh launcher.
+if [ "$fl" = openmpi ]; then
+  reach=(--mca plm_rsh_agent "$HOSTS_AGENT" --mca oob_tcp_if_include "$HOSTS_SUBNET"
+    --mca btl_tcp_if_include "$HOSTS_SUBNET")
+  [ "$flavour" = openmpi-ucx ] && reach+=(--mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any)
+  place=(--host) # Open MPI: --host a,b,c
+else
+  reach=(-launcher ssh -launcher-exec "$HOSTS_AGENT")
+  place=(-hosts) # Hydra's own spelling (ghost restart must pass it on)
+fi
+work=$HOSTS_SHARED/work
+mkdir -p "$work"
+gpid=""
+cleanup() {
+  [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
+  hosts_down
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $mode $flavour: $*"
+  for f in "$work"/*.out "$work"/*.err; do
+    [ -s "$f" ] && { echo "--- $(basename "$f")"; tail -c 3000 "$f"; }
+  done
+  exit 1
+}
+
+# Starts a ghostrun or ghost restart in a session of its own; sets gpid and job once every rank
+# has registered with the coordinator.
+start() { # start NAME COMMAND...
+  local name=$1
+  shift
+  setsid timeout -k 5 "$timeout_s" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  gpid=$!
+  job=""
+  for _ in $(seq 1 500); do
+    job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/$name.err" | head -1)
+    [ -n "$job" ] && break
+    kill -0 "$gpid" 2>/dev/null || fail "$name ended before it printed its job id"
+    sleep 0.02
+  done
+  [ -n "$job" ] || fail "$name printed no job id"
+  for _ in $(seq 1 1000); do
+    [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = 3 ] && return 0
+    kill -0 "$gpid" 2>/dev/null || fail "$name ended before every rank registered"
+    sleep 0.02
+  done
+  fail "$name: not every rank registered with the coordinator"
+}
+
+finish() { # finish EXPECTED_STATUS
+  wait "$gpid"
+  local rc=$?
+  gpid=""
+  [ "$rc" = "$1" ] || fail "the job exited $rc, expected $1"
+}
+
+# "h1 h2 h3": the host of rank 0, 1, 2 as `ghost status --json JOB` shows it.
+rank_hosts() {
+  "$GHOST" status --json "$job" | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+print(" ".join(r["host"] for r in sorted(j["ranks"], key=lambda r: r["rank"])))'
+}
+
+case $mode in
+spread)
+  [ "${1:-}" = -- ] && shift
+  [ $# -ge 1 ] || fail "no command"
+  export TMPDIR=$work
+  "$@" "${reach[@]}" "${place[@]}" "$all"
+  rc=$?
+  [ $rc = 0 ] || fail "$(basename "$1") exited $rc"
+  echo "OK: spread over ${HOSTS_IPS[*]}: $(basename "$1")"
+  ;;
+restart)
+  prog=${1:?program}
+  shift
+  extra=("$@")
+  cd "$work" || exit 1
+  ck=$HOSTS_SHARED/ck
+  hf=$work/hostfile
+  # One slot per host (Open MPI counts a host's cores without slots=; Hydra: HOST:N).
+  for ip in "${HOSTS_IPS[@]}"; do
+    if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
+  done >"$hf"
+  steps=150 sleep_ms=20
+  t0=$SECONDS
+  timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
+    "$prog" $steps $sleep_ms >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
+  t1=$SECONDS
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np 3 --hostfile "$hf" "${reach[@]}" "${extra[@]}" \
+    "$prog" $steps $sleep_ms
+  [ "$(rank_hosts)" = "h1 h2 h3" ] || fail "ranks not on h1 h2 h3 (--hostfile): $(rank_hosts)"
+  timeout -k 5 60 "$GHOST" checkpoint --kill "$job" >"$work/ckpt.out" 2>"$work/ckpt.err" ||
+    fail "ghost checkpoint --kill failed"
+  finish 75
+  t2=$SECONDS
+  hosts=$(python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))' "$ck/gen-1/manifest.json")
+  [ "$hosts" = "h1 h2 h3" ] || fail "the manifest's hosts are '$hosts', not 'h1 h2 h3'"
+  # Each rank on the next host: the placement given to ghost restart replaces the manifest's.
+  start run2 "$GHOST" restart "$ck" "${place[@]}" "$(host_list "${HOSTS_IPS[1]}" "${HOSTS_IPS[2]}" "${HOSTS_IPS[0]}")"
+  [ "$(rank_hosts)" = "h2 h3 h1" ] || fail "restarted ranks not on h2 h3 h1: $(rank_hosts)"
+  finish 0
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$work/run.out" "$work/run2.out" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  echo "OK: restart $flavour: ranks on h1 h2 h3, restarted on h2 h3 h1, output as native" \
+    "(native $((t1 - t0)) s, run and checkpoint $((t2 - t1)) s, restart $((SECONDS - t2)) s)"
+  ;;
+scratch)
+  mark=ghost-scratch-$HOSTS_ID
+  # Rank 0 (h1) writes in its /tmp; after a barrier-free second job every rank looks for it.
+  timeout -k 5 "$timeout_s" $mpirun -np 1 "${reach[@]}" "${place[@]}" "${HOSTS_IPS[0]}" \
+    /bin/sh -c "echo from-h1 >/tmp/$mark" >"$work/write.out" 2>"$work/write.err" ||
+    fail "writing on h1 failed"
+  timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" /bin/sh -c \
+    "echo \"\$(hostname) \$(ip -4 -o addr show eth0 | awk '{print \$4}') \$(cat /tmp/$mark 2>/dev/null || echo none)\"" \
+    >"$work/look.out" 2>"$work/look.err" || fail "looking on every host failed"
+  sort "$work/look.out" >"$work/look.sorted"
+  printf '%s\n' "h1 ${HOSTS_IPS[0]}/24 from-h1" "h2 ${HOSTS_IPS[1]}/24 none" "h3 ${HOSTS_IPS[2]}/24 none" \
+    >"$work/expected"
+  diff -u "$work/expected" "$work/look.sorted" >"$work/diff" || fail "hosts' views differ: $(cat "$work/diff")"
+  [ ! -e "/tmp/$mark" ] || fail "h1's file is in the root namespace's /tmp"
+  [ "$(cat "$HOSTS_DIR/h1/tmp/$mark")" = from-h1 ] || fail "h1's file is not in h1's directory"
+  echo "OK: scratch $flavour: h1's /tmp file seen on h1 only"
+  ;;
+*)
+  echo "usage: $0 spread|restart|scratch FLAVOUR ..." >&2
+  exit 2
+  ;;
+esac
