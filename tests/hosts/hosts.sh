@@ -127,10 +127,13 @@ hosts_up() {
         ip -n "$ns" link set eth0 up &&
         ip -n "$ns" route add default via "$HOSTS_ROOT_IP"
     } || ok=0
-    # Read by the agent: address -> host.
-    printf '%s %s %s\n' "$ns" "h$k" "$hdir/tmp" >"$HOSTS_DIR/host-$ip"
+    # Read by the agent: address or name -> host. The name carries the set's id: two sets up at
+    # once (tests side by side) never share a host name, and a rank's hostname (what the
+    # coordinator hears and a migration's relaunch gives mpirun) names its host.
+    printf '%s %s %s\n' "$ns" "$HOSTS_ID-h$k" "$hdir/tmp" >"$HOSTS_DIR/host-$ip"
+    cp "$HOSTS_DIR/host-$ip" "$HOSTS_DIR/host-$HOSTS_ID-h$k"
     HOSTS_IPS+=("$ip")
-    HOSTS_NAMES+=("h$k")
+    HOSTS_NAMES+=("$HOSTS_ID-h$k")
   done
   flock -u "$HOSTS_LOCK_FD"
   exec {HOSTS_LOCK_FD}>&-
@@ -151,7 +154,7 @@ hosts_up() {
   # connect back to it by name), the hosts by name.
   {
     printf '127.0.0.1 localhost\n%s %s\n' "$HOSTS_ROOT_IP" "$(hostname)"
-    for ((k = 1; k <= n; k++)); do printf '%s h%s\n' "${HOSTS_IPS[k - 1]}" "$k"; done
+    for ((k = 1; k <= n; k++)); do printf "%s %s\n" "${HOSTS_IPS[k - 1]}" "${HOSTS_NAMES[k - 1]}"; done
   } >"$HOSTS_DIR/etc-hosts"
   trap hosts_down EXIT
   return 0

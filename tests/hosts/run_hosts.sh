@@ -10,6 +10,10 @@
 #            `ghost status` must say), `ghost checkpoint --kill`; the manifest names each rank's
 #            host; `ghost restart DIR --host h2,h3,h1` (Hydra: -hosts) places rank r on the next
 #            host, as status says, and the job ends with the output of a native run over the hosts
+#   run_hosts.sh migrate FLAVOUR PROGRAM [MPIRUN OPTIONS...]
+#            PROGRAM (job_steps.c) under ghostrun, a rank per host; `ghost migrate` moves rank 1 to
+#            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory; status
+#            names the hosts after each move; the output is a native run's over the hosts
 #   run_hosts.sh scratch FLAVOUR
 #            the hosts' /tmp is private: a file a rank writes in its /tmp is seen by no rank on
 #            another host, nor in the root namespace's /tmp; each host has its own name and address
@@ -127,7 +131,7 @@ restart)
   t1=$SECONDS
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np 3 --hostfile "$hf" "${reach[@]}" "${extra[@]}" \
     "$prog" $steps $sleep_ms
-  [ "$(rank_hosts)" = "h1 h2 h3" ] || fail "ranks not on h1 h2 h3 (--hostfile): $(rank_hosts)"
+  [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]} (--hostfile): $(rank_hosts)"
   timeout -k 5 60 "$GHOST" checkpoint --kill "$job" >"$work/ckpt.out" 2>"$work/ckpt.err" ||
     fail "ghost checkpoint --kill failed"
   finish 75
@@ -136,10 +140,10 @@ restart)
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))' "$ck/gen-1/manifest.json")
-  [ "$hosts" = "h1 h2 h3" ] || fail "the manifest's hosts are '$hosts', not 'h1 h2 h3'"
+  [ "$hosts" = "${HOSTS_NAMES[*]}" ] || fail "the manifest's hosts are '$hosts', not '${HOSTS_NAMES[*]}'"
   # Each rank on the next host: the placement given to ghost restart replaces the manifest's.
   start run2 "$GHOST" restart "$ck" "${place[@]}" "$(host_list "${HOSTS_IPS[1]}" "${HOSTS_IPS[2]}" "${HOSTS_IPS[0]}")"
-  [ "$(rank_hosts)" = "h2 h3 h1" ] || fail "restarted ranks not on h2 h3 h1: $(rank_hosts)"
+  [ "$(rank_hosts)" = "${HOSTS_NAMES[1]} ${HOSTS_NAMES[2]} ${HOSTS_NAMES[0]}" ] || fail "restarted ranks not on the next hosts: $(rank_hosts)"
   finish 0
   grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
   grep -h '^rank [0-9]*: ' "$work/run.out" "$work/run2.out" | sort >"$work/got.sorted"
@@ -147,6 +151,44 @@ print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))'
   diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
   echo "OK: restart $flavour: ranks on h1 h2 h3, restarted on h2 h3 h1, output as native" \
     "(native $((t1 - t0)) s, run and checkpoint $((t2 - t1)) s, restart $((SECONDS - t2)) s)"
+  ;;
+migrate)
+  # Rank 1 moves from h2 to h3 and back, GHOST_MIGRATIONS times in all (default 2;
+  # the issue's ten round trips: GHOST_MIGRATIONS=20, a soak), while the job
+  # runs (ranks inside Sendrecv/Waitall/collectives or sleeping between steps); ghost status says
+  # where every rank is after each move; the output is the native run's over the same hosts.
+  prog=${1:?program}
+  shift
+  extra=("$@")
+  cd "$work" || exit 1
+  ck=$HOSTS_SHARED/ck
+  hf=$work/hostfile
+  for ip in "${HOSTS_IPS[@]}"; do
+    if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
+  done >"$hf"
+  moves=${GHOST_MIGRATIONS:-2}
+  steps=$((300 + 250 * moves)) sleep_ms=20
+  timeout_s=$((timeout_s + 30 * moves))
+  timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
+    "$prog" $steps $sleep_ms >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np 3 --hostfile "$hf" "${reach[@]}" "${extra[@]}" \
+    "$prog" $steps $sleep_ms
+  [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
+  for ((k = 1; k <= moves; k++)); do
+    if ((k % 2)); then to=2; else to=1; fi
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "fs:$HOSTS_SHARED/mig" \
+      >>"$work/mig.out" 2>>"$work/mig.err" || fail "migration $k failed: $(tail -1 "$work/mig.err")"
+    want="${HOSTS_NAMES[0]} ${HOSTS_NAMES[to]} ${HOSTS_NAMES[2]}"
+    [ "$(rank_hosts)" = "$want" ] || fail "after migration $k ranks are on $(rank_hosts), not $want"
+    kill -0 "$gpid" 2>/dev/null || fail "the job ended during migration $k (too short for this machine?)"
+  done
+  finish 0
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  echo "OK: migrate $flavour: rank 1 moved $moves times between ${HOSTS_NAMES[1]} and ${HOSTS_NAMES[2]};" \
+    "downtimes: $(sed -n 's/.*downtime_s=\([0-9.]*\).*/\1/p' "$work/mig.out" | tr '\n' ' ')"
   ;;
 scratch)
   mark=ghost-scratch-$HOSTS_ID
@@ -158,7 +200,8 @@ scratch)
     "echo \"\$(hostname) \$(ip -4 -o addr show eth0 | awk '{print \$4}') \$(cat /tmp/$mark 2>/dev/null || echo none)\"" \
     >"$work/look.out" 2>"$work/look.err" || fail "looking on every host failed"
   sort "$work/look.out" >"$work/look.sorted"
-  printf '%s\n' "h1 ${HOSTS_IPS[0]}/24 from-h1" "h2 ${HOSTS_IPS[1]}/24 none" "h3 ${HOSTS_IPS[2]}/24 none" \
+  printf '%s\n' "${HOSTS_NAMES[0]} ${HOSTS_IPS[0]}/24 from-h1" "${HOSTS_NAMES[1]} ${HOSTS_IPS[1]}/24 none" \
+    "${HOSTS_NAMES[2]} ${HOSTS_IPS[2]}/24 none" \
     >"$work/expected"
   diff -u "$work/expected" "$work/look.sorted" >"$work/diff" || fail "hosts' views differ: $(cat "$work/diff")"
   [ ! -e "/tmp/$mark" ] || fail "h1's file is in the root namespace's /tmp"
@@ -166,7 +209,7 @@ scratch)
   echo "OK: scratch $flavour: h1's /tmp file seen on h1 only"
   ;;
 *)
-  echo "usage: $0 spread|restart|scratch FLAVOUR ..." >&2
+  echo "usage: $0 spread|restart|migrate|scratch FLAVOUR ..." >&2
   exit 2
   ;;
 esac
