@@ -216,7 +216,10 @@ save_result save_image(const std::string &e, const std::string &line) {
     // manager, which runs the component hooks, then needs no lower call for them.
     else if (requests_before_checkpoint(g_rank, req_convert, why, sizeof why) != 0)
         ;
-    else if (request(path.c_str(), 0) != 0)
+    // Buffered output goes out now, from a thread with the process's descriptors (the agent's
+    // manager has a table of its own), else a job that goes on prints it and its image holds it
+    // too (printed twice by a restart from this image).
+    else if (fflush(nullptr), request(path.c_str(), 0) != 0)
         snprintf(why, sizeof why,
                  "the agent cannot start a checkpointer (no ghost binary known, "
                  "or one is running)");

@@ -5,8 +5,8 @@
  *   blocked_call DIR replace   rank 0 in MPI_Sendrecv_replace (a strided datatype) with rank 1;
  *                              rank 1 sees rank 0's message arrive (MPI_Iprobe: rank 0 is inside
  *                              the call), writes DIR/ready, waits for DIR/go, then makes its own
- * Ranks other than 0 and 1 only check in at the end. Prints the values each rank received and
- * PASS. */
+ * Ranks other than 0 and 1 only check in at the end. Prints (buffered) the values each rank sends,
+ * then what it received, and PASS. */
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +53,9 @@ int main(int argc, char **argv) {
                 touch(dir, "ready");
                 wait_for(dir, "go");
             }
+            /* buffered (stdout is a pipe), not flushed: a checkpoint must neither lose nor
+             * misdirect it */
+            printf("rank %d: replace sends %d %d %d\n", r, buf[0], buf[2], buf[10]);
             MPI_Status st;
             CHECK_MPI(
                 MPI_Sendrecv_replace(buf, 1, every_other, peer, 7, peer, 7, MPI_COMM_WORLD, &st));
