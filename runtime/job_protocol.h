@@ -5,8 +5,10 @@
 //   HELLO <job> <secret> <rank> <size> <pid> <host>      ->  WELCOME   or   REFUSED <reason>
 // A wrong job or secret is refused, logged by ghostrun, and the connection closed. Afterwards:
 //   coordinator: QUIESCE <epoch>                       a quiesce (DESIGN.md section 3) begins
-//   rank:        CLOCK <epoch> <n> <id> <seq> ...       collective sequence numbers, per
-//   communicator coordinator: TARGET <epoch> <n> <id> <seq> ...      the largest of each, to run
+//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>]
+//                collective sequence numbers per communicator; k > 0: threads inside a collective
+//                that makes a communicator (that round does not end the clock phase)
+//   coordinator: TARGET <epoch> <agreed 0|1> <n> <id> <seq> ...   the largest of each, to run
 //   forward to rank:        COUNTS <epoch> <size> <sent to 0> ...  messages this rank sent to each
 //   world rank coordinator: DRAIN <epoch> <expected>                what its peers sent it, in
 //   total rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory

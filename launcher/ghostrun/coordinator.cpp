@@ -116,7 +116,8 @@ struct epoch_state {
     int cli_fd = -1; // the command that asked
     clock_type::time_point start, deadline, t_counts, t_drain;
     std::map<int, std::map<std::string, unsigned long long>> clocks; // rank -> id -> seq
-    std::map<int, std::vector<unsigned long long>> counts;           // rank -> sent to each
+    bool creating = false; // this round: a rank has a thread inside a communicator creation
+    std::map<int, std::vector<unsigned long long>> counts; // rank -> sent to each
     std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
     std::map<int, bool> answered;
     int rounds = 0;
@@ -295,6 +296,10 @@ struct server {
             size_t n = w.size() > 2 ? strtoul(w[2].c_str(), nullptr, 10) : 0;
             for (size_t i = 0; i < n && 4 + 2 * i < w.size() + 1 && 3 + 2 * i + 1 < w.size(); i++)
                 m[w[3 + 2 * i]] = strtoull(w[4 + 2 * i].c_str(), nullptr, 10);
+            // "creating K" after the pairs: K threads of this rank are inside a collective that
+            // makes a communicator (not reported yet: the other members may be in it already).
+            if (size_t at = 3 + 2 * n; at + 1 < w.size() && w[at] == "creating")
+                ep.creating |= strtoul(w[at + 1].c_str(), nullptr, 10) > 0;
             ep.answered[c.rank] = true;
             c.state = "quiescing";
             if (all_answered()) send_targets();
@@ -355,7 +360,11 @@ struct server {
                 if (!mx.count(id) || seq > mx[id]) mx[id] = seq;
                 if (!mn.count(id) || seq < mn[id]) mn[id] = seq;
             }
-        bool agreed = mx == mn;
+        // Not while a communicator is being made: its members that have returned from the
+        // creation may be inside a collective on it that the others, still inside the creation,
+        // do not report yet; another round, once they have returned, has it from every member.
+        bool agreed = mx == mn && !ep.creating;
+        ep.creating = false;
         ep.rounds++;
         ep.answered.clear();
         auto clocks = std::move(ep.clocks);

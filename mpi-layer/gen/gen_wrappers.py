@@ -310,7 +310,8 @@ def gen_wrapper(d, idx, fl):
     comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
     if api in COLLECTIVES and not comms:
         raise GenError('%s: collective without a communicator parameter' % d.name)
-    L.append('  ghost::mpi::gate gate_(%d%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else ''))
+    L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
+                                                   ', true' if api in COMM_CHAINED else ''))
     if d.api in UPPER_ANSWERS:
         if ret == 'double':
             L.append('  { double a_; if (ghost::mpi::u_%s(&a_)) return a_; }' % api[4:])

@@ -23,6 +23,9 @@
 #            wrong --via are refused in one line (the job goes on); a migration to a host mpirun
 #            cannot reach fails in one line and the job goes on where it was; the output is the
 #            uninterrupted run's
+#   replace  PROGRAM is programs/blocked_call.c (NP 2): rank 0 waits inside MPI_Sendrecv_replace
+#            for rank 1, which waits outside MPI for DIR/go; the job is checkpointed there (goes
+#            on), checkpointed --kill, DIR/go made, restarted: it finishes as the native run
 #   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
 #            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
@@ -114,8 +117,15 @@ refused() { # refused WHAT PATTERN COMMAND...
   [ ! -s "$work/refused.out" ] || fail "$what: something ran: $(cat "$work/refused.out")"
 }
 
-timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms >"$work/native.out" 2>"$work/native.err" ||
-  fail "the native run failed"
+if [ "$mode" = replace ]; then
+  mkdir -p "$work/nat" "$work/run"
+  touch "$work/nat/go"
+  timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$work/nat" replace >"$work/native.out" 2>"$work/native.err" ||
+    fail "the native run failed"
+else
+  timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms >"$work/native.out" 2>"$work/native.err" ||
+    fail "the native run failed"
+fi
 
 case $mode in
 resume)
@@ -296,6 +306,23 @@ migrate)
   left=$(pgrep -f "^$prog " | tr '\n' ' ')
   [ -z "$left" ] || fail "processes of the job are left: $left"
   ;;
+replace)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" replace
+  for _ in $(seq 1 1000); do
+    [ -e "$work/run/ready" ] && break
+    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 1 saw rank 0's message"
+    sleep 0.02
+  done
+  [ -e "$work/run/ready" ] || fail "rank 1 did not see rank 0's message"
+  # rank 0 is inside MPI_Sendrecv_replace now (its message has arrived), and stays there
+  checkpoint
+  checkpoint --kill
+  finish 75
+  touch "$work/run/go"
+  timeout -k 5 "$timeout_s" "$GHOST" restart "$ck" "${extra[@]}" >"$work/run2.out" 2>"$work/run2.err" ||
+    fail "the restarted job exited $?"
+  same_as_native "$work/run.out" "$work/run2.out"
+  ;;
 ended)
   timeout -k 5 "$timeout_s" "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 5 0 >"$work/run.out" 2>"$work/run.err" ||
     fail "the job failed"
@@ -303,7 +330,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1|migrate FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1|migrate|replace FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

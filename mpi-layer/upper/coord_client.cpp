@@ -141,11 +141,12 @@ void resume_local() {
 }
 
 // Every application thread is outside MPI or parked (or, when allow_coll, inside a blocking
-// collective). Otherwise names a thread's call in `why`.
-bool settled(bool allow_coll, const char **why, bool allow_send = true) {
+// collective; one that makes a communicator only when allow_create). Otherwise names a thread's
+// call in `why`.
+bool settled(bool allow_coll, const char **why, bool allow_send = true, bool allow_create = true) {
     for (thread_gate *t : gate_threads()) {
         if (t->depth == 0 || t->parked) continue;
-        if (allow_coll && t->in_coll) continue;
+        if (allow_coll && t->in_coll && (allow_create || !t->in_create)) continue;
         if (allow_send && t->in_send) continue;
         *why = t->fn >= 0 && (size_t)t->fn < g_nfns ? g_fn_names[t->fn] : "an MPI call";
         return false;
@@ -215,7 +216,10 @@ save_result save_image(const std::string &e, const std::string &line) {
     // manager, which runs the component hooks, then needs no lower call for them.
     else if (requests_before_checkpoint(g_rank, req_convert, why, sizeof why) != 0)
         ;
-    else if (request(path.c_str(), 0) != 0)
+    // Buffered output goes out now, from a thread with the process's descriptors (the agent's
+    // manager has a table of its own), else a job that goes on prints it and its image holds it
+    // too (printed twice by a restart from this image).
+    else if (fflush(nullptr), request(path.c_str(), 0) != 0)
         snprintf(why, sizeof why,
                  "the agent cannot start a checkpointer (no ghost binary known, "
                  "or one is running)");
@@ -290,6 +294,14 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             &clock);
         for (char ch : clock)
             n += ch == ' ';
+        // Threads inside a communicator creation: the new communicator is not in the report yet,
+        // but members that have returned may be inside a collective on it already (MPICH lets a
+        // rank leave MPI_Cart_create or MPI_Dist_graph_create_adjacent first). The coordinator
+        // then asks for another round, in which they may return (running forward, below).
+        int creating = 0;
+        for (thread_gate *t : gate_threads())
+            creating += t->in_create != 0;
+        if (creating) clock += " creating " + std::to_string(creating);
         send_line("CLOCK " + e + " " + std::to_string(n / 2) + clock);
         r = wait_for([] { return false; }, deadline, true, &line);
         if (r != w_ok) return fail(r, "no collective targets from the coordinator");
@@ -314,7 +326,10 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         Q.phase = phase_forward;
         quiesce_wake();
         // Running forward ends when this rank has caught up and its threads are parked again (or
-        // inside a collective that the next round lets the others reach).
+        // inside a collective that the next round lets the others reach). A thread inside a
+        // communicator creation is given a moment to return (its new communicator then is in the
+        // next report); it may also wait for members that the next round sends forward.
+        const long round_start = now_ms();
         r = wait_for(
             [&] {
                 bool b = is_behind();
@@ -322,7 +337,8 @@ bool run_epoch(const std::string &e, long timeout_ms) {
                     Q.behind = 0;
                     quiesce_wake();
                 }
-                return !b && settled(true, &why);
+                return !b && (settled(true, &why, true, false) ||
+                              (now_ms() - round_start >= 5 && settled(true, &why)));
             },
             deadline, false, nullptr);
         if (r != w_ok)

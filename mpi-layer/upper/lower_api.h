@@ -23,6 +23,8 @@ struct lower_api {
     int (*Get_count)(const MPI_Status *, MPI_Datatype, int *);
     int (*Type_size)(MPI_Datatype, int *);
     int (*Unpack)(const void *, int, int *, void *, int, MPI_Datatype, MPI_Comm);
+    int (*Pack)(const void *, int, MPI_Datatype, void *, int, int *, MPI_Comm);
+    int (*Pack_size)(int, MPI_Datatype, MPI_Comm, int *);
     int (*Status_set_elements_x)(MPI_Status *, MPI_Datatype, MPI_Count);
     int (*Test_cancelled)(const MPI_Status *, int *);
     int (*Comm_group)(MPI_Comm, MPI_Group *);
@@ -36,7 +38,8 @@ struct lower_api {
     int (*Start)(MPI_Request *);
     MPI_Comm world; // lower MPI_COMM_WORLD
     MPI_Group world_group;
-    MPI_Datatype byte; // lower MPI_BYTE
+    MPI_Datatype byte;   // lower MPI_BYTE
+    MPI_Datatype packed; // lower MPI_PACKED
     MPI_Request req_null;
     MPI_Message msg_null;
     bool ready;

@@ -553,26 +553,32 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
     return rc_send != MPI_SUCCESS ? rc_send : rc;
 }
 
-int q_Sendrecv_replace(void *fn, void *buf, int n, DT dt, int dest, int stag, int src, int rtag,
-                       CM c, ST *st, DT, CM uc) {
-    if (drained_msg *m = take_drained(uc, src, rtag)) {
-        int rc = send_loop(L.Isend, buf, n, dt, dest, stag, c, uc);
-        int rc2 = deliver_status(m, buf, n, dt, c, st);
-        return rc != MPI_SUCCESS ? rc : rc2;
-    }
-    // Blocking in the lower half (its send buffer is its receive buffer): a quiesce waits for it.
-    MPI_Status local;
-    MPI_Status *s = status_ignored(st) ? &local : st;
-    int rc;
+int q_Sendrecv_replace(void *, void *buf, int n, DT dt, int dest, int stag, int src, int rtag, CM c,
+                       ST *st, DT udt, CM uc) {
+    // Its send buffer is its receive buffer: the outgoing data is packed into a temporary buffer
+    // first (upper memory, so in an image), sent as MPI_PACKED (as MPICH's own Sendrecv_replace
+    // does; it matches any receive type), and the receive goes straight into buf with the
+    // application's type. Then it is a Sendrecv: one lower scope, a test loop with safe points,
+    // drained messages first, and a restart completes it.
+    int psize = 0, rc;
     {
         lower_call lc;
-        rc = lf<int (*)(void *, int, DT, int, int, int, int, CM, ST *)>(fn)(buf, n, dt, dest, stag,
-                                                                            src, rtag, c, s);
+        rc = L.Pack_size(n, dt, c, &psize);
     }
-    if (rc == MPI_SUCCESS) {
-        count_send(comm_info_of(uc), dest);
-        if (src != MPI_PROC_NULL) count_recv();
+    if (rc != MPI_SUCCESS) return rc;
+    unsigned char small[256];
+    unsigned char *tmp =
+        psize <= (int)sizeof small ? small : (unsigned char *)malloc((size_t)psize);
+    if (!tmp) return MPI_ERR_NO_MEM;
+    int pos = 0;
+    {
+        lower_call lc;
+        rc = L.Pack(buf, n, dt, tmp, psize, &pos, c);
     }
+    if (rc == MPI_SUCCESS)
+        rc = q_Sendrecv(nullptr, tmp, pos, L.packed, dest, stag, buf, n, dt, src, rtag, c, st, DT{},
+                        udt, uc);
+    if (tmp != small) free(tmp);
     return rc;
 }
 

@@ -344,6 +344,8 @@ bool lower_api_bind(const char **why) {
              {"MPI_Get_count", (void **)&L.Get_count},
              {"MPI_Type_size", (void **)&L.Type_size},
              {"MPI_Unpack", (void **)&L.Unpack},
+             {"MPI_Pack", (void **)&L.Pack},
+             {"MPI_Pack_size", (void **)&L.Pack_size},
              {"MPI_Status_set_elements_x", (void **)&L.Status_set_elements_x},
              {"MPI_Test_cancelled", (void **)&L.Test_cancelled},
              {"MPI_Comm_group", (void **)&L.Comm_group},
@@ -365,15 +367,18 @@ bool lower_api_bind(const char **why) {
 #if defined(GHOST_MPI_MPICH)
     L.world = MPI_COMM_WORLD;
     L.byte = MPI_BYTE;
+    L.packed = MPI_PACKED;
 #else
     vobj *w = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_comm_world");
     vobj *b = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_byte");
-    if (!w || !b) {
-        *why = "the stub library lacks MPI_COMM_WORLD or MPI_BYTE";
+    vobj *pk = (vobj *)dlsym(RTLD_DEFAULT, "ompi_mpi_packed");
+    if (!w || !b || !pk) {
+        *why = "the stub library lacks MPI_COMM_WORLD, MPI_BYTE or MPI_PACKED";
         return false;
     }
     L.world = (MPI_Comm)w->lower;
     L.byte = (MPI_Datatype)b->lower;
+    L.packed = (MPI_Datatype)pk->lower;
 #endif
     L.req_null = (MPI_Request)g_lower_null[(int)kind::request];
     L.msg_null = (MPI_Message)g_lower_null[(int)kind::message];

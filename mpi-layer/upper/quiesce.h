@@ -36,6 +36,7 @@ struct thread_gate {
     int depth;           // wrapper nesting (callbacks call wrappers from inside a lower call)
     volatile int parked; // waiting at a safe point
     comm_info *volatile in_coll;  // inside a blocking collective on this communicator
+    volatile int in_create;       // ... that makes a communicator (COMM_CHAINED in gen_wrappers)
     int fn;                       // the outermost wrapper's function (for error messages)
     volatile int in_send;         // inside a blocking send (counted): its receiver drains it
     uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
@@ -63,7 +64,8 @@ comm_info *comm_info_of_raw(uintptr_t upper_handle);
 
 struct gate {
     comm_info *coll;
-    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0) : coll(nullptr) {
+    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0, bool create = false)
+        : coll(nullptr) {
         if (__builtin_expect(!t_gate.registered, 0)) gate_register();
         if (t_gate.depth++ != 0) return;
         t_gate.fn = fn;
@@ -80,11 +82,17 @@ struct gate {
                     c->seq.store(c->seq.load(std::memory_order_relaxed) + 1,
                                  std::memory_order_relaxed);
                 t_gate.in_coll = c;
+                // Until the wrapper has registered the new communicator (comm_created, before
+                // this gate ends): the clock cannot see it yet (coord_client.cpp).
+                if (create) t_gate.in_create = 1;
             }
         }
     }
     __attribute__((always_inline)) ~gate() {
-        if (coll) t_gate.in_coll = nullptr;
+        if (coll) {
+            t_gate.in_coll = nullptr;
+            t_gate.in_create = 0;
+        }
         asm volatile("" ::: "memory");
         t_gate.depth--;
     }

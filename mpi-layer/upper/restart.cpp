@@ -433,7 +433,10 @@ bool live_attribute(attr_key *out) {
 int quiesce(void *, char *why, size_t why_len) {
     g_state.active = layer_active();
     if (!g_state.active) return 0;
-    fflush(nullptr);                  // else buffered lines print twice (the image has them too)
+    // No fflush here: the agent's manager runs this hook with a descriptor table of its own, in
+    // which the program's fd 1 does not exist (or is the agent's control connection): flushing
+    // the program's stdio from it lost or misdirected the buffered lines. A job checkpoint flushes
+    // from the rank's coordinator thread instead (coord_client.cpp, save_image).
     uintptr_t fs = thread_lower_fs(); // the manager's own lower TLS, while malloc is allowed
     int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
     call_by_name<int (*)(int *)>(fs, "MPI_Initialized", &init);
