@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     const char *dir = argv[1], *mode = argv[2];
-    int r = mpit_rank, n = mpit_size;
+    int r = mpit_rank;
     if (strcmp(mode, "replace") == 0) {
         if (r <= 1) {
             /* every other int of 2 * 6: the packed message is 6 ints */
