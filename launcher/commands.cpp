@@ -576,6 +576,12 @@ job_row job_status(const std::string &job) {
         std::string kind;
         in >> kind;
         if (kind == "END") break;
+        if (kind == "ERROR") { // (the job ended as it asked)
+            std::string why;
+            std::getline(in >> std::ws, why);
+            j.problem = "job " + job + ": " + why;
+            return j;
+        }
         if (kind == "JOB") {
             in >> j.job >> j.ranks >> j.mpirun;
             std::getline(in >> std::ws, j.program);
