@@ -7,7 +7,8 @@
                       and `ghost quiesce JOB` say so in one line and fail
   bad_job             `ghost quiesce` of a job that does not exist / is not a job id: one line, status 1
   command_at_end      command connections open when the job ends (one sent its CHECKPOINT, one sent
-                      nothing yet) are answered (ERROR ...), not closed unanswered
+                      nothing yet) are answered (ERROR ...), not closed unanswered; a checkpoint of
+                      a ghostrun whose job socket is gone says the job ended
 Usage: coordinator_faults.py GHOSTRUN GHOST PROGRAM FLAVOUR SUBTEST"""
 import os
 import signal
@@ -137,6 +138,12 @@ def command_at_end(ghostrun, ghost, prog):
         c.connect('%s/job-%s.sock' % (rdir, job))
         c.sendall(request)
         conns.append(c)
+    # A ghostrun whose job socket is not there (gone as it exits; here another runtime directory):
+    # a checkpoint says the job ended, not that pid JOB is not running under ghost.
+    r = subprocess.run([ghost, 'checkpoint', job], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, GHOST_RUNTIME_DIR=rdir + '/elsewhere'))
+    if r.returncode == 0 or 'the job ended' not in r.stderr or len(r.stderr.splitlines()) != 1:
+        fail('ghost checkpoint of an ending job (no socket): rc %d, %r' % (r.returncode, r.stderr))
     # quiesce_mix prints its checksum and PASS, then finalizes: wait for mpirun to end.
     end = time.time() + 120
     while time.time() < end:
