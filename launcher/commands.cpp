@@ -177,6 +177,16 @@ int cmd_checkpoint(checkpoint_args a) {
     a.pid = (pid_t)pid;
     if (::kill(a.pid, 0) != 0 && errno == ESRCH)
         return fail("no job or process " + a.target + " (it has ended?)");
+    // A job id is ghostrun's pid: without its socket, ghostrun is ending with its job.
+    if (a.image.empty()) {
+        char comm[32] = "";
+        if (FILE *f = std::fopen(("/proc/" + a.target + "/comm").c_str(), "re")) {
+            if (!std::fgets(comm, sizeof comm, f)) comm[0] = 0;
+            std::fclose(f);
+        }
+        if (std::strcmp(comm, "ghostrun\n") == 0)
+            return fail("job " + a.target + ": the job ended (its coordinator is exiting)");
+    }
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
     std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
     auto proc = core::parked_process::park(a.pid);
@@ -624,6 +634,12 @@ job_row job_status(const std::string &job) {
         std::string kind;
         in >> kind;
         if (kind == "END") break;
+        if (kind == "ERROR") { // (the job ended as it asked)
+            std::string why;
+            std::getline(in >> std::ws, why);
+            j.problem = "job " + job + ": " + why;
+            return j;
+        }
         if (kind == "JOB") {
             in >> j.job >> j.ranks >> j.mpirun;
             std::getline(in >> std::ws, j.program);

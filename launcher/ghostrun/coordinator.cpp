@@ -956,6 +956,17 @@ struct server {
         if (mv.cli >= 0) send_line(mv.cli, "ERROR the job ended during the migration");
         if (waiting.cli >= 0)
             send_line(waiting.cli, "ERROR the job ended before its ranks connected");
+        // Commands that came with the job's end (unread, or still in the listen queue) are
+        // answered too, not left to a closed connection ('the coordinator did not answer'): no
+        // new one can come once the socket's name is gone.
+        unlink(s.socket_path.c_str());
+        for (size_t n = conns.size() + 1; n != conns.size();) {
+            n = conns.size();
+            accept_on(s.unix_fd, false);
+        }
+        for (auto &c : conns)
+            if (c.fd >= 0 && !c.is_rank && c.fd != ep.cli_fd && c.fd != waiting.cli)
+                send_line(c.fd, "ERROR the job ended");
         discard_generation(ep.tmp);
         if (status == 0 && !stopped_after_ckpt && last.gen > 0) mark_ended(last.dir);
         if (stopped_after_ckpt) {

@@ -350,6 +350,12 @@ def gen_wrapper(d, idx, fl):
         k, is_set = ATTR_CALLS[api]
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::attr_note(ghost::mpi::kind::%s, (uintptr_t)%s, %s, %s);'
                     % (k, d.params[0].name, d.params[1].name, 'true' if is_set else 'false'))
+    if api == 'MPI_Buffer_attach':
+        # The lower half's attachment is lost at a restart: restart.cpp attaches it again.
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::bsend_buffer_note(%s, (long long)%s);'
+                    % (d.params[0].name, d.params[1].name))
+    if api == 'MPI_Buffer_detach':
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::bsend_buffer_note(nullptr, 0);')
     if api in ('MPI_Init', 'MPI_Init_thread'):
         prov = [p.name for p in d.params if p.name == 'provided']
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(%s);' % ('*' + prov[0] if prov else '-1'))

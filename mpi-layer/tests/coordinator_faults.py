@@ -6,6 +6,9 @@
   killed_coordinator  ghostrun is killed with SIGKILL: the ranks run on and pass, `ghost status JOB`
                       and `ghost quiesce JOB` say so in one line and fail
   bad_job             `ghost quiesce` of a job that does not exist / is not a job id: one line, status 1
+  command_at_end      command connections open when the job ends (one sent its CHECKPOINT, one sent
+                      nothing yet) are answered (ERROR ...), not closed unanswered; a checkpoint of
+                      a ghostrun whose job socket is gone says the job ended
 Usage: coordinator_faults.py GHOSTRUN GHOST PROGRAM FLAVOUR SUBTEST"""
 import os
 import signal
@@ -120,6 +123,52 @@ def killed_coordinator(ghostrun, ghost, prog):
     print('OK: the ranks ran on without their coordinator; ghost said so in one line')
 
 
+def command_at_end(ghostrun, ghost, prog):
+    p, job = start_job(ghostrun, prog, iters=200)
+    mpirun, _ = ranks_of(ghost, job, 2)
+    rdir = os.environ.get('GHOST_RUNTIME_DIR') or (
+        os.environ['XDG_RUNTIME_DIR'] + '/ghost' if os.environ.get('XDG_RUNTIME_DIR')
+        else '/tmp/ghost-%d' % os.getuid())
+    # Stop the launcher so that the job ends while the commands wait unread; the ranks run on.
+    os.kill(p.pid, signal.SIGSTOP)
+    conns = []
+    for request in (b'CHECKPOINT 0 10000 10000 -\n', b''):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(60)
+        c.connect('%s/job-%s.sock' % (rdir, job))
+        c.sendall(request)
+        conns.append(c)
+    # A ghostrun whose job socket is not there (gone as it exits; here another runtime directory):
+    # a checkpoint says the job ended, not that pid JOB is not running under ghost.
+    r = subprocess.run([ghost, 'checkpoint', job], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, GHOST_RUNTIME_DIR=rdir + '/elsewhere'))
+    if r.returncode == 0 or 'the job ended' not in r.stderr or len(r.stderr.splitlines()) != 1:
+        fail('ghost checkpoint of an ending job (no socket): rc %d, %r' % (r.returncode, r.stderr))
+    # quiesce_mix prints its checksum and PASS, then finalizes: wait for mpirun to end.
+    end = time.time() + 120
+    while time.time() < end:
+        try:
+            os.kill(mpirun, 0)
+            if open('/proc/%d/stat' % mpirun).read().split(')')[1].split()[0] == 'Z':
+                break
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    os.kill(p.pid, signal.SIGCONT)
+    rc, out, err = finish(p)
+    if rc != 0 or out.count(' PASS\n') != 2:
+        fail('the job did not pass (rc %d): %s' % (rc, (out + err)[-2000:]))
+    for i, c in enumerate(conns):
+        try:
+            reply = c.makefile().readline()
+        except OSError as e:
+            reply = 'error %s' % e
+        c.close()
+        if not reply.startswith('ERROR '):
+            fail('command connection %d at the job\'s end was answered %r' % (i, reply))
+    print('OK: commands open at the job\'s end were answered that it ended')
+
+
 def bad_job(ghost):
     for arg, want in (('99999999', 'no job 99999999'), ('abc', 'is not a job id')):
         r = subprocess.run([ghost, 'quiesce', arg], capture_output=True, text=True, timeout=30)
@@ -138,6 +187,8 @@ def main():
         killed_coordinator(ghostrun, ghost, prog)
     elif sub == 'bad_job':
         bad_job(ghost)
+    elif sub == 'command_at_end':
+        command_at_end(ghostrun, ghost, prog)
     else:
         fail('unknown subtest ' + sub)
 

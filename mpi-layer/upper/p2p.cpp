@@ -235,6 +235,7 @@ std::mutex g_mprobed_mu;
 struct mprobed {
     uintptr_t fake;
     drained_msg *m;
+    uintptr_t pending; // a lower Imrecv still filling m (a matched message the quiesce took)
     mprobed *next;
 };
 mprobed *g_mprobed = nullptr;
@@ -242,7 +243,7 @@ mprobed *g_mprobed = nullptr;
 uint32_t g_mprobe_serial = 0;
 #endif
 
-MPI_Message mprobed_add(drained_msg *m) {
+MPI_Message mprobed_add(drained_msg *m, uintptr_t pending = 0) {
     mprobed *e = (mprobed *)malloc(sizeof *e);
     if (!e) fatal("cannot match a drained message", "out of memory");
     std::lock_guard<std::mutex> g(g_mprobed_mu);
@@ -253,22 +254,75 @@ MPI_Message mprobed_add(drained_msg *m) {
     e->fake = (uintptr_t)m;
 #endif
     e->m = m;
+    e->pending = pending;
     e->next = g_mprobed;
     g_mprobed = e;
     return (MPI_Message)e->fake;
 }
 
 drained_msg *mprobed_take(MPI_Message l) {
-    std::lock_guard<std::mutex> g(g_mprobed_mu);
-    for (mprobed **pp = &g_mprobed; *pp; pp = &(*pp)->next)
-        if ((*pp)->fake == (uintptr_t)l) {
-            mprobed *e = *pp;
-            *pp = e->next;
-            drained_msg *m = e->m;
-            free(e);
-            return m;
+    uintptr_t pending = 0;
+    drained_msg *m = nullptr;
+    {
+        std::lock_guard<std::mutex> g(g_mprobed_mu);
+        for (mprobed **pp = &g_mprobed; *pp; pp = &(*pp)->next)
+            if ((*pp)->fake == (uintptr_t)l) {
+                mprobed *e = *pp;
+                *pp = e->next;
+                m = e->m;
+                pending = e->pending;
+                free(e);
+                break;
+            }
+    }
+    if (pending) { // (a quiesce ended before its data came: wait for it here)
+        MPI_Request r = (MPI_Request)pending;
+        int done = 0;
+        lower_call lc;
+        while (!done && L.Test(&r, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS) {
         }
-    return nullptr;
+    }
+    return m;
+}
+
+// Messages matched in the lower half by Mprobe/Improbe and not received yet (their lower handle,
+// envelope and size): the quiesce receives them into upper memory (matched_to_upper), for a
+// restart loses the lower half and with it the message, and the handle the application holds.
+std::mutex g_matched_mu;
+struct matched {
+    uintptr_t lower;
+    comm_info *ci;
+    int source, tag;
+    int bytes;
+    matched *next;
+};
+matched *g_matched = nullptr;
+
+void matched_add(MPI_Message l, comm_info *ci, const MPI_Status *st) {
+    int bytes = 0;
+    {
+        lower_call lc;
+        L.Get_count(st, L.byte, &bytes);
+    }
+    matched *e = (matched *)malloc(sizeof *e);
+    if (!e) fatal("cannot keep a matched message", "out of memory");
+    *e = {(uintptr_t)l, ci, st->MPI_SOURCE, st->MPI_TAG, bytes, nullptr};
+    std::lock_guard<std::mutex> g(g_matched_mu);
+    e->next = g_matched;
+    g_matched = e;
+}
+
+// The application receives it now (Mrecv, Imrecv): no longer the quiesce's.
+void matched_drop(MPI_Message l) {
+    if (__atomic_load_n(&g_matched, __ATOMIC_RELAXED) == nullptr) return;
+    std::lock_guard<std::mutex> g(g_matched_mu);
+    for (matched **pp = &g_matched; *pp; pp = &(*pp)->next)
+        if ((*pp)->lower == (uintptr_t)l) {
+            matched *e = *pp;
+            *pp = e->next;
+            free(e);
+            return;
+        }
 }
 
 using isend_fn = int (*)(const void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
@@ -628,12 +682,17 @@ int q_Improbe(void *fn, int src, int tag, CM c, int *flag, MS *m, ST *st, CM uc,
         *m = mprobed_add(d);
         return MPI_SUCCESS;
     }
+    MPI_Status local;
+    MPI_Status *s = status_ignored(st) ? &local : st;
     int rc;
     {
         lower_call lc;
-        rc = lf<int (*)(int, int, CM, int *, MS *, ST *)>(fn)(src, tag, c, flag, m, st);
+        rc = lf<int (*)(int, int, CM, int *, MS *, ST *)>(fn)(src, tag, c, flag, m, s);
     }
-    if (rc == MPI_SUCCESS && *flag && src != MPI_PROC_NULL && *m != L.msg_null) count_recv();
+    if (rc == MPI_SUCCESS && *flag && src != MPI_PROC_NULL && *m != L.msg_null) {
+        count_recv();
+        matched_add(*m, comm_info_of(uc), s);
+    }
     return rc;
 }
 
@@ -654,18 +713,23 @@ int q_Mprobe(void *fn, int src, int tag, CM c, MS *m, ST *st, CM uc, MS *) {
         lower_call lc;
         return lf<int (*)(int, int, CM, MS *, ST *)>(fn)(src, tag, c, m, st);
     }
+    MPI_Status local;
+    MPI_Status *s = status_ignored(st) ? &local : st;
     do {
         rc = test_loop(
             [&](int *out) {
                 int flag = 0;
-                *out = L.Improbe(src, tag, c, &flag, m, st);
+                *out = L.Improbe(src, tag, c, &flag, m, s);
                 return *out != MPI_SUCCESS || flag;
             },
             from_drained);
         if (rc == kRedo) c = to_lower<kind::comm>(uc);
     } while (rc == kRedo);
     // Taken off the lower queue: it counts as received now (the drain cannot see it any more).
-    if (rc == MPI_SUCCESS && !drained && *m != L.msg_null) count_recv();
+    if (rc == MPI_SUCCESS && !drained && *m != L.msg_null) {
+        count_recv();
+        matched_add(*m, comm_info_of(uc), s);
+    }
     return rc;
 }
 
@@ -676,6 +740,7 @@ int q_Mrecv(void *fn, void *buf, int n, DT dt, MS *m, ST *st, DT, MS *) {
             return deliver_status(d, buf, n, dt, (MPI_Comm)d->ci->lower, st);
         }
     }
+    if (m) matched_drop(*m);
     lower_call lc;
     return lf<int (*)(void *, int, DT, MS *, ST *)>(fn)(buf, n, dt, m, st);
 }
@@ -690,6 +755,7 @@ int q_Imrecv(void *fn, void *buf, int n, DT dt, MS *m, RQ *r, DT, MS *, RQ *) {
             return MPI_SUCCESS;
         }
     }
+    if (m) matched_drop(*m);
     lower_call lc;
     return lf<int (*)(void *, int, DT, MS *, RQ *)>(fn)(buf, n, dt, m, r);
 }
@@ -1040,6 +1106,70 @@ void drain_pending() {
     }
     requests_visit(drain_request, nullptr);
 }
+
+// Messages matched (Mprobe/Improbe) and not received yet: received into upper memory, their
+// message handles turned into stand-ins that Mrecv/Imrecv take from the upper half (mprobed), as
+// for a message matched from the drained queue. Already counted (when matched). false when one
+// has not arrived by the deadline (its Mrecv waits for it; the next quiesce tries again).
+bool matched_to_upper(struct timespec t0, long timeout_ms) {
+    for (;;) {
+        matched *e;
+        {
+            std::lock_guard<std::mutex> g(g_matched_mu);
+            e = g_matched;
+            if (e) g_matched = e->next;
+        }
+        if (!e) break;
+        vobj *v = vobj_find_lower(kind::message, e->lower);
+        if (!v || !e->ci) { // (no handle holds it any more; no communicator info: left as it is)
+            free(e);
+            continue;
+        }
+        drained_msg *m = (drained_msg *)calloc(1, sizeof *m);
+        unsigned char *data = (unsigned char *)malloc(e->bytes > 0 ? (size_t)e->bytes : 1);
+        if (!m || !data) fatal("cannot receive a matched message", "out of memory");
+        MPI_Message msg = (MPI_Message)e->lower;
+        MPI_Request r = L.req_null;
+        {
+            lower_call lc;
+            if (L.Imrecv(data, e->bytes, L.byte, &msg, &r) != MPI_SUCCESS)
+                fatal("cannot receive a matched message", "MPI_Imrecv failed");
+        }
+        m->ci = e->ci;
+        m->source = e->source;
+        m->tag = e->tag;
+        m->bytes = (size_t)e->bytes;
+        m->data = data;
+        vobj_set_lower(v, (uintptr_t)mprobed_add(m, (uintptr_t)r));
+        free(e);
+    }
+    for (;;) {
+        bool waiting = false;
+        {
+            std::lock_guard<std::mutex> g(g_mprobed_mu);
+            for (mprobed *e = g_mprobed; e; e = e->next) {
+                if (!e->pending) continue;
+                MPI_Request r = (MPI_Request)e->pending;
+                int done = 0;
+                {
+                    lower_call lc;
+                    if (L.Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                        fatal("cannot receive a matched message", "MPI_Test failed");
+                }
+                if (done)
+                    e->pending = 0;
+                else
+                    waiting = true;
+            }
+        }
+        if (!waiting) return true;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+            return false;
+        raw_yield();
+    }
+}
 } // namespace
 
 int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes) {
@@ -1049,7 +1179,7 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
     for (;;) {
         drain_pending();
         comms_visit(drain_comm, &dc);
-        if (g_recvd.load() >= expected) break;
+        if (g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms)) break;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
         if (ms > timeout_ms) {

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <mutex>
 #include <set>
@@ -40,6 +41,13 @@ struct mpi_state {
     int rank;         // in MPI_COMM_WORLD (for messages)
     int size;         // of MPI_COMM_WORLD: a restart needs as many ranks
 } g_state;
+
+// The buffer attached for buffered sends (MPI_Buffer_attach), in upper memory: the lower half's
+// attachment goes with it, and a restored rank attaches it again. Its messages were all delivered
+// at the checkpoint (drained by their receivers), so the new attachment starts empty.
+std::mutex g_bsend_mu;
+void *g_bsend_buf;
+long long g_bsend_size;
 
 int index_of(const char *api) {
     for (size_t i = 0; i < g_nfns; i++)
@@ -602,6 +610,18 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     for (const record *z : zombies)
         free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
+    if (g_bsend_buf) {
+        int rc = g_bsend_size <= INT_MAX
+                     ? call_by_name<int (*)(void *, int)>(fs, "MPI_Buffer_attach", g_bsend_buf,
+                                                          (int)g_bsend_size)
+                     : call_by_name<int (*)(void *, MPI_Count)>(
+                           fs, "MPI_Buffer_attach_c", g_bsend_buf, (MPI_Count)g_bsend_size);
+        if (rc != MPI_SUCCESS) {
+            snprintf(why, why_len, "rank %d: cannot attach the buffered-send buffer again",
+                     g_state.rank);
+            return -1;
+        }
+    }
     if (!quiesce_after_restart(fs, &err)) {
         snprintf(why, why_len, "rank %d: cannot rebind quiescence to the fresh lower half: %s",
                  g_state.rank, err ? err : "unknown cause");
@@ -632,6 +652,12 @@ __attribute__((constructor)) void register_with_agent() {
 }
 
 } // namespace
+
+void bsend_buffer_note(void *buf, long long size) {
+    std::lock_guard<std::mutex> g(g_bsend_mu);
+    g_bsend_buf = buf;
+    g_bsend_size = buf ? size : 0;
+}
 
 void attr_note(kind k, uintptr_t object, int keyval, bool set) {
     std::lock_guard<std::mutex> g(g_attr_mu);

@@ -110,5 +110,8 @@ void bind_value(const char *sym, void *lower_var);
 // An attribute set on (or deleted from) an object: attributes live in the lower half, so a
 // checkpoint refuses while one is set on a live object (restart.cpp).
 void attr_note(kind k, uintptr_t object, int keyval, bool set);
+// The buffer attached for buffered sends (MPI_Buffer_attach; nullptr after MPI_Buffer_detach): the
+// lower half's attachment is lost with it, so a restart attaches it again (restart.cpp).
+void bsend_buffer_note(void *buf, long long size);
 
 } // namespace ghost::mpi

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int mpit_rank, mpit_size, mpit_failures;
 static int mpit_checks __attribute__((unused));
@@ -17,6 +18,19 @@ static const char *mpit_name = "test";
 static int mpit_iters = 1;
 
 #define MPIT_REPEAT for (int mpit_iter = 0; mpit_iter < mpit_iters; mpit_iter++)
+
+/* The program's own working time, from MPI_Init's return to mpit_finish, without the launcher's
+ * start-up: with MPIT_WORK_TIME set, rank 0 prints "mpit: work_ms=N" on stderr at the end
+ * (run_job_random.sh spreads its checkpoint moments over it). */
+static double mpit_t0;
+static inline double mpit_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+static inline void mpit_started(void) {
+    mpit_t0 = mpit_now_ms();
+}
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -33,6 +47,7 @@ static int mpit_iters = 1;
 static inline void mpit_init(int *argc, char ***argv, const char *name) {
     mpit_name = name;
     MPI_Init(argc, argv);
+    mpit_started();
     MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
     if (*argc > 1 && atoi((*argv)[1]) > 0) mpit_iters = atoi((*argv)[1]);
@@ -43,6 +58,8 @@ static inline int mpit_finish(void) {
     MPI_Allreduce(&mpit_failures, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     printf("rank %d: %s %s\n", mpit_rank, mpit_name, all == 0 ? "PASS" : "FAIL");
     fflush(stdout);
+    if (mpit_rank == 0 && mpit_t0 > 0 && getenv("MPIT_WORK_TIME"))
+        fprintf(stderr, "mpit: work_ms=%.0f\n", mpit_now_ms() - mpit_t0);
     MPI_Finalize();
     return all == 0 ? 0 : 1;
 }

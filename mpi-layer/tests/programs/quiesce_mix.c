@@ -73,6 +73,7 @@ int main(int argc, char **argv) {
     if (use_threads) {
         int provided;
         MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+        mpit_started();
         mpit_name = "quiesce_mix";
         MPI_Comm_rank(MPI_COMM_WORLD, &mpit_rank);
         MPI_Comm_size(MPI_COMM_WORLD, &mpit_size);
