@@ -1220,7 +1220,15 @@ void request_before_checkpoint(vobj *v, void *arg) {
     auto *cx = (ckpt_ctx *)arg;
     if (cx->refused || v->done) return;
     const bool persistent = v->qflags & kQPersistent;
-    if (persistent && !(v->qflags & kQActive)) return; // inactive: its record makes it again
+    if (persistent && !(v->qflags & kQActive)) {
+        // Inactive: its record makes it again. A completion recorded while it was active at an
+        // earlier checkpoint is stale: a restart from this one would complete it with that status.
+        if (cx->mode != req_check) {
+            free(v->ckpt_done);
+            v->ckpt_done = nullptr;
+        }
+        return;
+    }
     if (v->lower == (uintptr_t)L.req_null) return;
     const char *kind_why =
         "a pending nonblocking request that is not a point-to-point send or receive (a "
