@@ -42,7 +42,7 @@ enum kind : uint64_t {
     k_verdict = 4, // receiver -> sender: the result (also a refusal, at any time)
     k_data = 5,    // sender -> receiver, stream: a piece of the image
     k_end = 6,     // stream: the image is complete (bytes, pieces)
-    k_abort = 7,   // stream: drop what you got
+    k_abort = 7,   // sender -> receiver: drop what you got (answered with a verdict)
 };
 constexpr uint64_t stream_bit = 1ULL << 63;
 constexpr int kind_shift = 48;
@@ -180,6 +180,10 @@ void recv_done(void *request, ucs_status_t status, const ucp_tag_recv_info_t *in
 class node {
   public:
     ~node() {
+        if (leaked_) { // a request UCX has not let go of may still write into the buffers
+            if (worker_) ucp_worker_destroy(worker_);
+            return;
+        }
         if (memh_) ucp_mem_unmap(ctx_, memh_);
         if (staging_) ::munmap(staging_, staging_len_);
         if (worker_) ucp_worker_destroy(worker_);
@@ -279,6 +283,13 @@ class node {
         auto end = clock_type::now() + std::chrono::seconds(2);
         while (!o.done && clock_type::now() < end)
             progress_or_nap();
+        if (!o.done) { // UCX still has it (a matched receive whose peer hangs): no callback after
+            if (o.req) ucp_request_free(o.req);
+            o.req = nullptr;
+            o.done = true;
+            o.status = UCS_ERR_CANCELED;
+            leaked_ = true; // its buffer may still be written: kept until the process ends
+        }
     }
 
     unsigned progress() { return ucp_worker_progress(worker_); }
@@ -324,6 +335,7 @@ class node {
     ucp_mem_h memh_ = nullptr;
     uint64_t idle_ = 0;
     clock_type::time_point idle_since_;
+    bool leaked_ = false;
 };
 
 // The endpoint to the other side and what happened to it.
@@ -338,25 +350,20 @@ void ep_failed(void *arg, ucp_ep_h, ucs_status_t status) {
     if (p->failed == UCS_OK) p->failed = status;
 }
 
-// Flushes what was sent (bounded), then closes; forced when the peer is gone.
-void close_ep(node &n, peer &p, int timeout_ms) {
+// Flushes what was sent (bounded), then closes; forced when the peer is gone or `force` (what is
+// still in flight is dropped: its requests complete as cancelled).
+void close_ep(node &n, peer &p, int timeout_ms, bool force = false) {
     if (!p.ep) return;
     ucp_request_param_t prm{};
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    prm.flags = p.failed == UCS_OK ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
+    prm.flags = p.failed == UCS_OK && !force ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
     void *r = ucp_ep_close_nbx(p.ep, &prm);
     p.ep = nullptr;
     if (!r || UCS_PTR_IS_ERR(r)) return;
     auto end = clock_type::now() + std::chrono::milliseconds(timeout_ms);
-    while (ucp_request_check_status(r) == UCS_INPROGRESS) {
-        if (clock_type::now() > end) {
-            // Not flushed in time: the peer is stuck. Give up on it (the request stays UCX's).
-            ucp_request_cancel(n.worker(), r);
-            break;
-        }
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && clock_type::now() < end)
         n.progress_or_nap();
-    }
-    if (ucp_request_check_status(r) != UCS_INPROGRESS) ucp_request_free(r);
+    ucp_request_free(r); // not flushed in time: the peer is stuck; UCX finishes it on its own
 }
 
 result<std::vector<sockaddr_storage>> resolve(const ucx_address &a, bool passive) {
@@ -502,7 +509,7 @@ class ucx_sink final : public sink {
         closed_ = true;
         if (!r) {
             n_.cancel(end_send);
-            close_ep(n_, peer_, 1000);
+            close_ep(n_, peer_, 1000, true);
         }
         return r;
     }
@@ -511,10 +518,12 @@ class ucx_sink final : public sink {
         if (!connected_ || closed_) return;
         closed_ = true;
         if (peer_.failed == UCS_OK && !verdict_op_.done) {
+            // Told apart from a lost connection: the receiver answers with its verdict, and the
+            // connection is closed only then (or after 2 s).
             op abort_send;
             uint64_t zero = 0;
-            if (n_.send(peer_.ep, abort_send, &zero, sizeof zero, stream_tag(k_abort, seq_))) {
-                (void)n_.wait([&] { return abort_send.done; },
+            if (n_.send(peer_.ep, abort_send, &zero, sizeof zero, k_abort)) {
+                (void)n_.wait([&] { return abort_send.done && verdict_op_.done; },
                               [&]() -> result<void> {
                                   if (peer_.failed != UCS_OK) return error{""};
                                   return {};
@@ -523,7 +532,7 @@ class ucx_sink final : public sink {
                 n_.cancel(abort_send);
             }
         }
-        close_ep(n_, peer_, 1000);
+        close_ep(n_, peer_, 1000, true);
     }
 
     std::string describe() const override { return peer_.name; }
@@ -555,7 +564,7 @@ class ucx_sink final : public sink {
         if (verdict_op_.done && verdict_op_.status == UCS_OK && !verdict_.ok) return refused();
         if (peer_.failed != UCS_OK) {
             // A refusal may still be on its way ahead of the connection's end.
-            auto end = clock_type::now() + std::chrono::milliseconds(200);
+            auto end = clock_type::now() + std::chrono::milliseconds(500);
             while (!verdict_op_.done && clock_type::now() < end)
                 n_.progress_or_nap();
             if (verdict_op_.done && verdict_op_.status == UCS_OK && !verdict_.ok) return refused();
@@ -629,8 +638,10 @@ void on_connection(ucp_conn_request_h req, void *arg) {
 // piece.
 class stream_source final : public source {
   public:
-    stream_source(node &n, peer &p, sink &out, char *base, size_t chunk, int window, int idle_ms)
-        : n_(n), p_(p), out_(out), chunk_(chunk), idle_ms_(idle_ms), slots_((size_t)window) {
+    stream_source(node &n, peer &p, const op &aborted, sink &out, char *base, size_t chunk,
+                  int window, int idle_ms)
+        : n_(n), p_(p), aborted_(aborted), out_(out), chunk_(chunk), idle_ms_(idle_ms),
+          slots_((size_t)window) {
         for (size_t i = 0; i < slots_.size(); i++)
             slots_[i].buf = base + i * chunk;
     }
@@ -673,6 +684,21 @@ class stream_source final : public source {
         op recv;
     };
 
+    // The sender gave up, or its connection is gone (a message to give up may still be on its way
+    // on another lane).
+    result<void> broken() {
+        if (aborted_.done && aborted_.status == UCS_OK)
+            return error{"the sender at " + p_.name + " gave up the image"};
+        if (p_.failed == UCS_OK) return {};
+        auto end = clock_type::now() + std::chrono::milliseconds(200);
+        while (!aborted_.done && clock_type::now() < end)
+            n_.progress_or_nap();
+        if (aborted_.done && aborted_.status == UCS_OK)
+            return error{"the sender at " + p_.name + " gave up the image"};
+        return error{"the connection from " + p_.name + " was lost after " +
+                     std::to_string(bytes_) + " bytes: " + ucx_why(p_.failed)};
+    }
+
     result<void> post(size_t i, uint64_t seq) {
         return n_.recv(slots_[i].recv, slots_[i].buf, chunk_, stream_tag(k_data, seq),
                        stream_match);
@@ -686,15 +712,7 @@ class stream_source final : public source {
             len_cur_ = pos_ = 0;
         }
         slot &s = slots_[seq_ % slots_.size()];
-        GHOST_TRY(n_.wait([&] { return s.recv.done; },
-                          [&]() -> result<void> {
-                              if (p_.failed != UCS_OK)
-                                  return error{"the connection from " + p_.name +
-                                               " was lost after " + std::to_string(bytes_) +
-                                               " bytes: " + ucx_why(p_.failed)};
-                              return {};
-                          },
-                          idle_ms_,
+        GHOST_TRY(n_.wait([&] { return s.recv.done; }, [&] { return broken(); }, idle_ms_,
                           "the sender at " + p_.name + " sent nothing for " +
                               std::to_string(idle_ms_ / 1000) + " s"));
         if (s.recv.status != UCS_OK)
@@ -716,8 +734,6 @@ class stream_source final : public source {
             ended_ = true;
             return {};
         }
-        case k_abort:
-            return error{"the sender at " + p_.name + " gave up the image"};
         default:
             return error{"the stream from " + p_.name + " is garbled"};
         }
@@ -725,6 +741,7 @@ class stream_source final : public source {
 
     node &n_;
     peer &p_;
+    const op &aborted_;
     sink &out_;
     size_t chunk_;
     int idle_ms_;
@@ -740,6 +757,8 @@ class receiver {
   public:
     explicit receiver(const ucx_receive_options &opt) : opt_(opt) {}
     ~receiver() {
+        src_.reset();
+        n_.cancel(abort_op_);
         n_.cancel(auth_op_);
         n_.cancel(ctl_send_);
         close_ep(n_, peer_, 1000);
@@ -757,8 +776,11 @@ class receiver {
         if (!base) return fail(base.err(), out);
         // The sender learns the chunk size from the hello: the buffers must be there before it
         // sends a piece, so they are posted before the proof that lets it start.
-        auto src = std::make_unique<stream_source>(n_, peer_, out, *base, chunk, window,
-                                                   opt_.idle_timeout_ms);
+        if (auto r = n_.recv(abort_op_, &abort_msg_, sizeof abort_msg_, k_abort, ~0ULL); !r)
+            return fail(r.err(), out);
+        src_ = std::make_unique<stream_source>(n_, peer_, abort_op_, out, *base, chunk, window,
+                                               opt_.idle_timeout_ms);
+        auto &src = src_;
         if (auto r = src->start(); !r) return fail(r.err(), out);
         if (auto r = send_auth_ok(); !r) return fail(r.err(), out);
         auto summary = core::read_image(*src);
@@ -780,11 +802,21 @@ class receiver {
     }
 
   private:
+    // Receives still posted (or under way) must be gone before the endpoint closes.
     error fail(const error &e, sink &out) {
+        src_.reset();
         out.abort();
-        send_verdict(false, e.message);
-        close_ep(n_, peer_, 1000);
+        refuse(e.message);
         return e;
+    }
+
+    // The sender closes once it has the refusal: closing first could overtake it (the end of a
+    // connection travels on a lane of its own).
+    void refuse(const std::string &why) {
+        send_verdict(false, why);
+        (void)n_.wait([&] { return peer_.failed != UCS_OK; }, [] { return result<void>{}; }, 2000,
+                      "");
+        close_ep(n_, peer_, 1000);
     }
 
     void send_verdict(bool ok, const std::string &text) {
@@ -873,8 +905,7 @@ class receiver {
         if (auth_op_.status != UCS_OK || std::memcmp(auth_.proto, protocol, sizeof protocol) ||
             CRYPTO_memcmp(mac, auth_.mac, mac_len) != 0) {
             error e{"refused the sender at " + peer_.name + ": it does not know the secret"};
-            send_verdict(false, "wrong secret");
-            close_ep(n_, peer_, 1000);
+            refuse("wrong secret");
             return e;
         }
         return {};
@@ -903,7 +934,9 @@ class receiver {
     hello_msg hello_{};
     auth_msg auth_{};
     verdict_msg verdict_{};
-    op auth_op_, ctl_send_;
+    op auth_op_, ctl_send_, abort_op_;
+    uint64_t abort_msg_ = 0;
+    std::unique_ptr<stream_source> src_;
 };
 
 } // namespace
