@@ -190,8 +190,14 @@ class node {
         if (ctx_) ucp_cleanup(ctx_);
     }
 
-    result<void> init() {
+    // `loopback`: the other side is on this host by a loopback address.
+    result<void> init(bool loopback) {
         quiet_ucx();
+        // UCX opens TCP lanes on every interface and makes the other side connect back to them:
+        // on one host an interface that comes and goes (a container's bridge) broke connections
+        // here ("connect to 10.x: Connection refused", endpoint timeouts). A loopback transfer
+        // keeps to lo (and shared memory) unless the user chose devices.
+        if (loopback) ::setenv("UCX_NET_DEVICES", "lo", 0);
         // UCX 1.13 leaves shared memory out of an endpoint that must report a failed peer (ours
         // do: a receiver or a sender that dies must end the stream) unless it is told to.
         ::setenv("UCX_MM_ERROR_HANDLING", "y", 0);
@@ -386,6 +392,14 @@ result<std::vector<sockaddr_storage>> resolve(const ucx_address &a, bool passive
     return out;
 }
 
+bool is_loopback(const sockaddr_storage &ss) {
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((const sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const sockaddr_in6 *)&ss)->sin6_addr);
+    return false;
+}
+
 socklen_t sockaddr_len(const sockaddr_storage &ss) {
     return ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
@@ -416,6 +430,9 @@ class ucx_sink final : public sink {
   public:
     ucx_sink(ucx_address to, ucx_sink_options opt) : to_(std::move(to)), opt_(opt) {
         peer_.name = "ucx://" + to_.str();
+        // Tests only: one bit of the stream flipped after it left the exporter (a damaged link).
+        if (const char *f = std::getenv("GHOST_UCX_TEST_FLIP_AT"); f && *f)
+            flip_at_ = std::strtoull(f, nullptr, 10);
     }
     ~ucx_sink() override {
         abort();
@@ -428,9 +445,9 @@ class ucx_sink final : public sink {
     }
 
     result<void> connect(const std::string &secret) {
-        GHOST_TRY(n_.init());
         auto addrs = resolve(to_, false);
         if (!addrs) return addrs.err();
+        GHOST_TRY(n_.init(is_loopback((*addrs)[0])));
         // Posted before anything can arrive: the receiver's hello, its proof or a refusal.
         GHOST_TRY(n_.recv(hello_op_, &hello_, sizeof hello_, k_hello, ~0ULL));
         GHOST_TRY(n_.recv(auth_ok_op_, &auth_ok_, sizeof auth_ok_, k_auth_ok, ~0ULL));
@@ -491,6 +508,9 @@ class ucx_sink final : public sink {
             if (s.in_flight) GHOST_TRY(reclaim(s));
             size_t n = std::min(len, chunk_ - s.len);
             std::memcpy(s.buf + s.len, p, n);
+            if (flip_at_ >= written_ && flip_at_ - written_ < n)
+                s.buf[s.len + (flip_at_ - written_)] ^= 1;
+            written_ += n;
             s.len += n;
             p += n;
             len -= n;
@@ -614,7 +634,8 @@ class ucx_sink final : public sink {
     int window_ = default_window;
     std::vector<slot> slots_;
     size_t cur_ = 0;
-    uint64_t seq_ = 0, bytes_ = 0;
+    uint64_t seq_ = 0, bytes_ = 0, written_ = 0;
+    uint64_t flip_at_ = ~0ULL;
 };
 
 // --- the receiver
@@ -766,7 +787,9 @@ class receiver {
     }
 
     result<ucx_received> run(sink &out) {
-        GHOST_TRY(n_.init());
+        auto addrs = resolve(opt_.listen, true);
+        if (!addrs) return addrs.err();
+        GHOST_TRY(n_.init(is_loopback((*addrs)[0])));
         GHOST_TRY(listen());
         GHOST_TRY(accept());
         GHOST_TRY(authenticate());
@@ -784,12 +807,11 @@ class receiver {
         if (auto r = src->start(); !r) return fail(r.err(), out);
         if (auto r = send_auth_ok(); !r) return fail(r.err(), out);
         auto summary = core::read_image(*src);
-        if (!summary)
-            return fail(
-                error{src->bytes() && summary.err().message.find(peer_.name) == std::string::npos
-                          ? "refused the image from " + peer_.name + ": " + summary.err().message
-                          : summary.err().message},
-                out);
+        if (!summary) {
+            const std::string &why = summary.err().message;
+            if (why.find(peer_.name) != std::string::npos) return fail(summary.err(), out);
+            return fail(error{"refused the image from " + peer_.name + ": " + why}, out, why);
+        }
         if (auto c = out.commit(); !c) return fail(c.err(), out);
         ucx_received got;
         got.summary = std::move(*summary);
@@ -803,10 +825,10 @@ class receiver {
 
   private:
     // Receives still posted (or under way) must be gone before the endpoint closes.
-    error fail(const error &e, sink &out) {
+    error fail(const error &e, sink &out, const std::string &told = {}) {
         src_.reset();
         out.abort();
-        refuse(e.message);
+        refuse(told.empty() ? e.message : told);
         return e;
     }
 
