@@ -184,6 +184,7 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "sender: %s\n", bytes.err().message.c_str());
             return 1;
         }
+        double tw = now();
         if (auto c = (*sink)->commit(); !c) {
             std::fprintf(stderr, "sender: %s\n", c.err().message.c_str());
             return 1;
@@ -192,8 +193,10 @@ int main(int argc, char **argv) {
         int ws = 0;
         ::waitpid(child, &ws, 0);
         if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) return 1;
-        std::printf("bytes=%llu connect_s=%.4f stream_s=%.4f gb_per_s=%.3f\n",
-                    (unsigned long long)*bytes, t1 - t0, t2 - t1, (double)*bytes / (t2 - t1) / 1e9);
+        std::printf("bytes=%llu connect_s=%.4f write_s=%.4f commit_s=%.4f stream_s=%.4f "
+                    "gb_per_s=%.3f\n",
+                    (unsigned long long)*bytes, t1 - t0, tw - t1, t2 - tw, t2 - t1,
+                    (double)*bytes / (t2 - t1) / 1e9);
         std::fflush(stdout);
     }
     return 0;
