@@ -119,6 +119,10 @@ result<std::unique_ptr<res::sink>>
 open_target(const std::string &to, const std::string &secret_file, pid_t pid, bool remote_only) {
     auto t = res::find_resource(to);
     if (!t) return t.err();
+    if (!t->kind->caps.durable && !t->kind->caps.remote)
+        return error{"--to " + to +
+                     ": a memory image would end with this command (give "
+                     "ucx://HOST:PORT or fs:PATH)"};
     if (remote_only && !t->kind->caps.remote)
         return error{"--to names where the copy runs: ucx://HOST:PORT (a `ghost receive --restore` "
                      "there), not " +

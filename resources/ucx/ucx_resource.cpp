@@ -879,6 +879,7 @@ class receiver {
             else if (attr.sockaddr.ss_family == AF_INET6)
                 bound.port = ntohs(((sockaddr_in6 *)&attr.sockaddr)->sin6_port);
         }
+        bound_ = bound;
         if (opt_.on_listening) opt_.on_listening(bound);
         return {};
     }
@@ -886,7 +887,7 @@ class receiver {
     result<void> accept() {
         GHOST_TRY(n_.wait([&] { return l_.request != nullptr; }, [] { return result<void>{}; },
                           opt_.accept_timeout_ms,
-                          "no sender connected to " + opt_.listen.str() + " within " +
+                          "no sender connected to " + bound_.str() + " within " +
                               std::to_string(opt_.accept_timeout_ms / 1000) + " s"));
         l_.taken = true;
         ucp_conn_request_attr_t ca{};
@@ -959,6 +960,7 @@ class receiver {
     op auth_op_, ctl_send_, abort_op_;
     uint64_t abort_msg_ = 0;
     std::unique_ptr<stream_source> src_;
+    ucx_address bound_;
 };
 
 } // namespace
