@@ -104,7 +104,7 @@ def machine():
             if line.startswith("flags") and not flags:
                 flags = line
     ucx = subprocess.run(["ucx_info", "-v"], capture_output=True, text=True).stdout
-    ver = re.search(r"Library version: (\S+)", ucx)
+    ver = re.search(r"(?:Library version:|# Version) (\S+)", ucx)
     return {
         "cpu": model,
         "cores": os.cpu_count(),
