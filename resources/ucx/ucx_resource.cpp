@@ -736,8 +736,10 @@ class stream_source final : public source {
         GHOST_TRY(n_.wait([&] { return s.recv.done; }, [&] { return broken(); }, idle_ms_,
                           "the sender at " + p_.name + " sent nothing for " +
                               std::to_string(idle_ms_ / 1000) + " s"));
-        if (s.recv.status != UCS_OK)
+        if (s.recv.status != UCS_OK) {
+            GHOST_TRY(broken()); // the sender gave up or is gone: say so
             return error{"cannot receive from " + p_.name + ": " + ucx_why(s.recv.status)};
+        }
         if (seq_ == 0) first_ = clock_type::now();
         seq_++;
         switch (stream_kind(s.recv.tag)) {

@@ -16,6 +16,8 @@ Subtests (--only a,b,...; default all):
                   restored, the original (checkpoint --kill) runs on untouched.
   receiver_killed the receiver SIGKILLed while a 768 MiB image streams in: the sender fails in one
                   line within the timeout, the process runs on to its PASS line, no copy is left.
+  sender_killed   `ghost checkpoint --kill` SIGKILLed while the image streams: the receiver fails in
+                  one line within the timeout, nothing is restored, the process runs on.
   corrupt         one bit of the stream flipped on the way (GHOST_UCX_TEST_FLIP_AT): the receiver
                   refuses the record, both fail in one line, nothing is restored, the process runs on.
 Exit status: 0 pass, 1 fail.
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import kill_all, pid_alive  # noqa: E402
 
 T0 = time.monotonic()
-SUBTESTS = ["restore", "out", "duplicate", "wrong_secret", "receiver_killed", "corrupt"]
+SUBTESTS = ["restore", "out", "duplicate", "wrong_secret", "receiver_killed", "sender_killed", "corrupt"]
 
 
 def log(msg):
@@ -265,6 +267,42 @@ class Env:
         self.refused_and_untouched([self.ghost, "checkpoint", "--kill", str(pid), "--to", url, "--secret-file", sf],
                                    "ghost checkpoint --kill (a bit flipped)", receiver, rerr, runner, d, out, env=env,
                                    expect="corrupt")
+
+    def t_sender_killed(self):
+        sf = self.secret("secret", "skilled-" + os.urandom(16).hex())
+        runner, pid, d, out = self.start_victim("v")
+        with open(os.path.join(d, "grow"), "w") as f:
+            f.write("768\n")
+        self.wait_for(lambda: os.path.exists(os.path.join(d, "grown")), "the victim to grow")
+        receiver, url, rout, rerr = self.start_receiver(sf, "--restore")
+        before = self.victim_copies()
+        sender = self.popen([self.ghost, "checkpoint", "--kill", str(pid), "--to", url, "--secret-file", sf],
+                            "ghost checkpoint --kill --to", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+        def written():
+            try:
+                with open(f"/proc/{receiver.pid}/io") as f:
+                    return int(re.search(r"wchar: (\d+)", f.read()).group(1))
+            except (OSError, AttributeError):
+                return 0
+
+        self.wait_for(lambda: written() > (32 << 20) or sender.poll() is not None, "the stream to get going")
+        if sender.poll() is not None:
+            raise Failure(f"the checkpoint ended ({sender.returncode}) before it could be killed")
+        os.killpg(sender.pid, signal.SIGKILL)
+        sender.wait()
+        log(f"  sender killed after {written() >> 20} MiB")
+        rrc = self.wait_exit(receiver, "ghost receive")
+        rline = one_line((read_or_none(rerr) or b"").decode(), "ghost receive (sender killed)")
+        if rrc == 0:
+            raise Failure("ghost receive exited 0 after its sender was killed")
+        log(f"  receiver failed ({rrc}): {rline}")
+        self.wait_for(lambda: not (self.victim_copies() - before), "the half-restored copy to be gone", timeout=10)
+        if runner.poll() is not None:
+            raise Failure(f"the original ended (exit {runner.returncode}) after its checkpointer was killed")
+        self.beats_on(d, "the original")
+        self.stop_and_pass(d, runner, out, "the original")
 
     def t_receiver_killed(self):
         sf = self.secret("secret", "killed-" + os.urandom(16).hex())
