@@ -436,6 +436,7 @@ class ucx_sink final : public sink {
     }
     ~ucx_sink() override {
         abort();
+        close_ep(n_, peer_, 500, true); // a connection that failed half-way (its sends cancelled)
         for (auto &s : slots_)
             n_.cancel(s.send);
         n_.cancel(verdict_op_);

@@ -172,6 +172,7 @@ TEST(UcxResource, ADamagedRecordIsRefusedAndNothingIsCommitted) {
     auto c = w ? (*s)->commit() : w;
     ASSERT_FALSE(c);
     EXPECT_NE(c.err().message.find("checksum mismatch"), std::string::npos) << c.err().message;
+    s->reset(); // the sender closes (the receiver waits for that after a refusal)
     rx.join();
     EXPECT_FALSE(rx.ok);
     EXPECT_FALSE(rx.out.committed);
@@ -187,6 +188,7 @@ TEST(UcxResource, ASenderThatGivesUpLeavesNothing) {
     ASSERT_TRUE(s) << s.err().message;
     ASSERT_TRUE((*s)->write(img.data(), img.size() / 2));
     (*s)->abort();
+    s->reset();
     rx.join();
     EXPECT_FALSE(rx.ok);
     EXPECT_NE(rx.failure.find("gave up"), std::string::npos) << rx.failure;
@@ -201,6 +203,7 @@ TEST(UcxResource, NobodyListening) {
     auto good = res::connect_ucx_sink(rx.address(), secret); // ends that receiver
     ASSERT_TRUE(good);
     (*good)->abort();
+    good->reset();
     rx.join();
     res::ucx_sink_options opt;
     opt.connect_timeout_ms = 5000;
