@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Where an image goes and where it comes from: a byte stream, written once and read once (the seed
 // paper's resource plug-ins). Export writes to a sink; import reads from a source. Implementations
-// live in resources/<kind>/ and register themselves in resources/registry.cpp.
+// live in resources/<kind>/ and are listed by name in resources/registry.cpp.
 #pragma once
 
 #include <cstddef>

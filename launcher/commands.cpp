@@ -14,12 +14,15 @@
 
 #include <chrono>
 #include <climits>
+#include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "ghost-core/elf_build_id.h"
 #include "ghost-core/export.h"
@@ -31,6 +34,8 @@
 #include "resources/fs/atomic_file.h"
 #include "resources/fs/fs_resource.h"
 #include "resources/mem/mem_resource.h"
+#include "resources/registry.h"
+#include "resources/ucx/ucx_resource.h"
 #include "runtime/control.h"
 #include "runtime/job_protocol.h"
 
@@ -93,13 +98,43 @@ std::string image_path(const std::string &arg) {
     return arg;
 }
 
-// GHOST_CKPT_DIR from the process's environment (set by `ghost launch`), else ./ghost-ckpt.
-std::string default_ckpt_dir(pid_t pid) {
-    std::string env;
+// A variable of the process's environment (as it was at its start), or "".
+std::string process_env(pid_t pid, const std::string &name) {
+    std::string env, prefix = name + "=";
     std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
     while (std::getline(in, env, '\0'))
-        if (env.rfind("GHOST_CKPT_DIR=", 0) == 0) return env.substr(15);
-    return absolute("ghost-ckpt");
+        if (env.rfind(prefix, 0) == 0) return env.substr(prefix.size());
+    return {};
+}
+
+// GHOST_CKPT_DIR from the process's environment (set by `ghost launch`), else ./ghost-ckpt.
+std::string default_ckpt_dir(pid_t pid) {
+    std::string dir = process_env(pid, "GHOST_CKPT_DIR");
+    return dir.empty() ? absolute("ghost-ckpt") : dir;
+}
+
+// A sink for --to TARGET (resources/registry.h), opened before the process is parked: a remote
+// one connects and authenticates now. Its secret: --secret-file, $GHOST_JOB_SECRET, or the
+// process's own GHOST_JOB_SECRET (an MPI rank's).
+result<std::unique_ptr<res::sink>>
+open_target(const std::string &to, const std::string &secret_file, pid_t pid, bool remote_only) {
+    auto t = res::find_resource(to);
+    if (!t) return t.err();
+    if (!t->kind->caps.durable && !t->kind->caps.remote)
+        return error{"--to " + to +
+                     ": a memory image would end with this command (give "
+                     "ucx://HOST:PORT or fs:PATH)"};
+    if (remote_only && !t->kind->caps.remote)
+        return error{"--to names where the copy runs: ucx://HOST:PORT (a `ghost receive --restore` "
+                     "there), not " +
+                     to};
+    res::sink_request req;
+    if (t->kind->caps.remote) {
+        auto secret = res::read_ucx_secret(secret_file, process_env(pid, "GHOST_JOB_SECRET"));
+        if (!secret) return secret.err();
+        req.secret = *secret;
+    }
+    return res::open_sink(*t, req);
 }
 
 std::string seconds(double s) {
@@ -169,7 +204,11 @@ int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
     // --image names one process's image (a rank checkpointing itself): the target is a pid, even
     // when a killed coordinator's job socket with the same number stays behind.
-    if (a.image.empty() && names_job(a.target)) return checkpoint_job(a);
+    if (a.image.empty() && names_job(a.target)) {
+        if (!a.to.empty())
+            return fail("--to is for one process; a job's images go to its directory");
+        return checkpoint_job(a);
+    }
     char *end = nullptr;
     long pid = std::strtol(a.target.c_str(), &end, 10);
     if (a.target.empty() || *end || pid <= 0 || pid > INT_MAX)
@@ -189,10 +228,17 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
     std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
+    result<std::unique_ptr<res::sink>> sink = error{};
+    if (!a.to.empty()) { // before parking: a receiver that is not there costs the process nothing
+        if (!a.dir.empty() || !a.image.empty()) return fail("--to replaces --dir and --image");
+        sink = open_target(a.to, a.secret_file, a.pid, false);
+        if (!sink) return fail("checkpoint of pid " + a.target + " failed: " + sink.err().message);
+        path = a.to;
+    }
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
     double park_s = since(t0);
-    auto sink = res::create_file_sink(path);
+    if (a.to.empty()) sink = res::create_file_sink(path);
     if (!sink) return fail(sink.err().message);
     auto t1 = clock_type::now();
     auto stats = core::export_process(*proc, **sink);
@@ -348,7 +394,38 @@ int wait_copy(pid_t copy, int pidfd) {
     }
 }
 
+// The copy is restored by a `ghost receive --restore` elsewhere: the image streams there while it
+// is exported, and the original goes on once the export is done.
+int duplicate_to(const duplicate_args &a) {
+    auto t0 = clock_type::now();
+    auto sink = open_target(a.to, a.secret_file, a.pid, true);
+    if (!sink)
+        return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + sink.err().message);
+    auto proc = core::parked_process::park(a.pid);
+    if (!proc) return fail(proc.err().message);
+    auto stats = core::export_process(*proc, **sink);
+    if (!stats) {
+        (*sink)->abort();
+        return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + stats.err().message);
+    }
+    if (auto r = proc->resume(); !r) return fail(r.err().message);
+    double export_s = since(t0);
+    auto t1 = clock_type::now();
+    if (auto c = (*sink)->commit(); !c)
+        return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + c.err().message);
+    std::fprintf(stderr,
+                 "ghost: duplicate pid=%d to=%s bytes=%llu export_s=%s confirm_s=%s total_s=%s\n",
+                 (int)a.pid, a.to.c_str(), (unsigned long long)stats->image_bytes,
+                 seconds(export_s).c_str(), seconds(since(t1)).c_str(), seconds(since(t0)).c_str());
+    return 0;
+}
+
 int cmd_duplicate(const duplicate_args &a) {
+    if (!a.to.empty()) {
+        if (!a.pid_file.empty() || a.detach)
+            return fail("--pid-file and --detach are for a local copy (the receiver has the pid)");
+        return duplicate_to(a);
+    }
     auto t0 = clock_type::now();
     std::string fallback = "--via-image";
     if (!a.via_image) {
@@ -408,6 +485,144 @@ int cmd_duplicate(const duplicate_args &a) {
     write_pid_file(a.pid_file, *pid);
     if (a.detach) return 0;
     return wait_child(*pid);
+}
+
+namespace {
+
+// Feeds the stream to the restorer through a pipe while it arrives: the restorer reads an image
+// in order (a pipe is read by its main thread alone), verifies it again and lets the process run
+// only after the trailer. Started on the first piece (the header's pid is tried for the new
+// process); commit() closes the pipe and waits for the restored process to be about to run.
+class restore_sink final : public res::sink {
+  public:
+    explicit restore_sink(std::string restorer) : restorer_(std::move(restorer)) {}
+    ~restore_sink() override { abort(); }
+
+    result<void> write(const void *data, size_t len) override {
+        if (!started_) GHOST_TRY(start(data, len));
+        if (write_fd_ < 0) return error{"the restorer's input was closed"};
+        const char *p = (const char *)data;
+        while (len) {
+            ssize_t n = ::write(write_fd_, p, len);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                if (errno != EPIPE) return sys_error("cannot feed the restorer");
+                close_input();
+                return restorer_error();
+            }
+            p += n;
+            len -= (size_t)n;
+        }
+        return {};
+    }
+
+    result<void> commit() override {
+        if (!started_) return error{"the image is empty"};
+        close_input();
+        if (!pid_) return restorer_error();
+        committed_ = true;
+        return {};
+    }
+
+    void abort() noexcept override {
+        close_input();
+        if (pid_ && !committed_) { // cannot happen (a cut image is refused); never leave one
+            ::kill(*pid_, SIGKILL);
+            ::waitpid(*pid_, nullptr, 0);
+            pid_ = error{"the image was dropped"};
+        }
+    }
+
+    std::string describe() const override { return "the restorer"; }
+    pid_t pid() const { return pid_.value(); }
+
+  private:
+    result<void> start(const void *data, size_t len) {
+        started_ = true;
+        core::import_options opt;
+        opt.restorer = restorer_;
+        opt.inherit_stdio = true;
+        // The header record comes first; the restorer checks it again.
+        constexpr size_t pid_at =
+            sizeof(image::record_header) + offsetof(image::header_record, pid);
+        if (len >= pid_at + sizeof(int32_t))
+            std::memcpy(&opt.want_pid, (const char *)data + pid_at, 4);
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) != 0) return sys_error("cannot create a pipe");
+        ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20); // fewer, larger hand-overs (best effort)
+        write_fd_ = p[1];
+        int read_fd = p[0];
+        feeder_ = std::thread([this, read_fd, opt] {
+            pid_ = core::import_process(read_fd, opt);
+            ::close(read_fd);
+        });
+        return {};
+    }
+
+    void close_input() {
+        if (write_fd_ >= 0) ::close(write_fd_);
+        write_fd_ = -1;
+        if (feeder_.joinable()) feeder_.join();
+    }
+
+    error restorer_error() const {
+        return error{"the restorer refused the image: " +
+                     (pid_ ? std::string("?") : pid_.err().message)};
+    }
+
+    std::string restorer_;
+    bool started_ = false, committed_ = false;
+    int write_fd_ = -1;
+    std::thread feeder_;
+    result<pid_t> pid_ = error{"the restorer did not finish"};
+};
+
+} // namespace
+
+int cmd_receive(const receive_args &a) {
+    auto t0 = clock_type::now();
+    auto listen = res::parse_ucx_address(a.listen, true);
+    if (!listen) return fail("--listen: " + listen.err().message);
+    auto secret = res::read_ucx_secret(a.secret_file);
+    if (!secret) return fail(secret.err().message);
+    res::ucx_receive_options opt;
+    opt.listen = *listen;
+    opt.secret = *secret;
+    opt.accept_timeout_ms = a.timeout_s * 1000;
+    if (listen->port == 0) // the port the kernel picked: whoever sends needs it
+        opt.on_listening = [](const res::ucx_address &bound) {
+            std::fprintf(stderr, "ghost: receiving on %s\n", bound.str().c_str());
+        };
+    std::signal(SIGPIPE, SIG_IGN); // a restorer that refuses the image closes the pipe early
+    if (a.restore) {
+        auto restorer_path = restorer();
+        if (!restorer_path) return fail(restorer_path.err().message);
+        control::remove_stale_sockets();
+        restore_sink out(*restorer_path);
+        auto got = res::receive_ucx_image(opt, out);
+        if (!got) return fail(got.err().message);
+        pid_t pid = out.pid();
+        std::fprintf(stderr,
+                     "ghost: received from=%s bytes=%llu memory_bytes=%llu receive_s=%s "
+                     "restored pid=%d total_s=%s\n",
+                     got->peer.c_str(), (unsigned long long)got->summary.image_bytes,
+                     (unsigned long long)got->summary.memory_bytes, seconds(got->seconds).c_str(),
+                     (int)pid, seconds(since(t0)).c_str());
+        write_pid_file(a.pid_file, pid);
+        return wait_child(pid);
+    }
+    std::string path = absolute(image_path(a.out));
+    auto out = res::create_file_sink(path);
+    if (!out) return fail(out.err().message);
+    auto got = res::receive_ucx_image(opt, **out);
+    if (!got) return fail(got.err().message);
+    double gbps = got->seconds > 0 ? (double)got->summary.image_bytes / got->seconds / 1e9 : 0;
+    std::printf("received image=%s from=%s bytes=%llu memory_bytes=%llu records=%llu "
+                "receive_s=%s gb_per_s=%.2f\n",
+                path.c_str(), got->peer.c_str(), (unsigned long long)got->summary.image_bytes,
+                (unsigned long long)got->summary.memory_bytes,
+                (unsigned long long)got->summary.records, seconds(got->seconds).c_str(), gbps);
+    return 0;
 }
 
 int cmd_inspect(const std::string &arg) {

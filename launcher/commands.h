@@ -24,7 +24,9 @@ struct checkpoint_args {
     bool kill = false;
     std::string target; // a job id (it names <runtime dir>/job-JOB.sock) or a pid
     pid_t pid = 0;
-    int timeout_ms = 10000; // a job: bound of the quiesce
+    int timeout_ms = 10000;  // a job: bound of the quiesce
+    std::string to;          // a resource target (resources/registry.h): ucx://HOST:PORT, fs:PATH
+    std::string secret_file; // remote targets: the shared secret (default $GHOST_JOB_SECRET)
 };
 int cmd_checkpoint(checkpoint_args a);
 
@@ -42,6 +44,8 @@ struct duplicate_args {
     std::string pid_file;
     bool detach = false;
     bool via_image = false; // the export+restore path even where the fast (fork) one applies
+    std::string to;         // ucx://HOST:PORT: the copy is restored there by `ghost receive`
+    std::string secret_file;
 };
 int cmd_duplicate(const duplicate_args &a);
 
@@ -51,6 +55,19 @@ int cmd_duplicate(const duplicate_args &a);
 int cmd_restart_rank(const std::string &dir);
 
 int cmd_inspect(const std::string &image);
+
+// The other end of `checkpoint --to ucx://` and `duplicate --to ucx://`: accepts one sender that
+// proves it holds the secret, verifies the image as it arrives and either writes it (atomically)
+// to `out` or restores it while it streams in, then waits for the restored process.
+struct receive_args {
+    std::string listen; // ADDR:PORT (port 0: the kernel picks one, printed on stderr)
+    std::string secret_file;
+    std::string out; // an image file or directory
+    bool restore = false;
+    std::string pid_file; // --restore: the restored pid
+    int timeout_s = 600;  // waiting for a sender
+};
+int cmd_receive(const receive_args &a);
 
 struct status_args {
     std::string job; // empty: every job and process

@@ -35,6 +35,12 @@ int main(int argc, char **argv) {
     ckpt->add_option("--timeout", ca.timeout_ms,
                      "a job: milliseconds the ranks have to become quiescent")
         ->check(CLI::Range(1, 3600000));
+    ckpt->add_option("--to", ca.to,
+                     "send the image elsewhere: ucx://HOST:PORT (a `ghost receive` there), "
+                     "fs:PATH");
+    ckpt->add_option(
+        "--secret-file", ca.secret_file,
+        "--to ucx://: the shared secret (default: $GHOST_JOB_SECRET, or the process's)");
     ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")
         ->required();
 
@@ -64,6 +70,25 @@ int main(int argc, char **argv) {
     dup->add_flag("--detach", da.detach, "do not wait for the copy");
     dup->add_flag("--via-image", da.via_image,
                   "copy through an image (export + restore) even where a fork can make it");
+    dup->add_option("--to", da.to,
+                    "run the copy elsewhere: ucx://HOST:PORT (a `ghost receive --restore` there)");
+    dup->add_option("--secret-file", da.secret_file,
+                    "--to: the shared secret (default: $GHOST_JOB_SECRET, or the process's)");
+
+    receive_args rva;
+    auto *recv = app.add_subcommand(
+        "receive", "receive one image sent with --to ucx://, verify it, write or restore it");
+    recv->add_option("--listen", rva.listen, "ADDR:PORT to listen on (port 0: any, printed)")
+        ->required();
+    recv->add_option("--secret-file", rva.secret_file,
+                     "the shared secret (default: $GHOST_JOB_SECRET)");
+    auto *recv_out = recv->add_option("--out", rva.out, "write the image here (file or directory)");
+    auto *recv_restore =
+        recv->add_flag("--restore", rva.restore, "restore it as it arrives and wait for it");
+    recv_out->excludes(recv_restore);
+    recv->add_option("--pid-file", rva.pid_file, "--restore: write the restored pid here");
+    recv->add_option("--timeout", rva.timeout_s, "seconds to wait for a sender (default 600)")
+        ->check(CLI::Range(1, 86400));
 
     migrate_args ma;
     auto *migrate = app.add_subcommand(
@@ -118,6 +143,14 @@ int main(int argc, char **argv) {
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
     if (*migrate) return cmd_migrate(ma);
+    if (*recv) {
+        if (rva.out.empty() && !rva.restore) {
+            std::fprintf(stderr,
+                         "ghost: receive needs --out IMAGE or --restore (see ghost --help)\n");
+            return 2;
+        }
+        return cmd_receive(rva);
+    }
     if (*status) return cmd_status(sa);
     if (*quiesce) return cmd_quiesce(qa);
     return 2;

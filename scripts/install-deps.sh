@@ -6,7 +6,7 @@ packages=(
   libgtest-dev libgmock-dev
   libzstd-dev liblz4-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libopenmpi-dev openmpi-bin libmpich-dev mpich
-  libucx-dev libfabric-dev libhwloc-dev libboost-dev
+  libucx-dev ucx-utils libssl-dev libfabric-dev libhwloc-dev libboost-dev
   python3 python3-matplotlib clang-format iproute2 procps
   python3-mpi4py python3-numpy python3-venv
 )
