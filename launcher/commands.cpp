@@ -747,13 +747,34 @@ struct job_row {
 
 } // namespace
 
+namespace {
+// Someone listens on the Unix socket `path`.
+bool socket_answers(const char *path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un u{};
+    u.sun_family = AF_UNIX;
+    std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path);
+    bool ok = ::connect(fd, (sockaddr *)&u, sizeof u) == 0;
+    ::close(fd);
+    return ok;
+}
+} // namespace
+
+// A job socket names a job, even a stale one (its coordinator was killed: the job's commands then
+// say so), unless the coordinator is gone and the number is now a live process's under ghost.
 bool names_job(const std::string &target) {
     if (!valid_job(target)) return false;
     char dir[4096];
     const char *why = nullptr;
     if (!control::runtime_dir(dir, sizeof dir, &why)) return false;
+    std::string path = std::string(dir) + "/job-" + target + ".sock";
     struct stat sb;
-    return ::stat((std::string(dir) + "/job-" + target + ".sock").c_str(), &sb) == 0;
+    if (::stat(path.c_str(), &sb) != 0) return false;
+    if (socket_answers(path.c_str())) return true;
+    char agent[4096];
+    return !control::socket_path((pid_t)std::atol(target.c_str()), agent, sizeof agent, &why) ||
+           !socket_answers(agent);
 }
 
 bool is_job_checkpoint(const std::string &dir) {

@@ -48,6 +48,9 @@ Subtests (--only a,b,...; default all):
   restart_ready  a checkpoint asked the moment `ghost restart --new-pid` has written its pid file
              (the restored agent rewrites lock owners over 256 MiB before it listens again) must
              succeed: `ghost restart` reports a restored process only once its agent answers.
+  stale_job_socket  a killed ghostrun's job socket whose number is now the pid of a process
+             under ghost: `ghost checkpoint PID` checkpoints the process (it took the number for
+             the dead job and refused).
 Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
@@ -67,7 +70,7 @@ import time
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
             "killed_writer", "symlink_attack", "stale_sockets", "restart_killed",
-            "restart_ready"]
+            "restart_ready", "stale_job_socket"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -921,6 +924,28 @@ class Env:
         with open(os.path.join(d, "stop"), "w"):
             pass
         self.wait_exit(runner, "ghost restart of the stopped victim")
+
+    def t_stale_job_socket(self):
+        rt = tempfile.mkdtemp(prefix="ghost-rt-")  # short: socket paths must fit in 108 bytes
+        old = os.environ.get("GHOST_RUNTIME_DIR")
+        os.environ["GHOST_RUNTIME_DIR"] = rt
+        try:
+            ckdir = os.path.join(self.work, "stalejob-ckpt")
+            runner, pid, d, out = self.start_victim("stalejob", ckdir)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(os.path.join(rt, f"job-{pid}.sock"))
+            s.close()  # what a killed ghostrun leaves; its number is now the victim's pid
+            self.checkpoint_ok(pid, ckdir)
+            log(f"  pid {pid} checkpointed despite a stale job-{pid}.sock")
+            with open(os.path.join(d, "stop"), "w"):
+                pass
+            self.wait_exit(runner, "ghost launch of the stopped victim")
+        finally:
+            if old is None:
+                os.environ.pop("GHOST_RUNTIME_DIR", None)
+            else:
+                os.environ["GHOST_RUNTIME_DIR"] = old
+            shutil.rmtree(rt, ignore_errors=True)
 
     def main(self):
         selected = self.a.only.split(",") if self.a.only else SUBTESTS
