@@ -26,9 +26,16 @@ for f in "$base"/*/host-"$host"; do [ -f "$f" ] && file=$f && break; done
 read -r ns name tmp <"$file"
 # `ip netns exec` enters the network namespace in a mount namespace of its own (a slave of the
 # root's): the bind of /tmp stays inside.
+# Paths under /tmp that every host keeps seeing (hosts.sh: the project's and build trees) are bound
+# into the host's /tmp directory first, and come along with it (--rbind).
 exec ip netns exec "$ns" unshare --uts /bin/sh -c '
-  hostname "$1" && mount --bind "$2" /tmp && mount --bind "$3" /etc/hosts || exit 255
-  shift 3
+  hostname "$1" || exit 255
+  while read -r keep; do
+    [ -d "$keep" ] || continue
+    mkdir -p "$2/${keep#/tmp/}" && mount --bind "$keep" "$2/${keep#/tmp/}" || exit 255
+  done <"$4"
+  mount --rbind "$2" /tmp && mount --bind "$3" /etc/hosts || exit 255
+  shift 4
   cd "$HOME" 2>/dev/null
   exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME" \
-    USER="$(id -un)" LOGNAME="$(id -un)" SHELL=/bin/sh /bin/sh -c "$*"' agent "$name" "$tmp" "${file%/*}/etc-hosts" "$@"
+    USER="$(id -un)" LOGNAME="$(id -un)" SHELL=/bin/sh /bin/sh -c "$*"' agent "$name" "$tmp" "${file%/*}/etc-hosts" "${file%/*}/keep" "$@"

@@ -98,6 +98,13 @@ hosts_up() {
   mkdir -p "$HOSTS_DIR/shared"
   chmod 1777 "$HOSTS_DIR/shared"
   echo "$HOSTS_ID" >"$HOSTS_DIR/id"
+  # Paths every host must see although they lie under /tmp, which is private on each host: the
+  # project's tree (this library, the agent) and GHOST_HOSTS_KEEP's (colon-separated: the build
+  # tree). The agent binds them into the host's /tmp (a checkout in /tmp stays usable).
+  {
+    (cd "$HOSTS_LIB_DIR/../.." && pwd)
+    tr ':' '\n' <<<"${GHOST_HOSTS_KEEP:-}"
+  } | grep '^/tmp/.' >"$HOSTS_DIR/keep"
   _hosts_proc_id "$owner_pid" >"$HOSTS_DIR/owner"
   HOSTS_SHARED=$HOSTS_DIR/shared
   HOSTS_SUBNET=$net.0/24

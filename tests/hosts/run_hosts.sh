@@ -32,6 +32,8 @@ hosts_can || {
   echo "SKIP: cannot make network namespaces here (needs root, ip and unshare)"
   exit 77
 }
+# The build tree (GHOST is BUILD/launcher/ghost) stays visible on every host, even under /tmp.
+export GHOST_HOSTS_KEEP="$(cd "$(dirname "${GHOST:-.}")/.." && pwd)"
 hosts_up 3 || exit 1
 fl=${flavour%-ucx}
 if [ "$fl" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
