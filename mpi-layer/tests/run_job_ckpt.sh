@@ -304,7 +304,7 @@ migrate)
   [ -z "$found" ] || fail "--via ucx left images: $found"
   # A receiver that dies mid-transfer: the migration fails in one line, the job goes on where it
   # was (nothing was killed). GHOST_TEST_RECEIVE_DIE is in the job's environment (below).
-  echo 1500000 >"$work/die-at"
+  echo 200000 >"$work/die-at" # (each rank's image is about 500 kB)
   timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" >"$work/die.out" 2>"$work/die.err" &&
     fail "a migration whose receiver died succeeded"
   [ "$(wc -l <"$work/die.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/die.err")"
