@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <poll.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -351,6 +354,195 @@ int cmd_restart_rank(const std::string &dir) {
     // sees as the rank's failure.
     const char *argv[] = {"ghost-restart", image_arg.c_str(), "-1", "--rank", nullptr};
     std::fflush(nullptr);
+    ::execve(restorer_path->c_str(), (char *const *)argv, environ);
+    return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
+}
+
+namespace {
+
+// The rank's end of the coordinator: a TCP connection to the first of GHOST_JOB_COORD's addresses
+// that answers ("addr,addr,...:port"), or -1.
+int connect_coordinator(const std::string &coord) {
+    size_t colon = coord.rfind(':');
+    if (colon == std::string::npos) return -1;
+    int port = std::atoi(coord.c_str() + colon + 1);
+    std::istringstream list(coord.substr(0, colon));
+    std::string addr;
+    while (std::getline(list, addr, ',')) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)port);
+        if (::inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1) continue;
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        if (::connect(fd, (sockaddr *)&a, sizeof a) == 0) return fd;
+        ::close(fd);
+    }
+    return -1;
+}
+
+// The receiving end's sink: the verified stream goes into the restorer's pipe; commit() waits for
+// the restorer's "OK <pid>" (the whole image taken, the process about to run).
+class pipe_restore_sink final : public res::sink {
+  public:
+    pipe_restore_sink(int image_fd, int status_fd) : image_fd_(image_fd), status_fd_(status_fd) {}
+    ~pipe_restore_sink() override { abort(); }
+    result<void> write(const void *data, size_t len) override {
+        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count; when it exists,
+        // the receiver dies (as killed) once that much has arrived, and the file goes (once).
+        if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at_ < 0) {
+            die_at_ = LLONG_MAX;
+            if (std::FILE *in = std::fopen(f, "re")) {
+                long long n = 0;
+                if (std::fscanf(in, "%lld", &n) == 1 && ::unlink(f) == 0) die_at_ = n;
+                std::fclose(in);
+            }
+        }
+        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0) ::kill(::getpid(), SIGKILL);
+        const char *p = (const char *)data;
+        while (len) {
+            if (image_fd_ < 0) return error{"the restorer's input was closed"};
+            ssize_t n = ::write(image_fd_, p, len);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return status_error("the restorer stopped reading the image");
+            p += n;
+            len -= (size_t)n;
+        }
+        return {};
+    }
+    result<void> commit() override {
+        if (image_fd_ >= 0) ::close(image_fd_);
+        image_fd_ = -1;
+        char line[600];
+        long n = control::read_line(status_fd_, line, sizeof line, 120000);
+        if (n >= 3 && std::strncmp(line, "OK ", 3) == 0) return {};
+        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
+            return error{std::string("the restorer refused the image: ") + (line + 4)};
+        return error{"the restorer ended without taking the image"};
+    }
+    void abort() noexcept override {
+        if (image_fd_ >= 0) ::close(image_fd_);
+        image_fd_ = -1;
+    }
+    std::string describe() const override { return "the rank's restorer"; }
+
+  private:
+    error status_error(const char *what) {
+        abort();
+        char line[600];
+        long n = control::read_line(status_fd_, line, sizeof line, 1000);
+        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
+            return error{std::string("the restorer refused the image: ") + (line + 4)};
+        return error{what};
+    }
+    int image_fd_, status_fd_;
+    long long die_at_ = -1;
+    size_t written_ = 0;
+};
+
+// The receiver of `restart-rank --receive`, in a process of its own (the rank's process becomes
+// the restorer): listens on the address this host reaches the coordinator from, says
+// RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
+// the restorer. Ends with the transfer, or when the coordinator closes its connection first (the
+// migration was given up) or the restorer is gone.
+[[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
+                                    long rank, int image_fd, int status_fd) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    char addr[INET_ADDRSTRLEN] = "127.0.0.1";
+    if (::getsockname(coord_fd, (sockaddr *)&local, &len) == 0)
+        ::inet_ntop(AF_INET, &local.sin_addr, addr, sizeof addr);
+    std::signal(SIGPIPE, SIG_IGN);
+    static std::atomic<bool> committing{false};
+    std::thread([coord_fd] {
+        for (;;) {
+            pollfd p = {coord_fd, POLLIN, 0};
+            int r = ::poll(&p, 1, 1000);
+            if (r < 0 && errno == EINTR) continue;
+            char c;
+            if (r > 0 && ::recv(coord_fd, &c, 1, MSG_DONTWAIT) <= 0 && !committing.load()) {
+                std::fprintf(stderr, "ghost: restart-rank: the migration was given up\n");
+                ::_exit(1);
+            }
+        }
+    }).detach();
+    res::ucx_receive_options opt;
+    opt.listen = {addr, 0};
+    opt.secret = secret;
+    opt.accept_timeout_ms = 600000;
+    opt.on_listening = [&](const res::ucx_address &bound) {
+        std::string l = "RECEIVER " + job + " " + secret + " " + std::to_string(rank) + " " +
+                        bound.str() + "\n";
+        (void)control::write_all(coord_fd, l.data(), l.size());
+    };
+    struct marking_sink final : res::sink {
+        pipe_restore_sink inner;
+        marking_sink(int i, int s) : inner(i, s) {}
+        result<void> write(const void *d, size_t n) override { return inner.write(d, n); }
+        result<void> commit() override {
+            committing = true;
+            return inner.commit();
+        }
+        void abort() noexcept override { inner.abort(); }
+        std::string describe() const override { return inner.describe(); }
+    } out(image_fd, status_fd);
+    auto got = res::receive_ucx_image(opt, out);
+    if (!got) {
+        std::fprintf(stderr, "ghost: restart-rank %ld --receive: %s\n", rank,
+                     got.err().message.c_str());
+        ::_exit(1);
+    }
+    ::_exit(0);
+}
+
+} // namespace
+
+// `ghost restart-rank --receive` (a live migration, runtime/job_protocol.h): this rank's process
+// becomes the restorer of an image that streams in from the rank's old process; a receiver
+// process of its own (orphaned: no child of the restored rank) takes the stream.
+int cmd_restart_rank_receive() {
+    const char *rank = nullptr;
+    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if ((rank = std::getenv(v)) && *rank) break;
+    if (!rank || !*rank)
+        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
+                    "PMIX_RANK or PMI_RANK in the environment)");
+    char *end = nullptr;
+    long r = std::strtol(rank, &end, 10);
+    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
+    const char *coord = std::getenv(job::kEnvCoordinator), *job = std::getenv(job::kEnvJob),
+               *secret = std::getenv(job::kEnvSecret);
+    if (!coord || !*coord || !job || !*job || !secret || !*secret)
+        return fail("restart-rank --receive runs under ghostrun (no " +
+                    std::string(job::kEnvCoordinator) + ", " + job::kEnvJob + " or " +
+                    job::kEnvSecret + " in the environment)");
+    auto restorer_path = restorer();
+    if (!restorer_path) return fail(restorer_path.err().message);
+    int coord_fd = connect_coordinator(coord);
+    if (coord_fd < 0) return fail(std::string("cannot reach the job coordinator at ") + coord);
+    int img[2], st[2];
+    if (::pipe2(img, O_CLOEXEC) != 0 || ::pipe2(st, O_CLOEXEC) != 0)
+        return fail("cannot create a pipe");
+    ::fcntl(img[1], F_SETPIPE_SZ, 1 << 20);
+    std::fflush(nullptr);
+    pid_t child = ::fork();
+    if (child < 0) return fail("cannot fork the receiver");
+    if (child == 0) {
+        if (::fork() != 0) ::_exit(0);
+        ::close(img[0]);
+        ::close(st[1]);
+        run_rank_receiver(coord_fd, job, secret, r, img[1], st[0]);
+    }
+    int ws = 0;
+    ::waitpid(child, &ws, 0);
+    ::close(img[1]);
+    ::close(st[0]);
+    ::close(coord_fd);
+    ::fcntl(img[0], F_SETFD, 0);
+    ::fcntl(st[1], F_SETFD, 0);
+    std::string image_arg = std::to_string(img[0]), status_arg = std::to_string(st[1]);
+    const char *argv[] = {"ghost-restart", image_arg.c_str(), status_arg.c_str(), "--rank",
+                          nullptr};
     ::execve(restorer_path->c_str(), (char *const *)argv, environ);
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
 }
@@ -823,11 +1015,13 @@ int checkpoint_job(const checkpoint_args &a) {
 // A migration is a checkpoint with kill and a relaunch that the coordinator places
 // (runtime/job_protocol.h, MIGRATE); this only checks the request, asks and prints.
 int cmd_migrate(const migrate_args &a) {
-    std::string dir;
+    std::string dir = "ucx";
     if (a.via.rfind("fs:", 0) == 0 && a.via.size() > 3) {
         dir = absolute(a.via.substr(3));
-    } else if (!a.via.empty()) {
-        return fail("--via takes fs:DIR, got '" + a.via + "'");
+    } else if (a.via == "fs") {
+        dir = "-"; // the job's --ckpt-dir
+    } else if (!a.via.empty() && a.via != "ucx") {
+        return fail("--via takes ucx, fs or fs:DIR, got '" + a.via + "'");
     }
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
@@ -835,8 +1029,7 @@ int cmd_migrate(const migrate_args &a) {
     if (!names_job(a.job)) return fail("no job " + a.job + " of this user is running");
     const long save_ms = 600000;
     std::string req = "MIGRATE " + std::to_string(a.timeout_ms) + " " +
-                      std::to_string(a.start_timeout_ms) + " " + a.to + " " + a.ranks + " " +
-                      (dir.empty() ? "-" : dir);
+                      std::to_string(a.start_timeout_ms) + " " + a.to + " " + a.ranks + " " + dir;
     // Relaunched once on the new placement and, if that fails, once where the ranks were.
     auto ok = job_request(a.job, req, a.timeout_ms + save_ms + 2L * a.start_timeout_ms + 30000,
                           "migration");

@@ -53,6 +53,7 @@ int cmd_duplicate(const duplicate_args &a);
 // launcher gave this process (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK) and execs the restorer
 // in place, so that the launcher's pid, descriptors and environment become the restored rank's.
 int cmd_restart_rank(const std::string &dir);
+int cmd_restart_rank_receive();
 
 int cmd_inspect(const std::string &image);
 

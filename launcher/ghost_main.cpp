@@ -61,7 +61,11 @@ int main(int argc, char **argv) {
     std::string rank_dir;
     auto *restart_rank = app.add_subcommand(
         "restart-rank", "(run by mpirun) become this MPI rank's process from DIR/rank<R>.ghost");
-    restart_rank->add_option("dir", rank_dir, "checkpoint directory")->required();
+    bool rank_receive = false;
+    restart_rank->add_option("dir", rank_dir, "checkpoint directory");
+    restart_rank->add_flag("--receive", rank_receive,
+                           "take the image from the rank's old process over UCX (a live "
+                           "migration; the coordinator tells it where to send)");
 
     duplicate_args da;
     auto *dup = app.add_subcommand("duplicate", "start an independent copy of a running process");
@@ -97,8 +101,9 @@ int main(int argc, char **argv) {
     migrate->add_option("--rank", ma.ranks, "rank(s) to move: R[,R2...]")->required();
     migrate->add_option("--to", ma.to, "destination host, as mpirun names it")->required();
     migrate->add_option("--via", ma.via,
-                        "fs:DIR: the images go through DIR, which both hosts see (default: the "
-                        "job's --ckpt-dir)");
+                        "ucx (default): every rank's image streams from its process to its new "
+                        "one, nothing on disk; fs:DIR: the images go through DIR, which both "
+                        "hosts see (fs: the job's --ckpt-dir)");
     migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
         ->check(CLI::Range(1, 3600000));
     migrate
@@ -139,7 +144,11 @@ int main(int argc, char **argv) {
         ra.mpirun_opts = restart->remaining();
         return cmd_restart(ra);
     }
-    if (*restart_rank) return cmd_restart_rank(rank_dir);
+    if (*restart_rank) {
+        if (rank_receive != rank_dir.empty())
+            return fail("restart-rank takes a checkpoint directory or --receive");
+        return rank_receive ? cmd_restart_rank_receive() : cmd_restart_rank(rank_dir);
+    }
     if (*dup) return cmd_duplicate(da);
     if (*inspect) return cmd_inspect(image);
     if (*migrate) return cmd_migrate(ma);

@@ -21,6 +21,15 @@
 //                ghost_agent_checkpoint_wait(timeout_ms)), still quiescent
 //   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
+//   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port>   (a live migration, after QUIESCED)
+//                the rank has its agent stream its image there (`ghost checkpoint --to`, the job
+//                secret from a 0600 file in its private runtime directory), still quiescent, and
+//                is not killed: it waits for STOP (moved) or RESUME (the migration failed)
+//   rank:        SENT <epoch> <bytes> <export_s> <sync_s>   the receiver's verdict: complete
+//   A live migration's new rank process (`ghost restart-rank --receive`), on a connection of its
+//   own, as its first line: RECEIVER <job> <secret> <rank> <addr:port>  (it listens there with
+//   UCX; refused and closed like a bad HELLO). The coordinator closes it when the migration ends;
+//   a receiver whose connection closes before its image has arrived ends itself.
 //   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
 //   rank:        FINALIZED                               MPI_Finalize was called
 //   rank:        STATS <cpu_s> <rss_bytes> <n> <sent to 0> ... <sent to n-1>   about every second
@@ -50,6 +59,17 @@
 //                     its host; ghostrun goes on. If the ranks cannot start there (mpirun fails
 //                     or they do not connect within start_ms), the job is relaunched where it was
 //                     and the answer is ERROR <reason>; the job goes on either way.
+//                 <dir> "ucx" (`ghost migrate --via ucx`, the default): a live migration, no
+//                 image on disk. Every rank is quiesced and stays so; a second mpirun starts
+//                 `ghost restart-rank --receive` for every rank (the moved ones on <host>); once
+//                 every receiver said RECEIVER, each old rank gets SEND, and once all answered
+//                 SENT: STOP, the old mpirun is sent SIGTERM and reaped, the job is the new
+//                 mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n> quiesce_s=<s>
+//                 relaunch_s=<s> (receivers up) transfer_s=<s> reconnect_s=<s> downtime_s=<s>
+//                 once every new rank said HELLO. Before the switch any failure (the new mpirun
+//                 exits, receivers missing after start_ms, a transfer fails) kills the new mpirun
+//                 and resumes the old ranks: ERROR the ranks could not move to <host> (<why>);
+//                 the job goes on where it was.
 //   STATUS also sends RSTAT <r> <age_s> <STATS fields> after a rank's RANK line once it has sent
 //                 STATS, and CKPT <generation> <unix time> <gen dir> before END once there is one.
 #pragma once

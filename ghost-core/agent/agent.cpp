@@ -1026,8 +1026,11 @@ void spawn_checkpoint() {
 }
 
 // `ghost checkpoint --image PATH [--kill] PID` for this process, started on request of a component
-// (ghost_agent_request_checkpoint); its report goes to PATH.log. One at a time.
-int spawn_image_checkpoint(const char *image_path, int flags) {
+// (ghost_agent_request_checkpoint); its report goes to PATH.log. One at a time. With `to` (a
+// stream target, ghost_agent_request_send): `ghost checkpoint --to TO [--secret-file F] PID`,
+// the report in image_path.log (image_path then only names the log).
+int spawn_image_checkpoint(const char *image_path, int flags, const char *to = nullptr,
+                           const char *secret_file = nullptr) {
     if (!g_ghost_bin[0] || !image_path || image_path[0] != '/') return -1;
     pid_t none = -1;
     if (!__atomic_compare_exchange_n(&g_spawned_checkpoint, &none, 0, false, __ATOMIC_ACQ_REL,
@@ -1043,13 +1046,22 @@ int spawn_image_checkpoint(const char *image_path, int flags) {
         *slash = 0;
         mkdir(parent, 0700); // the checkpointer makes deeper ones; its log needs this one
     }
-    char *argv[] = {(char *)"ghost",
-                    (char *)"checkpoint",
-                    (char *)"--image",
-                    path,
-                    pid,
-                    (flags & GHOST_CHECKPOINT_KILL) ? (char *)"--kill" : nullptr,
-                    nullptr};
+    char target[4096], secret[4096];
+    snprintf(target, sizeof target, "%s", to ? to : "");
+    snprintf(secret, sizeof secret, "%s", secret_file ? secret_file : "");
+    char *argv[10];
+    int a = 0;
+    argv[a++] = (char *)"ghost";
+    argv[a++] = (char *)"checkpoint";
+    argv[a++] = to ? (char *)"--to" : (char *)"--image";
+    argv[a++] = to ? target : path;
+    if (to && secret[0]) {
+        argv[a++] = (char *)"--secret-file";
+        argv[a++] = secret;
+    }
+    argv[a++] = pid;
+    if (flags & GHOST_CHECKPOINT_KILL) argv[a++] = (char *)"--kill";
+    argv[a] = nullptr;
     static char *envp[4096];
     int n = 0;
     for (char **e = environ; *e && n < 4095; e++)
@@ -1359,6 +1371,13 @@ extern "C" __attribute__((visibility("default"))) int
 ghost_agent_request_checkpoint(const char *image_path, int flags) {
     if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
     return spawn_image_checkpoint(image_path, flags);
+}
+
+extern "C" __attribute__((visibility("default"))) int
+ghost_agent_request_send(const char *to, const char *secret_file, const char *log_base, int flags) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    if (!to || !*to) return -1;
+    return spawn_image_checkpoint(log_base, flags, to, secret_file);
 }
 
 extern "C" __attribute__((visibility("default"))) int

@@ -93,6 +93,14 @@ int ghost_agent_register(const struct ghost_component *c);
 #define GHOST_CHECKPOINT_KILL 1
 int ghost_agent_request_checkpoint(const char *image_path, int flags);
 
+/* As ghost_agent_request_checkpoint, but the image streams to `to` (a remote target such as
+ * ucx://ADDR:PORT, where a `ghost receive --restore` or `ghost restart-rank --receive` listens):
+ * `ghost checkpoint --to TO [--secret-file SECRET_FILE] PID`. Its report goes to <log_base>.log
+ * (log_base: an absolute path). ghost_agent_checkpoint_wait waits for it; 0 there means the
+ * receiver's verdict said the image is complete. */
+int ghost_agent_request_send(const char *to, const char *secret_file, const char *log_base,
+                             int flags);
+
 /* Waits up to timeout_ms (< 0: no limit) for the checkpointer of the last
  * ghost_agent_request_checkpoint to end. 0: it exited 0 (the image is durable); -1: it failed, was
  * killed, or is still running at the deadline (it goes on; a later wait may still see it end), and

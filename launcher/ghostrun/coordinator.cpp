@@ -104,7 +104,9 @@ struct conn {
     int rank = -1, size = 0;
     long pid = 0;
     std::string host, state = "connecting";
-    std::string stats; // the rank's latest STATS line, without "STATS "
+    std::string stats;     // the rank's latest STATS line, without "STATS "
+    bool incoming = false; // a rank of a live migration's new mpirun, before the switch
+    bool receiver = false; // a `restart-rank --receive` that said RECEIVER
     clock_type::time_point stats_time;
 };
 
@@ -133,6 +135,7 @@ struct epoch_state {
     bool migrate = false;
     std::vector<int> mig_ranks;
     std::string mig_host;
+    bool live = false; // a live migration (--via ucx): quiescent ranks stream to new processes
 };
 
 // A migration between its images and its answer: the old mpirun ends, a new one starts every rank
@@ -147,6 +150,12 @@ struct migration {
     long start_ms = 60000; // how long a relaunched mpirun has to bring every rank back
     double export_s = 0;
     std::string failure; // why the new placement did not come up (then: where it was)
+    // A live migration (--via ucx): the old ranks stay quiescent while a new mpirun starts a
+    // receiver for every rank; each old rank streams its image there (SEND), then STOP.
+    bool live = false, sending = false, switched = false;
+    std::map<int, std::string> receivers; // rank -> addr:port
+    clock_type::time_point t_receivers, t_sent;
+    unsigned long long bytes = 0;
 };
 
 struct last_checkpoint {
@@ -168,6 +177,9 @@ struct server {
     clock_type::time_point next_periodic;
     migration mv;
     long mv_start_ms = 60000; // the next migration's (its request's) start bound
+    // A live migration's two mpiruns: the new one until the switch, the old one until reaped.
+    pid_t new_mpirun = -1, old_mpirun = -1, switched_to = -1;
+    clock_type::time_point new_mpirun_kill_at = clock_type::time_point::max();
 
     server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
         program = c.argv.empty() ? "?" : c.argv[0];
@@ -198,7 +210,8 @@ struct server {
     std::vector<conn *> live_ranks() {
         std::vector<conn *> v;
         for (auto &c : conns)
-            if (c.is_rank && c.hello && c.fd >= 0 && c.state != "lost") v.push_back(&c);
+            if (c.is_rank && c.hello && c.fd >= 0 && c.state != "lost" && !c.incoming)
+                v.push_back(&c);
         return v;
     }
 
@@ -263,16 +276,19 @@ struct server {
         c.pid = atol(w[5].c_str());
         c.host = w[6];
         c.state = "running";
+        c.incoming = mv.active && mv.live && !mv.switched;
         if (c.size > job_size) job_size = c.size;
         for (auto &o : conns) // a rank that reconnects replaces its old entry
             if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
         send_line(c.fd, "WELCOME");
-        if (mv.active && mv.launched && job_not_ready().empty()) finish_migration();
+        if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
+        if (mv.active && mv.live && mv.switched && job_not_ready().empty()) finish_live();
     }
 
     void on_rank_line(conn &c, const std::string &line) {
         auto w = split(line);
         if (w.empty()) return;
+        if (!c.hello && !w.empty() && w[0] == "RECEIVER") return on_receiver(c, w);
         if (!c.hello) return on_hello(c, w);
         if (w[0] == "STATS") {
             c.stats = line.substr(6);
@@ -330,6 +346,12 @@ struct server {
             ep.answered[c.rank] = true;
             c.state = "saved";
             if (all_answered()) saved_all();
+        } else if (w[0] == "SENT" && ep.ph == phase::saving && ep.live && w.size() >= 5) {
+            mv.bytes += strtoull(w[2].c_str(), nullptr, 10);
+            mv.export_s = std::max(mv.export_s, atof(w[3].c_str()));
+            ep.answered[c.rank] = true;
+            c.state = "sent";
+            if (all_answered()) live_switch();
         } else if (w[0] == "RESUMED" && ep.ph == phase::resumed) {
             ep.answered[c.rank] = true;
             c.state = "running";
@@ -394,6 +416,7 @@ struct server {
 
     void quiesced() {
         ep.t_drain = clock_type::now();
+        if (ep.live) return live_launch();
         if (ep.ckpt) {
             std::string id = std::to_string(ep.id);
             next_phase(phase::saving, "QUIESCED " + id);
@@ -506,17 +529,19 @@ struct server {
         long id = ep.id;
         int cli = ep.cli_fd;
         bool ckpt = ep.ckpt;
+        bool live = ep.live;
         // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
         ep = epoch_state{};
         for (auto *c : live_ranks()) {
             send_line(c->fd, "RESUME " + std::to_string(id));
             if (c->state == "quiescing" || c->state == "quiesced" || c->state == "saving" ||
-                c->state == "saved")
+                c->state == "saved" || c->state == "sending" || c->state == "sent")
                 c->state = "running";
         }
         if (cli >= 0) send_line(cli, "ERROR " + why + "; the job resumed");
         if (ckpt && cli < 0) note("periodic checkpoint failed: " + why + "; the job resumed");
+        if (live) live_abort(why);
     }
 
     static constexpr const char *kNotYet = " has not connected yet";
@@ -551,7 +576,7 @@ struct server {
         if (job_size == 0) return "no rank has connected yet";
         std::vector<int> seen(job_size, -1); // -1: never connected, 0: gone
         for (auto &r : conns)
-            if (r.is_rank && r.hello && r.rank >= 0 && r.rank < job_size)
+            if (r.is_rank && r.hello && !r.incoming && r.rank >= 0 && r.rank < job_size)
                 seen[r.rank] = r.state == "finalized" ? 2 : r.fd >= 0 && r.state != "lost" ? 1 : 0;
         for (int r = 0; r < job_size; r++) {
             if (seen[r] == -1) return "rank " + std::to_string(r) + kNotYet;
@@ -648,7 +673,7 @@ struct server {
                 at = line.find(' ', at + (k ? 1 : 0));
             std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
             if (dir == "-") dir = cfg.ckpt_dir;
-            if (dir.empty() || dir[0] != '/')
+            if (dir != "ucx" && (dir.empty() || dir[0] != '/'))
                 return send_line(c.fd, "ERROR the image directory must be absolute");
             std::string why = begin_migration(c.fd, atol(w[1].c_str()), w[3], w[4], dir);
             if (why.empty()) mv_start_ms = std::max(1000L, atol(w[2].c_str()));
@@ -680,12 +705,187 @@ struct server {
         }
         if (ranks.empty()) return "no rank to migrate";
         if (!cfg.relaunch) return "this ghostrun cannot relaunch its ranks";
+        if (dir == "ucx") return begin_live_migration(cli_fd, quiesce_ms, host, ranks);
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
         ep.migrate = true;
         ep.mig_ranks = ranks;
         ep.mig_host = host;
         return "";
+    }
+
+    // ---- live migration (MIGRATE ... ucx) ----
+
+    std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
+                                     const std::vector<int> &ranks) {
+        if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
+        if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
+        if (mv.active) return "a migration is in progress";
+        if (new_mpirun > 0) return "the mpirun of a failed migration is still ending";
+        std::vector<std::string> hosts(job_size);
+        for (auto *c : live_ranks())
+            if (c->rank >= 0 && c->rank < job_size) hosts[c->rank] = c->host;
+        mv = migration{};
+        mv.active = mv.live = true;
+        mv.cli = cli_fd;
+        mv.host = host;
+        for (int r : ranks)
+            mv.ranks += (mv.ranks.empty() ? "" : ",") + std::to_string(r);
+        mv.hosts_old = hosts;
+        for (int r : ranks)
+            hosts[r] = host;
+        mv.hosts_new = hosts;
+        mv.start_ms = mv_start_ms;
+        ep.live = true;
+        ep.migrate = true;
+        ep.mig_ranks = ranks;
+        ep.mig_host = host;
+        begin_epoch(-1, quiesce_ms);
+        mv.start = ep.start;
+        return "";
+    }
+
+    // Every rank is quiescent and stays so: a new mpirun starts a receiver for each rank.
+    void live_launch() {
+        next_phase(phase::saving, "QUIESCED " + std::to_string(ep.id));
+        mv.t_drain = ep.t_drain;
+        mv.t_launch = clock_type::now();
+        mv.launched = true;
+        ep.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
+        for (auto *c : live_ranks())
+            c->state = "quiesced";
+        pid_t child = cfg.relaunch("", mv.hosts_new);
+        if (child <= 0) return abort_epoch("cannot start mpirun");
+        new_mpirun = child;
+        new_mpirun_kill_at = clock_type::time_point::max();
+    }
+
+    // RECEIVER <job> <secret> <rank> <addr:port>: a new rank process listens for its image.
+    void on_receiver(conn &c, const std::vector<std::string> &w) {
+        if (w.size() != 5 || w[1] != s.job || !equal_secret(w[2], s.secret)) {
+            fprintf(stderr, "ghostrun: job %s: refused a receiver from %s: %s\n", s.job.c_str(),
+                    c.peer.c_str(), "authentication failed");
+            close(c.fd);
+            c.fd = -1;
+            return;
+        }
+        int r = atoi(w[3].c_str());
+        if (!mv.active || !mv.live || mv.sending || ep.ph != phase::saving || r < 0 ||
+            r >= job_size || mv.receivers.count(r)) {
+            close(c.fd); // not asked for: it ends itself
+            c.fd = -1;
+            return;
+        }
+        c.receiver = true;
+        c.rank = -1;
+        mv.receivers[r] = w[4];
+        if ((int)mv.receivers.size() < job_size) return;
+        // Every receiver listens: each old rank streams its image to its new process.
+        mv.sending = true;
+        mv.t_receivers = clock_type::now();
+        const long save_ms = 600000;
+        ep.deadline = mv.t_receivers + std::chrono::milliseconds(save_ms + 5000);
+        ep.answered.clear();
+        for (auto *rc : live_ranks()) {
+            rc->state = "sending";
+            send_line(rc->fd, "SEND " + std::to_string(ep.id) + " " + std::to_string(save_ms) +
+                                  " ucx://" + mv.receivers[rc->rank]);
+        }
+    }
+
+    void close_receivers() {
+        for (auto &c : conns)
+            if (c.receiver && c.fd >= 0) {
+                close(c.fd);
+                c.fd = -1;
+            }
+    }
+
+    // Every image is in its new process: the old ranks end (still quiescent), their mpirun too;
+    // the job is the new mpirun's from now on.
+    void live_switch() {
+        mv.t_sent = clock_type::now();
+        std::string stop = "STOP " + std::to_string(ep.id);
+        ep = epoch_state{};
+        for (auto &c : conns)
+            if (c.is_rank && c.hello && !c.incoming && c.fd >= 0) {
+                send_line(c.fd, stop);
+                close(c.fd);
+                c.fd = -1;
+                c.hello = false; // forgotten with the loop's clean-up
+                c.rank = -1;
+            }
+        close_receivers();
+        for (auto &c : conns)
+            c.incoming = false;
+        old_mpirun = g_child;
+        if (old_mpirun > 0) kill(old_mpirun, SIGTERM);
+        g_child = switched_to = new_mpirun;
+        new_mpirun = -1;
+        mv.switched = true;
+        if (cfg.set_placement) cfg.set_placement(mv.hosts_new);
+        mv.deadline = clock_type::now() + std::chrono::milliseconds(mv.start_ms);
+        if (job_not_ready().empty()) finish_live();
+    }
+
+    void finish_live() {
+        auto now = clock_type::now();
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "OK ranks=%s to=%s via=ucx bytes=%llu quiesce_s=%.3f relaunch_s=%.3f "
+                 "transfer_s=%.3f reconnect_s=%.3f downtime_s=%.3f",
+                 mv.ranks.c_str(), mv.host.c_str(), mv.bytes, secs(mv.t_drain - mv.start),
+                 secs(mv.t_receivers - mv.t_launch), secs(mv.t_sent - mv.t_receivers),
+                 secs(now - mv.t_sent), secs(now - mv.start));
+        migration_answer(buf);
+    }
+
+    // The live migration failed before the switch: the old ranks were told RESUME (abort_epoch);
+    // the new mpirun and whatever it started go.
+    void live_abort(const std::string &why) {
+        if (new_mpirun > 0) {
+            kill(new_mpirun, SIGTERM);
+            new_mpirun_kill_at = clock_type::now() + std::chrono::seconds(5);
+        }
+        close_receivers();
+        for (auto &c : conns)
+            if (c.incoming) {
+                if (c.fd >= 0) close(c.fd);
+                c.fd = -1;
+                c.hello = false;
+                c.incoming = false;
+                c.rank = -1;
+            }
+        migration_answer("ERROR the ranks could not move to " + mv.host + " (" + why +
+                         "); the job goes on where it was");
+    }
+
+    // A live migration that does not complete after its switch (a new rank that never connects)
+    // is the job's failure now: its old processes are gone.
+    void check_live() {
+        auto now = clock_type::now();
+        if (new_mpirun > 0 && now >= new_mpirun_kill_at) {
+            kill(new_mpirun, SIGKILL);
+            new_mpirun_kill_at = clock_type::time_point::max();
+        }
+        if (mv.active && mv.live && mv.switched && now >= mv.deadline)
+            migration_answer("ERROR the migrated ranks did not connect within " +
+                             std::to_string(mv.start_ms / 1000) + " s after their transfer");
+    }
+
+    // Reaps a live migration's other mpirun (the new one before the switch, the old one after).
+    void reap_other_mpiruns() {
+        int ws = 0;
+        if (old_mpirun > 0 && waitpid(old_mpirun, &ws, WNOHANG) == old_mpirun) old_mpirun = -1;
+        if (new_mpirun > 0 && waitpid(new_mpirun, &ws, WNOHANG) == new_mpirun) {
+            new_mpirun = -1;
+            new_mpirun_kill_at = clock_type::time_point::max();
+            if (mv.active && mv.live && !mv.switched && ep.live && ep.ph != phase::idle)
+                abort_epoch("the new mpirun exited with status " +
+                            std::to_string(WIFEXITED(ws)     ? WEXITSTATUS(ws)
+                                           : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
+                                                             : 1));
+        }
     }
 
     // The ranks of the job that a relaunch replaces are gone with their mpirun; the new ones say
@@ -751,7 +951,7 @@ struct server {
     // A relaunched mpirun whose ranks do not all connect in time is ended (its exit, in run(),
     // brings the fallback): SIGTERM lets it take its ranks and daemons down, SIGKILL follows.
     void check_migration_deadline() {
-        if (!mv.active || !mv.launched) return;
+        if (!mv.active || !mv.launched || mv.live) return;
         auto now = clock_type::now();
         if (now >= mv.kill_at) {
             if (g_child > 0) kill(g_child, SIGKILL);
@@ -793,6 +993,12 @@ struct server {
 
     void check_deadline() {
         if (ep.ph == phase::idle || clock_type::now() < ep.deadline) return;
+        if (ep.live && !mv.sending) {
+            char why[128];
+            snprintf(why, sizeof why, "%d of %d receivers appeared within %.1f s",
+                     (int)mv.receivers.size(), job_size, mv.start_ms / 1000.0);
+            return abort_epoch(why);
+        }
         static const char *names[] = {"", "CLOCK", "COUNTS", "DRAINED", "SAVED", "RESUMED"};
         std::string late;
         for (auto *c : live_ranks())
@@ -892,16 +1098,21 @@ struct server {
             for (auto &c : conns)
                 p.push_back({c.fd, POLLIN, 0});
             poll(p.data(), p.size(), 200);
+            if (switched_to > 0) {
+                child = switched_to; // a live migration's new mpirun is the job's now
+                switched_to = -1;
+            }
             if (p[0].revents) {
                 char tmp[64];
                 (void)!read(g_sig_pipe[0], tmp, sizeof tmp);
+                reap_other_mpiruns();
                 int ws = 0;
                 pid_t r = waitpid(child, &ws, WNOHANG);
                 if (r == child) {
                     status = WIFEXITED(ws)     ? WEXITSTATUS(ws)
                              : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
                                                : 1;
-                    if (mv.active) {
+                    if (mv.active && !mv.live) {
                         if (pid_t next = migration_relaunch(status); next > 0) {
                             child = next;
                             status = -1;
@@ -927,7 +1138,7 @@ struct server {
             }
             auto now = clock_type::now();
             for (auto &c : conns)
-                if (c.fd >= 0 && c.is_rank && !c.hello &&
+                if (c.fd >= 0 && c.is_rank && !c.hello && !c.receiver &&
                     now - c.opened > std::chrono::milliseconds(kHelloTimeoutMs)) {
                     fprintf(stderr, "ghostrun: job %s: refused a connection from %s: no greeting\n",
                             s.job.c_str(), c.peer.c_str());
@@ -936,6 +1147,7 @@ struct server {
                 }
             check_deadline();
             check_migration_deadline();
+            check_live();
             retry_waiting();
             if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
                 next_periodic = now + interval();
@@ -952,6 +1164,7 @@ struct server {
                     keep.push_back(std::move(c));
             conns.swap(keep);
         }
+        if (new_mpirun > 0) kill(new_mpirun, SIGKILL);
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
         if (mv.cli >= 0) send_line(mv.cli, "ERROR the job ended during the migration");
         if (waiting.cli >= 0)

@@ -46,9 +46,12 @@ struct job_config {
     long long restarted_time = 0;
     // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
     // `hosts` empty: placed as the job's ranks were; else rank R on hosts[R], which becomes the
-    // job's placement from then on (mpirun_opts changes with it: a migration).
+    // job's placement from then on (mpirun_opts changes with it: a migration). gen_dir empty: the
+    // ranks run `ghost restart-rank --receive` (a live migration; the placement changes only
+    // through set_placement, once it has succeeded).
     std::function<pid_t(const std::string &gen_dir, const std::vector<std::string> &hosts)>
         relaunch;
+    std::function<void(const std::vector<std::string> &hosts)> set_placement;
 };
 
 // ghostrun's exit status when `ghost checkpoint JOB --kill` stopped the job after its checkpoint

@@ -520,8 +520,30 @@ int main(int argc, char **argv) {
     // -np, mpirun picked the size: the manifest's is given then). A migration names every rank's
     // host: rank R on hosts[R] (Open MPI's sequential mapper, Hydra's host list in rank order),
     // the job's placement from then on.
-    cfg.relaunch = [&l, &cfg, verbose = p.verbose](const std::string &gen,
-                                                   const std::vector<std::string> &hosts) -> pid_t {
+    auto placed = [&l, &cfg](const std::vector<std::string> &hosts) {
+        std::vector<std::string> opts = {"-np", std::to_string(hosts.size())};
+        std::string list;
+        for (const auto &h : hosts)
+            list += (list.empty() ? "" : ",") + h + (l.ompi ? "" : ":1");
+        if (l.ompi) {
+            opts.insert(opts.end(), {"--host", list, "--map-by", "seq"});
+        } else {
+            opts.insert(opts.end(), {"-hosts", list});
+        }
+        for (const auto &o : without_placement(cfg.mpirun_opts))
+            opts.push_back(o);
+        return opts;
+    };
+    cfg.set_placement = [&cfg, placed](const std::vector<std::string> &hosts) {
+        cfg.mpirun_opts = placed(hosts);
+    };
+    cfg.relaunch = [&l, &cfg, placed, verbose = p.verbose](
+                       const std::string &gen, const std::vector<std::string> &hosts) -> pid_t {
+        if (gen.empty()) // a live migration's receivers
+            return l.start(
+                l.command(placed(hosts),
+                          std::vector<std::string>{l.ghost_bin, "restart-rank", "--receive"}, true),
+                verbose);
         if (!hosts.empty()) {
             std::vector<std::string> opts = {"-np", std::to_string(hosts.size())};
             std::string list;

@@ -17,7 +17,9 @@
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
 #            it; the previous generation stays `latest`, no debris; the job is restarted from it
 #   ended    a checkpoint of a job that has ended is refused with one line
-#   migrate  `ghost migrate` of rank 1, then of ranks 0 and 2 through --via fs:DIR, to this host
+#   migrate  `ghost migrate` of rank 1 (--via ucx, the default: no image on disk), one whose
+#            receiver dies mid-transfer (fails, the job goes on), ranks 0 and 2 (ucx), then of
+#            ranks 0 and 2 through --via fs:DIR, to this host
 #            (the emulated-host tests move them between hosts): each answers with its downtime
 #            and the job goes on; requests that name no rank of the job, an impossible host or a
 #            wrong --via are refused in one line (the job goes on); a migration to a host mpirun
@@ -271,28 +273,56 @@ usr1)
   same_as_native "$work/run5.out"
   ;;
 migrate)
+  export GHOST_TEST_RECEIVE_DIE=$work/die-at
+  [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   here=$(hostname)
   refused "unknown rank" "'$np' is not a rank of this job" "$GHOST" migrate "$job" --rank $np --to "$here"
   refused "rank twice" "rank 1 is named twice" "$GHOST" migrate "$job" --rank 1,1 --to "$here"
   refused "bad host" "'a b' is not a host name" "$GHOST" migrate "$job" --rank 1 --to "a b"
-  refused "bad --via" "--via takes fs:DIR, got 'ucx:x'" "$GHOST" migrate "$job" --rank 1 --to "$here" --via ucx:x
+  refused "bad --via" "--via takes ucx, fs or fs:DIR, got 'ucx:x'" "$GHOST" migrate "$job" --rank 1 --to "$here" --via ucx:x
   refused "no job" "no job 1 of this user is running" "$GHOST" migrate 1 --rank 1 --to "$here"
   migrated() { # migrated RANKS [OPTIONS]: must succeed, then every rank runs again
     local ranks=$1
     shift
     timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" "$@" >>"$work/mig.out" 2>>"$work/mig.err" ||
       fail "ghost migrate $job --rank $ranks failed: $(tail -1 "$work/mig.err")"
-    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here generation=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* relaunch_s=[0-9.]* downtime_s=[0-9.]*$" ||
+    local want="generation=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* relaunch_s=[0-9.]*"
+    case "$*" in *fs:*) ;; *) want="via=ucx bytes=[1-9][0-9]* quiesce_s=[0-9.]* relaunch_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]*" ;; esac
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here $want downtime_s=[0-9.]*$" ||
       fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
     [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
       fail "not every rank runs after the migration: $("$GHOST" status "$job")"
   }
-  migrated 1
+  touch "$work/marker"
+  migrated 1 # --via ucx, the default: nothing on disk
+  [ -z "$(ls -A "$ck" 2>/dev/null)" ] || fail "--via ucx wrote into the checkpoint directory: $(ls -A "$ck")"
+  # (/tmp and /dev/shm as a whole are shared with other tests that run side by side: the job's
+  # own places, and the ranks' private runtime directory, where a sender keeps its report.)
+  rtdir=${GHOST_RUNTIME_DIR:-${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/ghost}}
+  found=$(find "$work" "${rtdir:-/tmp/ghost-$(id -u)}" -xdev -newer "$work/marker" \( -name '*.ghost' -o -name 'send-*' \) 2>/dev/null | head -3)
+  [ -z "$found" ] || fail "--via ucx left images: $found"
+  # A receiver that dies mid-transfer: the migration fails in one line, the job goes on where it
+  # was (nothing was killed). GHOST_TEST_RECEIVE_DIE is in the job's environment (below).
+  echo 200000 >"$work/die-at" # (each rank's image is about 500 kB)
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" >"$work/die.out" 2>"$work/die.err" &&
+    fail "a migration whose receiver died succeeded"
+  [ "$(wc -l <"$work/die.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/die.err")"
+  grep -q "^ghost: migration of job $job failed: the ranks could not move to $here (.*); the job goes on where it was$" "$work/die.err" ||
+    fail "unexpected failure: $(cat "$work/die.err")"
+  [ ! -e "$work/die-at" ] || fail "no receiver read the test hook"
+  [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
+    fail "not every rank runs after the failed migration: $("$GHOST" status "$job")"
+  migrated 0,2 # again after the failure
   mkdir -p "$work/shared"
   migrated 0,2 --via "fs:$work/shared"
   [ -s "$work/shared/gen-1/manifest.json" ] || fail "--via fs: wrote no images into its directory"
   timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --start-timeout 10000 >"$work/bad.out" 2>"$work/bad.err" &&
+    fail "a live migration to an unknown host succeeded"
+  [ "$(wc -l <"$work/bad.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/bad.err")"
+  grep -q "^ghost: migration of job $job failed: the ranks could not move to no-such-host.invalid (.*); the job goes on where it was$" "$work/bad.err" ||
+    fail "unexpected failure: $(cat "$work/bad.err")"
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --via fs --start-timeout 10000 >"$work/bad.out" 2>"$work/bad.err" &&
     fail "a migration to an unknown host succeeded"
   [ "$(wc -l <"$work/bad.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/bad.err")"
   grep -q "^ghost: migration of job $job failed: the ranks could not start on no-such-host.invalid (.*); the job goes on where it was, from generation [0-9]*$" "$work/bad.err" ||

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -259,6 +260,88 @@ save_result save_image(const std::string &e, const std::string &line) {
     return save_done;
 }
 
+char g_secret[128]; // the job secret this rank authenticated with (for SEND's receiver)
+
+// SEND <epoch> <timeout_ms> <target>: the agent streams this quiescent rank's image to a receiver
+// of the job (`ghost checkpoint --to TARGET`, ghost_agent_request_send), the secret from a 0600
+// file in the private runtime directory (a restored rank's environment may hold an older job's);
+// SENT <epoch> <bytes> <export_s> <sync_s> once the receiver's verdict said the image is complete
+// (the process is not killed: it stays quiescent until STOP or RESUME), or ERROR <epoch> <reason>.
+save_result send_image(const std::string &e, const std::string &line) {
+    auto w = words(line);
+    if (w.size() != 4) {
+        send_line("ERROR " + e + " bad request " + line);
+        return save_failed;
+    }
+    long timeout_ms = atol(w[2].c_str());
+    const std::string &to = w[3];
+    using send_fn = int (*)(const char *, const char *, const char *, int);
+    using wait_fn = int (*)(int, char *, size_t);
+    auto request = (send_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
+    auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
+    char why[512] = "";
+    int rc = -1;
+    // The private runtime directory (runtime/control.cpp's choice, owner only).
+    char dir[4096];
+    const char *env = getenv("GHOST_RUNTIME_DIR"), *xdg = getenv("XDG_RUNTIME_DIR");
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/ghost", xdg);
+    else
+        snprintf(dir, sizeof dir, "/tmp/ghost-%u", (unsigned)getuid());
+    mkdir(dir, 0700);
+    std::string base = std::string(dir) + "/send-" + std::to_string((long)getpid());
+    std::string secret_file = base + ".secret", log = base + ".log";
+    unlink(secret_file.c_str());
+    unlink(log.c_str());
+    int sf = open(secret_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    std::string sl = std::string(g_secret) + "\n";
+    bool written = sf >= 0 && write(sf, sl.data(), sl.size()) == (ssize_t)sl.size();
+    if (sf >= 0) close(sf);
+    if (!request || !wait)
+        snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
+    else if (!written)
+        snprintf(why, sizeof why, "cannot write %s: %s", secret_file.c_str(), strerror(errno));
+    else if (requests_before_checkpoint(g_rank, req_convert, why, sizeof why) != 0)
+        ;
+    else if (fflush(nullptr), request(to.c_str(), secret_file.c_str(), base.c_str(), 0) != 0)
+        snprintf(why, sizeof why,
+                 "the agent cannot start a checkpointer (no ghost binary known, "
+                 "or one is running)");
+    else
+        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, sizeof why);
+    unlink(secret_file.c_str());
+    if (rc == 1) return save_restored; // the copy on the receiving side
+    // The checkpointer's report: "checkpoint pid=... bytes=N ... export_s=X sync_s=Y ...".
+    std::string sent;
+    if (FILE *f = fopen(log.c_str(), "re")) {
+        char l[2048];
+        while (fgets(l, sizeof l, f))
+            if (strncmp(l, "checkpoint pid=", 15) == 0) {
+                const char *b = strstr(l, " bytes="), *x = strstr(l, " export_s="),
+                           *y = strstr(l, " sync_s=");
+                if (b && x && y)
+                    sent = std::to_string(strtoull(b + 7, nullptr, 10)) + " " +
+                           std::to_string(atof(x + 10)) + " " + std::to_string(atof(y + 8));
+            }
+        fclose(f);
+    }
+    unlink(log.c_str());
+    if (rc == 0 && sent.empty()) {
+        snprintf(why, sizeof why, "the checkpointer reported nothing");
+        rc = -1;
+    }
+    if (rc != 0) {
+        for (char *c = why; *c; c++)
+            if (*c == '\n') *c = ' ';
+        send_line("ERROR " + e + " " + why);
+        return save_failed;
+    }
+    send_line("SENT " + e + " " + sent);
+    return save_done;
+}
+
 // One quiesce epoch (runtime/job_protocol.h). Returns false when the coordinator is gone.
 bool run_epoch(const std::string &e, long timeout_ms) {
     long deadline = now_ms() + (timeout_ms * 9) / 10;
@@ -398,6 +481,10 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             // (coord_after_restore asks for the resume below) and the client connects to the new
             // job's coordinator.
             save_image(e, l);
+            continue;
+        }
+        if (rr > 0 && l.rfind("SEND " + e + " ", 0) == 0) {
+            send_image(e, l); // as SAVE; a restored copy ends the epoch the same way
             continue;
         }
         if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
@@ -540,6 +627,7 @@ bool connect_now(const char *coord, const char *job, const char *secret) {
         log_line("cannot reach the job coordinator at %s; no checkpoints\n", coord);
         return false;
     }
+    snprintf(g_secret, sizeof g_secret, "%s", secret);
     attribution_note_upper_fd(g_fd);
     return true;
 }
