@@ -88,15 +88,18 @@ out=$work/steps-$jobid.out
 
 job_state() { timeout 10 scontrol show job "$jobid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
 
-# Waits for the job's state to be one of STATES (a regex); fails after the timeout.
+# Waits for the job's state to match REGEX; fails at once in another final state, or after the
+# timeout.
 wait_state() { # wait_state REGEX WHAT
   local st=""
   for _ in $(seq 1 $((timeout_s * 5))); do
     st=$(job_state)
     [[ $st =~ ^($1)$ ]] && return 0
+    [[ $st =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|PREEMPTED|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE)$ ]] &&
+      break
     sleep 0.2
   done
-  fail "$2: the job is $st"
+  fail "$2: the job is ${st:-gone}"
 }
 
 # Sets job (ghostrun's job id) once the Nth "ghostrun: job" line is there and every rank of that

@@ -100,7 +100,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 JobRequeue=1
-MinJobAge=30
+MinJobAge=300
 KillWait=5
 InactiveLimit=0
 $node
