@@ -29,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 readme=$here/../../README.md
 timeout_s=${GHOST_TEST_TIMEOUT:-120}
 np=3 steps=150 sleep_ms=20
-[ "$mode" = run ] || steps=400
+[ "$mode" = run ] || steps=300
 source "$here/slurm_fixture.sh"
 
 work=$(mktemp -d /tmp/ghost-slurm.XXXXXX)
