@@ -13,12 +13,17 @@
 #   auto   a rank is SIGKILLed once a periodic checkpoint exists: --auto-restart brings the job
 #          back from it inside the allocation; it ends right, exit 0
 # Everything runs in a private PID namespace: whatever happens, no daemon, job or rank outlives
-# the test. Exit 77 (skipped) when Slurm cannot run here (not root, slurm-wlm or munge missing).
+# the test. Exit 77 (skipped) when Slurm cannot run here (not root, slurm-wlm or munge missing, no
+# PID namespace).
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per wait, default 120).
 set -u
 if [ -z "${GHOST_SLURM_NS:-}" ]; then
   [ "$(id -u)" = 0 ] || {
     echo "SKIP: not root (slurmd must run as root)"
+    exit 77
+  }
+  unshare --pid --fork --mount-proc --kill-child true 2>/dev/null || {
+    echo "SKIP: no PID namespace can be made here (unshare --pid)"
     exit 77
   }
   GHOST_SLURM_NS=1 exec unshare --pid --fork --mount-proc --kill-child "$0" "$@"
