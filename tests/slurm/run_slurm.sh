@@ -15,7 +15,8 @@
 # Everything runs in a private PID namespace: whatever happens, no daemon, job or rank outlives
 # the test. Exit 77 (skipped) when Slurm cannot run here (not root, slurm-wlm or munge missing, no
 # PID namespace).
-# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per wait, default 120).
+# Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per wait, default 120),
+# GHOST_SLURM_LOGS (non-empty: the daemons' logs are printed on success too).
 set -u
 if [ -z "${GHOST_SLURM_NS:-}" ]; then
   [ "$(id -u)" = 0 ] || {
@@ -187,6 +188,8 @@ auto)
   ;;
 esac
 same_as_native
+
+[ -n "${GHOST_SLURM_LOGS:-}" ] && slurm_fixture_dump # the daemons' logs, also on success
 
 # Nothing is left once the fixture has stopped: no daemon, job, mpirun or rank in this namespace.
 slurm_fixture_stop
