@@ -157,10 +157,12 @@ usr1)
   grep -q "^job $jobid: ghostrun exited 75$" "$out" || fail "ghostrun did not exit 75"
   gen=$(cat "$work/ckpt/latest")
   timeout 10 scontrol show job "$jobid" | grep -q 'Restarts=1 ' || fail "Slurm does not count a restart"
-  # Slurm delays a requeued job by about two minutes; start it sooner, but not within the second
-  # of the requeue: slurmd revoked the job's credential when the requeue killed it and refuses a
-  # new one made in that same second ("Job credential revoked": the job FAILED at once).
-  timeout 10 scontrol update jobid="$jobid" starttime=now+2 || fail "scontrol update starttime failed"
+  # Slurm delays a requeued job by about two minutes; start it now, but not within the second of
+  # the requeue: slurmd revoked the job's credential when the requeue killed it and refuses a new
+  # one made in that same second ("Job credential revoked": the job FAILED at once). A start time
+  # in the future instead waits for the scheduler's next periodic pass.
+  sleep 1.1
+  timeout 10 scontrol update jobid="$jobid" starttime=now || fail "scontrol update starttime failed"
   wait_state COMPLETED "the requeued job did not complete"
   grep -q "^ghostrun: resuming from $work/ckpt/$gen (--fresh starts afresh)$" "$out" ||
     fail "the requeued job did not resume from $gen"
