@@ -9,6 +9,7 @@ packages=(
   libucx-dev ucx-utils libssl-dev libfabric-dev libhwloc-dev libboost-dev
   python3 python3-matplotlib clang-format iproute2 procps
   python3-mpi4py python3-numpy python3-venv
+  slurm-wlm munge util-linux  # tests/slurm: a private Slurm, in a PID namespace (unshare)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,176 @@
+# SPDX-License-Identifier: Apache-2.0
+# A private Slurm on this machine, for tests (sourced by bash scripts; see README.md):
+#   slurm_fixture_start DIR [TIMEOUT_S]  munged with its own key and socket, slurmctld and slurmd
+#                                        (-D, background children of this shell), one partition
+#                                        with this host as its only node; returns once `sinfo`
+#                                        shows the node idle. 0: running (SLURM_CONF exported);
+#                                        77: Slurm cannot run here (not root, not installed);
+#                                        1: it did not come up (the reason and logs on stderr).
+#   slurm_fixture_stop                   cancels every job, waits for them to leave, stops the
+#                                        daemons (TERM, then KILL), removes nothing: DIR is the
+#                                        caller's
+# Everything lives under DIR: slurm.conf, state, spool, logs, munge's key, socket and seed. Ports
+# are picked free at start. Nothing of /etc/slurm or the system's munge is touched or used.
+
+slurm_fixture_pids=()
+
+slurm_fixture_log() { echo "slurm fixture: $*" >&2; }
+
+# A TCP port nothing listens on (nor is bound to) now.
+slurm_fixture_free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 20000))
+    ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . || {
+      echo "$p"
+      return 0
+    }
+  done
+  return 1
+}
+
+slurm_fixture_start() {
+  local dir=$1 limit=${2:-60}
+  if [ "$(id -u)" != 0 ]; then
+    slurm_fixture_log "not root: slurmd must run as root to start jobs"
+    return 77
+  fi
+  local b
+  for b in munged munge slurmctld slurmd sbatch sinfo squeue scontrol scancel; do
+    command -v "$b" >/dev/null || {
+      slurm_fixture_log "$b is not installed (scripts/install-deps.sh installs slurm-wlm and munge)"
+      return 77
+    }
+  done
+  mkdir -p "$dir"/{munge,state,spool,log} || return 1
+  chmod 755 "$dir" "$dir/munge" || return 1
+  # munged refuses a key others may read and a socket directory others cannot enter.
+  head -c 1024 /dev/urandom >"$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key" || return 1
+  munged -F --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.sock" \
+    --pid-file="$dir/munge/munged.pid" --seed-file="$dir/munge/munged.seed" \
+    >"$dir/log/munged.log" 2>&1 &
+  slurm_fixture_pids+=($!)
+
+  # This host as Slurm sees it (its name, CPUs, memory), as the only node.
+  local node
+  node=$(slurmd -C 2>/dev/null | head -1)
+  case $node in
+  NodeName=*) ;;
+  *)
+    slurm_fixture_log "slurmd -C says nothing usable: $node"
+    return 1
+    ;;
+  esac
+  local name=${node%% *}
+  name=${name#NodeName=}
+  mkdir -p "$dir/spool/$name" || return 1
+  local cport dport
+  cport=$(slurm_fixture_free_port) && dport=$(slurm_fixture_free_port) || {
+    slurm_fixture_log "no free port"
+    return 1
+  }
+  [ "$cport" != "$dport" ] || dport=$((cport + 1))
+  cat >"$dir/slurm.conf" <<EOF
+ClusterName=ghosttest
+SlurmctldHost=$name
+SlurmctldPort=$cport
+SlurmdPort=$dport
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$dir/munge/munge.sock
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool/%n
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SwitchType=switch/none
+MpiDefault=none
+SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=5
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+JobRequeue=1
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+$node
+PartitionName=test Nodes=$name Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+  export SLURM_CONF=$dir/slurm.conf
+  # Wait for munged's socket before the daemons authenticate with it.
+  local i
+  for i in $(seq 1 100); do
+    [ -S "$dir/munge/munge.sock" ] && break
+    sleep 0.1
+  done
+  [ -S "$dir/munge/munge.sock" ] || {
+    slurm_fixture_log "munged did not start: $(tail -3 "$dir/log/munged.log")"
+    return 1
+  }
+  # -i: a fresh cluster (no state to recover).
+  slurmctld -D -i -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 &
+  slurm_fixture_pids+=($!)
+  slurmd -D -f "$SLURM_CONF" -N "$name" >"$dir/log/slurmd.out" 2>&1 &
+  slurm_fixture_pids+=($!)
+  slurm_fixture_dir=$dir
+  local state=""
+  for i in $(seq 1 $((limit * 5))); do
+    state=$(timeout 10 sinfo -h -n "$name" -o %t 2>/dev/null)
+    [ "$state" = idle ] && return 0
+    for b in "${slurm_fixture_pids[@]}"; do
+      kill -0 "$b" 2>/dev/null || {
+        slurm_fixture_log "a daemon ended at start-up (pid $b)"
+        slurm_fixture_dump
+        return 1
+      }
+    done
+    sleep 0.2
+  done
+  slurm_fixture_log "the node $name is not idle after ${limit} s (sinfo: '$state')"
+  slurm_fixture_dump
+  return 1
+}
+
+slurm_fixture_dump() {
+  local f
+  for f in "$slurm_fixture_dir"/log/*; do
+    [ -s "$f" ] && {
+      echo "--- $f" >&2
+      tail -15 "$f" >&2
+    }
+  done
+}
+
+slurm_fixture_stop() {
+  local p
+  ((${#slurm_fixture_pids[@]})) || return 0
+  if [ -n "${SLURM_CONF:-}" ] && [ -n "${slurm_fixture_dir:-}" ]; then
+    timeout 10 scancel --full --signal=KILL --user=root >/dev/null 2>&1
+    timeout 10 scancel --user=root >/dev/null 2>&1
+    for _ in $(seq 1 50); do
+      [ -z "$(timeout 10 squeue -h -o %i 2>/dev/null | head -1)" ] && break
+      sleep 0.2
+    done
+  fi
+  for p in "${slurm_fixture_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${slurm_fixture_pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${slurm_fixture_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for p in "${slurm_fixture_pids[@]}"; do wait "$p" 2>/dev/null; done
+  slurm_fixture_pids=()
+}
