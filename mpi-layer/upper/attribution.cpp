@@ -35,6 +35,9 @@ std::vector<int> *g_lower_fds_static;
 // lower half closed later may be reused by the upper half (the coordinator connection is).
 std::vector<std::pair<dev_t, ino_t>> *g_lower_fds_ident;
 bool g_ready = false;
+// The program break when the snapshot below was taken: the upper malloc may still move it (its
+// main arena grows by brk, not through the hooked mmap family) until guard_brk's guard stops it.
+uintptr_t g_brk_at_snapshot = 0;
 
 // Upper ledger: the upper libc's mmap family, patched like the lower one.
 constexpr size_t kUpperMax = 65536;
@@ -271,6 +274,7 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     patch((void *)&mmap, (void *)&hook_mmap);
     patch((void *)&munmap, (void *)&hook_munmap);
     patch((void *)&mremap, (void *)&hook_mremap);
+    g_brk_at_snapshot = (uintptr_t)sbrk(0);
     *g_pre_maps = read_maps();
     // Inherited from the launcher: lower (DESIGN 2c). After a restart the restorer names them
     // (the restored process's own descriptors are open too by then).
@@ -294,6 +298,11 @@ void attribution_note_upper_fd(int fd) {
 
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
     upper_add(lo, hi);
+}
+
+void attribution_note_upper_heap(uintptr_t brk_now) {
+    uintptr_t lo = g_brk_at_snapshot & ~(uintptr_t)4095;
+    if (g_brk_at_snapshot && brk_now > lo) upper_add(lo, brk_now);
 }
 
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed) {
