@@ -31,6 +31,11 @@ using range = ghost_lower_region;
 std::vector<range> *g_pre_maps;     // upper: everything mapped before the lower half existed
 std::vector<range> *g_lower_static; // loader mappings + start-up diff
 std::vector<int> *g_lower_fds_static;
+// Every descriptor open when the lower half started (sorted): only those opened during its start-up
+// are the start-up diff's. After a restart, the restored program's own files are open by then and
+// are not the launcher's (the second checkpoint left them out as lower: a file a rank had open
+// before its first checkpoint was gone after the restart of a restarted job).
+std::vector<int> *g_fds_before;
 // Identity (device, inode) of each fd of g_lower_fds_static when it was recorded: a number the
 // lower half closed later may be reused by the upper half (the coordinator connection is).
 std::vector<std::pair<dev_t, ino_t>> *g_lower_fds_ident;
@@ -266,9 +271,11 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     delete g_pre_maps; // a restart's second start: the old lower half is gone
     delete g_lower_static;
     delete g_lower_fds_static;
+    delete g_fds_before;
     g_pre_maps = new std::vector<range>();
     g_lower_static = new std::vector<range>();
     g_lower_fds_static = new std::vector<int>();
+    g_fds_before = new std::vector<int>(read_fds()); // sorted
     // The upper libc's mmap family first, so the snapshot below plus the ledger cover all upper
     // memory.
     patch((void *)&mmap, (void *)&hook_mmap);
@@ -324,7 +331,7 @@ void attribution_after_lower(const lower_start_result &res, bool hooks_installed
         }
         if (s < r.end) g_lower_static->push_back({s, r.end});
     }
-    std::vector<int> pre = *g_lower_fds_static;
+    const std::vector<int> &pre = *g_fds_before;
     for (int fd : read_fds())
         if (fd > 2 && !std::binary_search(pre.begin(), pre.end(), fd))
             g_lower_fds_static->push_back(fd);
