@@ -32,12 +32,14 @@
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
 #            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120), TMPDIR
-# (where the work directory goes, default /tmp; run_hosts.sh spread puts it where every host sees it).
+# (where the work directory goes, default /tmp; run_hosts.sh spread puts it where every host sees it),
+# GHOSTRUN_OPTS (ghostrun options before the mpirun ones, e.g. --mpi openmpi; not for mpirun).
 set -u
 mode=$1 flavour=$2 np=$3 prog=$4
 shift 4
 extra=("$@")
 timeout_s=${GHOST_TEST_TIMEOUT:-120}
+read -r -a gopts <<<"${GHOSTRUN_OPTS:-}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
 steps=150 sleep_ms=20
@@ -131,7 +133,7 @@ fi
 
 case $mode in
 resume)
-  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   # What a load balancer reads: each rank's CPU time, memory and messages sent to every rank.
   for _ in $(seq 1 150); do
     "$GHOST" status --json "$job" >"$work/status.json" 2>&1
@@ -165,7 +167,7 @@ PY
   done
   ;;
 restart | twice | refuse | rankdies)
-  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   if [ "$mode" = rankdies ]; then
     checkpoint
     victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
@@ -219,7 +221,7 @@ restart | twice | refuse | rankdies)
   same_as_native "${outs[@]}"
   ;;
 auto)
-  start run "$GHOSTRUN" --ckpt-dir "$ck" --interval 1 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" --interval 1 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   for k in 1 2; do
     # Wait for a checkpoint of this (possibly relaunched) job, then kill a rank.
     before=$(cat "$ck/latest" 2>/dev/null)
@@ -275,7 +277,7 @@ usr1)
 migrate)
   export GHOST_TEST_RECEIVE_DIE=$work/die-at
   [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
-  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   here=$(hostname)
   refused "unknown rank" "'$np' is not a rank of this job" "$GHOST" migrate "$job" --rank $np --to "$here"
   refused "rank twice" "rank 1 is named twice" "$GHOST" migrate "$job" --rank 1,1 --to "$here"

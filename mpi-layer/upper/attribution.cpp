@@ -31,10 +31,18 @@ using range = ghost_lower_region;
 std::vector<range> *g_pre_maps;     // upper: everything mapped before the lower half existed
 std::vector<range> *g_lower_static; // loader mappings + start-up diff
 std::vector<int> *g_lower_fds_static;
+// Every descriptor open when the lower half started (sorted): only those opened during its start-up
+// are the start-up diff's. After a restart, the restored program's own files are open by then and
+// are not the launcher's (the second checkpoint left them out as lower: a file a rank had open
+// before its first checkpoint was gone after the restart of a restarted job).
+std::vector<int> *g_fds_before;
 // Identity (device, inode) of each fd of g_lower_fds_static when it was recorded: a number the
 // lower half closed later may be reused by the upper half (the coordinator connection is).
 std::vector<std::pair<dev_t, ino_t>> *g_lower_fds_ident;
 bool g_ready = false;
+// The program break when the snapshot below was taken: the upper malloc may still move it (its
+// main arena grows by brk, not through the hooked mmap family) until guard_brk's guard stops it.
+uintptr_t g_brk_at_snapshot = 0;
 
 // Upper ledger: the upper libc's mmap family, patched like the lower one.
 constexpr size_t kUpperMax = 65536;
@@ -263,14 +271,17 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     delete g_pre_maps; // a restart's second start: the old lower half is gone
     delete g_lower_static;
     delete g_lower_fds_static;
+    delete g_fds_before;
     g_pre_maps = new std::vector<range>();
     g_lower_static = new std::vector<range>();
     g_lower_fds_static = new std::vector<int>();
+    g_fds_before = new std::vector<int>(read_fds()); // sorted
     // The upper libc's mmap family first, so the snapshot below plus the ledger cover all upper
     // memory.
     patch((void *)&mmap, (void *)&hook_mmap);
     patch((void *)&munmap, (void *)&hook_munmap);
     patch((void *)&mremap, (void *)&hook_mremap);
+    g_brk_at_snapshot = (uintptr_t)sbrk(0);
     *g_pre_maps = read_maps();
     // Inherited from the launcher: lower (DESIGN 2c). After a restart the restorer names them
     // (the restored process's own descriptors are open too by then).
@@ -296,6 +307,11 @@ void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
     upper_add(lo, hi);
 }
 
+void attribution_note_upper_heap(uintptr_t brk_now) {
+    uintptr_t lo = g_brk_at_snapshot & ~(uintptr_t)4095;
+    if (g_brk_at_snapshot && brk_now > lo) upper_add(lo, brk_now);
+}
+
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed) {
     g_lower_static->push_back({res.ld_lo, res.ld_hi});
     g_lower_static->push_back({res.stack_lo, res.stack_hi});
@@ -315,7 +331,7 @@ void attribution_after_lower(const lower_start_result &res, bool hooks_installed
         }
         if (s < r.end) g_lower_static->push_back({s, r.end});
     }
-    std::vector<int> pre = *g_lower_fds_static;
+    const std::vector<int> &pre = *g_fds_before;
     for (int fd : read_fds())
         if (fd > 2 && !std::binary_search(pre.begin(), pre.end(), fd))
             g_lower_fds_static->push_back(fd);

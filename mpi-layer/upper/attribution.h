@@ -23,6 +23,10 @@ void attribution_before_lower(const int32_t *inherited = nullptr, int inherited_
 // never the lower half's, whatever the lower ledger remembers of that number.
 void attribution_note_upper_fd(int fd);
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
+// The program break once guard_brk has stopped it: what the upper malloc added to its brk heap
+// since attribution_before_lower's snapshot (reading /proc/self/maps allocates; in a process that
+// starts the layer late, Python's, the heap is often full) is upper, not start-up diff.
+void attribution_note_upper_heap(uintptr_t brk_now);
 void attribution_after_lower(const lower_start_result &res, bool hooks_installed);
 // Every lower range, merged, into out[max] without allocating (for the agent's exclude hook, with
 // the other threads stopped); the calling thread must hold a lower TLS. SIZE_MAX when attribution

@@ -436,15 +436,46 @@ bool live_attribute(attr_key *out) {
     return false;
 }
 
+// The program's stdio streams, flushed before the image is taken (else buffered lines print twice:
+// the image has them too). The hooks run on the agent's manager thread, which has a descriptor
+// table of its own: fflush(NULL) there wrote each buffer to the manager's descriptor of that number
+// (none: EBADF, and glibc drops the buffer: a LAMMPS log lost every line before a checkpoint, also
+// in a job that went on; or one of the manager's own descriptors). Each stream with pending output
+// is written through a duplicate of the program's descriptor (pidfd_getfd: the same open file
+// description, so the same offset and flags), swapped in under the stream's lock and the list
+// lock, in glibc's own order. A stream whose descriptor cannot be duplicated keeps its buffer (the
+// image carries it).
+extern "C" FILE *_IO_list_all; // glibc's list of open streams (struct _IO_FILE_plus *)
+extern "C" void _IO_list_lock(void);
+extern "C" void _IO_list_unlock(void);
+
+void flush_program_streams() {
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    _IO_list_lock();
+    for (FILE *f = _IO_list_all; f; f = f->_chain) {
+        flockfile(f);
+        int fd = f->_fileno;
+        if (f->_IO_write_ptr > f->_IO_write_base && fd >= 0 && pidfd >= 0) {
+            int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+            if (dup >= 0) {
+                f->_fileno = dup;
+                fflush_unlocked(f);
+                f->_fileno = fd;
+                close(dup);
+            }
+        }
+        funlockfile(f);
+    }
+    _IO_list_unlock();
+    if (pidfd >= 0) close(pidfd);
+}
+
 // --- the hooks ----------------------------------------------------------------------------------
 
 int quiesce(void *, char *why, size_t why_len) {
     g_state.active = layer_active();
     if (!g_state.active) return 0;
-    // No fflush here: the agent's manager runs this hook with a descriptor table of its own, in
-    // which the program's fd 1 does not exist (or is the agent's control connection): flushing
-    // the program's stdio from it lost or misdirected the buffered lines. A job checkpoint flushes
-    // from the rank's coordinator thread instead (coord_client.cpp, save_image).
+    flush_program_streams();
     uintptr_t fs = thread_lower_fs(); // the manager's own lower TLS, while malloc is allowed
     int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
     call_by_name<int (*)(int *)>(fs, "MPI_Initialized", &init);

@@ -151,6 +151,7 @@ void guard_brk() {
     void *g = mmap((void *)at, 16 * 4096, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     if (g != MAP_FAILED) attribution_note_upper_guard((uintptr_t)g, (uintptr_t)g + 16 * 4096);
+    attribution_note_upper_heap(cur);
 }
 
 bool disabled() {
