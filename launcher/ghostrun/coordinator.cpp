@@ -153,6 +153,7 @@ struct migration {
     // A live migration (--via ucx): the old ranks stay quiescent while a new mpirun starts a
     // receiver for every rank; each old rank streams its image there (SEND), then STOP.
     bool live = false, sending = false, switched = false;
+    std::string deferred; // a failed live migration's answer, once its new mpirun is gone
     std::map<int, std::string> receivers; // rank -> addr:port
     clock_type::time_point t_receivers, t_sent;
     unsigned long long bytes = 0;
@@ -856,8 +857,15 @@ struct server {
                 c.incoming = false;
                 c.rank = -1;
             }
-        migration_answer("ERROR the ranks could not move to " + mv.host + " (" + why +
-                         "); the job goes on where it was");
+        std::string answer = "ERROR the ranks could not move to " + mv.host + " (" + why +
+                             "); the job goes on where it was";
+        // Answered once the new mpirun and what it started are gone: the job is then wholly
+        // back where it was, and a new request finds nothing of this one.
+        if (new_mpirun > 0) {
+            mv.deferred = answer;
+            return;
+        }
+        migration_answer(answer);
     }
 
     // A live migration that does not complete after its switch (a new rank that never connects)
@@ -880,6 +888,7 @@ struct server {
         if (new_mpirun > 0 && waitpid(new_mpirun, &ws, WNOHANG) == new_mpirun) {
             new_mpirun = -1;
             new_mpirun_kill_at = clock_type::time_point::max();
+            if (mv.active && !mv.deferred.empty()) return migration_answer(mv.deferred);
             if (mv.active && mv.live && !mv.switched && ep.live && ep.ph != phase::idle)
                 abort_epoch("the new mpirun exited with status " +
                             std::to_string(WIFEXITED(ws)     ? WEXITSTATUS(ws)

@@ -319,12 +319,12 @@ migrate)
   mkdir -p "$work/shared"
   migrated 0,2 --via "fs:$work/shared"
   [ -s "$work/shared/gen-1/manifest.json" ] || fail "--via fs: wrote no images into its directory"
-  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --start-timeout 10000 >"$work/bad.out" 2>"$work/bad.err" &&
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --start-timeout 5000 >"$work/bad.out" 2>"$work/bad.err" &&
     fail "a live migration to an unknown host succeeded"
   [ "$(wc -l <"$work/bad.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/bad.err")"
   grep -q "^ghost: migration of job $job failed: the ranks could not move to no-such-host.invalid (.*); the job goes on where it was$" "$work/bad.err" ||
     fail "unexpected failure: $(cat "$work/bad.err")"
-  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --via fs --start-timeout 10000 >"$work/bad.out" 2>"$work/bad.err" &&
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to no-such-host.invalid --via fs --start-timeout 5000 >"$work/bad.out" 2>"$work/bad.err" &&
     fail "a migration to an unknown host succeeded"
   [ "$(wc -l <"$work/bad.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/bad.err")"
   grep -q "^ghost: migration of job $job failed: the ranks could not start on no-such-host.invalid (.*); the job goes on where it was, from generation [0-9]*$" "$work/bad.err" ||
