@@ -266,6 +266,48 @@ std::vector<range> upper_ranges() {
 
 } // namespace
 
+// The descriptors open when this library was loaded (at exec: the launcher's), with their
+// identity. A process that starts the layer at its first MPI call (mpi4py) has opened files of its
+// own by then: only those still open from exec are the launcher's (a file Python opened before
+// importing mpi4py.MPI was taken for a lower one and was gone after a restart: EBADF).
+struct launch_fd {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+launch_fd g_launch_fds[256];
+int g_nlaunch_fds = -1; // -1: not recorded (every descriptor open at the start counts)
+
+__attribute__((constructor)) void record_launch_fds() {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    int self = dirfd(d), n = 0;
+    bool all = true;
+    while (dirent *e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        struct stat sb {};
+        if (fd == self || fstat(fd, &sb) != 0) continue;
+        if (n == 256) {
+            all = false;
+            break;
+        }
+        g_launch_fds[n++] = {fd, sb.st_dev, sb.st_ino};
+    }
+    closedir(d);
+    if (all) g_nlaunch_fds = n;
+}
+
+bool open_since_launch(int fd) {
+    if (g_nlaunch_fds < 0) return true;
+    struct stat sb {};
+    if (fstat(fd, &sb) != 0) return false;
+    for (int i = 0; i < g_nlaunch_fds; i++)
+        if (g_launch_fds[i].fd == fd)
+            return g_launch_fds[i].dev == sb.st_dev && g_launch_fds[i].ino == sb.st_ino;
+    return false;
+}
+
 void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     g_ready = false;
     delete g_pre_maps; // a restart's second start: the old lower half is gone
@@ -293,7 +335,8 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
         // The ghost agent's own descriptors, if it started first, are not the launcher's.
         auto agent_fd = (int (*)(int))dlsym(RTLD_DEFAULT, "ghost_agent_owns_fd");
         for (int fd : read_fds())
-            if (fd > 2 && !(agent_fd && agent_fd(fd))) g_lower_fds_static->push_back(fd);
+            if (fd > 2 && !(agent_fd && agent_fd(fd)) && open_since_launch(fd))
+                g_lower_fds_static->push_back(fd);
     }
 }
 

@@ -9,10 +9,15 @@
 import hashlib
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
-from mpi4py import MPI
+
+# A file opened before mpi4py loads MPI (the layer starts at the first MPI call): the program's,
+# carried by a restart; one line per step, checked at the end.
+log = tempfile.NamedTemporaryFile("w+", prefix="ghost-py-", delete=False)
+from mpi4py import MPI  # noqa: E402
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -71,10 +76,16 @@ for s in range(steps):
     digest.update(total.tobytes())
     digest.update(back.tobytes())
     digest.update(str((obj["n"], part)).encode())
+    log.write(f"step {s}\n")
+    log.flush()
     if sleep_ms > 0:
         time.sleep(sleep_ms / 1000)
 
 half.Free()
+log.seek(0)
+check(log.read() == "".join(f"step {s}\n" for s in range(steps)), "the file opened before MPI")
+log.close()
+os.unlink(log.name)
 # One write for both lines: mpirun forwards what it reads, and lines of several ranks must not mix.
 verdict = "PASS" if not failures else "FAIL: " + "; ".join(failures)
 os.write(1, (f"rank {rank}: mpi4py_steps {steps} steps sub-size {len(members)} checksum "
