@@ -63,13 +63,16 @@
 //                 image on disk. Every rank is quiesced and stays so; a second mpirun starts
 //                 `ghost restart-rank --receive` for every rank (the moved ones on <host>); once
 //                 every receiver said RECEIVER, each old rank gets SEND, and once all answered
-//                 SENT: STOP, the old mpirun is sent SIGTERM and reaped, the job is the new
-//                 mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n> quiesce_s=<s>
-//                 relaunch_s=<s> (receivers up) transfer_s=<s> reconnect_s=<s> downtime_s=<s>
-//                 once every new rank said HELLO. Before the switch any failure (the new mpirun
-//                 exits, receivers missing after start_ms, a transfer fails) kills the new mpirun
-//                 and resumes the old ranks: ERROR the ranks could not move to <host> (<why>);
-//                 the job goes on where it was.
+//                 SENT, the new processes (restored, each on a fresh lower half) say HELLO and
+//                 hold, quiescent, in the same epoch; once every one has: STOP to the old ranks,
+//                 RESUME <epoch> to the new ones, the old mpirun is sent SIGTERM and reaped, the
+//                 job is the new mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n>
+//                 quiesce_s=<s> relaunch_s=<s> (receivers up) transfer_s=<s> reconnect_s=<s>
+//                 downtime_s=<s>. Before the switch any failure (the new mpirun exits, receivers
+//                 missing after start_ms, a transfer fails, a new process not connected start_ms
+//                 after the last SENT) kills the new mpirun and resumes the old ranks (the new
+//                 ones have run no step): ERROR the ranks could not move to <host> (<why>); the
+//                 job goes on where it was (answered once the new mpirun is gone).
 //   STATUS also sends RSTAT <r> <age_s> <STATS fields> after a rank's RANK line once it has sent
 //                 STATS, and CKPT <generation> <unix time> <gen dir> before END once there is one.
 #pragma once

@@ -153,7 +153,8 @@ struct migration {
     // A live migration (--via ucx): the old ranks stay quiescent while a new mpirun starts a
     // receiver for every rank; each old rank streams its image there (SEND), then STOP.
     bool live = false, sending = false, switched = false;
-    std::string deferred; // a failed live migration's answer, once its new mpirun is gone
+    std::string deferred;  // a failed live migration's answer, once its new mpirun is gone
+    bool all_sent = false; // every image is in its new process, which holds until the switch
     std::map<int, std::string> receivers; // rank -> addr:port
     clock_type::time_point t_receivers, t_sent;
     unsigned long long bytes = 0;
@@ -282,6 +283,7 @@ struct server {
         for (auto &o : conns) // a rank that reconnects replaces its old entry
             if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
         send_line(c.fd, "WELCOME");
+        if (c.incoming && mv.all_sent && incoming_ready()) return live_switch();
         if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
         if (mv.active && mv.live && mv.switched && job_not_ready().empty()) finish_live();
     }
@@ -352,7 +354,7 @@ struct server {
             mv.export_s = std::max(mv.export_s, atof(w[3].c_str()));
             ep.answered[c.rank] = true;
             c.state = "sent";
-            if (all_answered()) live_switch();
+            if (all_answered()) live_sent();
         } else if (w[0] == "RESUMED" && ep.ph == phase::resumed) {
             ep.answered[c.rank] = true;
             c.state = "running";
@@ -802,11 +804,29 @@ struct server {
             }
     }
 
-    // Every image is in its new process: the old ranks end (still quiescent), their mpirun too;
-    // the job is the new mpirun's from now on.
-    void live_switch() {
+    // Every new rank process has its image, runs again on its fresh lower half and has said HELLO
+    // (it holds, quiescent, until RESUME: it has run no step of the program yet).
+    bool incoming_ready() {
+        std::vector<bool> seen(job_size, false);
+        for (auto &c : conns)
+            if (c.is_rank && c.hello && c.incoming && c.fd >= 0 && c.rank >= 0 && c.rank < job_size)
+                seen[c.rank] = true;
+        return std::find(seen.begin(), seen.end(), false) == seen.end();
+    }
+
+    // Every image is in its new process: the switch waits for them all to connect, so that a
+    // new process that fails to come up leaves the old ranks to go on (nothing has run twice).
+    void live_sent() {
+        mv.all_sent = true;
         mv.t_sent = clock_type::now();
-        std::string stop = "STOP " + std::to_string(ep.id);
+        ep.deadline = mv.t_sent + std::chrono::milliseconds(mv.start_ms);
+        if (incoming_ready()) live_switch();
+    }
+
+    // The old ranks end (still quiescent), their mpirun too; the new ranks go on (RESUME): the job
+    // is the new mpirun's from now on.
+    void live_switch() {
+        std::string stop = "STOP " + std::to_string(ep.id), go = "RESUME " + std::to_string(ep.id);
         ep = epoch_state{};
         for (auto &c : conns)
             if (c.is_rank && c.hello && !c.incoming && c.fd >= 0) {
@@ -817,8 +837,10 @@ struct server {
                 c.rank = -1;
             }
         close_receivers();
-        for (auto &c : conns)
+        for (auto &c : conns) {
+            if (c.incoming && c.fd >= 0) send_line(c.fd, go);
             c.incoming = false;
+        }
         old_mpirun = g_child;
         if (old_mpirun > 0) kill(old_mpirun, SIGTERM);
         g_child = switched_to = new_mpirun;
@@ -1002,6 +1024,12 @@ struct server {
 
     void check_deadline() {
         if (ep.ph == phase::idle || clock_type::now() < ep.deadline) return;
+        if (ep.live && mv.all_sent) {
+            char why[128];
+            snprintf(why, sizeof why, "the new rank processes did not all connect within %.1f s",
+                     mv.start_ms / 1000.0);
+            return abort_epoch(why);
+        }
         if (ep.live && !mv.sending) {
             char why[128];
             snprintf(why, sizeof why, "%d of %d receivers appeared within %.1f s",

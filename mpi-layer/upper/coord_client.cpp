@@ -49,6 +49,7 @@ std::atomic<int> g_resume_req{0};
 // is rebuilt, the client connects to the new job's coordinator named by these.
 std::atomic<int> g_reconnect{0};
 std::string *g_new_coord, *g_new_job, *g_new_secret;
+char g_job_id[64]; // the job whose coordinator this rank last connected to
 
 void log_line(const char *fmt, const char *a = "", const char *b = "") {
     char msg[512];
@@ -196,6 +197,31 @@ enum save_result { save_done, save_failed, save_restored };
 // SAVE <epoch> <timeout_ms> <path>: the agent's checkpointer writes this quiescent rank's image
 // (ghost_agent.h); SAVED <epoch> <bytes> <hash> or ERROR <epoch> <reason> goes back. This thread
 // is parked and saved with the others: in a restored copy the wait returns 1.
+bool connect_now(const char *coord, const char *job, const char *secret);
+
+// In the new process of a live migration (restored from a SEND image, under the same
+// coordinator): once the layer has rebuilt the lower half and named the new coordinator
+// (coord_after_restore), it connects and holds, quiescent, in the same epoch until every new
+// process is there and the old ranks are gone (RESUME): a migration that fails before then lets
+// the old ranks go on, and this copy has run no step of the program. False (the ordinary
+// after-restore path: resume, then connect) when the coordinator is another one.
+bool held_after_live_restore(const std::string &) {
+    // The thread runs again before the layer's after_restore: wait for it (it sets g_reconnect).
+    for (int i = 0; i < 30000 && !g_reconnect.load(); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, nullptr);
+    }
+    if (!g_reconnect.load() || !g_new_coord || g_new_coord->empty() || g_new_job->empty() ||
+        strcmp(g_new_job->c_str(), g_job_id) != 0)
+        return false;
+    g_reconnect = 0;
+    g_resume_req = 0;
+    g_inbuf.clear();
+    if (connect_now(g_new_coord->c_str(), g_new_job->c_str(), g_new_secret->c_str())) return true;
+    g_resume_req = 1; // no coordinator any more: run on without checkpoints
+    return false;
+}
+
 save_result save_image(const std::string &e, const std::string &line) {
     auto w = words(line);
     size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
@@ -484,7 +510,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             continue;
         }
         if (rr > 0 && l.rfind("SEND " + e + " ", 0) == 0) {
-            send_image(e, l); // as SAVE; a restored copy ends the epoch the same way
+            if (send_image(e, l) == save_restored && held_after_live_restore(e)) continue;
             continue;
         }
         if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
@@ -628,6 +654,7 @@ bool connect_now(const char *coord, const char *job, const char *secret) {
         return false;
     }
     snprintf(g_secret, sizeof g_secret, "%s", secret);
+    snprintf(g_job_id, sizeof g_job_id, "%s", job);
     attribution_note_upper_fd(g_fd);
     return true;
 }
