@@ -899,6 +899,25 @@ bool valid_job(const std::string &job) {
            job.find_first_not_of("0123456789") == std::string::npos;
 }
 
+// Connects a stream socket to the Unix socket `path`: the fd, -1 if nobody listens there, -2 if no
+// socket could be opened (errno set).
+int unix_connect(const char *path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -2;
+    sockaddr_un u{};
+    u.sun_family = AF_UNIX;
+    std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path);
+    if (::connect(fd, (sockaddr *)&u, sizeof u) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+std::string job_socket_path(const char *runtime_dir, const std::string &job) {
+    return std::string(runtime_dir) + "/job-" + job + ".sock";
+}
+
 // Connects; on failure a one-line reason that says whether the job or its coordinator is gone.
 result<int> job_connect(const std::string &job) {
     if (!valid_job(job))
@@ -906,20 +925,15 @@ result<int> job_connect(const std::string &job) {
     char dir[4096];
     const char *why = nullptr;
     if (!control::runtime_dir(dir, sizeof dir, &why)) return error{why};
-    std::string path = std::string(dir) + "/job-" + job + ".sock";
+    std::string path = job_socket_path(dir, job);
     struct stat sb;
     if (::stat(path.c_str(), &sb) != 0)
         return error{"no job " + job + " (no coordinator in " + dir + ")"};
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return sys_error("cannot open a socket");
-    sockaddr_un u{};
-    u.sun_family = AF_UNIX;
-    std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path.c_str());
-    if (::connect(fd, (sockaddr *)&u, sizeof u) != 0) {
-        ::close(fd);
+    int fd = unix_connect(path.c_str());
+    if (fd == -2) return sys_error("cannot open a socket");
+    if (fd < 0)
         return error{"job " + job + ": its coordinator (ghostrun pid " + job +
                      ") is not running; the ranks run on without checkpoints"};
-    }
     return fd;
 }
 
@@ -942,14 +956,10 @@ struct job_row {
 namespace {
 // Someone listens on the Unix socket `path`.
 bool socket_answers(const char *path) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = unix_connect(path);
     if (fd < 0) return false;
-    sockaddr_un u{};
-    u.sun_family = AF_UNIX;
-    std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path);
-    bool ok = ::connect(fd, (sockaddr *)&u, sizeof u) == 0;
     ::close(fd);
-    return ok;
+    return true;
 }
 } // namespace
 
@@ -960,7 +970,7 @@ bool names_job(const std::string &target) {
     char dir[4096];
     const char *why = nullptr;
     if (!control::runtime_dir(dir, sizeof dir, &why)) return false;
-    std::string path = std::string(dir) + "/job-" + target + ".sock";
+    std::string path = job_socket_path(dir, target);
     struct stat sb;
     if (::stat(path.c_str(), &sb) != 0) return false;
     if (socket_answers(path.c_str())) return true;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int mpit_rank, mpit_size, mpit_failures;
 static int mpit_checks __attribute__((unused));
@@ -30,6 +31,21 @@ static inline double mpit_now_ms(void) {
 }
 static inline void mpit_started(void) {
     mpit_t0 = mpit_now_ms();
+}
+
+/* A harness that must act on a running job (checkpoint it, migrate a rank) before it ends sets
+ * MPIT_HOLD_FILE: rank 0 then waits, outside MPI, before the job's last step until that file
+ * exists, so that the job cannot run out under the harness however fast or slow the machine is
+ * (a wall-time budget was either too short on a loaded machine or too long on an idle one). The
+ * other ranks wait for rank 0 inside MPI, as they would for a slow peer. */
+static inline void mpit_hold_before_end(void) {
+    const char *f = getenv("MPIT_HOLD_FILE");
+    if (mpit_rank != 0 || !f || !*f) return;
+    while (access(f, F_OK) != 0) {
+        struct timespec ts = {0, 10 * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+    }
 }
 
 #define CHECK(cond)                                                                                \
