@@ -222,6 +222,40 @@ bool held_after_live_restore(const std::string &) {
     return false;
 }
 
+// The checkpointer's report line ("checkpoint pid=... bytes=N ... export_s=X sync_s=Y ..." in its
+// log file), the same for a saved and a sent image.
+struct checkpointer_report {
+    bool found = false;
+    unsigned long long bytes = 0;
+    double export_s = 0, sync_s = 0;
+};
+checkpointer_report read_checkpointer_report(const std::string &log) {
+    checkpointer_report r;
+    if (FILE *f = fopen(log.c_str(), "re")) {
+        char l[2048];
+        while (fgets(l, sizeof l, f))
+            if (strncmp(l, "checkpoint pid=", 15) == 0) {
+                const char *b = strstr(l, " bytes="), *x = strstr(l, " export_s="),
+                           *y = strstr(l, " sync_s=");
+                if (!x || !y) continue;
+                r.found = true;
+                r.bytes = b ? strtoull(b + 7, nullptr, 10) : 0;
+                r.export_s = atof(x + 10);
+                r.sync_s = atof(y + 8);
+            }
+        fclose(f);
+    }
+    return r;
+}
+
+// ERROR <epoch> <reason>, the reason on one line.
+save_result send_save_error(const std::string &e, char *why) {
+    for (char *c = why; *c; c++)
+        if (*c == '\n') *c = ' ';
+    send_line("ERROR " + e + " " + why);
+    return save_failed;
+}
+
 save_result save_image(const std::string &e, const std::string &line) {
     auto w = words(line);
     size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
@@ -264,25 +298,11 @@ save_result save_image(const std::string &e, const std::string &line) {
         }
         if (fd >= 0) close(fd);
     }
-    if (rc != 0) {
-        for (char *c = why; *c; c++)
-            if (*c == '\n') *c = ' ';
-        send_line("ERROR " + e + " " + why);
-        return save_failed;
-    }
-    // The checkpointer's report (PATH.log): "checkpoint pid=... export_s=X sync_s=Y ...".
-    std::string times = " 0 0";
-    if (FILE *f = fopen((path + ".log").c_str(), "re")) {
-        char l[2048];
-        while (fgets(l, sizeof l, f))
-            if (strncmp(l, "checkpoint pid=", 15) == 0) {
-                const char *x = strstr(l, " export_s="), *y = strstr(l, " sync_s=");
-                if (x && y)
-                    times = " " + std::to_string(atof(x + 10)) + " " + std::to_string(atof(y + 8));
-            }
-        fclose(f);
-    }
-    send_line("SAVED " + e + " " + std::to_string(size) + " " + core::image_hash_name(sum) + times);
+    if (rc != 0) return send_save_error(e, why);
+    // The checkpointer's report is PATH.log; without one the phase times are 0.
+    checkpointer_report rep = read_checkpointer_report(path + ".log");
+    send_line("SAVED " + e + " " + std::to_string(size) + " " + core::image_hash_name(sum) + " " +
+              std::to_string(rep.export_s) + " " + std::to_string(rep.sync_s));
     return save_done;
 }
 
@@ -339,32 +359,15 @@ save_result send_image(const std::string &e, const std::string &line) {
         rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, sizeof why);
     unlink(secret_file.c_str());
     if (rc == 1) return save_restored; // the copy on the receiving side
-    // The checkpointer's report: "checkpoint pid=... bytes=N ... export_s=X sync_s=Y ...".
-    std::string sent;
-    if (FILE *f = fopen(log.c_str(), "re")) {
-        char l[2048];
-        while (fgets(l, sizeof l, f))
-            if (strncmp(l, "checkpoint pid=", 15) == 0) {
-                const char *b = strstr(l, " bytes="), *x = strstr(l, " export_s="),
-                           *y = strstr(l, " sync_s=");
-                if (b && x && y)
-                    sent = std::to_string(strtoull(b + 7, nullptr, 10)) + " " +
-                           std::to_string(atof(x + 10)) + " " + std::to_string(atof(y + 8));
-            }
-        fclose(f);
-    }
+    checkpointer_report rep = read_checkpointer_report(log);
     unlink(log.c_str());
-    if (rc == 0 && sent.empty()) {
+    if (rc == 0 && (!rep.found || rep.bytes == 0)) {
         snprintf(why, sizeof why, "the checkpointer reported nothing");
         rc = -1;
     }
-    if (rc != 0) {
-        for (char *c = why; *c; c++)
-            if (*c == '\n') *c = ' ';
-        send_line("ERROR " + e + " " + why);
-        return save_failed;
-    }
-    send_line("SENT " + e + " " + sent);
+    if (rc != 0) return send_save_error(e, why);
+    send_line("SENT " + e + " " + std::to_string(rep.bytes) + " " + std::to_string(rep.export_s) +
+              " " + std::to_string(rep.sync_s));
     return save_done;
 }
 
