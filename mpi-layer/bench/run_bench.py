@@ -25,6 +25,23 @@ def run(cmd, env):
     return vals
 
 
+def fs_path_note(build):
+    """Which FS switch the ghost column used: the layer takes wrfsbase when AT_HWCAP2 has FSGSBASE,
+    arch_prctl otherwise; with fs_probe's measured cost of the mechanisms on this machine."""
+    aux = subprocess.run(['/bin/true'], env={'LD_SHOW_AUXV': '1'}, capture_output=True, text=True).stdout
+    hwcap2 = 0
+    for line in aux.splitlines():
+        if line.startswith('AT_HWCAP2:'):
+            hwcap2 = int(line.split()[1], 16)
+    note = 'AT_HWCAP2 %#x: ghost switches FS with %s' % (
+        hwcap2, 'wrfsbase' if hwcap2 & 2 else 'arch_prctl (no user-space FSGSBASE)')
+    probe = os.path.join(build, 'mpi-layer/bench/fs_probe')
+    if os.access(probe, os.X_OK):
+        out = subprocess.run([probe], capture_output=True, text=True).stdout.splitlines()
+        note += ''.join('\n#   ' + l for l in out[1:])
+    return note
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--build', required=True)
@@ -75,8 +92,9 @@ def main():
         lines.append('# load average at start: %s' % open('/proc/loadavg').read().split(' ')[0])
     except OSError:
         pass
+    lines.append('# %s' % fs_path_note(a.build))
     if a.both:
-        lines.append('# ghost: wrfsbase (FSGSBASE); ghost-ap: GHOST_MPI_FORCE_ARCH_PRCTL=1 (arch_prctl)')
+        lines.append('# ghost: the automatic path (above); ghost-ap: GHOST_MPI_FORCE_ARCH_PRCTL=1 (arch_prctl)')
         lines.append('%-16s %9s %14s %14s %8s %14s %8s  %s' % ('test', 'bytes', 'native', 'ghost', 'ratio',
                                                                 'ghost-ap', 'ratio', 'target'))
         for k in keys:
