@@ -85,8 +85,9 @@ if [ -n "$work_ms" ]; then
   # ... or the job's under ghostrun, when shorter: a load spike during the native run (other jobs on
   # the machine; Open MPI's busy polling suffers more from an oversubscribed machine than ghost's
   # test loops, which yield) must not spread the moments past the job's end.
-  MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >/dev/null 2>"$work/calib.err" ||
-    fail "the calibration run under ghostrun failed"
+  MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/calib.out" 2>"$work/calib.err"
+  rc=$?
+  [ $rc = 0 ] || fail "the calibration run under ghostrun exited $rc"
   w2=$(sed -n 's/^mpit: work_ms=\([0-9]*\)$/\1/p' "$work/calib.err" | head -1)
   [ -n "$w2" ] && [ "$w2" -lt "$work_ms" ] && work_ms=$w2
 else
