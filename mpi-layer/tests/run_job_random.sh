@@ -5,7 +5,13 @@
 # next moment), some without (the job goes on); everything the segments print, sorted, must equal
 # what an uninterrupted native run prints.
 #   run_job_random.sh FLAVOUR NP SEED COUNT PROGRAM [PROGRAM ARGS...] [-- MPIRUN OPTIONS...]
-# The moments are uniform over most of the native run's working time (from MPI_Init to the end, as
+# A program that reports its progress (programs/mpit.h: MPIT_PROGRESS_FILE, as every corpus program
+# does through MPIT_REPEAT, and quiesce_mix) gets its moments as steps: each moment is a step drawn
+# uniformly over most of the run plus a random part of a step's duration, and the checkpoint is
+# requested once rank 0 has started that step, however fast or slow the machine runs the job; the
+# job holds before its last step until the last moment has passed (MPIT_HOLD_FILE), so that no
+# moment falls after its end. Otherwise:
+# the moments are uniform over most of the native run's working time (from MPI_Init to the end, as
 # the program prints it with MPIT_WORK_TIME set: programs/mpit.h; mpirun's start-up is not in it;
 # or a run under ghostrun's, when shorter; the wall time stands in for a program that does not
 # print it),
@@ -76,34 +82,65 @@ start() { # start NAME COMMAND...
 }
 
 t0=$(date +%s%N)
-MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/native.out" 2>"$work/native.err" ||
+MPIT_PROGRESS_FILE=$work/native.progress MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/native.out" 2>"$work/native.err" ||
   fail "the native run failed"
 t1=$(date +%s%N)
 [ "$(grep -c " PASS$" "$work/native.out")" = "$np" ] || fail "the native run did not pass on every rank"
 work_ms=$(sed -n 's/^mpit: work_ms=\([0-9]*\)$/\1/p' "$work/native.err" | head -1)
-if [ -n "$work_ms" ]; then
+# Steps (a progress-reporting program: its last step index + 1) or milliseconds.
+nsteps=0
+[ -s "$work/native.progress" ] && nsteps=$(($(cat "$work/native.progress") + 1))
+if [ "$nsteps" -ge 4 ]; then
+  : # moments in steps: the run's speed does not matter
+elif [ -n "$work_ms" ]; then
   # ... or the job's under ghostrun, when shorter: a load spike during the native run (other jobs on
   # the machine; Open MPI's busy polling suffers more from an oversubscribed machine than ghost's
   # test loops, which yield) must not spread the moments past the job's end.
-  MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >/dev/null 2>"$work/calib.err" ||
-    fail "the calibration run under ghostrun failed"
+  MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/calib.out" 2>"$work/calib.err"
+  rc=$?
+  [ $rc = 0 ] || fail "the calibration run under ghostrun exited $rc"
   w2=$(sed -n 's/^mpit: work_ms=\([0-9]*\)$/\1/p' "$work/calib.err" | head -1)
   [ -n "$w2" ] && [ "$w2" -lt "$work_ms" ] && work_ms=$w2
 else
   work_ms=$(((t1 - t0) / 1000000))
 fi
 
-moments=$(python3 -c "
+if [ "$nsteps" -ge 4 ]; then
+  export MPIT_PROGRESS_FILE=$work/progress MPIT_HOLD_FILE=$work/release
+  # "STEP:DELAY_MS" each: the step rank 0 must have started, then a part of a step's duration.
+  moments=$(python3 -c "
+import random; r = random.Random($seed); n = $nsteps; per = max(1.0, ${work_ms:-1000} / n)
+steps = sorted(r.randint(max(1, n // 20), max(1, (n * 9) // 10 - 1)) for _ in range($count))
+print(' '.join('%d:%d' % (s, r.uniform(0, per)) for s in steps))")
+else
+  moments=$(python3 -c "
 import random; r = random.Random($seed); d = $work_ms
 print(' '.join('%d' % x for x in sorted(r.uniform(0.05 * d, 0.6 * d) for _ in range($count))))")
+fi
+# Waits until rank 0 has started step $1 (the job still running), then $2 ms more.
+wait_for_step() {
+  local want=$1 delay=$2 at
+  for _ in $(seq 1 $((timeout_s * 100))); do
+    at=$(cat "$work/progress" 2>/dev/null)
+    [ -n "$at" ] && [ "$at" -ge "$want" ] 2>/dev/null && break
+    kill -0 "$gpid" 2>/dev/null || return 0
+    sleep 0.01
+  done
+  sleep "$(printf '0.%03d' $((delay % 1000)))"
+}
 seg=1
 start seg1 "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "${pargs[@]}"
 outs=("$work/seg1.out")
 ran=0 # the job's running time (ms) before the current segment's t_run
 landed=0 refusals=0 i=0
 for m in $moments; do
-  now=$((ran + ($(date +%s%N) - t_run) / 1000000))
-  [ "$m" -gt "$now" ] && sleep "$(printf '%d.%03d' $(((m - now) / 1000)) $(((m - now) % 1000)))"
+  if [ "$nsteps" -ge 4 ]; then
+    wait_for_step "${m%%:*}" "${m##*:}"
+    m="step ${m%%:*} +${m##*:}"
+  else
+    now=$((ran + ($(date +%s%N) - t_run) / 1000000))
+    [ "$m" -gt "$now" ] && sleep "$(printf '%d.%03d' $(((m - now) / 1000)) $(((m - now) % 1000)))"
+  fi
   kill=--kill
   [ $((i % 3)) = 1 ] && kill=""
   i=$((i + 1))
@@ -140,6 +177,7 @@ for m in $moments; do
   fi
   fail "checkpoint at ${m} ms: $(cat "$work/ck.err")"
 done
+touch "$work/release" # the job may end now
 wait "$gpid"
 rc=$?
 gpid=""

@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     int right = (r + 1) % n, left = (r + n - 1) % n;
     unsigned long long state = 12345 + (unsigned long long)r;
     for (int s = 0; s < steps; s++) {
-        if (s == steps - 1) mpit_hold_before_end();
+        mpit_step(s, steps);
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         long long out = (long long)(state >> 20), in = -1, back = -1;
         /* what the left neighbour sends: its own state, recomputed here to check it */

@@ -18,7 +18,9 @@ static const char *mpit_name = "test";
  * checkpoints at random moments (run_job_random.sh); every repetition checks itself again. */
 static int mpit_iters = 1;
 
-#define MPIT_REPEAT for (int mpit_iter = 0; mpit_iter < mpit_iters; mpit_iter++)
+#define MPIT_REPEAT                                                                                \
+    for (int mpit_iter = 0; mpit_iter < mpit_iters && (mpit_step(mpit_iter, mpit_iters), 1);     \
+         mpit_iter++)
 
 /* The program's own working time, from MPI_Init's return to mpit_finish, without the launcher's
  * start-up: with MPIT_WORK_TIME set, rank 0 prints "mpit: work_ms=N" on stderr at the end
@@ -33,15 +35,25 @@ static inline void mpit_started(void) {
     mpit_t0 = mpit_now_ms();
 }
 
-/* A harness that must act on a running job (checkpoint it, migrate a rank) before it ends sets
- * MPIT_HOLD_FILE: rank 0 then waits, outside MPI, before the job's last step until that file
- * exists, so that the job cannot run out under the harness however fast or slow the machine is
- * (a wall-time budget was either too short on a loaded machine or too long on an idle one). The
- * other ranks wait for rank 0 inside MPI, as they would for a slow peer. */
-static inline void mpit_hold_before_end(void) {
-    const char *f = getenv("MPIT_HOLD_FILE");
-    if (mpit_rank != 0 || !f || !*f) return;
-    while (access(f, F_OK) != 0) {
+/* A harness that acts on a running job (checkpoints it at chosen moments, migrates a rank) follows
+ * its progress rather than the clock, which neither an idle nor a loaded machine keeps to: with
+ * MPIT_PROGRESS_FILE set, rank 0 writes the index of each step it starts into that file; with
+ * MPIT_HOLD_FILE set, rank 0 waits before the last step, outside MPI, until that file exists (the
+ * other ranks wait for it inside MPI, as for a slow peer), so that the job cannot end under the
+ * harness. Programs call mpit_step at the start of each step (MPIT_REPEAT does). */
+static inline void mpit_step(int i, int total) {
+    if (mpit_rank != 0) return;
+    const char *p = getenv("MPIT_PROGRESS_FILE");
+    if (p && *p) {
+        FILE *f = fopen(p, "w");
+        if (f) {
+            fprintf(f, "%d\n", i);
+            fclose(f);
+        }
+    }
+    const char *hold = getenv("MPIT_HOLD_FILE");
+    if (i != total - 1 || !hold || !*hold) return;
+    while (access(hold, F_OK) != 0) {
         struct timespec ts = {0, 10 * 1000000L};
         while (nanosleep(&ts, &ts) != 0) {
         }

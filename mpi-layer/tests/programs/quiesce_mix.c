@@ -32,6 +32,7 @@ static void *worker(void *arg) {
     int t = (int)(long)arg, r = mpit_rank, n = mpit_size;
     int right = (r + 1) % n, left = (r + n - 1) % n;
     for (int i = 0; i < iters; i++) {
+        if (t == 0) mpit_step(i, iters);
         int out = r * 100000 + t * 1000 + i % 1000, in = -1, s = 0;
         if (t == 0 && r == 0 && i % 16 == 0) spin(2000);
         if (i % 2 == t % 2) spin(300); /* computing threads while the others are in MPI */
@@ -97,6 +98,7 @@ int main(int argc, char **argv) {
     MPI_Send_init(pout, 4, MPI_INT, right, 900, dup, &pers[1]);
     MPI_Status st;
     for (int it = 0; it < iters; it++) {
+        mpit_step(it, iters);
         int late = it % n; /* this iteration's late rank computes first */
         for (int i = 0; i < 16; i++)
             small[i] = r * 1000 + it * 16 + i;

@@ -1,0 +1,87 @@
+! SPDX-License-Identifier: Apache-2.0
+! A Fortran job (use mpi) for the job checkpoint tests, as programs/job_steps.c is for C: STEPS steps
+! of a ring exchange (MPI_Sendrecv), an MPI_Allreduce and an MPI_Bcast from a rotating root, every
+! received value checked and folded into a per-rank checksum; SLEEP_MS of sleep between steps
+! (outside MPI). Prints only at its end, so that a job restarted from a checkpoint prints what an
+! uninterrupted one prints. Before its last step rank 0 waits for the file named by MPIT_HOLD_FILE,
+! when set (programs/mpit.h: the harness releases the job once it has acted on it).
+! Usage: fortran_steps STEPS [SLEEP_MS]
+program fortran_steps
+  use mpi
+  use, intrinsic :: iso_c_binding, only: c_int
+  implicit none
+  interface
+    integer(c_int) function usleep(us) bind(C, name='usleep')
+      import :: c_int
+      integer(c_int), value :: us
+    end function usleep
+  end interface
+  integer, parameter :: i8 = selected_int_kind(18)
+  integer(i8), parameter :: modulus = 1000000007_i8
+  integer :: ierr, rank, nprocs, left, right, steps, sleep_ms, s, n
+  integer(i8) :: failures, all_failures
+  integer(i8) :: mine, got, total, root_val, want_total, sum, k
+  integer :: status(MPI_STATUS_SIZE)
+  character(len=4096) :: arg, hold
+  logical :: released
+
+  call MPI_Init(ierr)
+  call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr)
+  call MPI_Comm_size(MPI_COMM_WORLD, nprocs, ierr)
+  steps = 100
+  sleep_ms = 20
+  if (command_argument_count() >= 1) then
+    call get_command_argument(1, arg)
+    read (arg, *) steps
+  end if
+  if (command_argument_count() >= 2) then
+    call get_command_argument(2, arg)
+    read (arg, *) sleep_ms
+  end if
+  call get_environment_variable('MPIT_HOLD_FILE', hold, n)
+  right = mod(rank + 1, nprocs)
+  left = mod(rank + nprocs - 1, nprocs)
+  failures = 0
+  sum = 17
+  do s = 0, steps - 1
+    if (s == steps - 1 .and. rank == 0 .and. n > 0) then
+      released = .false.
+      do while (.not. released)
+        inquire (file=hold(1:n), exist=released)
+        if (.not. released) ierr = usleep(10000)
+      end do
+    end if
+    mine = value_of(rank, s)
+    call MPI_Sendrecv(mine, 1, MPI_INTEGER8, right, s, got, 1, MPI_INTEGER8, left, s, &
+                      MPI_COMM_WORLD, status, ierr)
+    if (got /= value_of(left, s)) failures = failures + 1
+    call MPI_Allreduce(mine, total, 1, MPI_INTEGER8, MPI_SUM, MPI_COMM_WORLD, ierr)
+    want_total = 0
+    do k = 0, nprocs - 1
+      want_total = want_total + value_of(int(k), s)
+    end do
+    if (total /= want_total) failures = failures + 1
+    root_val = mine
+    call MPI_Bcast(root_val, 1, MPI_INTEGER8, mod(s, nprocs), MPI_COMM_WORLD, ierr)
+    if (root_val /= value_of(mod(s, nprocs), s)) failures = failures + 1
+    sum = mod(sum * 131_i8 + got, modulus)
+    sum = mod(sum * 131_i8 + mod(total, modulus), modulus)
+    if (sleep_ms > 0) ierr = usleep(int(sleep_ms * 1000, c_int))
+  end do
+  call MPI_Allreduce(failures, all_failures, 1, MPI_INTEGER8, MPI_SUM, MPI_COMM_WORLD, ierr)
+  print '(a,i0,a,i0,a,i0)', 'rank ', rank, ': fortran_steps ', steps, ' steps checksum ', sum
+  if (all_failures == 0) then
+    print '(a,i0,a)', 'rank ', rank, ': fortran_steps PASS'
+  else
+    print '(a,i0,a,i0,a)', 'rank ', rank, ': fortran_steps FAIL (', all_failures, ' wrong values)'
+  end if
+  call MPI_Finalize(ierr)
+
+contains
+
+  ! What rank r sends at step s (every rank can recompute any other's).
+  integer(i8) function value_of(r, s)
+    integer, intent(in) :: r, s
+    value_of = mod(int(r, i8) * 1000003_i8 + int(s, i8) * 7919_i8 + 12345_i8, modulus)
+  end function value_of
+end program fortran_steps
