@@ -829,6 +829,14 @@ int open_flags(const img::file_record &fr) {
     return fr.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC);
 }
 
+// The flags of a new description opened through a /proc/self/fd magic link: O_NOFOLLOW (kept by
+// the kernel in the flags, as Python's tempfile opens its files) would refuse the link itself
+// (ELOOP), O_TMPFILE (which includes O_DIRECTORY) asks for a new file. Both only steered the
+// original open.
+int proc_reopen_flags(const img::file_record &fr) {
+    return open_flags(fr) & ~(O_TMPFILE | O_NOCTTY | O_NOFOLLOW);
+}
+
 pipe_pair &pipe_of(const img::file_record &fr, const char *data, const text &what) {
     pipe_pair *pp = nullptr;
     for (int i = 0; i < g_pipe_count; i++)
@@ -916,7 +924,7 @@ void restore_file(record &r) {
     }
     case img::file_object: { // the verifier saw the object made
         if (skip) return;
-        long fd = reopen_object(fr.pipe_id, open_flags(fr) & ~(O_TMPFILE | O_NOCTTY));
+        long fd = reopen_object(fr.pipe_id, proc_reopen_flags(fr));
         if (fd < 0)
             fail_errno(
                 text("cannot reopen memory object #").num(fr.pipe_id).add(" as ").add(what.str()),
@@ -980,7 +988,7 @@ void restore_file(record &r) {
         if (skip) return;
         if (fr.kind == img::file_pipe_reopen) {
             text self = text("/proc/self/fd/").num(pp.ends[0]);
-            long fd = sys::call(__NR_open, self.str(), open_flags(fr) | O_CLOEXEC, 0);
+            long fd = sys::call(__NR_open, self.str(), proc_reopen_flags(fr) | O_CLOEXEC, 0);
             if (fd < 0) fail_errno(text("cannot reopen the pipe of ").add(what.str()), fd);
             place_fd((int)fd, fr.fd, fr.cloexec);
             return;
