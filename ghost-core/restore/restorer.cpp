@@ -892,6 +892,55 @@ pty_pair &pty_of(const img::file_record &fr, const char *data, const text &what)
     return pp;
 }
 
+bool is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+uint64_t hex_value(char c) {
+    return c <= '9' ? (uint64_t)(c - '0') : (uint64_t)(c - 'a' + 10);
+}
+
+// Where a half-read /proc/self/maps or smaps listing (fd, just opened) resumes: at the same line
+// of the same mapping's entry (or the next entry, if that mapping is gone), counted in this
+// process's own listing. Seeking a /proc listing positions it by entry, so the program's next read
+// continues with the entries after that one whatever mappings come and go before it.
+int64_t maps_offset(int fd, const img::proc_maps_position &at, const text &what) {
+    int64_t pos = 0, line_start = 0;
+    char head[40]; // the start of the current line: enough for "start-end "
+    uint32_t head_len = 0, line = 0;
+    bool in_entry = false;
+    for (;;) {
+        long n = sys::call(__NR_read, fd, g_copy, sizeof g_copy);
+        if (n == -4) continue;
+        if (n < 0) fail_errno(text("cannot read ").add(what.str()), n);
+        if (n == 0) return pos; // its end
+        for (long i = 0; i < n; i++, pos++) {
+            if (head_len < sizeof head) head[head_len++] = g_copy[i];
+            if (g_copy[i] != '\n') continue;
+            uint32_t k = 0;
+            uint64_t start = 0;
+            while (k < head_len && is_hex(head[k]))
+                start = start * 16 + hex_value(head[k++]);
+            uint32_t dash = k;
+            bool range = k > 0 && k < head_len && head[k++] == '-';
+            while (range && k < head_len && is_hex(head[k]))
+                k++;
+            range = range && k > dash + 1 && k < head_len && head[k] == ' ';
+            if (range) {
+                if (in_entry || start > at.vma_start) return line_start; // past it
+                in_entry = start == at.vma_start;
+                line = 0;
+            }
+            if (in_entry && line == at.line) {
+                int64_t len = pos - line_start; // without its newline
+                return line_start + ((int64_t)at.column < len ? (int64_t)at.column : len);
+            }
+            line++;
+            line_start = pos + 1;
+            head_len = 0;
+        }
+    }
+}
+
 void restore_file(record &r) {
     read_metadata(r);
     img::file_record fr;
@@ -963,8 +1012,14 @@ void restore_file(record &r) {
         if (skip) return;
         long fd = sys::call(__NR_open, path, open_flags(fr) | O_CLOEXEC, 0);
         if (fd < 0) fail_errno(text("cannot reopen ").add(path).add(" as ").add(what.str()), fd);
-        if ((fr.kind == img::file_regular || fr.kind == img::file_directory) && fr.offset > 0) {
-            long s = sys::call(__NR_lseek, fd, fr.offset, 0 /* SEEK_SET */);
+        int64_t offset = fr.offset;
+        if (fr.kind == img::file_regular && fr.data_len == sizeof(img::proc_maps_position)) {
+            img::proc_maps_position at;
+            memcpy(&at, data, sizeof at);
+            offset = maps_offset((int)fd, at, what);
+        }
+        if ((fr.kind == img::file_regular || fr.kind == img::file_directory) && offset > 0) {
+            long s = sys::call(__NR_lseek, fd, offset, 0 /* SEEK_SET */);
             if (sys::failed(s)) fail_errno(text("cannot seek ").add(path), s);
         }
         place_fd((int)fd, fr.fd, fr.cloexec);
