@@ -247,6 +247,7 @@ class Harness:
 
     # -- reference ------------------------------------------------------------------------------
     def reference(self):
+        os.environ.pop("GHOST_TEST_GATE", None)  # natively: no gate (one inherited would never open)
         argv = self.prog_argv(self.path("ref-data"))
         with open(self.path("ref.out"), "wb") as out, open(self.path("ref.err"), "wb") as err:
             start = time.monotonic()
