@@ -176,10 +176,10 @@ class exporter {
 
     result<export_stats> run() {
         GHOST_TRY(read_agent_state());
-        // Descriptors first: one the restorer could not rebuild refuses the checkpoint before
-        // any memory is copied.
-        GHOST_TRY(collect_files());
+        // Children, then descriptors: one the restorer could not rebuild refuses the checkpoint
+        // before any memory is copied (children first: a pipe to a child is only their symptom).
         GHOST_TRY(refuse_children());
+        GHOST_TRY(collect_files());
         auto all_maps = read_maps(pid_);
         if (!all_maps) return all_maps.err();
         auto maps = without_excluded(*all_maps);

@@ -262,7 +262,48 @@ class classifier {
                                                              : image::file_directory;
         f.record.offset = e.info.pos;
         f.path = self_proc ? "/proc/self/" + e.link.substr(own.size()) : e.link;
+        if (self_proc && e.info.pos > 0 && f.record.kind == image::file_regular &&
+            (f.path == "/proc/self/maps" || f.path == "/proc/self/smaps")) {
+            auto text = read_text(e.link); // what the parked process reads there
+            if (!text) return refuse(e, "cannot read it: " + text.err().message);
+            image::proc_maps_position at = maps_position(*text, (uint64_t)e.info.pos);
+            f.data.assign((const char *)&at, sizeof at);
+        }
         return {};
+    }
+
+    // Whether [line, end) of a listing is an entry's first line, "start-end " in hex.
+    static bool range_line(const std::string &t, size_t line, size_t end, uint64_t &start) {
+        size_t i = line;
+        auto hex = [&](uint64_t &v) {
+            size_t from = i;
+            for (v = 0; i < end && std::isxdigit((unsigned char)t[i]); i++)
+                v = v * 16 + (uint64_t)(std::isdigit((unsigned char)t[i])
+                                            ? t[i] - '0'
+                                            : (t[i] | 0x20) - 'a' + 10);
+            return i > from;
+        };
+        uint64_t stop;
+        if (!hex(start) || i >= end || t[i++] != '-' || !hex(stop)) return false;
+        return i < end && t[i] == ' ';
+    }
+
+    // The entry (a line starting "start-end ") and the line within it that byte `pos` of a
+    // maps/smaps listing falls in.
+    static image::proc_maps_position maps_position(const std::string &text, uint64_t pos) {
+        image::proc_maps_position at{~0ULL, 0, 0};
+        for (size_t line = 0, k = 0; line < text.size() && line <= pos; k++) {
+            size_t end = text.find('\n', line);
+            end = end == std::string::npos ? text.size() : end + 1;
+            uint64_t start = 0;
+            if (range_line(text, line, end, start)) at.vma_start = start, k = 0;
+            if (pos < end) {
+                at.line = (uint32_t)k, at.column = (uint32_t)(pos - line);
+                return at;
+            }
+            line = end;
+        }
+        return {~0ULL, 0, 0}; // at or beyond its end
     }
 
     // A named pipe is reopened by its path with the same access mode (the restorer holds it open

@@ -227,6 +227,17 @@ struct file_record {
     uint32_t pipe_size; // pipes: F_GETPIPE_SZ at checkpoint (0: the default)
 };
 
+// Where a descriptor of the process's own /proc/self/maps or smaps stood, by mapping rather than
+// by byte (the data of its file_regular record): these files list the mappings as text, and the
+// restored process's text differs in length before that point (a restored mapping's flags, Rss):
+// a byte offset would resume a half-read listing in the middle of another mapping's lines.
+struct proc_maps_position {
+    uint64_t vma_start; // the mapping whose lines were being read (~0: the end of the listing)
+    uint32_t line;      // the line of its entry (0: the range line)
+    uint32_t column;    // bytes into that line
+};
+static_assert(sizeof(proc_maps_position) == 16);
+
 // Termios as TCGETS2/TCSETS2 exchange it (the kernel's struct termios2): the restorer cannot use
 // libc's struct termios.
 struct pty_termios {

@@ -430,6 +430,8 @@ class stream_verifier {
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
             return corrupt("bad file record");
         if (f.kind == file_object && !object_exists(f.pipe_id)) return corrupt("bad file record");
+        if (f.kind == file_regular && f.data_len != 0 && f.data_len != sizeof(proc_maps_position))
+            return corrupt("bad file record");
         // A pty's master record creates it; its slave records come after it. (Any record of a
         // pipe creates the pipe.)
         if (f.kind == file_pty_master) {

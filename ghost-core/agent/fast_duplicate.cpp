@@ -259,6 +259,10 @@ bool prepare_fds(dup_request &req) {
             char path[64];
             snprintf(path, sizeof path, "/proc/thread-self/fd/%d", p.fd);
             int flags = p.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+            // O_NOFOLLOW (as Python's tempfile opens) would refuse the magic link itself, and
+            // O_TMPFILE asks for a new file: both only steered the original open. An O_PATH
+            // descriptor keeps its flags.
+            if (!(p.flags & O_PATH)) flags &= ~(O_NOFOLLOW | O_TMPFILE);
             long fd = sys::call(SYS_open, path, flags | O_CLOEXEC);
             if (fd < 0) return refuse(req, "cannot reopen descriptor %ld", p.fd);
             p.spare = (int)fd;

@@ -56,6 +56,8 @@ const char *errno_name(long err) {
         return "operation not permitted";
     case 2:
         return "no such file or directory";
+    case 6:
+        return "no such device or address";
     case 9:
         return "bad file descriptor";
     case 12:
@@ -68,12 +70,18 @@ const char *errno_name(long err) {
         return "device or resource busy";
     case 17:
         return "address in use";
+    case 20:
+        return "not a directory";
+    case 21:
+        return "is a directory";
     case 22:
         return "invalid argument";
     case 24:
         return "too many open files";
     case 28:
         return "no space left on device";
+    case 40:
+        return "too many levels of symbolic links";
     default:
         return "system error";
     }

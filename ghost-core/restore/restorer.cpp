@@ -829,6 +829,14 @@ int open_flags(const img::file_record &fr) {
     return fr.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC);
 }
 
+// The flags of a new description opened through a /proc/self/fd magic link: O_NOFOLLOW (kept by
+// the kernel in the flags, as Python's tempfile opens its files) would refuse the link itself
+// (ELOOP), O_TMPFILE (which includes O_DIRECTORY) asks for a new file. Both only steered the
+// original open.
+int proc_reopen_flags(const img::file_record &fr) {
+    return open_flags(fr) & ~(O_TMPFILE | O_NOCTTY | O_NOFOLLOW);
+}
+
 pipe_pair &pipe_of(const img::file_record &fr, const char *data, const text &what) {
     pipe_pair *pp = nullptr;
     for (int i = 0; i < g_pipe_count; i++)
@@ -884,6 +892,55 @@ pty_pair &pty_of(const img::file_record &fr, const char *data, const text &what)
     return pp;
 }
 
+bool is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+uint64_t hex_value(char c) {
+    return c <= '9' ? (uint64_t)(c - '0') : (uint64_t)(c - 'a' + 10);
+}
+
+// Where a half-read /proc/self/maps or smaps listing (fd, just opened) resumes: at the same line
+// of the same mapping's entry (or the next entry, if that mapping is gone), counted in this
+// process's own listing. Seeking a /proc listing positions it by entry, so the program's next read
+// continues with the entries after that one whatever mappings come and go before it.
+int64_t maps_offset(int fd, const img::proc_maps_position &at, const text &what) {
+    int64_t pos = 0, line_start = 0;
+    char head[40]; // the start of the current line: enough for "start-end "
+    uint32_t head_len = 0, line = 0;
+    bool in_entry = false;
+    for (;;) {
+        long n = sys::call(__NR_read, fd, g_copy, sizeof g_copy);
+        if (n == -4) continue;
+        if (n < 0) fail_errno(text("cannot read ").add(what.str()), n);
+        if (n == 0) return pos; // its end
+        for (long i = 0; i < n; i++, pos++) {
+            if (head_len < sizeof head) head[head_len++] = g_copy[i];
+            if (g_copy[i] != '\n') continue;
+            uint32_t k = 0;
+            uint64_t start = 0;
+            while (k < head_len && is_hex(head[k]))
+                start = start * 16 + hex_value(head[k++]);
+            uint32_t dash = k;
+            bool range = k > 0 && k < head_len && head[k++] == '-';
+            while (range && k < head_len && is_hex(head[k]))
+                k++;
+            range = range && k > dash + 1 && k < head_len && head[k] == ' ';
+            if (range) {
+                if (in_entry || start > at.vma_start) return line_start; // past it
+                in_entry = start == at.vma_start;
+                line = 0;
+            }
+            if (in_entry && line == at.line) {
+                int64_t len = pos - line_start; // without its newline
+                return line_start + ((int64_t)at.column < len ? (int64_t)at.column : len);
+            }
+            line++;
+            line_start = pos + 1;
+            head_len = 0;
+        }
+    }
+}
+
 void restore_file(record &r) {
     read_metadata(r);
     img::file_record fr;
@@ -916,7 +973,7 @@ void restore_file(record &r) {
     }
     case img::file_object: { // the verifier saw the object made
         if (skip) return;
-        long fd = reopen_object(fr.pipe_id, open_flags(fr) & ~(O_TMPFILE | O_NOCTTY));
+        long fd = reopen_object(fr.pipe_id, proc_reopen_flags(fr));
         if (fd < 0)
             fail_errno(
                 text("cannot reopen memory object #").num(fr.pipe_id).add(" as ").add(what.str()),
@@ -955,8 +1012,14 @@ void restore_file(record &r) {
         if (skip) return;
         long fd = sys::call(__NR_open, path, open_flags(fr) | O_CLOEXEC, 0);
         if (fd < 0) fail_errno(text("cannot reopen ").add(path).add(" as ").add(what.str()), fd);
-        if ((fr.kind == img::file_regular || fr.kind == img::file_directory) && fr.offset > 0) {
-            long s = sys::call(__NR_lseek, fd, fr.offset, 0 /* SEEK_SET */);
+        int64_t offset = fr.offset;
+        if (fr.kind == img::file_regular && fr.data_len == sizeof(img::proc_maps_position)) {
+            img::proc_maps_position at;
+            memcpy(&at, data, sizeof at);
+            offset = maps_offset((int)fd, at, what);
+        }
+        if ((fr.kind == img::file_regular || fr.kind == img::file_directory) && offset > 0) {
+            long s = sys::call(__NR_lseek, fd, offset, 0 /* SEEK_SET */);
             if (sys::failed(s)) fail_errno(text("cannot seek ").add(path), s);
         }
         place_fd((int)fd, fr.fd, fr.cloexec);
@@ -980,7 +1043,7 @@ void restore_file(record &r) {
         if (skip) return;
         if (fr.kind == img::file_pipe_reopen) {
             text self = text("/proc/self/fd/").num(pp.ends[0]);
-            long fd = sys::call(__NR_open, self.str(), open_flags(fr) | O_CLOEXEC, 0);
+            long fd = sys::call(__NR_open, self.str(), proc_reopen_flags(fr) | O_CLOEXEC, 0);
             if (fd < 0) fail_errno(text("cannot reopen the pipe of ").add(what.str()), fd);
             place_fd((int)fd, fr.fd, fr.cloexec);
             return;

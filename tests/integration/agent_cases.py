@@ -12,6 +12,10 @@ Subtests (--only NAME):
                 all along: it takes the fast path, the original never sees the copy (no wait, no
                 SIGCHLD), `ghost duplicate` ends with the copy's exit status (42) and
                 `--detach` at once with 0, its copy then being reaped by the original's agent.
+  maps_resume   tests/programs/maps_resume.c reads /proc/self/smaps up to a mapping's range line;
+                `ghost checkpoint --kill` + `ghost restart`; the program must read on from that
+                mapping's next line (a byte offset would land elsewhere: the restored listing is
+                longer before it), see its VmFlags and then the next mapping, and exit 0.
 Exit status: 0 pass, 1 fail.
 """
 import argparse
@@ -159,6 +163,42 @@ class Cases:
                               f"{runner.stderr.read().decode(errors='replace').strip()!r}")
             log("the original never saw the copy")
 
+    def maps_resume(self):
+        d = os.path.join(self.work, "maps_resume")
+        os.makedirs(d)
+        ck = os.path.join(d, "ckpt")
+        out = open(os.path.join(d, "out.txt"), "wb")
+        runner = self.popen([self.ghost, "launch", "--ckpt-dir", ck, "--pid-file", os.path.join(d, "pid"),
+                             "--", self.a.maps_resume, "--dir", d], "ghost launch maps_resume",
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
+        out.close()
+        self.wait_file(os.path.join(d, "ready"), 30, "the program did not start", runner)
+        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
+        with open(os.path.join(d, "pid")) as f:
+            pid = int(f.read())
+        self.pids.add(pid)
+        rc, so, se = self.run([self.ghost, "checkpoint", "--kill", "--dir", ck, str(pid)], "ghost checkpoint --kill")
+        if rc != 0:
+            raise Failure(f"ghost checkpoint --kill failed ({rc}): {se.strip()}")
+        runner.wait(timeout=30)
+        restart = self.popen([self.ghost, "restart", "--pid-file", os.path.join(d, "pid2"), ck],
+                             "ghost restart", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.wait_file(os.path.join(d, "pid2"), 30, "ghost restart wrote no pid file", restart)
+        with open(os.path.join(d, "pid2")) as f:
+            self.pids.add(int(f.read()))
+        self.touch(os.path.join(d, "go"))
+        try:
+            rc = restart.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise Failure("the restored program did not end within 30 s") from None
+        with open(os.path.join(d, "out.txt")) as f:
+            text = f.read()
+        if rc != 0 or "PASS maps_resume" not in text:
+            raise Failure(f"the restored program exited with {rc}: {text.strip()!r} "
+                          f"{restart.stderr.read().decode(errors='replace').strip()!r}")
+        log("the restored program read on where it had stopped")
+
     def main(self):
         ok = False
         try:
@@ -180,7 +220,8 @@ def main():
     ap.add_argument("--ghost", required=True)
     ap.add_argument("--blocked-park", required=True, help="path of tests/programs/blocked_park")
     ap.add_argument("--dup-wait", required=True, help="path of tests/programs/dup_wait")
-    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait"])
+    ap.add_argument("--maps-resume", required=True, help="path of tests/programs/maps_resume")
+    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "maps_resume"])
     return Cases(ap.parse_args()).main()
 
 

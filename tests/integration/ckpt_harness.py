@@ -13,6 +13,16 @@ For one program:
      reference that starts at a line boundary and ends with the PASS line; both exit 0. The copy
      must be made by the fast path (a fork made by the process's agent: "via=fork" in the report);
      mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore).
+A moment is a point of the reference run (a time in it); the ghost run reaches it by the program's
+progress, not by the wall clock: as soon as the program has used the CPU time the reference had
+used by then, or printed the first reference line that came after it, or run (in all its
+segments) as long, whichever comes first (taking the first only ever acts earlier). An action
+itself takes time while the program runs on (a plain checkpoint's program resumes before the
+command ends), and CPU time per unit of work varies with load; so under ghost the programs also
+wait before their PASS line until a gate file exists (GHOST_TEST_GATE, tests/programs/common.h),
+which is made once the planned actions are done: a program that got there first waits, checkpoints
+and restarts included, and the log says so. Nothing is timed by the wall clock alone, and an idle
+machine is as good as a loaded one.
 With --ctty every process started here (the reference run too) gets a pty of its own as its
 controlling terminal: a program's /dev/tty then belongs to whichever command restarts it.
 Every wait has a timeout; on any failure every process started here is killed (by pid / process
@@ -159,6 +169,51 @@ def one_line_stderr(err):
     return lines[0] if len(lines) == 1 else repr(err.strip())
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system, all threads, gone ones included) of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    except (IndexError, ValueError):
+        return None
+
+
+class LineCounter:
+    """Counts the complete lines of a growing output file, reading only what is new."""
+
+    def __init__(self, path):
+        self.path, self.pos, self.lines = path, 0, 0
+
+    def count(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return self.lines
+        self.pos += len(data)
+        self.lines += data.count(b"\n")
+        return self.lines
+
+
+class Moment:
+    """A point of the reference run, as the ghost run can recognize it (see the docstring)."""
+
+    def __init__(self, t, cpu, next_line):
+        self.t, self.cpu, self.next_line = t, cpu, next_line
+
+    def __str__(self):
+        return f"{self.t:.2f}s/cpu {self.cpu:.2f}s/line {self.next_line}"
+
+
 class Harness:
     def __init__(self, args):
         self.a = args
@@ -176,7 +231,10 @@ class Harness:
         self.rng = random.Random(args.seed)
         self.ckpt_count = 0
         self.progress = 0.0  # seconds of program run kept by the last checkpoint --kill
+        self.cpu_kept = 0.0  # CPU seconds of the program kept by the last checkpoint --kill
+        self.cpu_last = 0.0  # the current segment's CPU seconds when last seen
         self.seg_start = 0.0
+        self.out_lines = None  # LineCounter of the program's stdout in the ghost run
         self.runner_err = None
         self.pending_inspects = []
 
@@ -189,11 +247,12 @@ class Harness:
 
     # -- reference ------------------------------------------------------------------------------
     def reference(self):
+        os.environ.pop("GHOST_TEST_GATE", None)  # natively: no gate (one inherited would never open)
         argv = self.prog_argv(self.path("ref-data"))
         with open(self.path("ref.out"), "wb") as out, open(self.path("ref.err"), "wb") as err:
             start = time.monotonic()
             p = self.t.popen(argv, "reference run (native)", stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-            rc = wait_exit(p, self.a.ref_timeout, "reference run")
+            rc = self.watch_reference(p, start)
             self.t_ref = time.monotonic() - start
         with open(self.path("ref.out"), "rb") as f:
             self.ref = f.read()
@@ -203,8 +262,72 @@ class Harness:
         if not self.ref.endswith(b"\n") or not self.ref.splitlines()[-1].startswith(b"PASS "):
             raise Failure("reference run did not end with a PASS line")
         shutil.rmtree(self.path("ref-data"), ignore_errors=True)
+        # Every ghost command from here on passes it on (a restored program's environment is that
+        # of the command that restores it).
+        self.gate = self.path("gate")
+        os.environ["GHOST_TEST_GATE"] = self.gate
         nlines = self.ref.count(b"\n")
         log(f"reference: {len(self.ref)} bytes, {nlines} lines, {self.t_ref:.2f}s natively")
+
+    def watch_reference(self, p, start):
+        """Waits for the reference run, noting when each line came and the CPU time used."""
+        lines = LineCounter(self.path("ref.out"))
+        self.ref_cpu = [(0.0, 0.0)]  # (seconds since start, CPU seconds), rising
+        self.ref_line_times = []  # seconds since start at which each line was seen
+        while True:
+            rc = p.poll()
+            now = time.monotonic() - start
+            cpu = cpu_seconds(p.pid) if rc is None else None
+            if cpu is not None and cpu >= self.ref_cpu[-1][1]:
+                self.ref_cpu.append((now, cpu))
+            n = lines.count()
+            self.ref_line_times += [now] * (n - len(self.ref_line_times))
+            if rc is not None:
+                return rc
+            if now > self.a.ref_timeout:
+                raise Failure(f"reference run did not exit within {self.a.ref_timeout:.0f}s (hang?)")
+            time.sleep(0.005)
+
+    def moment(self, t):
+        """The reference run's state t seconds after its start."""
+        cpu = 0.0
+        for (t0, c0), (t1, c1) in zip(self.ref_cpu, self.ref_cpu[1:]):
+            if t1 >= t:
+                cpu = c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+                break
+        else:
+            cpu = self.ref_cpu[-1][1]
+        before = sum(1 for lt in self.ref_line_times if lt <= t)
+        return Moment(t, cpu, before + 1)
+
+    def program_cpu(self, pid):
+        """The program's CPU seconds in all its segments (a restored process counts from zero)."""
+        cpu = cpu_seconds(pid)
+        if cpu is not None:
+            self.cpu_last = cpu
+        return self.cpu_kept + self.cpu_last
+
+    def wait_for(self, m, runner, pid, what):
+        """Returns once the program (pid, run by runner) has reached moment m."""
+        while True:
+            if runner.poll() is not None:
+                raise self.early_exit(runner, what)
+            ran = self.progress + time.monotonic() - self.seg_start
+            cpu = self.program_cpu(pid)
+            lines = self.out_lines.count()
+            why = ("CPU time" if m.cpu > 0 and cpu >= m.cpu else "a later line" if lines >= m.next_line
+                   else "run time" if ran >= m.t else
+                   "the program waiting at its gate" if os.path.exists(self.gate + ".reached") else None)
+            if why:
+                log(f"moment {m} reached by {why} (program: {ran:.2f}s run, cpu {cpu:.2f}s, {lines} lines)")
+                return
+            time.sleep(0.01)
+
+    def open_gate(self, what):
+        if os.path.exists(self.gate + ".reached"):
+            log(f"note: the program reached its end before {what} (it waited there for them)")
+        open(self.gate, "w").close()
+        log(f"gate open: {what} done")
 
     # -- ghost commands -------------------------------------------------------------------------
     def inspect(self, target):
@@ -282,37 +405,25 @@ class Harness:
             first_kill = kinds.index("kill") if "kill" in kinds else len(kinds)
             kinds.insert(self.rng.randint(0, first_kill), "usr2")
         weights = [self.rng.uniform(0.2, 1.0) for _ in kinds]
-        budget = self.a.budget * self.t_ref
-        delays = [budget * w / sum(weights) for w in weights]
-        return list(zip(kinds, delays))
+        budget = min(self.a.budget, self.a.cap) * self.t_ref
+        at, moments = 0.0, []
+        for w in weights:
+            at += budget * w / sum(weights)
+            moments.append(self.moment(at))
+        return list(zip(kinds, moments))
 
     def early_exit(self, runner, what):
         rc = runner.returncode
         if rc == 0:
-            why = (f"the program ({what}) finished (status 0) before all planned actions were done: "
-                   f"ghost ran it faster than expected or the checkpoints took long; this is a timing problem of "
-                   f"the test, not a ghost failure (seed {self.a.seed}; try --budget/--cap smaller or a longer run)")
+            why = (f"the program ({what}) finished (status 0) before all planned actions were done, "
+                   f"although it should have waited at its gate {self.gate} (GHOST_TEST_GATE lost from its "
+                   f"environment?) (seed {self.a.seed})")
         else:
             why = f"the program ({what}) exited with status {rc} before the next planned action"
         return Failure(why + f"\n  program stdout (tail):\n{tail(self.path('out.txt'), 5)}"
                        f"\n  program stderr (tail):\n{tail(self.path('launch.err'), 5)}"
                        + (f"\n  {what} stderr (tail):\n{tail(self.runner_err, 5)}"
                           if self.runner_err != self.path("launch.err") else ""))
-
-    def sleep_while_running(self, delay, runner, what):
-        # Never let the actions run past --cap of the native run time in program progress: the
-        # progress kept so far (up to the last checkpoint --kill) plus the current segment's.
-        room = self.a.cap * self.t_ref - (self.progress + time.monotonic() - self.seg_start)
-        if delay > room:
-            log(f"delay {delay:.2f}s shortened to {max(0.0, room):.2f}s (program progress {self.progress + time.monotonic() - self.seg_start:.2f}s of {self.t_ref:.2f}s)")
-            delay = max(0.0, room)
-        deadline = time.monotonic() + delay
-        while True:
-            if runner.poll() is not None:
-                raise self.early_exit(runner, what)
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
 
     def start_launch(self, out_path):
         pidf = self.path("launch.pid")
@@ -322,18 +433,19 @@ class Harness:
             runner = self.t.popen(argv, "ghost launch", stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         pid = read_pid_file(pidf, runner, self.a.cmd_timeout, "ghost launch", self.t)
         self.seg_start = time.monotonic()
+        self.out_lines = LineCounter(out_path)
         log(f"program pid {pid}")
         return runner, pid
 
     def restart_mode(self):
         plan = self.plan()
-        log("plan: " + ", ".join(f"{k}@+{d:.2f}s" for k, d in plan))
+        log("plan: " + ", ".join(f"{k}@{m}" for k, m in plan))
         out_path = self.path("out.txt")
         runner, pid = self.start_launch(out_path)
         what = "ghost launch"
         restarts = 0
-        for kind, delay in plan:
-            self.sleep_while_running(delay, runner, what)
+        for kind, moment in plan:
+            self.wait_for(moment, runner, pid, what)
             if kind == "ckpt":
                 self.checkpoint(pid, kill=False)
                 if runner.poll() is not None:
@@ -347,8 +459,11 @@ class Harness:
                 self.inspect_async(self.ckdir)
             else:
                 kill_issued = time.monotonic()
+                self.program_cpu(pid)  # (its last reading before the kill is what the image keeps)
                 kv = self.checkpoint(pid, kill=True)
                 self.progress += kill_issued - self.seg_start
+                self.cpu_kept += self.cpu_last
+                self.cpu_last = 0.0
                 rc = wait_exit(runner, self.a.cmd_timeout, f"{what} after checkpoint --kill")
                 if rc != 128 + signal.SIGKILL:
                     raise Failure(f"{what} exited with {rc} after checkpoint --kill, expected {128 + signal.SIGKILL}"
@@ -371,6 +486,7 @@ class Harness:
                 pid = read_pid_file(pidf, runner, self.a.cmd_timeout, what, self.t)
                 self.seg_start = time.monotonic()
                 log(f"restored program pid {pid} (program progress kept so far: {self.progress:.2f}s)")
+        self.open_gate("the planned actions")
         rc = wait_exit(runner, self.final_timeout(), f"{what} (waiting for the program to finish)")
         self.finish_inspects()
         with open(out_path, "rb") as f:
@@ -394,14 +510,17 @@ class Harness:
     def duplicate_mode(self):
         out_path = self.path("out.txt")
         copy_path = self.path("copy.out")
-        delays = [self.rng.uniform(0.05, 0.25) * self.t_ref for _ in range(self.a.checkpoints)]
-        dup_delay = self.rng.uniform(0.1, 0.5) * self.t_ref
-        log("plan: " + ", ".join([f"ckpt@+{d:.2f}s" for d in delays] + [f"duplicate@+{dup_delay:.2f}s"]))
+        at, moments = 0.0, []
+        for _ in range(self.a.checkpoints):
+            at += self.rng.uniform(0.05, 0.25) * self.t_ref
+            moments.append(self.moment(at))
+        dup_moment = self.moment(min(at + self.rng.uniform(0.1, 0.5) * self.t_ref, self.a.cap * self.t_ref))
+        log("plan: " + ", ".join([f"ckpt@{m}" for m in moments] + [f"duplicate@{dup_moment}"]))
         runner, pid = self.start_launch(out_path)
-        for d in delays:
-            self.sleep_while_running(d, runner, "ghost launch")
+        for m in moments:
+            self.wait_for(m, runner, pid, "ghost launch")
             self.checkpoint(pid, kill=False)
-        self.sleep_while_running(dup_delay, runner, "ghost launch")
+        self.wait_for(dup_moment, runner, pid, "ghost launch")
         dpidf = self.path("dup.pid")
         dup_err = self.path("dup.err")
         with open(copy_path, "wb") as out, open(dup_err, "wb") as err:
@@ -410,6 +529,7 @@ class Harness:
                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         cpid = read_pid_file(dpidf, dup, self.a.cmd_timeout, "ghost duplicate", self.t)
         log(f"copy pid {cpid}")
+        self.open_gate("the checkpoints and the duplicate")
         if cpid == pid:
             raise Failure(f"ghost duplicate reports the original's pid {pid} as the copy's")
         rc = wait_exit(runner, self.final_timeout(), "ghost launch (original, waiting to finish)")
@@ -511,9 +631,9 @@ def main():
                     help="plain checkpoints (default: 2 in restart mode, 0 in duplicate mode)")
     ap.add_argument("--no-usr2", dest="usr2", action="store_false", help="no kill -USR2 checkpoint")
     ap.add_argument("--budget", type=float, default=0.5,
-                    help="sum of the planned delays between actions, as a fraction of the native run time")
+                    help="the actions' moments spread over this fraction of the reference run")
     ap.add_argument("--cap", type=float, default=0.75,
-                    help="delays are shortened so that all actions happen before this fraction of the program's run")
+                    help="no moment lies beyond this fraction of the reference run")
     ap.add_argument("--ref-timeout", type=float, default=300, help="timeout of the native reference run (s)")
     ap.add_argument("--cmd-timeout", type=float, default=120, help="timeout of each ghost command (s)")
     ap.add_argument("--slowdown", type=float, default=10,

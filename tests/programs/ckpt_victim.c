@@ -9,14 +9,15 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #define SMALL (256 * 1024)
 
@@ -30,15 +31,25 @@ static uint64_t pat(uint64_t i) {
     return t_mix64(i ^ 0x5eed);
 }
 
-// A child that holds the other end of something and dies with its parent.
+// Another process (not a child: a process with children is refused before its descriptors are
+// looked at) that holds the other end of something and ends with this one: a grandchild, its
+// parent reaped at once, waiting on a pidfd of this process.
 static void child_holding(int fd) {
+    pid_t self = getpid();
     pid_t c = fork();
     if (c < 0) t_fail("fork: %s", strerror(errno));
-    if (c > 0) return;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (c > 0) {
+        if (waitpid(c, NULL, 0) != c) t_fail("waitpid: %s", strerror(errno));
+        return;
+    }
+    if (fork() != 0) _exit(0);
     (void)fd;
-    for (;;)
-        pause();
+    int pidfd = (int)syscall(SYS_pidfd_open, self, 0);
+    if (pidfd < 0) _exit(1);
+    struct pollfd pfd = {pidfd, POLLIN, 0};
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+    }
+    _exit(0);
 }
 
 // Descriptors that a restart could not rebuild exactly: each must make a checkpoint fail.

@@ -274,6 +274,7 @@ int main(int argc, char **argv) {
     std::cout << std::dec << "exceptions ok steps=" << steps << " worker=" << worker_steps
               << " pieces=" << parsed << " recent=" << recent.size() << '\n'
               << std::flush;
+    t_gate();
     std::cout << "PASS " << t_name << std::endl;
     return 0;
 }

@@ -11,6 +11,8 @@
 //  * after DIR/go (written once `ghost duplicate` ended), the original forks a child of its own
 //    that exits with 5: wait() returns exactly it, a further wait() ECHILD, and exactly one
 //    SIGCHLD came (its child's).
+// It also holds an unnamed file opened as Python's tempfile does (O_TMPFILE|O_NOFOLLOW: the
+// kernel keeps O_NOFOLLOW in its flags), which the copy must hold too, with its contents.
 #include "common.h"
 
 #include <fcntl.h>
@@ -77,6 +79,9 @@ int main(int argc, char **argv) {
         if (pthread_create(&threads[i], NULL, helper, (void *)(intptr_t)i) != 0)
             t_fail("pthread_create");
     g_self = getpid();
+    int tmp = open(g_dir, O_TMPFILE | O_RDWR | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (tmp < 0 || write(tmp, "tmp!", 4) != 4)
+        t_fail("O_TMPFILE in %s: %s", g_dir, strerror(errno));
     char p[4096];
     t_path(p, sizeof p, g_dir, "ready");
     int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -91,6 +96,10 @@ int main(int argc, char **argv) {
             if (copy_rounds >= copy_ms) { // about a millisecond a round
                 uint64_t now = g_ticks[0] + g_ticks[1];
                 if (now == copy_since) t_fail("the copy's helper threads do not run");
+                char got[4] = {0};
+                if (pread(tmp, got, 4, 0) != 4 || memcmp(got, "tmp!", 4) != 0 ||
+                    lseek(tmp, 0, SEEK_CUR) != 4)
+                    t_fail("the copy's O_TMPFILE lost its contents or offset");
                 t_line("copy %d", copy_status);
                 exit(copy_status);
             }

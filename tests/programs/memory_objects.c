@@ -5,7 +5,8 @@
 //    shared mappings and a private one whose first page was written (copied on write);
 //  * memfd "ghost-objects-b", sealed read-only (F_SEAL_WRITE|F_SEAL_SEAL), mapped read-only;
 //  * memfd "ghost-objects-c", reachable only through its shared mapping (descriptor closed);
-//  * a file deleted while open (read-write, offset 777) and mapped shared, and an O_TMPFILE.
+//  * a file deleted while open (read-write, offset 777) and mapped shared, and an O_TMPFILE
+//    (opened O_EXCL|O_NOFOLLOW, as Python's tempfile does).
 // Every step writes through a descriptor and checks the mappings see it, and the other way round;
 // names, sizes, seals, offsets, flags and contents are checked at every tenth of the run.
 #include "common.h"
@@ -131,7 +132,8 @@ int main(int argc, char **argv) {
     if (d_fd < 0 || ftruncate(d_fd, D_SIZE) != 0) t_fail("create %s: %s", d_path, strerror(errno));
     d_map = map(d_fd, D_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, "the deleted file");
     if (unlink(d_path) != 0 || lseek(d_fd, 777, SEEK_SET) != 777) t_fail("unlink/lseek");
-    e_fd = open(dir, O_TMPFILE | O_RDWR, 0600);
+    // As Python's tempfile.TemporaryFile opens it: the kernel keeps O_NOFOLLOW in its flags.
+    e_fd = open(dir, O_TMPFILE | O_RDWR | O_EXCL | O_NOFOLLOW, 0600);
     if (e_fd < 0 || write(e_fd, "tmpf!", 5) != 5) t_fail("O_TMPFILE: %s", strerror(errno));
     check_all("start");
     t_line("memfds, a deleted file and an O_TMPFILE held");

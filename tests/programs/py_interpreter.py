@@ -12,8 +12,10 @@ of the run and PASS/FAIL, flushed line by line.
 import argparse
 import hashlib
 import math
+import os
 import sys
 import threading
+import time
 
 NAME = "py_interpreter"
 
@@ -23,6 +25,19 @@ def fail(why):
     sys.stdout.flush()
     sys.stderr.write(f"FAIL {NAME}: {why}\n")
     sys.exit(1)
+
+
+def gate():
+    """Under ckpt_harness.py: waits for its gate file before the PASS line (common.h's t_gate)."""
+    path = os.environ.get("GHOST_TEST_GATE")
+    if not path or os.path.exists(path):
+        return
+    open(path + ".reached", "w").close()
+    for _ in range(60000):
+        if os.path.exists(path):
+            return
+        time.sleep(0.01)
+    fail(f"the harness's gate {path} did not open within 600 s")
 
 
 def fib_pair(n):
@@ -135,6 +150,7 @@ def main():
     if worker.result != h:
         fail("the two SHA-256 chains differ")
     print(f"chains agree sha={h.hex()}", flush=True)
+    gate()
     print(f"PASS {NAME}", flush=True)
 
 

@@ -17,6 +17,9 @@ import numpy as np
 # A file opened before mpi4py loads MPI (the layer starts at the first MPI call): the program's,
 # carried by a restart; one line per step, checked at the end.
 log = tempfile.NamedTemporaryFile("w+", prefix="ghost-py-", delete=False)
+# An unnamed one too (O_TMPFILE, opened O_NOFOLLOW: a restart once failed to reopen it), at a low
+# number that the restarting launcher also uses.
+scratch = tempfile.TemporaryFile("w+")
 from mpi4py import MPI  # noqa: E402
 
 comm = MPI.COMM_WORLD
@@ -78,6 +81,8 @@ for s in range(steps):
     digest.update(str((obj["n"], part)).encode())
     log.write(f"step {s}\n")
     log.flush()
+    scratch.write(f"{s}\n")
+    scratch.flush()
     if sleep_ms > 0:
         time.sleep(sleep_ms / 1000)
 
@@ -86,6 +91,9 @@ log.seek(0)
 check(log.read() == "".join(f"step {s}\n" for s in range(steps)), "the file opened before MPI")
 log.close()
 os.unlink(log.name)
+scratch.seek(0)
+check(scratch.read() == "".join(f"{s}\n" for s in range(steps)), "the unnamed file opened before MPI")
+scratch.close()
 # One write for both lines: mpirun forwards what it reads, and lines of several ranks must not mix.
 verdict = "PASS" if not failures else "FAIL: " + "; ".join(failures)
 os.write(1, (f"rank {rank}: mpi4py_steps {steps} steps sub-size {len(members)} checksum "
