@@ -3,7 +3,7 @@
 # ghostrun under a real Slurm (a private one: slurm_fixture.sh), with the job script of the top
 # README's "Running under Slurm" section, taken from README.md as written; only its --interval and
 # the program's path and arguments are replaced.
-#   run_slurm.sh MODE PROGRAM      PROGRAM: job_steps built for Open MPI
+#   run_slurm.sh MODE PROGRAM      PROGRAM: job_steps built for Open MPI (multi: or MPICH)
 # Modes:
 #   run    the job runs to its end: its ranks run inside the allocation (SLURM_JOB_ID in their
 #          environment, in `scontrol listpids`), the output equals a native mpirun's, exit 0
@@ -12,6 +12,12 @@
 #          script requeues the job, the requeued job resumes from the checkpoint and ends right
 #   auto   a rank is SIGKILLed once a periodic checkpoint exists: --auto-restart brings the job
 #          back from it inside the allocation; it ends right, exit 0
+#   multi  (3 emulated hosts, a node each) the job spans the 3 nodes: ghostrun on the first, a
+#          rank on each (in the job, counted by Slurm there); a checkpoint names the 3 hosts; the
+#          output equals a native run's. PROGRAM may be built for MPICH
+#   node_lost  (3 emulated hosts) every process of the third is killed once a checkpoint exists:
+#          --auto-restart leaves that node out (one line says so), the ranks come back on the two
+#          nodes left, the job ends right although Slurm declares the node down
 # Everything runs in a private PID namespace: whatever happens, no daemon, job or rank outlives
 # the test. Exit 77 (skipped) when Slurm cannot run here (not root, slurm-wlm or munge missing, no
 # PID namespace).
@@ -99,10 +105,10 @@ mkdir -m 700 "$XDG_RUNTIME_DIR" "$TMPDIR"
 export PATH=$(dirname "$GHOSTRUN"):$(dirname "$GHOST"):$PATH
 
 case $(basename "$prog") in
-*mpich*) native_mpirun=mpirun.mpich ;;
-*) native_mpirun=mpirun.openmpi ;;
+*mpich*) native_mpirun=mpirun.mpich ;; # Hydra oversubscribes as it is
+*) native_mpirun="mpirun.openmpi --oversubscribe" ;;
 esac
-timeout -k 5 "$timeout_s" $native_mpirun --oversubscribe -np $np "$prog" $steps $sleep_ms \
+timeout -k 5 "$timeout_s" $native_mpirun -np $np "$prog" $steps $sleep_ms \
   >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
 
 slurm_fixture_start "$work/slurm" 60
@@ -283,6 +289,14 @@ node_lost)
   grep -q "^ghostrun: job $job: left out the lost Slurm node(s) $lost (slurmd at ${HOSTS_IPS[2]}:[0-9]*: " "$out" ||
     fail "ghostrun did not say it left out $lost"
   grep -q "^job $jobid: ghostrun exited 0$" "$out" || fail "ghostrun did not exit 0"
+  # Slurm itself declares the node down (SlurmdTimeout): the job, submitted with --no-kill, was
+  # not ended by it (wait_state fails on NODE_FAIL).
+  end=$((SECONDS + timeout_s))
+  while [ $SECONDS -lt $end ]; do
+    timeout 10 sinfo -h -n "$lost" -o %t | grep -q '^down' && break
+    sleep 0.2
+  done
+  timeout 10 sinfo -h -n "$lost" -o %t | grep -q '^down' || fail "Slurm never declared $lost down"
   ;;
 *)
   echo "usage: $0 run|usr1|auto|multi|node_lost PROGRAM" >&2

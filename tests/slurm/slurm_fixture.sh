@@ -186,6 +186,7 @@ EOS
 
 slurm_fixture_dump() {
   local f
+  [ -n "${slurm_fixture_dir:-}" ] || return 0
   for f in "$slurm_fixture_dir"/log/*; do
     [ -s "$f" ] && {
       echo "--- $f" >&2
