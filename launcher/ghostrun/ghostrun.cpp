@@ -440,18 +440,23 @@ std::optional<std::vector<std::string>> without_lost_nodes(const std::string &ge
     }
     auto m = read_manifest(gen);
     if (!m) return std::nullopt; // the relaunch reports it
-    std::vector<std::string> hosts;
+    // hosts[R]: rank R's node; a manifest whose ranks are not 0..N-1 once each is left to the
+    // relaunch's own checks.
+    std::vector<std::string> hosts(m->ranks.size());
     std::string moved;
     size_t next = 0;
     for (const auto &r : m->ranks) {
+        if (r.rank < 0 || (size_t)r.rank >= hosts.size()) return std::nullopt;
         int at = node_of_host(*nodes, r.host);
         if (at >= 0 && (*nodes)[at].answers) {
-            hosts.push_back((*nodes)[at].name);
+            hosts[r.rank] = (*nodes)[at].name;
             continue;
         }
-        hosts.push_back((*nodes)[alive[next++ % alive.size()]].name);
-        moved += (moved.empty() ? "" : ", ") + std::to_string(r.rank) + " to " + hosts.back();
+        hosts[r.rank] = (*nodes)[alive[next++ % alive.size()]].name;
+        moved += (moved.empty() ? "" : ", ") + std::to_string(r.rank) + " to " + hosts[r.rank];
     }
+    for (const auto &h : hosts)
+        if (h.empty()) return std::nullopt;
     say("left out the lost Slurm node(s) " + gone + "; " +
         (moved.empty() ? std::string("no rank ran there") : "rank(s) " + moved));
     // The lost node's share of the job's earlier step (mpirun's daemons, started with srun) never
@@ -605,7 +610,7 @@ int main(int argc, char **argv) {
         if (hosts.empty()) { // an automatic restart: without the Slurm nodes that are gone
             if (auto left_out = without_lost_nodes(gen, l.job)) {
                 cfg.mpirun_opts = placed(*left_out);
-                // 3 tasks on the 2 nodes left: beyond the slots Slurm gave each node.
+                // The nodes left hold fewer slots (Slurm's tasks per node) than the job has ranks.
                 if (l.ompi) cfg.mpirun_opts.push_back("--oversubscribe");
             }
         } else {
