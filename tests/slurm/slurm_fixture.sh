@@ -11,6 +11,8 @@
 #                                        caller's
 # Everything lives under DIR: slurm.conf, state, spool, logs, munge's key, socket and seed. Ports
 # are picked free at start. Nothing of /etc/slurm or the system's munge is touched or used.
+# With SLURM_FIXTURE_HOSTS=1 and a set of emulated hosts up (tests/hosts/hosts.sh: HOSTS_*), the
+# nodes are the hosts, one CPU each, a slurmd inside each (DIR must then be in HOSTS_SHARED).
 
 slurm_fixture_pids=()
 
