@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "ckpt_dir.h"
 #include "coordinator.h"
 #include "mpi_detect.h"
+#include "slurm_nodes.h"
 #include "runtime/job_protocol.h"
 
 #ifndef GHOST_MPI_LIBDIR_DEFAULT
@@ -403,6 +405,67 @@ std::string parent_dir(const std::string &path) {
     return slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// Before an automatic restart under Slurm: the allocation's nodes whose slurmd no longer answers
+// (Slurm keeps a lost node in the allocation until SlurmdTimeout) are left out. Returns, when a
+// node is gone, rank R's node for every rank of generation `gen`: its own if it answers, else the
+// nodes left in turn; nothing when every node answers, outside Slurm, or when it cannot be known
+// (then the restart goes as placed before; the reason in one line).
+std::optional<std::vector<std::string>> without_lost_nodes(const std::string &gen,
+                                                           const std::string &job) {
+    auto nodes = probe_slurm_nodes(3000);
+    auto say = [&job](const std::string &msg) {
+        fprintf(stderr, "ghostrun: job %s: %s\n", job.c_str(), msg.c_str());
+    };
+    if (!nodes) {
+        say("cannot tell which Slurm nodes are left (" + nodes.err().message +
+            "); restarting as before");
+        return std::nullopt;
+    }
+    std::vector<size_t> alive;
+    std::string gone;
+    for (size_t i = 0; i < nodes->size(); i++) {
+        const slurm_node &n = (*nodes)[i];
+        if (n.answers)
+            alive.push_back(i);
+        else
+            gone +=
+                (gone.empty() ? "" : ", ") + n.name + " (" +
+                (n.port > 0 ? "slurmd at " + n.addr + ":" + std::to_string(n.port) + ": " : "") +
+                n.why + ")";
+    }
+    if (gone.empty()) return std::nullopt;
+    if (alive.empty()) {
+        say("no node of the Slurm allocation answers: " + gone);
+        return std::nullopt;
+    }
+    auto m = read_manifest(gen);
+    if (!m) return std::nullopt; // the relaunch reports it
+    // hosts[R]: rank R's node; a manifest whose ranks are not 0..N-1 once each is left to the
+    // relaunch's own checks.
+    std::vector<std::string> hosts(m->ranks.size());
+    std::string moved;
+    size_t next = 0;
+    for (const auto &r : m->ranks) {
+        if (r.rank < 0 || (size_t)r.rank >= hosts.size()) return std::nullopt;
+        int at = node_of_host(*nodes, r.host);
+        if (at >= 0 && (*nodes)[at].answers) {
+            hosts[r.rank] = (*nodes)[at].name;
+            continue;
+        }
+        hosts[r.rank] = (*nodes)[alive[next++ % alive.size()]].name;
+        moved += (moved.empty() ? "" : ", ") + std::to_string(r.rank) + " to " + hosts[r.rank];
+    }
+    for (const auto &h : hosts)
+        if (h.empty()) return std::nullopt;
+    say("left out the lost Slurm node(s) " + gone + "; " +
+        (moved.empty() ? std::string("no rank ran there") : "rank(s) " + moved));
+    // The lost node's share of the job's earlier step (mpirun's daemons, started with srun) never
+    // ends until Slurm declares the node down: its CPUs on the nodes left stay taken, and a new
+    // step would wait for them. The new daemons share them (srun --overlap).
+    setenv("SLURM_OVERLAP", "1", 1);
+    return hosts;
+}
+
 } // namespace
 } // namespace ghost::run
 
@@ -544,7 +607,13 @@ int main(int argc, char **argv) {
                 l.command(placed(hosts),
                           std::vector<std::string>{l.ghost_bin, "restart-rank", "--receive"}, true),
                 verbose);
-        if (!hosts.empty()) {
+        if (hosts.empty()) { // an automatic restart: without the Slurm nodes that are gone
+            if (auto left_out = without_lost_nodes(gen, l.job)) {
+                cfg.mpirun_opts = placed(*left_out);
+                // The nodes left hold fewer slots (Slurm's tasks per node) than the job has ranks.
+                if (l.ompi) cfg.mpirun_opts.push_back("--oversubscribe");
+            }
+        } else {
             std::vector<std::string> opts = {"-np", std::to_string(hosts.size())};
             std::string list;
             for (const auto &h : hosts)

@@ -11,6 +11,7 @@
 #                     (a.b.c.0/24), HOSTS_AGENT (the launcher agent); the set is removed on EXIT
 #                     (trap) and by the next hosts_up if its owner was killed
 #   hosts_down        removes the set (idempotent)
+#   hosts_attach DIR  sets the variables of hosts_up for a set another process brought up
 #   hosts_can         status 0 if this machine can make namespaces (root, ip, unshare)
 # As a command:
 #   hosts.sh up N     brings a set up and prints its directory (removed by `down` or, once this
@@ -165,6 +166,29 @@ hosts_up() {
   } >"$HOSTS_DIR/etc-hosts"
   trap hosts_down EXIT
   return 0
+}
+
+# Takes up a set brought up by another process (hosts_up there, e.g. before entering a PID
+# namespace): sets the same variables as hosts_up from its directory; installs no trap (the set
+# stays its owner's to remove).
+hosts_attach() { # hosts_attach DIR
+  local dir=$1 f ns name tmp
+  [ -f "$dir/id" ] && [ -f "$dir/hostfile" ] || {
+    echo "hosts: $dir is no set of hosts" >&2
+    return 1
+  }
+  HOSTS_DIR=$dir
+  HOSTS_ID=$(cat "$dir/id")
+  HOSTS_SHARED=$dir/shared
+  HOSTS_AGENT=$HOSTS_LIB_DIR/agent.sh
+  mapfile -t HOSTS_IPS <"$dir/hostfile"
+  HOSTS_NAMES=()
+  for f in "${HOSTS_IPS[@]}"; do
+    read -r ns name tmp <"$dir/host-$f"
+    HOSTS_NAMES+=("$name")
+  done
+  HOSTS_SUBNET=${HOSTS_IPS[0]%.*}.0/24
+  HOSTS_ROOT_IP=${HOSTS_IPS[0]%.*}.1
 }
 
 hosts_down() {

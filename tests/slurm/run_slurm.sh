@@ -3,7 +3,7 @@
 # ghostrun under a real Slurm (a private one: slurm_fixture.sh), with the job script of the top
 # README's "Running under Slurm" section, taken from README.md as written; only its --interval and
 # the program's path and arguments are replaced.
-#   run_slurm.sh MODE PROGRAM      PROGRAM: job_steps built for Open MPI
+#   run_slurm.sh MODE PROGRAM      PROGRAM: job_steps built for Open MPI (multi: or MPICH)
 # Modes:
 #   run    the job runs to its end: its ranks run inside the allocation (SLURM_JOB_ID in their
 #          environment, in `scontrol listpids`), the output equals a native mpirun's, exit 0
@@ -12,6 +12,12 @@
 #          script requeues the job, the requeued job resumes from the checkpoint and ends right
 #   auto   a rank is SIGKILLed once a periodic checkpoint exists: --auto-restart brings the job
 #          back from it inside the allocation; it ends right, exit 0
+#   multi  (3 emulated hosts, a node each) the job spans the 3 nodes: ghostrun on the first, a
+#          rank on each (in the job, counted by Slurm there); a checkpoint names the 3 hosts; the
+#          output equals a native run's. PROGRAM may be built for MPICH
+#   node_lost  (3 emulated hosts) every process of the third is killed once a checkpoint exists:
+#          --auto-restart leaves that node out (one line says so), the ranks come back on the two
+#          nodes left, the job ends right although Slurm declares the node down
 # Everything runs in a private PID namespace: whatever happens, no daemon, job or rank outlives
 # the test. Exit 77 (skipped) when Slurm cannot run here (not root, slurm-wlm or munge missing, no
 # PID namespace).
@@ -27,6 +33,25 @@ if [ -z "${GHOST_SLURM_NS:-}" ]; then
     echo "SKIP: no PID namespace can be made here (unshare --pid)"
     exit 77
   }
+  case ${1:-} in
+  multi | node_lost)
+    # Three emulated hosts (tests/hosts), brought up here, before the PID and mount namespace:
+    # `ip netns` keeps a host's network namespace as a mount under /run/netns, which the private
+    # mount namespace copies but could not make visible to the root one. This shell removes them
+    # when the test ends (hosts_up's EXIT trap), or the next hosts_up does if it is killed.
+    source "$(dirname "$0")/../hosts/hosts.sh"
+    hosts_can || {
+      echo "SKIP: cannot make network namespaces here (needs root, ip and unshare)"
+      exit 77
+    }
+    # The build tree stays visible on every host, even under /tmp.
+    export GHOST_HOSTS_KEEP="$(cd "$(dirname "${GHOST:-.}")/.." && pwd)"
+    hosts_up 3 || exit 1
+    GHOST_SLURM_NS=1 GHOST_SLURM_HOSTS=$HOSTS_DIR unshare --pid --fork --mount-proc --kill-child \
+      "$0" "$@"
+    exit $?
+    ;;
+  esac
   GHOST_SLURM_NS=1 exec unshare --pid --fork --mount-proc --kill-child "$0" "$@"
 fi
 mode=$1 prog=$2
@@ -36,9 +61,22 @@ readme=$here/../../README.md
 timeout_s=${GHOST_TEST_TIMEOUT:-120}
 np=3 steps=150 sleep_ms=20
 [ "$mode" = run ] || steps=300
+[ "$mode" = node_lost ] && steps=400
 source "$here/slurm_fixture.sh"
 
-work=$(mktemp -d /tmp/ghost-slurm.XXXXXX)
+if [ -n "${GHOST_SLURM_HOSTS:-}" ]; then
+  # A node per emulated host; everything the hosts share (Slurm's files, munge's socket, the job's
+  # directory, ghost's runtime directory) in the set's shared directory, never under /tmp.
+  source "$here/../hosts/hosts.sh"
+  hosts_attach "$GHOST_SLURM_HOSTS" || exit 1
+  work=$(mktemp -d "$HOSTS_SHARED/ghost-slurm.XXXXXX")
+  export SLURM_FIXTURE_HOSTS=1
+  # What a cluster's site configuration says: mpirun's daemons and the ranks talk over the hosts'
+  # network (the machine's other interfaces are not routed between the hosts).
+  export OMPI_MCA_oob_tcp_if_include=$HOSTS_SUBNET OMPI_MCA_btl_tcp_if_include=$HOSTS_SUBNET
+else
+  work=$(mktemp -d /tmp/ghost-slurm.XXXXXX)
+fi
 chmod 755 "$work"
 cleanup() {
   slurm_fixture_stop
@@ -66,7 +104,11 @@ export XDG_RUNTIME_DIR=$work/run TMPDIR=$work/tmp
 mkdir -m 700 "$XDG_RUNTIME_DIR" "$TMPDIR"
 export PATH=$(dirname "$GHOSTRUN"):$(dirname "$GHOST"):$PATH
 
-timeout -k 5 "$timeout_s" mpirun.openmpi --oversubscribe -np $np "$prog" $steps $sleep_ms \
+case $(basename "$prog") in
+*mpich*) native_mpirun=mpirun.mpich ;; # Hydra oversubscribes as it is
+*) native_mpirun="mpirun.openmpi --oversubscribe" ;;
+esac
+timeout -k 5 "$timeout_s" $native_mpirun -np $np "$prog" $steps $sleep_ms \
   >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
 
 slurm_fixture_start "$work/slurm" 60
@@ -87,8 +129,10 @@ sed -e 's/--interval 600/--interval 1/' -e "s| \./job_steps 3000 20 &$| ./job_st
   "$work/readme.sbatch" >"$work/job.sh"
 ln -s "$prog" "$work/job_steps"
 
-# --overcommit: 3 tasks on this 2-CPU node.
-jobid=$(cd "$work" && timeout 20 sbatch --parsable --overcommit job.sh 2>"$work/sbatch.err") ||
+# --overcommit: 3 tasks on this 2-CPU node. The emulated hosts have one CPU each: 3 tasks, 3 nodes.
+over=--overcommit
+[ -n "${GHOST_SLURM_HOSTS:-}" ] && over=""
+jobid=$(cd "$work" && timeout 20 sbatch --parsable $over job.sh 2>"$work/sbatch.err") ||
   fail "sbatch failed: $(cat "$work/sbatch.err")"
 out=$work/steps-$jobid.out
 
@@ -184,8 +228,78 @@ auto)
   grep -q "automatic restart 1 of 3" "$out" || fail "no automatic restart"
   grep -q "^job $jobid: ghostrun exited 0$" "$out" || fail "ghostrun did not exit 0"
   ;;
+multi)
+  ranks_up 1
+  # The batch script (ghostrun, mpirun) runs on the allocation's first node; mpirun started its
+  # daemons on the two others through srun: a rank on each node, each in the job.
+  nodes=$(timeout 10 scontrol show hostnames "$(timeout 10 squeue -h -j "$jobid" -o %N)")
+  [ "$(echo "$nodes" | wc -l)" = 3 ] || fail "the job has not 3 nodes: $nodes"
+  first=$(echo "$nodes" | head -1)
+  timeout 10 scontrol show job "$jobid" | grep -q " BatchHost=$first$" ||
+    fail "the batch script does not run on the first node $first"
+  [ "$(ip netns identify "$job")" = "ghost-$HOSTS_ID-h1" ] || fail "ghostrun does not run on $first"
+  placed=$(ghost status "$job" | awk '$1 == "rank" {print $4, $6}')
+  [ "$(echo "$placed" | awk '{print $2}' | sort -u | wc -l)" = $np ] ||
+    fail "the ranks are not on $np different hosts: $placed"
+  while read -r p h; do
+    echo "$nodes" | grep -qx "$h" || fail "rank pid $p runs on $h, not a node of the job"
+    tr '\0' '\n' <"/proc/$p/environ" | grep -qx "SLURM_JOB_ID=$jobid" ||
+      fail "rank pid $p does not run in job $jobid"
+    timeout 10 scontrol listpids "$jobid" "$h" 2>&1 | awk '{print $1}' | grep -qx "$p" ||
+      fail "Slurm does not count rank pid $p in job $jobid on $h"
+  done <<<"$placed"
+  # A periodic checkpoint names the 3 hosts.
+  for _ in $(seq 1 $((timeout_s * 50))); do
+    [ -s "$work/ckpt/latest" ] && break
+    sleep 0.02
+  done
+  [ -s "$work/ckpt/latest" ] || fail "no periodic checkpoint"
+  gen=$(cat "$work/ckpt/latest")
+  [ "$(grep -o '"host": *"[^"]*"' "$work/ckpt/$gen/manifest.json" | sort -u | wc -l)" = $np ] ||
+    fail "the manifest of $gen does not name $np hosts: $(cat "$work/ckpt/$gen/manifest.json")"
+  wait_state COMPLETED "the job did not complete"
+  grep -q "^job $jobid: ghostrun exited 0$" "$out" || fail "ghostrun did not exit 0"
+  ;;
+node_lost)
+  ranks_up 1
+  for _ in $(seq 1 $((timeout_s * 50))); do
+    [ -s "$work/ckpt/latest" ] && break
+    sleep 0.02
+  done
+  [ -s "$work/ckpt/latest" ] || fail "no periodic checkpoint"
+  sleep 0.5
+  # The third node is lost: every process in it (its slurmd, mpirun's daemon, the rank) killed.
+  lost=${HOSTS_NAMES[2]}
+  ghost status "$job" | awk '$1 == "rank" {print $6}' | grep -qx "$lost" || fail "no rank on $lost"
+  pids=$(ip netns pids "ghost-$HOSTS_ID-h3")
+  [ -n "$pids" ] || fail "nothing runs on $lost"
+  kill -KILL $pids
+  # The restarted ranks run on the two nodes left.
+  end=$((SECONDS + timeout_s))
+  while [ $SECONDS -lt $end ]; do
+    grep -q "automatic restart 1 of 3" "$out" &&
+      [ "$(ghost status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = $np ] && break
+    sleep 0.02
+  done
+  placed=$(ghost status "$job" | awk '$1 == "rank" {print $6}')
+  [ "$(echo "$placed" | wc -l)" = $np ] || fail "the ranks did not come back: $placed"
+  ! echo "$placed" | grep -qx "$lost" || fail "a rank restarted on the lost node: $placed"
+  wait_state COMPLETED "the job did not complete after the node $lost was lost"
+  grep -q "automatic restart 1 of 3" "$out" || fail "no automatic restart"
+  grep -q "^ghostrun: job $job: left out the lost Slurm node(s) $lost (slurmd at ${HOSTS_IPS[2]}:[0-9]*: " "$out" ||
+    fail "ghostrun did not say it left out $lost"
+  grep -q "^job $jobid: ghostrun exited 0$" "$out" || fail "ghostrun did not exit 0"
+  # Slurm itself declares the node down (SlurmdTimeout): the job, submitted with --no-kill, was
+  # not ended by it (wait_state fails on NODE_FAIL).
+  end=$((SECONDS + timeout_s))
+  while [ $SECONDS -lt $end ]; do
+    timeout 10 sinfo -h -n "$lost" -o %t | grep -q '^down' && break
+    sleep 0.2
+  done
+  timeout 10 sinfo -h -n "$lost" -o %t | grep -q '^down' || fail "Slurm never declared $lost down"
+  ;;
 *)
-  echo "usage: $0 run|usr1|auto PROGRAM" >&2
+  echo "usage: $0 run|usr1|auto|multi|node_lost PROGRAM" >&2
   exit 2
   ;;
 esac

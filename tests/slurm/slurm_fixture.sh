@@ -11,6 +11,8 @@
 #                                        caller's
 # Everything lives under DIR: slurm.conf, state, spool, logs, munge's key, socket and seed. Ports
 # are picked free at start. Nothing of /etc/slurm or the system's munge is touched or used.
+# With SLURM_FIXTURE_HOSTS=1 and a set of emulated hosts up (tests/hosts/hosts.sh: HOSTS_*), the
+# nodes are the hosts, one CPU each, a slurmd inside each (DIR must then be in HOSTS_SHARED).
 
 slurm_fixture_pids=()
 
@@ -51,8 +53,12 @@ slurm_fixture_start() {
     >"$dir/log/munged.log" 2>&1 &
   slurm_fixture_pids+=($!)
 
-  # This host as Slurm sees it (its name, CPUs, memory), as the only node.
-  local node
+  # The nodes: this host as Slurm sees it (its name, CPUs, memory), or, when a set of emulated hosts
+  # is up (SLURM_FIXTURE_HOSTS=1, tests/hosts/hosts.sh's HOSTS_* variables), one node per host,
+  # named as the host calls itself (a rank's hostname is its node's name), at the host's address,
+  # with one CPU each (a task per node: --ntasks=3 spans 3 nodes). slurmctld stays here, reached by
+  # the hosts at this machine's address on their bridge.
+  local node name ctl nodes=() names=() k
   node=$(slurmd -C 2>/dev/null | head -1)
   case $node in
   NodeName=*) ;;
@@ -61,9 +67,24 @@ slurm_fixture_start() {
     return 1
     ;;
   esac
-  local name=${node%% *}
+  name=${node%% *}
   name=${name#NodeName=}
-  mkdir -p "$dir/spool/$name" || return 1
+  ctl=$name
+  local extra=""
+  if [ -n "${SLURM_FIXTURE_HOSTS:-}" ]; then
+    ctl="$(hostname)($HOSTS_ROOT_IP)"
+    # A node whose slurmd stops answering is declared DOWN after 5 s, not 5 minutes: a job that
+    # lost a node meets it while it runs (and is ended by it, unless submitted with --no-kill).
+    extra="SlurmdTimeout=5"
+    for ((k = 0; k < ${#HOSTS_IPS[@]}; k++)); do
+      names+=("${HOSTS_NAMES[k]}")
+      nodes+=("NodeName=${HOSTS_NAMES[k]} NodeAddr=${HOSTS_IPS[k]} CPUs=1 RealMemory=1000")
+    done
+  else
+    names=("$name")
+    nodes=("$node")
+  fi
+  for name in "${names[@]}"; do mkdir -p "$dir/spool/$name" || return 1; done
   local cport dport
   cport=$(slurm_fixture_free_port) && dport=$(slurm_fixture_free_port) || {
     slurm_fixture_log "no free port"
@@ -72,7 +93,7 @@ slurm_fixture_start() {
   [ "$cport" != "$dport" ] || dport=$((cport + 1))
   cat >"$dir/slurm.conf" <<EOF
 ClusterName=ghosttest
-SlurmctldHost=$name
+SlurmctldHost=$ctl
 SlurmctldPort=$cport
 SlurmdPort=$dport
 SlurmUser=root
@@ -102,10 +123,11 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 JobRequeue=1
 MinJobAge=300
+$extra
 KillWait=5
 InactiveLimit=0
-$node
-PartitionName=test Nodes=$name Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+$(printf '%s\n' "${nodes[@]}")
+PartitionName=test Nodes=$(IFS=,; echo "${names[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   export SLURM_CONF=$dir/slurm.conf
   # Wait for munged's socket before the daemons authenticate with it.
@@ -121,13 +143,35 @@ EOF
   # -i: a fresh cluster (no state to recover).
   slurmctld -D -i -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 &
   slurm_fixture_pids+=($!)
-  slurmd -D -f "$SLURM_CONF" -N "$name" >"$dir/log/slurmd.out" 2>&1 &
-  slurm_fixture_pids+=($!)
+  # Each slurmd in its host (hosts_run: the host's network, hostname and /tmp; a fresh environment,
+  # hence -f), or here.
+  for name in "${names[@]}"; do
+    if [ -n "${SLURM_FIXTURE_HOSTS:-}" ]; then
+      k=${name##*-h}
+      # The agent itself (as hosts_run runs it, not through a function in a subshell): its pid
+      # becomes the slurmd's, which slurm_fixture_stop signals. `ip netns exec` mounts the host's
+      # own /sys, without /sys/fs/cgroup, and slurmd 22.05 does not start without a cgroup plugin
+      # (autodetected from what /sys/fs/cgroup holds): a tmpfs with systemd's named hierarchy
+      # gives it cgroup/v1, which this configuration (proctrack/linuxproc, task/none) never uses.
+      cat >"$dir/slurmd-in-host.sh" <<'EOS'
+mount -t tmpfs none /sys/fs/cgroup && mkdir /sys/fs/cgroup/systemd &&
+  mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd &&
+  exec slurmd -D -f "$1" -N "$2"
+EOS
+      "$HOSTS_AGENT" "${HOSTS_IPS[k - 1]}" exec /bin/sh "$dir/slurmd-in-host.sh" "$SLURM_CONF" "$name" \
+        >"$dir/log/slurmd-$name.out" 2>&1 &
+    else
+      slurmd -D -f "$SLURM_CONF" -N "$name" >"$dir/log/slurmd.out" 2>&1 &
+    fi
+    slurm_fixture_pids+=($!)
+  done
+  slurm_fixture_nodes=("${names[@]}")
   slurm_fixture_dir=$dir
   local state=""
   for i in $(seq 1 $((limit * 5))); do
-    state=$(timeout 10 sinfo -h -n "$name" -o %t 2>/dev/null)
-    [ "$state" = idle ] && return 0
+    state=$(timeout 10 sinfo -h -N -o %t 2>/dev/null | sort -u | tr '\n' ' ')
+    [ "$state" = "idle " ] && [ "$(timeout 10 sinfo -h -N -t idle -o %N | wc -l)" = ${#names[@]} ] &&
+      return 0
     for b in "${slurm_fixture_pids[@]}"; do
       kill -0 "$b" 2>/dev/null || {
         slurm_fixture_log "a daemon ended at start-up (pid $b)"
@@ -137,13 +181,14 @@ EOF
     done
     sleep 0.2
   done
-  slurm_fixture_log "the node $name is not idle after ${limit} s (sinfo: '$state')"
+  slurm_fixture_log "the nodes ${names[*]} are not all idle after ${limit} s (sinfo: '$state')"
   slurm_fixture_dump
   return 1
 }
 
 slurm_fixture_dump() {
   local f
+  [ -n "${slurm_fixture_dir:-}" ] || return 0
   for f in "$slurm_fixture_dir"/log/*; do
     [ -s "$f" ] && {
       echo "--- $f" >&2
