@@ -390,17 +390,23 @@ class pipe_restore_sink final : public res::sink {
     pipe_restore_sink(int image_fd, int status_fd) : image_fd_(image_fd), status_fd_(status_fd) {}
     ~pipe_restore_sink() override { abort(); }
     result<void> write(const void *data, size_t len) override {
-        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count; when it exists,
-        // the receiver dies (as killed) once that much has arrived, and the file goes (once).
+        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count (and "stop" after
+        // it: the receiver freezes instead, as a host that stops answering mid-transfer); when it
+        // exists, the receiver dies (as killed) once that much has arrived, and the file goes
+        // (once).
         if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at_ < 0) {
             die_at_ = LLONG_MAX;
             if (std::FILE *in = std::fopen(f, "re")) {
                 long long n = 0;
-                if (std::fscanf(in, "%lld", &n) == 1 && ::unlink(f) == 0) die_at_ = n;
+                char how[8] = "";
+                int got = std::fscanf(in, "%lld %7s", &n, how);
+                if (got >= 1 && ::unlink(f) == 0) die_at_ = n;
+                die_signal_ = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
                 std::fclose(in);
             }
         }
-        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0) ::kill(::getpid(), SIGKILL);
+        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0)
+            ::kill(::getpid(), die_signal_);
         const char *p = (const char *)data;
         while (len) {
             if (image_fd_ < 0) return error{"the restorer's input was closed"};
@@ -439,6 +445,7 @@ class pipe_restore_sink final : public res::sink {
     }
     int image_fd_, status_fd_;
     long long die_at_ = -1;
+    int die_signal_ = SIGKILL;
     size_t written_ = 0;
 };
 

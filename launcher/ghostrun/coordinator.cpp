@@ -536,6 +536,7 @@ struct server {
         int cli = ep.cli_fd;
         bool ckpt = ep.ckpt;
         bool live = ep.live;
+        if (cfg.verbose) note("epoch " + std::to_string(id) + " abandoned: " + why);
         // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
         ep = epoch_state{};
@@ -1180,6 +1181,7 @@ struct server {
         if (new_mpirun > 0 && waitpid(new_mpirun, &ws, WNOHANG) == new_mpirun) {
             new_mpirun = -1;
             new_mpirun_kill_at = clock_type::time_point::max();
+            if (cfg.verbose) note("the migration's new mpirun is gone");
             if (mv.active && !mv.deferred.empty()) return migration_answer(mv.deferred);
             if (mv.active && mv.live && !mv.switched && ep.live && ep.ph != phase::idle)
                 abort_epoch("the new mpirun exited with status " +
