@@ -707,7 +707,7 @@ struct server {
     static constexpr double kBalanceOverloaded = 0.8; // ranks that get more are not held back
     static constexpr double kBalanceMinGain = 1.5;    // the destination's share / the source's
     static constexpr int kBalanceStreak = 2;
-    static constexpr int kBalanceAvoidWindows = 10;
+    static constexpr int kBalanceAvoidWindows = 30;
     static constexpr long kBalanceQuiesceMs = 10000, kBalanceStartMs = 30000;
 
     struct rank_sample {

@@ -12,7 +12,8 @@
 #            host, as status says, and the job ends with the output of a native run over the hosts
 #   run_hosts.sh migrate FLAVOUR PROGRAM [MPIRUN OPTIONS...]
 #            PROGRAM (job_steps.c) under ghostrun, a rank per host; `ghost migrate` moves rank 1 to
-#            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory; status
+#            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory (or live,
+#            GHOST_MIGRATE_VIA=ucx); status
 #            names the hosts after each move; the output is a native run's over the hosts
 #   run_hosts.sh balance FLAVOUR PROGRAM [MPIRUN OPTIONS...]
 #            h3 made slow (hosts_slow: its processes share 5% of one CPU); PROGRAM (job_steps.c
@@ -170,7 +171,8 @@ print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))'
   ;;
 migrate)
   # Rank 1 moves from h2 to h3 and back, GHOST_MIGRATIONS times in all (default 2;
-  # the issue's ten round trips: GHOST_MIGRATIONS=20, a soak), while the job
+  # the issue's ten round trips: GHOST_MIGRATIONS=20, a soak: benchmarks/migrate/round_trips.sh),
+  # while the job
   # runs (ranks inside Sendrecv/Waitall/collectives or sleeping between steps); ghost status says
   # where every rank is after each move; the output is the native run's over the same hosts.
   prog=${1:?program}
@@ -183,6 +185,9 @@ migrate)
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
   moves=${GHOST_MIGRATIONS:-2}
+  # GHOST_MIGRATE_VIA=ucx: live migrations (no image on disk) instead of the shared directory.
+  via=fs:$HOSTS_SHARED/mig
+  [ "${GHOST_MIGRATE_VIA:-fs}" = ucx ] && via=ucx
   steps=$((300 + 250 * moves)) sleep_ms=20
   timeout_s=$((timeout_s + 30 * moves))
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
@@ -192,7 +197,7 @@ migrate)
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
   for ((k = 1; k <= moves; k++)); do
     if ((k % 2)); then to=2; else to=1; fi
-    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "fs:$HOSTS_SHARED/mig" \
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "$via" \
       >>"$work/mig.out" 2>>"$work/mig.err" || fail "migration $k failed: $(tail -1 "$work/mig.err")"
     want="${HOSTS_NAMES[0]} ${HOSTS_NAMES[to]} ${HOSTS_NAMES[2]}"
     [ "$(rank_hosts)" = "$want" ] || fail "after migration $k ranks are on $(rank_hosts), not $want"
