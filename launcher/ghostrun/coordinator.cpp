@@ -706,6 +706,9 @@ struct server {
 
     static constexpr double kBalanceOverloaded = 0.8; // ranks that get more are not held back
     static constexpr double kBalanceMinGain = 1.5;    // the destination's share / the source's
+    // ... and at least this much more of a CPU: on a machine where every rank gets a few percent,
+    // ratios of small shares are noise, and a move (its downtime) would cost more than it gives.
+    static constexpr double kBalanceMinGainCpu = 0.05;
     static constexpr int kBalanceStreak = 2;
     static constexpr int kBalanceAvoidWindows = 30;
     static constexpr long kBalanceQuiesceMs = 10000, kBalanceStartMs = 30000;
@@ -857,7 +860,8 @@ struct server {
             if (expected > best) best = expected, dst = name;
         }
         double src_got = std::max(view[src].got, 0.001);
-        if (dst.empty() || best < src_got * kBalanceMinGain) {
+        if (dst.empty() || best < src_got * kBalanceMinGain ||
+            best - view[src].got < kBalanceMinGainCpu) {
             bal.state = "balanced";
             bal.streak = 0;
             return;

@@ -16,7 +16,7 @@
 #            GHOST_MIGRATE_VIA=ucx); status
 #            names the hosts after each move; the output is a native run's over the hosts
 #   run_hosts.sh balance FLAVOUR PROGRAM [MPIRUN OPTIONS...]
-#            h3 made slow (hosts_slow: its processes share 5% of one CPU); PROGRAM (job_steps.c
+#            h3 made slow (hosts_slow: its processes share 2% of one CPU); PROGRAM (job_steps.c
 #            with CPU work per step), a rank per host, under ghostrun --balance --balance-interval
 #            1: the balancer moves rank 2 away from h3 (its log lines; `ghost status --json`: rank 2
 #            elsewhere, bound to one CPU, the balancer's move counted) and the job ends with the
@@ -220,12 +220,13 @@ balance)
   for ip in "${HOSTS_IPS[@]}"; do
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
-  # About 1e9 rounds of arithmetic per rank (1-2 s of one CPU): at 5% of a CPU, rank 2 would
-  # need 20-40 s on h3 alone, so the job cannot end before the balancer has had its windows.
-  steps=200 rounds=5000
+  # About 5e8 rounds of arithmetic per rank (about 1 s of one CPU): at 2% of a CPU, rank 2 would
+  # need some 50 s on h3 alone, so the job cannot end before the balancer has had its windows.
+  steps=200 rounds=2500
+  timeout_s=$((timeout_s + 60)) # a loaded machine
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
     "$prog" $steps 0 $rounds >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
-  hosts_slow 3 5 || { echo "SKIP: no CPU cgroup controller to slow a host with"; exit 77; }
+  hosts_slow 3 2 || { echo "SKIP: no CPU cgroup controller to slow a host with"; exit 77; }
   start run "$GHOSTRUN" --balance --balance-interval 1 --ckpt-dir "$HOSTS_SHARED/ck" -np 3 \
     --hostfile "$hf" "${reach[@]}" "${extra[@]}" "$prog" $steps 0 $rounds
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
