@@ -27,6 +27,8 @@
 #include <sstream>
 #include <thread>
 
+#include <hwloc.h>
+
 #include "ghost-core/elf_build_id.h"
 #include "ghost-core/export.h"
 #include "ghost-core/image_reader.h"
@@ -388,17 +390,23 @@ class pipe_restore_sink final : public res::sink {
     pipe_restore_sink(int image_fd, int status_fd) : image_fd_(image_fd), status_fd_(status_fd) {}
     ~pipe_restore_sink() override { abort(); }
     result<void> write(const void *data, size_t len) override {
-        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count; when it exists,
-        // the receiver dies (as killed) once that much has arrived, and the file goes (once).
+        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count (and "stop" after
+        // it: the receiver freezes instead, as a host that stops answering mid-transfer); when it
+        // exists, the receiver dies (as killed) once that much has arrived, and the file goes
+        // (once).
         if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at_ < 0) {
             die_at_ = LLONG_MAX;
             if (std::FILE *in = std::fopen(f, "re")) {
                 long long n = 0;
-                if (std::fscanf(in, "%lld", &n) == 1 && ::unlink(f) == 0) die_at_ = n;
+                char how[8] = "";
+                int got = std::fscanf(in, "%lld %7s", &n, how);
+                if (got >= 1 && ::unlink(f) == 0) die_at_ = n;
+                die_signal_ = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
                 std::fclose(in);
             }
         }
-        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0) ::kill(::getpid(), SIGKILL);
+        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0)
+            ::kill(::getpid(), die_signal_);
         const char *p = (const char *)data;
         while (len) {
             if (image_fd_ < 0) return error{"the restorer's input was closed"};
@@ -437,6 +445,7 @@ class pipe_restore_sink final : public res::sink {
     }
     int image_fd_, status_fd_;
     long long die_at_ = -1;
+    int die_signal_ = SIGKILL;
     size_t written_ = 0;
 };
 
@@ -497,6 +506,38 @@ class pipe_restore_sink final : public res::sink {
 
 } // namespace
 
+// GHOST_BIND="RANK:CPU,..." (ghostrun --balance moved RANK here): this process, and with it the
+// rank it becomes (the affinity outlives execve and the restore), binds to the core of CPU on its
+// host. Empty when there is nothing to do, else why the binding failed (the rank runs unbound).
+std::string bind_moved_rank(long rank) {
+    const char *spec = std::getenv("GHOST_BIND");
+    if (!spec || !*spec) return "";
+    long cpu = -1;
+    std::istringstream in(spec);
+    for (std::string item; std::getline(in, item, ',');) {
+        char *end = nullptr;
+        long r = std::strtol(item.c_str(), &end, 10);
+        if (*end == ':' && r == rank) cpu = std::strtol(end + 1, nullptr, 10);
+    }
+    if (cpu < 0) return "";
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) != 0) return "hwloc cannot start";
+    std::string why;
+    if (hwloc_topology_load(topo) != 0) {
+        why = "hwloc cannot read this host's topology";
+    } else if (hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)cpu); !pu) {
+        why = "this host has no CPU " + std::to_string(cpu);
+    } else {
+        // The whole core (its hardware threads), as mpirun's --bind-to core does.
+        hwloc_obj_t core = hwloc_get_ancestor_obj_by_type(topo, HWLOC_OBJ_CORE, pu);
+        if (hwloc_set_cpubind(topo, core ? core->cpuset : pu->cpuset, HWLOC_CPUBIND_PROCESS) != 0)
+            why = std::string("cannot bind to CPU ") + std::to_string(cpu) + ": " +
+                  std::strerror(errno);
+    }
+    hwloc_topology_destroy(topo);
+    return why;
+}
+
 // `ghost restart-rank --receive` (a live migration, runtime/job_protocol.h): this rank's process
 // becomes the restorer of an image that streams in from the rank's old process; a receiver
 // process of its own (orphaned: no child of the restored rank) takes the stream.
@@ -540,6 +581,9 @@ int cmd_restart_rank_receive() {
     ::close(coord_fd);
     ::fcntl(img[0], F_SETFD, 0);
     ::fcntl(st[1], F_SETFD, 0);
+    // Only the rank's process: its receiver (forked above) keeps every CPU for the transfer.
+    if (std::string why = bind_moved_rank(r); !why.empty())
+        std::fprintf(stderr, "ghost: restart-rank %ld: runs unbound: %s\n", r, why.c_str());
     std::string image_arg = std::to_string(img[0]), status_arg = std::to_string(st[1]);
     const char *argv[] = {"ghost-restart", image_arg.c_str(), status_arg.c_str(), "--rank",
                           nullptr};
@@ -943,9 +987,22 @@ struct rank_row {
     // messages it sent to each world rank.
     std::string stats_age, cpu_s, rss_bytes;
     std::vector<std::string> sent;
+    // Since the layer reports them: time on a CPU and runnable without one, the host's CPUs, the
+    // rank's CPU binding (runtime/job_protocol.h, STATS).
+    std::string run_s, wait_s, cpus, bound;
+};
+// The built-in balancer's state (ghostrun --balance): BALANCER and BHOST lines.
+struct balancer_row {
+    std::string interval_s, state, moves, failed, last;
+    struct host {
+        std::string name, ranks, cpus, cpu_share, avoided;
+    };
+    std::vector<host> hosts;
 };
 struct job_row {
     std::string job, ranks, mpirun, program, problem;
+    bool balancing = false;
+    balancer_row balancer;
     std::vector<rank_row> rows;
     std::string ckpt_gen, ckpt_dir; // the last checkpoint, if any
     long long ckpt_time = 0;
@@ -1098,13 +1155,36 @@ job_row job_status(const std::string &job) {
                         in >> v;
                         r.sent.push_back(v);
                     }
+                    for (std::string k, v; in >> k >> v;) {
+                        if (k == "run_s") r.run_s = v;
+                        if (k == "wait_s") r.wait_s = v;
+                        if (k == "cpus") r.cpus = v;
+                        if (k == "bound") r.bound = v;
+                    }
                 }
+        } else if (kind == "BALANCER") {
+            j.balancing = true;
+            in >> j.balancer.interval_s >> j.balancer.state >> j.balancer.moves >>
+                j.balancer.failed;
+            std::getline(in >> std::ws, j.balancer.last);
+        } else if (kind == "BHOST") {
+            balancer_row::host h;
+            in >> h.name >> h.ranks >> h.cpus >> h.cpu_share >> h.avoided;
+            j.balancer.hosts.push_back(h);
         } else if (kind == "CKPT") {
             in >> j.ckpt_gen >> j.ckpt_time;
             std::getline(in >> std::ws, j.ckpt_dir);
         }
     }
     return j;
+}
+
+// A number as JSON, or null (a figure the coordinator relays from a rank is not trusted to be one).
+std::string json_num(const std::string &s) {
+    char *end = nullptr;
+    if (s.empty()) return "null";
+    std::strtod(s.c_str(), &end);
+    return *end || s.find_first_of("xXnNiI") != std::string::npos ? "null" : s;
 }
 
 std::string json_str(const std::string &s) {
@@ -1181,10 +1261,35 @@ int cmd_status(const status_args &a) {
                     for (size_t i = 0; i < r.sent.size(); i++)
                         std::printf("%s%s", i ? ", " : "", r.sent[i].c_str());
                     std::printf("]");
+                    if (!r.run_s.empty()) std::printf(", \"run_s\": %s", json_num(r.run_s).c_str());
+                    if (!r.wait_s.empty())
+                        std::printf(", \"wait_s\": %s", json_num(r.wait_s).c_str());
+                    if (!r.cpus.empty())
+                        std::printf(", \"host_cpus\": %s", json_num(r.cpus).c_str());
+                    if (!r.bound.empty())
+                        std::printf(", \"bound_cpus\": %s", json_str(r.bound).c_str());
                 }
                 std::printf("}");
             }
-            std::printf("]}");
+            std::printf("]");
+            if (j.balancing) {
+                const balancer_row &b = j.balancer;
+                std::printf(", \"balancer\": {\"interval_s\": %s, \"state\": %s, \"moves\": %s, "
+                            "\"failed\": %s, \"last\": %s, \"hosts\": [",
+                            json_num(b.interval_s).c_str(), json_str(b.state).c_str(),
+                            json_num(b.moves).c_str(), json_num(b.failed).c_str(),
+                            json_str(b.last).c_str());
+                for (size_t k = 0; k < b.hosts.size(); k++)
+                    std::printf("%s{\"host\": %s, \"ranks\": %s, \"cpus\": %s, \"cpu_share\": "
+                                "%s, \"avoided\": %s}",
+                                k ? ", " : "", json_str(b.hosts[k].name).c_str(),
+                                json_num(b.hosts[k].ranks).c_str(),
+                                json_num(b.hosts[k].cpus).c_str(),
+                                json_num(b.hosts[k].cpu_share).c_str(),
+                                b.hosts[k].avoided == "1" ? "true" : "false");
+                std::printf("]}");
+            }
+            std::printf("}");
         }
         std::printf("], \"processes\": [");
         for (size_t i = 0; i < pids.size(); i++)
@@ -1208,6 +1313,11 @@ int cmd_status(const status_args &a) {
         for (const auto &r : j.rows)
             std::printf("  rank %-4s pid %-8s host %-16s %s\n", r.rank.c_str(), r.pid.c_str(),
                         r.host.c_str(), r.state.c_str());
+        if (j.balancing)
+            std::printf("  balancer: every %s s, %s, %s move(s), %s failed; last: %s\n",
+                        j.balancer.interval_s.c_str(), j.balancer.state.c_str(),
+                        j.balancer.moves.c_str(), j.balancer.failed.c_str(),
+                        j.balancer.last.c_str());
     }
     for (int pid : pids) {
         std::string exe = "?";

@@ -32,9 +32,14 @@
 //   a receiver whose connection closes before its image has arrived ends itself.
 //   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
 //   rank:        FINALIZED                               MPI_Finalize was called
-//   rank:        STATS <cpu_s> <rss_bytes> <n> <sent to 0> ... <sent to n-1>   about every second
-//                outside epochs: CPU time, resident memory, point-to-point messages sent to each
-//                world rank (the quiesce counters); the coordinator keeps the latest
+//   rank:        STATS <cpu_s> <rss_bytes> <n> <sent to 0> ... <sent to n-1> [<key> <value>]...
+//                about every second outside epochs: CPU time, resident memory, point-to-point
+//                messages sent to each world rank (the quiesce counters); then keyed figures (a
+//                reader skips keys it does not know): run_s <s> and wait_s <s> (how long the
+//                rank's main thread ran, and was runnable without a CPU: /proc/self/schedstat;
+//                the balancer's measure of an overloaded host), cpus <n> (the host's online
+//                CPUs), bound <list> (the CPUs the rank may run on, "0-3,6"); the coordinator
+//                keeps the latest
 // Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
 // checkpoints; the coordinator marks the rank lost).
 //
@@ -75,6 +80,13 @@
 //                 job goes on where it was (answered once the new mpirun is gone).
 //   STATUS also sends RSTAT <r> <age_s> <STATS fields> after a rank's RANK line once it has sent
 //                 STATS, and CKPT <generation> <unix time> <gen dir> before END once there is one.
+//                 Under ghostrun --balance, before CKPT: BALANCER <interval_s> <state> <moves>
+//                 <failed> <last move, text> (state: measuring, considering, moving, balanced,
+//                 waiting), then BHOST <host> <ranks> <cpus> <CPU share or -> <avoided 0|1> per
+//                 host the job has had ranks on (the last window's view).
+//   The built-in balancer starts its moves as MIGRATE ... ucx does (the same begin_migration),
+//   without a requester; a moved rank's new process gets GHOST_BIND=<rank>:<cpu> through its
+//   mpirun and binds to that CPU's core (hwloc) before its image arrives.
 #pragma once
 
 #include <string>

@@ -225,7 +225,20 @@ void restore_thread_extras(const thread_extras &t) {
         long r = sys::call(SYS_sched_setattr, 0, t.sched_attr, 0);
         if (sys::failed(r)) warn("scheduling policy of thread", (int)sys::call(SYS_gettid), r);
     }
-    if (t.affinity_bytes) sys::call(SYS_sched_setaffinity, 0, t.affinity_bytes, t.affinity);
+    // The saved CPU affinity within what this process was given where it is restored (a
+    // restarted rank's binding by its new mpirun, a migrated one's by the balancer on its new
+    // host: the restored threads inherit it from the restorer): an affinity the program chose
+    // stays while it fits the new binding; when they do not meet, the new binding wins.
+    if (!t.affinity_bytes) return;
+    uint64_t now[16] = {}, want[16] = {};
+    long n = sys::call(SYS_sched_getaffinity, 0, sizeof now, now);
+    if (sys::failed(n)) return;
+    bool any = false;
+    for (uint32_t i = 0; i < 16 && i * 8 < t.affinity_bytes; i++) {
+        want[i] = t.affinity[i] & now[i];
+        any |= want[i] != 0;
+    }
+    if (any) sys::call(SYS_sched_setaffinity, 0, sizeof want, want);
 }
 
 } // namespace ghost::agent

@@ -2,7 +2,8 @@
 // Process and thread state that lives in the kernel, that a program set and can read back, and that
 // the image carries in the agent's state block: interval timers besides ITIMER_REAL, POSIX timers
 // (same ids, notification, value and remaining time), resource limits, oom_score_adj, membarrier
-// registrations; per thread: scheduling policy, priority and nice value, and CPU affinity.
+// registrations; per thread: scheduling policy, priority and nice value, and CPU affinity (within
+// the affinity the restoring process was given).
 //
 // capture_* run while the process is parked (the manager for the process, each thread in its park
 // handler); restore_* run in a restored process before any thread returns to the program. Both

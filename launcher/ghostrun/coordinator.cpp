@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -158,6 +159,8 @@ struct migration {
     std::map<int, std::string> receivers; // rank -> addr:port
     clock_type::time_point t_receivers, t_sent;
     unsigned long long bytes = 0;
+    bool by_balancer = false; // the built-in balancer asked (its answer goes to it)
+    std::string bind;         // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
 };
 
 struct last_checkpoint {
@@ -533,6 +536,7 @@ struct server {
         int cli = ep.cli_fd;
         bool ckpt = ep.ckpt;
         bool live = ep.live;
+        if (cfg.verbose) note("epoch " + std::to_string(id) + " abandoned: " + why);
         // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
         ep = epoch_state{};
@@ -638,6 +642,7 @@ struct server {
                     send_line(c.fd, "RSTAT " + std::to_string(r) + " " + age + " " + rc->stats);
                 }
             }
+            balance_status(c.fd);
             if (last.gen > 0)
                 send_line(c.fd, "CKPT " + std::to_string(last.gen) + " " +
                                     std::to_string(last.time) + " " + last.dir);
@@ -678,18 +683,284 @@ struct server {
             if (dir == "-") dir = cfg.ckpt_dir;
             if (dir != "ucx" && (dir.empty() || dir[0] != '/'))
                 return send_line(c.fd, "ERROR the image directory must be absolute");
-            std::string why = begin_migration(c.fd, atol(w[1].c_str()), w[3], w[4], dir);
-            if (why.empty()) mv_start_ms = std::max(1000L, atol(w[2].c_str()));
+            std::string why =
+                begin_migration(c.fd, atol(w[1].c_str()), atol(w[2].c_str()), w[3], w[4], dir);
             if (!why.empty()) send_line(c.fd, "ERROR " + why);
         } else {
             send_line(c.fd, "ERROR unknown request " + w[0]);
         }
     }
 
+    // ---- the built-in balancer (ghostrun --balance) ----
+    //
+    // Every interval it compares, per host, the share of the CPU its ranks got of what they wanted:
+    // run / (run + wait) over the window, from STATS run_s and wait_s (/proc/self/schedstat: time
+    // on a CPU, time runnable without one). An oversubscribed host, one whose CPU quota is used up
+    // or whose cores a hog competes for makes its ranks wait, whatever they compute; a rank that
+    // sleeps or blocks wants nothing and counts as satisfied. It moves one rank from the host whose
+    // ranks got the least to the one expected to give it the most, through begin_migration as
+    // `ghost migrate --via ucx` does. Hysteresis: a minimum gain, the same move proposed on
+    // kBalanceStreak windows in a row, one move at a time; no ping-pong: a rank never returns to a
+    // host it was moved away from, and a host left (or a destination that failed) is no destination
+    // for kBalanceAvoidWindows windows.
+
+    static constexpr double kBalanceOverloaded = 0.8; // ranks that get more are not held back
+    static constexpr double kBalanceMinGain = 1.5;    // the destination's share / the source's
+    // ... and at least this much more of a CPU: on a machine where every rank gets a few percent,
+    // ratios of small shares are noise, and a move (its downtime) would cost more than it gives.
+    static constexpr double kBalanceMinGainCpu = 0.05;
+    static constexpr int kBalanceStreak = 2;
+    static constexpr int kBalanceAvoidWindows = 30;
+    static constexpr long kBalanceQuiesceMs = 10000, kBalanceStartMs = 30000;
+
+    struct rank_sample {
+        long pid = 0;
+        double run_s = 0, wait_s = 0;
+        clock_type::time_point at;
+    };
+    struct balance_host {
+        int ranks = 0;
+        long cpus = 0;
+        double got = -1; // the CPU share its ranks got of what they wanted (mean); -1: unmeasured
+        std::set<long> bound_cpus; // CPUs that a rank here is bound to (fewer than all)
+    };
+    struct balancer {
+        clock_type::time_point next;
+        long window = 0;
+        std::map<int, rank_sample> base;           // each rank at the window's start
+        std::map<std::string, balance_host> hosts; // the last window's view (every host seen)
+        std::map<std::string, long> avoid_until;   // host -> window
+        std::map<int, std::set<std::string>> left; // rank -> hosts it was moved away from
+        std::string proposal;
+        int streak = 0;
+        bool in_flight = false;
+        int moving_rank = -1;
+        std::string moving_from, moving_to;
+        int moves = 0, failed = 0;
+        std::string state = "measuring", last = "-";
+    } bal;
+
+    // The figures of a STATS line (without "STATS ") the balancer uses; false if it has none.
+    static bool parse_stats(const std::string &stats, rank_sample *smp, long *cpus,
+                            std::set<long> *bound) {
+        auto w = split(stats);
+        if (w.size() < 3) return false;
+        size_t at = 3 + strtoul(w[2].c_str(), nullptr, 10);
+        bool have_run = false, have_wait = false;
+        for (; at + 1 < w.size(); at += 2) {
+            if (w[at] == "run_s") smp->run_s = atof(w[at + 1].c_str()), have_run = true;
+            if (w[at] == "wait_s") smp->wait_s = atof(w[at + 1].c_str()), have_wait = true;
+            if (w[at] == "cpus") *cpus = atol(w[at + 1].c_str());
+            if (w[at] == "bound") {
+                std::istringstream in(w[at + 1]);
+                std::string range;
+                while (std::getline(in, range, ',')) {
+                    long lo = atol(range.c_str()), hi = lo;
+                    if (size_t dash = range.find('-'); dash != std::string::npos)
+                        hi = atol(range.c_str() + dash + 1);
+                    for (long c = lo; c <= hi && c - lo < 4096; c++)
+                        bound->insert(c);
+                }
+            }
+        }
+        return have_run && have_wait && *cpus > 0;
+    }
+
+    void balance_tick() {
+        if (cfg.balance_interval_s <= 0) return;
+        auto now = clock_type::now();
+        if (now < bal.next) return;
+        auto every = std::chrono::duration_cast<clock_type::duration>(
+            std::chrono::duration<double>(cfg.balance_interval_s));
+        bal.next = now + every;
+        if (bal.in_flight) return;
+        bal.window++;
+        if (ep.ph != phase::idle || mv.active || new_mpirun > 0 || stopped_after_ckpt ||
+            !job_not_ready().empty()) {
+            // A checkpoint, a migration, ranks starting or ending: the next window starts anew.
+            bal.state = "waiting";
+            bal.base.clear();
+            bal.streak = 0;
+            return;
+        }
+        std::map<std::string, balance_host> view;
+        std::map<int, double> got; // rank -> its CPU share over the window
+        std::map<int, rank_sample> next_base;
+        bool complete = true;
+        for (auto *c : live_ranks()) {
+            rank_sample smp;
+            smp.pid = c->pid;
+            smp.at = c->stats_time;
+            long cpus = 0;
+            std::set<long> bound;
+            if (!parse_stats(c->stats, &smp, &cpus, &bound)) {
+                complete = false;
+                continue;
+            }
+            next_base[c->rank] = smp;
+            balance_host &h = view[c->host];
+            h.ranks++;
+            h.cpus = std::max(h.cpus, cpus);
+            if ((long)bound.size() < cpus) h.bound_cpus.insert(bound.begin(), bound.end());
+            auto b = bal.base.find(c->rank);
+            double dt = b == bal.base.end() ? 0 : secs(smp.at - b->second.at);
+            if (b == bal.base.end() || b->second.pid != smp.pid ||
+                dt < cfg.balance_interval_s / 2) {
+                complete = false; // a new process, or no sample since the window began
+                continue;
+            }
+            double run = smp.run_s - b->second.run_s, wait = smp.wait_s - b->second.wait_s;
+            // Runnable less than a tenth of the window: it wants no CPU, nothing holds it back.
+            got[c->rank] = run + wait < dt / 10 ? 1.0 : std::clamp(run / (run + wait), 0.0, 1.0);
+        }
+        bal.base = next_base;
+        for (auto &[name, h] : view) {
+            double sum = 0;
+            int n = 0;
+            for (auto *c : live_ranks())
+                if (c->host == name && got.count(c->rank)) sum += got[c->rank], n++;
+            h.got = n > 0 && n == h.ranks ? sum / n : -1;
+        }
+        // Hosts seen before and empty now keep their CPUs and the share they gave when last
+        // measured (a slow host left by its ranks stays known as slow).
+        for (auto &[name, h] : bal.hosts)
+            if (!view.count(name)) view[name] = {0, h.cpus, h.got, {}};
+        bal.hosts = view;
+        if (!complete) {
+            bal.state = "measuring";
+            bal.streak = 0;
+            return;
+        }
+        // The source: the host whose ranks got the least.
+        std::string src;
+        for (auto &[name, h] : view)
+            if (h.ranks > 0 && (src.empty() || h.got < view[src].got)) src = name;
+        if (src.empty() || view[src].got >= kBalanceOverloaded) {
+            bal.state = "balanced";
+            bal.streak = 0;
+            return;
+        }
+        // Its rank that got the least (the lowest number among equals).
+        int rank = -1;
+        for (auto *c : live_ranks())
+            if (c->host == src && (rank < 0 || got[c->rank] < got[rank])) rank = c->rank;
+        // The destination: the host expected to give most with one more rank (one with no free
+        // CPU then shares its CPUs among one more rank); one never measured is assumed idle.
+        std::string dst;
+        double best = -1;
+        for (auto &[name, h] : view) {
+            if (name == src || bal.left[rank].count(name)) continue;
+            if (auto a = bal.avoid_until.find(name);
+                a != bal.avoid_until.end() && bal.window < a->second)
+                continue;
+            double measured = h.got >= 0 ? h.got : 1.0;
+            double expected = h.ranks + 1 <= h.cpus
+                                  ? measured
+                                  : std::min(measured, (double)h.cpus / (h.ranks + 1));
+            if (expected > best) best = expected, dst = name;
+        }
+        double src_got = std::max(view[src].got, 0.001);
+        if (dst.empty() || best < src_got * kBalanceMinGain ||
+            best - view[src].got < kBalanceMinGainCpu) {
+            bal.state = "balanced";
+            bal.streak = 0;
+            return;
+        }
+        std::string proposal = std::to_string(rank) + " " + src + " " + dst;
+        bal.streak = proposal == bal.proposal ? bal.streak + 1 : 1;
+        bal.proposal = proposal;
+        if (bal.streak < kBalanceStreak) {
+            bal.state = "considering";
+            return;
+        }
+        // A free CPU of the destination (no rank there is bound to it) for the moved rank.
+        const balance_host &d = view[dst];
+        long cpu = -1;
+        for (long c = 0; c < d.cpus && cpu < 0; c++)
+            if (!d.bound_cpus.count(c)) cpu = c;
+        char why[512];
+        snprintf(why, sizeof why,
+                 "%s: its %d rank(s) got %.2f of the CPU time they wanted; %s (%d rank(s), %ld "
+                 "CPU(s)): %.2f expected with it",
+                 src.c_str(), view[src].ranks, view[src].got, dst.c_str(), d.ranks, d.cpus, best);
+        std::string err = begin_migration(-1, kBalanceQuiesceMs, kBalanceStartMs, dst,
+                                          std::to_string(rank), "ucx");
+        bal.streak = 0;
+        bal.proposal.clear();
+        if (!err.empty()) {
+            bal.state = "waiting";
+            note("balancer: rank " + std::to_string(rank) + " stays on " + src + ": " + err);
+            return;
+        }
+        mv.by_balancer = true;
+        if (cpu >= 0) mv.bind = std::to_string(rank) + ":" + std::to_string(cpu);
+        bal.in_flight = true;
+        bal.moving_rank = rank;
+        bal.moving_from = src;
+        bal.moving_to = dst;
+        bal.state = "moving";
+        note("balancer: moving rank " + std::to_string(rank) + " from " + src + " to " + dst +
+             " (" + why + ")" +
+             (cpu >= 0 ? "; it binds to CPU " + std::to_string(cpu) + " there"
+                       : "; no free CPU there to bind it to"));
+    }
+
+    // The balancer's migration ended (`line`: its answer, OK or ERROR).
+    void balance_done(const std::string &line) {
+        bal.in_flight = false;
+        bal.base.clear(); // the next window measures the new placement
+        bal.next = clock_type::now();
+        std::string r = std::to_string(bal.moving_rank);
+        if (line.rfind("OK ", 0) == 0) {
+            bal.moves++;
+            bal.left[bal.moving_rank].insert(bal.moving_from);
+            bal.avoid_until[bal.moving_from] = bal.window + kBalanceAvoidWindows;
+            std::string downtime = "?";
+            if (size_t at = line.find("downtime_s="); at != std::string::npos)
+                downtime = split(line.substr(at + 11))[0];
+            bal.last = "rank " + r + " moved from " + bal.moving_from + " to " + bal.moving_to +
+                       " (downtime " + downtime + " s)";
+            bal.state = "measuring";
+            note("balancer: rank " + r + " runs on " + bal.moving_to + " now (downtime " +
+                 downtime + " s)");
+        } else {
+            bal.failed++;
+            bal.avoid_until[bal.moving_to] = bal.window + kBalanceAvoidWindows;
+            std::string why = line.rfind("ERROR ", 0) == 0 ? line.substr(6) : line;
+            bal.last = "rank " + r + " could not move to " + bal.moving_to;
+            bal.state = "measuring";
+            note("balancer: moving rank " + r + " to " + bal.moving_to + " failed: " + why +
+                 "; that host is avoided for " + std::to_string(kBalanceAvoidWindows) +
+                 " intervals");
+        }
+    }
+
+    void balance_status(int fd) {
+        if (cfg.balance_interval_s <= 0) return;
+        char head[128];
+        snprintf(head, sizeof head, "BALANCER %g %s %d %d ", cfg.balance_interval_s,
+                 bal.state.c_str(), bal.moves, bal.failed);
+        send_line(fd, head + bal.last);
+        for (auto &[name, h] : bal.hosts) {
+            char l[512];
+            auto a = bal.avoid_until.find(name);
+            bool avoided = a != bal.avoid_until.end() && bal.window < a->second;
+            if (h.got >= 0)
+                snprintf(l, sizeof l, "BHOST %s %d %ld %.3f %d", name.c_str(), h.ranks, h.cpus,
+                         h.got, avoided ? 1 : 0);
+            else
+                snprintf(l, sizeof l, "BHOST %s %d %ld - %d", name.c_str(), h.ranks, h.cpus,
+                         avoided ? 1 : 0);
+            send_line(fd, l);
+        }
+    }
+
     // ---- migration ----
 
     // Empty when the migration began (its answer comes once the ranks run again), else why not.
-    std::string begin_migration(int cli_fd, long quiesce_ms, const std::string &host,
+    // The one way a migration starts: `ghost migrate` (MIGRATE) and the built-in balancer.
+    // start_ms bounds how long the new processes have to come up (--start-timeout).
+    std::string begin_migration(int cli_fd, long quiesce_ms, long start_ms, const std::string &host,
                                 const std::string &rank_list, const std::string &dir) {
         if (!job::is_host_name(host)) return "'" + host + "' is not a host name";
         if (auto why = job_not_ready(); !why.empty()) return why;
@@ -708,6 +979,10 @@ struct server {
         }
         if (ranks.empty()) return "no rank to migrate";
         if (!cfg.relaunch) return "this ghostrun cannot relaunch its ranks";
+        if (mv.active) return "a migration is in progress";
+        // Before either kind begins: a live one copies it now, one through files once its images
+        // are written (saved_all).
+        mv_start_ms = std::max(1000L, start_ms);
         if (dir == "ucx") return begin_live_migration(cli_fd, quiesce_ms, host, ranks);
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
@@ -757,7 +1032,7 @@ struct server {
         ep.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
         for (auto *c : live_ranks())
             c->state = "quiesced";
-        pid_t child = cfg.relaunch("", mv.hosts_new);
+        pid_t child = cfg.relaunch("", mv.hosts_new, mv.bind);
         if (child <= 0) return abort_epoch("cannot start mpirun");
         new_mpirun = child;
         new_mpirun_kill_at = clock_type::time_point::max();
@@ -910,6 +1185,7 @@ struct server {
         if (new_mpirun > 0 && waitpid(new_mpirun, &ws, WNOHANG) == new_mpirun) {
             new_mpirun = -1;
             new_mpirun_kill_at = clock_type::time_point::max();
+            if (cfg.verbose) note("the migration's new mpirun is gone");
             if (mv.active && !mv.deferred.empty()) return migration_answer(mv.deferred);
             if (mv.active && mv.live && !mv.switched && ep.live && ep.ph != phase::idle)
                 abort_epoch("the new mpirun exited with status " +
@@ -965,7 +1241,7 @@ struct server {
         mv.t_launch = clock_type::now();
         mv.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
         mv.kill_at = clock_type::time_point::max();
-        pid_t child = cfg.relaunch(mv.gen_dir, *hosts);
+        pid_t child = cfg.relaunch(mv.gen_dir, *hosts, "");
         if (child > 0) {
             g_child = child;
             next_periodic = clock_type::now() + interval();
@@ -1015,6 +1291,11 @@ struct server {
     }
 
     void migration_answer(const std::string &line) {
+        if (mv.by_balancer) {
+            balance_done(line);
+            mv = migration{};
+            return;
+        }
         if (mv.cli >= 0)
             send_line(mv.cli, line);
         else if (cfg.verbose || line.rfind("ERROR", 0) == 0)
@@ -1096,7 +1377,7 @@ struct server {
         note("mpirun exited with status " + std::to_string(status) + "; restarting from " + *gen +
              " (automatic restart " + std::to_string(restarts_done) + " of " +
              std::to_string(cfg.auto_restarts) + ")");
-        pid_t child = cfg.relaunch(*gen, {});
+        pid_t child = cfg.relaunch(*gen, {}, "");
         if (child > 0) {
             g_child = child;
             last = {m->generation, *gen, m->time};
@@ -1186,6 +1467,7 @@ struct server {
             check_migration_deadline();
             check_live();
             retry_waiting();
+            balance_tick();
             if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
                 next_periodic = now + interval();
                 // Not before every rank is there, nor after one finalized: silently skipped.

@@ -40,6 +40,7 @@ struct job_config {
     double interval_s = 0;         // > 0: a checkpoint every interval_s seconds
     int auto_restarts = 0;         // relaunches left after a failure
     bool verbose = false;
+    double balance_interval_s = 0; // > 0: the built-in balancer samples the ranks this often
     // The generation this job was restarted from (0: a fresh start), its directory and time.
     int restarted_gen = 0;
     std::string restarted_dir;
@@ -49,7 +50,10 @@ struct job_config {
     // job's placement from then on (mpirun_opts changes with it: a migration). gen_dir empty: the
     // ranks run `ghost restart-rank --receive` (a live migration; the placement changes only
     // through set_placement, once it has succeeded).
-    std::function<pid_t(const std::string &gen_dir, const std::vector<std::string> &hosts)>
+    // bind: "RANK:CPU,..." (a live migration's receivers only): the new process of RANK binds to
+    // the core of that CPU on its host before its image arrives (GHOST_BIND).
+    std::function<pid_t(const std::string &gen_dir, const std::vector<std::string> &hosts,
+                        const std::string &bind)>
         relaunch;
     std::function<void(const std::vector<std::string> &hosts)> set_placement;
 };

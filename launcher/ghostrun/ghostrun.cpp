@@ -53,7 +53,8 @@ void usage(FILE *f) {
     fprintf(
         f,
         "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [--fresh]\n"
-        "                [--mpi openmpi|mpich] [MPIRUN OPTIONS] PROGRAM [ARGS]\n"
+        "                [--balance [--balance-interval SECONDS]] [--mpi openmpi|mpich]\n"
+        "                [MPIRUN OPTIONS] PROGRAM [ARGS]\n"
         "       ghostrun --restart DIR [--interval SECONDS] [--auto-restart N] [MPIRUN OPTIONS]\n"
         "Runs an MPI program under mpirun with every rank split into an application half and a\n"
         "disposable MPI half. mpirun options pass through unchanged; the MPI implementation\n"
@@ -62,6 +63,9 @@ void usage(FILE *f) {
         "When DIR (--ckpt-dir, default ./ghost-ckpt) holds a complete checkpoint of the same\n"
         "program, the job resumes from it (--fresh: starts afresh). SIGUSR1 to ghostrun:\n"
         "checkpoint into DIR and stop (exit status 75; the next run resumes).\n"
+        "--balance: every --balance-interval seconds (default 10) the coordinator compares how\n"
+        "long each host's ranks wait for a CPU and live-migrates a rank from an overloaded host\n"
+        "to one with room, binding it to a free CPU there.\n"
         "Environment: GHOST_MPI_LIBDIR (layer libraries), GHOST_MPIRUN_OPENMPI, "
         "GHOST_MPIRUN_MPICH.\n");
 }
@@ -93,8 +97,8 @@ const std::set<std::string> &two_arg_options() {
 }
 
 struct parsed {
-    std::string ckpt_dir, interval, auto_restart, restart, mpi;
-    bool verbose = false, from_ghost = false, fresh = false;
+    std::string ckpt_dir, interval, auto_restart, restart, mpi, balance_interval;
+    bool verbose = false, from_ghost = false, fresh = false, balance = false;
     std::vector<std::string> mpirun_opts;
     std::string program;
     std::vector<std::string> program_args;
@@ -123,6 +127,10 @@ parsed parse(int argc, char **argv) {
             value(name, &p.ckpt_dir);
         } else if (name == "--interval") {
             value(name, &p.interval);
+        } else if (a == "--balance") {
+            p.balance = true;
+        } else if (name == "--balance-interval") {
+            value(name, &p.balance_interval);
         } else if (name == "--auto-restart") {
             value(name, &p.auto_restart);
         } else if (name == "--restart") {
@@ -479,6 +487,16 @@ int main(int argc, char **argv) {
             die("--interval needs a number of seconds, got '" + p.interval + "'");
         cfg.interval_s = atof(p.interval.c_str());
     }
+    if (!p.balance_interval.empty()) {
+        if (!p.balance) die("--balance-interval goes with --balance");
+        if (!positive_number(p.balance_interval) || atof(p.balance_interval.c_str()) < 0.2 ||
+            atof(p.balance_interval.c_str()) > 86400)
+            die("--balance-interval needs a number of seconds (0.2 to 86400), got '" +
+                p.balance_interval + "'");
+    }
+    if (p.balance)
+        cfg.balance_interval_s =
+            p.balance_interval.empty() ? 10.0 : atof(p.balance_interval.c_str());
     if (!p.auto_restart.empty()) {
         if (p.auto_restart.find_first_not_of("0123456789") != std::string::npos ||
             p.auto_restart.size() > 6)
@@ -600,13 +618,22 @@ int main(int argc, char **argv) {
     cfg.set_placement = [&cfg, placed](const std::vector<std::string> &hosts) {
         cfg.mpirun_opts = placed(hosts);
     };
-    cfg.relaunch = [&l, &cfg, placed, verbose = p.verbose](
-                       const std::string &gen, const std::vector<std::string> &hosts) -> pid_t {
-        if (gen.empty()) // a live migration's receivers
+    cfg.relaunch = [&l, &cfg, placed, verbose = p.verbose](const std::string &gen,
+                                                           const std::vector<std::string> &hosts,
+                                                           const std::string &bind) -> pid_t {
+        if (gen.empty()) { // a live migration's receivers
+            std::vector<std::string> opts = placed(hosts);
+            if (!bind.empty()) { // not secret: a value on the command line is fine
+                std::vector<std::string> env =
+                    l.ompi ? std::vector<std::string>{"-x", "GHOST_BIND=" + bind}
+                           : std::vector<std::string>{"-genv", "GHOST_BIND", bind};
+                opts.insert(opts.begin(), env.begin(), env.end());
+            }
             return l.start(
-                l.command(placed(hosts),
-                          std::vector<std::string>{l.ghost_bin, "restart-rank", "--receive"}, true),
+                l.command(opts, std::vector<std::string>{l.ghost_bin, "restart-rank", "--receive"},
+                          true),
                 verbose);
+        }
         if (hosts.empty()) { // an automatic restart: without the Slurm nodes that are gone
             if (auto left_out = without_lost_nodes(gen, l.job)) {
                 cfg.mpirun_opts = placed(*left_out);

@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -527,8 +528,28 @@ bool run_epoch(const std::string &e, long timeout_ms) {
 
 bool connect_now(const char *coord, const char *job, const char *secret);
 
-// STATS <cpu_s> <rss_bytes> <n> <messages sent to world rank 0> ... <to n-1>: what a load
-// balancer reads through `ghost status --json` (the coordinator keeps each rank's latest).
+// The CPU list `set` as "0-3,6" (an empty set: "-").
+std::string cpu_list(const cpu_set_t &set) {
+    std::string out;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        int last = c;
+        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &set))
+            last++;
+        out += (out.empty() ? "" : ",") + std::to_string(c);
+        if (last > c) out += "-" + std::to_string(last);
+        c = last;
+    }
+    return out.empty() ? "-" : out;
+}
+
+// STATS <cpu_s> <rss_bytes> <n> <messages sent to world rank 0> ... <to n-1>
+//       run_s <s> wait_s <s> cpus <n> bound <list>
+// what a load balancer reads through `ghost status --json` (the coordinator keeps each rank's
+// latest, its built-in balancer among others). run_s and wait_s: how long the rank's main thread
+// ran, and how long it was runnable but not running (/proc/self/schedstat: a host whose cores are
+// oversubscribed or whose cgroup's CPU quota is used up makes its ranks wait there, whatever they
+// compute); cpus: the CPUs this host has online (its capacity); bound: those the rank may run on.
 std::string stats_line() {
     struct timespec cpu = {};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
@@ -537,13 +558,25 @@ std::string stats_line() {
         if (fscanf(f, "%llu %llu", &pages_total, &pages_resident) != 2) pages_resident = 0;
         fclose(f);
     }
+    // /proc/self is the thread group leader: the thread that runs the program's main().
+    unsigned long long on_cpu_ns = 0, run_delay_ns = 0;
+    if (FILE *f = fopen("/proc/self/schedstat", "re")) {
+        if (fscanf(f, "%llu %llu", &on_cpu_ns, &run_delay_ns) != 2) on_cpu_ns = run_delay_ns = 0;
+        fclose(f);
+    }
+    cpu_set_t bound;
+    CPU_ZERO(&bound);
+    if (sched_getaffinity(0, sizeof bound, &bound) != 0) CPU_ZERO(&bound);
     char head[96];
     snprintf(head, sizeof head, "STATS %.3f %llu %d", cpu.tv_sec + cpu.tv_nsec / 1e9,
              pages_resident * (unsigned long long)sysconf(_SC_PAGESIZE), g_sent ? g_world_size : 0);
     std::string l = head;
     for (int i = 0; g_sent && i < g_world_size; i++)
         l += " " + std::to_string(__atomic_load_n(&g_sent[i], __ATOMIC_RELAXED));
-    return l;
+    char tail[96];
+    snprintf(tail, sizeof tail, " run_s %.3f wait_s %.3f cpus %ld bound ", on_cpu_ns / 1e9,
+             run_delay_ns / 1e9, sysconf(_SC_NPROCESSORS_ONLN));
+    return l + tail + cpu_list(bound);
 }
 
 constexpr long kStatsEveryMs = 1000;

@@ -201,6 +201,13 @@ class node {
         // UCX 1.13 leaves shared memory out of an endpoint that must report a failed peer (ours
         // do: a receiver or a sender that dies must end the stream) unless it is told to.
         ::setenv("UCX_MM_ERROR_HANDLING", "y", 0);
+        // A peer that vanishes without a word (its host crashed or left the network: no FIN, no
+        // RST) is noticed by keepalives: UCX's default (20 s, and TCP's after 10 s idle) left a
+        // sender waiting for a verdict ~50 s after the receiver's host was gone, a live
+        // migration's whole job quiescent meanwhile. Not much shorter: a peer that is only slow
+        // (a loaded host) must not be taken for a gone one.
+        ::setenv("UCX_KEEPALIVE_INTERVAL", "5s", 0);
+        ::setenv("UCX_TCP_KEEPIDLE", "2s", 0);
         ucp_config_t *config = nullptr;
         if (ucs_status_t s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK)
             return error{"cannot read the UCX configuration: " + ucx_why(s)};

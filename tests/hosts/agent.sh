@@ -24,6 +24,13 @@ file=""
 for f in "$base"/*/host-"$host"; do [ -f "$f" ] && file=$f && break; done
 [ -n "$file" ] || { echo "agent.sh: $host: no such emulated host" >&2; exit 255; }
 read -r ns name tmp <"$file"
+# A host that hangs (hosts_hang): nothing starts.
+[ -e "${file%/*}/h${name##*-h}/hang" ] && exec sleep 100000
+# A slow host (hosts_slow): what runs on it shares its CPU cgroup's quota.
+cgfile=${file%/*}/h${name##*-h}/cgroup
+if [ -f "$cgfile" ]; then
+  echo $$ >"$(cat "$cgfile")/cgroup.procs" || { echo "agent.sh: $host: cannot enter its CPU cgroup" >&2; exit 255; }
+fi
 # `ip netns exec` enters the network namespace in a mount namespace of its own (a slave of the
 # root's): the bind of /tmp stays inside.
 # Paths under /tmp that every host keeps seeing (hosts.sh: the project's and build trees) are bound

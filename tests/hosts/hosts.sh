@@ -13,6 +13,11 @@
 #   hosts_down        removes the set (idempotent)
 #   hosts_attach DIR  sets the variables of hosts_up for a set another process brought up
 #   hosts_can         status 0 if this machine can make namespaces (root, ip, unshare)
+#   hosts_slow K PCT  makes host K slow: the processes started on it from then on share PCT% of
+#                     one CPU (a CPU cgroup with a quota: cgroup v2 cpu.max, or v1 cfs_quota_us)
+#   hosts_hang K      host K's agent starts nothing from then on (it sleeps until killed)
+#   hosts_vanish K    host K disappears: its link goes, its processes are killed, its namespace
+#                     deleted (a host that crashed or left the network)
 # As a command:
 #   hosts.sh up N     brings a set up and prints its directory (removed by `down` or, once this
 #                     shell's parent is gone, by the next `up`); hosts.sh down DIR; hosts.sh gc
@@ -44,6 +49,15 @@ _hosts_remove() {
   local dir=$1 id ns pids
   [ -f "$dir/id" ] || { rm -rf "$dir"; return 0; }
   id=$(cat "$dir/id")
+  # A slow host's CPU cgroup (hosts_slow): emptied, then removed.
+  for cg in "$dir"/h*/cgroup; do
+    [ -f "$cg" ] || continue
+    cg=$(cat "$cg")
+    case $cg in /sys/fs/cgroup/*ghost-$id-h*) ;; *) continue ;; esac
+    pids=$(cat "$cg/cgroup.procs" 2>/dev/null)
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+    for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.05; done
+  done
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ghost-$id-h[0-9]*$"); do
     pids=$(ip netns pids "$ns" 2>/dev/null)
     [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
@@ -189,6 +203,44 @@ hosts_attach() { # hosts_attach DIR
   done
   HOSTS_SUBNET=${HOSTS_IPS[0]%.*}.0/24
   HOSTS_ROOT_IP=${HOSTS_IPS[0]%.*}.1
+}
+
+# hosts_slow K PCT: the processes the agent starts on host K from now on (mpirun's daemons, and
+# their ranks) share PCT percent of one CPU, through a CPU cgroup with a quota. A rank that leaves
+# the host (a migration) leaves the cgroup with it. Status 1 if this machine has no CPU controller
+# to use (cgroup v2 with cpu enabled at the root, or v1's cpu hierarchy).
+hosts_slow() {
+  local k=$1 pct=$2 cg quota=$(($2 * 1000))
+  [ "$quota" -ge 1000 ] || { echo "hosts: hosts_slow needs a percentage >= 1" >&2; return 1; }
+  if grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    cg=/sys/fs/cgroup/ghost-$HOSTS_ID-h$k
+    mkdir -p "$cg" && echo "$quota 100000" >"$cg/cpu.max" || return 1
+  elif [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+    cg=/sys/fs/cgroup/cpu/ghost-$HOSTS_ID-h$k
+    mkdir -p "$cg" && echo 100000 >"$cg/cpu.cfs_period_us" && echo "$quota" >"$cg/cpu.cfs_quota_us" ||
+      return 1
+  else
+    echo "hosts: no CPU cgroup controller to slow a host with" >&2
+    return 1
+  fi
+  echo "$cg" >"$HOSTS_DIR/h$k/cgroup"
+}
+
+# hosts_hang K: what mpirun starts on host K from now on never runs (the agent sleeps instead, as an
+# sshd that accepts and then hangs).
+hosts_hang() {
+  : >"$HOSTS_DIR/h$1/hang"
+}
+
+# hosts_vanish K: host K is gone, as a crashed machine: its network first (its peers see no FIN nor
+# RST, only silence), then its processes, then its namespace.
+hosts_vanish() {
+  local k=$1 ns=ghost-$HOSTS_ID-h$1 pids
+  ip link del "${HOSTS_ID}v$k" 2>/dev/null
+  pids=$(ip netns pids "$ns" 2>/dev/null)
+  [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  rm -f "$HOSTS_DIR/host-${HOSTS_IPS[k - 1]}" "$HOSTS_DIR/host-${HOSTS_NAMES[k - 1]}"
 }
 
 hosts_down() {

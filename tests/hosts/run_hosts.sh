@@ -12,8 +12,23 @@
 #            host, as status says, and the job ends with the output of a native run over the hosts
 #   run_hosts.sh migrate FLAVOUR PROGRAM [MPIRUN OPTIONS...]
 #            PROGRAM (job_steps.c) under ghostrun, a rank per host; `ghost migrate` moves rank 1 to
-#            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory; status
+#            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory (or live,
+#            GHOST_MIGRATE_VIA=ucx); status
 #            names the hosts after each move; the output is a native run's over the hosts
+#   run_hosts.sh balance FLAVOUR PROGRAM [MPIRUN OPTIONS...]
+#            h3 made slow (hosts_slow: its processes share 2% of one CPU); PROGRAM (job_steps.c
+#            with CPU work per step), a rank per host, under ghostrun --balance --balance-interval
+#            1: the balancer moves rank 2 away from h3 (its log lines; `ghost status --json`: rank 2
+#            elsewhere, bound to one CPU, the balancer's move counted) and the job ends with the
+#            output of a native run over the hosts. The verdict is on the move and the output,
+#            never on speed.
+#   run_hosts.sh migfault FLAVOUR PROGRAM [MPIRUN OPTIONS...]
+#            PROGRAM (job_steps.c) on h1 and h2; live migrations of rank 1 to h3 that fail, each
+#            in one line, the job going on where it was: h3's agent starts nothing (no new
+#            process ever connects: the failure comes within --start-timeout), h3's new rank
+#            process stopped (SIGSTOP) as soon as it runs, h3 vanishing (its link deleted, its
+#            processes killed, its namespace deleted) mid-transfer (its receiver frozen first);
+#            the output is a native run's
 #   run_hosts.sh scratch FLAVOUR
 #            the hosts' /tmp is private: a file a rank writes in its /tmp is seen by no rank on
 #            another host, nor in the root namespace's /tmp; each host has its own name and address
@@ -156,7 +171,8 @@ print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))'
   ;;
 migrate)
   # Rank 1 moves from h2 to h3 and back, GHOST_MIGRATIONS times in all (default 2;
-  # the issue's ten round trips: GHOST_MIGRATIONS=20, a soak), while the job
+  # the issue's ten round trips: GHOST_MIGRATIONS=20, a soak: benchmarks/migrate/round_trips.sh),
+  # while the job
   # runs (ranks inside Sendrecv/Waitall/collectives or sleeping between steps); ghost status says
   # where every rank is after each move; the output is the native run's over the same hosts.
   prog=${1:?program}
@@ -169,6 +185,9 @@ migrate)
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
   moves=${GHOST_MIGRATIONS:-2}
+  # GHOST_MIGRATE_VIA=ucx: live migrations (no image on disk) instead of the shared directory.
+  via=fs:$HOSTS_SHARED/mig
+  [ "${GHOST_MIGRATE_VIA:-fs}" = ucx ] && via=ucx
   steps=$((300 + 250 * moves)) sleep_ms=20
   timeout_s=$((timeout_s + 30 * moves))
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
@@ -178,7 +197,7 @@ migrate)
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
   for ((k = 1; k <= moves; k++)); do
     if ((k % 2)); then to=2; else to=1; fi
-    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "fs:$HOSTS_SHARED/mig" \
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "$via" \
       >>"$work/mig.out" 2>>"$work/mig.err" || fail "migration $k failed: $(tail -1 "$work/mig.err")"
     want="${HOSTS_NAMES[0]} ${HOSTS_NAMES[to]} ${HOSTS_NAMES[2]}"
     [ "$(rank_hosts)" = "$want" ] || fail "after migration $k ranks are on $(rank_hosts), not $want"
@@ -191,6 +210,163 @@ migrate)
   diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
   echo "OK: migrate $flavour: rank 1 moved $moves times between ${HOSTS_NAMES[1]} and ${HOSTS_NAMES[2]};" \
     "downtimes: $(sed -n 's/.*downtime_s=\([0-9.]*\).*/\1/p' "$work/mig.out" | tr '\n' ' ')"
+  ;;
+balance)
+  prog=${1:?program}
+  shift
+  extra=("$@")
+  cd "$work" || exit 1
+  hf=$work/hostfile
+  for ip in "${HOSTS_IPS[@]}"; do
+    if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
+  done >"$hf"
+  # About 5e8 rounds of arithmetic per rank (about 1 s of one CPU): at 2% of a CPU, rank 2 would
+  # need some 50 s on h3 alone, so the job cannot end before the balancer has had its windows.
+  steps=200 rounds=2500
+  timeout_s=$((timeout_s + 60)) # a loaded machine
+  timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
+    "$prog" $steps 0 $rounds >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
+  hosts_slow 3 2 || { echo "SKIP: no CPU cgroup controller to slow a host with"; exit 77; }
+  start run "$GHOSTRUN" --balance --balance-interval 1 --ckpt-dir "$HOSTS_SHARED/ck" -np 3 \
+    --hostfile "$hf" "${reach[@]}" "${extra[@]}" "$prog" $steps 0 $rounds
+  [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
+  # While the job runs: once the balancer counts a move, rank 2 is elsewhere, bound to one CPU.
+  seen=""
+  while kill -0 "$gpid" 2>/dev/null; do
+    "$GHOST" status --json "$job" >"$work/status.json" 2>/dev/null || break
+    seen=$(python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+b = j.get("balancer")
+if b is None:
+    print("nobalancer")
+elif b["moves"] >= 1:
+    r2 = [r for r in j["ranks"] if r["rank"] == 2][0]
+    bound = r2.get("bound_cpus", "?")
+    print("moved %s %s" % (r2["host"], bound) if "-" not in bound and "," not in bound
+          else "unbound %s %s" % (r2["host"], bound))' "$work/status.json" 2>/dev/null)
+    [ -n "$seen" ] && break
+    sleep 0.2
+  done
+  [ "$seen" != nobalancer ] || fail "ghost status --json shows no balancer"
+  finish 0
+  grep -q "balancer: moving rank 2 from ${HOSTS_NAMES[2]} to " "$work/run.err" ||
+    fail "the balancer did not move rank 2 away from the slow host ${HOSTS_NAMES[2]}"
+  grep -q "balancer: rank 2 runs on " "$work/run.err" || fail "rank 2's move did not complete"
+  case $seen in
+  "moved ${HOSTS_NAMES[2]} "*) fail "status after the move still has rank 2 on ${HOSTS_NAMES[2]}" ;;
+  moved*) ;;
+  "") echo "note: the job ended before status showed the move" ;;
+  *) fail "status after the move: rank 2 $seen (not bound to one CPU)" ;;
+  esac
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  echo "OK: balance $flavour: $(grep -h 'balancer: moving rank' "$work/run.err" | head -1 | sed 's/^ghostrun: job [0-9]*: //');" \
+    "status: rank 2 ${seen#moved }; output as native"
+  ;;
+migfault)
+  prog=${1:?program}
+  shift
+  extra=("$@")
+  cd "$work" || exit 1
+  hf=$work/hostfile
+  for ip in "${HOSTS_IPS[0]}" "${HOSTS_IPS[1]}"; do
+    if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
+  done >"$hf"
+  two=$(host_list "${HOSTS_IPS[0]}" "${HOSTS_IPS[1]}")
+  steps=1200 sleep_ms=20 # at least 24 s: long enough for the three failures (about 16 s)
+  timeout_s=$((timeout_s + 60))
+  timeout -k 5 "$timeout_s" $mpirun -np 2 "${reach[@]}" "${place[@]}" "$two" "${extra[@]}" \
+    "$prog" $steps 0 >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
+  start2() { # as start, for 2 ranks
+    setsid timeout -k 5 "$timeout_s" "$@" >"$work/run.out" 2>"$work/run.err" &
+    gpid=$!
+    job=""
+    for _ in $(seq 1 500); do
+      job=$(sed -n 's/^ghostrun: job \([0-9]*\)$/\1/p' "$work/run.err" | head -1)
+      [ -n "$job" ] && break
+      sleep 0.02
+    done
+    [ -n "$job" ] || fail "ghostrun printed no job id"
+    for _ in $(seq 1 1000); do
+      [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = 2 ] && return 0
+      kill -0 "$gpid" 2>/dev/null || fail "the job ended before every rank registered"
+      sleep 0.02
+    done
+    fail "not every rank registered with the coordinator"
+  }
+  # The receivers' test hook (launcher/commands.cpp), read from each host's own /tmp.
+  export GHOST_TEST_RECEIVE_DIE=/tmp/ghost-receive-stop
+  [ "$fl" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
+  start2 "$GHOSTRUN" --ckpt-dir "$HOSTS_SHARED/ck" -np 2 --hostfile "$hf" "${reach[@]}" "${extra[@]}" \
+    "$prog" $steps $sleep_ms
+  where="${HOSTS_NAMES[0]} ${HOSTS_NAMES[1]}"
+  [ "$(rank_hosts)" = "$where" ] || fail "ranks not on $where: $(rank_hosts)"
+  # failed_move NAME START_MS: a migration of rank 1 to h3 that must fail in one line within
+  # START_MS + 15 s (the new mpirun's end: SIGTERM, SIGKILL 5 s later), every rank where it was.
+  failed_move() {
+    local name=$1 start_ms=$2 t0=$SECONDS
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[2]}" --start-timeout "$start_ms" \
+      >"$work/$name.out" 2>"$work/$name.err" && fail "$name: the migration succeeded"
+    local took=$((SECONDS - t0))
+    [ "$(wc -l <"$work/$name.err")" = 1 ] || fail "$name: more than one line: $(cat "$work/$name.err")"
+    grep -q "^ghost: migration of job $job failed: the ranks could not move to ${HOSTS_NAMES[2]} (.*); the job goes on where it was$" \
+      "$work/$name.err" || fail "$name: unexpected failure: $(cat "$work/$name.err")"
+    [ "$took" -le $((start_ms / 1000 + 15)) ] || fail "$name: the failure took $took s (--start-timeout $((start_ms / 1000)) s)"
+    kill -0 "$gpid" 2>/dev/null || fail "$name: the job ended"
+    [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = 2 ] ||
+      fail "$name: not every rank runs: $("$GHOST" status "$job")"
+    [ "$(rank_hosts)" = "$where" ] || fail "$name: ranks not where they were: $(rank_hosts)"
+    echo "$name: $(sed 's/.*(\(.*\)); the job goes on.*/\1/' "$work/$name.err") ($took s)" >>"$work/faults"
+  }
+  faults=${GHOST_MIGFAULTS:-hang stopped vanished} # (a subset, to look into one)
+  # 1. h3's agent starts nothing: no process of the migration ever connects from there.
+  if [[ " $faults " = *" hang "* ]]; then
+    hosts_hang 3
+    failed_move hang 5000
+    rm -f "$HOSTS_DIR/h3/hang"
+  fi
+  # 2. The new rank process on h3 is stopped as soon as it runs (it never connects again).
+  ns3=ghost-$HOSTS_ID-h3
+  if [[ " $faults " = *" stopped "* ]]; then
+  ( for _ in $(seq 1 1500); do
+      for p in $(ip netns pids "$ns3" 2>/dev/null); do
+        grep -q restart-rank "/proc/$p/cmdline" 2>/dev/null && kill -STOP "$p" && exit 0
+      done
+      sleep 0.01
+    done ) &
+  stopper=$!
+  failed_move stopped 5000
+  wait "$stopper" || fail "stopped: no process of the migration ran on ${HOSTS_NAMES[2]}"
+  for p in $(ip netns pids "$ns3" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  fi
+  # 3. h3 vanishes mid-transfer: its receiver freezes after 200000 bytes of rank 1's image (the
+  # test hook, in h3's private /tmp: no other host's receiver sees it), then the host goes.
+  echo "200000 stop" >"$HOSTS_DIR/h3/tmp/ghost-receive-stop"
+  ( for _ in $(seq 1 3000); do
+      for p in $(ip netns pids "$ns3" 2>/dev/null); do
+        if [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = T ]; then
+          hosts_vanish 3
+          exit 0
+        fi
+      done
+      sleep 0.01
+    done
+    exit 1 ) &
+  vanisher=$!
+  failed_move vanished 10000
+  wait "$vanisher" || fail "vanished: h3's receiver never froze mid-transfer"
+  ip netns list | grep -q "^$ns3\b" && fail "vanished: ${HOSTS_NAMES[2]}'s namespace is still there"
+  t_faults=$SECONDS
+  finish 0
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 2 ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  echo "OK: migfault $flavour: $(tr '\n' ';' <"$work/faults") output as native (the job ended" \
+    "$((SECONDS - t_faults)) s after the faults)"
   ;;
 scratch)
   mark=ghost-scratch-$HOSTS_ID
@@ -211,7 +387,7 @@ scratch)
   echo "OK: scratch $flavour: h1's /tmp file seen on h1 only"
   ;;
 *)
-  echo "usage: $0 spread|restart|migrate|scratch FLAVOUR ..." >&2
+  echo "usage: $0 spread|restart|migrate|balance|scratch FLAVOUR ..." >&2
   exit 2
   ;;
 esac

@@ -2,9 +2,11 @@
 /* A job that runs long in wall time and little in CPU, for job-level checkpoint tests: STEPS steps
  * of a ring exchange (Sendrecv), a nonblocking exchange the other way (Isend/Irecv/Waitall), an
  * Allreduce and a Bcast from a rotating root, each received value checked, all folded into a
- * per-rank checksum; SLEEP_MS of sleep between steps (outside MPI). Prints only at the end, so
- * that a job restarted from a checkpoint prints what an uninterrupted one prints.
- * Usage: job_steps STEPS [SLEEP_MS] */
+ * per-rank checksum; SLEEP_MS of sleep between steps (outside MPI), and WORK thousand rounds of
+ * integer arithmetic (a CPU-bound job whose progress is its steps: the balancer's tests), folded
+ * into the checksum too. Prints only at the end, so that a job restarted from a checkpoint prints
+ * what an uninterrupted one prints.
+ * Usage: job_steps STEPS [SLEEP_MS [WORK]] */
 #include <time.h>
 
 #include "mpit.h"
@@ -18,6 +20,7 @@ int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "job_steps");
     int steps = argc > 1 ? atoi(argv[1]) : 100;
     int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
+    long work = argc > 3 ? atol(argv[3]) * 1000 : 0;
     int r = mpit_rank, n = mpit_size;
     int right = (r + 1) % n, left = (r + n - 1) % n;
     unsigned long long state = 12345 + (unsigned long long)r;
@@ -41,6 +44,12 @@ int main(int argc, char **argv) {
         mix((unsigned long long)in);
         mix((unsigned long long)total);
         mix((unsigned long long)root_val);
+        if (work > 0) {
+            unsigned long long x = state;
+            for (long i = 0; i < work; i++)
+                x = x * 2862933555777941757ull + 3037000493ull + (x >> 29);
+            mix(x);
+        }
         if (sleep_ms > 0) {
             struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
             while (nanosleep(&ts, &ts) != 0) {
