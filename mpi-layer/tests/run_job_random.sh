@@ -21,7 +21,8 @@
 # GHOST_MAY_REFUSE, one checkpoint or refusal) must land while the job runs; the last segment must
 # exit 0 and every rank must print PASS.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per segment, default 120),
-# GHOST_MAY_REFUSE (see above).
+# GHOST_MAY_REFUSE (see above), GHOST_RANDOM_WORK_MS (the first program argument, a number of
+# repetitions, becomes a maximum: see below).
 set -u
 flavour=$1 np=$2 seed=$3 count=$4 prog=$5
 shift 5
@@ -74,6 +75,33 @@ start() { # start NAME COMMAND...
   done
   t_run=$(date +%s%N)
 }
+
+# With GHOST_RANDOM_WORK_MS set, the first program argument (the corpus programs' repetitions,
+# MPIT_REPEAT) is a maximum: short native probe runs measure the work one repetition takes here,
+# and the count is scaled down so that the native run works about GHOST_RANDOM_WORK_MS. A fixed
+# count fit for an idle machine ran for minutes on a loaded 2-core one (MPICH's progress engine
+# polls: 200000 repetitions of p2p_modes took longer than the 120 s timeout), a count fit for the
+# loaded one ends before any moment on an idle one. Native and ghost runs use the same count, so
+# the outputs still compare; only the length of the job depends on the machine, not the verdict.
+target_ms=${GHOST_RANDOM_WORK_MS:-}
+if [ -n "$target_ms" ] && [ "${#pargs[@]}" -gt 0 ] && [ "${pargs[0]}" -gt 0 ] 2>/dev/null; then
+  max_iters=${pargs[0]}
+  probe=$((max_iters / 1000))
+  [ "$probe" -ge 1 ] || probe=1
+  while :; do
+    MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$probe" "${pargs[@]:1}" >"$work/probe.out" 2>"$work/probe.err" ||
+      fail "the native probe run ($probe repetitions) failed"
+    probe_ms=$(sed -n 's/^mpit: work_ms=\([0-9]*\)$/\1/p' "$work/probe.err" | head -1)
+    [ -n "$probe_ms" ] || fail "the native probe run printed no work time (MPIT_WORK_TIME)"
+    { [ "$probe_ms" -ge 200 ] || [ "$probe" -ge "$max_iters" ]; } && break
+    probe=$((probe * 4))
+  done
+  [ "$probe_ms" -ge 1 ] || probe_ms=1
+  iters=$((probe * target_ms / probe_ms))
+  [ "$iters" -le "$max_iters" ] || iters=$max_iters
+  [ "$iters" -ge 1 ] || iters=1
+  pargs[0]=$iters
+fi
 
 t0=$(date +%s%N)
 MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" >"$work/native.out" 2>"$work/native.err" ||
