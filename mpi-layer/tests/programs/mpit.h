@@ -37,15 +37,19 @@ static inline void mpit_started(void) {
  * MPIT_HOLD_FILE: rank 0 then waits, outside MPI, before the job's last step until that file
  * exists, so that the job cannot run out under the harness however fast or slow the machine is
  * (a wall-time budget was either too short on a loaded machine or too long on an idle one). The
- * other ranks wait for rank 0 inside MPI, as they would for a slow peer. */
-static inline void mpit_hold_before_end(void) {
+ * other ranks wait for rank 0 inside MPI, as they would for a slow peer (mpit_hold_before_end);
+ * mpit_finish holds every rank, outside MPI. */
+static inline void mpit_hold_file_wait(void) {
     const char *f = getenv("MPIT_HOLD_FILE");
-    if (mpit_rank != 0 || !f || !*f) return;
+    if (!f || !*f) return;
     while (access(f, F_OK) != 0) {
         struct timespec ts = {0, 10 * 1000000L};
         while (nanosleep(&ts, &ts) != 0) {
         }
     }
+}
+static inline void mpit_hold_before_end(void) {
+    if (mpit_rank == 0) mpit_hold_file_wait();
 }
 
 #define CHECK(cond)                                                                                \
@@ -71,8 +75,10 @@ static inline void mpit_init(int *argc, char ***argv, const char *name) {
 
 static inline int mpit_finish(void) {
     int all = 0;
-    /* run_job_random.sh: the job cannot end before its last checkpoint moment */
-    mpit_hold_before_end();
+    /* run_job_random.sh: the job cannot end before its last checkpoint moment. Every rank waits
+     * outside MPI: with rank 0 alone held, the others waited in the Allreduce below for a rank
+     * that cannot run forward to it, and a checkpoint then was refused ("still behind"). */
+    mpit_hold_file_wait();
     MPI_Allreduce(&mpit_failures, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     printf("rank %d: %s %s\n", mpit_rank, mpit_name, all == 0 ? "PASS" : "FAIL");
     fflush(stdout);
