@@ -38,13 +38,12 @@ static inline void mpit_started(void) {
 /* A harness that acts on a running job (checkpoints it at chosen moments, migrates a rank) follows
  * its progress rather than the clock, which neither an idle nor a loaded machine keeps to: with
  * MPIT_PROGRESS_FILE set, rank 0 writes the index of each step it starts into that file; with
- * MPIT_HOLD_FILE set, rank 0 waits before the last step, outside MPI, until that file exists (the
- * other ranks wait for it inside MPI, as for a slow peer), so that the job cannot end under the
- * harness. Programs call mpit_step at the start of each step (MPIT_REPEAT does). */
+ * MPIT_HOLD_FILE set, every rank waits before the last step, outside MPI, until that file exists, so
+ * that the job cannot end under the harness (with rank 0 alone held, the others would wait inside
+ * a collective of the last step, which a quiesce cannot run forward). Programs call mpit_step at the start of each step (MPIT_REPEAT does). */
 static inline void mpit_step(int i, int total) {
-    if (mpit_rank != 0) return;
     const char *p = getenv("MPIT_PROGRESS_FILE");
-    if (p && *p) {
+    if (mpit_rank == 0 && p && *p) {
         FILE *f = fopen(p, "w");
         if (f) {
             fprintf(f, "%d\n", i);
