@@ -151,16 +151,7 @@ class Cases:
                 raise Failure(f"ghost duplicate exited with {rc} (expected the copy's 42), stdout "
                               f"{so!r}, stderr {se.strip()!r}")
             log(f"copy {copy} of {pid}: ghost duplicate{' --detach' if detach else ''} exited with {rc}")
-            self.touch(os.path.join(d, "go"))
-            try:
-                rc = runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                raise Failure("the original did not end within 30 s") from None
-            with open(os.path.join(d, "out.txt")) as f:
-                text = f.read()
-            if rc != 0 or "PASS dup_wait" not in text:
-                raise Failure(f"the original exited with {rc}: {text.strip()!r} "
-                              f"{runner.stderr.read().decode(errors='replace').strip()!r}")
+            self.release_and_check(d, runner, "dup_wait", "the original")
             log("the original never saw the copy")
 
     def maps_resume(self):
@@ -187,17 +178,21 @@ class Cases:
         self.wait_file(os.path.join(d, "pid2"), 30, "ghost restart wrote no pid file", restart)
         with open(os.path.join(d, "pid2")) as f:
             self.pids.add(int(f.read()))
+        self.release_and_check(d, restart, "maps_resume", "the restored program")
+        log("the restored program read on where it had stopped")
+
+    def release_and_check(self, d, proc, name, who):
+        """Lets the program in d go on (its go file), waits for it and checks its PASS line."""
         self.touch(os.path.join(d, "go"))
         try:
-            rc = restart.wait(timeout=30)
+            rc = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise Failure("the restored program did not end within 30 s") from None
+            raise Failure(f"{who} did not end within 30 s") from None
         with open(os.path.join(d, "out.txt")) as f:
             text = f.read()
-        if rc != 0 or "PASS maps_resume" not in text:
-            raise Failure(f"the restored program exited with {rc}: {text.strip()!r} "
-                          f"{restart.stderr.read().decode(errors='replace').strip()!r}")
-        log("the restored program read on where it had stopped")
+        if rc != 0 or f"PASS {name}" not in text:
+            raise Failure(f"{who} exited with {rc}: {text.strip()!r} "
+                          f"{proc.stderr.read().decode(errors='replace').strip()!r}")
 
     def main(self):
         ok = False
