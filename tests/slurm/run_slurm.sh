@@ -175,6 +175,15 @@ same_as_native() {
 }
 
 wait_state RUNNING "the job did not start"
+# Waits for the job's first periodic checkpoint.
+wait_checkpoint() {
+  for _ in $(seq 1 $((timeout_s * 50))); do
+    [ -s "$work/ckpt/latest" ] && return 0
+    sleep 0.02
+  done
+  fail "no periodic checkpoint"
+}
+
 case $mode in
 run)
   ranks_up 1
@@ -215,11 +224,7 @@ usr1)
   ;;
 auto)
   ranks_up 1
-  for _ in $(seq 1 $((timeout_s * 50))); do
-    [ -s "$work/ckpt/latest" ] && break
-    sleep 0.02
-  done
-  [ -s "$work/ckpt/latest" ] || fail "no periodic checkpoint"
+  wait_checkpoint
   sleep 0.5
   victim=$(ghost status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
   [ -n "$victim" ] || fail "no rank 1"
@@ -249,11 +254,7 @@ multi)
       fail "Slurm does not count rank pid $p in job $jobid on $h"
   done <<<"$placed"
   # A periodic checkpoint names the 3 hosts.
-  for _ in $(seq 1 $((timeout_s * 50))); do
-    [ -s "$work/ckpt/latest" ] && break
-    sleep 0.02
-  done
-  [ -s "$work/ckpt/latest" ] || fail "no periodic checkpoint"
+  wait_checkpoint
   gen=$(cat "$work/ckpt/latest")
   [ "$(grep -o '"host": *"[^"]*"' "$work/ckpt/$gen/manifest.json" | sort -u | wc -l)" = $np ] ||
     fail "the manifest of $gen does not name $np hosts: $(cat "$work/ckpt/$gen/manifest.json")"
@@ -262,11 +263,7 @@ multi)
   ;;
 node_lost)
   ranks_up 1
-  for _ in $(seq 1 $((timeout_s * 50))); do
-    [ -s "$work/ckpt/latest" ] && break
-    sleep 0.02
-  done
-  [ -s "$work/ckpt/latest" ] || fail "no periodic checkpoint"
+  wait_checkpoint
   sleep 0.5
   # The third node is lost: every process in it (its slurmd, mpirun's daemon, the rank) killed.
   lost=${HOSTS_NAMES[2]}
