@@ -82,6 +82,16 @@ fail() {
   exit 1
 }
 
+# The ranks' lines of the run outputs FILES, sorted, must be the native run's, with NP PASS lines.
+same_as_native() { # same_as_native NP FILES...
+  local np=$1
+  shift
+  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
+  grep -h '^rank [0-9]*: ' "$@" | sort >"$work/got.sorted"
+  [ "$(grep -c ' PASS$' "$work/got.sorted")" = "$np" ] || fail "not every rank passed"
+  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+}
+
 # Starts a ghostrun or ghost restart in a session of its own; sets gpid and job once every rank
 # (start_np of them, 3 unless set) has registered with the coordinator.
 start() { # start NAME COMMAND...
@@ -162,10 +172,7 @@ print(" ".join(r["host"] for r in sorted(m["ranks"], key=lambda r: r["rank"])))'
   start run2 "$GHOST" restart "$ck" "${place[@]}" "$(host_list "${HOSTS_IPS[1]}" "${HOSTS_IPS[2]}" "${HOSTS_IPS[0]}")"
   [ "$(rank_hosts)" = "${HOSTS_NAMES[1]} ${HOSTS_NAMES[2]} ${HOSTS_NAMES[0]}" ] || fail "restarted ranks not on the next hosts: $(rank_hosts)"
   finish 0
-  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
-  grep -h '^rank [0-9]*: ' "$work/run.out" "$work/run2.out" | sort >"$work/got.sorted"
-  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
-  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  same_as_native 3 "$work/run.out" "$work/run2.out"
   echo "OK: restart $flavour: ranks on h1 h2 h3, restarted on h2 h3 h1, output as native" \
     "(native $((t1 - t0)) s, run and checkpoint $((t2 - t1)) s, restart $((SECONDS - t2)) s)"
   ;;
@@ -204,10 +211,7 @@ migrate)
     kill -0 "$gpid" 2>/dev/null || fail "the job ended during migration $k (too short for this machine?)"
   done
   finish 0
-  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
-  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
-  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
-  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  same_as_native 3 "$work/run.out"
   echo "OK: migrate $flavour: rank 1 moved $moves times between ${HOSTS_NAMES[1]} and ${HOSTS_NAMES[2]};" \
     "downtimes: $(sed -n 's/.*downtime_s=\([0-9.]*\).*/\1/p' "$work/mig.out" | tr '\n' ' ')"
   ;;
@@ -259,10 +263,7 @@ elif b["moves"] >= 1:
   "") echo "note: the job ended before status showed the move" ;;
   *) fail "status after the move: rank 2 $seen (not bound to one CPU)" ;;
   esac
-  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
-  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
-  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 3 ] || fail "not every rank passed"
-  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  same_as_native 3 "$work/run.out"
   echo "OK: balance $flavour: $(grep -h 'balancer: moving rank' "$work/run.err" | head -1 | sed 's/^ghostrun: job [0-9]*: //');" \
     "status: rank 2 ${seen#moved }; output as native"
   ;;
@@ -346,10 +347,7 @@ migfault)
   ip netns list | grep -q "^$ns3\b" && fail "vanished: ${HOSTS_NAMES[2]}'s namespace is still there"
   t_faults=$SECONDS
   finish 0
-  grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
-  grep -h '^rank [0-9]*: ' "$work/run.out" | sort >"$work/got.sorted"
-  [ "$(grep -c ' PASS$' "$work/got.sorted")" = 2 ] || fail "not every rank passed"
-  diff -u "$work/ref.sorted" "$work/got.sorted" >"$work/diff" || fail "outputs differ: $(cat "$work/diff")"
+  same_as_native 2 "$work/run.out"
   echo "OK: migfault $flavour: $(tr '\n' ';' <"$work/faults") output as native (the job ended" \
     "$((SECONDS - t_faults)) s after the faults)"
   ;;
