@@ -3,8 +3,10 @@
 # Quiesces an MPI job at random (seeded, replayable) moments while it runs and checks that it prints
 # exactly what an uninterrupted run prints.
 #   run_quiesce.sh FLAVOUR NP SEED COUNT PROGRAM [PROGRAM ARGS...] [-- MPIRUN OPTIONS...]
-# The program runs natively first, then under ghostrun undisturbed (its duration scales the
-# moments), then under ghostrun while `ghost quiesce JOB` is issued COUNT times. Every request must succeed (unless the job has already
+# The program runs natively first, then under ghostrun undisturbed, then under ghostrun while
+# `ghost quiesce JOB` is issued COUNT times: at steps of the program when it reports them
+# (programs/mpit.h: MPIT_PROGRESS_FILE; it then holds before its last step until the last request),
+# else at times scaled by the undisturbed run's duration. Every request must succeed (unless the job has already
 # ended), at least one must land while the job runs, outputs (sorted) must be identical, every rank
 # must print PASS.
 # A program whose first argument is a repetition count (the corpus's MPIT_REPEAT) and whose native
@@ -34,7 +36,7 @@ fail() {
 passes() { [ "$(grep -c " PASS$" "$work/$1.out")" = "$np" ]; }
 
 native() {
-  MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" \
+  MPIT_PROGRESS_FILE=$work/native.progress MPIT_WORK_TIME=1 timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "${pargs[@]}" \
     >"$work/native.out" 2>"$work/native.err"
   rc=$?
   [ $rc = 0 ] || fail "native run exited $rc"
@@ -76,28 +78,57 @@ rc=$?
 t1=$(date +%s.%N)
 gpid=
 [ $rc = 0 ] || fail "undisturbed ghost run exited $rc"
+# A program that reports its steps (programs/mpit.h) is quiesced at steps, and holds before its last
+# one until the last request has been made: a run under ghost can be much faster or slower than
+# the native and undisturbed runs (Open MPI's busy polling with 4 threads per rank on 2 cores:
+# native 10 s, under ghost 1 s), and moments in time then fell after the job's end.
+nsteps=0
+[ -s "$work/native.progress" ] && nsteps=$(($(cat "$work/native.progress") + 1))
+[ "$nsteps" -ge 4 ] && export MPIT_PROGRESS_FILE=$work/progress MPIT_HOLD_FILE=$work/release
 launch ghost
 
-# The moments, relative to the job's start: uniform over most of the undisturbed run time.
-moments=$(python3 -c "
+# The moments: steps drawn uniformly over most of the run, each with a random delay of up to 50 ms
+# after rank 0 started it; otherwise times relative to the job's start, uniform over most of the
+# undisturbed run time.
+if [ "$nsteps" -ge 4 ]; then
+  moments=$(python3 -c "
+import random; r = random.Random($seed); n = $nsteps
+print(' '.join('%d:%d' % (s, r.uniform(0, 50)) for s in
+               sorted(r.randint(max(1, n // 20), max(1, (n * 9) // 10 - 1)) for _ in range($count))))")
+else
+  moments=$(python3 -c "
 import random; r = random.Random($seed); d = ($t1 - $t0)
 print(' '.join('%.3f' % x for x in sorted(r.uniform(0.05 * d, 0.75 * d) for _ in range($count))))")
+fi
 start=$(date +%s%N)
 ok=0
 for m in $moments; do
-  ms=${m/./}
-  ms=$((10#$ms))
-  now=$((($(date +%s%N) - start) / 1000000))
-  [ $ms -gt $now ] && sleep "$(printf '%d.%03d' $(((ms - now) / 1000)) $(((ms - now) % 1000)))"
+  if [ "$nsteps" -ge 4 ]; then
+    for _ in $(seq 1 $((timeout_s * 100))); do
+      at=$(cat "$work/progress" 2>/dev/null)
+      [ -n "$at" ] && [ "$at" -ge "${m%%:*}" ] 2>/dev/null && break
+      kill -0 $gpid 2>/dev/null || break
+      sleep 0.01
+    done
+    sleep "$(printf '0.%03d' "${m##*:}")"
+    when="step ${m%%:*} +${m##*:} ms"
+  else
+    when="${m}s"
+    ms=${m/./}
+    ms=$((10#$ms))
+    now=$((($(date +%s%N) - start) / 1000000))
+    [ $ms -gt $now ] && sleep "$(printf '%d.%03d' $(((ms - now) / 1000)) $(((ms - now) % 1000)))"
+  fi
   out=$("$GHOST" quiesce "$job" --timeout 20000 2>&1)
   q=$?
-  echo "at ${m}s: $out" >>"$work/quiesce.log"
+  echo "at $when: $out" >>"$work/quiesce.log"
   if [ $q = 0 ]; then
     ok=$((ok + 1))
   elif kill -0 $gpid 2>/dev/null && ! grep -q "has called MPI_Finalize\|called MPI_Finalize\|the job ended\|not connected" <<<"$out"; then
-    fail "quiesce at ${m}s failed while the job ran: $out"
+    fail "quiesce at $when failed while the job ran: $out"
   fi
 done
+touch "$work/release" # the job may end now
 wait $gpid
 rc=$?
 gpid=
