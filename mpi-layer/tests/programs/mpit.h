@@ -19,7 +19,7 @@ static const char *mpit_name = "test";
 static int mpit_iters = 1;
 
 #define MPIT_REPEAT                                                                                \
-    for (int mpit_iter = 0; mpit_iter < mpit_iters && (mpit_step(mpit_iter, mpit_iters), 1);     \
+    for (int mpit_iter = 0; mpit_iter < mpit_iters && (mpit_step(mpit_iter, mpit_iters), 1);       \
          mpit_iter++)
 
 /* The program's own working time, from MPI_Init's return to mpit_finish, without the launcher's
@@ -38,9 +38,10 @@ static inline void mpit_started(void) {
 /* A harness that acts on a running job (checkpoints it at chosen moments, migrates a rank) follows
  * its progress rather than the clock, which neither an idle nor a loaded machine keeps to: with
  * MPIT_PROGRESS_FILE set, rank 0 writes the index of each step it starts into that file; with
- * MPIT_HOLD_FILE set, every rank waits before the last step, outside MPI, until that file exists, so
- * that the job cannot end under the harness (with rank 0 alone held, the others would wait inside
- * a collective of the last step, which a quiesce cannot run forward). Programs call mpit_step at the start of each step (MPIT_REPEAT does). */
+ * MPIT_HOLD_FILE set, every rank waits before the last step, outside MPI, until that file exists,
+ * so that the job cannot end under the harness (with rank 0 alone held, the others would wait
+ * inside a collective of the last step, which a quiesce cannot run forward). Programs call
+ * mpit_step at the start of each step (MPIT_REPEAT does). */
 static inline void mpit_step(int i, int total) {
     const char *p = getenv("MPIT_PROGRESS_FILE");
     if (mpit_rank == 0 && p && *p) {
