@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build ghost ghostrun mgs_mpi >/dev/null
+ninja -C build >/dev/null # everything: the MPI layer, the agent and the lower half too
 
 ghost=$PWD/build/launcher/ghost
 ghostrun=$PWD/build/launcher/ghostrun/ghostrun
