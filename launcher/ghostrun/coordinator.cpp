@@ -185,6 +185,7 @@ struct server {
     // A live migration's two mpiruns: the new one until the switch, the old one until reaped.
     pid_t new_mpirun = -1, old_mpirun = -1, switched_to = -1;
     clock_type::time_point new_mpirun_kill_at = clock_type::time_point::max();
+    const clock_type::time_point born_ = clock_type::now();
 
     server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
         program = c.argv.empty() ? "?" : c.argv[0];
@@ -197,8 +198,14 @@ struct server {
             std::chrono::duration<double>(cfg.interval_s));
     }
 
+    // With --ghost-verbose each line carries the seconds since the coordinator started: what
+    // waited on what in a failed migration or checkpoint shows in the log.
     void note(const std::string &msg) {
-        fprintf(stderr, "ghostrun: job %s: %s\n", s.job.c_str(), msg.c_str());
+        if (cfg.verbose)
+            fprintf(stderr, "ghostrun: job %s: [%.3f] %s\n", s.job.c_str(),
+                    secs(clock_type::now() - born_), msg.c_str());
+        else
+            fprintf(stderr, "ghostrun: job %s: %s\n", s.job.c_str(), msg.c_str());
     }
 
     void send_line(int fd, const std::string &line) {
@@ -245,6 +252,12 @@ struct server {
             c.peer = "pid " + std::to_string(cr.pid);
         }
         conns.push_back(std::move(c));
+    }
+
+    // A rank whose answer the epoch in progress still waits for.
+    bool awaited(const conn &c) const {
+        return c.is_rank && ep.ph != phase::idle &&
+               (c.state == "quiescing" || c.state == "saving" || c.state == "sending");
     }
 
     void drop(conn &c, const char *why) {
@@ -1450,10 +1463,19 @@ struct server {
             }
             if (p[1].revents & POLLIN) accept_on(s.tcp_fd, true);
             if (p[2].revents & POLLIN) accept_on(s.unix_fd, false);
-            for (size_t i = base; i < p.size(); i++) {
-                conn &c = conns[i - base];
-                if (c.fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR))) read_from(c);
-            }
+            // Ranks the epoch still waits for are read first: when a rank dies during a
+            // checkpoint, the MPI launcher takes the others down with it, and their ends often
+            // arrive in the same round; the failure then names the rank that stopped answering,
+            // not the first by number.
+            std::vector<bool> first(p.size() - base);
+            for (size_t i = base; i < p.size(); i++)
+                first[i - base] = awaited(conns[i - base]);
+            for (int pass = 0; pass < 2; pass++)
+                for (size_t i = base; i < p.size(); i++) {
+                    conn &c = conns[i - base];
+                    if (first[i - base] != (pass == 0)) continue;
+                    if (c.fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR))) read_from(c);
+                }
             auto now = clock_type::now();
             for (auto &c : conns)
                 if (c.fd >= 0 && c.is_rank && !c.hello && !c.receiver &&

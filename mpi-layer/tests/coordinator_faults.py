@@ -89,7 +89,7 @@ def wrong_secret(ghostrun, ghost, prog):
 
 
 def killed_coordinator(ghostrun, ghost, prog):
-    p, job = start_job(ghostrun, prog, iters=1500)
+    p, job = start_job(ghostrun, prog, iters=600)
     mpirun, pids = ranks_of(ghost, job, 2)
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=10)

@@ -127,9 +127,13 @@ hosts_up() {
   HOSTS_AGENT=$HOSTS_LIB_DIR/agent.sh
   HOSTS_IPS=()
   HOSTS_NAMES=()
-  local br=${HOSTS_ID}b ok=1
+  local br=${HOSTS_ID}b ok=1 hex=${HOSTS_ID#g}
+  # The bridge's own address is set, not left to the kernel: a bridge without one takes its
+  # lowest port's, and takes another when that port goes (hosts_vanish), so that every host's
+  # ARP entry for the root namespace went stale and its packets to ghostrun and mpirun were lost
+  # for up to a minute (a "vanished host" then seemed to take the job's coordinator with it).
   {
-    ip link add "$br" type bridge &&
+    ip link add "$br" address "02:67:68:0${hex:0:1}:${hex:1:2}:${hex:3:2}" type bridge &&
       ip addr add "$HOSTS_ROOT_IP/24" dev "$br" &&
       ip link set "$br" up
   } || ok=0
