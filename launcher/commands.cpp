@@ -986,7 +986,7 @@ struct rank_row {
     // The rank's own figures (RSTAT), when it has sent any: their age, CPU time, resident memory,
     // messages it sent to each world rank.
     std::string stats_age, cpu_s, rss_bytes;
-    std::vector<std::string> sent;
+    std::vector<std::string> sent, sent_bytes; // messages, and their payload bytes
     // Since the layer reports them: time on a CPU and runnable without one, the host's CPUs, the
     // rank's CPU binding (runtime/job_protocol.h, STATS).
     std::string run_s, wait_s, cpus, bound;
@@ -1160,6 +1160,11 @@ job_row job_status(const std::string &job) {
                         if (k == "wait_s") r.wait_s = v;
                         if (k == "cpus") r.cpus = v;
                         if (k == "bound") r.bound = v;
+                        if (k == "bytes") {
+                            std::istringstream list(v);
+                            for (std::string b; std::getline(list, b, ',');)
+                                r.sent_bytes.push_back(b);
+                        }
                     }
                 }
         } else if (kind == "BALANCER") {
@@ -1261,6 +1266,12 @@ int cmd_status(const status_args &a) {
                     for (size_t i = 0; i < r.sent.size(); i++)
                         std::printf("%s%s", i ? ", " : "", r.sent[i].c_str());
                     std::printf("]");
+                    if (!r.sent_bytes.empty()) {
+                        std::printf(", \"bytes_sent_to\": [");
+                        for (size_t i = 0; i < r.sent_bytes.size(); i++)
+                            std::printf("%s%s", i ? ", " : "", json_num(r.sent_bytes[i]).c_str());
+                        std::printf("]");
+                    }
                     if (!r.run_s.empty()) std::printf(", \"run_s\": %s", json_num(r.run_s).c_str());
                     if (!r.wait_s.empty())
                         std::printf(", \"wait_s\": %s", json_num(r.wait_s).c_str());

@@ -38,8 +38,9 @@
 //                reader skips keys it does not know): run_s <s> and wait_s <s> (how long the
 //                rank's main thread ran, and was runnable without a CPU: /proc/self/schedstat;
 //                the balancer's measure of an overloaded host), cpus <n> (the host's online
-//                CPUs), bound <list> (the CPUs the rank may run on, "0-3,6"); the coordinator
-//                keeps the latest
+//                CPUs), bound <list> (the CPUs the rank may run on, "0-3,6"), bytes <b0,b1,...>
+//                (payload bytes sent to each world rank with those messages: count x type
+//                size); the coordinator keeps the latest
 // Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
 // checkpoints; the coordinator marks the rank lost).
 //

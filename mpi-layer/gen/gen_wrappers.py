@@ -329,7 +329,17 @@ def gen_wrapper(d, idx, fl):
     if ret == 'void':
         raise GenError('%s returns void' % d.name)
     L.append('  %s rc_;' % ret)
-    if api in CUSTOM and d.api == api:
+    if api in ('MPI_Init', 'MPI_Init_thread'):
+        # The lower half always runs at MPI_THREAD_MULTIPLE (answers.cpp, lower_init): the layer's
+        # own thread calls it during a quiescence while an application thread may be inside it.
+        L.append('  (void)sizeof(fn_t);')
+        L.append('  int app_level_ = MPI_THREAD_SINGLE;')
+        L.append('  rc_ = ghost::mpi::lower_init(lfs_, %s, %s, %s, &app_level_);'
+                 % (d.params[0].name, d.params[1].name,
+                    'required' if api == 'MPI_Init_thread' else 'MPI_THREAD_SINGLE'))
+        if api == 'MPI_Init_thread':
+            post.append('  if (rc_ == MPI_SUCCESS && provided) *provided = app_level_;')
+    elif api in CUSTOM and d.api == api:
         upper = [p.name for p, role, extra in roles if role not in ('plain', 'weights', 'unsupported')]
         L.append('  (void)lfs_;')
         L.append('  (void)sizeof(fn_t);')
@@ -357,9 +367,8 @@ def gen_wrapper(d, idx, fl):
     if api == 'MPI_Buffer_detach':
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::bsend_buffer_note(nullptr, 0);')
     if api in ('MPI_Init', 'MPI_Init_thread'):
-        prov = [p.name for p in d.params if p.name == 'provided']
-        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(%s);' % ('*' + prov[0] if prov else '-1'))
-        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_initialized(%s);' % ('*' + prov[0] if prov else '-1'))
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(app_level_);')
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_initialized(app_level_);')
     if api == 'MPI_Finalize':
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_finalized();')
     if rk:

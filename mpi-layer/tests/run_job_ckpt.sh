@@ -138,21 +138,26 @@ fi
 case $mode in
 resume)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
-  # What a load balancer reads: each rank's CPU time, memory and messages sent to every rank.
+  # What a load balancer reads: each rank's CPU time, memory, and messages and bytes sent to every
+  # rank (job_steps sends one MPI_LONG_LONG per message; bytes are read after the messages, so a
+  # message the sample saw has its 8 bytes in it).
+  figures=0
   for _ in $(seq 1 150); do
     "$GHOST" status --json "$job" >"$work/status.json" 2>&1
-    python3 - "$work/status.json" "$np" <<'PY' && break
+    python3 - "$work/status.json" "$np" <<'PY' && figures=1 && break
 import json, sys
 ranks = json.load(open(sys.argv[1]))["jobs"][0]["ranks"]
 n = int(sys.argv[2])
 ok = len(ranks) == n and all(
-    r["cpu_s"] > 0 and r["rss_bytes"] > 1 << 20 and len(r["messages_sent_to"]) == n for r in ranks)
+    r["cpu_s"] > 0 and r["rss_bytes"] > 1 << 20 and len(r["messages_sent_to"]) == n and
+    len(r["bytes_sent_to"]) == n and
+    all(b % 8 == 0 and b >= 8 * m for m, b in zip(r["messages_sent_to"], r["bytes_sent_to"]))
+    for r in ranks)
 sys.exit(0 if ok and sum(sum(r["messages_sent_to"]) for r in ranks) > 0 else 1)
 PY
     sleep 0.05
   done
-  grep -q '"messages_sent_to": \[[0-9, ]*[1-9]' "$work/status.json" ||
-    fail "status --json has no per-rank figures: $(cat "$work/status.json")"
+  [ $figures = 1 ] || fail "status --json has no right per-rank figures: $(cat "$work/status.json")"
   checkpoint
   sleep 0.3
   checkpoint

@@ -27,7 +27,7 @@
 # GHOST_MAY_REFUSE, one checkpoint or refusal) must land while the job runs; the last segment must
 # exit 0 and every rank must print PASS.
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per segment, default 120),
-# GHOST_MAY_REFUSE (see above).
+# GHOST_MAY_REFUSE (see above), GHOST_TEST_KEEP (set: the work directory is kept, for a post-mortem).
 set -u
 flavour=$1 np=$2 seed=$3 count=$4 prog=$5
 shift 5
@@ -44,7 +44,7 @@ ck=$work/ck
 gpid=""
 cleanup() {
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
-  rm -rf "$work"
+  if [ -n "${GHOST_TEST_KEEP:-}" ]; then echo "kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 

@@ -6,6 +6,7 @@
 // checkpoint is refused after MPI_Finalize), datatype sizes from the datatype's vobj.
 #include "answers.h"
 
+#include <stdio.h>
 #include <time.h>
 
 #include <atomic>
@@ -70,16 +71,29 @@ bool calibrate_wtime() {
 
 } // namespace
 
-void note_initialized(int provided) {
-    if (provided < 0) {
-        auto query = lower_named<int (*)(int *)>("MPI_Query_thread");
-        int p = -1;
-        if (query) {
-            lower_call lc;
-            if (query(&p) != MPI_SUCCESS) p = -1;
-        }
-        provided = p;
+// Why MULTIPLE always: a quiescence drains in-flight messages from the layer's own thread
+// (coord_client.cpp) while an application thread may sit in a blocking lower call (a Send the
+// drain lets complete). A lower half initialised at MPI_THREAD_SINGLE takes no locks and gives
+// UCX a single-threaded worker: two threads inside it corrupt its state (MPICH ch4:ucx asserted
+// `worker->inprogress++ == 0` in such a run). The application still sees the level it asked for.
+int lower_init(uintptr_t lfs, int *argc, char ***argv, int required, int *app_level) {
+    auto init_thread = lower_named<int (*)(int *, char ***, int, int *)>("MPI_Init_thread");
+    int got = MPI_THREAD_SINGLE, rc;
+    {
+        lower_call lc(lfs);
+        rc = init_thread(argc, argv, MPI_THREAD_MULTIPLE, &got);
     }
+    if (rc != MPI_SUCCESS) return rc;
+    if (got < MPI_THREAD_MULTIPLE)
+        dprintf(2,
+                "ghost-mpi: the MPI library gives thread level %d, not MPI_THREAD_MULTIPLE: a "
+                "checkpoint that comes while a thread is blocked in a send may fail\n",
+                got);
+    *app_level = required < got ? required : got;
+    return rc;
+}
+
+void note_initialized(int provided) {
     g_provided = provided;
     g_init_fs = current_fs();
     __atomic_store_n(&g_inited, 1, __ATOMIC_RELEASE);
@@ -174,6 +188,13 @@ bool u_Type_size(MPI_Datatype t, int *size, int *rc) {
     }
     *rc = r;
     return true;
+}
+
+uint64_t payload_bytes(MPI_Datatype upper_type, long long count) {
+    int size = 0, rc = MPI_ERR_TYPE;
+    if (count <= 0 || !u_Type_size(upper_type, &size, &rc) || rc != MPI_SUCCESS || size <= 0)
+        return 0;
+    return (uint64_t)size * (uint64_t)count;
 }
 
 bool u_Wtime(double *out) {

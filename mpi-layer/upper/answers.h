@@ -5,6 +5,7 @@
 // then makes the lower call as usual (erroneous arguments, not yet known, MPI not initialised).
 #pragma once
 #include <mpi.h>
+#include <stdint.h>
 
 namespace ghost::mpi {
 
@@ -18,8 +19,19 @@ bool u_Type_size(MPI_Datatype t, int *size, int *rc);
 bool u_Wtime(double *out);
 bool u_Wtick(double *out);
 
+// MPI_Init and MPI_Init_thread: initialises the lower half at MPI_THREAD_MULTIPLE whatever the
+// application asks, and puts in *app_level the level the application is told: what it required,
+// or less if the library gives less (what the library itself would have answered).
+int lower_init(uintptr_t lfs, int *argc, char ***argv, int required, int *app_level);
+
+// count elements of the application's datatype in bytes, from the size the upper half caches
+// (u_Type_size: one lower call the first time a datatype is seen); 0 if it cannot be known.
+// Called outside any lower scope.
+uint64_t payload_bytes(MPI_Datatype upper_type, long long count);
+
 // State kept in upper memory (so in a rank's image): set by the Init/Finalize wrappers.
-void note_initialized(int provided); // after a successful MPI_Init(_thread); -1: unknown level
+void note_initialized(
+    int provided); // after a successful MPI_Init(_thread): the application's level
 void note_finalized();
 // After a successful MPI_Type_size that went to the lower half: remember it.
 void note_type_size(MPI_Datatype t, int size);

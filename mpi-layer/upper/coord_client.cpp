@@ -576,7 +576,14 @@ std::string stats_line() {
     char tail[96];
     snprintf(tail, sizeof tail, " run_s %.3f wait_s %.3f cpus %ld bound ", on_cpu_ns / 1e9,
              run_delay_ns / 1e9, sysconf(_SC_NPROCESSORS_ONLN));
-    return l + tail + cpu_list(bound);
+    l += tail + cpu_list(bound);
+    if (g_sent_bytes && g_world_size > 0) {
+        l += " bytes ";
+        for (int i = 0; i < g_world_size; i++)
+            l += (i ? "," : "") +
+                 std::to_string(__atomic_load_n(&g_sent_bytes[i], __ATOMIC_RELAXED));
+    }
+    return l;
 }
 
 constexpr long kStatsEveryMs = 1000;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "answers.h"
 #include "lower_api.h"
 #include "quiesce_state.h"
 #include "wrapper_support.h"
@@ -328,7 +329,8 @@ void matched_drop(MPI_Message l) {
 using isend_fn = int (*)(const void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
 
 // A blocking send as a nonblocking one and a test loop.
-int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, CM c, CM uc) {
+int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, CM c, CM uc,
+              uint64_t bytes) {
     MPI_Request r;
     int rc;
     {
@@ -336,7 +338,7 @@ int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, 
         rc = isend(buf, n, dt, dest, tag, c, &r);
     }
     if (rc != MPI_SUCCESS) return rc;
-    count_send(comm_info_of(uc), dest);
+    count_send(comm_info_of(uc), dest, bytes);
     int rc2 = test_loop(
         [&](int *out) {
             int flag = 0;
@@ -348,14 +350,15 @@ int send_loop(isend_fn isend, const void *buf, int n, DT dt, int dest, int tag, 
     return rc2 == kRedo ? MPI_SUCCESS : rc2;
 }
 
-int plain_isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, CM uc) {
+int plain_isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, CM uc,
+                uint64_t bytes) {
     int rc;
     {
         lower_call lc;
         rc = lf<isend_fn>(fn)(buf, n, dt, dest, tag, c, r);
     }
     if (rc == MPI_SUCCESS) {
-        count_send(comm_info_of(uc), dest);
+        count_send(comm_info_of(uc), dest, bytes);
         if (r && dest != MPI_PROC_NULL) t_req_init = {kQIsend | kQActive, -1, nullptr, nullptr, {}};
     }
     return rc;
@@ -425,7 +428,12 @@ void start_one(vobj *v, MPI_Request *l, int *rc) {
     }
     if (*rc != MPI_SUCCESS || !v) return;
     if (v->qflags & kQSend) {
-        count_send((comm_info *)v->ext, v->peer);
+        // The send's arguments are its creation record's: buf, count, datatype (upper), ...
+        uint64_t bytes = 0;
+        if (v->rec && v->rec->args.size() >= 3)
+            bytes =
+                payload_bytes((MPI_Datatype)(uintptr_t)v->rec->args[2], (long long)v->rec->args[1]);
+        count_send((comm_info *)v->ext, v->peer, bytes);
         v->qflags |= kQActive;
     }
     if (v->qflags & kQRecv) v->qflags = (v->qflags | kQActive) & ~kQCounted;
@@ -438,8 +446,8 @@ void start_one(vobj *v, MPI_Request *l, int *rc) {
 // A blocking send stays one blocking lower call (the transports' inline fast paths): its message is
 // counted first, and a quiesce lets the thread stay inside until the drain, where its receiver
 // takes the message (eager, rendezvous or synchronous alike) and the send returns.
-int blocking_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, CM uc) {
-    count_send(comm_info_of(uc), dest);
+int blocking_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, CM uc, uint64_t bytes) {
+    count_send(comm_info_of(uc), dest, bytes);
     t_gate.in_send = 1;
     int rc;
     {
@@ -447,39 +455,39 @@ int blocking_send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, CM u
         rc = lf<int (*)(cvp, int, DT, int, int, CM)>(fn)(buf, n, dt, dest, tag, c);
     }
     t_gate.in_send = 0;
-    if (rc != MPI_SUCCESS) uncount_send(comm_info_of(uc), dest);
+    if (rc != MPI_SUCCESS) uncount_send(comm_info_of(uc), dest, bytes);
     return rc;
 }
 
-int q_Send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+int q_Send(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT udt, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc, payload_bytes(udt, n));
 }
-int q_Ssend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+int q_Ssend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT udt, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc, payload_bytes(udt, n));
 }
-int q_Rsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
-    return blocking_send(fn, buf, n, dt, dest, tag, c, uc);
+int q_Rsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT udt, CM uc) {
+    return blocking_send(fn, buf, n, dt, dest, tag, c, uc, payload_bytes(udt, n));
 }
-int q_Bsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc) {
+int q_Bsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT udt, CM uc) {
     int rc;
     {
         lower_call lc;
         rc = lf<int (*)(cvp, int, DT, int, int, CM)>(fn)(buf, n, dt, dest, tag, c);
     }
-    if (rc == MPI_SUCCESS) count_send(comm_info_of(uc), dest);
+    if (rc == MPI_SUCCESS) count_send(comm_info_of(uc), dest, payload_bytes(udt, n));
     return rc;
 }
-int q_Isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
-    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+int q_Isend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc, payload_bytes(udt, n));
 }
-int q_Issend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
-    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+int q_Issend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc, payload_bytes(udt, n));
 }
-int q_Irsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
-    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+int q_Irsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc, payload_bytes(udt, n));
 }
-int q_Ibsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
-    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc);
+int q_Ibsend(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT udt, CM uc, RQ *) {
+    return plain_isend(fn, buf, n, dt, dest, tag, c, r, uc, payload_bytes(udt, n));
 }
 int q_Send_init(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, RQ *r, DT, CM uc, RQ *) {
     return persistent_send(fn, buf, n, dt, dest, tag, c, r, uc);
@@ -547,10 +555,11 @@ int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT
     return rc;
 }
 
-int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf, int rn, DT rdt,
-               int src, int rtag, CM c, ST *st, DT, DT urdt, CM uc) {
+// Sendrecv and Sendrecv_replace; sbytes: the payload sent (status counters).
+static int sendrecv(cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf, int rn, DT rdt,
+                    int src, int rtag, CM c, ST *st, DT urdt, CM uc, uint64_t sbytes) {
     if (drained_msg *m = take_drained(uc, src, rtag)) {
-        int rc = send_loop(L.Isend, sbuf, sn, sdt, dest, stag, c, uc);
+        int rc = send_loop(L.Isend, sbuf, sn, sdt, dest, stag, c, uc, sbytes);
         int rc2 = deliver_status(m, rbuf, rn, rdt, c, st);
         return rc != MPI_SUCCESS ? rc : rc2;
     }
@@ -569,7 +578,7 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
             if (*out == MPI_SUCCESS) *out = L.Isend(sbuf, sn, sdt, dest, stag, c, &rq[1]);
             if (*out != MPI_SUCCESS) return false;
             posted = true;
-            count_send(ci, dest);
+            count_send(ci, dest, sbytes);
             if (src != MPI_PROC_NULL) tg->pending_lreq = (uintptr_t)rq[0];
             return true;
         },
@@ -607,6 +616,12 @@ int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf,
     return rc_send != MPI_SUCCESS ? rc_send : rc;
 }
 
+int q_Sendrecv(void *, cvp sbuf, int sn, DT sdt, int dest, int stag, void *rbuf, int rn, DT rdt,
+               int src, int rtag, CM c, ST *st, DT usdt, DT urdt, CM uc) {
+    return sendrecv(sbuf, sn, sdt, dest, stag, rbuf, rn, rdt, src, rtag, c, st, urdt, uc,
+                    payload_bytes(usdt, sn));
+}
+
 int q_Sendrecv_replace(void *, void *buf, int n, DT dt, int dest, int stag, int src, int rtag, CM c,
                        ST *st, DT udt, CM uc) {
     // Its send buffer is its receive buffer: the outgoing data is packed into a temporary buffer
@@ -630,8 +645,8 @@ int q_Sendrecv_replace(void *, void *buf, int n, DT dt, int dest, int stag, int 
         rc = L.Pack(buf, n, dt, tmp, psize, &pos, c);
     }
     if (rc == MPI_SUCCESS)
-        rc = q_Sendrecv(nullptr, tmp, pos, L.packed, dest, stag, buf, n, dt, src, rtag, c, st, DT{},
-                        udt, uc);
+        rc = sendrecv(tmp, pos, L.packed, dest, stag, buf, n, dt, src, rtag, c, st, udt, uc,
+                      (uint64_t)pos);
     if (tmp != small) free(tmp);
     return rc;
 }

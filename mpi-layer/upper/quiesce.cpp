@@ -24,6 +24,7 @@ volatile int g_qflag = 0;
 bool g_gate_fence = false;
 bool g_threads_multiple = false;
 uint64_t *g_sent = nullptr;
+uint64_t *g_sent_bytes = nullptr;
 std::atomic<uint64_t> g_recvd{0};
 int g_world_size = 0;
 std::atomic<size_t> g_ndrained{0};
@@ -255,7 +256,8 @@ bool comms_init(const char **why) {
             return false;
         }
     }
-    g_sent = (uint64_t *)calloc((size_t)g_world_size, sizeof(uint64_t));
+    g_sent_bytes = (uint64_t *)calloc((size_t)g_world_size, sizeof(uint64_t));
+    g_sent = g_sent_bytes ? (uint64_t *)calloc((size_t)g_world_size, sizeof(uint64_t)) : nullptr;
 #if defined(GHOST_MPI_MPICH)
     comm_info *w = &g_mpich_world, *s = &g_mpich_self;
     if (!fill_ranks(w, MPI_COMM_WORLD) || !fill_ranks(s, MPI_COMM_SELF)) {

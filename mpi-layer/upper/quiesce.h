@@ -106,20 +106,26 @@ __attribute__((always_inline)) inline bool quiesce_pending() {
 }
 
 // ---- counters ----
-extern uint64_t *g_sent; // per world rank; atomic increments only under THREAD_MULTIPLE
+extern uint64_t *g_sent; // messages, per world rank; atomic increments only under THREAD_MULTIPLE
+extern uint64_t *g_sent_bytes; // their payload (count x type size), per world rank: for status only
 extern std::atomic<uint64_t> g_recvd;
 extern int g_world_size;
-__attribute__((always_inline)) inline void count_send(const comm_info *ci, int dest) {
+__attribute__((always_inline)) inline void count_send(const comm_info *ci, int dest,
+                                                      uint64_t bytes) {
     if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
     int w = ci->to_world[dest];
-    if (g_threads_multiple)
+    if (g_threads_multiple) {
         __atomic_fetch_add(&g_sent[w], 1, __ATOMIC_RELAXED);
-    else
+        __atomic_fetch_add(&g_sent_bytes[w], bytes, __ATOMIC_RELAXED);
+    } else {
         g_sent[w]++;
+        g_sent_bytes[w] += bytes;
+    }
 }
-inline void uncount_send(const comm_info *ci, int dest) {
+inline void uncount_send(const comm_info *ci, int dest, uint64_t bytes) {
     if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
     __atomic_fetch_sub(&g_sent[ci->to_world[dest]], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&g_sent_bytes[ci->to_world[dest]], bytes, __ATOMIC_RELAXED);
 }
 __attribute__((always_inline)) inline void count_recv(uint64_t n = 1) {
     if (g_threads_multiple)

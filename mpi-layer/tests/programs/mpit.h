@@ -83,6 +83,10 @@ static inline void mpit_init(int *argc, char ***argv, const char *name) {
 
 static inline int mpit_finish(void) {
     int all = 0;
+    /* What this rank printed leaves before any rank prints its verdict: the launcher forwards
+     * each rank's output in the chunks stdio writes (4096 bytes, ending mid-line), so another
+     * rank's verdict written between two of them splits a line (seen with MPICH's Hydra). */
+    fflush(stdout);
     MPI_Allreduce(&mpit_failures, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     printf("rank %d: %s %s\n", mpit_rank, mpit_name, all == 0 ? "PASS" : "FAIL");
     fflush(stdout);
