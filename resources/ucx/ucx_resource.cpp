@@ -16,8 +16,10 @@
 #include <ucp/api/ucp.h>
 #include <ucs/debug/log_def.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -617,10 +619,14 @@ class ucx_sink final : public sink {
     result<void> finish(op &end_send) {
         for (auto &s : slots_)
             if (s.in_flight) GHOST_TRY(reclaim(s));
+        int verdict_ms = opt_.verdict_timeout_ms;
+        if (verdict_ms <= 0)
+            verdict_ms = (int)std::min<uint64_t>(INT32_MAX, (uint64_t)opt_.idle_timeout_ms +
+                                                                bytes_ / (1ull << 20) * 10);
         GHOST_TRY(n_.wait([&] { return end_send.done && verdict_op_.done; }, [&] { return gone(); },
-                          opt_.verdict_timeout_ms,
+                          verdict_ms,
                           peer_.name + " did not confirm the image within " +
-                              std::to_string(opt_.verdict_timeout_ms / 1000) + " s"));
+                              std::to_string(verdict_ms / 1000) + " s"));
         if (verdict_op_.status != UCS_OK)
             return error{"no verdict from " + peer_.name + ": " + ucx_why(verdict_op_.status)};
         if (!verdict_.ok) return refused();

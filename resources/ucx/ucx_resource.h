@@ -34,9 +34,13 @@ result<ucx_address> parse_ucx_address(const std::string &text, bool allow_any_po
 result<std::string> read_ucx_secret(const std::string &file, const std::string &fallback = {});
 
 struct ucx_sink_options {
-    int connect_timeout_ms = 10000;  // connection and handshake
-    int idle_timeout_ms = 30000;     // no progress on a send for this long: the receiver is gone
-    int verdict_timeout_ms = 300000; // commit: the receiver verifies the end and makes it durable
+    int connect_timeout_ms = 10000; // connection and handshake
+    int idle_timeout_ms = 30000;    // no progress on a send for this long: the receiver is gone
+    // commit: the receiver checks the end and makes the image durable (or restores it). Records
+    // are verified as they arrive, so what is left is bounded by the image's size: 0 waits the
+    // idle timeout plus 10 s per GiB sent (a receiver that stopped after the last byte, or froze,
+    // must not hold the sender, and a live migration's quiescent job, for minutes).
+    int verdict_timeout_ms = 0;
 };
 
 // Connects and authenticates now (before any process is parked): an unreachable receiver or a

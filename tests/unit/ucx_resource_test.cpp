@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <chrono>
 #include <fstream>
 #include <future>
 #include <random>
@@ -30,6 +31,9 @@ class string_sink : public res::sink {
         return {};
     }
     result<void> commit() override {
+        // A receiver that freezes after the image's last byte (as a stopped process does).
+        if (commit_delay_ms)
+            std::this_thread::sleep_for(std::chrono::milliseconds(commit_delay_ms));
         committed = true;
         return {};
     }
@@ -39,6 +43,7 @@ class string_sink : public res::sink {
     std::string describe() const override { return "string"; }
     std::string data;
     bool committed = false, aborted = false;
+    int commit_delay_ms = 0;
 };
 
 // A complete image whose one region holds `mib` MiB of random pages in 256 KiB records.
@@ -84,7 +89,8 @@ std::string image_bytes(size_t mib) {
 
 // A receiver on a port of the kernel's choosing, in a thread of its own.
 struct receiver_thread {
-    explicit receiver_thread(const std::string &secret) {
+    explicit receiver_thread(const std::string &secret, int commit_delay_ms = 0) {
+        out.commit_delay_ms = commit_delay_ms;
         std::promise<uint16_t> port;
         auto fut = port.get_future();
         th = std::thread([this, secret, p = std::move(port)]() mutable {
@@ -194,6 +200,28 @@ TEST(UcxResource, ASenderThatGivesUpLeavesNothing) {
     EXPECT_NE(rx.failure.find("gave up"), std::string::npos) << rx.failure;
     EXPECT_FALSE(rx.out.committed);
     EXPECT_TRUE(rx.out.aborted);
+}
+
+TEST(UcxResource, AReceiverThatNeverConfirmsDoesNotHoldTheSender) {
+    // The verdict's bound for a small image is the idle timeout (ucx_sink_options): here 1 s,
+    // while the receiver's commit takes 4 s.
+    std::string img = image_bytes(2);
+    receiver_thread rx(secret, 4000);
+    ASSERT_NE(rx.port_, 0) << rx.failure;
+    res::ucx_sink_options opt;
+    opt.idle_timeout_ms = 1000;
+    auto s = res::connect_ucx_sink(rx.address(), secret, opt);
+    ASSERT_TRUE(s) << s.err().message;
+    ASSERT_TRUE(send_in_pieces(**s, img));
+    auto t0 = std::chrono::steady_clock::now();
+    auto c = (*s)->commit();
+    auto waited = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(c);
+    EXPECT_NE(c.err().message.find("did not confirm the image within 1 s"), std::string::npos)
+        << c.err().message;
+    EXPECT_LT(waited, std::chrono::seconds(3)); // not the receiver's 4 s
+    s->reset();
+    rx.join(); // the receiver's own verdict then finds no sender: it ends, either way
 }
 
 TEST(UcxResource, NobodyListening) {
