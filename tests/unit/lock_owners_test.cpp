@@ -144,6 +144,30 @@ TEST(LockOwners, RewritesHeldLocksAndNothingElse) {
     fclose(f);
 }
 
+// The scan reads memory in chunks that start at page boundaries: held mutexes across every page
+// boundary of a 2 MiB mapping, their owner word first the first word of a page, then the last
+// one before it, are found wherever a chunk happens to end.
+TEST(LockOwners, LocksAcrossPageBoundaries) {
+    constexpr size_t len = 2 << 20, page = 4096, pages = len / page;
+    auto *mem = (unsigned char *)mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(mem, MAP_FAILED);
+    for (size_t owner_offset : {8, 16}) { // from the mutex's start to the boundary
+        auto at = [&](size_t i) { return (mutex_view *)(mem + i * page - owner_offset); };
+        held_mutex(at(1), PTHREAD_MUTEX_RECURSIVE, 0, old_a);
+        for (size_t i = 2; i < pages; i++)
+            memcpy(at(i), at(1), sizeof(mutex_view));
+        const tid_change changes[] = {{old_a, new_a}};
+        auto r = fix_lock_owners(changes, 1, nullptr, 0);
+        EXPECT_FALSE(r.incomplete);
+        EXPECT_EQ(r.mutexes, pages - 1) << "owner " << owner_offset - 8 << " bytes before a page";
+        for (size_t i = 1; i < pages; i++)
+            EXPECT_EQ(at(i)->owner, new_a) << "page " << i;
+        memset(mem, 0, len);
+    }
+    munmap(mem, len);
+}
+
 TEST(LockOwners, RobustListEntries) {
     // A robust mutex as glibc leaves it on its owner's robust list: lock word = owner id (with
     // FUTEX_WAITERS), __list.__next = the list head; the head's futex offset points back to the
