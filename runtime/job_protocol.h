@@ -5,13 +5,16 @@
 //   HELLO <job> <secret> <rank> <size> <pid> <host>      ->  WELCOME   or   REFUSED <reason>
 // A wrong job or secret is refused, logged by ghostrun, and the connection closed. Afterwards:
 //   coordinator: QUIESCE <epoch>                       a quiesce (DESIGN.md section 3) begins
-//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>]
+//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>] sent <size> <sent to 0> ...
 //                collective sequence numbers per communicator; k > 0: threads inside a collective
-//                that makes a communicator (that round does not end the clock phase)
+//                that makes a communicator (that round does not end the clock phase); then the
+//                point-to-point messages this rank sent to each world rank
 //   coordinator: TARGET <epoch> <agreed 0|1> <n> <id> <seq> ...   the largest of each, to run
-//   forward to rank:        COUNTS <epoch> <size> <sent to 0> ...  messages this rank sent to each
-//   world rank coordinator: DRAIN <epoch> <expected>                what its peers sent it, in
-//   total rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
+//                forward to (0: another CLOCK follows). With 1 the counts of that round are final
+//                (threads stay at their safe points; a rank checks that they did not change) and
+//                at once:
+//   coordinator: DRAIN <epoch> <expected>                what its peers sent it, in total
+//   rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
 //   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent
 //   coordinator: RESUME <epoch>                          rank: RESUMED <epoch>
 //   coordinator: STOP <epoch>     (checkpoint --kill, every image durable) the rank kills itself

@@ -111,7 +111,7 @@ struct conn {
     clock_type::time_point stats_time;
 };
 
-enum class phase { idle, clock, counts, drained, saving, resumed };
+enum class phase { idle, clock, drained, saving, resumed };
 
 struct epoch_state {
     phase ph = phase::idle;
@@ -331,20 +331,30 @@ struct server {
             size_t n = w.size() > 2 ? strtoul(w[2].c_str(), nullptr, 10) : 0;
             for (size_t i = 0; i < n && 4 + 2 * i < w.size() + 1 && 3 + 2 * i + 1 < w.size(); i++)
                 m[w[3 + 2 * i]] = strtoull(w[4 + 2 * i].c_str(), nullptr, 10);
-            // "creating K" after the pairs: K threads of this rank are inside a collective that
-            // makes a communicator (not reported yet: the other members may be in it already).
-            if (size_t at = 3 + 2 * n; at + 1 < w.size() && w[at] == "creating")
+            // After the pairs: "creating K" (K threads of this rank are inside a collective that
+            // makes a communicator, not reported yet: the other members may be in it already),
+            // then "sent N s0 .. s(N-1)", the messages this rank sent to each world rank (final
+            // if this round agrees: the rank's threads stay at their safe points).
+            size_t at = 3 + 2 * n;
+            if (at + 1 < w.size() && w[at] == "creating") {
                 ep.creating |= strtoul(w[at + 1].c_str(), nullptr, 10) > 0;
+                at += 2;
+            }
+            size_t size = at + 1 < w.size() && w[at] == "sent"
+                              ? strtoul(w[at + 1].c_str(), nullptr, 10)
+                              : w.size();
+            if (at + 2 + size != w.size()) {
+                abort_epoch("rank " + std::to_string(c.rank) + ": no message counts in '" +
+                            line.substr(0, 80) + "'");
+                return;
+            }
+            auto &sent = ep.counts[c.rank];
+            sent.clear();
+            for (size_t i = at + 2; i < w.size(); i++)
+                sent.push_back(strtoull(w[i].c_str(), nullptr, 10));
             ep.answered[c.rank] = true;
             c.state = "quiescing";
             if (all_answered()) send_targets();
-        } else if (w[0] == "COUNTS" && ep.ph == phase::counts) {
-            std::vector<unsigned long long> v;
-            for (size_t i = 3; i < w.size(); i++)
-                v.push_back(strtoull(w[i].c_str(), nullptr, 10));
-            ep.counts[c.rank] = v;
-            ep.answered[c.rank] = true;
-            if (all_answered()) send_drain();
         } else if (w[0] == "DRAINED" && ep.ph == phase::drained && w.size() >= 4) {
             ep.drained[c.rank] = {strtoull(w[2].c_str(), nullptr, 10),
                                   strtoull(w[3].c_str(), nullptr, 10)};
@@ -393,7 +403,8 @@ struct server {
 
     // Largest sequence number per communicator; ranks behind run forward to it. Running forward
     // may carry a rank past collectives on other communicators: rounds repeat until every
-    // communicator's members agree, then the final targets let the ranks park for good.
+    // communicator's members agree, then the final targets let the ranks park for good, and the
+    // drain targets (from the message counts of that round) follow at once.
     void send_targets() {
         std::map<std::string, unsigned long long> mx, mn;
         for (auto &[r, m] : ep.clocks)
@@ -410,7 +421,8 @@ struct server {
         ep.answered.clear();
         auto clocks = std::move(ep.clocks);
         ep.clocks.clear();
-        if (agreed) ep.ph = phase::counts;
+        auto counts = std::move(ep.counts);
+        ep.counts.clear();
         for (auto *c : live_ranks()) {
             auto &mine = clocks[c->rank];
             std::string l = "TARGET " + std::to_string(ep.id) + " " + (agreed ? "1 " : "0 ") +
@@ -418,6 +430,10 @@ struct server {
             for (auto &[id, seq] : mine)
                 l += " " + id + " " + std::to_string(mx[id]);
             send_line(c->fd, l);
+        }
+        if (agreed) {
+            ep.counts = std::move(counts);
+            send_drain();
         }
     }
 
@@ -1330,7 +1346,7 @@ struct server {
                      (int)mv.receivers.size(), job_size, mv.start_ms / 1000.0);
             return abort_epoch(why);
         }
-        static const char *names[] = {"", "CLOCK", "COUNTS", "DRAINED", "SAVED", "RESUMED"};
+        static const char *names[] = {"", "CLOCK", "DRAINED", "SAVED", "RESUMED"};
         std::string late;
         for (auto *c : live_ranks())
             if (c->state != "finalized" && !ep.answered[c->rank])

@@ -64,6 +64,12 @@ fail() {
   exit 1
 }
 
+started_at=$(date +%s.%N)
+progress() { # progress TEXT: a timed line in progress.err (printed by fail)
+  awk -v now="$(date +%s.%N)" -v t0="$started_at" -v text="$*" \
+    'BEGIN { printf "%.2f s %s\n", now - t0, text }' >>"$work/progress.err"
+}
+
 # Runs a ghostrun (or ghost restart) command line in the background in a session of its own; sets
 # gpid and job (once its coordinator runs and every rank has registered).
 # The job (and a restarted one: its environment is in its image) holds before its last step until
@@ -230,7 +236,11 @@ restart | twice | refuse | rankdies)
   same_as_native "${outs[@]}"
   ;;
 auto)
-  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" --interval 1 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  # --ghost-verbose: the coordinator's timed notes go to run.err; progress.err has the test's
+  # own steps (seconds since the test started, ghostrun's own clock starts a moment later): a
+  # failure prints both.
+  start run "$GHOSTRUN" "${gopts[@]}" --ghost-verbose --ckpt-dir "$ck" --interval 1 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  progress "job $job started"
   for k in 1 2; do
     # Wait for a checkpoint of this (possibly relaunched) job, then kill a rank.
     before=$(cat "$ck/latest" 2>/dev/null)
@@ -240,20 +250,25 @@ auto)
       sleep 0.02
     done
     [ -n "$now" ] && [ "$now" != "$before" ] || fail "no periodic checkpoint (round $k)"
+    progress "round $k: checkpoint $now is latest"
     sleep 0.5
     victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
     [ -n "$victim" ] || fail "no rank 1 (round $k)"
     kill -KILL "$victim"
+    progress "round $k: rank 1 (pid $victim) killed"
     for _ in $(seq 1 1000); do
       grep -q "automatic restart $k of 3" "$work/run.err" && break
       sleep 0.02
     done
     grep -q "automatic restart $k of 3" "$work/run.err" || fail "no automatic restart $k"
+    progress "round $k: automatic restart seen"
     for _ in $(seq 1 1000); do
       [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = "$np" ] && break
       sleep 0.02
     done
+    progress "round $k: $("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$') of $np ranks running"
   done
+  progress "released"
   finish 0
   same_as_native "$work/run.out"
   ;;

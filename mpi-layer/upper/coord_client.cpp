@@ -171,21 +171,48 @@ enum wait_result { w_ok, w_abort, w_timeout, w_gone };
 
 // Polls cond() until it holds; a RESUME from the coordinator aborts the epoch. `line` receives
 // the first other line that arrives when want_line (then cond is not consulted).
+// Appends what the coordinator has sent to g_inbuf without taking any line; -1 when it is gone.
+int fill_inbuf() {
+    if (g_fd < 0) return 0; // restored, not connected again yet
+    struct pollfd p = {g_fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    char buf[4096];
+    ssize_t n = recv(g_fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0) return errno == EINTR || errno == EAGAIN ? 0 : -1;
+    if (n == 0) return -1;
+    g_inbuf.append(buf, (size_t)n);
+    return 0;
+}
+
+// Whether a RESUME (the epoch abandoned) is among the lines received and not taken yet; the lines
+// up to it are then dropped with it.
+bool take_buffered_resume() {
+    for (size_t at = 0; at < g_inbuf.size();) {
+        size_t nl = g_inbuf.find('\n', at);
+        if (nl == std::string::npos) return false;
+        if (g_inbuf.compare(at, 7, "RESUME ") == 0) {
+            g_inbuf.erase(0, nl + 1);
+            return true;
+        }
+        at = nl + 1;
+    }
+    return false;
+}
+
+// Waits for cond, or (want_line) for the coordinator's next line. Lines that arrive while waiting
+// for cond are left for the next step (the drain target follows the clock agreement at once),
+// but a RESUME among them abandons the epoch.
 template <class C> wait_result wait_for(C cond, long deadline, bool want_line, std::string *line) {
     for (;;) {
         if (!want_line && cond()) return w_ok;
         if (now_ms() > deadline) return w_timeout;
-        std::string l;
-        int r = read_line(&l, want_line ? 20 : 0);
-        if (r < 0) return w_gone;
-        if (r > 0) {
-            if (l.rfind("RESUME ", 0) == 0) return w_abort;
-            if (want_line) {
-                *line = l;
-                return w_ok;
-            }
-        }
-        if (!want_line) {
+        if (want_line) {
+            int r = read_line(line, 20);
+            if (r < 0) return w_gone;
+            if (r > 0) return line->rfind("RESUME ", 0) == 0 ? w_abort : w_ok;
+        } else {
+            if (fill_inbuf() < 0) return w_gone;
+            if (take_buffered_resume()) return w_abort;
             struct timespec ts = {0, 100000};
             nanosleep(&ts, nullptr);
         }
@@ -393,6 +420,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
 
     // Collective clock rounds until the coordinator says every communicator's members agree.
+    std::vector<uint64_t> reported(g_world_size);
     for (int round = 0;; round++) {
         std::string clock;
         int n = 0;
@@ -415,6 +443,14 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         for (thread_gate *t : gate_threads())
             creating += t->in_create != 0;
         if (creating) clock += " creating " + std::to_string(creating);
+        // The messages sent to each world rank: if this round agrees, the threads stay at their
+        // safe points and these are final, so the coordinator sends the drain targets with the
+        // agreement (no round of its own for the counts).
+        clock += " sent " + std::to_string(g_world_size);
+        for (int i = 0; i < g_world_size; i++) {
+            reported[i] = __atomic_load_n(&g_sent[i], __ATOMIC_RELAXED);
+            clock += " " + std::to_string(reported[i]);
+        }
         send_line("CLOCK " + e + " " + std::to_string(n / 2) + clock);
         r = wait_for([] { return false; }, deadline, true, &line);
         if (r != w_ok) return fail(r, "no collective targets from the coordinator");
@@ -466,10 +502,11 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     r = wait_for([&] { return settled(false, &why); }, deadline, false, nullptr);
     if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);
 
-    std::string counts = "COUNTS " + e + " " + std::to_string(g_world_size);
+    // A thread leaving a collective stops at its next call's entry, before it could send: the
+    // counts of the last report still hold (checked: the coordinator's drain targets are theirs).
     for (int i = 0; i < g_world_size; i++)
-        counts += " " + std::to_string(__atomic_load_n(&g_sent[i], __ATOMIC_RELAXED));
-    send_line(counts);
+        if (__atomic_load_n(&g_sent[i], __ATOMIC_RELAXED) != reported[i])
+            return fail(w_timeout, "messages were sent after the collective clocks agreed");
     r = wait_for([] { return false; }, deadline, true, &line);
     if (r != w_ok) return fail(r, "no drain target from the coordinator");
     auto w = words(line);
