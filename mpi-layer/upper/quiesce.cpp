@@ -155,14 +155,27 @@ void safe_point(comm_info *) {
         if (!g_qflag) return;
         uint32_t gen = Q.gen.load(std::memory_order_acquire);
         // A rank behind some communicator's target runs on, through any call (collectives on
-        // other communicators included); the next clock round catches their members up.
-        if (Q.phase.load() == phase_forward && Q.behind.load()) return;
+        // other communicators included); the next clock round catches their members up. Behind
+        // is looked at here, not only in the flag the coordinator thread clears: a rank that
+        // has caught up stops at its next call (running on past the targets until that thread
+        // ran again moved them for the others, round after round, in tight collective loops).
+        if (Q.phase.load() == phase_forward && Q.behind.load() && is_behind()) return;
         t_gate.parked = 1;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (g_qflag && Q.gen.load() == gen) futex_wait(&Q.gen, gen, 50);
         t_gate.parked = 0;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
     }
+}
+
+bool is_behind() {
+    bool behind = false;
+    comms_visit(
+        [](comm_info *c, void *arg) {
+            if (c->tracked && c->seq.load() < c->target) *(bool *)arg = true;
+        },
+        &behind);
+    return behind;
 }
 
 void quiesce_wake() {

@@ -58,6 +58,8 @@ constexpr int kRedo = -0x6768; // not an MPI error code (those are >= 0)
 
 void gate_register();
 void safe_point(comm_info *unused);
+// Whether a tracked communicator's collective clock is short of its target (running forward).
+bool is_behind();
 
 // The communicator's info is looked up after the safe point: a lookup may call the lower half.
 comm_info *comm_info_of_raw(uintptr_t upper_handle);
