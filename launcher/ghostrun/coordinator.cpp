@@ -421,8 +421,7 @@ struct server {
         ep.answered.clear();
         auto clocks = std::move(ep.clocks);
         ep.clocks.clear();
-        auto counts = std::move(ep.counts);
-        ep.counts.clear();
+        if (!agreed) ep.counts.clear(); // the next round's reports bring new ones
         for (auto *c : live_ranks()) {
             auto &mine = clocks[c->rank];
             std::string l = "TARGET " + std::to_string(ep.id) + " " + (agreed ? "1 " : "0 ") +
@@ -431,10 +430,7 @@ struct server {
                 l += " " + id + " " + std::to_string(mx[id]);
             send_line(c->fd, l);
         }
-        if (agreed) {
-            ep.counts = std::move(counts);
-            send_drain();
-        }
+        if (agreed) send_drain();
     }
 
     void send_drain() {

@@ -84,6 +84,26 @@ bool send_line(const std::string &l) {
     return true;
 }
 
+// Appends what the coordinator sent within timeout_ms to g_inbuf, taking no line. 1: something
+// arrived; 0: nothing (or restored meanwhile: the poll was of the old connection); -1: EOF or
+// error.
+int receive_some(int timeout_ms) {
+    struct pollfd p = {g_fd, POLLIN, 0};
+    int r;
+    while ((r = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+    }
+    if (r <= 0) return r;
+    if (g_fd < 0) return 0;
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(g_fd, buf, sizeof buf, MSG_DONTWAIT)) < 0 && errno == EINTR) {
+    }
+    if (n < 0 && errno == EAGAIN) return 0;
+    if (n <= 0) return -1;
+    g_inbuf.append(buf, (size_t)n);
+    return 1;
+}
+
 // 1: a line; 0: nothing within timeout_ms; -1: EOF or error.
 int read_line(std::string *out, int timeout_ms) {
     for (;;) {
@@ -99,17 +119,8 @@ int read_line(std::string *out, int timeout_ms) {
             if (g_debug) log_line("<- %s\n", out->c_str());
             return 1;
         }
-        struct pollfd p = {g_fd, POLLIN, 0};
-        int r = poll(&p, 1, timeout_ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r == 0) return 0;
-        if (r < 0) return -1;
-        if (g_fd < 0) return 0; // restored while waiting: the poll was of the old connection
-        char buf[4096];
-        ssize_t n = recv(g_fd, buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        g_inbuf.append(buf, (size_t)n);
+        int r = receive_some(timeout_ms);
+        if (r <= 0) return r;
         timeout_ms = 0;
     }
 }
@@ -159,21 +170,6 @@ bool settled(bool allow_coll, const char **why, bool allow_send = true, bool all
 
 enum wait_result { w_ok, w_abort, w_timeout, w_gone };
 
-// Polls cond() until it holds; a RESUME from the coordinator aborts the epoch. `line` receives
-// the first other line that arrives when want_line (then cond is not consulted).
-// Appends what the coordinator has sent to g_inbuf without taking any line; -1 when it is gone.
-int fill_inbuf() {
-    if (g_fd < 0) return 0; // restored, not connected again yet
-    struct pollfd p = {g_fd, POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0) return 0;
-    char buf[4096];
-    ssize_t n = recv(g_fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n < 0) return errno == EINTR || errno == EAGAIN ? 0 : -1;
-    if (n == 0) return -1;
-    g_inbuf.append(buf, (size_t)n);
-    return 0;
-}
-
 // Whether a RESUME (the epoch abandoned) is among the lines received and not taken yet; the lines
 // up to it are then dropped with it.
 bool take_buffered_resume() {
@@ -201,7 +197,7 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
             if (r < 0) return w_gone;
             if (r > 0) return line->rfind("RESUME ", 0) == 0 ? w_abort : w_ok;
         } else {
-            if (fill_inbuf() < 0) return w_gone;
+            if (g_fd >= 0 && receive_some(0) < 0) return w_gone;
             if (take_buffered_resume()) return w_abort;
             struct timespec ts = {0, 100000};
             nanosleep(&ts, nullptr);

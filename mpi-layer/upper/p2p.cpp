@@ -1191,14 +1191,14 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
     drain_ctx dc;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    auto drained = [&] { return g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms); };
     // Counted already: nothing sent to this rank is left in the lower half, so no lower call is
     // made (each makes an oversubscribed Open MPI yield the CPU: 15 ms for 8 computing ranks on
     // 2 cores, with nothing in flight).
-    for (bool first = true;; first = false) {
-        if (first && g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms)) break;
+    while (!drained()) {
         drain_pending();
         comms_visit(drain_comm, &dc);
-        if (g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms)) break;
+        if (drained()) break;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
         if (ms > timeout_ms) {
