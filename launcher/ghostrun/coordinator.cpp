@@ -254,10 +254,12 @@ struct server {
         conns.push_back(std::move(c));
     }
 
-    // A rank whose answer the epoch in progress still waits for.
+    // A rank whose answer to the epoch's current phase has not come (a rank that answered keeps
+    // its "quiescing" state until the phase ends, so the state alone does not tell).
     bool awaited(const conn &c) const {
-        return c.is_rank && ep.ph != phase::idle &&
-               (c.state == "quiescing" || c.state == "saving" || c.state == "sending");
+        if (!c.is_rank || !c.hello || ep.ph == phase::idle || c.state == "finalized") return false;
+        auto it = ep.answered.find(c.rank);
+        return it == ep.answered.end() || !it->second;
     }
 
     void drop(conn &c, const char *why) {

@@ -190,7 +190,20 @@ restart | twice | refuse | rankdies)
     timeout -k 5 60 "$GHOST" checkpoint --timeout 20000 "$job" >"$work/failed.out" 2>"$work/failed.err" &
     cpid=$!
     sleep 1
+    # The coordinator is held stopped while the rank dies and the MPI launcher takes the others
+    # down with it: their ends all wait for it at once, as on a busy machine, and the failure
+    # must still name the rank the checkpoint waited for, not the first by number.
+    others=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 != 1 {print $4}')
+    coordinator=$(pgrep -P "$gpid" -x ghostrun) || fail "no ghostrun process under $gpid"
+    kill -STOP "$coordinator"
     kill -KILL "$victim"
+    for _ in $(seq 1 250); do
+      alive=0
+      for p in $others; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [ $alive = 0 ] && break
+      sleep 0.02
+    done
+    kill -CONT "$coordinator"
     wait $cpid && fail "the checkpoint succeeded without rank 1"
     [ "$(wc -l <"$work/failed.err")" = 1 ] || fail "the failure is not one line"
     grep -q "^ghost: checkpoint of job $job failed: rank 1 (pid $victim on .*) disconnected" "$work/failed.err" ||
