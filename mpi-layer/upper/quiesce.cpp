@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -425,6 +426,36 @@ bool quiesce_after_restart(uintptr_t fs, const char **why) {
     }
     requests_after_restart();
     g_lower_gen.fetch_add(1);
+    return true;
+}
+
+bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len) {
+    if (!L.ready) return true;
+    struct borrow {
+        explicit borrow(uintptr_t f) { t_lower_fs = f; }
+        ~borrow() { t_lower_fs = 0; }
+    } b(fs);
+    std::lock_guard<std::mutex> g(g_comm_mu);
+    for (comm_info *c = g_comms; c; c = c->next) {
+        comm_info now;
+        if (!fill_ranks(&now, (MPI_Comm)c->lower)) {
+            snprintf(why, why_len, "cannot read the ranks of a rebuilt communicator");
+            return false;
+        }
+        bool same =
+            now.rank == c->rank && now.local_size == c->local_size && now.n == c->n &&
+            now.inter == c->inter &&
+            (c->n <= 0 || memcmp(now.to_world, c->to_world, sizeof(int) * (size_t)c->n) == 0);
+        int was = c->rank, is = now.rank;
+        free(now.to_world);
+        if (!same) {
+            snprintf(why, why_len,
+                     "a rebuilt communicator of %d ranks ranks its processes differently (this "
+                     "one was %d, is %d): the MPI reordered it",
+                     c->local_size, was, is);
+            return false;
+        }
+    }
     return true;
 }
 

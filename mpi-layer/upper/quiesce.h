@@ -177,6 +177,9 @@ bool rank_quiescent(); // coord_client.cpp: this rank holds in a quiesce epoch
 // uses, the communicators' lower handles, pending receives re-posted, pending sends complete (their
 // receivers have them: the counts agreed). Then test loops redo their calls (g_lower_gen).
 bool quiesce_after_restart(uintptr_t fs, const char **why);
+// After the replay: every communicator ranks the processes as it did before the checkpoint (a
+// topology created with reorder may not); false with a one-line reason otherwise.
+bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len);
 // The coordinator client in a restored rank: every thread forgets the old connection before it
 // runs on (system calls only); after the rebuild, the epoch the image was taken in ends and the
 // client connects to the new job's coordinator named by envp.

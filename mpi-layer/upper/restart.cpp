@@ -119,6 +119,16 @@ struct replay {
         return ((F)g_fns[r->fn])(args...);
     }
     template <kind K, class H> void made(H l) { out = (uintptr_t)l; }
+    // A weights argument (MPI_Dist_graph_create*): the recorded array, or the sentinel the
+    // application passed (MPI_UNWEIGHTED, MPI_WEIGHTS_EMPTY), translated; a real array of no
+    // element stays a real, non-sentinel pointer.
+    const int *weights(int k) const {
+        static const int kNone[1] = {0};
+        const int *raw = (const int *)(uintptr_t)r->args[(size_t)k];
+        if (!raw || weights_sentinel(raw)) return check ? raw : xlate_weights(raw);
+        const int *w = arr<const int>(k);
+        return w ? w : kNone;
+    }
 };
 
 using C = MPI_Comm;
@@ -150,6 +160,46 @@ int replay_one(replay &p, const char *api) {
     } else if (is("MPI_Comm_create_group")) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, G, int, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), p.i(2), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Cart_create")) {
+        // Topologies: made again with the same arguments (reorder too: quiesce_after_restart
+        // refuses a restart whose MPI ranked this process differently in any communicator).
+        C o = lower_null<KC, C>();
+        const int *dims = p.arr<const int>(2), *periods = p.arr<const int>(3);
+        if (p.i(1) > 0 && (!dims || !periods)) return 0;
+        rc = p.call<int (*)(C, int, const int *, const int *, int, C *)>(p.h<KC, C>(0), p.i(1),
+                                                                         dims, periods, p.i(4), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Cart_sub")) {
+        C o = lower_null<KC, C>();
+        const int *remain = p.arr<const int>(1);
+        if (!remain) return 0;
+        rc = p.call<int (*)(C, const int *, C *)>(p.h<KC, C>(0), remain, &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Graph_create")) {
+        C o = lower_null<KC, C>();
+        const int *index = p.arr<const int>(2), *edges = p.arr<const int>(3);
+        if (p.i(1) > 0 && (!index || (index[p.i(1) - 1] > 0 && !edges))) return 0;
+        rc = p.call<int (*)(C, int, const int *, const int *, int, C *)>(p.h<KC, C>(0), p.i(1),
+                                                                         index, edges, p.i(4), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Dist_graph_create_adjacent")) {
+        C o = lower_null<KC, C>();
+        const int *src = p.arr<const int>(2), *dst = p.arr<const int>(5);
+        if ((p.i(1) > 0 && !src) || (p.i(4) > 0 && !dst)) return 0;
+        rc = p.call<int (*)(C, int, const int *, const int *, int, const int *, const int *,
+                            MPI_Info, int, C *)>(p.h<KC, C>(0), p.i(1), src, p.weights(3), p.i(4),
+                                                 dst, p.weights(6), p.h<kind::info, MPI_Info>(7),
+                                                 p.i(8), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Dist_graph_create")) {
+        C o = lower_null<KC, C>();
+        const int *src = p.arr<const int>(2), *deg = p.arr<const int>(3),
+                  *dst = p.arr<const int>(4);
+        if (p.i(1) > 0 && (!src || !deg || (int_sum(deg, p.i(1)) > 0 && !dst))) return 0;
+        rc = p.call<int (*)(C, int, const int *, const int *, const int *, const int *, MPI_Info,
+                            int, C *)>(p.h<KC, C>(0), p.i(1), src, deg, dst, p.weights(5),
+                                       p.h<kind::info, MPI_Info>(6), p.i(7), &o);
         p.made<KC>(o);
     } else if (is("MPI_Comm_group")) {
         G o = lower_null<KG, G>();
@@ -656,6 +706,10 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     if (!quiesce_after_restart(fs, &err)) {
         snprintf(why, why_len, "rank %d: cannot rebind quiescence to the fresh lower half: %s",
                  g_state.rank, err ? err : "unknown cause");
+        return -1;
+    }
+    if (char what[200]; !comms_ranked_as_before(fs, what, sizeof what)) {
+        snprintf(why, why_len, "rank %d: %s", g_state.rank, what);
         return -1;
     }
     lower_restart_done();

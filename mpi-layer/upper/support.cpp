@@ -101,6 +101,34 @@ const int *xlate_weights(const int *w) {
     if (w && w == g_upper_weights_empty) return g_lower_weights_empty;
     return w;
 }
+bool weights_sentinel(const int *w) {
+    if (!w) return false;
+#if !defined(GHOST_MPI_MPICH)
+    // Open MPI's are constant addresses, the same in both halves (nothing to bind).
+    if (w == MPI_UNWEIGHTED || w == MPI_WEIGHTS_EMPTY) return true;
+#endif
+    return w == g_upper_unweighted || w == g_upper_weights_empty;
+}
+
+size_t weights_len(const int *w, int n) {
+    return !w || weights_sentinel(w) || n < 0 ? 0 : (size_t)n;
+}
+
+size_t int_sum(const int *a, int n) {
+    size_t sum = 0;
+    for (int i = 0; a && i < n; i++)
+        sum += a[i] > 0 ? (size_t)a[i] : 0;
+    return sum;
+}
+
+size_t cart_ndims(MPI_Comm upper) {
+    int nd = 0;
+    if (call_lower<int (*)(MPI_Comm, int *)>("MPI_Cartdim_get", to_lower<kind::comm>(upper), &nd) !=
+        MPI_SUCCESS)
+        return 0;
+    return nd > 0 ? (size_t)nd : 0;
+}
+
 int *xlate_weights(int *w) {
     return const_cast<int *>(xlate_weights(static_cast<const int *>(w)));
 }

@@ -76,6 +76,13 @@ template <kind K, class H> H lookup_or_adopt(H l) {
 
 const int *xlate_weights(const int *w);
 int *xlate_weights(int *w);
+// MPI_UNWEIGHTED or MPI_WEIGHTS_EMPTY of the upper (application's) library: not an array.
+bool weights_sentinel(const int *w);
+// Lengths of arrays a creation record copies: a weights array (none for a sentinel), the sum of
+// a degrees array, the dimensions of a Cartesian communicator (upper handle).
+size_t weights_len(const int *w, int n);
+size_t int_sum(const int *a, int n);
+size_t cart_ndims(MPI_Comm upper);
 // Element count of an (neighbor_)alltoallw type array: comm size / remote size, or in/out degree.
 int w_count(MPI_Comm lower_comm, int recv_side, int neighbor, int in_place);
 int unsupported(const char *api);
