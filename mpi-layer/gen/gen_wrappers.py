@@ -109,6 +109,13 @@ ATTR_CALLS = {
     'MPI_Comm_delete_attr': ('comm', False), 'MPI_Attr_delete': ('comm', False),
     'MPI_Type_delete_attr': ('datatype', False), 'MPI_Win_delete_attr': ('win', False),
 }
+# Keyvals are virtual (upper/keyvals.cpp): a restart makes them again on the fresh lower half,
+# where their numbers may differ. Creations: the kind of object they are for.
+KEYVAL_CREATE = {'MPI_Comm_create_keyval': 'comm', 'MPI_Keyval_create': 'comm',
+                 'MPI_Type_create_keyval': 'datatype', 'MPI_Win_create_keyval': 'win'}
+KEYVAL_FREE = {'MPI_Comm_free_keyval', 'MPI_Keyval_free', 'MPI_Type_free_keyval',
+               'MPI_Win_free_keyval'}
+KEYVAL_PARAMS = {'keyval', 'comm_keyval', 'type_keyval', 'win_keyval'}
 COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_Gather', 'MPI_Gatherv',
                'MPI_Scatter', 'MPI_Scatterv', 'MPI_Allgather', 'MPI_Allgatherv', 'MPI_Alltoall',
                'MPI_Alltoallv', 'MPI_Alltoallw', 'MPI_Reduce_scatter', 'MPI_Reduce_scatter_block',
@@ -193,6 +200,12 @@ def classify(d):
             out.append((p, 'callback', CALLBACKS[core]))
         elif core in UNSUPPORTED_CALLBACKS:
             out.append((p, 'unsupported', None))
+        elif core == 'int' and p.name in KEYVAL_PARAMS and stars == 0:
+            out.append((p, 'keyval', None))
+        elif core == 'int' and p.name in KEYVAL_PARAMS and stars == 1 and api in KEYVAL_CREATE:
+            out.append((p, 'keyval_out', KEYVAL_CREATE[api]))
+        elif core == 'int' and p.name in KEYVAL_PARAMS and stars == 1 and api in KEYVAL_FREE:
+            out.append((p, 'keyval_free', None))
         elif core in PLAIN:
             if re.search(r'weights$', p.name) and core == 'int':
                 out.append((p, 'weights', None))
@@ -267,6 +280,18 @@ def gen_wrapper(d, idx, fl):
             args.append(n)
         elif role == 'weights':
             args.append('ghost::mpi::xlate_weights(%s)' % n)
+        elif role == 'keyval':
+            args.append('ghost::mpi::keyval_lower(%s)' % n)
+        elif role == 'keyval_out':
+            fns = [q.name for q, r2, _ in roles if r2 == 'callback']
+            pre.append('  int l_%s = 0;' % n)
+            args.append('%s ? &l_%s : nullptr' % (n, n))
+            post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::keyval_adopt(ghost::mpi::kind::%s, %d, l_%s, (void *)%s, (void *)%s, %s);'
+                        % (n, n, extra, idx, n, fns[0], fns[1], d.params[-1].name))
+        elif role == 'keyval_free':
+            pre.append('  int l_%s = %s ? ghost::mpi::keyval_lower(*%s) : 0;' % (n, n, n))
+            args.append('%s ? &l_%s : nullptr' % (n, n))
+            post.append('  if (%s && rc_ == MPI_SUCCESS) { ghost::mpi::keyval_drop(*%s); *%s = l_%s; }' % (n, n, n, n))
         elif role == 'in':
             pre.append('  %s l_%s = ghost::mpi::to_lower<%s>(%s);' % (p.core, n, K, n))
             args.append('l_' + n)
@@ -343,7 +368,7 @@ def gen_wrapper(d, idx, fl):
         if api == 'MPI_Init_thread':
             post.append('  if (rc_ == MPI_SUCCESS && provided) *provided = app_level_;')
     elif api in CUSTOM and d.api == api:
-        upper = [p.name for p, role, extra in roles if role not in ('plain', 'weights', 'unsupported')]
+        upper = [p.name for p, role, extra in roles if role not in ('plain', 'weights', 'unsupported', 'keyval')]
         L.append('  (void)lfs_;')
         L.append('  (void)sizeof(fn_t);')
         L.append('  rc_ = ghost::mpi::q_%s(ghost::mpi::g_fns[%d], %s);' % (api[4:], idx, ', '.join(args + upper)))

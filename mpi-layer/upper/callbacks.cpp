@@ -72,12 +72,12 @@ template <int N> NOSP void file_errh_tramp(MPI_File *f, int *code, ...) {
     template <int N>                                                                               \
     NOSP int NAME##_copy_tramp(H o, int key, void *extra, void *in, void *out, int *flag) {        \
         callback_scope cs;                                                                         \
-        return NAME##_copy_slots.fns[N](lookup<K>(o), key, extra, in, out, flag);                  \
+        return NAME##_copy_slots.fns[N](lookup<K>(o), keyval_upper(key), extra, in, out, flag);    \
     }                                                                                              \
     slot_table<DEL_T> NAME##_delete_slots;                                                         \
     template <int N> NOSP int NAME##_delete_tramp(H o, int key, void *val, void *extra) {          \
         callback_scope cs;                                                                         \
-        return NAME##_delete_slots.fns[N](lookup<K>(o), key, val, extra);                          \
+        return NAME##_delete_slots.fns[N](lookup<K>(o), keyval_upper(key), val, extra);            \
     }
 
 ATTR_SLOTS(comm, MPI_Comm, kind::comm, MPI_Comm_copy_attr_function, MPI_Comm_delete_attr_function)

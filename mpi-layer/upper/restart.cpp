@@ -463,7 +463,9 @@ struct attr_key {
 std::mutex g_attr_mu;
 std::set<attr_key> *g_attrs; // set, not yet deleted (the object may have been freed since)
 
-// The first attribute still set on a live object, or false. Entries of freed objects go.
+// The first attribute still set on a live object with a keyval the program has freed (the
+// attributes of live keyvals are read at the checkpoint: keyvals.cpp), or false. Entries of freed
+// objects go.
 bool live_attribute(attr_key *out) {
     std::lock_guard<std::mutex> g(g_attr_mu);
     if (!g_attrs) return false;
@@ -477,7 +479,7 @@ bool live_attribute(attr_key *out) {
             v = decode<kind::win>((MPI_Win)it->object);
         // Predefined objects of MPICH have no vobj: live all the same.
         bool live = !v || (v->magic == kVobjMagic && v->k == it->k);
-        if (live) {
+        if (live && (it->k == kind::win || keyval_freed(it->keyval))) {
             *out = *it;
             return true;
         }
@@ -549,11 +551,17 @@ int quiesce(void *, char *why, size_t why_len) {
         snprintf(why, why_len, "rank %d: MPI_Finalize was called: a restart could not go on", rank);
         return -1;
     }
+    if (keyvals_overflowed()) {
+        snprintf(why, why_len,
+                 "rank %d: the program made more attribute keyvals than the layer can carry", rank);
+        return -1;
+    }
     if (attr_key a; live_attribute(&a)) {
         snprintf(why, why_len,
-                 "rank %d: an attribute (keyval %d) is set on a %s: attributes cannot be carried "
-                 "to a fresh MPI library yet",
-                 rank, a.keyval, kind_name(a.k));
+                 "rank %d: an attribute (keyval %d) is set on a %s%s: such attributes cannot be "
+                 "carried to a fresh MPI library yet",
+                 rank, a.keyval, kind_name(a.k),
+                 a.k == kind::win ? "" : " with a keyval the program has freed");
         return -1;
     }
     // Requests: complete ones keep their status in upper memory; pending ones are posted again by
@@ -562,6 +570,14 @@ int quiesce(void *, char *why, size_t why_len) {
         0)
         return -1;
     list_comms();
+    {
+        std::vector<uintptr_t> comms, types;
+        for (const comm_extra &e : *g_extras)
+            comms.push_back((uintptr_t)e.comm);
+        for (const auto &[r, v] : live_records())
+            if (v && v->k == KT) types.push_back((uintptr_t)encode<KT, T>(const_cast<vobj *>(v)));
+        attrs_prepare(comms, types);
+    }
     for (const auto &[r, v] : live_records()) {
         replay p{r, true};
         if (replay_one(p, api_of(r)) != 1) {
@@ -595,7 +611,15 @@ struct dirent64_head {
 int exclude(void *, const ghost_exclude_sink *sink) {
     if (!g_state.active) return 0;
     // First the lower calls (whatever they map is then excluded too).
-    if (g_state.initialized) read_comm_extras(t_lower_fs);
+    if (g_state.initialized) {
+        read_comm_extras(t_lower_fs);
+        char why[160];
+        if (attrs_read(t_lower_fs, why, sizeof why) != 0) {
+            // No allocation here: the reason goes to stderr, the park fails.
+            dprintf(2, "ghost-mpi: rank %d: attributes not read: %s\n", g_state.rank, why);
+            return -1;
+        }
+    }
     static ghost_lower_region regions[GHOST_LOWER_MAX_REGIONS + 2048];
     size_t n = attribution_lower_regions_nomalloc(regions, sizeof regions / sizeof regions[0]);
     if (n == SIZE_MAX || n > sizeof regions / sizeof regions[0]) return -1;
@@ -691,6 +715,10 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     for (const record *z : zombies)
         free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
+    if (char what[200]; attrs_after_restart(fs, what, sizeof what) != 0) {
+        snprintf(why, why_len, "rank %d: %s", g_state.rank, what);
+        return -1;
+    }
     if (g_bsend_buf) {
         int rc = g_bsend_size <= INT_MAX
                      ? call_by_name<int (*)(void *, int)>(fs, "MPI_Buffer_attach", g_bsend_buf,

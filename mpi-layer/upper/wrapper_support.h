@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "handles.h"
+#include "keyvals.h"
 #include "runtime.h"
 
 #define GHOST_EXPORT __attribute__((visibility("default")))

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Attributes that live across checkpoints (run_job_ckpt.sh), as libraries cache state on
+ * communicators: made once before the first step: a keyval made and freed (so that a fresh MPI
+ * would number the next ones otherwise), a communicator keyval with copy and delete callbacks
+ * (value set on MPI_COMM_WORLD and on a duplicate, and copied by the callback into a duplicate of
+ * that), one with the predefined MPI_COMM_NULL_COPY_FN / MPI_COMM_NULL_DELETE_FN, a deprecated
+ * MPI_Keyval_create one (MPI_Attr_put / MPI_Attr_get), and a datatype keyval on a vector type.
+ * Each step checks every attribute's value and flag, duplicates a communicator (the copy callback
+ * runs and gets the program's keyval) and frees the duplicate (the delete callback runs), reads
+ * MPI_TAG_UB, reduces on the duplicate and folds it all into a checksum; SLEEP_MS of sleep
+ * between steps (outside MPI). At the end the objects are freed: each delete callback must have
+ * run once per attribute that existed. Prints only at the end.
+ * Usage: attr_steps STEPS [SLEEP_MS] */
+#include <time.h>
+
+#include "mpit.h"
+
+/* The deprecated keyval calls are used on purpose (old codes still do). */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+static unsigned long long sum = 1469598103934665603ull;
+static void mix(unsigned long long v) {
+    sum = (sum ^ v) * 1099511628211ull;
+}
+
+static int kv_copy = MPI_KEYVAL_INVALID, kv_null = MPI_KEYVAL_INVALID, kv_old = MPI_KEYVAL_INVALID,
+           kv_type = MPI_KEYVAL_INVALID;
+static long copies, deletes, type_deletes;
+static int extra_tag = 4242; /* extra_state: its address is checked in every callback */
+
+static int copy_cb(MPI_Comm c, int kv, void *extra, void *in, void *out, int *flag) {
+    (void)c;
+    CHECK(kv == kv_copy && extra == &extra_tag);
+    copies++;
+    *(void **)out = (void *)((intptr_t)in + 1);
+    *flag = 1;
+    return MPI_SUCCESS;
+}
+
+static int delete_cb(MPI_Comm c, int kv, void *val, void *extra) {
+    (void)c;
+    (void)val;
+    CHECK(kv == kv_copy && extra == &extra_tag);
+    deletes++;
+    return MPI_SUCCESS;
+}
+
+static int type_delete_cb(MPI_Datatype t, int kv, void *val, void *extra) {
+    (void)t;
+    CHECK(kv == kv_type && val == (void *)(intptr_t)77 && extra == NULL);
+    type_deletes++;
+    return MPI_SUCCESS;
+}
+
+static void expect(MPI_Comm c, int kv, int want_flag, intptr_t want) {
+    void *v = NULL;
+    int flag = -1;
+    CHECK_MPI(MPI_Comm_get_attr(c, kv, &v, &flag));
+    CHECK(flag == want_flag);
+    if (want_flag) CHECK((intptr_t)v == want);
+}
+
+int main(int argc, char **argv) {
+    mpit_init(&argc, &argv, "attr_steps");
+    int steps = argc > 1 ? atoi(argv[1]) : 100;
+    int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
+    int r = mpit_rank;
+
+    int gone;
+    CHECK_MPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN, &gone, NULL));
+    CHECK_MPI(MPI_Comm_free_keyval(&gone));
+    CHECK(gone == MPI_KEYVAL_INVALID);
+    CHECK_MPI(MPI_Comm_create_keyval(copy_cb, delete_cb, &kv_copy, &extra_tag));
+    CHECK_MPI(
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN, &kv_null, NULL));
+    CHECK_MPI(MPI_Keyval_create(MPI_NULL_COPY_FN, MPI_NULL_DELETE_FN, &kv_old, NULL));
+    CHECK_MPI(MPI_Type_create_keyval(MPI_TYPE_NULL_COPY_FN, type_delete_cb, &kv_type, NULL));
+
+    MPI_Comm d1, d2;
+    CHECK_MPI(MPI_Comm_set_attr(MPI_COMM_WORLD, kv_copy, (void *)(intptr_t)(1000 + r)));
+    CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &d1)); /* copies: d1 gets 1001 + r */
+    CHECK_MPI(MPI_Comm_set_attr(d1, kv_null, (void *)(intptr_t)(500 + r)));
+    CHECK_MPI(MPI_Attr_put(d1, kv_old, (void *)(intptr_t)(600 + r)));
+    CHECK_MPI(MPI_Comm_dup(d1, &d2)); /* copies kv_copy only: d2 gets 1002 + r */
+    MPI_Datatype vec;
+    CHECK_MPI(MPI_Type_vector(2, 1, 2, MPI_INT, &vec));
+    CHECK_MPI(MPI_Type_commit(&vec));
+    CHECK_MPI(MPI_Type_set_attr(vec, kv_type, (void *)(intptr_t)77));
+    long base_copies = copies;
+    CHECK(base_copies == 2);
+
+    unsigned long long state = 99 + (unsigned long long)r;
+    for (int s = 0; s < steps; s++) {
+        mpit_step(s, steps);
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        expect(MPI_COMM_WORLD, kv_copy, 1, 1000 + r);
+        expect(d1, kv_copy, 1, 1001 + r);
+        expect(d2, kv_copy, 1, 1002 + r);
+        expect(d1, kv_null, 1, 500 + r);
+        expect(d2, kv_null, 0, 0);
+        void *v = NULL;
+        int flag = 0;
+        CHECK_MPI(MPI_Attr_get(d1, kv_old, &v, &flag));
+        CHECK(flag && (intptr_t)v == 600 + r);
+        CHECK_MPI(MPI_Type_get_attr(vec, kv_type, &v, &flag));
+        CHECK(flag && (intptr_t)v == 77);
+        int *tag_ub = NULL;
+        CHECK_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &flag));
+        CHECK(flag && *tag_ub >= 32767);
+
+        MPI_Comm tmp;
+        CHECK_MPI(MPI_Comm_dup(d2, &tmp)); /* copy callback: tmp gets 1003 + r */
+        expect(tmp, kv_copy, 1, 1003 + r);
+        long long x = (long long)(state >> 20), total = 0;
+        CHECK_MPI(MPI_Allreduce(&x, &total, 1, MPI_LONG_LONG, MPI_SUM, tmp));
+        CHECK_MPI(MPI_Comm_free(&tmp)); /* delete callback */
+        int packed[4] = {(int)s, -1, (int)r, -1}, out[4] = {0, 0, 0, 0};
+        CHECK_MPI(MPI_Sendrecv(packed, 1, vec, 0, s, out, 1, vec, 0, s, MPI_COMM_SELF,
+                               MPI_STATUS_IGNORE));
+        CHECK(out[0] == s && out[2] == r);
+        mix((unsigned long long)total);
+        mix((unsigned long long)(copies - base_copies) * 7u + (unsigned long long)deletes);
+
+        if (sleep_ms > 0) {
+            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0) {
+            }
+        }
+    }
+    CHECK(copies == base_copies + steps && deletes == steps);
+    CHECK_MPI(MPI_Comm_free(&d2));
+    CHECK_MPI(MPI_Comm_free(&d1));
+    CHECK_MPI(MPI_Comm_delete_attr(MPI_COMM_WORLD, kv_copy));
+    CHECK(deletes == steps + 3);
+    CHECK_MPI(MPI_Type_free(&vec));
+    CHECK(type_deletes == 1);
+    CHECK_MPI(MPI_Comm_free_keyval(&kv_copy));
+    CHECK_MPI(MPI_Comm_free_keyval(&kv_null));
+    CHECK_MPI(MPI_Keyval_free(&kv_old));
+    CHECK_MPI(MPI_Type_free_keyval(&kv_type));
+    printf("rank %d: attr_steps %d steps copies %ld deletes %ld checksum %016llx\n", r, steps,
+           copies, deletes, sum);
+    return mpit_finish();
+}

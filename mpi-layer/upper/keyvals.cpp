@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+// Attribute keyvals and the attributes set with them, carried across a restart.
+//
+// A keyval is a number the lower half hands out; a fresh lower half (a restart) hands out others,
+// so the application holds numbers of ours (kKeyvalBase + index in the table below) and every
+// call that takes one translates it (gen_wrappers.py: KEYVAL_*). Numbers the table does not know
+// (the predefined MPI_TAG_UB, MPI_WTIME_IS_GLOBAL, ..., MPI_KEYVAL_INVALID) pass through.
+// At a checkpoint the attributes are read back from the lower half, for every live communicator
+// and datatype and every live keyval of its kind, however they got there (set by the program or
+// copied by a copy callback in MPI_Comm_dup); after the replay the keyvals are made again in their
+// creation order, then the attributes are set again (no callback runs: the program's copies and
+// deletions happened before the checkpoint). The table and the values are upper memory, so part
+// of the image.
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <vector>
+
+#include "keyvals.h"
+#include "lower_api.h"
+#include "wrapper_support.h"
+
+namespace ghost::mpi {
+namespace {
+
+constexpr int kKeyvalBase = 0x3a000000;
+constexpr size_t kMaxKeyvals = 16384;
+
+struct keyval_entry {
+    kind k;
+    int create_fn; // index of the generated function that made it (its lower call makes it again)
+    int lower;
+    void *copy_fn, *delete_fn, *extra; // as the program passed them (upper)
+    bool freed;                        // a freed slot is used again by the next creation
+};
+
+// A fixed table, so that readers take no lock (a thread may be stopped for a checkpoint anywhere
+// in the upper half): entries below g_used are complete; creations and frees serialise on g_kv_mu.
+keyval_entry g_table[kMaxKeyvals];
+std::atomic<size_t> g_used;
+std::atomic<bool> g_overflow; // a creation found the table full: checkpoints are refused
+std::mutex g_kv_mu;
+
+keyval_entry *entry_of(int upper) {
+    if (upper < kKeyvalBase) return nullptr;
+    size_t i = (size_t)(upper - kKeyvalBase);
+    return i < g_used.load(std::memory_order_acquire) ? &g_table[i] : nullptr;
+}
+
+bool is_freed(const keyval_entry &e) {
+    return __atomic_load_n(&e.freed, __ATOMIC_ACQUIRE);
+}
+
+struct saved_attr {
+    kind k;
+    uintptr_t object; // upper handle
+    int keyval;       // upper
+    void *value;
+};
+std::vector<saved_attr> *g_saved;
+std::vector<uintptr_t> *g_objects[2]; // live communicators, datatypes (upper), listed at quiesce
+
+int slot(kind k) {
+    return k == kind::comm ? 0 : 1;
+}
+
+} // namespace
+
+int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_fn, void *extra) {
+    std::lock_guard<std::mutex> g(g_kv_mu);
+    size_t n = g_used.load(std::memory_order_relaxed), i = 0;
+    while (i < n && !is_freed(g_table[i]))
+        i++;
+    if (i == kMaxKeyvals) {
+        g_overflow = true;
+        return lower;
+    }
+    g_table[i] = {k, create_fn, lower, copy_fn, delete_fn, extra, false};
+    if (i == n) g_used.store(n + 1, std::memory_order_release);
+    return kKeyvalBase + (int)i;
+}
+
+int keyval_lower(int upper) {
+    keyval_entry *e = entry_of(upper);
+    return e && !is_freed(*e) ? __atomic_load_n(&e->lower, __ATOMIC_ACQUIRE) : upper;
+}
+
+int keyval_upper(int lower) {
+    size_t n = g_used.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (!is_freed(g_table[i]) && __atomic_load_n(&g_table[i].lower, __ATOMIC_ACQUIRE) == lower)
+            return kKeyvalBase + (int)i;
+    return lower;
+}
+
+void keyval_drop(int upper) {
+    std::lock_guard<std::mutex> g(g_kv_mu);
+    if (keyval_entry *e = entry_of(upper)) __atomic_store_n(&e->freed, true, __ATOMIC_RELEASE);
+}
+
+bool keyval_freed(int upper) {
+    keyval_entry *e = entry_of(upper);
+    return e && is_freed(*e);
+}
+
+bool keyvals_overflowed() {
+    return g_overflow.load();
+}
+
+void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types) {
+    size_t nkv[2] = {0, 0}, n = g_used.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (!is_freed(g_table[i]) && g_table[i].k != kind::win) nkv[slot(g_table[i].k)]++;
+    for (int s = 0; s < 2; s++) {
+        if (!g_objects[s]) g_objects[s] = new std::vector<uintptr_t>();
+        *g_objects[s] = s == 0 ? comms : types;
+    }
+    if (!g_saved) g_saved = new std::vector<saved_attr>();
+    g_saved->clear();
+    // Room for every (object, keyval) pair, plus some for keyvals made meanwhile (checked).
+    g_saved->reserve(comms.size() * nkv[0] + types.size() * nkv[1] + 64);
+}
+
+int attrs_read(uintptr_t fs, char *why, size_t why_len) {
+    if (!g_saved) return 0;
+    size_t n = g_used.load(std::memory_order_acquire);
+    void *get_fn[2] = {lower_fn("MPI_Comm_get_attr"), lower_fn("MPI_Type_get_attr")};
+    for (size_t i = 0; i < n; i++) {
+        const keyval_entry &e = g_table[i];
+        if (is_freed(e) || e.k == kind::win) continue;
+        int s = slot(e.k);
+        if (!get_fn[s] || !g_objects[s]) continue;
+        for (uintptr_t o : *g_objects[s]) {
+            void *value = nullptr;
+            int flag = 0, rc;
+            {
+                lower_call lc(fs);
+                if (s == 0)
+                    rc = ((int (*)(MPI_Comm, int, void *, int *))get_fn[0])(
+                        to_lower<kind::comm>((MPI_Comm)o), e.lower, &value, &flag);
+                else
+                    rc = ((int (*)(MPI_Datatype, int, void *, int *))get_fn[1])(
+                        to_lower<kind::datatype>((MPI_Datatype)o), e.lower, &value, &flag);
+            }
+            if (rc != MPI_SUCCESS || !flag) continue;
+            if (g_saved->size() == g_saved->capacity()) { // no allocation here
+                snprintf(why, why_len, "more attributes than room was made for");
+                return -1;
+            }
+            g_saved->push_back({e.k, o, kKeyvalBase + (int)i, value});
+        }
+    }
+    return 0;
+}
+
+int attrs_after_restart(uintptr_t fs, char *why, size_t why_len) {
+    size_t n = g_used.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        keyval_entry &e = g_table[i];
+        if (is_freed(e)) continue;
+        void *copy = e.k == kind::comm
+                         ? (void *)wrap_comm_copy((MPI_Comm_copy_attr_function *)e.copy_fn)
+                     : e.k == kind::datatype
+                         ? (void *)wrap_type_copy((MPI_Type_copy_attr_function *)e.copy_fn)
+                         : (void *)wrap_win_copy((MPI_Win_copy_attr_function *)e.copy_fn);
+        void *del = e.k == kind::comm
+                        ? (void *)wrap_comm_delete((MPI_Comm_delete_attr_function *)e.delete_fn)
+                    : e.k == kind::datatype
+                        ? (void *)wrap_type_delete((MPI_Type_delete_attr_function *)e.delete_fn)
+                        : (void *)wrap_win_delete((MPI_Win_delete_attr_function *)e.delete_fn);
+        int lower = 0, rc;
+        {
+            lower_call lc(fs);
+            rc = ((int (*)(void *, void *, int *, void *))g_fns[e.create_fn])(copy, del, &lower,
+                                                                              e.extra);
+        }
+        if (rc != MPI_SUCCESS) {
+            snprintf(why, why_len, "cannot make an attribute keyval again (%s)",
+                     g_fn_names[e.create_fn]);
+            return -1;
+        }
+        e.lower = lower;
+    }
+    if (!g_saved) return 0;
+    void *set_fn[2] = {lower_fn("MPI_Comm_set_attr"), lower_fn("MPI_Type_set_attr")};
+    for (const saved_attr &a : *g_saved) {
+        int s = slot(a.k);
+        keyval_entry *e = entry_of(a.keyval);
+        if (!e || !set_fn[s]) continue;
+        int rc;
+        {
+            lower_call lc(fs);
+            if (s == 0)
+                rc = ((int (*)(MPI_Comm, int, void *))set_fn[0])(
+                    to_lower<kind::comm>((MPI_Comm)a.object), e->lower, a.value);
+            else
+                rc = ((int (*)(MPI_Datatype, int, void *))set_fn[1])(
+                    to_lower<kind::datatype>((MPI_Datatype)a.object), e->lower, a.value);
+        }
+        if (rc != MPI_SUCCESS) {
+            snprintf(why, why_len, "cannot set an attribute (keyval %d) on a %s again", a.keyval,
+                     kind_name(a.k));
+            return -1;
+        }
+    }
+    g_saved->clear();
+    return 0;
+}
+
+} // namespace ghost::mpi
