@@ -5,9 +5,12 @@
 //   HELLO <job> <secret> <rank> <size> <pid> <host>      ->  WELCOME   or   REFUSED <reason>
 // A wrong job or secret is refused, logged by ghostrun, and the connection closed. Afterwards:
 //   coordinator: QUIESCE <epoch>                       a quiesce (DESIGN.md section 3) begins
-//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>] sent <size> <sent to 0> ...
+//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>] [made <m> <id> <digest> ...]
+//                sent <size> <sent to 0> ...
 //                collective sequence numbers per communicator; k > 0: threads inside a collective
-//                that makes a communicator (that round does not end the clock phase); then the
+//                that makes a communicator (that round does not end the clock phase); made:
+//                per communicator, the creations over it a restart would replay (the members
+//                must agree, else the epoch is refused); then the
 //                point-to-point messages this rank sent to each world rank
 //   coordinator: TARGET <epoch> <agreed 0|1> <n> <id> <seq> ...   the largest of each, to run
 //                forward to (0: another CLOCK follows). With 1 the counts of that round are final

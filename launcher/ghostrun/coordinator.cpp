@@ -119,6 +119,8 @@ struct epoch_state {
     int cli_fd = -1; // the command that asked
     clock_type::time_point start, deadline, t_counts, t_drain;
     std::map<int, std::map<std::string, unsigned long long>> clocks; // rank -> id -> seq
+    // rank -> communicator id -> communicators made over it that a restart would replay
+    std::map<int, std::map<std::string, std::string>> made; // ... digest of them
     bool creating = false; // this round: a rank has a thread inside a communicator creation
     std::map<int, std::vector<unsigned long long>> counts; // rank -> sent to each
     std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
@@ -342,6 +344,19 @@ struct server {
                 ep.creating |= strtoul(w[at + 1].c_str(), nullptr, 10) > 0;
                 at += 2;
             }
+            auto &made = ep.made[c.rank];
+            made.clear();
+            if (at + 1 < w.size() && w[at] == "made") {
+                size_t k = strtoul(w[at + 1].c_str(), nullptr, 10);
+                if (at + 2 + 2 * k > w.size()) {
+                    abort_epoch("rank " + std::to_string(c.rank) + ": a short 'made' list in '" +
+                                line.substr(0, 80) + "'");
+                    return;
+                }
+                for (size_t i = 0; i < k; i++)
+                    made[w[at + 2 + 2 * i]] = w[at + 3 + 2 * i];
+                at += 2 + 2 * k;
+            }
             size_t size = at + 1 < w.size() && w[at] == "sent"
                               ? strtoul(w[at + 1].c_str(), nullptr, 10)
                               : w.size();
@@ -407,6 +422,26 @@ struct server {
     // may carry a rank past collectives on other communicators: rounds repeat until every
     // communicator's members agree, then the final targets let the ranks park for good, and the
     // drain targets (from the message counts of that round) follow at once.
+    // A restart replays each communicator creation collectively over its parent: the members
+    // of every communicator must hold records of as many creations over it. Empty if they do.
+    std::string replay_mismatch() {
+        for (auto &[r, m] : ep.clocks)
+            for (auto &[id, seq] : m) {
+                (void)seq;
+                auto digest = [&](int rank) {
+                    auto it = ep.made[rank].find(id);
+                    return it == ep.made[rank].end() ? std::string("0") : it->second;
+                };
+                for (auto &[r2, m2] : ep.clocks)
+                    if (r2 > r && m2.count(id) && digest(r) != digest(r2))
+                        return "ranks " + std::to_string(r) + " and " + std::to_string(r2) +
+                               " hold different communicators made over one they share (a "
+                               "creation whose result is MPI_COMM_NULL on some ranks was freed "
+                               "by the others): a restart could not rebuild them";
+            }
+        return "";
+    }
+
     void send_targets() {
         std::map<std::string, unsigned long long> mx, mn;
         for (auto &[r, m] : ep.clocks)
@@ -418,6 +453,8 @@ struct server {
         // creation may be inside a collective on it that the others, still inside the creation,
         // do not report yet; another round, once they have returned, has it from every member.
         bool agreed = mx == mn && !ep.creating;
+        if (agreed)
+            if (std::string why = replay_mismatch(); !why.empty()) return abort_epoch(why);
         ep.creating = false;
         ep.rounds++;
         ep.answered.clear();

@@ -261,6 +261,9 @@ def gen_wrapper(d, idx, fl):
                 pre.append('  if (rec_) rec_->args[%d] = (uint64_t)(uintptr_t)(const void*)%s;' % (i, p.name))
             else:
                 pre.append('  if (rec_) rec_->args[%d] = ghost::mpi::raw_word(%s);' % (i, p.name))
+        if api in COMM_CHAINED:
+            parent = [q.name for q, r2, e2 in roles if r2 == 'in' and e2 == 'comm'][0]
+            pre.append('  if (rec_) rec_->parent_pos = ghost::mpi::comm_position((uintptr_t)%s);' % parent)
         for pos, cnt in RECORD_ARRAYS.get(api, []):
             if pos >= len(d.params) or not (d.params[pos].array or d.params[pos].stars):
                 raise GenError('%s: record rule names parameter %d, not an array' % (d.name, pos))

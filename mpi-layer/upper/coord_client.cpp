@@ -36,6 +36,53 @@
 namespace ghost::mpi {
 namespace {
 
+// The communicators made by collective creations over each tracked communicator that this rank
+// still has records of (kept, freed but named by a live record, or MPI_COMM_NULL here): a restart
+// replays them, collectively over the parent, so every member must hold the same ones; the
+// coordinator compares a digest of them (" made <m> <id> <digest> ..."). They differ when a
+// creation whose result is MPI_COMM_NULL on some ranks is freed by the others: a restart would then
+// hang in the replay.
+std::string made_report() {
+    static const char *const kOverParent[] = {
+        "MPI_Comm_dup",          "MPI_Comm_dup_with_info",
+        "MPI_Comm_split",        "MPI_Comm_split_type",
+        "MPI_Comm_create",       "MPI_Cart_create",
+        "MPI_Cart_sub",          "MPI_Graph_create",
+        "MPI_Dist_graph_create", "MPI_Dist_graph_create_adjacent"};
+    std::vector<std::pair<uint64_t, uint64_t>> made;
+    records_visit(
+        [](const record *r, const vobj *, void *arg) {
+            if (r->fn < 0 || (size_t)r->fn >= g_nfns || r->args.empty()) return;
+            bool over = false;
+            for (const char *n : kOverParent)
+                over |= strcmp(g_fn_names[r->fn], n) == 0;
+            if (!over) return;
+            comm_info *p = comm_info_of_raw((uintptr_t)r->args[0]);
+            if (!p || !p->tracked) return;
+            // A sum of a mix of each creation's position on the parent's clock: the same set
+            // of creations, in whatever order the records are visited, gives the same value.
+            uint64_t h = r->parent_pos * 0x9e3779b97f4a7c15ull;
+            h = (h ^ (h >> 31)) * 0xbf58476d1ce4e5b9ull;
+            h ^= h >> 29;
+            auto &v = *(std::vector<std::pair<uint64_t, uint64_t>> *)arg;
+            for (auto &e : v)
+                if (e.first == p->id) {
+                    e.second += h;
+                    return;
+                }
+            v.push_back({p->id, h});
+        },
+        &made);
+    if (made.empty()) return "";
+    std::string out = " made " + std::to_string(made.size());
+    for (auto &[id, n] : made) {
+        char b[48];
+        snprintf(b, sizeof b, " %llx %llx", (unsigned long long)id, (unsigned long long)n);
+        out += b;
+    }
+    return out;
+}
+
 int g_fd = -1;
 int g_rank = -1;
 pthread_t g_thread;
@@ -429,6 +476,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         for (thread_gate *t : gate_threads())
             creating += t->in_create != 0;
         if (creating) clock += " creating " + std::to_string(creating);
+        clock += made_report();
         // The messages sent to each world rank: if this round agrees, the threads stay at their
         // safe points and these are final, so the coordinator sends the drain targets with the
         // agreement (no round of its own for the counts).

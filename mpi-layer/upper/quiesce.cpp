@@ -224,6 +224,11 @@ void comm_created(uintptr_t newcomm, uintptr_t parent) {
     }
 }
 
+uint64_t comm_position(uintptr_t upper) {
+    comm_info *ci = comm_info_of_raw(upper);
+    return ci && ci->tracked ? ci->seq.load() : 0;
+}
+
 void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
     {

@@ -56,6 +56,9 @@ struct record {
     const void *was = nullptr;
     uint64_t freed_seq = 0;
     uintptr_t replay_lower = 0; // its lower handle on the new lower half, during a replay
+    // Creations collective over their first communicator: that communicator's collective clock
+    // at the creation (the same on every member), which names the creation job-wide.
+    uint64_t parent_pos = 0;
 };
 
 // What a restart needs to post a pending MPI_Irecv again on a fresh lower half (upper handles).

@@ -79,6 +79,8 @@ const int *xlate_weights(const int *w);
 int *xlate_weights(int *w);
 // MPI_UNWEIGHTED or MPI_WEIGHTS_EMPTY of the upper (application's) library: not an array.
 bool weights_sentinel(const int *w);
+// The collective clock of a communicator (upper handle; 0 if untracked): quiesce.cpp.
+uint64_t comm_position(uintptr_t upper);
 // Lengths of arrays a creation record copies: a weights array (none for a sentinel), the sum of
 // a degrees array, the dimensions of a Cartesian communicator (upper handle).
 size_t weights_len(const int *w, int n);
