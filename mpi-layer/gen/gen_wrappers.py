@@ -125,6 +125,17 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
                'MPI_Intercomm_create'}
+# Nonblocking collectives: their start advances the communicator's collective clock like a
+# blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
+# checkpoint every member has started the same ones; the drain then completes them
+# (p2p.cpp, collectives_complete) and a restart finds them complete.
+NONBLOCKING_COLLECTIVES = {
+    'MPI_Ibarrier', 'MPI_Ibcast', 'MPI_Ireduce', 'MPI_Iallreduce', 'MPI_Igather', 'MPI_Igatherv',
+    'MPI_Iscatter', 'MPI_Iscatterv', 'MPI_Iallgather', 'MPI_Iallgatherv', 'MPI_Ialltoall',
+    'MPI_Ialltoallv', 'MPI_Ialltoallw', 'MPI_Ireduce_scatter', 'MPI_Ireduce_scatter_block',
+    'MPI_Iscan', 'MPI_Iexscan', 'MPI_Ineighbor_allgather', 'MPI_Ineighbor_allgatherv',
+    'MPI_Ineighbor_alltoall', 'MPI_Ineighbor_alltoallv', 'MPI_Ineighbor_alltoallw'}
+COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
 COMM_CHAINED = {'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
@@ -386,6 +397,8 @@ def gen_wrapper(d, idx, fl):
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::comm_created((uintptr_t)*%s, %s);'
                         % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
+    if api in NONBLOCKING_COLLECTIVES:
+        post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_collective(*request);')
     if api in ATTR_CALLS:
         # Attributes live in the lower half: a checkpoint refuses while one is set (restart.cpp).
         k, is_set = ATTR_CALLS[api]

@@ -1187,11 +1187,43 @@ bool matched_to_upper(struct timespec t0, long timeout_ms) {
 }
 } // namespace
 
+void request_mark_collective(MPI_Request upper) {
+    if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
+}
+
+namespace {
+// A nonblocking collective started on every member (the clock agreed) completes once they all
+// make progress, which they do while they drain (and, drained, while they wait for the others):
+// each is tested (MPI_Request_get_status: the request stays the program's) until it is complete,
+// so that the image holds it complete and a restart needs no lower request for it.
+void collective_pending(vobj *v, void *arg) {
+    if (!(v->qflags & kQCollective) || v->done || v->ckpt_done ||
+        v->lower == (uintptr_t)L.req_null || v->lower == (uintptr_t)kFakeReq)
+        return;
+    int flag = 0;
+    MPI_Status st;
+    {
+        lower_call lc;
+        if (L.Request_get_status((MPI_Request)v->lower, &flag, &st) != MPI_SUCCESS) flag = 0;
+    }
+    if (!flag) *(bool *)arg = true;
+}
+
+bool collectives_complete() {
+    bool pending = false;
+    requests_visit(collective_pending, &pending);
+    return !pending;
+}
+} // namespace
+
 int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes) {
     drain_ctx dc;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    auto drained = [&] { return g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms); };
+    auto drained = [&] {
+        return g_recvd.load() >= expected && matched_to_upper(t0, timeout_ms) &&
+               collectives_complete();
+    };
     // Counted already: nothing sent to this rank is left in the lower half, so no lower call is
     // made (each makes an oversubscribed Open MPI yield the CPU: 15 ms for 8 computing ranks on
     // 2 cores, with nothing in flight).

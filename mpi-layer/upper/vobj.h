@@ -97,10 +97,11 @@ constexpr uint32_t kQPersistent = 8;
 constexpr uint32_t kQSend = 16;    // a persistent send: each start counts one message
 constexpr uint32_t kQDrained = 32; // messages: matched from the drained queue (ext)
 
-constexpr uint32_t kQDone = 64;    // completed in the upper half (from a drained message): ext
-                                   // holds its status; the lower handle is a stand-in
-constexpr uint32_t kQCancel = 128; // MPI_Cancel was called on it
-constexpr uint32_t kQIsend = 256;  // a nonblocking send (counted when posted)
+constexpr uint32_t kQDone = 64;        // completed in the upper half (from a drained message): ext
+                                       // holds its status; the lower handle is a stand-in
+constexpr uint32_t kQCancel = 128;     // MPI_Cancel was called on it
+constexpr uint32_t kQIsend = 256;      // a nonblocking send (counted when posted)
+constexpr uint32_t kQCollective = 512; // a nonblocking collective: the drain completes it
 
 // Bookkeeping the next request_new() on this thread takes over (set by the p2p wrappers right
 // before the generated code adopts the new request), then cleared.

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Nonblocking collectives in flight across checkpoints (run_job_ckpt.sh), as solvers overlap a
+ * reduction with computation: each step starts an MPI_Iallreduce on MPI_COMM_WORLD, an
+ * MPI_Ibcast from a rotating root and an MPI_Ialltoall on a duplicate, then sleeps SLEEP_MS
+ * outside MPI with all three pending (where a checkpoint request usually finds the ranks), then
+ * completes them (Waitall, or Test loops on odd steps) and an MPI_Ibarrier; each result is
+ * checked and folded into a checksum. Prints only at the end.
+ * Usage: nbc_steps STEPS [SLEEP_MS] */
+#include <time.h>
+
+#include "mpit.h"
+
+static unsigned long long sum = 1469598103934665603ull;
+static void mix(unsigned long long v) {
+    sum = (sum ^ v) * 1099511628211ull;
+}
+
+int main(int argc, char **argv) {
+    mpit_init(&argc, &argv, "nbc_steps");
+    int steps = argc > 1 ? atoi(argv[1]) : 100;
+    int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
+    int r = mpit_rank, n = mpit_size;
+    MPI_Comm dup;
+    CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    long long *out = malloc((size_t)n * sizeof(long long)),
+              *in = malloc((size_t)n * sizeof(long long));
+    unsigned long long state = 4321 + (unsigned long long)r;
+    for (int s = 0; s < steps; s++) {
+        mpit_step(s, steps);
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        long long v = (long long)(state >> 24), total = 0, b = (r == s % n) ? v : -1;
+        for (int i = 0; i < n; i++) {
+            out[i] = v + i;
+            in[i] = -1;
+        }
+        MPI_Request q[3];
+        CHECK_MPI(MPI_Iallreduce(&v, &total, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD, &q[0]));
+        CHECK_MPI(MPI_Ibcast(&b, 1, MPI_LONG_LONG, s % n, MPI_COMM_WORLD, &q[1]));
+        CHECK_MPI(MPI_Ialltoall(out, 1, MPI_LONG_LONG, in, 1, MPI_LONG_LONG, dup, &q[2]));
+        if (sleep_ms > 0) {
+            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0) {
+            }
+        }
+        if (s % 2 == 0) {
+            CHECK_MPI(MPI_Waitall(3, q, MPI_STATUSES_IGNORE));
+        } else {
+            for (int k = 0; k < 3; k++) {
+                int done = 0;
+                while (!done)
+                    CHECK_MPI(MPI_Test(&q[k], &done, MPI_STATUS_IGNORE));
+            }
+        }
+        for (int i = 0; i < n; i++)
+            CHECK(in[i] != -1);
+        CHECK(b != -1);
+        if (r == s % n) CHECK(b == v);
+        MPI_Request bar;
+        CHECK_MPI(MPI_Ibarrier(MPI_COMM_WORLD, &bar));
+        CHECK_MPI(MPI_Wait(&bar, MPI_STATUS_IGNORE));
+        mix((unsigned long long)total);
+        mix((unsigned long long)b);
+        for (int i = 0; i < n; i++)
+            mix((unsigned long long)in[i]);
+    }
+    free(out);
+    free(in);
+    CHECK_MPI(MPI_Comm_free(&dup));
+    printf("rank %d: nbc_steps %d steps checksum %016llx\n", r, steps, sum);
+    return mpit_finish();
+}
