@@ -201,6 +201,12 @@ int replay_one(replay &p, const char *api) {
                             int, C *)>(p.h<KC, C>(0), p.i(1), src, deg, dst, p.weights(5),
                                        p.h<kind::info, MPI_Info>(6), p.i(7), &o);
         p.made<KC>(o);
+    } else if (is("MPI_Info_create") || is("MPI_Info_dup") || is("MPI_Info_create_env") ||
+               is("MPI_Comm_get_info")) {
+        // Made empty: its keys and values, read at the checkpoint, are set after the replay.
+        MPI_Info o = lower_null<kind::info, MPI_Info>();
+        if (!p.check) rc = call_by_name<int (*)(MPI_Info *)>(p.fs, "MPI_Info_create", &o);
+        p.made<kind::info>(o);
     } else if (is("MPI_Comm_group")) {
         G o = lower_null<KG, G>();
         rc = p.call<int (*)(C, G *)>(p.h<KC, C>(0), &o);
@@ -450,6 +456,59 @@ void free_lower(kind k, uintptr_t l, uintptr_t fs) {
     }
 }
 
+// --- info objects: keys and values ------------------------------------------------------------
+// Read at quiesce (every application thread at a safe point), set again on the objects the replay
+// made empty. Part of the image.
+
+struct info_saved {
+    MPI_Info info; // upper
+    std::vector<std::pair<std::string, std::string>> kv;
+};
+std::vector<info_saved> *g_infos;
+
+bool read_infos(uintptr_t fs) {
+    if (!g_infos) g_infos = new std::vector<info_saved>();
+    g_infos->clear();
+    for (const auto &[r, v] : live_records()) {
+        if (!v || v->k != kind::info) continue;
+        info_saved s{encode<kind::info, MPI_Info>(const_cast<vobj *>(v)), {}};
+        MPI_Info l = to_lower<kind::info>(s.info);
+        int n = 0;
+        if (call_by_name<int (*)(MPI_Info, int *)>(fs, "MPI_Info_get_nkeys", l, &n) != MPI_SUCCESS)
+            return false;
+        for (int i = 0; i < n; i++) {
+            char key[MPI_MAX_INFO_KEY + 1] = "";
+            int len = 0, flag = 0;
+            if (call_by_name<int (*)(MPI_Info, int, char *)>(fs, "MPI_Info_get_nthkey", l, i,
+                                                             key) != MPI_SUCCESS ||
+                call_by_name<int (*)(MPI_Info, const char *, int *, int *)>(
+                    fs, "MPI_Info_get_valuelen", l, key, &len, &flag) != MPI_SUCCESS)
+                return false;
+            if (!flag) continue;
+            std::string val((size_t)len + 1, '\0');
+            if (call_by_name<int (*)(MPI_Info, const char *, int, char *, int *)>(
+                    fs, "MPI_Info_get", l, key, len, val.data(), &flag) != MPI_SUCCESS)
+                return false;
+            val.resize(strnlen(val.c_str(), (size_t)len));
+            s.kv.push_back({key, val});
+        }
+        g_infos->push_back(std::move(s));
+    }
+    return true;
+}
+
+bool write_infos(uintptr_t fs) {
+    if (!g_infos) return true;
+    for (const info_saved &s : *g_infos) {
+        MPI_Info l = to_lower<kind::info>(s.info);
+        for (const auto &[k, v] : s.kv)
+            if (call_by_name<int (*)(MPI_Info, const char *, const char *)>(
+                    fs, "MPI_Info_set", l, k.c_str(), v.c_str()) != MPI_SUCCESS)
+                return false;
+    }
+    return true;
+}
+
 // --- attributes ---------------------------------------------------------------------------------
 
 struct attr_key {
@@ -577,6 +636,10 @@ int quiesce(void *, char *why, size_t why_len) {
         for (const auto &[r, v] : live_records())
             if (v && v->k == KT) types.push_back((uintptr_t)encode<KT, T>(const_cast<vobj *>(v)));
         attrs_prepare(comms, types);
+    }
+    if (!read_infos(fs)) {
+        snprintf(why, why_len, "rank %d: cannot read an info object's keys and values", rank);
+        return -1;
     }
     for (const auto &[r, v] : live_records()) {
         replay p{r, true};
@@ -715,6 +778,11 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     for (const record *z : zombies)
         free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
+    if (!write_infos(fs)) {
+        snprintf(why, why_len, "rank %d: cannot set an info object's keys and values again",
+                 g_state.rank);
+        return -1;
+    }
     if (char what[200]; attrs_after_restart(fs, what, sizeof what) != 0) {
         snprintf(why, why_len, "rank %d: %s", g_state.rank, what);
         return -1;

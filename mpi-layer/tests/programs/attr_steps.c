@@ -8,9 +8,10 @@
  * Each step checks every attribute's value and flag, duplicates a communicator (the copy callback
  * runs and gets the program's keyval) and frees the duplicate (the delete callback runs), reads
  * MPI_TAG_UB, reduces on the duplicate and folds it all into a checksum; SLEEP_MS of sleep
- * between steps (outside MPI). At the end the objects are freed: each delete callback must have
- * run once per attribute that existed. Prints only at the end.
- * Usage: attr_steps STEPS [SLEEP_MS] */
+ * between steps (outside MPI). Two info objects (one a duplicate changed after MPI_Info_dup)
+ * are kept too, their keys and values checked in every step. At the end the objects are freed: each
+ * delete callback must have run once per attribute that existed. Prints only at the end. Usage:
+ * attr_steps STEPS [SLEEP_MS] */
 #include <time.h>
 
 #include "mpit.h"
@@ -86,6 +87,16 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Type_vector(2, 1, 2, MPI_INT, &vec));
     CHECK_MPI(MPI_Type_commit(&vec));
     CHECK_MPI(MPI_Type_set_attr(vec, kv_type, (void *)(intptr_t)77));
+    /* info objects kept across steps (as I/O libraries keep their hints) */
+    MPI_Info info, info_dup;
+    char val[64];
+    snprintf(val, sizeof val, "value-%d", r);
+    CHECK_MPI(MPI_Info_create(&info));
+    CHECK_MPI(MPI_Info_set(info, "ghost_key", val));
+    CHECK_MPI(MPI_Info_set(info, "cb_nodes", "2"));
+    CHECK_MPI(MPI_Info_dup(info, &info_dup));
+    CHECK_MPI(MPI_Info_set(info_dup, "only_in_dup", "yes"));
+    CHECK_MPI(MPI_Info_delete(info_dup, "cb_nodes"));
     long base_copies = copies;
     CHECK(base_copies == 2);
 
@@ -107,6 +118,21 @@ int main(int argc, char **argv) {
         int *tag_ub = NULL;
         CHECK_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &flag));
         CHECK(flag && *tag_ub >= 32767);
+
+        int nkeys = 0, vflag = 0;
+        char got[64];
+        CHECK_MPI(MPI_Info_get_nkeys(info, &nkeys));
+        CHECK(nkeys == 2);
+        CHECK_MPI(MPI_Info_get(info, "ghost_key", sizeof got - 1, got, &vflag));
+        CHECK(vflag && strcmp(got, val) == 0);
+        CHECK_MPI(MPI_Info_get(info, "cb_nodes", sizeof got - 1, got, &vflag));
+        CHECK(vflag && strcmp(got, "2") == 0);
+        CHECK_MPI(MPI_Info_get_nkeys(info_dup, &nkeys));
+        CHECK(nkeys == 2);
+        CHECK_MPI(MPI_Info_get(info_dup, "only_in_dup", sizeof got - 1, got, &vflag));
+        CHECK(vflag && strcmp(got, "yes") == 0);
+        CHECK_MPI(MPI_Info_get(info_dup, "cb_nodes", sizeof got - 1, got, &vflag));
+        CHECK(!vflag);
 
         MPI_Comm tmp;
         CHECK_MPI(MPI_Comm_dup(d2, &tmp)); /* copy callback: tmp gets 1003 + r */
@@ -134,6 +160,8 @@ int main(int argc, char **argv) {
     CHECK(deletes == steps + 3);
     CHECK_MPI(MPI_Type_free(&vec));
     CHECK(type_deletes == 1);
+    CHECK_MPI(MPI_Info_free(&info));
+    CHECK_MPI(MPI_Info_free(&info_dup));
     CHECK_MPI(MPI_Comm_free_keyval(&kv_copy));
     CHECK_MPI(MPI_Comm_free_keyval(&kv_null));
     CHECK_MPI(MPI_Keyval_free(&kv_old));
