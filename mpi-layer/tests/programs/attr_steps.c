@@ -12,17 +12,10 @@
  * are kept too, their keys and values checked in every step. At the end the objects are freed: each
  * delete callback must have run once per attribute that existed. Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
-#include <time.h>
-
 #include "mpit.h"
 
 /* The deprecated keyval calls are used on purpose (old codes still do). */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-
-static unsigned long long sum = 1469598103934665603ull;
-static void mix(unsigned long long v) {
-    sum = (sum ^ v) * 1099511628211ull;
-}
 
 static int kv_copy = MPI_KEYVAL_INVALID, kv_null = MPI_KEYVAL_INVALID, kv_old = MPI_KEYVAL_INVALID,
            kv_type = MPI_KEYVAL_INVALID;
@@ -144,14 +137,10 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Sendrecv(packed, 1, vec, 0, s, out, 1, vec, 0, s, MPI_COMM_SELF,
                                MPI_STATUS_IGNORE));
         CHECK(out[0] == s && out[2] == r);
-        mix((unsigned long long)total);
-        mix((unsigned long long)(copies - base_copies) * 7u + (unsigned long long)deletes);
+        mpit_mix((unsigned long long)total);
+        mpit_mix((unsigned long long)(copies - base_copies) * 7u + (unsigned long long)deletes);
 
-        if (sleep_ms > 0) {
-            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) != 0) {
-            }
-        }
+        mpit_sleep_ms(sleep_ms);
     }
     CHECK(copies == base_copies + steps && deletes == steps);
     CHECK_MPI(MPI_Comm_free(&d2));
@@ -167,6 +156,6 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Keyval_free(&kv_old));
     CHECK_MPI(MPI_Type_free_keyval(&kv_type));
     printf("rank %d: attr_steps %d steps copies %ld deletes %ld checksum %016llx\n", r, steps,
-           copies, deletes, sum);
+           copies, deletes, mpit_sum);
     return mpit_finish();
 }

@@ -9,7 +9,7 @@
  * the harness checkpoints every rank there, kills the job and restarts it from the images). The
  * phases after a point use the same objects again, make new ones from them, and check every value.
  * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
- * "refuse": an MPI_Info lives across the points (a checkpoint must be refused, naming it).
+ * "refuse": an MPI window lives across the points (a checkpoint must be refused, naming it).
  * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused).
  * "self IMAGEDIR": at point 1 every rank asks its own ghost agent for its checkpoint
  * (ghost_agent_request_checkpoint, as the job coordinator does) into IMAGEDIR/rank<R>.ghost. */
@@ -181,8 +181,11 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Type_create_resized(triple, 0, 4 * sizeof(int), &padded));
     CHECK_MPI(MPI_Type_commit(&padded));
     MPI_Type_free(&triple);
-    MPI_Info info = MPI_INFO_NULL;
-    if (refuse) CHECK_MPI(MPI_Info_create(&info));
+    /* a window: what the layer cannot rebuild yet */
+    static char win_buf[64];
+    MPI_Win win = MPI_WIN_NULL;
+    if (refuse)
+        CHECK_MPI(MPI_Win_create(win_buf, sizeof win_buf, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win));
     pthread_barrier_init(&go_helper, NULL, 2);
     pthread_barrier_init(&helper_done, NULL, 2);
     pthread_t helper;
@@ -275,7 +278,7 @@ int main(int argc, char **argv) {
     helper_step = -1;
     pthread_barrier_wait(&go_helper);
     pthread_join(helper, NULL);
-    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    if (win != MPI_WIN_NULL) MPI_Win_free(&win);
     if (others != MPI_COMM_NULL) MPI_Comm_free(&others);
     MPI_Comm_free(&helper_comm);
     MPI_Type_free(&vec2);

@@ -7,14 +7,7 @@
  * into the checksum too. Prints only at the end, so that a job restarted from a checkpoint prints
  * what an uninterrupted one prints.
  * Usage: job_steps STEPS [SLEEP_MS [WORK]] */
-#include <time.h>
-
 #include "mpit.h"
-
-static unsigned long long sum = 1469598103934665603ull;
-static void mix(unsigned long long v) {
-    sum = (sum ^ v) * 1099511628211ull;
-}
 
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "job_steps");
@@ -41,21 +34,17 @@ int main(int argc, char **argv) {
         long long root_val = out;
         MPI_Bcast(&root_val, 1, MPI_LONG_LONG, s % n, MPI_COMM_WORLD);
         if (r == s % n) CHECK(root_val == out);
-        mix((unsigned long long)in);
-        mix((unsigned long long)total);
-        mix((unsigned long long)root_val);
+        mpit_mix((unsigned long long)in);
+        mpit_mix((unsigned long long)total);
+        mpit_mix((unsigned long long)root_val);
         if (work > 0) {
             unsigned long long x = state;
             for (long i = 0; i < work; i++)
                 x = x * 2862933555777941757ull + 3037000493ull + (x >> 29);
-            mix(x);
+            mpit_mix(x);
         }
-        if (sleep_ms > 0) {
-            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) != 0) {
-            }
-        }
+        mpit_sleep_ms(sleep_ms);
     }
-    printf("rank %d: job_steps %d steps checksum %016llx\n", r, steps, sum);
+    printf("rank %d: job_steps %d steps checksum %016llx\n", r, steps, mpit_sum);
     return mpit_finish();
 }

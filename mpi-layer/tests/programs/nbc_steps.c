@@ -6,14 +6,7 @@
  * completes them (Waitall, or Test loops on odd steps) and an MPI_Ibarrier; each result is
  * checked and folded into a checksum. Prints only at the end.
  * Usage: nbc_steps STEPS [SLEEP_MS] */
-#include <time.h>
-
 #include "mpit.h"
-
-static unsigned long long sum = 1469598103934665603ull;
-static void mix(unsigned long long v) {
-    sum = (sum ^ v) * 1099511628211ull;
-}
 
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "nbc_steps");
@@ -37,11 +30,7 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Iallreduce(&v, &total, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD, &q[0]));
         CHECK_MPI(MPI_Ibcast(&b, 1, MPI_LONG_LONG, s % n, MPI_COMM_WORLD, &q[1]));
         CHECK_MPI(MPI_Ialltoall(out, 1, MPI_LONG_LONG, in, 1, MPI_LONG_LONG, dup, &q[2]));
-        if (sleep_ms > 0) {
-            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) != 0) {
-            }
-        }
+        mpit_sleep_ms(sleep_ms);
         if (s % 2 == 0) {
             CHECK_MPI(MPI_Waitall(3, q, MPI_STATUSES_IGNORE));
         } else {
@@ -58,14 +47,14 @@ int main(int argc, char **argv) {
         MPI_Request bar;
         CHECK_MPI(MPI_Ibarrier(MPI_COMM_WORLD, &bar));
         CHECK_MPI(MPI_Wait(&bar, MPI_STATUS_IGNORE));
-        mix((unsigned long long)total);
-        mix((unsigned long long)b);
+        mpit_mix((unsigned long long)total);
+        mpit_mix((unsigned long long)b);
         for (int i = 0; i < n; i++)
-            mix((unsigned long long)in[i]);
+            mpit_mix((unsigned long long)in[i]);
     }
     free(out);
     free(in);
     CHECK_MPI(MPI_Comm_free(&dup));
-    printf("rank %d: nbc_steps %d steps checksum %016llx\n", r, steps, sum);
+    printf("rank %d: nbc_steps %d steps checksum %016llx\n", r, steps, mpit_sum);
     return mpit_finish();
 }

@@ -9,14 +9,7 @@
  * SLEEP_MS of sleep between steps (outside MPI). Prints only at the end, so that a job restarted
  * from a checkpoint prints what an uninterrupted one prints.
  * Usage: topo_steps STEPS [SLEEP_MS] */
-#include <time.h>
-
 #include "mpit.h"
-
-static unsigned long long sum = 1469598103934665603ull;
-static void mix(unsigned long long v) {
-    sum = (sum ^ v) * 1099511628211ull;
-}
 
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "topo_steps");
@@ -79,21 +72,21 @@ int main(int argc, char **argv) {
             long long got = -1;
             CHECK_MPI(MPI_Sendrecv(&v, 1, MPI_LONG_LONG, dst, s, &got, 1, MPI_LONG_LONG, src, s,
                                    cart, MPI_STATUS_IGNORE));
-            mix((unsigned long long)got);
-            mix((unsigned long long)src * 131u + (unsigned long long)dst);
+            mpit_mix((unsigned long long)got);
+            mpit_mix((unsigned long long)src * 131u + (unsigned long long)dst);
         }
         /* neighbour collectives: 4 neighbours on the grid */
         long long nb[4] = {-1, -1, -1, -1};
         CHECK_MPI(MPI_Neighbor_allgather(&v, 1, MPI_LONG_LONG, nb, 1, MPI_LONG_LONG, cart));
         for (int k = 0; k < 4; k++)
-            mix((unsigned long long)nb[k]);
+            mpit_mix((unsigned long long)nb[k]);
         /* along the row */
         long long rowsum = 0;
         CHECK_MPI(MPI_Allreduce(&v, &rowsum, 1, MPI_LONG_LONG, MPI_SUM, row));
         int rs;
         MPI_Comm_size(row, &rs);
         CHECK(rs == dims[1]);
-        mix((unsigned long long)rowsum);
+        mpit_mix((unsigned long long)rowsum);
 
         /* weighted distributed graph: neighbours and weights as made */
         int in, out, weighted, s1, d1, sw, dw;
@@ -103,12 +96,12 @@ int main(int argc, char **argv) {
         CHECK(s1 == from && d1 == to && sw == win && dw == wout);
         long long left = -1;
         CHECK_MPI(MPI_Neighbor_alltoall(&v, 1, MPI_LONG_LONG, &left, 1, MPI_LONG_LONG, dg));
-        mix((unsigned long long)left);
+        mpit_mix((unsigned long long)left);
         CHECK_MPI(MPI_Dist_graph_neighbors_count(dgs, &in, &out, &weighted));
         CHECK(in == 1 && out == 1);
         left = -1;
         CHECK_MPI(MPI_Neighbor_allgather(&v, 1, MPI_LONG_LONG, &left, 1, MPI_LONG_LONG, dgs));
-        mix((unsigned long long)left);
+        mpit_mix((unsigned long long)left);
 
         /* the ring graph */
         int nn, gnb[2];
@@ -118,19 +111,15 @@ int main(int argc, char **argv) {
         CHECK(gnb[0] == from && gnb[1] == to);
         long long ring[2] = {-1, -1};
         CHECK_MPI(MPI_Neighbor_allgather(&v, 1, MPI_LONG_LONG, ring, 1, MPI_LONG_LONG, graph));
-        mix((unsigned long long)ring[0]);
-        mix((unsigned long long)ring[1]);
+        mpit_mix((unsigned long long)ring[0]);
+        mpit_mix((unsigned long long)ring[1]);
 
-        if (sleep_ms > 0) {
-            struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) != 0) {
-            }
-        }
+        mpit_sleep_ms(sleep_ms);
     }
     MPI_Comm all[] = {cart, row, dg, dgs, graph};
     for (int i = 0; i < 5; i++)
         CHECK_MPI(MPI_Comm_free(&all[i]));
     printf("rank %d: topo_steps %d steps grid %dx%d at (%d,%d) checksum %016llx\n", mpit_rank,
-           steps, dims[0], dims[1], coords[0], coords[1], sum);
+           steps, dims[0], dims[1], coords[0], coords[1], mpit_sum);
     return mpit_finish();
 }
