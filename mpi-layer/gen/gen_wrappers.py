@@ -398,7 +398,7 @@ def gen_wrapper(d, idx, fl):
                         % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
     if api in NONBLOCKING_COLLECTIVES:
-        post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_collective(*request);')
+        post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_collective(*request, (uintptr_t)%s);' % comms[0])
     if api in ATTR_CALLS:
         # Attributes live in the lower half: a checkpoint refuses while one is set (restart.cpp).
         k, is_set = ATTR_CALLS[api]

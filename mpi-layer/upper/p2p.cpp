@@ -1187,7 +1187,11 @@ bool matched_to_upper(struct timespec t0, long timeout_ms) {
 }
 } // namespace
 
-void request_mark_collective(MPI_Request upper) {
+void request_mark_collective(MPI_Request upper, uintptr_t comm) {
+    // Only on a communicator with a collective clock (not an intercommunicator): elsewhere the
+    // other members may not have started it, and a checkpoint refuses the pending request.
+    comm_info *ci = comm_info_of_raw(comm);
+    if (!ci || !ci->tracked) return;
     if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
 }
 

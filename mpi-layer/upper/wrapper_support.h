@@ -82,7 +82,7 @@ bool weights_sentinel(const int *w);
 // The collective clock of a communicator (upper handle; 0 if untracked): quiesce.cpp.
 uint64_t comm_position(uintptr_t upper);
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.
-void request_mark_collective(MPI_Request upper);
+void request_mark_collective(MPI_Request upper, uintptr_t comm);
 // Lengths of arrays a creation record copies: a weights array (none for a sentinel), the sum of
 // a degrees array, the dimensions of a Cartesian communicator (upper handle).
 size_t weights_len(const int *w, int n);
