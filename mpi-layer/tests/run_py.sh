@@ -25,8 +25,6 @@ python=/usr/bin/python3
 real_python=$($python -c 'import sys; print(sys.executable)')
 $python -c 'import mpi4py, numpy' 2>/dev/null || { echo "FAIL: $python has no mpi4py or numpy (scripts/install-deps.sh)"; exit 1; }
 steps=40 sleep_ms=25
-# A restart does not carry attributes and keyvals yet: mpi4py's collectives on objects use them.
-[ "$mode" = restart ] && sleep_ms="25 buffers"
 work=$(mktemp -d /tmp/ghost-py.XXXXXX)
 ck=$work/ck
 gpid=""

@@ -27,7 +27,7 @@ rank, size = comm.Get_rank(), comm.Get_size()
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 sleep_ms = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 # "buffers": the collectives on numpy buffers only. mpi4py's collectives on Python objects keep a
-# duplicate communicator in an attribute (a keyval): not carried by a restart yet.
+# duplicate communicator in an attribute (a keyval), which a restart carries.
 objects = not (len(sys.argv) > 3 and sys.argv[3] == "buffers")
 right, left = (rank + 1) % size, (rank + size - 1) % size
 half = comm.Split(rank % 2, rank)
