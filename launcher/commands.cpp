@@ -557,6 +557,17 @@ int cmd_restart_rank_receive() {
         return fail("restart-rank --receive runs under ghostrun (no " +
                     std::string(job::kEnvCoordinator) + ", " + job::kEnvJob + " or " +
                     job::kEnvSecret + " in the environment)");
+    // Tests only (GHOST_TEST_RECEIVE_DIE, see pipe_restore_sink): a file that says "start stop"
+    // freezes this process before it reaches anyone, as a new rank process stopped as soon as it
+    // runs (the file goes, once).
+    if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f) {
+        char word[8] = "";
+        if (std::FILE *in = std::fopen(f, "re")) {
+            bool at_start = std::fscanf(in, "%7s", word) == 1 && std::strcmp(word, "start") == 0;
+            std::fclose(in);
+            if (at_start && ::unlink(f) == 0) ::kill(::getpid(), SIGSTOP);
+        }
+    }
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
     int coord_fd = connect_coordinator(coord);

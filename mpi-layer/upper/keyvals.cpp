@@ -64,6 +64,12 @@ int slot(kind k) {
     return k == kind::comm ? 0 : 1;
 }
 
+bool alive(kind k, uintptr_t o) {
+    vobj *v =
+        k == kind::comm ? decode<kind::comm>((MPI_Comm)o) : decode<kind::datatype>((MPI_Datatype)o);
+    return !v || (v->magic == kVobjMagic && v->k == k); // MPICH's predefined ones have no vobj
+}
+
 } // namespace
 
 int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_fn, void *extra) {
@@ -75,7 +81,16 @@ int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_f
         g_overflow = true;
         return lower;
     }
-    g_table[i] = {k, create_fn, lower, copy_fn, delete_fn, extra, false};
+    // A reused slot: its fields first, then it is marked in use (readers take no lock).
+    keyval_entry &e = g_table[i];
+    __atomic_store_n(&e.freed, true, __ATOMIC_RELAXED);
+    e.k = k;
+    e.create_fn = create_fn;
+    __atomic_store_n(&e.lower, lower, __ATOMIC_RELAXED);
+    e.copy_fn = copy_fn;
+    e.delete_fn = delete_fn;
+    e.extra = extra;
+    __atomic_store_n(&e.freed, false, __ATOMIC_RELEASE);
     if (i == n) g_used.store(n + 1, std::memory_order_release);
     return kKeyvalBase + (int)i;
 }
@@ -131,6 +146,9 @@ int attrs_read(uintptr_t fs, char *why, size_t why_len) {
         int s = slot(e.k);
         if (!get_fn[s] || !g_objects[s]) continue;
         for (uintptr_t o : *g_objects[s]) {
+            // Listed at quiesce: an object a thread freed since (a checkpoint of one rank, not of
+            // the quiesced job) is left out.
+            if (!alive(s == 0 ? kind::comm : kind::datatype, o)) continue;
             void *value = nullptr;
             int flag = 0, rc;
             {
