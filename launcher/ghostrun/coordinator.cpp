@@ -425,6 +425,7 @@ struct server {
     // A restart replays each communicator creation collectively over its parent: the members
     // of every communicator must hold records of as many creations over it. Empty if they do.
     std::string replay_mismatch() {
+        std::map<std::string, int> first; // communicator id -> the first member reporting it
         for (auto &[r, m] : ep.clocks)
             for (auto &[id, seq] : m) {
                 (void)seq;
@@ -432,12 +433,12 @@ struct server {
                     auto it = ep.made[rank].find(id);
                     return it == ep.made[rank].end() ? std::string("0") : it->second;
                 };
-                for (auto &[r2, m2] : ep.clocks)
-                    if (r2 > r && m2.count(id) && digest(r) != digest(r2))
-                        return "ranks " + std::to_string(r) + " and " + std::to_string(r2) +
-                               " hold different communicators made over one they share (a "
-                               "creation whose result is MPI_COMM_NULL on some ranks was freed "
-                               "by the others): a restart could not rebuild them";
+                auto [f, fresh] = first.emplace(id, r);
+                if (!fresh && digest(f->second) != digest(r))
+                    return "ranks " + std::to_string(f->second) + " and " + std::to_string(r) +
+                           " hold different communicators made over one they share (a "
+                           "creation whose result is MPI_COMM_NULL on some ranks was freed "
+                           "by the others): a restart could not rebuild them";
             }
         return "";
     }

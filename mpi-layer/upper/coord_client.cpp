@@ -43,20 +43,13 @@ namespace {
 // creation whose result is MPI_COMM_NULL on some ranks is freed by the others: a restart would then
 // hang in the replay.
 std::string made_report() {
-    static const char *const kOverParent[] = {
-        "MPI_Comm_dup",          "MPI_Comm_dup_with_info",
-        "MPI_Comm_split",        "MPI_Comm_split_type",
-        "MPI_Comm_create",       "MPI_Cart_create",
-        "MPI_Cart_sub",          "MPI_Graph_create",
-        "MPI_Dist_graph_create", "MPI_Dist_graph_create_adjacent"};
     std::vector<std::pair<uint64_t, uint64_t>> made;
     records_visit(
         [](const record *r, const vobj *, void *arg) {
-            if (r->fn < 0 || (size_t)r->fn >= g_nfns || r->args.empty()) return;
-            bool over = false;
-            for (const char *n : kOverParent)
-                over |= strcmp(g_fn_names[r->fn], n) == 0;
-            if (!over) return;
+            // parent_pos is set on the creations collective over their first argument (the
+            // wrappers' COMM_CHAINED) when that communicator has a clock: the others are not
+            // replayed over it.
+            if (r->parent_pos == 0 || r->args.empty()) return;
             comm_info *p = comm_info_of_raw((uintptr_t)r->args[0]);
             if (!p || !p->tracked) return;
             // A sum of a mix of each creation's position on the parent's clock: the same set
