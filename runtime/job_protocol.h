@@ -5,17 +5,22 @@
 //   HELLO <job> <secret> <rank> <size> <pid> <host>      ->  WELCOME   or   REFUSED <reason>
 // A wrong job or secret is refused, logged by ghostrun, and the connection closed. Afterwards:
 //   coordinator: QUIESCE <epoch>                       a quiesce (DESIGN.md section 3) begins
-//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>] [made <m> <id> <digest> ...]
+//   rank:        CLOCK <epoch> <n> <id> <seq> ... [creating <k>] [made <m> <word> ...]
 //                sent <size> <sent to 0> ...
 //                collective sequence numbers per communicator; k > 0: threads inside a collective
-//                that makes a communicator (that round does not end the clock phase); made:
-//                per communicator, the creations over it a restart would replay (the members
-//                must agree, else the epoch is refused); then the
-//                point-to-point messages this rank sent to each world rank
-//   coordinator: TARGET <epoch> <agreed 0|1> <n> <id> <seq> ...   the largest of each, to run
-//                forward to (0: another CLOCK follows). With 1 the counts of that round are final
-//                (threads stay at their safe points; a rank checks that they did not change) and
-//                at once:
+//                that makes a communicator (that round does not end the clock phase); made: per
+//                communicator, the creations collective over it that a restart would replay, as
+//                one word "<id>:<size>:<pos>[~],<pos>[~],..." (hex id, its size, the hex positions
+//                of its clock at each creation; "~": the result is dead on this rank, freed or
+//                MPI_COMM_NULL, and named by no record kept); then the point-to-point messages
+//                this rank sent to each world rank
+//   coordinator: TARGET <epoch> <agreed 0|1> <n> <id> <seq> ... [prune <k> <id>:<pos>,<pos>...]
+//                the largest of each, to run forward to (0: another CLOCK follows). With 1 the
+//                counts of that round are final (threads stay at their safe points; a rank
+//                checks that they did not change), every member of each communicator holds the
+//                creations over it that someone keeps alive (else the epoch is refused: a restart
+//                could not replay them), and `prune` names this rank's records of creations dead
+//                on every member, which it drops (replayed by nobody). At once:
 //   coordinator: DRAIN <epoch> <expected>                what its peers sent it, in total
 //   rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
 //   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent

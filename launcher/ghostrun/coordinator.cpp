@@ -119,8 +119,9 @@ struct epoch_state {
     int cli_fd = -1; // the command that asked
     clock_type::time_point start, deadline, t_counts, t_drain;
     std::map<int, std::map<std::string, unsigned long long>> clocks; // rank -> id -> seq
-    // rank -> communicator id -> communicators made over it that a restart would replay
-    std::map<int, std::map<std::string, std::string>> made; // ... digest of them
+    // rank -> its "<id>:<size>:<pos>[~],..." words: the creations collective over each
+    // communicator that a restart would replay there (job_protocol.h)
+    std::map<int, std::vector<std::string>> made;
     bool creating = false; // this round: a rank has a thread inside a communicator creation
     std::map<int, std::vector<unsigned long long>> counts; // rank -> sent to each
     std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
@@ -348,14 +349,13 @@ struct server {
             made.clear();
             if (at + 1 < w.size() && w[at] == "made") {
                 size_t k = strtoul(w[at + 1].c_str(), nullptr, 10);
-                if (at + 2 + 2 * k > w.size()) {
+                if (at + 2 + k > w.size()) {
                     abort_epoch("rank " + std::to_string(c.rank) + ": a short 'made' list in '" +
                                 line.substr(0, 80) + "'");
                     return;
                 }
-                for (size_t i = 0; i < k; i++)
-                    made[w[at + 2 + 2 * i]] = w[at + 3 + 2 * i];
-                at += 2 + 2 * k;
+                made.assign(w.begin() + (long)at + 2, w.begin() + (long)(at + 2 + k));
+                at += 2 + k;
             }
             size_t size = at + 1 < w.size() && w[at] == "sent"
                               ? strtoul(w[at + 1].c_str(), nullptr, 10)
@@ -422,25 +422,70 @@ struct server {
     // may carry a rank past collectives on other communicators: rounds repeat until every
     // communicator's members agree, then the final targets let the ranks park for good, and the
     // drain targets (from the message counts of that round) follow at once.
-    // A restart replays each communicator creation collectively over its parent: the members
-    // of every communicator must hold records of as many creations over it. Empty if they do.
-    std::string replay_mismatch() {
-        std::map<std::string, int> first; // communicator id -> the first member reporting it
-        for (auto &[r, m] : ep.clocks)
-            for (auto &[id, seq] : m) {
-                (void)seq;
-                auto digest = [&](int rank) {
-                    auto it = ep.made[rank].find(id);
-                    return it == ep.made[rank].end() ? std::string("0") : it->second;
-                };
-                auto [f, fresh] = first.emplace(id, r);
-                if (!fresh && digest(f->second) != digest(r))
-                    return "ranks " + std::to_string(f->second) + " and " + std::to_string(r) +
-                           " hold different communicators made over one they share (a "
-                           "creation whose result is MPI_COMM_NULL on some ranks was freed "
-                           "by the others): a restart could not rebuild them";
+    // A restart replays each communicator creation collectively over its parent: every member of
+    // the parent must hold a record of it (live, or a tombstone). A creation that every holder
+    // reports dead ("~": freed or MPI_COMM_NULL there, named by nothing kept) and that no member
+    // keeps alive is replayed by nobody: pruned (a member without it pruned it before). Fills
+    // `prune` (communicator id -> sorted positions); returns why a restart could not rebuild the
+    // communicators, or "".
+    std::string agree_on_creations(std::map<std::string, std::vector<std::string>> &prune) {
+        struct creation {
+            int holders = 0, first = -1;
+            bool live = false;
+        };
+        struct parent {
+            long size = 0;
+            std::map<unsigned long long, creation> at;
+        };
+        std::map<std::string, parent> parents;
+        for (auto &[r, words] : ep.made)
+            for (const std::string &t : words) {
+                size_t c1 = t.find(':'), c2 = c1 == std::string::npos ? c1 : t.find(':', c1 + 1);
+                if (c2 == std::string::npos)
+                    return "rank " + std::to_string(r) + " sent a malformed creation list";
+                parent &p = parents[t.substr(0, c1)];
+                p.size = atol(t.c_str() + c1 + 1);
+                for (size_t i = c2 + 1; i < t.size();) {
+                    char *end;
+                    unsigned long long pos = strtoull(t.c_str() + i, &end, 16);
+                    bool dead = *end == '~';
+                    creation &cr = p.at[pos];
+                    if (cr.holders++ == 0) cr.first = r;
+                    cr.live |= !dead;
+                    i = (size_t)(end - t.c_str()) + (dead ? 2 : 1);
+                }
+            }
+        prune.clear();
+        for (auto &[id, p] : parents)
+            for (auto &[pos, cr] : p.at) {
+                if (!cr.live) {
+                    char b[32];
+                    snprintf(b, sizeof b, "%llx", pos);
+                    prune[id].push_back(b);
+                } else if (cr.holders != p.size) {
+                    return "rank " + std::to_string(cr.first) + " and " +
+                           std::to_string(cr.holders - 1) + " other(s) of the " +
+                           std::to_string(p.size) +
+                           " ranks of a communicator hold a communicator made over it that the "
+                           "others do not: a restart could not rebuild it";
+                }
             }
         return "";
+    }
+
+    // The tombstones of rank r to drop: " prune <k> <id>:<pos>,<pos>,..." for what it holds.
+    std::string prune_words(int r, const std::map<std::string, std::vector<std::string>> &prune) {
+        std::string out;
+        int k = 0;
+        for (const std::string &t : ep.made[r]) {
+            auto it = prune.find(t.substr(0, t.find(':')));
+            if (it == prune.end()) continue;
+            out += " " + it->first + ":";
+            for (size_t i = 0; i < it->second.size(); i++)
+                out += (i ? "," : "") + it->second[i];
+            k++;
+        }
+        return k ? " prune " + std::to_string(k) + out : "";
     }
 
     void send_targets() {
@@ -454,8 +499,9 @@ struct server {
         // creation may be inside a collective on it that the others, still inside the creation,
         // do not report yet; another round, once they have returned, has it from every member.
         bool agreed = mx == mn && !ep.creating;
+        std::map<std::string, std::vector<std::string>> prune;
         if (agreed)
-            if (std::string why = replay_mismatch(); !why.empty()) return abort_epoch(why);
+            if (std::string why = agree_on_creations(prune); !why.empty()) return abort_epoch(why);
         ep.creating = false;
         ep.rounds++;
         ep.answered.clear();
@@ -468,6 +514,7 @@ struct server {
                             std::to_string(mine.size());
             for (auto &[id, seq] : mine)
                 l += " " + id + " " + std::to_string(mx[id]);
+            if (agreed) l += prune_words(c->rank, prune);
             send_line(c->fd, l);
         }
         if (agreed) send_drain();

@@ -85,6 +85,7 @@ RECORD_ARRAYS = {
     'MPI_Type_create_indexed_block': [(2, '$0')],
     'MPI_Type_create_hindexed_block': [(2, '$0')],
     'MPI_Type_create_struct': [(1, '$0'), (2, '$0'), (3, '$0')],
+    'MPI_Type_struct': [(1, '$0'), (2, '$0'), (3, '$0')],
     'MPI_Type_create_subarray': [(1, '$0'), (2, '$0'), (3, '$0')],
     'MPI_Type_create_darray': [(3, '$2'), (4, '$2'), (5, '$2'), (6, '$2')],
     'MPI_Cart_create': [(2, '$1'), (3, '$1')],
@@ -274,7 +275,7 @@ def gen_wrapper(d, idx, fl):
                 pre.append('  if (rec_) rec_->args[%d] = ghost::mpi::raw_word(%s);' % (i, p.name))
         if api in COMM_CHAINED:
             parent = [q.name for q, r2, e2 in roles if r2 == 'in' and e2 == 'comm'][0]
-            pre.append('  if (rec_) rec_->parent_pos = ghost::mpi::comm_position((uintptr_t)%s);' % parent)
+            pre.append('  ghost::mpi::record_set_parent(rec_, (uintptr_t)%s);' % parent)
         for pos, cnt in RECORD_ARRAYS.get(api, []):
             if pos >= len(d.params) or not (d.params[pos].array or d.params[pos].stars):
                 raise GenError('%s: record rule names parameter %d, not an array' % (d.name, pos))

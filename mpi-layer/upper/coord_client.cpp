@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -36,44 +37,74 @@
 namespace ghost::mpi {
 namespace {
 
-// The communicators made by collective creations over each tracked communicator that this rank
-// still has records of (kept, freed but named by a live record, or MPI_COMM_NULL here): a restart
-// replays them, collectively over the parent, so every member must hold the same ones; the
-// coordinator compares a digest of them (" made <m> <id> <digest> ..."). They differ when a
-// creation whose result is MPI_COMM_NULL on some ranks is freed by the others: a restart would then
-// hang in the replay.
-std::string made_report() {
-    std::vector<std::pair<uint64_t, uint64_t>> made;
-    records_visit(
-        [](const record *r, const vobj *, void *arg) {
-            // parent_pos is set on the creations collective over their first argument (the
-            // wrappers' COMM_CHAINED) when that communicator has a clock: the others are not
-            // replayed over it.
-            if (r->parent_pos == 0 || r->args.empty()) return;
-            comm_info *p = comm_info_of_raw((uintptr_t)r->args[0]);
-            if (!p || !p->tracked) return;
-            // A sum of a mix of each creation's position on the parent's clock: the same set
-            // of creations, in whatever order the records are visited, gives the same value.
-            uint64_t h = r->parent_pos * 0x9e3779b97f4a7c15ull;
-            h = (h ^ (h >> 31)) * 0xbf58476d1ce4e5b9ull;
-            h ^= h >> 29;
-            auto &v = *(std::vector<std::pair<uint64_t, uint64_t>> *)arg;
-            for (auto &e : v)
-                if (e.first == p->id) {
-                    e.second += h;
-                    return;
-                }
-            v.push_back({p->id, h});
+// The creations collective over a tracked communicator that this rank keeps records of (live,
+// or tombstones: freed since, or MPI_COMM_NULL here): a restart replays them collectively over
+// the parent, so every member must hold the same ones. Per parent communicator one word,
+// "<id>:<size>:<pos>[~],<pos>[~],..." (hex id and clock positions; "~": dead here and named by no
+// kept record). The coordinator prunes the tombstones dead on every member (their creation need
+// not be replayed anywhere) and refuses the epoch if the members of a communicator would replay
+// different creations over it (runtime/job_protocol.h). Empty if there are none.
+constexpr size_t kMaxChainedReport = 100000; // the coordinator takes lines up to 1 MiB
+
+struct chained_entry {
+    uint64_t parent_id, pos;
+    int size;
+    bool dead;
+};
+
+std::string made_report(size_t *count) {
+    std::vector<chained_entry> all;
+    records_visit_chained(
+        [](const record *r, bool dead, void *arg) {
+            ((std::vector<chained_entry> *)arg)
+                ->push_back({r->parent_id, r->parent_pos, r->parent_size, dead});
         },
-        &made);
-    if (made.empty()) return "";
-    std::string out = " made " + std::to_string(made.size());
-    for (auto &[id, n] : made) {
-        char b[48];
-        snprintf(b, sizeof b, " %llx %llx", (unsigned long long)id, (unsigned long long)n);
+        &all);
+    *count = all.size();
+    if (all.empty() || all.size() > kMaxChainedReport) return "";
+    std::stable_sort(all.begin(), all.end(), [](const chained_entry &x, const chained_entry &y) {
+        return x.parent_id != y.parent_id ? x.parent_id < y.parent_id : x.pos < y.pos;
+    });
+    std::string out;
+    size_t parents = 0;
+    char b[64];
+    for (size_t i = 0; i < all.size(); i++) {
+        const chained_entry &e = all[i];
+        if (i == 0 || e.parent_id != all[i - 1].parent_id) {
+            parents++;
+            snprintf(b, sizeof b, " %llx:%d:", (unsigned long long)e.parent_id, e.size);
+        } else {
+            snprintf(b, sizeof b, ",");
+        }
+        out += b;
+        snprintf(b, sizeof b, "%llx%s", (unsigned long long)e.pos, e.dead ? "~" : "");
         out += b;
     }
-    return out;
+    return " made " + std::to_string(parents) + out;
+}
+
+// The coordinator's " prune <k> <id>:<pos>,<pos>,..." at the end of an agreeing TARGET line: the
+// tombstones dead on every member, dropped (they are not replayed by anyone).
+size_t apply_prune(const std::vector<std::string> &w) {
+    size_t at = 0;
+    while (at < w.size() && w[at] != "prune")
+        at++;
+    size_t dropped = 0;
+    for (size_t i = at + 2; i < w.size(); i++) {
+        const std::string &t = w[i];
+        size_t colon = t.find(':');
+        if (colon == std::string::npos) continue;
+        uint64_t id = strtoull(t.c_str(), nullptr, 16);
+        std::vector<uint64_t> pos;
+        for (size_t p = colon + 1; p < t.size();) {
+            char *end;
+            pos.push_back(strtoull(t.c_str() + p, &end, 16));
+            p = (size_t)(end - t.c_str()) + 1;
+        }
+        std::sort(pos.begin(), pos.end());
+        dropped += records_release(id, pos);
+    }
+    return dropped;
 }
 
 int g_fd = -1;
@@ -469,7 +500,13 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         for (thread_gate *t : gate_threads())
             creating += t->in_create != 0;
         if (creating) clock += " creating " + std::to_string(creating);
-        clock += made_report();
+        size_t chained = 0;
+        clock += made_report(&chained);
+        if (chained > kMaxChainedReport)
+            return fail(w_timeout, "this rank keeps records of " + std::to_string(chained) +
+                                       " communicator creations, more than a checkpoint can "
+                                       "agree on (" +
+                                       std::to_string(kMaxChainedReport) + ")");
         // The messages sent to each world rank: if this round agrees, the threads stay at their
         // safe points and these are final, so the coordinator sends the drain targets with the
         // agreement (no round of its own for the counts).
@@ -484,7 +521,10 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         auto w = words(line);
         if (w.size() < 4 || w[0] != "TARGET" || w[1] != e)
             return fail(w_timeout, "unexpected " + line);
-        if (w[2] == "1") break;
+        if (w[2] == "1") {
+            apply_prune(w);
+            break;
+        }
         struct target_set {
             std::vector<std::pair<uint64_t, uint64_t>> t;
         } ts;

@@ -74,6 +74,21 @@ template <kind K, class H> inline vobj *decode(H u) {
     }
 }
 
+// The slot a handle names, whether or not it holds a live object now (decode: live ones only).
+template <kind K, class H> inline vobj *decode_slot(H u) {
+    if constexpr (std::is_pointer_v<H>) {
+        return (vobj *)(void *)u;
+    } else {
+#if defined(GHOST_MPI_MPICH)
+        uint32_t x = (uint32_t)u;
+        if ((x & kVirtualTag) != kVirtualTag) return nullptr;
+        return vobj_slot(x & 0x03FFFFFFu);
+#else
+        return nullptr;
+#endif
+    }
+}
+
 template <kind K, class H> inline H encode(vobj *v) {
     if constexpr (std::is_pointer_v<H>) {
         return (H)(void *)v;

@@ -224,9 +224,12 @@ void comm_created(uintptr_t newcomm, uintptr_t parent) {
     }
 }
 
-uint64_t comm_position(uintptr_t upper) {
-    comm_info *ci = comm_info_of_raw(upper);
-    return ci && ci->tracked ? ci->seq.load() : 0;
+void record_set_parent(record *r, uintptr_t upper) {
+    comm_info *ci = r ? comm_info_of_raw(upper) : nullptr;
+    if (!ci || !ci->tracked) return;
+    r->parent_pos = ci->seq.load();
+    r->parent_id = ci->id;
+    r->parent_size = ci->local_size;
 }
 
 void comm_freed(void *info) {

@@ -90,7 +90,7 @@ struct replay {
     // A handle that named, when this record was made, an object freed since (its slot may hold
     // a newer one now) resolves to that object's zombie record.
     template <kind K, class H> H hv(H u) {
-        vobj *v = (uintptr_t)u != g_upper_null[(int)K] ? decode<K>(u) : nullptr;
+        vobj *v = (uintptr_t)u != g_upper_null[(int)K] ? decode_slot<K>(u) : nullptr;
         bool current =
             !v || (v->magic == kVobjMagic &&
                    ((v->flags & kPredefined) || (v->k == K && v->rec && v->rec->seq < r->seq)));
@@ -143,6 +143,10 @@ int replay_one(replay &p, const char *api) {
     if (is("MPI_Comm_dup")) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, C *)>(p.h<KC, C>(0), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Comm_dup_with_info")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, MPI_Info, C *)>(p.h<KC, C>(0), p.h<kind::info, MPI_Info>(1), &o);
         p.made<KC>(o);
     } else if (is("MPI_Comm_split")) {
         C o = lower_null<KC, C>();
@@ -244,7 +248,7 @@ int replay_one(replay &p, const char *api) {
         T o = lower_null<KT, T>();
         rc = p.call<int (*)(int, int, int, T, T *)>(p.i(0), p.i(1), p.i(2), p.h<KT, T>(3), &o);
         p.made<KT>(o);
-    } else if (is("MPI_Type_create_hvector")) {
+    } else if (is("MPI_Type_create_hvector") || is("MPI_Type_hvector")) {
         T o = lower_null<KT, T>();
         rc = p.call<int (*)(int, int, MPI_Aint, T, T *)>(p.i(0), p.i(1), p.a(2), p.h<KT, T>(3), &o);
         p.made<KT>(o);
@@ -255,7 +259,7 @@ int replay_one(replay &p, const char *api) {
         rc = p.call<int (*)(int, const int *, const int *, T, T *)>(p.i(0), bl, d, p.h<KT, T>(3),
                                                                     &o);
         p.made<KT>(o);
-    } else if (is("MPI_Type_create_hindexed")) {
+    } else if (is("MPI_Type_create_hindexed") || is("MPI_Type_hindexed")) {
         T o = lower_null<KT, T>();
         const int *bl = p.arr<const int>(1);
         const MPI_Aint *d = p.arr<const MPI_Aint>(2);
@@ -276,7 +280,7 @@ int replay_one(replay &p, const char *api) {
         rc = p.call<int (*)(int, int, const MPI_Aint *, T, T *)>(p.i(0), p.i(1), d, p.h<KT, T>(3),
                                                                  &o);
         p.made<KT>(o);
-    } else if (is("MPI_Type_create_struct")) {
+    } else if (is("MPI_Type_create_struct") || is("MPI_Type_struct")) {
         T o = lower_null<KT, T>();
         int n = p.i(0);
         const int *bl = p.arr<const int>(1);
@@ -288,6 +292,24 @@ int replay_one(replay &p, const char *api) {
             lt[(size_t)k] = p.hv<KT, T>(types[k]);
         rc = p.call<int (*)(int, const int *, const MPI_Aint *, const T *, T *)>(n, bl, d,
                                                                                  lt.data(), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_darray")) {
+        T o = lower_null<KT, T>();
+        int nd = p.i(2);
+        const int *gs = p.arr<const int>(3), *di = p.arr<const int>(4), *da = p.arr<const int>(5),
+                  *ps = p.arr<const int>(6);
+        if (nd > 0 && (!gs || !di || !da || !ps)) return 0;
+        rc = p.call<int (*)(int, int, int, const int *, const int *, const int *, const int *, int,
+                            T, T *)>(p.i(0), p.i(1), nd, gs, di, da, ps, p.i(7), p.h<KT, T>(8), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_f90_real") || is("MPI_Type_create_f90_complex")) {
+        // Parameterised types: the fresh library gives its own for the same precision and range.
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(int, int, T *)>(p.i(0), p.i(1), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_create_f90_integer")) {
+        T o = lower_null<KT, T>();
+        rc = p.call<int (*)(int, T *)>(p.i(0), &o);
         p.made<KT>(o);
     } else if (is("MPI_Type_create_resized")) {
         T o = lower_null<KT, T>();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "vobj.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -111,18 +112,32 @@ bool names(const record *r, const void *was) {
     return false;
 }
 
-// Drops the zombies no live record (nor a zombie that stays) names while they stood for their
-// slot, newest first, so that a chain of freed parents goes at once.
+// Whether a kept record names zombie z's object: one made before z was freed (later ones may name
+// its slot reused). Records are linked in seq order (seq is taken under g_rec_mu). Under g_rec_mu.
+bool zombie_needed(const record *z) {
+    for (const record *r = z->next; r && r->seq < z->freed_seq; r = r->next)
+        if (names(r, z->was)) return true;
+    return false;
+}
+
+// A collective creation's record whose result is dead here: freed (zombie) or MPI_COMM_NULL
+// (orphan: no owner ever).
+bool dead_result(const record *r) {
+    return r->zombie || r->owner == nullptr;
+}
+
+// Drops the records a restart no longer needs, newest first, so that a chain of freed parents goes
+// at once: zombies no kept record names, except the tombstones of creations collective over a
+// tracked communicator, which wait for the coordinator's agreement (released), as orphans do.
 void records_prune() {
     std::vector<record *> doomed;
     {
         std::lock_guard<std::mutex> g(g_rec_mu);
-        for (record *z = g_rec_tail; z; z = z->prev) {
-            if (!z->zombie) continue;
-            bool needed = false;
-            for (record *r = z->next; r && !needed; r = r->next)
-                needed = r->seq < z->freed_seq && names(r, z->was);
-            if (needed) continue;
+        for (record *z = g_rec_tail, *prev; z; z = prev) {
+            prev = z->prev;
+            if (!dead_result(z)) continue;
+            if ((z->parent_pos != 0 || !z->zombie) && !z->released) continue;
+            if (z->zombie && zombie_needed(z)) continue;
             (z->prev ? z->prev->next : g_rec_head) = z->next;
             (z->next ? z->next->prev : g_rec_tail) = z->prev;
             g_rec_live--;
@@ -149,11 +164,15 @@ const char *kind_name(kind k) {
     return (int)k < kKinds ? names[(int)k] : "object";
 }
 
-vobj *vobj_at(uint32_t index) {
+vobj *vobj_slot(uint32_t index) {
     vobj *chunk = g_dir[(index >> kChunkBits) & (kDirSize - 1)].load(std::memory_order_acquire);
     if (!chunk || index == 0 || index >= (kDirSize << kChunkBits)) return nullptr;
-    vobj *v = &chunk[index & (kChunk - 1)];
-    return v->magic == kVobjMagic ? v : nullptr;
+    return &chunk[index & (kChunk - 1)];
+}
+
+vobj *vobj_at(uint32_t index) {
+    vobj *v = vobj_slot(index);
+    return v && v->magic == kVobjMagic ? v : nullptr;
 }
 
 vobj *vobj_new(kind k, uintptr_t lower) {
@@ -187,7 +206,7 @@ void vobj_free(vobj *v) {
             r->zombie_kind = (uint8_t)v->k;
             r->was = v;
             r->owner = nullptr;
-            r->freed_seq = g_seq.fetch_add(1);
+            r->freed_seq = g_seq.fetch_add(1); // under g_rec_mu: records stay in seq order
         }
         records_prune();
     }
@@ -242,9 +261,9 @@ const record *record_zombie_for(const void *was, uint64_t at) {
 
 void record_keep_orphan(record *r) {
     if (!r) return;
-    r->seq = g_seq.fetch_add(1);
     r->owner = nullptr;
     std::lock_guard<std::mutex> g(g_rec_mu);
+    r->seq = g_seq.fetch_add(1);
     r->prev = g_rec_tail;
     r->next = nullptr;
     (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
@@ -349,8 +368,8 @@ void record_attach(vobj *v, record *r) {
         delete r;
         return;
     }
-    r->seq = g_seq.fetch_add(1);
     std::lock_guard<std::mutex> g(g_rec_mu);
+    r->seq = g_seq.fetch_add(1);
     r->prev = g_rec_tail;
     r->next = nullptr;
     (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
@@ -364,6 +383,27 @@ void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) 
     std::lock_guard<std::mutex> g(g_rec_mu);
     for (record *r = g_rec_head; r; r = r->next)
         fn(r, (const vobj *)r->owner, arg);
+}
+
+void records_visit_chained(void (*fn)(const record *, bool, void *), void *arg) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    for (record *r = g_rec_head; r; r = r->next)
+        if (r->parent_pos != 0) fn(r, dead_result(r) && !(r->zombie && zombie_needed(r)), arg);
+}
+
+size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions) {
+    size_t before;
+    {
+        std::lock_guard<std::mutex> g(g_rec_mu);
+        before = g_rec_live;
+        for (record *r = g_rec_head; r; r = r->next)
+            if (r->parent_pos != 0 && r->parent_id == parent_id && dead_result(r) &&
+                std::binary_search(positions.begin(), positions.end(), r->parent_pos))
+                r->released = true;
+    }
+    records_prune();
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    return before - g_rec_live;
 }
 
 size_t records_live() {

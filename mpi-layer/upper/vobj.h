@@ -57,8 +57,15 @@ struct record {
     uint64_t freed_seq = 0;
     uintptr_t replay_lower = 0; // its lower handle on the new lower half, during a replay
     // Creations collective over their first communicator: that communicator's collective clock
-    // at the creation (the same on every member), which names the creation job-wide.
+    // at the creation (the same on every member), which names the creation job-wide, with the
+    // communicator's id and size (comm_info). A restart replays such a creation collectively over
+    // the parent, so every member must keep its record, whatever became of the result here: freed
+    // (a zombie) or MPI_COMM_NULL (an orphan), it is a tombstone, dropped only once the coordinator
+    // has seen it dead on every member (`released`).
     uint64_t parent_pos = 0;
+    uint64_t parent_id = 0;
+    int parent_size = 0;
+    bool released = false;
 };
 
 // What a restart needs to post a pending MPI_Irecv again on a fresh lower half (upper handles).
@@ -119,6 +126,8 @@ void requests_visit(void (*fn)(vobj *, void *), void *arg);
 
 // Index table for integer encodings: lock-free reads, chunks never freed.
 vobj *vobj_at(uint32_t index);
+// The slot itself, live or freed (a record's handle may name a slot freed since: its zombie).
+vobj *vobj_slot(uint32_t index);
 
 vobj *vobj_new(kind k, uintptr_t lower); // refs = 1, registered in the reverse map (requests: not)
 void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses the slot
@@ -134,6 +143,13 @@ void vobj_forget_lowers();
 void record_keep_orphan(record *r);
 // The zombie record (see record) that stood for slot `was` when record seq `at` was made, if any.
 const record *record_zombie_for(const void *was, uint64_t at);
+// Visits the records of collective creations over a tracked communicator (parent_pos set), oldest
+// first, under the record lock; `dead`: a tombstone no other kept record names, which a restart
+// only makes to free it again (droppable once every member's is).
+void records_visit_chained(void (*fn)(const record *, bool dead, void *), void *arg);
+// Drops the tombstones made over communicator `parent_id` at these positions of its clock (every
+// member holds them dead: the coordinator's agreement; sorted). Returns how many records went.
+size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.
 vobj *request_new(kind k, uintptr_t lower);

@@ -79,8 +79,9 @@ const int *xlate_weights(const int *w);
 int *xlate_weights(int *w);
 // MPI_UNWEIGHTED or MPI_WEIGHTS_EMPTY of the upper (application's) library: not an array.
 bool weights_sentinel(const int *w);
-// The collective clock of a communicator (upper handle; 0 if untracked): quiesce.cpp.
-uint64_t comm_position(uintptr_t upper);
+// A creation collective over communicator `upper` (tracked by the collective clock): names it in
+// the record by the communicator's id, size and clock (record::parent_pos); quiesce.cpp.
+void record_set_parent(record *r, uintptr_t upper);
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.
 void request_mark_collective(MPI_Request upper, uintptr_t comm);
 // Lengths of arrays a creation record copies: a weights array (none for a sentinel), the sum of

@@ -10,7 +10,9 @@
  * MPI_TAG_UB, reduces on the duplicate and folds it all into a checksum; SLEEP_MS of sleep
  * between steps (outside MPI). Two info objects (one a duplicate changed after MPI_Info_dup)
  * are kept too, their keys and values checked in every step. At the end the objects are freed: each
- * delete callback must have run once per attribute that existed. Prints only at the end. Usage:
+ * delete callback must have run once per attribute that existed. Also kept and used in every
+ * step: a communicator from MPI_Comm_dup_with_info (its info freed at once), a distributed-array
+ * datatype and an MPI_Type_create_f90_real type. Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -90,8 +92,28 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Info_dup(info, &info_dup));
     CHECK_MPI(MPI_Info_set(info_dup, "only_in_dup", "yes"));
     CHECK_MPI(MPI_Info_delete(info_dup, "cb_nodes"));
+    /* objects of less common creations: a communicator duplicated with hints (their info freed
+     * at once, as codes do; the copy callback runs), a distributed-array type (each rank's rows
+     * of a 2n x 6 matrix) and a Fortran 90 parameterised real, used in every step */
+    MPI_Info hints;
+    MPI_Comm dwi;
+    CHECK_MPI(MPI_Info_create(&hints));
+    CHECK_MPI(MPI_Info_set(hints, "mpi_assert_no_any_tag", "true"));
+    CHECK_MPI(MPI_Comm_dup_with_info(MPI_COMM_WORLD, hints, &dwi));
+    CHECK_MPI(MPI_Info_free(&hints));
+    int n = mpit_size, gsizes[2] = {2 * n, 6},
+        distribs[2] = {MPI_DISTRIBUTE_BLOCK, MPI_DISTRIBUTE_BLOCK};
+    int dargs[2] = {MPI_DISTRIBUTE_DFLT_DARG, MPI_DISTRIBUTE_DFLT_DARG}, psizes[2] = {n, 1};
+    MPI_Datatype darray, f90;
+    CHECK_MPI(MPI_Type_create_darray(n, r, 2, gsizes, distribs, dargs, psizes, MPI_ORDER_C, MPI_INT,
+                                     &darray));
+    CHECK_MPI(MPI_Type_commit(&darray));
+    CHECK_MPI(MPI_Type_create_f90_real(15, 300, &f90));
+    int *matrix = malloc(sizeof(int) * 12 * (size_t)n);
+    for (int i = 0; i < 12 * n; i++)
+        matrix[i] = i * 3 + 1;
     long base_copies = copies;
-    CHECK(base_copies == 2);
+    CHECK(base_copies == 3);
 
     unsigned long long state = 99 + (unsigned long long)r;
     for (int s = 0; s < steps; s++) {
@@ -137,16 +159,33 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Sendrecv(packed, 1, vec, 0, s, out, 1, vec, 0, s, MPI_COMM_SELF,
                                MPI_STATUS_IGNORE));
         CHECK(out[0] == s && out[2] == r);
+        expect(dwi, kv_copy, 1, 1001 + r);
+        CHECK_MPI(MPI_Allreduce(&x, &total, 1, MPI_LONG_LONG, MPI_SUM, dwi));
+        int mine[12];
+        CHECK_MPI(MPI_Sendrecv(matrix, 1, darray, 0, s, mine, 12, MPI_INT, 0, s, MPI_COMM_SELF,
+                               MPI_STATUS_IGNORE));
+        for (int i = 0; i < 12; i++)
+            CHECK(mine[i] == matrix[12 * r + i]);
+        double d = (double)s / 3.0, e = 0;
+        int fsize = 0;
+        CHECK_MPI(MPI_Type_size(f90, &fsize));
+        CHECK(fsize == 8);
+        CHECK_MPI(
+            MPI_Sendrecv(&d, 1, f90, 0, s, &e, 1, f90, 0, s, MPI_COMM_SELF, MPI_STATUS_IGNORE));
+        CHECK(e == d);
         mpit_mix((unsigned long long)total);
         mpit_mix((unsigned long long)(copies - base_copies) * 7u + (unsigned long long)deletes);
 
         mpit_sleep_ms(sleep_ms);
     }
     CHECK(copies == base_copies + steps && deletes == steps);
+    CHECK_MPI(MPI_Comm_free(&dwi));
+    CHECK_MPI(MPI_Type_free(&darray));
+    free(matrix);
     CHECK_MPI(MPI_Comm_free(&d2));
     CHECK_MPI(MPI_Comm_free(&d1));
     CHECK_MPI(MPI_Comm_delete_attr(MPI_COMM_WORLD, kv_copy));
-    CHECK(deletes == steps + 3);
+    CHECK(deletes == steps + 4);
     CHECK_MPI(MPI_Type_free(&vec));
     CHECK(type_deletes == 1);
     CHECK_MPI(MPI_Info_free(&info));

@@ -5,8 +5,14 @@
  * (MPI_Dist_graph_create_adjacent), an unweighted one made with MPI_Dist_graph_create, and a
  * graph (MPI_Graph_create). Each step exchanges halos with Cart_shift + Sendrecv, runs neighbour
  * collectives on every topology, reduces along the rows, checks what it received and what each
- * topology says of itself (coordinates, neighbours, weights), and folds it all into a checksum;
- * SLEEP_MS of sleep between steps (outside MPI). Prints only at the end, so that a job restarted
+ * topology says of itself (coordinates, neighbours, weights), and folds it all into a checksum.
+ * Each step also makes sub-communicators as solvers' phases do, most of them freed soon after:
+ * a split of the grid that leaves its rank 0 out (MPI_COMM_NULL there), one of which is kept
+ * for three steps, and a communicator created from a group without the last rank, whose
+ * duplicate outlives it by a step; so that at any checkpoint some ranks hold live results of
+ * creations that others hold as MPI_COMM_NULL or freed (a restart must replay them on every
+ * member, and the records of those dead everywhere must not pile up). SLEEP_MS of sleep between
+ * steps (outside MPI). Prints only at the end, so that a job restarted
  * from a checkpoint prints what an uninterrupted one prints.
  * Usage: topo_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
@@ -45,6 +51,12 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Graph_create(cart, n, index, edges, 0, &graph));
     free(index);
     free(edges);
+
+    MPI_Group grid_group, all_but_last;
+    CHECK_MPI(MPI_Comm_group(cart, &grid_group));
+    int last = n - 1;
+    CHECK_MPI(MPI_Group_excl(grid_group, 1, &last, &all_but_last));
+    MPI_Comm kept = MPI_COMM_NULL, dup_kept = MPI_COMM_NULL;
 
     unsigned long long state = 777 + (unsigned long long)r;
     for (int s = 0; s < steps; s++) {
@@ -114,8 +126,45 @@ int main(int argc, char **argv) {
         mpit_mix((unsigned long long)ring[0]);
         mpit_mix((unsigned long long)ring[1]);
 
+        /* sub-communicators: null on some ranks, freed on the others (one kept for a while) */
+        MPI_Comm part;
+        CHECK_MPI(MPI_Comm_split(cart, r == 0 ? MPI_UNDEFINED : r % 2, r, &part));
+        CHECK((r == 0) == (part == MPI_COMM_NULL));
+        if (part != MPI_COMM_NULL) {
+            long long psum = 0;
+            CHECK_MPI(MPI_Allreduce(&v, &psum, 1, MPI_LONG_LONG, MPI_SUM, part));
+            mpit_mix((unsigned long long)psum);
+            if (s % 3 == 0) {
+                if (kept != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&kept));
+                kept = part;
+            } else {
+                CHECK_MPI(MPI_Comm_free(&part));
+            }
+        }
+        if (kept != MPI_COMM_NULL) {
+            int ks;
+            MPI_Comm_size(kept, &ks);
+            CHECK(ks == (r % 2 ? n / 2 : n / 2 - 1));
+            CHECK_MPI(MPI_Barrier(kept));
+        }
+        if (dup_kept != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&dup_kept));
+        MPI_Comm created;
+        CHECK_MPI(MPI_Comm_create(cart, all_but_last, &created));
+        CHECK((r == last) == (created == MPI_COMM_NULL));
+        if (created != MPI_COMM_NULL) {
+            CHECK_MPI(MPI_Comm_dup(created, &dup_kept));
+            CHECK_MPI(MPI_Comm_free(&created)); /* the duplicate outlives it by a step */
+            long long csum = 0;
+            CHECK_MPI(MPI_Allreduce(&v, &csum, 1, MPI_LONG_LONG, MPI_SUM, dup_kept));
+            mpit_mix((unsigned long long)csum);
+        }
+
         mpit_sleep_ms(sleep_ms);
     }
+    if (kept != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&kept));
+    if (dup_kept != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&dup_kept));
+    MPI_Group_free(&all_but_last);
+    MPI_Group_free(&grid_group);
     MPI_Comm all[] = {cart, row, dg, dgs, graph};
     for (int i = 0; i < 5; i++)
         CHECK_MPI(MPI_Comm_free(&all[i]));
