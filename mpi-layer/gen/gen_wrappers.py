@@ -135,11 +135,13 @@ NONBLOCKING_COLLECTIVES = {
     'MPI_Iscatter', 'MPI_Iscatterv', 'MPI_Iallgather', 'MPI_Iallgatherv', 'MPI_Ialltoall',
     'MPI_Ialltoallv', 'MPI_Ialltoallw', 'MPI_Ireduce_scatter', 'MPI_Ireduce_scatter_block',
     'MPI_Iscan', 'MPI_Iexscan', 'MPI_Ineighbor_allgather', 'MPI_Ineighbor_allgatherv',
-    'MPI_Ineighbor_alltoall', 'MPI_Ineighbor_alltoallv', 'MPI_Ineighbor_alltoallw'}
+    'MPI_Ineighbor_alltoall', 'MPI_Ineighbor_alltoallv', 'MPI_Ineighbor_alltoallw',
+    'MPI_Comm_idup', 'MPI_Comm_idup_with_info'}
 COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
-COMM_CHAINED = {'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
+COMM_CHAINED = {'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
+                'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                 'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent'}
 # Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp

@@ -1232,9 +1232,13 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
     // made (each makes an oversubscribed Open MPI yield the CPU: 15 ms for 8 computing ranks on
     // 2 cores, with nothing in flight).
     while (!drained()) {
-        drain_pending();
-        comms_visit(drain_comm, &dc);
-        if (drained()) break;
+        // Nonblocking collectives first: a communicator that MPI_Comm_idup is making may not be
+        // probed before it completes (Open MPI's ob1 crashes on one it has not activated yet).
+        if (collectives_complete()) {
+            drain_pending();
+            comms_visit(drain_comm, &dc);
+            if (drained()) break;
+        }
         clock_gettime(CLOCK_MONOTONIC, &now);
         long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
         if (ms > timeout_ms) {

@@ -148,6 +148,19 @@ int replay_one(replay &p, const char *api) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, MPI_Info, C *)>(p.h<KC, C>(0), p.h<kind::info, MPI_Info>(1), &o);
         p.made<KC>(o);
+    } else if (is("MPI_Comm_idup") || is("MPI_Comm_idup_with_info")) {
+        // Complete in the image (the drain completes it as a nonblocking collective): made again
+        // by the blocking call.
+        C o = lower_null<KC, C>();
+        C parent = p.h<KC, C>(0);
+        if (p.check) {
+        } else if (is("MPI_Comm_idup")) {
+            rc = call_by_name<int (*)(C, C *)>(p.fs, "MPI_Comm_dup", parent, &o);
+        } else {
+            rc = call_by_name<int (*)(C, MPI_Info, C *)>(p.fs, "MPI_Comm_dup_with_info", parent,
+                                                         p.h<kind::info, MPI_Info>(1), &o);
+        }
+        p.made<KC>(o);
     } else if (is("MPI_Comm_split")) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, int, int, C *)>(p.h<KC, C>(0), p.i(1), p.i(2), &o);

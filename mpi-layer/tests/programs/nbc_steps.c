@@ -4,7 +4,9 @@
  * MPI_Ibcast from a rotating root and an MPI_Ialltoall on a duplicate, then sleeps SLEEP_MS
  * outside MPI with all three pending (where a checkpoint request usually finds the ranks), then
  * completes them (Waitall, or Test loops on odd steps) and an MPI_Ibarrier; each result is
- * checked and folded into a checksum. Prints only at the end.
+ * checked and folded into a checksum. Every other step also starts an MPI_Comm_idup of the
+ * duplicate (pending across the sleep too), whose result is used until the next one replaces it.
+ * Prints only at the end.
  * Usage: nbc_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -17,6 +19,7 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
     long long *out = malloc((size_t)n * sizeof(long long)),
               *in = malloc((size_t)n * sizeof(long long));
+    MPI_Comm idup = MPI_COMM_NULL;
     unsigned long long state = 4321 + (unsigned long long)r;
     for (int s = 0; s < steps; s++) {
         mpit_step(s, steps);
@@ -26,15 +29,18 @@ int main(int argc, char **argv) {
             out[i] = v + i;
             in[i] = -1;
         }
-        MPI_Request q[3];
+        MPI_Request q[4];
+        q[3] = MPI_REQUEST_NULL;
+        MPI_Comm fresh = MPI_COMM_NULL;
+        if (s % 2 == 1) CHECK_MPI(MPI_Comm_idup(dup, &fresh, &q[3]));
         CHECK_MPI(MPI_Iallreduce(&v, &total, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD, &q[0]));
         CHECK_MPI(MPI_Ibcast(&b, 1, MPI_LONG_LONG, s % n, MPI_COMM_WORLD, &q[1]));
         CHECK_MPI(MPI_Ialltoall(out, 1, MPI_LONG_LONG, in, 1, MPI_LONG_LONG, dup, &q[2]));
         mpit_sleep_ms(sleep_ms);
         if (s % 2 == 0) {
-            CHECK_MPI(MPI_Waitall(3, q, MPI_STATUSES_IGNORE));
+            CHECK_MPI(MPI_Waitall(4, q, MPI_STATUSES_IGNORE));
         } else {
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < 4; k++) {
                 int done = 0;
                 while (!done)
                     CHECK_MPI(MPI_Test(&q[k], &done, MPI_STATUS_IGNORE));
@@ -47,6 +53,15 @@ int main(int argc, char **argv) {
         MPI_Request bar;
         CHECK_MPI(MPI_Ibarrier(MPI_COMM_WORLD, &bar));
         CHECK_MPI(MPI_Wait(&bar, MPI_STATUS_IGNORE));
+        if (fresh != MPI_COMM_NULL) {
+            if (idup != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&idup));
+            idup = fresh;
+        }
+        if (idup != MPI_COMM_NULL) {
+            long long sum = 0;
+            CHECK_MPI(MPI_Allreduce(&v, &sum, 1, MPI_LONG_LONG, MPI_SUM, idup));
+            CHECK(sum == total);
+        }
         mpit_mix((unsigned long long)total);
         mpit_mix((unsigned long long)b);
         for (int i = 0; i < n; i++)
@@ -55,6 +70,7 @@ int main(int argc, char **argv) {
     free(out);
     free(in);
     CHECK_MPI(MPI_Comm_free(&dup));
+    if (idup != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&idup));
     printf("rank %d: nbc_steps %d steps checksum %016llx\n", r, steps, mpit_sum);
     return mpit_finish();
 }
