@@ -397,8 +397,9 @@ def gen_wrapper(d, idx, fl):
     for p, role, extra in roles:
         if role == 'out' and extra == 'comm':
             parent = comms[0] if (api in COMM_CHAINED and comms) else None
-            post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::comm_created((uintptr_t)*%s, %s);'
-                        % (p.name, p.name, '(uintptr_t)' + parent if parent else '0'))
+            made = 'comm_created_pending' if api in NONBLOCKING_COLLECTIVES else 'comm_created'
+            post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
+                        % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
     if api in NONBLOCKING_COLLECTIVES:
         post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_collective(*request, (uintptr_t)%s);' % comms[0])

@@ -74,9 +74,15 @@ bool alive(kind k, uintptr_t o) {
 
 int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_fn, void *extra) {
     std::lock_guard<std::mutex> g(g_kv_mu);
-    size_t n = g_used.load(std::memory_order_relaxed), i = 0;
-    while (i < n && !is_freed(g_table[i]))
-        i++;
+    // A freed keyval lives on in the attributes that use it (MPI-1 5.7.1): its number still names
+    // it in their callbacks, in MPI_Attr_delete and in further frees (MPICH counts references).
+    // So a freed slot is used again only once half the table is taken.
+    size_t n = g_used.load(std::memory_order_relaxed), i = n;
+    if (n >= kMaxKeyvals / 2) {
+        i = 0;
+        while (i < n && !is_freed(g_table[i]))
+            i++;
+    }
     if (i == kMaxKeyvals) {
         g_overflow = true;
         return lower;
@@ -95,17 +101,23 @@ int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_f
     return kKeyvalBase + (int)i;
 }
 
+// Freed keyvals translate too: the lower library decides whether the number is still valid.
 int keyval_lower(int upper) {
     keyval_entry *e = entry_of(upper);
-    return e && !is_freed(*e) ? __atomic_load_n(&e->lower, __ATOMIC_ACQUIRE) : upper;
+    return e ? __atomic_load_n(&e->lower, __ATOMIC_ACQUIRE) : upper;
 }
 
+// A live keyval first; else the newest freed one with that lower number (its attributes'
+// callbacks still run, with the program's number).
 int keyval_upper(int lower) {
     size_t n = g_used.load(std::memory_order_acquire);
+    int freed = -1;
     for (size_t i = 0; i < n; i++)
-        if (!is_freed(g_table[i]) && __atomic_load_n(&g_table[i].lower, __ATOMIC_ACQUIRE) == lower)
-            return kKeyvalBase + (int)i;
-    return lower;
+        if (__atomic_load_n(&g_table[i].lower, __ATOMIC_ACQUIRE) == lower) {
+            if (!is_freed(g_table[i])) return kKeyvalBase + (int)i;
+            freed = kKeyvalBase + (int)i;
+        }
+    return freed >= 0 ? freed : lower;
 }
 
 void keyval_drop(int upper) {

@@ -70,6 +70,7 @@ uint64_t mix(uint64_t x) { // splitmix64 finaliser
 
 void link_comm(comm_info *ci) {
     std::lock_guard<std::mutex> g(g_comm_mu);
+    ci->linked = true;
     ci->next = g_comms;
     ci->prev = nullptr;
     if (g_comms) g_comms->prev = ci;
@@ -125,6 +126,19 @@ comm_info *make_info(uintptr_t lower, uintptr_t upper) {
     ci->upper = upper;
     link_comm(ci);
     return ci;
+}
+
+// The first use of a communicator MPI_Comm_idup made (the program has completed its request):
+// its ranks, and it joins the list. False if the lower half cannot tell them yet.
+bool fill_pending(comm_info *ci, vobj *v, uintptr_t upper) {
+    static std::mutex mu;
+    std::lock_guard<std::mutex> g(mu);
+    if (!ci->unfilled.load(std::memory_order_acquire)) return true;
+    if (!fill_ranks(ci, (MPI_Comm)v->lower)) return false;
+    ci->upper = upper;
+    link_comm(ci);
+    ci->unfilled.store(false, std::memory_order_release);
+    return true;
 }
 
 } // namespace
@@ -196,7 +210,13 @@ comm_info *comm_info_of_raw(uintptr_t u) {
     vobj *v = (vobj *)u;
 #endif
     if (!v || v->magic != kVobjMagic || v->k != kind::comm) return nullptr;
-    if (__builtin_expect(v->ext != nullptr, 1)) return (comm_info *)v->ext;
+    if (__builtin_expect(v->ext != nullptr, 1)) {
+        comm_info *ci = (comm_info *)v->ext;
+        if (__builtin_expect(ci->unfilled.load(std::memory_order_acquire), 0) &&
+            !fill_pending(ci, v, u))
+            return nullptr;
+        return ci;
+    }
     // A communicator made by a call the clock does not chain (Comm_idup, create_group, ...):
     // counted, but untracked by the collective clock.
     if (!L.ready) return nullptr;
@@ -208,6 +228,29 @@ comm_info *comm_info_of_raw(uintptr_t u) {
         return expected;
     }
     return ci;
+}
+
+void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
+    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
+#if defined(GHOST_MPI_MPICH)
+    vobj *v = decode<kind::comm>((MPI_Comm)newcomm);
+#else
+    vobj *v = (vobj *)newcomm;
+#endif
+    if (!v || v->magic != kVobjMagic || v->k != kind::comm || v->ext) return;
+    comm_info *ci = new comm_info();
+    ci->unfilled = true;
+    comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
+    if (p && p->tracked && !p->inter && p->n > 0) {
+        // As comm_created's chaining: a duplicate's first world rank is its parent's.
+        ci->id =
+            mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix((uint64_t)p->to_world[0] + 7));
+        ci->tracked = true;
+    }
+    comm_info *expected = nullptr;
+    if (!__atomic_compare_exchange_n((comm_info **)&v->ext, &expected, ci, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        delete ci;
 }
 
 void comm_created(uintptr_t newcomm, uintptr_t parent) {
@@ -236,8 +279,10 @@ void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
     {
         std::lock_guard<std::mutex> g(g_comm_mu);
-        (ci->prev ? ci->prev->next : g_comms) = ci->next;
-        if (ci->next) ci->next->prev = ci->prev;
+        if (ci->linked) {
+            (ci->prev ? ci->prev->next : g_comms) = ci->next;
+            if (ci->next) ci->next->prev = ci->prev;
+        }
     }
     // Drained messages on it are never received: free them.
     {

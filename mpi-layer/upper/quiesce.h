@@ -29,6 +29,10 @@ struct comm_info {
     uint64_t target = 0;           // while quiescing: run forward to this
     uintptr_t lower = 0;           // the lower handle, for the drain
     uintptr_t upper = 0;           // the upper handle (the lower one changes with a restart)
+    // Made by MPI_Comm_idup: its ranks are read (and it joins the list) at its first use, once
+    // the program has completed the request (the lower communicator may not be usable before).
+    std::atomic<bool> unfilled{false};
+    bool linked = false; // in the list comms_visit walks
     comm_info *next = nullptr, *prev = nullptr;
 };
 
@@ -142,6 +146,9 @@ template <class H> inline comm_info *comm_info_of(H u) {
 }
 // Called after a successful call that produced `newcomm` (collective over `parent`, if any).
 void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
+// MPI_Comm_idup: the new communicator's clock is chained from the parent now, its ranks are
+// read at its first use (comm_info::unfilled).
+void comm_created_pending(uintptr_t newcomm_upper, uintptr_t parent_upper);
 void comm_freed(void *info);
 
 // ---- drained messages ----

@@ -3,9 +3,9 @@
  * intercommunicators, names, attributes with copy/delete callbacks, compare. */
 #include "mpit.h"
 
-static int copies, deletes;
+static int copies, deletes, freed_key = MPI_KEYVAL_INVALID;
 static int copy_cb(MPI_Comm old, int key, void *extra, void *in, void *out, int *flag) {
-    (void)key;
+    if (freed_key != MPI_KEYVAL_INVALID) CHECK(key == freed_key);
     int sz;
     MPI_Comm_size(old, &sz); /* the handle given must be usable by the application */
     *(void **)out = (char *)in + 1;
@@ -14,7 +14,8 @@ static int copy_cb(MPI_Comm old, int key, void *extra, void *in, void *out, int 
     return MPI_SUCCESS;
 }
 static int delete_cb(MPI_Comm c, int key, void *val, void *extra) {
-    (void)c, (void)key, (void)val, (void)extra;
+    (void)c, (void)val, (void)extra;
+    if (freed_key != MPI_KEYVAL_INVALID) CHECK(key == freed_key);
     deletes++;
     return MPI_SUCCESS;
 }
@@ -136,9 +137,27 @@ int main(int argc, char **argv) {
         CHECK(flag && *tag_ub >= 32767);
         CHECK_MPI(MPI_Comm_free(&dup2));
         CHECK(deletes == 1 && dup2 == MPI_COMM_NULL);
-        CHECK_MPI(MPI_Comm_delete_attr(dup, key));
-        CHECK(deletes == 2);
+        /* A keyval freed while an attribute uses it lives on (MPI-1 5.7.1): keyvals made
+         * after it are others, and its callbacks still get its number. */
+        freed_key = key;
         CHECK_MPI(MPI_Comm_free_keyval(&key));
+        CHECK(key == MPI_KEYVAL_INVALID);
+        int later[4];
+        for (int k = 0; k < 4; k++) {
+            CHECK_MPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN,
+                                             &later[k], NULL));
+            CHECK(later[k] != freed_key);
+        }
+        CHECK_MPI(MPI_Comm_dup(dup, &dup2));
+        CHECK_MPI(MPI_Comm_get_attr(dup2, freed_key, &val, &flag));
+        CHECK(flag && val == payload + 1 && copies == 2);
+        CHECK_MPI(MPI_Comm_free(&dup2));
+        CHECK(deletes == 2);
+        CHECK_MPI(MPI_Comm_delete_attr(dup, freed_key));
+        CHECK(deletes == 3);
+        freed_key = MPI_KEYVAL_INVALID;
+        for (int k = 0; k < 4; k++)
+            CHECK_MPI(MPI_Comm_free_keyval(&later[k]));
 
         /* Fortran handle conversions give back the same handle */
         MPI_Fint fc = MPI_Comm_c2f(dup);
