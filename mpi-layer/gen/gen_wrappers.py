@@ -125,7 +125,7 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
-               'MPI_Intercomm_create'}
+               'MPI_Intercomm_create', 'MPI_Win_create'}
 # Nonblocking collectives: their start advances the communicator's collective clock like a
 # blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
 # checkpoint every member has started the same ones; the drain then completes them
@@ -140,10 +140,30 @@ NONBLOCKING_COLLECTIVES = {
 COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
-COMM_CHAINED = {'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
+COMM_CHAINED = {'MPI_Win_create',
+                'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
                 'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                 'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent'}
+# Windows (upper/quiesce.cpp, win_*): a window made by MPI_Win_create has a collective clock of its
+# own, advanced by its fences, so that at a checkpoint every member has passed the
+# same ones; one-sided operations and synchronisations are noted after they return, so that a
+# checkpoint can tell whether an access or exposure epoch still holds operations not completed:
+# event name, and the argument (an expression of the call's parameters) it gets.
+WIN_COLLECTIVES = {'MPI_Win_fence'}
+WIN_EVENTS = {
+    'MPI_Put': ('rma', 'target_rank'), 'MPI_Get': ('rma', 'target_rank'),
+    'MPI_Accumulate': ('rma', 'target_rank'), 'MPI_Get_accumulate': ('rma', 'target_rank'),
+    'MPI_Fetch_and_op': ('rma', 'target_rank'), 'MPI_Compare_and_swap': ('rma', 'target_rank'),
+    'MPI_Rput': ('rma', 'target_rank'), 'MPI_Rget': ('rma', 'target_rank'),
+    'MPI_Raccumulate': ('rma', 'target_rank'), 'MPI_Rget_accumulate': ('rma', 'target_rank'),
+    'MPI_Win_fence': ('fence', 'assert'), 'MPI_Win_lock': ('lock', 'rank'),
+    'MPI_Win_unlock': ('unlock', 'rank'), 'MPI_Win_lock_all': ('lock_all', '0'),
+    'MPI_Win_unlock_all': ('unlock_all', '0'), 'MPI_Win_flush': ('flush', 'rank'),
+    'MPI_Win_flush_all': ('flush_all', '0'), 'MPI_Win_start': ('start', '0'),
+    'MPI_Win_complete': ('complete', '0'), 'MPI_Win_post': ('post', '0'),
+    'MPI_Win_wait': ('wait', '0'), 'MPI_Win_test': ('wait', '0'),
+}
 # Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp
 # (counting, test loops with safe points, drained messages first). It is called as
 # q_<name>(fn, <lower arguments>..., <upper values of the handle parameters>...).
@@ -355,8 +375,11 @@ def gen_wrapper(d, idx, fl):
     comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
     if api in COLLECTIVES and not comms:
         raise GenError('%s: collective without a communicator parameter' % d.name)
-    L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
-                                                   ', true' if api in COMM_CHAINED else ''))
+    if api in WIN_COLLECTIVES:
+        L.append('  ghost::mpi::gate gate_(%d, (uintptr_t)win, false, true);' % idx)
+    else:
+        L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
+                                                       ', true' if api in COMM_CHAINED else ''))
     if d.api in UPPER_ANSWERS:
         if ret == 'double':
             L.append('  { double a_; if (ghost::mpi::u_%s(&a_)) return a_; }' % api[4:])
@@ -401,6 +424,12 @@ def gen_wrapper(d, idx, fl):
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
+    if api == 'MPI_Win_create':
+        post.append('  if (win && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*win, (uintptr_t)comm);')
+    if api in WIN_EVENTS:
+        ev, arg = WIN_EVENTS[api]
+        cond = 'rc_ == MPI_SUCCESS' + (' && flag && *flag' if api == 'MPI_Win_test' else '')
+        post.append('  if (%s) ghost::mpi::win_note((uintptr_t)win, ghost::mpi::win_event::%s, %s);' % (cond, ev, arg))
     if api in NONBLOCKING_COLLECTIVES:
         post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_collective(*request, (uintptr_t)%s);' % comms[0])
     if api in ATTR_CALLS:

@@ -270,6 +270,11 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
         } else {
             if (g_fd >= 0 && receive_some(0) < 0) return w_gone;
             if (take_buffered_resume()) return w_abort;
+            // A passive-target synchronisation (MPI_Win_unlock, MPI_Win_flush) of another rank
+            // waits for this one's lower half to progress: while threads are held, this thread
+            // progresses it (only with windows: each lower call may yield the CPU).
+            if (g_windows.load(std::memory_order_relaxed) > 0 && Q.phase.load() != phase_run)
+                drain_progress();
             struct timespec ts = {0, 100000};
             nanosleep(&ts, nullptr);
         }

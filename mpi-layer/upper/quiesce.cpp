@@ -166,6 +166,7 @@ std::vector<thread_gate *> gate_threads() {
 }
 
 void safe_point(comm_info *) {
+    if (t_gate.rma_ops > 0 || t_gate.rma_locks > 0) return; // runs on to its synchronisation
     for (;;) {
         if (!g_qflag) return;
         uint32_t gen = Q.gen.load(std::memory_order_acquire);
@@ -230,6 +231,133 @@ comm_info *comm_info_of_raw(uintptr_t u) {
     return ci;
 }
 
+// ---- windows ----
+
+namespace {
+vobj *win_vobj(uintptr_t u) {
+    if (u == g_upper_null[(int)kind::win] || u == 0) return nullptr;
+#if defined(GHOST_MPI_MPICH)
+    vobj *v = decode<kind::win>((MPI_Win)u);
+#else
+    vobj *v = (vobj *)u;
+#endif
+    return v && v->magic == kVobjMagic && v->k == kind::win ? v : nullptr;
+}
+} // namespace
+
+std::atomic<int> g_windows{0};
+
+comm_info *win_clock_of(uintptr_t win) {
+    vobj *v = win_vobj(win);
+    return v ? (comm_info *)v->ext : nullptr;
+}
+
+void win_created(uintptr_t win, uintptr_t comm) {
+    vobj *v = L.ready ? win_vobj(win) : nullptr;
+    comm_info *p = v ? comm_info_of_raw(comm) : nullptr;
+    if (!p || !p->tracked || p->inter || p->n <= 0 || v->ext) return;
+    comm_info *ci = new comm_info();
+    ci->window = true;
+    ci->n = p->n;
+    ci->rank = p->rank;
+    ci->local_size = p->local_size;
+    ci->to_world = (int *)malloc(sizeof(int) * (size_t)p->n);
+    if (!ci->to_world) fatal("cannot note a window", "out of memory");
+    memcpy(ci->to_world, p->to_world, sizeof(int) * (size_t)p->n);
+    // Same on every member: the communicator's id and its clock at the creation, and a constant
+    // that sets it apart from a communicator made there.
+    ci->id = mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix(0x77696e646f77ull));
+    ci->tracked = true;
+    v->ext = ci;
+    link_comm(ci);
+    g_windows.fetch_add(1);
+}
+
+// rank: the target of an operation or lock; a fence's assert.
+void win_note(uintptr_t win, win_event e, int rank) {
+    comm_info *ci = win_clock_of(win);
+    if (!ci) return;
+    // This thread's share (safe_point): the same rules, per thread.
+    switch (e) {
+    case win_event::rma:
+        t_gate.rma_ops++;
+        break;
+    case win_event::lock:
+        t_gate.rma_locks++;
+        break;
+    case win_event::unlock:
+        if (t_gate.rma_locks > 0 && --t_gate.rma_locks == 0) t_gate.rma_ops = 0;
+        break;
+    case win_event::flush:
+        if (t_gate.rma_locks <= 1) t_gate.rma_ops = 0;
+        break;
+    case win_event::unlock_all:
+        if (t_gate.rma_locks == 0) t_gate.rma_ops = 0;
+        break;
+    case win_event::fence:
+    case win_event::flush_all:
+    case win_event::complete:
+    case win_event::wait:
+        t_gate.rma_ops = 0;
+        break;
+    case win_event::lock_all:
+    case win_event::start:
+    case win_event::post:
+        break;
+    }
+    switch (e) {
+    case win_event::rma:
+        __atomic_fetch_add(&ci->rma_pending, 1, __ATOMIC_RELAXED);
+        return;
+    case win_event::fence:
+        ci->fenced = (rank & MPI_MODE_NOSUCCEED) == 0;
+        break;
+    case win_event::flush_all:
+        break;
+    case win_event::lock:
+        ci->locks++;
+        return;
+    case win_event::unlock:
+        if (--ci->locks > 0 || ci->lock_all) return;
+        break;
+    case win_event::lock_all:
+        ci->lock_all = true;
+        return;
+    case win_event::unlock_all:
+        ci->lock_all = false;
+        if (ci->locks > 0) return;
+        break;
+    case win_event::flush: // completes the operations to one target: all of them if only one
+        if (ci->lock_all || ci->locks > 1) return;
+        break;
+    case win_event::start:
+    case win_event::post:
+        ci->pscw++;
+        return;
+    case win_event::complete:
+    case win_event::wait:
+        if (--ci->pscw > 0) return;
+        break;
+    }
+    __atomic_store_n(&ci->rma_pending, 0, __ATOMIC_RELAXED);
+}
+
+bool win_fenced(const void *win_vobj_p) {
+    const comm_info *ci = (const comm_info *)((const vobj *)win_vobj_p)->ext;
+    return ci && ci->fenced;
+}
+
+const char *win_epoch_open(const void *win_vobj_p) {
+    const comm_info *ci = (const comm_info *)((const vobj *)win_vobj_p)->ext;
+    if (!ci) return "it has no collective clock (not made over an intracommunicator)";
+    if (ci->lock_all) return "MPI_Win_lock_all holds it";
+    if (ci->locks > 0) return "a passive-target lock is held on it";
+    if (ci->pscw != 0) return "a post/start/complete/wait epoch is open on it";
+    if (__atomic_load_n(&ci->rma_pending, __ATOMIC_RELAXED) != 0)
+        return "one-sided operations on it are not completed by a synchronisation yet";
+    return nullptr;
+}
+
 void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
     if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
 #if defined(GHOST_MPI_MPICH)
@@ -277,6 +405,7 @@ void record_set_parent(record *r, uintptr_t upper) {
 
 void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
+    if (ci->window) g_windows.fetch_sub(1);
     {
         std::lock_guard<std::mutex> g(g_comm_mu);
         if (ci->linked) {
@@ -475,7 +604,7 @@ bool quiesce_after_restart(uintptr_t fs, const char **why) {
     {
         std::lock_guard<std::mutex> g(g_comm_mu);
         for (comm_info *c = g_comms; c; c = c->next)
-            c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
+            if (!c->window) c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
     }
     requests_after_restart();
     g_lower_gen.fetch_add(1);
@@ -490,6 +619,7 @@ bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len) {
     } b(fs);
     std::lock_guard<std::mutex> g(g_comm_mu);
     for (comm_info *c = g_comms; c; c = c->next) {
+        if (c->window) continue;
         comm_info now;
         if (!fill_ranks(&now, (MPI_Comm)c->lower)) {
             snprintf(why, why_len, "cannot read the ranks of a rebuilt communicator");

@@ -33,6 +33,14 @@ struct comm_info {
     // the program has completed the request (the lower communicator may not be usable before).
     std::atomic<bool> unfilled{false};
     bool linked = false; // in the list comms_visit walks
+    // A window's clock (quiesce.cpp, win_*): its fences; lower stays 0 (nothing to probe) and
+    // the rest is what a checkpoint must know of its epochs: one-sided operations not completed
+    // by a synchronisation since, passive-target locks held, lock_all, PSCW epochs open.
+    bool window = false;
+    uint32_t rma_pending = 0;
+    int locks = 0, pscw = 0;
+    bool lock_all = false;
+    bool fenced = false; // a fence (not MPI_MODE_NOSUCCEED) began an epoch: a restart fences once
     comm_info *next = nullptr, *prev = nullptr;
 };
 
@@ -50,6 +58,10 @@ struct thread_gate {
     // lower request, completes the blocking call with it.
     int pending_source, pending_tag, pending_error;
     long long pending_bytes;
+    // One-sided operations this thread issued that no synchronisation has completed yet, and the
+    // passive-target locks it holds: it does not stop at a safe point until both are 0 (win_note),
+    // so that a checkpoint finds the epochs closed (a fence, unlock or flush is near).
+    int rma_ops, rma_locks;
 };
 extern __thread thread_gate t_gate __attribute__((tls_model("initial-exec")));
 extern volatile int g_qflag; // an epoch is in progress: threads stop at safe points
@@ -68,9 +80,36 @@ bool is_behind();
 // The communicator's info is looked up after the safe point: a lookup may call the lower half.
 comm_info *comm_info_of_raw(uintptr_t upper_handle);
 
+// Windows made by MPI_Win_create (the generated wrappers call these).
+enum class win_event {
+    rma,
+    fence,
+    lock,
+    unlock,
+    lock_all,
+    unlock_all,
+    flush,
+    flush_all,
+    start,
+    complete,
+    post,
+    wait
+};
+comm_info *win_clock_of(uintptr_t win_upper);
+extern std::atomic<int> g_windows; // live windows with a clock
+void win_created(uintptr_t win_upper, uintptr_t comm_upper);
+void win_note(uintptr_t win_upper, win_event e, int rank);
+// Why this window cannot be carried by a checkpoint now (an epoch holds operations or locks), or
+// nullptr.
+const char *win_epoch_open(const void *win_vobj);
+// Whether the window's last fence began an epoch (a restart then fences the new window once).
+bool win_fenced(const void *win_vobj);
+
 struct gate {
     comm_info *coll;
-    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0, bool create = false)
+    // window: `comm` is a window, whose own clock counts its fences.
+    __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0, bool create = false,
+                                                 bool window = false)
         : coll(nullptr) {
         if (__builtin_expect(!t_gate.registered, 0)) gate_register();
         if (t_gate.depth++ != 0) return;
@@ -79,7 +118,7 @@ struct gate {
         asm volatile("" ::: "memory");
         if (__builtin_expect(g_qflag, 0)) safe_point(nullptr);
         if (comm) {
-            comm_info *c = comm_info_of_raw(comm);
+            comm_info *c = window ? win_clock_of(comm) : comm_info_of_raw(comm);
             if (c && c->tracked) {
                 coll = c;
                 if (g_threads_multiple)
@@ -120,6 +159,7 @@ __attribute__((always_inline)) inline void count_send(const comm_info *ci, int d
                                                       uint64_t bytes) {
     if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
     int w = ci->to_world[dest];
+    if (__builtin_expect((unsigned)w >= (unsigned)g_world_size, 0)) return;
     if (g_threads_multiple) {
         __atomic_fetch_add(&g_sent[w], 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&g_sent_bytes[w], bytes, __ATOMIC_RELAXED);
@@ -130,6 +170,7 @@ __attribute__((always_inline)) inline void count_send(const comm_info *ci, int d
 }
 inline void uncount_send(const comm_info *ci, int dest, uint64_t bytes) {
     if (!ci || dest < 0 || dest >= ci->n || !g_sent) return;
+    if ((unsigned)ci->to_world[dest] >= (unsigned)g_world_size) return;
     __atomic_fetch_sub(&g_sent[ci->to_world[dest]], 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&g_sent_bytes[ci->to_world[dest]], bytes, __ATOMIC_RELAXED);
 }

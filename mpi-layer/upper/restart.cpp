@@ -345,6 +345,26 @@ int replay_one(replay &p, const char *api) {
         rc = p.call<int (*)(MPI_User_function *, int, MPI_Op *)>(p.check ? fn : wrap_op(fn), p.i(1),
                                                                  &o);
         p.made<kind::op>(o);
+    } else if (is("MPI_Win_create_errhandler")) {
+        MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
+        auto *fn = (MPI_Win_errhandler_function *)(uintptr_t)p.r->args[0];
+        rc = p.call<int (*)(MPI_Win_errhandler_function *, MPI_Errhandler *)>(
+            p.check ? fn : wrap_win_errh(fn), &o);
+        p.made<kind::errhandler>(o);
+    } else if (is("MPI_File_create_errhandler")) {
+        MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
+        auto *fn = (MPI_File_errhandler_function *)(uintptr_t)p.r->args[0];
+        rc = p.call<int (*)(MPI_File_errhandler_function *, MPI_Errhandler *)>(
+            p.check ? fn : wrap_file_errh(fn), &o);
+        p.made<kind::errhandler>(o);
+    } else if (is("MPI_Win_create")) {
+        // The window's memory is the program's (upper, in the image): exposed again at the same
+        // address. Its epochs were closed at the checkpoint (win_epoch_open).
+        MPI_Win o = lower_null<kind::win, MPI_Win>();
+        rc = p.call<int (*)(void *, MPI_Aint, int, MPI_Info, C, MPI_Win *)>(
+            (void *)(uintptr_t)p.r->args[0], p.a(1), p.i(2), p.h<kind::info, MPI_Info>(3),
+            p.h<KC, C>(4), &o);
+        p.made<kind::win>(o);
     } else if (is("MPI_Comm_create_errhandler")) {
         MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
         auto *fn = (MPI_Comm_errhandler_function *)(uintptr_t)p.r->args[0];
@@ -478,6 +498,7 @@ void free_lower(kind k, uintptr_t l, uintptr_t fs) {
                       : k == KT               ? "MPI_Type_free"
                       : k == kind::op         ? "MPI_Op_free"
                       : k == kind::errhandler ? "MPI_Errhandler_free"
+                      : k == kind::win        ? "MPI_Win_free"
                                               : nullptr;
     int i = api ? index_of(api) : -1;
     if (i < 0) return;
@@ -677,6 +698,12 @@ int quiesce(void *, char *why, size_t why_len) {
         return -1;
     }
     for (const auto &[r, v] : live_records()) {
+        if (v && v->k == kind::win)
+            if (const char *open = win_epoch_open(v)) {
+                snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",
+                         rank, api_of(r), open);
+                return -1;
+            }
         replay p{r, true};
         if (replay_one(p, api_of(r)) != 1) {
             snprintf(why, why_len,
@@ -808,6 +835,14 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
             const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
         else
             vobj_set_lower(const_cast<vobj *>(v), p.out);
+        // A window whose fences had begun an epoch: so must the new one's (an MPI may refuse
+        // operations before a first fence). Collective: every member replays it here.
+        if (v->k == kind::win && win_fenced(v) &&
+            call_by_name<int (*)(int, MPI_Win)>(fs, "MPI_Win_fence", 0,
+                                                handle_of<MPI_Win>(p.out)) != MPI_SUCCESS) {
+            snprintf(why, why_len, "rank %d: cannot fence a rebuilt window", g_state.rank);
+            return -1;
+        }
     }
     // The freed parents go again, as the application freed them.
     for (const record *z : zombies)

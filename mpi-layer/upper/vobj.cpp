@@ -187,7 +187,7 @@ vobj *vobj_new(kind k, uintptr_t lower) {
 void comm_freed(void *info);
 
 void vobj_free(vobj *v) {
-    if (v->k == kind::comm && v->ext) {
+    if ((v->k == kind::comm || v->k == kind::win) && v->ext) { // its comm_info
         comm_freed(v->ext);
         v->ext = nullptr;
     }

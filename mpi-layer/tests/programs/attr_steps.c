@@ -12,7 +12,8 @@
  * are kept too, their keys and values checked in every step. At the end the objects are freed: each
  * delete callback must have run once per attribute that existed. Also kept and used in every
  * step: a communicator from MPI_Comm_dup_with_info (its info freed at once), a distributed-array
- * datatype and an MPI_Type_create_f90_real type. Prints only at the end. Usage:
+ * datatype and an MPI_Type_create_f90_real type, and a window (MPI_Win_create) with fence and
+ * lock epochs every step, closed before the sleep. Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -72,6 +73,15 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Keyval_create(MPI_NULL_COPY_FN, MPI_NULL_DELETE_FN, &kv_old, NULL));
     CHECK_MPI(MPI_Type_create_keyval(MPI_TYPE_NULL_COPY_FN, type_delete_cb, &kv_type, NULL));
 
+    /* a window over the program's memory: a fence epoch and a passive-target lock every step,
+     * closed before the sleep (made before any attribute is set: an MPI may duplicate the
+     * communicator inside); its memory accumulates what the neighbour puts, so it must come
+     * back exposed at the same address with the same contents */
+    long long *wmem = calloc(2 * (size_t)mpit_size, sizeof(long long));
+    MPI_Win win;
+    CHECK_MPI(MPI_Win_create(wmem, 2 * mpit_size * (MPI_Aint)sizeof(long long), sizeof(long long),
+                             MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    CHECK_MPI(MPI_Win_fence(0, win));
     MPI_Comm d1, d2;
     CHECK_MPI(MPI_Comm_set_attr(MPI_COMM_WORLD, kv_copy, (void *)(intptr_t)(1000 + r)));
     CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &d1)); /* copies: d1 gets 1001 + r */
@@ -166,6 +176,17 @@ int main(int argc, char **argv) {
                                MPI_STATUS_IGNORE));
         for (int i = 0; i < 12; i++)
             CHECK(mine[i] == matrix[12 * r + i]);
+        int right = (r + 1) % n, left = (r + n - 1) % n;
+        long long one = 1;
+        CHECK_MPI(MPI_Put(&x, 1, MPI_LONG_LONG, right, r, 1, MPI_LONG_LONG, win));
+        CHECK_MPI(MPI_Win_fence(0, win));
+        mpit_mix((unsigned long long)wmem[left]);
+        CHECK_MPI(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, right, 0, win));
+        CHECK_MPI(
+            MPI_Accumulate(&one, 1, MPI_LONG_LONG, right, n + r, 1, MPI_LONG_LONG, MPI_SUM, win));
+        CHECK_MPI(MPI_Win_unlock(right, win));
+        CHECK_MPI(MPI_Win_fence(0, win));
+        CHECK(wmem[n + left] == s + 1);
         double d = (double)s / 3.0, e = 0;
         int fsize = 0;
         CHECK_MPI(MPI_Type_size(f90, &fsize));
@@ -179,6 +200,8 @@ int main(int argc, char **argv) {
         mpit_sleep_ms(sleep_ms);
     }
     CHECK(copies == base_copies + steps && deletes == steps);
+    CHECK_MPI(MPI_Win_free(&win));
+    free(wmem);
     CHECK_MPI(MPI_Comm_free(&dwi));
     CHECK_MPI(MPI_Type_free(&darray));
     free(matrix);
