@@ -76,9 +76,12 @@ int keyval_adopt(kind k, int create_fn, int lower, void *copy_fn, void *delete_f
     std::lock_guard<std::mutex> g(g_kv_mu);
     // A freed keyval lives on in the attributes that use it (MPI-1 5.7.1): its number still names
     // it in their callbacks, in MPI_Attr_delete and in further frees (MPICH counts references).
-    // So a freed slot is used again only once half the table is taken.
-    size_t n = g_used.load(std::memory_order_relaxed), i = n;
-    if (n >= kMaxKeyvals / 2) {
+    // A freed slot is known dead once the lower library hands its lower number out again: that
+    // slot is used again; else a new one (any freed one only when the table is full).
+    size_t n = g_used.load(std::memory_order_relaxed), i = 0;
+    while (i < n && !(is_freed(g_table[i]) && g_table[i].lower == lower))
+        i++;
+    if (i == n && n == kMaxKeyvals) {
         i = 0;
         while (i < n && !is_freed(g_table[i]))
             i++;

@@ -17,6 +17,7 @@
 
 #include <climits>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <set>
 #include <tuple>
@@ -812,41 +813,45 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         }
     }
     int commit = index_of("MPI_Type_commit");
-    std::vector<const record *> zombies;
-    for (const auto &[r, v] : live_records()) {
+    // Freed objects go again as the application freed them: each zombie right after the last
+    // record made from it (a job that made and freed thousands of communicators holds them as
+    // tombstones until its next checkpoint; all alive at once would exhaust the MPI's context
+    // ids).
+    auto records = live_records();
+    std::map<const record *, std::vector<const record *>> free_after;
+    for (const auto &[r, v] : records)
+        if (r->zombie) free_after[zombie_last_user(r)].push_back(r);
+    for (const auto &[r, v] : records) {
         replay p{r, false, fs};
         if (replay_one(p, api_of(r)) != 1) {
             snprintf(why, why_len, "rank %d: cannot rebuild the %s made by %s", g_state.rank,
                      v ? kind_name(v->k) : "object", api_of(r));
             return -1;
         }
-        if (r->zombie) {
-            const_cast<record *>(r)->replay_lower = p.out; // freed again below
-            zombies.push_back(r);
-            continue;
+        if (r->zombie) const_cast<record *>(r)->replay_lower = p.out;
+        if (v && !r->zombie) {
+            if (v->k == KT && commit >= 0) {
+                T t = handle_of<T>(p.out);
+                lower_call lc(fs);
+                ((int (*)(T *))g_fns[commit])(&t);
+            }
+            if (v->k == kind::request)
+                const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
+            else
+                vobj_set_lower(const_cast<vobj *>(v), p.out);
+            // A window whose fences had begun an epoch: so must the new one's (an MPI may
+            // refuse operations before a first fence). Collective: every member replays it here.
+            if (v->k == kind::win && win_fenced(v) &&
+                call_by_name<int (*)(int, MPI_Win)>(fs, "MPI_Win_fence", 0,
+                                                    handle_of<MPI_Win>(p.out)) != MPI_SUCCESS) {
+                snprintf(why, why_len, "rank %d: cannot fence a rebuilt window", g_state.rank);
+                return -1;
+            }
         }
-        if (!v) continue; // a collective creation that gave this rank nothing
-        if (v->k == KT && commit >= 0) {
-            T t = handle_of<T>(p.out);
-            lower_call lc(fs);
-            ((int (*)(T *))g_fns[commit])(&t);
-        }
-        if (v->k == kind::request)
-            const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
-        else
-            vobj_set_lower(const_cast<vobj *>(v), p.out);
-        // A window whose fences had begun an epoch: so must the new one's (an MPI may refuse
-        // operations before a first fence). Collective: every member replays it here.
-        if (v->k == kind::win && win_fenced(v) &&
-            call_by_name<int (*)(int, MPI_Win)>(fs, "MPI_Win_fence", 0,
-                                                handle_of<MPI_Win>(p.out)) != MPI_SUCCESS) {
-            snprintf(why, why_len, "rank %d: cannot fence a rebuilt window", g_state.rank);
-            return -1;
-        }
+        if (auto it = free_after.find(r); it != free_after.end())
+            for (const record *z : it->second)
+                free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     }
-    // The freed parents go again, as the application freed them.
-    for (const record *z : zombies)
-        free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     write_comm_extras(fs);
     if (!write_infos(fs)) {
         snprintf(why, why_len, "rank %d: cannot set an info object's keys and values again",

@@ -21,6 +21,11 @@ std::mutex g_map_mu;
 std::unordered_map<uintptr_t, vobj *> *g_maps[kKinds];
 
 std::mutex g_rec_mu;
+// Records that may be dropped once nothing kept names them: zombies of objects that are not
+// tombstones held for the coordinator's agreement, and released tombstones. Kept apart so that a
+// free looks at these only, not at every tombstone held (a job that splits and frees in a loop
+// holds thousands until its next checkpoint). Under g_rec_mu.
+std::vector<record *> *g_prunable;
 record *g_rec_head = nullptr;
 record *g_rec_tail = nullptr;
 size_t g_rec_live = 0;
@@ -126,26 +131,36 @@ bool dead_result(const record *r) {
     return r->zombie || r->owner == nullptr;
 }
 
-// Drops the records a restart no longer needs, newest first, so that a chain of freed parents goes
-// at once: zombies no kept record names, except the tombstones of creations collective over a
-// tracked communicator, which wait for the coordinator's agreement (released), as orphans do.
+// Drops the records a restart no longer needs (g_prunable), newest first, so that a chain of freed
+// parents goes at once: zombies no kept record names, and released tombstones.
 void records_prune() {
     std::vector<record *> doomed;
     {
         std::lock_guard<std::mutex> g(g_rec_mu);
-        for (record *z = g_rec_tail, *prev; z; z = prev) {
-            prev = z->prev;
-            if (!dead_result(z)) continue;
-            if ((z->parent_pos != 0 || !z->zombie) && !z->released) continue;
-            if (z->zombie && zombie_needed(z)) continue;
-            (z->prev ? z->prev->next : g_rec_head) = z->next;
-            (z->next ? z->next->prev : g_rec_tail) = z->prev;
-            g_rec_live--;
-            doomed.push_back(z);
+        if (!g_prunable) return;
+        auto &c = *g_prunable;
+        for (bool dropped = true; dropped;) {
+            dropped = false;
+            for (size_t i = c.size(); i-- > 0;) {
+                record *z = c[i];
+                if (z->zombie && zombie_needed(z)) continue;
+                (z->prev ? z->prev->next : g_rec_head) = z->next;
+                (z->next ? z->next->prev : g_rec_tail) = z->prev;
+                g_rec_live--;
+                doomed.push_back(z);
+                c.erase(c.begin() + (long)i);
+                dropped = true;
+            }
         }
     }
     for (record *z : doomed)
         delete z;
+}
+
+// Under g_rec_mu.
+void prunable_add(record *r) {
+    if (!g_prunable) g_prunable = new std::vector<record *>();
+    g_prunable->push_back(r);
 }
 
 // Per-thread free list of request vobjs: plain initial-exec TLS (no guard on the hot path); handed
@@ -206,7 +221,8 @@ void vobj_free(vobj *v) {
             r->zombie_kind = (uint8_t)v->k;
             r->was = v;
             r->owner = nullptr;
-            r->freed_seq = g_seq.fetch_add(1); // under g_rec_mu: records stay in seq order
+            r->freed_seq = g_seq.fetch_add(1);       // under g_rec_mu: records stay in seq order
+            if (r->parent_pos == 0) prunable_add(r); // else a tombstone, until agreed
         }
         records_prune();
     }
@@ -257,6 +273,14 @@ const record *record_zombie_for(const void *was, uint64_t at) {
     for (record *z = g_rec_head; z; z = z->next)
         if (z->zombie && z->was == was && z->seq < at && at < z->freed_seq) return z;
     return nullptr;
+}
+
+const record *zombie_last_user(const record *z) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    const record *last = z;
+    for (const record *r = z->next; r && r->seq < z->freed_seq; r = r->next)
+        if (names(r, z->was)) last = r;
+    return last;
 }
 
 void record_keep_orphan(record *r) {
@@ -397,9 +421,11 @@ size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &position
         std::lock_guard<std::mutex> g(g_rec_mu);
         before = g_rec_live;
         for (record *r = g_rec_head; r; r = r->next)
-            if (r->parent_pos != 0 && r->parent_id == parent_id && dead_result(r) &&
-                std::binary_search(positions.begin(), positions.end(), r->parent_pos))
+            if (r->parent_pos != 0 && r->parent_id == parent_id && dead_result(r) && !r->released &&
+                std::binary_search(positions.begin(), positions.end(), r->parent_pos)) {
                 r->released = true;
+                prunable_add(r);
+            }
     }
     records_prune();
     std::lock_guard<std::mutex> g(g_rec_mu);
