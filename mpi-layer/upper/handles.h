@@ -59,22 +59,8 @@ inline bool mpich_predefined(uint32_t h) {
 }
 #endif
 
-template <kind K, class H> inline vobj *decode(H u) {
-    if constexpr (std::is_pointer_v<H>) {
-        return (vobj *)(void *)u;
-    } else {
-#if defined(GHOST_MPI_MPICH)
-        uint32_t x = (uint32_t)u;
-        if ((x & kVirtualTag) != kVirtualTag) return nullptr;
-        return vobj_at(x & 0x03FFFFFFu);
-#else
-        static_assert(std::is_pointer_v<H>, "integer handles only exist in MPICH");
-        return nullptr;
-#endif
-    }
-}
-
-// The slot a handle names, whether or not it holds a live object now (decode: live ones only).
+// The slot a handle names, whether or not it holds a live object now (decode: live ones only, for
+// integer handles; a pointer handle is its slot).
 template <kind K, class H> inline vobj *decode_slot(H u) {
     if constexpr (std::is_pointer_v<H>) {
         return (vobj *)(void *)u;
@@ -84,9 +70,18 @@ template <kind K, class H> inline vobj *decode_slot(H u) {
         if ((x & kVirtualTag) != kVirtualTag) return nullptr;
         return vobj_slot(x & 0x03FFFFFFu);
 #else
+        static_assert(std::is_pointer_v<H>, "integer handles only exist in MPICH");
         return nullptr;
 #endif
     }
+}
+
+template <kind K, class H> inline vobj *decode(H u) {
+    vobj *v = decode_slot<K>(u);
+    if constexpr (std::is_pointer_v<H>)
+        return v;
+    else
+        return v && v->magic == kVobjMagic ? v : nullptr;
 }
 
 template <kind K, class H> inline H encode(vobj *v) {
