@@ -699,7 +699,7 @@ int quiesce(void *, char *why, size_t why_len) {
         return -1;
     }
     for (const auto &[r, v] : live_records()) {
-        if (v && v->k == kind::win)
+        if (v && v->k == kind::win && strcmp(api_of(r), "MPI_Win_create") == 0)
             if (const char *open = win_epoch_open(v)) {
                 snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",
                          rank, api_of(r), open);
