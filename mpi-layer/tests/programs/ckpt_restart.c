@@ -185,8 +185,7 @@ int main(int argc, char **argv) {
     /* a window in the lower half's memory: what the layer cannot rebuild yet */
     char *win_buf = NULL;
     MPI_Win win = MPI_WIN_NULL;
-    if (refuse)
-        CHECK_MPI(MPI_Win_allocate(64, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win_buf, &win));
+    if (refuse) CHECK_MPI(MPI_Win_allocate(64, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win_buf, &win));
     pthread_barrier_init(&go_helper, NULL, 2);
     pthread_barrier_init(&helper_done, NULL, 2);
     pthread_t helper;
