@@ -99,6 +99,8 @@ RECORD_ARRAYS = {
     'MPI_Group_excl': [(2, '$1')],
     'MPI_Group_range_incl': [(2, '$1')],
     'MPI_Group_range_excl': [(2, '$1')],
+    'MPI_File_open': [(1, 'strlen($1) + 1')],
+    'MPI_File_set_view': [(4, 'strlen($4) + 1')],
 }
 
 # Quiescence (upper/quiesce.h). Blocking collectives advance their communicator's collective clock
@@ -125,7 +127,7 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
-               'MPI_Intercomm_create', 'MPI_Win_create'}
+               'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_File_open'}
 # Nonblocking collectives: their start advances the communicator's collective clock like a
 # blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
 # checkpoint every member has started the same ones; the drain then completes them
@@ -164,6 +166,33 @@ WIN_EVENTS = {
     'MPI_Win_complete': ('complete', '0'), 'MPI_Win_post': ('post', '0'),
     'MPI_Win_wait': ('wait', '0'), 'MPI_Win_test': ('wait', '0'),
 }
+# Files (upper/files.h): a file opened over a communicator with a clock has a clock of its own,
+# advanced by its collective calls (closing it too); split collectives are counted at their begin.
+FILE_COLLECTIVES = {
+    'MPI_File_close', 'MPI_File_set_view', 'MPI_File_set_size', 'MPI_File_preallocate',
+    'MPI_File_sync', 'MPI_File_set_atomicity', 'MPI_File_set_info', 'MPI_File_seek_shared',
+    'MPI_File_read_all', 'MPI_File_write_all', 'MPI_File_read_at_all', 'MPI_File_write_at_all',
+    'MPI_File_read_ordered', 'MPI_File_write_ordered', 'MPI_File_read_all_begin',
+    'MPI_File_write_all_begin', 'MPI_File_read_at_all_begin', 'MPI_File_write_at_all_begin',
+    'MPI_File_read_ordered_begin', 'MPI_File_write_ordered_begin', 'MPI_File_iread_all',
+    'MPI_File_iwrite_all', 'MPI_File_iread_at_all', 'MPI_File_iwrite_at_all'}
+# What a checkpoint must know of a file's use (files.h, file_event), noted after a successful call.
+FILE_EVENTS = {}
+for f in ('read_all', 'write_all', 'read_at_all', 'write_at_all', 'read_ordered', 'write_ordered'):
+    FILE_EVENTS['MPI_File_%s_begin' % f] = ['split_begin']
+    FILE_EVENTS['MPI_File_%s_end' % f] = ['split_end']
+for f in ('read_shared', 'write_shared', 'iread_shared', 'iwrite_shared', 'read_ordered',
+          'write_ordered', 'read_ordered_begin', 'write_ordered_begin', 'seek_shared'):
+    FILE_EVENTS.setdefault('MPI_File_' + f, []).append('shared')
+# Nonblocking file operations: complete by themselves, so the drain completes them (as a
+# nonblocking collective) and a restart finds them complete.
+FILE_NONBLOCKING = {'MPI_File_iread', 'MPI_File_iwrite', 'MPI_File_iread_at', 'MPI_File_iwrite_at',
+                    'MPI_File_iread_all', 'MPI_File_iwrite_all', 'MPI_File_iread_at_all',
+                    'MPI_File_iwrite_at_all', 'MPI_File_iread_shared', 'MPI_File_iwrite_shared'}
+# Calls that set something on an object a restart must set again (vobj.h, record::setting): a
+# record is made as for a creation and handed over after a successful call.
+SETTINGS = {'MPI_File_set_view': 'file_view_set'}
+
 # Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp
 # (counting, test loops with safe points, drained messages first). It is called as
 # q_<name>(fn, <lower arguments>..., <upper values of the handle parameters>...).
@@ -263,7 +292,7 @@ def creates(d, roles):
     api = base_api(d.api)
     outs = [x for x in roles if x[1] == 'out' and x[2] not in ('request', 'message')]
     persistent = api.endswith('_init') and api not in ('MPI_Init',)
-    return bool(outs) or persistent
+    return bool(outs) or persistent or api in SETTINGS
 
 
 def gen_wrapper(d, idx, fl):
@@ -375,11 +404,17 @@ def gen_wrapper(d, idx, fl):
     comms = [p.name for p, role, extra in roles if role == 'in' and extra == 'comm']
     if api in COLLECTIVES and not comms:
         raise GenError('%s: collective without a communicator parameter' % d.name)
+    files = [p for p in d.params if p.core == 'MPI_File']
     if api in WIN_COLLECTIVES:
-        L.append('  ghost::mpi::gate gate_(%d, (uintptr_t)win, false, true);' % idx)
+        L.append('  ghost::mpi::gate gate_(%d, (uintptr_t)win, false, ghost::mpi::clock_kind::window);' % idx)
+    elif api in FILE_COLLECTIVES:
+        f = files[0]
+        fh = '(%s ? (uintptr_t)*%s : 0)' % (f.name, f.name) if f.stars else '(uintptr_t)' + f.name
+        L.append('  ghost::mpi::gate gate_(%d, %s, false, ghost::mpi::clock_kind::file);' % (idx, fh))
     else:
+        creates_clock = api in COMM_CHAINED or api == 'MPI_File_open'
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
-                                                       ', true' if api in COMM_CHAINED else ''))
+                                                       ', true' if creates_clock else ''))
     if d.api in UPPER_ANSWERS:
         if ret == 'double':
             L.append('  { double a_; if (ghost::mpi::u_%s(&a_)) return a_; }' % api[4:])
@@ -426,6 +461,18 @@ def gen_wrapper(d, idx, fl):
     post += keep_posts
     if api == 'MPI_Win_create':
         post.append('  if (win && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*win, (uintptr_t)comm);')
+    if api == 'MPI_File_open':
+        post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::file_created((uintptr_t)*%s, (uintptr_t)%s);'
+                    % (files[0].name, files[0].name, comms[0]))
+    for ev in FILE_EVENTS.get(api, []):
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::file_note((uintptr_t)%s, ghost::mpi::file_event::%s);'
+                    % (files[0].name, ev))
+    if api in FILE_NONBLOCKING:
+        rq = [p.name for p in d.params if p.core == 'MPI_Request'][0]
+        post.append('  if (rc_ == MPI_SUCCESS && %s) ghost::mpi::request_mark_io(*%s);' % (rq, rq))
+    if api in SETTINGS:
+        post.append('  if (rc_ == MPI_SUCCESS) { ghost::mpi::%s((uintptr_t)%s, rec_); rec_ = nullptr; }'
+                    % (SETTINGS[api], d.params[0].name))
     if api in WIN_EVENTS:
         ev, arg = WIN_EVENTS[api]
         cond = 'rc_ == MPI_SUCCESS' + (' && flag && *flag' if api == 'MPI_Win_test' else '')

@@ -1195,6 +1195,10 @@ void request_mark_collective(MPI_Request upper, uintptr_t comm) {
     if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
 }
 
+void request_mark_io(MPI_Request upper) {
+    if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
+}
+
 namespace {
 // A nonblocking collective started on every member (the clock agreed) completes once they all
 // make progress, which they do while they drain (and, drained, while they wait for the others):

@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "lower_api.h"
+#include "files.h"
 #include "quiesce_state.h"
 #include "wrapper_support.h"
 
@@ -231,51 +232,61 @@ comm_info *comm_info_of_raw(uintptr_t u) {
     return ci;
 }
 
-// ---- windows ----
+// ---- windows and files: clocks of their own ----
 
 namespace {
-vobj *win_vobj(uintptr_t u) {
-    if (u == g_upper_null[(int)kind::win] || u == 0) return nullptr;
-#if defined(GHOST_MPI_MPICH)
-    vobj *v = decode<kind::win>((MPI_Win)u);
-#else
-    vobj *v = (vobj *)u;
-#endif
-    return v && v->magic == kVobjMagic && v->k == kind::win ? v : nullptr;
+template <kind K> vobj *object_vobj(uintptr_t u) {
+    if (u == g_upper_null[(int)K] || u == 0) return nullptr;
+    vobj *v = K == kind::win ? decode<K>((MPI_Win)u) : decode<K>((MPI_File)u);
+    return v && v->magic == kVobjMagic && v->k == K ? v : nullptr;
 }
 } // namespace
 
 std::atomic<int> g_windows{0};
 
-comm_info *win_clock_of(uintptr_t win) {
-    vobj *v = win_vobj(win);
+comm_info *object_clock_of(clock_kind k, uintptr_t u) {
+    vobj *v = k == clock_kind::window ? object_vobj<kind::win>(u) : object_vobj<kind::file>(u);
     return v ? (comm_info *)v->ext : nullptr;
 }
 
-void win_created(uintptr_t win, uintptr_t comm) {
-    vobj *v = L.ready ? win_vobj(win) : nullptr;
+comm_info *object_clock_new(clock_kind k, uintptr_t object, uintptr_t comm) {
+    vobj *v = !L.ready                  ? nullptr
+              : k == clock_kind::window ? object_vobj<kind::win>(object)
+                                        : object_vobj<kind::file>(object);
     comm_info *p = v ? comm_info_of_raw(comm) : nullptr;
-    if (!p || !p->tracked || p->inter || p->n <= 0 || v->ext) return;
+    // A communicator of one process (MPI_COMM_SELF) needs no clock of its own to agree on.
+    const bool solo = p && !p->tracked && p->local_size == 1 && p->n == 1;
+    if (!p || (!p->tracked && !solo) || p->inter || p->n <= 0 || v->ext) return nullptr;
     comm_info *ci = new comm_info();
-    ci->window = true;
+    ci->of = k;
     ci->n = p->n;
     ci->rank = p->rank;
     ci->local_size = p->local_size;
     ci->to_world = (int *)malloc(sizeof(int) * (size_t)p->n);
-    if (!ci->to_world) fatal("cannot note a window", "out of memory");
+    if (!ci->to_world) fatal("cannot note a window or file", "out of memory");
     memcpy(ci->to_world, p->to_world, sizeof(int) * (size_t)p->n);
     // Same on every member: the communicator's id and its clock at the creation, and a constant
     // that sets it apart from a communicator made there.
-    ci->id = mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix(0x77696e646f77ull));
+    uint64_t tag = k == clock_kind::window ? 0x77696e646f77ull : 0x66696c65ull;
+    static std::atomic<uint64_t> solo_made{0};
+    if (solo) // this process's alone: its world rank and a count set it apart
+        ci->id = mix(mix((uint64_t)p->to_world[0] + 1) ^ mix(++solo_made * 0x9e3779b97f4a7c15ull) ^
+                     mix(tag + 1));
+    else
+        ci->id = mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix(tag));
     ci->tracked = true;
     v->ext = ci;
     link_comm(ci);
-    g_windows.fetch_add(1);
+    return ci;
+}
+
+void win_created(uintptr_t win, uintptr_t comm) {
+    if (object_clock_new(clock_kind::window, win, comm)) g_windows.fetch_add(1);
 }
 
 // rank: the target of an operation or lock; a fence's assert.
 void win_note(uintptr_t win, win_event e, int rank) {
-    comm_info *ci = win_clock_of(win);
+    comm_info *ci = object_clock_of(clock_kind::window, win);
     if (!ci) return;
     // This thread's share (safe_point): the same rules, per thread.
     switch (e) {
@@ -405,7 +416,8 @@ void record_set_parent(record *r, uintptr_t upper) {
 
 void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
-    if (ci->window) g_windows.fetch_sub(1);
+    if (ci->of == clock_kind::window) g_windows.fetch_sub(1);
+    if (ci->file) file_state_free(ci->file);
     {
         std::lock_guard<std::mutex> g(g_comm_mu);
         if (ci->linked) {
@@ -604,7 +616,8 @@ bool quiesce_after_restart(uintptr_t fs, const char **why) {
     {
         std::lock_guard<std::mutex> g(g_comm_mu);
         for (comm_info *c = g_comms; c; c = c->next)
-            if (!c->window) c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
+            if (c->of == clock_kind::comm)
+                c->lower = (uintptr_t)to_lower<kind::comm>((MPI_Comm)c->upper);
     }
     requests_after_restart();
     g_lower_gen.fetch_add(1);
@@ -619,7 +632,7 @@ bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len) {
     } b(fs);
     std::lock_guard<std::mutex> g(g_comm_mu);
     for (comm_info *c = g_comms; c; c = c->next) {
-        if (c->window) continue;
+        if (c->of != clock_kind::comm) continue;
         comm_info now;
         if (!fill_ranks(&now, (MPI_Comm)c->lower)) {
             snprintf(why, why_len, "cannot read the ranks of a rebuilt communicator");

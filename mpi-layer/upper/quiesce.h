@@ -16,8 +16,13 @@
 
 namespace ghost::mpi {
 
+// What a collective clock counts the collectives of.
+enum class clock_kind : uint8_t { comm, window, file };
+
+struct file_state; // files.h
+
 // Per-communicator state, hung off the communicator's vobj (or static for MPICH's predefined
-// integer handles).
+// integer handles). Windows and files have one too: a collective clock of their own.
 struct comm_info {
     uint64_t id = 0;      // same on every member: chained from the parent's id and clock
     bool tracked = false; // collective clock kept (intracommunicators)
@@ -33,10 +38,12 @@ struct comm_info {
     // the program has completed the request (the lower communicator may not be usable before).
     std::atomic<bool> unfilled{false};
     bool linked = false; // in the list comms_visit walks
-    // A window's clock (quiesce.cpp, win_*): its fences; lower stays 0 (nothing to probe) and
-    // the rest is what a checkpoint must know of its epochs: one-sided operations not completed
-    // by a synchronisation since, passive-target locks held, lock_all, PSCW epochs open.
-    bool window = false;
+    // A window's clock (quiesce.cpp, win_*) counts its fences, a file's (files.cpp) its
+    // collective calls; lower stays 0 (nothing to probe). For a window, the rest is what a
+    // checkpoint must know of its epochs: one-sided operations not completed by a
+    // synchronisation since, passive-target locks held, lock_all, PSCW epochs open.
+    clock_kind of = clock_kind::comm;
+    file_state *file = nullptr; // a file's view and what a restart sets again (files.cpp)
     uint32_t rma_pending = 0;
     int locks = 0, pscw = 0;
     bool lock_all = false;
@@ -95,7 +102,8 @@ enum class win_event {
     post,
     wait
 };
-comm_info *win_clock_of(uintptr_t win_upper);
+// The clock of a window or a file (upper handle), or nullptr.
+comm_info *object_clock_of(clock_kind k, uintptr_t upper);
 extern std::atomic<int> g_windows; // live windows with a clock
 void win_created(uintptr_t win_upper, uintptr_t comm_upper);
 void win_note(uintptr_t win_upper, win_event e, int rank);
@@ -107,9 +115,9 @@ bool win_fenced(const void *win_vobj);
 
 struct gate {
     comm_info *coll;
-    // window: `comm` is a window, whose own clock counts its fences.
+    // of: what `comm` is (a window's clock counts its fences, a file's its collective calls).
     __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0, bool create = false,
-                                                 bool window = false)
+                                                 clock_kind of = clock_kind::comm)
         : coll(nullptr) {
         if (__builtin_expect(!t_gate.registered, 0)) gate_register();
         if (t_gate.depth++ != 0) return;
@@ -118,7 +126,8 @@ struct gate {
         asm volatile("" ::: "memory");
         if (__builtin_expect(g_qflag, 0)) safe_point(nullptr);
         if (comm) {
-            comm_info *c = window ? win_clock_of(comm) : comm_info_of_raw(comm);
+            comm_info *c =
+                of == clock_kind::comm ? comm_info_of_raw(comm) : object_clock_of(of, comm);
             if (c && c->tracked) {
                 coll = c;
                 if (g_threads_multiple)

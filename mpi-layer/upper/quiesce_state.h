@@ -28,6 +28,9 @@ extern quiesce_state Q;
 std::vector<thread_gate *> gate_threads();
 void quiesce_wake();
 void comms_visit(void (*fn)(comm_info *, void *), void *arg);
+// A window's or a file's clock, made by the call that made it over communicator `comm` (nullptr
+// when that communicator has no clock: the object is then refused by a checkpoint).
+comm_info *object_clock_new(clock_kind k, uintptr_t object, uintptr_t comm);
 bool comms_init(const char **why);
 void drained_push(drained_msg *m);
 

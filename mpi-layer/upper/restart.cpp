@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "attribution.h"
+#include "files.h"
 #include "quiesce.h"
 #include "ghost-core/agent/ghost_agent.h"
 #include "wrapper_support.h"
@@ -220,7 +221,7 @@ int replay_one(replay &p, const char *api) {
                                        p.h<kind::info, MPI_Info>(6), p.i(7), &o);
         p.made<KC>(o);
     } else if (is("MPI_Info_create") || is("MPI_Info_dup") || is("MPI_Info_create_env") ||
-               is("MPI_Comm_get_info")) {
+               is("MPI_Comm_get_info") || is("MPI_File_get_info")) {
         // Made empty: its keys and values, read at the checkpoint, are set after the replay.
         MPI_Info o = lower_null<kind::info, MPI_Info>();
         if (!p.check) rc = call_by_name<int (*)(MPI_Info *)>(p.fs, "MPI_Info_create", &o);
@@ -366,6 +367,26 @@ int replay_one(replay &p, const char *api) {
             (void *)(uintptr_t)p.r->args[0], p.a(1), p.i(2), p.h<kind::info, MPI_Info>(3),
             p.h<KC, C>(4), &o);
         p.made<kind::win>(o);
+    } else if (is("MPI_File_open")) {
+        // Opened again by name, never created: a file gone since is an error, not an empty file
+        // (and MPI_MODE_EXCL would refuse the file the first open made).
+        MPI_File o = lower_null<kind::file, MPI_File>();
+        const char *name = p.arr<const char>(1);
+        if (!name) return 0;
+        int amode = p.i(2) & ~(MPI_MODE_CREATE | MPI_MODE_EXCL);
+        rc = p.call<int (*)(C, const char *, int, MPI_Info, MPI_File *)>(
+            p.h<KC, C>(0), name, amode, p.h<kind::info, MPI_Info>(3), &o);
+        p.made<kind::file>(o);
+    } else if (is("MPI_File_set_view")) {
+        const char *datarep = p.arr<const char>(4);
+        if (!datarep) return 0;
+        rc = p.call<int (*)(MPI_File, MPI_Offset, T, T, const char *, MPI_Info)>(
+            p.h<kind::file, MPI_File>(0), (MPI_Offset)p.r->args[1], p.h<KT, T>(2), p.h<KT, T>(3),
+            datarep, p.h<kind::info, MPI_Info>(5));
+    } else if (is("MPI_File_get_group")) {
+        G o = lower_null<KG, G>();
+        rc = p.call<int (*)(MPI_File, G *)>(p.h<kind::file, MPI_File>(0), &o);
+        p.made<KG>(o);
     } else if (is("MPI_Comm_create_errhandler")) {
         MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
         auto *fn = (MPI_Comm_errhandler_function *)(uintptr_t)p.r->args[0];
@@ -638,6 +659,66 @@ void flush_program_streams() {
     if (pidfd >= 0) close(pidfd);
 }
 
+// --- files: what a restart sets again
+// --------------------------------------------------------------
+
+const char *file_name(const record *r) {
+    for (size_t k = 0; k < r->array_arg.size(); k++)
+        if (r->array_arg[k] == 1) return (const char *)r->arrays[k].data();
+    return "?";
+}
+
+// At a checkpoint (this rank quiescent, lower calls allowed): why the file that record r opened
+// cannot be carried, or nullptr once its pointer, atomicity and error handler are read.
+const char *file_before_checkpoint(const record *r, const vobj *v, uintptr_t fs) {
+    file_state *f = file_state_of(v);
+    if (!f) return "it was opened over a communicator without a collective clock";
+    if (f->split_open > 0) return "a split collective (MPI_File_*_begin) is open on it";
+    if (f->shared || (r->args[2] & MPI_MODE_SEQUENTIAL))
+        return "its shared file pointer is used, and shared file pointers are not carried yet";
+    MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
+    MPI_Offset pos = 0;
+    MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
+    if (call_by_name<int (*)(MPI_File, MPI_Offset *)>(fs, "MPI_File_get_position", l, &pos) !=
+            MPI_SUCCESS ||
+        call_by_name<int (*)(MPI_File, int *)>(fs, "MPI_File_get_atomicity", l, &f->atomic) !=
+            MPI_SUCCESS)
+        return "its file pointer or atomicity cannot be read";
+    f->position = pos;
+    if (call_by_name<int (*)(MPI_File, MPI_Errhandler *)>(fs, "MPI_File_get_errhandler", l, &leh) !=
+        MPI_SUCCESS)
+        return "its error handler cannot be read";
+    // An error handler the program has freed is not known here any more: no handle to set.
+    bool known = vobj_find_lower(kind::errhandler, (uintptr_t)leh) != nullptr;
+#if defined(GHOST_MPI_MPICH)
+    known = known || mpich_predefined((uint32_t)leh);
+#endif
+    f->have_errh = known;
+    if (known) f->errh = (uintptr_t)lookup<kind::errhandler>(leh);
+    call_by_name<int (*)(MPI_Errhandler *)>(fs, "MPI_Errhandler_free", &leh);
+    if (!known) return "its error handler was freed by the program and cannot be set again";
+    return nullptr;
+}
+
+// After the replay: each open file's individual pointer (its view is set again: MPI_File_set_view
+// put the pointer at 0) and error handler. Local calls only.
+bool files_after_restart(uintptr_t fs) {
+    for (const auto &[r, v] : live_records()) {
+        if (!v || v->k != kind::file || r->setting || r->zombie) continue;
+        const file_state *f = file_state_of(v);
+        if (!f) continue;
+        MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
+        if (call_by_name<int (*)(MPI_File, MPI_Offset, int)>(
+                fs, "MPI_File_seek", l, (MPI_Offset)f->position, MPI_SEEK_SET) != MPI_SUCCESS)
+            return false;
+        if (f->have_errh && call_by_name<int (*)(MPI_File, MPI_Errhandler)>(
+                                fs, "MPI_File_set_errhandler", l,
+                                to_lower<kind::errhandler>((MPI_Errhandler)f->errh)) != MPI_SUCCESS)
+            return false;
+    }
+    return true;
+}
+
 // --- the hooks ----------------------------------------------------------------------------------
 
 int quiesce(void *, char *why, size_t why_len) {
@@ -703,6 +784,12 @@ int quiesce(void *, char *why, size_t why_len) {
             if (const char *open = win_epoch_open(v)) {
                 snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",
                          rank, api_of(r), open);
+                return -1;
+            }
+        if (v && v->k == kind::file && !r->setting)
+            if (const char *no = file_before_checkpoint(r, v, fs)) {
+                snprintf(why, why_len, "rank %d: the MPI file %s cannot be carried now: %s", rank,
+                         file_name(r), no);
                 return -1;
             }
         replay p{r, true};
@@ -824,17 +911,23 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     for (const auto &[r, v] : records) {
         replay p{r, false, fs};
         if (replay_one(p, api_of(r)) != 1) {
-            snprintf(why, why_len, "rank %d: cannot rebuild the %s made by %s", g_state.rank,
-                     v ? kind_name(v->k) : "object", api_of(r));
+            if (v && v->k == kind::file)
+                snprintf(why, why_len, "rank %d: cannot %s the MPI file %s again", g_state.rank,
+                         r->setting ? "set the view of" : "open", file_name(v->rec));
+            else
+                snprintf(why, why_len, "rank %d: cannot rebuild the %s made by %s", g_state.rank,
+                         v ? kind_name(v->k) : "object", api_of(r));
             return -1;
         }
         if (r->zombie) const_cast<record *>(r)->replay_lower = p.out;
-        if (v && !r->zombie) {
-            if (v->k == KT && commit >= 0) {
-                T t = handle_of<T>(p.out);
-                lower_call lc(fs);
-                ((int (*)(T *))g_fns[commit])(&t);
-            }
+        // A datatype is committed again, a freed one too (a file view made from it needs it so).
+        if (((v && v->k == KT) || (r->zombie && r->zombie_kind == (uint8_t)KT)) && commit >= 0 &&
+            !r->setting) {
+            T t = handle_of<T>(p.out);
+            lower_call lc(fs);
+            ((int (*)(T *))g_fns[commit])(&t);
+        }
+        if (v && !r->zombie && !r->setting) {
             if (v->k == kind::request)
                 const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
             else
@@ -847,12 +940,26 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
                 snprintf(why, why_len, "rank %d: cannot fence a rebuilt window", g_state.rank);
                 return -1;
             }
+            // Atomic mode: the same on every member, set collectively where the open was.
+            if (v->k == kind::file && file_state_of(v) && file_state_of(v)->atomic &&
+                call_by_name<int (*)(MPI_File, int)>(
+                    fs, "MPI_File_set_atomicity", handle_of<MPI_File>(p.out), 1) != MPI_SUCCESS) {
+                snprintf(why, why_len, "rank %d: cannot set a reopened file's atomic mode",
+                         g_state.rank);
+                return -1;
+            }
         }
         if (auto it = free_after.find(r); it != free_after.end())
             for (const record *z : it->second)
                 free_lower((kind)z->zombie_kind, z->replay_lower, fs);
     }
     write_comm_extras(fs);
+    if (!files_after_restart(fs)) {
+        snprintf(why, why_len,
+                 "rank %d: cannot set a reopened MPI file's pointer or error handler again",
+                 g_state.rank);
+        return -1;
+    }
     if (!write_infos(fs)) {
         snprintf(why, why_len, "rank %d: cannot set an info object's keys and values again",
                  g_state.rank);

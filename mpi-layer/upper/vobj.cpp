@@ -79,6 +79,17 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->ckpt_done = nullptr;
 }
 
+// Appends r to the live list with the next seq.
+void link_tail(record *r) {
+    std::lock_guard<std::mutex> g(g_rec_mu);
+    r->seq = g_seq.fetch_add(1);
+    r->prev = g_rec_tail;
+    r->next = nullptr;
+    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
+    g_rec_tail = r;
+    g_rec_live++;
+}
+
 void record_unlink(record *r) {
     std::lock_guard<std::mutex> g(g_rec_mu);
     (r->prev ? r->prev->next : g_rec_head) = r->next;
@@ -202,7 +213,8 @@ vobj *vobj_new(kind k, uintptr_t lower) {
 void comm_freed(void *info);
 
 void vobj_free(vobj *v) {
-    if ((v->k == kind::comm || v->k == kind::win) && v->ext) { // its comm_info
+    if ((v->k == kind::comm || v->k == kind::win || v->k == kind::file) &&
+        v->ext) { // its comm_info (a file's drops its view record)
         comm_freed(v->ext);
         v->ext = nullptr;
     }
@@ -211,6 +223,13 @@ void vobj_free(vobj *v) {
         auto &m = map_of(v->k);
         auto it = m.find(v->lower);
         if (it != m.end() && it->second == v) m.erase(it);
+    }
+    if (v->rec && v->k == kind::file) {
+        // A closed file is never opened again by a restart (its name may be gone or be another
+        // file's by then, and MPI_MODE_DELETE_ON_CLOSE would delete it): no zombie. Its close is
+        // collective on its own clock, so no member holds it open at a checkpoint either.
+        record_drop(v->rec);
+        v->rec = nullptr;
     }
     if (v->rec) {
         record *r = v->rec;
@@ -286,13 +305,7 @@ const record *zombie_last_user(const record *z) {
 void record_keep_orphan(record *r) {
     if (!r) return;
     r->owner = nullptr;
-    std::lock_guard<std::mutex> g(g_rec_mu);
-    r->seq = g_seq.fetch_add(1);
-    r->prev = g_rec_tail;
-    r->next = nullptr;
-    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
-    g_rec_tail = r;
-    g_rec_live++;
+    link_tail(r);
 }
 
 vobj *request_new(kind k, uintptr_t lower) {
@@ -392,15 +405,21 @@ void record_attach(vobj *v, record *r) {
         delete r;
         return;
     }
-    std::lock_guard<std::mutex> g(g_rec_mu);
-    r->seq = g_seq.fetch_add(1);
-    r->prev = g_rec_tail;
-    r->next = nullptr;
-    (g_rec_tail ? g_rec_tail->next : g_rec_head) = r;
-    g_rec_tail = r;
-    g_rec_live++;
-    v->rec = r;
     r->owner = v;
+    link_tail(r);
+    v->rec = r;
+}
+
+void record_link_setting(vobj *v, record *r) {
+    r->setting = true;
+    r->owner = v;
+    link_tail(r);
+}
+
+void record_drop(record *r) {
+    record_unlink(r);
+    delete r;
+    records_prune();
 }
 
 void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) {

@@ -66,6 +66,10 @@ struct record {
     uint64_t parent_id = 0;
     int parent_size = 0;
     bool released = false;
+    // A call that set something on its owner rather than made it (MPI_File_set_view): replayed
+    // on the owner's new lower object in its place in the order, which it does not replace;
+    // dropped when superseded or when the owner goes (record_drop).
+    bool setting = false;
 };
 
 // What a restart needs to post a pending MPI_Irecv again on a fresh lower half (upper handles).
@@ -165,6 +169,10 @@ record *record_begin(int fn, int nargs);
 void record_add_array(record *r, int arg, const void *p, size_t bytes);
 void record_attach(vobj *v, record *r); // links r into the live list (takes ownership)
 size_t records_live();
+// Links a setting record (record::setting) owned by v, after every record made so far.
+void record_link_setting(vobj *v, record *r);
+// Unlinks and deletes a record, then drops the zombies only it named.
+void record_drop(record *r);
 // Visits live records oldest first, under the record lock (fn must not create or free objects).
 void records_visit(void (*fn)(const record *, const vobj *owner, void *), void *arg);
 uint64_t records_next_seq();

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "handles.h"
+#include "files.h"
 #include "keyvals.h"
 #include "runtime.h"
 
@@ -84,6 +85,8 @@ bool weights_sentinel(const int *w);
 void record_set_parent(record *r, uintptr_t upper);
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.
 void request_mark_collective(MPI_Request upper, uintptr_t comm);
+// A nonblocking file operation: it completes by itself, so the drain completes it too.
+void request_mark_io(MPI_Request upper);
 // Lengths of arrays a creation record copies: a weights array (none for a sentinel), the sum of
 // a degrees array, the dimensions of a Cartesian communicator (upper handle).
 size_t weights_len(const int *w, int n);
