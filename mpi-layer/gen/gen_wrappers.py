@@ -127,7 +127,7 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
-               'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_File_open'}
+               'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_Win_allocate', 'MPI_File_open'}
 # Nonblocking collectives: their start advances the communicator's collective clock like a
 # blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
 # checkpoint every member has started the same ones; the drain then completes them
@@ -142,7 +142,7 @@ NONBLOCKING_COLLECTIVES = {
 COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
-COMM_CHAINED = {'MPI_Win_create',
+COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate',
                 'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
                 'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
@@ -208,9 +208,17 @@ CUSTOM = {'MPI_Send', 'MPI_Ssend', 'MPI_Rsend', 'MPI_Bsend', 'MPI_Isend', 'MPI_I
 # Calls the upper half answers from what it holds (upper/answers.h): the wrapper asks
 # u_<name>(<upper arguments>..., &result) after the gate and before anything else; false means
 # "not known here": the lower call as usual.
-UPPER_ANSWERS = {'MPI_Comm_rank', 'MPI_Comm_size', 'MPI_Initialized', 'MPI_Finalized',
+UPPER_ANSWERS = {'MPI_Alloc_mem', 'MPI_Free_mem',
+                 'MPI_Comm_rank', 'MPI_Comm_size', 'MPI_Initialized', 'MPI_Finalized',
                  'MPI_Query_thread', 'MPI_Is_thread_main', 'MPI_Type_size', 'MPI_Wtime',
                  'MPI_Wtick'}
+
+
+# Memory the program gets from MPI is upper memory (upper/mem.cpp): MPI_Win_allocate allocates it
+# and makes the window with MPI_Win_create over it (its record keeps the memory's address where
+# the baseptr argument was: a restart makes the window again over it); MPI_Win_free releases it.
+WIN_ALLOCATE = {'MPI_Win_allocate': 'MPI_Win_create', 'MPI_Win_allocate_c': 'MPI_Win_create_c'}
+FN_INDEX = {}  # MPI name -> index in the function table, filled before generating
 
 
 def subst(expr, d):
@@ -447,7 +455,26 @@ def gen_wrapper(d, idx, fl):
         L.append('  (void)lfs_;')
         L.append('  (void)sizeof(fn_t);')
         L.append('  rc_ = ghost::mpi::q_%s(ghost::mpi::g_fns[%d], %s);' % (api[4:], idx, ', '.join(args + upper)))
+    elif d.api in WIN_ALLOCATE:
+        # Upper memory first (malloc: before the lower FS is loaded), then the window over it.
+        size, disp, base = d.params[0].name, d.params[1].name, d.params[4].name
+        L.append('  void *wmem_ = ghost::mpi::upper_alloc(%s);' % size)
+        L.append('  if (!wmem_) { delete rec_; return %s < 0 ? MPI_ERR_SIZE : MPI_ERR_NO_MEM; }' % size)
+        L.append('  if (rec_) rec_->args[4] = (uint64_t)(uintptr_t)wmem_;')
+        L.append('  (void)sizeof(fn_t);')
+        L.append('  {')
+        L.append('    ghost::mpi::lower_call lc_(lfs_);')
+        L.append('    rc_ = ((int (*)(void *, MPI_Aint, %s, MPI_Info, MPI_Comm, MPI_Win *))ghost::mpi::g_fns[%d])'
+                 '(wmem_, %s, %s, %s);' % (d.params[1].core, FN_INDEX[WIN_ALLOCATE[d.api]], size, disp,
+                                          ', '.join(args[2:4] + args[5:])))
+        L.append('  }')
+        L.append('  if (rc_ == MPI_SUCCESS) *(void **)%s = wmem_;' % base)
+        L.append('  else ghost::mpi::upper_free(wmem_);')
     else:
+        if api == 'MPI_Win_free':
+            L.append('  void *wmem_ = ghost::mpi::win_upper_memory(%s ? (uintptr_t)*%s : 0);'
+                     % (d.params[0].name, d.params[0].name))
+            post.append('  if (rc_ == MPI_SUCCESS && wmem_) ghost::mpi::upper_free(wmem_);')
         L.append('  {')
         L.append('    ghost::mpi::lower_call lc_(lfs_);')
         L.append('    rc_ = %s;' % call)
@@ -459,8 +486,10 @@ def gen_wrapper(d, idx, fl):
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
-    if api == 'MPI_Win_create':
-        post.append('  if (win && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*win, (uintptr_t)comm);')
+    if api in ('MPI_Win_create', 'MPI_Win_allocate'):
+        w = d.params[-1].name
+        post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*%s, (uintptr_t)%s);'
+                    % (w, w, comms[0]))
     if api == 'MPI_File_open':
         post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::file_created((uintptr_t)*%s, (uintptr_t)%s);'
                     % (files[0].name, files[0].name, comms[0]))
@@ -578,6 +607,7 @@ def main():
              '#pragma GCC diagnostic ignored "-Wdeprecated-declarations"',
              '#pragma GCC diagnostic ignored "-Wunused-parameter"',
              '#pragma GCC diagnostic ignored "-Wattribute-alias"', '']
+        FN_INDEX.update({decls[n].api: i for i, n in enumerate(names)})
         for i, n in enumerate(names):
             W += gen_wrapper(decls[n], i, fl)
             W.append('')

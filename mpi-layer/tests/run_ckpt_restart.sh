@@ -11,7 +11,7 @@
 #      fresh lower half, and the job goes on.
 # MODE restart: one point. twice: two points; the restarted job is checkpointed, killed and
 # restarted again at point 2 (a second generation). refuse: the program holds an MPI window
-# (MPI_Win_allocate: memory of the lower half), which the layer cannot rebuild yet: every checkpoint must fail with one line naming it, and the job
+# (MPI_Win_allocate_shared: memory the lower half shares between ranks), which the layer cannot rebuild yet: every checkpoint must fail with one line naming it, and the job
 # must go on and finish as if nothing happened. busy: a thread of every rank waits inside
 # MPI_Recv at point 1: the checkpoint must be refused (naming the thread), the job must go on (the
 # thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
@@ -121,7 +121,7 @@ if [ "$mode" = refuse ]; then
     if timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck1/rank$r.ghost" "$pid" >"$work/refused.out" 2>"$work/refused.err"; then
       fail "the checkpoint of rank $r was not refused"
     fi
-    grep -q "^ghost: cannot park pid $pid: mpi: rank $r: the window made by MPI_Win_allocate cannot be rebuilt" "$work/refused.err" ||
+    grep -q "^ghost: cannot park pid $pid: mpi: rank $r: the window made by MPI_Win_allocate_shared cannot be rebuilt" "$work/refused.err" ||
       fail "rank $r: unexpected refusal: $(cat "$work/refused.err")"
     [ "$(wc -l <"$work/refused.err")" = 1 ] || fail "the refusal is not one line"
   done

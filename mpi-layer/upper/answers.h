@@ -18,6 +18,13 @@ bool u_Is_thread_main(int *flag, int *rc);
 bool u_Type_size(MPI_Datatype t, int *size, int *rc);
 bool u_Wtime(double *out);
 bool u_Wtick(double *out);
+// MPI_Alloc_mem / MPI_Free_mem (mem.cpp): blocks of upper memory, in the rank's image.
+bool u_Alloc_mem(MPI_Aint size, MPI_Info info, void *baseptr, int *rc);
+bool u_Free_mem(void *base, int *rc);
+void *upper_alloc(MPI_Aint size); // nullptr if it cannot
+bool upper_free(void *base);      // false if base is not such a block
+// The memory MPI_Win_allocate gave window `win` (upper handle), or nullptr.
+void *win_upper_memory(uintptr_t win);
 
 // MPI_Init and MPI_Init_thread: initialises the lower half at MPI_THREAD_MULTIPLE whatever the
 // application asks, and puts in *app_level the level the application is told: what it required,

@@ -387,6 +387,21 @@ int replay_one(replay &p, const char *api) {
         G o = lower_null<KG, G>();
         rc = p.call<int (*)(MPI_File, G *)>(p.h<kind::file, MPI_File>(0), &o);
         p.made<KG>(o);
+    } else if (is("MPI_Win_allocate") || is("MPI_Win_allocate_c")) {
+        // Made over upper memory (mem.cpp), whose address the record keeps: made again over it.
+        MPI_Win o = lower_null<kind::win, MPI_Win>();
+        void *base = (void *)(uintptr_t)p.r->args[4];
+        C comm = p.h<KC, C>(3);
+        MPI_Info info = p.h<kind::info, MPI_Info>(2);
+        if (p.check) {
+        } else if (is("MPI_Win_allocate")) {
+            rc = call_by_name<int (*)(void *, MPI_Aint, int, MPI_Info, C, MPI_Win *)>(
+                p.fs, "MPI_Win_create", base, p.a(0), p.i(1), info, comm, &o);
+        } else {
+            rc = call_by_name<int (*)(void *, MPI_Aint, MPI_Aint, MPI_Info, C, MPI_Win *)>(
+                p.fs, "MPI_Win_create_c", base, p.a(0), p.a(1), info, comm, &o);
+        }
+        p.made<kind::win>(o);
     } else if (is("MPI_Comm_create_errhandler")) {
         MPI_Errhandler o = lower_null<kind::errhandler, MPI_Errhandler>();
         auto *fn = (MPI_Comm_errhandler_function *)(uintptr_t)p.r->args[0];
@@ -780,7 +795,9 @@ int quiesce(void *, char *why, size_t why_len) {
         return -1;
     }
     for (const auto &[r, v] : live_records()) {
-        if (v && v->k == kind::win && strcmp(api_of(r), "MPI_Win_create") == 0)
+        if (v && v->k == kind::win &&
+            (!strcmp(api_of(r), "MPI_Win_create") || !strcmp(api_of(r), "MPI_Win_allocate") ||
+             !strcmp(api_of(r), "MPI_Win_allocate_c")))
             if (const char *open = win_epoch_open(v)) {
                 snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",
                          rank, api_of(r), open);

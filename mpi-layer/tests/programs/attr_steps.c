@@ -13,7 +13,8 @@
  * delete callback must have run once per attribute that existed. Also kept and used in every
  * step: a communicator from MPI_Comm_dup_with_info (its info freed at once), a distributed-array
  * datatype and an MPI_Type_create_f90_real type, and a window (MPI_Win_create) with fence and
- * lock epochs every step, closed before the sleep. Prints only at the end. Usage:
+ * lock epochs every step, closed before the sleep, a window made by MPI_Win_allocate with a fence
+ * epoch every step and an MPI_Alloc_mem block. Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -82,6 +83,18 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Win_create(wmem, 2 * mpit_size * (MPI_Aint)sizeof(long long), sizeof(long long),
                              MPI_INFO_NULL, MPI_COMM_WORLD, &win));
     CHECK_MPI(MPI_Win_fence(0, win));
+    /* memory the program got from MPI: a window MPI_Win_allocate made (a fence epoch every step:
+     * the left neighbour's put must be there) and an MPI_Alloc_mem block that keeps a running
+     * sum; both must come back with their contents at the same addresses */
+    long long *amem = NULL, *sum = NULL;
+    MPI_Win awin;
+    CHECK_MPI(MPI_Win_allocate(2 * (MPI_Aint)sizeof(long long), sizeof(long long), MPI_INFO_NULL,
+                               MPI_COMM_WORLD, &amem, &awin));
+    amem[0] = amem[1] = 0;
+    CHECK_MPI(MPI_Win_fence(0, awin));
+    CHECK_MPI(MPI_Alloc_mem(2 * (MPI_Aint)sizeof(long long), MPI_INFO_NULL, &sum));
+    sum[0] = 0;
+    sum[1] = r;
     MPI_Comm d1, d2;
     CHECK_MPI(MPI_Comm_set_attr(MPI_COMM_WORLD, kv_copy, (void *)(intptr_t)(1000 + r)));
     CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &d1)); /* copies: d1 gets 1001 + r */
@@ -187,6 +200,13 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Win_unlock(right, win));
         CHECK_MPI(MPI_Win_fence(0, win));
         CHECK(wmem[n + left] == s + 1);
+        long long mark = (s + 1) * 1000LL + r;
+        CHECK_MPI(MPI_Put(&mark, 1, MPI_LONG_LONG, right, 0, 1, MPI_LONG_LONG, awin));
+        CHECK_MPI(MPI_Win_fence(0, awin));
+        CHECK(amem[0] == (s + 1) * 1000LL + left);
+        sum[0] += s;
+        CHECK(sum[0] == (long long)s * (s + 1) / 2 && sum[1] == r);
+        mpit_mix((unsigned long long)amem[0]);
         double d = (double)s / 3.0, e = 0;
         int fsize = 0;
         CHECK_MPI(MPI_Type_size(f90, &fsize));
@@ -201,6 +221,8 @@ int main(int argc, char **argv) {
     }
     CHECK(copies == base_copies + steps && deletes == steps);
     CHECK_MPI(MPI_Win_free(&win));
+    CHECK_MPI(MPI_Win_free(&awin));
+    CHECK_MPI(MPI_Free_mem(sum));
     free(wmem);
     CHECK_MPI(MPI_Comm_free(&dwi));
     CHECK_MPI(MPI_Type_free(&darray));

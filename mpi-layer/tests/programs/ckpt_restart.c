@@ -9,8 +9,8 @@
  * the harness checkpoints every rank there, kills the job and restarts it from the images). The
  * phases after a point use the same objects again, make new ones from them, and check every value.
  * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
- * "refuse": an MPI window of the MPI's own memory (MPI_Win_allocate) lives across the points (a
- * checkpoint must be refused, naming it).
+ * "refuse": an MPI window of memory shared by the ranks of a node (MPI_Win_allocate_shared) lives
+ * across the points (a checkpoint must be refused, naming it).
  * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused).
  * "self IMAGEDIR": at point 1 every rank asks its own ghost agent for its checkpoint
  * (ghost_agent_request_checkpoint, as the job coordinator does) into IMAGEDIR/rank<R>.ghost. */
@@ -185,7 +185,8 @@ int main(int argc, char **argv) {
     /* a window in the lower half's memory: what the layer cannot rebuild yet */
     char *win_buf = NULL;
     MPI_Win win = MPI_WIN_NULL;
-    if (refuse) CHECK_MPI(MPI_Win_allocate(64, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win_buf, &win));
+    if (refuse)
+        CHECK_MPI(MPI_Win_allocate_shared(64, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win_buf, &win));
     pthread_barrier_init(&go_helper, NULL, 2);
     pthread_barrier_init(&helper_done, NULL, 2);
     pthread_t helper;
