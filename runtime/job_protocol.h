@@ -20,7 +20,11 @@
 //                checks that they did not change), every member of each communicator holds the
 //                creations over it that someone keeps alive (else the epoch is refused: a restart
 //                could not replay them), and `prune` names this rank's records of creations dead
-//                on every member, which it drops (replayed by nobody). At once:
+//                on every member, which it drops (replayed by nobody). Before a TARGET:
+//   coordinator: PASS <epoch>   rounds have found threads inside a communicator creation for
+//                300 ms (MPI_Intercomm_create waits for the other group, which no clock brings
+//                there): every thread parked at a safe point goes on into its call once and stops
+//                at its next safe point. With agreed 1, at once:
 //   coordinator: DRAIN <epoch> <expected>                what its peers sent it, in total
 //   rank:        DRAINED <epoch> <messages> <bytes>      drained into upper memory
 //   coordinator: QUIESCED <epoch>                        every rank drained: the job is quiescent

@@ -123,6 +123,13 @@ struct epoch_state {
     // communicator that a restart would replay there (job_protocol.h)
     std::map<int, std::vector<std::string>> made;
     bool creating = false; // this round: a rank has a thread inside a communicator creation
+    // Since when rounds have found a thread inside a creation (none: time_point{}), and which
+    // ranks: one that waits for processes no clock brings there (MPI_Intercomm_create waits for
+    // the other group, which nothing makes run forward) never returns; the threads parked at a
+    // safe point are then let through it once (PASS), so that the other group gets there too.
+    clock_type::time_point creating_since;
+    std::set<int> creating_ranks;
+    int passes = 0;
     std::map<int, std::vector<unsigned long long>> counts; // rank -> sent to each
     std::map<int, std::pair<unsigned long long, unsigned long long>> drained;
     std::map<int, bool> answered;
@@ -342,7 +349,10 @@ struct server {
             // if this round agrees: the rank's threads stay at their safe points).
             size_t at = 3 + 2 * n;
             if (at + 1 < w.size() && w[at] == "creating") {
-                ep.creating |= strtoul(w[at + 1].c_str(), nullptr, 10) > 0;
+                if (strtoul(w[at + 1].c_str(), nullptr, 10) > 0) {
+                    ep.creating = true;
+                    ep.creating_ranks.insert(c.rank);
+                }
                 at += 2;
             }
             auto &made = ep.made[c.rank];
@@ -499,6 +509,20 @@ struct server {
         // creation may be inside a collective on it that the others, still inside the creation,
         // do not report yet; another round, once they have returned, has it from every member.
         bool agreed = mx == mn && !ep.creating;
+        if (!ep.creating) {
+            ep.creating_since = {};
+            ep.creating_ranks.clear();
+        } else if (ep.creating_since == clock_type::time_point{}) {
+            ep.creating_since = clock_type::now();
+        } else if (clock_type::now() - ep.creating_since > std::chrono::milliseconds(300)) {
+            if (cfg.verbose)
+                note("epoch " + std::to_string(ep.id) +
+                     ": a thread stays inside a communicator creation; parked threads pass");
+            for (auto *c : live_ranks())
+                send_line(c->fd, "PASS " + std::to_string(ep.id));
+            ep.creating_since = clock_type::now();
+            ep.passes++;
+        }
         std::map<std::string, std::vector<std::string>> prune;
         if (agreed)
             if (std::string why = agree_on_creations(prune); !why.empty()) return abort_epoch(why);
@@ -1428,6 +1452,14 @@ struct server {
             snprintf(why, sizeof why, "%d of %d receivers appeared within %.1f s",
                      (int)mv.receivers.size(), job_size, mv.start_ms / 1000.0);
             return abort_epoch(why);
+        }
+        if (ep.ph == phase::clock && !ep.creating_ranks.empty()) {
+            std::string who;
+            for (int r : ep.creating_ranks)
+                who += (who.empty() ? "" : ",") + std::to_string(r);
+            return abort_epoch("rank(s) " + who +
+                               " stayed inside a communicator creation that waits for ranks "
+                               "not in it (MPI_Intercomm_create waits for the other group)");
         }
         static const char *names[] = {"", "CLOCK", "DRAINED", "SAVED", "RESUMED"};
         std::string late;

@@ -147,6 +147,10 @@ COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate',
                 'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                 'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent'}
+# Intercommunicator creations: their result gets a clock (quiesce.cpp, comm_created: an id from
+# its members, the same in both groups) but their record is not chained (no tombstone: the
+# creation's members are not its first communicator's).
+INTER_CREATIONS = {'MPI_Intercomm_create', 'MPI_Intercomm_merge'}
 # Windows (upper/quiesce.cpp, win_*): a window made by MPI_Win_create has a collective clock of its
 # own, advanced by its fences, so that at a checkpoint every member has passed the
 # same ones; one-sided operations and synchronisations are noted after they return, so that a
@@ -420,7 +424,7 @@ def gen_wrapper(d, idx, fl):
         fh = '(%s ? (uintptr_t)*%s : 0)' % (f.name, f.name) if f.stars else '(uintptr_t)' + f.name
         L.append('  ghost::mpi::gate gate_(%d, %s, false, ghost::mpi::clock_kind::file);' % (idx, fh))
     else:
-        creates_clock = api in COMM_CHAINED or api == 'MPI_File_open'
+        creates_clock = api in COMM_CHAINED or api in INTER_CREATIONS or api == 'MPI_File_open'
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
                                                        ', true' if creates_clock else ''))
     if d.api in UPPER_ANSWERS:
@@ -481,7 +485,7 @@ def gen_wrapper(d, idx, fl):
         L.append('  }')
     for p, role, extra in roles:
         if role == 'out' and extra == 'comm':
-            parent = comms[0] if (api in COMM_CHAINED and comms) else None
+            parent = comms[0] if ((api in COMM_CHAINED or api in INTER_CREATIONS) and comms) else None
             made = 'comm_created_pending' if api in NONBLOCKING_COLLECTIVES else 'comm_created'
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))

@@ -222,6 +222,7 @@ void resume_local() {
     Q.behind = 0;
     g_qflag = 0;
     g_local = 0;
+    Q.passes.fetch_add(1, std::memory_order_release);
     quiesce_wake();
 }
 
@@ -266,6 +267,11 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
         if (want_line) {
             int r = read_line(line, 20);
             if (r < 0) return w_gone;
+            if (r > 0 && line->rfind("PASS ", 0) == 0) { // parked threads go on once
+                Q.passes.fetch_add(1, std::memory_order_release);
+                quiesce_wake();
+                continue;
+            }
             if (r > 0) return line->rfind("RESUME ", 0) == 0 ? w_abort : w_ok;
         } else {
             if (g_fd >= 0 && receive_some(0) < 0) return w_gone;

@@ -9,10 +9,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "lower_api.h"
 #include "files.h"
@@ -168,8 +171,9 @@ std::vector<thread_gate *> gate_threads() {
 
 void safe_point(comm_info *) {
     if (t_gate.rma_ops > 0 || t_gate.rma_locks > 0) return; // runs on to its synchronisation
+    const uint32_t passes = Q.passes.load(std::memory_order_acquire);
     for (;;) {
-        if (!g_qflag) return;
+        if (!g_qflag || Q.passes.load(std::memory_order_acquire) != passes) return;
         uint32_t gen = Q.gen.load(std::memory_order_acquire);
         // A rank behind some communicator's target runs on, through any call (collectives on
         // other communicators included); the next clock round catches their members up. Behind
@@ -392,23 +396,75 @@ void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
         delete ci;
 }
 
+namespace {
+// An intercommunicator's members (both groups' world ranks, sorted: the same list on every member
+// of either group), hashed; 0 if the lower half cannot tell.
+uint64_t inter_members_hash(const comm_info *ci) {
+    MPI_Group g;
+    int n = 0;
+    {
+        lower_call scope;
+        if (L.Comm_group((MPI_Comm)ci->lower, &g) != MPI_SUCCESS) return 0;
+        L.Group_size(g, &n);
+    }
+    std::vector<int> in((size_t)n), members((size_t)n + (size_t)ci->n);
+    for (int i = 0; i < n; i++)
+        in[(size_t)i] = i;
+    int rc;
+    {
+        lower_call scope;
+        rc = L.Group_translate_ranks(g, n, in.data(), L.world_group, members.data());
+        L.Group_free(&g);
+    }
+    if (rc != MPI_SUCCESS) return 0;
+    std::copy(ci->to_world, ci->to_world + ci->n, members.begin() + n);
+    std::sort(members.begin(), members.end());
+    uint64_t h = mix(members.size());
+    for (int w : members)
+        h = mix(h ^ (uint64_t)(unsigned)w);
+    return h;
+}
+} // namespace
+
 void comm_created(uintptr_t newcomm, uintptr_t parent) {
     if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
     comm_info *ci = comm_info_of_raw(newcomm);
     if (!ci) return;
     comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
-    if (p && p->tracked && !ci->inter && ci->n > 0 && !ci->tracked) {
+    if (!p || !p->tracked || ci->n <= 0 || ci->tracked) return;
+    if (!ci->inter) {
         // Same on every member: the parent's id, the creating collective's number on the parent,
         // and the new group's first world rank (the groups of one Comm_split are disjoint).
         ci->id =
             mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix((uint64_t)ci->to_world[0] + 7));
         ci->tracked = true;
+        return;
     }
+    // An intercommunicator: its members and how many with the same members this process has
+    // made before over the same kind of parent (both groups make them in one order: a creation
+    // is collective over both). Made from an intercommunicator (Comm_dup, Comm_split), that
+    // parent's id and clock are the same on both sides too; made by MPI_Intercomm_create, the
+    // parents are the two groups' own communicators, which the id cannot name.
+    uint64_t members = inter_members_hash(ci);
+    if (members == 0) return;
+    uint64_t key = members ^ (p->inter ? mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull)) : 0);
+    static std::mutex mu;
+    static std::unordered_map<uint64_t, uint64_t> *made; // in upper memory: in the image
+    uint64_t nth;
+    {
+        std::lock_guard<std::mutex> g(mu);
+        if (!made) made = new std::unordered_map<uint64_t, uint64_t>();
+        nth = (*made)[key]++;
+    }
+    ci->id = mix(key ^ mix(nth * 0x9e3779b97f4a7c15ull) ^ mix(0x696e746572ull));
+    ci->tracked = true;
 }
 
 void record_set_parent(record *r, uintptr_t upper) {
     comm_info *ci = r ? comm_info_of_raw(upper) : nullptr;
-    if (!ci || !ci->tracked) return;
+    // Over an intercommunicator the creation's members are both groups: no tombstone (its
+    // record is an ordinary one, a zombie if freed).
+    if (!ci || !ci->tracked || ci->inter) return;
     r->parent_pos = ci->seq.load();
     r->parent_id = ci->id;
     r->parent_size = ci->local_size;

@@ -21,6 +21,10 @@ struct quiesce_state {
     std::atomic<int> phase{phase_run};
     std::atomic<int> behind{0};   // this rank is behind some communicator's target
     std::atomic<uint32_t> gen{0}; // bumped (and futex-woken) on every change parked threads see
+    // Bumped when an epoch ends (resume_local) or the coordinator says PASS: each thread parked
+    // then goes on into its call, even with the flag raised, and stops at its next safe point (a
+    // creation some ranks wait inside, for ranks no clock brings there, can then complete).
+    std::atomic<uint32_t> passes{0};
     std::vector<thread_gate *> threads; // registered application threads (g_threads_mu)
 };
 extern quiesce_state Q;
