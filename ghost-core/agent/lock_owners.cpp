@@ -270,6 +270,21 @@ void walk_robust_list(uint64_t head) {
     if (h[2]) add_robust_word((h[2] & ~1ULL) + (uint64_t)offset);
 }
 
+// A copy of a lock, read to be looked at, on the scanning thread's stack: wiped when it goes, or
+// the scan could read it later among the stack's dead bytes and take it for one more lock (a
+// scan run on a thread of the program, as the unit tests do, found 512 of 511 locks).
+template <class T> struct lock_copy {
+    T v;
+    explicit lock_copy(uint64_t a) { memcpy(&v, (const void *)a, sizeof v); }
+    ~lock_copy() {
+        volatile unsigned char *p = (volatile unsigned char *)&v;
+        for (size_t i = 0; i < sizeof v; i++)
+            p[i] = 0;
+    }
+    lock_copy(const lock_copy &) = delete;
+    lock_copy &operator=(const lock_copy &) = delete;
+};
+
 void fix_robust_word(uint64_t addr) {
     uint32_t word = *(const uint32_t *)addr;
     int32_t to = new_tid(word & futex_tid_mask);
@@ -278,8 +293,8 @@ void fix_robust_word(uint64_t addr) {
     g_result.robust++;
     // A glibc mutex also names its owner in __owner (unless the owner died: INT_MAX, INT_MAX-1).
     if (in_ranges(addr, sizeof(mutex_words), true)) {
-        mutex_words m;
-        memcpy(&m, (const void *)addr, sizeof m);
+        lock_copy<mutex_words> c(addr);
+        const mutex_words &m = c.v;
         if ((m.kind & kind_robust) && (uint32_t)m.owner == (word & futex_tid_mask))
             store32(addr + offsetof(mutex_words, owner), (uint32_t)to);
     }
@@ -295,8 +310,8 @@ bool plausible_mutex(const mutex_words &m) {
 
 // A recursive or error-checking mutex (plain or priority-protect) whose __owner is at a + 8.
 bool fix_mutex_by_owner(uint64_t a) {
-    mutex_words m;
-    memcpy(&m, (const void *)a, sizeof m);
+    lock_copy<mutex_words> c(a);
+    const mutex_words &m = c.v;
     int32_t to = new_tid((uint32_t)m.owner);
     if (!to || !plausible_mutex(m) || (m.kind & kind_pi) || m.nusers == 0) return false;
     uint32_t type = m.kind & kind_type_mask;
@@ -315,8 +330,8 @@ bool fix_mutex_by_owner(uint64_t a) {
 // A priority-inheritance mutex (not robust) whose lock word at a holds the owner's id; its
 // __owner follows a few instructions after the lock is taken, so it may still be 0.
 bool fix_pi_mutex_by_lock(uint64_t a) {
-    mutex_words m;
-    memcpy(&m, (const void *)a, sizeof m);
+    lock_copy<mutex_words> c(a);
+    const mutex_words &m = c.v;
     uint32_t old = m.lock & futex_tid_mask;
     int32_t to = new_tid(old);
     if (!to || !plausible_mutex(m) || !(m.kind & kind_pi) || (m.lock & futex_owner_died))
@@ -331,8 +346,8 @@ bool fix_pi_mutex_by_lock(uint64_t a) {
 
 // A write-locked rwlock whose __cur_writer is at a + 24.
 bool fix_rwlock(uint64_t a) {
-    rwlock_words r;
-    memcpy(&r, (const void *)a, sizeof r);
+    lock_copy<rwlock_words> c(a);
+    const rwlock_words &r = c.v;
     int32_t to = new_tid((uint32_t)r.cur_writer);
     if (!to) return false;
     bool pads = r.pad3 == 0 && r.pad4 == 0 && r.rwelision == 0 && r.pad2 == 0;

@@ -279,8 +279,15 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
             // A passive-target synchronisation (MPI_Win_unlock, MPI_Win_flush) of another rank
             // waits for this one's lower half to progress: while threads are held, this thread
             // progresses it (only with windows: each lower call may yield the CPU).
-            if (g_windows.load(std::memory_order_relaxed) > 0 && Q.phase.load() != phase_run)
-                drain_progress();
+            // (At most every millisecond: each poke costs a lower call, which on an
+            // oversubscribed node takes the CPU from the ranks being waited for.)
+            if (g_windows.load(std::memory_order_relaxed) > 0 && Q.phase.load() != phase_run) {
+                static long last_poke;
+                if (long now = now_ms(); now != last_poke) {
+                    last_poke = now;
+                    drain_progress();
+                }
+            }
             struct timespec ts = {0, 100000};
             nanosleep(&ts, nullptr);
         }

@@ -10,7 +10,7 @@
  * scratch file opened with MPI_MODE_DELETE_ON_CLOSE is written, read and closed. At the end the
  * view goes back to plain integers and every block of every rank is checked, as is each rank's
  * file. The files live in a directory rank 0 makes (under TMPDIR or /tmp) and removes. Prints
- * only at the end. Usage: file_steps STEPS [SLEEP_MS] */
+ * only at the end. Usage: mpiio_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
 #define B 4 /* integers per rank per step */
@@ -20,7 +20,7 @@ static int value(int step, int rank, int i) {
 }
 
 int main(int argc, char **argv) {
-    mpit_init(&argc, &argv, "file_steps");
+    mpit_init(&argc, &argv, "mpiio_steps");
     int steps = argc > 1 ? atoi(argv[1]) : 100;
     int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
     int r = mpit_rank, n = mpit_size;
@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
         }
         CHECK(rmdir(dir) == 0);
     }
-    printf("rank %d: file_steps %d steps bad %ld wrong %ld checksum %016llx\n", r, steps, bad,
+    printf("rank %d: mpiio_steps %d steps bad %ld wrong %ld checksum %016llx\n", r, steps, bad,
            wrong, mpit_sum);
     return mpit_finish();
 }
