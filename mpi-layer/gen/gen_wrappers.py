@@ -423,6 +423,10 @@ def gen_wrapper(d, idx, fl):
         f = files[0]
         fh = '(%s ? (uintptr_t)*%s : 0)' % (f.name, f.name) if f.stars else '(uintptr_t)' + f.name
         L.append('  ghost::mpi::gate gate_(%d, %s, false, ghost::mpi::clock_kind::file);' % (idx, fh))
+    elif api == 'MPI_Comm_free':
+        # Collective on the communicator's clock when it was made over two groups (free_clock).
+        c = d.params[0].name
+        L.append('  ghost::mpi::gate gate_(%d, ghost::mpi::free_clock(%s ? (uintptr_t)*%s : 0));' % (idx, c, c))
     else:
         creates_clock = api in COMM_CHAINED or api in INTER_CREATIONS or api == 'MPI_File_open'
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
@@ -475,6 +479,14 @@ def gen_wrapper(d, idx, fl):
         L.append('  if (rc_ == MPI_SUCCESS) *(void **)%s = wmem_;' % base)
         L.append('  else ghost::mpi::upper_free(wmem_);')
     else:
+        if api == 'MPI_Comm_free':
+            # ... and then waits for every member (a barrier), so that at a checkpoint either all
+            # have freed it or none has.
+            c = d.params[0].name
+            L.append('  if (gate_.coll) {')
+            L.append('    ghost::mpi::lower_call lc_(lfs_);')
+            L.append('    ((int (*)(MPI_Comm))ghost::mpi::g_fns[%d])(l_%s);' % (FN_INDEX['MPI_Barrier'], c))
+            L.append('  }')
         if api == 'MPI_Win_free':
             L.append('  void *wmem_ = ghost::mpi::win_upper_memory(%s ? (uintptr_t)*%s : 0);'
                      % (d.params[0].name, d.params[0].name))

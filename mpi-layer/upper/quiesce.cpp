@@ -432,6 +432,7 @@ void comm_created(uintptr_t newcomm, uintptr_t parent) {
     if (!ci) return;
     comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
     if (!p || !p->tracked || ci->n <= 0 || ci->tracked) return;
+    ci->sync_free = ci->inter || p->inter;
     if (!ci->inter) {
         // Same on every member: the parent's id, the creating collective's number on the parent,
         // and the new group's first world rank (the groups of one Comm_split are disjoint).
@@ -458,6 +459,11 @@ void comm_created(uintptr_t newcomm, uintptr_t parent) {
     }
     ci->id = mix(key ^ mix(nth * 0x9e3779b97f4a7c15ull) ^ mix(0x696e746572ull));
     ci->tracked = true;
+}
+
+uintptr_t free_clock(uintptr_t upper) {
+    comm_info *ci = upper ? comm_info_of_raw(upper) : nullptr;
+    return ci && ci->sync_free && ci->tracked ? upper : 0;
 }
 
 void record_set_parent(record *r, uintptr_t upper) {

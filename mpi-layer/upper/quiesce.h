@@ -25,8 +25,12 @@ struct file_state; // files.h
 // integer handles). Windows and files have one too: a collective clock of their own.
 struct comm_info {
     uint64_t id = 0;      // same on every member: chained from the parent's id and clock
-    bool tracked = false; // collective clock kept (intracommunicators)
+    bool tracked = false; // collective clock kept
     bool inter = false;
+    // Made over two groups (an intercommunicator, or made from one): a restart replays its
+    // creation in both, so no member may have freed it while another has not; its MPI_Comm_free
+    // is a collective on its clock that waits for every member (free_clock).
+    bool sync_free = false;
     int n = 0;                     // (remote) group size
     int rank = -1, local_size = 0; // MPI_Comm_rank / MPI_Comm_size (immutable; answered upper)
     int *to_world = nullptr;       // (remote) group rank -> world rank
@@ -200,6 +204,9 @@ void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
 // read at its first use (comm_info::unfilled).
 void comm_created_pending(uintptr_t newcomm_upper, uintptr_t parent_upper);
 void comm_freed(void *info);
+// MPI_Comm_free's clock: the communicator (upper handle) if its free must be collective
+// (comm_info::sync_free), else 0.
+uintptr_t free_clock(uintptr_t comm_upper);
 
 // ---- drained messages ----
 struct drained_msg {

@@ -176,6 +176,16 @@ int replay_one(replay &p, const char *api) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, G, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), &o);
         p.made<KC>(o);
+    } else if (is("MPI_Intercomm_create")) {
+        // Both groups replay it at the same place in their orders (it was collective over both).
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, int, C, int, int, C *)>(p.h<KC, C>(0), p.i(1), p.h<KC, C>(2), p.i(3),
+                                                       p.i(4), &o);
+        p.made<KC>(o);
+    } else if (is("MPI_Intercomm_merge")) {
+        C o = lower_null<KC, C>();
+        rc = p.call<int (*)(C, int, C *)>(p.h<KC, C>(0), p.i(1), &o);
+        p.made<KC>(o);
     } else if (is("MPI_Comm_create_group")) {
         C o = lower_null<KC, C>();
         rc = p.call<int (*)(C, G, int, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), p.i(2), &o);
