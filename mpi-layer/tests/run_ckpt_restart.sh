@@ -11,8 +11,10 @@
 #      fresh lower half, and the job goes on.
 # MODE restart: one point. twice: two points; the restarted job is checkpointed, killed and
 # restarted again at point 2 (a second generation). refuse: the program holds an MPI window
-# (MPI_Win_allocate_shared: memory the lower half shares between ranks), which the layer cannot rebuild yet: every checkpoint must fail with one line naming it, and the job
-# must go on and finish as if nothing happened. busy: a thread of every rank waits inside
+# (MPI_Win_allocate_shared: memory the lower half shares between ranks), which the layer cannot
+# rebuild yet: every checkpoint must fail with one line naming it, and the job must go on and
+# finish as if nothing happened. refuse_errh: the same, for an error handler the program freed
+# while a communicator keeps it. busy: a thread of every rank waits inside
 # MPI_Recv at point 1: the checkpoint must be refused (naming the thread), the job must go on (the
 # thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
 # goes on, and the request is repeated, at most 100 times). self: as restart, but every rank asks
@@ -34,12 +36,13 @@ case $mode in
 restart) points=1 prog_args=(1) ;;
 twice) points=2 prog_args=(2) ;;
 refuse) points=1 prog_args=(1 refuse) ;;
+refuse_errh) points=1 prog_args=(1 refuse_errh) ;;
 busy) points=1 prog_args=(1 busy) ;;
 self) points=1 prog_args=(1 self "$work/ck1") ;;
 resume) points=1 prog_args=(1) ;;
 wrongsize) points=1 prog_args=(1) ;;
 *)
-  echo "usage: $0 restart|twice|refuse|busy|self|resume|wrongsize FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|refuse_errh|busy|self|resume|wrongsize FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   rm -rf "$work"
   exit 2
   ;;
@@ -115,13 +118,15 @@ setsid timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "$w
   >"$work/run1.out" 2>"$work/run1.err" &
 job_pid=$!
 wait_point 1
-if [ "$mode" = refuse ]; then
+if [ "$mode" = refuse ] || [ "$mode" = refuse_errh ]; then
+  want="the window made by MPI_Win_allocate_shared cannot be rebuilt"
+  [ "$mode" = refuse_errh ] && want="a communicator's error handler was freed by the program"
   for ((r = 0; r < np; r++)); do
     pid=$(cat "$work/run/pid.1.$r")
     if timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck1/rank$r.ghost" "$pid" >"$work/refused.out" 2>"$work/refused.err"; then
       fail "the checkpoint of rank $r was not refused"
     fi
-    grep -q "^ghost: cannot park pid $pid: mpi: rank $r: the window made by MPI_Win_allocate_shared cannot be rebuilt" "$work/refused.err" ||
+    grep -q "^ghost: cannot park pid $pid: mpi: rank $r: $want" "$work/refused.err" ||
       fail "rank $r: unexpected refusal: $(cat "$work/refused.err")"
     [ "$(wc -l <"$work/refused.err")" = 1 ] || fail "the refusal is not one line"
   done

@@ -519,6 +519,33 @@ void read_comm_extras(uintptr_t fs) {
     }
 }
 
+// Whether the lower errhandler handle names one the program still holds (or a predefined one):
+// one it has freed is not known here any more, and a restart would have no handle to set.
+bool errhandler_known(MPI_Errhandler leh) {
+#if defined(GHOST_MPI_MPICH)
+    if (mpich_predefined((uint32_t)leh)) return true;
+#endif
+    return vobj_find_lower(kind::errhandler, (uintptr_t)leh) != nullptr;
+}
+
+// At a checkpoint (lower calls allowed): false if a live communicator's error handler is one the
+// program has freed (MPI_Errhandler_free after MPI_Comm_set_errhandler: the communicator keeps
+// it, the layer lost its record): a restart could not set it again (it crashed doing so).
+bool comm_errhandlers_known(uintptr_t fs) {
+    if (!g_extras) return true;
+    for (const comm_extra &e : *g_extras) {
+        if (!comm_alive(e.comm)) continue;
+        MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
+        if (call_by_name<int (*)(C, MPI_Errhandler *)>(fs, "MPI_Comm_get_errhandler",
+                                                       to_lower<KC>(e.comm), &leh) != MPI_SUCCESS)
+            continue;
+        bool known = errhandler_known(leh);
+        call_by_name<int (*)(MPI_Errhandler *)>(fs, "MPI_Errhandler_free", &leh);
+        if (!known) return false;
+    }
+    return true;
+}
+
 // In a restored process, before the new lower half is bound.
 void translate_comm_extras() {
     if (!g_extras) return;
@@ -713,11 +740,7 @@ const char *file_before_checkpoint(const record *r, const vobj *v, uintptr_t fs)
     if (call_by_name<int (*)(MPI_File, MPI_Errhandler *)>(fs, "MPI_File_get_errhandler", l, &leh) !=
         MPI_SUCCESS)
         return "its error handler cannot be read";
-    // An error handler the program has freed is not known here any more: no handle to set.
-    bool known = vobj_find_lower(kind::errhandler, (uintptr_t)leh) != nullptr;
-#if defined(GHOST_MPI_MPICH)
-    known = known || mpich_predefined((uint32_t)leh);
-#endif
+    bool known = errhandler_known(leh);
     f->have_errh = known;
     if (known) f->errh = (uintptr_t)lookup<kind::errhandler>(leh);
     call_by_name<int (*)(MPI_Errhandler *)>(fs, "MPI_Errhandler_free", &leh);
@@ -792,6 +815,14 @@ int quiesce(void *, char *why, size_t why_len) {
         0)
         return -1;
     list_comms();
+    if (!comm_errhandlers_known(fs)) {
+        snprintf(why, why_len,
+                 "rank %d: a communicator's error handler was freed by the program "
+                 "(MPI_Errhandler_free after MPI_Comm_set_errhandler): it cannot be set again "
+                 "after a restart yet",
+                 rank);
+        return -1;
+    }
     {
         std::vector<uintptr_t> comms, types;
         for (const comm_extra &e : *g_extras)
