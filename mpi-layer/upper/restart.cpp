@@ -711,8 +711,7 @@ void flush_program_streams() {
     if (pidfd >= 0) close(pidfd);
 }
 
-// --- files: what a restart sets again
-// --------------------------------------------------------------
+// --- files: what a restart sets again ------------------------------------------------------------
 
 const char *file_name(const record *r) {
     for (size_t k = 0; k < r->array_arg.size(); k++)
