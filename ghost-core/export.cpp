@@ -7,7 +7,9 @@
 
 #include <emmintrin.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
@@ -31,6 +33,7 @@
 #include "ghost-core/elf_build_id.h"
 #include "ghost-core/export_files.h"
 #include "ghost-core/export_objects.h"
+#include "ghost-core/image_index.h"
 #include "ghost-core/image_writer.h"
 #include "ghost-core/proc_reader.h"
 #include "runtime/uapi.h"
@@ -161,18 +164,41 @@ result<classified> classify(const vma &v, pid_t pid, uint64_t object) {
 // wanted pages. Chunks are copied, scanned and hashed by several threads at once; each thread then
 // waits for its job's turn to write, so the stream comes out in the order the jobs were handed out.
 struct memory_job {
-    enum kind { region_start, chunk, done } what = done;
+    enum kind { region_start, chunk, refs, done } what = done;
     uint64_t ticket = 0;
     image::region_record region{}; // region: the record, with `path` as its tail
     std::string path;
-    uint64_t addr = 0; // chunk: [addr, addr + len)
+    uint64_t addr = 0; // chunk, refs: [addr, addr + len)
     size_t len = 0;
 };
 
+struct page_range {
+    uint64_t start, end;
+};
+
+// Whether the pages of a mapping can be tracked for writes: private memory whose pages an image
+// stores. (Shared memory may be written through another process's mapping, which no tracking of
+// ours sees.)
+bool trackable(image::region_kind kind) {
+    switch (kind) {
+    case image::region_anon_private:
+    case image::region_heap:
+    case image::region_stack:
+    case image::region_file_private:
+    case image::region_object_private:
+        return true;
+    default:
+        return false;
+    }
+}
+
 class exporter {
   public:
-    exporter(const parked_process &proc, res::sink &out)
-        : pid_(proc.pid()), proc_(proc), writer_(out), mem_(proc.pid()) {}
+    exporter(const parked_process &proc, res::sink &out, const export_options &opt)
+        : pid_(proc.pid()), proc_(proc), opt_(opt), writer_(out), mem_(proc.pid()) {}
+    ~exporter() {
+        if (track_fd_ >= 0) ::close(track_fd_);
+    }
 
     result<export_stats> run() {
         GHOST_TRY(read_agent_state());
@@ -186,7 +212,9 @@ class exporter {
         if (!maps) return maps.err();
         GHOST_TRY(split_guard_pages(*maps));
         GHOST_TRY(classify_mappings(*maps));
+        if (opt_.track) GHOST_TRY(start_tracking(*maps));
         GHOST_TRY(write_header());
+        GHOST_TRY(write_tracking());
         GHOST_TRY(write_credentials());
         GHOST_TRY(write_process(*maps));
         GHOST_TRY(objects_.write(writer_));
@@ -197,10 +225,136 @@ class exporter {
         GHOST_TRY(write_threads());
         GHOST_TRY(writer_.finish());
         stats_.image_bytes = writer_.bytes();
+        stats_.incremental = incremental_;
         return stats_;
     }
 
   private:
+    // --- write tracking (export_options.track) ---------------------------------------------------
+    // Order matters: the scan id goes into the process before any page is write-protected, so
+    // that an export failing past this point leaves an id that no image on disk has (the next
+    // image is then whole); each mapping is registered and its written pages are read and
+    // protected again in one PAGEMAP_SCAN, before any of its data is copied (a page written
+    // after that is found by the next export).
+    result<void> start_tracking(const std::vector<vma> &maps) {
+        auto fd = proc_.tracking_fd();
+        if (!fd) {
+            stats_.tracking_note = fd.err().message;
+            return {};
+        }
+        track_fd_ = *fd;
+        if (!opt_.parent_path.empty()) {
+            auto idx = index_image(opt_.parent_path);
+            if (!idx)
+                stats_.tracking_note = "the previous image cannot be used: " + idx.err().message;
+            else if (!idx->scan_id || idx->scan_id != state_->track_scan_id)
+                stats_.tracking_note = "the previous image is not the process's last tracked one";
+            else if (idx->sources.size() + 1 > image::max_sources)
+                stats_.tracking_note = "a whole image after " + std::to_string(image::max_sources) +
+                                       " incremental ones";
+            else if (opt_.parent_name.empty() || opt_.parent_name.size() >= image::max_source_name)
+                stats_.tracking_note = "the previous image has no name to give";
+            else {
+                parent_ = std::move(*idx);
+                incremental_ = true;
+            }
+        }
+        while (!scan_id_)
+            if (::getrandom(&scan_id_, sizeof scan_id_, 0) != sizeof scan_id_)
+                return sys_error("cannot draw a scan id");
+        uint64_t at = proc_.state_address() + offsetof(agent::state, track_scan_id);
+        iovec local{&scan_id_, sizeof scan_id_}, remote{(void *)at, sizeof scan_id_};
+        if (::process_vm_writev(pid_, &local, 1, &remote, 1, 0) != (ssize_t)sizeof scan_id_)
+            return sys_error("cannot write into pid " + std::to_string(pid_));
+        auto pm_fd =
+            ::open(("/proc/" + std::to_string(pid_) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+        if (pm_fd < 0) return sys_error("cannot open the page map of pid " + std::to_string(pid_));
+        result<void> r = {};
+        for (const vma &v : maps) {
+            auto c = classify(v, pid_, object_at(v));
+            if (!c || c->skip || !trackable(c->kind) || (v.advice & image::advice_guard)) continue;
+            uapi::uffdio_register_arg reg{v.start, v.end - v.start, uapi::uffdio_register_mode_wp,
+                                          0};
+            bool registered = ::ioctl(track_fd_, uapi::uffdio_register_ioctl, &reg) == 0;
+            if (!registered) continue; // not trackable (its pages are stored whole every time)
+            std::vector<page_range> written;
+            if (!(r = written_pages(pm_fd, v, written))) break;
+            // Tracked since the parent only if it was registered already (a new registration
+            // reports every page written anyway).
+            if (incremental_ && v.uffd_wp) written_[v.start] = std::move(written);
+        }
+        ::close(pm_fd);
+        // Nothing tracked since the parent (the process was restored from it since): a whole
+        // image, which ends the chain.
+        if (incremental_ && written_.empty()) {
+            incremental_ = false;
+            stats_.tracking_note = "no memory was tracked since the previous image";
+        }
+        return r;
+    }
+
+    // The pages of `v` written since the last scan, write-protected again.
+    result<void> written_pages(int pm_fd, const vma &v, std::vector<page_range> &out) {
+        uapi::page_region found[256];
+        for (uint64_t at = v.start; at < v.end;) {
+            uapi::pm_scan_arg arg{};
+            arg.size = sizeof arg;
+            arg.flags = uapi::pm_scan_wp_matching | uapi::pm_scan_check_wpasync;
+            arg.start = at, arg.end = v.end;
+            arg.vec = (uint64_t)found, arg.vec_len = 256;
+            arg.category_mask = uapi::page_is_written, arg.return_mask = uapi::page_is_written;
+            long n = ::ioctl(pm_fd, uapi::pagemap_scan, &arg);
+            if (n < 0)
+                return sys_error("cannot scan the written pages of " + range_name(v.start, v.end));
+            for (long i = 0; i < n; i++) {
+                if (!out.empty() && out.back().end == found[i].start)
+                    out.back().end = found[i].end;
+                else
+                    out.push_back({found[i].start, found[i].end});
+            }
+            if (arg.walk_end <= at) break;
+            at = arg.walk_end;
+        }
+        return {};
+    }
+
+    result<void> write_tracking() {
+        if (!scan_id_) return {};
+        image::tracking_record t{};
+        t.scan_id = scan_id_;
+        std::string tail;
+        if (incremental_) {
+            std::vector<image::image_source> sources = parent_.sources;
+            image::image_source me{};
+            std::memcpy(me.name, opt_.parent_name.data(), opt_.parent_name.size());
+            me.size = parent_.size, me.hash_sum = parent_.hash_sum, me.scan_id = parent_.scan_id;
+            sources.push_back(me);
+            for (const auto &src : sources)
+                stats_.sources.emplace_back(src.name, strnlen(src.name, sizeof src.name));
+            t.source_count = (uint32_t)sources.size();
+            tail.assign((const char *)sources.data(), sources.size() * sizeof sources[0]);
+        }
+        return writer_.record(image::rec_tracking, &t, sizeof t, tail);
+    }
+
+    // The page references for [addr, addr + len): the parts its parent holds (the rest was zero
+    // or the mapped file's there, and still is).
+    void resolve_refs(uint64_t addr, uint64_t len, std::vector<image::page_ref_record> &out) const {
+        const auto &spans = parent_.spans;
+        auto it = std::upper_bound(spans.begin(), spans.end(), addr,
+                                   [](uint64_t a, const page_span &s) { return a < s.addr; });
+        if (it != spans.begin()) --it;
+        for (uint64_t end = addr + len; it != spans.end() && it->addr < end; ++it) {
+            uint64_t s = std::max(addr, it->addr), e = std::min(end, it->addr + it->len);
+            if (s >= e) continue;
+            image::page_ref_record r{};
+            r.addr = s, r.len = e - s, r.source = it->source;
+            r.record_offset = it->record_offset, r.record_addr = it->record_addr;
+            r.record_len = it->record_len, r.record_hash = it->record_hash;
+            out.push_back(r);
+        }
+    }
+
     // On 2 cores, 2 workers copy at twice the speed of one (process_vm_readv is the bottleneck);
     // beyond 4 the sink's single writer is.
     static constexpr unsigned max_memory_workers = 4;
@@ -456,14 +610,20 @@ class exporter {
                 next_page_ = 0;
                 window_start_ = 0;
                 entries_.clear();
+                auto w = written_.find(v.start);
+                region_written_ = w == written_.end() ? nullptr : &w->second;
+                written_at_ = 0;
                 if (!in_region_) region_++;
                 j.ticket = tickets_++;
                 return j;
             }
             size_t n = (v.end - v.start) / page, i = next_page_;
+            page_class cls = page_class::none;
             for (; i < n; i++) {
                 if (i - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, i));
-                if (wanted(entries_[i - window_start_])) break;
+                if ((cls = classify_page(v.start + i * page, entries_[i - window_start_])) !=
+                    page_class::none)
+                    break;
             }
             if (i == n) {
                 in_region_ = false;
@@ -471,12 +631,12 @@ class exporter {
                 continue;
             }
             size_t e = i + 1;
-            for (; e < n && (e - i) * page < chunk_bytes; e++) {
+            for (; e < n && (cls == page_class::referenced || (e - i) * page < chunk_bytes); e++) {
                 if (e - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, e));
-                if (!wanted(entries_[e - window_start_])) break;
+                if (classify_page(v.start + e * page, entries_[e - window_start_]) != cls) break;
             }
             next_page_ = e;
-            j.what = memory_job::chunk;
+            j.what = cls == page_class::referenced ? memory_job::refs : memory_job::chunk;
             j.addr = v.start + i * page;
             j.len = (e - i) * page;
             j.ticket = tickets_++;
@@ -494,6 +654,21 @@ class exporter {
         GHOST_TRY(pagemap_->read(v.start + first * page, v.start + end * page, entries_));
         window_start_ = first;
         return {};
+    }
+
+    // What an image does with a page: nothing (zero, or the mapped file's), store it, or (in a
+    // mapping tracked since the parent) reference the parent's copy of a page not written since.
+    enum class page_class { none, stored, referenced };
+    page_class classify_page(uint64_t addr, uint64_t entry) {
+        if (!wanted(entry)) return page_class::none;
+        if (!region_written_) return page_class::stored;
+        const auto &w = *region_written_;
+        while (written_at_ < w.size() && w[written_at_].end <= addr)
+            written_at_++;
+        bool written = written_at_ < w.size() && w[written_at_].start <= addr;
+        if (written) return page_class::stored;
+        return entry & (uapi::pm_present | uapi::pm_swapped) ? page_class::referenced
+                                                             : page_class::none;
     }
 
     bool wanted(uint64_t e) const {
@@ -537,6 +712,7 @@ class exporter {
         };
         std::unique_ptr<char, free_deleter> buffer((char *)std::aligned_alloc(page, chunk_bytes));
         std::vector<image_writer::prepared_pages> runs;
+        std::vector<image::page_ref_record> refs;
         for (;;) {
             memory_job j;
             {
@@ -548,12 +724,15 @@ class exporter {
             }
             if (j.what == memory_job::done) return;
             runs.clear();
+            refs.clear();
             if (j.what == memory_job::chunk) {
                 if (auto r = mem_.read(j.addr, buffer.get(), j.len); !r) return fail(r.err());
                 nonzero_runs(j.addr, buffer.get(), j.len, runs);
+            } else if (j.what == memory_job::refs) {
+                resolve_refs(j.addr, j.len, refs);
             }
             if (!wait_turn(j.ticket)) return;
-            if (auto r = write_job(j, runs); !r) return fail(r.err());
+            if (auto r = write_job(j, runs, refs); !r) return fail(r.err());
             turn_.store(j.ticket + 1, std::memory_order_release);
             turn_.notify_all();
         }
@@ -602,10 +781,15 @@ class exporter {
 
     // Called in the job's turn, under mu_.
     result<void> write_job(const memory_job &j,
-                           const std::vector<image_writer::prepared_pages> &runs) {
+                           const std::vector<image_writer::prepared_pages> &runs,
+                           const std::vector<image::page_ref_record> &refs) {
         if (j.what == memory_job::region_start) {
             stats_.regions++;
             return writer_.record(image::rec_region, &j.region, sizeof j.region, j.path);
+        }
+        for (const auto &r : refs) {
+            GHOST_TRY(writer_.record(image::rec_page_ref, &r, sizeof r));
+            stats_.referenced_bytes += r.len;
         }
         for (const auto &p : runs) {
             GHOST_TRY(writer_.pages(p));
@@ -641,6 +825,7 @@ class exporter {
 
     pid_t pid_;
     const parked_process &proc_;
+    const export_options &opt_;
     image_writer writer_;
     memory_reader mem_;
     std::unique_ptr<agent::state> state_;
@@ -658,6 +843,15 @@ class exporter {
     bool in_region_ = false;
     want region_pages_ = want::none;
     std::vector<uint64_t> entries_;
+    const std::vector<page_range> *region_written_ = nullptr; // tracked since the parent
+    size_t written_at_ = 0;
+
+    // Write tracking (start_tracking).
+    int track_fd_ = -1;
+    uint64_t scan_id_ = 0; // 0: the image is taken without tracking
+    bool incremental_ = false;
+    image_index parent_;
+    std::map<uint64_t, std::vector<page_range>> written_; // mapping start -> pages written
     uint64_t tickets_ = 0;
     bool failed_ = false;
     // The ticket whose job is written next; only its worker touches writer_ and stats_.
@@ -690,8 +884,9 @@ result<void> exporter::write_files() {
 
 } // namespace
 
-result<export_stats> export_process(const parked_process &proc, res::sink &out) {
-    exporter e(proc, out);
+result<export_stats> export_process(const parked_process &proc, res::sink &out,
+                                    const export_options &opt) {
+    exporter e(proc, out, opt);
     return e.run();
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "ghost-core/park_client.h"
 #include "ghost-core/resource.h"
@@ -10,14 +12,30 @@
 namespace ghost::core {
 
 struct export_stats {
-    uint64_t image_bytes = 0;  // everything written
-    uint64_t memory_bytes = 0; // page data stored
+    uint64_t image_bytes = 0;      // everything written
+    uint64_t memory_bytes = 0;     // page data stored
+    uint64_t referenced_bytes = 0; // pages an incremental image takes from its sources
     uint64_t regions = 0;
     uint64_t threads = 0;
     uint64_t files = 0;
+    bool incremental = false;  // the image references its parent
+    std::string tracking_note; // with `track`: why the image is not incremental ("" if it is)
+    std::vector<std::string> sources; // the names of the images an incremental one reads
+};
+
+// Incremental images (image_format.h): with `track`, the export write-protects the process's
+// private memory (userfaultfd, through its agent) so that the next export knows which pages were
+// written since; with a parent too, the pages that were not are referenced in the parent (or in
+// the images it references) instead of stored. The parent must be the image of the process's last
+// tracked export (else the image is whole, and `tracking_note` says why).
+struct export_options {
+    bool track = false;
+    std::string parent_path; // the parent image ("": none)
+    std::string parent_name; // how the new image names it: relative to the new image's directory
 };
 
 // The process must be parked by its agent for the whole call. Does not commit the sink.
-result<export_stats> export_process(const parked_process &proc, res::sink &out);
+result<export_stats> export_process(const parked_process &proc, res::sink &out,
+                                    const export_options &opt = {});
 
 } // namespace ghost::core

@@ -12,8 +12,8 @@
 // depend on order, so the restorer can verify pages records in parallel; the order of records is
 // checked by structure instead: an image has exactly one valid order (image_verify.h).
 //
-// Stream order: header, credentials, process, (object object_data*)* by id, (region pages*)* by
-// address, file* by fd, thread+ by tid, trailer.
+// Stream order: header, tracking?, credentials, process, (object object_data*)* by id, (region
+// pages*)* by address, file* by fd, thread+ by tid, trailer.
 #pragma once
 
 #include <stdint.h>
@@ -39,6 +39,8 @@ enum record_type : uint16_t {
     rec_credentials = 8,
     rec_object = 9,
     rec_object_data = 10,
+    rec_tracking = 11,
+    rec_page_ref = 12,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -175,6 +177,43 @@ enum region_advice : uint32_t {
 };
 
 // A pages record's payload: uint64_t address, then page data for [address, address + length - 8).
+
+// Incremental images. An image taken with write tracking says so in a tracking record (right
+// after the header): the id of the write-protect scan made for it and the images, older ones of
+// the same process, that it takes unchanged pages from (its sources). Pages not written since
+// the last image are not stored again: a page_ref record names the source's pages record that
+// holds them (by offset and hash: the restorer reads that record, checks its hash, and copies the
+// part it wants). References always point at the image that holds the bytes, never through
+// another reference, so a restore reads each source directly; the chain is bounded by
+// max_sources (a longer one makes a full image).
+inline constexpr uint32_t max_sources = 8;
+inline constexpr uint32_t max_source_name = 256; // with its terminating zero
+// The largest pages record a reference may name: the exporter writes pages in runs of at most
+// 256 KiB (the restorer reads a referenced record whole into a buffer of this size).
+inline constexpr uint64_t max_ref_record = 256 << 10;
+
+struct image_source {
+    char name[max_source_name]; // relative to the directory of the image that names it
+    uint64_t size;              // the source's bytes
+    uint64_t hash_sum;          // its trailer's sum of record hashes: which image it is
+    uint64_t scan_id;           // its tracking record's scan id
+};
+
+struct tracking_record {
+    uint64_t scan_id;      // the write-protect scan made for this image (never 0)
+    uint32_t source_count; // followed by source_count image_source
+    uint32_t pad;
+};
+
+struct page_ref_record {
+    uint64_t addr, len; // restored pages [addr, addr + len), inside the current region
+    uint32_t source;    // index into the tracking record's sources
+    uint32_t pad;
+    uint64_t record_offset; // the source's pages record: its header's offset in the source
+    uint64_t record_addr;   // that record's pages: [record_addr, record_addr + record_len)
+    uint64_t record_len;    // (at most max_ref_record)
+    uint64_t record_hash;   // and the hash its header holds
+};
 
 enum file_kind : uint32_t {
     file_regular = 1,   // reopened by path at its offset (no O_CREAT, O_TRUNC)

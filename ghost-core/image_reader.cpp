@@ -98,12 +98,31 @@ result<image_summary> read_image(res::source &in, bool header_only) {
     for (;;) {
         auto r = rr->next(payload);
         if (!r) return r.err();
+        // header_only: the header, and the tracking record if one follows it.
+        if (header_only && r->type != image::rec_header && r->type != image::rec_tracking) return s;
         switch (r->type) {
         case image::rec_header:
             std::memcpy(&s.header, payload.data(), sizeof s.header);
             s.exe = payload.substr(sizeof s.header, s.header.exe_path_len);
+            break;
+        case image::rec_tracking: {
+            image::tracking_record t;
+            std::memcpy(&t, payload.data(), sizeof t);
+            s.scan_id = t.scan_id;
+            s.sources.resize(t.source_count);
+            if (t.source_count)
+                std::memcpy(s.sources.data(), payload.data() + sizeof t,
+                            t.source_count * sizeof(image::image_source));
             if (header_only) return s;
             break;
+        }
+        case image::rec_page_ref: {
+            image::page_ref_record ref;
+            std::memcpy(&ref, payload.data(), sizeof ref);
+            s.regions.back().referenced_bytes += ref.len;
+            s.referenced_bytes += ref.len;
+            break;
+        }
         case image::rec_credentials:
             std::memcpy(&s.creds, payload.data(), sizeof s.creds);
             s.groups.resize(s.creds.group_count);

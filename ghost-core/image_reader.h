@@ -16,6 +16,7 @@ struct region_summary {
     image::region_record record;
     std::string path;
     uint64_t stored_bytes = 0;
+    uint64_t referenced_bytes = 0; // pages taken from the image's sources (incremental images)
 };
 
 struct object_summary {
@@ -43,10 +44,14 @@ struct image_summary {
     uint64_t records = 0;
     uint64_t image_bytes = 0;
     uint64_t memory_bytes = 0;
+    uint64_t scan_id = 0; // the write-tracking scan made for the image (0: taken without)
+    std::vector<image::image_source> sources; // the older images an incremental one reads
+    uint64_t referenced_bytes = 0;
 };
 
 // Verifies the whole image with the restorer's own rules (image_verify.h): framing, order,
-// sizes, every record's hash and the trailer. With header_only, stops after the header record.
+// sizes, every record's hash and the trailer. With header_only, stops after the header record
+// and the tracking record (if the image has one).
 result<image_summary> read_image(res::source &in, bool header_only = false);
 
 // The header checks the restorer makes first (format version, architecture, kernel release, CPU

@@ -152,6 +152,10 @@ inline const char *record_name(uint16_t type) {
         return "object";
     case rec_object_data:
         return "object data";
+    case rec_tracking:
+        return "tracking";
+    case rec_page_ref:
+        return "page reference";
     default:
         return "unknown";
     }
@@ -171,7 +175,7 @@ class stream_verifier {
         index_++;
         if (!in_order(h.type)) {
             if (stage_ == stage::header) return fail("not a ghost image");
-            if (h.type < rec_header || h.type > rec_object_data)
+            if (h.type < rec_header || h.type > rec_page_ref)
                 return why_.clear()
                            .add("the image is corrupt (unknown record type ")
                            .num(h.type)
@@ -205,6 +209,10 @@ class stream_verifier {
         switch (cur_.type) {
         case rec_header:
             return header(p, len);
+        case rec_tracking:
+            return tracking(p, len);
+        case rec_page_ref:
+            return page_ref(p);
         case rec_credentials:
             return credentials(p, len);
         case rec_process:
@@ -255,6 +263,11 @@ class stream_verifier {
     const credentials_record &creds() const { return creds_; }
     uint64_t records() const { return records_; }
     uint64_t memory_bytes() const { return memory_bytes_; }
+    // Incremental images: the tracking record's scan id (0: none), its sources, and the bytes
+    // the page references take from them.
+    uint64_t scan_id() const { return scan_id_; }
+    uint32_t source_count() const { return sources_; }
+    uint64_t referenced_bytes() const { return referenced_bytes_; }
 
   private:
     enum class stage { header, credentials, process, objects, memory, files, threads, done };
@@ -281,6 +294,10 @@ class stream_verifier {
             return advance(stage::objects, stage::memory, stage::memory);
         case rec_pages:
             return stage_ == stage::memory && region_stores_pages_;
+        case rec_tracking: // once, right after the header
+            return stage_ == stage::credentials && index_ == 2;
+        case rec_page_ref:
+            return stage_ == stage::memory && region_stores_pages_ && sources_ > 0;
         case rec_file:
             return advance(stage::objects, stage::files, stage::files);
         case rec_thread:
@@ -323,6 +340,11 @@ class stream_verifier {
             break;
         case rec_thread:
             return h.length == sizeof(thread_record);
+        case rec_tracking:
+            fixed = sizeof(tracking_record);
+            break;
+        case rec_page_ref:
+            return h.length == sizeof(page_ref_record);
         case rec_trailer:
             return h.length == sizeof(trailer_record);
         case rec_pages:
@@ -373,6 +395,44 @@ class stream_verifier {
                 return corrupt("bad process record");
         if (!r.agent_state || r.agent_state % 8) return corrupt("bad process record");
         agent_state_ = r.agent_state;
+        return true;
+    }
+
+    bool tracking(const char *p, uint64_t len) {
+        tracking_record t = load<tracking_record>(p);
+        if (!t.scan_id || t.source_count > max_sources ||
+            len != sizeof t + (uint64_t)t.source_count * sizeof(image_source))
+            return corrupt("bad tracking record");
+        for (uint32_t i = 0; i < t.source_count; i++) {
+            image_source src = load<image_source>(p + sizeof t + i * sizeof(image_source));
+            size_t n = 0;
+            while (n < max_source_name && src.name[n])
+                n++;
+            // A name relative to the image's directory; the command that opens it checks more.
+            if (n == 0 || n == max_source_name || src.name[0] == '/' || !src.scan_id)
+                return corrupt("bad tracking record");
+        }
+        scan_id_ = t.scan_id;
+        sources_ = t.source_count;
+        return true;
+    }
+
+    // A reference takes part of one source record: [addr, addr + len) must lie inside that
+    // record's pages and inside the current region, after the pages stored or referenced so far.
+    bool page_ref(const char *p) {
+        page_ref_record r = load<page_ref_record>(p);
+        uint64_t aligned = r.addr | r.len | r.record_addr | r.record_len;
+        if (r.source >= sources_ || !r.len || !r.record_len || aligned % image_page_size ||
+            r.record_len > max_ref_record || r.addr < r.record_addr ||
+            r.addr - r.record_addr >= r.record_len ||
+            r.len > r.record_len - (r.addr - r.record_addr))
+            return corrupt("bad page reference");
+        if (r.addr < pages_next_ || r.addr >= region_end_ || r.len > region_end_ - r.addr)
+            return corrupt(r.addr < pages_next_ && r.addr >= region_start_
+                               ? "pages out of order"
+                               : "pages outside their region");
+        pages_next_ = r.addr + r.len;
+        referenced_bytes_ += r.len;
         return true;
     }
 
@@ -477,6 +537,8 @@ class stream_verifier {
     stage stage_ = stage::header;
     record_header cur_{};
     uint64_t index_ = 0, records_ = 0, payload_bytes_ = 0, hash_sum_ = 0, memory_bytes_ = 0;
+    uint64_t scan_id_ = 0, referenced_bytes_ = 0;
+    uint32_t sources_ = 0;
     header_record header_{};
     credentials_record creds_{};
     uint64_t agent_state_ = 0;

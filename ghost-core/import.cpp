@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/import.h"
+#include "ghost-core/image_trailer.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -60,6 +61,44 @@ std::string owner_groups_arg(int image_fd) {
 
 } // namespace
 
+result<std::vector<int>> open_sources(const std::string &image_path, const image_summary &head) {
+    std::vector<int> fds;
+    auto fail = [&](const std::string &why) -> result<std::vector<int>> {
+        for (int fd : fds)
+            ::close(fd);
+        return error{why};
+    };
+    struct stat own;
+    if (head.sources.empty()) return fds;
+    if (::stat(image_path.c_str(), &own) != 0) return fail("cannot stat " + image_path);
+    size_t slash = image_path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : image_path.substr(0, slash);
+    for (const auto &src : head.sources) {
+        std::string name(src.name, strnlen(src.name, sizeof src.name));
+        std::string path = dir + "/" + name;
+        std::string who = "it takes pages from the older image " + path;
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) return fail(who + ", which cannot be opened: " + std::strerror(errno));
+        fds.push_back(fd);
+        struct stat sb;
+        if (::fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != own.st_uid)
+            return fail(who + ", which is not a regular file of the image's owner");
+        uint64_t size = 0, sum = 0;
+        const char *why = "";
+        if (!read_image_trailer(fd, &size, &sum, &why)) return fail(who + ": " + why);
+        if (size != src.size || sum != src.hash_sum)
+            return fail(who + ", which is not the image it was taken after (replaced or changed)");
+    }
+    return fds;
+}
+
+std::string sources_arg(const std::vector<int> &fds) {
+    std::string arg;
+    for (int fd : fds)
+        arg += (arg.empty() ? "--sources=" : ",") + std::to_string(fd);
+    return arg;
+}
+
 result<pid_t> import_process(int image_fd, const import_options &opt) {
     int status[2];
     if (::pipe2(status, O_CLOEXEC) != 0) return sys_error("cannot create a pipe");
@@ -68,6 +107,8 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
     std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str()};
     if (opt.inherit_stdio) argv.push_back("--inherit-stdio");
     if (!owner_arg.empty()) argv.push_back(owner_arg.c_str());
+    std::string sources = sources_arg(opt.source_fds);
+    if (!sources.empty()) argv.push_back(sources.c_str());
     argv.push_back(nullptr);
     const char *envp[] = {nullptr};
     pid_t child = fork_with_pid(opt.want_pid);
@@ -81,6 +122,8 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
         // Only async-signal-safe calls here: the parent may have threads.
         ::fcntl(image_fd, F_SETFD, 0);
         ::fcntl(status[1], F_SETFD, 0);
+        for (int fd : opt.source_fds)
+            ::fcntl(fd, F_SETFD, 0);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -58,6 +58,39 @@ result<int> connect_agent(pid_t pid) {
     return fd;
 }
 
+// One answer line of the agent, byte by byte, and the descriptor attached to it (-1 if none).
+void read_line_with_fd(int fd, char *line, size_t size, int timeout_ms, int &passed) {
+    size_t len = 0;
+    alignas(struct cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+    while (len + 1 < size) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1) break;
+        char ch;
+        struct iovec iov = {&ch, 1};
+        struct msghdr msg = {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t got = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int got_fd;
+                std::memcpy(&got_fd, CMSG_DATA(c), sizeof got_fd);
+                if (passed < 0)
+                    passed = got_fd;
+                else
+                    ::close(got_fd);
+            }
+        if (ch == '\n') break;
+        line[len++] = ch;
+    }
+    line[len] = 0;
+}
+
 } // namespace
 
 result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
@@ -87,6 +120,18 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
     return parked_process(pid, fd, state, threads);
 }
 
+result<int> parked_process::tracking_fd() const {
+    if (!control::write_all(conn_, "TRACKFD\n", 8))
+        return sys_error("cannot talk to the ghost agent of pid " + std::to_string(pid_));
+    char line[320];
+    int fd = -1;
+    read_line_with_fd(conn_, line, sizeof line, 10000, fd);
+    if (std::strcmp(line, "TRACKFD") == 0 && fd >= 0) return fd;
+    if (fd >= 0) ::close(fd);
+    if (std::strncmp(line, "ERROR ", 6) == 0) return error{line + 6};
+    return error{"the ghost agent of pid " + std::to_string(pid_) + " has no write tracking"};
+}
+
 result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
     std::string who = "pid " + std::to_string(pid);
     auto conn = connect_agent(pid);
@@ -113,29 +158,8 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
     }
     // The answer line, with the copy's pidfd attached to it.
     char line[320];
-    size_t len = 0;
     int pidfd = -1;
-    while (len + 1 < sizeof line) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (::poll(&p, 1, timeout_ms) != 1) break;
-        char ch;
-        iov = {&ch, 1};
-        msg = {};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t got = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) break;
-        for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-                c->cmsg_len >= CMSG_LEN(sizeof(int)) && pidfd < 0)
-                std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
-        if (ch == '\n') break;
-        line[len++] = ch;
-    }
-    line[len] = 0;
+    read_line_with_fd(fd, line, sizeof line, timeout_ms, pidfd);
     ::close(fd);
     fast_duplicate r;
     unsigned long long park_us = 0, fork_us = 0;
@@ -158,7 +182,7 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
         return r;
     } else {
         if (pidfd >= 0) ::close(pidfd);
-        if (!len) return error{"the ghost agent of " + who + " did not answer"};
+        if (!line[0]) return error{"the ghost agent of " + who + " did not answer"};
         return error{"unexpected answer from the ghost agent of " + who + ": " + line};
     }
     if (pidfd >= 0) ::close(pidfd);

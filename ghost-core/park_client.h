@@ -23,6 +23,10 @@ class parked_process {
     result<void> resume();
     // Kills the process without letting it run again (checkpoint --kill).
     void kill_now();
+    // The process's own userfaultfd for write tracking (made by its agent, which keeps it open so
+    // that the tracking lasts from one checkpoint to the next): registering ranges on it and
+    // scanning them applies to the process's memory, not the caller's. The caller closes it.
+    result<int> tracking_fd() const;
 
     pid_t pid() const { return pid_; }
     uint64_t state_address() const { return state_; }

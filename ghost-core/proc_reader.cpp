@@ -101,7 +101,10 @@ result<std::vector<vma>> read_maps(pid_t pid) {
     std::string line;
     while (std::getline(in, line)) {
         if (line.rfind("VmFlags:", 0) == 0) {
-            if (!out.empty()) out.back().advice = advice_from_vm_flags(line.substr(8));
+            if (!out.empty()) {
+                out.back().advice = advice_from_vm_flags(line.substr(8));
+                out.back().uffd_wp = (line + " ").find(" uw ") != std::string::npos;
+            }
             continue;
         }
         // Other smaps lines are "Key:   value": a mapping's line starts with its hex range.

@@ -18,8 +18,9 @@ struct vma {
     bool read = false, write = false, exec = false, shared = false;
     uint64_t offset = 0;
     uint64_t inode = 0;
-    uint32_t advice = 0; // image::region_advice bits from VmFlags (read_maps)
-    std::string path;    // "" for anonymous, "[heap]", "[stack]", "/usr/lib/... (deleted)" ...
+    uint32_t advice = 0;  // image::region_advice bits from VmFlags (read_maps)
+    bool uffd_wp = false; // registered for userfaultfd write-protection (VmFlags "uw")
+    std::string path;     // "" for anonymous, "[heap]", "[stack]", "/usr/lib/... (deleted)" ...
 };
 
 // The mappings of a process, from /proc/<pid>/smaps (maps plus each mapping's VmFlags).

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -205,6 +206,58 @@ bool names_job(const std::string &target);
 int checkpoint_job(const checkpoint_args &a);
 bool is_job_checkpoint(const std::string &dir);
 
+// An incremental checkpoint's parent (export_options): `parent`, or by default the image at `path`
+// that the new one replaces, which then stays under a name of its own made from its scan id
+// (DIR/STEM-ID.ghost, a hard link made now) since the new image takes pages from it. No parent
+// (a whole image, tracking starts) when there is none yet or it was taken without tracking.
+result<void> incremental_parent(const std::string &path, const std::string &parent,
+                                core::export_options &xo) {
+    namespace fs = std::filesystem;
+    xo.track = true;
+    std::string from = parent.empty() ? path : absolute(parent);
+    struct stat sb;
+    if (::stat(from.c_str(), &sb) != 0) {
+        if (parent.empty() && errno == ENOENT) return {};
+        return sys_error("no previous image " + from);
+    }
+    auto src = res::open_file_source(from);
+    if (!src) return src.err();
+    auto head = core::read_image(**src, true);
+    if (!head) return error{from + ": " + head.err().message};
+    if (!head->scan_id) return {}; // taken without tracking
+    if (parent.empty()) {
+        fs::path p(path);
+        char id[24];
+        std::snprintf(id, sizeof id, "%016llx", (unsigned long long)head->scan_id);
+        std::string kept = (p.parent_path() / (p.stem().string() + "-" + id + ".ghost")).string();
+        if (::link(from.c_str(), kept.c_str()) != 0 && errno != EEXIST)
+            return sys_error("cannot keep the previous image as " + kept);
+        from = kept;
+    }
+    std::error_code ec;
+    std::string name = fs::relative(from, fs::path(path).parent_path(), ec).string();
+    if (ec || name.empty()) return error{"cannot name " + from + " from " + path};
+    xo.parent_path = from, xo.parent_name = name;
+    return {};
+}
+
+// After an incremental checkpoint into the image it replaces: the images kept for earlier ones
+// (DIR/STEM-ID.ghost) that the new image does not read go.
+void prune_kept_images(const std::string &path, const std::vector<std::string> &sources) {
+    namespace fs = std::filesystem;
+    fs::path p(path);
+    std::string prefix = p.stem().string() + "-";
+    std::error_code ec;
+    for (const auto &e : fs::directory_iterator(p.parent_path(), ec)) {
+        std::string name = e.path().filename().string();
+        if (name.rfind(prefix, 0) != 0 || e.path().extension() != ".ghost" ||
+            name.size() != prefix.size() + 16 + 6)
+            continue;
+        if (std::find(sources.begin(), sources.end(), name) == sources.end())
+            ::unlink(e.path().c_str());
+    }
+}
+
 int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
     // --image names one process's image (a rank checkpointing itself): the target is a pid, even
@@ -240,13 +293,21 @@ int cmd_checkpoint(checkpoint_args a) {
         if (!sink) return fail("checkpoint of pid " + a.target + " failed: " + sink.err().message);
         path = a.to;
     }
+    core::export_options xo;
+    if (a.incremental) {
+        if (!a.to.empty()) return fail("--incremental writes an image file; --to streams one");
+        if (auto r = incremental_parent(path, a.parent, xo); !r)
+            return fail("checkpoint of pid " + a.target + " failed: " + r.err().message);
+    } else if (!a.parent.empty()) {
+        return fail("--parent goes with --incremental");
+    }
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
     double park_s = since(t0);
     if (a.to.empty()) sink = res::create_file_sink(path);
     if (!sink) return fail(sink.err().message);
     auto t1 = clock_type::now();
-    auto stats = core::export_process(*proc, **sink);
+    auto stats = core::export_process(*proc, **sink, xo);
     if (!stats) {
         (*sink)->abort();
         return fail("checkpoint of pid " + std::to_string(a.pid) +
@@ -264,12 +325,20 @@ int cmd_checkpoint(checkpoint_args a) {
     } else if (auto r = proc->resume(); !r) {
         return fail(r.err().message);
     }
+    if (a.incremental && a.parent.empty()) prune_kept_images(path, stats->sources);
+    std::string incremental;
+    if (a.incremental) {
+        if (!stats->tracking_note.empty())
+            std::fprintf(stderr, "ghost: a whole image: %s\n", stats->tracking_note.c_str());
+        incremental = " incremental=" + std::to_string(stats->incremental ? 1 : 0) +
+                      " referenced_bytes=" + std::to_string(stats->referenced_bytes);
+    }
     std::printf("checkpoint pid=%d image=%s bytes=%llu memory_bytes=%llu threads=%llu park_s=%s "
-                "export_s=%s sync_s=%s total_s=%s%s\n",
+                "export_s=%s sync_s=%s total_s=%s%s%s\n",
                 (int)a.pid, path.c_str(), (unsigned long long)stats->image_bytes,
                 (unsigned long long)stats->memory_bytes, (unsigned long long)stats->threads,
                 seconds(park_s).c_str(), seconds(export_s).c_str(), seconds(sync_s).c_str(),
-                seconds(since(t0)).c_str(), a.kill ? " killed=1" : "");
+                seconds(since(t0)).c_str(), incremental.c_str(), a.kill ? " killed=1" : "");
     return 0;
 }
 
@@ -306,12 +375,17 @@ int cmd_restart(const restart_args &a) {
     if (!head) return fail("cannot restart from " + path + ": " + head.err().message);
     if (auto c = core::check_compatible(head->header); !c)
         return fail("cannot restart from " + path + ": " + c.err().message);
+    auto sources = core::open_sources(path, *head);
+    if (!sources) return fail("cannot restart from " + path + ": " + sources.err().message);
     int fd = (*src)->stream_fd();
     ::lseek(fd, 0, SEEK_SET);
     core::import_options opt;
     opt.restorer = *restorer_path;
     opt.want_pid = a.new_pid ? 0 : head->header.pid;
+    opt.source_fds = *sources;
     auto pid = core::import_process(fd, opt);
+    for (int s : *sources)
+        ::close(s);
     if (!pid) return fail("cannot restart from " + path + ": " + pid.err().message);
     src->reset();
     std::string import_s = seconds(since(t0));
@@ -349,12 +423,23 @@ int cmd_restart_rank(const std::string &dir) {
     if (auto c = core::check_compatible(head->header); !c)
         return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
                     c.err().message);
+    auto sources = core::open_sources(path, *head);
+    if (!sources)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    sources.err().message);
+    for (int s : *sources)
+        ::fcntl(s, F_SETFD, 0);
     int fd = ::dup((*src)->stream_fd()); // without close-on-exec
     if (fd < 0 || ::lseek(fd, 0, SEEK_SET) != 0) return fail("cannot reopen " + path);
-    std::string image_arg = std::to_string(fd);
+    std::string image_arg = std::to_string(fd), sources_arg = core::sources_arg(*sources);
     // No status pipe (-1): the restorer reports a failure on stderr and exits 1, which mpirun
     // sees as the rank's failure.
-    const char *argv[] = {"ghost-restart", image_arg.c_str(), "-1", "--rank", nullptr};
+    const char *argv[] = {"ghost-restart",
+                          image_arg.c_str(),
+                          "-1",
+                          "--rank",
+                          sources_arg.empty() ? nullptr : sources_arg.c_str(),
+                          nullptr};
     std::fflush(nullptr);
     ::execve(restorer_path->c_str(), (char *const *)argv, environ);
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
@@ -900,6 +985,15 @@ int cmd_inspect(const std::string &arg) {
     std::printf("size       %llu bytes in %llu records, %llu bytes of memory; checksums OK\n",
                 (unsigned long long)s->image_bytes, (unsigned long long)s->records,
                 (unsigned long long)s->memory_bytes);
+    if (s->scan_id) {
+        std::printf("tracking   scan %016llx; %llu bytes of memory taken from %zu older images%s\n",
+                    (unsigned long long)s->scan_id, (unsigned long long)s->referenced_bytes,
+                    s->sources.size(), s->sources.empty() ? " (a whole image)" : ":");
+        for (const auto &src : s->sources)
+            std::printf("  %s (%llu bytes, scan %016llx)\n",
+                        std::string(src.name, strnlen(src.name, sizeof src.name)).c_str(),
+                        (unsigned long long)src.size, (unsigned long long)src.scan_id);
+    }
     if (!s->objects.empty()) std::printf("objects    %zu\n", s->objects.size());
     for (const auto &o : s->objects)
         std::printf("  #%-3llu %-7s size %-10llu %10llu stored  mode %04o seals %#x  %s\n",
@@ -912,11 +1006,13 @@ int cmd_inspect(const std::string &arg) {
     std::printf("regions    %zu\n", s->regions.size());
     for (const auto &r : s->regions) {
         const auto &rr = r.record;
-        std::printf("  %012llx-%012llx %c%c%c %-11s %10llu stored  %s\n",
+        std::string referenced =
+            r.referenced_bytes ? " +" + std::to_string(r.referenced_bytes) + " referenced " : "";
+        std::printf("  %012llx-%012llx %c%c%c %-11s %10llu stored  %s%s\n",
                     (unsigned long long)rr.start, (unsigned long long)rr.end,
                     rr.prot & 1 ? 'r' : '-', rr.prot & 2 ? 'w' : '-', rr.prot & 4 ? 'x' : '-',
                     rr.kind < 9 ? kinds[rr.kind] : "?", (unsigned long long)r.stored_bytes,
-                    r.path.c_str());
+                    referenced.c_str(), r.path.c_str());
     }
     std::printf("files      %zu\n", s->files.size());
     for (const auto &f : s->files)

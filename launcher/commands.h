@@ -27,6 +27,10 @@ struct checkpoint_args {
     int timeout_ms = 10000;  // a job: bound of the quiesce
     std::string to;          // a resource target (resources/registry.h): ucx://HOST:PORT, fs:PATH
     std::string secret_file; // remote targets: the shared secret (default $GHOST_JOB_SECRET)
+    // Incremental images: track writes, and store only the pages written since `parent` (default:
+    // the image the new one replaces); the first such checkpoint of a process is whole.
+    bool incremental = false;
+    std::string parent;
 };
 int cmd_checkpoint(checkpoint_args a);
 

@@ -30,6 +30,10 @@ int main(int argc, char **argv) {
     auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
     ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
     ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)");
+    ckpt->add_flag("--incremental", ca.incremental,
+                   "store only the pages written since the previous image (which is kept)");
+    ckpt->add_option("--parent", ca.parent,
+                     "with --incremental: the previous image (default: the one replaced)");
     ckpt->add_flag("--kill", ca.kill,
                    "kill the process (a job: every rank and mpirun) once the images are durable");
     ckpt->add_option("--timeout", ca.timeout_ms,

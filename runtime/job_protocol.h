@@ -34,6 +34,10 @@
 //   coordinator: SAVE <epoch> <timeout_ms> <image path>  (a checkpoint, after QUIESCED) the rank
 //                has its agent write its image there (ghost_agent_request_checkpoint, then
 //                ghost_agent_checkpoint_wait(timeout_ms)), still quiescent
+//   coordinator: PARENT <epoch> <image path>|-   (ghostrun --incremental, just before SAVE) the
+//                image is incremental (ghost_agent_request_incremental): only the pages written
+//                since that image of the rank (its previous generation's) are stored; "-": a
+//                whole image, from which write tracking starts
 //   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
 //   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port>   (a live migration, after QUIESCED)

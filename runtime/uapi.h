@@ -40,6 +40,26 @@ struct pm_scan_arg {
 };
 inline constexpr unsigned long pagemap_scan = 0xc0606610UL; // _IOWR('f', 16, struct pm_scan_arg)
 inline constexpr unsigned long long page_is_guard = 1ULL << 8;
+inline constexpr unsigned long long page_is_written = 1ULL << 1;
+inline constexpr unsigned long long pm_scan_wp_matching = 1ULL << 0;
+inline constexpr unsigned long long pm_scan_check_wpasync = 1ULL << 1;
+
+// Write tracking with userfaultfd (linux/userfaultfd.h; the asynchronous mode is 6.7): a write to
+// a write-protected page is let through by the kernel itself and leaves the page unprotected,
+// which PAGEMAP_SCAN reports as PAGE_IS_WRITTEN (and re-protects with PM_SCAN_WP_MATCHING).
+inline constexpr int uffd_user_mode_only = 1;
+inline constexpr unsigned long long uffd_api = 0xaa;
+inline constexpr unsigned long long uffd_feature_wp_unpopulated = 1ULL << 13;
+inline constexpr unsigned long long uffd_feature_wp_async = 1ULL << 15;
+inline constexpr unsigned long long uffdio_register_mode_wp = 1ULL << 1;
+struct uffdio_api_arg {
+    unsigned long long api, features, ioctls;
+};
+struct uffdio_register_arg {
+    unsigned long long start, len, mode, ioctls;
+};
+inline constexpr unsigned long uffdio_api_ioctl = 0xc018aa3fUL;      // _IOWR(0xaa, 0x3f, 24 bytes)
+inline constexpr unsigned long uffdio_register_ioctl = 0xc020aa00UL; // _IOWR(0xaa, 0x00, 32 bytes)
 inline constexpr int madv_guard_install = 102;
 
 // struct prctl_mm_map (linux/prctl.h)

@@ -75,6 +75,7 @@ int g_park_timeout_ms = 10000; // GHOST_PARK_TIMEOUT_MS overrides it
 // without ghost. Without a table of its own (unshare refused), they sit high (high_fd) and are
 // listed in the state block so that the exporter leaves them out.
 bool g_private_files = false;
+int g_track_fd = -1; // the userfaultfd of write tracking (send_tracking_fd)
 int g_listen_fd = -1;
 int g_manager_tid = 0;          // 0 until the manager runs
 uint32_t g_manager_ready = 0;   // futex: 1 serving, 2 could not start
@@ -639,9 +640,55 @@ void capture_process_state() {
 void set_internal_fds(int conn) {
     st.internal_fd_count = 0;
     if (g_private_files) return; // the program's table holds none of them
-    const int fds[] = {g_listen_fd, conn};
+    const int fds[] = {g_listen_fd, conn, g_track_fd};
     for (int fd : fds)
         if (fd >= 0) st.internal_fds[st.internal_fd_count++] = fd;
+}
+
+// Whether g_track_fd is still the userfaultfd this agent made: in the program's own table (no
+// table of our own) the program may close any descriptor and reuse its number.
+bool track_fd_ours() {
+    if (g_track_fd < 0) return false;
+    if (g_private_files) return true;
+    char path[64], target[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", g_track_fd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n <= 0) return false;
+    target[n] = 0;
+    return strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+void send_with_fd(int conn, const char *line, size_t len, int fd);
+int high_fd(int fd);
+
+// TRACKFD, during a park: the exporter gets the process's userfaultfd for write tracking
+// (incremental checkpoints). It is made at the first request and kept open from then on:
+// closing it would end the tracking of every range registered on it.
+void send_tracking_fd(int conn) {
+    if (!track_fd_ours()) {
+        g_track_fd = -1;
+        long fd =
+            sys::call(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | ghost::uapi::uffd_user_mode_only);
+        if (fd >= 0) {
+            ghost::uapi::uffdio_api_arg api = {
+                ghost::uapi::uffd_api,
+                ghost::uapi::uffd_feature_wp_async | ghost::uapi::uffd_feature_wp_unpopulated, 0};
+            if (sys::call(SYS_ioctl, fd, ghost::uapi::uffdio_api_ioctl, &api) == 0) {
+                g_track_fd = high_fd((int)fd);
+                if (!g_private_files && st.internal_fd_count < ghost::agent::max_internal_fds)
+                    st.internal_fds[st.internal_fd_count++] = g_track_fd;
+            } else {
+                sys::call(SYS_close, fd);
+            }
+        }
+    }
+    if (g_track_fd < 0) {
+        const char *line = "ERROR this kernel has no asynchronous write tracking (userfaultfd "
+                           "with WP_ASYNC, Linux 6.7)\n";
+        ghost::control::write_all(conn, line, strlen(line));
+        return;
+    }
+    send_with_fd(conn, "TRACKFD\n", 8, g_track_fd);
 }
 
 // Moves a descriptor of the agent out of the program's way: near the top of the first 1024
@@ -744,6 +791,7 @@ void after_restore_manager(thread_slot *self) {
     st.restorer_start = st.restorer_end = 0;
     st.restore_count++;
     g_listen_fd = -1;
+    g_track_fd = -1; // not restored: write tracking starts again at the next checkpoint
     g_spawned_checkpoint = -1;
     __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
     restore_timers();
@@ -785,8 +833,12 @@ bool handle_park(int conn) {
         int n = snprintf(line, sizeof line, "PARKED %lx %u\n", (unsigned long)&st,
                          (unsigned)st.thread_count);
         ghost::control::write_all(conn, line, (size_t)n);
-        // Blocks until the exporter is done; EOF (the client died) also resumes.
-        long got = ghost::control::read_line(conn, line, sizeof line, -1);
+        // Blocks until the exporter is done; EOF (the client died) also resumes. Meanwhile the
+        // exporter may ask for the write-tracking descriptor.
+        long got;
+        while ((got = ghost::control::read_line(conn, line, sizeof line, -1)) >= 0 &&
+               strcmp(line, "TRACKFD") == 0)
+            send_tracking_fd(conn);
         ghost::agent::components_before_resume();
         resume_all();
         if (got >= 0 && strcmp(line, "RESUME") == 0)
@@ -985,6 +1037,7 @@ bool handle_duplicate(int conn) {
     }
     // In the copy, where the forking thread re-created the manager from its saved context.
     __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_idle, __ATOMIC_RELEASE);
+    if (!g_private_files && g_track_fd >= 0) close(g_track_fd); // the original's tracking
     g_copy_count = 0; // the original's copies are not ours (their pidfds were in its table)
     publish_copies(g_copy_pids);
     after_restore_manager(self);
@@ -1030,7 +1083,8 @@ void spawn_checkpoint() {
 // stream target, ghost_agent_request_send): `ghost checkpoint --to TO [--secret-file F] PID`,
 // the report in image_path.log (image_path then only names the log).
 int spawn_image_checkpoint(const char *image_path, int flags, const char *to = nullptr,
-                           const char *secret_file = nullptr) {
+                           const char *secret_file = nullptr, const char *parent_image = nullptr,
+                           bool incremental = false) {
     if (!g_ghost_bin[0] || !image_path || image_path[0] != '/') return -1;
     pid_t none = -1;
     if (!__atomic_compare_exchange_n(&g_spawned_checkpoint, &none, 0, false, __ATOMIC_ACQ_REL,
@@ -1049,7 +1103,9 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     char target[4096], secret[4096];
     snprintf(target, sizeof target, "%s", to ? to : "");
     snprintf(secret, sizeof secret, "%s", secret_file ? secret_file : "");
-    char *argv[10];
+    char parent_path[4096];
+    snprintf(parent_path, sizeof parent_path, "%s", parent_image ? parent_image : "");
+    char *argv[14];
     int a = 0;
     argv[a++] = (char *)"ghost";
     argv[a++] = (char *)"checkpoint";
@@ -1058,6 +1114,13 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     if (to && secret[0]) {
         argv[a++] = (char *)"--secret-file";
         argv[a++] = secret;
+    }
+    if (incremental && !to) {
+        argv[a++] = (char *)"--incremental";
+        if (parent_path[0]) {
+            argv[a++] = (char *)"--parent";
+            argv[a++] = parent_path;
+        }
     }
     argv[a++] = pid;
     if (flags & GHOST_CHECKPOINT_KILL) argv[a++] = (char *)"--kill";
@@ -1319,6 +1382,8 @@ void after_fork_child() {
     __atomic_store_n(&g_trigger_pending, 0u, __ATOMIC_RELEASE);
     if (!g_private_files && listen_fd_ours()) close(g_listen_fd);
     g_listen_fd = -1;
+    if (track_fd_ours() && !g_private_files) close(g_track_fd); // the parent's tracking
+    g_track_fd = -1;
     start_manager();
 }
 
@@ -1371,6 +1436,12 @@ extern "C" __attribute__((visibility("default"))) int
 ghost_agent_request_checkpoint(const char *image_path, int flags) {
     if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
     return spawn_image_checkpoint(image_path, flags);
+}
+
+extern "C" __attribute__((visibility("default"))) int
+ghost_agent_request_incremental(const char *image_path, const char *parent, int flags) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    return spawn_image_checkpoint(image_path, flags, nullptr, nullptr, parent, true);
 }
 
 extern "C" __attribute__((visibility("default"))) int

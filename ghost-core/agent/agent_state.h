@@ -12,7 +12,7 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 4;
+inline constexpr uint32_t state_version = 5;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
@@ -119,6 +119,12 @@ struct state {
     uint32_t restore_flags; // ghost_restore_info.flags (GHOST_RESTORED_RANK)
     uint32_t inherited_fd_count;
     int32_t inherited_fds[max_inherited_fds];
+
+    // Written by the exporter (process_vm_writev) before it write-protects the process's memory
+    // for an incremental image: the scan id of that image. Pages written since are exactly those
+    // the next image must store, but only if its parent is the image of this scan (an export that
+    // failed after its scan leaves an id no image on disk has).
+    uint64_t track_scan_id;
 };
 
 } // namespace ghost::agent

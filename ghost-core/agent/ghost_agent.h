@@ -93,6 +93,11 @@ int ghost_agent_register(const struct ghost_component *c);
 #define GHOST_CHECKPOINT_KILL 1
 int ghost_agent_request_checkpoint(const char *image_path, int flags);
 
+/* As ghost_agent_request_checkpoint, with `ghost checkpoint --incremental`: the image stores only
+ * the pages written since `parent` (an absolute path; NULL or "": a whole image, from which write
+ * tracking starts). */
+int ghost_agent_request_incremental(const char *image_path, const char *parent, int flags);
+
 /* As ghost_agent_request_checkpoint, but the image streams to `to` (a remote target such as
  * ucx://ADDR:PORT, where a `ghost receive --restore` or `ghost restart-rank --receive` listens):
  * `ghost checkpoint --to TO [--secret-file SECRET_FILE] PID`. Its report goes to <log_base>.log

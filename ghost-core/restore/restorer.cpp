@@ -629,6 +629,81 @@ void fill_pages(record &r) {
     end_record(r);
 }
 
+// --- pages taken from older images (incremental images) ------------------------------------------
+// A page reference names a pages record of a source image (an fd the restarting command opened
+// and checked: --sources=FD,...). The record is read whole, its hash checked against the one the
+// reference holds (which this image's own hash covers), and the part wanted is copied into place.
+// References come in address order, and consecutive ones often name the same record: the last
+// record read is kept.
+
+constexpr int max_source_fds = (int)img::max_sources;
+int g_source_fds[max_source_fds];
+int g_source_count = 0;
+bool g_sources_listed = false;
+alignas(64) char g_ref_record[sizeof(img::record_header) + 8 + img::max_ref_record];
+int g_ref_cached_source = -1;
+uint64_t g_ref_cached_offset = 0;
+
+void read_sources_arg(const char *list) {
+    for (const char *p = list; *p;) {
+        if (g_source_count == max_source_fds) fail(text("too many source images"));
+        g_source_fds[g_source_count++] = (int)parse_dec(p);
+        while (*p && *p != ',')
+            p++;
+        if (*p == ',') p++;
+    }
+}
+
+void read_tracking(record &r) {
+    read_metadata(r);
+    img::tracking_record t;
+    memcpy(&t, g_meta, sizeof t);
+    if ((int)t.source_count != g_source_count)
+        fail(text("the image takes pages from ")
+                 .num(t.source_count)
+                 .add(" older images; ")
+                 .num((uint64_t)g_source_count)
+                 .add(" were given"));
+    g_sources_listed = true;
+}
+
+void pread_exact(int fd, void *dst, uint64_t len, uint64_t off) {
+    for (uint64_t done = 0; done < len;) {
+        long n = sys::call(__NR_pread64, fd, (char *)dst + done, len - done, off + done);
+        if (n == -4) continue;
+        if (n < 0) fail_errno(text("cannot read a source image"), n);
+        if (n == 0) fail(text("a source image is truncated"));
+        done += (uint64_t)n;
+    }
+}
+
+void fill_referenced(record &r) {
+    read_metadata(r); // the verifier checked it lies in the region, in order, inside its record
+    img::page_ref_record ref;
+    memcpy(&ref, g_meta, sizeof ref);
+    int fd = g_source_fds[ref.source];
+    auto *h = (img::record_header *)g_ref_record;
+    char *payload = g_ref_record + sizeof *h;
+    if (g_ref_cached_source != (int)ref.source || g_ref_cached_offset != ref.record_offset) {
+        g_ref_cached_source = -1;
+        pread_exact(fd, g_ref_record, sizeof *h + 8 + ref.record_len, ref.record_offset);
+        uint64_t addr;
+        memcpy(&addr, payload, sizeof addr);
+        if (h->magic != img::record_magic || h->type != img::rec_pages ||
+            h->length != 8 + ref.record_len || h->hash != ref.record_hash ||
+            addr != ref.record_addr)
+            fail(text("a source image does not hold the pages this image names (at ")
+                     .hex(ref.addr)
+                     .add(")"));
+        ghost::image::record_hasher hash(img::rec_pages);
+        hash.update(payload, 8 + ref.record_len);
+        if (hash.digest() != ref.record_hash)
+            fail(text("an older image this one takes pages from is corrupt (checksum mismatch)"));
+        g_ref_cached_source = (int)ref.source, g_ref_cached_offset = ref.record_offset;
+    }
+    memcpy((void *)ref.addr, payload + 8 + (ref.addr - ref.record_addr), ref.len);
+}
+
 // --- an MPI rank restarted under a new launcher (--rank)
 // ------------------------------------------ The new process's environment goes to the restored
 // process (the agent's state block names it): the rank's MPI layer starts its fresh lower half with
@@ -1267,6 +1342,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             ghost::restore::set_owner_groups(argv[i] + 15);
         else if (strcmp(argv[i], "--rank") == 0)
             g_rank_mode = g_inherit_stdio = true; // a rank writes to its new launcher
+        else if (starts_with(argv[i], "--sources="))
+            read_sources_arg(argv[i] + 10);
         else
             fail(text("unknown option ").add(argv[i]));
     }
@@ -1281,6 +1358,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     if (g_rank_mode) note_inherited_fds();
     g_image_fd = temp_fd(g_image_fd);
     if (g_status_fd >= 0) g_status_fd = temp_fd(g_status_fd);
+    for (int i = 0; i < g_source_count; i++)
+        g_source_fds[i] = temp_fd(g_source_fds[i]);
 
     scan_own_maps();
     if (g_own_stack.start)
@@ -1312,6 +1391,12 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
         case img::rec_pages:
             fill_pages(r);
             break;
+        case img::rec_tracking:
+            read_tracking(r);
+            break;
+        case img::rec_page_ref:
+            fill_referenced(r);
+            break;
         case img::rec_file:
             finish_region();
             restore_file(r);
@@ -1321,6 +1406,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             break;
         case img::rec_trailer:
             finish_region();
+            if (g_source_count && !g_sources_listed)
+                fail(text("source images were given for an image that takes none"));
             check_trailer(r);
             goto complete;
         default:
@@ -1337,6 +1424,8 @@ complete:
     take_credentials();                        // the main thread's last: spawning needed ours
     ghost::restore::restore_dumpable();
     sys::call(__NR_close, g_image_fd);
+    for (int i = 0; i < g_source_count; i++)
+        sys::call(__NR_close, g_source_fds[i]);
     if (g_status_fd >= 0) {
         text ok;
         ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");

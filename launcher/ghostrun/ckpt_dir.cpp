@@ -12,9 +12,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "ghost-core/image_reader.h"
+#include "ghost-core/import.h"
 #include "ghost-core/image_trailer.h"
 #include "resources/fs/atomic_file.h"
 #include "resources/fs/fs_resource.h"
@@ -158,6 +160,27 @@ void discard_generation(const std::string &tmp) {
     if (!tmp.empty()) remove_tree(tmp);
 }
 
+// The generations whose images those of `gen_dir` take pages from (incremental images name their
+// sources "../gen-N/rankR.ghost"). False when an image cannot be read: nothing may go then.
+bool source_generations(const std::string &gen_dir, std::set<int> &out) {
+    for (const auto &n : entries(gen_dir)) {
+        if (n.size() < 6 || n.compare(n.size() - 6, 6, ".ghost") != 0) continue;
+        auto src = res::open_file_source(gen_dir + "/" + n);
+        if (!src) return false;
+        auto head = core::read_image(**src, true);
+        if (!head) return false;
+        for (const auto &s : head->sources) {
+            std::string name(s.name, strnlen(s.name, sizeof s.name));
+            size_t slash = name.find('/', 3);
+            if (name.rfind("../", 0) != 0 || slash == std::string::npos) return false;
+            int g = gen_number(name.substr(3, slash - 3));
+            if (g < 0) return false;
+            out.insert(g);
+        }
+    }
+    return true;
+}
+
 result<std::string> publish_generation(const std::string &dir, const std::string &tmp,
                                        const manifest &m) {
     GHOST_TRY(write_durable(tmp, "manifest.json", manifest_json(m)));
@@ -165,13 +188,19 @@ result<std::string> publish_generation(const std::string &dir, const std::string
     if (rename(tmp.c_str(), gen.c_str()) != 0) return sys_error("cannot rename " + tmp);
     GHOST_TRY(fsync_dir(dir));
     GHOST_TRY(write_durable(dir, "latest", gen_name(m.generation) + "\n"));
-    // Only complete generations below the newest two go; never the one `latest` names.
+    // Only complete generations below the newest two go; never the one `latest` names, nor one
+    // whose images a kept generation's incremental images take pages from.
     std::vector<int> gens;
     for (const auto &n : entries(dir))
         if (int g = gen_number(n); g >= 0 && g <= m.generation) gens.push_back(g);
     std::sort(gens.rbegin(), gens.rend());
-    for (size_t i = kKeepGenerations; i < gens.size(); i++)
-        remove_tree(dir + "/" + gen_name(gens[i]));
+    std::set<int> keep;
+    for (size_t i = 0; i < gens.size() && i < kKeepGenerations; i++) {
+        keep.insert(gens[i]);
+        if (!source_generations(dir + "/" + gen_name(gens[i]), keep)) return gen;
+    }
+    for (int g : gens)
+        if (!keep.count(g)) remove_tree(dir + "/" + gen_name(g));
     return gen;
 }
 
@@ -244,11 +273,16 @@ result<void> verify_generation(const std::string &gen, const manifest &m, bool f
         if (core::image_hash_name(sum) != r.hash)
             return error{who + " is not the one the manifest names (hash " +
                          core::image_hash_name(sum) + ", expected " + r.hash + ")"};
-        if (!full) continue;
         auto src = res::open_file_source(path);
         if (!src) return error{who + ": " + src.err().message};
-        auto s = core::read_image(**src);
+        auto s = core::read_image(**src, !full);
         if (!s) return error{who + ": " + s.err().message};
+        // An incremental image's older images must all be there, unchanged.
+        auto sources = core::open_sources(path, *s);
+        if (!sources) return error{who + ": " + sources.err().message};
+        for (int fd : *sources)
+            close(fd);
+        if (!full) continue;
         if (auto c = core::check_compatible(s->header); !c)
             return error{who + " cannot be restored here: " + c.err().message};
     }

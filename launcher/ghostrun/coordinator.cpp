@@ -565,6 +565,12 @@ struct server {
             ep.deadline = clock_type::now() + std::chrono::milliseconds(ep.save_ms + 5000);
             for (auto *c : live_ranks()) {
                 c->state = "saving";
+                // Incremental: each rank's image takes what it did not write since from its image
+                // in the last complete generation (job_protocol.h, PARENT).
+                if (cfg.incremental)
+                    send_line(c->fd, "PARENT " + id + " " +
+                                         (last.gen > 0 ? last.dir + "/" + rank_image(c->rank)
+                                                       : std::string("-")));
                 send_line(c->fd, "SAVE " + id + " " + std::to_string(ep.save_ms) + " " + ep.tmp +
                                      "/" + rank_image(c->rank));
             }

@@ -38,6 +38,7 @@ struct job_config {
     std::vector<std::string> mpirun_opts;
     std::vector<std::string> argv; // the program (absolute) and its arguments
     double interval_s = 0;         // > 0: a checkpoint every interval_s seconds
+    bool incremental = false;      // images store only what was written since the previous ones
     int auto_restarts = 0;         // relaunches left after a failure
     bool verbose = false;
     double balance_interval_s = 0; // > 0: the built-in balancer samples the ranks this often

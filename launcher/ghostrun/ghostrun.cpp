@@ -52,7 +52,8 @@ const char *g_me = "ghostrun";
 void usage(FILE *f) {
     fprintf(
         f,
-        "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--auto-restart N] [--fresh]\n"
+        "usage: ghostrun [--ckpt-dir DIR] [--interval SECONDS] [--incremental]\n"
+        "                [--auto-restart N] [--fresh]\n"
         "                [--balance [--balance-interval SECONDS]] [--mpi openmpi|mpich]\n"
         "                [MPIRUN OPTIONS] PROGRAM [ARGS]\n"
         "       ghostrun --restart DIR [--interval SECONDS] [--auto-restart N] [MPIRUN OPTIONS]\n"
@@ -63,6 +64,8 @@ void usage(FILE *f) {
         "When DIR (--ckpt-dir, default ./ghost-ckpt) holds a complete checkpoint of the same\n"
         "program, the job resumes from it (--fresh: starts afresh). SIGUSR1 to ghostrun:\n"
         "checkpoint into DIR and stop (exit status 75; the next run resumes).\n"
+        "--incremental: each checkpoint stores only the pages a rank wrote since the previous\n"
+        "one (the generations it takes the others from are kept).\n"
         "--balance: every --balance-interval seconds (default 10) the coordinator compares how\n"
         "long each host's ranks wait for a CPU and live-migrates a rank from an overloaded host\n"
         "to one with room, binding it to a free CPU there.\n"
@@ -98,7 +101,7 @@ const std::set<std::string> &two_arg_options() {
 
 struct parsed {
     std::string ckpt_dir, interval, auto_restart, restart, mpi, balance_interval;
-    bool verbose = false, from_ghost = false, fresh = false, balance = false;
+    bool verbose = false, from_ghost = false, fresh = false, balance = false, incremental = false;
     std::vector<std::string> mpirun_opts;
     std::string program;
     std::vector<std::string> program_args;
@@ -142,6 +145,8 @@ parsed parse(int argc, char **argv) {
             g_me = "ghost";
         } else if (a == "--fresh") {
             p.fresh = true;
+        } else if (a == "--incremental") {
+            p.incremental = true;
         } else if (a == "--ghost-verbose") {
             p.verbose = true;
         } else if (a == "--") {
@@ -482,6 +487,7 @@ int main(int argc, char **argv) {
     parsed p = parse(argc, argv);
     job_config cfg;
     cfg.verbose = p.verbose;
+    cfg.incremental = p.incremental;
     if (!p.interval.empty()) {
         if (!positive_number(p.interval) || atof(p.interval.c_str()) <= 0)
             die("--interval needs a number of seconds, got '" + p.interval + "'");

@@ -182,6 +182,16 @@ PY
       "$GHOST" inspect "$ck/gen-$g/rank$r.ghost" >/dev/null 2>&1 || fail "gen-$g rank $r does not verify"
     done
   done
+  # ghostrun --incremental: generation 2's images take what the ranks did not write since from
+  # generation 1's.
+  if [[ " ${gopts[*]} " == *" --incremental "* ]]; then
+    for ((r = 0; r < np; r++)); do
+      "$GHOST" inspect "$ck/gen-2/rank$r.ghost" 2>&1 | grep -q "taken from 1 older images:" ||
+        fail "gen-2 rank $r is not incremental: $("$GHOST" inspect "$ck/gen-2/rank$r.ghost" 2>&1 | sed -n 6,8p)"
+      "$GHOST" inspect "$ck/gen-2/rank$r.ghost" 2>&1 | grep -q "^  ../gen-1/rank$r.ghost " ||
+        fail "gen-2 rank $r does not take pages from gen-1"
+    done
+  fi
   ;;
 restart | twice | refuse | rankdies)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms

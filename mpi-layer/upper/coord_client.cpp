@@ -359,7 +359,13 @@ save_result send_save_error(const std::string &e, char *why) {
     return save_failed;
 }
 
-save_result save_image(const std::string &e, const std::string &line) {
+// PARENT <epoch> <path>|-: the next SAVE of this epoch is incremental (job_protocol.h).
+struct save_parent {
+    bool incremental = false;
+    std::string path; // "": a whole image that starts the tracking
+};
+
+save_result save_image(const std::string &e, const std::string &line, const save_parent &parent) {
     auto w = words(line);
     size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
     if (w.size() < 4 || at == std::string::npos) {
@@ -369,12 +375,14 @@ save_result save_image(const std::string &e, const std::string &line) {
     long timeout_ms = atol(w[2].c_str());
     std::string path = line.substr(at + 1);
     using request_fn = int (*)(const char *, int);
+    using incremental_fn = int (*)(const char *, const char *, int);
     using wait_fn = int (*)(int, char *, size_t);
     auto request = (request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_checkpoint");
+    auto incremental = (incremental_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_incremental");
     auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
     char why[512] = "";
     int rc = -1;
-    if (!request || !wait)
+    if (!request || !wait || (parent.incremental && !incremental))
         snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
     // The requests are settled here, by this thread (the rank holds quiescent): the agent's
     // manager, which runs the component hooks, then needs no lower call for them.
@@ -383,7 +391,9 @@ save_result save_image(const std::string &e, const std::string &line) {
     // Buffered output goes out now, from a thread with the process's descriptors (the agent's
     // manager has a table of its own), else a job that goes on prints it and its image holds it
     // too (printed twice by a restart from this image).
-    else if (fflush(nullptr), request(path.c_str(), 0) != 0)
+    else if (fflush(nullptr),
+             (parent.incremental ? incremental(path.c_str(), parent.path.c_str(), 0)
+                                 : request(path.c_str(), 0)) != 0)
         snprintf(why, sizeof why,
                  "the agent cannot start a checkpointer (no ghost binary known, "
                  "or one is running)");
@@ -623,6 +633,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     }
     g_local = 2;
     // Quiescent: hold until the coordinator (or the agent, ghost_mpi_resume) resumes the job.
+    save_parent parent;
     for (;;) {
         std::string l;
         int rr = read_line(&l, 20);
@@ -632,11 +643,17 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             // them (its output would be printed twice once restarted). Nothing is flushed.
             syscall(SYS_kill, getpid(), SIGKILL);
         }
+        if (rr > 0 && l.rfind("PARENT " + e + " ", 0) == 0) {
+            parent.incremental = true;
+            parent.path = l.substr(8 + e.size());
+            if (parent.path == "-") parent.path.clear();
+            continue;
+        }
         if (rr > 0 && l.rfind("SAVE " + e + " ", 0) == 0) {
             // In a restored copy of the rank (save_restored), the restore ends this epoch
             // (coord_after_restore asks for the resume below) and the client connects to the new
             // job's coordinator.
-            save_image(e, l);
+            save_image(e, l, parent);
             continue;
         }
         if (rr > 0 && l.rfind("SEND " + e + " ", 0) == 0) {

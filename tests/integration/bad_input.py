@@ -48,6 +48,9 @@ Subtests (--only a,b,...; default all):
   restart_ready  a checkpoint asked the moment `ghost restart --new-pid` has written its pid file
              (the restored agent rewrites lock owners over 256 MiB before it listens again) must
              succeed: `ghost restart` reports a restored process only once its agent answers.
+  incremental_sources  an incremental image whose older image (its source) is missing, was
+             replaced by another image, or had bytes flipped: `ghost restart` fails with one line
+             and nothing runs; with the source back, the restart runs the victim to its PASS line.
   stale_job_socket  a killed ghostrun's job socket whose number is now the pid of a process
              under ghost: `ghost checkpoint PID` checkpoints the process (it took the number for
              the dead job and refused).
@@ -70,7 +73,7 @@ import time
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
             "killed_writer", "symlink_attack", "stale_sockets", "restart_killed",
-            "restart_ready", "stale_job_socket"]
+            "restart_ready", "stale_job_socket", "incremental_sources"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -343,6 +346,67 @@ class Env:
         log("  control restart from the intact image: ok")
 
     # -- subtests ---------------------------------------------------------------------------------
+    def t_incremental_sources(self):
+        ckdir = os.path.join(self.work, "incr-ckpt")
+        runner, pid, d, out = self.start_victim("incr", ckdir)
+        time.sleep(0.2)
+        kvs = []
+        for kill in (False, True):
+            argv = [self.ghost, "checkpoint", "--incremental", "--dir", ckdir] + (["--kill"] if kill else []) + [str(pid)]
+            rc, o, err = self.run(argv, "ghost checkpoint --incremental")
+            if rc != 0:
+                raise Failure(f"ghost checkpoint --incremental of the victim failed ({rc}): {err.strip()}")
+            kvs.append(dict(t.split("=", 1) for t in o.split()[1:] if "=" in t))
+            time.sleep(0.2)
+        if kvs[1].get("incremental") != "1":
+            raise Failure(f"the second checkpoint is not incremental: {kvs[1]}")
+        self.wait_exit(runner, "ghost launch after checkpoint --kill")
+        image = os.path.join(ckdir, "image.ghost")
+        sources = [f for f in os.listdir(ckdir) if f.startswith("image-") and f.endswith(".ghost")]
+        if len(sources) != 1:
+            raise Failure(f"expected one kept older image in {ckdir}, found {sources}")
+        src = os.path.join(ckdir, sources[0])
+        saved = src + ".saved"
+        os.rename(src, saved)
+
+        def rejected(tag):
+            before_procs = self.victim_processes()
+            before = self.snapshot(d, out)
+            pidf = os.path.join(self.work, f"incr-{tag}.pid")
+            try:
+                self.expect_error([self.ghost, "restart", "--pid-file", pidf, image], f"ghost restart ({tag})")
+            except Failure as e:
+                self.failures.append(str(e))
+                log(f"  FAILED: {e}")
+            time.sleep(0.3)
+            new = self.victim_processes() - before_procs
+            if new or self.snapshot(d, out) != before:
+                self.pids.update(new)
+                self.failures.append(f"ghost restart ({tag}): something ran")
+                log(f"  FAILED: something ran after a rejected restart ({tag})")
+
+        rejected("source missing")
+        shutil.copyfile(image, src)  # another image under the source's name
+        rejected("source replaced")
+        # A byte flipped inside a pages record that the incremental image references.
+        img = open(image, "rb").read()
+        target, off = None, 0
+        while off + 24 <= len(img):
+            magic, rtype, _, length, _ = struct.unpack_from("<IHHQQ", img, off)
+            if rtype == 12:  # rec_page_ref
+                _, _, _, _, target, _, rlen, _ = struct.unpack_from("<QQIIQQQQ", img, off + 24)
+                break
+            off += 24 + length
+        if target is None:
+            raise Failure("the incremental image has no page reference")
+        data = bytearray(open(saved, "rb").read())
+        data[target + 24 + 8 + rlen // 2] ^= 0x5A
+        with open(src, "wb") as f:
+            f.write(data)
+        rejected("source corrupt")
+        os.replace(saved, src)
+        self.control_restart(image, d, out)
+
     def t_corrupt(self):
         image, d, out = self.prepare_killed_victim("corrupt")
         data = open(image, "rb").read()

@@ -12,7 +12,10 @@ For one program:
      reference stdout, the copy (whose stdout is that of `ghost duplicate`) with a suffix of the
      reference that starts at a line boundary and ends with the PASS line; both exit 0. The copy
      must be made by the fast path (a fork made by the process's agent: "via=fork" in the report);
-     mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore).
+     mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore);
+     mode "incremental": mode "restart" with `ghost checkpoint --incremental`: each image stores
+     only the pages written since the one before (the SIGUSR2 checkpoint, a whole image, breaks
+     the chain), and each restart reads its chain back.
 A moment is a point of the reference run (a time in it); the ghost run reaches it by the program's
 progress, not by the wall clock: as soon as the program has used the CPU time the reference had
 used by then, or printed the first reference line that came after it, or run (in all its
@@ -230,6 +233,8 @@ class Harness:
         self.ckdir = os.path.join(self.work, "ckpt")
         self.rng = random.Random(args.seed)
         self.ckpt_count = 0
+        self.tracked_parent = False  # mode incremental: the last image was tracked, this process's
+        self.incremental_count = 0
         self.progress = 0.0  # seconds of program run kept by the last checkpoint --kill
         self.cpu_kept = 0.0  # CPU seconds of the program kept by the last checkpoint --kill
         self.cpu_last = 0.0  # the current segment's CPU seconds when last seen
@@ -358,8 +363,9 @@ class Harness:
         self.pending_inspects = []
 
     def checkpoint(self, pid, kill):
-        argv = [self.ghost, "checkpoint", "--dir", self.ckdir] + (["--kill"] if kill else []) + [str(pid)]
-        what = "ghost checkpoint" + (" --kill" if kill else "")
+        incremental = ["--incremental"] if self.a.mode == "incremental" else []
+        argv = [self.ghost, "checkpoint", "--dir", self.ckdir] + incremental + (["--kill"] if kill else []) + [str(pid)]
+        what = "ghost checkpoint" + (" --kill" if kill else "") + (" --incremental" if incremental else "")
         rc, out, err = run(argv, self.a.cmd_timeout, what, self.t)
         if rc != 0:
             raise Failure(f"{what} {pid} exited with {rc}: {err.strip()}")
@@ -368,6 +374,12 @@ class Harness:
             raise Failure(f"{what}: printed pid={kv['pid']}, checkpointed {pid}")
         if not os.path.isfile(kv["image"]):
             raise Failure(f"{what}: image {kv['image']} does not exist after the command returned")
+        if incremental:
+            # The parent is the last image, taken with tracking from this very process.
+            if self.tracked_parent and kv.get("incremental") != "1":
+                raise Failure(f"{what}: a whole image where an incremental one was due: {err.strip()}")
+            self.tracked_parent = not kill
+            self.incremental_count += kv.get("incremental") == "1"
         self.ckpt_count += 1
         log(f"{what} ok: {out.strip()}")
         return kv
@@ -396,6 +408,7 @@ class Harness:
         time.sleep(0.05)
         self.ckpt_count += 1
         log("SIGUSR2 checkpoint: new image appeared")
+        self.tracked_parent = False  # a whole image without tracking replaced the last one
 
     # -- restart mode ---------------------------------------------------------------------------
     def plan(self):
@@ -504,7 +517,10 @@ class Harness:
         self.compare(got, "final stdout", extra)
         if restarts < self.a.restarts:
             raise Failure(f"only {restarts} restarts done")
-        log(f"restart mode ok: {restarts} restarts, {self.ckpt_count} checkpoints in all")
+        if self.a.mode == "incremental" and self.incremental_count == 0:
+            raise Failure("no checkpoint made an incremental image")
+        log(f"restart mode ok: {restarts} restarts, {self.ckpt_count} checkpoints in all"
+            + (f", {self.incremental_count} incremental" if self.a.mode == "incremental" else ""))
 
     # -- duplicate mode -------------------------------------------------------------------------
     def duplicate_mode(self):
@@ -599,7 +615,7 @@ class Harness:
             if not os.access(self.ghost, os.X_OK):
                 raise Failure(f"ghost binary {self.ghost} is not executable")
             self.reference()
-            if self.a.mode == "restart":
+            if self.a.mode in ("restart", "incremental"):
                 self.restart_mode()
             else:
                 self.duplicate_mode()
@@ -623,7 +639,7 @@ class Harness:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ghost", required=True, help="path of the ghost CLI")
-    ap.add_argument("--mode", choices=["restart", "duplicate", "duplicate_image"], required=True)
+    ap.add_argument("--mode", choices=["restart", "incremental", "duplicate", "duplicate_image"], required=True)
     ap.add_argument("--name", help="test name for messages (default: program basename)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     ap.add_argument("--restarts", type=int, default=3, help="checkpoint --kill + restart cycles (restart mode)")
@@ -651,8 +667,8 @@ def main():
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 2**31)
     if a.checkpoints is None:
-        a.checkpoints = 2 if a.mode == "restart" else 0
-    if a.mode == "restart" and a.restarts < 1:
+        a.checkpoints = {"restart": 2, "incremental": 4}.get(a.mode, 0)
+    if a.mode in ("restart", "incremental") and a.restarts < 1:
         ap.error("--restarts must be >= 1")
     if not a.name:
         interp = os.path.basename(a.program[0]).startswith("python") and len(a.program) > 1

@@ -326,3 +326,99 @@ TEST(ImageFormat, IncompatibleHeadersAreExplained) {
     ASSERT_FALSE(r);
     EXPECT_NE(r.err().message.find("kernel 2.6.32-ancient"), std::string::npos);
 }
+
+namespace {
+
+// An incremental image (one source): a tracking record after the header, and a region whose
+// pages are partly referenced in the source. `ref` is the reference it holds; `tracking_late`
+// puts the tracking record after the credentials; `sources` is its number of sources.
+std::string incremental_image(image::page_ref_record ref, bool tracking_late = false,
+                              uint32_t sources = 1) {
+    string_sink out;
+    core::image_writer w(out);
+    image::header_record h{};
+    std::memcpy(h.magic, image::file_magic, 8);
+    h.format_version = image::format_version;
+    h.arch = image::arch_x86_64;
+    h.page_size = 4096;
+    h.pid = 4242;
+    EXPECT_TRUE(w.record(image::rec_header, &h, sizeof h));
+    image::tracking_record t{};
+    t.scan_id = 77, t.source_count = sources;
+    std::vector<image::image_source> srcs(sources);
+    for (auto &s : srcs) {
+        std::strcpy(s.name, "image-000000000000004d.ghost");
+        s.size = 1 << 20, s.hash_sum = 5, s.scan_id = 76;
+    }
+    std::string tail((const char *)srcs.data(), srcs.size() * sizeof(image::image_source));
+    if (!tracking_late) {
+        EXPECT_TRUE(w.record(image::rec_tracking, &t, sizeof t, tail));
+    }
+    image::credentials_record c{
+        {1000, 1000, 1000, 1000}, {100, 100, 100, 100}, 0, 0, 0, 0, 0, 0, 0};
+    EXPECT_TRUE(w.record(image::rec_credentials, &c, sizeof c));
+    if (tracking_late) {
+        EXPECT_TRUE(w.record(image::rec_tracking, &t, sizeof t, tail));
+    }
+    image::process_record p{};
+    p.agent_state = 0x18000;
+    EXPECT_TRUE(w.record(image::rec_process, &p, sizeof p));
+    image::region_record r{};
+    r.start = 0x10000, r.end = 0x14000, r.kind = image::region_anon_private, r.prot = 3;
+    EXPECT_TRUE(w.record(image::rec_region, &r, sizeof r));
+    EXPECT_TRUE(w.record(image::rec_page_ref, &ref, sizeof ref));
+    std::string pages(4096, 'x');
+    EXPECT_TRUE(w.pages(0x13000, pages.data(), pages.size()));
+    image::region_record a{};
+    a.start = 0x18000, a.end = 0x1c000, a.kind = image::region_anon_private, a.prot = 3;
+    EXPECT_TRUE(w.record(image::rec_region, &a, sizeof a));
+    image::thread_record th{};
+    th.tid = 4242, th.flags = image::thread_main;
+    EXPECT_TRUE(w.record(image::rec_thread, &th, sizeof th));
+    EXPECT_TRUE(w.finish());
+    return out.data;
+}
+
+image::page_ref_record good_ref() {
+    image::page_ref_record r{};
+    r.addr = 0x11000, r.len = 0x2000, r.source = 0;
+    r.record_offset = 4096, r.record_addr = 0x10000, r.record_len = 0x4000, r.record_hash = 9;
+    return r;
+}
+
+} // namespace
+
+TEST(ImageFormat, IncrementalImagesAreChecked) {
+    auto s = read(incremental_image(good_ref()));
+    ASSERT_TRUE(s) << s.err().message;
+    EXPECT_EQ(s->scan_id, 77u);
+    ASSERT_EQ(s->sources.size(), 1u);
+    EXPECT_EQ(s->referenced_bytes, 0x2000u);
+    EXPECT_EQ(s->memory_bytes, 4096u);
+
+    auto refused = [](const std::string &bytes, const char *why) {
+        auto r = read(bytes);
+        EXPECT_FALSE(r) << why;
+        return r ? std::string() : r.err().message;
+    };
+    image::page_ref_record r = good_ref();
+    r.source = 1; // the image has one source
+    EXPECT_NE(refused(incremental_image(r), "source index").find("page reference"),
+              std::string::npos);
+    r = good_ref();
+    r.addr = 0x13000, r.len = 0x2000; // beyond the record it names
+    refused(incremental_image(r), "outside its record");
+    r = good_ref();
+    r.record_addr = 0x13000, r.addr = 0x13000, r.record_len = r.len = 0x2000; // beyond the region
+    refused(incremental_image(r), "outside its region");
+    r = good_ref();
+    r.addr = 0x13000, r.record_addr = 0x12000, r.len = 0x1000; // the stored page's place
+    refused(incremental_image(r), "overlapping stored pages");
+    r = good_ref();
+    r.record_len = image::max_ref_record + 4096;
+    refused(incremental_image(r), "a record too large to reference");
+    EXPECT_NE(refused(incremental_image(good_ref(), true), "tracking late").find("out of order"),
+              std::string::npos);
+    refused(incremental_image(good_ref(), false, 0), "a reference without sources");
+    refused(incremental_image(good_ref(), false, image::max_sources + 1), "too many sources");
+}

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ghost-core/image_index.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ghost::core {
+
+namespace {
+
+class fd_guard {
+  public:
+    explicit fd_guard(int fd) : fd_(fd) {}
+    ~fd_guard() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+bool read_at(int fd, void *dst, size_t len, uint64_t off) {
+    char *p = (char *)dst;
+    while (len) {
+        ssize_t n = ::pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n, off += (uint64_t)n, len -= (size_t)n;
+    }
+    return true;
+}
+
+} // namespace
+
+result<image_index> index_image(const std::string &path) {
+    fd_guard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() < 0) return sys_error("cannot open " + path);
+    struct stat sb;
+    if (::fstat(fd.get(), &sb) != 0 || !S_ISREG(sb.st_mode))
+        return error{path + " is not a regular file"};
+    image_index idx;
+    idx.size = (uint64_t)sb.st_size;
+    auto corrupt = [&](const char *what) { return error{path + ": " + what}; };
+    uint64_t off = 0, records = 0, payload = 0, sum = 0;
+    for (;;) {
+        image::record_header h;
+        if (off + sizeof h > idx.size || !read_at(fd.get(), &h, sizeof h, off))
+            return corrupt("the image is truncated");
+        if (h.magic != image::record_magic || h.length > idx.size - off - sizeof h)
+            return corrupt("the image is corrupt (bad record)");
+        uint64_t data = off + sizeof h;
+        if (records == 0) {
+            image::header_record head;
+            if (h.type != image::rec_header || h.length < sizeof head ||
+                !read_at(fd.get(), &head, sizeof head, data) ||
+                std::memcmp(head.magic, image::file_magic, sizeof head.magic) != 0)
+                return corrupt("not a ghost image");
+        }
+        if (h.type == image::rec_trailer) {
+            image::trailer_record t;
+            if (h.length != sizeof t || !read_at(fd.get(), &t, sizeof t, data) ||
+                t.record_count != records || t.payload_bytes != payload || t.hash_sum != sum ||
+                data + sizeof t != idx.size)
+                return corrupt("the image is corrupt (records missing or added)");
+            idx.hash_sum = t.hash_sum;
+            return idx;
+        }
+        records++, payload += h.length, sum += h.hash;
+        if (h.type == image::rec_tracking) {
+            image::tracking_record t;
+            if (h.length < sizeof t || !read_at(fd.get(), &t, sizeof t, data) ||
+                t.source_count > image::max_sources ||
+                h.length != sizeof t + t.source_count * sizeof(image::image_source))
+                return corrupt("the image is corrupt (bad tracking record)");
+            idx.scan_id = t.scan_id;
+            idx.sources.resize(t.source_count);
+            if (t.source_count &&
+                !read_at(fd.get(), idx.sources.data(), t.source_count * sizeof(image::image_source),
+                         data + sizeof t))
+                return corrupt("the image is truncated");
+        } else if (h.type == image::rec_pages) {
+            uint64_t addr;
+            if (h.length < 8 || !read_at(fd.get(), &addr, sizeof addr, data))
+                return corrupt("the image is corrupt (bad pages record)");
+            uint64_t len = h.length - 8;
+            if (len > image::max_ref_record)
+                return error{path + " holds pages records too large to reference"};
+            uint32_t self = (uint32_t)idx.sources.size();
+            idx.spans.push_back({addr, len, self, off, addr, len, h.hash});
+        } else if (h.type == image::rec_page_ref) {
+            image::page_ref_record r;
+            if (h.length != sizeof r || !read_at(fd.get(), &r, sizeof r, data) ||
+                r.source >= idx.sources.size())
+                return corrupt("the image is corrupt (bad page reference)");
+            idx.spans.push_back({r.addr, r.len, r.source, r.record_offset, r.record_addr,
+                                 r.record_len, r.record_hash});
+        }
+        off = data + h.length;
+    }
+}
+
+} // namespace ghost::core
