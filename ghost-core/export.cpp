@@ -5,6 +5,7 @@
 // Its mirror image is ghost-core/restore/restorer.cpp, which reads the records in the same order.
 #include "ghost-core/export.h"
 
+#include <dirent.h>
 #include <emmintrin.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -65,6 +66,12 @@ std::string range_name(uint64_t start, uint64_t end) {
     return buf;
 }
 
+// A run of pages of one kind: stored (copied into the image) or referenced (in an older image).
+struct page_segment {
+    uint64_t addr, len;
+    bool referenced;
+};
+
 // Reads memory of another process. process_vm_readv is one copy; /proc/pid/mem also reaches
 // mappings without PROT_READ (guard areas that still hold data).
 class memory_reader {
@@ -75,6 +82,26 @@ class memory_reader {
     }
     ~memory_reader() {
         if (mem_fd_ >= 0) ::close(mem_fd_);
+    }
+    // The stored segments of a job, one after the other into dst, in as few calls as the kernel
+    // allows (IOV_MAX ranges a call); a short read falls back to read() piece by piece.
+    result<void> read(const std::vector<page_segment> &segs, char *dst) const {
+        std::vector<iovec> remote;
+        size_t total = 0;
+        for (const page_segment &s : segs)
+            if (!s.referenced) {
+                remote.push_back({(void *)s.addr, s.len});
+                total += s.len;
+            }
+        iovec local{dst, total};
+        if (!remote.empty() && remote.size() <= 1024 &&
+            ::process_vm_readv(pid_, &local, 1, remote.data(), remote.size(), 0) == (ssize_t)total)
+            return {};
+        for (const iovec &r : remote) {
+            GHOST_TRY(read((uint64_t)r.iov_base, dst, r.iov_len));
+            dst += r.iov_len;
+        }
+        return {};
     }
     result<void> read(uint64_t addr, void *dst, size_t len) const {
         iovec local{dst, len}, remote{(void *)addr, len};
@@ -164,13 +191,35 @@ result<classified> classify(const vma &v, pid_t pid, uint64_t object) {
 // wanted pages. Chunks are copied, scanned and hashed by several threads at once; each thread then
 // waits for its job's turn to write, so the stream comes out in the order the jobs were handed out.
 struct memory_job {
-    enum kind { region_start, chunk, refs, done } what = done;
+    enum kind { region_start, pages, done } what = done;
     uint64_t ticket = 0;
     image::region_record region{}; // region: the record, with `path` as its tail
     std::string path;
-    uint64_t addr = 0; // chunk, refs: [addr, addr + len)
-    size_t len = 0;
+    // pages: runs in address order, at most chunk_bytes of them stored (an incremental image's
+    // written pages are often single pages apart: one job, one process_vm_readv for many).
+    std::vector<page_segment> segments;
 };
+
+// What a pages job writes, in address order: pages records and page references.
+struct page_output {
+    bool is_ref;
+    image_writer::prepared_pages pages;
+    image::page_ref_record ref;
+};
+
+// The first RDMA device of this host (/sys/class/infiniband: InfiniBand, RoCE, iWARP), or "".
+std::string rdma_device() {
+    DIR *d = ::opendir("/sys/class/infiniband");
+    if (!d) return {};
+    std::string found;
+    while (dirent *e = ::readdir(d))
+        if (e->d_name[0] != '.') {
+            found = e->d_name;
+            break;
+        }
+    ::closedir(d);
+    return found;
+}
 
 struct page_range {
     uint64_t start, end;
@@ -237,6 +286,13 @@ class exporter {
     // protected again in one PAGEMAP_SCAN, before any of its data is copied (a page written
     // after that is found by the next export).
     result<void> start_tracking(const std::vector<vma> &maps) {
+        // A network card with RDMA writes into registered memory without the page tables: such
+        // writes would go unseen, and an image taking those pages from its parent would be wrong.
+        if (std::string dev = rdma_device(); !dev.empty()) {
+            stats_.tracking_note = "this host has an RDMA device (" + dev +
+                                   "), whose writes into memory write tracking cannot see";
+            return {};
+        }
         auto fd = proc_.tracking_fd();
         if (!fd) {
             stats_.tracking_note = fd.err().message;
@@ -254,6 +310,11 @@ class exporter {
                                        " incremental ones";
             else if (opt_.parent_name.empty() || opt_.parent_name.size() >= image::max_source_name)
                 stats_.tracking_note = "the previous image has no name to give";
+            else if (double a = read_amplification(*idx); a > max_read_amplification)
+                stats_.tracking_note = "the older images are mostly overwritten (a restart would "
+                                       "read " +
+                                       std::to_string(a).substr(0, 4) +
+                                       " times the pages it takes from them)";
             else {
                 parent_ = std::move(*idx);
                 incremental_ = true;
@@ -291,6 +352,23 @@ class exporter {
             stats_.tracking_note = "no memory was tracked since the previous image";
         }
         return r;
+    }
+
+    // A restart reads every pages record a reference names whole: how many bytes it reads for
+    // each byte it keeps, if the new image took all its pages from these. Random writes leave
+    // older records mostly overwritten; past max_read_amplification the image is whole again.
+    static constexpr double max_read_amplification = 1.5;
+    static double read_amplification(const image_index &idx) {
+        std::map<std::pair<uint32_t, uint64_t>, uint64_t> records;
+        uint64_t kept = 0;
+        for (const page_span &s : idx.spans) {
+            records[{s.source, s.record_offset}] = s.record_len;
+            kept += s.len;
+        }
+        uint64_t read = 0;
+        for (const auto &r : records)
+            read += r.second;
+        return kept ? (double)read / (double)kept : 1.0;
     }
 
     // The pages of `v` written since the last scan, write-protected again.
@@ -339,7 +417,7 @@ class exporter {
 
     // The page references for [addr, addr + len): the parts its parent holds (the rest was zero
     // or the mapped file's there, and still is).
-    void resolve_refs(uint64_t addr, uint64_t len, std::vector<image::page_ref_record> &out) const {
+    void resolve_refs(uint64_t addr, uint64_t len, std::vector<page_output> &out) const {
         const auto &spans = parent_.spans;
         auto it = std::upper_bound(spans.begin(), spans.end(), addr,
                                    [](uint64_t a, const page_span &s) { return a < s.addr; });
@@ -351,13 +429,23 @@ class exporter {
             r.addr = s, r.len = e - s, r.source = it->source;
             r.record_offset = it->record_offset, r.record_addr = it->record_addr;
             r.record_len = it->record_len, r.record_hash = it->record_hash;
-            out.push_back(r);
+            // A run that continues the last reference in the same record extends it.
+            if (!out.empty() && out.back().is_ref) {
+                image::page_ref_record &last = out.back().ref;
+                if (last.source == r.source && last.record_offset == r.record_offset &&
+                    last.addr + last.len == r.addr) {
+                    last.len += r.len;
+                    continue;
+                }
+            }
+            out.push_back({true, {}, r});
         }
     }
 
     // On 2 cores, 2 workers copy at twice the speed of one (process_vm_readv is the bottleneck);
     // beyond 4 the sink's single writer is.
     static constexpr unsigned max_memory_workers = 4;
+    static constexpr size_t max_job_segments = 256;
 
     result<void> run_memory_workers(const std::vector<vma> &maps, const pagemap &pm) {
         maps_ = &maps, pagemap_ = &pm;
@@ -617,28 +705,36 @@ class exporter {
                 j.ticket = tickets_++;
                 return j;
             }
-            size_t n = (v.end - v.start) / page, i = next_page_;
-            page_class cls = page_class::none;
-            for (; i < n; i++) {
-                if (i - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, i));
-                if ((cls = classify_page(v.start + i * page, entries_[i - window_start_])) !=
-                    page_class::none)
+            // Runs of this region, until chunk_bytes of them are stored or the region ends.
+            j.what = memory_job::pages;
+            size_t n = (v.end - v.start) / page, stored = 0;
+            while (j.segments.size() < max_job_segments && stored < chunk_bytes) {
+                size_t i = next_page_;
+                page_class cls = page_class::none;
+                for (; i < n; i++) {
+                    if (i - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, i));
+                    if ((cls = classify_page(v.start + i * page, entries_[i - window_start_])) !=
+                        page_class::none)
+                        break;
+                }
+                if (i == n) {
+                    in_region_ = false;
+                    region_++;
                     break;
+                }
+                bool referenced = cls == page_class::referenced;
+                size_t limit = referenced ? n : (chunk_bytes - stored) / page;
+                size_t e = i + 1;
+                for (; e < n && e - i < limit; e++) {
+                    if (e - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, e));
+                    if (classify_page(v.start + e * page, entries_[e - window_start_]) != cls)
+                        break;
+                }
+                next_page_ = e;
+                j.segments.push_back({v.start + i * page, (e - i) * page, referenced});
+                if (!referenced) stored += (e - i) * page;
             }
-            if (i == n) {
-                in_region_ = false;
-                region_++;
-                continue;
-            }
-            size_t e = i + 1;
-            for (; e < n && (cls == page_class::referenced || (e - i) * page < chunk_bytes); e++) {
-                if (e - window_start_ >= entries_.size()) GHOST_TRY(read_window(v, e));
-                if (classify_page(v.start + e * page, entries_[e - window_start_]) != cls) break;
-            }
-            next_page_ = e;
-            j.what = cls == page_class::referenced ? memory_job::refs : memory_job::chunk;
-            j.addr = v.start + i * page;
-            j.len = (e - i) * page;
+            if (j.segments.empty()) continue;
             j.ticket = tickets_++;
             return j;
         }
@@ -711,8 +807,7 @@ class exporter {
             void operator()(char *p) const { std::free(p); }
         };
         std::unique_ptr<char, free_deleter> buffer((char *)std::aligned_alloc(page, chunk_bytes));
-        std::vector<image_writer::prepared_pages> runs;
-        std::vector<image::page_ref_record> refs;
+        std::vector<page_output> output;
         for (;;) {
             memory_job j;
             {
@@ -723,16 +818,21 @@ class exporter {
                 j = std::move(*next);
             }
             if (j.what == memory_job::done) return;
-            runs.clear();
-            refs.clear();
-            if (j.what == memory_job::chunk) {
-                if (auto r = mem_.read(j.addr, buffer.get(), j.len); !r) return fail(r.err());
-                nonzero_runs(j.addr, buffer.get(), j.len, runs);
-            } else if (j.what == memory_job::refs) {
-                resolve_refs(j.addr, j.len, refs);
+            output.clear();
+            if (j.what == memory_job::pages) {
+                if (auto r = mem_.read(j.segments, buffer.get()); !r) return fail(r.err());
+                size_t at = 0;
+                for (const page_segment &seg : j.segments) {
+                    if (seg.referenced) {
+                        resolve_refs(seg.addr, seg.len, output);
+                        continue;
+                    }
+                    nonzero_runs(seg.addr, buffer.get() + at, seg.len, output);
+                    at += seg.len;
+                }
             }
             if (!wait_turn(j.ticket)) return;
-            if (auto r = write_job(j, runs, refs); !r) return fail(r.err());
+            if (auto r = write_job(j, output); !r) return fail(r.err());
             turn_.store(j.ticket + 1, std::memory_order_release);
             turn_.notify_all();
         }
@@ -763,7 +863,7 @@ class exporter {
 
     // Runs of non-zero pages, hashed (outside the writing turn).
     static void nonzero_runs(uint64_t addr, const char *data, size_t len,
-                             std::vector<image_writer::prepared_pages> &runs) {
+                             std::vector<page_output> &runs) {
         size_t pages = len / page;
         for (size_t i = 0; i < pages;) {
             if (page_is_zero(data + i * page)) {
@@ -774,26 +874,27 @@ class exporter {
             while (e < pages && !page_is_zero(data + e * page))
                 e++;
             runs.push_back(
-                image_writer::prepare_pages(addr + i * page, data + i * page, (e - i) * page));
+                {false,
+                 image_writer::prepare_pages(addr + i * page, data + i * page, (e - i) * page),
+                 {}});
             i = e;
         }
     }
 
     // Called in the job's turn, under mu_.
-    result<void> write_job(const memory_job &j,
-                           const std::vector<image_writer::prepared_pages> &runs,
-                           const std::vector<image::page_ref_record> &refs) {
+    result<void> write_job(const memory_job &j, const std::vector<page_output> &output) {
         if (j.what == memory_job::region_start) {
             stats_.regions++;
             return writer_.record(image::rec_region, &j.region, sizeof j.region, j.path);
         }
-        for (const auto &r : refs) {
-            GHOST_TRY(writer_.record(image::rec_page_ref, &r, sizeof r));
-            stats_.referenced_bytes += r.len;
-        }
-        for (const auto &p : runs) {
-            GHOST_TRY(writer_.pages(p));
-            stats_.memory_bytes += p.header.length - sizeof p.addr;
+        for (const page_output &o : output) {
+            if (o.is_ref) {
+                GHOST_TRY(writer_.record(image::rec_page_ref, &o.ref, sizeof o.ref));
+                stats_.referenced_bytes += o.ref.len;
+            } else {
+                GHOST_TRY(writer_.pages(o.pages));
+                stats_.memory_bytes += o.pages.header.length - sizeof o.pages.addr;
+            }
         }
         return {};
     }

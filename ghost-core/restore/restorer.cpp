@@ -369,7 +369,10 @@ struct open_region {
 
 void workers_drain();
 
+void flush_refs();
+
 void finish_region() {
+    flush_refs();
     if (!g_region.active) return;
     if (g_region.reprotect) {
         workers_drain(); // nobody may still be filling it
@@ -509,8 +512,19 @@ void map_region(record &r) {
 constexpr int worker_count = 2;
 constexpr uint32_t job_slots = 64;
 
+// A page job is a pages record (read straight into place from `fd`, then hashed there), or with
+// pieces, a pages record of an older image that a reference names: read whole into the worker's
+// buffer, its hash checked, and the pieces wanted copied into place.
+struct ref_piece {
+    uint64_t addr, len;
+};
+constexpr uint32_t max_ref_pieces = 32;
+
 struct page_job {
     uint64_t addr, len, offset, expected;
+    int fd;
+    uint32_t pieces;
+    ref_piece piece[max_ref_pieces];
     uint32_t ready;    // futex: index + 1 of the job in this slot
     uint32_t finished; // futex: index + 1 of the last job done in this slot
 };
@@ -519,6 +533,8 @@ uint32_t g_claimed = 0, g_submitted = 0, g_done = 0, g_quit = 0;
 int32_t g_worker_tids[worker_count]; // cleared by the kernel when a worker is gone
 alignas(16) char g_worker_stacks[worker_count][64 * 1024];
 bool g_parallel = false;
+uint32_t g_worker_next = 0; // a worker's index: its buffer for referenced records
+alignas(64) char g_worker_ref[worker_count][sizeof(img::record_header) + 8 + img::max_ref_record];
 
 long futex_op(uint32_t *addr, int op, uint32_t val) {
     return sys::call(__NR_futex, addr, op, val, 0, 0, 0);
@@ -530,10 +546,19 @@ void wake_all(uint32_t *p) {
     futex_op(p, 1 /* FUTEX_WAKE */, 0x7fffffff);
 }
 
-void load_and_verify(const page_job &j) {
+void pread_exact(int fd, void *dst, uint64_t len, uint64_t off);
+void copy_referenced(const char *record, uint64_t record_addr, uint64_t record_len,
+                     uint64_t record_hash, const ref_piece *pieces, uint32_t count);
+
+void load_and_verify(const page_job &j, char *ref_buffer) {
+    if (j.pieces) {
+        pread_exact(j.fd, ref_buffer, sizeof(img::record_header) + 8 + j.len, j.offset);
+        copy_referenced(ref_buffer, j.addr, j.len, j.expected, j.piece, j.pieces);
+        return;
+    }
     if (j.len >= (64 << 10)) sys::call(__NR_madvise, j.addr, j.len, 23 /* MADV_POPULATE_WRITE */);
     for (uint64_t done = 0; done < j.len;) {
-        long n = sys::call(__NR_pread64, g_image_fd, j.addr + done, j.len - done, j.offset + done);
+        long n = sys::call(__NR_pread64, j.fd, j.addr + done, j.len - done, j.offset + done);
         if (n == -4) continue;
         if (n < 0) fail_errno(text("cannot read the image"), n);
         if (n == 0) fail(text("the image is truncated"));
@@ -546,6 +571,7 @@ void load_and_verify(const page_job &j) {
 }
 
 extern "C" void restorer_page_worker() {
+    char *ref_buffer = g_worker_ref[__atomic_fetch_add(&g_worker_next, 1, __ATOMIC_ACQ_REL)];
     for (;;) {
         uint32_t k = __atomic_fetch_add(&g_claimed, 1, __ATOMIC_ACQ_REL);
         page_job &j = g_jobs[k % job_slots];
@@ -553,7 +579,7 @@ extern "C" void restorer_page_worker() {
             if (load32(&g_quit)) return;
             futex_op(&j.ready, 0 /* FUTEX_WAIT */, r);
         }
-        load_and_verify(j);
+        load_and_verify(j, ref_buffer);
         __atomic_store_n(&j.finished, k + 1, __ATOMIC_RELEASE);
         wake_all(&j.finished);
         __atomic_add_fetch(&g_done, 1, __ATOMIC_ACQ_REL);
@@ -576,13 +602,16 @@ void workers_start() {
     g_parallel = true;
 }
 
-void workers_submit(uint64_t addr, uint64_t len, uint64_t offset, uint64_t expected) {
+void workers_submit(const page_job &job) {
     uint32_t k = g_submitted;
     page_job &j = g_jobs[k % job_slots];
     if (k >= job_slots)
         for (uint32_t f; (f = load32(&j.finished)) != k - job_slots + 1;)
             futex_op(&j.finished, 0, f);
-    j.addr = addr, j.len = len, j.offset = offset, j.expected = expected;
+    j.addr = job.addr, j.len = job.len, j.offset = job.offset, j.expected = job.expected;
+    j.fd = job.fd, j.pieces = job.pieces;
+    for (uint32_t i = 0; i < job.pieces; i++)
+        j.piece[i] = job.piece[i];
     __atomic_store_n(&j.ready, k + 1, __ATOMIC_RELEASE);
     wake_all(&j.ready);
     g_submitted = k + 1;
@@ -617,7 +646,10 @@ void fill_pages(record &r) {
         long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
         if (sys::failed(pos)) fail_errno(text("cannot read the image"), pos);
         g_stream_pos += len;
-        workers_submit(addr, len, offset, r.h.hash);
+        page_job job = {};
+        job.addr = addr, job.len = len, job.offset = offset, job.expected = r.h.hash;
+        job.fd = g_image_fd;
+        workers_submit(job);
         return;
     }
     // Faulting the pages in bulk first is much cheaper than one fault per page inside read().
@@ -677,31 +709,81 @@ void pread_exact(int fd, void *dst, uint64_t len, uint64_t off) {
     }
 }
 
+// `record`: a whole pages record (header and payload) as read from a source image, which must be
+// the one the reference named; the pieces go into place.
+void copy_referenced(const char *record, uint64_t record_addr, uint64_t record_len,
+                     uint64_t record_hash, const ref_piece *pieces, uint32_t count) {
+    img::record_header h;
+    memcpy(&h, record, sizeof h);
+    const char *payload = record + sizeof h;
+    uint64_t addr;
+    memcpy(&addr, payload, sizeof addr);
+    if (h.magic != img::record_magic || h.type != img::rec_pages || h.length != 8 + record_len ||
+        h.hash != record_hash || addr != record_addr)
+        fail(text("an older image this one takes pages from does not hold them (at ")
+                 .hex(record_addr)
+                 .add(")"));
+    ghost::image::record_hasher hash(img::rec_pages);
+    hash.update(payload, 8 + record_len);
+    if (hash.digest() != record_hash)
+        fail(text("an older image this one takes pages from is corrupt (checksum mismatch)"));
+    for (uint32_t i = 0; i < count; i++) {
+        const ref_piece &p = pieces[i];
+        if (p.len >= 2 * page_size)
+            sys::call(__NR_madvise, p.addr, p.len, 23 /* MADV_POPULATE_WRITE */);
+        memcpy((void *)p.addr, payload + 8 + (p.addr - record_addr), p.len);
+    }
+}
+
+// References to one record come one after the other (address order): they make one job, handed
+// to the page workers when a reference to another record comes, or the region ends. A reference
+// to a whole record is an ordinary page job on the source (read straight into place).
+page_job g_ref_job;
+bool g_ref_job_open = false;
+int g_ref_job_source = -1;
+
+void flush_refs() {
+    if (!g_ref_job_open) return;
+    workers_submit(g_ref_job);
+    g_ref_job_open = false;
+}
+
 void fill_referenced(record &r) {
     read_metadata(r); // the verifier checked it lies in the region, in order, inside its record
     img::page_ref_record ref;
     memcpy(&ref, g_meta, sizeof ref);
     int fd = g_source_fds[ref.source];
-    auto *h = (img::record_header *)g_ref_record;
-    char *payload = g_ref_record + sizeof *h;
-    if (g_ref_cached_source != (int)ref.source || g_ref_cached_offset != ref.record_offset) {
-        g_ref_cached_source = -1;
-        pread_exact(fd, g_ref_record, sizeof *h + 8 + ref.record_len, ref.record_offset);
-        uint64_t addr;
-        memcpy(&addr, payload, sizeof addr);
-        if (h->magic != img::record_magic || h->type != img::rec_pages ||
-            h->length != 8 + ref.record_len || h->hash != ref.record_hash ||
-            addr != ref.record_addr)
-            fail(text("a source image does not hold the pages this image names (at ")
-                     .hex(ref.addr)
-                     .add(")"));
-        ghost::image::record_hasher hash(img::rec_pages);
-        hash.update(payload, 8 + ref.record_len);
-        if (hash.digest() != ref.record_hash)
-            fail(text("an older image this one takes pages from is corrupt (checksum mismatch)"));
-        g_ref_cached_source = (int)ref.source, g_ref_cached_offset = ref.record_offset;
+    if (!g_parallel) { // an image read from a pipe: one record buffer, the last record kept
+        if (g_ref_cached_source != (int)ref.source || g_ref_cached_offset != ref.record_offset) {
+            g_ref_cached_source = -1;
+            pread_exact(fd, g_ref_record, sizeof(img::record_header) + 8 + ref.record_len,
+                        ref.record_offset);
+            g_ref_cached_source = (int)ref.source, g_ref_cached_offset = ref.record_offset;
+        }
+        ref_piece piece = {ref.addr, ref.len};
+        copy_referenced(g_ref_record, ref.record_addr, ref.record_len, ref.record_hash, &piece, 1);
+        return;
     }
-    memcpy((void *)ref.addr, payload + 8 + (ref.addr - ref.record_addr), ref.len);
+    if (ref.addr == ref.record_addr && ref.len == ref.record_len) {
+        page_job job = {};
+        job.addr = ref.addr, job.len = ref.len, job.expected = ref.record_hash, job.fd = fd;
+        job.offset = ref.record_offset + sizeof(img::record_header) + 8;
+        workers_submit(job);
+        return;
+    }
+    if (g_ref_job_open &&
+        (g_ref_job_source != (int)ref.source || g_ref_job.offset != ref.record_offset ||
+         g_ref_job.pieces == max_ref_pieces))
+        flush_refs();
+    if (!g_ref_job_open) {
+        g_ref_job = {};
+        g_ref_job.addr = ref.record_addr, g_ref_job.len = ref.record_len;
+        g_ref_job.offset = ref.record_offset, g_ref_job.expected = ref.record_hash;
+        g_ref_job.fd = fd;
+        g_ref_job_source = (int)ref.source;
+        g_ref_job_open = true;
+    }
+    g_ref_job.piece[g_ref_job.pieces++] = {ref.addr, ref.len};
 }
 
 // --- an MPI rank restarted under a new launcher (--rank)
