@@ -13,8 +13,10 @@
 # restarted again at point 2 (a second generation). refuse: the program holds an MPI window
 # (MPI_Win_allocate_shared: memory the lower half shares between ranks), which the layer cannot
 # rebuild yet: every checkpoint must fail with one line naming it, and the job must go on and
-# finish as if nothing happened. refuse_errh: the same, for an error handler the program freed
-# while a communicator keeps it. busy: a thread of every rank waits inside
+# finish as if nothing happened. freed_errh: as restart, with an error handler the program freed
+# while a communicator keeps it (carried: still called after the restart). refuse_errh: the job
+# also holds a duplicate of that communicator, which got the freed handler from it: refused as
+# refuse is. busy: a thread of every rank waits inside
 # MPI_Recv at point 1: the checkpoint must be refused (naming the thread), the job must go on (the
 # thread may not be inside yet when the first request comes: that checkpoint succeeds, the process
 # goes on, and the request is repeated, at most 100 times). self: as restart, but every rank asks
@@ -37,12 +39,13 @@ restart) points=1 prog_args=(1) ;;
 twice) points=2 prog_args=(2) ;;
 refuse) points=1 prog_args=(1 refuse) ;;
 refuse_errh) points=1 prog_args=(1 refuse_errh) ;;
+freed_errh) points=1 prog_args=(1 freed_errh) ;;
 busy) points=1 prog_args=(1 busy) ;;
 self) points=1 prog_args=(1 self "$work/ck1") ;;
 resume) points=1 prog_args=(1) ;;
 wrongsize) points=1 prog_args=(1) ;;
 *)
-  echo "usage: $0 restart|twice|refuse|refuse_errh|busy|self|resume|wrongsize FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 restart|twice|refuse|freed_errh|refuse_errh|busy|self|resume|wrongsize FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   rm -rf "$work"
   exit 2
   ;;
@@ -120,7 +123,7 @@ job_pid=$!
 wait_point 1
 if [ "$mode" = refuse ] || [ "$mode" = refuse_errh ]; then
   want="the window made by MPI_Win_allocate_shared cannot be rebuilt"
-  [ "$mode" = refuse_errh ] && want="a communicator's error handler was freed by the program"
+  [ "$mode" = refuse_errh ] && want="a communicator holds an error handler the program has freed"
   for ((r = 0; r < np; r++)); do
     pid=$(cat "$work/run/pid.1.$r")
     if timeout -k 5 60 "$GHOST" checkpoint --image "$work/ck1/rank$r.ghost" "$pid" >"$work/refused.out" 2>"$work/refused.err"; then

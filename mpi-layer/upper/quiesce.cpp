@@ -476,8 +476,31 @@ void record_set_parent(record *r, uintptr_t upper) {
     r->parent_size = ci->local_size;
 }
 
+void comm_errhandler_set(uintptr_t comm, record *r) {
+    if (!r) return;
+    comm_info *ci = comm_info_of_raw(comm);
+    if (!ci) { // no clock: a checkpoint refuses a freed handler on it, as before
+        delete r;
+        return;
+    }
+#if defined(GHOST_MPI_MPICH)
+    vobj *v = decode<kind::comm>((MPI_Comm)comm); // MPICH's predefined ones have no vobj
+#else
+    vobj *v = (vobj *)comm;
+#endif
+    record_link_setting(v, r);
+    record *was = __atomic_exchange_n(&ci->errh_set, r, __ATOMIC_ACQ_REL);
+    if (was) record_drop(was); // superseded: a handler only it named may go
+}
+
+bool comm_errhandler_recorded(uintptr_t comm) {
+    comm_info *ci = comm_info_of_raw(comm);
+    return ci && __atomic_load_n(&ci->errh_set, __ATOMIC_ACQUIRE) != nullptr;
+}
+
 void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
+    if (record *r = __atomic_exchange_n(&ci->errh_set, nullptr, __ATOMIC_ACQ_REL)) record_drop(r);
     if (ci->of == clock_kind::window) g_windows.fetch_sub(1);
     if (ci->file) file_state_free(ci->file);
     {

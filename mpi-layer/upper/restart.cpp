@@ -387,6 +387,9 @@ int replay_one(replay &p, const char *api) {
         rc = p.call<int (*)(C, const char *, int, MPI_Info, MPI_File *)>(
             p.h<KC, C>(0), name, amode, p.h<kind::info, MPI_Info>(3), &o);
         p.made<kind::file>(o);
+    } else if (is("MPI_Comm_set_errhandler")) { // a setting record (comm_errhandler_set)
+        rc = p.call<int (*)(C, MPI_Errhandler)>(p.h<KC, C>(0),
+                                                p.h<kind::errhandler, MPI_Errhandler>(1));
     } else if (is("MPI_File_set_view")) {
         const char *datarep = p.arr<const char>(4);
         if (!datarep) return 0;
@@ -529,8 +532,9 @@ bool errhandler_known(MPI_Errhandler leh) {
 }
 
 // At a checkpoint (lower calls allowed): false if a live communicator's error handler is one the
-// program has freed (MPI_Errhandler_free after MPI_Comm_set_errhandler: the communicator keeps
-// it, the layer lost its record): a restart could not set it again (it crashed doing so).
+// program has freed and no record of the communicator sets it: MPI_Comm_set_errhandler then
+// MPI_Errhandler_free is carried (the setting record keeps the handler's), but a communicator that
+// got such a handler otherwise (MPI_Comm_dup of one) has nothing a restart could set again.
 bool comm_errhandlers_known(uintptr_t fs) {
     if (!g_extras) return true;
     for (const comm_extra &e : *g_extras) {
@@ -539,7 +543,7 @@ bool comm_errhandlers_known(uintptr_t fs) {
         if (call_by_name<int (*)(C, MPI_Errhandler *)>(fs, "MPI_Comm_get_errhandler",
                                                        to_lower<KC>(e.comm), &leh) != MPI_SUCCESS)
             continue;
-        bool known = errhandler_known(leh);
+        bool known = errhandler_known(leh) || comm_errhandler_recorded((uintptr_t)e.comm);
         call_by_name<int (*)(MPI_Errhandler *)>(fs, "MPI_Errhandler_free", &leh);
         if (!known) return false;
     }
@@ -549,8 +553,15 @@ bool comm_errhandlers_known(uintptr_t fs) {
 // In a restored process, before the new lower half is bound.
 void translate_comm_extras() {
     if (!g_extras) return;
-    for (comm_extra &e : *g_extras)
-        if (e.have_errh) e.errh = lookup<kind::errhandler>(e.lower_errh);
+    for (comm_extra &e : *g_extras) {
+        if (!e.have_errh) continue;
+        // A handler the program has freed has no object here any more: the replay of the
+        // communicator's setting record set it again (comm_errhandler_set).
+        if (!errhandler_known(e.lower_errh))
+            e.have_errh = false;
+        else
+            e.errh = lookup<kind::errhandler>(e.lower_errh);
+    }
 }
 
 void write_comm_extras(uintptr_t fs) {
@@ -816,9 +827,9 @@ int quiesce(void *, char *why, size_t why_len) {
     list_comms();
     if (!comm_errhandlers_known(fs)) {
         snprintf(why, why_len,
-                 "rank %d: a communicator's error handler was freed by the program "
-                 "(MPI_Errhandler_free after MPI_Comm_set_errhandler): it cannot be set again "
-                 "after a restart yet",
+                 "rank %d: a communicator holds an error handler the program has freed, "
+                 "which it got from another (MPI_Comm_dup): it cannot be set again after a "
+                 "restart yet",
                  rank);
         return -1;
     }

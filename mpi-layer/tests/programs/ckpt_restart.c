@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A rank checkpointed between phases and restarted under a new mpirun (run_ckpt_restart.sh).
- *   ckpt_restart DIR [POINTS [refuse|refuse_errh|busy|self IMAGEDIR]]
+ *   ckpt_restart DIR [POINTS [refuse|freed_errh|refuse_errh|busy|self IMAGEDIR]]
  * MPI_THREAD_MULTIPLE, a helper thread that calls MPI in every phase (and waits outside MPI in
  * between). Phase 1 communicates on MPI_COMM_WORLD, on a Comm_split communicator, a Comm_dup of
  * it, a Comm_split that gives rank 0 MPI_COMM_NULL, and with derived datatypes (a vector, a struct
@@ -12,8 +12,10 @@
  * "refuse": an MPI window of memory shared by the ranks of a node (MPI_Win_allocate_shared) lives
  * across the points (a checkpoint must be refused, naming it).
  * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused).
- * "refuse_errh": the program frees its error handler right after setting it on a communicator,
- * which keeps it (a checkpoint must be refused: a restart could not set it again).
+ * "freed_errh": the program frees its error handler right after setting it on a communicator,
+ * which keeps it (the usual pattern: carried, the handler still called after a restart).
+ * "refuse_errh": the same, and a Comm_dup of that communicator, which got the freed handler from
+ * it, lives across the point (a checkpoint must be refused: nothing could set it again).
  * "self IMAGEDIR": at point 1 every rank asks its own ghost agent for its checkpoint
  * (ghost_agent_request_checkpoint, as the job coordinator does) into IMAGEDIR/rank<R>.ghost. */
 #include <dlfcn.h>
@@ -162,6 +164,7 @@ int main(int argc, char **argv) {
     int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
     int busy = argc > 3 && strcmp(argv[3], "busy") == 0;
     int refuse_errh = argc > 3 && strcmp(argv[3], "refuse_errh") == 0;
+    int freed_errh = refuse_errh || (argc > 3 && strcmp(argv[3], "freed_errh") == 0);
     if (argc > 4 && strcmp(argv[3], "self") == 0) self_image_dir = argv[4];
     int r = mpit_rank;
     MPI_Comm half, dup, others;
@@ -173,7 +176,9 @@ int main(int argc, char **argv) {
     MPI_Errhandler counting;
     CHECK_MPI(MPI_Comm_create_errhandler(count_errors, &counting));
     CHECK_MPI(MPI_Comm_set_errhandler(dup, counting));
-    if (refuse_errh) MPI_Errhandler_free(&counting); /* dup keeps it; the handle is gone */
+    if (freed_errh) MPI_Errhandler_free(&counting); /* dup keeps it; the handle is gone */
+    MPI_Comm inherits = MPI_COMM_NULL;
+    if (refuse_errh) CHECK_MPI(MPI_Comm_dup(dup, &inherits)); /* gets the freed handler */
     CHECK_MPI(MPI_Comm_set_errhandler(half, MPI_ERRORS_RETURN));
     CHECK_MPI(MPI_Comm_set_name(half, "half"));
     /* objects made from parents freed before the checkpoint (a common idiom) */
@@ -279,7 +284,8 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Comm_get_name(half, name, &len));
     printf("rank %d: name %s errhandler %s calls %d\n", r, name,
            returns ? "MPI_ERRORS_RETURN" : "other", errh_calls);
-    if (!refuse_errh) MPI_Errhandler_free(&counting);
+    if (!freed_errh) MPI_Errhandler_free(&counting);
+    if (inherits != MPI_COMM_NULL) MPI_Comm_free(&inherits);
     helper_step = -1;
     pthread_barrier_wait(&go_helper);
     pthread_join(helper, NULL);
