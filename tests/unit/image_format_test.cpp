@@ -46,15 +46,21 @@ class string_source : public res::source {
 
 // A small but complete image: header, credentials, process, two regions (one with pages, one
 // holding the agent's state), two files, two threads.
-std::string sample_image() {
-    string_sink out;
-    core::image_writer w(out);
+// The header of the test images: this format, this architecture, pid 4242.
+image::header_record test_header() {
     image::header_record h{};
     std::memcpy(h.magic, image::file_magic, 8);
     h.format_version = image::format_version;
     h.arch = image::arch_x86_64;
     h.page_size = 4096;
     h.pid = 4242;
+    return h;
+}
+
+std::string sample_image() {
+    string_sink out;
+    core::image_writer w(out);
+    image::header_record h = test_header();
     std::string exe = "/usr/bin/example";
     h.exe_path_len = (uint32_t)exe.size();
     EXPECT_TRUE(w.record(image::rec_header, &h, sizeof h, exe));
@@ -336,12 +342,7 @@ std::string incremental_image(image::page_ref_record ref, bool tracking_late = f
                               uint32_t sources = 1) {
     string_sink out;
     core::image_writer w(out);
-    image::header_record h{};
-    std::memcpy(h.magic, image::file_magic, 8);
-    h.format_version = image::format_version;
-    h.arch = image::arch_x86_64;
-    h.page_size = 4096;
-    h.pid = 4242;
+    image::header_record h = test_header();
     EXPECT_TRUE(w.record(image::rec_header, &h, sizeof h));
     image::tracking_record t{};
     t.scan_id = 77, t.source_count = sources;
