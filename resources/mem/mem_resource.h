@@ -12,9 +12,9 @@ namespace ghost::res {
 
 class mem_sink : public sink {
   public:
-    // `expected_bytes` of memory are allocated and mapped now, before the process is parked: a
-    // fresh page costs more than copying into it (page fault, zeroing), and none of that needs to
-    // happen while the process is stopped. The image may grow beyond it; what is left is freed.
+    // `expected_bytes` of memory are allocated now, before the process is parked: a fresh page
+    // costs more than copying into it (zeroing), and none of that needs to happen while the
+    // process is stopped. The image may grow beyond it; what is left is freed.
     static result<std::unique_ptr<mem_sink>> create(uint64_t expected_bytes = 0);
     // After commit: a source reading the image from its start (the memory stays while it lives).
     virtual result<std::unique_ptr<source>> open_source() = 0;
