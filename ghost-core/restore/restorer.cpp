@@ -676,6 +676,12 @@ alignas(64) char g_ref_record[sizeof(img::record_header) + 8 + img::max_ref_reco
 int g_ref_cached_source = -1;
 uint64_t g_ref_cached_offset = 0;
 
+bool is_source_fd(int fd) {
+    for (int i = 0; i < g_source_count; i++)
+        if (g_source_fds[i] == fd) return true;
+    return false;
+}
+
 void read_sources_arg(const char *list) {
     for (const char *p = list; *p;) {
         if (g_source_count == max_source_fds) fail(text("too many source images"));
@@ -830,6 +836,9 @@ void capture_environment(char **envp) {
 }
 
 // Every descriptor the launcher passed, except the two of our own command line.
+bool is_source_fd(
+    int fd); // an older image an incremental one takes pages from (ours, not the launcher's)
+
 void note_inherited_fds() {
     int dir = (int)sys::call(__NR_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) fail_errno(text("cannot list descriptors"), dir);
@@ -840,7 +849,7 @@ void note_inherited_fds() {
             off += d->reclen;
             if (d->name[0] < '0' || d->name[0] > '9') continue;
             int fd = (int)parse_dec(d->name);
-            if (fd == dir || fd == g_image_fd || fd == g_status_fd) continue;
+            if (fd == dir || fd == g_image_fd || fd == g_status_fd || is_source_fd(fd)) continue;
             if (g_inherited_count == max_inherited)
                 fail(text("the launcher passed more than ").num(max_inherited).add(" descriptors"));
             g_inherited[g_inherited_count++] = fd;
