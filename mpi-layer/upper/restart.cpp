@@ -485,9 +485,11 @@ void list_comms() {
     for (C c :
          {predefined<C>("ompi_mpi_comm_world", world), predefined<C>("ompi_mpi_comm_self", self)})
         if (c) g_extras->push_back({c, {}, {}, false, ""});
+    // Each communicator once: by its creation record (a setting record, MPI_Comm_set_errhandler's,
+    // names its communicator too; listed twice, a restart set its attributes twice, and setting an
+    // attribute again calls the delete callback of the value it replaces).
     for (const auto &[r, v] : live_records()) {
-        (void)r;
-        if (v && v->k == KC)
+        if (v && v->k == KC && !r->setting)
             g_extras->push_back({encode<KC, C>(const_cast<vobj *>(v)), {}, {}, false, ""});
     }
 }
