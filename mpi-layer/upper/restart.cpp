@@ -17,6 +17,7 @@
 
 #include <climits>
 #include <cstdio>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <set>
@@ -428,13 +429,24 @@ int replay_one(replay &p, const char *api) {
     return rc == MPI_SUCCESS ? 1 : -1;
 }
 
-std::vector<std::pair<const record *, const vobj *>> live_records() {
+// Every record in its global order, creations and settings (MPI_File_set_view,
+// MPI_Comm_set_errhandler): what a restart replays and a checkpoint checks.
+std::vector<std::pair<const record *, const vobj *>> records_in_order() {
     std::vector<std::pair<const record *, const vobj *>> out;
     records_visit(
         [](const record *r, const vobj *v, void *arg) {
             ((std::vector<std::pair<const record *, const vobj *>> *)arg)->push_back({r, v});
         },
         &out);
+    return out;
+}
+
+// The creation records only: each live object once (a setting record names its object too).
+std::vector<std::pair<const record *, const vobj *>> live_records() {
+    auto out = records_in_order();
+    out.erase(
+        std::remove_if(out.begin(), out.end(), [](const auto &rv) { return rv.first->setting; }),
+        out.end());
     return out;
 }
 
@@ -485,11 +497,11 @@ void list_comms() {
     for (C c :
          {predefined<C>("ompi_mpi_comm_world", world), predefined<C>("ompi_mpi_comm_self", self)})
         if (c) g_extras->push_back({c, {}, {}, false, ""});
-    // Each communicator once: by its creation record (a setting record, MPI_Comm_set_errhandler's,
-    // names its communicator too; listed twice, a restart set its attributes twice, and setting an
+    // Each communicator once (listed twice, a restart set its attributes twice, and setting an
     // attribute again calls the delete callback of the value it replaces).
     for (const auto &[r, v] : live_records()) {
-        if (v && v->k == KC && !r->setting)
+        (void)r;
+        if (v && v->k == KC)
             g_extras->push_back({encode<KC, C>(const_cast<vobj *>(v)), {}, {}, false, ""});
     }
 }
@@ -764,7 +776,7 @@ const char *file_before_checkpoint(const record *r, const vobj *v, uintptr_t fs)
 // put the pointer at 0) and error handler. Local calls only.
 bool files_after_restart(uintptr_t fs) {
     for (const auto &[r, v] : live_records()) {
-        if (!v || v->k != kind::file || r->setting || r->zombie) continue;
+        if (!v || v->k != kind::file || r->zombie) continue;
         const file_state *f = file_state_of(v);
         if (!f) continue;
         MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
@@ -847,7 +859,7 @@ int quiesce(void *, char *why, size_t why_len) {
         snprintf(why, why_len, "rank %d: cannot read an info object's keys and values", rank);
         return -1;
     }
-    for (const auto &[r, v] : live_records()) {
+    for (const auto &[r, v] : records_in_order()) {
         if (v && v->k == kind::win &&
             (!strcmp(api_of(r), "MPI_Win_create") || !strcmp(api_of(r), "MPI_Win_allocate") ||
              !strcmp(api_of(r), "MPI_Win_allocate_c")))
@@ -974,7 +986,7 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     // record made from it (a job that made and freed thousands of communicators holds them as
     // tombstones until its next checkpoint; all alive at once would exhaust the MPI's context
     // ids).
-    auto records = live_records();
+    auto records = records_in_order();
     std::map<const record *, std::vector<const record *>> free_after;
     for (const auto &[r, v] : records)
         if (r->zombie) free_after[zombie_last_user(r)].push_back(r);
