@@ -164,7 +164,7 @@ WIN_EVENTS = {
     'MPI_Rput': ('rma', 'target_rank'), 'MPI_Rget': ('rma', 'target_rank'),
     'MPI_Raccumulate': ('rma', 'target_rank'), 'MPI_Rget_accumulate': ('rma', 'target_rank'),
     'MPI_Win_fence': ('fence', 'assert'), 'MPI_Win_lock': ('lock', 'rank'),
-    'MPI_Win_unlock': ('unlock', 'rank'), 'MPI_Win_lock_all': ('lock_all', '0'),
+    'MPI_Win_unlock': ('unlock', 'rank'), 'MPI_Win_lock_all': ('lock_all', 'assert'),
     'MPI_Win_unlock_all': ('unlock_all', '0'), 'MPI_Win_flush': ('flush', 'rank'),
     'MPI_Win_flush_all': ('flush_all', '0'), 'MPI_Win_start': ('start', '0'),
     'MPI_Win_complete': ('complete', '0'), 'MPI_Win_post': ('post', '0'),

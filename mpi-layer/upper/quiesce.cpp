@@ -321,9 +321,15 @@ void win_note(uintptr_t win, win_event e, int rank) {
         break;
     }
     switch (e) {
-    case win_event::rma:
+    case win_event::rma: {
+        int none = -1;
+        if (!__atomic_compare_exchange_n(&ci->rma_target, &none, rank, false, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED) &&
+            none != rank)
+            __atomic_store_n(&ci->rma_target, -2, __ATOMIC_RELAXED);
         __atomic_fetch_add(&ci->rma_pending, 1, __ATOMIC_RELAXED);
         return;
+    }
     case win_event::fence:
         ci->fenced = (rank & MPI_MODE_NOSUCCEED) == 0;
         break;
@@ -336,6 +342,7 @@ void win_note(uintptr_t win, win_event e, int rank) {
         if (--ci->locks > 0 || ci->lock_all) return;
         break;
     case win_event::lock_all:
+        ci->lock_all_assert = rank;
         ci->lock_all = true;
         return;
     case win_event::unlock_all:
@@ -343,7 +350,9 @@ void win_note(uintptr_t win, win_event e, int rank) {
         if (ci->locks > 0) return;
         break;
     case win_event::flush: // completes the operations to one target: all of them if only one
-        if (ci->lock_all || ci->locks > 1) return;
+        if ((ci->lock_all || ci->locks > 1) &&
+            __atomic_load_n(&ci->rma_target, __ATOMIC_RELAXED) != rank)
+            return;
         break;
     case win_event::start:
     case win_event::post:
@@ -355,6 +364,7 @@ void win_note(uintptr_t win, win_event e, int rank) {
         break;
     }
     __atomic_store_n(&ci->rma_pending, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&ci->rma_target, -1, __ATOMIC_RELAXED);
 }
 
 bool win_fenced(const void *win_vobj_p) {
@@ -362,10 +372,16 @@ bool win_fenced(const void *win_vobj_p) {
     return ci && ci->fenced;
 }
 
+bool win_lock_all_held(const void *win_vobj_p, int *assert_out) {
+    const comm_info *ci = (const comm_info *)((const vobj *)win_vobj_p)->ext;
+    if (!ci || !ci->lock_all) return false;
+    *assert_out = ci->lock_all_assert;
+    return true;
+}
+
 const char *win_epoch_open(const void *win_vobj_p) {
     const comm_info *ci = (const comm_info *)((const vobj *)win_vobj_p)->ext;
     if (!ci) return "it has no collective clock (not made over an intracommunicator)";
-    if (ci->lock_all) return "MPI_Win_lock_all holds it";
     if (ci->locks > 0) return "a passive-target lock is held on it";
     if (ci->pscw != 0) return "a post/start/complete/wait epoch is open on it";
     if (__atomic_load_n(&ci->rma_pending, __ATOMIC_RELAXED) != 0)

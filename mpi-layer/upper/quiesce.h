@@ -51,8 +51,14 @@ struct comm_info {
     file_state *file = nullptr; // a file's view and what a restart sets again (files.cpp)
     record *errh_set = nullptr; // the last MPI_Comm_set_errhandler on it (comm_errhandler_set)
     uint32_t rma_pending = 0;
+    // The one target of every pending operation (a flush of it completes them all), or -1 (none
+    // yet) or -2 (several): changed with atomics, threads may issue operations at once.
+    int rma_target = -1;
     int locks = 0, pscw = 0;
+    // MPI_Win_lock_all held (and its assert): a checkpoint carries it (shared locks on every
+    // target, none of which another rank's shared lock excludes), a restart takes it again.
     bool lock_all = false;
+    int lock_all_assert = 0;
     bool fenced = false; // a fence (not MPI_MODE_NOSUCCEED) began an epoch: a restart fences once
     comm_info *next = nullptr, *prev = nullptr;
 };
@@ -118,6 +124,9 @@ void win_note(uintptr_t win_upper, win_event e, int rank);
 const char *win_epoch_open(const void *win_vobj);
 // Whether the window's last fence began an epoch (a restart then fences the new window once).
 bool win_fenced(const void *win_vobj);
+// Whether the program holds MPI_Win_lock_all on the window (a restart takes it again, with the
+// same assert).
+bool win_lock_all_held(const void *win_vobj, int *assert_out);
 
 struct gate {
     comm_info *coll;

@@ -1022,6 +1022,16 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
                 snprintf(why, why_len, "rank %d: cannot fence a rebuilt window", g_state.rank);
                 return -1;
             }
+            // MPI_Win_lock_all held at the checkpoint (its operations were completed then):
+            // held again, before the program can use the window.
+            int lock_all_assert = 0;
+            if (v->k == kind::win && win_lock_all_held(v, &lock_all_assert) &&
+                call_by_name<int (*)(int, MPI_Win)>(fs, "MPI_Win_lock_all", lock_all_assert,
+                                                    handle_of<MPI_Win>(p.out)) != MPI_SUCCESS) {
+                snprintf(why, why_len, "rank %d: cannot take MPI_Win_lock_all on a rebuilt window",
+                         g_state.rank);
+                return -1;
+            }
             // Atomic mode: the same on every member, set collectively where the open was.
             if (v->k == kind::file && file_state_of(v) && file_state_of(v)->atomic &&
                 call_by_name<int (*)(MPI_File, int)>(

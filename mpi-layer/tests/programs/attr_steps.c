@@ -14,7 +14,10 @@
  * step: a communicator from MPI_Comm_dup_with_info (its info freed at once), a distributed-array
  * datatype and an MPI_Type_create_f90_real type, and a window (MPI_Win_create) with fence and
  * lock epochs every step, closed before the sleep, a window made by MPI_Win_allocate with a fence
- * epoch every step and an MPI_Alloc_mem block. Prints only at the end. Usage:
+ * epoch every step, a window held under MPI_Win_lock_all from its creation to its end (as
+ * ARMCI-MPI and SHMEM-over-MPI libraries hold theirs: every checkpoint finds it locked) with a
+ * fetch-and-op completed by a flush of its one target and a put completed by a flush_all every
+ * step, and an MPI_Alloc_mem block. Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -92,6 +95,13 @@ int main(int argc, char **argv) {
                                MPI_COMM_WORLD, &amem, &awin));
     amem[0] = amem[1] = 0;
     CHECK_MPI(MPI_Win_fence(0, awin));
+    long long *lmem = NULL;
+    MPI_Win lwin;
+    CHECK_MPI(MPI_Win_allocate(2 * (MPI_Aint)sizeof(long long), sizeof(long long), MPI_INFO_NULL,
+                               MPI_COMM_WORLD, &lmem, &lwin));
+    lmem[0] = lmem[1] = 0;
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* every counter zeroed before any operation */
+    CHECK_MPI(MPI_Win_lock_all(0, lwin));
     CHECK_MPI(MPI_Alloc_mem(2 * (MPI_Aint)sizeof(long long), MPI_INFO_NULL, &sum));
     sum[0] = 0;
     sum[1] = r;
@@ -204,6 +214,19 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Put(&mark, 1, MPI_LONG_LONG, right, 0, 1, MPI_LONG_LONG, awin));
         CHECK_MPI(MPI_Win_fence(0, awin));
         CHECK(amem[0] == (s + 1) * 1000LL + left);
+        /* under lock_all: my right neighbour's counter holds what I added before (nobody else
+         * adds to it), and the left neighbour's mark of this step is in mine */
+        long long inc = s + 1, before = -1, lmark = (s + 1) * 100LL + r;
+        CHECK_MPI(MPI_Fetch_and_op(&inc, &before, MPI_LONG_LONG, right, 0, MPI_SUM, lwin));
+        CHECK_MPI(MPI_Win_flush(right, lwin));
+        CHECK(before == (long long)s * (s + 1) / 2);
+        CHECK_MPI(MPI_Put(&lmark, 1, MPI_LONG_LONG, right, 1, 1, MPI_LONG_LONG, lwin));
+        CHECK_MPI(MPI_Win_flush_all(lwin));
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+        CHECK_MPI(MPI_Win_sync(lwin));
+        CHECK(lmem[1] == (s + 1) * 100LL + left);
+        mpit_mix((unsigned long long)(before + lmem[1]));
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* read before the left neighbour's next put */
         sum[0] += s;
         CHECK(sum[0] == (long long)s * (s + 1) / 2 && sum[1] == r);
         mpit_mix((unsigned long long)amem[0]);
@@ -222,6 +245,10 @@ int main(int argc, char **argv) {
     CHECK(copies == base_copies + steps && deletes == steps);
     CHECK_MPI(MPI_Win_free(&win));
     CHECK_MPI(MPI_Win_free(&awin));
+    CHECK_MPI(MPI_Win_unlock_all(lwin));
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* every rank's operations completed at its target */
+    CHECK(lmem[0] == (long long)steps * (steps + 1) / 2);
+    CHECK_MPI(MPI_Win_free(&lwin));
     CHECK_MPI(MPI_Free_mem(sum));
     free(wmem);
     CHECK_MPI(MPI_Comm_free(&dwi));
