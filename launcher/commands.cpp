@@ -1097,6 +1097,7 @@ struct rank_row {
     // Since the layer reports them: time on a CPU and runnable without one, the host's CPUs, the
     // rank's CPU binding (runtime/job_protocol.h, STATS).
     std::string run_s, wait_s, cpus, bound;
+    std::string records; // the layer's records of MPI objects (tombstones among them)
 };
 // The built-in balancer's state (ghostrun --balance): BALANCER and BHOST lines.
 struct balancer_row {
@@ -1267,6 +1268,7 @@ job_row job_status(const std::string &job) {
                         if (k == "wait_s") r.wait_s = v;
                         if (k == "cpus") r.cpus = v;
                         if (k == "bound") r.bound = v;
+                        if (k == "records") r.records = v;
                         if (k == "bytes") {
                             std::istringstream list(v);
                             for (std::string b; std::getline(list, b, ',');)
@@ -1386,6 +1388,8 @@ int cmd_status(const status_args &a) {
                         std::printf(", \"host_cpus\": %s", json_num(r.cpus).c_str());
                     if (!r.bound.empty())
                         std::printf(", \"bound_cpus\": %s", json_str(r.bound).c_str());
+                    if (!r.records.empty())
+                        std::printf(", \"mpi_records\": %s", json_num(r.records).c_str());
                 }
                 std::printf("}");
             }

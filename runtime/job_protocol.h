@@ -59,7 +59,15 @@
 //                the balancer's measure of an overloaded host), cpus <n> (the host's online
 //                CPUs), bound <list> (the CPUs the rank may run on, "0-3,6"), bytes <b0,b1,...>
 //                (payload bytes sent to each world rank with those messages: count x type
-//                size); the coordinator keeps the latest
+//                size), records <n> (the layer's records of MPI objects, tombstones among them);
+//                the coordinator keeps the latest
+//   coordinator: TOMBSTONES <round>   (outside epochs and migrations, when a rank's records grew
+//                by 1000 since the last round, and a second after a round that pruned some)
+//   rank:        TOMBSTONES <round> [made <m> <word> ...]   its creations, as in CLOCK, at once
+//                (the rank runs on)
+//   coordinator: PRUNE <round> prune <k> <id>:<pos>,<pos>...   the tombstones of this rank that
+//                every member of their communicator listed dead, dropped: a job that makes and
+//                frees communicators step after step keeps bounded records without checkpoints
 // Every wait on either side is bounded; EOF means the other side is gone (ranks run on without
 // checkpoints; the coordinator marks the rank lost).
 //

@@ -326,6 +326,7 @@ struct server {
             c.stats_time = clock_type::now();
             return;
         }
+        if (w[0] == "TOMBSTONES") return on_tombstones(c, w);
         if (w[0] == "FINALIZED") {
             c.state = "finalized";
             if (ep.ph != phase::idle)
@@ -438,7 +439,12 @@ struct server {
     // keeps alive is replayed by nobody: pruned (a member without it pruned it before). Fills
     // `prune` (communicator id -> sorted positions); returns why a restart could not rebuild the
     // communicators, or "".
-    std::string agree_on_creations(std::map<std::string, std::vector<std::string>> &prune) {
+    // Between epochs (a tombstone round: `settled` false) ranks run on: a member that has not
+    // returned from a creation yet does not list it, so only what every member lists dead goes,
+    // and nothing is refused (the next epoch checks).
+    std::string agree_on_creations(const std::map<int, std::vector<std::string>> &made,
+                                   bool settled,
+                                   std::map<std::string, std::vector<std::string>> &prune) {
         struct creation {
             int holders = 0, first = -1;
             bool live = false;
@@ -448,7 +454,7 @@ struct server {
             std::map<unsigned long long, creation> at;
         };
         std::map<std::string, parent> parents;
-        for (auto &[r, words] : ep.made)
+        for (auto &[r, words] : made)
             for (const std::string &t : words) {
                 size_t c1 = t.find(':'), c2 = c1 == std::string::npos ? c1 : t.find(':', c1 + 1);
                 if (c2 == std::string::npos)
@@ -468,11 +474,11 @@ struct server {
         prune.clear();
         for (auto &[id, p] : parents)
             for (auto &[pos, cr] : p.at) {
-                if (!cr.live) {
+                if (!cr.live && (settled || cr.holders == p.size)) {
                     char b[32];
                     snprintf(b, sizeof b, "%llx", pos);
                     prune[id].push_back(b);
-                } else if (cr.holders != p.size) {
+                } else if (settled && cr.holders != p.size) {
                     return "rank " + std::to_string(cr.first) + " and " +
                            std::to_string(cr.holders - 1) + " other(s) of the " +
                            std::to_string(p.size) +
@@ -483,11 +489,83 @@ struct server {
         return "";
     }
 
+    // Tombstone rounds (job_protocol.h, TOMBSTONES): a job that makes and frees communicators
+    // step after step would otherwise keep every creation's record until its next checkpoint,
+    // and one never checkpointed for ever. Started when a rank's records (its STATS) grew by
+    // kTombstoneGrowth since the last round; only between epochs and migrations.
+    static constexpr long kTombstoneGrowth = 1000;
+    struct tombstone_round {
+        long id = 0; // 0: none running
+        clock_type::time_point start;
+        std::map<int, std::vector<std::string>> made;
+    } tomb;
+    long next_tomb_round = 1;
+    std::map<int, long> records_floor; // per rank: its fewest records since the last round
+    // A communicator's creation is dead only once the creations over it are gone: a round that
+    // pruned some is followed by another (a second later, at most kTombstoneCascade in a row).
+    static constexpr int kTombstoneCascade = 8;
+    int tomb_followups = 0;
+    clock_type::time_point tomb_followup_at = clock_type::time_point::max();
+
+    static long stats_records(const std::string &stats) {
+        auto w = split(stats);
+        for (size_t i = 0; i + 1 < w.size(); i++)
+            if (w[i] == "records") return atol(w[i + 1].c_str());
+        return -1;
+    }
+
+    void tombstone_tick(clock_type::time_point now) {
+        if (tomb.id != 0 && now - tomb.start > std::chrono::seconds(10)) tomb.id = 0; // unanswered
+        if (tomb.id != 0 || ep.ph != phase::idle || mv.active || !job_not_ready().empty()) return;
+        bool grown = false;
+        for (auto *c : live_ranks()) {
+            long n = stats_records(c->stats);
+            if (n < 0) continue;
+            long &floor = records_floor[c->rank]; // 0 before the first round
+            floor = std::min(floor, n);
+            grown |= n >= floor + kTombstoneGrowth;
+        }
+        bool followup = now >= tomb_followup_at;
+        if (!grown && !followup) return;
+        tomb_followup_at = clock_type::time_point::max();
+        tomb_followups = followup && !grown ? tomb_followups + 1 : 0;
+        tomb = {next_tomb_round++, now, {}};
+        for (auto *c : live_ranks()) {
+            records_floor[c->rank] = std::max(0L, stats_records(c->stats));
+            send_line(c->fd, "TOMBSTONES " + std::to_string(tomb.id));
+        }
+    }
+
+    // A rank's "TOMBSTONES <id> [made <m> <word>...]"; once every rank answered, each is told
+    // which of its tombstones every member holds dead (deadness lasts: a freed or null result
+    // never comes back, and records made later name new objects), unless an epoch or a migration
+    // began meanwhile (its own agreement prunes then).
+    void on_tombstones(conn &c, const std::vector<std::string> &w) {
+        if (tomb.id == 0 || w.size() < 2 || atol(w[1].c_str()) != tomb.id) return;
+        auto &made = tomb.made[c.rank];
+        if (w.size() >= 4 && w[2] == "made")
+            made.assign(w.begin() + 4,
+                        w.begin() + (long)std::min(w.size(), 4 + (size_t)atol(w[3].c_str())));
+        if ((int)tomb.made.size() < job_size) return;
+        long id = tomb.id;
+        tomb.id = 0;
+        if (ep.ph != phase::idle || mv.active) return;
+        std::map<std::string, std::vector<std::string>> prune;
+        agree_on_creations(tomb.made, false, prune);
+        if (prune.empty()) return;
+        if (tomb_followups < kTombstoneCascade)
+            tomb_followup_at = clock_type::now() + std::chrono::seconds(1);
+        for (auto *r : live_ranks())
+            if (std::string words = prune_words(tomb.made[r->rank], prune); !words.empty())
+                send_line(r->fd, "PRUNE " + std::to_string(id) + words);
+    }
+
     // The tombstones of rank r to drop: " prune <k> <id>:<pos>,<pos>,..." for what it holds.
-    std::string prune_words(int r, const std::map<std::string, std::vector<std::string>> &prune) {
+    std::string prune_words(const std::vector<std::string> &made_r,
+                            const std::map<std::string, std::vector<std::string>> &prune) {
         std::string out;
         int k = 0;
-        for (const std::string &t : ep.made[r]) {
+        for (const std::string &t : made_r) {
             auto it = prune.find(t.substr(0, t.find(':')));
             if (it == prune.end()) continue;
             out += " " + it->first + ":";
@@ -525,7 +603,8 @@ struct server {
         }
         std::map<std::string, std::vector<std::string>> prune;
         if (agreed)
-            if (std::string why = agree_on_creations(prune); !why.empty()) return abort_epoch(why);
+            if (std::string why = agree_on_creations(ep.made, true, prune); !why.empty())
+                return abort_epoch(why);
         ep.creating = false;
         ep.rounds++;
         ep.answered.clear();
@@ -538,7 +617,7 @@ struct server {
                             std::to_string(mine.size());
             for (auto &[id, seq] : mine)
                 l += " " + id + " " + std::to_string(mx[id]);
-            if (agreed) l += prune_words(c->rank, prune);
+            if (agreed) l += prune_words(ep.made[c->rank], prune);
             send_line(c->fd, l);
         }
         if (agreed) send_drain();
@@ -1627,6 +1706,7 @@ struct server {
             check_live();
             retry_waiting();
             balance_tick();
+            tombstone_tick(now);
             if (cfg.interval_s > 0 && ep.ph == phase::idle && now >= next_periodic) {
                 next_periodic = now + interval();
                 // Not before every rank is there, nor after one finalized: silently skipped.

@@ -45,6 +45,7 @@ if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpic
 steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
 [ "$mode" = migrate ] && steps=400
+[ "$mode" = tombstones ] && steps=1500
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -144,6 +145,41 @@ else
 fi
 
 case $mode in
+tombstones)
+  # A program that makes and frees communicators in every step (comms: 4 creations a step over
+  # communicators with a clock), never checkpointed until the end: without the coordinator's
+  # tombstone rounds every rank would keep about 6000 records by the last step. A checkpoint while
+  # the rounds prune (the job goes on), then --kill and a restart: the job still ends right.
+  export MPIT_PROGRESS_FILE=$work/progress
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  step() { # rank 0's step (0 while it rewrites the file)
+    local at
+    at=$(cat "$work/progress" 2>/dev/null)
+    echo "${at:-0}"
+  }
+  for _ in $(seq 1 3000); do [ "$(step)" -ge $((steps / 2)) ] && break; sleep 0.01; done
+  checkpoint
+  for _ in $(seq 1 3000); do [ "$(step)" = $((steps - 1)) ] && break; sleep 0.01; done
+  [ "$(step)" = $((steps - 1)) ] || fail "the job did not reach its last step"
+  most=""
+  deadline=$((SECONDS + 30)) # a round follows a growth within a second (and its cascade, a second each)
+  while [ $SECONDS -lt $deadline ]; do
+    "$GHOST" status --json "$job" >"$work/status.json" 2>&1
+    most=$(python3 -c 'import json, sys
+ranks = json.load(open(sys.argv[1]))["jobs"][0]["ranks"]
+print(max(r.get("mpi_records", 1 << 30) for r in ranks) if ranks else 1 << 30)' "$work/status.json") ||
+      fail "no status: $(cat "$work/status.json")"
+    [ "$most" -lt 1000 ] && break
+    sleep 0.1
+  done
+  [ "$most" -lt 1000 ] || fail "a rank keeps $most records after $steps steps that freed what they made"
+  progress "records at the last step: at most $most per rank"
+  checkpoint --kill
+  finish 75
+  start restart "$GHOST" restart "$ck" "${extra[@]}"
+  finish 0
+  same_as_native "$work/run.out" "$work/restart.out"
+  ;;
 resume)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   # What a load balancer reads: each rank's CPU time, memory, and messages and bytes sent to every

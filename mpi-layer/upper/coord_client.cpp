@@ -720,6 +720,9 @@ std::string stats_line() {
     snprintf(tail, sizeof tail, " run_s %.3f wait_s %.3f cpus %ld bound ", on_cpu_ns / 1e9,
              run_delay_ns / 1e9, sysconf(_SC_NPROCESSORS_ONLN));
     l += tail + cpu_list(bound);
+    // The layer's records (creations a restart replays, tombstones among them): the coordinator
+    // asks for the tombstones when they grow between checkpoints (TOMBSTONES, PRUNE).
+    l += " records " + std::to_string(records_live());
     if (g_sent_bytes && g_world_size > 0) {
         l += " bytes ";
         for (int i = 0; i < g_world_size; i++)
@@ -762,6 +765,12 @@ void *client_main(void *) {
         }
         if (r == 0) continue;
         auto w = words(l);
+        if (w.size() >= 2 && w[0] == "TOMBSTONES") {
+            size_t count = 0;
+            send_line("TOMBSTONES " + w[1] + made_report(&count));
+        } else if (w.size() >= 2 && w[0] == "PRUNE") {
+            apply_prune(w);
+        }
         if (w.size() >= 2 && w[0] == "QUIESCE") {
             long ms = w.size() >= 3 ? atol(w[2].c_str()) : 10000;
             if (!run_epoch(w[1], ms > 0 ? ms : 10000)) {
