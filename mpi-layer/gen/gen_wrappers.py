@@ -195,7 +195,8 @@ FILE_NONBLOCKING = {'MPI_File_iread', 'MPI_File_iwrite', 'MPI_File_iread_at', 'M
                     'MPI_File_iwrite_at_all', 'MPI_File_iread_shared', 'MPI_File_iwrite_shared'}
 # Calls that set something on an object a restart must set again (vobj.h, record::setting): a
 # record is made as for a creation and handed over after a successful call.
-SETTINGS = {'MPI_File_set_view': 'file_view_set', 'MPI_Comm_set_errhandler': 'comm_errhandler_set'}
+SETTINGS = {'MPI_File_set_view': 'file_view_set', 'MPI_Comm_set_errhandler': 'comm_errhandler_set',
+            'MPI_Win_set_errhandler': 'win_errhandler_set'}
 
 # Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp
 # (counting, test loops with safe points, drained messages first). It is called as

@@ -492,25 +492,47 @@ void record_set_parent(record *r, uintptr_t upper) {
     r->parent_size = ci->local_size;
 }
 
-void comm_errhandler_set(uintptr_t comm, record *r) {
+namespace {
+// The object's clock (its comm_info) and vobj, for a communicator or a window.
+comm_info *errh_owner(kind k, uintptr_t object, vobj **v_out) {
+    if (k == kind::win) {
+        *v_out = object_vobj<kind::win>(object);
+        return *v_out ? (comm_info *)(*v_out)->ext : nullptr;
+    }
+    comm_info *ci = comm_info_of_raw(object);
+#if defined(GHOST_MPI_MPICH)
+    *v_out = decode<kind::comm>((MPI_Comm)object); // MPICH's predefined ones have no vobj
+#else
+    *v_out = (vobj *)object;
+#endif
+    return ci;
+}
+} // namespace
+
+void errhandler_set(kind k, uintptr_t object, record *r) {
     if (!r) return;
-    comm_info *ci = comm_info_of_raw(comm);
+    vobj *v = nullptr;
+    comm_info *ci = errh_owner(k, object, &v);
     if (!ci) { // no clock: a checkpoint refuses a freed handler on it, as before
         delete r;
         return;
     }
-#if defined(GHOST_MPI_MPICH)
-    vobj *v = decode<kind::comm>((MPI_Comm)comm); // MPICH's predefined ones have no vobj
-#else
-    vobj *v = (vobj *)comm;
-#endif
     record_link_setting(v, r);
     record *was = __atomic_exchange_n(&ci->errh_set, r, __ATOMIC_ACQ_REL);
     if (was) record_drop(was); // superseded: a handler only it named may go
 }
 
-bool comm_errhandler_recorded(uintptr_t comm) {
-    comm_info *ci = comm_info_of_raw(comm);
+void comm_errhandler_set(uintptr_t comm, record *r) {
+    errhandler_set(kind::comm, comm, r);
+}
+
+void win_errhandler_set(uintptr_t win, record *r) {
+    errhandler_set(kind::win, win, r);
+}
+
+bool errhandler_recorded(bool window, uintptr_t object) {
+    vobj *v = nullptr;
+    comm_info *ci = errh_owner(window ? kind::win : kind::comm, object, &v);
     return ci && __atomic_load_n(&ci->errh_set, __ATOMIC_ACQUIRE) != nullptr;
 }
 

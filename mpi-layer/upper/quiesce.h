@@ -49,7 +49,7 @@ struct comm_info {
     // synchronisation since, passive-target locks held, lock_all, PSCW epochs open.
     clock_kind of = clock_kind::comm;
     file_state *file = nullptr; // a file's view and what a restart sets again (files.cpp)
-    record *errh_set = nullptr; // the last MPI_Comm_set_errhandler on it (comm_errhandler_set)
+    record *errh_set = nullptr; // the last MPI_{Comm,Win}_set_errhandler on it (errhandler_set)
     uint32_t rma_pending = 0;
     // The one target of every pending operation (a flush of it completes them all), or -1 (none
     // yet) or -2 (several): changed with atomics, threads may issue operations at once.
@@ -215,12 +215,14 @@ void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
 // read at its first use (comm_info::unfilled).
 void comm_created_pending(uintptr_t newcomm_upper, uintptr_t parent_upper);
 void comm_freed(void *info);
-// MPI_Comm_set_errhandler succeeded: its record (takes r) is kept as the communicator's setting,
-// replayed in its place by a restart. It keeps the error handler's record while the communicator
-// holds it, when the program frees the handler (the usual pattern: set, then free).
+// MPI_Comm_set_errhandler (MPI_Win_set_errhandler) succeeded: its record (takes r) is kept as the
+// communicator's (window's) setting, replayed in its place by a restart. It keeps the error
+// handler's record while the object holds it, when the program frees the handler (the usual
+// pattern: set, then free).
 void comm_errhandler_set(uintptr_t comm_upper, record *r);
-// Whether the communicator's error handler is set by a record a restart replays.
-bool comm_errhandler_recorded(uintptr_t comm_upper);
+void win_errhandler_set(uintptr_t win_upper, record *r);
+// Whether the communicator's (or window's) error handler is set by a record a restart replays.
+bool errhandler_recorded(bool window, uintptr_t object_upper);
 // MPI_Comm_free's clock: the communicator (upper handle) if its free must be collective
 // (comm_info::sync_free), else 0.
 uintptr_t free_clock(uintptr_t comm_upper);

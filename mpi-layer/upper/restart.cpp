@@ -388,9 +388,12 @@ int replay_one(replay &p, const char *api) {
         rc = p.call<int (*)(C, const char *, int, MPI_Info, MPI_File *)>(
             p.h<KC, C>(0), name, amode, p.h<kind::info, MPI_Info>(3), &o);
         p.made<kind::file>(o);
-    } else if (is("MPI_Comm_set_errhandler")) { // a setting record (comm_errhandler_set)
+    } else if (is("MPI_Comm_set_errhandler")) { // a setting record (errhandler_set)
         rc = p.call<int (*)(C, MPI_Errhandler)>(p.h<KC, C>(0),
                                                 p.h<kind::errhandler, MPI_Errhandler>(1));
+    } else if (is("MPI_Win_set_errhandler")) { // a setting record (errhandler_set)
+        rc = p.call<int (*)(MPI_Win, MPI_Errhandler)>(p.h<kind::win, MPI_Win>(0),
+                                                      p.h<kind::errhandler, MPI_Errhandler>(1));
     } else if (is("MPI_File_set_view")) {
         const char *datarep = p.arr<const char>(4);
         if (!datarep) return 0;
@@ -454,19 +457,39 @@ const char *api_of(const record *r) {
     return r->fn >= 0 && (size_t)r->fn < g_nfns ? g_fn_names[r->fn] : "an unknown call";
 }
 
-// --- what communicators carry besides their creation: error handler, name -----------------------
-// Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first), read
-// from the lower half while every application thread is stopped (exclude: no upper allocation,
-// the vector is sized already), set again after the replay. Part of the image.
+// --- what communicators and windows carry besides their creation: error handler, name --------
+// Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first, then
+// the windows), read from the lower half while every application thread is stopped (exclude: no
+// upper allocation, the vector is sized already), set again after the replay. Part of the image.
 
 struct comm_extra {
-    C comm;
+    kind k;                    // KC or kind::win
+    C comm;                    // k == KC
+    MPI_Win win;               // k == kind::win
     MPI_Errhandler errh;       // upper, found after a restore (the reverse map has the old lowers)
     MPI_Errhandler lower_errh; // as read at the checkpoint
     bool have_errh;
     char name[MPI_MAX_OBJECT_NAME];
 };
 std::vector<comm_extra> *g_extras;
+
+// The calls that read and set an object's error handler and name, per kind.
+struct extra_calls {
+    int get_errh, set_errh, get_name, set_name;
+};
+extra_calls extra_calls_of(kind k) {
+    if (k == kind::win)
+        return {index_of("MPI_Win_get_errhandler"), index_of("MPI_Win_set_errhandler"),
+                index_of("MPI_Win_get_name"), index_of("MPI_Win_set_name")};
+    return {index_of("MPI_Comm_get_errhandler"), index_of("MPI_Comm_set_errhandler"),
+            index_of("MPI_Comm_get_name"), index_of("MPI_Comm_set_name")};
+}
+
+// Calls `fn` with the extra's lower handle (a communicator or a window: their handle types
+// differ in Open MPI).
+template <class F> auto with_lower(const comm_extra &e, F fn) {
+    return e.k == kind::win ? fn(to_lower<kind::win>(e.win)) : fn(to_lower<KC>(e.comm));
+}
 
 template <class H> H predefined(const char *ompi_symbol, H mpich_value) {
 #if defined(GHOST_MPI_MPICH)
@@ -496,37 +519,52 @@ void list_comms() {
 #endif
     for (C c :
          {predefined<C>("ompi_mpi_comm_world", world), predefined<C>("ompi_mpi_comm_self", self)})
-        if (c) g_extras->push_back({c, {}, {}, false, ""});
-    // Each communicator once (listed twice, a restart set its attributes twice, and setting an
+        if (c) g_extras->push_back({KC, c, {}, {}, {}, false, ""});
+    // Each object once (listed twice, a restart set its attributes twice, and setting an
     // attribute again calls the delete callback of the value it replaces).
     for (const auto &[r, v] : live_records()) {
         (void)r;
         if (v && v->k == KC)
-            g_extras->push_back({encode<KC, C>(const_cast<vobj *>(v)), {}, {}, false, ""});
+            g_extras->push_back({KC, encode<KC, C>(const_cast<vobj *>(v)), {}, {}, {}, false, ""});
+        else if (v && v->k == kind::win)
+            g_extras->push_back({kind::win,
+                                 {},
+                                 encode<kind::win, MPI_Win>(const_cast<vobj *>(v)),
+                                 {},
+                                 {},
+                                 false,
+                                 ""});
     }
 }
 
-bool comm_alive(C c) {
-    vobj *v = decode<KC>(c);
+bool extra_alive(const comm_extra &e) {
+    if (e.k == kind::win) {
+        vobj *v = decode<kind::win>(e.win);
+        return v && v->magic == kVobjMagic && v->k == kind::win;
+    }
+    vobj *v = decode<KC>(e.comm);
     return !v || (v->magic == kVobjMagic && v->k == KC); // MPICH predefined: no vobj
 }
 
 // Every application thread stopped: lower calls only.
 void read_comm_extras(uintptr_t fs) {
-    int get_errh = index_of("MPI_Comm_get_errhandler"), free_errh = index_of("MPI_Errhandler_free"),
-        get_name = index_of("MPI_Comm_get_name");
-    if (!g_extras || get_errh < 0 || free_errh < 0 || get_name < 0) return;
+    int free_errh = index_of("MPI_Errhandler_free");
+    if (!g_extras || free_errh < 0) return;
     for (comm_extra &e : *g_extras) {
         e.have_errh = false;
         e.name[0] = 0;
-        if (!comm_alive(e.comm)) continue;
-        C l = to_lower<KC>(e.comm);
+        extra_calls x = extra_calls_of(e.k);
+        if (!extra_alive(e) || x.get_errh < 0 || x.get_name < 0) continue;
         MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
         int len = 0, rc;
         {
             lower_call lc(fs);
-            rc = ((int (*)(C, MPI_Errhandler *))g_fns[get_errh])(l, &leh);
-            ((int (*)(C, char *, int *))g_fns[get_name])(l, e.name, &len);
+            rc = with_lower(e, [&](auto l) {
+                using H = decltype(l);
+                int got = ((int (*)(H, MPI_Errhandler *))g_fns[x.get_errh])(l, &leh);
+                ((int (*)(H, char *, int *))g_fns[x.get_name])(l, e.name, &len);
+                return got;
+            });
         }
         if (rc != MPI_SUCCESS) continue;
         e.lower_errh = leh; // translated after a restore: the reverse map takes a lock
@@ -545,23 +583,29 @@ bool errhandler_known(MPI_Errhandler leh) {
     return vobj_find_lower(kind::errhandler, (uintptr_t)leh) != nullptr;
 }
 
-// At a checkpoint (lower calls allowed): false if a live communicator's error handler is one the
-// program has freed and no record of the communicator sets it: MPI_Comm_set_errhandler then
-// MPI_Errhandler_free is carried (the setting record keeps the handler's), but a communicator that
-// got such a handler otherwise (MPI_Comm_dup of one) has nothing a restart could set again.
-bool comm_errhandlers_known(uintptr_t fs) {
-    if (!g_extras) return true;
+// At a checkpoint (lower calls allowed): the first live communicator or window whose error
+// handler is one the program has freed and that no record of it sets, or nullptr.
+// MPI_Comm_set_errhandler then MPI_Errhandler_free is carried (the setting record keeps the
+// handler's), but a communicator that got such a handler otherwise (MPI_Comm_dup of one), or a
+// window given one and the handler freed, has nothing a restart could set again.
+const comm_extra *extra_with_freed_errhandler(uintptr_t fs) {
+    if (!g_extras) return nullptr;
     for (const comm_extra &e : *g_extras) {
-        if (!comm_alive(e.comm)) continue;
+        extra_calls x = extra_calls_of(e.k);
+        if (!extra_alive(e) || x.get_errh < 0) continue;
         MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
-        if (call_by_name<int (*)(C, MPI_Errhandler *)>(fs, "MPI_Comm_get_errhandler",
-                                                       to_lower<KC>(e.comm), &leh) != MPI_SUCCESS)
-            continue;
-        bool known = errhandler_known(leh) || comm_errhandler_recorded((uintptr_t)e.comm);
+        int rc = with_lower(e, [&](auto l) {
+            lower_call lc(fs);
+            return ((int (*)(decltype(l), MPI_Errhandler *))g_fns[x.get_errh])(l, &leh);
+        });
+        if (rc != MPI_SUCCESS) continue;
+        bool known = errhandler_known(leh) ||
+                     errhandler_recorded(e.k == kind::win,
+                                         e.k == kind::win ? (uintptr_t)e.win : (uintptr_t)e.comm);
         call_by_name<int (*)(MPI_Errhandler *)>(fs, "MPI_Errhandler_free", &leh);
-        if (!known) return false;
+        if (!known) return &e;
     }
-    return true;
+    return nullptr;
 }
 
 // In a restored process, before the new lower half is bound.
@@ -579,15 +623,18 @@ void translate_comm_extras() {
 }
 
 void write_comm_extras(uintptr_t fs) {
-    int set_errh = index_of("MPI_Comm_set_errhandler"), set_name = index_of("MPI_Comm_set_name");
-    if (!g_extras || set_errh < 0 || set_name < 0) return;
+    if (!g_extras) return;
     for (const comm_extra &e : *g_extras) {
-        if (!comm_alive(e.comm)) continue;
-        C l = to_lower<KC>(e.comm);
+        extra_calls x = extra_calls_of(e.k);
+        if (!extra_alive(e) || x.set_errh < 0 || x.set_name < 0) continue;
         MPI_Errhandler leh = to_lower<kind::errhandler>(e.errh);
-        lower_call lc(fs);
-        if (e.have_errh) ((int (*)(C, MPI_Errhandler))g_fns[set_errh])(l, leh);
-        if (e.name[0]) ((int (*)(C, const char *))g_fns[set_name])(l, e.name);
+        with_lower(e, [&](auto l) {
+            using H = decltype(l);
+            lower_call lc(fs);
+            if (e.have_errh) ((int (*)(H, MPI_Errhandler))g_fns[x.set_errh])(l, leh);
+            if (e.name[0]) ((int (*)(H, const char *))g_fns[x.set_name])(l, e.name);
+            return 0;
+        });
     }
 }
 
@@ -839,18 +886,21 @@ int quiesce(void *, char *why, size_t why_len) {
         0)
         return -1;
     list_comms();
-    if (!comm_errhandlers_known(fs)) {
+    if (const comm_extra *e = extra_with_freed_errhandler(fs)) {
         snprintf(why, why_len,
-                 "rank %d: a communicator holds an error handler the program has freed, "
-                 "which it got from another (MPI_Comm_dup): it cannot be set again after a "
-                 "restart yet",
+                 e->k == KC ? "rank %d: a communicator holds an error handler the program has "
+                              "freed, which it got from another (MPI_Comm_dup): it cannot be set "
+                              "again after a restart yet"
+                            : "rank %d: a window holds an error handler the program has freed "
+                              "and that no MPI_Win_set_errhandler of it set: it cannot be set "
+                              "again after a restart yet",
                  rank);
         return -1;
     }
     {
         std::vector<uintptr_t> comms, types;
         for (const comm_extra &e : *g_extras)
-            comms.push_back((uintptr_t)e.comm);
+            if (e.k == KC) comms.push_back((uintptr_t)e.comm);
         for (const auto &[r, v] : live_records())
             if (v && v->k == KT) types.push_back((uintptr_t)encode<KT, T>(const_cast<vobj *>(v)));
         attrs_prepare(comms, types);

@@ -17,7 +17,9 @@
  * epoch every step, a window held under MPI_Win_lock_all from its creation to its end (as
  * ARMCI-MPI and SHMEM-over-MPI libraries hold theirs: every checkpoint finds it locked) with a
  * fetch-and-op completed by a flush of its one target and a put completed by a flush_all every
- * step, and an MPI_Alloc_mem block. Prints only at the end. Usage:
+ * step, and an MPI_Alloc_mem block. The windows have a name and error handlers (the program's
+ * own, one of them freed at once, and MPI_ERRORS_RETURN), checked and called in every step.
+ * Prints only at the end. Usage:
  * attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
@@ -27,7 +29,18 @@
 static int kv_copy = MPI_KEYVAL_INVALID, kv_null = MPI_KEYVAL_INVALID, kv_old = MPI_KEYVAL_INVALID,
            kv_type = MPI_KEYVAL_INVALID;
 static long copies, deletes, type_deletes;
-static int extra_tag = 4242; /* extra_state: its address is checked in every callback */
+static int extra_tag = 4242;        /* extra_state: its address is checked in every callback */
+static long awin_calls, lwin_calls; /* calls of the windows' error handlers */
+static MPI_Win awin, lwin;
+
+static void awin_errh(MPI_Win *w, int *code, ...) {
+    CHECK(*w == awin && *code == MPI_ERR_OTHER);
+    awin_calls++;
+}
+static void lwin_errh(MPI_Win *w, int *code, ...) {
+    CHECK(*w == lwin && *code == MPI_ERR_OTHER);
+    lwin_calls++;
+}
 
 static int copy_cb(MPI_Comm c, int kv, void *extra, void *in, void *out, int *flag) {
     (void)c;
@@ -90,18 +103,27 @@ int main(int argc, char **argv) {
      * the left neighbour's put must be there) and an MPI_Alloc_mem block that keeps a running
      * sum; both must come back with their contents at the same addresses */
     long long *amem = NULL, *sum = NULL;
-    MPI_Win awin;
     CHECK_MPI(MPI_Win_allocate(2 * (MPI_Aint)sizeof(long long), sizeof(long long), MPI_INFO_NULL,
                                MPI_COMM_WORLD, &amem, &awin));
     amem[0] = amem[1] = 0;
     CHECK_MPI(MPI_Win_fence(0, awin));
+    /* windows' names and error handlers: the program's own handler on awin, MPI_ERRORS_RETURN
+     * on win (checked in every step: a restart must set both again) */
+    MPI_Errhandler weh;
+    CHECK_MPI(MPI_Win_create_errhandler(awin_errh, &weh));
+    CHECK_MPI(MPI_Win_set_errhandler(awin, weh));
+    CHECK_MPI(MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN));
+    CHECK_MPI(MPI_Win_set_name(awin, "ghost allocated window"));
     long long *lmem = NULL;
-    MPI_Win lwin;
     CHECK_MPI(MPI_Win_allocate(2 * (MPI_Aint)sizeof(long long), sizeof(long long), MPI_INFO_NULL,
                                MPI_COMM_WORLD, &lmem, &lwin));
     lmem[0] = lmem[1] = 0;
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* every counter zeroed before any operation */
     CHECK_MPI(MPI_Win_lock_all(0, lwin));
+    MPI_Errhandler freed_eh; /* set, then freed at once: the window keeps it */
+    CHECK_MPI(MPI_Win_create_errhandler(lwin_errh, &freed_eh));
+    CHECK_MPI(MPI_Win_set_errhandler(lwin, freed_eh));
+    CHECK_MPI(MPI_Errhandler_free(&freed_eh));
     CHECK_MPI(MPI_Alloc_mem(2 * (MPI_Aint)sizeof(long long), MPI_INFO_NULL, &sum));
     sum[0] = 0;
     sum[1] = r;
@@ -227,6 +249,20 @@ int main(int argc, char **argv) {
         CHECK(lmem[1] == (s + 1) * 100LL + left);
         mpit_mix((unsigned long long)(before + lmem[1]));
         CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* read before the left neighbour's next put */
+        MPI_Errhandler got_eh;
+        char wname[MPI_MAX_OBJECT_NAME] = "";
+        int wlen = 0;
+        CHECK_MPI(MPI_Win_get_errhandler(awin, &got_eh));
+        CHECK(got_eh == weh);
+        CHECK_MPI(MPI_Errhandler_free(&got_eh));
+        CHECK_MPI(MPI_Win_get_errhandler(win, &got_eh));
+        CHECK(got_eh == MPI_ERRORS_RETURN);
+        CHECK_MPI(MPI_Errhandler_free(&got_eh));
+        CHECK_MPI(MPI_Win_call_errhandler(awin, MPI_ERR_OTHER));
+        CHECK_MPI(MPI_Win_call_errhandler(lwin, MPI_ERR_OTHER));
+        CHECK(awin_calls == s + 1 && lwin_calls == s + 1);
+        CHECK_MPI(MPI_Win_get_name(awin, wname, &wlen));
+        CHECK(strcmp(wname, "ghost allocated window") == 0 && wlen == (int)strlen(wname));
         sum[0] += s;
         CHECK(sum[0] == (long long)s * (s + 1) / 2 && sum[1] == r);
         mpit_mix((unsigned long long)amem[0]);
@@ -245,6 +281,7 @@ int main(int argc, char **argv) {
     CHECK(copies == base_copies + steps && deletes == steps);
     CHECK_MPI(MPI_Win_free(&win));
     CHECK_MPI(MPI_Win_free(&awin));
+    CHECK_MPI(MPI_Errhandler_free(&weh));
     CHECK_MPI(MPI_Win_unlock_all(lwin));
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* every rank's operations completed at its target */
     CHECK(lmem[0] == (long long)steps * (steps + 1) / 2);
