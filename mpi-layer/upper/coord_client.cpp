@@ -28,6 +28,7 @@
 
 #include "attribution.h"
 #include "ghost-core/image_trailer.h"
+#include "files.h"
 #include "lower_api.h"
 #include "p2p.h"
 #include "quiesce_state.h"
@@ -377,6 +378,7 @@ save_result save_image(const std::string &e, const std::string &line, const save
     using request_fn = int (*)(const char *, int);
     using incremental_fn = int (*)(const char *, const char *, int);
     using wait_fn = int (*)(int, char *, size_t);
+    files_read_shared_positions();
     auto request = (request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_checkpoint");
     auto incremental = (incremental_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_incremental");
     auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
@@ -436,6 +438,7 @@ save_result send_image(const std::string &e, const std::string &line) {
     const std::string &to = w[3];
     using send_fn = int (*)(const char *, const char *, const char *, int);
     using wait_fn = int (*)(int, char *, size_t);
+    files_read_shared_positions();
     auto request = (send_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
     auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
     char why[512] = "";

@@ -797,9 +797,21 @@ const char *file_before_checkpoint(const record *r, const vobj *v, uintptr_t fs)
     file_state *f = file_state_of(v);
     if (!f) return "it was opened over a communicator without a collective clock";
     if (f->split_open > 0) return "a split collective (MPI_File_*_begin) is open on it";
-    if (f->shared || (r->args[2] & MPI_MODE_SEQUENTIAL))
-        return "its shared file pointer is used, and shared file pointers are not carried yet";
+    if (r->args[2] & MPI_MODE_SEQUENTIAL)
+        return "it was opened with MPI_MODE_SEQUENTIAL, whose shared file pointer a restart "
+               "cannot set again";
     MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
+    // The value the coordinator thread read (files_read_shared_positions); else read here,
+    // where the MPI allows it (ROMIO reads its shared pointer from a file that the program's
+    // threads opened, which the agent's thread has no descriptor of).
+    if (f->shared && !f->shared_read) {
+        MPI_Offset shared_pos = 0;
+        if (call_by_name<int (*)(MPI_File, MPI_Offset *)>(fs, "MPI_File_get_position_shared", l,
+                                                          &shared_pos) != MPI_SUCCESS)
+            return "its shared file pointer cannot be read here (a job checkpoint reads it)";
+        f->shared_position = shared_pos;
+    }
+    f->shared_read = false; // the next checkpoint reads it again
     MPI_Offset pos = 0;
     MPI_Errhandler leh = lower_null<kind::errhandler, MPI_Errhandler>();
     if (call_by_name<int (*)(MPI_File, MPI_Offset *)>(fs, "MPI_File_get_position", l, &pos) !=
@@ -819,8 +831,32 @@ const char *file_before_checkpoint(const record *r, const vobj *v, uintptr_t fs)
     return nullptr;
 }
 
+// Called by the coordinator's thread of a quiescent rank, before its image is written: the shared
+// file pointer of each file that uses one (every shared pointer operation has completed, the
+// drain completed the nonblocking ones: every member reads the same value). A thread of the
+// program's, so that the MPI may use descriptors the program's threads opened.
+} // namespace
+
+void files_read_shared_positions() {
+    uintptr_t fs = thread_lower_fs();
+    for (const auto &[r, v] : live_records()) {
+        if (!v || v->k != kind::file || r->zombie || r->setting) continue;
+        file_state *f = file_state_of(v);
+        if (!f || !f->shared) continue;
+        MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
+        MPI_Offset pos = 0;
+        f->shared_read = call_by_name<int (*)(MPI_File, MPI_Offset *)>(
+                             fs, "MPI_File_get_position_shared", l, &pos) == MPI_SUCCESS;
+        if (f->shared_read) f->shared_position = pos;
+    }
+}
+
+namespace {
+
 // After the replay: each open file's individual pointer (its view is set again: MPI_File_set_view
-// put the pointer at 0) and error handler. Local calls only.
+// put the pointers at 0), its shared pointer if used (MPI_File_seek_shared is collective: every
+// member walks its files in the order they were opened, as the opens themselves were) and its
+// error handler.
 bool files_after_restart(uintptr_t fs) {
     for (const auto &[r, v] : live_records()) {
         if (!v || v->k != kind::file || r->zombie) continue;
@@ -829,6 +865,10 @@ bool files_after_restart(uintptr_t fs) {
         MPI_File l = to_lower<kind::file>(encode<kind::file, MPI_File>(const_cast<vobj *>(v)));
         if (call_by_name<int (*)(MPI_File, MPI_Offset, int)>(
                 fs, "MPI_File_seek", l, (MPI_Offset)f->position, MPI_SEEK_SET) != MPI_SUCCESS)
+            return false;
+        if (f->shared && call_by_name<int (*)(MPI_File, MPI_Offset, int)>(
+                             fs, "MPI_File_seek_shared", l, (MPI_Offset)f->shared_position,
+                             MPI_SEEK_SET) != MPI_SUCCESS)
             return false;
         if (f->have_errh && call_by_name<int (*)(MPI_File, MPI_Errhandler)>(
                                 fs, "MPI_File_set_errhandler", l,

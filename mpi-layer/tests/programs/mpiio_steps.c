@@ -7,10 +7,15 @@
  * to the rank's file with MPI_File_write, checks both pointers and the file's error handler,
  * reads the block back with MPI_File_read_at_all, and leaves an MPI_File_iread_at pending
  * across the sleep between steps (a checkpoint then finds it in flight); every fifth step a
- * scratch file opened with MPI_MODE_DELETE_ON_CLOSE is written, read and closed. At the end the
+ * scratch file opened with MPI_MODE_DELETE_ON_CLOSE is written, read and closed. A log file
+ * shared by every rank is written through its shared file pointer every third step (a record of
+ * each rank with MPI_File_write_ordered, then rank 0's marker with MPI_File_write_shared), its
+ * shared pointer checked. At the end the
  * view goes back to plain integers and every block of every rank is checked, as is each rank's
  * file. The files live in a directory rank 0 makes (under TMPDIR or /tmp) and removes. Prints
  * only at the end. Usage: mpiio_steps STEPS [SLEEP_MS] */
+#include <dirent.h>
+
 #include "mpit.h"
 
 #define B 4 /* integers per rank per step */
@@ -32,10 +37,11 @@ int main(int argc, char **argv) {
         CHECK(mkdtemp(dir) != NULL);
     }
     CHECK_MPI(MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD));
-    char shared_path[600], mine_path[600], scratch_path[600];
+    char shared_path[600], mine_path[600], scratch_path[600], log_path[600];
     snprintf(shared_path, sizeof shared_path, "%s/shared.dat", dir);
     snprintf(mine_path, sizeof mine_path, "%s/rank-%d.dat", dir, r);
     snprintf(scratch_path, sizeof scratch_path, "%s/scratch.dat", dir);
+    snprintf(log_path, sizeof log_path, "%s/log.dat", dir);
 
     MPI_Info info;
     CHECK_MPI(MPI_Info_create(&info));
@@ -56,6 +62,10 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_File_open(MPI_COMM_SELF, mine_path, MPI_MODE_CREATE | MPI_MODE_RDWR,
                             MPI_INFO_NULL, &fm));
     CHECK_MPI(MPI_File_set_errhandler(fm, MPI_ERRORS_ARE_FATAL));
+    MPI_File flog;
+    CHECK_MPI(MPI_File_open(MPI_COMM_WORLD, log_path, MPI_MODE_CREATE | MPI_MODE_RDWR,
+                            MPI_INFO_NULL, &flog));
+    CHECK_MPI(MPI_File_set_view(flog, 0, MPI_INT, MPI_INT, "native", MPI_INFO_NULL));
 
     unsigned long long state = 7 + (unsigned long long)r;
     int first[B] = {0};
@@ -114,6 +124,18 @@ int main(int argc, char **argv) {
             CHECK_MPI(MPI_File_close(&ft));
             mpit_mix((unsigned long long)back);
         }
+        if (s % 3 == 0) {
+            /* the log (entry s / 3): every rank's record in rank order, then rank 0's marker,
+             * at the shared pointer, which then stands after the entry on every rank */
+            int rec = value(s, r, 0), marker = -s - 1;
+            CHECK_MPI(MPI_File_write_ordered(flog, &rec, 1, MPI_INT, &st));
+            if (r == 0) CHECK_MPI(MPI_File_write_shared(flog, &marker, 1, MPI_INT, &st));
+            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+            MPI_Offset shared_pos = -1;
+            CHECK_MPI(MPI_File_get_position_shared(flog, &shared_pos));
+            CHECK(shared_pos == (MPI_Offset)(s / 3 + 1) * (n + 1));
+            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* read before anyone moves it on */
+        }
         mpit_mix((unsigned long long)got[B - 1]);
         mpit_mix((unsigned long long)pos);
         /* pending across the sleep (a checkpoint may come in it): the first block again */
@@ -149,16 +171,43 @@ int main(int argc, char **argv) {
     }
     CHECK(wrong == 0);
     free(words);
+    int entries = (steps + 2) / 3;
+    int *logged = calloc((size_t)entries * (size_t)(n + 1), sizeof(int));
+    CHECK_MPI(MPI_File_sync(flog));
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+    CHECK_MPI(MPI_File_read_at_all(flog, 0, logged, entries * (n + 1), MPI_INT, &st));
+    long misplaced = 0;
+    for (int i = 0; i < entries; i++) {
+        for (int k = 0; k < n; k++)
+            misplaced += logged[(size_t)i * (size_t)(n + 1) + (size_t)k] != value(3 * i, k, 0);
+        misplaced += logged[(size_t)i * (size_t)(n + 1) + (size_t)n] != -3 * i - 1;
+    }
+    CHECK(misplaced == 0);
+    free(logged);
+    CHECK_MPI(MPI_File_close(&flog));
     CHECK_MPI(MPI_File_close(&fm));
     CHECK_MPI(MPI_File_close(&fs));
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
     if (r == 0) {
         CHECK_MPI(MPI_File_delete(shared_path, MPI_INFO_NULL));
+        CHECK_MPI(MPI_File_delete(log_path, MPI_INFO_NULL));
         for (int k = 0; k < n; k++) {
             char p[600];
             snprintf(p, sizeof p, "%s/rank-%d.dat", dir, k);
             CHECK(unlink(p) == 0);
         }
+        /* ROMIO (MPICH) keeps the shared file pointer in a hidden file beside the file
+         * (".log.dat.shfp.N"), removed when the file is closed: a process killed with the file
+         * open (checkpoint --kill) leaves its own, as any killed MPICH job does */
+        DIR *d = opendir(dir);
+        CHECK(d != NULL);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            if (strncmp(e->d_name, ".log.dat.shfp.", 14) != 0) continue;
+            char p[900];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            CHECK(unlink(p) == 0);
+        }
+        if (d) closedir(d);
         CHECK(rmdir(dir) == 0);
     }
     printf("rank %d: mpiio_steps %d steps bad %ld wrong %ld checksum %016llx\n", r, steps, bad,
