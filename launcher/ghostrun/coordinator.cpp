@@ -190,6 +190,11 @@ struct server {
     last_checkpoint last;
     bool stopped_after_ckpt = false;
     clock_type::time_point next_periodic;
+    // Periodic checkpoints refused in a row (a rank was inside something a checkpoint cannot
+    // carry at that moment: an open epoch, a creation): the next try comes after 1, 2, 4 ... 64 s
+    // rather than a whole interval later (a job with --interval 3600 would otherwise go an hour
+    // more without a checkpoint).
+    int periodic_failures = 0;
     migration mv;
     long mv_start_ms = 60000; // the next migration's (its request's) start bound
     // A live migration's two mpiruns: the new one until the switch, the old one until reaped.
@@ -685,6 +690,7 @@ struct server {
         ep.t_saved = clock_type::now();
         ep.sync_s += secs(ep.t_saved - t0);
         last = {m.generation, *gen, m.time};
+        periodic_failures = 0;
         unsigned long long bytes = 0;
         for (auto &r : m.ranks)
             bytes += r.bytes;
@@ -755,8 +761,8 @@ struct server {
     void abort_epoch(const std::string &why) {
         long id = ep.id;
         int cli = ep.cli_fd;
-        bool ckpt = ep.ckpt;
         bool live = ep.live;
+        bool periodic = ep.ckpt && cli < 0 && !ep.migrate && !ep.live; // not a balancer's move
         if (cfg.verbose) note("epoch " + std::to_string(id) + " abandoned: " + why);
         // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
@@ -768,7 +774,16 @@ struct server {
                 c->state = "running";
         }
         if (cli >= 0) send_line(cli, "ERROR " + why + "; the job resumed");
-        if (ckpt && cli < 0) note("periodic checkpoint failed: " + why + "; the job resumed");
+        if (periodic) {
+            auto retry = std::min(interval(),
+                                  std::chrono::duration_cast<clock_type::duration>(
+                                      std::chrono::seconds(1LL << std::min(periodic_failures, 6))));
+            periodic_failures++;
+            next_periodic = std::min(next_periodic, clock_type::now() + retry);
+            char again[64];
+            snprintf(again, sizeof again, "; the job resumed; next try in %.0f s", secs(retry));
+            note("periodic checkpoint failed: " + why + again);
+        }
         if (live) live_abort(why);
     }
 

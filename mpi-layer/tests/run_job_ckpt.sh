@@ -46,6 +46,7 @@ steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
 [ "$mode" = migrate ] && steps=400
 [ "$mode" = tombstones ] && steps=1500
+[ "$mode" = retry ] && steps=600
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -145,6 +146,32 @@ else
 fi
 
 case $mode in
+retry)
+  # epoch_steps holds a post/start/complete/wait epoch open for its first half (about 6 s), which
+  # a checkpoint refuses: the periodic checkpoint 4 s in fails, and the next try must come a
+  # second later (1, 2, 4 ... s after each refusal), not an interval later.
+  start run "$GHOSTRUN" "${gopts[@]}" --ghost-verbose --ckpt-dir "$ck" --interval 4 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  for _ in $(seq 1 600); do
+    [ -s "$ck/latest" ] && break
+    sleep 0.1
+  done
+  [ -s "$ck/latest" ] || fail "no periodic checkpoint landed"
+  python3 - "$work/run.err" >"$work/retry.err" 2>&1 <<'PY' || fail "retry: $(cat "$work/retry.err")"
+import re, sys
+events = [(float(m.group(1)), m.group(2)) for m in re.finditer(
+    r"\[([0-9.]+)\] (periodic checkpoint failed: .*|checkpoint generation=.*)", open(sys.argv[1]).read())]
+fails = [e for e in events if e[1].startswith("periodic checkpoint failed")]
+assert fails, "no periodic checkpoint was refused: %s" % events
+first = fails[0]
+assert "post/start/complete/wait epoch is open" in first[1], first[1]
+assert first[1].endswith("next try in 1 s"), first[1]
+after = events[events.index(first) + 1]  # the next try's outcome (refused again, or landed)
+assert after[0] - first[0] < 2.5, "the next try came %.1f s after the refusal: %s" % (
+    after[0] - first[0], after[1])
+PY
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
 tombstones)
   # A program that makes and frees communicators in every step (comms: 4 creations a step over
   # communicators with a clock), never checkpointed until the end: without the coordinator's
