@@ -196,7 +196,7 @@ FILE_NONBLOCKING = {'MPI_File_iread', 'MPI_File_iwrite', 'MPI_File_iread_at', 'M
 # Calls that set something on an object a restart must set again (vobj.h, record::setting): a
 # record is made as for a creation and handed over after a successful call.
 SETTINGS = {'MPI_File_set_view': 'file_view_set', 'MPI_Comm_set_errhandler': 'comm_errhandler_set',
-            'MPI_Win_set_errhandler': 'win_errhandler_set'}
+            'MPI_Win_set_errhandler': 'win_errhandler_set', 'MPI_Win_attach': 'win_attach_set'}
 
 # Point-to-point calls whose lower call is made by a hand-written function in upper/p2p.cpp
 # (counting, test loops with safe points, drained messages first). It is called as
@@ -503,7 +503,7 @@ def gen_wrapper(d, idx, fl):
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
-    if api in ('MPI_Win_create', 'MPI_Win_allocate'):
+    if api in ('MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_create_dynamic'):
         w = d.params[-1].name
         post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*%s, (uintptr_t)%s);'
                     % (w, w, comms[0]))
@@ -519,6 +519,9 @@ def gen_wrapper(d, idx, fl):
     if api in SETTINGS:
         post.append('  if (rc_ == MPI_SUCCESS) { ghost::mpi::%s((uintptr_t)%s, rec_); rec_ = nullptr; }'
                     % (SETTINGS[api], d.params[0].name))
+    if api == 'MPI_Win_detach':
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::win_detached((uintptr_t)%s, (uintptr_t)%s);'
+                    % (d.params[0].name, d.params[1].name))
     if api in WIN_EVENTS:
         ev, arg = WIN_EVENTS[api]
         cond = 'rc_ == MPI_SUCCESS' + (' && flag && *flag' if api == 'MPI_Win_test' else '')

@@ -530,6 +530,42 @@ void win_errhandler_set(uintptr_t win, record *r) {
     errhandler_set(kind::win, win, r);
 }
 
+namespace {
+std::mutex g_attach_mu; // the windows' attached lists
+} // namespace
+
+void win_attach_set(uintptr_t win, record *r) {
+    if (!r) return;
+    vobj *v = object_vobj<kind::win>(win);
+    comm_info *ci = v ? (comm_info *)v->ext : nullptr;
+    if (!ci) { // no clock: a checkpoint refuses the window anyway
+        delete r;
+        return;
+    }
+    record_link_setting(v, r);
+    std::lock_guard<std::mutex> g(g_attach_mu);
+    if (!ci->attached) ci->attached = new std::vector<record *>();
+    ci->attached->push_back(r);
+}
+
+void win_detached(uintptr_t win, uintptr_t base) {
+    comm_info *ci = object_clock_of(clock_kind::window, win);
+    if (!ci) return;
+    record *gone = nullptr;
+    {
+        std::lock_guard<std::mutex> g(g_attach_mu);
+        if (!ci->attached) return;
+        auto &list = *ci->attached;
+        for (size_t i = 0; i < list.size(); i++)
+            if (list[i]->args[1] == base) {
+                gone = list[i];
+                list.erase(list.begin() + (long)i);
+                break;
+            }
+    }
+    if (gone) record_drop(gone);
+}
+
 bool errhandler_recorded(bool window, uintptr_t object) {
     vobj *v = nullptr;
     comm_info *ci = errh_owner(window ? kind::win : kind::comm, object, &v);
@@ -539,6 +575,17 @@ bool errhandler_recorded(bool window, uintptr_t object) {
 void comm_freed(void *info) {
     comm_info *ci = (comm_info *)info;
     if (record *r = __atomic_exchange_n(&ci->errh_set, nullptr, __ATOMIC_ACQ_REL)) record_drop(r);
+    std::vector<record *> *attached;
+    {
+        std::lock_guard<std::mutex> g(g_attach_mu);
+        attached = ci->attached;
+        ci->attached = nullptr;
+    }
+    if (attached) {
+        for (record *r : *attached)
+            record_drop(r);
+        delete attached;
+    }
     if (ci->of == clock_kind::window) g_windows.fetch_sub(1);
     if (ci->file) file_state_free(ci->file);
     {

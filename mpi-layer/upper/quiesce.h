@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace ghost::mpi {
 
@@ -59,6 +60,9 @@ struct comm_info {
     // target, none of which another rank's shared lock excludes), a restart takes it again.
     bool lock_all = false;
     int lock_all_assert = 0;
+    // A dynamic window's MPI_Win_attach records (settings) of the regions attached now: a restart
+    // attaches them again, at the same addresses (the program's memory, in the image).
+    std::vector<record *> *attached = nullptr;
     bool fenced = false; // a fence (not MPI_MODE_NOSUCCEED) began an epoch: a restart fences once
     comm_info *next = nullptr, *prev = nullptr;
 };
@@ -221,6 +225,9 @@ void comm_freed(void *info);
 // pattern: set, then free).
 void comm_errhandler_set(uintptr_t comm_upper, record *r);
 void win_errhandler_set(uintptr_t win_upper, record *r);
+// MPI_Win_attach succeeded: its record (takes r) is kept until MPI_Win_detach of that base.
+void win_attach_set(uintptr_t win_upper, record *r);
+void win_detached(uintptr_t win_upper, uintptr_t base);
 // Whether the communicator's (or window's) error handler is set by a record a restart replays.
 bool errhandler_recorded(bool window, uintptr_t object_upper);
 // MPI_Comm_free's clock: the communicator (upper handle) if its free must be collective

@@ -391,6 +391,15 @@ int replay_one(replay &p, const char *api) {
     } else if (is("MPI_Comm_set_errhandler")) { // a setting record (errhandler_set)
         rc = p.call<int (*)(C, MPI_Errhandler)>(p.h<KC, C>(0),
                                                 p.h<kind::errhandler, MPI_Errhandler>(1));
+    } else if (is("MPI_Win_create_dynamic")) {
+        // Its regions come back with the attach records after it (win_attach_set).
+        MPI_Win o = lower_null<kind::win, MPI_Win>();
+        rc = p.call<int (*)(MPI_Info, C, MPI_Win *)>(p.h<kind::info, MPI_Info>(0), p.h<KC, C>(1),
+                                                     &o);
+        p.made<kind::win>(o);
+    } else if (is("MPI_Win_attach")) { // a setting record: the region, at the same address
+        rc = p.call<int (*)(MPI_Win, void *, MPI_Aint)>(p.h<kind::win, MPI_Win>(0),
+                                                        (void *)(uintptr_t)p.r->args[1], p.a(2));
     } else if (is("MPI_Win_set_errhandler")) { // a setting record (errhandler_set)
         rc = p.call<int (*)(MPI_Win, MPI_Errhandler)>(p.h<kind::win, MPI_Win>(0),
                                                       p.h<kind::errhandler, MPI_Errhandler>(1));
@@ -952,7 +961,8 @@ int quiesce(void *, char *why, size_t why_len) {
     for (const auto &[r, v] : records_in_order()) {
         if (v && v->k == kind::win &&
             (!strcmp(api_of(r), "MPI_Win_create") || !strcmp(api_of(r), "MPI_Win_allocate") ||
-             !strcmp(api_of(r), "MPI_Win_allocate_c")))
+             !strcmp(api_of(r), "MPI_Win_allocate_c") ||
+             !strcmp(api_of(r), "MPI_Win_create_dynamic")))
             if (const char *open = win_epoch_open(v)) {
                 snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",
                          rank, api_of(r), open);

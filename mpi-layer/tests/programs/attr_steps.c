@@ -17,10 +17,10 @@
  * epoch every step, a window held under MPI_Win_lock_all from its creation to its end (as
  * ARMCI-MPI and SHMEM-over-MPI libraries hold theirs: every checkpoint finds it locked) with a
  * fetch-and-op completed by a flush of its one target and a put completed by a flush_all every
- * step, and an MPI_Alloc_mem block. The windows have a name and error handlers (the program's
- * own, one of them freed at once, and MPI_ERRORS_RETURN), checked and called in every step.
- * Prints only at the end. Usage:
- * attr_steps STEPS [SLEEP_MS] */
+ * step, a dynamic window (regions attached at the program's addresses, one attached and
+ * detached every other step), and an MPI_Alloc_mem block. The windows have a name and error
+ * handlers (the program's own, one of them freed at once, and MPI_ERRORS_RETURN), checked and
+ * called in every step. Prints only at the end. Usage: attr_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
 
 /* The deprecated keyval calls are used on purpose (old codes still do). */
@@ -124,6 +124,16 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Win_create_errhandler(lwin_errh, &freed_eh));
     CHECK_MPI(MPI_Win_set_errhandler(lwin, freed_eh));
     CHECK_MPI(MPI_Errhandler_free(&freed_eh));
+    /* a dynamic window: each rank's region attached at its address (published to the others
+     * with MPI_Get_address), written by the left neighbour every step under a lock; a second
+     * region attached on even steps and detached on odd ones */
+    MPI_Win dwin;
+    CHECK_MPI(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &dwin));
+    long long *dreg = calloc(2, sizeof(long long)), *dextra = calloc(16, sizeof(long long));
+    CHECK_MPI(MPI_Win_attach(dwin, dreg, 2 * (MPI_Aint)sizeof(long long)));
+    MPI_Aint dmine, *daddr = calloc((size_t)mpit_size, sizeof(MPI_Aint));
+    CHECK_MPI(MPI_Get_address(dreg, &dmine));
+    CHECK_MPI(MPI_Allgather(&dmine, 1, MPI_AINT, daddr, 1, MPI_AINT, MPI_COMM_WORLD));
     CHECK_MPI(MPI_Alloc_mem(2 * (MPI_Aint)sizeof(long long), MPI_INFO_NULL, &sum));
     sum[0] = 0;
     sum[1] = r;
@@ -249,6 +259,18 @@ int main(int argc, char **argv) {
         CHECK(lmem[1] == (s + 1) * 100LL + left);
         mpit_mix((unsigned long long)(before + lmem[1]));
         CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* read before the left neighbour's next put */
+        long long dval = (s + 1) * 10000LL + r;
+        CHECK_MPI(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, right, 0, dwin));
+        CHECK_MPI(MPI_Put(&dval, 1, MPI_LONG_LONG, right, daddr[right], 1, MPI_LONG_LONG, dwin));
+        CHECK_MPI(MPI_Win_unlock(right, dwin));
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+        CHECK(dreg[0] == (s + 1) * 10000LL + left);
+        if (s % 2 == 0)
+            CHECK_MPI(MPI_Win_attach(dwin, dextra, 16 * (MPI_Aint)sizeof(long long)));
+        else
+            CHECK_MPI(MPI_Win_detach(dwin, dextra));
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* read before the left neighbour's next put */
+        mpit_mix((unsigned long long)dreg[0]);
         MPI_Errhandler got_eh;
         char wname[MPI_MAX_OBJECT_NAME] = "";
         int wlen = 0;
@@ -282,6 +304,12 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Win_free(&win));
     CHECK_MPI(MPI_Win_free(&awin));
     CHECK_MPI(MPI_Errhandler_free(&weh));
+    if (steps % 2 == 1) CHECK_MPI(MPI_Win_detach(dwin, dextra)); /* the last step attached it */
+    CHECK_MPI(MPI_Win_detach(dwin, dreg));
+    CHECK_MPI(MPI_Win_free(&dwin));
+    free(dreg);
+    free(dextra);
+    free(daddr);
     CHECK_MPI(MPI_Win_unlock_all(lwin));
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD)); /* every rank's operations completed at its target */
     CHECK(lmem[0] == (long long)steps * (steps + 1) / 2);
