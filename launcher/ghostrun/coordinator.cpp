@@ -361,17 +361,10 @@ struct server {
                 }
                 at += 2;
             }
-            auto &made = ep.made[c.rank];
-            made.clear();
-            if (at + 1 < w.size() && w[at] == "made") {
-                size_t k = strtoul(w[at + 1].c_str(), nullptr, 10);
-                if (at + 2 + k > w.size()) {
-                    abort_epoch("rank " + std::to_string(c.rank) + ": a short 'made' list in '" +
-                                line.substr(0, 80) + "'");
-                    return;
-                }
-                made.assign(w.begin() + (long)at + 2, w.begin() + (long)(at + 2 + k));
-                at += 2 + k;
+            if (!read_made(w, at, ep.made[c.rank])) {
+                abort_epoch("rank " + std::to_string(c.rank) + ": a short 'made' list in '" +
+                            line.substr(0, 80) + "'");
+                return;
             }
             size_t size = at + 1 < w.size() && w[at] == "sent"
                               ? strtoul(w[at + 1].c_str(), nullptr, 10)
@@ -512,6 +505,19 @@ struct server {
     int tomb_followups = 0;
     clock_type::time_point tomb_followup_at = clock_type::time_point::max();
 
+    // A rank's creation list, "made <k> <word>..." at w[at] (CLOCK, TOMBSTONES): into `out`
+    // (empty without one), `at` past it; false if the list is shorter than it says.
+    static bool read_made(const std::vector<std::string> &w, size_t &at,
+                          std::vector<std::string> &out) {
+        out.clear();
+        if (at + 1 >= w.size() || w[at] != "made") return true;
+        size_t k = strtoul(w[at + 1].c_str(), nullptr, 10);
+        if (at + 2 + k > w.size()) return false;
+        out.assign(w.begin() + (long)at + 2, w.begin() + (long)(at + 2 + k));
+        at += 2 + k;
+        return true;
+    }
+
     static long stats_records(const std::string &stats) {
         auto w = split(stats);
         for (size_t i = 0; i + 1 < w.size(); i++)
@@ -547,10 +553,8 @@ struct server {
     // began meanwhile (its own agreement prunes then).
     void on_tombstones(conn &c, const std::vector<std::string> &w) {
         if (tomb.id == 0 || w.size() < 2 || atol(w[1].c_str()) != tomb.id) return;
-        auto &made = tomb.made[c.rank];
-        if (w.size() >= 4 && w[2] == "made")
-            made.assign(w.begin() + 4,
-                        w.begin() + (long)std::min(w.size(), 4 + (size_t)atol(w[3].c_str())));
+        size_t at = 2;
+        if (!read_made(w, at, tomb.made[c.rank])) tomb.made[c.rank].clear(); // prunes nothing
         if ((int)tomb.made.size() < job_size) return;
         long id = tomb.id;
         tomb.id = 0;

@@ -322,11 +322,13 @@ void win_note(uintptr_t win, win_event e, int rank) {
     }
     switch (e) {
     case win_event::rma: {
-        int none = -1;
-        if (!__atomic_compare_exchange_n(&ci->rma_target, &none, rank, false, __ATOMIC_RELAXED,
-                                         __ATOMIC_RELAXED) &&
-            none != rank)
-            __atomic_store_n(&ci->rma_target, -2, __ATOMIC_RELAXED);
+        // Written only when it changes (the usual loop puts to the same target again and again).
+        // A failed exchange leaves in `seen` what another thread set first.
+        int seen = __atomic_load_n(&ci->rma_target, __ATOMIC_RELAXED);
+        if (seen == -1 && __atomic_compare_exchange_n(&ci->rma_target, &seen, rank, false,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            seen = rank;
+        if (seen != rank && seen != -2) __atomic_store_n(&ci->rma_target, -2, __ATOMIC_RELAXED);
         __atomic_fetch_add(&ci->rma_pending, 1, __ATOMIC_RELAXED);
         return;
     }
@@ -493,8 +495,9 @@ void record_set_parent(record *r, uintptr_t upper) {
 }
 
 namespace {
-// The object's clock (its comm_info) and vobj, for a communicator or a window.
-comm_info *errh_owner(kind k, uintptr_t object, vobj **v_out) {
+// The object's clock (its comm_info) and vobj, for a communicator or a window: what its setting
+// records (error handler, attached regions) hang on.
+comm_info *clock_owner(kind k, uintptr_t object, vobj **v_out) {
     if (k == kind::win) {
         *v_out = object_vobj<kind::win>(object);
         return *v_out ? (comm_info *)(*v_out)->ext : nullptr;
@@ -512,7 +515,7 @@ comm_info *errh_owner(kind k, uintptr_t object, vobj **v_out) {
 void errhandler_set(kind k, uintptr_t object, record *r) {
     if (!r) return;
     vobj *v = nullptr;
-    comm_info *ci = errh_owner(k, object, &v);
+    comm_info *ci = clock_owner(k, object, &v);
     if (!ci) { // no clock: a checkpoint refuses a freed handler on it, as before
         delete r;
         return;
@@ -536,8 +539,8 @@ std::mutex g_attach_mu; // the windows' attached lists
 
 void win_attach_set(uintptr_t win, record *r) {
     if (!r) return;
-    vobj *v = object_vobj<kind::win>(win);
-    comm_info *ci = v ? (comm_info *)v->ext : nullptr;
+    vobj *v = nullptr;
+    comm_info *ci = clock_owner(kind::win, win, &v);
     if (!ci) { // no clock: a checkpoint refuses the window anyway
         delete r;
         return;
@@ -568,7 +571,7 @@ void win_detached(uintptr_t win, uintptr_t base) {
 
 bool errhandler_recorded(bool window, uintptr_t object) {
     vobj *v = nullptr;
-    comm_info *ci = errh_owner(window ? kind::win : kind::comm, object, &v);
+    comm_info *ci = clock_owner(window ? kind::win : kind::comm, object, &v);
     return ci && __atomic_load_n(&ci->errh_set, __ATOMIC_ACQUIRE) != nullptr;
 }
 
