@@ -504,6 +504,11 @@ struct server {
     static constexpr int kTombstoneCascade = 8;
     int tomb_followups = 0;
     clock_type::time_point tomb_followup_at = clock_type::time_point::max();
+    // A round can find nothing to prune while the ranks run (a member had not returned from a
+    // creation the others listed) and the job then stop growing: a rank that still holds
+    // kTombstoneGrowth records is looked at again every kTombstoneRecheck.
+    static constexpr auto kTombstoneRecheck = std::chrono::seconds(10);
+    clock_type::time_point tomb_last_round{};
 
     // A rank's creation list, "made <k> <word>..." at w[at] (CLOCK, TOMBSTONES): into `out`
     // (empty without one), `at` past it; false if the list is shorter than it says.
@@ -534,13 +539,15 @@ struct server {
             if (n < 0) continue;
             long &floor = records_floor[c->rank]; // 0 before the first round
             floor = std::min(floor, n);
-            grown |= n >= floor + kTombstoneGrowth;
+            grown |= n >= floor + kTombstoneGrowth ||
+                     (n >= kTombstoneGrowth && now - tomb_last_round >= kTombstoneRecheck);
         }
         bool followup = now >= tomb_followup_at;
         if (!grown && !followup) return;
         tomb_followup_at = clock_type::time_point::max();
         tomb_followups = followup && !grown ? tomb_followups + 1 : 0;
         tomb = {next_tomb_round++, now, {}};
+        tomb_last_round = now;
         for (auto *c : live_ranks()) {
             records_floor[c->rank] = std::max(0L, stats_records(c->stats));
             send_line(c->fd, "TOMBSTONES " + std::to_string(tomb.id));
