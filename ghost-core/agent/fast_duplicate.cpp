@@ -378,15 +378,21 @@ bool plan_memory(dup_request &req) {
     return true;
 }
 
-void set_fork_advice(bool before_fork) {
-    for (int i = 0; i < g_region_count; i++) {
+// Returns the first madvise error (0: all applied). Before the fork a failure is undone by the
+// caller and the request falls back; after it, the copy cannot go on without its advice.
+long set_fork_advice(bool before_fork, int count) {
+    for (int i = 0; i < count; i++) {
         const region_plan &r = g_regions[i];
         uint64_t len = r.end - r.start;
+        long e = 0;
         if (r.dontfork)
-            sys::call(SYS_madvise, r.start, len, before_fork ? MADV_DOFORK : MADV_DONTFORK);
-        if (r.wipeonfork)
-            sys::call(SYS_madvise, r.start, len, before_fork ? MADV_KEEPONFORK : MADV_WIPEONFORK);
+            e = sys::call(SYS_madvise, r.start, len, before_fork ? MADV_DOFORK : MADV_DONTFORK);
+        if (r.wipeonfork && !sys::failed(e))
+            e = sys::call(SYS_madvise, r.start, len,
+                          before_fork ? MADV_KEEPONFORK : MADV_WIPEONFORK);
+        if (sys::failed(e)) return e;
     }
+    return 0;
 }
 
 [[noreturn]] void copy_fails(const char *what, long err) {
@@ -453,11 +459,23 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
         close_spares();
         return;
     }
-    set_fork_advice(true);
+    if (long e = set_fork_advice(true, g_region_count); sys::failed(e)) {
+        set_fork_advice(false, g_region_count);
+        close_spares();
+        refuse(req, "cannot lift a region's fork advice (madvise: %ld)", e);
+        return;
+    }
     // exit signal 0: the original's wait() never sees the copy, no SIGCHLD; nothing shared.
     long pid = sys::call(SYS_clone, 0, 0, 0, 0, 0);
     if (pid != 0) { // the original
-        set_fork_advice(false);
+        if (long e = set_fork_advice(false, g_region_count); sys::failed(e)) {
+            char line[160];
+            int n = snprintf(line, sizeof line,
+                             "ghost-agent[%d]: a region's fork advice could not be set again "
+                             "after a duplicate (madvise: %ld)\n",
+                             (int)sys::call(SYS_getpid), e);
+            sys::call(SYS_write, 2, line, n);
+        }
         close_spares();
         if (sys::failed(pid)) {
             snprintf(req.why, sizeof req.why, "fork failed (%ld)", pid);
@@ -468,7 +486,8 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
         return;
     }
     // The copy: this thread alone, every signal blocked.
-    set_fork_advice(false);
+    if (long e = set_fork_advice(false, g_region_count); sys::failed(e))
+        copy_fails("cannot set a region's fork advice again", e);
     own_shared_memory();
     install_fds();
     st.restored = 0;

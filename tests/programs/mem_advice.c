@@ -30,25 +30,44 @@ static int g_have_guards;
 static unsigned char *g_shared;
 static const size_t shared_bytes = 64 << 10;
 
-// The VmFlags line of the mapping that starts at addr.
+// The VmFlags line of the mapping that starts at addr. A failure names the mapping that holds
+// addr instead, with its flags, and the one before it (a merge or a lost region shows there).
 static void vm_flags_of(void *addr, char *out, size_t size) {
     FILE *f = fopen("/proc/self/smaps", "r");
     if (!f) t_fail("cannot open /proc/self/smaps");
-    char line[512];
-    int in = 0;
+    char line[512], header[512] = "", before[512] = "none", holder[512] = "none";
+    int in = 0, holds = 0;
     out[0] = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long start, end;
         if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, ' ') &&
-            strchr(line, '-') < strchr(line, ' '))
+            strchr(line, '-') < strchr(line, ' ')) {
             in = start == (unsigned long)addr;
-        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-            snprintf(out, size, "%s", line + 8);
-            break;
+            if (start <= (unsigned long)addr && (unsigned long)addr < end) {
+                snprintf(before, sizeof before, "%s", header);
+                snprintf(holder, sizeof holder, "%s", line);
+                holds = 1;
+            } else {
+                holds = 0;
+            }
+            snprintf(header, sizeof header, "%s", line);
+        } else if (strncmp(line, "VmFlags:", 8) == 0) {
+            if (in) {
+                snprintf(out, size, "%s", line + 8);
+                break;
+            }
+            if (holds) strncat(holder, line, sizeof holder - strlen(holder) - 1);
         }
     }
+    int read_error = ferror(f);
     fclose(f);
-    if (!out[0]) t_fail("no mapping starts at %p", addr);
+    for (char *c = holder; *c; c++)
+        if (*c == '\n') *c = ' ';
+    for (char *c = before; *c; c++)
+        if (*c == '\n') *c = ' ';
+    if (!out[0])
+        t_fail("no mapping starts at %p (read error %d; held by: %s; the one before: %s)", addr,
+               read_error, holder, before);
 }
 
 static int has_flag(const char *flags, const char *want) {
