@@ -378,6 +378,10 @@ def gen_wrapper(d, idx, fl):
             pre.append('  %s l_%s = (%s)ghost::mpi::g_lower_null[(int)%s];' % (p.core, n, p.core, K))
             args.append('%s ? &l_%s : nullptr' % (n, n))
             rec = 'rec_' if (record and extra not in ('request', 'message')) or (record and extra == 'request' and base_api(d.api).endswith('_init')) else 'nullptr'
+            # A failed call that set its output to the null handle (MPI_Comm_dup whose attribute
+            # copy callback failed must give MPI_COMM_NULL) gives the program the upper null.
+            post.append('  if (%s && rc_ != MPI_SUCCESS && (uintptr_t)l_%s == ghost::mpi::g_lower_null[(int)%s]) '
+                        '*%s = (%s)ghost::mpi::g_upper_null[(int)%s];' % (n, n, K, n, p.core, K))
             post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s);' % (n, n, K, n, rec))
             if rec == 'rec_':
                 post.append('  else if (rec_) { delete rec_; }')
@@ -519,6 +523,9 @@ def gen_wrapper(d, idx, fl):
     if api in SETTINGS:
         post.append('  if (rc_ == MPI_SUCCESS) { ghost::mpi::%s((uintptr_t)%s, rec_); rec_ = nullptr; }'
                     % (SETTINGS[api], d.params[0].name))
+    if api == 'MPI_Win_get_attr':
+        post.append('  if (rc_ == MPI_SUCCESS && %s && *%s) ghost::mpi::win_flavor_attr((uintptr_t)%s, %s, %s);'
+                    % (d.params[3].name, d.params[3].name, d.params[0].name, d.params[1].name, d.params[2].name))
     if api == 'MPI_Win_detach':
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::win_detached((uintptr_t)%s, (uintptr_t)%s);'
                     % (d.params[0].name, d.params[1].name))

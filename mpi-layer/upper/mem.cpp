@@ -5,7 +5,9 @@
 // restarted rank would have lost its contents. A window MPI_Win_allocate asked for is made by
 // MPI_Win_create over that memory, which a restart makes again like any MPI_Win_create window.
 // What is lost: memory an MPI library registers ahead for RDMA (it registers the program's
-// memory on first use instead), and MPI_WIN_CREATE_FLAVOR reads MPI_WIN_FLAVOR_CREATE.
+// memory on first use instead), and the MPI's own choice for such windows (Open MPI 4.1 picks
+// its shared-memory osc for an allocated window on one node, another for a created one).
+// MPI_WIN_CREATE_FLAVOR still reads MPI_WIN_FLAVOR_ALLOCATE (quiesce.cpp, win_flavor_attr).
 #include <cstdlib>
 #include <cstring>
 #include <mutex>

@@ -228,6 +228,10 @@ void win_errhandler_set(uintptr_t win_upper, record *r);
 // MPI_Win_attach succeeded: its record (takes r) is kept until MPI_Win_detach of that base.
 void win_attach_set(uintptr_t win_upper, record *r);
 void win_detached(uintptr_t win_upper, uintptr_t base);
+// After a successful MPI_Win_get_attr that found a value: MPI_WIN_CREATE_FLAVOR of a window the
+// program made with MPI_Win_allocate reads MPI_WIN_FLAVOR_ALLOCATE (the lower window is an
+// MPI_Win_create one over upper memory, upper/mem.cpp).
+void win_flavor_attr(uintptr_t win_upper, int keyval, void *attribute_val);
 // Whether the communicator's (or window's) error handler is set by a record a restart replays.
 bool errhandler_recorded(bool window, uintptr_t object_upper);
 // MPI_Comm_free's clock: the communicator (upper handle) if its free must be collective

@@ -51,6 +51,12 @@ static int copy_cb(MPI_Comm c, int kv, void *extra, void *in, void *out, int *fl
     return MPI_SUCCESS;
 }
 
+static int failing_copy_cb(MPI_Comm c, int kv, void *extra, void *in, void *out, int *flag) {
+    (void)c, (void)kv, (void)extra, (void)in, (void)out;
+    *flag = 0;
+    return MPI_ERR_OTHER;
+}
+
 static int delete_cb(MPI_Comm c, int kv, void *val, void *extra) {
     (void)c;
     (void)val;
@@ -107,6 +113,20 @@ int main(int argc, char **argv) {
                                MPI_COMM_WORLD, &amem, &awin));
     amem[0] = amem[1] = 0;
     CHECK_MPI(MPI_Win_fence(0, awin));
+    /* an MPI_Comm_dup that an attribute copy callback fails gives MPI_COMM_NULL */
+    {
+        MPI_Comm fc, newc = MPI_COMM_WORLD;
+        int kv_fail;
+        CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &fc));
+        CHECK_MPI(MPI_Comm_set_errhandler(fc, MPI_ERRORS_RETURN));
+        CHECK_MPI(MPI_Comm_create_keyval(failing_copy_cb, MPI_COMM_NULL_DELETE_FN, &kv_fail, NULL));
+        CHECK_MPI(MPI_Comm_set_attr(fc, kv_fail, (void *)(intptr_t)1));
+        CHECK(MPI_Comm_dup(fc, &newc) != MPI_SUCCESS);
+        CHECK(newc == MPI_COMM_NULL);
+        CHECK_MPI(MPI_Comm_delete_attr(fc, kv_fail));
+        CHECK_MPI(MPI_Comm_free_keyval(&kv_fail));
+        CHECK_MPI(MPI_Comm_free(&fc));
+    }
     /* windows' names and error handlers: the program's own handler on awin, MPI_ERRORS_RETURN
      * on win (checked in every step: a restart must set both again) */
     MPI_Errhandler weh;
@@ -195,6 +215,11 @@ int main(int argc, char **argv) {
         CHECK(flag && (intptr_t)v == 600 + r);
         CHECK_MPI(MPI_Type_get_attr(vec, kv_type, &v, &flag));
         CHECK(flag && (intptr_t)v == 77);
+        int *flavor = NULL; /* what the program asked for, across restarts too */
+        CHECK_MPI(MPI_Win_get_attr(awin, MPI_WIN_CREATE_FLAVOR, &flavor, &flag));
+        CHECK(flag && *flavor == MPI_WIN_FLAVOR_ALLOCATE);
+        CHECK_MPI(MPI_Win_get_attr(win, MPI_WIN_CREATE_FLAVOR, &flavor, &flag));
+        CHECK(flag && *flavor == MPI_WIN_FLAVOR_CREATE);
         int *tag_ub = NULL;
         CHECK_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &flag));
         CHECK(flag && *tag_ub >= 32767);
