@@ -201,6 +201,7 @@ struct server {
     pid_t new_mpirun = -1, old_mpirun = -1, switched_to = -1;
     clock_type::time_point new_mpirun_kill_at = clock_type::time_point::max();
     const clock_type::time_point born_ = clock_type::now();
+    bool restart_told = false; // the restart's "every rank runs again" line
 
     server(coordinator_setup &setup, const job_config &c) : s(setup), cfg(c) {
         program = c.argv.empty() ? "?" : c.argv[0];
@@ -316,6 +317,15 @@ struct server {
         for (auto &o : conns) // a rank that reconnects replaces its old entry
             if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
         send_line(c.fd, "WELCOME");
+        if (cfg.restarted_gen > 0 && !restart_told && !mv.active && job_not_ready().empty()) {
+            restart_told = true;
+            double s_ =
+                std::chrono::duration<double>(clock_type::now() - cfg.restart_began).count();
+            fprintf(stderr,
+                    "ghostrun: job %s: restarted from %s: every rank runs again %.2f s after the "
+                    "restart began (images verified in %.2f s)\n",
+                    s.job.c_str(), cfg.restarted_dir.c_str(), s_, cfg.restart_verify_s);
+        }
         if (c.incoming && mv.all_sent && incoming_ready()) return live_switch();
         if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
         if (mv.active && mv.live && mv.switched && job_not_ready().empty()) finish_live();

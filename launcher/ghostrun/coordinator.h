@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -46,6 +47,10 @@ struct job_config {
     int restarted_gen = 0;
     std::string restarted_dir;
     long long restarted_time = 0;
+    // A restart's start (before its images were verified) and how long the verification took:
+    // the coordinator tells when every rank runs again.
+    std::chrono::steady_clock::time_point restart_began;
+    double restart_verify_s = 0;
     // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
     // `hosts` empty: placed as the job's ranks were; else rank R on hosts[R], which becomes the
     // job's placement from then on (mpirun_opts changes with it: a migration). gen_dir empty: the

@@ -515,8 +515,12 @@ int main(int argc, char **argv) {
     // `opts` are the mpirun options to place and run them (the manifest's size when without -np).
     auto restart_from = [&](const std::string &gen, const manifest &m,
                             std::vector<std::string> opts) {
+        cfg.restart_began = std::chrono::steady_clock::now();
         if (auto v = verify_generation(gen, m, true); !v)
             die("cannot restart from " + gen + ": " + v.err().message);
+        cfg.restart_verify_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - cfg.restart_began)
+                .count();
         if (m.flavour != "openmpi" && m.flavour != "mpich")
             die("cannot restart from " + gen + ": unknown MPI '" + m.flavour + "'");
         std::string size = std::to_string(m.ranks.size());
