@@ -548,7 +548,10 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         }
         send_line("CLOCK " + e + " " + std::to_string(n / 2) + clock);
         r = wait_for([] { return false; }, deadline, true, &line);
-        if (r != w_ok) return fail(r, "no collective targets from the coordinator");
+        if (r != w_ok)
+            return fail(r, "reported its collective clocks, but another rank did not report in "
+                           "time (its threads did not reach a safe point; the coordinator sent "
+                           "no targets)");
         auto w = words(line);
         if (w.size() < 4 || w[0] != "TARGET" || w[1] != e)
             return fail(w_timeout, "unexpected " + line);
