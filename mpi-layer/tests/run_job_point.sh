@@ -5,8 +5,8 @@
 #   run_job_point.sh MODE FLAVOUR NP PROGRAM CASE [MPIRUN OPTIONS...]
 # MODE kill: `ghost checkpoint JOB --kill` once every rank is ready, then `ghost restart` (DIR/go
 # made first); resume: `ghost checkpoint JOB`, the job goes on; restart-resume: kill, restart, and
-# the restarted job is checkpointed again without --kill before it goes on. Passes when the last
-# job exits 0, every rank prints PASS and the ranks' lines of all segments, sorted, equal an
+# the restarted job (waiting at the point again) is checkpointed without --kill before it goes on.
+# Passes when the last job exits 0, every rank prints PASS and the ranks' lines of all segments, sorted, equal an
 # uninterrupted native run's. Every wait is bounded (GHOST_TEST_TIMEOUT seconds, default 60).
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT.
 set -u
@@ -95,15 +95,20 @@ resume)
 kill | restart-resume)
   checkpoint --kill
   finish 75
-  touch "$work/run/go"
+  # restart-resume: the restarted ranks wait at the point again (go is made only after their
+  # checkpoint); made earlier, a rank could reach MPI_Finalize before the checkpoint came.
+  [ "$mode" = kill ] && touch "$work/run/go"
   start seg2 "$GHOST" restart "$ck"
   outs+=("$work/seg2.out")
   if [ "$mode" = restart-resume ]; then
+    deadline=$((SECONDS + timeout_s))
     until [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = "$np" ]; do
-      kill -0 "$gpid" 2>/dev/null || break
+      kill -0 "$gpid" 2>/dev/null || fail "the restarted job ended before its checkpoint"
+      [ $SECONDS -lt $deadline ] || fail "not every restarted rank registered with the coordinator"
       sleep 0.02
     done
-    kill -0 "$gpid" 2>/dev/null && checkpoint
+    checkpoint
+    touch "$work/run/go"
   fi
   ;;
 *) fail "unknown mode (kill, resume or restart-resume)" ;;
