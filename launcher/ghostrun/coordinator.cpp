@@ -319,12 +319,12 @@ struct server {
         send_line(c.fd, "WELCOME");
         if (cfg.restarted_gen > 0 && !restart_told && !mv.active && job_not_ready().empty()) {
             restart_told = true;
-            double s_ =
+            double ready_s =
                 std::chrono::duration<double>(clock_type::now() - cfg.restart_began).count();
             fprintf(stderr,
                     "ghostrun: job %s: restarted from %s: every rank runs again %.2f s after the "
                     "restart began (images verified in %.2f s)\n",
-                    s.job.c_str(), cfg.restarted_dir.c_str(), s_, cfg.restart_verify_s);
+                    s.job.c_str(), cfg.restarted_dir.c_str(), ready_s, cfg.restart_verify_s);
         }
         if (c.incoming && mv.all_sent && incoming_ready()) return live_switch();
         if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
