@@ -127,7 +127,8 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_split', 'MPI_Comm_split_type',
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
-               'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_Win_allocate', 'MPI_File_open'}
+               'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared',
+               'MPI_File_open'}
 # Nonblocking collectives: their start advances the communicator's collective clock like a
 # blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
 # checkpoint every member has started the same ones; the drain then completes them
@@ -142,7 +143,7 @@ NONBLOCKING_COLLECTIVES = {
 COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
-COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate',
+COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared',
                 'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
                 'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
@@ -216,13 +217,19 @@ CUSTOM = {'MPI_Send', 'MPI_Ssend', 'MPI_Rsend', 'MPI_Bsend', 'MPI_Isend', 'MPI_I
 UPPER_ANSWERS = {'MPI_Alloc_mem', 'MPI_Free_mem',
                  'MPI_Comm_rank', 'MPI_Comm_size', 'MPI_Initialized', 'MPI_Finalized',
                  'MPI_Query_thread', 'MPI_Is_thread_main', 'MPI_Type_size', 'MPI_Wtime',
-                 'MPI_Wtick'}
+                 'MPI_Wtick', 'MPI_Win_shared_query', 'MPI_Win_shared_query_c'}
 
 
 # Memory the program gets from MPI is upper memory (upper/mem.cpp): MPI_Win_allocate allocates it
 # and makes the window with MPI_Win_create over it (its record keeps the memory's address where
 # the baseptr argument was: a restart makes the window again over it); MPI_Win_free releases it.
 WIN_ALLOCATE = {'MPI_Win_allocate': 'MPI_Win_create', 'MPI_Win_allocate_c': 'MPI_Win_create_c'}
+# A window of memory shared by the ranks of a node (upper/shared_win.cpp): the layer maps the node's
+# segment itself, in upper memory, and makes the window with MPI_Win_create over each rank's part
+# (the record keeps that part's address where the baseptr argument was); MPI_Win_shared_query is
+# answered in the upper half, MPI_Win_free unmaps the segment.
+SHARED_ALLOCATE = {'MPI_Win_allocate_shared': 'MPI_Win_create',
+                   'MPI_Win_allocate_shared_c': 'MPI_Win_create_c'}
 FN_INDEX = {}  # MPI name -> index in the function table, filled before generating
 
 
@@ -441,7 +448,7 @@ def gen_wrapper(d, idx, fl):
             L.append('  { double a_; if (ghost::mpi::u_%s(&a_)) return a_; }' % api[4:])
         else:
             L.append('  { int a_; if (ghost::mpi::u_%s(%s, &a_)) return a_; }'
-                     % (api[4:], ', '.join(p.name for p in d.params)))
+                     % (d.api[4:], ', '.join(p.name for p in d.params)))
     # After the gate: a thread held at its safe point across a checkpoint and restart must take the
     # new lower half's TLS and handles, not the ones it read before it stopped.
     L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
@@ -483,6 +490,27 @@ def gen_wrapper(d, idx, fl):
         L.append('  }')
         L.append('  if (rc_ == MPI_SUCCESS) *(void **)%s = wmem_;' % base)
         L.append('  else ghost::mpi::upper_free(wmem_);')
+    elif d.api in SHARED_ALLOCATE:
+        # The node's segment first (collective over the communicator), then the window over this
+        # rank's part of it.
+        size, disp, base = d.params[0].name, d.params[1].name, d.params[4].name
+        L.append('  void *wmem_ = nullptr;')
+        L.append('  ghost::mpi::shared_segment *seg_ = nullptr;')
+        L.append('  rc_ = ghost::mpi::shared_win_allocate(%s, (MPI_Aint)%s, l_info, l_comm, lfs_, &wmem_, &seg_);'
+                 % (size, disp))
+        L.append('  if (rc_ != MPI_SUCCESS) { delete rec_; rec_ = nullptr; }')
+        L.append('  if (rec_) rec_->args[4] = (uint64_t)(uintptr_t)wmem_;')
+        L.append('  (void)sizeof(fn_t);')
+        L.append('  if (rc_ == MPI_SUCCESS) {')
+        L.append('    ghost::mpi::lower_call lc_(lfs_);')
+        L.append('    rc_ = ((int (*)(void *, MPI_Aint, %s, MPI_Info, MPI_Comm, MPI_Win *))ghost::mpi::g_fns[%d])'
+                 '(wmem_, %s, %s, %s);' % (d.params[1].core, FN_INDEX[SHARED_ALLOCATE[d.api]], size, disp,
+                                          ', '.join(args[2:4] + args[5:])))
+        L.append('  }')
+        L.append('  if (rc_ == MPI_SUCCESS) *(void **)%s = wmem_;' % base)
+        L.append('  else if (seg_) ghost::mpi::shared_win_release(seg_);')
+        post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::shared_win_adopted((uintptr_t)*%s, seg_);'
+                    % (d.params[-1].name, d.params[-1].name))
     else:
         if api == 'MPI_Comm_free':
             # ... and then waits for every member (a barrier), so that at a checkpoint either all
@@ -496,6 +524,9 @@ def gen_wrapper(d, idx, fl):
             L.append('  void *wmem_ = ghost::mpi::win_upper_memory(%s ? (uintptr_t)*%s : 0);'
                      % (d.params[0].name, d.params[0].name))
             post.append('  if (rc_ == MPI_SUCCESS && wmem_) ghost::mpi::upper_free(wmem_);')
+            L.append('  ghost::mpi::shared_segment *seg_ = ghost::mpi::shared_win_of(%s ? (uintptr_t)*%s : 0);'
+                     % (d.params[0].name, d.params[0].name))
+            post.append('  if (rc_ == MPI_SUCCESS && seg_) ghost::mpi::shared_win_release(seg_);')
         L.append('  {')
         L.append('    ghost::mpi::lower_call lc_(lfs_);')
         L.append('    rc_ = %s;' % call)
@@ -507,7 +538,7 @@ def gen_wrapper(d, idx, fl):
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts
-    if api in ('MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_create_dynamic'):
+    if api in ('MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared', 'MPI_Win_create_dynamic'):
         w = d.params[-1].name
         post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::win_created((uintptr_t)*%s, (uintptr_t)%s);'
                     % (w, w, comms[0]))

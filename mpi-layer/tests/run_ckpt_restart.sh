@@ -10,10 +10,9 @@
 #   3. a new mpirun runs `ghost restart-rank CK` as every rank: each becomes its rank again, with a
 #      fresh lower half, and the job goes on.
 # MODE restart: one point. twice: two points; the restarted job is checkpointed, killed and
-# restarted again at point 2 (a second generation). refuse: the program holds an MPI window
-# (MPI_Win_allocate_shared: memory the lower half shares between ranks), which the layer cannot
-# rebuild yet: every checkpoint must fail with one line naming it, and the job must go on and
-# finish as if nothing happened. freed_errh: as restart, with an error handler the program freed
+# restarted again at point 2 (a second generation). refuse: the program holds a passive-target
+# lock on an MPI window (MPI_Win_lock), an epoch the layer does not carry: every checkpoint must
+# fail with one line naming it, and the job must go on and finish as if nothing happened. freed_errh: as restart, with an error handler the program freed
 # while a communicator keeps it (carried: still called after the restart). refuse_errh: the job
 # also holds a duplicate of that communicator, which got the freed handler from it: refused as
 # refuse is. busy: a thread of every rank waits inside
@@ -122,7 +121,7 @@ setsid timeout -k 5 "$timeout_s" "$GHOSTRUN" -np "$np" "${extra[@]}" "$prog" "$w
 job_pid=$!
 wait_point 1
 if [ "$mode" = refuse ] || [ "$mode" = refuse_errh ]; then
-  want="the window made by MPI_Win_allocate_shared cannot be rebuilt"
+  want="the window made by MPI_Win_create cannot be carried now: a passive-target lock is held"
   [ "$mode" = refuse_errh ] && want="a communicator holds an error handler the program has freed"
   for ((r = 0; r < np; r++)); do
     pid=$(cat "$work/run/pid.1.$r")

@@ -5,6 +5,7 @@
 // then makes the lower call as usual (erroneous arguments, not yet known, MPI not initialised).
 #pragma once
 #include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
 
 namespace ghost::mpi {
@@ -25,6 +26,25 @@ void *upper_alloc(MPI_Aint size); // nullptr if it cannot
 bool upper_free(void *base);      // false if base is not such a block
 // The memory MPI_Win_allocate gave window `win` (upper handle), or nullptr.
 void *win_upper_memory(uintptr_t win);
+
+// MPI_Win_allocate_shared (shared_win.cpp): the node's segment, mapped by the layer in upper
+// memory. shared_win_allocate is collective over lcomm; on success *base is this rank's part, for
+// MPI_Win_create, and *seg the segment, which shared_win_adopted ties to the window (upper handle)
+// or shared_win_release unmaps (also after MPI_Win_free).
+struct shared_segment;
+int shared_win_allocate(MPI_Aint size, MPI_Aint disp_unit, MPI_Info linfo, MPI_Comm lcomm,
+                        uintptr_t lfs, void **base, shared_segment **seg);
+void shared_win_adopted(uintptr_t win, shared_segment *seg);
+shared_segment *shared_win_of(uintptr_t win); // nullptr: not a shared window
+void shared_win_release(shared_segment *seg);
+bool u_Win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_unit, void *baseptr,
+                        int *rc);
+bool u_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint *size, MPI_Aint *disp_unit, void *baseptr,
+                          int *rc);
+// A restart (collective over lcomm, the window's new lower communicator): a new segment at the
+// same address in every member, with rank 0's contents; *base: this rank's part. -1 with a reason.
+int shared_win_rebuild(const void *win_vobj, MPI_Comm lcomm, uintptr_t lfs, void **base, char *why,
+                       size_t why_len);
 
 // MPI_Init and MPI_Init_thread: initialises the lower half at MPI_THREAD_MULTIPLE whatever the
 // application asks, and puts in *app_level the level the application is told: what it required,

@@ -552,13 +552,15 @@ void win_attach_set(uintptr_t win, record *r) {
 }
 
 void win_flavor_attr(uintptr_t win, int keyval, void *attribute_val) {
-    static int allocate_flavor = MPI_WIN_FLAVOR_ALLOCATE;
+    static int allocate_flavor = MPI_WIN_FLAVOR_ALLOCATE, shared_flavor = MPI_WIN_FLAVOR_SHARED;
     if (keyval != MPI_WIN_CREATE_FLAVOR || !attribute_val) return;
     vobj *v = object_vobj<kind::win>(win);
     if (!v || !v->rec || v->rec->fn < 0) return;
     const char *made_by = g_fn_names[v->rec->fn];
     if (strcmp(made_by, "MPI_Win_allocate") == 0 || strcmp(made_by, "MPI_Win_allocate_c") == 0)
         *(int **)attribute_val = &allocate_flavor;
+    else if (strncmp(made_by, "MPI_Win_allocate_shared", 23) == 0)
+        *(int **)attribute_val = &shared_flavor;
 }
 
 void win_detached(uintptr_t win, uintptr_t base) {

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "answers.h"
 #include "attribution.h"
 #include "files.h"
 #include "quiesce.h"
@@ -426,6 +427,32 @@ int replay_one(replay &p, const char *api) {
         } else {
             rc = call_by_name<int (*)(void *, MPI_Aint, MPI_Aint, MPI_Info, C, MPI_Win *)>(
                 p.fs, "MPI_Win_create_c", base, p.a(0), p.a(1), info, comm, &o);
+        }
+        p.made<kind::win>(o);
+    } else if (is("MPI_Win_allocate_shared") || is("MPI_Win_allocate_shared_c")) {
+        // The node's segment again at its address (shared_win.cpp), then the window over this
+        // rank's part. A freed one (replayed only to be freed again) gets no memory.
+        MPI_Win o = lower_null<kind::win, MPI_Win>();
+        C comm = p.h<KC, C>(3);
+        MPI_Info info = p.h<kind::info, MPI_Info>(2);
+        void *base = nullptr;
+        MPI_Aint size = 0;
+        if (p.check) {
+        } else if (!p.r->zombie) {
+            char why[240] = "";
+            if (shared_win_rebuild(p.r->owner, comm, p.fs, &base, why, sizeof why) != 0) {
+                fprintf(stderr, "ghost-mpi: rank %d: %s\n", g_state.rank, why);
+                return -1;
+            }
+            size = p.a(0);
+        }
+        if (p.check) {
+        } else if (is("MPI_Win_allocate_shared")) {
+            rc = call_by_name<int (*)(void *, MPI_Aint, int, MPI_Info, C, MPI_Win *)>(
+                p.fs, "MPI_Win_create", base, size, p.i(1), info, comm, &o);
+        } else {
+            rc = call_by_name<int (*)(void *, MPI_Aint, MPI_Aint, MPI_Info, C, MPI_Win *)>(
+                p.fs, "MPI_Win_create_c", base, size, p.a(1), info, comm, &o);
         }
         p.made<kind::win>(o);
     } else if (is("MPI_Comm_create_errhandler")) {
@@ -962,6 +989,7 @@ int quiesce(void *, char *why, size_t why_len) {
         if (v && v->k == kind::win &&
             (!strcmp(api_of(r), "MPI_Win_create") || !strcmp(api_of(r), "MPI_Win_allocate") ||
              !strcmp(api_of(r), "MPI_Win_allocate_c") ||
+             !strncmp(api_of(r), "MPI_Win_allocate_shared", 23) ||
              !strcmp(api_of(r), "MPI_Win_create_dynamic")))
             if (const char *open = win_epoch_open(v)) {
                 snprintf(why, why_len, "rank %d: the window made by %s cannot be carried now: %s",

@@ -9,8 +9,8 @@
  * the harness checkpoints every rank there, kills the job and restarts it from the images). The
  * phases after a point use the same objects again, make new ones from them, and check every value.
  * Output lines are deterministic: the lines of all the jobs together equal an uninterrupted run's.
- * "refuse": an MPI window of memory shared by the ranks of a node (MPI_Win_allocate_shared) lives
- * across the points (a checkpoint must be refused, naming it).
+ * "refuse": an MPI window with a passive-target lock held on it (MPI_Win_lock, shared, on rank 0)
+ * lives across the points (a checkpoint must be refused, naming it).
  * "busy": at point 1 the helper thread waits inside MPI_Recv (a checkpoint must be refused).
  * "freed_errh": the program frees its error handler right after setting it on a communicator,
  * which keeps it (the usual pattern: carried, the handler still called after a restart).
@@ -191,11 +191,13 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Type_create_resized(triple, 0, 4 * sizeof(int), &padded));
     CHECK_MPI(MPI_Type_commit(&padded));
     MPI_Type_free(&triple);
-    /* a window in the lower half's memory: what the layer cannot rebuild yet */
-    char *win_buf = NULL;
+    /* a window whose passive-target epoch stays open: what the layer does not carry */
+    static char win_buf[64];
     MPI_Win win = MPI_WIN_NULL;
-    if (refuse)
-        CHECK_MPI(MPI_Win_allocate_shared(64, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win_buf, &win));
+    if (refuse) {
+        CHECK_MPI(MPI_Win_create(win_buf, sizeof win_buf, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+        CHECK_MPI(MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, win));
+    }
     pthread_barrier_init(&go_helper, NULL, 2);
     pthread_barrier_init(&helper_done, NULL, 2);
     pthread_t helper;
@@ -289,7 +291,10 @@ int main(int argc, char **argv) {
     helper_step = -1;
     pthread_barrier_wait(&go_helper);
     pthread_join(helper, NULL);
-    if (win != MPI_WIN_NULL) MPI_Win_free(&win);
+    if (win != MPI_WIN_NULL) {
+        MPI_Win_unlock(0, win);
+        MPI_Win_free(&win);
+    }
     if (others != MPI_COMM_NULL) MPI_Comm_free(&others);
     MPI_Comm_free(&helper_comm);
     MPI_Type_free(&vec2);
