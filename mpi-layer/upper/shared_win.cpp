@@ -133,7 +133,7 @@ void call_errhandler(MPI_Comm lcomm, int code, uintptr_t lfs) {
 
 // Rank 0's memfd of `length` bytes (-errno on failure), filled from `from` when given.
 int make_memfd(size_t length, const void *from) {
-    int fd = memfd_create("ghost-shared-window", MFD_CLOEXEC);
+    int fd = memfd_create("ghost-mpi-window", MFD_CLOEXEC);
     if (fd < 0) return -errno;
     if (ftruncate(fd, (off_t)length) != 0) {
         int e = errno;
