@@ -534,7 +534,9 @@ def gen_wrapper(d, idx, fl):
     for p, role, extra in roles:
         if role == 'out' and extra == 'comm':
             parent = comms[0] if ((api in COMM_CHAINED or api in INTER_CREATIONS) and comms) else None
-            made = 'comm_created_pending' if api in NONBLOCKING_COLLECTIVES else 'comm_created'
+            made = ('comm_created_pending' if api in NONBLOCKING_COLLECTIVES else
+                    'comm_created_dup' if api in ('MPI_Comm_dup', 'MPI_Comm_dup_with_info') else
+                    'comm_created')
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
                         % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
     post += keep_posts

@@ -87,6 +87,11 @@ bool fill_ranks(comm_info *ci, MPI_Comm lc) {
     if (!L.ready) return false;
     int inter = 0, n = 0, rank = -1, local_size = 0;
     MPI_Group g;
+    // Groups up to this size are translated in the same lower scope, into the stack (each scope
+    // costs two arch_prctl where the CPU has no user-space FSGSBASE).
+    constexpr int kStackRanks = 256;
+    int in_stack[kStackRanks], out_stack[kStackRanks];
+    int rc = MPI_ERR_OTHER;
     {
         lower_call scope;
         if (L.Comm_test_inter(lc, &inter) != MPI_SUCCESS) return false;
@@ -95,19 +100,29 @@ bool fill_ranks(comm_info *ci, MPI_Comm lc) {
         if ((inter ? L.Comm_remote_group(lc, &g) : L.Comm_group(lc, &g)) != MPI_SUCCESS)
             return false;
         L.Group_size(g, &n);
+        if (n <= kStackRanks) {
+            for (int i = 0; i < n; i++)
+                in_stack[i] = i;
+            rc = L.Group_translate_ranks(g, n, in_stack, L.world_group, out_stack);
+            L.Group_free(&g);
+        }
     }
-    int *in = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
     int *out = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-    if (!in || !out) fatal("cannot map a communicator's ranks", "out of memory");
-    for (int i = 0; i < n; i++)
-        in[i] = i;
-    int rc;
-    {
-        lower_call scope;
-        rc = L.Group_translate_ranks(g, n, in, L.world_group, out);
-        L.Group_free(&g);
+    if (!out) fatal("cannot map a communicator's ranks", "out of memory");
+    if (n <= kStackRanks) {
+        memcpy(out, out_stack, sizeof(int) * (size_t)(n > 0 ? n : 0));
+    } else {
+        int *in = (int *)malloc(sizeof(int) * (size_t)n);
+        if (!in) fatal("cannot map a communicator's ranks", "out of memory");
+        for (int i = 0; i < n; i++)
+            in[i] = i;
+        {
+            lower_call scope;
+            rc = L.Group_translate_ranks(g, n, in, L.world_group, out);
+            L.Group_free(&g);
+        }
+        free(in);
     }
-    free(in);
     if (rc != MPI_SUCCESS) {
         free(out);
         return false;
@@ -443,6 +458,36 @@ uint64_t inter_members_hash(const comm_info *ci) {
     return h;
 }
 } // namespace
+
+void comm_created_dup(uintptr_t newcomm, uintptr_t parent) {
+    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
+#if defined(GHOST_MPI_MPICH)
+    vobj *v = decode<kind::comm>((MPI_Comm)newcomm);
+#else
+    vobj *v = (vobj *)newcomm;
+#endif
+    comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
+    if (v && v->magic == kVobjMagic && v->k == kind::comm && !v->ext && p && p->n > 0 &&
+        p->to_world) {
+        // A duplicate has its parent's group(s), rank and size: no lower call to learn them.
+        comm_info *ci = new comm_info();
+        ci->inter = p->inter;
+        ci->n = p->n;
+        ci->local_size = p->local_size;
+        ci->to_world = (int *)malloc(sizeof(int) * (size_t)p->n);
+        if (!ci->to_world) fatal("cannot map a communicator's ranks", "out of memory");
+        memcpy(ci->to_world, p->to_world, sizeof(int) * (size_t)p->n);
+        ci->lower = v->lower;
+        ci->upper = newcomm;
+        __atomic_store_n(&ci->rank, __atomic_load_n(&p->rank, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+        link_comm(ci);
+        comm_info *expected = nullptr;
+        if (!__atomic_compare_exchange_n((comm_info **)&v->ext, &expected, ci, false,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            comm_freed(ci);
+    }
+    comm_created(newcomm, parent);
+}
 
 void comm_created(uintptr_t newcomm, uintptr_t parent) {
     if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;

@@ -215,6 +215,9 @@ template <class H> inline comm_info *comm_info_of(H u) {
 }
 // Called after a successful call that produced `newcomm` (collective over `parent`, if any).
 void comm_created(uintptr_t newcomm_upper, uintptr_t parent_upper);
+// The same for MPI_Comm_dup and MPI_Comm_dup_with_info: the new communicator's ranks are its
+// parent's.
+void comm_created_dup(uintptr_t newcomm_upper, uintptr_t parent_upper);
 // MPI_Comm_idup: the new communicator's clock is chained from the parent now, its ranks are
 // read at its first use (comm_info::unfilled).
 void comm_created_pending(uintptr_t newcomm_upper, uintptr_t parent_upper);
