@@ -105,9 +105,10 @@ std::vector<std::string> lower_environment(char *const *envp) {
     for (char *const *e = envp; e && *e; e++)
         if (strncmp(*e, "GHOST_STUB_DIR=", 15) == 0) stub = *e + 15;
     if (!stub) stub = getenv("GHOST_STUB_DIR");
-    bool have_tunables = false;
+    bool have_tunables = false, have_osc = false;
     for (char *const *e = envp; e && *e; e++) {
         std::string s = *e;
+        if (s.rfind("OMPI_MCA_osc=", 0) == 0) have_osc = true;
         if (s.rfind("LD_PRELOAD=", 0) == 0)
             continue; // else the lower ld.so preloads us again (DESIGN 2.2)
         if (s.rfind("LD_LIBRARY_PATH=", 0) ==
@@ -140,6 +141,12 @@ std::vector<std::string> lower_environment(char *const *envp) {
     env.push_back("UCX_MEM_MALLOC_HOOKS=no");
     env.push_back("UCX_ERROR_SIGNALS=");
     env.push_back("UCX_HANDLE_ERRORS=none");
+    // Every window the layer makes is an MPI_Win_create (or _dynamic) one (mem.cpp,
+    // shared_win.cpp), which Open MPI 4.1's osc sm cannot serve: yet it takes the windows of a
+    // one-process communicator and fails their creation (MPI_ERR_WIN for an MPI_Win_allocate on
+    // MPI_COMM_SELF, which natively gets sm). Left out unless the program's environment names
+    // the one-sided components itself.
+    if (!have_osc) env.push_back("OMPI_MCA_osc=^sm");
     return env;
 }
 

@@ -3,8 +3,9 @@
  * them: load/store into the other ranks' parts (pointers from MPI_Win_shared_query, kept across
  * steps), MPI_Win_sync and barriers inside an MPI_Win_lock_all epoch held all run long, MPI_Put
  * into a neighbour's part with fences on a second window (alloc_shared_noncontig, and a rank with
- * an empty part), and a third window made and freed every few steps. Every step checks every
- * value it reads. Usage: shared_win STEPS [SLEEP_MS] (any number of ranks on one host) */
+ * an empty part), a third window made and freed every few steps, and windows of MPI_COMM_SELF.
+ * Every step checks every value it reads. Usage: shared_win STEPS [SLEEP_MS] (any number of ranks
+ * on one host) */
 #include <stdint.h>
 
 #include "mpit.h"
@@ -24,6 +25,24 @@ int main(int argc, char **argv) {
     int r, n;
     MPI_Comm_rank(node, &r);
     MPI_Comm_size(node, &n);
+
+    /* Windows of one process (MPI_COMM_SELF), which Open MPI serves natively with its osc sm. */
+    {
+        int *one = NULL, *own = NULL;
+        MPI_Win w_alloc, w_shared;
+        CHECK_MPI(MPI_Win_allocate(sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_SELF, &one,
+                                   &w_alloc));
+        CHECK_MPI(MPI_Win_allocate_shared(sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_SELF,
+                                          &own, &w_shared));
+        int v = 7 + r;
+        CHECK_MPI(MPI_Win_fence(0, w_alloc));
+        CHECK_MPI(MPI_Put(&v, 1, MPI_INT, 0, 0, 1, MPI_INT, w_alloc));
+        CHECK_MPI(MPI_Win_fence(0, w_alloc));
+        CHECK(*one == 7 + r);
+        *own = v;
+        CHECK_MPI(MPI_Win_free(&w_shared));
+        CHECK_MPI(MPI_Win_free(&w_alloc));
+    }
 
     /* Window 1: contiguous parts of different sizes, lock_all held from here to the end. */
     double *mine = NULL;
