@@ -262,11 +262,27 @@ bool take_buffered_resume() {
 // for cond are left for the next step (the drain target follows the clock agreement at once),
 // but a RESUME among them abandons the epoch.
 template <class C> wait_result wait_for(C cond, long deadline, bool want_line, std::string *line) {
+    // A passive-target synchronisation (MPI_Win_unlock, MPI_Win_flush) of another rank waits for
+    // this one's lower half to progress: while threads are held, this thread progresses it, also
+    // while it waits for the coordinator's next line (a rank that has reported its clocks waits
+    // there for the others, one of which may be inside such a call: without progress here, it
+    // stayed there until the epoch timed out). Only with windows: each poke is a lower call,
+    // at most one per millisecond, which on an oversubscribed node takes the CPU from the ranks
+    // being waited for.
+    const bool poke = g_windows.load(std::memory_order_relaxed) > 0;
+    auto progress = [&] {
+        static long last_poke;
+        if (!poke || Q.phase.load() == phase_run) return;
+        if (long now = now_ms(); now != last_poke) {
+            last_poke = now;
+            drain_progress();
+        }
+    };
     for (;;) {
         if (!want_line && cond()) return w_ok;
         if (now_ms() > deadline) return w_timeout;
         if (want_line) {
-            int r = read_line(line, 20);
+            int r = read_line(line, poke ? 1 : 20);
             if (r < 0) return w_gone;
             if (r > 0 && line->rfind("PASS ", 0) == 0) { // parked threads go on once
                 Q.passes.fetch_add(1, std::memory_order_release);
@@ -274,21 +290,11 @@ template <class C> wait_result wait_for(C cond, long deadline, bool want_line, s
                 continue;
             }
             if (r > 0) return line->rfind("RESUME ", 0) == 0 ? w_abort : w_ok;
+            progress();
         } else {
             if (g_fd >= 0 && receive_some(0) < 0) return w_gone;
             if (take_buffered_resume()) return w_abort;
-            // A passive-target synchronisation (MPI_Win_unlock, MPI_Win_flush) of another rank
-            // waits for this one's lower half to progress: while threads are held, this thread
-            // progresses it (only with windows: each lower call may yield the CPU).
-            // (At most every millisecond: each poke costs a lower call, which on an
-            // oversubscribed node takes the CPU from the ranks being waited for.)
-            if (g_windows.load(std::memory_order_relaxed) > 0 && Q.phase.load() != phase_run) {
-                static long last_poke;
-                if (long now = now_ms(); now != last_poke) {
-                    last_poke = now;
-                    drain_progress();
-                }
-            }
+            progress();
             struct timespec ts = {0, 100000};
             nanosleep(&ts, nullptr);
         }

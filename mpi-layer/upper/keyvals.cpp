@@ -5,11 +5,11 @@
 // so the application holds numbers of ours (kKeyvalBase + index in the table below) and every
 // call that takes one translates it (gen_wrappers.py: KEYVAL_*). Numbers the table does not know
 // (the predefined MPI_TAG_UB, MPI_WTIME_IS_GLOBAL, ..., MPI_KEYVAL_INVALID) pass through.
-// At a checkpoint the attributes are read back from the lower half, for every live communicator
-// and datatype and every live keyval of its kind, however they got there (set by the program or
-// copied by a copy callback in MPI_Comm_dup); after the replay the keyvals are made again in their
-// creation order, then the attributes are set again (no callback runs: the program's copies and
-// deletions happened before the checkpoint). The table and the values are upper memory, so part
+// At a checkpoint the attributes are read back from the lower half, for every live communicator,
+// datatype and window and every live keyval of its kind, however they got there (set by the program
+// or copied by a copy callback in MPI_Comm_dup); after the replay the keyvals are made again in
+// their creation order, then the attributes are set again (no callback runs: the program's copies
+// and deletions happened before the checkpoint). The table and the values are upper memory, so part
 // of the image.
 #include <atomic>
 #include <cstdio>
@@ -58,16 +58,44 @@ struct saved_attr {
     void *value;
 };
 std::vector<saved_attr> *g_saved;
-std::vector<uintptr_t> *g_objects[2]; // live communicators, datatypes (upper), listed at quiesce
+constexpr int kSlots = 3;                  // communicators, datatypes, windows
+std::vector<uintptr_t> *g_objects[kSlots]; // the live ones (upper handles), listed at quiesce
 
 int slot(kind k) {
-    return k == kind::comm ? 0 : 1;
+    return k == kind::comm ? 0 : k == kind::datatype ? 1 : 2;
+}
+
+kind kind_of_slot(int s) {
+    return s == 0 ? kind::comm : s == 1 ? kind::datatype : kind::win;
 }
 
 bool alive(kind k, uintptr_t o) {
-    vobj *v =
-        k == kind::comm ? decode<kind::comm>((MPI_Comm)o) : decode<kind::datatype>((MPI_Datatype)o);
+    vobj *v = k == kind::comm       ? decode<kind::comm>((MPI_Comm)o)
+              : k == kind::datatype ? decode<kind::datatype>((MPI_Datatype)o)
+                                    : decode<kind::win>((MPI_Win)o);
     return !v || (v->magic == kVobjMagic && v->k == k); // MPICH's predefined ones have no vobj
+}
+
+// MPI_{Comm,Type,Win}_get_attr / _set_attr of the lower half on object o (upper handle).
+int lower_get_attr(void *fn, int s, uintptr_t o, int keyval, void *value, int *flag) {
+    if (s == 0)
+        return ((int (*)(MPI_Comm, int, void *, int *))fn)(to_lower<kind::comm>((MPI_Comm)o),
+                                                           keyval, value, flag);
+    if (s == 1)
+        return ((int (*)(MPI_Datatype, int, void *, int *))fn)(
+            to_lower<kind::datatype>((MPI_Datatype)o), keyval, value, flag);
+    return ((int (*)(MPI_Win, int, void *, int *))fn)(to_lower<kind::win>((MPI_Win)o), keyval,
+                                                      value, flag);
+}
+
+int lower_set_attr(void *fn, int s, uintptr_t o, int keyval, void *value) {
+    if (s == 0)
+        return ((int (*)(MPI_Comm, int, void *))fn)(to_lower<kind::comm>((MPI_Comm)o), keyval,
+                                                    value);
+    if (s == 1)
+        return ((int (*)(MPI_Datatype, int, void *))fn)(to_lower<kind::datatype>((MPI_Datatype)o),
+                                                        keyval, value);
+    return ((int (*)(MPI_Win, int, void *))fn)(to_lower<kind::win>((MPI_Win)o), keyval, value);
 }
 
 } // namespace
@@ -137,43 +165,40 @@ bool keyvals_overflowed() {
     return g_overflow.load();
 }
 
-void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types) {
-    size_t nkv[2] = {0, 0}, n = g_used.load(std::memory_order_acquire);
+void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types,
+                   const std::vector<uintptr_t> &wins) {
+    size_t nkv[kSlots] = {0, 0, 0}, n = g_used.load(std::memory_order_acquire);
     for (size_t i = 0; i < n; i++)
-        if (!is_freed(g_table[i]) && g_table[i].k != kind::win) nkv[slot(g_table[i].k)]++;
-    for (int s = 0; s < 2; s++) {
+        if (!is_freed(g_table[i])) nkv[slot(g_table[i].k)]++;
+    for (int s = 0; s < kSlots; s++) {
         if (!g_objects[s]) g_objects[s] = new std::vector<uintptr_t>();
-        *g_objects[s] = s == 0 ? comms : types;
+        *g_objects[s] = s == 0 ? comms : s == 1 ? types : wins;
     }
     if (!g_saved) g_saved = new std::vector<saved_attr>();
     g_saved->clear();
     // Room for every (object, keyval) pair, plus some for keyvals made meanwhile (checked).
-    g_saved->reserve(comms.size() * nkv[0] + types.size() * nkv[1] + 64);
+    g_saved->reserve(comms.size() * nkv[0] + types.size() * nkv[1] + wins.size() * nkv[2] + 64);
 }
 
 int attrs_read(uintptr_t fs, char *why, size_t why_len) {
     if (!g_saved) return 0;
     size_t n = g_used.load(std::memory_order_acquire);
-    void *get_fn[2] = {lower_fn("MPI_Comm_get_attr"), lower_fn("MPI_Type_get_attr")};
+    void *get_fn[kSlots] = {lower_fn("MPI_Comm_get_attr"), lower_fn("MPI_Type_get_attr"),
+                            lower_fn("MPI_Win_get_attr")};
     for (size_t i = 0; i < n; i++) {
         const keyval_entry &e = g_table[i];
-        if (is_freed(e) || e.k == kind::win) continue;
+        if (is_freed(e)) continue;
         int s = slot(e.k);
         if (!get_fn[s] || !g_objects[s]) continue;
         for (uintptr_t o : *g_objects[s]) {
             // Listed at quiesce: an object a thread freed since (a checkpoint of one rank, not of
             // the quiesced job) is left out.
-            if (!alive(s == 0 ? kind::comm : kind::datatype, o)) continue;
+            if (!alive(kind_of_slot(s), o)) continue;
             void *value = nullptr;
             int flag = 0, rc;
             {
                 lower_call lc(fs);
-                if (s == 0)
-                    rc = ((int (*)(MPI_Comm, int, void *, int *))get_fn[0])(
-                        to_lower<kind::comm>((MPI_Comm)o), e.lower, &value, &flag);
-                else
-                    rc = ((int (*)(MPI_Datatype, int, void *, int *))get_fn[1])(
-                        to_lower<kind::datatype>((MPI_Datatype)o), e.lower, &value, &flag);
+                rc = lower_get_attr(get_fn[s], s, o, e.lower, &value, &flag);
             }
             if (rc != MPI_SUCCESS || !flag) continue;
             if (g_saved->size() == g_saved->capacity()) { // no allocation here
@@ -215,7 +240,8 @@ int attrs_after_restart(uintptr_t fs, char *why, size_t why_len) {
         e.lower = lower;
     }
     if (!g_saved) return 0;
-    void *set_fn[2] = {lower_fn("MPI_Comm_set_attr"), lower_fn("MPI_Type_set_attr")};
+    void *set_fn[kSlots] = {lower_fn("MPI_Comm_set_attr"), lower_fn("MPI_Type_set_attr"),
+                            lower_fn("MPI_Win_set_attr")};
     for (const saved_attr &a : *g_saved) {
         int s = slot(a.k);
         keyval_entry *e = entry_of(a.keyval);
@@ -223,12 +249,7 @@ int attrs_after_restart(uintptr_t fs, char *why, size_t why_len) {
         int rc;
         {
             lower_call lc(fs);
-            if (s == 0)
-                rc = ((int (*)(MPI_Comm, int, void *))set_fn[0])(
-                    to_lower<kind::comm>((MPI_Comm)a.object), e->lower, a.value);
-            else
-                rc = ((int (*)(MPI_Datatype, int, void *))set_fn[1])(
-                    to_lower<kind::datatype>((MPI_Datatype)a.object), e->lower, a.value);
+            rc = lower_set_attr(set_fn[s], s, a.object, e->lower, a.value);
         }
         if (rc != MPI_SUCCESS) {
             snprintf(why, why_len, "cannot set an attribute (keyval %d) on a %s again", a.keyval,

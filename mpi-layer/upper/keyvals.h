@@ -25,7 +25,8 @@ bool keyvals_overflowed();
 // allowed); exclude reads their attributes from the lower half (every other thread stopped: no
 // allocation; -1 with a reason if it cannot). After the replay: the keyvals are made again, in
 // their order, and the attributes set again.
-void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types);
+void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types,
+                   const std::vector<uintptr_t> &wins);
 int attrs_read(uintptr_t fs, char *why, size_t why_len);
 int attrs_after_restart(uintptr_t fs, char *why, size_t why_len);
 

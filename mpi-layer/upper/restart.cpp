@@ -776,7 +776,7 @@ bool live_attribute(attr_key *out) {
             v = decode<kind::win>((MPI_Win)it->object);
         // Predefined objects of MPICH have no vobj: live all the same.
         bool live = !v || (v->magic == kVobjMagic && v->k == it->k);
-        if (live && (it->k == kind::win || keyval_freed(it->keyval))) {
+        if (live && keyval_freed(it->keyval)) {
             *out = *it;
             return true;
         }
@@ -950,10 +950,9 @@ int quiesce(void *, char *why, size_t why_len) {
     }
     if (attr_key a; live_attribute(&a)) {
         snprintf(why, why_len,
-                 "rank %d: an attribute (keyval %d) is set on a %s%s: such attributes cannot be "
-                 "carried to a fresh MPI library yet",
-                 rank, a.keyval, kind_name(a.k),
-                 a.k == kind::win ? "" : " with a keyval the program has freed");
+                 "rank %d: an attribute (keyval %d) is set on a %s with a keyval the program has "
+                 "freed: such attributes cannot be carried to a fresh MPI library yet",
+                 rank, a.keyval, kind_name(a.k));
         return -1;
     }
     // Requests: complete ones keep their status in upper memory; pending ones are posted again by
@@ -974,12 +973,15 @@ int quiesce(void *, char *why, size_t why_len) {
         return -1;
     }
     {
-        std::vector<uintptr_t> comms, types;
+        std::vector<uintptr_t> comms, types, wins;
         for (const comm_extra &e : *g_extras)
             if (e.k == KC) comms.push_back((uintptr_t)e.comm);
-        for (const auto &[r, v] : live_records())
+        for (const auto &[r, v] : live_records()) {
             if (v && v->k == KT) types.push_back((uintptr_t)encode<KT, T>(const_cast<vobj *>(v)));
-        attrs_prepare(comms, types);
+            if (v && v->k == kind::win)
+                wins.push_back((uintptr_t)encode<kind::win, MPI_Win>(const_cast<vobj *>(v)));
+        }
+        attrs_prepare(comms, types, wins);
     }
     if (!read_infos(fs)) {
         snprintf(why, why_len, "rank %d: cannot read an info object's keys and values", rank);

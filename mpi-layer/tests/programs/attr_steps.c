@@ -20,15 +20,17 @@
  * step, a dynamic window (regions attached at the program's addresses, one attached and
  * detached every other step), and an MPI_Alloc_mem block. The windows have a name and error
  * handlers (the program's own, one of them freed at once, and MPI_ERRORS_RETURN), checked and
- * called in every step. Prints only at the end. Usage: attr_steps STEPS [SLEEP_MS] */
+ * called in every step; the allocated window holds an attribute (a window keyval with a delete
+ * callback, which must run once, at its MPI_Win_free). Prints only at the end. Usage: attr_steps
+ * STEPS [SLEEP_MS] */
 #include "mpit.h"
 
 /* The deprecated keyval calls are used on purpose (old codes still do). */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 static int kv_copy = MPI_KEYVAL_INVALID, kv_null = MPI_KEYVAL_INVALID, kv_old = MPI_KEYVAL_INVALID,
-           kv_type = MPI_KEYVAL_INVALID;
-static long copies, deletes, type_deletes;
+           kv_type = MPI_KEYVAL_INVALID, kv_win = MPI_KEYVAL_INVALID;
+static long copies, deletes, type_deletes, win_deletes;
 static int extra_tag = 4242;        /* extra_state: its address is checked in every callback */
 static long awin_calls, lwin_calls; /* calls of the windows' error handlers */
 static MPI_Win awin, lwin;
@@ -72,6 +74,13 @@ static int type_delete_cb(MPI_Datatype t, int kv, void *val, void *extra) {
     return MPI_SUCCESS;
 }
 
+static int win_delete_cb(MPI_Win w, int kv, void *val, void *extra) {
+    CHECK(w == awin && kv == kv_win && val == (void *)(intptr_t)(300 + mpit_rank) &&
+          extra == &extra_tag);
+    win_deletes++;
+    return MPI_SUCCESS;
+}
+
 static void expect(MPI_Comm c, int kv, int want_flag, intptr_t want) {
     void *v = NULL;
     int flag = -1;
@@ -95,6 +104,7 @@ int main(int argc, char **argv) {
         MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN, &kv_null, NULL));
     CHECK_MPI(MPI_Keyval_create(MPI_NULL_COPY_FN, MPI_NULL_DELETE_FN, &kv_old, NULL));
     CHECK_MPI(MPI_Type_create_keyval(MPI_TYPE_NULL_COPY_FN, type_delete_cb, &kv_type, NULL));
+    CHECK_MPI(MPI_Win_create_keyval(MPI_WIN_NULL_COPY_FN, win_delete_cb, &kv_win, &extra_tag));
 
     /* a window over the program's memory: a fence epoch and a passive-target lock every step,
      * closed before the sleep (made before any attribute is set: an MPI may duplicate the
@@ -134,6 +144,7 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Win_set_errhandler(awin, weh));
     CHECK_MPI(MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN));
     CHECK_MPI(MPI_Win_set_name(awin, "ghost allocated window"));
+    CHECK_MPI(MPI_Win_set_attr(awin, kv_win, (void *)(intptr_t)(300 + r)));
     long long *lmem = NULL;
     CHECK_MPI(MPI_Win_allocate(2 * (MPI_Aint)sizeof(long long), sizeof(long long), MPI_INFO_NULL,
                                MPI_COMM_WORLD, &lmem, &lwin));
@@ -205,6 +216,12 @@ int main(int argc, char **argv) {
         mpit_step(s, steps);
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         expect(MPI_COMM_WORLD, kv_copy, 1, 1000 + r);
+        {
+            void *wval = NULL;
+            int wflag = 0;
+            CHECK_MPI(MPI_Win_get_attr(awin, kv_win, &wval, &wflag));
+            CHECK(wflag && wval == (void *)(intptr_t)(300 + r));
+        }
         expect(d1, kv_copy, 1, 1001 + r);
         expect(d2, kv_copy, 1, 1002 + r);
         expect(d1, kv_null, 1, 500 + r);
@@ -327,7 +344,10 @@ int main(int argc, char **argv) {
     }
     CHECK(copies == base_copies + steps && deletes == steps);
     CHECK_MPI(MPI_Win_free(&win));
+    CHECK(win_deletes == 0);
     CHECK_MPI(MPI_Win_free(&awin));
+    CHECK(win_deletes == 1);
+    CHECK_MPI(MPI_Win_free_keyval(&kv_win));
     CHECK_MPI(MPI_Errhandler_free(&weh));
     if (steps % 2 == 1) CHECK_MPI(MPI_Win_detach(dwin, dextra)); /* the last step attached it */
     CHECK_MPI(MPI_Win_detach(dwin, dreg));
