@@ -185,10 +185,32 @@ template <kind K, class H> void drop(H &u) {
         if constexpr (K == kind::request) {
             request_free(v);
         } else {
-            if (v->refs.fetch_sub(1) == 1) vobj_free(v);
+            int left = v->refs.fetch_sub(1) - 1;
+            if (left == 0)
+                vobj_free(v);
+            else if (left == __atomic_load_n(&v->holds, __ATOMIC_ACQUIRE))
+                vobj_unmap_lower(v); // only requests hold it now: the program has freed it
         }
     }
     u = (H)g_upper_null[(int)K];
+}
+
+// A reference on a program's object beyond the program's own (a pending request that names it):
+// the object, its handle and its record stay until drop() lets go of the last one.
+template <kind K, class H> void hold_handle(H u) {
+    vobj *v = (uintptr_t)u == g_upper_null[(int)K] ? nullptr : decode<K>(u);
+    if (v && v->magic == kVobjMagic && v->k == K && !(v->flags & kPredefined)) {
+        __atomic_add_fetch(&v->holds, 1, __ATOMIC_ACQ_REL);
+        v->refs.fetch_add(1);
+    }
+}
+
+// Lets go of a hold_handle() reference.
+template <kind K, class H> void release_handle(H u) {
+    vobj *v = (uintptr_t)u == g_upper_null[(int)K] ? nullptr : decode<K>(u);
+    if (!v || v->magic != kVobjMagic || v->k != K || (v->flags & kPredefined)) return;
+    __atomic_sub_fetch(&v->holds, 1, __ATOMIC_ACQ_REL);
+    drop<K>(u);
 }
 
 template <kind K, class H> inline void settle(H &u, H l_after) {

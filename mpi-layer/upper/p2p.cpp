@@ -97,10 +97,13 @@ bool status_ignored(const MPI_Status *st) {
 
 void fill_status(MPI_Status *st, int source, int tag, int err, long long bytes) {
     if (status_ignored(st)) return;
+    // MPI_ERROR is the caller's: MPI calls leave it alone but for errors (MPI-3.1 3.2.5; the
+    // MPICH suite's mprobe tests preset it and check it after MPI_Recv, MPI_Mrecv, MPI_Wait).
+    const int caller_error = st->MPI_ERROR;
     memset(st, 0, sizeof *st);
     st->MPI_SOURCE = source;
     st->MPI_TAG = tag;
-    st->MPI_ERROR = err;
+    st->MPI_ERROR = err != MPI_SUCCESS ? err : caller_error;
     lower_call lc;
     L.Status_set_elements_x(st, L.byte, (MPI_Count)bytes);
 }
@@ -546,12 +549,18 @@ int q_Irecv(void *fn, void *buf, int n, DT dt, int src, int tag, CM c, RQ *r, DT
         lower_call lc;
         rc = lf<int (*)(void *, int, DT, int, int, CM, RQ *)>(fn)(buf, n, dt, src, tag, c, r);
     }
-    if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL)
-        t_req_init = {kQRecv | kQActive,
+    if (rc == MPI_SUCCESS && r && src != MPI_PROC_NULL) {
+        // A restart posts the receive again with this datatype and communicator, which the
+        // program may free meanwhile (MPI keeps them for the pending receive): the request holds
+        // them until it is freed (request_free), so that neither handle names another object.
+        hold_handle<kind::datatype>(udt);
+        hold_handle<kind::comm>(uc);
+        t_req_init = {kQRecv | kQActive | kQHolds,
                       -1,
                       nullptr,
                       nullptr,
                       {buf, n, src, tag, (uintptr_t)udt, (uintptr_t)uc}};
+    }
     return rc;
 }
 
@@ -1390,6 +1399,22 @@ int requests_before_checkpoint(int rank, req_mode mode, char *why, size_t why_le
     ckpt_ctx cx{rank, mode, why, why_len, false};
     requests_visit(request_before_checkpoint, &cx);
     return cx.refused ? -1 : 0;
+}
+
+// request_free of a receive that held its datatype and communicator (q_Irecv).
+void release_request_holds(vobj *v) {
+    auto as = [](uintptr_t w, auto h) {
+        using H = decltype(h);
+        if constexpr (std::is_pointer_v<H>)
+            return (H)w;
+        else
+            return (H)(int)w;
+    };
+    MPI_Datatype dt = as(v->ra.datatype, MPI_Datatype{});
+    MPI_Comm c = as(v->ra.comm, MPI_Comm{});
+    v->qflags &= ~kQHolds;
+    release_handle<kind::datatype>(dt);
+    release_handle<kind::comm>(c);
 }
 
 void requests_after_restart() {

@@ -65,7 +65,7 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->magic = kVobjMagic;
     v->k = k;
     v->flags = 0;
-    v->pad = 0;
+    v->holds = 0;
     v->index = idx;
     v->lower = lower;
     new (&v->refs) std::atomic<int>(1);
@@ -259,6 +259,13 @@ vobj *vobj_find_lower(kind k, uintptr_t lower) {
     return it == m.end() ? nullptr : it->second;
 }
 
+void vobj_unmap_lower(vobj *v) {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    auto &m = map_of(v->k);
+    auto it = m.find(v->lower);
+    if (it != m.end() && it->second == v) m.erase(it);
+}
+
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower) {
     // Bound again after a restart: a communicator keeps its quiescence info (collective clock,
     // drained messages name it).
@@ -335,7 +342,10 @@ vobj *request_new(kind k, uintptr_t lower) {
     return v;
 }
 
+void release_request_holds(vobj *v); // p2p.cpp
+
 void request_free(vobj *v) {
+    if (v->qflags & kQHolds) release_request_holds(v);
     free(v->done);
     v->done = nullptr;
     free(v->ckpt_done);

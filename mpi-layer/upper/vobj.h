@@ -83,7 +83,7 @@ struct vobj {
     uint32_t magic;
     kind k;
     uint8_t flags;
-    uint16_t pad;
+    uint16_t holds; // of refs, those a pending request holds (hold_handle), not the program
     uint32_t index; // position in the index table (integer encodings); 0 for predefined
     uintptr_t lower;
     std::atomic<int> refs;
@@ -113,6 +113,7 @@ constexpr uint32_t kQDone = 64;        // completed in the upper half (from a dr
 constexpr uint32_t kQCancel = 128;     // MPI_Cancel was called on it
 constexpr uint32_t kQIsend = 256;      // a nonblocking send (counted when posted)
 constexpr uint32_t kQCollective = 512; // a nonblocking collective: the drain completes it
+constexpr uint32_t kQHolds = 1024;     // holds a reference on ra.datatype and ra.comm (hold_handle)
 
 // Bookkeeping the next request_new() on this thread takes over (set by the p2p wrappers right
 // before the generated code adopts the new request), then cleared.
@@ -136,6 +137,9 @@ vobj *vobj_slot(uint32_t index);
 vobj *vobj_new(kind k, uintptr_t lower); // refs = 1, registered in the reverse map (requests: not)
 void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses the slot
 vobj *vobj_find_lower(kind k, uintptr_t lower); // reverse map: predefined and live objects
+// The program has freed v but a pending request still holds it: MPI may give its lower handle to
+// a new object, which must not be taken for v.
+void vobj_unmap_lower(vobj *v);
 void vobj_register_predefined(vobj *v, kind k, uintptr_t lower);
 void vobj_set_lower(vobj *v, uintptr_t lower);
 // Forgets every lower handle of the reverse maps (before a fresh lower half is bound: its

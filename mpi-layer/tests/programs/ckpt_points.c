@@ -8,7 +8,11 @@
  *   received it yet (MPI_Mrecv after the point); a small one after it is not matched yet.
  * CASE bsend: every rank has a buffer attached (MPI_Buffer_attach) and one buffered message sent to
  *   its right neighbour that the neighbour receives after the point; after it, more MPI_Bsend
- *   through the same buffer, then MPI_Buffer_detach must hand back the buffer and its size. */
+ *   through the same buffer, then MPI_Buffer_detach must hand back the buffer and its size.
+ * CASE freed: rank 1 has a receive pending (MPI_Irecv) with a vector datatype on a duplicated
+ *   communicator, and has freed both since (MPI keeps them for the receive) and made a new datatype
+ *   and communicator (which may take the freed ones' handles); rank 0 sends after the point. The
+ *   data must land with the vector's stride; a status's MPI_ERROR preset by the program stays. */
 #include <time.h>
 #include <unistd.h>
 
@@ -99,10 +103,62 @@ static void case_bsend(void) {
     printf("rank %d: bsend: received from %d\n", mpit_rank, left);
 }
 
+static void case_freed(void) {
+    enum { N = 8, STRIDE = 3 };
+    int v[N * STRIDE];
+    MPI_Comm dup;
+    CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    if (mpit_rank == 0) {
+        point();
+        for (int i = 0; i < N; i++)
+            v[i] = 7 * i + 5;
+        CHECK_MPI(MPI_Send(v, N, MPI_INT, 1, 60, dup));
+        CHECK_MPI(MPI_Send(v, 1, MPI_INT, 1, 61, MPI_COMM_WORLD));
+    } else if (mpit_rank == 1) {
+        MPI_Datatype vec, other;
+        MPI_Comm again;
+        MPI_Request q;
+        CHECK_MPI(MPI_Type_vector(N, 1, STRIDE, MPI_INT, &vec));
+        CHECK_MPI(MPI_Type_commit(&vec));
+        for (int i = 0; i < N * STRIDE; i++)
+            v[i] = -1;
+        CHECK_MPI(MPI_Irecv(v, 1, vec, 0, 60, dup, &q));
+        CHECK_MPI(MPI_Type_free(&vec));
+        CHECK_MPI(MPI_Comm_free(&dup));
+        CHECK_MPI(MPI_Type_contiguous(2, MPI_DOUBLE, &other));
+        CHECK_MPI(MPI_Type_commit(&other));
+        CHECK_MPI(MPI_Comm_dup(MPI_COMM_SELF, &again));
+        point();
+        MPI_Status st;
+        st.MPI_ERROR = 4242;
+        CHECK_MPI(MPI_Wait(&q, &st));
+        CHECK(st.MPI_SOURCE == 0 && st.MPI_TAG == 60);
+        int bad = 0;
+        for (int i = 0; i < N * STRIDE; i++)
+            bad += v[i] != (i % STRIDE == 0 ? 7 * (i / STRIDE) + 5 : -1);
+        CHECK(bad == 0);
+        int one = 0;
+        st.MPI_ERROR = 4343;
+        CHECK_MPI(MPI_Recv(&one, 1, MPI_INT, 0, 61, MPI_COMM_WORLD, &st));
+        CHECK(one == 5 && st.MPI_ERROR == 4343);
+        int sz = 0;
+        CHECK_MPI(MPI_Type_size(other, &sz));
+        CHECK(sz == 2 * (int)sizeof(double));
+        CHECK_MPI(MPI_Comm_size(again, &sz));
+        CHECK(sz == 1);
+        CHECK_MPI(MPI_Type_free(&other));
+        CHECK_MPI(MPI_Comm_free(&again));
+        printf("rank 1: freed: the vector receive got %d ints with stride %d\n", N, STRIDE);
+    } else {
+        point();
+    }
+    if (mpit_rank != 1) CHECK_MPI(MPI_Comm_free(&dup));
+}
+
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "ckpt_points");
     if (argc < 3) {
-        if (mpit_rank == 0) fprintf(stderr, "usage: ckpt_points DIR mprobe|bsend\n");
+        if (mpit_rank == 0) fprintf(stderr, "usage: ckpt_points DIR mprobe|bsend|freed\n");
         MPI_Finalize();
         return 2;
     }
@@ -111,6 +167,8 @@ int main(int argc, char **argv) {
         case_mprobe();
     else if (strcmp(argv[2], "bsend") == 0)
         case_bsend();
+    else if (strcmp(argv[2], "freed") == 0)
+        case_freed();
     else
         CHECK(!"unknown case");
     return mpit_finish();
