@@ -389,6 +389,11 @@ def gen_wrapper(d, idx, fl):
             # copy callback failed must give MPI_COMM_NULL) gives the program the upper null.
             post.append('  if (%s && rc_ != MPI_SUCCESS && (uintptr_t)l_%s == ghost::mpi::g_lower_null[(int)%s]) '
                         '*%s = (%s)ghost::mpi::g_upper_null[(int)%s];' % (n, n, K, n, p.core, K))
+            if rec == 'rec_' and base_api(d.api) == 'MPI_Comm_get_parent':
+                # No parent (a job mpirun started): nothing to rebuild, and not a collective
+                # whose null result every member must replay.
+                post.append('  if (rc_ == MPI_SUCCESS && (uintptr_t)l_%s == ghost::mpi::g_lower_null[(int)%s]) '
+                            '{ delete rec_; rec_ = nullptr; }' % (n, K))
             post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s);' % (n, n, K, n, rec))
             if rec == 'rec_':
                 post.append('  else if (rec_) { delete rec_; }')

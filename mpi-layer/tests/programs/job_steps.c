@@ -17,6 +17,8 @@ int main(int argc, char **argv) {
     int r = mpit_rank, n = mpit_size;
     int right = (r + 1) % n, left = (r + n - 1) % n;
     unsigned long long state = 12345 + (unsigned long long)r;
+    MPI_Comm parent = MPI_COMM_WORLD; /* mpirun started the job: no parent (mpi4py asks) */
+    CHECK(MPI_Comm_get_parent(&parent) == MPI_SUCCESS && parent == MPI_COMM_NULL);
     for (int s = 0; s < steps; s++) {
         mpit_step(s, steps);
         state = state * 6364136223846793005ull + 1442695040888963407ull;
