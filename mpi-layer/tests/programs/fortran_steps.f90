@@ -5,9 +5,27 @@
 ! (outside MPI). Prints only at its end, so that a job restarted from a checkpoint prints what an
 ! uninterrupted one prints. Before its last step rank 0 waits for the file named by MPIT_HOLD_FILE,
 ! when set (programs/mpit.h: the harness releases the job once it has acted on it).
+! Before the steps it names a duplicate of MPI_COMM_WORLD and sets an attribute on it with a keyval
+! made from Fortran (copy callback in Fortran); after them it reads name and attribute back and
+! duplicates the communicator (the callback runs), so that checkpoints in between must carry them.
 ! Usage: fortran_steps STEPS [SLEEP_MS]
+module fortran_steps_copy
+  use mpi
+  implicit none
+contains
+  subroutine copy_plus(oldcomm, keyval, extra, val_in, val_out, flag, ierr)
+    integer :: oldcomm, keyval, ierr
+    integer(kind=MPI_ADDRESS_KIND) :: extra, val_in, val_out
+    logical :: flag
+    val_out = val_in + extra
+    flag = .true.
+    ierr = MPI_SUCCESS
+  end subroutine copy_plus
+end module fortran_steps_copy
+
 program fortran_steps
   use mpi
+  use fortran_steps_copy
   use, intrinsic :: iso_c_binding, only: c_int
   implicit none
   interface
@@ -23,7 +41,10 @@ program fortran_steps
   integer(i8) :: mine, got, total, root_val, want_total, sum, k
   integer :: status(MPI_STATUS_SIZE)
   character(len=4096) :: arg, hold
-  logical :: released
+  logical :: released, flag
+  integer :: dup, dup2, key, namelen
+  integer(kind=MPI_ADDRESS_KIND) :: attr
+  character(len=MPI_MAX_OBJECT_NAME) :: dupname
 
   call MPI_Init(ierr)
   call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr)
@@ -43,6 +64,10 @@ program fortran_steps
   left = mod(rank + nprocs - 1, nprocs)
   failures = 0
   sum = 17
+  call MPI_Comm_dup(MPI_COMM_WORLD, dup, ierr)
+  call MPI_Comm_set_name(dup, 'steps duplicate', ierr)
+  call MPI_Comm_create_keyval(copy_plus, MPI_COMM_NULL_DELETE_FN, key, 100_MPI_ADDRESS_KIND, ierr)
+  call MPI_Comm_set_attr(dup, key, int(rank, MPI_ADDRESS_KIND) + 5, ierr)
   do s = 0, steps - 1
     if (s == steps - 1 .and. rank == 0 .and. n > 0) then
       released = .false.
@@ -68,6 +93,14 @@ program fortran_steps
     sum = mod(sum * 131_i8 + mod(total, modulus), modulus)
     if (sleep_ms > 0) ierr = usleep(int(sleep_ms * 1000, c_int))
   end do
+  call MPI_Comm_get_name(dup, dupname, namelen, ierr)
+  if (dupname(1:namelen) /= 'steps duplicate') failures = failures + 1
+  call MPI_Comm_dup(dup, dup2, ierr)
+  call MPI_Comm_get_attr(dup2, key, attr, flag, ierr)
+  if (.not. flag .or. attr /= rank + 105) failures = failures + 1
+  call MPI_Comm_free(dup2, ierr)
+  call MPI_Comm_free(dup, ierr)
+  call MPI_Comm_free_keyval(key, ierr)
   call MPI_Allreduce(failures, all_failures, 1, MPI_INTEGER8, MPI_SUM, MPI_COMM_WORLD, ierr)
   print '(a,i0,a,i0,a,i0)', 'rank ', rank, ': fortran_steps ', steps, ' steps checksum ', sum
   if (all_failures == 0) then
