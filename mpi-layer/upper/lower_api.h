@@ -14,6 +14,7 @@ struct lower_api {
     int (*Irecv)(void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request *);
     int (*Test)(MPI_Request *, int *, MPI_Status *);
     int (*Testall)(int, MPI_Request *, int *, MPI_Status *);
+    int (*Waitall)(int, MPI_Request *, MPI_Status *);
     int (*Testany)(int, MPI_Request *, int *, int *, MPI_Status *);
     int (*Testsome)(int, MPI_Request *, int *, int *, MPI_Status *);
     int (*Iprobe)(int, int, MPI_Comm, int *, MPI_Status *);

@@ -852,10 +852,50 @@ int q_Testall(void *, int n, RQ *r, int *flag, ST *st, RQ *ur) {
     return rc;
 }
 
+namespace {
+#if defined(GHOST_MPI_MPICH)
+// MPICH 4.0.2's MPI_Testall fails on persistent collectives ("Fatal error in internal_Testall")
+// and mishandles its I/O requests, which its MPI_Waitall serves: the wait asks each request with
+// MPI_Request_get_status (which leaves it alone) and completes them all with MPI_Waitall once
+// every one is done, all or none, as MPI_Testall would.
+struct all_done_step {
+    int n;
+    RQ *r;
+    MPI_Status *statuses;
+    unsigned char small[64];
+    unsigned char *ready;
+    all_done_step(int n_, RQ *r_, MPI_Status *st) : n(n_), r(r_), statuses(st), ready(small) {
+        if (n > (int)sizeof small) ready = (unsigned char *)malloc((size_t)n);
+        if (!ready) fatal("cannot wait for requests", "out of memory");
+        memset(ready, 0, (size_t)n);
+    }
+    ~all_done_step() {
+        if (ready != small) free(ready);
+    }
+    bool operator()(int *out) {
+        for (int i = 0; i < n; i++) {
+            if (ready[i]) continue;
+            int f = 0;
+            *out = L.Request_get_status(r[i], &f, MPI_STATUS_IGNORE);
+            if (*out != MPI_SUCCESS) return true;
+            if (!f) return false;
+            ready[i] = 1;
+        }
+        *out = L.Waitall(n, r, statuses);
+        return true;
+    }
+};
+#endif
+} // namespace
+
 int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
     vobj_array vs(n);
     mask_done(n, r, ur, vs.p);
     status_array sa(st, n, vs.p);
+#if defined(GHOST_MPI_MPICH)
+    all_done_step step(n, r, sa.p);
+    int rc = test_loop([&](int *out) { return step(out); }, kNoWake);
+#else
     int rc = test_loop(
         [&](int *out) {
             int flag = 0;
@@ -863,6 +903,7 @@ int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
             return *out != MPI_SUCCESS || flag;
         },
         kNoWake);
+#endif
     if (rc == kRedo) {
         relower(n, r, ur);
         return q_Waitall(nullptr, n, r, st, ur);

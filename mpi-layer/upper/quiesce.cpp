@@ -775,6 +775,7 @@ bool lower_api_bind(const char **why) {
              {"MPI_Irecv", (void **)&L.Irecv},
              {"MPI_Test", (void **)&L.Test},
              {"MPI_Testall", (void **)&L.Testall},
+             {"MPI_Waitall", (void **)&L.Waitall},
              {"MPI_Testany", (void **)&L.Testany},
              {"MPI_Testsome", (void **)&L.Testsome},
              {"MPI_Iprobe", (void **)&L.Iprobe},

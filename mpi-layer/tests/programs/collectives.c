@@ -133,6 +133,21 @@ int main(int argc, char **argv) {
             CHECK_MPI(MPI_Wait(&q[k], MPI_STATUS_IGNORE));
         if (r == 0) CHECK(ir == 1);
         CHECK(ia == r && ig[n] == r && ib == (n - 1) * 10000 + r);
+#if MPI_VERSION >= 4
+        /* persistent collectives (MPI-4), started together and completed with MPI_Waitall */
+        int px = 0, py = 0;
+        CHECK_MPI(MPI_Allreduce_init(&px, &py, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD, MPI_INFO_NULL,
+                                     &q[0]));
+        CHECK_MPI(MPI_Barrier_init(MPI_COMM_WORLD, MPI_INFO_NULL, &q[1]));
+        for (int k = 0; k < 3; k++) {
+            px = r + k;
+            CHECK_MPI(MPI_Startall(2, q));
+            CHECK_MPI(MPI_Waitall(2, q, MPI_STATUSES_IGNORE));
+            CHECK(py == n * (n - 1) / 2 + n * k);
+        }
+        CHECK_MPI(MPI_Request_free(&q[0]));
+        CHECK_MPI(MPI_Request_free(&q[1]));
+#endif
         if (r == 0) printf("rank 0: collectives on %d ranks\n", n);
     }
     return mpit_finish();
