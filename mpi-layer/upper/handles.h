@@ -141,12 +141,8 @@ template <kind K, class H> H adopt(H l, record *rec) {
     if constexpr (K == kind::request) {
         v = request_new(K, lw);
     } else {
-        v = vobj_find_lower(K, lw);
-        if (v) {
-            if (!(v->flags & kPredefined)) v->refs.fetch_add(1);
-        } else {
-            v = vobj_new(K, lw);
-        }
+        v = vobj_find_lower_ref(K, lw);
+        if (!v) v = vobj_new(K, lw);
     }
     if (!v) {
         delete rec;

@@ -259,6 +259,19 @@ vobj *vobj_find_lower(kind k, uintptr_t lower) {
     return it == m.end() ? nullptr : it->second;
 }
 
+vobj *vobj_find_lower_ref(kind k, uintptr_t lower) {
+    std::lock_guard<std::mutex> g(g_map_mu);
+    auto &m = map_of(k);
+    auto it = m.find(lower);
+    if (it == m.end()) return nullptr;
+    vobj *v = it->second;
+    if (v->flags & kPredefined) return v;
+    int n = v->refs.load();
+    while (n > 0 && !v->refs.compare_exchange_weak(n, n + 1)) {
+    }
+    return n > 0 ? v : nullptr;
+}
+
 void vobj_unmap_lower(vobj *v) {
     std::lock_guard<std::mutex> g(g_map_mu);
     auto &m = map_of(v->k);

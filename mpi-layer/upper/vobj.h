@@ -137,6 +137,11 @@ vobj *vobj_slot(uint32_t index);
 vobj *vobj_new(kind k, uintptr_t lower); // refs = 1, registered in the reverse map (requests: not)
 void vobj_free(vobj *v); // drops the reverse-map entry and the record; reuses the slot
 vobj *vobj_find_lower(kind k, uintptr_t lower); // reverse map: predefined and live objects
+// The live object for a lower handle with one more reference taken, or nullptr. An object whose
+// last reference another thread is dropping does not count: MPI has freed its lower handle and
+// may have given it to this new object (MPICH's message handles, two threads probing and
+// receiving at once), which must get an object of its own.
+vobj *vobj_find_lower_ref(kind k, uintptr_t lower);
 // The program has freed v but a pending request still holds it: MPI may give its lower handle to
 // a new object, which must not be taken for v.
 void vobj_unmap_lower(vobj *v);
