@@ -419,6 +419,14 @@ def gen_wrapper(d, idx, fl):
             args.append('%s ? l_%s.data() : nullptr' % (n, n))
             if r == 'settle':
                 post.append('  for (int i_ = 0; i_ < n_%s; i_++) ghost::mpi::settle<%s>(%s[i_], l_%s[i_]);' % (n, K, n, n))
+            elif r == 'out' and api in ('MPI_Type_get_contents', 'MPI_Type_get_contents_c'):
+                # A member type may be one the program has freed (MPI keeps it in the parent): a
+                # record says how to ask the rebuilt parent for it again after a restart.
+                maxes = [q.name for q in d.params[1:] if q.name.startswith('max')]
+                post.append('  if (rc_ == MPI_SUCCESS) { const uint64_t max_[] = {%s};' % ', '.join('(uint64_t)' + m for m in maxes))
+                post.append('    for (int i_ = 0; i_ < n_%s; i_++) %s[i_] = ghost::mpi::adopt<%s>(l_%s[i_], '
+                            'ghost::mpi::contents_record(%d, ghost::mpi::raw_word(%s), max_, %d, i_)); }'
+                            % (n, n, K, n, idx, d.params[0].name, len(maxes)))
             elif r == 'out':
                 post.append('  if (rc_ == MPI_SUCCESS) for (int i_ = 0; i_ < n_%s; i_++) %s[i_] = ghost::mpi::adopt<%s>(l_%s[i_], nullptr);' % (n, n, K, n))
             if persist:

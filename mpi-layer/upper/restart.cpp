@@ -135,6 +135,10 @@ struct replay {
     }
 };
 
+uint64_t r_arg(const replay &p, size_t k) {
+    return k < p.r->args.size() ? p.r->args[k] : 0;
+}
+
 using C = MPI_Comm;
 using G = MPI_Group;
 using T = MPI_Datatype;
@@ -341,6 +345,32 @@ int replay_one(replay &p, const char *api) {
     } else if (is("MPI_Type_create_resized")) {
         T o = lower_null<KT, T>();
         rc = p.call<int (*)(T, MPI_Aint, MPI_Aint, T *)>(p.h<KT, T>(0), p.a(1), p.a(2), &o);
+        p.made<KT>(o);
+    } else if (is("MPI_Type_get_contents") || is("MPI_Type_get_contents_c")) {
+        // A member type MPI handed back from another (the program may have freed its own
+        // handle to it since): asked of the rebuilt parent again.
+        const bool big = is("MPI_Type_get_contents_c");
+        const size_t nmax = big ? 4 : 3;
+        const int64_t ni = (int64_t)r_arg(p, 1), na = (int64_t)r_arg(p, 2),
+                      nc = big ? (int64_t)r_arg(p, 3) : 0, nd = (int64_t)r_arg(p, nmax),
+                      at = (int64_t)r_arg(p, nmax + 1);
+        if (at < 0 || at >= nd || ni < 0 || na < 0 || nc < 0 || nd > (1 << 20)) return 0;
+        T parent = p.h<KT, T>(0);
+        T o = lower_null<KT, T>();
+        if (!p.check) {
+            std::vector<int> ints((size_t)ni + 1);
+            std::vector<MPI_Aint> addrs((size_t)na + 1);
+            std::vector<MPI_Count> counts((size_t)nc + 1);
+            std::vector<T> types((size_t)nd, lower_null<KT, T>());
+            if (big)
+                rc = p.call<int (*)(T, MPI_Count, MPI_Count, MPI_Count, MPI_Count, int *,
+                                    MPI_Aint *, MPI_Count *, T *)>(
+                    parent, ni, na, nc, nd, ints.data(), addrs.data(), counts.data(), types.data());
+            else
+                rc = p.call<int (*)(T, int, int, int, int *, MPI_Aint *, T *)>(
+                    parent, (int)ni, (int)na, (int)nd, ints.data(), addrs.data(), types.data());
+            if (rc == MPI_SUCCESS) o = types[(size_t)at];
+        }
         p.made<KT>(o);
     } else if (is("MPI_Type_dup")) {
         T o = lower_null<KT, T>();

@@ -415,6 +415,16 @@ record *record_begin(int fn, int nargs) {
     return r;
 }
 
+record *contents_record(int fn, uint64_t parent, const uint64_t *maxima, int nmax, int index) {
+    record *r = record_begin(fn, nmax + 2);
+    if (!r) return nullptr;
+    r->args[0] = parent;
+    for (int i = 0; i < nmax; i++)
+        r->args[(size_t)i + 1] = maxima[i];
+    r->args[(size_t)nmax + 1] = (uint64_t)index;
+    return r;
+}
+
 void record_add_array(record *r, int arg, const void *p, size_t bytes) {
     if (!r || !p) return;
     r->array_arg.push_back(arg);

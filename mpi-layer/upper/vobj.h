@@ -175,6 +175,9 @@ void request_cache_flush(); // at thread exit: this thread's cached request slot
 
 // Records
 record *record_begin(int fn, int nargs);
+// The record of a datatype MPI_Type_get_contents (wrapper fn) handed out as member `index` of
+// `parent`: parent, the call's maxima (nmax of them), index.
+record *contents_record(int fn, uint64_t parent, const uint64_t *maxima, int nmax, int index);
 void record_add_array(record *r, int arg, const void *p, size_t bytes);
 void record_attach(vobj *v, record *r); // links r into the live list (takes ownership)
 size_t records_live();

@@ -12,7 +12,9 @@
  * CASE freed: rank 1 has a receive pending (MPI_Irecv) with a vector datatype on a duplicated
  *   communicator, and has freed both since (MPI keeps them for the receive) and made a new datatype
  *   and communicator (which may take the freed ones' handles); rank 0 sends after the point. The
- *   data must land with the vector's stride; a status's MPI_ERROR preset by the program stays. */
+ *   data must land with the vector's stride; a status's MPI_ERROR preset by the program stays.
+ * CASE contents: every rank holds a struct datatype built from a vector it has freed, and the
+ *   vector as MPI_Type_get_contents handed it back; after the point both are decoded and used. */
 #include <time.h>
 #include <unistd.h>
 
@@ -155,10 +157,54 @@ static void case_freed(void) {
     if (mpit_rank != 1) CHECK_MPI(MPI_Comm_free(&dup));
 }
 
+/* The vector a struct was built from, checked by decoding it and by a message sent with it. */
+static void check_vector(MPI_Datatype v) {
+    int ni = -1, na = -1, nd = -1, comb = -1, ints[3], sz = -1;
+    MPI_Aint addrs[1];
+    MPI_Datatype inner[1];
+    CHECK_MPI(MPI_Type_get_envelope(v, &ni, &na, &nd, &comb));
+    CHECK(comb == MPI_COMBINER_VECTOR && ni == 3 && na == 0 && nd == 1);
+    CHECK_MPI(MPI_Type_get_contents(v, 3, 0, 1, ints, addrs, inner));
+    CHECK(ints[0] == 3 && ints[1] == 1 && ints[2] == 2 && inner[0] == MPI_INT);
+    CHECK_MPI(MPI_Type_size(v, &sz));
+    CHECK(sz == 3 * (int)sizeof(int));
+    int out[6] = {1, -1, 2, -1, 3, -1}, in[6] = {0, 0, 0, 0, 0, 0};
+    MPI_Datatype c; /* returned types are not committed: a committed duplicate carries data */
+    CHECK_MPI(MPI_Type_dup(v, &c));
+    CHECK_MPI(MPI_Type_commit(&c));
+    CHECK_MPI(MPI_Sendrecv(out, 1, c, 0, 70, in, 1, c, 0, 70, MPI_COMM_SELF, MPI_STATUS_IGNORE));
+    CHECK(in[0] == 1 && in[2] == 2 && in[4] == 3 && in[1] == 0);
+    CHECK_MPI(MPI_Type_free(&c));
+}
+
+static void case_contents(void) {
+    MPI_Datatype vec, st, got[2];
+    int bl[2] = {1, 1}, ints[3];
+    MPI_Aint disp[2] = {0, 64}, addrs[2];
+    MPI_Datatype members[2];
+    CHECK_MPI(MPI_Type_vector(3, 1, 2, MPI_INT, &vec));
+    members[0] = vec;
+    members[1] = MPI_DOUBLE;
+    CHECK_MPI(MPI_Type_create_struct(2, bl, disp, members, &st));
+    CHECK_MPI(MPI_Type_commit(&st));
+    CHECK_MPI(MPI_Type_free(&vec));
+    CHECK_MPI(MPI_Type_get_contents(st, 3, 2, 2, ints, addrs, got));
+    CHECK(ints[0] == 2 && got[1] == MPI_DOUBLE);
+    point();
+    check_vector(got[0]);
+    CHECK_MPI(MPI_Type_free(&got[0]));
+    MPI_Datatype again[2];
+    CHECK_MPI(MPI_Type_get_contents(st, 3, 2, 2, ints, addrs, again));
+    check_vector(again[0]);
+    CHECK_MPI(MPI_Type_free(&again[0]));
+    CHECK_MPI(MPI_Type_free(&st));
+    printf("rank %d: contents: the struct's vector decoded and used\n", mpit_rank);
+}
+
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "ckpt_points");
     if (argc < 3) {
-        if (mpit_rank == 0) fprintf(stderr, "usage: ckpt_points DIR mprobe|bsend|freed\n");
+        if (mpit_rank == 0) fprintf(stderr, "usage: ckpt_points DIR mprobe|bsend|freed|contents\n");
         MPI_Finalize();
         return 2;
     }
@@ -169,6 +215,8 @@ int main(int argc, char **argv) {
         case_bsend();
     else if (strcmp(argv[2], "freed") == 0)
         case_freed();
+    else if (strcmp(argv[2], "contents") == 0)
+        case_contents();
     else
         CHECK(!"unknown case");
     return mpit_finish();
