@@ -456,6 +456,16 @@ def gen_wrapper(d, idx, fl):
         creates_clock = api in COMM_CHAINED or api in INTER_CREATIONS or api == 'MPI_File_open'
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
                                                        ', true' if creates_clock else ''))
+    m = re.match(r'^MPI_(Comm|Type|Group|Request|Op|Info|Win|File|Errhandler|Message)_(c2f|f2c)$', d.api)
+    if m and fl == 'openmpi':
+        # Fortran handles of created objects are the layer's (handles.h, fortran_of): the same
+        # after a restart. Predefined ones are the library's.
+        k = {'Type': 'datatype'}.get(m.group(1), m.group(1).lower())
+        h = d.params[0].name
+        if m.group(2) == 'c2f':
+            L.append('  { MPI_Fint f_; if (ghost::mpi::fortran_of<ghost::mpi::kind::%s>(%s, &f_)) return f_; }' % (k, h))
+        else:
+            L.append('  { %s u_; if (ghost::mpi::from_fortran<ghost::mpi::kind::%s>(%s, &u_)) return u_; }' % (ret, k, h))
     if d.api in UPPER_ANSWERS:
         if ret == 'double':
             L.append('  { double a_; if (ghost::mpi::u_%s(&a_)) return a_; }' % api[4:])

@@ -157,6 +157,32 @@ template <kind K, class H> H adopt(H l, record *rec) {
     }
 }
 
+// MPI_<X>_c2f of a created object: its Fortran handle (vobj.h, kFortranBase); false for a
+// predefined or null one (the library's own number, from the lower half).
+template <kind K, class H> bool fortran_of(H u, MPI_Fint *f) {
+    if ((uintptr_t)u == g_upper_null[(int)K]) return false;
+    vobj *v = decode<K>(u);
+    if (!v || v->magic != kVobjMagic || v->k != K || (v->flags & kPredefined)) return false;
+    *f = v->f_handle;
+    return true;
+}
+
+// MPI_<X>_f2c of a Fortran handle of ours: its object (the null handle if none); false for a
+// library number.
+template <kind K, class H> bool from_fortran(MPI_Fint f, H *u) {
+    if (f < kFortranBase) return false;
+    vobj *v = vobj_at((uint32_t)(f - kFortranBase));
+    if (!v || v->k != K || (v->flags & kPredefined)) {
+        *u = (H)g_upper_null[(int)K];
+        return true;
+    }
+    if constexpr (std::is_pointer_v<H>)
+        *u = (H)(void *)v;
+    else
+        *u = encode<K, H>(v);
+    return true;
+}
+
 // Lower -> upper for an object the lower half hands to a callback (must already be known).
 template <kind K, class H> H lookup(H l) {
     uintptr_t lw = (uintptr_t)l;

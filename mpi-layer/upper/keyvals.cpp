@@ -58,8 +58,9 @@ struct saved_attr {
     void *value;
 };
 std::vector<saved_attr> *g_saved;
-constexpr int kSlots = 3;                  // communicators, datatypes, windows
-std::vector<uintptr_t> *g_objects[kSlots]; // the live ones (upper handles), listed at quiesce
+std::vector<freed_keyval_attr> *g_freed_attrs; // listed at quiesce
+constexpr int kSlots = 3;                      // communicators, datatypes, windows
+std::vector<uintptr_t> *g_objects[kSlots];     // the live ones (upper handles), listed at quiesce
 
 int slot(kind k) {
     return k == kind::comm ? 0 : k == kind::datatype ? 1 : 2;
@@ -166,7 +167,10 @@ bool keyvals_overflowed() {
 }
 
 void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types,
-                   const std::vector<uintptr_t> &wins) {
+                   const std::vector<uintptr_t> &wins,
+                   const std::vector<freed_keyval_attr> &freed) {
+    if (!g_freed_attrs) g_freed_attrs = new std::vector<freed_keyval_attr>();
+    *g_freed_attrs = freed;
     size_t nkv[kSlots] = {0, 0, 0}, n = g_used.load(std::memory_order_acquire);
     for (size_t i = 0; i < n; i++)
         if (!is_freed(g_table[i])) nkv[slot(g_table[i].k)]++;
@@ -177,7 +181,8 @@ void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintpt
     if (!g_saved) g_saved = new std::vector<saved_attr>();
     g_saved->clear();
     // Room for every (object, keyval) pair, plus some for keyvals made meanwhile (checked).
-    g_saved->reserve(comms.size() * nkv[0] + types.size() * nkv[1] + wins.size() * nkv[2] + 64);
+    g_saved->reserve(comms.size() * nkv[0] + types.size() * nkv[1] + wins.size() * nkv[2] +
+                     freed.size() + 64);
 }
 
 int attrs_read(uintptr_t fs, char *why, size_t why_len) {
@@ -208,14 +213,42 @@ int attrs_read(uintptr_t fs, char *why, size_t why_len) {
             g_saved->push_back({e.k, o, kKeyvalBase + (int)i, value});
         }
     }
+    // Attributes of freed keyvals: only where one was set and not deleted (a freed keyval the
+    // lower library has let go of may not be asked about: its error handler would run).
+    for (const freed_keyval_attr &f :
+         g_freed_attrs ? *g_freed_attrs : std::vector<freed_keyval_attr>{}) {
+        keyval_entry *e = entry_of(f.keyval);
+        int s = slot(f.k);
+        if (!e || !is_freed(*e) || e->k != f.k || !get_fn[s] || !alive(f.k, f.object)) continue;
+        void *value = nullptr;
+        int flag = 0, rc;
+        {
+            lower_call lc(fs);
+            rc = lower_get_attr(get_fn[s], s, f.object, e->lower, &value, &flag);
+        }
+        if (rc != MPI_SUCCESS || !flag) continue;
+        if (g_saved->size() == g_saved->capacity()) {
+            snprintf(why, why_len, "more attributes than room was made for");
+            return -1;
+        }
+        g_saved->push_back({f.k, f.object, f.keyval, value});
+    }
     return 0;
 }
 
 int attrs_after_restart(uintptr_t fs, char *why, size_t why_len) {
     size_t n = g_used.load(std::memory_order_acquire);
+    // A freed keyval is made again if an attribute of it is to be set again.
+    auto needed = [&](size_t i) {
+        if (!is_freed(g_table[i])) return true;
+        if (g_saved)
+            for (const saved_attr &a : *g_saved)
+                if (a.keyval == kKeyvalBase + (int)i) return true;
+        return false;
+    };
     for (size_t i = 0; i < n; i++) {
         keyval_entry &e = g_table[i];
-        if (is_freed(e)) continue;
+        if (!needed(i)) continue;
         void *copy = e.k == kind::comm
                          ? (void *)wrap_comm_copy((MPI_Comm_copy_attr_function *)e.copy_fn)
                      : e.k == kind::datatype
@@ -254,6 +287,22 @@ int attrs_after_restart(uintptr_t fs, char *why, size_t why_len) {
         if (rc != MPI_SUCCESS) {
             snprintf(why, why_len, "cannot set an attribute (keyval %d) on a %s again", a.keyval,
                      kind_name(a.k));
+            return -1;
+        }
+    }
+    void *free_fn[kSlots] = {lower_fn("MPI_Comm_free_keyval"), lower_fn("MPI_Type_free_keyval"),
+                             lower_fn("MPI_Win_free_keyval")};
+    for (size_t i = 0; i < n; i++) {
+        keyval_entry &e = g_table[i];
+        if (!is_freed(e) || !needed(i)) continue;
+        int lower = e.lower, rc = MPI_ERR_INTERN; // e.lower stays: the attributes' callbacks
+        if (void *fn = free_fn[slot(e.k)]) {
+            lower_call lc(fs);
+            rc = ((int (*)(int *))fn)(&lower);
+        }
+        if (rc != MPI_SUCCESS) {
+            snprintf(why, why_len, "cannot free an attribute keyval again (%s)",
+                     g_fn_names[e.create_fn]);
             return -1;
         }
     }

@@ -24,9 +24,16 @@ bool keyvals_overflowed();
 // At a checkpoint: quiesce lists the live communicators and datatypes and makes room (malloc
 // allowed); exclude reads their attributes from the lower half (every other thread stopped: no
 // allocation; -1 with a reason if it cannot). After the replay: the keyvals are made again, in
-// their order, and the attributes set again.
+// their order, the attributes set again, and the keyvals the program had freed freed again.
+// An attribute set with a keyval the program has freed since, on a live object: MPI keeps such a
+// keyval for its attributes, and so does a restart (made again, the attributes set, then freed).
+struct freed_keyval_attr {
+    kind k;
+    uintptr_t object; // upper handle
+    int keyval;       // upper
+};
 void attrs_prepare(const std::vector<uintptr_t> &comms, const std::vector<uintptr_t> &types,
-                   const std::vector<uintptr_t> &wins);
+                   const std::vector<uintptr_t> &wins, const std::vector<freed_keyval_attr> &freed);
 int attrs_read(uintptr_t fs, char *why, size_t why_len);
 int attrs_after_restart(uintptr_t fs, char *why, size_t why_len);
 

@@ -790,12 +790,13 @@ struct attr_key {
 std::mutex g_attr_mu;
 std::set<attr_key> *g_attrs; // set, not yet deleted (the object may have been freed since)
 
-// The first attribute still set on a live object with a keyval the program has freed (the
-// attributes of live keyvals are read at the checkpoint: keyvals.cpp), or false. Entries of freed
-// objects go.
-bool live_attribute(attr_key *out) {
+// The attributes still set on live objects with keyvals the program has freed (those of live
+// keyvals are read for every live object at the checkpoint: keyvals.cpp). Entries of freed objects
+// go.
+std::vector<freed_keyval_attr> freed_keyval_attrs() {
+    std::vector<freed_keyval_attr> out;
     std::lock_guard<std::mutex> g(g_attr_mu);
-    if (!g_attrs) return false;
+    if (!g_attrs) return out;
     for (auto it = g_attrs->begin(); it != g_attrs->end();) {
         vobj *v = nullptr;
         if (it->k == KC)
@@ -806,13 +807,14 @@ bool live_attribute(attr_key *out) {
             v = decode<kind::win>((MPI_Win)it->object);
         // Predefined objects of MPICH have no vobj: live all the same.
         bool live = !v || (v->magic == kVobjMagic && v->k == it->k);
-        if (live && keyval_freed(it->keyval)) {
-            *out = *it;
-            return true;
+        if (!live) {
+            it = g_attrs->erase(it);
+            continue;
         }
-        it = g_attrs->erase(it);
+        if (keyval_freed(it->keyval)) out.push_back({it->k, it->object, it->keyval});
+        ++it;
     }
-    return false;
+    return out;
 }
 
 // The program's stdio streams, flushed before the image is taken (else buffered lines print twice:
@@ -978,13 +980,6 @@ int quiesce(void *, char *why, size_t why_len) {
                  "rank %d: the program made more attribute keyvals than the layer can carry", rank);
         return -1;
     }
-    if (attr_key a; live_attribute(&a)) {
-        snprintf(why, why_len,
-                 "rank %d: an attribute (keyval %d) is set on a %s with a keyval the program has "
-                 "freed: such attributes cannot be carried to a fresh MPI library yet",
-                 rank, a.keyval, kind_name(a.k));
-        return -1;
-    }
     // Requests: complete ones keep their status in upper memory; pending ones are posted again by
     // a restart (only in a quiescent rank: no message in flight, no thread inside MPI).
     if (requests_before_checkpoint(rank, rank_quiescent() ? req_check : req_refuse, why, why_len) !=
@@ -1011,7 +1006,7 @@ int quiesce(void *, char *why, size_t why_len) {
             if (v && v->k == kind::win)
                 wins.push_back((uintptr_t)encode<kind::win, MPI_Win>(const_cast<vobj *>(v)));
         }
-        attrs_prepare(comms, types, wins);
+        attrs_prepare(comms, types, wins, freed_keyval_attrs());
     }
     if (!read_infos(fs)) {
         snprintf(why, why_len, "rank %d: cannot read an info object's keys and values", rank);

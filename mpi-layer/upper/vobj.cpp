@@ -77,6 +77,7 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->peer = -1;
     v->done = nullptr;
     v->ckpt_done = nullptr;
+    v->f_handle = kFortranBase + (int32_t)idx;
 }
 
 // Appends r to the live list with the next seq.
@@ -287,6 +288,7 @@ void vobj_register_predefined(vobj *v, kind k, uintptr_t lower) {
     init(v, k, lower);
     v->ext = ext;
     v->flags = kPredefined;
+    v->f_handle = 0; // MPI_REQUEST_NULL's, read by Open MPI's Fortran MPI_Wait (vobj.h)
     std::lock_guard<std::mutex> g(g_map_mu);
     map_of(k).emplace(lower,
                       v); // the first name of an object wins (aliases share the lower object)
@@ -350,6 +352,7 @@ vobj *request_new(kind k, uintptr_t lower) {
     v->peer = t_req_init.peer;
     v->done = t_req_init.done;
     v->ckpt_done = nullptr;
+    v->f_handle = kFortranBase + (int32_t)idx;
     if (t_req_init.qflags & kQRecv) v->ra = t_req_init.ra;
     if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr, {}};
     return v;

@@ -9,6 +9,7 @@
 // library or copied into the executable) carry a vobj header written at start-up; MPICH's
 // predefined integers are the same in both halves and pass through untouched.
 #pragma once
+#include <cstddef>
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -95,9 +96,15 @@ struct vobj {
     uint32_t qflags; // requests and messages: kQ* below
     int32_t peer;    // persistent sends: destination (comm rank); with ext = comm_info
     void *done;      // requests completed in the upper half: their status (malloc'd)
-    recv_args ra;    // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
     void *ckpt_done; // requests complete in the lower half at the last checkpoint: their status
                      // (malloc'd); a restart completes them with it in the upper half
+    uint64_t spare[2];
+    // The object's Fortran handle (kFortranBase + index, fortran_of). Here, because Open MPI's
+    // Fortran bindings read a request's Fortran handle from its structure after MPI_Wait/Test
+    // (req_f_to_c_index, at this offset of an ompi_request_t), not through MPI_Request_c2f.
+    int32_t f_handle;
+    int32_t pad2;
+    recv_args ra; // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
 };
 
 // Request bookkeeping for quiescence (vobj::qflags).
@@ -114,6 +121,14 @@ constexpr uint32_t kQCancel = 128;     // MPI_Cancel was called on it
 constexpr uint32_t kQIsend = 256;      // a nonblocking send (counted when posted)
 constexpr uint32_t kQCollective = 512; // a nonblocking collective: the drain completes it
 constexpr uint32_t kQHolds = 1024;     // holds a reference on ra.datatype and ra.comm (hold_handle)
+
+// Fortran handles of created objects (Open MPI; MPICH's Fortran handles are its C handles): an
+// index into the layer's own table, so the same after a restart, whatever the new lower half's
+// numbers. Predefined objects keep the library's (fixed) numbers. Above every predefined one.
+constexpr int32_t kFortranBase = 0x20000000;
+#if !defined(GHOST_MPI_MPICH)
+static_assert(offsetof(vobj, f_handle) == 0x68, "Open MPI 4.1 reads req_f_to_c_index there");
+#endif
 
 // Bookkeeping the next request_new() on this thread takes over (set by the p2p wrappers right
 // before the generated code adopts the new request), then cleared.

@@ -8,6 +8,9 @@
 ! Before the steps it names a duplicate of MPI_COMM_WORLD and sets an attribute on it with a keyval
 ! made from Fortran (copy callback in Fortran); after them it reads name and attribute back and
 ! duplicates the communicator (the callback runs), so that checkpoints in between must carry them.
+! Each step also sends the other way with MPI_Isend/MPI_Irecv/MPI_Waitall on the duplicate and
+! through persistent requests made before the steps with a derived type: Fortran handles of
+! requests, communicators and datatypes that checkpoints must keep naming the same objects.
 ! Usage: fortran_steps STEPS [SLEEP_MS]
 module fortran_steps_copy
   use mpi
@@ -42,7 +45,9 @@ program fortran_steps
   integer :: status(MPI_STATUS_SIZE)
   character(len=4096) :: arg, hold
   logical :: released, flag
-  integer :: dup, dup2, key, namelen
+  integer :: dup, dup2, key, namelen, pair, ps, pr, reqs(2), stats(MPI_STATUS_SIZE, 2)
+  ! written by MPI behind the compiler's back (completed by MPI_Wait*, which does not name them)
+  integer(i8), volatile :: back, pout(2), pin(2)
   integer(kind=MPI_ADDRESS_KIND) :: attr
   character(len=MPI_MAX_OBJECT_NAME) :: dupname
 
@@ -68,6 +73,10 @@ program fortran_steps
   call MPI_Comm_set_name(dup, 'steps duplicate', ierr)
   call MPI_Comm_create_keyval(copy_plus, MPI_COMM_NULL_DELETE_FN, key, 100_MPI_ADDRESS_KIND, ierr)
   call MPI_Comm_set_attr(dup, key, int(rank, MPI_ADDRESS_KIND) + 5, ierr)
+  call MPI_Type_contiguous(2, MPI_INTEGER8, pair, ierr)
+  call MPI_Type_commit(pair, ierr)
+  call MPI_Send_init(pout, 1, pair, right, 77, dup, ps, ierr)
+  call MPI_Recv_init(pin, 1, pair, left, 77, dup, pr, ierr)
   do s = 0, steps - 1
     if (s == steps - 1 .and. rank == 0 .and. n > 0) then
       released = .false.
@@ -89,6 +98,20 @@ program fortran_steps
     root_val = mine
     call MPI_Bcast(root_val, 1, MPI_INTEGER8, mod(s, nprocs), MPI_COMM_WORLD, ierr)
     if (root_val /= value_of(mod(s, nprocs), s)) failures = failures + 1
+    back = -1
+    call MPI_Irecv(back, 1, MPI_INTEGER8, right, 1000 + s, dup, reqs(1), ierr)
+    call MPI_Isend(got, 1, MPI_INTEGER8, left, 1000 + s, dup, reqs(2), ierr)
+    call MPI_Waitall(2, reqs, stats, ierr)
+    if (back /= mine .or. stats(MPI_SOURCE, 1) /= right) failures = failures + 1
+    pout(1) = mine
+    pout(2) = s
+    pin = -1
+    call MPI_Start(pr, ierr)
+    call MPI_Start(ps, ierr)
+    call MPI_Wait(pr, stats(:, 1), ierr)
+    call MPI_Wait(ps, stats(:, 2), ierr)
+    if (pin(1) /= value_of(left, s) .or. pin(2) /= s) failures = failures + 1
+    if (pr == MPI_REQUEST_NULL .or. ps == MPI_REQUEST_NULL) failures = failures + 1
     sum = mod(sum * 131_i8 + got, modulus)
     sum = mod(sum * 131_i8 + mod(total, modulus), modulus)
     if (sleep_ms > 0) ierr = usleep(int(sleep_ms * 1000, c_int))
@@ -99,6 +122,9 @@ program fortran_steps
   call MPI_Comm_get_attr(dup2, key, attr, flag, ierr)
   if (.not. flag .or. attr /= rank + 105) failures = failures + 1
   call MPI_Comm_free(dup2, ierr)
+  call MPI_Request_free(pr, ierr)
+  call MPI_Request_free(ps, ierr)
+  call MPI_Type_free(pair, ierr)
   call MPI_Comm_free(dup, ierr)
   call MPI_Comm_free_keyval(key, ierr)
   call MPI_Allreduce(failures, all_failures, 1, MPI_INTEGER8, MPI_SUM, MPI_COMM_WORLD, ierr)
