@@ -1,25 +1,26 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Attributes that live across checkpoints (run_job_ckpt.sh), as libraries cache state on
  * communicators: made once before the first step: a keyval made and freed (so that a fresh MPI
- * would number the next ones otherwise), a communicator keyval with copy and delete callbacks
- * (value set on MPI_COMM_WORLD and on a duplicate, and copied by the callback into a duplicate of
- * that), one with the predefined MPI_COMM_NULL_COPY_FN / MPI_COMM_NULL_DELETE_FN, a deprecated
- * MPI_Keyval_create one (MPI_Attr_put / MPI_Attr_get), and a datatype keyval on a vector type.
- * Each step checks every attribute's value and flag, duplicates a communicator (the copy callback
- * runs and gets the program's keyval) and frees the duplicate (the delete callback runs), reads
- * MPI_TAG_UB, reduces on the duplicate and folds it all into a checksum; SLEEP_MS of sleep
- * between steps (outside MPI). Two info objects (one a duplicate changed after MPI_Info_dup)
- * are kept too, their keys and values checked in every step. At the end the objects are freed: each
- * delete callback must have run once per attribute that existed. Also kept and used in every
- * step: a communicator from MPI_Comm_dup_with_info (its info freed at once), a distributed-array
- * datatype and an MPI_Type_create_f90_real type, and a window (MPI_Win_create) with fence and
- * lock epochs every step, closed before the sleep, a window made by MPI_Win_allocate with a fence
- * epoch every step, a window held under MPI_Win_lock_all from its creation to its end (as
- * ARMCI-MPI and SHMEM-over-MPI libraries hold theirs: every checkpoint finds it locked) with a
- * fetch-and-op completed by a flush of its one target and a put completed by a flush_all every
- * step, a dynamic window (regions attached at the program's addresses, one attached and
- * detached every other step), and an MPI_Alloc_mem block. The windows have a name and error
- * handlers (the program's own, one of them freed at once, and MPI_ERRORS_RETURN), checked and
+ * would number the next ones otherwise), a keyval freed right after setting its one attribute on a
+ * duplicate of MPI_COMM_WORLD (its delete callback must run at the duplicate's MPI_Comm_free), a
+ * communicator keyval with copy and delete callbacks (value set on MPI_COMM_WORLD and on a
+ * duplicate, and copied by the callback into a duplicate of that), one with the predefined
+ * MPI_COMM_NULL_COPY_FN / MPI_COMM_NULL_DELETE_FN, a deprecated MPI_Keyval_create one (MPI_Attr_put
+ * / MPI_Attr_get), and a datatype keyval on a vector type. Each step checks every attribute's value
+ * and flag, duplicates a communicator (the copy callback runs and gets the program's keyval) and
+ * frees the duplicate (the delete callback runs), reads MPI_TAG_UB, reduces on the duplicate and
+ * folds it all into a checksum; SLEEP_MS of sleep between steps (outside MPI). Two info objects
+ * (one a duplicate changed after MPI_Info_dup) are kept too, their keys and values checked in every
+ * step. At the end the objects are freed: each delete callback must have run once per attribute
+ * that existed. Also kept and used in every step: a communicator from MPI_Comm_dup_with_info (its
+ * info freed at once), a distributed-array datatype and an MPI_Type_create_f90_real type, and a
+ * window (MPI_Win_create) with fence and lock epochs every step, closed before the sleep, a window
+ * made by MPI_Win_allocate with a fence epoch every step, a window held under MPI_Win_lock_all from
+ * its creation to its end (as ARMCI-MPI and SHMEM-over-MPI libraries hold theirs: every checkpoint
+ * finds it locked) with a fetch-and-op completed by a flush of its one target and a put completed
+ * by a flush_all every step, a dynamic window (regions attached at the program's addresses, one
+ * attached and detached every other step), and an MPI_Alloc_mem block. The windows have a name and
+ * error handlers (the program's own, one of them freed at once, and MPI_ERRORS_RETURN), checked and
  * called in every step; the allocated window holds an attribute (a window keyval with a delete
  * callback, which must run once, at its MPI_Win_free). Prints only at the end. Usage: attr_steps
  * STEPS [SLEEP_MS] */
@@ -30,7 +31,8 @@
 
 static int kv_copy = MPI_KEYVAL_INVALID, kv_null = MPI_KEYVAL_INVALID, kv_old = MPI_KEYVAL_INVALID,
            kv_type = MPI_KEYVAL_INVALID, kv_win = MPI_KEYVAL_INVALID;
-static long copies, deletes, type_deletes, win_deletes;
+static long copies, deletes, type_deletes, win_deletes, fin_deletes;
+static int kv_fin_number; /* a keyval freed right after its one attribute was set (HDF5 does so) */
 static int extra_tag = 4242;        /* extra_state: its address is checked in every callback */
 static long awin_calls, lwin_calls; /* calls of the windows' error handlers */
 static MPI_Win awin, lwin;
@@ -81,6 +83,13 @@ static int win_delete_cb(MPI_Win w, int kv, void *val, void *extra) {
     return MPI_SUCCESS;
 }
 
+static int fin_delete_cb(MPI_Comm c, int kv, void *val, void *extra) {
+    (void)c;
+    CHECK(kv == kv_fin_number && val == (void *)(intptr_t)(500 + mpit_rank) && extra == NULL);
+    fin_deletes++;
+    return MPI_SUCCESS;
+}
+
 static void expect(MPI_Comm c, int kv, int want_flag, intptr_t want) {
     void *v = NULL;
     int flag = -1;
@@ -98,6 +107,15 @@ int main(int argc, char **argv) {
     int gone;
     CHECK_MPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN, &gone, NULL));
     CHECK_MPI(MPI_Comm_free_keyval(&gone));
+    /* An attribute whose keyval the program frees at once: MPI keeps the keyval for it, and its
+     * delete callback runs when the communicator goes. */
+    MPI_Comm dfin;
+    int kv_fin;
+    CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dfin));
+    CHECK_MPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, fin_delete_cb, &kv_fin, NULL));
+    kv_fin_number = kv_fin;
+    CHECK_MPI(MPI_Comm_set_attr(dfin, kv_fin, (void *)(intptr_t)(500 + r)));
+    CHECK_MPI(MPI_Comm_free_keyval(&kv_fin));
     CHECK(gone == MPI_KEYVAL_INVALID);
     CHECK_MPI(MPI_Comm_create_keyval(copy_cb, delete_cb, &kv_copy, &extra_tag));
     CHECK_MPI(
@@ -366,6 +384,9 @@ int main(int argc, char **argv) {
     free(matrix);
     CHECK_MPI(MPI_Comm_free(&d2));
     CHECK_MPI(MPI_Comm_free(&d1));
+    CHECK(fin_deletes == 0);
+    CHECK_MPI(MPI_Comm_free(&dfin));
+    CHECK(fin_deletes == 1);
     CHECK_MPI(MPI_Comm_delete_attr(MPI_COMM_WORLD, kv_copy));
     CHECK(deletes == steps + 4);
     CHECK_MPI(MPI_Type_free(&vec));
