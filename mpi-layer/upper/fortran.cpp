@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "wrapper_support.h"
@@ -398,6 +399,93 @@ template <class H> H predefined(const char *symbol) {
     return (H)dlsym(RTLD_DEFAULT, symbol);
 }
 } // namespace
+
+// Error handlers made from Fortran (Open MPI makes them with an internal call that marks them
+// Fortran's): a C handler that finds the program's Fortran one through the handler the object
+// has now, and calls it with Fortran's conventions (the handle and the code, by reference).
+namespace {
+std::mutex g_errh_mu;
+std::unordered_map<uintptr_t, void *> *g_errh_fns; // upper handler -> Fortran subroutine
+
+using fortran_errh = void (*)(MPI_Fint *, MPI_Fint *);
+
+void *fortran_errh_of(MPI_Errhandler h) {
+    std::lock_guard<std::mutex> g(g_errh_mu);
+    if (!g_errh_fns) return nullptr;
+    auto it = g_errh_fns->find((uintptr_t)h);
+    return it == g_errh_fns->end() ? nullptr : it->second;
+}
+
+void comm_errh(MPI_Comm *c, int *code, ...) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    PMPI_Comm_get_errhandler(*c, &h);
+    void *fn = fortran_errh_of(h);
+    PMPI_Errhandler_free(&h);
+    MPI_Fint fc = PMPI_Comm_c2f(*c), fcode = *code;
+    if (fn) ((fortran_errh)fn)(&fc, &fcode);
+}
+
+void win_errh(MPI_Win *w, int *code, ...) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    PMPI_Win_get_errhandler(*w, &h);
+    void *fn = fortran_errh_of(h);
+    PMPI_Errhandler_free(&h);
+    MPI_Fint fw = PMPI_Win_c2f(*w), fcode = *code;
+    if (fn) ((fortran_errh)fn)(&fw, &fcode);
+}
+
+void file_errh(MPI_File *f, int *code, ...) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    PMPI_File_get_errhandler(*f, &h);
+    void *fn = fortran_errh_of(h);
+    PMPI_Errhandler_free(&h);
+    MPI_Fint ff = PMPI_File_c2f(*f), fcode = *code;
+    if (fn) ((fortran_errh)fn)(&ff, &fcode);
+}
+
+void note_errh(int rc, MPI_Errhandler h, void *fn, MPI_Fint *out, MPI_Fint *ierr) {
+    *ierr = rc;
+    if (rc != MPI_SUCCESS) return;
+    {
+        std::lock_guard<std::mutex> g(g_errh_mu);
+        if (!g_errh_fns) g_errh_fns = new std::unordered_map<uintptr_t, void *>();
+        (*g_errh_fns)[(uintptr_t)h] = fn;
+    }
+    *out = PMPI_Errhandler_c2f(h);
+}
+} // namespace
+
+extern "C" void ghost_f_comm_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    int rc = PMPI_Comm_create_errhandler(comm_errh, &h);
+    note_errh(rc, h, fn, out, ierr);
+}
+extern "C" void ghost_f_win_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    int rc = PMPI_Win_create_errhandler(win_errh, &h);
+    note_errh(rc, h, fn, out, ierr);
+}
+extern "C" void ghost_f_file_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
+    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
+    int rc = PMPI_File_create_errhandler(file_errh, &h);
+    note_errh(rc, h, fn, out, ierr);
+}
+GHOST_F_NAMES(ghost_f_comm_create_errhandler, comm_create_errhandler, COMM_CREATE_ERRHANDLER,
+              (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_OMPI_NAMES(ghost_f_comm_create_errhandler, comm_create_errhandler, Comm_create_errhandler,
+                   (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_NAMES(ghost_f_comm_create_errhandler, errhandler_create, ERRHANDLER_CREATE,
+              (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_OMPI_NAMES(ghost_f_comm_create_errhandler, errhandler_create, Errhandler_create,
+                   (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_NAMES(ghost_f_win_create_errhandler, win_create_errhandler, WIN_CREATE_ERRHANDLER,
+              (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_OMPI_NAMES(ghost_f_win_create_errhandler, win_create_errhandler, Win_create_errhandler,
+                   (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_NAMES(ghost_f_file_create_errhandler, file_create_errhandler, FILE_CREATE_ERRHANDLER,
+              (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_OMPI_NAMES(ghost_f_file_create_errhandler, file_create_errhandler, File_create_errhandler,
+                   (void *, MPI_Fint *, MPI_Fint *))
 
 // Open MPI's string helpers, called by its bindings of every call with a string argument
 // (MPI_COMM_SET_NAME, MPI_INFO_SET, MPI_GET_PROCESSOR_NAME, MPI_ERROR_STRING, ...): a Fortran

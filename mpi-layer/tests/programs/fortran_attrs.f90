@@ -2,13 +2,18 @@
 ! The Fortran calls whose bindings reach into the MPI library's internals (Open MPI: strings,
 ! attributes, keyvals, MPI_TYPE_MATCH_SIZE; MPICH: attributes): names of communicators and types,
 ! info keys, the processor name and error strings, predefined and user attributes on communicators,
-! types and windows with Fortran copy and delete callbacks (MPI-2 and MPI-1 forms), and matched
-! types. Each rank prints what it read; the output must equal a native run's.
+! types and windows with Fortran copy and delete callbacks (MPI-2 and MPI-1 forms), matched types
+! and an error handler made from Fortran. Each rank prints what it read; the output must equal a native run's.
 module fortran_attrs_callbacks
   use mpi
   implicit none
-  integer :: deletes = 0
+  integer :: deletes = 0, handled = 0, handled_code = 0
 contains
+  subroutine on_error(comm, code)
+    integer :: comm, code
+    handled = handled + 1
+    handled_code = code
+  end subroutine on_error
   subroutine copy_plus(oldcomm, keyval, extra, val_in, val_out, flag, ierr)
     integer :: oldcomm, keyval, ierr
     integer(kind=MPI_ADDRESS_KIND) :: extra, val_in, val_out
@@ -37,7 +42,7 @@ program fortran_attrs
   use fortran_attrs_callbacks
   implicit none
   integer :: ierr, rank, nprocs, dup, dup2, key, key1, tkey, wkey, vtype, info, win, rlen, t
-  integer :: nkeys, vlen, ival, sz
+  integer :: nkeys, vlen, ival, sz, errh
   integer(kind=MPI_ADDRESS_KIND) :: val, tag_ub, wsize
   logical :: flag, ok
   character(len=MPI_MAX_OBJECT_NAME) :: name
@@ -145,6 +150,14 @@ program fortran_attrs
   call MPI_Type_match_size(MPI_TYPECLASS_COMPLEX, 16, t, ierr)
   call MPI_Type_get_name(t, name, rlen, ierr)
   print '(a,i0,a,a)', 'rank ', rank, ' match complex 16 ', name(1:rlen)
+
+  ! An error handler made from Fortran, called on a communicator.
+  call MPI_Comm_create_errhandler(on_error, errh, ierr)
+  call MPI_Comm_set_errhandler(dup, errh, ierr)
+  call MPI_Errhandler_free(errh, ierr)
+  call MPI_Comm_call_errhandler(dup, MPI_ERR_OTHER, ierr)
+  print '(a,i0,a,i0,a,l1)', 'rank ', rank, ' fortran error handler calls ', handled, &
+      ' right code ', handled_code == MPI_ERR_OTHER
 
   call MPI_Comm_free(dup, ierr)
   if (ok) then
