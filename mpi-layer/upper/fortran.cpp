@@ -383,15 +383,14 @@ extern "C" void ghost_f_null_delete(void *, void *, void *, void *, MPI_Fint *ie
 GHOST_F_CALLBACK(ghost_f_null_copy1, null_copy_fn, NULL_COPY_FN, GHOST_COPY1)
 GHOST_F_CALLBACK(ghost_f_dup1, dup_fn, DUP_FN, GHOST_COPY1)
 GHOST_F_CALLBACK(ghost_f_null_delete, null_delete_fn, NULL_DELETE_FN, GHOST_DELETE)
-GHOST_F_CALLBACK(ghost_f_null_copy2, comm_null_copy_fn, COMM_NULL_COPY_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_dup2, comm_dup_fn, COMM_DUP_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_null_delete, comm_null_delete_fn, COMM_NULL_DELETE_FN, GHOST_DELETE)
-GHOST_F_CALLBACK(ghost_f_null_copy2, type_null_copy_fn, TYPE_NULL_COPY_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_dup2, type_dup_fn, TYPE_DUP_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_null_delete, type_null_delete_fn, TYPE_NULL_DELETE_FN, GHOST_DELETE)
-GHOST_F_CALLBACK(ghost_f_null_copy2, win_null_copy_fn, WIN_NULL_COPY_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_dup2, win_dup_fn, WIN_DUP_FN, GHOST_COPY2)
-GHOST_F_CALLBACK(ghost_f_null_delete, win_null_delete_fn, WIN_NULL_DELETE_FN, GHOST_DELETE)
+// The MPI-2 ones, for each object kind.
+#define GHOST_F_CALLBACKS(lo, UP)                                                                  \
+    GHOST_F_CALLBACK(ghost_f_null_copy2, lo##_null_copy_fn, UP##_NULL_COPY_FN, GHOST_COPY2)        \
+    GHOST_F_CALLBACK(ghost_f_dup2, lo##_dup_fn, UP##_DUP_FN, GHOST_COPY2)                          \
+    GHOST_F_CALLBACK(ghost_f_null_delete, lo##_null_delete_fn, UP##_NULL_DELETE_FN, GHOST_DELETE)
+GHOST_F_CALLBACKS(comm, COMM)
+GHOST_F_CALLBACKS(type, TYPE)
+GHOST_F_CALLBACKS(win, WIN)
 
 namespace {
 // A predefined object of Open MPI: the stub's (the layer does not link against it).
@@ -416,32 +415,19 @@ void *fortran_errh_of(MPI_Errhandler h) {
     return it == g_errh_fns->end() ? nullptr : it->second;
 }
 
-void comm_errh(MPI_Comm *c, int *code, ...) {
+// The C handler of an object kind: the object's current handler names the Fortran subroutine.
+template <class H, int (*get_errh)(H, MPI_Errhandler *), MPI_Fint (*to_fortran)(H)>
+void call_fortran_errh(H *object, int *code, ...) {
     MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    PMPI_Comm_get_errhandler(*c, &h);
+    get_errh(*object, &h);
     void *fn = fortran_errh_of(h);
     PMPI_Errhandler_free(&h);
-    MPI_Fint fc = PMPI_Comm_c2f(*c), fcode = *code;
-    if (fn) ((fortran_errh)fn)(&fc, &fcode);
+    MPI_Fint fo = to_fortran(*object), fcode = *code;
+    if (fn) ((fortran_errh)fn)(&fo, &fcode);
 }
-
-void win_errh(MPI_Win *w, int *code, ...) {
-    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    PMPI_Win_get_errhandler(*w, &h);
-    void *fn = fortran_errh_of(h);
-    PMPI_Errhandler_free(&h);
-    MPI_Fint fw = PMPI_Win_c2f(*w), fcode = *code;
-    if (fn) ((fortran_errh)fn)(&fw, &fcode);
-}
-
-void file_errh(MPI_File *f, int *code, ...) {
-    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    PMPI_File_get_errhandler(*f, &h);
-    void *fn = fortran_errh_of(h);
-    PMPI_Errhandler_free(&h);
-    MPI_Fint ff = PMPI_File_c2f(*f), fcode = *code;
-    if (fn) ((fortran_errh)fn)(&ff, &fcode);
-}
+constexpr auto comm_errh = call_fortran_errh<MPI_Comm, PMPI_Comm_get_errhandler, PMPI_Comm_c2f>;
+constexpr auto win_errh = call_fortran_errh<MPI_Win, PMPI_Win_get_errhandler, PMPI_Win_c2f>;
+constexpr auto file_errh = call_fortran_errh<MPI_File, PMPI_File_get_errhandler, PMPI_File_c2f>;
 
 void note_errh(int rc, MPI_Errhandler h, void *fn, MPI_Fint *out, MPI_Fint *ierr) {
     *ierr = rc;
@@ -455,36 +441,23 @@ void note_errh(int rc, MPI_Errhandler h, void *fn, MPI_Fint *out, MPI_Fint *ierr
 }
 } // namespace
 
-extern "C" void ghost_f_comm_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
-    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    int rc = PMPI_Comm_create_errhandler(comm_errh, &h);
-    note_errh(rc, h, fn, out, ierr);
-}
-extern "C" void ghost_f_win_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
-    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    int rc = PMPI_Win_create_errhandler(win_errh, &h);
-    note_errh(rc, h, fn, out, ierr);
-}
-extern "C" void ghost_f_file_create_errhandler(void *fn, MPI_Fint *out, MPI_Fint *ierr) {
-    MPI_Errhandler h = nullptr; // (MPI_ERRHANDLER_NULL is the stub's object: not linked)
-    int rc = PMPI_File_create_errhandler(file_errh, &h);
-    note_errh(rc, h, fn, out, ierr);
-}
-GHOST_F_NAMES(ghost_f_comm_create_errhandler, comm_create_errhandler, COMM_CREATE_ERRHANDLER,
-              (void *, MPI_Fint *, MPI_Fint *))
-GHOST_F_OMPI_NAMES(ghost_f_comm_create_errhandler, comm_create_errhandler, Comm_create_errhandler,
-                   (void *, MPI_Fint *, MPI_Fint *))
+#define GHOST_F_ERRH(lo, UP, Mixed, Kind, tramp)                                                   \
+    extern "C" void ghost_f_##lo(void *fn, MPI_Fint *out, MPI_Fint *ierr) {                        \
+        MPI_Errhandler h = nullptr; /* (MPI_ERRHANDLER_NULL is the stub's object: not linked) */   \
+        int rc = PMPI_##Kind##_create_errhandler(tramp, &h);                                       \
+        note_errh(rc, h, fn, out, ierr);                                                           \
+    }                                                                                              \
+    GHOST_F_NAMES(ghost_f_##lo, lo, UP, (void *, MPI_Fint *, MPI_Fint *))                          \
+    GHOST_F_OMPI_NAMES(ghost_f_##lo, lo, Mixed, (void *, MPI_Fint *, MPI_Fint *))
+GHOST_F_ERRH(comm_create_errhandler, COMM_CREATE_ERRHANDLER, Comm_create_errhandler, Comm,
+             comm_errh)
+GHOST_F_ERRH(win_create_errhandler, WIN_CREATE_ERRHANDLER, Win_create_errhandler, Win, win_errh)
+GHOST_F_ERRH(file_create_errhandler, FILE_CREATE_ERRHANDLER, File_create_errhandler, File,
+             file_errh)
+// The deprecated form (communicators).
 GHOST_F_NAMES(ghost_f_comm_create_errhandler, errhandler_create, ERRHANDLER_CREATE,
               (void *, MPI_Fint *, MPI_Fint *))
 GHOST_F_OMPI_NAMES(ghost_f_comm_create_errhandler, errhandler_create, Errhandler_create,
-                   (void *, MPI_Fint *, MPI_Fint *))
-GHOST_F_NAMES(ghost_f_win_create_errhandler, win_create_errhandler, WIN_CREATE_ERRHANDLER,
-              (void *, MPI_Fint *, MPI_Fint *))
-GHOST_F_OMPI_NAMES(ghost_f_win_create_errhandler, win_create_errhandler, Win_create_errhandler,
-                   (void *, MPI_Fint *, MPI_Fint *))
-GHOST_F_NAMES(ghost_f_file_create_errhandler, file_create_errhandler, FILE_CREATE_ERRHANDLER,
-              (void *, MPI_Fint *, MPI_Fint *))
-GHOST_F_OMPI_NAMES(ghost_f_file_create_errhandler, file_create_errhandler, File_create_errhandler,
                    (void *, MPI_Fint *, MPI_Fint *))
 
 // Open MPI's string helpers, called by its bindings of every call with a string argument

@@ -406,14 +406,22 @@ const char *win_epoch_open(const void *win_vobj_p) {
     return nullptr;
 }
 
-void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
-    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
+namespace {
+// The layer's object of a new communicator (upper handle) that has no comm_info yet, or nullptr.
+vobj *new_comm_vobj(uintptr_t newcomm) {
+    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return nullptr;
 #if defined(GHOST_MPI_MPICH)
     vobj *v = decode<kind::comm>((MPI_Comm)newcomm);
 #else
     vobj *v = (vobj *)newcomm;
 #endif
-    if (!v || v->magic != kVobjMagic || v->k != kind::comm || v->ext) return;
+    return v && v->magic == kVobjMagic && v->k == kind::comm && !v->ext ? v : nullptr;
+}
+} // namespace
+
+void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
+    vobj *v = new_comm_vobj(newcomm);
+    if (!v) return;
     comm_info *ci = new comm_info();
     ci->unfilled = true;
     comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
@@ -460,15 +468,9 @@ uint64_t inter_members_hash(const comm_info *ci) {
 } // namespace
 
 void comm_created_dup(uintptr_t newcomm, uintptr_t parent) {
-    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready) return;
-#if defined(GHOST_MPI_MPICH)
-    vobj *v = decode<kind::comm>((MPI_Comm)newcomm);
-#else
-    vobj *v = (vobj *)newcomm;
-#endif
+    vobj *v = new_comm_vobj(newcomm);
     comm_info *p = parent ? comm_info_of_raw(parent) : nullptr;
-    if (v && v->magic == kVobjMagic && v->k == kind::comm && !v->ext && p && p->n > 0 &&
-        p->to_world) {
+    if (v && p && p->n > 0 && p->to_world) {
         // A duplicate has its parent's group(s), rank and size: no lower call to learn them.
         comm_info *ci = new comm_info();
         ci->inter = p->inter;
