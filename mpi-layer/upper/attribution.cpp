@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -492,6 +493,22 @@ extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int 
                : 0;
 }
 
+namespace {
+// Whether thread tid blocks the agent's park signal (63: SigBlk bit 62).
+bool blocks_park_signal(int tid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t k = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (k <= 0) return false;
+    buf[k] = 0;
+    const char *at = strstr(buf, "SigBlk:");
+    return at && (strtoull(at + 7, nullptr, 16) >> 62) & 1;
+}
+} // namespace
+
 extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_threads(int *out,
                                                                                  size_t max) {
     if (!g_ready) return 0;
@@ -504,7 +521,13 @@ extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_threads
         int tid = atoi(e->d_name);
         char path[64], buf[256];
         snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
-        for (int attempt = 0; attempt < 50;
+        // A running thread shows no stack pointer: looked at again until it blocks. The lower
+        // half's threads block every signal, the agent's park signal (63) too, and cannot be
+        // parked if missed here: such a thread is looked at for up to a second (under load a
+        // thread the fresh lower half has just started can stay runnable that long), any other
+        // only briefly (an application thread that computes is parked, not looked at).
+        const int attempts = blocks_park_signal(tid) ? 1000 : 50;
+        for (int attempt = 0; attempt < attempts;
              attempt++) { // "running" has no sp; a blocked thread has
             int fd = open(path, O_RDONLY | O_CLOEXEC);
             if (fd < 0) break;
@@ -513,7 +536,12 @@ extern "C" __attribute__((visibility("default"))) size_t ghost_mpi_lower_threads
             if (k <= 0) break;
             buf[k] = 0;
             if (strncmp(buf, "running", 7) == 0) {
-                sched_yield();
+                if (attempt < 50) {
+                    sched_yield();
+                } else {
+                    struct timespec ms = {0, 1000 * 1000};
+                    nanosleep(&ms, nullptr);
+                }
                 continue;
             }
             // "nr a1 a2 a3 a4 a5 a6 sp pc"
