@@ -215,8 +215,7 @@ int attrs_read(uintptr_t fs, char *why, size_t why_len) {
     }
     // Attributes of freed keyvals: only where one was set and not deleted (a freed keyval the
     // lower library has let go of may not be asked about: its error handler would run).
-    for (const freed_keyval_attr &f :
-         g_freed_attrs ? *g_freed_attrs : std::vector<freed_keyval_attr>{}) {
+    for (const freed_keyval_attr &f : *g_freed_attrs) { // (attrs_prepare made it)
         keyval_entry *e = entry_of(f.keyval);
         int s = slot(f.k);
         if (!e || !is_freed(*e) || e->k != f.k || !get_fn[s] || !alive(f.k, f.object)) continue;

@@ -51,6 +51,7 @@ vobj *alloc_slot() {
     g_next_index++;
     vobj *v = &g_dir[idx >> kChunkBits].load(std::memory_order_relaxed)[idx & (kChunk - 1)];
     v->index = idx;
+    v->f_handle = kFortranBase + (int32_t)idx; // a slot keeps its index, so its Fortran handle
     return v;
 }
 
@@ -77,7 +78,6 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->peer = -1;
     v->done = nullptr;
     v->ckpt_done = nullptr;
-    v->f_handle = kFortranBase + (int32_t)idx;
 }
 
 // Appends r to the live list with the next seq.
@@ -352,7 +352,6 @@ vobj *request_new(kind k, uintptr_t lower) {
     v->peer = t_req_init.peer;
     v->done = t_req_init.done;
     v->ckpt_done = nullptr;
-    v->f_handle = kFortranBase + (int32_t)idx;
     if (t_req_init.qflags & kQRecv) v->ra = t_req_init.ra;
     if (__builtin_expect(t_req_init.qflags != 0, 0)) t_req_init = {0, -1, nullptr, nullptr, {}};
     return v;
