@@ -274,16 +274,28 @@ using namespace ghost::mpi;
     }                                                                                              \
     GHOST_F_NAMES(ghost_f_##lo, lo, UP, (MPI_Fint *, MPI_Fint *, MPI_Aint *, MPI_Fint *))          \
     GHOST_F_OMPI_NAMES(ghost_f_##lo, lo, Mixed, (MPI_Fint *, MPI_Fint *, MPI_Aint *, MPI_Fint *))
+// MPICH's mpi_f08 keyval calls would make a C keyval with the Fortran callbacks and then have the
+// library call them through its internal proxies (MPII_Keyval_set_proxy); their callbacks take
+// what MPI-2 Fortran ones take, so they are made here the same way. Their ierror is optional.
+#if defined(GHOST_MPI_MPICH)
+#define GHOST_F_MPICH_F08_NAMES(impl, lo, params)                                                  \
+    GHOST_F_ALIAS(impl, mpi_##lo##_f08_, params)                                                   \
+    GHOST_F_ALIAS(impl, pmpir_##lo##_f08_, params)
+#else
+#define GHOST_F_MPICH_F08_NAMES(impl, lo, params)
+#endif
 #define GHOST_F_KEYVAL(lo, UP, Mixed, o)                                                           \
     extern "C" void ghost_f_##lo(void *copy_fn, void *delete_fn, MPI_Fint *keyval,                 \
                                  MPI_Aint *extra, MPI_Fint *ierr) {                                \
         int k = MPI_KEYVAL_INVALID;                                                                \
-        *ierr = create_keyval(o, copy_fn, delete_fn, *extra, false, &k);                           \
-        if (*ierr == MPI_SUCCESS) *keyval = k;                                                     \
+        int rc = create_keyval(o, copy_fn, delete_fn, *extra, false, &k);                          \
+        if (rc == MPI_SUCCESS) *keyval = k;                                                        \
+        if (ierr) *ierr = rc;                                                                      \
     }                                                                                              \
     GHOST_F_NAMES(ghost_f_##lo, lo, UP, (void *, void *, MPI_Fint *, MPI_Aint *, MPI_Fint *))      \
     GHOST_F_OMPI_NAMES(ghost_f_##lo, lo, Mixed,                                                    \
-                       (void *, void *, MPI_Fint *, MPI_Aint *, MPI_Fint *))
+                       (void *, void *, MPI_Fint *, MPI_Aint *, MPI_Fint *))                       \
+    GHOST_F_MPICH_F08_NAMES(ghost_f_##lo, lo, (void *, void *, MPI_Fint *, MPI_Aint *, MPI_Fint *))
 
 GHOST_F_GET(comm_get_attr, COMM_GET_ATTR, Comm_get_attr, obj::comm)
 GHOST_F_GET(type_get_attr, TYPE_GET_ATTR, Type_get_attr, obj::type)

@@ -11,13 +11,31 @@
 ! Each step also sends the other way with MPI_Isend/MPI_Irecv/MPI_Waitall on the duplicate and
 ! through persistent requests made before the steps with a derived type: Fortran handles of
 ! requests, communicators and datatypes that checkpoints must keep naming the same objects.
+! Built twice: with `use mpi` and, with -DGHOST_F08, with `use mpi_f08` (handles are derived types,
+! statuses a type; MPICH's f08 keyval calls go through the library's internal proxies otherwise).
 ! Usage: fortran_steps STEPS [SLEEP_MS]
+#ifdef GHOST_F08
+#define MPI_MODULE mpi_f08
+#define COMM_T type(MPI_Comm)
+#define TYPE_T type(MPI_Datatype)
+#define REQUEST_T type(MPI_Request)
+#define STATUS_OF(a, i) a(i)
+#define SOURCE_OF(a, i) a(i)%MPI_SOURCE
+#else
+#define MPI_MODULE mpi
+#define COMM_T integer
+#define TYPE_T integer
+#define REQUEST_T integer
+#define STATUS_OF(a, i) a(:, i)
+#define SOURCE_OF(a, i) a(MPI_SOURCE, i)
+#endif
 module fortran_steps_copy
-  use mpi
+  use MPI_MODULE
   implicit none
 contains
   subroutine copy_plus(oldcomm, keyval, extra, val_in, val_out, flag, ierr)
-    integer :: oldcomm, keyval, ierr
+    COMM_T :: oldcomm
+    integer :: keyval, ierr
     integer(kind=MPI_ADDRESS_KIND) :: extra, val_in, val_out
     logical :: flag
     val_out = val_in + extra
@@ -27,7 +45,7 @@ contains
 end module fortran_steps_copy
 
 program fortran_steps
-  use mpi
+  use MPI_MODULE
   use fortran_steps_copy
   use, intrinsic :: iso_c_binding, only: c_int
   implicit none
@@ -42,10 +60,17 @@ program fortran_steps
   integer :: ierr, rank, nprocs, left, right, steps, sleep_ms, s, n
   integer(i8) :: failures, all_failures
   integer(i8) :: mine, got, total, root_val, want_total, sum, k
-  integer :: status(MPI_STATUS_SIZE)
+#ifdef GHOST_F08
+  type(MPI_Status) :: status, stats(2)
+#else
+  integer :: status(MPI_STATUS_SIZE), stats(MPI_STATUS_SIZE, 2)
+#endif
   character(len=4096) :: arg, hold
   logical :: released, flag
-  integer :: dup, dup2, key, namelen, pair, ps, pr, reqs(2), stats(MPI_STATUS_SIZE, 2)
+  integer :: key, namelen
+  COMM_T :: dup, dup2
+  TYPE_T :: pair
+  REQUEST_T :: ps, pr, reqs(2)
   ! written by MPI behind the compiler's back (completed by MPI_Wait*, which does not name them)
   integer(i8), volatile :: back, pout(2), pin(2)
   integer(kind=MPI_ADDRESS_KIND) :: attr
@@ -102,14 +127,14 @@ program fortran_steps
     call MPI_Irecv(back, 1, MPI_INTEGER8, right, 1000 + s, dup, reqs(1), ierr)
     call MPI_Isend(got, 1, MPI_INTEGER8, left, 1000 + s, dup, reqs(2), ierr)
     call MPI_Waitall(2, reqs, stats, ierr)
-    if (back /= mine .or. stats(MPI_SOURCE, 1) /= right) failures = failures + 1
+    if (back /= mine .or. SOURCE_OF(stats, 1) /= right) failures = failures + 1
     pout(1) = mine
     pout(2) = s
     pin = -1
     call MPI_Start(pr, ierr)
     call MPI_Start(ps, ierr)
-    call MPI_Wait(pr, stats(:, 1), ierr)
-    call MPI_Wait(ps, stats(:, 2), ierr)
+    call MPI_Wait(pr, STATUS_OF(stats, 1), ierr)
+    call MPI_Wait(ps, STATUS_OF(stats, 2), ierr)
     if (pin(1) /= value_of(left, s) .or. pin(2) /= s) failures = failures + 1
     if (pr == MPI_REQUEST_NULL .or. ps == MPI_REQUEST_NULL) failures = failures + 1
     sum = mod(sum * 131_i8 + got, modulus)
