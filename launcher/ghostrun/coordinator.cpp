@@ -712,6 +712,10 @@ struct server {
         ep.sync_s += secs(ep.t_saved - t0);
         last = {m.generation, *gen, m.time};
         periodic_failures = 0;
+        // The next periodic checkpoint comes an interval after this one ended, not after it
+        // began: a checkpoint that takes as long as the interval would otherwise follow the
+        // previous one at once, again and again, and the job would hardly run between them.
+        if (cfg.interval_s > 0) next_periodic = ep.t_saved + interval();
         unsigned long long bytes = 0;
         for (auto &r : m.ranks)
             bytes += r.bytes;

@@ -359,6 +359,25 @@ auto)
   progress "released"
   finish 0
   same_as_native "$work/run.out"
+  # Periodic checkpoints come an interval (1 s) after the previous one ended, not after it began
+  # (else a checkpoint as long as the interval leaves the job no time to run between two).
+  python3 - "$work/run.err" >"$work/gaps.err" 2>&1 <<'PY' || fail "interval: $(cat "$work/gaps.err")"
+import re, sys
+prev = None
+for line in open(sys.argv[1]):
+    if "restarting from" in line:
+        prev = None  # a relaunch starts its own interval
+        continue
+    m = re.search(r"\[([0-9.]+)\] checkpoint generation=(\d+) .* total_s=([0-9.]+)", line)
+    if not m:
+        continue
+    end, total = float(m.group(1)), float(m.group(3))
+    if prev is not None:
+        gap = end - total - prev[1]
+        assert gap >= 1.0 - 0.02, "generation %s began %.3f s after generation %s ended" % (
+            m.group(2), gap, prev[0])
+    prev = (m.group(2), end)
+PY
   ;;
 usr1)
   run=("$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms)
