@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -810,13 +811,19 @@ class exporter {
         std::vector<page_output> output;
         for (;;) {
             memory_job j;
+            std::optional<error> job_error;
             {
                 std::lock_guard lock(mu_);
                 if (failed_) return;
                 auto next = next_job();
-                if (!next) return fail(next.err());
-                j = std::move(*next);
+                if (next)
+                    j = std::move(*next);
+                else
+                    job_error = next.err();
             }
+            // fail() takes mu_ itself (not recursive): a target that vanished while its maps were
+            // read deadlocked this worker on its own lock, and the checkpointer never exited.
+            if (job_error) return fail(*job_error);
             if (j.what == memory_job::done) return;
             output.clear();
             if (j.what == memory_job::pages) {
@@ -881,7 +888,7 @@ class exporter {
         }
     }
 
-    // Called in the job's turn, under mu_.
+    // Called in the job's turn, which orders the writes (mu_ is not held).
     result<void> write_job(const memory_job &j, const std::vector<page_output> &output) {
         if (j.what == memory_job::region_start) {
             stats_.regions++;

@@ -149,6 +149,28 @@ std::string seconds(double s) {
     return buf;
 }
 
+// Why a checkpoint of `pid` failed, in one line: a process that ended meanwhile (killed, say)
+// makes every read of its memory fail with whatever error the kernel gives a vanished process
+// (ENOENT, EIO, ESRCH); the user is told that, with the reader's error after it. A process being
+// killed loses its memory before it becomes a zombie: it is given 100 ms to show it has ended.
+std::string checkpoint_failure(pid_t pid, const std::string &why) {
+    std::string head = "checkpoint of pid " + std::to_string(pid) + " failed: ";
+    for (int tries = 0; tries < 20; tries++) {
+        char state = 0;
+        if (FILE *f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "re")) {
+            char buf[512];
+            if (std::fgets(buf, sizeof buf, f))
+                if (const char *close = std::strrchr(buf, ')'); close && close[1] == ' ')
+                    state = close[2];
+            std::fclose(f);
+        }
+        if (state == 0 || state == 'Z' || state == 'X')
+            return head + "the process ended during the checkpoint (" + why + ")";
+        ::usleep(5000);
+    }
+    return head + why;
+}
+
 // Pipes and sockets above stderr that the launching shell or batch system leaked into us: a plain
 // process could never be restarted with them (their other end is another process), so the program
 // does not get them. Files, directories and devices stay.
@@ -310,8 +332,7 @@ int cmd_checkpoint(checkpoint_args a) {
     auto stats = core::export_process(*proc, **sink, xo);
     if (!stats) {
         (*sink)->abort();
-        return fail("checkpoint of pid " + std::to_string(a.pid) +
-                    " failed: " + stats.err().message);
+        return fail(checkpoint_failure(a.pid, stats.err().message));
     }
     double export_s = since(t1);
     auto t2 = clock_type::now();

@@ -34,6 +34,10 @@ Subtests (--only a,b,...; default all):
              once the writer is dead), the previous image is byte-identical and inspects, the
              victim runs on; a temporary of an earlier ghost whose writer is gone is removed by the
              next checkpoint.
+  target_dies  the process dies (SIGKILL) while `ghost checkpoint` exports it, at points spread
+             over the export of a victim with 20000 mappings: the checkpoint must fail in one line
+             within the timeout (a checkpointer must never wait forever for a process that is
+             gone), leaving nothing in the checkpoint directory.
   symlink_attack  an image directory of another user, or one other users may write to (or below
              one), is refused with one line and nothing is written; a symlink planted at the image
              name or at a pid file (and its old temporary name <file>.tmp) is replaced, never
@@ -72,7 +76,7 @@ import time
 
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
-            "killed_writer", "symlink_attack", "stale_sockets", "restart_killed",
+            "killed_writer", "target_dies", "symlink_attack", "stale_sockets", "restart_killed",
             "restart_ready", "stale_job_socket", "incremental_sources"]
 MARKER = ".ghost-test-workdir"
 
@@ -732,6 +736,43 @@ class Env:
             log(f"  FAILED: stale temporaries kept: {left}")
         os.kill(pid, signal.SIGKILL)
         self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+
+    def t_target_dies(self):
+        ckdir = os.path.join(self.work, "ckpt-dies")
+        runner, pid, d, out = self.start_victim("dies", ckdir, ["--maps", "20000"])
+        start = time.monotonic()
+        self.checkpoint_ok(pid, ckdir)
+        took = time.monotonic() - start
+        log(f"a whole checkpoint of the victim with 20000 mappings takes {took:.2f}s")
+        os.kill(pid, signal.SIGKILL)
+        self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+        shutil.rmtree(ckdir)
+        for frac in (0.15, 0.3, 0.45, 0.6, 0.75, 0.9):
+            runner, pid, d, out = self.start_victim(f"dies{int(frac * 100)}", ckdir, ["--maps", "20000"])
+            cp = self.popen([self.ghost, "checkpoint", "--dir", ckdir, str(pid)], "ghost checkpoint (its target killed)",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(took * frac)
+            os.kill(pid, signal.SIGKILL)
+            try:
+                o, err = cp.communicate(timeout=self.a.cmd_timeout)
+            except subprocess.TimeoutExpired:
+                cp.kill()
+                cp.communicate()
+                raise Failure(f"ghost checkpoint did not exit within {self.a.cmd_timeout}s after its target "
+                              f"was killed {took * frac:.2f}s into the export")
+            lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
+            if cp.returncode == 0:
+                log(f"  the checkpoint finished before the kill ({took * frac:.2f}s)")
+            elif len(lines) != 1:
+                self.failures.append(f"target killed {took * frac:.2f}s into its checkpoint: exit {cp.returncode} "
+                                     f"with {len(lines)} stderr lines, expected one: {lines[:4]}")
+            else:
+                log(f"  ok ({cp.returncode}) killed at {took * frac:.2f}s: {lines[0]}")
+            self.wait_exit(runner, "ghost launch after SIGKILL of the victim")
+            left = sorted(n for n in os.listdir(ckdir) if n != "image.ghost") if os.path.isdir(ckdir) else []
+            if left:
+                self.failures.append(f"a checkpoint whose target died left files in {ckdir}: {left}")
+            shutil.rmtree(ckdir, ignore_errors=True)
 
     def t_symlink_attack(self):
         target = os.path.join(self.work, "precious")

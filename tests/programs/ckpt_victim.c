@@ -111,12 +111,21 @@ static void hold(const char *kind, const char *dir) {
 
 int main(int argc, char **argv) {
     t_init("ckpt_victim");
-    static const char *const known[] = {"--dir", "--hold", NULL};
-    t_check_args(argc, argv, known, "--dir DIR [--hold KIND]");
+    static const char *const known[] = {"--dir", "--hold", "--maps", NULL};
+    t_check_args(argc, argv, known, "--dir DIR [--hold KIND] [--maps N]");
     const char *dir = t_opt_str(argc, argv, "--dir", NULL);
-    if (!dir) t_usage("--dir DIR [--hold KIND]");
+    if (!dir) t_usage("--dir DIR [--hold KIND] [--maps N]");
     const char *held = t_opt_str(argc, argv, "--hold", NULL);
     if (held) hold(held, dir);
+    // --maps N: N separate two-page mappings (every other one read-only, so that none merge),
+    // which make an export spend its time walking regions rather than copying pages.
+    const char *maps = t_opt_str(argc, argv, "--maps", NULL);
+    for (long m = maps ? atol(maps) : 0; m > 0; m--) {
+        char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) t_fail("mmap: %s", strerror(errno));
+        p[0] = 1;
+        if ((m & 1) && mprotect(p, 8192, PROT_READ) != 0) t_fail("mprotect: %s", strerror(errno));
+    }
     t_line("ckpt_victim started");
 
     uint64_t *small = malloc(SMALL);
