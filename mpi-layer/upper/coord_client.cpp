@@ -218,12 +218,16 @@ void raise_flag() {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+// Parked threads leave their safe points when they see the flag down. Not by a pass (PASS): a
+// thread the resume woke that has not run yet when the next epoch raises the flag again still looks
+// parked to that epoch, so it must stay parked; let through by a pass, it went on into a send after
+// that epoch's counts were reported ("messages were sent after the collective clocks agreed", seen
+// with back-to-back checkpoints of LAMMPS and HPCC ranks under load).
 void resume_local() {
     Q.phase = phase_run;
     Q.behind = 0;
     g_qflag = 0;
     g_local = 0;
-    Q.passes.fetch_add(1, std::memory_order_release);
     quiesce_wake();
 }
 
