@@ -156,15 +156,7 @@ std::string seconds(double s) {
 std::string checkpoint_failure(pid_t pid, const std::string &why) {
     std::string head = "checkpoint of pid " + std::to_string(pid) + " failed: ";
     for (int tries = 0; tries < 20; tries++) {
-        char state = 0;
-        if (FILE *f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "re")) {
-            char buf[512];
-            if (std::fgets(buf, sizeof buf, f))
-                if (const char *close = std::strrchr(buf, ')'); close && close[1] == ' ')
-                    state = close[2];
-            std::fclose(f);
-        }
-        if (state == 0 || state == 'Z' || state == 'X')
+        if (control::process_gone(pid))
             return head + "the process ended during the checkpoint (" + why + ")";
         ::usleep(5000);
     }
