@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -44,25 +45,36 @@ namespace {
 // "<id>:<size>:<pos>[~],<pos>[~],..." (hex id and clock positions; "~": dead here and named by no
 // kept record). The coordinator prunes the tombstones dead on every member (their creation need
 // not be replayed anywhere) and refuses the epoch if the members of a communicator would replay
-// different creations over it (runtime/job_protocol.h). Empty if there are none.
+// different creations over it (runtime/job_protocol.h). In an epoch (`with_order`) each position
+// also carries "@<n>": the creation's place in the order a restart of this rank would replay them
+// (replay_order), which the coordinator checks is one order on every rank. Empty if there are none.
 constexpr size_t kMaxChainedReport = 100000; // the coordinator takes lines up to 1 MiB
 
 struct chained_entry {
     uint64_t parent_id, pos;
     int size;
     bool dead;
+    const record *rec;
+    size_t order = 0;
 };
 
-std::string made_report(size_t *count) {
+std::string made_report(size_t *count, bool with_order) {
     std::vector<chained_entry> all;
     records_visit_chained(
         [](const record *r, bool dead, void *arg) {
             ((std::vector<chained_entry> *)arg)
-                ->push_back({r->parent_id, r->parent_pos, r->parent_size, dead});
+                ->push_back({r->parent_id, r->parent_pos, r->parent_size, dead, r});
         },
         &all);
     *count = all.size();
     if (all.empty() || all.size() > kMaxChainedReport) return "";
+    if (with_order) {
+        std::unordered_map<const record *, size_t> place;
+        for (const auto &[r, v] : replay_order())
+            if (r->parent_pos != 0) place.emplace(r, place.size() + 1);
+        for (chained_entry &e : all)
+            if (auto it = place.find(e.rec); it != place.end()) e.order = it->second;
+    }
     std::stable_sort(all.begin(), all.end(), [](const chained_entry &x, const chained_entry &y) {
         return x.parent_id != y.parent_id ? x.parent_id < y.parent_id : x.pos < y.pos;
     });
@@ -80,6 +92,10 @@ std::string made_report(size_t *count) {
         out += b;
         snprintf(b, sizeof b, "%llx%s", (unsigned long long)e.pos, e.dead ? "~" : "");
         out += b;
+        if (e.order) {
+            snprintf(b, sizeof b, "@%zx", e.order);
+            out += b;
+        }
     }
     return " made " + std::to_string(parents) + out;
 }
@@ -542,7 +558,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             creating += t->in_create != 0;
         if (creating) clock += " creating " + std::to_string(creating);
         size_t chained = 0;
-        clock += made_report(&chained);
+        clock += made_report(&chained, true);
         if (chained > kMaxChainedReport)
             return fail(w_timeout, "this rank keeps records of " + std::to_string(chained) +
                                        " communicator creations, more than a checkpoint can "
@@ -783,7 +799,7 @@ void *client_main(void *) {
         auto w = words(l);
         if (w.size() >= 2 && w[0] == "TOMBSTONES") {
             size_t count = 0;
-            send_line("TOMBSTONES " + w[1] + made_report(&count));
+            send_line("TOMBSTONES " + w[1] + made_report(&count, false));
         } else if (w.size() >= 2 && w[0] == "PRUNE") {
             apply_prune(w);
         }

@@ -21,8 +21,9 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <tuple>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "answers.h"
@@ -86,7 +87,8 @@ struct replay {
     bool check;
     uintptr_t fs = 0;
     bool refs_ok = true;
-    uintptr_t out = 0; // the new lower handle
+    uintptr_t out = 0;                           // the new lower handle
+    std::vector<const record *> *deps = nullptr; // check: the records its handles resolve to
 
     // Argument i, an upper handle of kind K: checked (it must be predefined or created before this
     // record and still live) or translated to the new lower handle.
@@ -98,12 +100,16 @@ struct replay {
         bool current =
             !v || (v->magic == kVobjMagic &&
                    ((v->flags & kPredefined) || (v->k == K && v->rec && v->rec->seq < r->seq)));
-        if (current) return check ? u : to_lower<K>(u);
+        if (current) {
+            if (deps && v && !(v->flags & kPredefined)) deps->push_back(v->rec);
+            return check ? u : to_lower<K>(u);
+        }
         const record *z = record_zombie_for(v, r->seq);
         if (!z || z->zombie_kind != (uint8_t)K) {
             refs_ok = false;
             return u;
         }
+        if (deps) deps->push_back(z);
         if (check) return u;
         if constexpr (std::is_pointer_v<H>)
             return (H)z->replay_lower;
@@ -522,6 +528,77 @@ std::vector<std::pair<const record *, const vobj *>> live_records() {
 const char *api_of(const record *r) {
     return r->fn >= 0 && (size_t)r->fn < g_nfns ? g_fn_names[r->fn] : "an unknown call";
 }
+
+} // namespace
+
+// The order a restart replays the records in: the same function of the records at a checkpoint,
+// which reports the collective creations' places in it (made_report; the coordinator refuses the
+// checkpoint if two ranks would replay two of them in opposite orders), and at the restart.
+// Not the order they were made in: threads that make communicators concurrently over different
+// parents make them in different orders on different ranks, and a restart replaying each rank's
+// order in one thread would wait for ever in the first creation that the other ranks replay
+// later (MPICH's threads/comm/dup_leak_test). Here each record comes after the records its
+// replay resolves its handles to (a setting also after its object's earlier settings); among the
+// records ready, first those no other rank takes part in, in the order they were made, then the
+// collective creation with the smallest position on its parent's clock (the parent's id breaks
+// ties). Positions and ids are the same on every member, and a creation waits only for what it
+// is made from, which is the same on every rank as long as that is its parent: one order.
+std::vector<std::pair<const record *, const vobj *>> replay_order() {
+    auto recs = records_in_order();
+    const size_t n = recs.size();
+    std::unordered_map<const record *, size_t> at;
+    at.reserve(n);
+    for (size_t i = 0; i < n; i++)
+        at.emplace(recs[i].first, i);
+    std::vector<std::vector<size_t>> users(n);
+    std::vector<size_t> waits(n, 0);
+    std::unordered_map<const void *, size_t> last_setting;
+    std::vector<const record *> deps;
+    for (size_t i = 0; i < n; i++) {
+        const record *r = recs[i].first;
+        deps.clear();
+        replay p{r, true};
+        p.deps = &deps;
+        replay_one(p, api_of(r));
+        if (r->setting && r->owner) {
+            auto [it, fresh] = last_setting.try_emplace(r->owner, i);
+            if (!fresh) {
+                deps.push_back(recs[it->second].first);
+                it->second = i;
+            }
+        }
+        std::sort(deps.begin(), deps.end());
+        deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
+        for (const record *d : deps)
+            if (auto it = at.find(d); it != at.end() && it->second < i) {
+                users[it->second].push_back(i);
+                waits[i]++;
+            }
+    }
+    // Ready records by (collective, clock position, parent id, made-order).
+    using key = std::tuple<int, uint64_t, uint64_t, size_t>;
+    auto key_of = [&](size_t i) {
+        const record *r = recs[i].first;
+        return r->parent_pos != 0 ? key{1, r->parent_pos, r->parent_id, i} : key{0, 0, 0, i};
+    };
+    std::set<key> ready;
+    for (size_t i = 0; i < n; i++)
+        if (waits[i] == 0) ready.insert(key_of(i));
+    std::vector<std::pair<const record *, const vobj *>> out;
+    out.reserve(n);
+    while (!ready.empty()) {
+        size_t i = std::get<3>(*ready.begin());
+        ready.erase(ready.begin());
+        out.push_back(recs[i]);
+        for (size_t u : users[i])
+            if (--waits[u] == 0) ready.insert(key_of(u));
+    }
+    // Every dependency points to an earlier record: none is left out (kept as made otherwise).
+    return out.size() == n ? out : recs;
+}
+
+namespace {
+
 
 // --- what communicators and windows carry besides their creation: error handler, name --------
 // Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first, then
@@ -1141,10 +1218,24 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     // record made from it (a job that made and freed thousands of communicators holds them as
     // tombstones until its next checkpoint; all alive at once would exhaust the MPI's context
     // ids).
-    auto records = records_in_order();
+    auto records = replay_order();
     std::map<const record *, std::vector<const record *>> free_after;
-    for (const auto &[r, v] : records)
-        if (r->zombie) free_after[zombie_last_user(r)].push_back(r);
+    {
+        // Each zombie goes after the last record replayed that is made from it.
+        std::unordered_map<const record *, const record *> last;
+        std::vector<const record *> deps;
+        for (const auto &[r, v] : records) {
+            if (r->zombie) last[r] = r;
+            deps.clear();
+            replay p{r, true};
+            p.deps = &deps;
+            replay_one(p, api_of(r));
+            for (const record *d : deps)
+                if (d->zombie) last[d] = r;
+        }
+        for (const auto &[z, user] : last)
+            free_after[user].push_back(z);
+    }
     for (const auto &[r, v] : records) {
         replay p{r, false, fs};
         if (replay_one(p, api_of(r)) != 1) {

@@ -316,14 +316,6 @@ const record *record_zombie_for(const void *was, uint64_t at) {
     return nullptr;
 }
 
-const record *zombie_last_user(const record *z) {
-    std::lock_guard<std::mutex> g(g_rec_mu);
-    const record *last = z;
-    for (const record *r = z->next; r && r->seq < z->freed_seq; r = r->next)
-        if (names(r, z->was)) last = r;
-    return last;
-}
-
 void record_keep_orphan(record *r) {
     if (!r) return;
     r->owner = nullptr;

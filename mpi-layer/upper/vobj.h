@@ -171,9 +171,6 @@ void vobj_forget_lowers();
 void record_keep_orphan(record *r);
 // The zombie record (see record) that stood for slot `was` when record seq `at` was made, if any.
 const record *record_zombie_for(const void *was, uint64_t at);
-// The last record made from zombie z's object before it was freed (z itself if none): a restart
-// frees the rebuilt object right after replaying it.
-const record *zombie_last_user(const record *z);
 // Visits the records of collective creations over a tracked communicator (parent_pos set), oldest
 // first, under the record lock; `dead`: a tombstone no other kept record names, which a restart
 // only makes to free it again (droppable once every member's is).

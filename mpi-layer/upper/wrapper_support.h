@@ -83,6 +83,8 @@ bool weights_sentinel(const int *w);
 // A creation collective over communicator `upper` (tracked by the collective clock): names it in
 // the record by the communicator's id, size and clock (record::parent_pos); quiesce.cpp.
 void record_set_parent(record *r, uintptr_t upper);
+// Every record (with the object it made) in the order a restart replays them (restart.cpp).
+std::vector<std::pair<const record *, const vobj *>> replay_order();
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.
 void request_mark_collective(MPI_Request upper, uintptr_t comm);
 // A nonblocking file operation: it completes by itself, so the drain completes it too.
