@@ -217,6 +217,18 @@ template <kind K, class H> void drop(H &u) {
     u = (H)g_upper_null[(int)K];
 }
 
+// A free of u that the lower half must not see (vobj::lower_refs_owed): true once per owed
+// reference.
+template <kind K, class H> bool lower_ref_owed(H u) {
+    vobj *v = (uintptr_t)u == g_upper_null[(int)K] ? nullptr : decode<K>(u);
+    if (!v || v->magic != kVobjMagic || v->k != K || (v->flags & kPredefined)) return false;
+    uint64_t n = __atomic_load_n(&v->lower_refs_owed, __ATOMIC_ACQUIRE);
+    while (n > 0 && !__atomic_compare_exchange_n(&v->lower_refs_owed, &n, n - 1, false,
+                                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+    return n > 0;
+}
+
 // A reference on a program's object beyond the program's own (a pending request that names it):
 // the object, its handle and its record stay until drop() lets go of the last one.
 template <kind K, class H> void hold_handle(H u) {

@@ -541,6 +541,39 @@ void record_set_parent(record *r, uintptr_t upper) {
     r->parent_size = ci->local_size;
 }
 
+void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
+    comm_info *ci = r && L.ready ? comm_info_of_raw(comm) : nullptr;
+    if (!ci || !ci->tracked || ci->inter) return;
+    MPI_Group g = to_lower<kind::group>(group);
+    int n = 0;
+    {
+        lower_call scope;
+        if (L.Group_size(g, &n) != MPI_SUCCESS || n <= 0) return;
+    }
+    std::vector<int> in((size_t)n), members((size_t)n);
+    for (int i = 0; i < n; i++)
+        in[(size_t)i] = i;
+    {
+        lower_call scope;
+        if (L.Group_translate_ranks(g, n, in.data(), L.world_group, members.data()) != MPI_SUCCESS)
+            return;
+    }
+    // The communicator, the tag and the new group's world ranks in their order: the same on every
+    // member, and members make the creations with all three the same in one order.
+    uint64_t h = mix(ci->id ^ mix((uint64_t)(uint32_t)tag + 0x67726f7570ull));
+    for (int w : members)
+        h = mix(h ^ (uint64_t)(uint32_t)w);
+    static std::mutex mu;
+    static std::unordered_map<uint64_t, uint64_t> *made; // in upper memory: in the image
+    uint64_t nth;
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!made) made = new std::unordered_map<uint64_t, uint64_t>();
+        nth = (*made)[h]++;
+    }
+    r->group_key = mix(h ^ mix((nth + 1) * 0x9e3779b97f4a7c15ull)) | 1;
+}
+
 namespace {
 // The object's clock (its comm_info) and vobj, for a communicator or a window: what its setting
 // records (error handler, attached regions) hang on.

@@ -541,8 +541,9 @@ const char *api_of(const record *r) {
 // replay resolves its handles to (a setting also after its object's earlier settings); among the
 // records ready, first those no other rank takes part in, in the order they were made, then the
 // collective creation with the smallest position on its parent's clock (the parent's id breaks
-// ties). Positions and ids are the same on every member, and a creation waits only for what it
-// is made from, which is the same on every rank as long as that is its parent: one order.
+// ties), then the MPI_Comm_create_group with the smallest name (group_key). Positions, ids and
+// names are the same on every member, and a creation waits only for what it is made from, which
+// is the same on every rank as long as that is its parent: one order.
 std::vector<std::pair<const record *, const vobj *>> replay_order() {
     auto recs = records_in_order();
     const size_t n = recs.size();
@@ -579,7 +580,9 @@ std::vector<std::pair<const record *, const vobj *>> replay_order() {
     using key = std::tuple<int, uint64_t, uint64_t, size_t>;
     auto key_of = [&](size_t i) {
         const record *r = recs[i].first;
-        return r->parent_pos != 0 ? key{1, r->parent_pos, r->parent_id, i} : key{0, 0, 0, i};
+        if (r->parent_pos != 0) return key{1, r->parent_pos, r->parent_id, i};
+        if (r->group_key != 0) return key{2, r->group_key, 0, i};
+        return key{0, 0, 0, i};
     };
     std::set<key> ready;
     for (size_t i = 0; i < n; i++)
@@ -1236,8 +1239,13 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         for (const auto &[z, user] : last)
             free_after[user].push_back(z);
     }
+    const bool trace = getenv("GHOST_MPI_TRACE_REPLAY") != nullptr;
     for (const auto &[r, v] : records) {
         replay p{r, false, fs};
+        if (trace)
+            dprintf(2, "ghost-mpi: rank %d: replay %s parent %llx:%llu group %llx\n", g_state.rank,
+                    api_of(r), (unsigned long long)r->parent_id,
+                    (unsigned long long)r->parent_pos, (unsigned long long)r->group_key);
         if (replay_one(p, api_of(r)) != 1) {
             if (v && v->k == kind::file)
                 snprintf(why, why_len, "rank %d: cannot %s the MPI file %s again", g_state.rank,
@@ -1256,10 +1264,14 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
             ((int (*)(T *))g_fns[commit])(&t);
         }
         if (v && !r->zombie && !r->setting) {
-            if (v->k == kind::request)
+            if (v->k == kind::request) {
                 const_cast<vobj *>(v)->lower = p.out; // requests have no reverse map
-            else
+            } else {
                 vobj_set_lower(const_cast<vobj *>(v), p.out);
+                // Made once here; the program holds it as often as the MPI handed it out.
+                int mine = const_cast<vobj *>(v)->refs.load() - (int)v->holds;
+                const_cast<vobj *>(v)->lower_refs_owed = mine > 1 ? (uint64_t)(mine - 1) : 0;
+            }
             // A window whose fences had begun an epoch: so must the new one's (an MPI may
             // refuse operations before a first fence). Collective: every member replays it here.
             if (v->k == kind::win && win_fenced(v) &&

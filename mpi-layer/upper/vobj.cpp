@@ -78,6 +78,7 @@ void init(vobj *v, kind k, uintptr_t lower) {
     v->peer = -1;
     v->done = nullptr;
     v->ckpt_done = nullptr;
+    v->lower_refs_owed = 0;
 }
 
 // Appends r to the live list with the next seq.

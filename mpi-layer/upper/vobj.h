@@ -67,6 +67,9 @@ struct record {
     uint64_t parent_id = 0;
     int parent_size = 0;
     bool released = false;
+    // MPI_Comm_create_group: the creation's name, the same on every member of the group
+    // (record_set_group_key); 0 otherwise. Orders it in a restart's replay (replay_order).
+    uint64_t group_key = 0;
     // A call that set something on its owner rather than made it (MPI_File_set_view): replayed
     // on the owner's new lower object in its place in the order, which it does not replace;
     // dropped when superseded or when the owner goes (record_drop).
@@ -98,7 +101,13 @@ struct vobj {
     void *done;      // requests completed in the upper half: their status (malloc'd)
     void *ckpt_done; // requests complete in the lower half at the last checkpoint: their status
                      // (malloc'd); a restart completes them with it in the upper half
-    uint64_t spare[2];
+    // After a restart: how many of the program's references to this object the fresh lower half
+    // does not count. An MPI may hand the same object out again (MPI_Comm_group of duplicates of
+    // one communicator, MPI_Comm_get_errhandler), adding a lower reference each time, which the
+    // program frees each time; a restart makes the object once. So many frees are the upper
+    // half's alone (lower_ref_owed).
+    uint64_t lower_refs_owed;
+    uint64_t spare;
     // The object's Fortran handle (kFortranBase + index, fortran_of). Here, because Open MPI's
     // Fortran bindings read a request's Fortran handle from its structure after MPI_Wait/Test
     // (req_f_to_c_index, at this offset of an ompi_request_t), not through MPI_Request_c2f.

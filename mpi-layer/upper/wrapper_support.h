@@ -83,6 +83,10 @@ bool weights_sentinel(const int *w);
 // A creation collective over communicator `upper` (tracked by the collective clock): names it in
 // the record by the communicator's id, size and clock (record::parent_pos); quiesce.cpp.
 void record_set_parent(record *r, uintptr_t upper);
+// MPI_Comm_create_group (collective over the group only): names the creation in the record by
+// its communicator's id, tag, group and how many such this process made before
+// (record::group_key); quiesce.cpp.
+void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag);
 // Every record (with the object it made) in the order a restart replays them (restart.cpp).
 std::vector<std::pair<const record *, const vobj *>> replay_order();
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.
