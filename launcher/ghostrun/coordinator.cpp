@@ -514,7 +514,8 @@ struct server {
     // places in `replayed`, the pruned ones left out). Kahn's algorithm over "follows on some
     // rank"; "" if there is such an order, else why a restart could not rebuild them.
     static std::string one_replay_order(
-        const std::map<int, std::map<unsigned long long, std::pair<std::string, unsigned long long>>>
+        const std::map<int,
+                       std::map<unsigned long long, std::pair<std::string, unsigned long long>>>
             &replayed,
         const std::set<std::pair<std::string, unsigned long long>> &pruned) {
         using creation_name = std::pair<std::string, unsigned long long>;

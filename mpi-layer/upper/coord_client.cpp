@@ -69,6 +69,7 @@ std::string made_report(size_t *count, bool with_order) {
     *count = all.size();
     if (all.empty() || all.size() > kMaxChainedReport) return "";
     if (with_order) {
+        records_read_guard reading; // the order's records are read after replay_order returns
         std::unordered_map<const record *, size_t> place;
         for (const auto &[r, v] : replay_order())
             if (r->parent_pos != 0) place.emplace(r, place.size() + 1);

@@ -438,6 +438,16 @@ void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
 }
 
 namespace {
+// How many creations named `key` (a hash of what names one on every member) this process made
+// before this one; the count is in upper memory, so in the image.
+uint64_t times_made_before(uint64_t key) {
+    static std::mutex mu;
+    static std::unordered_map<uint64_t, uint64_t> *made;
+    std::lock_guard<std::mutex> g(mu);
+    if (!made) made = new std::unordered_map<uint64_t, uint64_t>();
+    return (*made)[key]++;
+}
+
 // An intercommunicator's members (both groups' world ranks, sorted: the same list on every member
 // of either group), hashed; 0 if the lower half cannot tell.
 uint64_t inter_members_hash(const comm_info *ci) {
@@ -514,14 +524,7 @@ void comm_created(uintptr_t newcomm, uintptr_t parent) {
     uint64_t members = inter_members_hash(ci);
     if (members == 0) return;
     uint64_t key = members ^ (p->inter ? mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull)) : 0);
-    static std::mutex mu;
-    static std::unordered_map<uint64_t, uint64_t> *made; // in upper memory: in the image
-    uint64_t nth;
-    {
-        std::lock_guard<std::mutex> g(mu);
-        if (!made) made = new std::unordered_map<uint64_t, uint64_t>();
-        nth = (*made)[key]++;
-    }
+    uint64_t nth = times_made_before(key);
     ci->id = mix(key ^ mix(nth * 0x9e3779b97f4a7c15ull) ^ mix(0x696e746572ull));
     ci->tracked = true;
 }
@@ -563,14 +566,7 @@ void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
     uint64_t h = mix(ci->id ^ mix((uint64_t)(uint32_t)tag + 0x67726f7570ull));
     for (int w : members)
         h = mix(h ^ (uint64_t)(uint32_t)w);
-    static std::mutex mu;
-    static std::unordered_map<uint64_t, uint64_t> *made; // in upper memory: in the image
-    uint64_t nth;
-    {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!made) made = new std::unordered_map<uint64_t, uint64_t>();
-        nth = (*made)[h]++;
-    }
+    uint64_t nth = times_made_before(h);
     r->group_key = mix(h ^ mix((nth + 1) * 0x9e3779b97f4a7c15ull)) | 1;
 }
 

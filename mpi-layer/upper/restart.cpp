@@ -545,6 +545,7 @@ const char *api_of(const record *r) {
 // names are the same on every member, and a creation waits only for what it is made from, which
 // is the same on every rank as long as that is its parent: one order.
 std::vector<std::pair<const record *, const vobj *>> replay_order() {
+    records_read_guard reading;
     auto recs = records_in_order();
     const size_t n = recs.size();
     std::unordered_map<const record *, size_t> at;
@@ -601,7 +602,6 @@ std::vector<std::pair<const record *, const vobj *>> replay_order() {
 }
 
 namespace {
-
 
 // --- what communicators and windows carry besides their creation: error handler, name --------
 // Listed at quiesce (the communicators alive then, MPI_COMM_WORLD and MPI_COMM_SELF first, then
@@ -1244,8 +1244,8 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         replay p{r, false, fs};
         if (trace)
             dprintf(2, "ghost-mpi: rank %d: replay %s parent %llx:%llu group %llx\n", g_state.rank,
-                    api_of(r), (unsigned long long)r->parent_id,
-                    (unsigned long long)r->parent_pos, (unsigned long long)r->group_key);
+                    api_of(r), (unsigned long long)r->parent_id, (unsigned long long)r->parent_pos,
+                    (unsigned long long)r->group_key);
         if (replay_one(p, api_of(r)) != 1) {
             if (v && v->k == kind::file)
                 snprintf(why, why_len, "rank %d: cannot %s the MPI file %s again", g_state.rank,

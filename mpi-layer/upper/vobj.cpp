@@ -30,6 +30,31 @@ record *g_rec_head = nullptr;
 record *g_rec_tail = nullptr;
 size_t g_rec_live = 0;
 std::atomic<uint64_t> g_seq{1};
+// Readers of records outside g_rec_mu (replay_order at a checkpoint's clock rounds, while a thread
+// may still be returning from a free): records unlinked meanwhile wait here for the last one.
+std::atomic<int> g_rec_readers{0};
+std::vector<record *> *g_graveyard; // under g_rec_mu
+
+// Deletes records already unlinked, or keeps them until the last reader is done.
+void dispose(std::vector<record *> &unlinked) {
+    {
+        std::lock_guard<std::mutex> g(g_rec_mu);
+        if (g_rec_readers.load() > 0) {
+            if (!g_graveyard) g_graveyard = new std::vector<record *>();
+            g_graveyard->insert(g_graveyard->end(), unlinked.begin(), unlinked.end());
+            unlinked.clear();
+            return;
+        }
+    }
+    for (record *r : unlinked)
+        delete r;
+    unlinked.clear();
+}
+
+void dispose_one(record *r) {
+    std::vector<record *> one{r};
+    dispose(one);
+}
 
 vobj *alloc_slot() {
     std::lock_guard<std::mutex> g(g_alloc_mu);
@@ -166,8 +191,7 @@ void records_prune() {
             }
         }
     }
-    for (record *z : doomed)
-        delete z;
+    dispose(doomed);
 }
 
 // Under g_rec_mu.
@@ -369,7 +393,7 @@ void request_free(vobj *v) {
     }
     if (v->rec) {
         record_unlink(v->rec);
-        delete v->rec;
+        dispose_one(v->rec);
         v->rec = nullptr;
     }
     v->magic = 0;
@@ -446,8 +470,22 @@ void record_link_setting(vobj *v, record *r) {
 
 void record_drop(record *r) {
     record_unlink(r);
-    delete r;
+    dispose_one(r);
     records_prune();
+}
+
+records_read_guard::records_read_guard() {
+    g_rec_readers.fetch_add(1);
+}
+
+records_read_guard::~records_read_guard() {
+    std::vector<record *> done;
+    {
+        std::lock_guard<std::mutex> g(g_rec_mu);
+        if (g_rec_readers.fetch_sub(1) == 1 && g_graveyard) done.swap(*g_graveyard);
+    }
+    for (record *r : done)
+        delete r;
 }
 
 void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) {

@@ -184,6 +184,14 @@ const record *record_zombie_for(const void *was, uint64_t at);
 // first, under the record lock; `dead`: a tombstone no other kept record names, which a restart
 // only makes to free it again (droppable once every member's is).
 void records_visit_chained(void (*fn)(const record *, bool dead, void *), void *arg);
+// While one lives, records unlinked are not deleted: the records a reader listed stay readable
+// outside the record lock (replay_order, at a checkpoint's clock rounds).
+struct records_read_guard {
+    records_read_guard();
+    ~records_read_guard();
+    records_read_guard(const records_read_guard &) = delete;
+    records_read_guard &operator=(const records_read_guard &) = delete;
+};
 // Drops the tombstones made over communicator `parent_id` at these positions of its clock (every
 // member holds them dead: the coordinator's agreement; sorted). Returns how many records went.
 size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions);
