@@ -1290,6 +1290,7 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
         // probed before it completes (Open MPI's ob1 crashes on one it has not activated yet).
         if (collectives_complete()) {
             drain_pending();
+            comms_fill_pending();
             comms_visit(drain_comm, &dc);
             if (drained()) break;
         }
@@ -1302,6 +1303,7 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
         }
         raw_yield();
     }
+    comms_fill_pending();
     *msgs = dc.msgs;
     *bytes = dc.bytes;
     return 0;

@@ -148,14 +148,15 @@ comm_info *make_info(uintptr_t lower, uintptr_t upper) {
 }
 
 // The first use of a communicator MPI_Comm_idup made (the program has completed its request):
-// its ranks, and it joins the list. False if the lower half cannot tell them yet.
+// its ranks, and it joins the list if it is not in it. False if the lower half cannot tell them
+// yet.
 bool fill_pending(comm_info *ci, vobj *v, uintptr_t upper) {
     static std::mutex mu;
     std::lock_guard<std::mutex> g(mu);
     if (!ci->unfilled.load(std::memory_order_acquire)) return true;
     if (!fill_ranks(ci, (MPI_Comm)v->lower)) return false;
     ci->upper = upper;
-    link_comm(ci);
+    if (!ci->linked) link_comm(ci);
     ci->unfilled.store(false, std::memory_order_release);
     return true;
 }
@@ -431,10 +432,29 @@ void comm_created_pending(uintptr_t newcomm, uintptr_t parent) {
             mix(p->id ^ mix(p->seq.load() * 0x100000001b3ull) ^ mix((uint64_t)p->to_world[0] + 7));
         ci->tracked = true;
     }
+    ci->upper = newcomm;
     comm_info *expected = nullptr;
     if (!__atomic_compare_exchange_n((comm_info **)&v->ext, &expected, ci, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
+                                     __ATOMIC_ACQUIRE)) {
         delete ci;
+        return;
+    }
+    // Its clock is in every report from now on (at 0 until its first use fills it): a member
+    // that has completed the request may be inside a collective on it while the others have not
+    // used it yet; had they not reported it, the clocks agreed without them and that member
+    // stayed inside for ever (a checkpoint refused for "a thread stayed inside MPI_Allreduce").
+    if (ci->tracked) link_comm(ci);
+}
+
+void comms_fill_pending() {
+    std::vector<uintptr_t> pending;
+    {
+        std::lock_guard<std::mutex> g(g_comm_mu);
+        for (comm_info *c = g_comms; c; c = c->next)
+            if (c->unfilled.load(std::memory_order_acquire)) pending.push_back(c->upper);
+    }
+    for (uintptr_t u : pending)
+        comm_info_of_raw(u);
 }
 
 namespace {
@@ -894,7 +914,7 @@ bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len) {
     } b(fs);
     std::lock_guard<std::mutex> g(g_comm_mu);
     for (comm_info *c = g_comms; c; c = c->next) {
-        if (c->of != clock_kind::comm) continue;
+        if (c->of != clock_kind::comm || c->unfilled.load(std::memory_order_acquire)) continue;
         comm_info now;
         if (!fill_ranks(&now, (MPI_Comm)c->lower)) {
             snprintf(why, why_len, "cannot read the ranks of a rebuilt communicator");

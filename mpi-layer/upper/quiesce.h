@@ -40,8 +40,9 @@ struct comm_info {
     uint64_t target = 0;           // while quiescing: run forward to this
     uintptr_t lower = 0;           // the lower handle, for the drain
     uintptr_t upper = 0;           // the upper handle (the lower one changes with a restart)
-    // Made by MPI_Comm_idup: its ranks are read (and it joins the list) at its first use, once
-    // the program has completed the request (the lower communicator may not be usable before).
+    // Made by MPI_Comm_idup: its ranks are read at its first use, once the program has completed
+    // the request (the lower communicator may not be usable before), or by a checkpoint's drain.
+    // Chained from a tracked parent, it is in the list (its clock reported) from the start.
     std::atomic<bool> unfilled{false};
     bool linked = false; // in the list comms_visit walks
     // A window's clock (quiesce.cpp, win_*) counts its fences, a file's (files.cpp) its
@@ -221,6 +222,10 @@ void comm_created_dup(uintptr_t newcomm_upper, uintptr_t parent_upper);
 // MPI_Comm_idup: the new communicator's clock is chained from the parent now, its ranks are
 // read at its first use (comm_info::unfilled).
 void comm_created_pending(uintptr_t newcomm_upper, uintptr_t parent_upper);
+// Fills every communicator MPI_Comm_idup made that the program has not used yet, once the drain
+// has completed the nonblocking collectives (the lower communicators are usable then): messages
+// other members sent on it are drained, and an image holds no communicator without its ranks.
+void comms_fill_pending();
 void comm_freed(void *info);
 // MPI_Comm_set_errhandler (MPI_Win_set_errhandler) succeeded: its record (takes r) is kept as the
 // communicator's (window's) setting, replayed in its place by a restart. It keeps the error

@@ -5,7 +5,8 @@
  * outside MPI with all three pending (where a checkpoint request usually finds the ranks), then
  * completes them (Waitall, or Test loops on odd steps) and an MPI_Ibarrier; each result is
  * checked and folded into a checksum. Every other step also starts an MPI_Comm_idup of the
- * duplicate (pending across the sleep too), whose result is used until the next one replaces it.
+ * duplicate (pending across the sleep too), whose result is used until the next one replaces it;
+ * rank 0 comes to its first use late, the others wait in an MPI_Allreduce on it meanwhile.
  * Prints only at the end.
  * Usage: nbc_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
@@ -56,6 +57,9 @@ int main(int argc, char **argv) {
         if (fresh != MPI_COMM_NULL) {
             if (idup != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&idup));
             idup = fresh;
+            // Rank 0 uses the new communicator last: the others wait inside their first
+            // collective on it, which rank 0's checkpoint must let it reach.
+            if (r == 0) mpit_sleep_ms(sleep_ms / 2);
         }
         if (idup != MPI_COMM_NULL) {
             long long sum = 0;
