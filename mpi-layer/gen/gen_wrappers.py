@@ -351,7 +351,7 @@ def gen_wrapper(d, idx, fl):
             parent = [q.name for q, r2, e2 in roles if r2 == 'in' and e2 == 'comm'][0]
             pre.append('  ghost::mpi::record_set_parent(rec_, (uintptr_t)%s);' % parent)
         elif api == 'MPI_Comm_create_group':
-            pre.append('  ghost::mpi::record_set_group_key(rec_, (uintptr_t)%s, %s, %s);'
+            pre.append('  const uint64_t group_key_ = ghost::mpi::record_set_group_key(rec_, (uintptr_t)%s, %s, %s);'
                        % (d.params[0].name, d.params[1].name, d.params[2].name))
         for pos, cnt in RECORD_ARRAYS.get(api, []):
             if pos >= len(d.params) or not (d.params[pos].array or d.params[pos].stars):
@@ -458,6 +458,10 @@ def gen_wrapper(d, idx, fl):
         # Collective on the communicator's clock when it was made over two groups (free_clock).
         c = d.params[0].name
         L.append('  ghost::mpi::gate gate_(%d, ghost::mpi::free_clock(%s ? (uintptr_t)*%s : 0));' % (idx, c, c))
+    elif api == 'MPI_Comm_create_group':
+        # Collective over its group only: no clock counts it, but the thread is inside a creation
+        # (the coordinator's rounds let the group's other members through to it).
+        L.append('  ghost::mpi::gate gate_(%d, 0, true);' % idx)
     else:
         creates_clock = api in COMM_CHAINED or api in INTER_CREATIONS or api == 'MPI_File_open'
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
@@ -572,9 +576,12 @@ def gen_wrapper(d, idx, fl):
             parent = comms[0] if ((api in COMM_CHAINED or api in INTER_CREATIONS) and comms) else None
             made = ('comm_created_pending' if api in NONBLOCKING_COLLECTIVES else
                     'comm_created_dup' if api in ('MPI_Comm_dup', 'MPI_Comm_dup_with_info') else
+                    'comm_created_group' if api == 'MPI_Comm_create_group' else
                     'comm_created')
+            how = ('group_key_' if api == 'MPI_Comm_create_group' else
+                   '(uintptr_t)' + parent if parent else '0')
             post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::%s((uintptr_t)*%s, %s);'
-                        % (p.name, made, p.name, '(uintptr_t)' + parent if parent else '0'))
+                        % (p.name, made, p.name, how))
     post += keep_posts
     if api in ('MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared', 'MPI_Win_create_dynamic'):
         w = d.params[-1].name

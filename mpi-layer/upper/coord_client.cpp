@@ -255,6 +255,7 @@ bool settled(bool allow_coll, const char **why, bool allow_send = true, bool all
     for (thread_gate *t : gate_threads()) {
         if (t->depth == 0 || t->parked) continue;
         if (allow_coll && t->in_coll && (allow_create || !t->in_create)) continue;
+        if (allow_coll && allow_create && t->in_group_create) continue;
         if (allow_send && t->in_send) continue;
         *why = t->fn >= 0 && (size_t)t->fn < g_nfns ? g_fn_names[t->fn] : "an MPI call";
         return false;
@@ -556,7 +557,7 @@ bool run_epoch(const std::string &e, long timeout_ms) {
         // then asks for another round, in which they may return (running forward, below).
         int creating = 0;
         for (thread_gate *t : gate_threads())
-            creating += t->in_create != 0;
+            creating += t->in_create != 0 || t->in_group_create != 0;
         if (creating) clock += " creating " + std::to_string(creating);
         size_t chained = 0;
         clock += made_report(&chained, true);

@@ -239,8 +239,9 @@ comm_info *comm_info_of_raw(uintptr_t u) {
             return nullptr;
         return ci;
     }
-    // A communicator made by a call the clock does not chain (Comm_idup, create_group, ...):
-    // counted, but untracked by the collective clock.
+    // A communicator made by a call whose wrapper gave it no comm_info (MPI_Comm_spawn,
+    // MPI_Comm_accept, ...) or before comm_created ran: counted, untracked by the collective
+    // clock until comm_created (or comm_created_group) gives it one.
     if (!L.ready) return nullptr;
     comm_info *ci = make_info(v->lower, u);
     comm_info *expected = nullptr;
@@ -564,14 +565,14 @@ void record_set_parent(record *r, uintptr_t upper) {
     r->parent_size = ci->local_size;
 }
 
-void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
-    comm_info *ci = r && L.ready ? comm_info_of_raw(comm) : nullptr;
-    if (!ci || !ci->tracked || ci->inter) return;
+uint64_t record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
+    comm_info *ci = L.ready ? comm_info_of_raw(comm) : nullptr;
+    if (!ci || !ci->tracked || ci->inter) return 0;
     MPI_Group g = to_lower<kind::group>(group);
     int n = 0;
     {
         lower_call scope;
-        if (L.Group_size(g, &n) != MPI_SUCCESS || n <= 0) return;
+        if (L.Group_size(g, &n) != MPI_SUCCESS || n <= 0) return 0;
     }
     std::vector<int> in((size_t)n), members((size_t)n);
     for (int i = 0; i < n; i++)
@@ -579,7 +580,7 @@ void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
     {
         lower_call scope;
         if (L.Group_translate_ranks(g, n, in.data(), L.world_group, members.data()) != MPI_SUCCESS)
-            return;
+            return 0;
     }
     // The communicator, the tag and the new group's world ranks in their order: the same on every
     // member, and members make the creations with all three the same in one order.
@@ -587,7 +588,19 @@ void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag) {
     for (int w : members)
         h = mix(h ^ (uint64_t)(uint32_t)w);
     uint64_t nth = times_made_before(h);
-    r->group_key = mix(h ^ mix((nth + 1) * 0x9e3779b97f4a7c15ull)) | 1;
+    const uint64_t key = mix(h ^ mix((nth + 1) * 0x9e3779b97f4a7c15ull)) | 1;
+    if (r) r->group_key = key;
+    return key;
+}
+
+void comm_created_group(uintptr_t newcomm, uint64_t group_key) {
+    if (newcomm == g_upper_null[(int)kind::comm] || !L.ready || group_key == 0) return;
+    comm_info *ci = comm_info_of_raw(newcomm);
+    if (!ci || ci->n <= 0 || ci->inter || ci->tracked) return;
+    // Every member named the creation alike (its parent has a clock on each, or on none): the
+    // clock is kept on every member or on none, as a clock must be.
+    ci->id = mix(group_key ^ mix(0x6372656174655f67ull));
+    ci->tracked = true;
 }
 
 namespace {

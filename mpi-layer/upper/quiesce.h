@@ -73,6 +73,10 @@ struct thread_gate {
     volatile int parked; // waiting at a safe point
     comm_info *volatile in_coll;  // inside a blocking collective on this communicator
     volatile int in_create;       // ... that makes a communicator (COMM_CHAINED in gen_wrappers)
+    // Inside MPI_Comm_create_group: collective over its group only, on no clock. Its other
+    // members may be parked at their safe points: reported as a creation, which makes the
+    // coordinator let parked threads through once (PASS) until it has returned.
+    volatile int in_group_create;
     int fn;                       // the outermost wrapper's function (for error messages)
     volatile int in_send;         // inside a blocking send (counted): its receiver drains it
     uintptr_t pending_lreq;       // the lower Irecv of a blocking receive parked at a safe point
@@ -135,6 +139,7 @@ bool win_lock_all_held(const void *win_vobj, int *assert_out);
 
 struct gate {
     comm_info *coll;
+    bool group_create = false;
     // of: what `comm` is (a window's clock counts its fences, a file's its collective calls).
     __attribute__((always_inline)) explicit gate(int fn, uintptr_t comm = 0, bool create = false,
                                                  clock_kind of = clock_kind::comm)
@@ -160,6 +165,9 @@ struct gate {
                 // this gate ends): the clock cannot see it yet (coord_client.cpp).
                 if (create) t_gate.in_create = 1;
             }
+        } else if (create) {
+            group_create = true;
+            t_gate.in_group_create = 1;
         }
     }
     __attribute__((always_inline)) ~gate() {
@@ -167,6 +175,7 @@ struct gate {
             t_gate.in_coll = nullptr;
             t_gate.in_create = 0;
         }
+        if (group_create) t_gate.in_group_create = 0;
         asm volatile("" ::: "memory");
         t_gate.depth--;
     }

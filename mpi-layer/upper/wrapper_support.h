@@ -85,8 +85,11 @@ bool weights_sentinel(const int *w);
 void record_set_parent(record *r, uintptr_t upper);
 // MPI_Comm_create_group (collective over the group only): names the creation in the record by
 // its communicator's id, tag, group and how many such this process made before
-// (record::group_key); quiesce.cpp.
-void record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag);
+// (record::group_key), and returns that name (0: its communicator has no clock); quiesce.cpp.
+uint64_t record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag);
+// After MPI_Comm_create_group made `newcomm`: its collective clock, with an id from that name
+// (the same on every member), so that a checkpoint can bring its members to one collective.
+void comm_created_group(uintptr_t newcomm, uint64_t group_key);
 // Every record (with the object it made) in the order a restart replays them (restart.cpp).
 std::vector<std::pair<const record *, const vobj *>> replay_order();
 // A request a nonblocking collective made (p2p.cpp): a checkpoint's drain completes it.

@@ -7,6 +7,9 @@
  * checked and folded into a checksum. Every other step also starts an MPI_Comm_idup of the
  * duplicate (pending across the sleep too), whose result is used until the next one replaces it;
  * rank 0 comes to its first use late, the others wait in an MPI_Allreduce on it meanwhile.
+ * Every 10 steps, all ranks but one (in turn) make a communicator with MPI_Comm_create_group
+ * (collective over its group only) and a duplicate of it; they reduce on both every step, the
+ * last member coming late on even steps.
  * Prints only at the end.
  * Usage: nbc_steps STEPS [SLEEP_MS] */
 #include "mpit.h"
@@ -20,7 +23,7 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
     long long *out = malloc((size_t)n * sizeof(long long)),
               *in = malloc((size_t)n * sizeof(long long));
-    MPI_Comm idup = MPI_COMM_NULL;
+    MPI_Comm idup = MPI_COMM_NULL, gcomm = MPI_COMM_NULL, gdup = MPI_COMM_NULL;
     unsigned long long state = 4321 + (unsigned long long)r;
     for (int s = 0; s < steps; s++) {
         mpit_step(s, steps);
@@ -66,6 +69,35 @@ int main(int argc, char **argv) {
             CHECK_MPI(MPI_Allreduce(&v, &sum, 1, MPI_LONG_LONG, MPI_SUM, idup));
             CHECK(sum == total);
         }
+        if (s % 10 == 0 && n > 1) {
+            if (gcomm != MPI_COMM_NULL) {
+                CHECK_MPI(MPI_Comm_free(&gdup));
+                CHECK_MPI(MPI_Comm_free(&gcomm));
+            }
+            int out = (s / 10) % n;
+            if (r != out) {
+                MPI_Group all, g;
+                CHECK_MPI(MPI_Comm_group(dup, &all));
+                CHECK_MPI(MPI_Group_excl(all, 1, &out, &g));
+                CHECK_MPI(MPI_Comm_create_group(dup, g, 100 + s, &gcomm));
+                CHECK_MPI(MPI_Comm_dup(gcomm, &gdup));
+                CHECK_MPI(MPI_Group_free(&g));
+                CHECK_MPI(MPI_Group_free(&all));
+            }
+        }
+        if (gcomm != MPI_COMM_NULL) {
+            int gr = -1, gn = 0;
+            CHECK_MPI(MPI_Comm_rank(gcomm, &gr));
+            CHECK_MPI(MPI_Comm_size(gcomm, &gn));
+            CHECK(gn == n - 1);
+            if (s % 2 == 0 && gr == gn - 1) mpit_sleep_ms(sleep_ms / 2);
+            long long gsum = 0, gmax = 0;
+            CHECK_MPI(MPI_Allreduce(&v, &gsum, 1, MPI_LONG_LONG, MPI_SUM, gcomm));
+            CHECK_MPI(MPI_Allreduce(&v, &gmax, 1, MPI_LONG_LONG, MPI_MAX, gdup));
+            CHECK(gmax >= v);
+            mpit_mix((unsigned long long)gsum);
+            mpit_mix((unsigned long long)gmax);
+        }
         mpit_mix((unsigned long long)total);
         mpit_mix((unsigned long long)b);
         for (int i = 0; i < n; i++)
@@ -75,6 +107,10 @@ int main(int argc, char **argv) {
     free(in);
     CHECK_MPI(MPI_Comm_free(&dup));
     if (idup != MPI_COMM_NULL) CHECK_MPI(MPI_Comm_free(&idup));
+    if (gcomm != MPI_COMM_NULL) {
+        CHECK_MPI(MPI_Comm_free(&gdup));
+        CHECK_MPI(MPI_Comm_free(&gcomm));
+    }
     printf("rank %d: nbc_steps %d steps checksum %016llx\n", r, steps, mpit_sum);
     return mpit_finish();
 }
