@@ -71,8 +71,8 @@ struct comm_info {
 struct thread_gate {
     int depth;           // wrapper nesting (callbacks call wrappers from inside a lower call)
     volatile int parked; // waiting at a safe point
-    comm_info *volatile in_coll;  // inside a blocking collective on this communicator
-    volatile int in_create;       // ... that makes a communicator (COMM_CHAINED in gen_wrappers)
+    comm_info *volatile in_coll; // inside a blocking collective on this communicator
+    volatile int in_create;      // ... that makes a communicator (COMM_CHAINED in gen_wrappers)
     // Inside MPI_Comm_create_group: collective over its group only, on no clock. Its other
     // members may be parked at their safe points: reported as a creation, which makes the
     // coordinator let parked threads through once (PASS) until it has returned.
