@@ -60,10 +60,12 @@ struct chained_entry {
 
 std::string made_report(size_t *count, bool with_order) {
     std::vector<chained_entry> all;
+    // An MPI_Comm_create_group is listed as the one creation (position 1) of its name.
     records_visit_chained(
         [](const record *r, bool dead, void *arg) {
             ((std::vector<chained_entry> *)arg)
-                ->push_back({r->parent_id, r->parent_pos, r->parent_size, dead, r});
+                ->push_back({r->parent_pos ? r->parent_id : r->group_key,
+                             r->parent_pos ? r->parent_pos : 1, r->parent_size, dead, r});
         },
         &all);
     *count = all.size();
@@ -72,7 +74,7 @@ std::string made_report(size_t *count, bool with_order) {
         records_read_guard reading; // the order's records are read after replay_order returns
         std::unordered_map<const record *, size_t> place;
         for (const auto &[r, v] : replay_order())
-            if (r->parent_pos != 0) place.emplace(r, place.size() + 1);
+            if (r->parent_pos != 0 || r->group_key != 0) place.emplace(r, place.size() + 1);
         for (chained_entry &e : all)
             if (auto it = place.find(e.rec); it != place.end()) e.order = it->second;
     }
@@ -252,8 +254,12 @@ void resume_local() {
 // collective; one that makes a communicator only when allow_create). Otherwise names a thread's
 // call in `why`.
 bool settled(bool allow_coll, const char **why, bool allow_send = true, bool allow_create = true) {
+    const uint32_t passes = Q.passes.load(std::memory_order_acquire);
     for (thread_gate *t : gate_threads()) {
-        if (t->depth == 0 || t->parked) continue;
+        // A thread a PASS let go on that has not run yet is still flagged parked: had it counted
+        // as parked, this rank reported clocks it was about to change (it enters its call after
+        // the report, inside a creation or a collective the agreement did not see).
+        if (t->depth == 0 || (t->parked && t->park_passes == passes)) continue;
         if (allow_coll && t->in_coll && (allow_create || !t->in_create)) continue;
         if (allow_coll && allow_create && t->in_group_create) continue;
         if (allow_send && t->in_send) continue;

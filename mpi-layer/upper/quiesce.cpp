@@ -188,6 +188,7 @@ std::vector<thread_gate *> gate_threads() {
 void safe_point(comm_info *) {
     if (t_gate.rma_ops > 0 || t_gate.rma_locks > 0) return; // runs on to its synchronisation
     const uint32_t passes = Q.passes.load(std::memory_order_acquire);
+    t_gate.park_passes = passes;
     for (;;) {
         if (!g_qflag || Q.passes.load(std::memory_order_acquire) != passes) return;
         uint32_t gen = Q.gen.load(std::memory_order_acquire);
@@ -589,7 +590,10 @@ uint64_t record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int ta
         h = mix(h ^ (uint64_t)(uint32_t)w);
     uint64_t nth = times_made_before(h);
     const uint64_t key = mix(h ^ mix((nth + 1) * 0x9e3779b97f4a7c15ull)) | 1;
-    if (r) r->group_key = key;
+    if (r) {
+        r->group_key = key;
+        r->parent_size = n;
+    }
     return key;
 }
 

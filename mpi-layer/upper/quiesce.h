@@ -71,6 +71,9 @@ struct comm_info {
 struct thread_gate {
     int depth;           // wrapper nesting (callbacks call wrappers from inside a lower call)
     volatile int parked; // waiting at a safe point
+    // Q.passes when it came to that safe point: a PASS since has let it go on, and until it has
+    // run (into its call, or parked at its next one) it counts as busy, not parked.
+    volatile uint32_t park_passes;
     comm_info *volatile in_coll; // inside a blocking collective on this communicator
     volatile int in_create;      // ... that makes a communicator (COMM_CHAINED in gen_wrappers)
     // Inside MPI_Comm_create_group: collective over its group only, on no clock. Its other

@@ -1236,8 +1236,9 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
             for (const record *d : deps)
                 if (d->zombie) last[d] = r;
         }
-        for (const auto &[z, user] : last)
-            free_after[user].push_back(z);
+        // In replay order (the same on every rank), not the map's.
+        for (const auto &[r, v] : records)
+            if (auto it = last.find(r); it != last.end()) free_after[it->second].push_back(r);
     }
     const bool trace = getenv("GHOST_MPI_TRACE_REPLAY") != nullptr;
     for (const auto &[r, v] : records) {

@@ -498,6 +498,8 @@ void records_visit_chained(void (*fn)(const record *, bool, void *), void *arg) 
     std::lock_guard<std::mutex> g(g_rec_mu);
     for (record *r = g_rec_head; r; r = r->next)
         if (r->parent_pos != 0) fn(r, dead_result(r) && !(r->zombie && zombie_needed(r)), arg);
+    for (record *r = g_rec_head; r; r = r->next)
+        if (r->parent_pos == 0 && r->group_key != 0) fn(r, false, arg);
 }
 
 size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions) {

@@ -68,7 +68,8 @@ struct record {
     int parent_size = 0;
     bool released = false;
     // MPI_Comm_create_group: the creation's name, the same on every member of the group
-    // (record_set_group_key); 0 otherwise. Orders it in a restart's replay (replay_order).
+    // (record_set_group_key), and the group's size in parent_size; 0 otherwise. Orders it in a
+    // restart's replay (replay_order); every member must hold it (coordinator's made lists).
     uint64_t group_key = 0;
     // A call that set something on its owner rather than made it (MPI_File_set_view): replayed
     // on the owner's new lower object in its place in the order, which it does not replace;
@@ -182,7 +183,9 @@ void record_keep_orphan(record *r);
 const record *record_zombie_for(const void *was, uint64_t at);
 // Visits the records of collective creations over a tracked communicator (parent_pos set), oldest
 // first, under the record lock; `dead`: a tombstone no other kept record names, which a restart
-// only makes to free it again (droppable once every member's is).
+// only makes to free it again (droppable once every member's is). Then those of
+// MPI_Comm_create_group (group_key set), never dead: no tombstone keeps them, so a member that
+// freed one while another did not makes the coordinator refuse the checkpoint.
 void records_visit_chained(void (*fn)(const record *, bool dead, void *), void *arg);
 // While one lives, records unlinked are not deleted: the records a reader listed stay readable
 // outside the record lock (replay_order, at a checkpoint's clock rounds).
