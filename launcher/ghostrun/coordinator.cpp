@@ -678,8 +678,16 @@ struct server {
         }
         std::map<std::string, std::vector<std::string>> prune;
         if (agreed)
-            if (std::string why = agree_on_creations(ep.made, true, prune); !why.empty())
+            if (std::string why = agree_on_creations(ep.made, true, prune); !why.empty()) {
+                if (cfg.verbose) // what each rank listed: why the creations disagree
+                    for (auto &[r, words] : ep.made) {
+                        std::string l = "rank " + std::to_string(r) + " made";
+                        for (const std::string &w : words)
+                            l += " " + w;
+                        note(l);
+                    }
                 return abort_epoch(why);
+            }
         ep.creating = false;
         ep.rounds++;
         ep.answered.clear();

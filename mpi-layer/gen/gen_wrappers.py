@@ -400,6 +400,8 @@ def gen_wrapper(d, idx, fl):
                 # whose null result every member must replay.
                 post.append('  if (rc_ == MPI_SUCCESS && (uintptr_t)l_%s == ghost::mpi::g_lower_null[(int)%s]) '
                             '{ delete rec_; rec_ = nullptr; }' % (n, K))
+            if rec == 'rec_' and api == 'MPI_Comm_group':
+                post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::record_group_members(rec_, l_%s);' % (n, n))
             post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s);' % (n, n, K, n, rec))
             if rec == 'rec_':
                 post.append('  else if (rec_) { delete rec_; }')
@@ -553,6 +555,8 @@ def gen_wrapper(d, idx, fl):
             L.append('    ghost::mpi::lower_call lc_(lfs_);')
             L.append('    ((int (*)(MPI_Comm))ghost::mpi::g_fns[%d])(l_%s);' % (FN_INDEX['MPI_Barrier'], c))
             L.append('  }')
+        if api == 'MPI_Comm_create_group':
+            L.append('  ghost::mpi::comm_group_materialize(l_%s, lfs_);' % d.params[0].name)
         if api == 'MPI_Win_free':
             L.append('  void *wmem_ = ghost::mpi::win_upper_memory(%s ? (uintptr_t)*%s : 0);'
                      % (d.params[0].name, d.params[0].name))

@@ -597,6 +597,35 @@ uint64_t record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int ta
     return key;
 }
 
+// Why not replay MPI_Comm_group itself: an MPI may hand one group object out for several
+// communicators (Open MPI: a duplicate shares its parent's group), and the record is the first
+// hand-out's. Threads that race make that first hand-out from different communicators on
+// different ranks, so a replay that waited for its communicator would put the creations made
+// over the group (MPI_Comm_create) at different places in different ranks' orders
+// (replay_order): a restart that waited for ever. By world ranks, a group needs no communicator.
+// A group with a process outside MPI_COMM_WORLD keeps the plain record.
+void record_group_members(record *r, MPI_Group lower_group) {
+    if (!r || !L.ready || vobj_find_lower(kind::group, (uintptr_t)lower_group)) return;
+    int n = 0;
+    {
+        lower_call scope; // the upper half's malloc must not run in it (its TLS is the lower's)
+        if (L.Group_size(lower_group, &n) != MPI_SUCCESS || n <= 0) return;
+    }
+    std::vector<int> in((size_t)n), members((size_t)n);
+    for (int i = 0; i < n; i++)
+        in[(size_t)i] = i;
+    {
+        lower_call scope;
+        if (L.Group_translate_ranks(lower_group, n, in.data(), L.world_group, members.data()) !=
+            MPI_SUCCESS)
+            return;
+    }
+    for (int w : members)
+        if (w == MPI_UNDEFINED) return;
+    record_add_array(r, 1, members.data(), members.size() * sizeof(int));
+    r->args[0] = g_upper_null[(int)kind::comm]; // names no communicator: keeps no zombie
+}
+
 void comm_created_group(uintptr_t newcomm, uint64_t group_key) {
     if (newcomm == g_upper_null[(int)kind::comm] || !L.ready || group_key == 0) return;
     comm_info *ci = comm_info_of_raw(newcomm);

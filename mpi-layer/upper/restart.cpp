@@ -123,6 +123,11 @@ struct replay {
             if (r->array_arg[k] == arg) return (T *)r->arrays[k].data();
         return nullptr;
     }
+    size_t arr_bytes(int arg) const {
+        for (size_t k = 0; k < r->array_arg.size(); k++)
+            if (r->array_arg[k] == arg) return r->arrays[k].size();
+        return 0;
+    }
     template <class F, class... A> int call(A... args) {
         if (check) return MPI_SUCCESS;
         lower_call lc(fs);
@@ -149,6 +154,28 @@ using C = MPI_Comm;
 using G = MPI_Group;
 using T = MPI_Datatype;
 constexpr kind KC = kind::comm, KG = kind::group, KT = kind::datatype;
+
+C world_comm(); // the upper MPI_COMM_WORLD
+
+} // namespace
+
+// MPICH 4.0.2's MPI_Comm_create_group crashes (a null group) over a communicator whose own group
+// it has not made yet (it makes it at the first MPI_Comm_group of it) when the group passed is
+// not derived from that one. A restart makes groups from the world group (record_group_members)
+// and duplicates afresh, so a group the program made from a duplicate is no longer derived from
+// it. Open MPI needs nothing.
+void comm_group_materialize(MPI_Comm lower_comm, uintptr_t lower_fs) {
+#if defined(GHOST_MPI_MPICH)
+    G g = lower_null<KG, G>();
+    if (call_by_name<int (*)(C, G *)>(lower_fs, "MPI_Comm_group", lower_comm, &g) == MPI_SUCCESS)
+        call_by_name<int (*)(G *)>(lower_fs, "MPI_Group_free", &g);
+#else
+    (void)lower_comm;
+    (void)lower_fs;
+#endif
+}
+
+namespace {
 
 // Returns 1 if `api` is replayable (check) or was replayed; 0 if unknown; -1 on an MPI error.
 int replay_one(replay &p, const char *api) {
@@ -200,7 +227,9 @@ int replay_one(replay &p, const char *api) {
         p.made<KC>(o);
     } else if (is("MPI_Comm_create_group")) {
         C o = lower_null<KC, C>();
-        rc = p.call<int (*)(C, G, int, C *)>(p.h<KC, C>(0), p.h<KG, G>(1), p.i(2), &o);
+        C parent = p.h<KC, C>(0);
+        if (!p.check) comm_group_materialize(parent, p.fs);
+        rc = p.call<int (*)(C, G, int, C *)>(parent, p.h<KG, G>(1), p.i(2), &o);
         p.made<KC>(o);
     } else if (is("MPI_Cart_create")) {
         // Topologies: made again with the same arguments (reorder too: quiesce_after_restart
@@ -248,6 +277,21 @@ int replay_one(replay &p, const char *api) {
         MPI_Info o = lower_null<kind::info, MPI_Info>();
         if (!p.check) rc = call_by_name<int (*)(MPI_Info *)>(p.fs, "MPI_Info_create", &o);
         p.made<kind::info>(o);
+    } else if (is("MPI_Comm_group") && p.arr<const int>(1)) {
+        // By its members' world ranks (record_group_members): no communicator needed.
+        G o = lower_null<KG, G>();
+        if (!p.check) {
+            G world = lower_null<KG, G>();
+            rc = call_by_name<int (*)(C, G *)>(p.fs, "MPI_Comm_group", to_lower<KC>(world_comm()),
+                                               &world);
+            if (rc == MPI_SUCCESS) {
+                rc = call_by_name<int (*)(G, int, const int *, G *)>(
+                    p.fs, "MPI_Group_incl", world, (int)(p.arr_bytes(1) / sizeof(int)),
+                    p.arr<const int>(1), &o);
+                call_by_name<int (*)(G *)>(p.fs, "MPI_Group_free", &world);
+            }
+        }
+        p.made<KG>(o);
     } else if (is("MPI_Comm_group") || is("MPI_Comm_remote_group")) {
         G o = lower_null<KG, G>();
         rc = p.call<int (*)(C, G *)>(p.h<KC, C>(0), &o);

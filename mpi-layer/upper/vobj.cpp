@@ -163,6 +163,13 @@ bool zombie_needed(const record *z) {
     return false;
 }
 
+// A creation a restart replays collectively over other ranks: over its parent communicator
+// (parent_pos), or over its group (MPI_Comm_create_group: group_key). Its record is a tombstone
+// once its result is dead here, until every member's is.
+bool chained(const record *r) {
+    return r->parent_pos != 0 || r->group_key != 0;
+}
+
 // A collective creation's record whose result is dead here: freed (zombie) or MPI_COMM_NULL
 // (orphan: no owner ever).
 bool dead_result(const record *r) {
@@ -266,8 +273,8 @@ void vobj_free(vobj *v) {
             r->zombie_kind = (uint8_t)v->k;
             r->was = v;
             r->owner = nullptr;
-            r->freed_seq = g_seq.fetch_add(1);       // under g_rec_mu: records stay in seq order
-            if (r->parent_pos == 0) prunable_add(r); // else a tombstone, until agreed
+            r->freed_seq = g_seq.fetch_add(1); // under g_rec_mu: records stay in seq order
+            if (!chained(r)) prunable_add(r);  // else a tombstone, until agreed
         }
         records_prune();
     }
@@ -497,9 +504,7 @@ void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) 
 void records_visit_chained(void (*fn)(const record *, bool, void *), void *arg) {
     std::lock_guard<std::mutex> g(g_rec_mu);
     for (record *r = g_rec_head; r; r = r->next)
-        if (r->parent_pos != 0) fn(r, dead_result(r) && !(r->zombie && zombie_needed(r)), arg);
-    for (record *r = g_rec_head; r; r = r->next)
-        if (r->parent_pos == 0 && r->group_key != 0) fn(r, false, arg);
+        if (chained(r)) fn(r, dead_result(r) && !(r->zombie && zombie_needed(r)), arg);
 }
 
 size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions) {
@@ -508,8 +513,12 @@ size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &position
         std::lock_guard<std::mutex> g(g_rec_mu);
         before = g_rec_live;
         for (record *r = g_rec_head; r; r = r->next)
-            if (r->parent_pos != 0 && r->parent_id == parent_id && dead_result(r) && !r->released &&
-                std::binary_search(positions.begin(), positions.end(), r->parent_pos)) {
+            if (chained(r) && dead_result(r) && !r->released &&
+                (r->parent_pos != 0
+                     ? r->parent_id == parent_id &&
+                           std::binary_search(positions.begin(), positions.end(), r->parent_pos)
+                     : r->group_key == parent_id &&
+                           std::binary_search(positions.begin(), positions.end(), 1))) {
                 r->released = true;
                 prunable_add(r);
             }

@@ -69,7 +69,8 @@ struct record {
     bool released = false;
     // MPI_Comm_create_group: the creation's name, the same on every member of the group
     // (record_set_group_key), and the group's size in parent_size; 0 otherwise. Orders it in a
-    // restart's replay (replay_order); every member must hold it (coordinator's made lists).
+    // restart's replay (replay_order), collective over the group: freed here, it is a tombstone
+    // as above until the coordinator has seen it dead on every member of the group.
     uint64_t group_key = 0;
     // A call that set something on its owner rather than made it (MPI_File_set_view): replayed
     // on the owner's new lower object in its place in the order, which it does not replace;
@@ -181,11 +182,10 @@ void vobj_forget_lowers();
 void record_keep_orphan(record *r);
 // The zombie record (see record) that stood for slot `was` when record seq `at` was made, if any.
 const record *record_zombie_for(const void *was, uint64_t at);
-// Visits the records of collective creations over a tracked communicator (parent_pos set), oldest
-// first, under the record lock; `dead`: a tombstone no other kept record names, which a restart
-// only makes to free it again (droppable once every member's is). Then those of
-// MPI_Comm_create_group (group_key set), never dead: no tombstone keeps them, so a member that
-// freed one while another did not makes the coordinator refuse the checkpoint.
+// Visits the records of collective creations over a tracked communicator (parent_pos set) or
+// over a group (MPI_Comm_create_group: group_key set), oldest first, under the record lock;
+// `dead`: a tombstone no other kept record names, which a restart only makes to free it again
+// (droppable once every member's is).
 void records_visit_chained(void (*fn)(const record *, bool dead, void *), void *arg);
 // While one lives, records unlinked are not deleted: the records a reader listed stay readable
 // outside the record lock (replay_order, at a checkpoint's clock rounds).
@@ -196,7 +196,8 @@ struct records_read_guard {
     records_read_guard &operator=(const records_read_guard &) = delete;
 };
 // Drops the tombstones made over communicator `parent_id` at these positions of its clock (every
-// member holds them dead: the coordinator's agreement; sorted). Returns how many records went.
+// member holds them dead: the coordinator's agreement; sorted); an MPI_Comm_create_group's is
+// named by its group_key as `parent_id` and position 1. Returns how many records went.
 size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.

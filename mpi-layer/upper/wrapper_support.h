@@ -87,6 +87,13 @@ void record_set_parent(record *r, uintptr_t upper);
 // its communicator's id, tag, group and how many such this process made before
 // (record::group_key), and returns that name (0: its communicator has no clock); quiesce.cpp.
 uint64_t record_set_group_key(record *r, uintptr_t comm, MPI_Group group, int tag);
+// After MPI_Comm_group made `lower_group` (not one handed out before): its members by world rank
+// in the record, which a restart then makes as MPI_Group_incl of the world group, without the
+// communicator (restart.cpp); quiesce.cpp.
+void record_group_members(record *r, MPI_Group lower_group);
+// Before MPI_Comm_create_group over `lower_comm`: under MPICH, makes the communicator's own group
+// (restart.cpp).
+void comm_group_materialize(MPI_Comm lower_comm, uintptr_t lower_fs);
 // After MPI_Comm_create_group made `newcomm`: its collective clock, with an id from that name
 // (the same on every member), so that a checkpoint can bring its members to one collective.
 void comm_created_group(uintptr_t newcomm, uint64_t group_key);

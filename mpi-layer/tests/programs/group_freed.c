@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A communicator from MPI_Comm_create_group that one member has freed and the others have not:
- * a restart would replay its creation (collective over its group) on those alone and wait for
- * ever, so a checkpoint then must be refused in one line, and the job go on. Every rank makes it
+ * a restart replays its creation collectively over its group, so the member that freed it must
+ * replay it too (and free it again), or the others wait for ever. Every rank makes it
  * over MPI_COMM_WORLD's group and reduces on it; rank 1 frees it; rank 0 creates DIR/freed and
  * the ranks wait (a barrier every 20 ms) until DIR/go exists; then the others free it, and every
  * rank checks a reduction on MPI_COMM_WORLD. Usage: group_freed DIR */
