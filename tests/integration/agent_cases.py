@@ -16,6 +16,9 @@ Subtests (--only NAME):
                 `ghost checkpoint --kill` + `ghost restart`; the program must read on from that
                 mapping's next line (a byte offset would land elsewhere: the restored listing is
                 longer before it), see its VmFlags and then the next mapping, and exit 0.
+  slow_start    tests/programs/slow_start.c, whose library's constructor takes 400 ms before the
+                agent's runs, under `ghost launch --pid-file`: `ghost checkpoint` as soon as the
+                pid file exists must find the agent (the file is written once it answers).
 Exit status: 0 pass, 1 fail.
 """
 import argparse
@@ -181,6 +184,30 @@ class Cases:
         self.release_and_check(d, restart, "maps_resume", "the restored program")
         log("the restored program read on where it had stopped")
 
+    def slow_start(self):
+        d = os.path.join(self.work, "slow_start")
+        os.makedirs(d)
+        ck = os.path.join(d, "ckpt")
+        pidf = os.path.join(d, "pid")
+        out = open(os.path.join(d, "out.txt"), "wb")
+        runner = self.popen([self.ghost, "launch", "--ckpt-dir", ck, "--pid-file", pidf, "--",
+                             self.a.slow_start, "--dir", d], "ghost launch slow_start",
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
+        out.close()
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(pidf) and os.path.getsize(pidf) > 0):
+            if time.monotonic() > deadline or runner.poll() is not None:
+                raise Failure("ghost launch wrote no pid file")
+            time.sleep(0.001)
+        with open(pidf) as f:
+            pid = int(f.read())
+        self.pids.add(pid)
+        rc, so, se = self.run([self.ghost, "checkpoint", "--dir", ck, str(pid)], "ghost checkpoint")
+        if rc != 0:
+            raise Failure(f"ghost checkpoint as soon as the pid file existed failed ({rc}): {se.strip()}")
+        self.release_and_check(d, runner, "slow_start", "the program")
+        log("checkpointed as soon as its pid file existed")
+
     def release_and_check(self, d, proc, name, who):
         """Lets the program in d go on (its go file), waits for it and checks its PASS line."""
         self.touch(os.path.join(d, "go"))
@@ -216,7 +243,8 @@ def main():
     ap.add_argument("--blocked-park", required=True, help="path of tests/programs/blocked_park")
     ap.add_argument("--dup-wait", required=True, help="path of tests/programs/dup_wait")
     ap.add_argument("--maps-resume", required=True, help="path of tests/programs/maps_resume")
-    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "maps_resume"])
+    ap.add_argument("--slow-start", required=True, help="path of tests/programs/slow_start")
+    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "maps_resume", "slow_start"])
     return Cases(ap.parse_args()).main()
 
 
