@@ -648,9 +648,9 @@ bool run_epoch(const std::string &e, long timeout_ms) {
     if (w.size() < 3 || w[0] != "DRAIN" || w[1] != e) return fail(w_timeout, "unexpected " + line);
     uint64_t expected = strtoull(w[2].c_str(), nullptr, 10), msgs = 0, bytes = 0;
     long left = deadline - now_ms();
-    if (drain_until(expected, left > 0 ? left : 0, &msgs, &bytes) != 0)
-        return fail(w_timeout, "drain: received " + std::to_string(g_recvd.load()) + " of " +
-                                   std::to_string(expected) + " messages");
+    std::string still;
+    if (drain_until(expected, left > 0 ? left : 0, &msgs, &bytes, &still) != 0)
+        return fail(w_timeout, "drain: " + still);
     // Blocking sends of this rank return once their receivers drained them.
     r = wait_for([&] { return settled(false, &why, false); }, deadline, false, nullptr);
     if (r != w_ok) return fail(r, std::string("a thread stayed inside ") + why);

@@ -1274,7 +1274,8 @@ bool collectives_complete() {
 }
 } // namespace
 
-int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes) {
+int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes,
+                std::string *why) {
     drain_ctx dc;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1299,6 +1300,14 @@ int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *by
         if (ms > timeout_ms) {
             *msgs = dc.msgs;
             *bytes = dc.bytes;
+            if (g_recvd.load() < expected)
+                *why = "received " + std::to_string(g_recvd.load()) + " of " +
+                       std::to_string(expected) + " messages";
+            else if (!collectives_complete())
+                *why = "a nonblocking collective (or MPI_Comm_idup) the program started did not "
+                       "complete";
+            else
+                *why = "a message matched by MPI_Mprobe/MPI_Improbe did not arrive";
             return -1;
         }
         raw_yield();

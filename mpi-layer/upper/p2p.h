@@ -7,6 +7,8 @@
 #pragma once
 #include <mpi.h>
 
+#include <string>
+
 #include "quiesce.h"
 
 namespace ghost::mpi {
@@ -63,8 +65,10 @@ int q_Request_free(void *fn, RQ *r, RQ *ur);
 
 // The drain (coord_client.cpp calls it with every application thread parked): receives every
 // in-flight message into upper memory until `expected` messages have arrived in total since
-// MPI_Init, counting pending receives that complete meanwhile. Returns 0, or -1 at the deadline.
-int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes);
+// MPI_Init, counting pending receives that complete meanwhile. Returns 0, or -1 at the deadline
+// with what it still waited for in `why`.
+int drain_until(uint64_t expected, long timeout_ms, uint64_t *msgs, uint64_t *bytes,
+                std::string *why);
 // One round of lower progress (while the other ranks drain).
 void drain_progress();
 
