@@ -66,16 +66,21 @@ std::string absolute(const std::string &path) {
 
 // Written to a file nobody else can name or redirect, then renamed over `file` (a symlink planted
 // there is replaced, not written through). The process already runs: a failure is only reported.
-// Written once the process's agent answers on its control socket (or the process is gone, or 10 s
+// Written once the process's agent answers on its control socket (or the process is gone, or 5 s
 // have passed: a program the agent cannot enter): a script that runs `ghost checkpoint` as soon
 // as the file exists must not find the process before its agent has made the socket (a launched
 // program's agent makes it as the program starts; under load that is tens of ms after the fork).
+// Not for another user's process (root restoring a user's image): its socket is in that user's
+// runtime directory.
 void write_pid_file(const std::string &file, pid_t pid) {
     if (file.empty()) return;
-    for (int tries = 0; tries < 2000; tries++) {
-        if (control::probe_socket(pid, false) == 1 || control::process_gone(pid)) break;
-        ::usleep(5000);
-    }
+    struct stat st;
+    const std::string proc = "/proc/" + std::to_string(pid);
+    if (::stat(proc.c_str(), &st) == 0 && st.st_uid == ::geteuid())
+        for (int tries = 0; tries < 1000; tries++) {
+            if (control::probe_socket(pid, false) == 1 || control::process_gone(pid)) break;
+            ::usleep(5000);
+        }
     if (auto r = res::replace_file(file, std::to_string(pid) + "\n"); !r)
         std::fprintf(stderr, "ghost: cannot write pid file %s: %s\n", file.c_str(),
                      r.err().message.c_str());
