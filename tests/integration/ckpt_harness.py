@@ -42,6 +42,7 @@ import argparse
 import os
 import random
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -496,7 +497,7 @@ class Harness:
                 pidf = self.path(f"restart-{restarts}.pid")
                 self.runner_err = self.path(f"restart-{restarts}.err")
                 with open(self.path(f"restart-{restarts}.out"), "wb") as out, open(self.runner_err, "wb") as err:
-                    runner = self.t.popen([self.ghost, "restart", "--pid-file", pidf, target], f"ghost restart #{restarts}",
+                    runner = self.t.popen(shlex.split(self.a.restart_under) + [self.ghost, "restart", "--pid-file", pidf, target], f"ghost restart #{restarts}",
                                           stdin=subprocess.DEVNULL, stdout=out, stderr=err)
                 what = f"ghost restart #{restarts}"
                 pid = read_pid_file(pidf, runner, self.a.cmd_timeout, what, self.t)
@@ -659,6 +660,9 @@ def main():
                     help="final wait timeout = max(60, SLOWDOWN x native run time + 30) seconds")
     ap.add_argument("--ctty", action="store_true",
                     help="give every process started here a controlling terminal (a pty of its own)")
+    ap.add_argument("--restart-under", default="", metavar="COMMAND",
+                    help="a command line (shell words) that `ghost restart` runs under, e.g. "
+                         "'deny_syscall process_vm_writev --'")
     ap.add_argument("--workdir", help="work directory (default: a new temp directory)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
     ap.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")
