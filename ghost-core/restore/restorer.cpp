@@ -12,8 +12,8 @@
 //  2. check the header; decide whose credentials the process gets and take the image's groups and
 //     filesystem ids (files are opened with the image's rights from here on); move vvar/vdso onto
 //     the image's addresses before anything else is mapped;
-//  3. make the memory objects (memfds, deleted files) and fill them; map every region and read its
-//     pages straight into place; every record goes through the verifier `ghost inspect` uses
+//  3. make the memory objects (memfds, deleted files) and fill them; map every region and put its
+//     pages into place (`place`); every record goes through the verifier `ghost inspect` uses
 //     (image_verify.h) before it is acted upon;
 //  4. check the trailer: until here nothing outside this process was changed (files are reopened
 //     without O_CREAT/O_TRUNC; a deleted file made again is linked at its old path only for the
@@ -437,7 +437,7 @@ void map_region(record &r) {
     if (overlaps_zone(rr.start, rr.end))
         fail(region_name(rr).add(" overlaps the restorer at ").hex(zone_start()));
     uint64_t len = rr.end - rr.start;
-    uint32_t prot = rr.prot | PROT_READ | PROT_WRITE; // pages are read into place
+    uint32_t prot = rr.prot | PROT_READ | PROT_WRITE; // pages are written into place
     long addr = 0;
     switch (rr.kind) {
     case img::region_anon_private:
@@ -506,13 +506,13 @@ void map_region(record &r) {
 // --- pages, verified in parallel
 // ------------------------------------------------------------------ With a seekable image (a file,
 // a memfd), the main thread only reads record headers and hands each pages record to two worker
-// threads, which fault the pages in, pread the data straight into place and hash it: copying, page
-// clearing and hashing then use both cores. A pipe is read in order by the main thread alone.
+// threads, which read each slice into a buffer, hash it there and place it: copying, page clearing
+// and hashing then use both cores. A pipe is read in order by the main thread alone.
 
 constexpr int worker_count = 2;
 constexpr uint32_t job_slots = 64;
 
-// A page job is a pages record (read straight into place from `fd`, then hashed there), or with
+// A page job is a pages record (read from `fd` a slice at a time, hashed, placed), or with
 // pieces, a pages record of an older image that a reference names: read whole into the worker's
 // buffer, its hash checked, and the pieces wanted copied into place.
 struct ref_piece {

@@ -60,12 +60,11 @@ struct chained_entry {
 
 std::string made_report(size_t *count, bool with_order) {
     std::vector<chained_entry> all;
-    // An MPI_Comm_create_group is listed as the one creation (position 1) of its name.
     records_visit_chained(
         [](const record *r, bool dead, void *arg) {
+            chain_name n = chained_name(r);
             ((std::vector<chained_entry> *)arg)
-                ->push_back({r->parent_pos ? r->parent_id : r->group_key,
-                             r->parent_pos ? r->parent_pos : 1, r->parent_size, dead, r});
+                ->push_back({n.parent_id, n.pos, r->parent_size, dead, r});
         },
         &all);
     *count = all.size();
@@ -74,7 +73,7 @@ std::string made_report(size_t *count, bool with_order) {
         records_read_guard reading; // the order's records are read after replay_order returns
         std::unordered_map<const record *, size_t> place;
         for (const auto &[r, v] : replay_order())
-            if (r->parent_pos != 0 || r->group_key != 0) place.emplace(r, place.size() + 1);
+            if (chained(r)) place.emplace(r, place.size() + 1);
         for (chained_entry &e : all)
             if (auto it = place.find(e.rec); it != place.end()) e.order = it->second;
     }

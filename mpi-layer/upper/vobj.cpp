@@ -163,13 +163,6 @@ bool zombie_needed(const record *z) {
     return false;
 }
 
-// A creation a restart replays collectively over other ranks: over its parent communicator
-// (parent_pos), or over its group (MPI_Comm_create_group: group_key). Its record is a tombstone
-// once its result is dead here, until every member's is.
-bool chained(const record *r) {
-    return r->parent_pos != 0 || r->group_key != 0;
-}
-
 // A collective creation's record whose result is dead here: freed (zombie) or MPI_COMM_NULL
 // (orphan: no owner ever).
 bool dead_result(const record *r) {
@@ -501,6 +494,15 @@ void records_visit(void (*fn)(const record *, const vobj *, void *), void *arg) 
         fn(r, (const vobj *)r->owner, arg);
 }
 
+bool chained(const record *r) {
+    return r->parent_pos != 0 || r->group_key != 0;
+}
+
+chain_name chained_name(const record *r) {
+    return r->parent_pos != 0 ? chain_name{r->parent_id, r->parent_pos}
+                              : chain_name{r->group_key, 1};
+}
+
 void records_visit_chained(void (*fn)(const record *, bool, void *), void *arg) {
     std::lock_guard<std::mutex> g(g_rec_mu);
     for (record *r = g_rec_head; r; r = r->next)
@@ -514,11 +516,8 @@ size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &position
         before = g_rec_live;
         for (record *r = g_rec_head; r; r = r->next)
             if (chained(r) && dead_result(r) && !r->released &&
-                (r->parent_pos != 0
-                     ? r->parent_id == parent_id &&
-                           std::binary_search(positions.begin(), positions.end(), r->parent_pos)
-                     : r->group_key == parent_id &&
-                           std::binary_search(positions.begin(), positions.end(), 1))) {
+                chained_name(r).parent_id == parent_id &&
+                std::binary_search(positions.begin(), positions.end(), chained_name(r).pos)) {
                 r->released = true;
                 prunable_add(r);
             }

@@ -182,6 +182,17 @@ void vobj_forget_lowers();
 void record_keep_orphan(record *r);
 // The zombie record (see record) that stood for slot `was` when record seq `at` was made, if any.
 const record *record_zombie_for(const void *was, uint64_t at);
+// A creation a restart replays collectively over other ranks: over its parent communicator
+// (parent_pos), or over its group (MPI_Comm_create_group: group_key). Its record is a tombstone
+// once its result is dead here, until every member's is.
+bool chained(const record *r);
+// The name every member gives a collective creation (records_visit_chained): the parent
+// communicator's id and the position on its clock, or for an MPI_Comm_create_group its group_key
+// and position 1 (the one creation of that name).
+struct chain_name {
+    uint64_t parent_id, pos;
+};
+chain_name chained_name(const record *r);
 // Visits the records of collective creations over a tracked communicator (parent_pos set) or
 // over a group (MPI_Comm_create_group: group_key set), oldest first, under the record lock;
 // `dead`: a tombstone no other kept record names, which a restart only makes to free it again
@@ -195,9 +206,8 @@ struct records_read_guard {
     records_read_guard(const records_read_guard &) = delete;
     records_read_guard &operator=(const records_read_guard &) = delete;
 };
-// Drops the tombstones made over communicator `parent_id` at these positions of its clock (every
-// member holds them dead: the coordinator's agreement; sorted); an MPI_Comm_create_group's is
-// named by its group_key as `parent_id` and position 1. Returns how many records went.
+// Drops the tombstones of these chained_name()s (every member holds them dead: the coordinator's
+// agreement; `positions` sorted). Returns how many records went.
 size_t records_release(uint64_t parent_id, const std::vector<uint64_t> &positions);
 
 // Requests are created and completed on the hot path: per-thread free lists, no reverse map.
