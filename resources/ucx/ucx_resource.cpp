@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -312,13 +313,17 @@ class node {
     // Progress; after a while without any, short naps (the waits here are long: a connection,
     // a slow disk on the other side).
     // Spinning costs a core that the other side may need (two cores here); naps start after 20 ms
-    // without any progress, which a stream under way never has.
+    // without any progress, which a stream under way never has. Before that, the core is offered
+    // to whoever else can run on it every 16 empty rounds: a migration streams every rank's image
+    // at once, a sender and a receiver per rank, and those that wait for the network spun ahead of
+    // those that had work (4 x 256 MiB over tcp on 2 cores: 3.7 s without, 1.2-1.4 s with).
     void progress_or_nap() {
         if (progress()) {
             idle_ = 0;
             return;
         }
-        if ((++idle_ & 1023) != 0) return;
+        if ((++idle_ & 15) == 0) ::sched_yield();
+        if ((idle_ & 1023) != 0) return;
         auto t = clock_type::now();
         if (idle_ == 1024)
             idle_since_ = t;
