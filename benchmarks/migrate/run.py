@@ -11,7 +11,9 @@ The job checks its memory at the end.
 HOST defaults to this host's name (the emulated-host fixture, tests/hosts, gives others)."""
 
 import argparse
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -78,6 +80,10 @@ def main():
             sys.exit(f"migrate: {p} is missing (build the project and its benchmarks first)")
     work = tempfile.mkdtemp(prefix="ghost-migrate-", dir="/var/tmp")
     shm = tempfile.mkdtemp(prefix="ghost-migrate-", dir="/dev/shm")
+    # The images of every size stay until the end (two generations per directory): gone with
+    # the run, failed or not (left in /dev/shm they held memory the next run needed).
+    for d in (work, shm):
+        atexit.register(shutil.rmtree, d, True)
     rows, startups = [], []
 
     for _ in range(a.reps):  # native start-up: mpirun until every rank is ready
