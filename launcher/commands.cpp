@@ -426,51 +426,6 @@ int cmd_restart(const restart_args &a) {
     return wait_child(*pid);
 }
 
-int cmd_restart_rank(const std::string &dir) {
-    const char *rank = nullptr;
-    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-        if ((rank = std::getenv(v)) && *rank) break;
-    if (!rank || !*rank)
-        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
-                    "PMIX_RANK or PMI_RANK in the environment)");
-    char *end = nullptr;
-    long r = std::strtol(rank, &end, 10);
-    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
-    auto restorer_path = restorer();
-    if (!restorer_path) return fail(restorer_path.err().message);
-    std::string path = dir + "/rank" + std::to_string(r) + ".ghost";
-    auto src = res::open_file_source(path);
-    if (!src) return fail("rank " + std::to_string(r) + ": " + src.err().message);
-    // Only the header here: the restorer verifies every record as it reads them.
-    auto head = core::read_image(**src, true);
-    if (!head)
-        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
-                    head.err().message);
-    if (auto c = core::check_compatible(head->header); !c)
-        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
-                    c.err().message);
-    auto sources = core::open_sources(path, *head);
-    if (!sources)
-        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
-                    sources.err().message);
-    for (int s : *sources)
-        ::fcntl(s, F_SETFD, 0);
-    int fd = ::dup((*src)->stream_fd()); // without close-on-exec
-    if (fd < 0 || ::lseek(fd, 0, SEEK_SET) != 0) return fail("cannot reopen " + path);
-    std::string image_arg = std::to_string(fd), sources_arg = core::sources_arg(*sources);
-    // No status pipe (-1): the restorer reports a failure on stderr and exits 1, which mpirun
-    // sees as the rank's failure.
-    const char *argv[] = {"ghost-restart",
-                          image_arg.c_str(),
-                          "-1",
-                          "--rank",
-                          sources_arg.empty() ? nullptr : sources_arg.c_str(),
-                          nullptr};
-    std::fflush(nullptr);
-    ::execve(restorer_path->c_str(), (char *const *)argv, environ);
-    return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
-}
-
 namespace {
 
 // The rank's end of the coordinator: a TCP connection to the first of GHOST_JOB_COORD's addresses
@@ -615,7 +570,150 @@ class pipe_restore_sink final : public res::sink {
     ::_exit(0);
 }
 
+// The gate of `restart-rank` under ghostrun (runtime/job_protocol.h), in a process of its own
+// (orphaned: no child of the restored rank): tells the coordinator this rank's restorer's verdict
+// on its image and hands the coordinator's answer back, GO once every rank's image is verified.
+[[noreturn]] void run_restart_gate(int coord_fd, const std::string &hello, long rank,
+                                   const std::string &image, int restorer_fd) {
+    // Not a writer of the rank's output: mpirun's forwarding would wait for this process too.
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        ::dup2(null, 0);
+        ::dup2(null, 1);
+    }
+    std::signal(SIGPIPE, SIG_IGN);
+    (void)control::write_all(coord_fd, hello.data(), hello.size());
+    std::string from_restorer, from_coord;
+    for (;;) {
+        pollfd p[2] = {{restorer_fd, POLLIN, 0}, {coord_fd, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            ::_exit(1);
+        }
+        char buf[1024];
+        if (p[0].revents) {
+            ssize_t n = ::read(restorer_fd, buf, sizeof buf);
+            if (n <= 0) { // killed, or it failed before the gate was set up (its stderr says why)
+                std::string l = "REFUSED rank " + std::to_string(rank) +
+                                "'s restorer ended before its image " + image + " was verified\n";
+                (void)control::write_all(coord_fd, l.data(), l.size());
+                ::_exit(0);
+            }
+            from_restorer.append(buf, (size_t)n);
+            for (size_t nl; (nl = from_restorer.find('\n')) != std::string::npos;) {
+                std::string line = from_restorer.substr(0, nl);
+                from_restorer.erase(0, nl + 1);
+                std::string l = line == "VERIFIED" ? "VERIFIED\n"
+                                : line.rfind("ERR ", 0) == 0
+                                    ? "REFUSED rank " + std::to_string(rank) + "'s image " + image +
+                                          ": " + line.substr(4) + "\n"
+                                    : "REFUSED rank " + std::to_string(rank) +
+                                          "'s restorer said: " + line + "\n";
+                (void)control::write_all(coord_fd, l.data(), l.size());
+                if (l[0] == 'R') ::_exit(0);
+            }
+        }
+        if (p[1].revents) {
+            ssize_t n = ::read(coord_fd, buf, sizeof buf);
+            if (n <= 0) ::_exit(1); // the coordinator is gone: the restorer sees the gate end
+            from_coord.append(buf, (size_t)n);
+            size_t nl = from_coord.find('\n');
+            if (nl == std::string::npos) continue;
+            std::string word = from_coord.substr(0, nl);
+            if (word == "GO" || word == "NOGO") {
+                char c = word == "GO" ? 'G' : 'N';
+                (void)!::write(restorer_fd, &c, 1);
+                ::_exit(0);
+            }
+            std::fprintf(stderr, "ghost: restart-rank %ld: the coordinator said: %s\n", rank,
+                         word.c_str());
+            ::_exit(1);
+        }
+    }
+}
+
 } // namespace
+
+// `ghost restart-rank DIR`: this rank's process becomes the restorer of DIR/rank<R>.ghost. Under
+// ghostrun, behind a gate: the restorer verifies the whole image, then waits until every rank's
+// is verified (a refusal anywhere ends every rank quietly, and ghostrun says why in one line).
+int cmd_restart_rank(const std::string &dir) {
+    const char *rank = nullptr;
+    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if ((rank = std::getenv(v)) && *rank) break;
+    if (!rank || !*rank)
+        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
+                    "PMIX_RANK or PMI_RANK in the environment)");
+    char *end = nullptr;
+    long r = std::strtol(rank, &end, 10);
+    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
+    auto restorer_path = restorer();
+    if (!restorer_path) return fail(restorer_path.err().message);
+    std::string path = dir + "/rank" + std::to_string(r) + ".ghost";
+    auto src = res::open_file_source(path);
+    if (!src) return fail("rank " + std::to_string(r) + ": " + src.err().message);
+    // Only the header here: the restorer verifies every record as it reads them.
+    auto head = core::read_image(**src, true);
+    if (!head)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    head.err().message);
+    if (auto c = core::check_compatible(head->header); !c)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    c.err().message);
+    auto sources = core::open_sources(path, *head);
+    if (!sources)
+        return fail("cannot restart rank " + std::to_string(r) + " from " + path + ": " +
+                    sources.err().message);
+    for (int s : *sources)
+        ::fcntl(s, F_SETFD, 0);
+    int fd = ::dup((*src)->stream_fd()); // without close-on-exec
+    if (fd < 0 || ::lseek(fd, 0, SEEK_SET) != 0) return fail("cannot reopen " + path);
+    std::string image_arg = std::to_string(fd), sources_arg = core::sources_arg(*sources);
+    // Without a coordinator (no status socket, -1): the restorer reports a failure on stderr and
+    // exits 1, which mpirun sees as the rank's failure.
+    std::string status_arg = "-1";
+    const char *coord = std::getenv(job::kEnvCoordinator), *job = std::getenv(job::kEnvJob),
+               *secret = std::getenv(job::kEnvSecret);
+    if (coord && *coord && job && *job && secret && *secret) {
+        const char *size = nullptr;
+        for (const char *v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+            if ((size = std::getenv(v)) && *size) break;
+        if (!size || std::atol(size) <= 0)
+            return fail("restart-rank: no OMPI_COMM_WORLD_SIZE or PMI_SIZE in the environment");
+        int coord_fd = connect_coordinator(coord);
+        if (coord_fd < 0) return fail(std::string("cannot reach the job coordinator at ") + coord);
+        int sp[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+            return fail("cannot create a socket pair");
+        std::string hello = std::string("GATE ") + job + " " + secret + " " + std::to_string(r) +
+                            " " + std::to_string(std::atol(size)) + "\n";
+        std::fflush(nullptr);
+        pid_t child = ::fork();
+        if (child < 0) return fail("cannot fork the restart gate");
+        if (child == 0) {
+            if (::fork() != 0) ::_exit(0);
+            ::close(sp[0]);
+            ::close(fd);
+            for (int s : *sources)
+                ::close(s);
+            run_restart_gate(coord_fd, hello, r, path, sp[1]);
+        }
+        int ws = 0;
+        ::waitpid(child, &ws, 0);
+        ::close(sp[1]);
+        ::close(coord_fd);
+        ::fcntl(sp[0], F_SETFD, 0);
+        status_arg = std::to_string(sp[0]);
+    }
+    std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
+                                      "--rank"};
+    if (status_arg != "-1") argv.push_back("--gate");
+    if (!sources_arg.empty()) argv.push_back(sources_arg.c_str());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
+    ::execve(restorer_path->c_str(), (char *const *)argv.data(), environ);
+    return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
+}
 
 // GHOST_BIND="RANK:CPU,..." (ghostrun --balance moved RANK here): this process, and with it the
 // rank it becomes (the affinity outlives execve and the restore), binds to the core of CPU on its

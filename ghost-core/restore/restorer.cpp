@@ -6,6 +6,12 @@
 // <one-line reason>" and exits 1 (-1: none, the reason goes to stderr), and its environment, which
 // the restored process's agent finds in its state block.
 // --rank: an MPI rank started by a new launcher keeps the launcher's descriptors and fds 0-2.
+// --gate (with a status socket): the ranks of a job wait for each other's verdict. Once the whole
+// image is verified (nothing outside this process changed yet) the restorer writes "VERIFIED" and
+// reads one byte: 'G', every rank's image is good, go on (no "OK" follows); anything else, another
+// rank refused its image, exit quietly. A refusal here goes to the gate as "ERR <reason>" and the
+// exit is quiet too (status 0): the job's launcher reports it in one line, and an MPI launcher
+// that saw a rank fail would add a page of its own.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
@@ -73,12 +79,16 @@ constexpr uint64_t zone_size = 64ULL << 20;
 int g_image_fd = -1;
 int g_status_fd = -1;
 bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command that asked for it
+bool g_gate = false;          // --gate: the status socket's reader reports a refusal
 
 [[noreturn]] void fail(const text &msg) {
     text line;
     line.add("ERR ").add(msg.str()).add("\n");
-    if (g_status_fd < 0 || sys::call(__NR_write, g_status_fd, line.str(), line.size()) < 0)
+    if (g_status_fd < 0 || sys::call(__NR_write, g_status_fd, line.str(), line.size()) < 0) {
         sys::call(__NR_write, 2, line.str() + 4, line.size() - 4);
+    } else if (g_gate) {
+        sys::call(__NR_exit_group, 0);
+    }
     sys::call(__NR_exit_group, 1);
     __builtin_unreachable();
 }
@@ -86,6 +96,25 @@ bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command 
 [[noreturn]] void fail_errno(text msg, long err) {
     msg.add(": ").add(errno_name(-err));
     fail(msg);
+}
+
+// --gate: the image is verified; go on only once every rank's is (see the top of this file).
+void wait_for_gate() {
+    static const char verified[] = "VERIFIED\n";
+    // A gate told NOGO early has answered and gone: its 'N' is still there to read.
+    (void)sys::call(__NR_write, g_status_fd, verified, sizeof verified - 1);
+    char word = 0;
+    long n;
+    do
+        n = sys::call(__NR_read, g_status_fd, &word, 1);
+    while (n == -4 /* EINTR */);
+    if (n != 1) {
+        g_gate = false; // nobody reads a refusal any more: stderr and status 1
+        fail(text("the restart gate ended without an answer"));
+    }
+    if (word != 'G') sys::call(__NR_exit_group, 0);
+    sys::call(__NR_close, g_status_fd);
+    g_status_fd = -1;
 }
 
 ghost::image::record_hasher g_record_hash; // reset() per record
@@ -1450,7 +1479,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     char **argv = (char **)(sp + 1);
     if (argc < 3)
         fail(text("usage: ghost-restart IMAGE-FD STATUS-FD|-1 [--new-tids] [--inherit-stdio] "
-                  "[--rank]"));
+                  "[--rank] [--gate]"));
     g_image_fd = (int)parse_dec(argv[1]);
     g_status_fd = argv[2][0] == '-' ? -1 : (int)parse_dec(argv[2]);
     capture_environment(argv + argc + 1);
@@ -1464,10 +1493,16 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             ghost::restore::set_owner_groups(argv[i] + 15);
         else if (strcmp(argv[i], "--rank") == 0)
             g_rank_mode = g_inherit_stdio = true; // a rank writes to its new launcher
+        else if (strcmp(argv[i], "--gate") == 0)
+            g_gate = true;
         else if (starts_with(argv[i], "--sources="))
             read_sources_arg(argv[i] + 10);
         else
             fail(text("unknown option ").add(argv[i]));
+    }
+    if (g_gate && g_status_fd < 0) {
+        g_gate = false;
+        fail(text("--gate needs a status socket"));
     }
     uint64_t all = ~0ULL;
     sys::call(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &all, 0, 8);
@@ -1538,6 +1573,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     }
 complete:
     workers_stop();
+    if (g_gate) wait_for_gate();
     finish_files();
     finish_objects();
     close_foreign_fds();

@@ -8,14 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "ghost-core/image_reader.h"
 #include "ghost-core/import.h"
@@ -258,62 +256,35 @@ result<manifest> read_manifest(const std::string &gen) {
     return m;
 }
 
-namespace {
-
-result<void> verify_rank_image(const std::string &gen, const manifest_rank &r, bool full) {
-    std::string path = gen + "/" + rank_image(r.rank);
-    std::string who = "rank " + std::to_string(r.rank) + "'s image " + path;
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sys_error(who);
-    uint64_t size = 0, sum = 0;
-    const char *why = "";
-    bool ok = core::read_image_trailer(fd, &size, &sum, &why);
-    close(fd);
-    if (size != r.bytes)
-        return error{who + " is truncated or changed: " + std::to_string(size) +
-                     " bytes, the manifest says " + std::to_string(r.bytes)};
-    if (!ok) return error{who + ": " + why};
-    if (core::image_hash_name(sum) != r.hash)
-        return error{who + " is not the one the manifest names (hash " +
-                     core::image_hash_name(sum) + ", expected " + r.hash + ")"};
-    auto src = res::open_file_source(path);
-    if (!src) return error{who + ": " + src.err().message};
-    auto s = core::read_image(**src, !full);
-    if (!s) return error{who + ": " + s.err().message};
-    // An incremental image's older images must all be there, unchanged.
-    auto sources = core::open_sources(path, *s);
-    if (!sources) return error{who + ": " + sources.err().message};
-    for (int fd : *sources)
+result<void> verify_generation(const std::string &gen, const manifest &m) {
+    for (const auto &r : m.ranks) {
+        std::string path = gen + "/" + rank_image(r.rank);
+        std::string who = "rank " + std::to_string(r.rank) + "'s image " + path;
+        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return sys_error(who);
+        uint64_t size = 0, sum = 0;
+        const char *why = "";
+        bool ok = core::read_image_trailer(fd, &size, &sum, &why);
         close(fd);
-    if (!full) return {};
-    if (auto c = core::check_compatible(s->header); !c)
-        return error{who + " cannot be restored here: " + c.err().message};
-    return {};
-}
-
-} // namespace
-
-result<void> verify_generation(const std::string &gen, const manifest &m, bool full) {
-    // A full check reads and hashes every image before a restart launches anything: the ranks'
-    // images are checked side by side, as many at once as there are CPUs (on a cold cache the
-    // disk also serves several streams at once). The first failure in rank order is reported.
-    std::vector<result<void>> results(m.ranks.size(), result<void>{});
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-        for (size_t i; (i = next.fetch_add(1)) < m.ranks.size();)
-            results[i] = verify_rank_image(gen, m.ranks[i], full);
-    };
-    size_t n =
-        full ? std::min<size_t>(m.ranks.size(), std::max(1u, std::thread::hardware_concurrency()))
-             : 1;
-    std::vector<std::thread> helpers;
-    for (size_t i = 1; i < n; i++)
-        helpers.emplace_back(work);
-    work();
-    for (auto &t : helpers)
-        t.join();
-    for (auto &r : results)
-        if (!r) return r;
+        if (size != r.bytes)
+            return error{who + " is truncated or changed: " + std::to_string(size) +
+                         " bytes, the manifest says " + std::to_string(r.bytes)};
+        if (!ok) return error{who + ": " + why};
+        if (core::image_hash_name(sum) != r.hash)
+            return error{who + " is not the one the manifest names (hash " +
+                         core::image_hash_name(sum) + ", expected " + r.hash + ")"};
+        auto src = res::open_file_source(path);
+        if (!src) return error{who + ": " + src.err().message};
+        auto s = core::read_image(**src, true);
+        if (!s) return error{who + ": " + s.err().message};
+        // An incremental image's older images must all be there, unchanged.
+        auto sources = core::open_sources(path, *s);
+        if (!sources) return error{who + ": " + sources.err().message};
+        for (int fd : *sources)
+            close(fd);
+        if (auto c = core::check_compatible(s->header); !c)
+            return error{who + " cannot be restored here: " + c.err().message};
+    }
     return {};
 }
 

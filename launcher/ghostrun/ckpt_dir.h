@@ -66,9 +66,11 @@ void discard_generation(const std::string &tmp);
 result<std::string> resolve_generation(const std::string &dir);
 result<manifest> read_manifest(const std::string &gen_dir);
 
-// Every rank image is present, has the manifest's size and trailer hash, and (`full`) verifies
-// record by record and fits this host (image_reader.h). The reason names the rank.
-result<void> verify_generation(const std::string &gen_dir, const manifest &m, bool full);
+// Every rank image is present, has the manifest's size and trailer hash, its header and the
+// older images it builds on are sound, and it fits this host (image_reader.h): what can be checked
+// without reading the pages, whose hashes each rank's restorer verifies (the restart's gates). The
+// reason names the rank.
+result<void> verify_generation(const std::string &gen_dir, const manifest &m);
 
 // DIR/ended holds "gen-<N>\n" when a job ran to its end (status 0) after generation N was DIR's
 // latest: a new start of the same program then starts afresh instead of resuming from it.

@@ -109,6 +109,8 @@ struct conn {
     std::string stats;     // the rank's latest STATS line, without "STATS "
     bool incoming = false; // a rank of a live migration's new mpirun, before the switch
     bool receiver = false; // a `restart-rank --receive` that said RECEIVER
+    bool gate = false;     // a restarting rank's gate that said GATE
+    bool verified = false; // (gate) its rank's image is verified
     clock_type::time_point stats_time;
 };
 
@@ -189,6 +191,14 @@ struct server {
     long next_epoch = 1;
     int job_size = 0;
     last_checkpoint last;
+    // The gates of the ranks that restart from images (job_protocol.h): none runs on before every
+    // one has verified its image. A refusal ends the launch; it is the job's last word.
+    struct {
+        std::string refusal;
+        bool opened = false;
+        clock_type::time_point opened_at;
+    } gates;
+    bool announced = false;
     bool stopped_after_ckpt = false;
     clock_type::time_point next_periodic;
     // Periodic checkpoints refused in a row (a rank was inside something a checkpoint cannot
@@ -320,21 +330,74 @@ struct server {
         send_line(c.fd, "WELCOME");
         if (cfg.restarted_gen > 0 && !restart_told && !mv.active && job_not_ready().empty()) {
             restart_told = true;
-            double ready_s =
-                std::chrono::duration<double>(clock_type::now() - cfg.restart_began).count();
+            double ready_s = secs(clock_type::now() - cfg.restart_began);
             fprintf(stderr,
                     "ghostrun: job %s: restarted from %s: every rank runs again %.2f s after the "
-                    "restart began (images verified in %.2f s)\n",
-                    s.job.c_str(), cfg.restarted_dir.c_str(), ready_s, cfg.restart_verify_s);
+                    "restart began (images checked before launch in %.2f s, verified by the "
+                    "ranks %.2f s in)\n",
+                    s.job.c_str(), cfg.restarted_dir.c_str(), ready_s, cfg.restart_verify_s,
+                    gates.opened ? secs(gates.opened_at - cfg.restart_began) : 0.0);
         }
         if (c.incoming && mv.all_sent && incoming_ready()) return live_switch();
         if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
         if (mv.active && mv.live && mv.switched && job_not_ready().empty()) finish_live();
     }
 
+    void announce() {
+        if (announced) return;
+        announced = true;
+        if (cfg.announce) cfg.announce();
+    }
+
+    // GATE <job> <secret> <rank> <size>: a rank's gate, while its restorer verifies its image.
+    void on_gate(conn &c, const std::vector<std::string> &w) {
+        if (w.size() != 5 || w[1] != s.job || !equal_secret(w[2], s.secret)) {
+            fprintf(stderr, "ghostrun: job %s: refused a connection from %s: %s\n", s.job.c_str(),
+                    c.peer.c_str(), w.size() == 5 && w[1] == s.job ? "wrong secret" : "bad GATE");
+            send_line(c.fd, "REFUSED authentication failed");
+            close(c.fd);
+            c.fd = -1;
+            return;
+        }
+        c.gate = true;
+        c.rank = atoi(w[3].c_str());
+        c.size = atoi(w[4].c_str());
+        if (!gates.refusal.empty()) close_gates("NOGO");
+    }
+
+    // Sends GO or NOGO to every gate of the launch and closes them.
+    void close_gates(const char *word) {
+        for (auto &g : conns)
+            if (g.gate && g.fd >= 0) {
+                send_line(g.fd, word);
+                close(g.fd);
+                g.fd = -1;
+            }
+    }
+
+    // VERIFIED, or REFUSED <rank R's image PATH: reason>.
+    void on_gate_line(conn &c, const std::vector<std::string> &w, const std::string &line) {
+        if (w[0] == "REFUSED" && line.size() > 8) {
+            if (gates.refusal.empty()) gates.refusal = line.substr(8);
+            return close_gates("NOGO");
+        }
+        if (w[0] != "VERIFIED") return drop(c, "sent a bad gate line");
+        c.verified = true;
+        std::set<int> ready;
+        for (auto &g : conns)
+            if (g.gate && g.fd >= 0 && g.verified) ready.insert(g.rank);
+        if ((int)ready.size() < c.size || !gates.refusal.empty()) return;
+        gates.opened = true;
+        gates.opened_at = clock_type::now();
+        close_gates("GO");
+        announce();
+    }
+
     void on_rank_line(conn &c, const std::string &line) {
         auto w = split(line);
         if (w.empty()) return;
+        if (c.gate) return on_gate_line(c, w, line);
+        if (!c.hello && w[0] == "GATE") return on_gate(c, w);
         if (!c.hello && !w.empty() && w[0] == "RECEIVER") return on_receiver(c, w);
         if (!c.hello) return on_hello(c, w);
         if (w[0] == "STATS") {
@@ -1396,6 +1459,8 @@ struct server {
     // The ranks of the job that a relaunch replaces are gone with their mpirun; the new ones say
     // HELLO again.
     void forget_ranks() {
+        gates.refusal.clear();
+        gates.opened = false;
         for (auto &c : conns)
             if (c.is_rank && c.fd >= 0) {
                 close(c.fd);
@@ -1570,7 +1635,7 @@ struct server {
         result<std::string> gen = last.dir;
         auto m = read_manifest(*gen);
         if (m) {
-            if (auto v = verify_generation(*gen, *m, false); !v) m = v.err();
+            if (auto v = verify_generation(*gen, *m); !v) m = v.err();
         }
         if (!m) {
             note("mpirun exited with status " + std::to_string(status) +
@@ -1671,7 +1736,7 @@ struct server {
                 }
             auto now = clock_type::now();
             for (auto &c : conns)
-                if (c.fd >= 0 && c.is_rank && !c.hello && !c.receiver &&
+                if (c.fd >= 0 && c.is_rank && !c.hello && !c.receiver && !c.gate &&
                     now - c.opened > std::chrono::milliseconds(kHelloTimeoutMs)) {
                     fprintf(stderr, "ghostrun: job %s: refused a connection from %s: no greeting\n",
                             s.job.c_str(), c.peer.c_str());
@@ -1716,6 +1781,10 @@ struct server {
             if (c.fd >= 0 && !c.is_rank && c.fd != ep.cli_fd && c.fd != waiting.cli)
                 send_line(c.fd, "ERROR the job ended");
         discard_generation(ep.tmp);
+        if (!gates.refusal.empty()) { // the ranks ended quietly, nothing of the program ran
+            fprintf(stderr, "%s: cannot restart: %s\n", cfg.me.c_str(), gates.refusal.c_str());
+            return 2;
+        }
         if (status == 0 && !stopped_after_ckpt && last.gen > 0) mark_ended(last.dir);
         if (stopped_after_ckpt) {
             note("stopped after its checkpoint " + last.dir + " (mpirun status " +

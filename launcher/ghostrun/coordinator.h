@@ -51,6 +51,10 @@ struct job_config {
     // the coordinator tells when every rank runs again.
     std::chrono::steady_clock::time_point restart_began;
     double restart_verify_s = 0;
+    // Prints the job's first lines ("ghostrun: job JOB", ...). A restart calls it once every
+    // rank's image is verified (a refused image ends the restart with its one line instead).
+    std::function<void()> announce;
+    std::string me = "ghostrun"; // how ghostrun's own errors begin ("ghost" under `ghost restart`)
     // Starts a new mpirun whose ranks restart from a generation directory; returns its pid or -1.
     // `hosts` empty: placed as the job's ranks were; else rank R on hosts[R], which becomes the
     // job's placement from then on (mpirun_opts changes with it: a migration). gen_dir empty: the

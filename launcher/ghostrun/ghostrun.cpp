@@ -516,7 +516,9 @@ int main(int argc, char **argv) {
     auto restart_from = [&](const std::string &gen, const manifest &m,
                             std::vector<std::string> opts) {
         cfg.restart_began = std::chrono::steady_clock::now();
-        if (auto v = verify_generation(gen, m, true); !v)
+        // Everything but the pages' hashes, before anything is launched: each rank's restorer
+        // verifies its whole image as it reads it, and no rank runs on before all have (gates).
+        if (auto v = verify_generation(gen, m); !v)
             die("cannot restart from " + gen + ": " + v.err().message);
         cfg.restart_verify_s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - cfg.restart_began)
@@ -675,8 +677,15 @@ int main(int argc, char **argv) {
             l.command(opts, std::vector<std::string>{l.ghost_bin, "restart-rank", gen}, true),
             verbose);
     };
-    fprintf(stderr, "ghostrun: job %s\n", l.job.c_str());
-    fsgsbase_notice();
+    cfg.me = g_me;
+    cfg.announce = [job = l.job] {
+        fprintf(stderr, "ghostrun: job %s\n", job.c_str());
+        fsgsbase_notice();
+    };
+    if (cfg.restarted_gen == 0) { // else once the ranks' images are verified
+        cfg.announce();
+        cfg.announce = nullptr;
+    }
     coordinator_signals();
     pid_t child = l.start(cmd, p.verbose);
     if (child < 0) die(std::string("cannot fork: ") + strerror(errno));
