@@ -131,10 +131,19 @@ std::string manifest_json(const manifest &m) {
     return j.dump(2) + "\n";
 }
 
+// N of "gen-<N>.refused" (set_aside_generation), else -1.
+int refused_number(const std::string &name) {
+    const std::string suffix = ".refused";
+    if (name.size() <= suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        return -1;
+    return gen_number(name.substr(0, name.size() - suffix.size()));
+}
+
 int next_generation(const std::string &dir) {
     int mx = 0;
     for (const auto &n : entries(dir))
-        mx = std::max({mx, gen_number(n), tmp_number(n, nullptr)});
+        mx = std::max({mx, gen_number(n), tmp_number(n, nullptr), refused_number(n)});
     return mx + 1;
 }
 
@@ -286,6 +295,33 @@ result<void> verify_generation(const std::string &gen, const manifest &m) {
             return error{who + " cannot be restored here: " + c.err().message};
     }
     return {};
+}
+
+result<std::string> set_aside_generation(const std::string &gen_dir, const manifest &like) {
+    size_t slash = gen_dir.rfind('/');
+    int refused = slash == std::string::npos ? -1 : gen_number(gen_dir.substr(slash + 1));
+    if (refused < 0) return error{gen_dir + " is not a generation directory"};
+    std::string dir = gen_dir.substr(0, slash);
+    std::vector<int> gens;
+    for (const auto &n : entries(dir))
+        if (int g = gen_number(n); g >= 0 && g < refused) gens.push_back(g);
+    std::sort(gens.rbegin(), gens.rend());
+    for (int g : gens) {
+        std::string older = dir + "/" + gen_name(g);
+        auto m = read_manifest(older);
+        if (!m || m->argv != like.argv || m->flavour != like.flavour ||
+            m->ranks.size() != like.ranks.size() || !verify_generation(older, *m))
+            continue;
+        // Out of the rotation (a kept generation would make it `latest` again, and it would
+        // push a good one out), numbered still (the next generation is not gen-<N> again).
+        std::string aside = gen_dir + ".refused";
+        if (rename(gen_dir.c_str(), aside.c_str()) != 0)
+            return sys_error("cannot rename " + gen_dir + " to " + aside);
+        GHOST_TRY(fsync_dir(dir));
+        GHOST_TRY(write_durable(dir, "latest", gen_name(g) + "\n"));
+        return older;
+    }
+    return error{"no older complete checkpoint of this program in " + dir};
 }
 
 void mark_ended(const std::string &gen_dir) {

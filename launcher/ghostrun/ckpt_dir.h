@@ -6,6 +6,8 @@
 //                                  program, each image's size and trailer hash, generation, time
 //   DIR/latest                     "gen-<N>\n": the newest COMPLETE generation
 //   DIR/ended                      "gen-<N>\n": a job ran to its end after gen-<N> (mark_ended)
+//   DIR/gen-<N>.refused            a generation a rank's restorer refused during an automatic
+//                                  restart (set_aside_generation), kept for a look
 //
 // A generation is written as DIR/.gen-<N>.job-<JOB> (a name a restart never takes), its manifest
 // last (atomic_file, fsync'd), then the directory is fsync'd and renamed to gen-<N>, DIR fsync'd,
@@ -71,6 +73,12 @@ result<manifest> read_manifest(const std::string &gen_dir);
 // without reading the pages, whose hashes each rank's restorer verifies (the restart's gates). The
 // reason names the rank.
 result<void> verify_generation(const std::string &gen_dir, const manifest &m);
+
+// A generation whose images a rank refused (corrupt on disk since it was written): renamed
+// gen-<N>.refused, and `latest` names the newest older generation of the same program (argv, MPI,
+// ranks) that passes verify_generation, whose directory is returned. Nothing changes when there
+// is none.
+result<std::string> set_aside_generation(const std::string &gen_dir, const manifest &like);
 
 // DIR/ended holds "gen-<N>\n" when a job ran to its end (status 0) after generation N was DIR's
 // latest: a new start of the same program then starts afresh instead of resuming from it.

@@ -1617,35 +1617,47 @@ struct server {
 
     // mpirun ended with `status`: relaunched from the newest complete checkpoint when
     // --auto-restart allows (returns the new mpirun), else -1.
+    // A launch whose ranks refused their images (the gates) ends with mpirun's status 0: the
+    // newest generation cannot be restored, and the one before it is tried.
     pid_t maybe_relaunch(int status) {
-        if (status == 0 || stopped_after_ckpt || g_user_stop || !cfg.relaunch) return -1;
+        const bool refused = !gates.refusal.empty();
+        if ((status == 0 && !refused) || stopped_after_ckpt || g_user_stop || !cfg.relaunch)
+            return -1;
+        std::string what =
+            refused ? gates.refusal : "mpirun exited with status " + std::to_string(status);
         if (restarts_done >= cfg.auto_restarts) {
             if (cfg.auto_restarts > 0)
-                note("mpirun exited with status " + std::to_string(status) + "; " +
-                     std::to_string(restarts_done) + " automatic restart(s) used up");
+                note(what + "; " + std::to_string(restarts_done) + " automatic restart(s) used up");
             return -1;
         }
         // Only a checkpoint of this job (or of the one it was restarted from): another job may
         // have left generations in the same directory.
         if (last.gen == 0) {
-            note("mpirun exited with status " + std::to_string(status) +
-                 "; no checkpoint of this job to restart from");
+            note(what + "; no checkpoint of this job to restart from");
             return -1;
         }
         result<std::string> gen = last.dir;
         auto m = read_manifest(*gen);
+        if (m && refused) {
+            gen = set_aside_generation(last.dir, *m);
+            if (!gen) {
+                note(what + "; cannot restart: " + gen.err().message);
+                return -1;
+            }
+            note(what + "; " + last.dir + " set aside as " + last.dir + ".refused");
+            m = read_manifest(*gen);
+        }
         if (m) {
             if (auto v = verify_generation(*gen, *m); !v) m = v.err();
         }
         if (!m) {
-            note("mpirun exited with status " + std::to_string(status) +
-                 "; cannot restart: " + m.err().message);
+            note(what + "; cannot restart: " + m.err().message);
             return -1;
         }
         if (ep.ph != phase::idle) abort_epoch("mpirun exited");
         forget_ranks();
         restarts_done++;
-        note("mpirun exited with status " + std::to_string(status) + "; restarting from " + *gen +
+        note((refused ? std::string("an image was refused") : what) + "; restarting from " + *gen +
              " (automatic restart " + std::to_string(restarts_done) + " of " +
              std::to_string(cfg.auto_restarts) + ")");
         pid_t child = cfg.relaunch(*gen, {}, "");

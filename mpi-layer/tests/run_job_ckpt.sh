@@ -12,6 +12,10 @@
 #            same directory) and restarted again
 #   auto     ghostrun --interval 1 --auto-restart 3; a rank is SIGKILLed twice once a checkpoint
 #            exists; the job still prints the uninterrupted output and exits 0
+#   fallback ghostrun --interval 2 --auto-restart 3; once two generations exist, the newest one's
+#            rank 1 image is corrupted and rank 1 killed: the restart from it is refused by rank
+#            1's restorer (no rank runs on), the generation is set aside (gen-N.refused) and the
+#            job restarts from the one before; it prints the uninterrupted output and exits 0
 #   refuse   a restart with a wrong -np, a missing, a truncated or a corrupt rank image, or a
 #            missing checkpoint is refused before launch with one line; the intact one restarts
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
@@ -44,6 +48,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
 steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
+[ "$mode" = fallback ] && steps=300
 [ "$mode" = migrate ] && steps=400
 [ "$mode" = tombstones ] && steps=1500
 [ "$mode" = retry ] && steps=600
@@ -323,6 +328,41 @@ restart | twice | refuse | rankdies)
   finish 0
   same_as_native "${outs[@]}"
   ;;
+fallback)
+  start run "$GHOSTRUN" "${gopts[@]}" --ghost-verbose --ckpt-dir "$ck" --interval 2 --auto-restart 3 -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  # Right after a generation >= 2 lands (the next one comes 2 s later): both kept, the newest
+  # damaged in its pages (its trailer, which the check before launch reads, is intact).
+  gen=0
+  for _ in $(seq 1 1000); do
+    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
+    [ -n "$now" ] && [ "$now" -ge 2 ] && [ "$now" != "$gen" ] && [ "$gen" != 0 ] && break
+    [ -n "$now" ] && gen=$now
+    sleep 0.01
+  done
+  [ -n "$now" ] && [ "$now" -ge 2 ] && [ "$now" != "$gen" ] || fail "no second periodic checkpoint"
+  gen=$now
+  [ -d "$ck/gen-$((gen - 1))" ] || fail "gen-$((gen - 1)) is not kept beside gen-$gen"
+  img=$ck/gen-$gen/rank1.ghost
+  printf '\xff\xfe\xfd\xfc' | dd of="$img" bs=1 seek=$(($(stat -c %s "$img") / 2)) conv=notrunc status=none
+  victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
+  [ -n "$victim" ] || fail "no rank 1"
+  kill -KILL "$victim"
+  for _ in $(seq 1 1500); do
+    grep -q "restarting from $ck/gen-$((gen - 1)) (automatic restart 2 of 3)" "$work/run.err" && break
+    sleep 0.02
+  done
+  grep -q "rank 1's image $img: the image is corrupt.*; $ck/gen-$gen set aside as $ck/gen-$gen.refused$" "$work/run.err" ||
+    fail "the refused generation was not set aside"
+  grep -q "restarting from $ck/gen-$((gen - 1)) (automatic restart 2 of 3)" "$work/run.err" ||
+    fail "no restart from gen-$((gen - 1))"
+  [ -d "$ck/gen-$gen.refused" ] && [ ! -e "$ck/gen-$gen" ] || fail "gen-$gen is not set aside"
+  for _ in $(seq 1 1000); do
+    [ "$("$GHOST" status "$job" 2>/dev/null | grep -c '^  rank .* running$')" = "$np" ] && break
+    sleep 0.02
+  done
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
 auto)
   # --ghost-verbose: the coordinator's timed notes go to run.err; progress.err has the test's
   # own steps (seconds since the test started, ghostrun's own clock starts a moment later): a
@@ -493,7 +533,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|refuse|rankdies|ended|usr1|migrate|replace FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac
