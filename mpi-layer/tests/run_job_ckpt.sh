@@ -17,7 +17,9 @@
 #            1's restorer (no rank runs on), the generation is set aside (gen-N.refused) and the
 #            job restarts from the one before; it prints the uninterrupted output and exits 0
 #   refuse   a restart with a wrong -np, a missing, a truncated or a corrupt rank image, or a
-#            missing checkpoint is refused before launch with one line; the intact one restarts
+#            missing checkpoint is refused with one line, before launch (a corrupt image: by its
+#            rank's restorer, before any rank runs on: no job id, no output); the intact one
+#            restarts
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
 #            it; the previous generation stays `latest`, no debris; the job is restarted from it
 #   ended    a checkpoint of a job that has ended is refused with one line
