@@ -326,7 +326,8 @@ def io_section(t, args, out):
              f"{med('dd_write_s'):.3f} | **{ck_r:.2f}** | {med('dd_direct_write_s'):.3f} | "
              f"{stats([r['ckpt_wall_s'] / r['dd_direct_write_s'] for r in rows])['median']:.2f} |", "",
              "| restart (cold cache) → every rank ran a loop | of which → `ghostrun: job` line (checks "
-             "of manifest and images, ghostrun start) | mpirun start-up | ghostrun start-up | "
+             "before launch, ghostrun and mpirun start, every rank's image verified by its restorer) "
+             "| mpirun start-up | ghostrun start-up | "
              "cold read of the images | mpirun + 1.25 x read | ratio |",
              "|---|---|---|---|---|---|---|",
              f"| {med('restart_s'):.3f} | {med('restart_job_s'):.3f} | {med('mpirun_start_s'):.3f} | {med('ghostrun_start_s'):.3f} | "

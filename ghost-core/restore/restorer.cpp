@@ -85,6 +85,13 @@ bool g_gate = false;          // --gate: the status socket's reader reports a re
     text line;
     line.add("ERR ").add(msg.str()).add("\n");
     if (g_status_fd < 0 || sys::call(__NR_write, g_status_fd, line.str(), line.size()) < 0) {
+        // A gate that answered NOGO (another rank refused its image, which ghostrun reports)
+        // and went: its 'N' waits here, and this rank ends as quietly as the others.
+        char word = 0;
+        if (g_gate &&
+            sys::call(__NR_recvfrom, g_status_fd, &word, 1, 0x40 /* MSG_DONTWAIT */, 0, 0) == 1 &&
+            word == 'N')
+            sys::call(__NR_exit_group, 0);
         sys::call(__NR_write, 2, line.str() + 4, line.size() - 4);
     } else if (g_gate) {
         sys::call(__NR_exit_group, 0);

@@ -314,7 +314,13 @@ restart | twice | refuse | rankdies)
     cp "$work/saved.ghost" "$img"
     printf '\xff\xfe\xfd\xfc' | dd of="$img" bs=1 seek=$(($(stat -c %s "$img") / 2)) conv=notrunc status=none
     refused "corrupt image" "rank 1's image $img: the image is corrupt" "$GHOST" restart "$ck" "${extra[@]}"
+    # Two ranks refuse (whichever is first is reported): the other ends as quietly.
+    img2=$ck/gen-1/rank2.ghost
+    cp "$img2" "$work/saved2.ghost"
+    printf '\xff\xfe\xfd\xfc' | dd of="$img2" bs=1 seek=$(($(stat -c %s "$img2") / 3)) conv=notrunc status=none
+    refused "two corrupt images" "rank [12]'s image $ck/gen-1/rank[12].ghost: the image is corrupt" "$GHOST" restart "$ck" "${extra[@]}"
     cp "$work/saved.ghost" "$img"
+    cp "$work/saved2.ghost" "$img2"
   fi
   start run2 "$GHOST" restart "$ck" "${extra[@]}"
   "$GHOST" status "$job" | grep -q "^  last checkpoint: generation 1, .*, $ck/gen-1$" ||
