@@ -634,19 +634,31 @@ class pipe_restore_sink final : public res::sink {
 
 } // namespace
 
+// This process's MPI rank as mpirun gives it, or -1 once said why (`restart-rank` runs as a rank).
+static long mpi_rank_from_env() {
+    const char *rank = nullptr;
+    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if ((rank = std::getenv(v)) && *rank) break;
+    if (!rank || !*rank) {
+        fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, PMIX_RANK or "
+             "PMI_RANK in the environment)");
+        return -1;
+    }
+    char *end = nullptr;
+    long r = std::strtol(rank, &end, 10);
+    if (*end || r < 0) {
+        fail(std::string("bad MPI rank '") + rank + "'");
+        return -1;
+    }
+    return r;
+}
+
 // `ghost restart-rank DIR`: this rank's process becomes the restorer of DIR/rank<R>.ghost. Under
 // ghostrun, behind a gate: the restorer verifies the whole image, then waits until every rank's
 // is verified (a refusal anywhere ends every rank quietly, and ghostrun says why in one line).
 int cmd_restart_rank(const std::string &dir) {
-    const char *rank = nullptr;
-    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-        if ((rank = std::getenv(v)) && *rank) break;
-    if (!rank || !*rank)
-        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
-                    "PMIX_RANK or PMI_RANK in the environment)");
-    char *end = nullptr;
-    long r = std::strtol(rank, &end, 10);
-    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
+    long r = mpi_rank_from_env();
+    if (r < 0) return 1;
     auto restorer_path = restorer();
     if (!restorer_path) return fail(restorer_path.err().message);
     std::string path = dir + "/rank" + std::to_string(r) + ".ghost";
@@ -751,15 +763,8 @@ std::string bind_moved_rank(long rank) {
 // becomes the restorer of an image that streams in from the rank's old process; a receiver
 // process of its own (orphaned: no child of the restored rank) takes the stream.
 int cmd_restart_rank_receive() {
-    const char *rank = nullptr;
-    for (const char *v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-        if ((rank = std::getenv(v)) && *rank) break;
-    if (!rank || !*rank)
-        return fail("restart-rank runs as an MPI rank under mpirun (no OMPI_COMM_WORLD_RANK, "
-                    "PMIX_RANK or PMI_RANK in the environment)");
-    char *end = nullptr;
-    long r = std::strtol(rank, &end, 10);
-    if (*end || r < 0) return fail(std::string("bad MPI rank '") + rank + "'");
+    long r = mpi_rank_from_env();
+    if (r < 0) return 1;
     const char *coord = std::getenv(job::kEnvCoordinator), *job = std::getenv(job::kEnvJob),
                *secret = std::getenv(job::kEnvSecret);
     if (!coord || !*coord || !job || !*job || !secret || !*secret)

@@ -306,17 +306,23 @@ struct server {
 
     // ---- ranks ----
 
+    // A first line "<word> <job> <secret> ..." of `n` words (HELLO, GATE, RECEIVER): true when it
+    // names this job with its secret; else the connection is logged, told and closed.
+    bool authenticated(conn &c, const std::vector<std::string> &w, const char *word, size_t n) {
+        if (w.size() == n && w[0] == word && w[1] == s.job && equal_secret(w[2], s.secret))
+            return true;
+        fprintf(stderr, "ghostrun: job %s: refused a connection from %s: %s\n", s.job.c_str(),
+                c.peer.c_str(),
+                w.size() == n && w[0] == word && w[1] == s.job ? "wrong secret"
+                                                               : "not a rank of this job");
+        send_line(c.fd, "REFUSED authentication failed");
+        close(c.fd);
+        c.fd = -1;
+        return false;
+    }
+
     void on_hello(conn &c, const std::vector<std::string> &w) {
-        if (w.size() != 7 || w[0] != "HELLO" || w[1] != s.job || !equal_secret(w[2], s.secret)) {
-            fprintf(stderr, "ghostrun: job %s: refused a connection from %s: %s\n", s.job.c_str(),
-                    c.peer.c_str(),
-                    w.size() == 7 && w[0] == "HELLO" && w[1] == s.job ? "wrong secret"
-                                                                      : "not a rank of this job");
-            send_line(c.fd, "REFUSED authentication failed");
-            close(c.fd);
-            c.fd = -1;
-            return;
-        }
+        if (!authenticated(c, w, "HELLO", 7)) return;
         c.hello = true;
         c.rank = atoi(w[3].c_str());
         c.size = atoi(w[4].c_str());
@@ -351,14 +357,7 @@ struct server {
 
     // GATE <job> <secret> <rank> <size>: a rank's gate, while its restorer verifies its image.
     void on_gate(conn &c, const std::vector<std::string> &w) {
-        if (w.size() != 5 || w[1] != s.job || !equal_secret(w[2], s.secret)) {
-            fprintf(stderr, "ghostrun: job %s: refused a connection from %s: %s\n", s.job.c_str(),
-                    c.peer.c_str(), w.size() == 5 && w[1] == s.job ? "wrong secret" : "bad GATE");
-            send_line(c.fd, "REFUSED authentication failed");
-            close(c.fd);
-            c.fd = -1;
-            return;
-        }
+        if (!authenticated(c, w, "GATE", 5)) return;
         c.gate = true;
         c.rank = atoi(w[3].c_str());
         c.size = atoi(w[4].c_str());
