@@ -22,7 +22,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -44,14 +43,20 @@ def machine():
             f"THP {thp}")
 
 
-def read_until(path, pattern, timeout):
+def read_until(path, pattern, timeout, alive=None):
+    """The matches of `pattern` in the file once there are some; None after `timeout` s, or once
+    the process `alive` (a Popen) has ended without them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(path) as f:
             m = re.findall(pattern, f.read())
         if m:
             return m
-        time.sleep(0.005)
+        if alive is not None and alive.poll() is not None:
+            with open(path) as f:
+                m = re.findall(pattern, f.read())
+            return m or None
+        time.sleep(0.002)
     return None
 
 
