@@ -594,7 +594,7 @@ class pipe_restore_sink final : public res::sink {
         if (p[0].revents) {
             ssize_t n = ::read(restorer_fd, buf, sizeof buf);
             if (n <= 0) { // killed, or it failed before the gate was set up (its stderr says why)
-                std::string l = "REFUSED rank " + std::to_string(rank) +
+                std::string l = "ENDED rank " + std::to_string(rank) +
                                 "'s restorer ended before its image " + image + " was verified\n";
                 (void)control::write_all(coord_fd, l.data(), l.size());
                 ::_exit(0);

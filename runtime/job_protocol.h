@@ -52,9 +52,11 @@
 //   A restarting rank's gate (`ghost restart-rank DIR`, a process of its own beside the rank's
 //   restorer), on a connection of its own: GATE <job> <secret> <rank> <size>  (refused and closed
 //   like a bad HELLO), then VERIFIED once the restorer verified the whole image, or
-//   REFUSED <rank R's image PATH: reason>. The coordinator answers GO once every rank of the
-//   launch is VERIFIED (the restorers go on), NOGO to every gate once one refused (the ranks end
-//   quietly, having run nothing of the program; ghostrun ends with that reason in one line).
+//   REFUSED <rank R's image PATH: reason> (the restorer's verdict), or ENDED <why> (the
+//   restorer ended without one: killed, or it could not start; mpirun ends the launch). The
+//   coordinator answers GO once every rank of the launch is VERIFIED (the restorers go on), NOGO
+//   to every gate once one refused (the ranks end quietly, having run nothing of the program;
+//   ghostrun ends with that reason in one line).
 //   rank:        ERROR <epoch> <reason>                  the epoch is abandoned (everyone resumes)
 //   rank:        FINALIZED                               MPI_Finalize was called
 //   rank:        STATS <cpu_s> <rss_bytes> <n> <sent to 0> ... <sent to n-1> [<key> <value>]...

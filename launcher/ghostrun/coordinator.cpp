@@ -306,7 +306,7 @@ struct server {
 
     // ---- ranks ----
 
-    // A first line "<word> <job> <secret> ..." of `n` words (HELLO, GATE, RECEIVER): true when it
+    // A first line "<word> <job> <secret> ..." of `n` words (HELLO, GATE): true when it
     // names this job with its secret; else the connection is logged, told and closed.
     bool authenticated(conn &c, const std::vector<std::string> &w, const char *word, size_t n) {
         if (w.size() == n && w[0] == word && w[1] == s.job && equal_secret(w[2], s.secret))
@@ -374,11 +374,17 @@ struct server {
             }
     }
 
-    // VERIFIED, or REFUSED <rank R's image PATH: reason>.
+    // VERIFIED, REFUSED <rank R's image PATH: reason>, or ENDED <why>: the restorer ended
+    // without a verdict (killed, or it could not start): no word on the image, and mpirun takes
+    // the launch down as for any rank that dies.
     void on_gate_line(conn &c, const std::vector<std::string> &w, const std::string &line) {
         if (w[0] == "REFUSED" && line.size() > 8) {
             if (gates.refusal.empty()) gates.refusal = line.substr(8);
             return close_gates("NOGO");
+        }
+        if (w[0] == "ENDED") {
+            if (cfg.verbose) note(line.substr(6));
+            return drop(c, "ended");
         }
         if (w[0] != "VERIFIED") return drop(c, "sent a bad gate line");
         c.verified = true;
@@ -1615,9 +1621,9 @@ struct server {
     }
 
     // mpirun ended with `status`: relaunched from the newest complete checkpoint when
-    // --auto-restart allows (returns the new mpirun), else -1.
-    // A launch whose ranks refused their images (the gates) ends with mpirun's status 0: the
-    // newest generation cannot be restored, and the one before it is tried.
+    // --auto-restart allows (returns the new mpirun), else -1. A launch in which a rank refused
+    // its image (the gates; mpirun's status is then 0) cannot go on from that generation: it is
+    // set aside, and the one before it is tried.
     pid_t maybe_relaunch(int status) {
         const bool refused = !gates.refusal.empty();
         if ((status == 0 && !refused) || stopped_after_ckpt || g_user_stop || !cfg.relaunch)
