@@ -520,6 +520,21 @@ class pipe_restore_sink final : public res::sink {
 // RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
 // the restorer. Ends with the transfer, or when the coordinator closes its connection first (the
 // migration was given up) or the restorer is gone.
+// A helper process beside the one that becomes a rank (which execs the restorer next): forked
+// twice, so that it is no child of the restored program (whose wait() must not see it) and is
+// reaped by init. Returns 0 in the helper, its intermediate parent's pid (reaped) in the caller,
+// -1 on failure.
+pid_t fork_orphan() {
+    std::fflush(nullptr);
+    pid_t child = ::fork();
+    if (child == 0 && ::fork() != 0) ::_exit(0);
+    if (child > 0) {
+        int ws = 0;
+        ::waitpid(child, &ws, 0);
+    }
+    return child;
+}
+
 [[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
                                     long rank, int image_fd, int status_fd) {
     sockaddr_in local{};
@@ -699,19 +714,15 @@ int cmd_restart_rank(const std::string &dir) {
             return fail("cannot create a socket pair");
         std::string hello = std::string("GATE ") + job + " " + secret + " " + std::to_string(r) +
                             " " + std::to_string(std::atol(size)) + "\n";
-        std::fflush(nullptr);
-        pid_t child = ::fork();
+        pid_t child = fork_orphan();
         if (child < 0) return fail("cannot fork the restart gate");
         if (child == 0) {
-            if (::fork() != 0) ::_exit(0);
             ::close(sp[0]);
             ::close(fd);
             for (int s : *sources)
                 ::close(s);
             run_restart_gate(coord_fd, hello, r, path, sp[1]);
         }
-        int ws = 0;
-        ::waitpid(child, &ws, 0);
         ::close(sp[1]);
         ::close(coord_fd);
         ::fcntl(sp[0], F_SETFD, 0);
@@ -790,17 +801,13 @@ int cmd_restart_rank_receive() {
     if (::pipe2(img, O_CLOEXEC) != 0 || ::pipe2(st, O_CLOEXEC) != 0)
         return fail("cannot create a pipe");
     ::fcntl(img[1], F_SETPIPE_SZ, 1 << 20);
-    std::fflush(nullptr);
-    pid_t child = ::fork();
+    pid_t child = fork_orphan();
     if (child < 0) return fail("cannot fork the receiver");
     if (child == 0) {
-        if (::fork() != 0) ::_exit(0);
         ::close(img[0]);
         ::close(st[1]);
         run_rank_receiver(coord_fd, job, secret, r, img[1], st[0]);
     }
-    int ws = 0;
-    ::waitpid(child, &ws, 0);
     ::close(img[1]);
     ::close(st[0]);
     ::close(coord_fd);
