@@ -515,11 +515,6 @@ class pipe_restore_sink final : public res::sink {
     size_t written_ = 0;
 };
 
-// The receiver of `restart-rank --receive`, in a process of its own (the rank's process becomes
-// the restorer): listens on the address this host reaches the coordinator from, says
-// RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
-// the restorer. Ends with the transfer, or when the coordinator closes its connection first (the
-// migration was given up) or the restorer is gone.
 // A helper process beside the one that becomes a rank (which execs the restorer next): forked
 // twice, so that it is no child of the restored program (whose wait() must not see it) and is
 // reaped by init. Returns 0 in the helper, its intermediate parent's pid (reaped) in the caller,
@@ -535,6 +530,11 @@ pid_t fork_orphan() {
     return child;
 }
 
+// The receiver of `restart-rank --receive`, in a process of its own (the rank's process becomes
+// the restorer): listens on the address this host reaches the coordinator from, says
+// RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
+// the restorer. Ends with the transfer, or when the coordinator closes its connection first (the
+// migration was given up) or the restorer is gone.
 [[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
                                     long rank, int image_fd, int status_fd) {
     sockaddr_in local{};

@@ -49,6 +49,15 @@ int tmp_number(const std::string &name, std::string *job) {
     return n;
 }
 
+// N of "gen-<N>.refused" (set_aside_generation), else -1.
+int refused_number(const std::string &name) {
+    const std::string suffix = ".refused";
+    if (name.size() <= suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        return -1;
+    return gen_number(name.substr(0, name.size() - suffix.size()));
+}
+
 std::vector<std::string> entries(const std::string &dir) {
     std::vector<std::string> v;
     DIR *d = opendir(dir.c_str());
@@ -129,15 +138,6 @@ std::string manifest_json(const manifest &m) {
                          {"hash", r.hash}});
     j["ranks"] = ranks;
     return j.dump(2) + "\n";
-}
-
-// N of "gen-<N>.refused" (set_aside_generation), else -1.
-int refused_number(const std::string &name) {
-    const std::string suffix = ".refused";
-    if (name.size() <= suffix.size() ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-        return -1;
-    return gen_number(name.substr(0, name.size() - suffix.size()));
 }
 
 int next_generation(const std::string &dir) {
