@@ -987,6 +987,9 @@ result<void> exporter::write_files() {
         GHOST_TRY(writer_.record(image::rec_file, &f.record, sizeof f.record, f.path, f.data));
         stats_.files++;
     }
+    for (const exported_file &f : files_)
+        for (const image::file_lock_record &l : f.locks)
+            GHOST_TRY(writer_.record(image::rec_file_lock, &l, sizeof l));
     return {};
 }
 

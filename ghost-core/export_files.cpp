@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "ghost-core/proc_reader.h"
 #include "runtime/uapi.h"
@@ -28,6 +29,7 @@ namespace ghost::core {
 namespace {
 
 constexpr long nsfs_magic = 0x6e736673;
+constexpr long mqueue_magic = 0x19800202;
 constexpr int kcmp_file = 0;
 
 bool starts_with(const std::string &s, std::string_view prefix) {
@@ -97,6 +99,7 @@ class classifier {
             if (e.same_as >= 0 && !(e.fd <= 2 && inherited[e.same_as])) {
                 f.record.kind = image::file_dup;
                 f.record.dup_of = e.same_as;
+                GHOST_TRY(add_locks(e, f));
                 dups.push_back(std::move(f));
                 continue;
             }
@@ -107,6 +110,7 @@ class classifier {
             }
             f.record.flags = e.info.flags & ~O_CLOEXEC;
             GHOST_TRY(classify(e, f));
+            GHOST_TRY(add_locks(e, f));
             inherited[e.fd] = f.record.kind == image::file_inherit;
             (f.record.kind == image::file_pty_master ? masters : others).push_back(std::move(f));
         }
@@ -122,6 +126,47 @@ class classifier {
     }
 
   private:
+    // The file locks shown on this descriptor, as records the restorer takes again on it: flock
+    // and OFD locks of its open file description (on the first descriptor of that description),
+    // POSIX record locks of the process taken through it (once, however many descriptors show
+    // them). Only on descriptions the restorer opens anew, of the same file.
+    result<void> add_locks(const fd_entry &e, exported_file &f) {
+        for (const fd_lock &l : e.info.locks) {
+            image::file_lock_record r{};
+            r.fd = e.fd;
+            r.write = l.access == "WRITE";
+            if (!r.write && l.access != "READ")
+                return refuse(e, "it holds a file lock of a kind ghost does not carry (" + l.kind +
+                                     " " + l.access + ")");
+            if (l.kind == "POSIX") {
+                r.kind = image::lock_posix;
+                r.start = l.start, r.end = l.end;
+                std::string key = l.file + " " + std::to_string(l.start) + " " +
+                                  std::to_string(l.end) + " " + l.access;
+                if (!posix_locks_.insert(key).second) continue;
+            } else if (l.kind == "OFDLCK" || l.kind == "FLOCK") {
+                if (e.same_as >= 0) continue; // the description's, on its first descriptor
+                r.kind = l.kind == "FLOCK" ? image::lock_flock : image::lock_ofd;
+                r.start = l.kind == "FLOCK" ? 0 : l.start;
+                r.end = l.kind == "FLOCK" ? -1 : l.end;
+            } else {
+                return refuse(e, "it holds a file lease or lock of a kind ghost does not carry (" +
+                                     l.kind + ")");
+            }
+            uint32_t kind =
+                f.record.kind == image::file_dup ? kind_of_[f.record.dup_of] : f.record.kind;
+            if (kind != image::file_regular && kind != image::file_directory &&
+                kind != image::file_object)
+                return refuse(e, "a file lock on this kind of descriptor cannot be restored");
+            if (++lock_count_ > image::max_file_locks)
+                return refuse(e, "the process holds more than " +
+                                     std::to_string(image::max_file_locks) + " file locks");
+            f.locks.push_back(r);
+        }
+        kind_of_[e.fd] = f.record.kind;
+        return {};
+    }
+
     std::string fd_path(int fd) const {
         return "/proc/" + std::to_string(pid_) + "/fd/" + std::to_string(fd);
     }
@@ -226,9 +271,11 @@ class classifier {
     // the path must still name that very file.
     result<void> classify_path(const fd_entry &e, exported_file &f) {
         bool o_path = (e.info.flags & O_PATH) != 0;
+        struct statfs on {};
+        if (::statfs(fd_path(e.fd).c_str(), &on) != 0) on.f_type = 0;
+        if (on.f_type == mqueue_magic) return refuse(e, "a POSIX message queue cannot be restored");
         if (e.link.empty() || e.link[0] != '/') {
-            struct statfs fs;
-            if (::statfs(fd_path(e.fd).c_str(), &fs) == 0 && fs.f_type == nsfs_magic)
+            if (on.f_type == nsfs_magic)
                 return refuse(e, "a namespace descriptor cannot be restored");
             return refuse(e, "it has no path to reopen it by");
         }
@@ -480,6 +527,9 @@ class classifier {
     int pidfd_ = -1;
     dev_t ctty_ = 0;
     std::vector<fd_entry> entries_;
+    std::set<std::string> posix_locks_; // file, range and access of those already recorded
+    std::map<int, uint32_t> kind_of_;   // record kind by fd, for the locks of duplicates
+    uint32_t lock_count_ = 0;
 };
 
 } // namespace

@@ -18,7 +18,8 @@ namespace ghost::core {
 
 struct exported_file {
     image::file_record record{};
-    std::string path, data; // the record's tails
+    std::string path, data;                     // the record's tails
+    std::vector<image::file_lock_record> locks; // written after every file record
 };
 
 // Every descriptor of `pid` but the agent's own (`internal`), in the order the restorer needs

@@ -13,7 +13,7 @@
 // checked by structure instead: an image has exactly one valid order (image_verify.h).
 //
 // Stream order: header, tracking?, credentials, process, (object object_data*)* by id, (region
-// pages*)* by address, file* by fd, thread+ by tid, trailer.
+// pages*)* by address, file* by fd, file_lock*, thread+ by tid, trailer.
 #pragma once
 
 #include <stdint.h>
@@ -22,8 +22,9 @@ namespace ghost::image {
 
 inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
 inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
-// 2: credentials record; 3: memory objects (memfds, deleted files), O_PATH and named pipes
-inline constexpr uint32_t format_version = 3;
+// 2: credentials record; 3: memory objects (memfds, deleted files), O_PATH and named pipes;
+// 4: file locks
+inline constexpr uint32_t format_version = 4;
 inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
 inline constexpr uint64_t max_pages_record = 64ULL << 20;
@@ -41,6 +42,7 @@ enum record_type : uint16_t {
     rec_object_data = 10,
     rec_tracking = 11,
     rec_page_ref = 12,
+    rec_file_lock = 13,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -294,6 +296,25 @@ struct pty_state {
     int32_t locked;      // TIOCGPTLCK
     int32_t packet;      // TIOCGPKT
 };
+
+// A file lock the process held (fdinfo's "lock:" lines), taken again on the restored descriptor
+// once every descriptor is in place: flock and OFD locks belong to the open file description
+// `fd` is on, POSIX record locks to the process (one record each, on the lowest descriptor of
+// the file). A lock another process took meanwhile refuses the restore.
+enum lock_kind : uint32_t {
+    lock_posix = 1,
+    lock_flock = 2,
+    lock_ofd = 3,
+};
+struct file_lock_record {
+    int32_t fd;
+    uint32_t kind;  // lock_kind
+    uint32_t write; // 1: exclusive (F_WRLCK, LOCK_EX); 0: shared
+    uint32_t pad;
+    int64_t start; // record locks: first byte
+    int64_t end;   // record locks: last byte, or -1 (to the end of the file, however long)
+};
+inline constexpr uint32_t max_file_locks = 256;
 
 struct thread_record {
     int32_t tid;

@@ -160,6 +160,12 @@ result<image_summary> read_image(res::source &in, bool header_only) {
             s.files.push_back(std::move(f));
             break;
         }
+        case image::rec_file_lock: {
+            image::file_lock_record l;
+            std::memcpy(&l, payload.data(), sizeof l);
+            s.locks.push_back(l);
+            break;
+        }
         case image::rec_thread: {
             image::thread_record t;
             std::memcpy(&t, payload.data(), sizeof t);

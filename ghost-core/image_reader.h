@@ -40,6 +40,7 @@ struct image_summary {
     std::vector<object_summary> objects;
     std::vector<region_summary> regions;
     std::vector<file_summary> files;
+    std::vector<image::file_lock_record> locks;
     std::vector<image::thread_record> threads;
     uint64_t records = 0;
     uint64_t image_bytes = 0;

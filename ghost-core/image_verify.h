@@ -156,6 +156,8 @@ inline const char *record_name(uint16_t type) {
         return "tracking";
     case rec_page_ref:
         return "page reference";
+    case rec_file_lock:
+        return "file lock";
     default:
         return "unknown";
     }
@@ -175,7 +177,7 @@ class stream_verifier {
         index_++;
         if (!in_order(h.type)) {
             if (stage_ == stage::header) return fail("not a ghost image");
-            if (h.type < rec_header || h.type > rec_page_ref)
+            if (h.type < rec_header || h.type > rec_file_lock)
                 return why_.clear()
                            .add("the image is corrupt (unknown record type ")
                            .num(h.type)
@@ -223,6 +225,8 @@ class stream_verifier {
             return region(p, len);
         case rec_file:
             return file(p, len);
+        case rec_file_lock:
+            return file_lock(p);
         case rec_thread:
             return thread(p);
         case rec_trailer:
@@ -270,7 +274,7 @@ class stream_verifier {
     uint64_t referenced_bytes() const { return referenced_bytes_; }
 
   private:
-    enum class stage { header, credentials, process, objects, memory, files, threads, done };
+    enum class stage { header, credentials, process, objects, memory, files, locks, threads, done };
 
     bool fail(const char *m) { return why_.clear().add(m), false; }
     bool corrupt(const char *m) {
@@ -300,6 +304,8 @@ class stream_verifier {
             return stage_ == stage::memory && region_stores_pages_ && sources_ > 0;
         case rec_file:
             return advance(stage::objects, stage::files, stage::files);
+        case rec_file_lock: // on descriptors of the file records before them
+            return advance(stage::files, stage::locks, stage::locks);
         case rec_thread:
             return advance(stage::objects, stage::threads, stage::threads);
         case rec_trailer:
@@ -340,6 +346,8 @@ class stream_verifier {
             break;
         case rec_thread:
             return h.length == sizeof(thread_record);
+        case rec_file_lock:
+            return h.length == sizeof(file_lock_record);
         case rec_tracking:
             fixed = sizeof(tracking_record);
             break;
@@ -504,6 +512,17 @@ class stream_verifier {
         last_file_part_ = part, last_fd_ = f.fd;
         return true;
     }
+    bool file_lock(const char *p) {
+        file_lock_record l = load<file_lock_record>(p);
+        bool record_lock = l.kind == lock_posix || l.kind == lock_ofd;
+        if (l.fd < 0 || l.fd >= max_image_fd || !fd_seen(l.fd) || l.kind < lock_posix ||
+            l.kind > lock_ofd || l.write > 1 || l.pad || locks_ == max_file_locks ||
+            (record_lock && (l.start < 0 || (l.end != -1 && l.end < l.start))) ||
+            (!record_lock && (l.start || l.end != -1)))
+            return corrupt("bad file lock record");
+        locks_++;
+        return true;
+    }
     bool fd_seen(int fd) const { return (fds_[fd / 8] >> (fd % 8)) & 1; }
     bool object_seen(uint64_t id) const {
         for (uint32_t i = 0; i < objects_; i++)
@@ -538,6 +557,7 @@ class stream_verifier {
     record_header cur_{};
     uint64_t index_ = 0, records_ = 0, payload_bytes_ = 0, hash_sum_ = 0, memory_bytes_ = 0;
     uint64_t scan_id_ = 0, referenced_bytes_ = 0;
+    uint32_t locks_ = 0;
     uint32_t sources_ = 0;
     header_record header_{};
     credentials_record creds_{};

@@ -158,16 +158,31 @@ result<std::vector<uint64_t>> read_auxv(pid_t pid) {
 }
 
 result<fd_info> read_fdinfo(pid_t pid, int fd) {
-    auto text = read_text(proc_path(pid, "fdinfo/") + std::to_string(fd));
+    auto text_path = [](pid_t p, int f) { return proc_path(p, "fdinfo/") + std::to_string(f); };
+    auto text = read_text(text_path(pid, fd));
     if (!text) return text.err();
     fd_info info;
     info.fd = fd;
     std::istringstream in(*text);
-    std::string key, value;
-    while (in >> key >> value) {
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream words(line);
+        std::string key, value;
+        if (!(words >> key >> value)) continue;
         if (key == "pos:") info.pos = std::strtoll(value.c_str(), nullptr, 10);
         if (key == "flags:") info.flags = (int)std::strtol(value.c_str(), nullptr, 8);
-        std::getline(in, value);
+        if (key != "lock:") continue;
+        // "lock:\tID: KIND  ADVISORY  ACCESS PID MAJ:MIN:INODE START END" (fs/locks.c)
+        std::vector<std::string> w;
+        for (std::string word; words >> word;)
+            w.push_back(word);
+        fd_lock l;
+        if (w.size() < 6) return error{"cannot parse a file lock of " + text_path(pid, fd)};
+        l.kind = w[0];
+        l.access = w[w.size() - 5];
+        l.file = w[w.size() - 3];
+        l.start = std::strtoll(w[w.size() - 2].c_str(), nullptr, 10);
+        l.end = w.back() == "EOF" ? -1 : std::strtoll(w.back().c_str(), nullptr, 10);
+        info.locks.push_back(std::move(l));
     }
     return info;
 }

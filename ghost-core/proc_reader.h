@@ -48,10 +48,21 @@ result<std::string> read_text(const std::string &path);
 // read while it still runs, to size a memory image ahead.
 result<uint64_t> resident_bytes(pid_t pid);
 
+// A file lock as fdinfo's "lock:" lines show it: flock and OFD locks of this open file
+// description, POSIX record locks of this process on the file.
+struct fd_lock {
+    std::string kind;   // POSIX, OFDLCK, FLOCK, or what else the kernel shows (LEASE, DELEG...)
+    std::string access; // READ, WRITE...
+    std::string file;   // "MAJ:MIN:INODE"
+    int64_t start = 0;
+    int64_t end = -1; // the last byte; -1: to the end of the file ("EOF")
+};
+
 struct fd_info {
     int fd = -1;
     int64_t pos = 0;
     int flags = 0; // octal "flags:" field; O_CLOEXEC included as the kernel reports it
+    std::vector<fd_lock> locks;
 };
 result<fd_info> read_fdinfo(pid_t pid, int fd);
 result<std::vector<int>> list_fds(pid_t pid);

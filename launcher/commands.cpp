@@ -1159,6 +1159,17 @@ int cmd_inspect(const std::string &arg) {
                     : f.record.kind == image::file_object
                         ? ("object #" + std::to_string(f.record.pipe_id)).c_str()
                         : f.path.c_str());
+    if (!s->locks.empty()) std::printf("file locks %zu\n", s->locks.size());
+    for (const auto &l : s->locks) {
+        const char *kind = l.kind == image::lock_flock ? "flock"
+                           : l.kind == image::lock_ofd ? "ofd"
+                                                       : "posix";
+        std::string range = l.kind == image::lock_flock
+                                ? ""
+                                : " bytes " + std::to_string(l.start) + "-" +
+                                      (l.end < 0 ? std::string("end") : std::to_string(l.end));
+        std::printf("  fd %-4d %-5s %s%s\n", l.fd, kind, l.write ? "write" : "read", range.c_str());
+    }
     std::printf("threads    %zu\n", s->threads.size());
     for (const auto &t : s->threads)
         std::printf("  tid %-8d %s\n", t.tid,

@@ -12,7 +12,7 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 5;
+inline constexpr uint32_t state_version = 6;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc

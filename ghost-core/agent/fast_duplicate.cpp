@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -129,6 +130,28 @@ bool classify_proc(dup_request &req, int i) {
     return true;
 }
 
+// A file reopened through /proc is a new open file description of the same file: not so for a
+// POSIX message queue (the same queue, shared with the original), and the copy's description
+// would hold none of the file locks of the original's. Both go the image path, which refuses
+// the queue and takes the locks again (or refuses when the original's exclude them).
+bool check_reopenable(dup_request &req, const fd_plan &p) {
+    constexpr long mqueue_magic = 0x19800202;
+    struct statfs fs;
+    if (!sys::failed(sys::call(SYS_fstatfs, p.fd, &fs)) && fs.f_type == mqueue_magic)
+        return refuse(req, "descriptor %ld is a POSIX message queue", p.fd);
+    if (p.flags & O_PATH) return true; // no locks through an O_PATH descriptor
+    char path[64], info[1024];
+    snprintf(path, sizeof path, "/proc/thread-self/fdinfo/%d", p.fd);
+    int fd = (int)sys::call(SYS_open, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return refuse(req, "cannot read the state of descriptor %ld", p.fd);
+    long n = sys::call(SYS_read, fd, info, sizeof info - 1);
+    sys::call(SYS_close, fd);
+    if (n < 0) return refuse(req, "cannot read the state of descriptor %ld", p.fd);
+    info[n] = 0;
+    if (strstr(info, "\nlock:")) return refuse(req, "descriptor %ld holds a file lock", p.fd);
+    return true;
+}
+
 // (1) The descriptors of the program's table (this thread's), classified.
 bool plan_fds(dup_request &req) {
     g_fd_count = 0;
@@ -177,6 +200,7 @@ bool plan_fds(dup_request &req) {
             p.kind = fd_pipe;
         } else
             return refuse(req, "descriptor %ld is of a kind fork would share", p.fd);
+        if (p.kind == fd_reopen && !check_reopenable(req, p)) return false;
         if (p.kind == fd_reopen && !classify_proc(req, i)) return false;
         if (p.kind == fd_reopen || p.kind == fd_pipe || p.kind == fd_proc)
             for (int j = 0; j < i; j++)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -159,8 +160,53 @@ void restore_posix_timer(const state &st, const posix_timer &p, bool ids_by_requ
 
 } // namespace
 
+// The mlock()ed ranges, from /proc/self/smaps (VmFlags "lo"), read only when /proc/self/status
+// shows locked memory: smaps walks every page table entry.
+const char *capture_locked_ranges(process_extras &x) {
+    x.locked_count = 0;
+    char status[4096];
+    if (read_file("/proc/self/status", status, sizeof status) <= 0) return nullptr;
+    const char *vmlck = strstr(status, "\nVmLck:");
+    if (!vmlck || atol(vmlck + 8) == 0) return nullptr;
+    int fd = (int)sys::call(SYS_open, "/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return "its locked memory cannot be listed";
+    static char buf[32768]; // the park runs one capture at a time
+    size_t have = 0;
+    uint64_t start = 0, end = 0;
+    const char *why = nullptr;
+    for (;;) {
+        long n = sys::call(SYS_read, fd, buf + have, sizeof buf - 1 - have);
+        if (n <= 0) break;
+        have += (size_t)n;
+        buf[have] = 0;
+        char *line = buf;
+        for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+            *nl = 0;
+            if ((*line >= '0' && *line <= '9') || (*line >= 'a' && *line <= 'f')) {
+                char *dash;
+                start = strtoull(line, &dash, 16);
+                end = strtoull(dash + 1, nullptr, 16);
+            } else if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " lo")) {
+                if (x.locked_count == (uint32_t)max_locked_ranges)
+                    why = "it has too many locked memory ranges to carry";
+                else
+                    x.locked[x.locked_count][0] = start, x.locked[x.locked_count++][1] = end;
+            }
+        }
+        have = (size_t)(buf + have - line);
+        memmove(buf, line, have);
+    }
+    sys::call(SYS_close, fd);
+    return why;
+}
+
 const char *capture_process_extras(state &st) {
     process_extras &x = st.extras;
+    x.dumpable = (int32_t)sys::call(SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, 0);
+    int subreaper = 0;
+    sys::call(SYS_prctl, PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
+    x.child_subreaper = subreaper;
+    if (const char *why = capture_locked_ranges(x)) return why;
     read_itimer(ITIMER_VIRTUAL, x.itimer_virtual);
     read_itimer(ITIMER_PROF, x.itimer_prof);
     for (int r = 0; r < rlimit_count; r++) {
@@ -177,6 +223,12 @@ const char *capture_process_extras(state &st) {
 
 void restore_process_extras(const state &st) {
     const process_extras &x = st.extras;
+    if (x.dumpable == 0) sys::call(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (x.child_subreaper) sys::call(SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    for (uint32_t i = 0; i < x.locked_count && i < (uint32_t)max_locked_ranges; i++) {
+        long r = sys::call(SYS_mlock, x.locked[i][0], x.locked[i][1] - x.locked[i][0]);
+        if (sys::failed(r)) warn("the memory lock of the range at", (int)i, r);
+    }
     write_itimer(ITIMER_VIRTUAL, x.itimer_virtual);
     write_itimer(ITIMER_PROF, x.itimer_prof);
     for (int r = 0; r < rlimit_count; r++) {
@@ -216,9 +268,19 @@ void capture_thread_extras(thread_extras &t) {
         memset(t.sched_attr, 0, sizeof t.sched_attr);
     long n = sys::call(SYS_sched_getaffinity, 0, sizeof t.affinity, t.affinity);
     t.affinity_bytes = sys::failed(n) ? 0 : (uint32_t)n;
+    t.keepcaps = (int32_t)sys::call(SYS_prctl, PR_GET_KEEPCAPS, 0, 0, 0, 0);
+    t.timer_slack = (uint64_t)sys::call(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    t.personality = (uint32_t)sys::call(SYS_personality, 0xffffffffUL);
 }
 
 void restore_thread_extras(const thread_extras &t) {
+    // (the restorer's credential change cleared keep-capabilities)
+    if (t.keepcaps == 1) sys::call(SYS_prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    if (t.timer_slack &&
+        (uint64_t)sys::call(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0) != t.timer_slack)
+        sys::call(SYS_prctl, PR_SET_TIMERSLACK, t.timer_slack, 0, 0, 0);
+    if ((uint32_t)sys::call(SYS_personality, 0xffffffffUL) != t.personality)
+        sys::call(SYS_personality, (unsigned long)t.personality);
     uint32_t size;
     memcpy(&size, t.sched_attr, sizeof size);
     if (size) {

@@ -2,8 +2,9 @@
 // Process and thread state that lives in the kernel, that a program set and can read back, and that
 // the image carries in the agent's state block: interval timers besides ITIMER_REAL, POSIX timers
 // (same ids, notification, value and remaining time), resource limits, oom_score_adj, membarrier
-// registrations; per thread: scheduling policy, priority and nice value, and CPU affinity (within
-// the affinity the restoring process was given).
+// registrations, whether the process is dumpable and a child subreaper, its mlock()ed ranges; per
+// thread: scheduling policy, priority and nice value, CPU affinity (within the affinity the
+// restoring process was given), timer slack, keep-capabilities, execution domain (personality).
 //
 // capture_* run while the process is parked (the manager for the process, each thread in its park
 // handler); restore_* run in a restored process before any thread returns to the program. Both
@@ -27,6 +28,7 @@ struct posix_timer {
 };
 inline constexpr int max_posix_timers = 64;
 inline constexpr int rlimit_count = 16; // RLIM_NLIMITS
+inline constexpr int max_locked_ranges = 64;
 
 struct process_extras {
     uint64_t itimer_virtual[4], itimer_prof[4]; // interval sec/usec, value sec/usec
@@ -34,7 +36,10 @@ struct process_extras {
     int32_t oom_score_adj;
     uint32_t membarrier_registrations; // MEMBARRIER_CMD_GET_REGISTRATIONS
     uint32_t posix_timer_count;
-    uint32_t pad;
+    int32_t dumpable;        // PR_GET_DUMPABLE
+    int32_t child_subreaper; // PR_GET_CHILD_SUBREAPER
+    uint32_t locked_count;   // mlock()ed ranges (VmFlags "lo"), at most max_locked_ranges
+    uint64_t locked[max_locked_ranges][2]; // start, end
     posix_timer timers[max_posix_timers];
 };
 
@@ -42,6 +47,9 @@ struct thread_extras {
     uint8_t sched_attr[56]; // struct sched_attr (SCHED_ATTR_SIZE_VER1)
     uint64_t affinity[16];  // CPU mask, 1024 CPUs
     uint32_t affinity_bytes;
+    int32_t keepcaps;     // PR_GET_KEEPCAPS
+    uint64_t timer_slack; // PR_GET_TIMERSLACK (ns)
+    uint32_t personality; // (per thread, as the kernel keeps it)
     uint32_t pad;
 };
 

@@ -123,8 +123,10 @@ bool plan_credentials(const image::credentials_record &image, const char *payloa
     return false;
 }
 
-void restore_dumpable() {
-    if (g_plan.dumpable) sys::call(__NR_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+// Dumpable as a process with the image's ids would be, unless the program had made itself
+// undumpable (to keep its secrets from ptrace and core files): then it stays so throughout.
+void restore_dumpable(bool program_dumpable) {
+    sys::call(__NR_prctl, PR_SET_DUMPABLE, g_plan.dumpable && program_dumpable ? 1 : 0, 0, 0, 0);
 }
 
 bool enter_image_fs_identity(text &why) {

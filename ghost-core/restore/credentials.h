@@ -30,7 +30,8 @@ bool take_image_credentials(freestanding::text &why);
 
 // Once every thread has taken them: a change of ids made the process undumpable, so that ghost
 // could not checkpoint it again; dumpable again unless its ids differ among themselves (as after
-// a setuid program's exec, which the kernel makes undumpable).
-void restore_dumpable();
+// a setuid program's exec, which the kernel makes undumpable), or the program had made itself
+// undumpable (PR_SET_DUMPABLE 0, as the agent saw at the park).
+void restore_dumpable(bool program_dumpable);
 
 } // namespace ghost::restore

@@ -1313,6 +1313,42 @@ void restore_file(record &r) {
     }
 }
 
+// File locks: kept as their records come (after every file record), taken once every
+// descriptor is in place and no descriptor of the restorer's own can be closed any more (closing
+// any descriptor of a file drops the process's POSIX locks on it).
+img::file_lock_record g_locks[img::max_file_locks];
+uint32_t g_lock_count;
+
+void read_file_lock(record &r) {
+    read_metadata(r);
+    if (g_lock_count == img::max_file_locks) fail(text("the image is corrupt (too many locks)"));
+    memcpy(&g_locks[g_lock_count++], g_meta, sizeof g_locks[0]);
+}
+
+void take_file_locks() {
+    constexpr int lock_sh = 1, lock_ex = 2, lock_nb = 4; // flock(2)
+    for (uint32_t i = 0; i < g_lock_count; i++) {
+        const img::file_lock_record &l = g_locks[i];
+        text what = text("the file lock of descriptor ").num(l.fd);
+        if (!fd_in_image(l.fd) || (g_inherit_stdio && l.fd <= 2))
+            fail(what.add(": the descriptor is not restored"));
+        long r;
+        if (l.kind == img::lock_flock) {
+            r = sys::call(__NR_flock, l.fd, (l.write ? lock_ex : lock_sh) | lock_nb);
+        } else {
+            struct flock fl = {};
+            fl.l_type = l.write ? F_WRLCK : F_RDLCK;
+            fl.l_whence = SEEK_SET;
+            fl.l_start = l.start;
+            fl.l_len = l.end < 0 ? 0 : l.end - l.start + 1; // 0: to the end of the file
+            r = sys::call(__NR_fcntl, l.fd, l.kind == img::lock_ofd ? F_OFD_SETLK : F_SETLK, &fl);
+        }
+        if (r == -11 /* EAGAIN */ || r == -13 /* EACCES */)
+            fail(what.add(" is held by another process now"));
+        if (sys::failed(r)) fail_errno(text("cannot take ").add(what.str()), r);
+    }
+}
+
 // Temporary ends are closed, locks re-applied once every descriptor is in place.
 void finish_files() {
     for (int i = 0; i < g_pipe_count; i++)
@@ -1565,6 +1601,9 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             finish_region();
             restore_file(r);
             break;
+        case img::rec_file_lock:
+            read_file_lock(r);
+            break;
         case img::rec_thread:
             read_thread(r);
             break;
@@ -1584,10 +1623,12 @@ complete:
     finish_files();
     finish_objects();
     close_foreign_fds();
+    take_file_locks();
     install_process_state();
     int main_index = spawn_threads(keep_tids); // they take the image's credentials and wait
     take_credentials();                        // the main thread's last: spawning needed ours
-    ghost::restore::restore_dumpable();
+    ghost::restore::restore_dumpable(
+        ((ghost::agent::state *)g_process.agent_state)->extras.dumpable != 0);
     sys::call(__NR_close, g_image_fd);
     for (int i = 0; i < g_source_count; i++)
         sys::call(__NR_close, g_source_fds[i]);

@@ -19,7 +19,8 @@ Subtests (--only a,b,...; default all):
              a /proc file of the process, an eventfd, a socket or a pty master shared with a child,
              a terminal that is not its controlling terminal, a Linux AIO context, an attached SysV
              shared memory segment, a named pipe with unread data, a memfd beyond the size an image
-             carries): `ghost checkpoint --kill` and
+             carries, a POSIX message queue, also through the fork path of `ghost duplicate`):
+             `ghost checkpoint --kill` and
              `ghost duplicate` must fail with one line naming the descriptor, write no image, and
              leave the victim running (it then stops on request with its PASS line);
   shared_stdio  a victim whose fds 0-2 are one socket (one open file description) is checkpointed,
@@ -55,6 +56,10 @@ Subtests (--only a,b,...; default all):
   incremental_sources  an incremental image whose older image (its source) is missing, was
              replaced by another image, or had bytes flipped: `ghost restart` fails with one line
              and nothing runs; with the source back, the restart runs the victim to its PASS line.
+  file_lock  a victim holding an exclusive flock lock: `ghost duplicate` is refused in one line
+             naming the lock (the copy could not hold it beside the original), no copy made; after
+             `checkpoint --kill`, a restart while another process holds the lock is refused in one
+             line and nothing runs; once it is free the restart runs and the victim holds it again.
   stale_job_socket  a killed ghostrun's job socket whose number is now the pid of a process
              under ghost: `ghost checkpoint PID` checkpoints the process (it took the number for
              the dead job and refused).
@@ -62,6 +67,7 @@ Exit status: 0 pass, 1 fail, 77 all selected subtests skipped.
 """
 import argparse
 import ctypes
+import fcntl
 import hashlib
 import os
 import random
@@ -77,7 +83,7 @@ import time
 T0 = time.monotonic()
 SUBTESTS = ["corrupt", "truncated", "foreign", "not_ghost", "refused_fds", "shared_stdio", "full_disk",
             "killed_writer", "target_dies", "symlink_attack", "stale_sockets", "restart_killed",
-            "restart_ready", "stale_job_socket", "incremental_sources"]
+            "restart_ready", "stale_job_socket", "incremental_sources", "file_lock"]
 MARKER = ".ghost-test-workdir"
 
 
@@ -540,9 +546,9 @@ class Env:
     def t_refused_fds(self):
         # Each kind, and a word its one-line refusal must contain (the thing it names).
         names = {"aio": "AIO context", "sysvshm": "SysV shared memory segment key 0x00000000",
-                 "fifo_data": "descriptor", "memfd_big": "descriptor"}
+                 "fifo_data": "descriptor", "memfd_big": "descriptor", "mqueue": "message queue"}
         for kind in ["netns", "procfile", "eventfd", "socketpair", "ptmx", "pts", "aio", "sysvshm", "fifo_data",
-                     "memfd_big"]:
+                     "memfd_big", "mqueue"]:
             ckdir = os.path.join(self.work, f"{kind}-ckpt")
             runner, pid, d, out = self.start_victim(kind, ckdir, ["--hold", kind])
             beat = os.path.join(d, "beat")
@@ -551,7 +557,8 @@ class Env:
                 # The image path's refusals (a fork duplicate carries some of these kinds as they
                 # are, and falls back to the image path for the others).
                 ([self.ghost, "duplicate", "--via-image", str(pid)], f"duplicate ({kind})"),
-            ]:
+            ] + ([([self.ghost, "duplicate", str(pid)], "duplicate, the fork path first (mqueue)")]
+                 if kind == "mqueue" else []):
                 before = self.victim_processes()
                 try:
                     line = self.expect_error(argv, what)
@@ -578,6 +585,52 @@ class Env:
             if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
                 raise Failure(f"the {kind} victim did not finish well after the refusals: exit {rc}, "
                               f"stdout {text[-200:]!r}")
+
+    def t_file_lock(self):
+        ckdir = os.path.join(self.work, "flock-ckpt")
+        runner, pid, d, out = self.start_victim("flock", ckdir, ["--hold", "flock"])
+        lock_path = os.path.join(d, "lock")
+        # A copy cannot hold the original's exclusive lock beside it: refused, no copy made.
+        before = self.victim_processes()
+        line = self.expect_error([self.ghost, "duplicate", str(pid)], "duplicate of a holder of an exclusive flock")
+        if "file lock" not in line:
+            raise Failure(f"the duplicate's refusal does not name the file lock: {line!r}")
+        if self.victim_processes() - before or not pid_alive(pid):
+            raise Failure("a refused duplicate made a copy, or the original is gone")
+        # Carried by a checkpoint --kill and a restart, which is refused while another process
+        # holds the lock (nothing runs), and runs once it is free: the victim holds it again.
+        image = self.checkpoint_ok(pid, ckdir, kill=True)
+        self.wait_exit(runner, "the killed victim's ghost launch")
+        pidf = os.path.join(self.work, "flock-restart.pid")
+        with open(lock_path, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            line = self.expect_error([self.ghost, "restart", "--pid-file", pidf, image],
+                                     "restart while another process holds the victim's lock")
+            if "held by another process" not in line:
+                raise Failure(f"the refused restart does not say the lock is held: {line!r}")
+            time.sleep(0.3)
+            if self.victim_processes() - before:
+                raise Failure("a refused restart left a victim process running")
+        os.unlink(pidf) if os.path.exists(pidf) else None
+        with open(os.path.join(self.work, "flock-restart.err"), "wb") as e:
+            r = self.popen([self.ghost, "restart", "--pid-file", pidf, image], "ghost restart (lock free)",
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=e)
+        self.read_pid(pidf, r, "ghost restart (lock free)")
+        beat = os.path.join(d, "beat")
+        b0 = read_or_none(beat)
+        self.wait_for(lambda: read_or_none(beat) != b0, "the restored victim's heartbeat", 20)
+        with open(lock_path, "r+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                raise Failure("the restored victim does not hold its flock lock")
+            except BlockingIOError:
+                log("  the restored victim holds its lock again")
+        with open(os.path.join(d, "stop"), "w"):
+            pass
+        rc = self.wait_exit(r, "the restored victim to stop")
+        text = read_or_none(out) or b""
+        if rc != 0 or not text.endswith(b"PASS ckpt_victim\n"):
+            raise Failure(f"the restored flock victim did not finish well: exit {rc}, stdout {text[-200:]!r}")
 
     def t_shared_stdio(self):
         import socket

@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <mqueue.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
@@ -102,9 +104,19 @@ static void hold(const char *kind, const char *dir) {
     } else if (strcmp(kind, "memfd_big") == 0) { // a memfd beyond the size an image carries
         fd = memfd_create("ghost-too-big", MFD_CLOEXEC);
         if (fd >= 0 && ftruncate(fd, 3LL << 30) != 0) t_fail("ftruncate: %s", strerror(errno));
+    } else if (strcmp(kind, "mqueue") == 0) { // a POSIX message queue (unlinked: no leak)
+        char name[64];
+        snprintf(name, sizeof name, "/ghost-victim-%d", (int)getpid());
+        fd = mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, NULL);
+        if (fd >= 0) mq_unlink(name);
+    } else if (strcmp(kind, "flock") == 0) { // an exclusive flock lock on DIR/lock (carried)
+        char path[4096];
+        t_path(path, sizeof path, dir, "lock");
+        fd = open(path, O_RDWR | O_CREAT, 0600);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) t_fail("flock: %s", strerror(errno));
     } else {
         t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts|aio|sysvshm|"
-                "fifo_data|memfd_big]");
+                "fifo_data|memfd_big|mqueue|flock]");
     }
     if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
 }

@@ -6,7 +6,9 @@
 //    firing);
 //  * ITIMER_VIRTUAL and ITIMER_PROF (armed with long periods: still armed, intervals kept);
 //  * resource limits lowered by the program (RLIMIT_NOFILE, RLIMIT_CORE, RLIMIT_NPROC soft);
-//  * oom_score_adj, a thread's nice value and CPU affinity, a membarrier registration.
+//  * oom_score_adj, a thread's nice value and CPU affinity, a membarrier registration;
+//  * the personality (ADDR_NO_RANDOMIZE), the main thread's timer slack and keep-capabilities
+//    flag, the process made undumpable and a child subreaper, an mlock()ed buffer.
 #define _GNU_SOURCE
 #include "common.h"
 
@@ -14,6 +16,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -92,6 +97,22 @@ static void check(uint64_t step) {
     if (regs >= 0 && !(regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED))
         t_fail("membarrier registration lost");
     if (g_bad_value) t_fail("a timer signal carried the wrong value or thread (%d)", g_bad_value);
+    if (!(personality(0xffffffff) & ADDR_NO_RANDOMIZE)) t_fail("the personality changed");
+    int subreaper = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
+    if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != 123456 || prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) != 1 ||
+        prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 || subreaper != 1)
+        t_fail("step %" PRIu64 ": a prctl setting changed (slack %d keepcaps %d dumpable %d "
+               "subreaper %d)",
+               step, prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0),
+               prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), subreaper);
+    char status[4096];
+    f = fopen("/proc/self/status", "r");
+    size_t n = f ? fread(status, 1, sizeof status - 1, f) : 0;
+    if (f) fclose(f);
+    status[n] = 0;
+    const char *lck = strstr(status, "VmLck:");
+    if (!lck || atol(lck + 6) < 64) t_fail("step %" PRIu64 ": the locked memory is gone", step);
 }
 
 int main(int argc, char **argv) {
@@ -146,6 +167,12 @@ int main(int argc, char **argv) {
     FILE *f = fopen("/proc/self/oom_score_adj", "w");
     if (!f || fprintf(f, "345\n") < 0 || fclose(f) != 0) t_fail("cannot set oom_score_adj");
     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+    if (personality(ADDR_NO_RANDOMIZE) < 0) t_fail("personality");
+    if (prctl(PR_SET_TIMERSLACK, 123456, 0, 0, 0) || prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) ||
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+        t_fail("prctl: %s", strerror(errno));
+    static char pinned[64 << 10] __attribute__((aligned(4096)));
+    if (mlock(pinned, sizeof pinned) != 0) t_fail("mlock: %s", strerror(errno));
 
     uint64_t last_proc = 0, last_thread = 0;
     for (uint64_t s = 0; s < steps; s++) {
