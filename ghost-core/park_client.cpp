@@ -3,6 +3,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -91,6 +92,61 @@ void read_line_with_fd(int fd, char *line, size_t size, int timeout_ms, int &pas
     line[len] = 0;
 }
 
+// The agent asks (UNBLOCK TID, agent.cpp ask_unblock) for a thread that blocks the park signal:
+// stopped under ptrace, if the signal is still pending on it (it has not taken it), bit 63 is
+// taken out of its mask and the mask it had is told ("MASK TID HEX"); once the agent has it
+// ("GO") the thread goes on and takes the signal. Otherwise "NOMASK TID" (it cannot be traced:
+// another tracer, no permission): the park waits for the thread as it would have.
+void unblock_thread(int conn, pid_t pid, pid_t tid) {
+    constexpr uint64_t park_bit = 1ULL << (63 - 1);
+    std::string nomask = "NOMASK " + std::to_string(tid) + "\n";
+    if (::ptrace(PTRACE_SEIZE, tid, 0, 0) != 0) {
+        control::write_all(conn, nomask.data(), nomask.size());
+        return;
+    }
+    int pass_on = 0; // a signal stopped on its way to the thread goes on with it
+    bool stopped = ::ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0;
+    while (stopped) {
+        int status = 0;
+        if (::waitpid(tid, &status, __WALL) != tid || !WIFSTOPPED(status)) {
+            stopped = false; // gone
+            break;
+        }
+        if (status >> 16 == PTRACE_EVENT_STOP) break;
+        pass_on = WSTOPSIG(status); // a signal-delivery stop came first: we are stopped too
+        break;
+    }
+    std::string answer = nomask;
+    bool told = false;
+    if (stopped) {
+        uint64_t mask = 0, pending = 0;
+        std::FILE *f = std::fopen(
+            ("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status").c_str(),
+            "re");
+        char line[256];
+        while (f && std::fgets(line, sizeof line, f))
+            if (std::strncmp(line, "SigPnd:", 7) == 0)
+                pending = std::strtoull(line + 7, nullptr, 16);
+        if (f) std::fclose(f);
+        if ((pending & park_bit) && ::ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
+            (mask & park_bit)) {
+            uint64_t open = mask & ~park_bit;
+            if (::ptrace(PTRACE_SETSIGMASK, tid, sizeof open, &open) == 0) {
+                char hex[32];
+                std::snprintf(hex, sizeof hex, "%llx", (unsigned long long)mask);
+                answer = "MASK " + std::to_string(tid) + " " + hex + "\n";
+                told = true;
+            }
+        }
+    }
+    control::write_all(conn, answer.data(), answer.size());
+    if (told) { // the thread stays stopped until the agent has the mask
+        char go[16];
+        control::read_line(conn, go, sizeof go, 10000);
+    }
+    if (stopped) ::ptrace(PTRACE_DETACH, tid, 0, pass_on);
+}
+
 } // namespace
 
 result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
@@ -98,14 +154,18 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
     auto conn = connect_agent(pid);
     if (!conn) return conn.err();
     int fd = *conn;
-    if (!control::write_all(fd, "PARK\n", 5)) {
+    if (!control::write_all(fd, "PARK UNBLOCK\n", 13)) {
         ::close(fd);
         return sys_error("cannot talk to the ghost agent of " + who);
     }
     char line[256];
-    if (control::read_line(fd, line, sizeof line, timeout_ms) < 0) {
-        ::close(fd);
-        return error{"the ghost agent of " + who + " did not answer"};
+    for (;;) {
+        if (control::read_line(fd, line, sizeof line, timeout_ms) < 0) {
+            ::close(fd);
+            return error{"the ghost agent of " + who + " did not answer"};
+        }
+        if (std::strncmp(line, "UNBLOCK ", 8) != 0) break;
+        unblock_thread(fd, pid, (pid_t)std::atoi(line + 8));
     }
     unsigned long state = 0;
     unsigned threads = 0;

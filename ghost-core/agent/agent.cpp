@@ -2,9 +2,10 @@
 // libghost.so: the agent that `ghost launch` preloads into a process. It owns a manager thread that
 // listens on the process's control socket. On PARK it stops every other thread at a park point
 // inside a signal handler (their interrupted registers, FP/AVX state included, stay in the signal
-// frame on their own stack), records what only the process itself can read (signal actions, brk,
-// robust lists, rseq, timers) in its state block and answers PARKED. The exporter then reads the
-// whole process from outside. RESUME (or the client going away) lets the threads go.
+// frame on their own stack; "PARK UNBLOCK": the requester lets threads that block the park
+// signal take it, see ask_unblock), records what only the process itself can read (signal actions,
+// brk, robust lists, rseq, timers) in its state block and answers PARKED. The exporter then reads
+// the whole process from outside. RESUME (or the client going away) lets the threads go.
 //
 // After a restore the same code runs again from the park points, in a new process: each thread
 // fixes what the kernel keeps per task (tid, robust list, clear_child_tid, rseq), the manager
@@ -365,6 +366,31 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
 
 ghost::agent::dup_request g_dup; // a fast duplicate under way (manager -> forking thread)
 
+// Threads that block the park signal (a thread that waits for signals with sigwait, glibc's
+// helper thread of SIGEV_THREAD timers: they block every signal) would never park. A requester
+// that can trace the process (`ghost checkpoint`, "PARK UNBLOCK") is asked to stop such a thread
+// while the park signal is still pending on it (so it has not taken it), take that one bit out
+// of its mask and tell the mask it found; the thread then takes the signal, and its park handler
+// puts that mask back into the interrupted context: the thread resumes with it, or is restored
+// with it, as if nothing had happened (see ask_unblock).
+struct mask_override {
+    int32_t tid; // 0: used
+    uint64_t mask;
+};
+constexpr int max_overrides = 64;
+mask_override g_overrides[max_overrides];
+uint32_t g_override_count; // written by the manager before the thread can take its signal
+
+void apply_mask_override(int tid, ucontext_t *uc) {
+    uint32_t n = __atomic_load_n(&g_override_count, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n; i++)
+        if (g_overrides[i].tid == tid) {
+            memcpy(&uc->uc_sigmask, &g_overrides[i].mask, sizeof g_overrides[i].mask);
+            g_overrides[i].tid = 0; // once: a late park signal finds the thread's own mask
+            return;
+        }
+}
+
 // A signalled thread that a component claims (ghost_agent.h thread_state) is not parked.
 int g_busy_tid = 0; // an application thread inside a component: the park fails
 
@@ -388,6 +414,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     volatile uint32_t gen = load(&st.resume_gen);
     if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
         return; // a late park signal: its park is over or was given up (the thread blocked it)
+    apply_mask_override(raw_gettid(), (ucontext_t *)ucontext);
     resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
@@ -548,8 +575,76 @@ const char *describe_stuck_thread(int timeout_ms) {
     return g_park_failure;
 }
 
+// Whether a thread other than the manager blocks the park signal now.
+bool some_thread_blocks_park_signal() {
+    int self = raw_gettid();
+    int dir = (int)sys::call(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return false;
+    char buf[4096];
+    bool found = false;
+    for (long n; !found && (n = sys::call(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
+        for (long off = 0; off < n && !found;) {
+            auto *d = (struct dirent64 *)(buf + off);
+            off += d->d_reclen;
+            int tid = atoi(d->d_name);
+            char blocked[32] = "";
+            if (tid <= 0 || tid == self || ghost::agent::thread_is_excluded(tid) ||
+                !task_status_field(tid, "SigBlk:", blocked, sizeof blocked))
+                continue;
+            found = strtoull(blocked, nullptr, 16) & (1ULL << (park_signal - 1));
+        }
+    sys::call(SYS_close, dir);
+    return found;
+}
+
+// The requester of a park that can unblock threads ("PARK UNBLOCK"), or -1.
+int g_unblock_conn = -1;
+int g_unblock_asked[max_overrides];
+int g_unblock_asked_count;
+
+// Asks the requester to unblock the park signal of each signalled thread that blocks it (once
+// per thread and park). The requester answers "MASK TID HEX" with the thread still stopped (the
+// override is recorded before it can take the signal; "GO" lets the requester go on), or
+// "NOMASK TID" (it could not trace the thread, or the thread took the signal meanwhile): the
+// thread then parks or the park times out as without a requester.
+void ask_unblock() {
+    for (uint32_t i = 1; i < st.thread_count && g_unblock_conn >= 0; i++) {
+        thread_slot &t = st.threads[i];
+        if (load(&t.state) != ghost::agent::slot_signalled || !task_alive(t.tid)) continue;
+        bool asked = false;
+        for (int k = 0; k < g_unblock_asked_count && !asked; k++)
+            asked = g_unblock_asked[k] == t.tid;
+        if (asked || g_unblock_asked_count == max_overrides) continue;
+        char blocked[32] = "";
+        task_status_field(t.tid, "SigBlk:", blocked, sizeof blocked);
+        if (!(strtoull(blocked, nullptr, 16) & (1ULL << (park_signal - 1)))) continue;
+        g_unblock_asked[g_unblock_asked_count++] = t.tid;
+        char line[96];
+        int n = snprintf(line, sizeof line, "UNBLOCK %d\n", t.tid);
+        if (!ghost::control::write_all(g_unblock_conn, line, (size_t)n) ||
+            ghost::control::read_line(g_unblock_conn, line, sizeof line, 10000) < 0) {
+            g_unblock_conn = -1; // the requester is gone: the park fails as it would
+            return;
+        }
+        if (strncmp(line, "MASK ", 5) != 0) continue;
+        char *end = nullptr;
+        long tid = strtol(line + 5, &end, 10);
+        uint64_t mask = end && *end == ' ' ? strtoull(end + 1, nullptr, 16) : 0;
+        if (tid != t.tid) continue;
+        uint32_t k = g_override_count;
+        if (k < (uint32_t)max_overrides) {
+            g_overrides[k] = {(int32_t)tid, mask};
+            __atomic_store_n(&g_override_count, k + 1, __ATOMIC_RELEASE);
+        }
+        ghost::control::write_all(g_unblock_conn, "GO\n", 3);
+    }
+}
+
 // Stops every application thread at its park point. On failure the parked ones are released.
 bool park_all(const char **why) {
+    g_override_count = 0;
+    g_unblock_asked_count = 0;
+    long next_unblock_ms = 20;
     int self = raw_gettid();
     st.parked = 0;
     st.restored = 0;
@@ -595,6 +690,12 @@ bool park_all(const char **why) {
             struct timespec now, step = {0, 5 * 1000 * 1000};
             clock_gettime(CLOCK_MONOTONIC, &now);
             long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+            // Threads that block the park signal, looked for now and then once the others had
+            // their time to come (a thread may block it for a moment, as pthread_create does).
+            if (g_unblock_conn >= 0 && ms >= next_unblock_ms) {
+                ask_unblock();
+                next_unblock_ms = ms + 50;
+            }
             if (ms > g_park_timeout_ms) {
                 *why = describe_stuck_thread(g_park_timeout_ms);
                 // The park is given up: a thread that takes its slot back before this returns at
@@ -985,6 +1086,9 @@ bool handle_duplicate(int conn) {
         return answer("FALLBACK", "a component (the MPI layer) is registered");
     if (g_copy_count >= max_copies) return answer("FALLBACK", "too many copies running");
     if (has_program_children()) return answer("FALLBACK", "the process has a child process");
+    // Only a park requested with PARK UNBLOCK (the image path's) parks such a thread quickly.
+    if (some_thread_blocks_park_signal())
+        return answer("FALLBACK", "a thread blocks the park signal");
     uint64_t t0 = monotonic_ns();
     set_internal_fds(conn);
     const char *why = nullptr;
@@ -1192,8 +1296,11 @@ bool serve(int conn) {
     }
     char line[64];
     if (ghost::control::read_line(conn, line, sizeof line, 5000) < 0) return false;
-    if (strcmp(line, "PARK") == 0) {
-        return handle_park(conn);
+    if (strcmp(line, "PARK") == 0 || strcmp(line, "PARK UNBLOCK") == 0) {
+        g_unblock_conn = strcmp(line, "PARK UNBLOCK") == 0 ? conn : -1;
+        bool r = handle_park(conn);
+        g_unblock_conn = -1;
+        return r;
     } else if (strcmp(line, "DUPLICATE") == 0) {
         return handle_duplicate(conn);
     } else if (strcmp(line, "PING") == 0) {

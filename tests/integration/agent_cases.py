@@ -4,10 +4,14 @@
 failure every process started here is killed.
 
 Subtests (--only NAME):
-  blocked_park  a program blocks every signal (tests/programs/blocked_park.c); `ghost checkpoint`
-                is refused within the park timeout with one line naming the thread and what to do;
-                when the program unblocks its signals, the park signal it still held arrives and
-                must not keep it: it goes on, can be checkpointed, and ends on SIGTERM.
+  blocked_park  a program blocks every signal (tests/programs/blocked_park.c). Traced by another
+                process (this one), so that ghost cannot let it take the park signal: `ghost
+                checkpoint` is refused within the park timeout with one line naming the thread
+                and what to do. Untraced: `ghost checkpoint --kill` parks it (ghost takes the park
+                signal out of its mask for the moment of the park) and `ghost restart` brings it
+                back with every signal still blocked (the program checks its mask); it then
+                unblocks them (the park signal the refused park left pending must not keep it),
+                can be checkpointed, and ends on SIGTERM.
   dup_wait      `ghost duplicate` of tests/programs/dup_wait.c, which polls waitpid(-1)/waitid(P_ALL)
                 all along: it takes the fast path, the original never sees the copy (no wait, no
                 SIGCHLD), `ghost duplicate` ends with the copy's exit status (42) and
@@ -22,6 +26,7 @@ Subtests (--only NAME):
 Exit status: 0 pass, 1 fail.
 """
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -92,15 +97,36 @@ class Cases:
         with open(blocked) as f:
             tid = int(f.read())
         self.pids.add(tid)
-        rc, so, se = self.run([self.ghost, "checkpoint", str(tid)], "ghost checkpoint (signals blocked)")
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        if libc.ptrace(0x4206, tid, None, None) != 0:  # PTRACE_SEIZE: the program keeps running
+            raise Failure(f"cannot trace the program: {os.strerror(ctypes.get_errno())}")
+        try:
+            rc, so, se = self.run([self.ghost, "checkpoint", str(tid)], "ghost checkpoint (blocked, traced)")
+        finally:
+            libc.ptrace(0x4207, tid, None, None)  # PTRACE_INTERRUPT, then PTRACE_DETACH once stopped
+            os.waitpid(tid, 0x40000000)  # __WALL
+            libc.ptrace(17, tid, None, None)
         lines = [l for l in se.splitlines() if l.strip()]
         if rc == 0 or len(lines) != 1:
-            raise Failure(f"checkpoint of a program that blocks every signal: status {rc}, stderr {se!r} "
+            raise Failure(f"checkpoint of a traced program that blocks every signal: status {rc}, stderr {se!r} "
                           "(expected a refusal in one line)")
         for want in (f"thread {tid} ", "blocks signal 63", "checkpoint again"):
             if want not in lines[0]:
                 raise Failure(f"the refusal does not say {want!r}: {lines[0]}")
         log(f"refused as expected: {lines[0]}")
+        ckpt = os.path.join(d, "ckpt2")
+        rc, so, se = self.run([self.ghost, "checkpoint", "--kill", "--dir", ckpt, str(tid)],
+                              "ghost checkpoint --kill (signals blocked)")
+        if rc != 0:
+            raise Failure(f"checkpoint --kill of the program that blocks every signal failed ({rc}): {se.strip()}")
+        log(f"checkpoint --kill while every signal is blocked: ok ({so.strip()})")
+        runner.wait(timeout=20)
+        runner = self.popen([self.ghost, "restart", ckpt], "ghost restart blocked_park",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(f"/proc/{tid}/task/{tid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.touch(os.path.join(d, "go"))
         self.wait_file(os.path.join(d, "unblocked"), 20,
                        "once it unblocked its signals, the late park signal kept the program in the agent",
@@ -109,13 +135,17 @@ class Cases:
         if rc != 0:
             raise Failure(f"checkpoint after the program unblocked its signals failed ({rc}): {se.strip()}")
         log("checkpoint after unblocking: ok")
-        os.kill(runner.pid, signal.SIGTERM)  # ghost launch passes it on
+        os.kill(tid, signal.SIGTERM)
         try:
             rc = runner.wait(timeout=20)
         except subprocess.TimeoutExpired:
             raise Failure("the program did not end within 20s of SIGTERM") from None
         if rc != 128 + signal.SIGTERM:
-            raise Failure(f"after SIGTERM, ghost launch exited with {rc}, expected {128 + signal.SIGTERM}")
+            raise Failure(f"after SIGTERM, ghost restart exited with {rc}, expected {128 + signal.SIGTERM}")
+        with open(os.path.join(d, "out.txt"), "rb") as f:
+            text = f.read()
+        if b"FAIL" in text or b"signals unblocked" not in text:
+            raise Failure(f"the restored program did not go on right: {text[-300:]!r}")
         log("ended on SIGTERM")
 
     def dup_wait(self):

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // A single-threaded program that blocks every signal for a while, steered through files in --dir
 // by tests/integration/agent_cases.py: it writes DIR/blocked (holding its tid) once every signal
-// is blocked, waits for DIR/go, unblocks them, writes DIR/unblocked, then waits for DIR/stop and
-// passes. A checkpoint asked for while it blocks signals is refused; the park signal it then
-// still holds is delivered when it unblocks them, long after the park was given up: the program
-// must simply go on (and stay checkpointable, and end on SIGTERM).
+// is blocked, waits for DIR/go, checks that its signal mask is still the one it set (a
+// checkpoint and restart meanwhile must not show), unblocks them, writes DIR/unblocked, then
+// waits for DIR/stop and passes.
 #include "common.h"
 
 #include <fcntl.h>
@@ -54,7 +53,13 @@ int main(int argc, char **argv) {
     snprintf(tid, sizeof tid, "%ld\n", (long)syscall(SYS_gettid));
     create("blocked", tid);
     t_line("every signal blocked");
+    sigset_t set_mask, now;
+    if (sigprocmask(SIG_BLOCK, NULL, &set_mask) != 0) t_fail("sigprocmask: %s", strerror(errno));
     uint64_t h = wait_for("go", 1);
+    if (sigprocmask(SIG_BLOCK, NULL, &now) != 0) t_fail("sigprocmask: %s", strerror(errno));
+    for (int sig = 1; sig <= 64; sig++)
+        if (sigismember(&now, sig) != sigismember(&set_mask, sig))
+            t_fail("signal %d is %s blocked", sig, sigismember(&now, sig) ? "now" : "no longer");
     if (sigprocmask(SIG_SETMASK, &old, NULL) != 0) t_fail("sigprocmask: %s", strerror(errno));
     create("unblocked", "");
     t_line("signals unblocked");
