@@ -1498,7 +1498,9 @@ void install_process_state() {
     }
     sys::call(__NR_umask, g_process.umask);
     for (int sig = 1; sig <= img::max_signals; sig++) {
-        if (sig == 9 || sig == 19 || sig == 32 || sig == 33) continue; // KILL, STOP, glibc-internal
+        // (32 and 33 too: glibc's handlers for thread cancellation and set*id calls, installed
+        // with the raw call; without them the next pthread_cancel or setuid kills the process.)
+        if (sig == 9 || sig == 19) continue; // KILL, STOP
         const img::signal_action &a = g_process.actions[sig - 1];
         ghost::uapi::kernel_sigaction ka = {a.handler, a.flags, a.restorer, a.mask};
         r = sys::call(__NR_rt_sigaction, sig, &ka, 0, 8);

@@ -4,7 +4,10 @@
 //    made) and one thread blocks every signal and takes SIGUSR1 with sigwaitinfo; the main thread
 //    sends one per step and waits until it was taken (each exactly once, its value in order);
 //  * a POSIX timer that runs a function in a thread (SIGEV_THREAD): glibc's helper thread, which
-//    blocks every signal, starts a thread per expiry; the count must keep growing.
+//    blocks every signal, starts a thread per expiry; the count must keep growing;
+//  * what glibc does with its own signals (32, 33): every step a thread blocked in a cancellation
+//    point is cancelled (its cleanup handler runs) and the process sets its effective gid (glibc
+//    makes every thread take it, with a signal).
 #include "common.h"
 
 #include <pthread.h>
@@ -24,14 +27,28 @@ static void *signal_thread(void *arg) {
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&usr1, &si);
-        if (sig < 0) {
-            if (errno == EINTR) t_fail("sigwaitinfo: EINTR (a park showed through)");
-            t_fail("sigwaitinfo: %s", strerror(errno));
-        }
+        if (sig < 0 && errno == EINTR) continue; // glibc's set*id signal ran here
+        if (sig < 0) t_fail("sigwaitinfo: %s", strerror(errno));
         if (si.si_value.sival_int == -1) return NULL;
         if (si.si_value.sival_int != (int)atomic_load(&g_taken)) atomic_store(&g_bad, 1);
         atomic_fetch_add(&g_taken, 1);
     }
+}
+
+static atomic_long g_cleaned;
+
+static void cleanup(void *arg) {
+    (void)arg;
+    atomic_fetch_add(&g_cleaned, 1);
+}
+
+static void *cancelled_thread(void *arg) {
+    (void)arg;
+    pthread_cleanup_push(cleanup, NULL);
+    for (;;)
+        pause(); // a cancellation point
+    pthread_cleanup_pop(0);
+    return NULL;
 }
 
 static void on_tick(union sigval v) {
@@ -68,7 +85,15 @@ int main(int argc, char **argv) {
             t_sleep_ns(1000000);
         }
         if (atomic_load(&g_bad)) t_fail("step %ld: a signal or tick came wrong (%d)", s, g_bad);
-        t_sleep_ns(10000000);
+        pthread_t victim;
+        void *res = NULL;
+        if (pthread_create(&victim, NULL, cancelled_thread, NULL) != 0) t_fail("pthread_create");
+        t_sleep_ns(2000000);
+        if (pthread_cancel(victim) != 0 || pthread_join(victim, &res) != 0 ||
+            res != PTHREAD_CANCELED || atomic_load(&g_cleaned) != s + 1)
+            t_fail("step %ld: thread cancellation went wrong", s);
+        if (setegid(getegid()) != 0) t_fail("setegid: %s", strerror(errno));
+        t_sleep_ns(8000000);
         if (s % 50 == 49) {
             long t = atomic_load(&g_ticks);
             if (t - last_ticks < 5)
