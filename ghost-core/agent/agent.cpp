@@ -427,6 +427,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     uint64_t own = (pending_mask("SigPnd:") & ~shared) | (shared & ~interrupted_mask);
     slot->pending_count = take_pending(own, slot->pending, ghost::agent::max_pending_per_thread);
     void *volatile interrupted = ucontext;
+    volatile uint32_t sweep = load(&st.sweep_gen);
     if (ghost_context_save(&slot->ctx) == 0) {
         __atomic_store_n(&slot->state, (uint32_t)ghost::agent::slot_parked, __ATOMIC_RELEASE);
         __atomic_add_fetch(&st.parked, 1, __ATOMIC_ACQ_REL);
@@ -449,10 +450,28 @@ void park_handler(int, siginfo_t *, void *ucontext) {
             futex_wake_all(&g_dup.phase);
             continue;
         }
+        if (uint32_t now = load(&st.sweep_gen); now != sweep) {
+            // Signals another thread queued to this one after it had taken its own (sent
+            // before that thread parked): taken too, or a checkpoint would lose them.
+            sweep = now;
+            uint32_t n = slot->pending_count;
+            slot->pending_count =
+                n + take_pending(pending_mask("SigPnd:"), slot->pending + n,
+                                 (uint32_t)ghost::agent::max_pending_per_thread - n);
+            __atomic_add_fetch(&st.swept, 1, __ATOMIC_ACQ_REL);
+            futex_wake_all(&st.swept);
+            continue;
+        }
         futex(&st.resume_gen, FUTEX_WAIT, gen, nullptr);
     }
     // Every signal is blocked in this handler: they wait for the mask the frame gives back.
     requeue(slot->pending, slot->pending_count, raw_gettid());
+    if ((slot->flags & ghost::image::thread_main) && load(&st.main_requeue)) {
+        requeue(st.shared_pending, st.shared_pending_count, 0); // (see resume_all)
+        st.shared_pending_count = 0;
+        __atomic_store_n(&st.main_requeue, 0, __ATOMIC_RELEASE);
+        futex_wake_all(&st.main_requeue);
+    }
     errno = saved_errno;
 }
 
@@ -575,26 +594,21 @@ const char *describe_stuck_thread(int timeout_ms) {
     return g_park_failure;
 }
 
-// Whether a thread other than the manager blocks the park signal now.
-bool some_thread_blocks_park_signal() {
-    int self = raw_gettid();
-    int dir = (int)sys::call(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return false;
-    char buf[4096];
-    bool found = false;
-    for (long n; !found && (n = sys::call(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
-        for (long off = 0; off < n && !found;) {
-            auto *d = (struct dirent64 *)(buf + off);
-            off += d->d_reclen;
-            int tid = atoi(d->d_name);
-            char blocked[32] = "";
-            if (tid <= 0 || tid == self || ghost::agent::thread_is_excluded(tid) ||
-                !task_status_field(tid, "SigBlk:", blocked, sizeof blocked))
-                continue;
-            found = strtoull(blocked, nullptr, 16) & (1ULL << (park_signal - 1));
-        }
-    sys::call(SYS_close, dir);
-    return found;
+// DUPLICATE: a thread that still blocks the park signal after a while ends the park at once
+// (the request falls back to the export path, which parks it with PARK UNBLOCK).
+bool g_blocked_gives_up = false;
+const char g_blocked_why[] = "a thread blocks the park signal";
+
+bool signalled_thread_blocks_park_signal() {
+    for (uint32_t i = 1; i < st.thread_count; i++) {
+        thread_slot &t = st.threads[i];
+        char blocked[32] = "";
+        if (load(&t.state) == ghost::agent::slot_signalled && task_alive(t.tid) &&
+            task_status_field(t.tid, "SigBlk:", blocked, sizeof blocked) &&
+            (strtoull(blocked, nullptr, 16) & (1ULL << (park_signal - 1))))
+            return true;
+    }
+    return false;
 }
 
 // The requester of a park that can unblock threads ("PARK UNBLOCK"), or -1.
@@ -637,6 +651,34 @@ void ask_unblock() {
             __atomic_store_n(&g_override_count, k + 1, __ATOMIC_RELEASE);
         }
         ghost::control::write_all(g_unblock_conn, "GO\n", 3);
+    }
+}
+
+// Once every thread is parked: a thread that was still running could queue a signal to one
+// already parked (pthread_kill), after the latter had taken its own pending signals off the
+// kernel's queue; nobody can send more now. The parked threads with such signals take them
+// (each parked thread answers; a thread woken before it waits is woken again).
+void sweep_late_signals() {
+    bool late = false;
+    uint32_t parked = 0;
+    for (uint32_t i = 1; i < st.thread_count; i++) {
+        thread_slot &t = st.threads[i];
+        if (load(&t.state) != ghost::agent::slot_parked) continue;
+        parked++;
+        char pending[32] = "";
+        if (task_status_field(t.tid, "SigPnd:", pending, sizeof pending) &&
+            (strtoull(pending, nullptr, 16) & ~(1ULL << (park_signal - 1))))
+            late = true;
+    }
+    if (!late) return;
+    __atomic_store_n(&st.swept, 0, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&st.sweep_gen, 1, __ATOMIC_ACQ_REL);
+    for (int i = 0; i < 400; i++) { // 2 s at most: a thread that never answers keeps its own
+        uint32_t done = load(&st.swept);
+        if (done >= parked) break;
+        futex_wake_all(&st.resume_gen);
+        struct timespec step = {0, 5 * 1000 * 1000};
+        futex(&st.swept, FUTEX_WAIT, done, &step);
     }
 }
 
@@ -696,6 +738,12 @@ bool park_all(const char **why) {
                 ask_unblock();
                 next_unblock_ms = ms + 50;
             }
+            if (g_blocked_gives_up && ms >= 200 && signalled_thread_blocks_park_signal()) {
+                *why = g_blocked_why;
+                for (uint32_t i = 1; i < st.thread_count; i++)
+                    cancel_slot(st.threads[i]);
+                return false;
+            }
             if (ms > g_park_timeout_ms) {
                 *why = describe_stuck_thread(g_park_timeout_ms);
                 // The park is given up: a thread that takes its slot back before this returns at
@@ -707,15 +755,45 @@ bool park_all(const char **why) {
             }
             futex(&st.parked, FUTEX_WAIT, parked, &step);
         }
-        if (added == 0) return true; // a full scan found nobody new: the set is closed
+        if (added == 0) { // a full scan found nobody new: the set is closed
+            sweep_late_signals();
+            return true;
+        }
     }
 }
 
 void resume_all() {
-    requeue(st.shared_pending, st.shared_pending_count, 0);
-    st.shared_pending_count = 0;
+    // Signals of the process's queue go back to it. The kernel takes them from a thread other
+    // than the main one only as sigqueue() made them (si_code < 0, not SI_TKILL); kill()'s and the
+    // kernel's own (SIGCHLD, SIGTERM from a shell...) only from the main thread (tid = pid), which
+    // queues them on its way out of the park, before this returns. Without a parked main thread
+    // (it ended with pthread_exit) they are sent again with kill(): their sender is then us.
+    long pid = sys::call(SYS_getpid);
+    bool main_parked = false;
+    for (uint32_t i = 1; i < st.thread_count; i++)
+        main_parked |= (st.threads[i].flags & ghost::image::thread_main) &&
+                       load(&st.threads[i].state) == ghost::agent::slot_parked;
+    uint32_t left = 0;
+    for (uint32_t i = 0; i < st.shared_pending_count; i++) {
+        const ghost::agent::pending_signal &p = st.shared_pending[i];
+        int32_t code;
+        memcpy(&code, p.info + 8, sizeof code); // siginfo_t: si_signo, si_errno, si_code
+        if (code < 0 && code != SI_TKILL)
+            requeue(&p, 1, 0);
+        else if (main_parked)
+            st.shared_pending[left++] = p;
+        else
+            sys::call(SYS_kill, pid, p.signo);
+    }
+    st.shared_pending_count = left;
+    __atomic_store_n(&st.main_requeue, left ? 1u : 0u, __ATOMIC_RELEASE);
     __atomic_add_fetch(&st.resume_gen, 1, __ATOMIC_ACQ_REL);
     futex_wake_all(&st.resume_gen);
+    // Before the next park can take the queue again.
+    for (int i = 0; i < 200 && load(&st.main_requeue); i++) {
+        struct timespec step = {0, 5 * 1000 * 1000};
+        futex(&st.main_requeue, FUTEX_WAIT, 1, &step);
+    }
 }
 
 void capture_process_state() {
@@ -1086,13 +1164,15 @@ bool handle_duplicate(int conn) {
         return answer("FALLBACK", "a component (the MPI layer) is registered");
     if (g_copy_count >= max_copies) return answer("FALLBACK", "too many copies running");
     if (has_program_children()) return answer("FALLBACK", "the process has a child process");
-    // Only a park requested with PARK UNBLOCK (the image path's) parks such a thread quickly.
-    if (some_thread_blocks_park_signal())
-        return answer("FALLBACK", "a thread blocks the park signal");
     uint64_t t0 = monotonic_ns();
     set_internal_fds(conn);
     const char *why = nullptr;
+    // A thread that keeps the park signal blocked: only a park requested with PARK UNBLOCK (the
+    // export path's) parks it quickly.
+    g_blocked_gives_up = true;
     bool parked = park_all(&why);
+    g_blocked_gives_up = false;
+    if (!parked && why == g_blocked_why) return answer("FALLBACK", why);
     if (parked) capture_process_state();
     if (parked && (why = ghost::agent::capture_process_extras(st))) parked = false;
     int forker = 0;

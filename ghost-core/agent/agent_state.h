@@ -78,6 +78,9 @@ struct state {
     uint32_t parked;        // futex: threads that reached their park point
     uint32_t resume_gen;    // futex: bumped to let parked threads go
     uint32_t restored;      // futex: threads done with post-restore fix-ups
+    uint32_t sweep_gen;     // bumped to make parked threads take signals queued to them late
+    uint32_t swept;         // futex: threads that did
+    uint32_t main_requeue;  // futex: 1 while the main thread has shared signals to queue again
     uint32_t restore_count; // how many times this process image has been restored
     uint64_t brk;           // sbrk(0) at park time
     image::signal_action actions[image::max_signals];
