@@ -22,6 +22,7 @@
 #include <sstream>
 #include <atomic>
 #include <cpuid.h>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -481,6 +482,14 @@ class exporter {
             }
         for (const vma &v : maps) {
             if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vvar_vclock]") continue;
+            if (v.start < image::restorer_zone_start + image::restorer_zone_size &&
+                v.end > image::restorer_zone_start) {
+                char range[64];
+                std::snprintf(range, sizeof range, "%llx-%llx", (unsigned long long)v.start,
+                              (unsigned long long)v.end);
+                return error{"pid " + std::to_string(pid_) + " maps memory at " + range +
+                             ", where ghost's restorer runs: it could not be restored"};
+            }
             auto c = classify(v, pid_, object_at(v));
             if (!c) return c.err();
         }

@@ -27,6 +27,10 @@ inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
 inline constexpr uint32_t format_version = 4;
 inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
+// Where the restorer runs (it is linked there: ghost-core/restore/CMakeLists.txt) and the room it
+// keeps: a process with memory there cannot be restored, and its checkpoint is refused.
+inline constexpr uint64_t restorer_zone_start = 0x200000000000ULL;
+inline constexpr uint64_t restorer_zone_size = 64ULL << 20;
 inline constexpr uint64_t max_pages_record = 64ULL << 20;
 
 enum record_type : uint16_t {

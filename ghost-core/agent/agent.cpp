@@ -495,6 +495,40 @@ bool task_alive(int tid) {
 
 // Lists /proc/self/task with getdents64 (opendir would malloc). Signals every thread not yet in the
 // table. Returns the number of newly signalled threads, or -1.
+bool task_status_field(int tid, const char *field, char *out, size_t size);
+
+// Seccomp. A thread in strict mode is killed by the park handler's first system call: refused.
+// A filter the program installed itself (more filters than the process started with, or was
+// restored with: those come again from whoever restarts it) would be lost by an export: refused
+// then, not by a fork duplicate, whose copy keeps it.
+long g_seccomp_baseline = 0;
+bool g_park_for_export = false;
+const char *g_signal_refusal = nullptr; // why signal_new_threads refused a thread
+
+long seccomp_filters(int tid, long *mode) {
+    char v[32] = "";
+    *mode = task_status_field(tid, "Seccomp:", v, sizeof v) ? atol(v) : 0;
+    return task_status_field(tid, "Seccomp_filters:", v, sizeof v) ? atol(v) : 0;
+}
+
+const char *seccomp_refusal(int tid) {
+    static char why[200];
+    long mode = 0, filters = seccomp_filters(tid, &mode);
+    if (mode == 1)
+        snprintf(why, sizeof why,
+                 "thread %d runs in seccomp strict mode: ghost cannot park it (any system call "
+                 "but read, write and exit kills it)",
+                 tid);
+    else if (mode == 2 && g_park_for_export && filters > g_seccomp_baseline)
+        snprintf(why, sizeof why,
+                 "thread %d runs under a seccomp filter the program installed, which ghost cannot "
+                 "carry (a restored process would run without it)",
+                 tid);
+    else
+        return nullptr;
+    return why;
+}
+
 int signal_new_threads(int self) {
     int dir = (int)sys::call(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) return -1;
@@ -509,6 +543,10 @@ int signal_new_threads(int self) {
             int tid = atoi(d->d_name);
             if (tid <= 0 || tid == self || find_slot(tid)) continue;
             if (ghost::agent::thread_is_excluded(tid)) continue; // a component's (lower half)
+            if ((g_signal_refusal = seccomp_refusal(tid))) {
+                sys::call(SYS_close, dir);
+                return -1;
+            }
             if (st.thread_count >= (uint32_t)ghost::agent::max_threads) {
                 sys::call(SYS_close, dir);
                 return -1;
@@ -686,6 +724,7 @@ void sweep_late_signals() {
 bool park_all(const char **why) {
     g_override_count = 0;
     g_unblock_asked_count = 0;
+    g_signal_refusal = nullptr;
     long next_unblock_ms = 20;
     int self = raw_gettid();
     st.parked = 0;
@@ -701,7 +740,10 @@ bool park_all(const char **why) {
     for (;;) {
         int added = signal_new_threads(self);
         if (added < 0) {
-            *why = "cannot list or signal the process's threads";
+            *why =
+                g_signal_refusal ? g_signal_refusal : "cannot list or signal the process's threads";
+            for (uint32_t i = 1; i < st.thread_count; i++)
+                cancel_slot(st.threads[i]); // (as when a park times out)
             return false;
         }
         // Wait until every signalled thread is parked; threads may exit meanwhile.
@@ -949,6 +991,8 @@ void fix_lock_owners_after_restore() {
 
 // The manager's half of a restore: runs in the new process once its own context is back.
 void after_restore_manager(thread_slot *self) {
+    long mode; // the filters the restorer ran under are this process's own now
+    g_seccomp_baseline = seccomp_filters((int)sys::call(SYS_getpid), &mode);
     fix_task_state(self);
     ghost::agent::components_thread_after_restore();
     // Threads that exited while being parked left free slots: only parked ones come back.
@@ -1378,8 +1422,10 @@ bool serve(int conn) {
     if (ghost::control::read_line(conn, line, sizeof line, 5000) < 0) return false;
     if (strcmp(line, "PARK") == 0 || strcmp(line, "PARK UNBLOCK") == 0) {
         g_unblock_conn = strcmp(line, "PARK UNBLOCK") == 0 ? conn : -1;
+        g_park_for_export = true;
         bool r = handle_park(conn);
         g_unblock_conn = -1;
+        g_park_for_export = false;
         return r;
     } else if (strcmp(line, "DUPLICATE") == 0) {
         return handle_duplicate(conn);
@@ -1592,6 +1638,8 @@ __attribute__((constructor)) void agent_init() {
     const char *trig = getenv("GHOST_CKPT_SIGNAL");
     if (trig) g_trigger_signal = atoi(trig);
     find_tid_offset();
+    long mode;
+    g_seccomp_baseline = seccomp_filters((int)getpid(), &mode);
     g_nptl_nthreads = (unsigned int *)dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
     ghost::agent::lock_owners_init();
     ssize_t n = readlink("/proc/self/exe", g_exe_path, sizeof g_exe_path - 1);

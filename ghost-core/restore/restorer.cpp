@@ -74,7 +74,8 @@ constexpr uint64_t thread_stack_size = 8 * 1024; // a restored thread's until it
 constexpr uint64_t thread_clone_flags =
     CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
 // The restorer's address zone: its own image, then room to park vvar/vdso while moving them.
-constexpr uint64_t zone_size = 64ULL << 20;
+constexpr uint64_t zone_size = img::restorer_zone_size;
+static_assert(GHOST_RESTORER_ADDRESS == img::restorer_zone_start, "the exporter's idea of it");
 
 int g_image_fd = -1;
 int g_status_fd = -1;

@@ -50,6 +50,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 if [ "$flavour" = openmpi ]; then mpirun=mpirun.openmpi; else mpirun=mpirun.mpich; fi
 steps=150 sleep_ms=20
 [ "$mode" = auto ] && steps=300
+# (status polls and two checkpoints before the job's end: 3 s were too few on a loaded machine)
+[ "$mode" = resume ] && steps=300
 [ "$mode" = fallback ] && steps=300
 [ "$mode" = migrate ] && steps=400
 [ "$mode" = tombstones ] && steps=1500

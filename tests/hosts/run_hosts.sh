@@ -151,7 +151,7 @@ restart)
   for ip in "${HOSTS_IPS[@]}"; do
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
-  steps=150 sleep_ms=20
+  steps=300 sleep_ms=20 # 6 s: the placement check and the checkpoint come first, also under load
   t0=$SECONDS
   # (the reference output: its sleep between steps changes nothing it prints)
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \

@@ -19,7 +19,9 @@ Subtests (--only a,b,...; default all):
              a /proc file of the process, an eventfd, a socket or a pty master shared with a child,
              a terminal that is not its controlling terminal, a Linux AIO context, an attached SysV
              shared memory segment, a named pipe with unread data, a memfd beyond the size an image
-             carries, a POSIX message queue, also through the fork path of `ghost duplicate`):
+             carries, a POSIX message queue, also through the fork path of `ghost duplicate`;
+             and not descriptors: a seccomp filter the program installed, a thread in seccomp
+             strict mode, memory where ghost's restorer runs):
              `ghost checkpoint --kill` and
              `ghost duplicate` must fail with one line naming the descriptor, write no image, and
              leave the victim running (it then stops on request with its PASS line);
@@ -546,9 +548,11 @@ class Env:
     def t_refused_fds(self):
         # Each kind, and a word its one-line refusal must contain (the thing it names).
         names = {"aio": "AIO context", "sysvshm": "SysV shared memory segment key 0x00000000",
-                 "fifo_data": "descriptor", "memfd_big": "descriptor", "mqueue": "message queue"}
+                 "fifo_data": "descriptor", "memfd_big": "descriptor", "mqueue": "message queue",
+                 "seccomp_filter": "seccomp filter", "seccomp_strict": "seccomp strict mode",
+                 "restorer_zone": "where ghost's restorer runs"}
         for kind in ["netns", "procfile", "eventfd", "socketpair", "ptmx", "pts", "aio", "sysvshm", "fifo_data",
-                     "memfd_big", "mqueue"]:
+                     "memfd_big", "mqueue", "seccomp_filter", "seccomp_strict", "restorer_zone"]:
             ckdir = os.path.join(self.work, f"{kind}-ckpt")
             runner, pid, d, out = self.start_victim(kind, ckdir, ["--hold", kind])
             beat = os.path.join(d, "beat")

@@ -11,9 +11,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <mqueue.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
@@ -55,6 +59,16 @@ static void child_holding(int fd) {
 }
 
 // Descriptors that a restart could not rebuild exactly: each must make a checkpoint fail.
+// Strict mode allows read, write and exit only: this thread reads a pipe nobody writes to.
+static void *strict_reader(void *arg) {
+    int fd = *(int *)arg;
+    char byte;
+    syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0);
+    syscall(SYS_read, fd, &byte, 1);
+    syscall(SYS_exit, 0);
+    return NULL;
+}
+
 static void hold(const char *kind, const char *dir) {
     int fd = -1;
     if (strcmp(kind, "netns") == 0) {
@@ -114,9 +128,28 @@ static void hold(const char *kind, const char *dir) {
         t_path(path, sizeof path, dir, "lock");
         fd = open(path, O_RDWR | O_CREAT, 0600);
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) t_fail("flock: %s", strerror(errno));
+    } else if (strcmp(kind, "seccomp_filter") == 0) { // a filter that allows everything
+        struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        struct sock_fprog prog = {1, &allow};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+            t_fail("seccomp filter: %s", strerror(errno));
+        fd = 0;
+    } else if (strcmp(kind, "seccomp_strict") == 0) { // a thread in strict mode, reading a pipe
+        static int ends[2];
+        pthread_t t;
+        if (pipe(ends) != 0 || pthread_create(&t, NULL, strict_reader, &ends[0]) != 0)
+            t_fail("strict thread: %s", strerror(errno));
+        fd = 0;
+    } else if (strcmp(kind, "restorer_zone") == 0) { // memory where the restorer would run
+        void *at = mmap((void *)0x200000000000ULL, 1 << 20, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (at != (void *)0x200000000000ULL) t_fail("mmap: %s", strerror(errno));
+        memset(at, 1, 4096);
+        fd = 0;
     } else {
         t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts|aio|sysvshm|"
-                "fifo_data|memfd_big|mqueue|flock]");
+                "fifo_data|memfd_big|mqueue|flock|seccomp_filter|seccomp_strict|restorer_zone]");
     }
     if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
 }
