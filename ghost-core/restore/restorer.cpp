@@ -692,11 +692,18 @@ void workers_stop() {
     if (!g_parallel) return;
     workers_drain();
     __atomic_store_n(&g_quit, 1, __ATOMIC_RELEASE);
-    for (page_job &j : g_jobs)
-        wake_all(&j.ready);
+    // A worker that looked at g_quit just before it was set may only now go to sleep on its
+    // slot (g_quit is not the word it waits on): the slots are woken again until every worker
+    // is gone (the kernel clears a worker's tid word as it exits).
     for (int32_t &tid : g_worker_tids)
-        for (int32_t t; (t = __atomic_load_n(&tid, __ATOMIC_ACQUIRE)) != 0;)
-            futex_op((uint32_t *)&tid, 0, (uint32_t)t);
+        for (int32_t t; (t = __atomic_load_n(&tid, __ATOMIC_ACQUIRE)) != 0;) {
+            for (page_job &j : g_jobs)
+                wake_all(&j.ready);
+            struct {
+                long sec, nsec;
+            } step = {0, 1000 * 1000};
+            sys::call(__NR_futex, (uint32_t *)&tid, 0 /* FUTEX_WAIT */, (uint32_t)t, &step, 0, 0);
+        }
     g_parallel = false;
 }
 
