@@ -268,6 +268,7 @@ class exporter {
         GHOST_TRY(write_tracking());
         GHOST_TRY(write_credentials());
         GHOST_TRY(write_process(*maps));
+        GHOST_TRY(write_tree());
         GHOST_TRY(objects_.write(writer_));
         auto pm = pagemap::open(pid_);
         if (!pm) return pm.err();
@@ -515,11 +516,26 @@ class exporter {
                 bool copy = false; // a fast duplicate's copy (agent_state.h)
                 for (uint32_t i = 0; i < std::min<uint32_t>(state_->copy_count, 64) && !copy; i++)
                     copy = state_->copy_pids[i] == child;
-                if (!copy && child != ::getpid() && child != state_->checkpointer_pid)
+                bool member = opt_.tree && opt_.tree->members_pids.count(child);
+                if (!copy && !member && child != ::getpid() && child != state_->checkpointer_pid)
                     return error{"pid " + std::to_string(pid_) + " has a child process (pid " +
                                  std::to_string(child) +
                                  "): process trees cannot be checkpointed yet"};
             }
+        }
+        return {};
+    }
+
+    // The root of a process tree lists it: its descendants, then the descriptions they share.
+    result<void> write_tree() {
+        if (!opt_.tree || !opt_.tree->root) return {};
+        for (const image::tree_member_record &m : opt_.tree->members)
+            GHOST_TRY(writer_.record(image::rec_tree_member, &m, sizeof m));
+        for (const tree_shared_file &s : opt_.tree->shared) {
+            image::tree_shared_record r = s.record;
+            r.path_len = (uint32_t)s.path.size();
+            r.data_len = (uint32_t)s.data.size();
+            GHOST_TRY(writer_.record(image::rec_tree_shared, &r, sizeof r, s.path, s.data));
         }
         return {};
     }
@@ -985,7 +1001,9 @@ result<void> exporter::collect_files() {
     uint32_t n = std::min<uint32_t>(state_->excluded_fd_count, agent::max_excluded_fds);
     for (uint32_t i = 0; i < n; i++)
         internal.push_back(state_->excluded_fds[i]);
-    auto files = core::collect_files(pid_, internal, objects_);
+    static const std::map<int, uint32_t> none;
+    auto files =
+        core::collect_files(pid_, internal, objects_, opt_.tree ? opt_.tree->shared_fds : none);
     if (!files) return files.err();
     files_ = std::move(*files);
     return {};

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ghost-core/park_client.h"
+#include "ghost-core/process_tree.h"
 #include "ghost-core/resource.h"
 
 namespace ghost::core {
@@ -32,6 +33,9 @@ struct export_options {
     bool track = false;
     std::string parent_path; // the parent image ("": none)
     std::string parent_name; // how the new image names it: relative to the new image's directory
+    // A process of a tree (process_tree.h): its children are members, not a refusal; the root's
+    // image lists the tree; descriptors shared in the tree are written as file_tree_shared.
+    const tree_part *tree = nullptr;
 };
 
 // The process must be parked by its agent for the whole call. Does not commit the sink.

@@ -79,7 +79,8 @@ bool is_memory_device(dev_t rdev) { // null, zero, full, random, urandom: no sta
 
 class classifier {
   public:
-    classifier(pid_t pid, object_table &objects) : pid_(pid), objects_(objects) {}
+    classifier(pid_t pid, object_table &objects, const std::map<int, uint32_t> &tree_shared)
+        : pid_(pid), objects_(objects), tree_shared_(tree_shared) {}
     ~classifier() {
         if (pidfd_ >= 0) ::close(pidfd_);
     }
@@ -94,6 +95,15 @@ class classifier {
             exported_file f;
             f.record.fd = e.fd;
             f.record.cloexec = (e.info.flags & O_CLOEXEC) != 0;
+            if (auto it = tree_shared_.find(e.fd); it != tree_shared_.end()) {
+                if (!e.info.locks.empty())
+                    return refuse(e, "a file lock on a description shared in a process tree "
+                                     "cannot be restored");
+                f.record.kind = image::file_tree_shared;
+                f.record.pipe_id = it->second;
+                others.push_back(std::move(f));
+                continue;
+            }
             // A std stream on the description of an inherited one is inherited too: a dup of
             // the restarter's stdin would become the process's stdout.
             if (e.same_as >= 0 && !(e.fd <= 2 && inherited[e.same_as])) {
@@ -524,6 +534,7 @@ class classifier {
 
     pid_t pid_;
     object_table &objects_;
+    const std::map<int, uint32_t> &tree_shared_;
     int pidfd_ = -1;
     dev_t ctty_ = 0;
     std::vector<fd_entry> entries_;
@@ -535,8 +546,9 @@ class classifier {
 } // namespace
 
 result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,
-                                                 object_table &objects) {
-    return classifier(pid, objects).run(internal);
+                                                 object_table &objects,
+                                                 const std::map<int, uint32_t> &tree_shared) {
+    return classifier(pid, objects, tree_shared).run(internal);
 }
 
 } // namespace ghost::core

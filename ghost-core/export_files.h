@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,10 @@ struct exported_file {
 // Every descriptor of `pid` but the agent's own (`internal`), in the order the restorer needs
 // them: pty masters, then the other open file descriptions in descriptor order, then duplicates.
 // Memfds and deleted files become objects of `objects` (file_object records name them).
+// `tree_shared`: descriptors of open file descriptions the process shares with others of its
+// tree, by fd: written as file_tree_shared records naming that index.
 result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,
-                                                 object_table &objects);
+                                                 object_table &objects,
+                                                 const std::map<int, uint32_t> &tree_shared = {});
 
 } // namespace ghost::core

@@ -12,8 +12,13 @@
 // depend on order, so the restorer can verify pages records in parallel; the order of records is
 // checked by structure instead: an image has exactly one valid order (image_verify.h).
 //
-// Stream order: header, tracking?, credentials, process, (object object_data*)* by id, (region
-// pages*)* by address, file* by fd, file_lock*, thread+ by tid, trailer.
+// Stream order: header, tracking?, credentials, process, tree_member*, tree_shared*, (object
+// object_data*)* by id, (region pages*)* by address, file* by fd, file_lock*, thread+ by tid,
+// trailer.
+//
+// A process tree (a process and its descendants, each under ghost) is one image file: the root's
+// stream, with a tree_member record for each descendant, then each live descendant's own stream
+// in the order of those records (a zombie has no stream: its record holds its exit status).
 #pragma once
 
 #include <stdint.h>
@@ -23,8 +28,8 @@ namespace ghost::image {
 inline constexpr uint32_t record_magic = 0x43524847; // "GHRC"
 inline constexpr char file_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'M', 'G'};
 // 2: credentials record; 3: memory objects (memfds, deleted files), O_PATH and named pipes;
-// 4: file locks
-inline constexpr uint32_t format_version = 4;
+// 4: file locks; 5: process trees
+inline constexpr uint32_t format_version = 5;
 inline constexpr uint32_t arch_x86_64 = 62;              // EM_X86_64
 inline constexpr uint64_t max_metadata_record = 1 << 20; // every record but pages is smaller
 // Where the restorer runs (it is linked there: ghost-core/restore/CMakeLists.txt) and the room it
@@ -47,6 +52,8 @@ enum record_type : uint16_t {
     rec_tracking = 11,
     rec_page_ref = 12,
     rec_file_lock = 13,
+    rec_tree_member = 14,
+    rec_tree_shared = 15,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -250,12 +257,18 @@ enum file_kind : uint32_t {
     // An open file description of a memory object (`pipe_id` is the object's id): reopened
     // through the restored object with `flags`, at `offset`.
     file_object = 14,
+    // An open file description held by more than one process of a tree (a pipe between a parent
+    // and its child, a log file both write at one offset): `pipe_id` is the index of its
+    // tree_shared record in the root's stream. `ghost restart` makes each such description once
+    // and every restorer of the tree inherits it.
+    file_tree_shared = 15,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
-    static const char *const names[] = {
-        "?",           "file", "dir",        "device",    "inherited", "pipe-r", "pipe-w", "dup",
-        "pipe-reopen", "tty",  "pty-master", "pty-slave", "o-path",    "fifo",   "object"};
+    static const char *const names[] = {"?",           "file",   "dir",        "device",
+                                        "inherited",   "pipe-r", "pipe-w",     "dup",
+                                        "pipe-reopen", "tty",    "pty-master", "pty-slave",
+                                        "o-path",      "fifo",   "object",     "tree-shared"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -330,6 +343,40 @@ struct thread_record {
 };
 inline constexpr uint32_t thread_main = 1;
 inline constexpr uint32_t thread_manager = 2;
+
+// A descendant of the image's process (process trees): its ids as they were, and what it was.
+// Records come parents before children; among the children of one parent, process group
+// leaders before the members of their groups. Each process's group is its parent's, its own, or
+// that of an earlier sibling; its session is its parent's or its own.
+enum tree_state : uint32_t {
+    tree_live = 1,   // its stream follows the root's
+    tree_zombie = 2, // ended, not reaped yet: `wait_status` is what its parent's wait() returns
+};
+struct tree_member_record {
+    int32_t pid, ppid, pgid, sid;
+    uint32_t state; // tree_state
+    int32_t wait_status;
+};
+inline constexpr uint32_t max_tree_members = 256;
+// An open file description that several processes of the tree hold (file_tree_shared): made once
+// by `ghost restart`. Pipes: every description of a pipe held in the tree is one record; those
+// with the same `pipe_id` (the pipe's inode) are ends of one new pipe (file_pipe_read and
+// file_pipe_write records are its ends, file_pipe_reopen ones are opened from them), the first
+// record of the pipe carrying its buffered data. Path kinds (file_regular, file_directory,
+// file_device, file_path) are reopened by path with `flags` at `offset`, and must still be the
+// file `dev`/`ino` names.
+struct tree_shared_record {
+    uint32_t index; // 0, 1, 2 ...: what file_tree_shared records name
+    uint32_t kind;  // file_kind
+    int32_t flags;
+    uint32_t pipe_size;
+    int64_t offset;
+    uint64_t pipe_id;
+    uint64_t dev, ino;
+    uint32_t path_len; // followed by the path, then data_len bytes of pipe data
+    uint32_t data_len;
+};
+inline constexpr uint32_t max_tree_shared = 4096;
 
 struct trailer_record {
     uint64_t record_count; // records before the trailer

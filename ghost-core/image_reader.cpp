@@ -91,7 +91,7 @@ result<void> check_compatible(const image::header_record &h) {
     return {};
 }
 
-result<image_summary> read_image(res::source &in, bool header_only) {
+result<image_summary> read_image(res::source &in, bool header_only, bool followed) {
     auto rr = std::make_unique<record_reader>(in);
     image_summary s;
     std::string payload; // the verifier has checked each record's sizes before it gets here
@@ -166,6 +166,15 @@ result<image_summary> read_image(res::source &in, bool header_only) {
             s.locks.push_back(l);
             break;
         }
+        case image::rec_tree_member: {
+            image::tree_member_record m;
+            std::memcpy(&m, payload.data(), sizeof m);
+            s.tree_members.push_back(m);
+            break;
+        }
+        case image::rec_tree_shared:
+            s.tree_shared++;
+            break;
         case image::rec_thread: {
             image::thread_record t;
             std::memcpy(&t, payload.data(), sizeof t);
@@ -176,6 +185,13 @@ result<image_summary> read_image(res::source &in, bool header_only) {
             s.records = rr->verifier().records() + 1;
             s.image_bytes = rr->bytes();
             s.memory_bytes = rr->verifier().memory_bytes();
+            uint32_t live = rr->verifier().tree_live_count();
+            for (uint32_t i = 0; i < live; i++) {
+                auto member = read_image(in, false, i + 1 < live); // the next stream...
+                if (!member) return member.err();
+                s.tree_images.push_back(std::move(*member));
+            }
+            if (!s.tree_images.empty() || followed) return s; // (the last one checks the end)
             char extra;
             auto more = in.read(&extra, 1);
             if (more && *more != 0) return error{"the image is corrupt (data after the trailer)"};

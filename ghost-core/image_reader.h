@@ -48,12 +48,18 @@ struct image_summary {
     uint64_t scan_id = 0; // the write-tracking scan made for the image (0: taken without)
     std::vector<image::image_source> sources; // the older images an incremental one reads
     uint64_t referenced_bytes = 0;
+    // A process tree's image (image_format.h): the descendants, the descriptions they share, and
+    // each live descendant's own stream (in order).
+    std::vector<image::tree_member_record> tree_members;
+    uint32_t tree_shared = 0;
+    std::vector<image_summary> tree_images;
 };
 
 // Verifies the whole image with the restorer's own rules (image_verify.h): framing, order,
 // sizes, every record's hash and the trailer. With header_only, stops after the header record
 // and the tracking record (if the image has one).
-result<image_summary> read_image(res::source &in, bool header_only = false);
+// (`followed`: another stream of the same tree image comes after this one.)
+result<image_summary> read_image(res::source &in, bool header_only = false, bool followed = false);
 
 // The header checks the restorer makes first (format version, architecture, kernel release, CPU
 // vector state), against this machine.

@@ -101,11 +101,12 @@ inline bool same_text(const char *a, const char *b, size_t max) {
 inline bool check_header_fields(const header_record &h, message &why) {
     for (size_t i = 0; i < sizeof h.magic; i++)
         if (h.magic[i] != file_magic[i]) return why.clear().add("not a ghost image"), false;
-    if (h.format_version != format_version)
+    // Version 5 only added record types (process trees): a version 4 image is a version 5 one.
+    if (h.format_version != format_version && h.format_version != 4)
         return why.clear()
                    .add("the image has format version ")
                    .num(h.format_version)
-                   .add(", this ghost reads version ")
+                   .add(", this ghost reads versions 4 and ")
                    .num(format_version),
                false;
     if (h.arch != arch_x86_64 || h.page_size != image_page_size)
@@ -158,6 +159,10 @@ inline const char *record_name(uint16_t type) {
         return "page reference";
     case rec_file_lock:
         return "file lock";
+    case rec_tree_member:
+        return "tree member";
+    case rec_tree_shared:
+        return "tree shared file";
     default:
         return "unknown";
     }
@@ -177,7 +182,7 @@ class stream_verifier {
         index_++;
         if (!in_order(h.type)) {
             if (stage_ == stage::header) return fail("not a ghost image");
-            if (h.type < rec_header || h.type > rec_file_lock)
+            if (h.type < rec_header || h.type > rec_tree_shared)
                 return why_.clear()
                            .add("the image is corrupt (unknown record type ")
                            .num(h.type)
@@ -192,6 +197,10 @@ class stream_verifier {
                    false;
         }
         if (!length_ok(h)) return corrupt("bad record length");
+        // The tree's records come right after the process record, before anything else.
+        if (h.type != rec_tree_member && h.type != rec_tree_shared && h.type != rec_process &&
+            stage_ >= stage::objects)
+            tree_closed_ = true;
         if (h.type != rec_trailer) {
             records_++;
             payload_bytes_ += h.length;
@@ -227,6 +236,10 @@ class stream_verifier {
             return file(p, len);
         case rec_file_lock:
             return file_lock(p);
+        case rec_tree_member:
+            return read_tree_member(p);
+        case rec_tree_shared:
+            return read_tree_shared(p, len);
         case rec_thread:
             return thread(p);
         case rec_trailer:
@@ -272,6 +285,9 @@ class stream_verifier {
     uint64_t scan_id() const { return scan_id_; }
     uint32_t source_count() const { return sources_; }
     uint64_t referenced_bytes() const { return referenced_bytes_; }
+    // Process trees: the descendants the image lists, and how many have a stream of their own.
+    uint32_t tree_member_count() const { return tree_members_; }
+    uint32_t tree_live_count() const { return tree_live_; }
 
   private:
     enum class stage { header, credentials, process, objects, memory, files, locks, threads, done };
@@ -306,6 +322,10 @@ class stream_verifier {
             return advance(stage::objects, stage::files, stage::files);
         case rec_file_lock: // on descriptors of the file records before them
             return advance(stage::files, stage::locks, stage::locks);
+        case rec_tree_member: // members before shared descriptions
+            return stage_ == stage::objects && !tree_closed_ && !tree_shared_;
+        case rec_tree_shared:
+            return stage_ == stage::objects && !tree_closed_;
         case rec_thread:
             return advance(stage::objects, stage::threads, stage::threads);
         case rec_trailer:
@@ -348,6 +368,11 @@ class stream_verifier {
             return h.length == sizeof(thread_record);
         case rec_file_lock:
             return h.length == sizeof(file_lock_record);
+        case rec_tree_member:
+            return h.length == sizeof(tree_member_record);
+        case rec_tree_shared:
+            fixed = sizeof(tree_shared_record);
+            break;
         case rec_tracking:
             fixed = sizeof(tracking_record);
             break;
@@ -484,6 +509,30 @@ class stream_verifier {
         return (r.prot & 2) && addr >= r.start && addr < r.end && r.end - addr >= len;
     }
 
+    bool read_tree_member(const char *p) {
+        tree_member_record m = load<tree_member_record>(p);
+        if (m.pid <= 0 || m.ppid <= 0 || m.pgid <= 0 || m.sid <= 0 || m.pid == m.ppid ||
+            (m.state != tree_live && m.state != tree_zombie) || tree_members_ == max_tree_members)
+            return corrupt("bad tree member record");
+        tree_members_++;
+        tree_live_ += m.state == tree_live;
+        return true;
+    }
+    bool read_tree_shared(const char *p, uint64_t len) {
+        tree_shared_record t = load<tree_shared_record>(p);
+        bool path_kind = t.kind == file_regular || t.kind == file_directory ||
+                         t.kind == file_device || t.kind == file_path;
+        bool pipe_kind =
+            t.kind == file_pipe_read || t.kind == file_pipe_write || t.kind == file_pipe_reopen;
+        if (t.index != tree_shared_ || tree_shared_ == max_tree_shared || !tree_members_ ||
+            (!path_kind && !pipe_kind) || t.path_len >= max_path ||
+            (uint64_t)t.path_len + t.data_len != len - sizeof t || (path_kind && !t.path_len) ||
+            (path_kind && t.data_len) || (pipe_kind && t.path_len))
+            return corrupt("bad tree shared file record");
+        tree_shared_++;
+        return true;
+    }
+
     bool file(const char *p, uint64_t len) {
         file_record f = load<file_record>(p);
         // One order: pty masters (their slaves are opened from them), then the other
@@ -492,12 +541,16 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_object || f.path_len >= max_path ||
+            f.kind > file_tree_shared || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
             return corrupt("bad file record");
         if (f.kind == file_object && !object_exists(f.pipe_id)) return corrupt("bad file record");
+        // (A descendant's stream names the root's records: its restorer checks the index.)
+        if (f.kind == file_tree_shared &&
+            (f.pipe_id >= max_tree_shared || f.path_len || f.data_len))
+            return corrupt("bad file record");
         if (f.kind == file_regular && f.data_len != 0 && f.data_len != sizeof(proc_maps_position))
             return corrupt("bad file record");
         // A pty's master record creates it; its slave records come after it. (Any record of a
@@ -559,6 +612,8 @@ class stream_verifier {
     uint64_t scan_id_ = 0, referenced_bytes_ = 0;
     uint32_t locks_ = 0;
     uint32_t sources_ = 0;
+    uint32_t tree_members_ = 0, tree_live_ = 0, tree_shared_ = 0;
+    bool tree_closed_ = false; // a record after the tree's was seen
     header_record header_{};
     credentials_record creds_{};
     uint64_t agent_state_ = 0;

@@ -7,11 +7,13 @@
 #include <linux/sched.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -99,9 +101,65 @@ std::string sources_arg(const std::vector<int> &fds) {
     return arg;
 }
 
+namespace {
+
+// A tree's restorers, each on the one status socket: all say VERIFIED (or one ERR: every other
+// is told NOGO and ends), then each "OK pid". A failure after the gate (rare: placing
+// descriptors, credentials) kills those that already said OK; the others failed themselves.
+result<pid_t> await_tree(int status, pid_t root, int processes) {
+    char line[600];
+    constexpr int line_timeout_ms = 600000; // a restorer reads and checks its whole image first
+    auto refuse_all = [&](const std::string &why) -> result<pid_t> {
+        std::string nogo((size_t)processes, 'N');
+        (void)control::write_all(status, nogo.data(), nogo.size());
+        ::close(status);
+        ::kill(root, SIGKILL); // its descendants end at their gate (NOGO) or with their error
+        int ws;
+        ::waitpid(root, &ws, 0);
+        return error{why};
+    };
+    for (int verified = 0; verified < processes;) {
+        long n = control::read_line(status, line, sizeof line, line_timeout_ms);
+        if (n >= 8 && std::strncmp(line, "VERIFIED", 8) == 0) {
+            verified++;
+            continue;
+        }
+        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0) return refuse_all(line + 4);
+        return refuse_all(n < 0 ? "a restorer of the tree did not answer"
+                                : "a restorer of the tree ended without a reason");
+    }
+    std::string go((size_t)processes, 'G');
+    if (!control::write_all(status, go.data(), go.size()))
+        return refuse_all("cannot tell the tree's restorers to go on");
+    std::vector<pid_t> running;
+    std::string why;
+    for (int done = 0; done < processes && why.empty(); done++) {
+        long n = control::read_line(status, line, sizeof line, line_timeout_ms);
+        if (n > 3 && std::strncmp(line, "OK ", 3) == 0)
+            running.push_back((pid_t)std::atol(line + 3));
+        else
+            why = n > 4 && std::strncmp(line, "ERR ", 4) == 0
+                      ? line + 4
+                      : "a restorer of the tree ended without a reason";
+    }
+    ::close(status);
+    if (why.empty()) return root;
+    for (pid_t p : running)
+        ::kill(p, SIGKILL);
+    ::kill(root, SIGKILL);
+    int ws;
+    ::waitpid(root, &ws, 0);
+    return error{why};
+}
+
+} // namespace
+
 result<pid_t> import_process(int image_fd, const import_options &opt) {
+    bool tree = !opt.tree_args.empty();
     int status[2];
-    if (::pipe2(status, O_CLOEXEC) != 0) return sys_error("cannot create a pipe");
+    if (tree ? ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) != 0
+             : ::pipe2(status, O_CLOEXEC) != 0)
+        return sys_error("cannot create a pipe");
     std::string image_arg = std::to_string(image_fd), status_arg = std::to_string(status[1]);
     std::string owner_arg = owner_groups_arg(image_fd);
     std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str()};
@@ -109,6 +167,9 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
     if (!owner_arg.empty()) argv.push_back(owner_arg.c_str());
     std::string sources = sources_arg(opt.source_fds);
     if (!sources.empty()) argv.push_back(sources.c_str());
+    if (tree) argv.push_back("--gate");
+    for (const auto &t : opt.tree_args)
+        argv.push_back(t.c_str());
     argv.push_back(nullptr);
     const char *envp[] = {nullptr};
     pid_t child = fork_with_pid(opt.want_pid);
@@ -124,6 +185,8 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
         ::fcntl(status[1], F_SETFD, 0);
         for (int fd : opt.source_fds)
             ::fcntl(fd, F_SETFD, 0);
+        for (int fd : opt.tree_fds)
+            ::fcntl(fd, F_SETFD, 0);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -133,6 +196,7 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
         ::_exit(127);
     }
     ::close(status[1]);
+    if (tree) return await_tree(status[0], child, opt.processes);
     char line[600];
     long n = control::read_line(status[0], line, sizeof line, -1);
     ::close(status[0]);

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -36,6 +37,7 @@
 #include "ghost-core/import.h"
 #include "ghost-core/park_client.h"
 #include "ghost-core/proc_reader.h"
+#include "ghost-core/process_tree.h"
 #include "launcher/install_paths.h"
 #include "resources/fs/atomic_file.h"
 #include "resources/fs/fs_resource.h"
@@ -285,6 +287,113 @@ void prune_kept_images(const std::string &path, const std::vector<std::string> &
     }
 }
 
+// A process with descendants (process_tree.h): every live process of the tree parked (the root
+// first), the tree listed again to see that it held still meanwhile, then one image file with
+// each process's stream, the root's first. Whole images only; to a file only.
+struct parked_tree {
+    core::tree_plan plan;
+    std::vector<core::parked_process> procs; // plan.live() order
+};
+
+result<parked_tree> park_tree(pid_t pid, core::tree_plan plan) {
+    std::set<pid_t> skip = {::getpid()};
+    for (int attempt = 0;; attempt++) {
+        parked_tree t;
+        for (pid_t p : plan.live()) {
+            auto proc = core::parked_process::park(p);
+            if (!proc)
+                return error{p == pid ? proc.err().message
+                                      : "cannot park pid " + std::to_string(p) +
+                                            " of the process tree of pid " + std::to_string(pid) +
+                                            ": " + proc.err().message};
+            t.procs.push_back(std::move(*proc));
+        }
+        auto again = core::list_tree(pid, skip);
+        if (!again) return again.err();
+        auto same = [](const core::tree_plan &x, const core::tree_plan &y) {
+            if (x.members.size() != y.members.size()) return false;
+            for (size_t i = 0; i < x.members.size(); i++)
+                if (std::memcmp(&x.members[i], &y.members[i], sizeof x.members[i]) != 0)
+                    return false;
+            return true;
+        };
+        if (same(plan, *again)) {
+            t.plan = std::move(plan);
+            return t;
+        }
+        if (attempt == 3)
+            return error{
+                "the process tree of pid " + std::to_string(pid) +
+                " kept changing while it was parked (processes starting or ending): try again"};
+        plan = std::move(*again); // t resumes what it parked as it goes
+    }
+}
+
+int checkpoint_tree(const checkpoint_args &a, core::tree_plan plan, const std::string &path,
+                    clock_type::time_point t0) {
+    std::string head = "checkpoint of pid " + a.target + " failed: ";
+    if (!a.to.empty()) return fail(head + "a process tree is written to an image file, not --to");
+    auto tree = park_tree(a.pid, std::move(plan));
+    if (!tree) return fail(head + tree.err().message);
+    std::vector<const core::parked_process *> parked;
+    for (const auto &p : tree->procs)
+        parked.push_back(&p);
+    if (auto r = core::plan_tree(tree->plan, parked); !r) return fail(head + r.err().message);
+    double park_s = since(t0);
+    auto sink = res::create_file_sink(path);
+    if (!sink) return fail(sink.err().message);
+    auto t1 = clock_type::now();
+    core::export_stats total;
+    for (const auto &p : tree->procs) {
+        core::tree_part part = tree->plan.part(p.pid());
+        core::export_options xo;
+        xo.tree = &part;
+        auto stats = core::export_process(p, **sink, xo);
+        if (!stats) {
+            (*sink)->abort();
+            return fail(checkpoint_failure(p.pid(), stats.err().message));
+        }
+        total.image_bytes += stats->image_bytes;
+        total.memory_bytes += stats->memory_bytes;
+        total.threads += stats->threads;
+    }
+    double export_s = since(t1);
+    auto t2 = clock_type::now();
+    if (auto c = (*sink)->commit(); !c) {
+        (*sink)->abort();
+        return fail(head + c.err().message);
+    }
+    double sync_s = since(t2);
+    if (a.kill) {
+        for (auto it = tree->procs.rbegin(); it != tree->procs.rend(); ++it)
+            it->kill_now(); // children first: none runs on without its parent
+        // Gone (reaped by whoever inherits them) before we say so: a restart right after needs
+        // their pids.
+        for (int waited = 0; waited < 5000; waited += 5) {
+            bool any = false;
+            for (const auto &p : tree->procs)
+                any |= p.pid() != a.pid && ::kill(p.pid(), 0) == 0;
+            for (const auto &m : tree->plan.members)
+                any |= m.state == image::tree_zombie && ::kill(m.pid, 0) == 0;
+            if (!any) break;
+            ::usleep(5000);
+        }
+    } else {
+        for (auto &p : tree->procs)
+            if (auto r = p.resume(); !r) return fail(r.err().message);
+    }
+    if (a.incremental)
+        std::fprintf(stderr, "ghost: a whole image: a process tree is never incremental\n");
+    std::printf("checkpoint pid=%d image=%s bytes=%llu memory_bytes=%llu threads=%llu "
+                "processes=%zu zombies=%zu park_s=%s export_s=%s sync_s=%s total_s=%s%s\n",
+                (int)a.pid, path.c_str(), (unsigned long long)total.image_bytes,
+                (unsigned long long)total.memory_bytes, (unsigned long long)total.threads,
+                tree->procs.size(), tree->plan.members.size() + 1 - tree->procs.size(),
+                seconds(park_s).c_str(), seconds(export_s).c_str(), seconds(sync_s).c_str(),
+                seconds(since(t0)).c_str(), a.kill ? " killed=1" : "");
+    return 0;
+}
+
 int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
     // --image names one process's image (a rank checkpointing itself): the target is a pid, even
@@ -319,6 +428,17 @@ int cmd_checkpoint(checkpoint_args a) {
         sink = open_target(a.to, a.secret_file, a.pid, false);
         if (!sink) return fail("checkpoint of pid " + a.target + " failed: " + sink.err().message);
         path = a.to;
+    }
+    // A process with children: its tree (not for an MPI rank's own image, --image: a rank's
+    // children are refused by its export, and its job's checkpoint with it).
+    if (a.image.empty()) {
+        auto plan = core::list_tree(a.pid, {::getpid()});
+        if (!plan) return fail("checkpoint of pid " + a.target + " failed: " + plan.err().message);
+        if (!plan->members.empty()) {
+            if (!a.parent.empty() && !a.incremental)
+                return fail("--parent goes with --incremental");
+            return checkpoint_tree(a, std::move(*plan), path, t0);
+        }
     }
     core::export_options xo;
     if (a.incremental) {
@@ -404,13 +524,39 @@ int cmd_restart(const restart_args &a) {
     auto sources = core::open_sources(path, *head);
     if (!sources) return fail("cannot restart from " + path + ": " + sources.err().message);
     int fd = (*src)->stream_fd();
-    ::lseek(fd, 0, SEEK_SET);
     core::import_options opt;
     opt.restorer = *restorer_path;
     opt.want_pid = a.new_pid ? 0 : head->header.pid;
     opt.source_fds = *sources;
+    // A process tree: its shared descriptions made here, its layout given to the restorers.
+    auto tree = core::read_tree_layout(fd);
+    if (!tree) return fail("cannot restart from " + path + ": " + tree.err().message);
+    if (!tree->members.empty()) {
+        struct stat sb;
+        if (::fstat(fd, &sb) != 0) return fail("cannot restart from " + path + ": cannot stat it");
+        auto shared = core::make_shared_files(*tree, sb.st_uid);
+        if (!shared) return fail("cannot restart from " + path + ": " + shared.err().message);
+        opt.tree_fds = *shared;
+        opt.tree_args.push_back("--tree-root=" + std::to_string(head->header.pid));
+        size_t live = 0;
+        for (const auto &m : tree->members) {
+            uint64_t offset = m.state == image::tree_live ? tree->offsets[live++] : 0;
+            opt.tree_args.push_back("--tree-member=" + std::to_string(m.pid) + ":" +
+                                    std::to_string(m.ppid) + ":" + std::to_string(m.pgid) + ":" +
+                                    std::to_string(m.sid) + ":" + std::to_string(m.state) + ":" +
+                                    std::to_string(m.wait_status) + ":" + std::to_string(offset));
+        }
+        std::string list;
+        for (int s : *shared)
+            list += (list.empty() ? "" : ",") + std::to_string(s);
+        if (!list.empty()) opt.tree_args.push_back("--tree-shared=" + list);
+        opt.processes = (int)live + 1;
+    }
+    ::lseek(fd, 0, SEEK_SET);
     auto pid = core::import_process(fd, opt);
     for (int s : *sources)
+        ::close(s);
+    for (int s : opt.tree_fds)
         ::close(s);
     if (!pid) return fail("cannot restart from " + path + ": " + pid.err().message);
     src->reset();
@@ -1107,6 +1253,21 @@ int cmd_inspect(const std::string &arg) {
                 s->exe.c_str(),
                 core::hex(std::string((const char *)h.exe_build_id, h.exe_build_id_len)).c_str());
     std::printf("cwd        %s\n", s->cwd.c_str());
+    size_t next_stream = 0;
+    for (const auto &m : s->tree_members) {
+        std::string what = m.state == image::tree_zombie
+                               ? "zombie, wait status " + std::to_string(m.wait_status)
+                               : "";
+        if (m.state == image::tree_live && next_stream < s->tree_images.size()) {
+            const auto &t = s->tree_images[next_stream++];
+            what = std::to_string(t.threads.size()) + " threads, " + t.exe + ", " +
+                   std::to_string(t.memory_bytes) + " memory bytes";
+        }
+        std::printf("tree       pid %d (parent %d, group %d, session %d): %s\n", m.pid, m.ppid,
+                    m.pgid, m.sid, what.c_str());
+    }
+    if (s->tree_shared)
+        std::printf("tree       %u open file descriptions shared\n", s->tree_shared);
     const image::credentials_record &c = s->creds;
     std::string groups;
     for (uint32_t g : s->groups)

@@ -81,6 +81,20 @@ int g_image_fd = -1;
 int g_status_fd = -1;
 bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command that asked for it
 bool g_gate = false;          // --gate: the status socket's reader reports a refusal
+bool g_tree = false;          // a process of a tree: --tree-root, --tree-member, --tree-shared
+
+// A process tree (process_tree.h): every descendant of the image's process, as --tree-member
+// gives it (in the root's tree_member order), and the descriptions `ghost restart` made for the
+// tree (--tree-shared, by index). Each restorer forks its own children before reading its image.
+struct tree_member {
+    long pid, ppid, pgid, sid, state, wait_status;
+    uint64_t offset; // where its stream starts in the image file (live ones)
+};
+tree_member g_members[img::max_tree_members];
+int g_member_count = 0;
+long g_tree_root = 0;
+int g_tree_fds[img::max_tree_shared];
+int g_tree_fd_count = 0;
 
 [[noreturn]] void fail(const text &msg) {
     text line;
@@ -121,6 +135,7 @@ void wait_for_gate() {
         fail(text("the restart gate ended without an answer"));
     }
     if (word != 'G') sys::call(__NR_exit_group, 0);
+    if (g_tree) return; // `ghost restart` waits for every process's verdict after the gate
     sys::call(__NR_close, g_status_fd);
     g_status_fd = -1;
 }
@@ -1057,6 +1072,7 @@ void close_foreign_fds() {
     sys::call(__NR_close, dir);
     for (int i = 0; i < count; i++)
         sys::call(__NR_close, doomed[i]);
+    if (count == 256) close_foreign_fds(); // (a tree's shared descriptions can be many)
 }
 
 // Like place_fd, but `from` stays open (a pipe's or pty's temporary end).
@@ -1203,6 +1219,15 @@ void restore_file(record &r) {
     switch (fr.kind) {
     case img::file_inherit:
         return;
+    case img::file_tree_shared: { // made by `ghost restart`, inherited by every restorer
+        if (skip) return;
+        if (!g_tree || fr.pipe_id >= (uint64_t)g_tree_fd_count)
+            fail(text("the image is corrupt (")
+                     .add(what.str())
+                     .add(" names no description of its tree)"));
+        place_copy(g_tree_fds[fr.pipe_id], fr.fd, fr.cloexec);
+        return;
+    }
     case img::file_dup: {
         if (skip) return;
         if (fr.dup_of < 0 || fr.dup_of >= fr.fd || !fd_in_image(fr.dup_of))
@@ -1482,7 +1507,8 @@ void check_trailer(record &r) {
     workers_drain(); // every pages record's data checked against its hash
     read_metadata(r);
     struct stat sb; // nothing may follow (a pipe cannot say without waiting for its writer)
-    if (!sys::failed(sys::call(__NR_fstat, g_image_fd, &sb)) && S_ISREG(sb.st_mode) &&
+    // (In a tree's image the next process's stream follows: `ghost restart` checked the end.)
+    if (!g_tree && !sys::failed(sys::call(__NR_fstat, g_image_fd, &sb)) && S_ISREG(sb.st_mode) &&
         (uint64_t)sb.st_size != g_stream_pos)
         fail(text("the image is corrupt (data after the trailer)"));
 }
@@ -1527,6 +1553,129 @@ void install_process_state() {
 
 } // namespace
 
+// --- step 0: a process tree
+// -----------------------------------------------------------------------
+
+// "pid:ppid:pgid:sid:state:wait_status:offset"
+void read_tree_member(const char *arg) {
+    if (g_member_count == (int)img::max_tree_members) fail(text("too many --tree-member"));
+    long v[7];
+    for (int i = 0; i < 7; i++) {
+        if (*arg < '0' || *arg > '9') fail(text("bad --tree-member"));
+        v[i] = parse_dec(arg);
+        while (*arg >= '0' && *arg <= '9')
+            arg++;
+        if (*arg != (i == 6 ? 0 : ':')) fail(text("bad --tree-member"));
+        arg++;
+    }
+    g_members[g_member_count++] = {v[0], v[1], v[2], v[3], v[4], v[5], (uint64_t)v[6]};
+}
+
+void read_tree_shared(const char *arg) {
+    while (*arg) {
+        if (g_tree_fd_count == (int)img::max_tree_shared || *arg < '0' || *arg > '9')
+            fail(text("bad --tree-shared"));
+        g_tree_fds[g_tree_fd_count++] = (int)parse_dec(arg);
+        while (*arg >= '0' && *arg <= '9')
+            arg++;
+        if (*arg == ',') arg++;
+    }
+}
+
+// A zombie of the tree: ends as it ended (its parent's wait() gets the same status; a core dump
+// is not made again).
+[[noreturn]] void become_zombie(const tree_member &m) {
+    long st = m.wait_status;
+    if ((st & 0x7f) == 0) sys::call(__NR_exit_group, (st >> 8) & 0xff);
+    long sig = st & 0x7f;
+    struct {
+        uint64_t cur, max;
+    } none = {0, 0};
+    sys::call(__NR_setrlimit, 4 /* RLIMIT_CORE */, &none);
+    ghost::uapi::kernel_sigaction dfl = {0 /* SIG_DFL */, 0, 0, 0};
+    sys::call(__NR_rt_sigaction, sig, &dfl, 0, 8);
+    uint64_t mask = 1ULL << (sig - 1);
+    sys::call(__NR_rt_sigprocmask, 1 /* SIG_UNBLOCK */, &mask, 0, 8);
+    sys::call(__NR_kill, sys::call(__NR_getpid), sig);
+    sys::call(__NR_exit_group, 128 + sig);
+    __builtin_unreachable();
+}
+
+// A child restorer reads its own stream: a description of its own (the parent's offset moves on
+// its own) at the stream's start.
+void reopen_image_at(uint64_t offset) {
+    text self = text("/proc/self/fd/").num(g_image_fd);
+    long fd = sys::call(__NR_open, self.str(), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) fail_errno(text("cannot open the image again"), fd);
+    long r = sys::call(__NR_lseek, fd, offset, 0 /* SEEK_SET */);
+    if (!sys::failed(r)) r = sys::call(__NR_dup3, fd, g_image_fd, O_CLOEXEC);
+    sys::call(__NR_close, fd);
+    if (sys::failed(r)) fail_errno(text("cannot open the image again"), r);
+    g_stream_pos = g_readahead_end = offset;
+}
+
+// Forks this process's children of the tree with their pids (clone3 set_tid), in their groups
+// and sessions; a live child goes on as the restorer of its own stream (and forks its own
+// children first), a zombie ends with its status at once. Group leaders come first among
+// siblings (the image's order), and the parent puts each child in its group as well as the child
+// itself, so that a later sibling finds its group there.
+void spawn_tree() {
+    long self = g_tree_root;
+    for (int i = 0; i < g_member_count; i++) {
+        const tree_member &m = g_members[i];
+        if (m.ppid != self) continue;
+        bool session = m.sid == m.pid;
+        // Its group: its own, an earlier sibling's, or else its parent's (the image guarantees
+        // one of these), which it inherits: the parent's as restored, not as recorded.
+        bool join = !session && m.pgid == m.pid;
+        for (int k = 0; k < i && !join && !session; k++)
+            join = g_members[k].ppid == self && g_members[k].pid == m.pgid;
+        ghost::uapi::clone_args args{};
+        args.exit_signal = 17; // SIGCHLD
+        uint64_t want = (uint64_t)m.pid;
+        args.set_tid = (uint64_t)&want;
+        args.set_tid_size = 1;
+        long r = sys::call(__NR_clone3, &args, sizeof args);
+        if (r == -17 /* EEXIST */)
+            fail(text("cannot give pid ")
+                     .num(m.pid)
+                     .add(" back to a process of the tree: another "
+                          "process has it now"));
+        if (sys::failed(r))
+            fail_errno(text("cannot give pid ")
+                           .num(m.pid)
+                           .add(" back to a process of the tree (a tree is restarted by root)"),
+                       r);
+        if (r == 0) {
+            long j = session ? sys::call(__NR_setsid)
+                     : join  ? sys::call(__NR_setpgid, 0, m.pgid)
+                             : 0;
+            if (sys::failed(j))
+                fail_errno(
+                    text("cannot put pid ").num(m.pid).add(" in its process group ").num(m.pgid),
+                    j);
+            if (m.state == img::tree_zombie) become_zombie(m);
+            self = m.pid;
+            reopen_image_at(m.offset);
+            i = -1; // now its own children
+            continue;
+        }
+        if (join) sys::call(__NR_setpgid, r, m.pgid); // (whichever of the two comes first)
+        if (m.state == img::tree_zombie) {
+            char info[128];
+            sys::call(__NR_waitid, 1 /* P_PID */, r, info, 4 | 0x01000000 /* WEXITED|WNOWAIT */, 0);
+        }
+    }
+    // The zombies' SIGCHLD is not the program's: its own pending signals come back with its
+    // agent, after the restore.
+    uint64_t sigchld = 1ULL << (17 - 1);
+    struct {
+        long sec, nsec;
+    } zero = {0, 0};
+    while (sys::call(__NR_rt_sigtimedwait, &sigchld, 0, &zero, 8) == 17) {
+    }
+}
+
 extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     long argc = (long)sp[0];
     char **argv = (char **)(sp + 1);
@@ -1550,6 +1699,12 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             g_gate = true;
         else if (starts_with(argv[i], "--sources="))
             read_sources_arg(argv[i] + 10);
+        else if (starts_with(argv[i], "--tree-root="))
+            g_tree = true, g_tree_root = parse_dec(argv[i] + 12);
+        else if (starts_with(argv[i], "--tree-member="))
+            read_tree_member(argv[i] + 14);
+        else if (starts_with(argv[i], "--tree-shared="))
+            read_tree_shared(argv[i] + 14);
         else
             fail(text("unknown option ").add(argv[i]));
     }
@@ -1557,6 +1712,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
         g_gate = false;
         fail(text("--gate needs a status socket"));
     }
+    if (g_tree && !g_gate) fail(text("--tree-root needs --gate"));
     uint64_t all = ~0ULL;
     sys::call(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &all, 0, 8);
 
@@ -1570,6 +1726,9 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     if (g_status_fd >= 0) g_status_fd = temp_fd(g_status_fd);
     for (int i = 0; i < g_source_count; i++)
         g_source_fds[i] = temp_fd(g_source_fds[i]);
+    for (int i = 0; i < g_tree_fd_count; i++)
+        g_tree_fds[i] = temp_fd(g_tree_fds[i]);
+    if (g_tree) spawn_tree();
 
     scan_own_maps();
     if (g_own_stack.start)
@@ -1613,6 +1772,10 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             break;
         case img::rec_file_lock:
             read_file_lock(r);
+            break;
+        case img::rec_tree_member: // (--tree-member gave them: checked here as part of the stream)
+        case img::rec_tree_shared:
+            read_metadata(r);
             break;
         case img::rec_thread:
             read_thread(r);

@@ -1,14 +1,21 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""A process with a child cannot be carried yet: `ghost checkpoint` (with and without --kill) and
-`ghost duplicate` must refuse it in one line naming the child, before anything is killed, and the
-parent and its child must go on (the parent then reaps the child and exits 0). The children (all
-under ghost themselves: they inherit the agent):
+"""Process trees: a process and its descendants (all under ghost: they inherit the agent) are
+checkpointed into one image and restarted as the same tree. For each case the tree is launched
+with its output to a file (a description every process of the tree shares), then:
+  - `ghost duplicate` must refuse it in one line naming the child (duplicates of trees are not
+    made), every process going on;
+  - `ghost checkpoint` (without --kill) must write the image and let the tree go on;
+  - `ghost checkpoint --kill`, then `ghost restart` of that image: the restored tree must finish
+    as an uninterrupted one would (the root's status 0, its RESULT line in the output file).
+The cases:
   sleeping  a shell's background job, waited for with `wait`;
-  zombie    a child that exited and is not reaped yet (reaped at the end: its status must be 3);
-  piped     a child whose stdin and stdout are pipes to the parent (the refusal must name the
-            child, not the pipes: they are only its symptom);
-  system    system(3): a shell that runs `sleep` (posix_spawn's vfork, then a wait).
+  zombie    a child that exited (status 3) and is not reaped yet: its parent reaps it after the
+            restart and must see status 3;
+  piped     a child whose stdin and stdout are pipes to the parent, a line in flight in one;
+  system    system(3): a shell that runs `sleep` (a grandchild), whose exit status comes back.
+And one the restart cannot rebuild yet, refused in one line before anything is killed:
+  shared_memory  parent and child share an anonymous shared mapping.
 
 Usage: process_tree.py --ghost GHOST --workdir DIR
 Exit status: 0 pass, 1 fail.
@@ -24,20 +31,31 @@ from procs import kill_all, pid_alive
 
 PY = "/usr/bin/python3"
 CASES = {
-    "sleeping": ["/bin/sh", "-c", "sleep 6 & wait $!"],
-    "zombie": [PY, "-c", "import os, time\n"
-               "p = os.fork()\n"
-               "if p == 0: os._exit(3)\n"
-               "time.sleep(6)\n"
-               "st = os.waitpid(p, 0)[1]\n"
-               "raise SystemExit(0 if os.waitstatus_to_exitcode(st) == 3 else 1)\n"],
-    "piped": [PY, "-c", "import subprocess\n"
-              "p = subprocess.Popen(['/bin/sh', '-c', 'sleep 6; read x; echo got $x'],"
-              " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
-              "out = p.communicate(b'line\\n')[0]\n"
-              "raise SystemExit(0 if out == b'got line\\n' and p.returncode == 0 else 1)\n"],
-    "system": [PY, "-c", "import os\n"
-               "raise SystemExit(0 if os.system('sleep 6; exit 4') >> 8 == 4 else 1)\n"],
+    "sleeping": (["/bin/sh", "-c", "sleep 4 & wait $!; echo RESULT $?"], "RESULT 0"),
+    "zombie": ([PY, "-c", "import os, time\n"
+                "p = os.fork()\n"
+                "if p == 0: os._exit(3)\n"
+                "time.sleep(4)\n"
+                "st = os.waitpid(p, 0)[1]\n"
+                "print('RESULT', os.waitstatus_to_exitcode(st), flush=True)\n"], "RESULT 3"),
+    "piped": ([PY, "-c", "import subprocess\n"
+               "p = subprocess.Popen(['/bin/sh', '-c', 'sleep 4; read x; echo got $x'],"
+               " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+               "p.stdin.write(b'line\\n'); p.stdin.flush()\n"
+               "out = p.communicate()[0]\n"
+               "print('RESULT', out.decode().strip(), p.returncode, flush=True)\n"],
+              "RESULT got line 0"),
+    "system": ([PY, "-c", "import os\n"
+                "print('RESULT', os.system('sleep 4; exit 4') >> 8, flush=True)\n"], "RESULT 4"),
+}
+REFUSED = {
+    "shared_memory": ([PY, "-c", "import mmap, os, time\n"
+                       "m = mmap.mmap(-1, 4096)\n"
+                       "p = os.fork()\n"
+                       "if p == 0:\n"
+                       "    time.sleep(3); m[0] = 7; os._exit(0)\n"
+                       "os.waitpid(p, 0)\n"
+                       "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share memory"),
 }
 
 
@@ -46,53 +64,98 @@ def fail(msg):
     sys.exit(1)
 
 
-def one_case(ghost, work, name, argv):
+def run_ghost(ghost, cmd, timeout=60):
+    return subprocess.run([ghost] + cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def start_tree(ghost, work, argv):
+    """Launches argv under ghost, its output to work/out; returns (Popen, parent pid, child pid)."""
+    pid_file = os.path.join(work, "parent.pid")
+    out = open(os.path.join(work, "out"), "wb")
+    launch = subprocess.Popen([ghost, "launch", "--pid-file", pid_file, "--"] + argv,
+                              stdout=out, stderr=subprocess.PIPE, start_new_session=True)
+    out.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            parent = int(open(pid_file).read())
+            kids = open(f"/proc/{parent}/task/{parent}/children").read().split()
+            if kids:
+                time.sleep(0.3)  # (the zombie's child has exited by now; the others sleep)
+                return launch, parent, int(kids[0])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    kill_all([(launch, "ghost launch")], [], lambda m: print(m, flush=True))
+    fail("the parent did not start its child")
+
+
+def one_case(ghost, work, name, argv, expected):
     work = os.path.join(work, name)
     os.makedirs(work)
-    pid_file = os.path.join(work, "parent.pid")
     ckpt = os.path.join(work, "ckpt")
-    launch = subprocess.Popen([ghost, "launch", "--ckpt-dir", ckpt, "--pid-file", pid_file, "--"] + argv,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    started = []
+    launch, parent, child = start_tree(ghost, work, argv)
+    started = [child, parent]
+    restart = None
     try:
-        deadline = time.monotonic() + 10
-        parent = None
-        while time.monotonic() < deadline:
-            try:
-                parent = int(open(pid_file).read())
-                kids = open(f"/proc/{parent}/task/{parent}/children").read().split()
-                if kids:
-                    started.append(int(kids[0]))
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        if not started:
-            fail(f"{name}: the parent did not start its child")
-        started.append(parent)
-        time.sleep(0.3)  # (the zombie's child has exited by now; the others sleep)
+        r = run_ghost(ghost, ["duplicate", "--detach", str(parent)])
+        lines = r.stderr.strip().splitlines()
+        if r.returncode == 0 or len(lines) != 1 or "has a child process" not in lines[0]:
+            fail(f"{name}: ghost duplicate: expected one line naming the child, got "
+                 f"rc {r.returncode} {lines}")
+        if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
+            fail(f"{name}: the refused duplicate left the parent or its child dead")
+        r = run_ghost(ghost, ["checkpoint", "--dir", ckpt, str(parent)])
+        if r.returncode != 0:
+            fail(f"{name}: ghost checkpoint failed: {r.stderr.strip()}")
+        if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
+            fail(f"{name}: the checkpoint left the parent or its child dead")
+        r = run_ghost(ghost, ["checkpoint", "--kill", "--dir", ckpt, str(parent)])
+        if r.returncode != 0 or "processes=" not in r.stdout:
+            fail(f"{name}: ghost checkpoint --kill failed: {r.stderr.strip()} {r.stdout.strip()}")
+        launch.wait(timeout=30)
+        if pid_alive(parent) or pid_alive(child):
+            fail(f"{name}: checkpoint --kill left a process of the tree running")
+        restart = subprocess.Popen([ghost, "restart", ckpt], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+        out, err = restart.communicate(timeout=60)
+        got = open(os.path.join(work, "out")).read().split("\n")
+        if restart.returncode != 0 or expected not in got:
+            fail(f"{name}: the restarted tree ended with {restart.returncode}, output {got!r}, "
+                 f"restart said {err.decode(errors='replace').strip()!r}")
+        print(f"{name}: duplicate refused, checkpointed running, killed, restarted: {expected}",
+              flush=True)
+    except subprocess.TimeoutExpired as e:
+        fail(f"{name}: timed out: {e}")
+    finally:
+        popens = [(launch, "ghost launch")] + ([(restart, "ghost restart")] if restart else [])
+        kill_all(popens, started, lambda m: print(m, flush=True))
+
+
+def refused_case(ghost, work, name, argv, reason):
+    work = os.path.join(work, name)
+    os.makedirs(work)
+    ckpt = os.path.join(work, "ckpt")
+    launch, parent, child = start_tree(ghost, work, argv)
+    try:
         for cmd in (["checkpoint", "--dir", ckpt, str(parent)],
-                    ["checkpoint", "--kill", "--dir", ckpt, str(parent)],
-                    ["duplicate", "--detach", str(parent)]):
-            r = subprocess.run([ghost] + cmd, capture_output=True, text=True, timeout=30)
+                    ["checkpoint", "--kill", "--dir", ckpt, str(parent)]):
+            r = run_ghost(ghost, cmd)
             lines = r.stderr.strip().splitlines()
-            if r.returncode == 0:
-                fail(f"{name}: ghost {' '.join(cmd)} accepted a process with a child")
-            if len(lines) != 1 or "has a child process" not in lines[0]:
-                fail(f"{name}: ghost {' '.join(cmd)}: expected one line naming the child, got {lines}")
-            if not pid_alive(parent) or (name != "zombie" and not pid_alive(started[0])):
+            if r.returncode == 0 or len(lines) != 1 or reason not in lines[0]:
+                fail(f"{name}: ghost {' '.join(cmd)}: expected one line ({reason}), got {lines}")
+            if not pid_alive(parent) or not pid_alive(child):
                 fail(f"{name}: ghost {' '.join(cmd)} left the parent or its child dead")
         if os.path.exists(os.path.join(ckpt, "image.ghost")):
             fail(f"{name}: a refused checkpoint left an image")
         rc = launch.wait(timeout=30)
         if rc != 0:
-            fail(f"{name}: the parent exited with {rc} after the refusals: "
-                 f"{launch.stderr.read().decode(errors='replace').strip()!r}")
-        print(f"{name}: refused in one line three times, then the parent ended well", flush=True)
+            fail(f"{name}: the tree ended with {rc} after the refusals")
+        print(f"{name}: refused in one line ({lines[0]}), then the tree ended well", flush=True)
     except subprocess.TimeoutExpired as e:
         fail(f"{name}: timed out: {e}")
     finally:
-        kill_all([(launch, "ghost launch")], started, lambda m: print(m, flush=True))
+        kill_all([(launch, "ghost launch")], [child, parent], lambda m: print(m, flush=True))
 
 
 def main():
@@ -102,8 +165,10 @@ def main():
     a = ap.parse_args()
     shutil.rmtree(a.workdir, ignore_errors=True)
     os.makedirs(a.workdir)
-    for name, argv in CASES.items():
-        one_case(a.ghost, a.workdir, name, argv)
+    for name, (argv, expected) in CASES.items():
+        one_case(a.ghost, a.workdir, name, argv, expected)
+    for name, (argv, reason) in REFUSED.items():
+        refused_case(a.ghost, a.workdir, name, argv, reason)
     print("PASS process_tree", flush=True)
 
 
