@@ -98,8 +98,7 @@ error refuse(const held_fd &h, const std::string &why) {
                  ") of pid " + pid_str(h.pid) + ": " + why};
 }
 
-// The agent's own descriptors (and what its components leave out): never the program's.
-result<std::vector<int>> agent_fds(const parked_process &p) {
+result<std::unique_ptr<agent::state>> agent_state_of(const parked_process &p) {
     auto st = std::make_unique<agent::state>();
     iovec local{st.get(), sizeof(agent::state)};
     iovec remote{(void *)p.state_address(), sizeof(agent::state)};
@@ -107,6 +106,14 @@ result<std::vector<int>> agent_fds(const parked_process &p) {
         return sys_error("cannot read the ghost agent's state of pid " + pid_str(p.pid()));
     if (st->magic != agent::state_magic || st->version != agent::state_version)
         return error{"pid " + pid_str(p.pid()) + " runs a ghost agent of another version"};
+    return st;
+}
+
+// The agent's own descriptors (and what its components leave out): never the program's.
+result<std::vector<int>> agent_fds(const parked_process &p) {
+    auto got = agent_state_of(p);
+    if (!got) return got.err();
+    const auto &st = *got;
     std::vector<int> out;
     for (uint32_t i = 0; i < std::min<uint32_t>(st->internal_fd_count, agent::max_internal_fds);
          i++)
@@ -170,6 +177,16 @@ result<void> read_pipe_data(const held_fd &h, tree_shared_file &out) {
 }
 
 } // namespace
+
+result<std::set<pid_t>> agent_children(const parked_process &p) {
+    auto st = agent_state_of(p);
+    if (!st) return st.err();
+    std::set<pid_t> out;
+    if ((*st)->checkpointer_pid > 0) out.insert((*st)->checkpointer_pid);
+    for (uint32_t i = 0; i < std::min<uint32_t>((*st)->copy_count, 64); i++)
+        out.insert((*st)->copy_pids[i]);
+    return out;
+}
 
 std::vector<pid_t> tree_plan::live() const {
     std::vector<pid_t> out = {root.pid};

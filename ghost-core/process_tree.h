@@ -54,6 +54,10 @@ struct tree_plan {
 // process group or session that cannot be formed again from inside the tree.
 result<tree_plan> list_tree(pid_t root, const std::set<pid_t> &skip);
 
+// The children of a parked process that are not its program's: the `ghost checkpoint` its agent
+// started, the copies fast duplicates made (they are the original's children, not part of it).
+result<std::set<pid_t>> agent_children(const parked_process &p);
+
 // With every live process of the tree parked (`parked`, the root first): the open file
 // descriptions several of them hold become shared records; anything shared that cannot be
 // rebuilt (memory mapped shared by two of them, a socket between them) refuses the checkpoint.

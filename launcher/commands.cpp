@@ -307,6 +307,9 @@ result<parked_tree> park_tree(pid_t pid, core::tree_plan plan) {
                                             " of the process tree of pid " + std::to_string(pid) +
                                             ": " + proc.err().message};
             t.procs.push_back(std::move(*proc));
+            auto theirs = core::agent_children(t.procs.back()); // not the program's children
+            if (!theirs) return theirs.err();
+            skip.insert(theirs->begin(), theirs->end());
         }
         auto again = core::list_tree(pid, skip);
         if (!again) return again.err();

@@ -5,7 +5,8 @@ checkpointed into one image and restarted as the same tree. For each case the tr
 with its output to a file (a description every process of the tree shares), then:
   - `ghost duplicate` must refuse it in one line naming the child (duplicates of trees are not
     made), every process going on;
-  - `ghost checkpoint` (without --kill) must write the image and let the tree go on;
+  - `ghost checkpoint` (without --kill) must write the image and let the tree go on, and a
+    restart of it while the tree runs must be refused in one line (its pids are taken);
   - `ghost checkpoint --kill`, then `ghost restart` of that image: the restored tree must finish
     as an uninterrupted one would (the root's status 0, its RESULT line in the output file).
 The cases:
@@ -110,6 +111,14 @@ def one_case(ghost, work, name, argv, expected):
             fail(f"{name}: ghost checkpoint failed: {r.stderr.strip()}")
         if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
             fail(f"{name}: the checkpoint left the parent or its child dead")
+        # Restarted while the tree still runs: its pids are taken; one line, nothing left.
+        r = run_ghost(ghost, ["restart", ckpt])
+        lines = r.stderr.strip().splitlines()
+        if r.returncode == 0 or len(lines) != 1 or "another process has it now" not in lines[0]:
+            fail(f"{name}: a restart beside the running tree: expected one line, got "
+                 f"rc {r.returncode} {lines}")
+        if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
+            fail(f"{name}: the refused restart left the parent or its child dead")
         r = run_ghost(ghost, ["checkpoint", "--kill", "--dir", ckpt, str(parent)])
         if r.returncode != 0 or "processes=" not in r.stdout:
             fail(f"{name}: ghost checkpoint --kill failed: {r.stderr.strip()} {r.stdout.strip()}")
