@@ -475,7 +475,8 @@ class exporter {
     result<void> classify_mappings(const std::vector<vma> &maps) {
         for (bool shared : {true, false})
             for (const vma &v : maps) {
-                if (v.shared != shared || !ends_with(v.path, " (deleted)")) continue;
+                if (v.shared != shared || !ends_with(v.path, " (deleted)") || tree_memory_at(v))
+                    continue;
                 if (v.path == "/[aio] (deleted)" || v.path.rfind("/SYSV", 0) == 0) continue;
                 auto id = objects_.from_mapping(v, shared);
                 if (!id) return id.err();
@@ -536,8 +537,60 @@ class exporter {
             r.path_len = (uint32_t)s.path.size();
             r.data_len = (uint32_t)s.data.size();
             GHOST_TRY(writer_.record(image::rec_tree_shared, &r, sizeof r, s.path, s.data));
+            if (s.record.kind == image::tree_shared_memory) GHOST_TRY(write_tree_memory(s));
         }
         return {};
+    }
+
+    // Shared memory's contents, read through the object a process of the tree maps (its
+    // map_files entry), as tree_data records: runs of pages that are not all zero.
+    result<void> write_tree_memory(const tree_shared_file &s) {
+        char range[64];
+        std::snprintf(range, sizeof range, "%llx-%llx", (unsigned long long)s.holder_start,
+                      (unsigned long long)s.holder_end);
+        std::string file = "/proc/" + std::to_string(s.holder) + "/map_files/" + range;
+        int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return sys_error("cannot open the shared memory " + file);
+        constexpr size_t chunk = 1 << 20;
+        std::unique_ptr<char[]> buf(new char[chunk]);
+        result<void> done{};
+        for (uint64_t at = 0; at < (uint64_t)s.record.offset && done;) {
+            size_t n = (size_t)std::min<uint64_t>(chunk, (uint64_t)s.record.offset - at), got = 0;
+            while (got < n) {
+                ssize_t r = ::pread(fd, buf.get() + got, n - got, (off_t)(at + got));
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) break;
+                got += (size_t)r;
+            }
+            if (got < n) {
+                done = sys_error("cannot read the shared memory " + file);
+                break;
+            }
+            for (size_t i = 0; i < n && done;) {
+                if (page_is_zero(buf.get() + i)) {
+                    i += page;
+                    continue;
+                }
+                size_t e = i + page;
+                while (e < n && !page_is_zero(buf.get() + e))
+                    e += page;
+                e = std::min(e, n);
+                uint64_t offset = at + i;
+                done = writer_.record(image::rec_tree_data, &offset, sizeof offset,
+                                      std::string_view(buf.get() + i, e - i));
+                i = e;
+            }
+            at += n;
+        }
+        ::close(fd);
+        return done;
+    }
+
+    // The tree's shared memory this process maps (region_tree_shared): its index + 1, or 0.
+    uint32_t tree_memory_at(const vma &v) const {
+        if (!opt_.tree) return 0;
+        auto it = opt_.tree->shared_maps.find(v.start);
+        return it == opt_.tree->shared_maps.end() ? 0 : it->second + 1;
     }
 
     // The maps minus what the agent's components left out (an MPI rank's lower half): a mapping
@@ -712,7 +765,9 @@ class exporter {
                     region_++;
                     continue;
                 }
-                auto c = classify(v, pid_, object_at(v));
+                auto c = tree_memory_at(v)
+                             ? result<classified>(classified{image::region_tree_shared, want::none})
+                             : classify(v, pid_, object_at(v));
                 if (!c) return c.err();
                 if (c->skip) {
                     region_++;
@@ -815,6 +870,8 @@ class exporter {
         r.advice = v.advice & image::advice_known;
         r.object_id = object_at(v);
         if (r.object_id) r.file_offset = v.offset;
+        if (kind == image::region_tree_shared)
+            r.object_id = tree_memory_at(v) - 1, r.file_offset = v.offset;
         if (kind == image::region_file_private || kind == image::region_file_shared) {
             j.path = v.path;
             struct stat sb;

@@ -54,6 +54,7 @@ enum record_type : uint16_t {
     rec_file_lock = 13,
     rec_tree_member = 14,
     rec_tree_shared = 15,
+    rec_tree_data = 16,
 };
 
 // Every record's type has its own layout version, bumped when that layout changes.
@@ -162,6 +163,10 @@ enum region_kind : uint32_t {
     region_heap = 6,           // anon private, the brk area
     region_object_shared = 7,  // the memory object `object_id` mapped shared, nothing stored
     region_object_private = 8, // the object mapped private, copied-on-write pages stored
+    // Shared anonymous memory that several processes of a tree map (made before a fork): the
+    // tree's shared memory object `object_id` (a tree_shared record's index), mapped shared at
+    // file_offset; nothing stored (its contents are the tree_data records after that record).
+    region_tree_shared = 9,
 };
 
 struct region_record {
@@ -364,7 +369,9 @@ inline constexpr uint32_t max_tree_members = 256;
 // file_pipe_write records are its ends, file_pipe_reopen ones are opened from them), the first
 // record of the pipe carrying its buffered data. Path kinds (file_regular, file_directory,
 // file_device, file_path) are reopened by path with `flags` at `offset`, and must still be the
-// file `dev`/`ino` names.
+// file `dev`/`ino` names. Kind tree_shared_memory: shared anonymous memory (region_tree_shared)
+// of `offset` bytes, its contents in the tree_data records that follow (each: uint64_t offset,
+// then bytes; zero pages left out), made once by `ghost restart`.
 struct tree_shared_record {
     uint32_t index; // 0, 1, 2 ...: what file_tree_shared records name
     uint32_t kind;  // file_kind
@@ -377,6 +384,7 @@ struct tree_shared_record {
     uint32_t data_len;
 };
 inline constexpr uint32_t max_tree_shared = 4096;
+inline constexpr uint32_t tree_shared_memory = 64;
 
 struct trailer_record {
     uint64_t record_count; // records before the trailer

@@ -38,7 +38,8 @@ class record_reader {
         if (!v_.next(h)) return error{v_.why()};
         image::record_hasher st(h.type);
         payload.clear();
-        if (h.type == image::rec_pages || h.type == image::rec_object_data) {
+        if (h.type == image::rec_pages || h.type == image::rec_object_data ||
+            h.type == image::rec_tree_data) {
             if (!buf_) buf_.reset(new char[1 << 20]);
             uint64_t left = h.length;
             bool first = true;

@@ -163,6 +163,8 @@ inline const char *record_name(uint16_t type) {
         return "tree member";
     case rec_tree_shared:
         return "tree shared file";
+    case rec_tree_data:
+        return "tree shared memory data";
     default:
         return "unknown";
     }
@@ -182,7 +184,7 @@ class stream_verifier {
         index_++;
         if (!in_order(h.type)) {
             if (stage_ == stage::header) return fail("not a ghost image");
-            if (h.type < rec_header || h.type > rec_tree_shared)
+            if (h.type < rec_header || h.type > rec_tree_data)
                 return why_.clear()
                            .add("the image is corrupt (unknown record type ")
                            .num(h.type)
@@ -198,8 +200,8 @@ class stream_verifier {
         }
         if (!length_ok(h)) return corrupt("bad record length");
         // The tree's records come right after the process record, before anything else.
-        if (h.type != rec_tree_member && h.type != rec_tree_shared && h.type != rec_process &&
-            stage_ >= stage::objects)
+        if (h.type != rec_tree_member && h.type != rec_tree_shared && h.type != rec_tree_data &&
+            h.type != rec_process && stage_ >= stage::objects)
             tree_closed_ = true;
         if (h.type != rec_trailer) {
             records_++;
@@ -214,7 +216,8 @@ class stream_verifier {
 
     // The whole payload of the current record (not pages), after digest() accepted it.
     bool metadata(const void *payload, uint64_t len) {
-        if (len != cur_.length || cur_.type == rec_pages || cur_.type == rec_object_data)
+        if (len != cur_.length || cur_.type == rec_pages || cur_.type == rec_object_data ||
+            cur_.type == rec_tree_data)
             return corrupt("bad record length");
         const char *p = (const char *)payload;
         switch (cur_.type) {
@@ -263,8 +266,9 @@ class stream_verifier {
         return true;
     }
 
-    // The offset an object_data record starts with, before its data is written: the data goes to
-    // [offset, offset + length - 8) of the object record before it, after the data already stored.
+    // The offset an object_data (or tree_data) record starts with, before its data is written:
+    // the data goes to [offset, offset + length - 8) of the object (or tree shared memory) record
+    // before it, after the data already stored.
     bool object_data(uint64_t offset) {
         uint64_t len = cur_.length - 8;
         if (offset < object_next_ || offset > object_size_ || len > object_size_ - offset)
@@ -326,6 +330,8 @@ class stream_verifier {
             return stage_ == stage::objects && !tree_closed_ && !tree_shared_;
         case rec_tree_shared:
             return stage_ == stage::objects && !tree_closed_;
+        case rec_tree_data: // after its shared memory record
+            return stage_ == stage::objects && !tree_closed_ && tree_memory_;
         case rec_thread:
             return advance(stage::objects, stage::threads, stage::threads);
         case rec_trailer:
@@ -373,6 +379,8 @@ class stream_verifier {
         case rec_tree_shared:
             fixed = sizeof(tree_shared_record);
             break;
+        case rec_tree_data:
+            return h.length > 8 && h.length <= 8 + max_pages_record;
         case rec_tracking:
             fixed = sizeof(tracking_record);
             break;
@@ -488,15 +496,19 @@ class stream_verifier {
         region_record r = load<region_record>(p);
         bool file_kind = r.kind == region_file_private || r.kind == region_file_shared;
         bool object_kind = r.kind == region_object_shared || r.kind == region_object_private;
+        // (A descendant's stream names the root's records: its restorer checks the index.)
+        bool tree_kind = r.kind == region_tree_shared;
         if (r.start >= r.end || (r.start | r.end) % image_page_size ||
-            r.kind < region_anon_private || r.kind > region_object_private || (r.prot & ~7u) ||
+            r.kind < region_anon_private || r.kind > region_tree_shared || (r.prot & ~7u) ||
             r.path_len >= max_path || r.path_len > len - sizeof r || (file_kind && !r.path_len) ||
-            (object_kind != object_exists(r.object_id)) || (r.file_offset % image_page_size))
+            (!tree_kind && object_kind != object_exists(r.object_id)) ||
+            (tree_kind && r.object_id >= max_tree_shared) || (r.file_offset % image_page_size))
             return corrupt("bad region record");
         if (r.start < region_end_) return corrupt("regions overlap or are out of order");
         region_start_ = pages_next_ = r.start;
         region_end_ = r.end;
-        region_stores_pages_ = r.kind != region_file_shared && r.kind != region_object_shared;
+        region_stores_pages_ = r.kind != region_file_shared && r.kind != region_object_shared &&
+                               r.kind != region_tree_shared;
         // The restorer writes the agent state's first fields and its hand-off fields.
         using ghost::agent::state;
         uint64_t hand_off = agent_state_ + __builtin_offsetof(state, restorer_start);
@@ -524,12 +536,17 @@ class stream_verifier {
                          t.kind == file_device || t.kind == file_path;
         bool pipe_kind =
             t.kind == file_pipe_read || t.kind == file_pipe_write || t.kind == file_pipe_reopen;
+        bool memory = t.kind == tree_shared_memory;
         if (t.index != tree_shared_ || tree_shared_ == max_tree_shared || !tree_members_ ||
-            (!path_kind && !pipe_kind) || t.path_len >= max_path ||
+            (!path_kind && !pipe_kind && !memory) || t.path_len >= max_path ||
+            (memory &&
+             (t.path_len || t.data_len || t.offset <= 0 || (uint64_t)t.offset > max_object_size)) ||
             (uint64_t)t.path_len + t.data_len != len - sizeof t || (path_kind && !t.path_len) ||
             (path_kind && t.data_len) || (pipe_kind && t.path_len))
             return corrupt("bad tree shared file record");
         tree_shared_++;
+        tree_memory_ = memory;
+        object_next_ = 0, object_size_ = memory ? (uint64_t)t.offset : 0;
         return true;
     }
 
@@ -614,6 +631,7 @@ class stream_verifier {
     uint32_t sources_ = 0;
     uint32_t tree_members_ = 0, tree_live_ = 0, tree_shared_ = 0;
     bool tree_closed_ = false; // a record after the tree's was seen
+    bool tree_memory_ = false; // the last tree_shared record is memory: tree_data may follow
     header_record header_{};
     credentials_record creds_{};
     uint64_t agent_state_ = 0;

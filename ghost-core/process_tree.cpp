@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -200,6 +201,7 @@ tree_part tree_plan::part(pid_t pid) const {
     p.root = pid == root.pid;
     if (p.root) p.members = members, p.shared = shared;
     if (auto it = shared_fds.find(pid); it != shared_fds.end()) p.shared_fds = it->second;
+    if (auto it = shared_maps.find(pid); it != shared_maps.end()) p.shared_maps = it->second;
     for (const auto &m : members)
         if (m.ppid == pid) p.members_pids.insert(m.pid);
     return p;
@@ -396,23 +398,50 @@ result<void> plan_tree(tree_plan &plan, const std::vector<const parked_process *
                                  "), and one of this kind cannot be shared again by a restart");
         }
     }
-    // Memory mapped shared from the same object by two processes would be two objects after a
-    // restart (each image carries its own copy).
-    std::map<std::pair<uint64_t, std::string>, pid_t> shared_memory;
+    // Memory mapped shared from one object by several processes. Shared anonymous memory (made
+    // before a fork: /dev/zero) becomes the tree's: made once by the restart, mapped by each.
+    // A memfd or deleted file shared so would be two objects after a restart: refused.
+    struct mapping {
+        pid_t pid;
+        uint64_t start, end;
+    };
+    std::map<std::pair<uint64_t, std::string>, std::vector<mapping>> shared_memory;
     for (const parked_process *p : parked) {
         auto maps = read_maps(p->pid());
         if (!maps) return maps.err();
-        for (const vma &v : *maps) {
-            bool anon_object = v.path.find(" (deleted)") != std::string::npos ||
-                               v.path.rfind("/dev/zero", 0) == 0 || v.path.rfind("/memfd:", 0) == 0;
-            if (!v.shared || !anon_object) continue;
-            auto [it, fresh] = shared_memory.insert({{v.inode, v.path}, p->pid()});
-            if (!fresh && it->second != p->pid())
-                return error{"cannot checkpoint the process tree of pid " + pid_str(plan.root.pid) +
-                             ": pids " + pid_str(it->second) + " and " + pid_str(p->pid()) +
-                             " share memory (" + v.path +
-                             "), which a restart cannot share again yet"};
-        }
+        for (const vma &v : *maps)
+            if (v.shared && v.path.find(" (deleted)") != std::string::npos)
+                shared_memory[{v.inode, v.path}].push_back({p->pid(), v.start, v.end});
+    }
+    for (const auto &[key, maps] : shared_memory) {
+        std::set<pid_t> pids;
+        for (const mapping &m : maps)
+            pids.insert(m.pid);
+        if (pids.size() < 2) continue;
+        if (key.second != "/dev/zero (deleted)")
+            return error{"cannot checkpoint the process tree of pid " + pid_str(plan.root.pid) +
+                         ": pids " + pid_str(*pids.begin()) + " and " + pid_str(*pids.rbegin()) +
+                         " share memory (" + key.second +
+                         "), which a restart cannot share again yet"};
+        const mapping &first = maps[0];
+        char range[64];
+        std::snprintf(range, sizeof range, "%llx-%llx", (unsigned long long)first.start,
+                      (unsigned long long)first.end);
+        struct stat sb;
+        std::string file = "/proc/" + pid_str(first.pid) + "/map_files/" + range;
+        if (::stat(file.c_str(), &sb) != 0)
+            return sys_error("cannot checkpoint the process tree of pid " + pid_str(plan.root.pid) +
+                             ": cannot open the memory pids " + pid_str(*pids.begin()) + " and " +
+                             pid_str(*pids.rbegin()) + " share (" + file + ")");
+        tree_shared_file s;
+        s.record.index = (uint32_t)plan.shared.size();
+        s.record.kind = image::tree_shared_memory;
+        s.record.offset = sb.st_size;
+        s.record.dev = sb.st_dev, s.record.ino = sb.st_ino;
+        s.holder = first.pid, s.holder_start = first.start, s.holder_end = first.end;
+        for (const mapping &m : maps)
+            plan.shared_maps[m.pid][m.start] = s.record.index;
+        plan.shared.push_back(std::move(s));
     }
     return {};
 }
@@ -454,6 +483,12 @@ result<tree_layout> read_tree_layout(int fd) {
                 return corrupt;
             first = false;
             pos += sizeof h;
+            if (root && h.type == image::rec_tree_data) {
+                if (t.shared.empty() || t.shared.back().record.kind != image::tree_shared_memory ||
+                    h.length <= 8)
+                    return corrupt;
+                t.shared.back().data_records.push_back({pos, h.length});
+            }
             if (root && (h.type == image::rec_tree_member || h.type == image::rec_tree_shared)) {
                 if (h.length > image::max_metadata_record) return corrupt;
                 std::string payload(h.length, '\0');
@@ -520,13 +555,68 @@ int open_shared_path(const tree_shared_file &s) {
 
 } // namespace
 
-result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_uid) {
+// Shared anonymous memory of `size` bytes as a descriptor: the object of a shared anonymous
+// mapping of our own (/proc/self/map_files: the processes map "/dev/zero (deleted)" again, as
+// before), or a memfd where that cannot be opened.
+int shared_memory_object(uint64_t size) {
+    void *m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+        char path[96];
+        std::snprintf(path, sizeof path, "/proc/self/map_files/%llx-%llx",
+                      (unsigned long long)(uintptr_t)m, (unsigned long long)((uintptr_t)m + size));
+        int fd = ::open(path, O_RDWR | O_CLOEXEC);
+        ::munmap(m, size);
+        if (fd >= 0) return fd;
+    }
+    int fd = (int)::memfd_create("dev/zero", MFD_CLOEXEC);
+    if (fd >= 0 && ::ftruncate(fd, (off_t)size) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Fills shared memory from its tree_data records, each checked against its hash.
+result<void> fill_shared_memory(int image_fd, const tree_shared_file &s, int fd) {
+    std::string payload;
+    for (auto [pos, len] : s.data_records) {
+        payload.resize(len);
+        image::record_header h;
+        if (!pread_exact(image_fd, &h, sizeof h, pos - sizeof h) ||
+            !pread_exact(image_fd, payload.data(), len, pos))
+            return error{"the image is truncated"};
+        image::record_hasher hash(image::rec_tree_data);
+        hash.update(payload.data(), len);
+        if (hash.digest() != h.hash) return error{"the image is corrupt (checksum mismatch)"};
+        uint64_t offset;
+        std::memcpy(&offset, payload.data(), sizeof offset);
+        if (offset > (uint64_t)s.record.offset || len - 8 > (uint64_t)s.record.offset - offset)
+            return error{"the image is corrupt (shared memory data outside its object)"};
+        for (uint64_t done = 0; done < len - 8;) {
+            ssize_t w =
+                ::pwrite(fd, payload.data() + 8 + done, len - 8 - done, (off_t)(offset + done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return sys_error("cannot refill the tree's shared memory");
+            done += (uint64_t)w;
+        }
+    }
+    return {};
+}
+
+result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_uid, int image_fd) {
     std::vector<int> fds(tree.shared.size(), -1);
     auto fail = [&](error e) -> result<std::vector<int>> {
         for (int fd : fds)
             if (fd >= 0) ::close(fd);
         return e;
     };
+    for (size_t i = 0; i < tree.shared.size(); i++) {
+        const tree_shared_file &s = tree.shared[i];
+        if (s.record.kind != image::tree_shared_memory) continue;
+        fds[i] = shared_memory_object((uint64_t)s.record.offset);
+        if (fds[i] < 0) return fail(sys_error("cannot make the tree's shared memory"));
+        if (auto r = fill_shared_memory(image_fd, s, fds[i]); !r) return fail(r.err());
+    }
     // Pipes: one new pipe per pipe_id, its data written once.
     std::map<uint64_t, std::pair<int, int>> pipes;
     for (size_t i = 0; i < tree.shared.size(); i++) {

@@ -26,6 +26,11 @@ class parked_process;
 struct tree_shared_file {
     image::tree_shared_record record{};
     std::string path, data;
+    // Shared memory (tree_shared_memory): a process that maps it, and where, to read it from.
+    pid_t holder = 0;
+    uint64_t holder_start = 0, holder_end = 0;
+    // At restart: where its tree_data records' payloads are in the image file (position, length).
+    std::vector<std::pair<uint64_t, uint64_t>> data_records;
 };
 
 // What the export of one process of a tree adds (export_options::tree).
@@ -34,6 +39,7 @@ struct tree_part {
     std::vector<image::tree_member_record> members; //   the descendants,
     std::vector<tree_shared_file> shared;           //   the descriptions they share
     std::map<int, uint32_t> shared_fds;             // its descriptors of those: index
+    std::map<uint64_t, uint32_t> shared_maps;       // its mappings of shared memory: index
     std::set<pid_t> members_pids;                   // children it may have
 };
 
@@ -41,7 +47,8 @@ struct tree_plan {
     image::tree_member_record root{}; // the root's own ids (ppid: its parent outside the tree)
     std::vector<image::tree_member_record> members; // descendants, in image order
     std::vector<tree_shared_file> shared;
-    std::map<pid_t, std::map<int, uint32_t>> shared_fds; // by live process (root included)
+    std::map<pid_t, std::map<int, uint32_t>> shared_fds;       // by live process (root included)
+    std::map<pid_t, std::map<uint64_t, uint32_t>> shared_maps; // by process: mapping start
 
     std::vector<pid_t> live() const; // the root, then the live descendants in image order
     tree_part part(pid_t pid) const;
@@ -78,6 +85,6 @@ result<tree_layout> read_tree_layout(int image_fd);
 // Makes every shared description of the tree, in index order (close-on-exec): pipes with their
 // data, files reopened at their offsets. Files are opened with the rights of the image file's
 // owner (`owner_uid`, and its groups), never more.
-result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_uid);
+result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_uid, int image_fd);
 
 } // namespace ghost::core

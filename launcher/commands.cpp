@@ -537,7 +537,7 @@ int cmd_restart(const restart_args &a) {
     if (!tree->members.empty()) {
         struct stat sb;
         if (::fstat(fd, &sb) != 0) return fail("cannot restart from " + path + ": cannot stat it");
-        auto shared = core::make_shared_files(*tree, sb.st_uid);
+        auto shared = core::make_shared_files(*tree, sb.st_uid, fd);
         if (!shared) return fail("cannot restart from " + path + ": " + shared.err().message);
         opt.tree_fds = *shared;
         opt.tree_args.push_back("--tree-root=" + std::to_string(head->header.pid));

@@ -392,6 +392,19 @@ void fill_object(record &r) {
     end_record(r);
 }
 
+// Shared memory of a tree: `ghost restart` made it from these records; the stream's hashes are
+// still checked here (read and dropped).
+void skip_tree_data(record &r) {
+    uint64_t offset;
+    read_payload(r, &offset, sizeof offset);
+    if (!g_verifier.object_data(offset)) fail(text(g_verifier.why()));
+    while (r.remaining) {
+        uint64_t n = r.remaining < sizeof g_copy ? r.remaining : sizeof g_copy;
+        read_payload(r, g_copy, n);
+    }
+    end_record(r);
+}
+
 // A new open file description of object `id`.
 long reopen_object(uint64_t id, int flags) {
     text self = text("/proc/self/fd/").num(g_objects[id].fd);
@@ -525,6 +538,16 @@ void map_region(record &r) {
         addr = sys::call(__NR_mmap, rr.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd,
                          rr.file_offset);
         sys::call(__NR_close, fd);
+        break;
+    }
+    case img::region_tree_shared: { // made by `ghost restart`, inherited by every restorer
+        if (!g_tree || rr.object_id >= (uint64_t)g_tree_fd_count)
+            fail(text("the image is corrupt (")
+                     .add(region_name(rr).str())
+                     .add(" names no shared memory of its tree)"));
+        prot = rr.prot;
+        addr = sys::call(__NR_mmap, rr.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                         g_tree_fds[rr.object_id], rr.file_offset);
         break;
     }
     case img::region_object_shared:
@@ -1776,6 +1799,9 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
         case img::rec_tree_member: // (--tree-member gave them: checked here as part of the stream)
         case img::rec_tree_shared:
             read_metadata(r);
+            break;
+        case img::rec_tree_data:
+            skip_tree_data(r);
             break;
         case img::rec_thread:
             read_thread(r);

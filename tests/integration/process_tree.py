@@ -15,8 +15,9 @@ The cases:
             restart and must see status 3;
   piped     a child whose stdin and stdout are pipes to the parent, a line in flight in one;
   system    system(3): a shell that runs `sleep` (a grandchild), whose exit status comes back.
+  shared_memory  parent and child share anonymous memory (a shared mapping made before the fork).
 And one the restart cannot rebuild yet, refused in one line before anything is killed:
-  shared_memory  parent and child share an anonymous shared mapping.
+  shared_memfd   parent and child map one memfd.
 
 Usage: process_tree.py --ghost GHOST --workdir DIR
 Exit status: 0 pass, 1 fail.
@@ -48,15 +49,30 @@ CASES = {
               "RESULT got line 0"),
     "system": ([PY, "-c", "import os\n"
                 "print('RESULT', os.system('sleep 4; exit 4') >> 8, flush=True)\n"], "RESULT 4"),
-}
-REFUSED = {
+    # Parent and child share anonymous memory (a shared mapping made before the fork), written by
+    # both before the checkpoint and by the child after the restart: one object again.
     "shared_memory": ([PY, "-c", "import mmap, os, time\n"
-                       "m = mmap.mmap(-1, 4096)\n"
+                       "m = mmap.mmap(-1, 1 << 20)\n"
+                       "m[5000] = 5\n"
                        "p = os.fork()\n"
                        "if p == 0:\n"
-                       "    time.sleep(3); m[0] = 7; os._exit(0)\n"
+                       "    m[0] = 1; time.sleep(4); m[1] = m[0] + m[5000] + m[9000]; os._exit(0)\n"
+                       "m[9000] = 9\n"
                        "os.waitpid(p, 0)\n"
-                       "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share memory"),
+                       "print('RESULT', m[1], flush=True)\n"], "RESULT 15"),
+}
+REFUSED = {
+    # A memfd both map: it would be two objects after a restart.
+    "shared_memfd": ([PY, "-c", "import mmap, os, time\n"
+                      "fd = os.memfd_create('both')\n"
+                      "os.ftruncate(fd, 4096)\n"
+                      "m = mmap.mmap(fd, 4096)\n"
+                      "os.close(fd)\n"
+                      "p = os.fork()\n"
+                      "if p == 0:\n"
+                      "    time.sleep(3); m[0] = 7; os._exit(0)\n"
+                      "os.waitpid(p, 0)\n"
+                      "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share"),
 }
 
 
