@@ -332,12 +332,15 @@ result<parked_tree> park_tree(pid_t pid, core::tree_plan plan) {
     }
 }
 
+constexpr int no_tree = -1; // checkpoint_tree found a single process after all
+
 int checkpoint_tree(const checkpoint_args &a, core::tree_plan plan, const std::string &path,
                     clock_type::time_point t0) {
     std::string head = "checkpoint of pid " + a.target + " failed: ";
     if (!a.to.empty()) return fail(head + "a process tree is written to an image file, not --to");
     auto tree = park_tree(a.pid, std::move(plan));
     if (!tree) return fail(head + tree.err().message);
+    if (tree->plan.members.empty()) return no_tree; // its child ended meanwhile: one process
     std::vector<const core::parked_process *> parked;
     for (const auto &p : tree->procs)
         parked.push_back(&p);
@@ -440,7 +443,8 @@ int cmd_checkpoint(checkpoint_args a) {
         if (!plan->members.empty()) {
             if (!a.parent.empty() && !a.incremental)
                 return fail("--parent goes with --incremental");
-            return checkpoint_tree(a, std::move(*plan), path, t0);
+            int rc = checkpoint_tree(a, std::move(*plan), path, t0);
+            if (rc != no_tree) return rc;
         }
     }
     core::export_options xo;
