@@ -521,7 +521,8 @@ class exporter {
                 if (!copy && !member && child != ::getpid() && child != state_->checkpointer_pid)
                     return error{"pid " + std::to_string(pid_) + " has a child process (pid " +
                                  std::to_string(child) +
-                                 "): process trees cannot be checkpointed yet"};
+                                 "): a process tree is carried only by `ghost checkpoint` into "
+                                 "an image file, not by a duplicate nor an MPI rank's checkpoint"};
             }
         }
         return {};

@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <linux/sched.h>
 #include <pwd.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -106,9 +108,41 @@ namespace {
 // A tree's restorers, each on the one status socket: all say VERIFIED (or one ERR: every other
 // is told NOGO and ends), then each "OK pid". A failure after the gate (rare: placing
 // descriptors, credentials) kills those that already said OK; the others failed themselves.
-result<pid_t> await_tree(int status, pid_t root, int processes) {
+// Whether a restorer of the tree ended without a word (it crashed): the root (our child) ended,
+// or a descendant's pid has been missing for a while (it shows up at once, its parent forks it
+// first thing).
+bool restorer_vanished(pid_t root, const std::vector<pid_t> &pids, int &missing_checks) {
+    siginfo_t info{};
+    if (::waitid(P_PID, (id_t)root, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == root)
+        return true;
+    bool missing = false;
+    for (pid_t p : pids) {
+        char path[64], state = 0;
+        std::snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+        if (FILE *f = std::fopen(path, "re")) {
+            if (std::fscanf(f, "%*d (%*[^)]) %c", &state) != 1) state = 0;
+            std::fclose(f);
+        }
+        missing |= state == 0 || state == 'Z' || state == 'X';
+    }
+    missing_checks = missing ? missing_checks + 1 : 0;
+    return missing_checks >= 3;
+}
+
+result<pid_t> await_tree(int status, pid_t root, int processes, const std::vector<pid_t> &pids) {
     char line[600];
-    constexpr int line_timeout_ms = 600000; // a restorer reads and checks its whole image first
+    constexpr int line_timeout_ms = 60000; // (once a line has started: written at once)
+    int missing_checks = 0;
+    // The next line; -2 when a restorer vanished without one.
+    auto next_line = [&]() -> long {
+        for (;;) {
+            pollfd p{status, POLLIN, 0};
+            int r = ::poll(&p, 1, 1000);
+            if (r > 0) return control::read_line(status, line, sizeof line, line_timeout_ms);
+            if (r < 0 && errno != EINTR) return -1;
+            if (restorer_vanished(root, pids, missing_checks)) return -2;
+        }
+    };
     auto refuse_all = [&](const std::string &why) -> result<pid_t> {
         std::string nogo((size_t)processes, 'N');
         (void)control::write_all(status, nogo.data(), nogo.size());
@@ -119,14 +153,15 @@ result<pid_t> await_tree(int status, pid_t root, int processes) {
         return error{why};
     };
     for (int verified = 0; verified < processes;) {
-        long n = control::read_line(status, line, sizeof line, line_timeout_ms);
+        long n = next_line();
         if (n >= 8 && std::strncmp(line, "VERIFIED", 8) == 0) {
             verified++;
             continue;
         }
         if (n > 4 && std::strncmp(line, "ERR ", 4) == 0) return refuse_all(line + 4);
-        return refuse_all(n < 0 ? "a restorer of the tree did not answer"
-                                : "a restorer of the tree ended without a reason");
+        return refuse_all(n == -2 ? "a restorer of the tree died"
+                          : n < 0 ? "a restorer of the tree did not answer"
+                                  : "a restorer of the tree ended without a reason");
     }
     std::string go((size_t)processes, 'G');
     if (!control::write_all(status, go.data(), go.size()))
@@ -134,7 +169,7 @@ result<pid_t> await_tree(int status, pid_t root, int processes) {
     std::vector<pid_t> running;
     std::string why;
     for (int done = 0; done < processes && why.empty(); done++) {
-        long n = control::read_line(status, line, sizeof line, line_timeout_ms);
+        long n = next_line();
         if (n > 3 && std::strncmp(line, "OK ", 3) == 0)
             running.push_back((pid_t)std::atol(line + 3));
         else
@@ -196,7 +231,7 @@ result<pid_t> import_process(int image_fd, const import_options &opt) {
         ::_exit(127);
     }
     ::close(status[1]);
-    if (tree) return await_tree(status[0], child, opt.processes);
+    if (tree) return await_tree(status[0], child, opt.processes, opt.tree_pids);
     char line[600];
     long n = control::read_line(status[0], line, sizeof line, -1);
     ::close(status[0]);

@@ -21,6 +21,7 @@ struct import_options {
     // they name (passed on), and how many restorers report (the root and each live descendant).
     std::vector<std::string> tree_args;
     std::vector<int> tree_fds;
+    std::vector<pid_t> tree_pids; // the live descendants' pids: each one's restorer reports
     int processes = 1;
 };
 

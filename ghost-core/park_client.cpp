@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/park_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -33,18 +35,28 @@ result<int> connect_agent(pid_t pid) {
     char path[128];
     const char *why = nullptr;
     if (!control::socket_path(pid, path, sizeof path, &why)) return error{why};
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // Non-blocking: a connect to an agent whose backlog is full (it stopped accepting) would
+    // wait for ever; it is tried again for 5 s instead.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return sys_error("cannot create a socket");
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, path, std::strlen(path) + 1); // socket_path checked the size
-    if (::connect(fd, (sockaddr *)&addr, sizeof addr) != 0) {
+    for (int waited_ms = 0;; waited_ms += 10) {
+        if (::connect(fd, (sockaddr *)&addr, sizeof addr) == 0) break;
         int e = errno;
+        if (e == EAGAIN && waited_ms < 5000) {
+            ::usleep(10000);
+            continue;
+        }
         ::close(fd);
         if (e == ENOENT || e == ECONNREFUSED)
             return error{who + " is not running under ghost (no control socket)", e};
+        if (e == EAGAIN)
+            return error{"the ghost agent of " + who + " accepts no connection (for 5 s)", e};
         return sys_error("cannot connect to the ghost agent of " + who, e);
     }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     // The socket file could be a stale one re-bound by somebody else: check who answers.
     ucred cred{};
     socklen_t len = sizeof cred;
@@ -277,7 +289,9 @@ void parked_process::kill_now() {
 }
 
 bool wait_agent_ready(pid_t pid, int timeout_ms) {
-    for (int waited = 0; waited <= timeout_ms; waited += 5) {
+    // (A real deadline: each try may itself wait, for a connection or an answer.)
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() <= deadline) {
         if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
         // A zombie (it ended right after its restore) never answers either.
         siginfo_t info{};

@@ -221,9 +221,15 @@ result<tree_plan> list_tree(pid_t root, const std::set<pid_t> &skip) {
             if (skip.count(c)) continue;
             auto ids = read_ids(c);
             if (!ids || ids->rec.ppid != parent.pid || ids->state == 'X') continue; // gone
-            if (ids->state == 'T' || ids->state == 't')
+            // (A tracee shows 'S' while its tracer lets it run: TracerPid tells.)
+            auto status = read_text("/proc/" + pid_str(c) + "/status");
+            size_t tracer = status ? status->find("TracerPid:") : std::string::npos;
+            bool traced =
+                tracer != std::string::npos && std::atoi(status->c_str() + tracer + 10) != 0;
+            if (ids->state == 'T' || ids->state == 't' || traced)
                 return error{"pid " + pid_str(c) + " (a child of pid " + pid_str(parent.pid) +
-                             ") is stopped or traced: a process tree is checkpointed running"};
+                             ") is stopped or traced: a process tree is checkpointed running, "
+                             "untraced"};
             kids.push_back(ids->rec);
         }
         // Leaders first: a member joins a group its earlier sibling leads.

@@ -292,72 +292,75 @@ void prune_kept_images(const std::string &path, const std::vector<std::string> &
 // each process's stream, the root's first. Whole images only; to a file only.
 struct parked_tree {
     core::tree_plan plan;
-    std::vector<core::parked_process> procs; // plan.live() order
+    std::vector<core::parked_process> members; // the live descendants, in plan.live() order
 };
 
-result<parked_tree> park_tree(pid_t pid, core::tree_plan plan) {
-    std::set<pid_t> skip = {::getpid()};
-    for (int attempt = 0;; attempt++) {
-        parked_tree t;
-        for (pid_t p : plan.live()) {
+// With the root parked (it starts no child meanwhile): parks its descendants as listed, then
+// lists the tree again to see it held still. A tree being born or reaped (a child that ended or
+// whose agent does not listen yet, a grandchild forked meanwhile) is parked again, for about a
+// second.
+result<parked_tree> park_tree(const core::parked_process &root) {
+    pid_t pid = root.pid();
+    std::string failure;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        if (attempt) ::usleep(20000 * (useconds_t)std::min(attempt, 5));
+        std::vector<core::parked_process> members; // resumed when dropped
+        std::set<pid_t> skip = {::getpid()};
+        auto theirs = core::agent_children(root); // not the program's children
+        if (!theirs) return theirs.err();
+        skip.insert(theirs->begin(), theirs->end());
+        auto plan = core::list_tree(pid, skip);
+        if (!plan) return plan.err(); // (a stopped or traced process, a foreign group)
+        bool all = true;
+        for (pid_t p : plan->live()) {
+            if (p == pid) continue;
             auto proc = core::parked_process::park(p);
-            if (!proc)
-                return error{p == pid ? proc.err().message
-                                      : "cannot park pid " + std::to_string(p) +
-                                            " of the process tree of pid " + std::to_string(pid) +
-                                            ": " + proc.err().message};
-            t.procs.push_back(std::move(*proc));
-            auto theirs = core::agent_children(t.procs.back()); // not the program's children
-            if (!theirs) return theirs.err();
-            skip.insert(theirs->begin(), theirs->end());
+            if (!proc) {
+                failure = "cannot park pid " + std::to_string(p) + " of the process tree of pid " +
+                          std::to_string(pid) + ": " + proc.err().message;
+                all = false;
+                break;
+            }
+            members.push_back(std::move(*proc));
+            auto more = core::agent_children(members.back());
+            if (!more) return more.err();
+            skip.insert(more->begin(), more->end());
         }
+        if (!all) continue;
         auto again = core::list_tree(pid, skip);
         if (!again) return again.err();
-        auto same = [](const core::tree_plan &x, const core::tree_plan &y) {
-            if (x.members.size() != y.members.size()) return false;
-            for (size_t i = 0; i < x.members.size(); i++)
-                if (std::memcmp(&x.members[i], &y.members[i], sizeof x.members[i]) != 0)
-                    return false;
-            return true;
-        };
-        if (same(plan, *again)) {
-            t.plan = std::move(plan);
-            return t;
-        }
-        if (attempt == 3)
-            return error{
-                "the process tree of pid " + std::to_string(pid) +
-                " kept changing while it was parked (processes starting or ending): try again"};
-        plan = std::move(*again); // t resumes what it parked as it goes
+        bool same = again->members.size() == plan->members.size();
+        for (size_t i = 0; same && i < plan->members.size(); i++)
+            same = std::memcmp(&again->members[i], &plan->members[i], sizeof plan->members[i]) == 0;
+        if (same) return parked_tree{std::move(*plan), std::move(members)};
+        failure = "the process tree of pid " + std::to_string(pid) +
+                  " kept changing while it was parked (processes starting or ending): try again";
     }
+    return error{failure};
 }
 
-constexpr int no_tree = -1; // checkpoint_tree found a single process after all
-
-int checkpoint_tree(const checkpoint_args &a, core::tree_plan plan, const std::string &path,
-                    clock_type::time_point t0) {
+int checkpoint_tree(const checkpoint_args &a, core::parked_process &root, parked_tree *tree,
+                    const std::string &path, clock_type::time_point t0) {
     std::string head = "checkpoint of pid " + a.target + " failed: ";
     if (!a.to.empty()) return fail(head + "a process tree is written to an image file, not --to");
-    auto tree = park_tree(a.pid, std::move(plan));
-    if (!tree) return fail(head + tree.err().message);
-    if (tree->plan.members.empty()) return no_tree; // its child ended meanwhile: one process
-    std::vector<const core::parked_process *> parked;
-    for (const auto &p : tree->procs)
-        parked.push_back(&p);
+    std::vector<core::parked_process *> procs = {&root};
+    for (auto &m : tree->members)
+        procs.push_back(&m);
+    std::vector<const core::parked_process *> parked(procs.begin(), procs.end());
     if (auto r = core::plan_tree(tree->plan, parked); !r) return fail(head + r.err().message);
     double park_s = since(t0);
     auto sink = res::create_file_sink(path);
     if (!sink) return fail(sink.err().message);
     auto t1 = clock_type::now();
     core::export_stats total;
-    for (const auto &p : tree->procs) {
-        core::tree_part part = tree->plan.part(p.pid());
+    for (const core::parked_process *p : procs) {
+        core::tree_part part = tree->plan.part(p->pid());
         core::export_options xo;
         xo.tree = &part;
-        auto stats = core::export_process(p, **sink, xo);
+        auto stats = core::export_process(*p, **sink, xo);
         if (!stats) {
             (*sink)->abort();
-            return fail(checkpoint_failure(p.pid(), stats.err().message));
+            return fail(checkpoint_failure(p->pid(), stats.err().message));
         }
         total.image_bytes += stats->image_bytes;
         total.memory_bytes += stats->memory_bytes;
@@ -371,22 +374,22 @@ int checkpoint_tree(const checkpoint_args &a, core::tree_plan plan, const std::s
     }
     double sync_s = since(t2);
     if (a.kill) {
-        for (auto it = tree->procs.rbegin(); it != tree->procs.rend(); ++it)
-            it->kill_now(); // children first: none runs on without its parent
+        for (auto it = procs.rbegin(); it != procs.rend(); ++it)
+            (*it)->kill_now(); // children first: none runs on without its parent
         // Gone (reaped by whoever inherits them) before we say so: a restart right after needs
         // their pids.
         for (int waited = 0; waited < 5000; waited += 5) {
             bool any = false;
-            for (const auto &p : tree->procs)
-                any |= p.pid() != a.pid && ::kill(p.pid(), 0) == 0;
+            for (const core::parked_process *p : procs)
+                any |= p->pid() != a.pid && ::kill(p->pid(), 0) == 0;
             for (const auto &m : tree->plan.members)
                 any |= m.state == image::tree_zombie && ::kill(m.pid, 0) == 0;
             if (!any) break;
             ::usleep(5000);
         }
     } else {
-        for (auto &p : tree->procs)
-            if (auto r = p.resume(); !r) return fail(r.err().message);
+        for (core::parked_process *p : procs)
+            if (auto r = p->resume(); !r) return fail(r.err().message);
     }
     if (a.incremental)
         std::fprintf(stderr, "ghost: a whole image: a process tree is never incremental\n");
@@ -394,9 +397,9 @@ int checkpoint_tree(const checkpoint_args &a, core::tree_plan plan, const std::s
                 "processes=%zu zombies=%zu park_s=%s export_s=%s sync_s=%s total_s=%s%s\n",
                 (int)a.pid, path.c_str(), (unsigned long long)total.image_bytes,
                 (unsigned long long)total.memory_bytes, (unsigned long long)total.threads,
-                tree->procs.size(), tree->plan.members.size() + 1 - tree->procs.size(),
-                seconds(park_s).c_str(), seconds(export_s).c_str(), seconds(sync_s).c_str(),
-                seconds(since(t0)).c_str(), a.kill ? " killed=1" : "");
+                procs.size(), tree->plan.members.size() + 1 - procs.size(), seconds(park_s).c_str(),
+                seconds(export_s).c_str(), seconds(sync_s).c_str(), seconds(since(t0)).c_str(),
+                a.kill ? " killed=1" : "");
     return 0;
 }
 
@@ -435,28 +438,23 @@ int cmd_checkpoint(checkpoint_args a) {
         if (!sink) return fail("checkpoint of pid " + a.target + " failed: " + sink.err().message);
         path = a.to;
     }
+    if (!a.parent.empty() && !a.incremental) return fail("--parent goes with --incremental");
+    if (a.incremental && !a.to.empty())
+        return fail("--incremental writes an image file; --to streams one");
+    auto proc = core::parked_process::park(a.pid);
+    if (!proc) return fail(proc.err().message);
     // A process with children: its tree (not for an MPI rank's own image, --image: a rank's
     // children are refused by its export, and its job's checkpoint with it).
     if (a.image.empty()) {
-        auto plan = core::list_tree(a.pid, {::getpid()});
-        if (!plan) return fail("checkpoint of pid " + a.target + " failed: " + plan.err().message);
-        if (!plan->members.empty()) {
-            if (!a.parent.empty() && !a.incremental)
-                return fail("--parent goes with --incremental");
-            int rc = checkpoint_tree(a, std::move(*plan), path, t0);
-            if (rc != no_tree) return rc;
-        }
+        auto tree = park_tree(*proc);
+        if (!tree) return fail("checkpoint of pid " + a.target + " failed: " + tree.err().message);
+        if (!tree->plan.members.empty()) return checkpoint_tree(a, *proc, &*tree, path, t0);
     }
     core::export_options xo;
     if (a.incremental) {
-        if (!a.to.empty()) return fail("--incremental writes an image file; --to streams one");
         if (auto r = incremental_parent(path, a.parent, xo); !r)
             return fail("checkpoint of pid " + a.target + " failed: " + r.err().message);
-    } else if (!a.parent.empty()) {
-        return fail("--parent goes with --incremental");
     }
-    auto proc = core::parked_process::park(a.pid);
-    if (!proc) return fail(proc.err().message);
     double park_s = since(t0);
     if (a.to.empty()) sink = res::create_file_sink(path);
     if (!sink) return fail(sink.err().message);
@@ -548,6 +546,7 @@ int cmd_restart(const restart_args &a) {
         size_t live = 0;
         for (const auto &m : tree->members) {
             uint64_t offset = m.state == image::tree_live ? tree->offsets[live++] : 0;
+            if (m.state == image::tree_live) opt.tree_pids.push_back(m.pid);
             opt.tree_args.push_back("--tree-member=" + std::to_string(m.pid) + ":" +
                                     std::to_string(m.ppid) + ":" + std::to_string(m.pgid) + ":" +
                                     std::to_string(m.sid) + ":" + std::to_string(m.state) + ":" +

@@ -228,8 +228,16 @@ int main(int argc, char **argv) {
         sigaddset(&set, k_main_blocked[i]);
     if (sigprocmask(SIG_SETMASK, &set, NULL) != 0) t_fail("sigprocmask");
 
+    // The worker starts with the worker's blocked set (it sets the same itself): a process-wide
+    // SIGUSR1 queued below must never find it unblocked, without an alternate stack.
+    sigset_t main_set = set, worker_set;
+    sigemptyset(&worker_set);
+    for (size_t i = 0; i < sizeof k_worker_blocked / sizeof *k_worker_blocked; i++)
+        sigaddset(&worker_set, k_worker_blocked[i]);
+    if (pthread_sigmask(SIG_SETMASK, &worker_set, NULL) != 0) t_fail("pthread_sigmask");
     pthread_t th;
     if (pthread_create(&th, NULL, worker, NULL) != 0) t_fail("pthread_create");
+    if (pthread_sigmask(SIG_SETMASK, &main_set, NULL) != 0) t_fail("pthread_sigmask");
 
     if (pending) {
         raise(SIGWINCH); // thread-directed, stays pending on the main thread
