@@ -115,26 +115,23 @@ def one_case(ghost, work, name, argv, expected):
     started = [child, parent]
     restart = None
     try:
-        r = run_ghost(ghost, ["duplicate", "--detach", str(parent)])
-        lines = r.stderr.strip().splitlines()
-        if r.returncode == 0 or len(lines) != 1 or "has a child process" not in lines[0]:
-            fail(f"{name}: ghost duplicate: expected one line naming the child, got "
-                 f"rc {r.returncode} {lines}")
-        if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
-            fail(f"{name}: the refused duplicate left the parent or its child dead")
+        def refused(cmd, reason):
+            r = run_ghost(ghost, cmd)
+            lines = r.stderr.strip().splitlines()
+            if r.returncode == 0 or len(lines) != 1 or reason not in lines[0]:
+                fail(f"{name}: ghost {cmd[0]}: expected one line ({reason}), got "
+                     f"rc {r.returncode} {lines}")
+            if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
+                fail(f"{name}: the refused {cmd[0]} left the parent or its child dead")
+
+        refused(["duplicate", "--detach", str(parent)], "has a child process")
         r = run_ghost(ghost, ["checkpoint", "--dir", ckpt, str(parent)])
         if r.returncode != 0:
             fail(f"{name}: ghost checkpoint failed: {r.stderr.strip()}")
         if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
             fail(f"{name}: the checkpoint left the parent or its child dead")
         # Restarted while the tree still runs: its pids are taken; one line, nothing left.
-        r = run_ghost(ghost, ["restart", ckpt])
-        lines = r.stderr.strip().splitlines()
-        if r.returncode == 0 or len(lines) != 1 or "another process has it now" not in lines[0]:
-            fail(f"{name}: a restart beside the running tree: expected one line, got "
-                 f"rc {r.returncode} {lines}")
-        if not pid_alive(parent) or (name != "zombie" and not pid_alive(child)):
-            fail(f"{name}: the refused restart left the parent or its child dead")
+        refused(["restart", ckpt], "another process has it now")
         r = run_ghost(ghost, ["checkpoint", "--kill", "--dir", ckpt, str(parent)])
         if r.returncode != 0 or "processes=" not in r.stdout:
             fail(f"{name}: ghost checkpoint --kill failed: {r.stderr.strip()} {r.stdout.strip()}")
