@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -129,6 +130,31 @@ bool restorer_vanished(pid_t root, const std::vector<pid_t> &pids, int &missing_
     return missing_checks >= 3;
 }
 
+// Ends every process of a tree whose restore failed: the root, then each descendant once it is
+// ours (`ghost restart` is their subreaper while they restore: as their parents die they become
+// our children, and a pid that is our child is one of them). A pid that never becomes ours (it
+// was another process's all along: the restore failed on it) is left alone after 3 s.
+void end_tree(pid_t root, const std::vector<pid_t> &pids) {
+    ::kill(root, SIGKILL);
+    int ws;
+    ::waitpid(root, &ws, 0);
+    std::vector<pid_t> left = pids;
+    for (int round = 0; round < 300 && !left.empty(); round++) {
+        if (round) ::usleep(10000);
+        std::vector<pid_t> still;
+        for (pid_t p : left) {
+            pid_t r = ::waitpid(p, &ws, WNOHANG);
+            if (r == p) continue;           // reaped
+            if (r == 0) ::kill(p, SIGKILL); // ours, alive
+            if (r == 0 || ::kill(p, 0) == 0) still.push_back(p);
+        }
+        left = std::move(still);
+    }
+    while (::waitpid(-1, &ws, WNOHANG) > 0) { // their zombie children, orphaned to us
+    }
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
 result<pid_t> await_tree(int status, pid_t root, int processes, const std::vector<pid_t> &pids) {
     char line[600];
     constexpr int line_timeout_ms = 60000; // (once a line has started: written at once)
@@ -147,9 +173,7 @@ result<pid_t> await_tree(int status, pid_t root, int processes, const std::vecto
         std::string nogo((size_t)processes, 'N');
         (void)control::write_all(status, nogo.data(), nogo.size());
         ::close(status);
-        ::kill(root, SIGKILL); // its descendants end at their gate (NOGO) or with their error
-        int ws;
-        ::waitpid(root, &ws, 0);
+        end_tree(root, pids);
         return error{why};
     };
     for (int verified = 0; verified < processes;) {
@@ -166,31 +190,33 @@ result<pid_t> await_tree(int status, pid_t root, int processes, const std::vecto
     std::string go((size_t)processes, 'G');
     if (!control::write_all(status, go.data(), go.size()))
         return refuse_all("cannot tell the tree's restorers to go on");
-    std::vector<pid_t> running;
     std::string why;
     for (int done = 0; done < processes && why.empty(); done++) {
         long n = next_line();
-        if (n > 3 && std::strncmp(line, "OK ", 3) == 0)
-            running.push_back((pid_t)std::atol(line + 3));
-        else
-            why = n > 4 && std::strncmp(line, "ERR ", 4) == 0
-                      ? line + 4
-                      : "a restorer of the tree ended without a reason";
+        if (n > 3 && std::strncmp(line, "OK ", 3) == 0) continue;
+        why = n > 4 && std::strncmp(line, "ERR ", 4) == 0 ? line + 4
+              : n == -2                                   ? "a restorer of the tree died"
+                        : "a restorer of the tree ended without a reason";
     }
+    if (!why.empty()) {
+        ::close(status);
+        end_tree(root, pids);
+        return error{why};
+    }
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); // (the tree's later orphans are not ours)
+    std::string run((size_t)processes, 'R');     // every process restored: all of them run
+    (void)control::write_all(status, run.data(), run.size());
     ::close(status);
-    if (why.empty()) return root;
-    for (pid_t p : running)
-        ::kill(p, SIGKILL);
-    ::kill(root, SIGKILL);
-    int ws;
-    ::waitpid(root, &ws, 0);
-    return error{why};
+    return root;
 }
 
 } // namespace
 
 result<pid_t> import_process(int image_fd, const import_options &opt) {
     bool tree = !opt.tree_args.empty();
+    // A tree's restorers become ours as their parents die, so that a failed restore is ended
+    // whole and reaped here (end_tree), leaving no orphan to init.
+    if (tree) ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     int status[2];
     if (tree ? ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) != 0
              : ::pipe2(status, O_CLOEXEC) != 0)

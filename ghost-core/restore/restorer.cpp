@@ -1844,6 +1844,16 @@ complete:
                 long sec, nsec;
             } zero = {0, 0};
             sys::call(__NR_rt_sigtimedwait, &sigpipe, 0, &zero, 8);
+        } else if (g_tree) {
+            // A tree runs once every process of it is restored ('R'): one that failed late makes
+            // `ghost restart` end them all before any runs. (Without an answer, `ghost restart`
+            // is gone: this process goes on, as a single one does.)
+            char word = 0;
+            long n;
+            do
+                n = sys::call(__NR_read, g_status_fd, &word, 1);
+            while (n == -4 /* EINTR */);
+            if (n == 1 && word != 'R') sys::call(__NR_exit_group, 0);
         }
         sys::call(__NR_close, g_status_fd);
     }

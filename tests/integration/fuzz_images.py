@@ -13,6 +13,9 @@ For every damaged image `ghost inspect` must exit non-zero with exactly one line
 stderr, without a crash signal and within a timeout; for a sample (every re-hashed one and a share
 of the others) `ghost restart` must do the same and no process of the image may be running
 afterwards (none whose command line names the victim's directory, no ghost-restart of this build).
+With --tree the victim runs as the child of a shell (`sh -c 'VICTIM & wait'`): the images are
+process trees (the shell's stream, then the victim's, in one file) and the damage reaches the
+tree's records, its second stream and the place where one stream ends and the next begins.
 Exit status: 0 pass, 1 fail.
 """
 import argparse
@@ -32,7 +35,8 @@ from procs import kill_all, pid_alive, ppid  # noqa: E402
 
 T0 = time.monotonic()
 TYPES = {1: "header", 2: "process", 3: "region", 4: "pages", 5: "file", 6: "thread", 7: "trailer",
-         8: "credentials"}
+         8: "credentials", 9: "object", 10: "object data", 11: "tracking", 12: "page reference",
+         13: "file lock", 14: "tree member", 15: "tree shared file", 16: "tree shared memory"}
 
 
 def log(msg):
@@ -84,9 +88,12 @@ class Fuzzer:
         d = os.path.join(self.work, "victim")
         os.makedirs(d)
         pidf = os.path.join(self.work, "victim.pid")
+        victim = [os.path.abspath(self.a.victim), "--dir", d]
+        if self.a.tree:  # the victim as a shell's child: a tree
+            victim = ["/bin/sh", "-c", '"$0" "$@" & wait'] + victim
         with open(os.path.join(self.work, "victim.out"), "wb") as o:
-            runner = subprocess.Popen([self.ghost, "launch", "--pid-file", pidf, "--", os.path.abspath(self.a.victim),
-                                       "--dir", d], stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.STDOUT,
+            runner = subprocess.Popen([self.ghost, "launch", "--pid-file", pidf, "--"] + victim,
+                                      stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         self.popens.append((runner, "ghost launch (victim)"))
         deadline = time.monotonic() + self.a.cmd_timeout
@@ -103,6 +110,8 @@ class Fuzzer:
                                     "ghost checkpoint")
             if rc != 0:
                 raise Failure(f"ghost checkpoint of the victim failed ({rc}): {err.strip()}")
+            if self.a.tree and "processes=2" not in out:
+                raise Failure(f"the victim's image is not a tree of 2 processes: {out.strip()}")
             images.append(open(os.path.join(ck, "image.ghost"), "rb").read())
             time.sleep(0.05)
         runner.wait(timeout=self.a.cmd_timeout)
@@ -308,6 +317,7 @@ def main():
     ap.add_argument("--restart-share", type=float, default=0.15,
                     help="share of the not re-hashed images also given to ghost restart")
     ap.add_argument("--cmd-timeout", type=float, default=20.0)
+    ap.add_argument("--tree", action="store_true", help="images of a tree: the victim under a shell")
     return Fuzzer(ap.parse_args()).main()
 
 
