@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -130,10 +131,23 @@ bool restorer_vanished(pid_t root, const std::vector<pid_t> &pids, int &missing_
     return missing_checks >= 3;
 }
 
+// The parent of `pid` (0 if it is gone).
+pid_t parent_of(pid_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int ppid = 0;
+    if (FILE *f = std::fopen(path, "re")) {
+        if (std::fscanf(f, "%*d (%*[^)]) %*c %d", &ppid) != 1) ppid = 0;
+        std::fclose(f);
+    }
+    return (pid_t)ppid;
+}
+
 // Ends every process of a tree whose restore failed: the root, then each descendant once it is
 // ours (`ghost restart` is their subreaper while they restore: as their parents die they become
-// our children, and a pid that is our child is one of them). A pid that never becomes ours (it
-// was another process's all along: the restore failed on it) is left alone after 3 s.
+// our children, and a pid that is our child is one of them). A pid whose process's parent is not
+// ours either (another process had that pid: the restore failed on it) is left alone at once;
+// one whose parent is ours becomes ours when that parent ends (at most 3 s are given).
 void end_tree(pid_t root, const std::vector<pid_t> &pids) {
     ::kill(root, SIGKILL);
     int ws;
@@ -141,13 +155,25 @@ void end_tree(pid_t root, const std::vector<pid_t> &pids) {
     std::vector<pid_t> left = pids;
     for (int round = 0; round < 300 && !left.empty(); round++) {
         if (round) ::usleep(10000);
-        std::vector<pid_t> still;
+        std::vector<pid_t> still, ours = {root}, not_yet;
         for (pid_t p : left) {
             pid_t r = ::waitpid(p, &ws, WNOHANG);
-            if (r == p) continue;           // reaped
-            if (r == 0) ::kill(p, SIGKILL); // ours, alive
-            if (r == 0 || ::kill(p, 0) == 0) still.push_back(p);
+            if (r == p) { // reaped
+                ours.push_back(p);
+                continue;
+            }
+            if (r == 0) { // ours, alive
+                ::kill(p, SIGKILL);
+                ours.push_back(p);
+                still.push_back(p);
+                continue;
+            }
+            not_yet.push_back(p);
         }
+        for (pid_t p : not_yet) // a child of one of ours still, or another process's
+            if (pid_t parent = parent_of(p);
+                parent && std::find(ours.begin(), ours.end(), parent) != ours.end())
+                still.push_back(p);
         left = std::move(still);
     }
     while (::waitpid(-1, &ws, WNOHANG) > 0) { // their zombie children, orphaned to us

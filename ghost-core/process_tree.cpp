@@ -471,7 +471,7 @@ bool pread_exact(int fd, void *dst, size_t len, uint64_t off) {
 
 } // namespace
 
-result<tree_layout> read_tree_layout(int fd) {
+result<tree_layout> read_tree_layout(int fd, pid_t root) {
     tree_layout t;
     struct stat sb;
     if (::fstat(fd, &sb) != 0) return sys_error("cannot stat the image");
@@ -531,6 +531,11 @@ result<tree_layout> read_tree_layout(int fd) {
         }
     };
     GHOST_TRY(walk(true));
+    std::set<pid_t> parents = {root}, seen = {root};
+    for (const auto &m : t.members) {
+        if (!seen.insert(m.pid).second || !parents.count(m.ppid)) return corrupt;
+        if (m.state == image::tree_live) parents.insert(m.pid);
+    }
     for (const auto &m : t.members) {
         if (m.state != image::tree_live) continue;
         t.offsets.push_back(pos);

@@ -80,7 +80,9 @@ struct tree_layout {
 
 // The tree an image file holds (no members: a single process), read from its records' headers
 // without reading the memory they carry (the restorers verify every byte of their own stream).
-result<tree_layout> read_tree_layout(int image_fd);
+// `root` is the pid the image's first stream names: every member must descend from it, parents
+// listed before children, each pid once (else a restorer would wait for one never forked).
+result<tree_layout> read_tree_layout(int image_fd, pid_t root);
 
 // Makes every shared description of the tree, in index order (close-on-exec): pipes with their
 // data, files reopened at their offsets. Files are opened with the rights of the image file's

@@ -534,7 +534,7 @@ int cmd_restart(const restart_args &a) {
     opt.want_pid = a.new_pid ? 0 : head->header.pid;
     opt.source_fds = *sources;
     // A process tree: its shared descriptions made here, its layout given to the restorers.
-    auto tree = core::read_tree_layout(fd);
+    auto tree = core::read_tree_layout(fd, head->header.pid);
     if (!tree) return fail("cannot restart from " + path + ": " + tree.err().message);
     if (!tree->members.empty()) {
         struct stat sb;

@@ -1847,13 +1847,26 @@ complete:
         } else if (g_tree) {
             // A tree runs once every process of it is restored ('R'): one that failed late makes
             // `ghost restart` end them all before any runs. (Without an answer, `ghost restart`
-            // is gone: this process goes on, as a single one does.)
-            char word = 0;
-            long n;
-            do
-                n = sys::call(__NR_read, g_status_fd, &word, 1);
-            while (n == -4 /* EINTR */);
-            if (n == 1 && word != 'R') sys::call(__NR_exit_group, 0);
+            // is gone: this process goes on, as a single one does.) A 'G' first in the socket is
+            // a slower restorer's, still to be read at its gate: never taken here.
+            for (;;) {
+                char word = 0;
+                long n = sys::call(__NR_recvfrom, g_status_fd, &word, 1, 2 /* MSG_PEEK */, 0, 0);
+                if (n == -4 /* EINTR */) continue;
+                if (n != 1) break;
+                if (word == 'G') {
+                    struct {
+                        long sec, nsec;
+                    } ms = {0, 1000000};
+                    sys::call(__NR_nanosleep, &ms, 0);
+                    continue;
+                }
+                do
+                    n = sys::call(__NR_read, g_status_fd, &word, 1);
+                while (n == -4);
+                if (n == 1 && word != 'R') sys::call(__NR_exit_group, 0);
+                break;
+            }
         }
         sys::call(__NR_close, g_status_fd);
     }
