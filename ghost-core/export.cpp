@@ -552,37 +552,8 @@ class exporter {
         std::string file = "/proc/" + std::to_string(s.holder) + "/map_files/" + range;
         int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0) return sys_error("cannot open the shared memory " + file);
-        constexpr size_t chunk = 1 << 20;
-        std::unique_ptr<char[]> buf(new char[chunk]);
-        result<void> done{};
-        for (uint64_t at = 0; at < (uint64_t)s.record.offset && done;) {
-            size_t n = (size_t)std::min<uint64_t>(chunk, (uint64_t)s.record.offset - at), got = 0;
-            while (got < n) {
-                ssize_t r = ::pread(fd, buf.get() + got, n - got, (off_t)(at + got));
-                if (r < 0 && errno == EINTR) continue;
-                if (r <= 0) break;
-                got += (size_t)r;
-            }
-            if (got < n) {
-                done = sys_error("cannot read the shared memory " + file);
-                break;
-            }
-            for (size_t i = 0; i < n && done;) {
-                if (page_is_zero(buf.get() + i)) {
-                    i += page;
-                    continue;
-                }
-                size_t e = i + page;
-                while (e < n && !page_is_zero(buf.get() + e))
-                    e += page;
-                e = std::min(e, n);
-                uint64_t offset = at + i;
-                done = writer_.record(image::rec_tree_data, &offset, sizeof offset,
-                                      std::string_view(buf.get() + i, e - i));
-                i = e;
-            }
-            at += n;
-        }
+        auto done = write_nonzero_runs(writer_, image::rec_tree_data, fd, 0,
+                                       (uint64_t)s.record.offset, "the shared memory " + file);
         ::close(fd);
         return done;
     }

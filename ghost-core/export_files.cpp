@@ -509,26 +509,9 @@ class classifier {
         return read_pipe(e, f, &e == first);
     }
 
-    // Size and buffered data (read without consuming it: tee() into a pipe of our own).
     result<void> read_pipe(const fd_entry &e, exported_file &f, bool with_data) {
-        owned_fd src(::open(fd_path(e.fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-        if (src.get() < 0) return refuse(e, std::string("cannot open it: ") + std::strerror(errno));
-        int size = ::fcntl(src.get(), F_GETPIPE_SZ);
-        int queued = 0;
-        if (size < 0 || ::ioctl(src.get(), FIONREAD, &queued) != 0)
-            return refuse(e, std::string("cannot read its size: ") + std::strerror(errno));
-        f.record.pipe_size = (uint32_t)size;
-        if (!with_data || queued == 0) return {};
-        int p[2];
-        if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("cannot create a pipe");
-        owned_fd r(p[0]), w(p[1]);
-        if (::fcntl(w.get(), F_SETPIPE_SZ, size) < size)
-            return refuse(e, "cannot make a pipe as large as it to read its data");
-        ssize_t n = ::tee(src.get(), w.get(), (size_t)size, SPLICE_F_NONBLOCK);
-        f.data.resize(n > 0 ? (size_t)n : 0);
-        ssize_t got = n > 0 ? ::read(r.get(), f.data.data(), (size_t)n) : 0;
-        if (n != queued || got != n)
-            return refuse(e, "cannot read the " + std::to_string(queued) + " bytes buffered in it");
+        auto r = peek_pipe(fd_path(e.fd), f.record.pipe_size, with_data ? &f.data : nullptr);
+        if (!r) return refuse(e, r.err().message);
         return {};
     }
 
@@ -544,6 +527,28 @@ class classifier {
 };
 
 } // namespace
+
+result<void> peek_pipe(const std::string &path, uint32_t &capacity, std::string *data) {
+    owned_fd src(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (src.get() < 0) return sys_error("cannot open it");
+    int size = ::fcntl(src.get(), F_GETPIPE_SZ);
+    int queued = 0;
+    if (size < 0 || ::ioctl(src.get(), FIONREAD, &queued) != 0)
+        return sys_error("cannot read its size");
+    capacity = (uint32_t)size;
+    if (!data || queued == 0) return {};
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("cannot create a pipe");
+    owned_fd r(p[0]), w(p[1]);
+    if (::fcntl(w.get(), F_SETPIPE_SZ, size) < size)
+        return error{"cannot make a pipe as large as it to read its data"};
+    ssize_t n = ::tee(src.get(), w.get(), (size_t)size, SPLICE_F_NONBLOCK);
+    data->resize(n > 0 ? (size_t)n : 0);
+    ssize_t got = n > 0 ? ::read(r.get(), data->data(), (size_t)n) : 0;
+    if (n != queued || got != n)
+        return error{"cannot read the " + std::to_string(queued) + " bytes buffered in it"};
+    return {};
+}
 
 result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,
                                                  object_table &objects,

@@ -32,4 +32,9 @@ result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<in
                                                  object_table &objects,
                                                  const std::map<int, uint32_t> &tree_shared = {});
 
+// A pipe's capacity and, with `data`, the bytes buffered in it, read through `path` (its
+// /proc/PID/fd/N) without consuming them: tee() into a pipe of our own. The error says why, for
+// the caller's refusal of that descriptor.
+result<void> peek_pipe(const std::string &path, uint32_t &capacity, std::string *data);
+
 } // namespace ghost::core

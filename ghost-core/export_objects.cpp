@@ -138,9 +138,39 @@ result<uint64_t> object_table::add(int fd, const struct stat &sb, const std::str
 }
 
 // Data ranges (SEEK_DATA/SEEK_HOLE) a megabyte at a time; zero pages are left out.
-result<void> object_table::write(image_writer &out) const {
+result<void> write_nonzero_runs(image_writer &out, image::record_type kind, int fd, uint64_t from,
+                                uint64_t to, const std::string &what) {
     constexpr size_t chunk = 1 << 20;
     std::unique_ptr<char[]> buf(new char[chunk]);
+    for (uint64_t at = from; at < to;) {
+        size_t n = (size_t)std::min<uint64_t>(chunk, to - at), got = 0;
+        while (got < n) {
+            ssize_t r = ::pread(fd, buf.get() + got, n - got, (off_t)(at + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return sys_error("cannot read " + what);
+            if (r == 0) return error{"cannot read " + what + " (it shrank)"};
+            got += (size_t)r;
+        }
+        for (size_t i = 0; i < n;) {
+            size_t len = std::min(page, n - i);
+            if (all_zero(buf.get() + i, len)) {
+                i += len;
+                continue;
+            }
+            size_t e = i + len;
+            while (e < n && !all_zero(buf.get() + e, std::min(page, n - e)))
+                e += std::min(page, n - e);
+            uint64_t offset = at + i;
+            GHOST_TRY(
+                out.record(kind, &offset, sizeof offset, std::string_view(buf.get() + i, e - i)));
+            i = e;
+        }
+        at += n;
+    }
+    return {};
+}
+
+result<void> object_table::write(image_writer &out) const {
     for (const object &o : objects_) {
         GHOST_TRY(out.record(image::rec_object, &o.rec, sizeof o.rec, o.name));
         const off_t size = (off_t)o.rec.size;
@@ -150,32 +180,8 @@ result<void> object_table::write(image_writer &out) const {
             if (data < 0) data = pos; // no SEEK_DATA: all of it
             off_t hole = ::lseek(o.fd, data, SEEK_HOLE);
             if (hole < 0 || hole > size) hole = size;
-            for (off_t at = data; at < hole;) {
-                size_t n = (size_t)std::min<off_t>((off_t)chunk, hole - at), got = 0;
-                while (got < n) {
-                    ssize_t r = ::pread(o.fd, buf.get() + got, n - got, at + (off_t)got);
-                    if (r < 0 && errno == EINTR) continue;
-                    if (r <= 0)
-                        return sys_error("cannot read the contents of " + o.name +
-                                         (r == 0 ? " (it shrank)" : ""));
-                    got += (size_t)r;
-                }
-                for (size_t i = 0; i < n;) { // runs of pages that are not all zero
-                    size_t len = std::min(page, n - i);
-                    if (all_zero(buf.get() + i, len)) {
-                        i += len;
-                        continue;
-                    }
-                    size_t e = i + len;
-                    while (e < n && !all_zero(buf.get() + e, std::min(page, n - e)))
-                        e += std::min(page, n - e);
-                    uint64_t offset = (uint64_t)at + i;
-                    GHOST_TRY(out.record(image::rec_object_data, &offset, sizeof offset,
-                                         std::string_view(buf.get() + i, e - i)));
-                    i = e;
-                }
-                at += (off_t)n;
-            }
+            GHOST_TRY(write_nonzero_runs(out, image::rec_object_data, o.fd, (uint64_t)data,
+                                         (uint64_t)hole, "the contents of " + o.name));
             pos = hole;
         }
     }

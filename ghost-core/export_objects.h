@@ -18,6 +18,11 @@
 
 namespace ghost::core {
 
+// Bytes [from, to) of `fd` as records of `kind` (a uint64_t offset, then the bytes): one per run
+// of pages that are not all zero, read 1 MiB at a time. `what` names the file in errors.
+result<void> write_nonzero_runs(image_writer &out, image::record_type kind, int fd, uint64_t from,
+                                uint64_t to, const std::string &what);
+
 class object_table {
   public:
     explicit object_table(pid_t pid) : pid_(pid) {}

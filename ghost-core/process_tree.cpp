@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "ghost-core/agent/agent_state.h"
+#include "ghost-core/export_files.h"
 #include "ghost-core/park_client.h"
 #include "ghost-core/proc_reader.h"
 #include "ghost-core/record_hash.h"
@@ -150,30 +151,8 @@ bool written_elsewhere(const held_fd &h, const std::set<pid_t> &tree) {
 
 // Buffered data of a pipe, read without consuming it (tee into a pipe of our own).
 result<void> read_pipe_data(const held_fd &h, tree_shared_file &out) {
-    int src = ::open(fd_path(h.pid, h.fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (src < 0) return refuse(h, std::string("cannot open it: ") + std::strerror(errno));
-    int size = ::fcntl(src, F_GETPIPE_SZ), queued = 0;
-    if (size < 0 || ::ioctl(src, FIONREAD, &queued) != 0) {
-        ::close(src);
-        return refuse(h, "cannot read its size");
-    }
-    out.record.pipe_size = (uint32_t)size;
-    if (queued == 0) {
-        ::close(src);
-        return {};
-    }
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
-        ::close(src);
-        return sys_error("cannot create a pipe");
-    }
-    bool ok = ::fcntl(p[1], F_SETPIPE_SZ, size) >= size;
-    ssize_t n = ok ? ::tee(src, p[1], (size_t)size, SPLICE_F_NONBLOCK) : -1;
-    out.data.resize(n > 0 ? (size_t)n : 0);
-    ssize_t got = n > 0 ? ::read(p[0], out.data.data(), (size_t)n) : 0;
-    ::close(p[0]), ::close(p[1]), ::close(src);
-    if (n != queued || got != n)
-        return refuse(h, "cannot read the " + std::to_string(queued) + " bytes buffered in it");
+    auto r = peek_pipe(fd_path(h.pid, h.fd), out.record.pipe_size, &out.data);
+    if (!r) return refuse(h, r.err().message);
     return {};
 }
 

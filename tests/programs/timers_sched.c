@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <dirent.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
@@ -61,6 +62,36 @@ static void *worker(void *arg) {
         t_sleep_ns(2000000);
     }
     return NULL;
+}
+
+// What a failure shows about the timers (stderr): the kernel's view of them, and each thread's
+// pending and blocked signals (a stopped periodic timer has its signal pending somewhere).
+static void dump_timer_state(void) {
+    char buf[8192];
+    FILE *f = fopen("/proc/self/timers", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    fprintf(stderr, "timers_sched: /proc/self/timers:\n%s", buf);
+    struct itimerspec its;
+    timer_gettime(g_thread_timer, &its);
+    fprintf(stderr, "timers_sched: thread timer: value %ld.%09ld interval %ld.%09ld overrun %d\n",
+            (long)its.it_value.tv_sec, its.it_value.tv_nsec, (long)its.it_interval.tv_sec,
+            its.it_interval.tv_nsec, timer_getoverrun(g_thread_timer));
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], line[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        FILE *st = fopen(path, "r");
+        while (st && fgets(line, sizeof line, st))
+            if (!strncmp(line, "SigPnd:", 7) || !strncmp(line, "ShdPnd:", 7) ||
+                !strncmp(line, "SigBlk:", 7))
+                fprintf(stderr, "timers_sched: task %s%s %s", e->d_name,
+                        atoi(e->d_name) == g_worker_tid ? " (worker)" : "", line);
+        if (st) fclose(st);
+    }
+    if (d) closedir(d);
 }
 
 static void check_rlimit(int res, rlim_t soft, const char *name) {
@@ -180,9 +211,11 @@ int main(int argc, char **argv) {
         t_sleep_ns(10000000);
         if (s % 50 == 49) {
             // The periodic timers keep firing (at least a few times in 50 steps of 10 ms).
-            if (g_proc_ticks - last_proc < 5 || g_thread_ticks - last_thread < 5)
+            if (g_proc_ticks - last_proc < 5 || g_thread_ticks - last_thread < 5) {
+                dump_timer_state();
                 t_fail("step %" PRIu64 ": the periodic timers stopped (%" PRIu64 ", %" PRIu64 ")",
                        s, g_proc_ticks - last_proc, g_thread_ticks - last_thread);
+            }
             last_proc = g_proc_ticks, last_thread = g_thread_ticks;
             t_line("step %" PRIu64 " checked", s + 1);
         }
