@@ -84,6 +84,8 @@ int main(int argc, char **argv) {
     t_path(link, sizeof link, dir, "link");
     t_path(fifo1, sizeof fifo1, dir, "fifo1");
     t_path(fifo2, sizeof fifo2, dir, "fifo2");
+    // (a run before this one in the same directory left them)
+    unlink(link), unlink(fifo1), unlink(fifo2);
     int f = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (f < 0 || write(f, "hello", 5) != 5) t_fail("create %s: %s", file, strerror(errno));
     close(f);
