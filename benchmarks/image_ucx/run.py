@@ -12,6 +12,7 @@ and shm (ucx_perftest: UCX_TLS=shm,self; the stream: UCX_TLS=shm,self,tcp, since
 made by UCX's TCP connection manager; the data goes over shared memory).
 
     benchmarks/image_ucx/run.py [--build build] [--reps 5] [--sizes 1,4] [--volume-mib 512] [--null]
+                                [--transports tcp,shm,veth]
 
 Writes benchmarks/image_ucx/results/{results.csv,report.md} with the machine noted. Needs
 ucx_perftest (ucx-utils)."""
@@ -35,7 +36,28 @@ TRANSPORTS = {
     # name: (perftest env, stream env)
     "tcp": ({"UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"}, {"UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"}),
     "shm": ({"UCX_TLS": "shm,self"}, {"UCX_TLS": "shm,self,tcp", "UCX_NET_DEVICES": "lo"}),
+    # between two emulated hosts (tests/hosts: a network namespace each, veth to a bridge)
+    "veth": ({"UCX_TLS": "tcp", "UCX_NET_DEVICES": "eth0"}, {"UCX_TLS": "tcp", "UCX_NET_DEVICES": "eth0"}),
 }
+
+
+class Hosts:
+    """Two emulated hosts for the veth rows: the receiving side (perftest's server, the stream's
+    receiver) on h1, the sending side on h2."""
+
+    def __init__(self):
+        self.dir = subprocess.run(["bash", os.path.join(ROOT, "tests", "hosts", "hosts.sh"), "up", "2"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        hid = open(os.path.join(self.dir, "id")).read().strip()
+        self.ns = [f"ghost-{hid}-h1", f"ghost-{hid}-h2"]
+        self.ips = open(os.path.join(self.dir, "hostfile")).read().split()
+
+    def on(self, k):
+        """Command prefix that runs in host k (0 or 1)."""
+        return ["ip", "netns", "exec", self.ns[k]]
+
+    def down(self):
+        subprocess.run(["bash", os.path.join(ROOT, "tests", "hosts", "hosts.sh"), "down", self.dir])
 
 
 def die(msg):
@@ -51,19 +73,21 @@ def free_port():
     return port
 
 
-def perftest(env, size, volume_mib):
-    """GB/s (10^9 bytes/s) of ucx_perftest tag_bw, overall, or None."""
+def perftest(env, size, volume_mib, hosts=None):
+    """GB/s (10^9 bytes/s) of ucx_perftest tag_bw, overall, or None. With `hosts`: the server on
+    its first host, the client on its second."""
     iters = max(200, (volume_mib << 20) // size)
     e = dict(os.environ, **env)
     for attempt in range(3):
         port = free_port()
         common = ["-t", "tag_bw", "-s", str(size), "-n", str(iters), "-p", str(port)]
-        server = subprocess.Popen(["ucx_perftest", *common], env=e, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        server = subprocess.Popen([*(hosts.on(0) if hosts else []), "ucx_perftest", *common], env=e,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         try:
-            out = subprocess.run(["ucx_perftest", "127.0.0.1", *common], env=e, capture_output=True, text=True,
-                                 timeout=300).stdout
+            out = subprocess.run([*(hosts.on(1) if hosts else []), "ucx_perftest",
+                                  hosts.ips[0] if hosts else "127.0.0.1", *common],
+                                 env=e, capture_output=True, text=True, timeout=300).stdout
         except subprocess.TimeoutExpired:
             out = ""
         try:
@@ -79,12 +103,15 @@ def perftest(env, size, volume_mib):
     return None
 
 
-def stream(build, env, size, volume_mib, out):
+def stream(build, env, size, volume_mib, out, hosts=None):
     e = dict(os.environ, **env, GHOST_UCX_CHUNK=str(size))
     exe = os.path.join(build, "benchmarks", "image_ucx", "image_ucx_stream")
+    where = []
+    if hosts:
+        where = ["--receiver-netns", f"/var/run/netns/{hosts.ns[0]}", "--receiver-addr", hosts.ips[0]]
     try:
-        p = subprocess.run([exe, "--mib", str(volume_mib), "--out", out], env=e, capture_output=True, text=True,
-                           timeout=600)
+        p = subprocess.run([*(hosts.on(1) if hosts else []), exe, "--mib", str(volume_mib), "--out", out, *where],
+                           env=e, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
         return None
     m = re.search(r"gb_per_s=([\d.]+)", p.stdout)
@@ -121,7 +148,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sizes", default="1,4", help="message (piece) sizes in MiB")
     ap.add_argument("--volume-mib", type=int, default=512)
-    ap.add_argument("--transports", default="tcp,shm")
+    ap.add_argument("--transports", default="tcp,shm,veth")
     ap.add_argument("--null", action="store_true", help="also a receiver that drops the verified image")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
@@ -131,18 +158,32 @@ def main():
     sizes = [int(float(s) * (1 << 20)) for s in a.sizes.split(",")]
     kinds = ["mem"] + (["null"] if a.null else [])
     rows = []
+    hosts = Hosts() if "veth" in a.transports.split(",") else None
+    try:
+        measure(a, sizes, kinds, rows, hosts)
+    finally:
+        if hosts:
+            hosts.down()
+    report(a, m0, sizes, rows)
+
+
+def measure(a, sizes, kinds, rows, hosts):
     for rep in range(a.reps):
         for t in a.transports.split(","):
             penv, senv = TRANSPORTS[t]
             for size in sizes:
-                pt = perftest(penv, size, a.volume_mib)
+                on = hosts if t == "veth" else None
+                pt = perftest(penv, size, a.volume_mib, on)
                 rows.append({"rep": rep, "transport": t, "size": size, "what": "ucx_perftest", "gb_per_s": pt})
                 line = f"rep {rep} {t:4} {size >> 20} MiB: perftest {pt if pt else float('nan'):.3f}"
                 for k in kinds:
-                    st = stream(a.build, senv, size, a.volume_mib, k)
+                    st = stream(a.build, senv, size, a.volume_mib, k, on)
                     rows.append({"rep": rep, "transport": t, "size": size, "what": f"stream_{k}", "gb_per_s": st})
                     line += f"  stream({k}) {st if st else float('nan'):.3f}"
                 print(line + " GB/s", flush=True)
+
+
+def report(a, m0, sizes, rows):
     m1 = machine()
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
@@ -174,8 +215,14 @@ def main():
             if a.null:
                 row += f" {med(vals('stream_null')):.3f} | {ratio('stream_null'):.2f} |"
             lines.append(row)
-    with open(os.path.join(a.out, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    report = os.path.join(a.out, "report.md")
+    notes = ""  # the findings written by hand below the table (from the first "## " on) are kept
+    if os.path.exists(report):
+        old = open(report).read()
+        if "\n## " in old:
+            notes = old[old.index("\n## "):]
+    with open(report, "w") as f:
+        f.write("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
 

@@ -4,8 +4,14 @@
 // export's memory workers do beside the writer) goes through the ucx sink to a receiver in a
 // forked process, which verifies every record and copies it into a memfd (--out mem) or drops it
 // (--out null). Prints one line: bytes, seconds from connect to the verdict, GB/s.
+// --receiver-netns puts the receiver in that network namespace (a path such as
+// /var/run/netns/NAME), listening on --receiver-addr: the sender, in the namespace this runs in,
+// reaches it over the network between them (an emulated host's veth).
 //
-//   image_ucx_stream [--mib 1024] [--out mem|null] [--reps 1]
+//   image_ucx_stream [--mib 1024] [--out mem|null] [--reps 1] [--receiver-netns PATH
+//                    --receiver-addr IP]
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +89,7 @@ int main(int argc, char **argv) {
     size_t mib = 1024;
     std::string out = "mem";
     int reps = 1;
+    std::string netns, address = "127.0.0.1";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--mib"))
             mib = std::strtoul(argv[i + 1], nullptr, 10);
@@ -90,6 +97,10 @@ int main(int argc, char **argv) {
             out = argv[i + 1];
         else if (!std::strcmp(argv[i], "--reps"))
             reps = std::atoi(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--receiver-netns"))
+            netns = argv[i + 1];
+        else if (!std::strcmp(argv[i], "--receiver-addr"))
+            address = argv[i + 1];
     }
     synthetic s;
     s.memory.resize(mib << 20);
@@ -148,8 +159,16 @@ int main(int argc, char **argv) {
         pid_t child = ::fork();
         if (child == 0) {
             ::close(ports[0]);
+            if (!netns.empty()) {
+                int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+                if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+                    std::fprintf(stderr, "receiver: cannot enter %s\n", netns.c_str());
+                    ::_exit(1);
+                }
+                ::close(ns);
+            }
             res::ucx_receive_options opt;
-            opt.listen = {"127.0.0.1", 0};
+            opt.listen = {address, 0};
             opt.secret = secret;
             opt.accept_timeout_ms = 30000;
             opt.on_listening = [&](const res::ucx_address &a) {
@@ -173,7 +192,7 @@ int main(int argc, char **argv) {
         if (::read(ports[0], &port, sizeof port) != sizeof port) return 1;
         ::close(ports[0]);
         double t0 = now();
-        auto sink = res::connect_ucx_sink({"127.0.0.1", port}, secret);
+        auto sink = res::connect_ucx_sink({address, port}, secret);
         if (!sink) {
             std::fprintf(stderr, "sender: %s\n", sink.err().message.c_str());
             return 1;
