@@ -86,9 +86,15 @@ static void dump_timer_state(void) {
         FILE *st = fopen(path, "r");
         while (st && fgets(line, sizeof line, st))
             if (!strncmp(line, "SigPnd:", 7) || !strncmp(line, "ShdPnd:", 7) ||
-                !strncmp(line, "SigBlk:", 7))
+                !strncmp(line, "SigBlk:", 7) || !strncmp(line, "State:", 6))
                 fprintf(stderr, "timers_sched: task %s%s %s", e->d_name,
                         atoi(e->d_name) == g_worker_tid ? " (worker)" : "", line);
+        if (st) fclose(st);
+        // Where it waits: "NR ARGS... SP PC" (a thread stuck in a system call), or "running".
+        snprintf(path, sizeof path, "/proc/self/task/%s/syscall", e->d_name);
+        st = fopen(path, "r");
+        if (st && fgets(line, sizeof line, st))
+            fprintf(stderr, "timers_sched: task %s syscall %s", e->d_name, line);
         if (st) fclose(st);
     }
     if (d) closedir(d);
