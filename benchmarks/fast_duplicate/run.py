@@ -26,11 +26,14 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "mpi_ckpt"))
+from common import write_report  # noqa: E402
 
 
 def machine():
@@ -156,14 +159,7 @@ def main():
                    for k in ("park_ms", "gap_ms", "copy_ms")}
             gap = f"{med['gap_ms']:.1f}" if med["gap_ms"] is not None else "–"
             lines.append(f"| {mib} | {via} | {med['park_ms']:.1f} | {gap} | {med['copy_ms']:.1f} |")
-    report = os.path.join(res, "report.md")
-    notes = ""
-    if os.path.exists(report):
-        old = open(report).read()
-        if "\n## Notes" in old:
-            notes = old[old.index("\n## Notes"):]
-    with open(report, "w") as f:
-        f.write("\n".join(lines) + "\n" + notes)
+    write_report(os.path.join(res, "report.md"), lines)
     print("\n".join(lines))
 
 

@@ -31,6 +31,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "mpi_ckpt"))
+from common import write_report  # noqa: E402
 
 TRANSPORTS = {
     # name: (perftest env, stream env)
@@ -215,14 +217,7 @@ def report(a, m0, sizes, rows):
             if a.null:
                 row += f" {med(vals('stream_null')):.3f} | {ratio('stream_null'):.2f} |"
             lines.append(row)
-    report = os.path.join(a.out, "report.md")
-    notes = ""  # the findings written by hand below the table (from the first "## " on) are kept
-    if os.path.exists(report):
-        old = open(report).read()
-        if "\n## " in old:
-            notes = old[old.index("\n## "):]
-    with open(report, "w") as f:
-        f.write("\n".join(lines) + "\n" + notes)
+    write_report(os.path.join(a.out, "report.md"), lines)
     print("\n".join(lines))
 
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers shared by the job checkpoint benchmarks (run.py, dmtcp.py, benchmarks/mgs/mpi_eval.py):
-jobs under ghostrun or mpirun whose output lines are timestamped as they arrive, ghost's key=value
-lines, the page cache, the machine description."""
+"""Helpers shared by the job checkpoint benchmarks (run.py, dmtcp.py, benchmarks/mgs/mpi_eval.py)
+and others: jobs under ghostrun or mpirun whose output lines are timestamped as they arrive,
+ghost's key=value lines, the page cache, the machine description, a report that keeps its notes."""
 
 import os
 import platform
@@ -17,6 +17,19 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 MPI_ENV = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def write_report(path, lines):
+    """Writes `lines` as the report at `path`, keeping what was written by hand below the old
+    report's table: everything from its first "## " heading on."""
+    notes = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if "\n## " in old:
+            notes = old[old.index("\n## "):]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + notes)
 
 
 def die(msg):
