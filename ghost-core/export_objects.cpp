@@ -137,7 +137,6 @@ result<uint64_t> object_table::add(int fd, const struct stat &sb, const std::str
     return objects_.back().rec.id;
 }
 
-// Data ranges (SEEK_DATA/SEEK_HOLE) a megabyte at a time; zero pages are left out.
 result<void> write_nonzero_runs(image_writer &out, image::record_type kind, int fd, uint64_t from,
                                 uint64_t to, const std::string &what) {
     constexpr size_t chunk = 1 << 20;
@@ -170,6 +169,7 @@ result<void> write_nonzero_runs(image_writer &out, image::record_type kind, int 
     return {};
 }
 
+// Only the data ranges (SEEK_DATA/SEEK_HOLE), without their zero pages.
 result<void> object_table::write(image_writer &out) const {
     for (const object &o : objects_) {
         GHOST_TRY(out.record(image::rec_object, &o.rec, sizeof o.rec, o.name));
