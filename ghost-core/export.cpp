@@ -642,6 +642,7 @@ class exporter {
             std::memcpy(h.exe_build_id, id->data(), h.exe_build_id_len);
         }
         h.exe_path_len = (uint32_t)exe_.size();
+        if (state_->excluded_region_count > 0) h.flags |= image::header_job_rank;
         return writer_.record(image::rec_header, &h, sizeof h, exe_);
     }
 

@@ -85,9 +85,12 @@ struct header_record {
     char ghost_version[16];
     uint8_t exe_build_id_len;
     uint8_t exe_build_id[20];
-    uint8_t pad[1];
+    uint8_t flags;         // header_* below (0 in images of before they existed)
     uint32_t exe_path_len; // followed by the executable's path
 };
+// The agent's components left part of the process out (an MPI rank's lower half): it restarts
+// only as a rank of its job (`ghost restart-rank`, under ghostrun), never as a process by itself.
+inline constexpr uint8_t header_job_rank = 1;
 
 // The process's credentials as /proc/PID/status shows them, followed by group_count uint32_t
 // supplementary group ids. A restore never gives more than these (nor more than the image file's

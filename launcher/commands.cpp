@@ -524,6 +524,10 @@ int cmd_restart(const restart_args &a) {
     if (!src) return fail(src.err().message);
     auto head = core::read_image(**src, true);
     if (!head) return fail("cannot restart from " + path + ": " + head.err().message);
+    if (head->header.flags & image::header_job_rank)
+        return fail(
+            "cannot restart from " + path + ": it is one rank's image of an MPI job's " +
+            "checkpoint; restart the job from its checkpoint directory (ghost restart DIR)");
     if (auto c = core::check_compatible(head->header); !c)
         return fail("cannot restart from " + path + ": " + c.err().message);
     auto sources = core::open_sources(path, *head);
@@ -1258,6 +1262,8 @@ int cmd_inspect(const std::string &arg) {
     std::printf("process    pid %d, %zu threads, %s (build id %s)\n", h.pid, s->threads.size(),
                 s->exe.c_str(),
                 core::hex(std::string((const char *)h.exe_build_id, h.exe_build_id_len)).c_str());
+    if (h.flags & image::header_job_rank)
+        std::printf("job rank   yes: it restarts only with its job (ghost restart DIR)\n");
     std::printf("cwd        %s\n", s->cwd.c_str());
     size_t next_stream = 0;
     for (const auto &m : s->tree_members) {

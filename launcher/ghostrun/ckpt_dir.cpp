@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -145,6 +146,17 @@ int next_generation(const std::string &dir) {
     for (const auto &n : entries(dir))
         mx = std::max({mx, gen_number(n), tmp_number(n, nullptr), refused_number(n)});
     return mx + 1;
+}
+
+result<int> claim_checkpoint_dir(const std::string &dir) {
+    auto fd = res::open_private_dir(dir);
+    if (!fd) return fd.err();
+    if (::flock(*fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        ::close(*fd);
+        return error{dir + " is the checkpoint directory of another job that is still running: " +
+                     "give this one its own (--ckpt-dir)"};
+    }
+    return *fd;
 }
 
 result<std::string> begin_generation(const std::string &dir, int generation,
@@ -324,14 +336,28 @@ result<std::string> set_aside_generation(const std::string &gen_dir, const manif
     return error{"no older complete checkpoint of this program in " + dir};
 }
 
-void mark_ended(const std::string &gen_dir) {
+result<void> mark_ended(const std::string &gen_dir) {
     size_t slash = gen_dir.rfind('/');
-    if (slash == std::string::npos || slash == 0) return;
+    if (slash == std::string::npos || slash == 0) return {};
     std::string dir = gen_dir.substr(0, slash), name = gen_dir.substr(slash + 1);
     std::ifstream in(dir + "/latest");
     std::string latest;
-    if (!in || !std::getline(in, latest) || latest != name) return; // a newer job's checkpoint
-    (void)write_durable(dir, "ended", name + "\n");
+    if (!in || !std::getline(in, latest) || latest != name) return {}; // a newer job's checkpoint
+    auto written = write_durable(dir, "ended", name + "\n");
+    if (written) return {};
+    // (A full disk.) `latest` becomes `ended`: a rename needs no room, and without `latest` the
+    // same command starts afresh; `ghost restart DIR/gen-N` still restarts from it.
+    std::string latest_path = dir + "/latest", ended_path = dir + "/ended";
+    if (::rename(latest_path.c_str(), ended_path.c_str()) == 0) {
+        if (int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); d >= 0) {
+            ::fsync(d);
+            ::close(d);
+        }
+        return error{written.err().message + "; " + latest_path +
+                     " was renamed to it, so that the same command starts afresh"};
+    }
+    return error{written.err().message + "; the same command would resume this finished job " +
+                 "from " + name + ": remove " + latest_path};
 }
 
 result<std::string> resumable_generation(const std::string &dir) {

@@ -52,6 +52,12 @@ std::string manifest_json(const manifest &m);
 // The number after the newest gen-<N> or .gen-<N>.* in DIR (1 for an empty or missing DIR).
 int next_generation(const std::string &dir);
 
+// Creates DIR (private_dir rules) and holds it for this job while this process lives (an
+// exclusive flock on the directory; the descriptor is returned and stays open): each job rotates,
+// publishes and resumes generations in its DIR as its own, so a second live job given the same
+// DIR is refused. A filesystem without flock is used without the hold.
+result<int> claim_checkpoint_dir(const std::string &dir);
+
 // Creates DIR (private_dir rules) and DIR/.gen-<N>.job-<JOB>; returns the latter's path.
 result<std::string> begin_generation(const std::string &dir, int generation,
                                      const std::string &job);
@@ -81,8 +87,9 @@ result<void> verify_generation(const std::string &gen_dir, const manifest &m);
 result<std::string> set_aside_generation(const std::string &gen_dir, const manifest &like);
 
 // DIR/ended holds "gen-<N>\n" when a job ran to its end (status 0) after generation N was DIR's
-// latest: a new start of the same program then starts afresh instead of resuming from it.
-void mark_ended(const std::string &gen_dir);
+// latest: a new start of the same program then starts afresh instead of resuming from it. An
+// error (the reason, and what was done instead) when it cannot be written.
+result<void> mark_ended(const std::string &gen_dir);
 // The newest complete generation of DIR a new start of a program should resume from: DIR's
 // latest, unless DIR/ended names it. An error when there is none (the reason in a few words).
 result<std::string> resumable_generation(const std::string &dir);

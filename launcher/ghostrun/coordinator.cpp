@@ -1682,6 +1682,12 @@ struct server {
     // checkpoint can be taken (ranks not all there yet, one finalized), the job runs on.
     void stop_after_checkpoint() {
         if (stopped_after_ckpt) return;
+        if (ep.ckpt && ep.ph == phase::resumed) {
+            // Published already, its ranks resuming: too late to make it stop the job. Asked
+            // again once they all have (the loop looks at the request after every event).
+            g_stop_request = 1;
+            return;
+        }
         if (ep.ph != phase::idle && ep.ckpt) {
             ep.kill = true;
             note("SIGUSR1: the job stops after the checkpoint in progress");
@@ -1802,7 +1808,9 @@ struct server {
             fprintf(stderr, "%s: cannot restart: %s\n", cfg.me.c_str(), gates.refusal.c_str());
             return 2;
         }
-        if (status == 0 && !stopped_after_ckpt && last.gen > 0) mark_ended(last.dir);
+        if (status == 0 && !stopped_after_ckpt && last.gen > 0) {
+            if (auto marked = mark_ended(last.dir); !marked) note(marked.err().message);
+        }
         if (stopped_after_ckpt) {
             note("stopped after its checkpoint " + last.dir + " (mpirun status " +
                  std::to_string(status) + "); go on with: ghost restart " + cfg_dir_of(last.dir));

@@ -489,8 +489,11 @@ int main(int argc, char **argv) {
     cfg.verbose = p.verbose;
     cfg.incremental = p.incremental;
     if (!p.interval.empty()) {
-        if (!positive_number(p.interval) || atof(p.interval.c_str()) <= 0)
-            die("--interval needs a number of seconds, got '" + p.interval + "'");
+        // (A bound: an interval past the clock's range came out as no wait at all.)
+        if (!positive_number(p.interval) || atof(p.interval.c_str()) <= 0 ||
+            atof(p.interval.c_str()) > 31536000)
+            die("--interval needs a number of seconds (up to 31536000, a year), got '" +
+                p.interval + "'");
         cfg.interval_s = atof(p.interval.c_str());
     }
     if (!p.balance_interval.empty()) {
@@ -545,12 +548,19 @@ int main(int argc, char **argv) {
         cmd = l.command(cfg.mpirun_opts, std::vector<std::string>{l.ghost_bin, "restart-rank", gen},
                         true);
     };
+    // The job's checkpoint directory is its own while this process lives (held before anything
+    // is read from it: a resume would otherwise start from another live job's generation).
+    auto claim_ckpt_dir = [&cfg] {
+        auto claimed = claim_checkpoint_dir(cfg.ckpt_dir);
+        if (!claimed) die(claimed.err().message);
+    };
     if (!p.restart.empty()) {
         auto gen = resolve_generation(p.restart);
         if (!gen) die("cannot restart from " + p.restart + ": " + gen.err().message);
         auto m = read_manifest(*gen);
         if (!m) die("cannot restart from " + p.restart + ": " + m.err().message);
         cfg.ckpt_dir = p.ckpt_dir.empty() ? parent_dir(*gen) : absolute(p.ckpt_dir);
+        claim_ckpt_dir();
         // The original's transport options, then this command's (which win).
         std::vector<std::string> opts =
             overridden(without_placement(m->mpirun_opts), p.mpirun_opts);
@@ -580,6 +590,7 @@ int main(int argc, char **argv) {
         cfg.flavour = d.flavour == mpi_flavour::openmpi ? "openmpi" : "mpich";
         prepare(l, cfg.flavour);
         cfg.ckpt_dir = absolute(p.ckpt_dir.empty() ? "ghost-ckpt" : p.ckpt_dir);
+        claim_ckpt_dir();
         cfg.mpirun_opts = p.mpirun_opts;
         cfg.argv = plan.command;
         l.ckpt_dir = cfg.ckpt_dir;

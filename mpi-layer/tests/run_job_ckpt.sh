@@ -36,7 +36,9 @@
 #            on), checkpointed --kill, DIR/go made, restarted: it finishes as the native run
 #   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
-#            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh
+#            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh;
+#            a job that ends on a full disk (a small tmpfs) renames latest to ended, says so in one
+#            line, and the same command starts afresh
 # Environment: GHOSTRUN, GHOST (paths), GHOST_TEST_TIMEOUT (seconds per run, default 120), TMPDIR
 # (where the work directory goes, default /tmp; run_hosts.sh spread puts it where every host sees it),
 # GHOSTRUN_OPTS (ghostrun options before the mpirun ones, e.g. --mpi openmpi; not for mpirun).
@@ -61,6 +63,7 @@ ck=$work/ck
 gpid=""
 cleanup() {
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
+  mountpoint -q "$work/full" 2>/dev/null && umount -l "$work/full"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -267,6 +270,16 @@ PY
   ;;
 restart | twice | refuse | rankdies)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  if [ "$mode" = refuse ]; then
+    # A second job given the running job's checkpoint directory (its rotation would delete the
+    # first one's generations): refused in one line, nothing runs.
+    timeout -k 5 60 "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 1 1 \
+      >"$work/second.out" 2>"$work/second.err" && fail "a second job took the checkpoint directory"
+    [ "$(wc -l <"$work/second.err")" = 1 ] &&
+      grep -q "^ghostrun: $ck is the checkpoint directory of another job that is still running" "$work/second.err" ||
+      fail "a second job in the same checkpoint directory: $(cat "$work/second.err")"
+    [ ! -s "$work/second.out" ] || fail "a second job in the same checkpoint directory ran"
+  fi
   if [ "$mode" = rankdies ]; then
     checkpoint
     victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
@@ -305,6 +318,16 @@ restart | twice | refuse | rankdies)
   if [ "$mode" = refuse ]; then
     mkdir -p "$work/empty"
     refused "not a checkpoint" "is not one" "$GHOST" restart "$work/empty" --oversubscribe
+    refused "a rank's image alone" "it is one rank's image of an MPI job's checkpoint" \
+      "$GHOST" restart "$ck/gen-1/rank0.ghost"
+    "$GHOST" inspect "$ck/gen-1/rank0.ghost" | grep -q "^job rank   yes" ||
+      fail "ghost inspect does not show a rank's image as such"
+    # An interval past the clock's range: refused, not taken as "checkpoint at once, always".
+    timeout -k 5 60 "$GHOSTRUN" --interval 1e10 -np "$np" "$prog" 1 1 >"$work/interval.out" 2>"$work/interval.err" &&
+      fail "--interval 1e10 was accepted"
+    grep -q "^ghostrun: --interval needs a number of seconds (up to 31536000" "$work/interval.err" ||
+      fail "--interval 1e10: $(cat "$work/interval.err")"
+    [ ! -s "$work/interval.out" ] || fail "--interval 1e10: something ran"
     refused "wrong -np" "the checkpoint is of $np ranks, -np asks for $((np + 1))" \
       "$GHOST" restart "$ck" -np $((np + 1)) "${extra[@]}"
     img=$ck/gen-1/rank1.ghost
@@ -454,6 +477,29 @@ usr1)
     >"$work/run5.out" 2>"$work/run5.err" || fail "the --fresh run failed"
   grep -q resuming "$work/run5.err" && fail "--fresh resumed"
   same_as_native "$work/run5.out"
+  # A job that ends on a full disk: DIR/ended cannot be written. ghostrun says so in one line and
+  # renames DIR/latest to DIR/ended (no room needed): the same command starts afresh, it does not
+  # run the finished job's tail again.
+  full=$work/full
+  mkdir -p "$full"
+  if mount -t tmpfs -o size=16m,mode=0700 tmpfs "$full" 2>/dev/null; then
+    run=("$GHOSTRUN" --ckpt-dir "$full" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms)
+    start run6 "${run[@]}"
+    ck=$full checkpoint
+    dd if=/dev/zero of="$full/filler" bs=64k status=none 2>/dev/null
+    finish 0
+    same_as_native "$work/run6.out"
+    grep -q "^ghostrun: job $job: cannot write $full/ended: .*; $full/latest was renamed to it, so that the same command starts afresh$" \
+      "$work/run6.err" || fail "a job that ended on a full disk: $(grep -v "^ghostrun: this kernel" "$work/run6.err")"
+    [ ! -e "$full/latest" ] && [ "$(cat "$full/ended")" = gen-1 ] || fail "no ended marker on a full disk"
+    rm "$full/filler"
+    timeout -k 5 "$timeout_s" "${run[@]}" >"$work/run7.out" 2>"$work/run7.err" || fail "the run after the full disk failed"
+    grep -q resuming "$work/run7.err" && fail "a job that ended on a full disk was resumed"
+    same_as_native "$work/run7.out"
+    umount "$full"
+  else
+    echo "usr1: no tmpfs could be mounted: the full-disk end is not tried"
+  fi
   ;;
 migrate)
   export GHOST_TEST_RECEIVE_DIE=$work/die-at
