@@ -456,7 +456,7 @@ int cmd_checkpoint(checkpoint_args a) {
             return fail("checkpoint of pid " + a.target + " failed: " + r.err().message);
     }
     double park_s = since(t0);
-    if (a.to.empty()) sink = res::create_file_sink(path);
+    if (a.to.empty()) sink = res::create_file_sink(path, !a.no_mkdir);
     if (!sink) return fail(sink.err().message);
     auto t1 = clock_type::now();
     auto stats = core::export_process(*proc, **sink, xo);

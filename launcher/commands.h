@@ -31,6 +31,10 @@ struct checkpoint_args {
     // the image the new one replaces); the first such checkpoint of a process is whole.
     bool incremental = false;
     std::string parent;
+    // The image's directory must exist: a job's coordinator makes each generation's directory
+    // before its ranks write into it, and removes it when the checkpoint fails; a rank's
+    // checkpointer that finishes later must not make it again.
+    bool no_mkdir = false;
 };
 int cmd_checkpoint(checkpoint_args a);
 

@@ -45,6 +45,8 @@ int main(int argc, char **argv) {
     ckpt->add_option(
         "--secret-file", ca.secret_file,
         "--to ucx://: the shared secret (default: $GHOST_JOB_SECRET, or the process's)");
+    ckpt->add_flag("--no-mkdir", ca.no_mkdir,
+                   "the image's directory must exist (how a job's ranks write theirs)");
     ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")
         ->required();
 

@@ -23,6 +23,10 @@
 #   rankdies a rank stopped and killed while a checkpoint waits for it: the checkpoint fails naming
 #            it; the previous generation stays `latest`, no debris; the job is restarted from it
 #   ended    a checkpoint of a job that has ended is refused with one line
+#   writerdies a rank killed while the ranks write a checkpoint (its checkpointer running): the
+#            checkpoint fails, mpirun ends the job, and nothing of the failed generation is left in
+#            the directory (another rank's checkpointer, finishing after the coordinator removed
+#            it, made it again)
 #   migrate  `ghost migrate` of rank 1 (--via ucx, the default: no image on disk), one whose
 #            receiver dies mid-transfer (fails, the job goes on), ranks 0 and 2 (ucx), then of
 #            ranks 0 and 2 through --via fs:DIR, to this host
@@ -451,6 +455,24 @@ for line in open(sys.argv[1]):
             m.group(2), gap, prev[0])
     prev = (m.group(2), end)
 PY
+  ;;
+writerdies)
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  checkpoint
+  victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
+  timeout -k 5 60 "$GHOST" checkpoint "$job" >"$work/failed.out" 2>"$work/failed.err" &
+  cpid=$!
+  for _ in $(seq 1 1000); do
+    pgrep -f "checkpoint --image .*/rank1.ghost" >/dev/null && break
+    sleep 0.002
+  done
+  kill -KILL "$victim"
+  wait $cpid && fail "the checkpoint succeeded without rank 1"
+  wait "$gpid" # mpirun ends the job: one of its ranks died
+  gpid=""
+  sleep 2 # (the other ranks' checkpointers end after the job)
+  [ "$(cat "$ck/latest")" = gen-1 ] || fail "latest changed"
+  [ "$(ls -A "$ck")" = "$(printf 'gen-1\nlatest')" ] || fail "debris in $ck: $(ls -AR "$ck")"
   ;;
 usr1)
   run=("$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms)

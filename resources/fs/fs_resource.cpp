@@ -82,13 +82,13 @@ class file_source final : public source {
 
 } // namespace
 
-result<std::unique_ptr<sink>> create_file_sink(const std::string &final_path) {
+result<std::unique_ptr<sink>> create_file_sink(const std::string &final_path, bool make_dirs) {
     size_t slash = final_path.rfind('/');
     std::string dir = slash == std::string::npos ? "."
                       : slash == 0               ? "/"
                                                  : final_path.substr(0, slash);
     std::string name = final_path.substr(slash == std::string::npos ? 0 : slash + 1);
-    auto dirfd = open_private_dir(dir);
+    auto dirfd = open_private_dir(dir, make_dirs);
     if (!dirfd) return dirfd.err();
     remove_stale_temporaries(*dirfd, name);
     auto file = atomic_file::create(*dirfd, name, "image " + final_path, 0600, true);

@@ -12,7 +12,8 @@
 
 namespace ghost::res {
 
-result<std::unique_ptr<sink>> create_file_sink(const std::string &final_path);
+result<std::unique_ptr<sink>> create_file_sink(const std::string &final_path,
+                                               bool make_dirs = true);
 result<std::unique_ptr<source>> open_file_source(const std::string &path);
 
 } // namespace ghost::res

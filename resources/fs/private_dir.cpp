@@ -98,7 +98,7 @@ class fd_holder {
 
 } // namespace
 
-result<int> open_private_dir(const std::string &dir_arg) {
+result<int> open_private_dir(const std::string &dir_arg, bool create) {
     std::string dir = dir_arg.empty() ? "." : dir_arg;
     if (dir[0] != '/') {
         char cwd[4096];
@@ -121,7 +121,7 @@ result<int> open_private_dir(const std::string &dir_arg) {
         std::string path = name == ".." ? parent_of(where) : join(where, name);
         // O_PATH|O_NOFOLLOW: a symlink is opened itself, looked at before it is followed.
         int fd = ::openat(cur.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && errno == ENOENT) {
+        if (fd < 0 && errno == ENOENT && create) {
             if (::mkdirat(cur.get(), name.c_str(), 0700) != 0 && errno != EEXIST)
                 return sys_error("cannot create directory " + path);
             fd = ::openat(cur.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);

@@ -17,7 +17,8 @@ namespace ghost::res {
 //   - a symlink on the way belongs to another user than this one or root (others are followed);
 //   - `dir` itself is writable by other users, sticky or not.
 // A group write permission does not count when the group holds this user alone (the "user private
-// group" of Debian's umask 002). Returns an O_RDONLY|O_DIRECTORY descriptor of `dir`.
-result<int> open_private_dir(const std::string &dir);
+// group" of Debian's umask 002). Returns an O_RDONLY|O_DIRECTORY descriptor of `dir`. With
+// `create` false, a missing directory is an error instead.
+result<int> open_private_dir(const std::string &dir, bool create = true);
 
 } // namespace ghost::res
