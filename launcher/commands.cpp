@@ -119,6 +119,25 @@ std::string image_path(const std::string &arg) {
     return arg;
 }
 
+// Why the image named by `arg` cannot be opened: `err`, unless `arg` is a job's checkpoint
+// directory that lost its `latest` (a full disk when it was to be written, or the job ran to its
+// end on one): then which generations to name instead.
+std::string unopened_image(const std::string &arg, const error &err) {
+    std::error_code ec;
+    std::string newest;
+    int best = -1;
+    for (const auto &e : std::filesystem::directory_iterator(arg, ec)) {
+        std::string n = e.path().filename().string();
+        if (n.rfind("gen-", 0) != 0 || n.find_first_not_of("0123456789", 4) != std::string::npos ||
+            n.size() == 4 || n.size() > 12)
+            continue;
+        if (int g = std::atoi(n.c_str() + 4); g > best) best = g, newest = n;
+    }
+    if (best < 0) return err.message;
+    return arg + " holds checkpoints of an MPI job but no `latest`: name one of its generations, " +
+           "e.g. " + arg + "/" + newest;
+}
+
 // A variable of the process's environment (as it was at its start), or "".
 std::string process_env(pid_t pid, const std::string &name) {
     std::string env, prefix = name + "=";
@@ -521,7 +540,7 @@ int cmd_restart(const restart_args &a) {
     control::remove_stale_sockets(); // e.g. that of the checkpointed process, if it was killed
     std::string path = image_path(a.image);
     auto src = res::open_file_source(path);
-    if (!src) return fail(src.err().message);
+    if (!src) return fail(unopened_image(a.image, src.err()));
     auto head = core::read_image(**src, true);
     if (!head) return fail("cannot restart from " + path + ": " + head.err().message);
     if (head->header.flags & image::header_job_rank)
@@ -1252,7 +1271,7 @@ int cmd_receive(const receive_args &a) {
 int cmd_inspect(const std::string &arg) {
     std::string path = image_path(arg);
     auto src = res::open_file_source(path);
-    if (!src) return fail(src.err().message);
+    if (!src) return fail(unopened_image(arg, src.err()));
     auto s = core::read_image(**src);
     if (!s) return fail(path + ": " + s.err().message);
     const image::header_record &h = s->header;

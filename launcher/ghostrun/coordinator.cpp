@@ -792,7 +792,9 @@ struct server {
         long id = ep.id;
         int cli = ep.cli_fd;
         bool live = ep.live;
-        bool periodic = ep.ckpt && cli < 0 && !ep.migrate && !ep.live; // not a balancer's move
+        // Asked by nobody waiting (not a balancer's move): a periodic one, or SIGUSR1's (kill).
+        bool own = ep.ckpt && cli < 0 && !ep.migrate && !ep.live;
+        bool periodic = own && cfg.interval_s > 0, usr1 = own && ep.kill;
         if (cfg.verbose) note("epoch " + std::to_string(id) + " abandoned: " + why);
         // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
@@ -812,8 +814,9 @@ struct server {
             next_periodic = std::min(next_periodic, clock_type::now() + retry);
             char again[64];
             snprintf(again, sizeof again, "; the job resumed; next try in %.0f s", secs(retry));
-            note("periodic checkpoint failed: " + why + again);
+            if (!usr1) note("periodic checkpoint failed: " + why + again);
         }
+        if (usr1) note("SIGUSR1: the checkpoint failed: " + why + "; the job runs on, not stopped");
         if (live) live_abort(why);
     }
 
