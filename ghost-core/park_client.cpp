@@ -28,10 +28,10 @@ result<int> connect_agent(pid_t pid) {
     std::string who = "pid " + std::to_string(pid);
     if (pid <= 0) return error{"invalid pid " + std::to_string(pid)};
     if (::kill(pid, 0) != 0 && errno == ESRCH) return error{"no process with " + who};
-    struct stat sb;
-    if (::stat(("/proc/" + std::to_string(pid)).c_str(), &sb) == 0 && sb.st_uid != ::getuid() &&
-        ::getuid() != 0)
-        return error{who + " belongs to another user"};
+    struct stat sb {};
+    bool foreign = ::stat(("/proc/" + std::to_string(pid)).c_str(), &sb) == 0 &&
+                   sb.st_uid != ::getuid(); // (root may go on: its agent's socket decides)
+    if (foreign && ::getuid() != 0) return error{who + " belongs to another user"};
     char path[128];
     const char *why = nullptr;
     if (!control::socket_path(pid, path, sizeof path, &why)) return error{why};
@@ -50,6 +50,11 @@ result<int> connect_agent(pid_t pid) {
             continue;
         }
         ::close(fd);
+        if ((e == ENOENT || e == ECONNREFUSED) && foreign)
+            return error{who + " belongs to user " + std::to_string(sb.st_uid) +
+                             ", whose agent listens in that user's runtime directory: run ghost "
+                             "as that user",
+                         e};
         if (e == ENOENT || e == ECONNREFUSED)
             return error{who + " is not running under ghost (no control socket)", e};
         if (e == EAGAIN)
