@@ -1326,10 +1326,10 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     snprintf(parent, sizeof parent, "%s", image_path);
     if (char *slash = strrchr(parent, '/'); slash && slash != parent) {
         *slash = 0;
-        // A send's log may go where no directory was made yet (the checkpointer makes deeper
-        // ones). An image goes into its generation's directory, which the job's coordinator made
-        // and removes when the checkpoint fails: made again here, it would outlive the failure.
-        if (to) mkdir(parent, 0700);
+        // The log needs this directory (the checkpointer makes deeper ones), unless it is a job
+        // generation's, which its coordinator made and removes when the checkpoint fails: made
+        // again here, it would outlive the failure.
+        if (!(flags & GHOST_CHECKPOINT_IN_DIR)) mkdir(parent, 0700);
     }
     char target[4096], secret[4096];
     snprintf(target, sizeof target, "%s", to ? to : "");
@@ -1342,7 +1342,7 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     argv[a++] = (char *)"checkpoint";
     argv[a++] = to ? (char *)"--to" : (char *)"--image";
     argv[a++] = to ? target : path;
-    if (!to) argv[a++] = (char *)"--no-mkdir";
+    if (!to && (flags & GHOST_CHECKPOINT_IN_DIR)) argv[a++] = (char *)"--no-mkdir";
     if (to && secret[0]) {
         argv[a++] = (char *)"--secret-file";
         argv[a++] = secret;

@@ -89,8 +89,11 @@ int ghost_agent_register(const struct ghost_component *c);
  * `ghost checkpoint` process it starts, which parks this process through the control socket like
  * any other client: the call returns at once (0: started, -1: no agent, no `ghost` binary known, or
  * one already running). GHOST_CHECKPOINT_KILL: the process is killed once the image is durable.
- * The checkpointer's report goes to <image_path>.log. */
+ * GHOST_CHECKPOINT_IN_DIR: the image's directory exists and is not made again when missing (a
+ * job's generation directory, which its coordinator removes when the checkpoint fails); without
+ * it, missing directories are made. The checkpointer's report goes to <image_path>.log. */
 #define GHOST_CHECKPOINT_KILL 1
+#define GHOST_CHECKPOINT_IN_DIR 2
 int ghost_agent_request_checkpoint(const char *image_path, int flags);
 
 /* As ghost_agent_request_checkpoint, with `ghost checkpoint --incremental`: the image stores only

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "attribution.h"
+#include "ghost-core/agent/ghost_agent.h"
 #include "ghost-core/image_trailer.h"
 #include "files.h"
 #include "lower_api.h"
@@ -427,8 +428,9 @@ save_result save_image(const std::string &e, const std::string &line, const save
     // manager has a table of its own), else a job that goes on prints it and its image holds it
     // too (printed twice by a restart from this image).
     else if (fflush(nullptr),
-             (parent.incremental ? incremental(path.c_str(), parent.path.c_str(), 0)
-                                 : request(path.c_str(), 0)) != 0)
+             (parent.incremental
+                  ? incremental(path.c_str(), parent.path.c_str(), GHOST_CHECKPOINT_IN_DIR)
+                  : request(path.c_str(), GHOST_CHECKPOINT_IN_DIR)) != 0)
         snprintf(why, sizeof why,
                  "the agent cannot start a checkpointer (no ghost binary known, "
                  "or one is running)");
