@@ -838,6 +838,14 @@ void resume_all() {
     }
 }
 
+// The manager's own pending signals that capture_process_state() took, queued to it again once
+// the threads run (in a restored process too: they are in its image).
+void requeue_manager_own() {
+    thread_slot &self = st.threads[0];
+    requeue(self.pending, self.pending_count, raw_gettid());
+    self.pending_count = 0;
+}
+
 void capture_process_state() {
     for (int sig = 1; sig <= ghost::image::max_signals; sig++) {
         ghost::uapi::kernel_sigaction ka = {};
@@ -846,10 +854,16 @@ void capture_process_state() {
     }
     st.brk = (uint64_t)sys::call(SYS_brk, 0);
     st.thp_disabled = sys::call(SYS_prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1;
-    // The manager blocks every signal and has none of its own pending: what it takes is the
-    // process's shared queue.
+    // The process's shared queue (the manager blocks every signal the program's can have).
     st.shared_pending_count =
         take_pending(pending_mask("ShdPnd:"), st.shared_pending, ghost::agent::max_pending_shared);
+    // And the manager's own: glibc signals every thread, the manager too, with SIGSETXID when
+    // the program changes its ids (setegid...) and waits until each has answered. One still
+    // pending here (the manager was busy with the park) was lost by a restart, and the program's
+    // set*id call waited for ever. Queued again by requeue_manager_own().
+    thread_slot &self = st.threads[0];
+    self.pending_count =
+        take_pending(pending_mask("SigPnd:"), self.pending, ghost::agent::max_pending_per_thread);
     struct itimerval it = {};
     getitimer(ITIMER_REAL, &it);
     st.itimer_real[0] = (uint64_t)it.it_interval.tv_sec;
@@ -1042,6 +1056,7 @@ bool handle_park(int conn) {
     if (!parked) {
         ghost::agent::components_before_resume();
         resume_all();
+        requeue_manager_own();
         char line[256];
         int n = snprintf(line, sizeof line, "ERROR %s\n", why);
         ghost::control::write_all(conn, line, (size_t)n);
@@ -1064,12 +1079,14 @@ bool handle_park(int conn) {
             send_tracking_fd(conn);
         ghost::agent::components_before_resume();
         resume_all();
+        requeue_manager_own();
         if (got >= 0 && strcmp(line, "RESUME") == 0)
             ghost::control::write_all(conn, "RESUMED\n", 8);
         return false;
     }
     after_restore_manager(self);
     resume_all();
+    requeue_manager_own();
     // Components rebuild on the process's descriptor table (an MPI rank's fresh lower half opens
     // its sockets there); only then does the manager take a table of its own again (the restorer
     // gave every thread one) and listen.
