@@ -28,8 +28,10 @@ int main(int argc, char **argv) {
 
     checkpoint_args ca;
     auto *ckpt = app.add_subcommand("checkpoint", "write an image of a running process");
-    ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
-    ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)");
+    auto *ckpt_dir =
+        ckpt->add_option("--dir", ca.dir, "image directory (default: the launch's --ckpt-dir)");
+    ckpt->add_option("--image", ca.image, "image file (instead of DIR/image.ghost)")
+        ->excludes(ckpt_dir);
     ckpt->add_flag("--incremental", ca.incremental,
                    "store only the pages written since the previous image (which is kept)");
     ckpt->add_option("--parent", ca.parent,

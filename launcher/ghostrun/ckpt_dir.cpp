@@ -181,6 +181,20 @@ void discard_generation(const std::string &tmp) {
     if (!tmp.empty()) remove_tree(tmp);
 }
 
+std::string keep_named_logs(const std::string &tmp, std::string why) {
+    size_t slash = tmp.rfind('/');
+    if (tmp.empty() || slash == std::string::npos) return why;
+    for (const auto &n : entries(tmp)) {
+        if (n.size() < 4 || n.compare(n.size() - 4, 4, ".log") != 0) continue;
+        std::string from = tmp + "/" + n, to = tmp.substr(0, slash) + "/failed." + n;
+        size_t at = why.find(from);
+        if (at == std::string::npos) continue;
+        // A rename: it needs no room on a full disk, and replaces an older failure's log.
+        if (rename(from.c_str(), to.c_str()) == 0) why.replace(at, from.size(), to);
+    }
+    return why;
+}
+
 // The generations whose images those of `gen_dir` take pages from (incremental images name their
 // sources "../gen-N/rankR.ghost"). False when an image cannot be read: nothing may go then.
 bool source_generations(const std::string &gen_dir, std::set<int> &out) {

@@ -70,6 +70,10 @@ result<std::string> publish_generation(const std::string &dir, const std::string
 // Removes a generation that did not complete (best effort).
 void discard_generation(const std::string &tmp);
 
+// The logs of the unfinished generation `tmp` that `why` (a failure) names, moved next to it as
+// DIR/failed.<name> (the last failure's, replaced by the next one's): `why` with their new names.
+std::string keep_named_logs(const std::string &tmp, std::string why);
+
 // DIR (with `latest`) or a gen-<N> directory -> the generation's absolute path.
 result<std::string> resolve_generation(const std::string &dir);
 result<manifest> read_manifest(const std::string &gen_dir);

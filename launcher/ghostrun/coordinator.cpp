@@ -788,7 +788,10 @@ struct server {
         ep = epoch_state{};
     }
 
-    void abort_epoch(const std::string &why) {
+    void abort_epoch(const std::string &reason) {
+        // A checkpoint that fails leaves the previous generation as it was; a log that the
+        // reason names outlives it.
+        const std::string why = keep_named_logs(ep.tmp, reason);
         long id = ep.id;
         int cli = ep.cli_fd;
         bool live = ep.live;
@@ -796,7 +799,6 @@ struct server {
         bool own = ep.ckpt && cli < 0 && !ep.migrate && !ep.live;
         bool periodic = own && cfg.interval_s > 0, usr1 = own && ep.kill;
         if (cfg.verbose) note("epoch " + std::to_string(id) + " abandoned: " + why);
-        // A checkpoint that fails leaves the previous generation as it was.
         discard_generation(ep.tmp);
         ep = epoch_state{};
         for (auto *c : live_ranks()) {
@@ -1811,6 +1813,12 @@ struct server {
             fprintf(stderr, "%s: cannot restart: %s\n", cfg.me.c_str(), gates.refusal.c_str());
             return 2;
         }
+        // Ended before every rank of a restart ran again (mpirun or a rank killed, a host gone):
+        // nothing of the program ran on, and the checkpoint is as it was.
+        if (status != 0 && cfg.restarted_gen > 0 && !restart_told && !stopped_after_ckpt)
+            note("the restart from " + cfg.restarted_dir + " failed: mpirun exited with status " +
+                 std::to_string(status) + " before every rank ran again; the checkpoint is " +
+                 "unchanged (ghost restart " + cfg_dir_of(cfg.restarted_dir) + " tries again)");
         if (status == 0 && !stopped_after_ckpt && last.gen > 0) {
             if (auto marked = mark_ended(last.dir); !marked) note(marked.err().message);
         }

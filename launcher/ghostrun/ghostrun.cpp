@@ -528,6 +528,18 @@ int main(int argc, char **argv) {
                 .count();
         if (m.flavour != "openmpi" && m.flavour != "mpich")
             die("cannot restart from " + gen + ": unknown MPI '" + m.flavour + "'");
+        // The images hold the program's upper half, built against the MPI it loaded: a manifest
+        // edited to name the other MPI would start them under a launcher they cannot talk to.
+        if (!m.argv.empty()) {
+            program_plan now =
+                plan_program(m.argv[0], std::vector<std::string>(m.argv.begin() + 1, m.argv.end()));
+            const char *loads = now.mpi.flavour == mpi_flavour::openmpi ? "openmpi"
+                                : now.mpi.flavour == mpi_flavour::mpich ? "mpich"
+                                                                        : nullptr;
+            if (now.mpi.error.empty() && loads && m.flavour != loads)
+                die("cannot restart from " + gen + ": its manifest names MPI '" + m.flavour +
+                    "', but " + m.argv[0] + " loads " + now.mpi.library);
+        }
         std::string size = std::to_string(m.ranks.size());
         if (std::string np = np_of(p.mpirun_opts); !np.empty() && np != size)
             die("cannot restart from " + gen + ": the checkpoint is of " + size +

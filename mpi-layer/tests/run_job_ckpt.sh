@@ -137,6 +137,17 @@ same_as_native() { # same_as_native FILES...
 }
 
 # One line "ghost: ..." on stderr, non-zero, nothing launched (no job id, no rank output).
+no_debris() { # only gen-1 and latest in $ck, and the failed checkpoint's log its failure names
+  local f
+  for f in $(ls -A "$ck"); do
+    case $f in
+    gen-1 | latest) ;;
+    failed.*.log) grep -q "(see $ck/$f)" "$work/failed.err" || fail "$ck/$f is kept, but the failure does not name it" ;;
+    *) fail "debris in $ck: $(ls -AR "$ck")" ;;
+    esac
+  done
+}
+
 refused() { # refused WHAT PATTERN COMMAND...
   local what=$1 pat=$2
   shift 2
@@ -312,7 +323,7 @@ restart | twice | refuse | rankdies)
     wait "$gpid" # mpirun ends the job: one of its ranks died
     gpid=""
     [ "$(cat "$ck/latest")" = gen-1 ] || fail "latest changed"
-    [ "$(ls -A "$ck")" = "$(printf 'gen-1\nlatest')" ] || fail "debris in $ck: $(ls -A "$ck")"
+    no_debris
   else
     checkpoint --kill
     finish 75
@@ -334,6 +345,31 @@ restart | twice | refuse | rankdies)
     [ ! -s "$work/interval.out" ] || fail "--interval 1e10: something ran"
     refused "wrong -np" "the checkpoint is of $np ranks, -np asks for $((np + 1))" \
       "$GHOST" restart "$ck" -np $((np + 1)) "${extra[@]}"
+    refused "--dir with --image" "excludes --" "$GHOST" checkpoint --dir "$work/d" --image "$work/i.ghost" 1
+    # A manifest edited to name the other MPI: its mpirun could not start these ranks.
+    cp "$ck/gen-1/manifest.json" "$work/manifest.json"
+    other=mpich
+    [ "$flavour" = mpich ] && other=openmpi
+    python3 -c 'import json, sys; p = sys.argv[1]; m = json.load(open(p)); m["mpi"] = sys.argv[2]; json.dump(m, open(p, "w"))' \
+      "$ck/gen-1/manifest.json" "$other"
+    refused "edited manifest" "its manifest names MPI '$other', but $prog loads libmpi" "$GHOST" restart "$ck" "${extra[@]}"
+    cp "$work/manifest.json" "$ck/gen-1/manifest.json"
+    # A restart that loses a rank before every rank runs again (its restorer killed as soon as it
+    # shows; the restore and MPI's start take far longer): one line says the restart failed and
+    # the checkpoint is unchanged; the restart below then runs from it.
+    timeout -k 5 120 "$GHOST" restart "$ck" "${extra[@]}" >"$work/gone.out" 2>"$work/gone.err" &
+    rpid=$!
+    victim=""
+    for _ in $(seq 1 5000); do
+      victim=$(pgrep -f "restart-rank $ck" | head -1)
+      [ -n "$victim" ] && break
+      sleep 0.002
+    done
+    [ -n "$victim" ] || fail "no rank's restorer showed"
+    kill -KILL "$victim"
+    wait $rpid && fail "a restart that lost a rank succeeded"
+    grep -q "^ghostrun: job [0-9]*: the restart from $ck/gen-1 failed: mpirun exited with status [1-9][0-9]* before every rank ran again; the checkpoint is unchanged (ghost restart $ck tries again)$" \
+      "$work/gone.err" || fail "a failed restart did not say so: $(grep -v '^ghostrun: this kernel' "$work/gone.err" | tail -3)"
     img=$ck/gen-1/rank1.ghost
     cp "$img" "$work/saved.ghost"
     rm "$img"
@@ -472,7 +508,7 @@ writerdies)
   gpid=""
   sleep 2 # (the other ranks' checkpointers end after the job)
   [ "$(cat "$ck/latest")" = gen-1 ] || fail "latest changed"
-  [ "$(ls -A "$ck")" = "$(printf 'gen-1\nlatest')" ] || fail "debris in $ck: $(ls -AR "$ck")"
+  no_debris
   ;;
 usr1)
   run=("$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms)
