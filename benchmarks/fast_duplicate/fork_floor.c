@@ -2,12 +2,18 @@
 // The floor under a fork-path duplicate: what one plain fork() of a process holding N MiB of
 // written memory costs on this machine (the call alone: the page-table copy, during which a
 // duplicate's original stays parked), and fork + the child's exit + waitpid. A duplicate cannot
-// park its original for less than the first figure.
+// park its original for less than the first figure. The third figure is fork + the child reading
+// all its memory once through /proc/self/mem (as the copy's lock-owner scan does, see
+// ghost-core/agent/lock_owners.cpp) + its exit + waitpid: a copy that gets new thread ids and must
+// find the locks held under the old ones cannot run sooner.
 //
-//   fork_floor MIB [REPS]    prints one line per repetition: "MIB fork_ms fork_exit_wait_ms"
+//   fork_floor MIB [REPS]    one line per repetition: "MIB fork_ms fork_exit_wait_ms
+//                            fork_read_exit_wait_ms"
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,7 +42,22 @@ int main(int argc, char **argv) {
         double t1 = now_ms();
         if (c < 0) return 1;
         waitpid(c, NULL, 0);
-        printf("%zu %.1f %.1f\n", mib, t1 - t0, now_ms() - t0);
+        double t2 = now_ms();
+        c = fork();
+        if (c == 0) {
+            static char chunk[256 << 10];
+            int fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+            for (size_t at = 0; fd >= 0 && at < n; at += sizeof chunk) {
+                size_t len = n - at < sizeof chunk ? n - at : sizeof chunk;
+                if (pread(fd, chunk, len, (off_t)(uintptr_t)(p + at)) != (ssize_t)len) _exit(1);
+            }
+            _exit(fd >= 0 ? 0 : 1);
+        }
+        if (c < 0) return 1;
+        int status = 0;
+        waitpid(c, &status, 0);
+        if (status != 0) return 1;
+        printf("%zu %.1f %.1f %.1f\n", mib, t1 - t0, t2 - t0, now_ms() - t2);
     }
     return 0;
 }
