@@ -469,9 +469,11 @@ def gen_wrapper(d, idx, fl):
         L.append('  ghost::mpi::gate gate_(%d%s%s);' % (idx, ', (uintptr_t)%s' % comms[0] if api in COLLECTIVES else '',
                                                        ', true' if creates_clock else ''))
     m = re.match(r'^MPI_(Comm|Type|Group|Request|Op|Info|Win|File|Errhandler|Message)_(c2f|f2c)$', d.api)
-    if m and fl == 'openmpi':
+    if m and (fl == 'openmpi' or m.group(1) == 'File'):
         # Fortran handles of created objects are the layer's (handles.h, fortran_of): the same
-        # after a restart. Predefined ones are the library's.
+        # after a restart. Predefined ones are the library's. MPICH's handles are integers, its
+        # Fortran ones the same numbers (no call), except a file's: ROMIO hands out an index in a
+        # table of its own, which a restart's fresh lower half does not have.
         k = {'Type': 'datatype'}.get(m.group(1), m.group(1).lower())
         h = d.params[0].name
         if m.group(2) == 'c2f':

@@ -12,8 +12,9 @@
  * each rank with MPI_File_write_ordered, then rank 0's marker with MPI_File_write_shared), its
  * shared pointer checked. At the end the
  * view goes back to plain integers and every block of every rank is checked, as is each rank's
- * file. The files live in a directory rank 0 makes (under TMPDIR or /tmp) and removes. Prints
- * only at the end. Usage: mpiio_steps STEPS [SLEEP_MS] */
+ * file. The rank's file is written through MPI_File_f2c of its Fortran handle, taken once (as
+ * a Fortran program holds it). The files live in a directory rank 0 makes (under TMPDIR or /tmp)
+ * and removes. Prints only at the end. Usage: mpiio_steps STEPS [SLEEP_MS] */
 #include <dirent.h>
 
 #include "mpit.h"
@@ -66,6 +67,8 @@ int main(int argc, char **argv) {
     CHECK_MPI(MPI_File_open(MPI_COMM_WORLD, log_path, MPI_MODE_CREATE | MPI_MODE_RDWR,
                             MPI_INFO_NULL, &flog));
     CHECK_MPI(MPI_File_set_view(flog, 0, MPI_INT, MPI_INT, "native", MPI_INFO_NULL));
+    /* The rank's file as a Fortran program holds it (its Fortran handle), taken back each step */
+    const MPI_Fint fm_fortran = MPI_File_c2f(fm);
 
     unsigned long long state = 7 + (unsigned long long)r;
     int first[B] = {0};
@@ -98,7 +101,8 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_File_get_atomicity(fs, &atomic));
         CHECK(atomic == 1);
 
-        CHECK_MPI(MPI_File_write(fm, &state, 1, MPI_UNSIGNED_LONG_LONG, &st));
+        CHECK(MPI_File_f2c(fm_fortran) == fm && MPI_File_c2f(fm) == fm_fortran);
+        CHECK_MPI(MPI_File_write(MPI_File_f2c(fm_fortran), &state, 1, MPI_UNSIGNED_LONG_LONG, &st));
         CHECK_MPI(MPI_File_get_position(fm, &pos));
         CHECK(pos == (MPI_Offset)(s + 1) * (MPI_Offset)sizeof state);
         MPI_Errhandler eh;
