@@ -319,12 +319,20 @@ int64_t syscall_number_before(const unsigned char *at) {
     return -1;
 }
 
-void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
+// What resume_interrupted_syscall changed in the context, to undo when the call is to end with
+// EINTR after all (end_call_for_signal).
+struct reissued_call {
+    bool reissued = false;
+    greg_t rdi = 0, rdx = 0;
+};
+
+reissued_call resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     greg_t *r = uc->uc_mcontext.gregs;
-    if (r[REG_RAX] != -EINTR) return;
+    reissued_call note;
+    if (r[REG_RAX] != -EINTR) return note;
     if (((const unsigned char *)r[REG_RIP])[-2] != 0x0f ||
         ((const unsigned char *)r[REG_RIP])[-1] != 0x05)
-        return; // not after a `syscall` instruction
+        return note; // not after a `syscall` instruction
     int64_t nr = -1;
     if (slot->sys_nr >= 0 && (uint64_t)r[REG_RIP] == slot->sys_pc &&
         (uint64_t)r[REG_RDI] == slot->sys_arg0) {
@@ -337,14 +345,11 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     }
     switch (nr) {
     case SYS_nanosleep:
-        if (r[REG_RSI]) r[REG_RDI] = r[REG_RSI]; // the kernel wrote the remaining time there
-        break;
     case SYS_clock_nanosleep:
-        if (!(r[REG_RSI] & TIMER_ABSTIME) && r[REG_R10]) r[REG_RDX] = r[REG_R10];
         break;
     case SYS_futex: {
         int cmd = (int)(r[REG_RSI] & FUTEX_CMD_MASK);
-        if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return;
+        if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return note;
         break;
     }
     case SYS_poll:
@@ -358,10 +363,71 @@ void resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
     case SYS_rt_sigsuspend:
         break;
     default:
-        return;
+        return note;
+    }
+    note = {true, r[REG_RDI], r[REG_RDX]};
+    switch (nr) {
+    case SYS_nanosleep:
+        if (r[REG_RSI]) r[REG_RDI] = r[REG_RSI]; // the kernel wrote the remaining time there
+        break;
+    case SYS_clock_nanosleep:
+        if (!(r[REG_RSI] & TIMER_ABSTIME) && r[REG_R10]) r[REG_RDX] = r[REG_R10];
+        break;
     }
     r[REG_RAX] = (greg_t)nr;
     r[REG_RIP] -= 2;
+    return note;
+}
+
+// The park is no event of the program's, but a signal of the program's that came meanwhile (or
+// was pending when the park signal overtook it) is: the blocking call it came for must end as
+// it would have. When a handler of the program's is to run as soon as the thread returns (a
+// signal pending here that the interrupted context does not block), the call ends with EINTR:
+//  - a call re-issued by resume_interrupted_syscall (one the kernel ends with EINTR whenever a
+//    handler runs) keeps the EINTR the park gave it;
+//  - a call the kernel restarted for the park signal (its handler has SA_RESTART: rip back on
+//    the `syscall`, rax its number), seen blocked in it by the manager, ends with EINTR if a
+//    pending signal's handler has no SA_RESTART, as the kernel would have ended it.
+// Otherwise the handler would run and the call be issued again, waiting for a signal that already
+// came (read of an empty pipe, pause, sigsuspend: for ever).
+void end_call_for_signal(const thread_slot *slot, ucontext_t *uc, const reissued_call &note) {
+    uint64_t blocked;
+    memcpy(&blocked, &uc->uc_sigmask, sizeof blocked);
+    uint64_t deliverable = (pending_mask("SigPnd:") | pending_mask("ShdPnd:")) & ~blocked;
+    bool handled = false, restarts = true;
+    for (int sig = 1; deliverable && sig <= 64; sig++) {
+        if (!(deliverable >> (sig - 1) & 1)) continue;
+        ghost::uapi::kernel_sigaction ka = {};
+        if (sys::failed(sys::call(SYS_rt_sigaction, sig, nullptr, &ka, 8))) continue;
+        if (ka.handler == (uint64_t)SIG_DFL || ka.handler == (uint64_t)SIG_IGN) continue;
+        handled = true;
+        if (!(ka.flags & SA_RESTART)) restarts = false;
+    }
+    if (!handled) return;
+    greg_t *r = uc->uc_mcontext.gregs;
+    if (note.reissued) {
+        r[REG_RIP] += 2;
+        r[REG_RAX] = -EINTR;
+        r[REG_RDI] = note.rdi;
+        r[REG_RDX] = note.rdx;
+        return;
+    }
+    if (restarts || slot->sys_nr < 0 || r[REG_RAX] != slot->sys_nr ||
+        (uint64_t)r[REG_RIP] + 2 != slot->sys_pc)
+        return;
+    const unsigned char *at = (const unsigned char *)r[REG_RIP];
+    if (at[0] != 0x0f || at[1] != 0x05) return;
+    switch (slot->sys_nr) { // restarted whatever the handler (ERESTARTNOINTR)
+    case SYS_clone:
+    case SYS_clone3:
+    case SYS_fork:
+    case SYS_vfork:
+    case SYS_execve:
+    case SYS_execveat:
+        return;
+    }
+    r[REG_RIP] += 2;
+    r[REG_RAX] = -EINTR;
 }
 
 ghost::agent::dup_request g_dup; // a fast duplicate under way (manager -> forking thread)
@@ -415,7 +481,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
         return; // a late park signal: its park is over or was given up (the thread blocked it)
     apply_mask_override(raw_gettid(), (ucontext_t *)ucontext);
-    resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
+    const reissued_call reissued = resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
     // only overtook them (the kernel serves a thread's own queue first), they were about to be
@@ -472,6 +538,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         __atomic_store_n(&st.main_requeue, 0, __ATOMIC_RELEASE);
         futex_wake_all(&st.main_requeue);
     }
+    end_call_for_signal(slot, (ucontext_t *)interrupted, reissued);
     errno = saved_errno;
 }
 
