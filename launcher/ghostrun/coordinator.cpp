@@ -759,6 +759,10 @@ struct server {
             if (!mv.active) stopped_after_ckpt = true;
             std::string stop = "STOP " + std::to_string(ep.id);
             ep = epoch_state{};
+            // Hydra prints a "BAD TERMINATION" banner into the job's stdout for a rank that dies
+            // of a signal: MPICH's launcher goes first, it has nothing to say then (its proxies
+            // end with their connection to it).
+            if (g_child > 0 && cfg.flavour == "mpich") kill(g_child, SIGKILL);
             for (auto *c : live_ranks()) {
                 send_line(c->fd, stop); // each rank ends itself, still quiescent
                 c->state = "stopped";

@@ -329,6 +329,8 @@ restart | twice | refuse | rankdies)
     finish 75
     grep -q "^ghostrun: job $job: stopped after its checkpoint $ck/gen-1 .*; go on with: ghost restart $ck$" "$work/run.err" ||
       fail "ghostrun did not say that the job was stopped after its checkpoint"
+    ! grep -q "BAD TERMINATION" "$work/run.out" "$work/run.err" ||
+      fail "the MPI launcher's crash banner came with the job's stop: $(grep -m1 "BAD TERMINATION" "$work/run.out" "$work/run.err")"
   fi
   if [ "$mode" = refuse ]; then
     mkdir -p "$work/empty"
