@@ -275,6 +275,25 @@ parked_process::~parked_process() {
     if (conn_ >= 0) (void)resume();
 }
 
+namespace {
+
+// Gone, or a zombie: it has ended.
+bool has_ended(pid_t pid) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+    char path[64], stat[512];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return true;
+    ssize_t n = ::read(fd, stat, sizeof stat - 1);
+    ::close(fd);
+    if (n <= 0) return true;
+    stat[n] = 0;
+    const char *paren = std::strrchr(stat, ')');
+    return paren && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+} // namespace
+
 result<void> parked_process::resume() {
     if (conn_ < 0) return {};
     int fd = conn_;
@@ -283,7 +302,10 @@ result<void> parked_process::resume() {
     char line[64];
     bool answered = sent && control::read_line(fd, line, sizeof line, 10000) >= 0;
     ::close(fd);
-    if (!answered) return error{"pid " + std::to_string(pid_) + " did not confirm its resumption"};
+    // The agent answers once the threads run again: a process that ends at once (a `sleep`
+    // whose time ran out during the park) may be gone before it could. It did resume.
+    if (!answered && !has_ended(pid_))
+        return error{"pid " + std::to_string(pid_) + " did not confirm its resumption"};
     return {};
 }
 
