@@ -319,6 +319,17 @@ int64_t syscall_number_before(const unsigned char *at) {
     return -1;
 }
 
+// The system call the manager saw a thread blocked in before the park (nr < 0: none, or not
+// looked at: the trigger signal's handler).
+struct seen_call {
+    int64_t nr;
+    uint64_t arg0, pc;
+};
+
+seen_call seen_by_manager(const thread_slot *slot) {
+    return {slot->sys_nr, slot->sys_arg0, slot->sys_pc};
+}
+
 // What resume_interrupted_syscall changed in the context, to undo when the call is to end with
 // EINTR after all (end_call_for_signal).
 struct reissued_call {
@@ -326,7 +337,7 @@ struct reissued_call {
     greg_t rdi = 0, rdx = 0;
 };
 
-reissued_call resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
+reissued_call resume_interrupted_syscall(const seen_call &seen, ucontext_t *uc) {
     greg_t *r = uc->uc_mcontext.gregs;
     reissued_call note;
     if (r[REG_RAX] != -EINTR) return note;
@@ -334,15 +345,19 @@ reissued_call resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
         ((const unsigned char *)r[REG_RIP])[-1] != 0x05)
         return note; // not after a `syscall` instruction
     int64_t nr = -1;
-    if (slot->sys_nr >= 0 && (uint64_t)r[REG_RIP] == slot->sys_pc &&
-        (uint64_t)r[REG_RDI] == slot->sys_arg0) {
-        nr = slot->sys_nr;
-    } else if (slot->sys_nr < 0) {
+    if (seen.nr >= 0 && (uint64_t)r[REG_RIP] == seen.pc && (uint64_t)r[REG_RDI] == seen.arg0) {
+        nr = seen.nr;
+    } else if (seen.nr < 0) {
         // Running when the manager looked, blocked when the signal came: the number is known
         // when the call was made by `mov $NR, %eax` shortly before the `syscall`, as glibc's
         // wrappers do (directly before it, or with the argument moves in between).
         nr = syscall_number_before((const unsigned char *)r[REG_RIP] - 2);
     }
+    // restart_syscall: the call was cut short before by a stop or a signal without a handler,
+    // and the kernel went on with it through its restart block, which a restored process does
+    // not have: the call itself is issued again (its arguments are still in their registers).
+    if (nr == SYS_restart_syscall)
+        nr = syscall_number_before((const unsigned char *)r[REG_RIP] - 2);
     switch (nr) {
     case SYS_nanosleep:
     case SYS_clock_nanosleep:
@@ -390,16 +405,23 @@ reissued_call resume_interrupted_syscall(thread_slot *slot, ucontext_t *uc) {
 //    pending signal's handler has no SA_RESTART, as the kernel would have ended it.
 // Otherwise the handler would run and the call be issued again, waiting for a signal that already
 // came (read of an empty pipe, pause, sigsuspend: for ever).
-void end_call_for_signal(const thread_slot *slot, ucontext_t *uc, const reissued_call &note) {
+void trigger_handler(int, siginfo_t *, void *);
+
+void end_call_for_signal(const seen_call &seen, ucontext_t *uc, const reissued_call &note) {
     uint64_t blocked;
     memcpy(&blocked, &uc->uc_sigmask, sizeof blocked);
-    uint64_t deliverable = (pending_mask("SigPnd:") | pending_mask("ShdPnd:")) & ~blocked;
+    // Every signal is blocked in the park and trigger handlers: rt_sigpending gives them all.
+    uint64_t pending = 0;
+    sys::call(SYS_rt_sigpending, &pending, sizeof pending);
+    uint64_t deliverable = pending & ~blocked & ~(1ULL << (park_signal - 1));
     bool handled = false, restarts = true;
     for (int sig = 1; deliverable && sig <= 64; sig++) {
         if (!(deliverable >> (sig - 1) & 1)) continue;
         ghost::uapi::kernel_sigaction ka = {};
         if (sys::failed(sys::call(SYS_rt_sigaction, sig, nullptr, &ka, 8))) continue;
-        if (ka.handler == (uint64_t)SIG_DFL || ka.handler == (uint64_t)SIG_IGN) continue;
+        if (ka.handler == (uint64_t)SIG_DFL || ka.handler == (uint64_t)SIG_IGN ||
+            ka.handler == (uint64_t)&trigger_handler) // ghost's own, no event of the program's
+            continue;
         handled = true;
         if (!(ka.flags & SA_RESTART)) restarts = false;
     }
@@ -412,12 +434,11 @@ void end_call_for_signal(const thread_slot *slot, ucontext_t *uc, const reissued
         r[REG_RDX] = note.rdx;
         return;
     }
-    if (restarts || slot->sys_nr < 0 || r[REG_RAX] != slot->sys_nr ||
-        (uint64_t)r[REG_RIP] + 2 != slot->sys_pc)
+    if (restarts || seen.nr < 0 || r[REG_RAX] != seen.nr || (uint64_t)r[REG_RIP] + 2 != seen.pc)
         return;
     const unsigned char *at = (const unsigned char *)r[REG_RIP];
     if (at[0] != 0x0f || at[1] != 0x05) return;
-    switch (slot->sys_nr) { // restarted whatever the handler (ERESTARTNOINTR)
+    switch (seen.nr) { // restarted whatever the handler (ERESTARTNOINTR)
     case SYS_clone:
     case SYS_clone3:
     case SYS_fork:
@@ -481,7 +502,8 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
         return; // a late park signal: its park is over or was given up (the thread blocked it)
     apply_mask_override(raw_gettid(), (ucontext_t *)ucontext);
-    const reissued_call reissued = resume_interrupted_syscall(slot, (ucontext_t *)ucontext);
+    const reissued_call reissued =
+        resume_interrupted_syscall(seen_by_manager(slot), (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
     // only overtook them (the kernel serves a thread's own queue first), they were about to be
@@ -538,7 +560,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         __atomic_store_n(&st.main_requeue, 0, __ATOMIC_RELEASE);
         futex_wake_all(&st.main_requeue);
     }
-    end_call_for_signal(slot, (ucontext_t *)interrupted, reissued);
+    end_call_for_signal(seen_by_manager(slot), (ucontext_t *)interrupted, reissued);
     errno = saved_errno;
 }
 
@@ -549,10 +571,16 @@ void wake_manager() {
     if (tid > 0) sys::call(SYS_tgkill, sys::call(SYS_getpid), tid, park_signal);
 }
 
-void trigger_handler(int) {
+// The trigger signal is ghost's, no event of the program's: a blocking call it cut short is
+// issued again (resume_interrupted_syscall; the manager did not look at the thread), unless a
+// signal of the program's is to be handled too (end_call_for_signal).
+void trigger_handler(int, siginfo_t *, void *ucontext) {
     int saved_errno = errno;
+    const seen_call not_seen = {-1, 0, 0};
+    const reissued_call reissued = resume_interrupted_syscall(not_seen, (ucontext_t *)ucontext);
     __atomic_store_n(&g_trigger_pending, 1, __ATOMIC_RELEASE);
     wake_manager();
+    end_call_for_signal(not_seen, (ucontext_t *)ucontext, reissued);
     errno = saved_errno;
 }
 
@@ -1744,8 +1772,9 @@ __attribute__((constructor)) void agent_init() {
     (libc_sigaction ? libc_sigaction : sigaction)(park_signal, &sa, nullptr);
     if (g_trigger_signal > 0 && g_trigger_signal < 65) {
         struct sigaction ta = {};
-        ta.sa_handler = trigger_handler;
-        ta.sa_flags = SA_RESTART;
+        ta.sa_sigaction = trigger_handler;
+        ta.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigfillset(&ta.sa_mask); // (end_call_for_signal; a park waits until it has returned)
         sigaction(g_trigger_signal, &ta, nullptr);
     }
     start_manager();
