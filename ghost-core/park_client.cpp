@@ -275,25 +275,6 @@ parked_process::~parked_process() {
     if (conn_ >= 0) (void)resume();
 }
 
-namespace {
-
-// Gone, or a zombie: it has ended.
-bool has_ended(pid_t pid) {
-    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    char path[64], stat[512];
-    std::snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return true;
-    ssize_t n = ::read(fd, stat, sizeof stat - 1);
-    ::close(fd);
-    if (n <= 0) return true;
-    stat[n] = 0;
-    const char *paren = std::strrchr(stat, ')');
-    return paren && (paren[2] == 'Z' || paren[2] == 'X');
-}
-
-} // namespace
-
 result<void> parked_process::resume() {
     if (conn_ < 0) return {};
     int fd = conn_;
@@ -304,7 +285,7 @@ result<void> parked_process::resume() {
     ::close(fd);
     // The agent answers once the threads run again: a process that ends at once (a `sleep`
     // whose time ran out during the park) may be gone before it could. It did resume.
-    if (!answered && !has_ended(pid_))
+    if (!answered && !control::process_gone(pid_))
         return error{"pid " + std::to_string(pid_) + " did not confirm its resumption"};
     return {};
 }

@@ -339,11 +339,10 @@ struct reissued_call {
 
 reissued_call resume_interrupted_syscall(const seen_call &seen, ucontext_t *uc) {
     greg_t *r = uc->uc_mcontext.gregs;
-    reissued_call note;
-    if (r[REG_RAX] != -EINTR) return note;
+    if (r[REG_RAX] != -EINTR) return {};
     if (((const unsigned char *)r[REG_RIP])[-2] != 0x0f ||
         ((const unsigned char *)r[REG_RIP])[-1] != 0x05)
-        return note; // not after a `syscall` instruction
+        return {}; // not after a `syscall` instruction
     int64_t nr = -1;
     if (seen.nr >= 0 && (uint64_t)r[REG_RIP] == seen.pc && (uint64_t)r[REG_RDI] == seen.arg0) {
         nr = seen.nr;
@@ -358,13 +357,17 @@ reissued_call resume_interrupted_syscall(const seen_call &seen, ucontext_t *uc) 
     // not have: the call itself is issued again (its arguments are still in their registers).
     if (nr == SYS_restart_syscall)
         nr = syscall_number_before((const unsigned char *)r[REG_RIP] - 2);
+    const reissued_call reissued = {true, r[REG_RDI], r[REG_RDX]};
     switch (nr) {
     case SYS_nanosleep:
+        if (r[REG_RSI]) r[REG_RDI] = r[REG_RSI]; // the kernel wrote the remaining time there
+        break;
     case SYS_clock_nanosleep:
+        if (!(r[REG_RSI] & TIMER_ABSTIME) && r[REG_R10]) r[REG_RDX] = r[REG_R10];
         break;
     case SYS_futex: {
         int cmd = (int)(r[REG_RSI] & FUTEX_CMD_MASK);
-        if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return note;
+        if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) return {};
         break;
     }
     case SYS_poll:
@@ -378,21 +381,14 @@ reissued_call resume_interrupted_syscall(const seen_call &seen, ucontext_t *uc) 
     case SYS_rt_sigsuspend:
         break;
     default:
-        return note;
-    }
-    note = {true, r[REG_RDI], r[REG_RDX]};
-    switch (nr) {
-    case SYS_nanosleep:
-        if (r[REG_RSI]) r[REG_RDI] = r[REG_RSI]; // the kernel wrote the remaining time there
-        break;
-    case SYS_clock_nanosleep:
-        if (!(r[REG_RSI] & TIMER_ABSTIME) && r[REG_R10]) r[REG_RDX] = r[REG_R10];
-        break;
+        return {};
     }
     r[REG_RAX] = (greg_t)nr;
     r[REG_RIP] -= 2;
-    return note;
+    return reissued;
 }
+
+void trigger_handler(int, siginfo_t *, void *);
 
 // The park is no event of the program's, but a signal of the program's that came meanwhile (or
 // was pending when the park signal overtook it) is: the blocking call it came for must end as
@@ -405,8 +401,6 @@ reissued_call resume_interrupted_syscall(const seen_call &seen, ucontext_t *uc) 
 //    pending signal's handler has no SA_RESTART, as the kernel would have ended it.
 // Otherwise the handler would run and the call be issued again, waiting for a signal that already
 // came (read of an empty pipe, pause, sigsuspend: for ever).
-void trigger_handler(int, siginfo_t *, void *);
-
 void end_call_for_signal(const seen_call &seen, ucontext_t *uc, const reissued_call &note) {
     uint64_t blocked;
     memcpy(&blocked, &uc->uc_sigmask, sizeof blocked);
@@ -502,8 +496,8 @@ void park_handler(int, siginfo_t *, void *ucontext) {
     if (!move_slot(slot, raw_gettid(), ghost::agent::slot_signalled, ghost::agent::slot_parking))
         return; // a late park signal: its park is over or was given up (the thread blocked it)
     apply_mask_override(raw_gettid(), (ucontext_t *)ucontext);
-    const reissued_call reissued =
-        resume_interrupted_syscall(seen_by_manager(slot), (ucontext_t *)ucontext);
+    const seen_call seen = seen_by_manager(slot);
+    const reissued_call reissued = resume_interrupted_syscall(seen, (ucontext_t *)ucontext);
     record_task_state(slot);
     // This thread's own queue, and the process-wide signals it does not block: the park signal
     // only overtook them (the kernel serves a thread's own queue first), they were about to be
@@ -560,7 +554,7 @@ void park_handler(int, siginfo_t *, void *ucontext) {
         __atomic_store_n(&st.main_requeue, 0, __ATOMIC_RELEASE);
         futex_wake_all(&st.main_requeue);
     }
-    end_call_for_signal(seen_by_manager(slot), (ucontext_t *)interrupted, reissued);
+    end_call_for_signal(seen, (ucontext_t *)interrupted, reissued);
     errno = saved_errno;
 }
 
