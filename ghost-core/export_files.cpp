@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "ghost-core/proc_reader.h"
@@ -31,6 +33,10 @@ namespace {
 constexpr long nsfs_magic = 0x6e736673;
 constexpr long mqueue_magic = 0x19800202;
 constexpr int kcmp_file = 0;
+constexpr int kcmp_epoll_tfd = 7;
+struct kcmp_epoll_slot { // linux/kcmp.h
+    uint32_t efd, tfd, toff;
+};
 
 bool starts_with(const std::string &s, std::string_view prefix) {
     return s.compare(0, prefix.size(), prefix) == 0;
@@ -65,6 +71,18 @@ struct fd_entry {
     struct stat sb {};
     int same_as = -1; // the lowest descriptor on the same open file description, if not this one
 };
+
+// The rest of the fdinfo line that starts with `key`, if there is one.
+std::optional<std::string> fdinfo_field(const std::string &text, std::string_view key) {
+    for (size_t at = 0; at < text.size();) {
+        size_t end = text.find('\n', at);
+        if (end == std::string::npos) end = text.size();
+        if (text.compare(at, key.size(), key) == 0)
+            return text.substr(at + key.size(), end - at - key.size());
+        at = end + 1;
+    }
+    return std::nullopt;
+}
 
 bool is_pty_slave(dev_t rdev) {
     return major(rdev) >= 136 && major(rdev) <= 143;
@@ -262,6 +280,7 @@ class classifier {
 
     result<void> classify(const fd_entry &e, exported_file &f) {
         bool std_stream = e.fd <= 2;
+        if (starts_with(e.link, "anon_inode:")) return classify_anon(e, f);
         mode_t type = e.sb.st_mode & S_IFMT;
         if (e.info.flags & O_PATH) return classify_path(e, f); // whatever it names
         if (type == S_IFREG || type == S_IFDIR) return classify_path(e, f);
@@ -275,6 +294,102 @@ class classifier {
         if (type == S_IFSOCK) return refuse(e, "a socket cannot be restored");
         if (type == S_IFIFO) return refuse(e, "a named pipe cannot be restored");
         return refuse(e, "this kind of descriptor cannot be restored");
+    }
+
+    // Anonymous-inode descriptors whose whole state fdinfo shows are made anew with it. Their
+    // events (an eventfd's counter, a signalfd's pending signals) are the process's own: nothing
+    // else holds them, or their description would be shared in its tree (refused there).
+    result<void> classify_anon(const fd_entry &e, exported_file &f) {
+        const std::string &t = e.info.text;
+        auto put = [&f](const auto &state) {
+            f.data.assign((const char *)&state, sizeof state);
+            return result<void>{};
+        };
+        if (e.link == "anon_inode:[eventfd]") {
+            image::eventfd_state st{};
+            auto count = fdinfo_field(t, "eventfd-count:");
+            auto sem = fdinfo_field(t, "eventfd-semaphore:");
+            if (!count || !sem)
+                return refuse(e, "this kernel does not show an eventfd's state (Linux 6.6 does)");
+            st.count = std::strtoull(count->c_str(), nullptr, 16);
+            st.semaphore = std::atoi(sem->c_str()) != 0;
+            f.record.kind = image::file_eventfd;
+            return put(st);
+        }
+        if (e.link == "anon_inode:[timerfd]") {
+            image::timerfd_state st{};
+            auto clock = fdinfo_field(t, "clockid:");
+            auto ticks = fdinfo_field(t, "ticks:");
+            auto flags = fdinfo_field(t, "settime flags:");
+            auto value = fdinfo_field(t, "it_value:");
+            auto interval = fdinfo_field(t, "it_interval:");
+            unsigned long long v[2], iv[2];
+            if (!clock || !ticks || !flags || !value || !interval ||
+                std::sscanf(value->c_str(), " (%llu, %llu)", &v[0], &v[1]) != 2 ||
+                std::sscanf(interval->c_str(), " (%llu, %llu)", &iv[0], &iv[1]) != 2)
+                return refuse(e, "cannot read the timer's state");
+            st.clock = std::atoi(clock->c_str());
+            st.ticks = std::strtoull(ticks->c_str(), nullptr, 10);
+            st.settime_flags = (uint32_t)std::strtoul(flags->c_str(), nullptr, 8);
+            st.value[0] = (int64_t)v[0], st.value[1] = (int64_t)v[1];
+            st.interval[0] = (int64_t)iv[0], st.interval[1] = (int64_t)iv[1];
+            bool settable = st.clock == CLOCK_REALTIME || st.clock == CLOCK_REALTIME_ALARM;
+            if ((st.settime_flags & 1 /* TFD_TIMER_ABSTIME */) && settable &&
+                (st.value[0] || st.value[1])) {
+                struct timespec now;
+                ::clock_gettime(CLOCK_REALTIME, &now);
+                st.value[0] += now.tv_sec, st.value[1] += now.tv_nsec;
+                if (st.value[1] >= 1000000000) st.value[0]++, st.value[1] -= 1000000000;
+            }
+            f.record.kind = image::file_timerfd;
+            return put(st);
+        }
+        if (e.link == "anon_inode:[signalfd]") {
+            auto mask = fdinfo_field(t, "sigmask:");
+            if (!mask) return refuse(e, "cannot read the signalfd's mask");
+            uint64_t m = std::strtoull(mask->c_str(), nullptr, 16);
+            f.record.kind = image::file_signalfd;
+            return put(m);
+        }
+        if (e.link == "anon_inode:[eventpoll]") return classify_epoll(e, f);
+        return refuse(e, "this kind of descriptor cannot be restored");
+    }
+
+    // An epoll instance's watches: fdinfo lists each with the descriptor number it was added
+    // with. That number must still hold the very file watched (kcmp), or the restored watch
+    // would be on another file, or on none: a file closed under that number but still open
+    // elsewhere stays watched under it.
+    result<void> classify_epoll(const fd_entry &e, exported_file &f) {
+        std::vector<image::epoll_watch> watches;
+        std::map<int, uint32_t> seen; // watches per descriptor number so far (kcmp's toff)
+        for (size_t at = 0; at < e.info.text.size();) {
+            size_t end = e.info.text.find('\n', at);
+            if (end == std::string::npos) end = e.info.text.size();
+            std::string line = e.info.text.substr(at, end - at);
+            at = end + 1;
+            if (!starts_with(line, "tfd:")) continue;
+            int fd;
+            unsigned events;
+            unsigned long long data;
+            if (std::sscanf(line.c_str(), "tfd: %d events: %x data: %llx", &fd, &events, &data) !=
+                3)
+                return refuse(e, "cannot read its watch list");
+            kcmp_epoll_slot slot{(uint32_t)e.fd, (uint32_t)fd, seen[fd]++};
+            bool held = std::any_of(entries_.begin(), entries_.end(),
+                                    [fd](const fd_entry &o) { return o.fd == fd; });
+            if (!held || ::syscall(SYS_kcmp, pid_, pid_, kcmp_epoll_tfd, fd, &slot) != 0)
+                return refuse(e, "it watches a file under descriptor number " + std::to_string(fd) +
+                                     ", which no longer holds that file (it was closed while "
+                                     "another descriptor kept it open)");
+            watches.push_back({fd, events, data});
+        }
+        epoll_watches_ += watches.size();
+        if (epoll_watches_ > image::max_epoll_watches)
+            return refuse(e, "the process's epoll instances watch more than " +
+                                 std::to_string(image::max_epoll_watches) + " descriptors");
+        f.record.kind = image::file_epoll;
+        f.data.assign((const char *)watches.data(), watches.size() * sizeof(image::epoll_watch));
+        return {};
     }
 
     // Regular files and directories, and O_PATH descriptors of anything, are reopened by path:
@@ -524,6 +639,7 @@ class classifier {
     std::set<std::string> posix_locks_; // file, range and access of those already recorded
     std::map<int, uint32_t> kind_of_;   // record kind by fd, for the locks of duplicates
     uint32_t lock_count_ = 0;
+    size_t epoll_watches_ = 0;
 };
 
 } // namespace

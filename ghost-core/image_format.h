@@ -270,13 +270,26 @@ enum file_kind : uint32_t {
     // tree_shared record in the root's stream. `ghost restart` makes each such description once
     // and every restorer of the tree inherits it.
     file_tree_shared = 15,
+    // Anonymous-inode descriptors, made anew with the state their record's data carries. An
+    // eventfd (eventfd_state): its counter and semaphore mode.
+    file_eventfd = 16,
+    // A timerfd (timerfd_state): armed again for the time that remained, with the expirations
+    // not yet read.
+    file_timerfd = 17,
+    // A signalfd: its data is the signal mask it reads (uint64_t). The signals it would read are
+    // the process's pending signals, restored with them.
+    file_signalfd = 18,
+    // An epoll instance: its data is its watch list (epoll_watch each). The instance is made at
+    // its record; the watches are added once every descriptor is in place (they name
+    // descriptors of any record, an epoll instance's too).
+    file_epoll = 19,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
-    static const char *const names[] = {"?",           "file",   "dir",        "device",
-                                        "inherited",   "pipe-r", "pipe-w",     "dup",
-                                        "pipe-reopen", "tty",    "pty-master", "pty-slave",
-                                        "o-path",      "fifo",   "object",     "tree-shared"};
+    static const char *const names[] = {
+        "?",      "file",        "dir",     "device",     "inherited", "pipe-r", "pipe-w",
+        "dup",    "pipe-reopen", "tty",     "pty-master", "pty-slave", "o-path", "fifo",
+        "object", "tree-shared", "eventfd", "timerfd",    "signalfd",  "epoll"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -321,6 +334,39 @@ struct pty_state {
     int32_t locked;      // TIOCGPTLCK
     int32_t packet;      // TIOCGPKT
 };
+
+struct eventfd_state {
+    uint64_t count;
+    uint32_t semaphore; // EFD_SEMAPHORE
+    uint32_t pad;
+};
+static_assert(sizeof(eventfd_state) == 16);
+
+// A timerfd as fdinfo shows it. `value` is the time that remained before its next expiration,
+// except for an absolute timer on a settable clock (CLOCK_REALTIME, CLOCK_REALTIME_ALARM), where it
+// is the expiration's absolute time on that clock: such a timer keeps its date across a restart,
+// any other one the time it had left. A periodic timer that expired and was not read since
+// shows no remaining time (the kernel moves it on only at the read): it is armed again for one
+// interval.
+struct timerfd_state {
+    int32_t clock;
+    uint32_t settime_flags; // TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET
+    uint64_t ticks;         // expirations not read yet (TFD_IOC_SET_TICKS)
+    int64_t value[2];       // seconds, nanoseconds
+    int64_t interval[2];
+};
+static_assert(sizeof(timerfd_state) == 48);
+
+// One watch of an epoll instance: the descriptor it was added with, its events (EPOLLET,
+// EPOLLONESHOT ... included: a one-shot watch that fired shows only those bits, and is added
+// back disarmed) and its data.
+struct epoll_watch {
+    int32_t fd;
+    uint32_t events;
+    uint64_t data;
+};
+static_assert(sizeof(epoll_watch) == 16);
+inline constexpr uint32_t max_epoll_watches = 8192; // in one image, all instances together
 
 // A file lock the process held (fdinfo's "lock:" lines), taken again on the restored descriptor
 // once every descriptor is in place: flock and OFD locks belong to the open file description

@@ -558,7 +558,7 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_tree_shared || f.path_len >= max_path ||
+            f.kind > file_epoll || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
@@ -578,8 +578,39 @@ class stream_verifier {
             object_ids_[objects_++] = f.pipe_id;
         }
         if (f.kind == file_pty_slave && !object_seen(f.pipe_id)) return corrupt("bad file record");
+        if (f.kind >= file_eventfd && !anon_state(f, p + sizeof f + f.path_len))
+            return corrupt("bad file record");
         fds_[f.fd / 8] |= (uint8_t)(1u << (f.fd % 8));
         last_file_part_ = part, last_fd_ = f.fd;
+        return true;
+    }
+    // The state an anonymous-inode descriptor is made with (its record's data; no path).
+    bool anon_state(const file_record &f, const char *data) {
+        if (f.path_len) return false;
+        if (f.kind == file_eventfd) {
+            if (f.data_len != sizeof(eventfd_state)) return false;
+            eventfd_state e = load<eventfd_state>(data);
+            return e.count != ~0ULL && e.semaphore <= 1 && !e.pad;
+        }
+        if (f.kind == file_timerfd) {
+            if (f.data_len != sizeof(timerfd_state)) return false;
+            timerfd_state t = load<timerfd_state>(data);
+            auto valid = [](const int64_t(&ts)[2]) {
+                return ts[0] >= 0 && ts[1] >= 0 && ts[1] < 1000000000;
+            };
+            bool clock = t.clock == 0 || t.clock == 1 || (t.clock >= 7 && t.clock <= 9);
+            return clock && t.settime_flags <= 3 && valid(t.value) && valid(t.interval);
+        }
+        if (f.kind == file_signalfd) return f.data_len == sizeof(uint64_t);
+        // file_epoll
+        uint32_t count = f.data_len / (uint32_t)sizeof(epoll_watch);
+        if (f.data_len % sizeof(epoll_watch) || count > max_epoll_watches - epoll_watches_)
+            return false;
+        for (uint32_t i = 0; i < count; i++) {
+            epoll_watch w = load<epoll_watch>(data + i * sizeof w);
+            if (w.fd < 0 || w.fd >= max_image_fd) return false;
+        }
+        epoll_watches_ += count;
         return true;
     }
     bool file_lock(const char *p) {
@@ -628,6 +659,7 @@ class stream_verifier {
     uint64_t index_ = 0, records_ = 0, payload_bytes_ = 0, hash_sum_ = 0, memory_bytes_ = 0;
     uint64_t scan_id_ = 0, referenced_bytes_ = 0;
     uint32_t locks_ = 0;
+    uint32_t epoll_watches_ = 0;
     uint32_t sources_ = 0;
     uint32_t tree_members_ = 0, tree_live_ = 0, tree_shared_ = 0;
     bool tree_closed_ = false; // a record after the tree's was seen

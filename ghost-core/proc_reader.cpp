@@ -163,6 +163,7 @@ result<fd_info> read_fdinfo(pid_t pid, int fd) {
     if (!text) return text.err();
     fd_info info;
     info.fd = fd;
+    info.text = *text;
     std::istringstream in(*text);
     for (std::string line; std::getline(in, line);) {
         std::istringstream words(line);

@@ -63,6 +63,7 @@ struct fd_info {
     int64_t pos = 0;
     int flags = 0; // octal "flags:" field; O_CLOEXEC included as the kernel reports it
     std::vector<fd_lock> locks;
+    std::string text; // the whole of it: the lines of its kind (eventfd, timerfd, epoll ...)
 };
 result<fd_info> read_fdinfo(pid_t pid, int fd);
 result<std::vector<int>> list_fds(pid_t pid);

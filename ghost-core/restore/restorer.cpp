@@ -1221,6 +1221,98 @@ int64_t maps_offset(int fd, const img::proc_maps_position &at, const text &what)
     }
 }
 
+// Anonymous-inode descriptors (file_eventfd ...), made anew with the state of their record's
+// data (the verifier checked its size). An epoll instance's watches wait in g_epoll_watches
+// until every descriptor is in place (arm_epolls).
+struct pending_watch {
+    int epoll_fd;
+    img::epoll_watch watch;
+};
+pending_watch g_epoll_watches[img::max_epoll_watches];
+uint32_t g_epoll_watch_count = 0;
+
+long make_anon(const img::file_record &fr, const char *data) {
+    int nonblock = fr.flags & O_NONBLOCK;
+    switch (fr.kind) {
+    case img::file_eventfd: {
+        img::eventfd_state st;
+        memcpy(&st, data, sizeof st);
+        constexpr int efd_semaphore = 1;
+        long fd =
+            sys::call(__NR_eventfd2, 0, O_CLOEXEC | nonblock | (st.semaphore ? efd_semaphore : 0));
+        if (fd >= 0 && st.count) { // (the counter is 64 bits wide, eventfd2's start value 32)
+            long w = sys::call(__NR_write, fd, &st.count, sizeof st.count);
+            if (w != (long)sizeof st.count) return sys::failed(w) ? w : -5 /* EIO */;
+        }
+        return fd;
+    }
+    case img::file_timerfd: {
+        img::timerfd_state st;
+        memcpy(&st, data, sizeof st);
+        long fd = sys::call(__NR_timerfd_create, st.clock, O_CLOEXEC | nonblock);
+        if (fd < 0) return fd;
+        struct {
+            long interval[2], value[2];
+        } spec = {{st.interval[0], st.interval[1]}, {st.value[0], st.value[1]}};
+        bool settable = st.clock == 0 /* CLOCK_REALTIME */ || st.clock == 8 /* _ALARM */;
+        // The exporter gave an absolute time only for an absolute timer on a settable clock:
+        // any other is armed for the time it had left.
+        int flags = settable ? (int)st.settime_flags : 0;
+        bool expired = !st.value[0] && !st.value[1];
+        if (expired && (st.interval[0] || st.interval[1])) { // moved on at its next read
+            spec.value[0] = st.interval[0], spec.value[1] = st.interval[1];
+            flags = 0;
+        }
+        long r = expired && !spec.value[0] && !spec.value[1]
+                     ? 0
+                     : sys::call(__NR_timerfd_settime, fd, flags, &spec, 0);
+        constexpr unsigned long tfd_ioc_set_ticks = 0x40085400; // _IOW('T', 0, __u64)
+        if (!sys::failed(r) && st.ticks)
+            r = sys::call(__NR_ioctl, fd, tfd_ioc_set_ticks, &st.ticks);
+        return sys::failed(r) ? r : fd;
+    }
+    case img::file_signalfd: {
+        uint64_t mask;
+        memcpy(&mask, data, sizeof mask);
+        return sys::call(__NR_signalfd4, -1, &mask, sizeof mask, O_CLOEXEC | nonblock);
+    }
+    default: { // file_epoll
+        long fd = sys::call(__NR_epoll_create1, O_CLOEXEC);
+        if (fd < 0) return fd;
+        uint32_t count = fr.data_len / (uint32_t)sizeof(img::epoll_watch);
+        if (count > img::max_epoll_watches - g_epoll_watch_count)
+            fail(text("the image is corrupt (too many epoll watches)"));
+        for (uint32_t i = 0; i < count; i++) {
+            pending_watch &w = g_epoll_watches[g_epoll_watch_count++];
+            w.epoll_fd = fr.fd;
+            memcpy(&w.watch, data + i * sizeof w.watch, sizeof w.watch);
+        }
+        return fd;
+    }
+    }
+}
+
+// Once every descriptor is in place: the watches of the epoll instances, on the same
+// descriptor numbers with the same events and data. (What was ready is ready again: a
+// level-triggered watch reports it as before; an edge-triggered one reports it once more.)
+void arm_epolls() {
+    struct __attribute__((packed)) {
+        uint32_t events;
+        uint64_t data;
+    } ev;
+    for (uint32_t i = 0; i < g_epoll_watch_count; i++) {
+        const pending_watch &w = g_epoll_watches[i];
+        text what = text("the epoll watch of descriptor ")
+                        .num(w.watch.fd)
+                        .add(" in descriptor ")
+                        .num(w.epoll_fd);
+        if (!fd_in_image(w.watch.fd)) fail(what.add(": that descriptor is not in the image"));
+        ev.events = w.watch.events, ev.data = w.watch.data;
+        long r = sys::call(__NR_epoll_ctl, w.epoll_fd, 1 /* EPOLL_CTL_ADD */, w.watch.fd, &ev);
+        if (sys::failed(r)) fail_errno(text("cannot restore ").add(what.str()), r);
+    }
+}
+
 void restore_file(record &r) {
     read_metadata(r);
     img::file_record fr;
@@ -1361,6 +1453,19 @@ void restore_file(record &r) {
             sys::call(__NR_ioctl, pp.master, ghost::uapi::tiocgptpeer,
                       (fr.flags & (O_ACCMODE | O_NONBLOCK | O_APPEND)) | O_NOCTTY | O_CLOEXEC);
         if (fd < 0) fail_errno(text("cannot open the pty slave of ").add(what.str()), fd);
+        place_fd((int)fd, fr.fd, fr.cloexec);
+        return;
+    }
+    case img::file_eventfd:
+    case img::file_timerfd:
+    case img::file_signalfd:
+    case img::file_epoll: {
+        if (skip) return;
+        long fd = make_anon(fr, data);
+        if (fd < 0)
+            fail_errno(
+                text("cannot make ").add(img::file_kind_name(fr.kind)).add(" ").add(what.str()),
+                fd);
         place_fd((int)fd, fr.fd, fr.cloexec);
         return;
     }
@@ -1820,6 +1925,7 @@ complete:
     workers_stop();
     if (g_gate) wait_for_gate();
     finish_files();
+    arm_epolls();
     finish_objects();
     close_foreign_fds();
     take_file_locks();

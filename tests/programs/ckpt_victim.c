@@ -15,7 +15,9 @@
 #include <linux/seccomp.h>
 #include <mqueue.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/mman.h>
@@ -77,8 +79,19 @@ static void hold(const char *kind, const char *dir) {
         char path[64]; // another process's (its own would be reopened through /proc/self)
         snprintf(path, sizeof path, "/proc/%d/status", (int)getppid());
         fd = open(path, O_RDONLY);
-    } else if (strcmp(kind, "eventfd") == 0) {
-        fd = eventfd(0, 0);
+    } else if (strcmp(kind, "epoll_stale") == 0) {
+        // An epoll instance that watches a file under a number closed since, while a dup keeps
+        // the file open: a restored watch could only be on another number.
+        int efd = eventfd(0, 0);
+        fd = epoll_create1(0);
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (efd < 0 || fd < 0 || epoll_ctl(fd, EPOLL_CTL_ADD, efd, &ev) != 0 || dup(efd) < 0)
+            t_fail("epoll_stale: %s", strerror(errno));
+        close(efd);
+    } else if (strcmp(kind, "inotify") == 0) {
+        fd = inotify_init1(0);
+        if (fd < 0 || inotify_add_watch(fd, dir, IN_CREATE) < 0)
+            t_fail("inotify: %s", strerror(errno));
     } else if (strcmp(kind, "socketpair") == 0) { // to another process
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) t_fail("socketpair: %s", strerror(errno));
@@ -148,8 +161,9 @@ static void hold(const char *kind, const char *dir) {
         memset(at, 1, 4096);
         fd = 0;
     } else {
-        t_usage("--dir DIR [--hold netns|procfile|eventfd|socketpair|ptmx|pts|aio|sysvshm|"
-                "fifo_data|memfd_big|mqueue|flock|seccomp_filter|seccomp_strict|restorer_zone]");
+        t_usage(
+            "--dir DIR [--hold netns|procfile|epoll_stale|inotify|socketpair|ptmx|pts|aio|sysvshm|"
+            "fifo_data|memfd_big|mqueue|flock|seccomp_filter|seccomp_strict|restorer_zone]");
     }
     if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
 }

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+// An event loop on anonymous-inode descriptors, as asyncio, libuv or a server's loop holds them,
+// checked every step:
+//  * an epoll instance (and a dup of it, used on odd steps) watching: a semaphore eventfd
+//    (level-triggered), a periodic timerfd (edge-triggered), a signalfd of SIGUSR1, a second
+//    epoll instance that watches an eventfd of its own (nested), and a pipe through a one-shot
+//    watch that fired once at the start and must stay disarmed;
+//  * an eventfd whose counter is beyond 32 bits, a semaphore eventfd holding 3, a one-shot timerfd
+//    that expired unread (its expiration must still be there at the end), and an absolute
+//    CLOCK_REALTIME timerfd an hour away (still armed for the same date).
+// Each step writes the eventfds, queues SIGUSR1 with the step's number, waits in epoll_wait for
+// exactly the events it caused, and checks each descriptor's state. A step also waits 2 ms in an
+// epoll_wait of its own: the loop spends its time blocked there, where a park usually finds it.
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+
+enum { ev_semaphore = 1, ev_timer = 3, ev_signal = 4, ev_nested = 5, ev_oneshot = 6, ev_inner = 7 };
+
+static const uint64_t big_base = 0x100000005ULL;
+
+static uint64_t read_u64(int fd, const char *what) {
+    uint64_t v = 0;
+    if (read(fd, &v, sizeof v) != (ssize_t)sizeof v) t_fail("read %s: %s", what, strerror(errno));
+    return v;
+}
+
+static void write_u64(int fd, uint64_t v, const char *what) {
+    if (write(fd, &v, sizeof v) != (ssize_t)sizeof v) t_fail("write %s: %s", what, strerror(errno));
+}
+
+static void watch(int ep, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) t_fail("epoll_ctl: %s", strerror(errno));
+}
+
+static int64_t ns_of(struct timespec t) {
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    t_init("event_loop");
+    long steps = 1000;
+    for (int i = 1; i + 1 < argc; i += 2)
+        if (strcmp(argv[i], "--steps") == 0) steps = atol(argv[i + 1]);
+
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigprocmask(SIG_BLOCK, &usr1, NULL) != 0) t_fail("sigprocmask");
+
+    int semaphore = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
+    int big = eventfd(0, EFD_NONBLOCK);
+    int held = eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK);
+    int inner_efd = eventfd(0, EFD_NONBLOCK);
+    int periodic = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    int expired = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK);
+    int dated = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK);
+    int sigfd = signalfd(-1, &usr1, SFD_NONBLOCK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int inner = epoll_create1(0);
+    int pause_ep = epoll_create1(0);
+    int pipe_fds[2];
+    if (semaphore < 0 || big < 0 || held < 0 || inner_efd < 0 || periodic < 0 || expired < 0 ||
+        dated < 0 || sigfd < 0 || ep < 0 || inner < 0 || pause_ep < 0 || pipe2(pipe_fds, 0) != 0)
+        t_fail("cannot make the descriptors: %s", strerror(errno));
+    int ep_dup = dup(ep);
+    write_u64(big, big_base, "the big eventfd");
+
+    struct itimerspec every_5ms = {{0, 5000000}, {0, 5000000}};
+    struct itimerspec once_1ms = {{0, 0}, {0, 1000000}};
+    if (timerfd_settime(periodic, 0, &every_5ms, NULL) != 0 ||
+        timerfd_settime(expired, 0, &once_1ms, NULL) != 0)
+        t_fail("timerfd_settime: %s", strerror(errno));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct itimerspec in_an_hour = {{0, 0}, {now.tv_sec + 3600, now.tv_nsec}};
+    if (timerfd_settime(dated, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &in_an_hour, NULL) != 0)
+        t_fail("timerfd_settime (absolute): %s", strerror(errno));
+    int64_t dated_at = ns_of(in_an_hour.it_value);
+
+    watch(ep, semaphore, EPOLLIN, ev_semaphore);
+    watch(ep, periodic, EPOLLIN | EPOLLET, ev_timer);
+    watch(ep, sigfd, EPOLLIN, ev_signal);
+    watch(inner, inner_efd, EPOLLIN, ev_inner);
+    watch(ep, inner, EPOLLIN, ev_nested);
+    if (write(pipe_fds[1], "x", 1) != 1) t_fail("write pipe");
+    watch(ep, pipe_fds[0], EPOLLIN | EPOLLONESHOT, ev_oneshot);
+    struct epoll_event got[8];
+    int n = epoll_wait(ep, got, 8, 1000);
+    if (n != 1 || got[0].data.u64 != ev_oneshot) t_fail("the one-shot watch did not fire once");
+
+    uint64_t timer_ticks = 0;
+    for (long step = 1; step <= steps; step++) {
+        int loop = step % 2 ? ep_dup : ep;
+        write_u64(semaphore, 1, "the semaphore eventfd");
+        write_u64(inner_efd, 1, "the inner eventfd");
+        if (sigqueue(getpid(), SIGUSR1, (union sigval){.sival_int = (int)step}) != 0)
+            t_fail("sigqueue: %s", strerror(errno));
+        int seen_semaphore = 0, seen_signal = 0, seen_nested = 0;
+        while (!(seen_semaphore && seen_signal && seen_nested)) {
+            n = epoll_wait(loop, got, 8, 5000);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) t_fail("step %ld: epoll_wait returned %d (%s)", step, n, strerror(errno));
+            for (int i = 0; i < n; i++) {
+                switch (got[i].data.u64) {
+                case ev_semaphore:
+                    if (read_u64(semaphore, "the semaphore eventfd") != 1)
+                        t_fail("step %ld: the semaphore eventfd read more than 1", step);
+                    seen_semaphore++;
+                    break;
+                case ev_timer:
+                    timer_ticks += read_u64(periodic, "the periodic timerfd");
+                    break;
+                case ev_signal: {
+                    struct signalfd_siginfo si;
+                    if (read(sigfd, &si, sizeof si) != (ssize_t)sizeof si)
+                        t_fail("step %ld: read signalfd: %s", step, strerror(errno));
+                    if (si.ssi_signo != SIGUSR1 || si.ssi_int != (int32_t)step)
+                        t_fail("step %ld: the signalfd read signal %u value %d", step, si.ssi_signo,
+                               si.ssi_int);
+                    seen_signal++;
+                    break;
+                }
+                case ev_nested: {
+                    struct epoll_event in;
+                    if (epoll_wait(inner, &in, 1, 0) != 1 || in.data.u64 != ev_inner)
+                        t_fail("step %ld: the nested epoll instance had no event", step);
+                    if (read_u64(inner_efd, "the inner eventfd") != 1)
+                        t_fail("step %ld: the inner eventfd did not hold 1", step);
+                    seen_nested++;
+                    break;
+                }
+                default:
+                    t_fail("step %ld: epoll reported data %llu", step,
+                           (unsigned long long)got[i].data.u64);
+                }
+            }
+            if (seen_semaphore > 1 || seen_signal > 1 || seen_nested > 1)
+                t_fail("step %ld: an event was reported twice", step);
+        }
+        uint64_t k = (uint64_t)(step % 7 + 1);
+        write_u64(big, k, "the big eventfd");
+        if (read_u64(big, "the big eventfd") != big_base + k)
+            t_fail("step %ld: the big eventfd lost its counter", step);
+        write_u64(big, big_base, "the big eventfd");
+
+        struct itimerspec cur;
+        if (timerfd_gettime(periodic, &cur) != 0 || cur.it_interval.tv_sec != 0 ||
+            cur.it_interval.tv_nsec != 5000000)
+            t_fail("step %ld: the periodic timerfd lost its interval", step);
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (timerfd_gettime(dated, &cur) != 0) t_fail("timerfd_gettime: %s", strerror(errno));
+        int64_t left = ns_of(cur.it_value), want = dated_at - ns_of(now);
+        if (left <= 0 || llabs(left - want) > 2000000000LL)
+            t_fail("step %ld: the absolute timerfd is %lld ms off its date", step,
+                   (long long)((left - want) / 1000000));
+        if (epoll_wait(pause_ep, got, 1, 2) != 0 && errno != EINTR)
+            t_fail("step %ld: an empty epoll instance reported an event", step);
+        if (step % 100 == 0) t_line("step %ld: events as expected", step);
+    }
+    if (timer_ticks == 0) t_fail("the periodic timerfd never fired");
+    if (read_u64(expired, "the expired timerfd") != 1)
+        t_fail("the one-shot timerfd lost its expiration");
+    for (int i = 0; i < 3; i++)
+        if (read_u64(held, "the semaphore eventfd holding 3") != 1)
+            t_fail("the semaphore eventfd holding 3 lost its count");
+    uint64_t v;
+    if (read(held, &v, sizeof v) != -1 || errno != EAGAIN)
+        t_fail("the semaphore eventfd holding 3 held more");
+    struct epoll_event rearm = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = ev_oneshot};
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, pipe_fds[0], &rearm) != 0)
+        t_fail("epoll_ctl MOD: %s", strerror(errno));
+    for (;;) { // what is ready (timer ticks, the one-shot pipe) until the pipe is reported
+        n = epoll_wait(ep, got, 8, 5000);
+        if (n <= 0) t_fail("the re-armed one-shot watch did not fire");
+        for (int i = 0; i < n; i++) {
+            if (got[i].data.u64 == ev_oneshot) {
+                t_line("one-shot watch fired once more after being re-armed");
+                return t_pass();
+            }
+            if (got[i].data.u64 != ev_timer)
+                t_fail("epoll reported data %llu", (unsigned long long)got[i].data.u64);
+            timer_ticks += read_u64(periodic, "the periodic timerfd");
+        }
+    }
+}
