@@ -7,7 +7,12 @@
 #include "ghost-core/export_files.h"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -82,6 +87,51 @@ std::optional<std::string> fdinfo_field(const std::string &text, std::string_vie
         at = end + 1;
     }
     return std::nullopt;
+}
+
+// What sock_diag tells of a Unix socket, by inode (in the exporter's network namespace).
+struct unix_socket_info {
+    uint8_t state = 0;    // TCP_ESTABLISHED (1) for a connected one
+    uint32_t peer = 0;    // the peer's inode, 0 if none
+    bool named = false;   // bound to a path or an abstract name
+    uint8_t shutdown = 0; // SHUT_RD/SHUT_WR bits (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
+};
+
+result<unix_socket_info> unix_socket(uint64_t ino) {
+    owned_fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    if (nl.get() < 0) return sys_error("cannot open a sock_diag socket");
+    struct {
+        nlmsghdr h;
+        unix_diag_req r;
+    } req{};
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST;
+    req.r.sdiag_family = AF_UNIX;
+    req.r.udiag_states = ~0u;
+    req.r.udiag_ino = (uint32_t)ino;
+    req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
+    req.r.udiag_cookie[0] = req.r.udiag_cookie[1] = ~0u; // INET_DIAG_NOCOOKIE
+    if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
+        return sys_error("cannot query sock_diag");
+    alignas(nlmsghdr) char buf[8192];
+    ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+    if (n < 0) return sys_error("cannot read sock_diag's answer");
+    auto *h = (nlmsghdr *)buf;
+    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != SOCK_DIAG_BY_FAMILY)
+        return error{"sock_diag does not know the socket (is unix_diag available?)"};
+    auto *m = (unix_diag_msg *)NLMSG_DATA(h);
+    unix_socket_info info;
+    info.state = m->udiag_state;
+    int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+    for (auto *a = (rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == UNIX_DIAG_NAME) info.named = true;
+        if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= 4)
+            std::memcpy(&info.peer, RTA_DATA(a), 4);
+        if (a->rta_type == UNIX_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
+            info.shutdown = *(uint8_t *)RTA_DATA(a);
+    }
+    return info;
 }
 
 bool is_pty_slave(dev_t rdev) {
@@ -291,7 +341,7 @@ class classifier {
             f.record.kind = image::file_inherit; // the restarting command's own stream
             return {};
         }
-        if (type == S_IFSOCK) return refuse(e, "a socket cannot be restored");
+        if (type == S_IFSOCK) return classify_socket(e, f);
         if (type == S_IFIFO) return refuse(e, "a named pipe cannot be restored");
         return refuse(e, "this kind of descriptor cannot be restored");
     }
@@ -389,6 +439,97 @@ class classifier {
                                  std::to_string(image::max_epoll_watches) + " descriptors");
         f.record.kind = image::file_epoll;
         f.data.assign((const char *)watches.data(), watches.size() * sizeof(image::epoll_watch));
+        return {};
+    }
+
+    // A socket is carried when it is one end of a connected pair of unnamed Unix sockets whose
+    // other end the process holds too (a socketpair, as an event loop's wake-up channel): a new
+    // pair is made, with the bytes queued at each end (stream sockets; a datagram socket must
+    // have nothing queued, its boundaries are not carried).
+    result<void> classify_socket(const fd_entry &e, exported_file &f) {
+        auto own = grab(e);
+        if (!own) return own.err();
+        int domain = 0, type = 0, passcred = 0, sndbuf = 0, rcvbuf = 0;
+        socklen_t len = sizeof(int);
+        auto opt = [&](int name, int &v) {
+            len = sizeof v;
+            return ::getsockopt(own->get(), SOL_SOCKET, name, &v, &len) == 0;
+        };
+        if (!opt(SO_DOMAIN, domain) || !opt(SO_TYPE, type) || !opt(SO_PASSCRED, passcred) ||
+            !opt(SO_SNDBUF, sndbuf) || !opt(SO_RCVBUF, rcvbuf))
+            return refuse(e,
+                          std::string("cannot read the socket's options: ") + std::strerror(errno));
+        const char *only = "a socket cannot be restored (a pair of connected unnamed Unix "
+                           "sockets whose two ends the process holds can)";
+        if (domain != AF_UNIX ||
+            (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET))
+            return refuse(e, only);
+        auto info = unix_socket(e.sb.st_ino);
+        if (!info) return refuse(e, info.err().message);
+        if (info->state != 1 /* TCP_ESTABLISHED */ || info->named || !info->peer)
+            return refuse(e, only);
+        const fd_entry *peer = nullptr;
+        for (const fd_entry &o : entries_)
+            if (o.sb.st_ino == info->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
+                o.sb.st_dev == e.sb.st_dev)
+                peer = &o;
+        if (!peer) return refuse(e, "a socket to another process cannot be restored");
+        auto peer_info = unix_socket(info->peer);
+        if (!peer_info) return refuse(e, peer_info.err().message);
+        if (peer_info->named || info->shutdown || peer_info->shutdown)
+            return refuse(e, "a socket that is named or shut down in one direction cannot be "
+                             "restored");
+        image::socket_state st{};
+        st.type = (uint32_t)type;
+        st.end = e.sb.st_ino < info->peer ? 0 : 1;
+        st.sndbuf = (uint32_t)sndbuf, st.rcvbuf = (uint32_t)rcvbuf;
+        st.passcred = passcred != 0;
+        f.record.kind = image::file_socket_pair;
+        f.record.pipe_id = std::min<uint64_t>(e.sb.st_ino, info->peer);
+        f.data.assign((const char *)&st, sizeof st);
+        return read_socket_queue(e, own->get(), type, f.data);
+    }
+
+    // The bytes queued for reading at a socket, peeked (the process reads them later).
+    result<void> read_socket_queue(const fd_entry &e, int sock, int type, std::string &out) {
+        char probe;
+        if (type != SOCK_STREAM) {
+            if (::recv(sock, &probe, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 ||
+                errno != EAGAIN)
+                return refuse(e, "messages are queued in the datagram socket, which cannot be "
+                                 "restored (read them first)");
+            return {};
+        }
+        int queued = 0;
+        if (::ioctl(sock, FIONREAD, &queued) != 0)
+            return refuse(e,
+                          std::string("cannot read the socket's queue: ") + std::strerror(errno));
+        if (queued == 0) return {};
+        if ((uint32_t)queued > image::max_socket_queue)
+            return refuse(e, std::to_string(queued) +
+                                 " bytes are queued in the socket, more than " +
+                                 std::to_string(image::max_socket_queue) + " (read them first)");
+        std::string data((size_t)queued, '\0');
+        alignas(cmsghdr) char control[CMSG_SPACE(253 * sizeof(int))];
+        iovec iov{data.data(), data.size()};
+        msghdr msg{};
+        msg.msg_iov = &iov, msg.msg_iovlen = 1;
+        msg.msg_control = control, msg.msg_controllen = sizeof control;
+        ssize_t got = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        bool rights = false;
+        for (cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            rights = true;
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; i++)
+                ::close(((int *)CMSG_DATA(c))[i]);
+        }
+        if (rights)
+            return refuse(e, "descriptors are in flight in the socket, which cannot be restored");
+        if (got != queued)
+            return refuse(e, "cannot read the " + std::to_string(queued) +
+                                 " bytes queued in the socket (read them first)");
+        out += data;
         return {};
     }
 

@@ -283,13 +283,18 @@ enum file_kind : uint32_t {
     // its record; the watches are added once every descriptor is in place (they name
     // descriptors of any record, an epoll instance's too).
     file_epoll = 19,
+    // One end of a connected pair of unnamed Unix sockets (socketpair) whose two ends the
+    // process holds (`pipe_id` names the pair): the first record of a pair makes a new pair.
+    // Its data: a socket_state, then the bytes queued for reading at this end (stream sockets
+    // only), written again through the other end.
+    file_socket_pair = 20,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
     static const char *const names[] = {
         "?",      "file",        "dir",     "device",     "inherited", "pipe-r", "pipe-w",
         "dup",    "pipe-reopen", "tty",     "pty-master", "pty-slave", "o-path", "fifo",
-        "object", "tree-shared", "eventfd", "timerfd",    "signalfd",  "epoll"};
+        "object", "tree-shared", "eventfd", "timerfd",    "signalfd",  "epoll",  "socketpair"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -367,6 +372,17 @@ struct epoll_watch {
 };
 static_assert(sizeof(epoll_watch) == 16);
 inline constexpr uint32_t max_epoll_watches = 8192; // in one image, all instances together
+
+struct socket_state {
+    uint32_t type;   // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    uint32_t end;    // 0 for the end with the lower inode, 1 for the other
+    uint32_t sndbuf; // SO_SNDBUF, SO_RCVBUF as getsockopt shows them (twice what was set)
+    uint32_t rcvbuf;
+    uint32_t passcred; // SO_PASSCRED
+    uint32_t pad;
+};
+static_assert(sizeof(socket_state) == 24);
+inline constexpr uint32_t max_socket_queue = 512 * 1024; // bytes queued at one end
 
 // A file lock the process held (fdinfo's "lock:" lines), taken again on the restored descriptor
 // once every descriptor is in place: flock and OFD locks belong to the open file description

@@ -558,7 +558,7 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_epoll || f.path_len >= max_path ||
+            f.kind > file_socket_pair || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
@@ -602,6 +602,14 @@ class stream_verifier {
             return clock && t.settime_flags <= 3 && valid(t.value) && valid(t.interval);
         }
         if (f.kind == file_signalfd) return f.data_len == sizeof(uint64_t);
+        if (f.kind == file_socket_pair) {
+            if (f.data_len < sizeof(socket_state)) return false;
+            socket_state st = load<socket_state>(data);
+            uint32_t queued = f.data_len - (uint32_t)sizeof st;
+            return (st.type == 1 || st.type == 2 || st.type == 5) && st.end <= 1 &&
+                   st.passcred <= 1 && !st.pad && queued <= max_socket_queue &&
+                   (st.type == 1 || !queued);
+        }
         // file_epoll
         uint32_t count = f.data_len / (uint32_t)sizeof(epoll_watch);
         if (f.data_len % sizeof(epoll_watch) || count > max_epoll_watches - epoll_watches_)

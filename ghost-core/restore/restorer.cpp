@@ -1032,6 +1032,10 @@ struct pipe_pair {
 pipe_pair g_pipes[img::max_image_objects];
 int g_pipe_count = 0;
 
+// Recreated socket pairs (file_socket_pair): the two ends, by the socket_state's `end`.
+pipe_pair g_socket_pairs[img::max_image_objects];
+int g_socket_pair_count = 0;
+
 // A recreated pty pair: the temporary master opens the slave's descriptions.
 struct pty_pair {
     uint64_t id;
@@ -1313,6 +1317,47 @@ void arm_epolls() {
     }
 }
 
+pipe_pair &socket_pair_of(const img::file_record &fr, uint32_t type, const text &what) {
+    for (int i = 0; i < g_socket_pair_count; i++)
+        if (g_socket_pairs[i].id == fr.pipe_id) return g_socket_pairs[i];
+    if (g_socket_pair_count == (int)img::max_image_objects)
+        fail(text("too many socket pairs in the image"));
+    int ends[2];
+    long r = sys::call(__NR_socketpair, 1 /* AF_UNIX */, type | O_CLOEXEC, 0, ends);
+    if (sys::failed(r)) fail_errno(text("cannot create a socket pair for ").add(what.str()), r);
+    pipe_pair &sp = g_socket_pairs[g_socket_pair_count++];
+    sp.id = fr.pipe_id;
+    sp.ends[0] = temp_fd(ends[0]);
+    sp.ends[1] = temp_fd(ends[1]);
+    sp.placed[0] = sp.placed[1] = false;
+    return sp;
+}
+
+constexpr int sol_socket = 1, so_sndbuf = 7, so_rcvbuf = 8, so_passcred = 16;
+
+void set_socket_option(int sock, int name, int value, const text &what) {
+    long r = sys::call(__NR_setsockopt, sock, sol_socket, name, &value, sizeof value);
+    if (sys::failed(r)) fail_errno(text("cannot set the socket options of ").add(what.str()), r);
+}
+
+// The bytes queued at one end are sent again by the other, which may send that much at once
+// only for as long as it takes (a sender's buffer bounds what it has in flight).
+void refill_socket(int peer, const char *data, uint32_t len, const text &what) {
+    int was = 0;
+    uint32_t size = sizeof was;
+    long r = sys::call(__NR_getsockopt, peer, sol_socket, so_sndbuf, &was, &size);
+    if (sys::failed(r)) fail_errno(text("cannot refill the socket of ").add(what.str()), r);
+    set_socket_option(peer, so_sndbuf, (int)(len + 65536), what);
+    for (uint32_t done = 0; done < len;) {
+        long n = sys::call(__NR_sendto, peer, data + done, len - done,
+                           0x40 /* MSG_DONTWAIT */ | 0x4000 /* MSG_NOSIGNAL */, 0, 0);
+        if (n == -4) continue;
+        if (n <= 0) fail_errno(text("cannot refill the socket of ").add(what.str()), n ? n : -5);
+        done += (uint32_t)n;
+    }
+    set_socket_option(peer, so_sndbuf, was / 2, what); // (getsockopt shows twice what was set)
+}
+
 void restore_file(record &r) {
     read_metadata(r);
     img::file_record fr;
@@ -1456,6 +1501,24 @@ void restore_file(record &r) {
         place_fd((int)fd, fr.fd, fr.cloexec);
         return;
     }
+    case img::file_socket_pair: {
+        img::socket_state st;
+        memcpy(&st, data, sizeof st);
+        pipe_pair &sp = socket_pair_of(fr, st.type, what);
+        int end = sp.ends[st.end], peer = sp.ends[1 - st.end];
+        set_socket_option(end, so_sndbuf, (int)(st.sndbuf / 2), what);
+        set_socket_option(end, so_rcvbuf, (int)(st.rcvbuf / 2), what);
+        if (st.passcred) set_socket_option(end, so_passcred, 1, what);
+        if (fr.data_len > sizeof st)
+            refill_socket(peer, data + sizeof st, fr.data_len - (uint32_t)sizeof st, what);
+        if (skip) return;
+        if (sp.placed[st.end]) fail(text("the image is corrupt (socket end twice)"));
+        place_copy(end, fr.fd, fr.cloexec);
+        sp.placed[st.end] = true;
+        int flags = fr.flags & (O_NONBLOCK | O_APPEND);
+        if (flags) sys::call(__NR_fcntl, fr.fd, F_SETFL, flags);
+        return;
+    }
     case img::file_eventfd:
     case img::file_timerfd:
     case img::file_signalfd:
@@ -1514,6 +1577,9 @@ void take_file_locks() {
 void finish_files() {
     for (int i = 0; i < g_pipe_count; i++)
         for (int fd : g_pipes[i].ends)
+            sys::call(__NR_close, fd);
+    for (int i = 0; i < g_socket_pair_count; i++)
+        for (int fd : g_socket_pairs[i].ends)
             sys::call(__NR_close, fd);
     for (int i = 0; i < g_pty_count; i++) {
         if (g_ptys[i].locked) {

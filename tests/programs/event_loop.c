@@ -3,11 +3,14 @@
 // checked every step:
 //  * an epoll instance (and a dup of it, used on odd steps) watching: a semaphore eventfd
 //    (level-triggered), a periodic timerfd (edge-triggered), a signalfd of SIGUSR1, a second
-//    epoll instance that watches an eventfd of its own (nested), and a pipe through a one-shot
-//    watch that fired once at the start and must stay disarmed;
+//    epoll instance that watches an eventfd of its own (nested), a stream socketpair that wakes
+//    the loop (a byte per step, as asyncio's self-pipe), and a pipe through a one-shot watch that
+//    fired once at the start and must stay disarmed;
 //  * an eventfd whose counter is beyond 32 bits, a semaphore eventfd holding 3, a one-shot timerfd
 //    that expired unread (its expiration must still be there at the end), and an absolute
-//    CLOCK_REALTIME timerfd an hour away (still armed for the same date).
+//    CLOCK_REALTIME timerfd an hour away (still armed for the same date), and a socketpair with
+//    100000 bytes queued at one end from the start (read back at the end) and a send buffer size
+//    set on the other.
 // Each step writes the eventfds, queues SIGUSR1 with the step's number, waits in epoll_wait for
 // exactly the events it caused, and checks each descriptor's state. A step also waits 2 ms in an
 // epoll_wait of its own: the loop spends its time blocked there, where a park usually finds it.
@@ -19,9 +22,18 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 
-enum { ev_semaphore = 1, ev_timer = 3, ev_signal = 4, ev_nested = 5, ev_oneshot = 6, ev_inner = 7 };
+enum {
+    ev_semaphore = 1,
+    ev_timer = 3,
+    ev_signal = 4,
+    ev_nested = 5,
+    ev_oneshot = 6,
+    ev_inner = 7,
+    ev_wake = 8
+};
 
 static const uint64_t big_base = 0x100000005ULL;
 
@@ -66,7 +78,18 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     int inner = epoll_create1(0);
     int pause_ep = epoll_create1(0);
-    int pipe_fds[2];
+    int pipe_fds[2], wake[2], queued[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, wake) != 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, queued) != 0)
+        t_fail("socketpair: %s", strerror(errno));
+    int sndbuf = 50000;
+    if (setsockopt(wake[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
+        t_fail("SO_SNDBUF: %s", strerror(errno));
+    static unsigned char pattern[100000];
+    for (size_t i = 0; i < sizeof pattern; i++)
+        pattern[i] = (unsigned char)(i * 7 + i / 251);
+    if (write(queued[1], pattern, sizeof pattern) != (ssize_t)sizeof pattern)
+        t_fail("cannot queue the pattern in the socketpair: %s", strerror(errno));
     if (semaphore < 0 || big < 0 || held < 0 || inner_efd < 0 || periodic < 0 || expired < 0 ||
         dated < 0 || sigfd < 0 || ep < 0 || inner < 0 || pause_ep < 0 || pipe2(pipe_fds, 0) != 0)
         t_fail("cannot make the descriptors: %s", strerror(errno));
@@ -92,6 +115,7 @@ int main(int argc, char **argv) {
     watch(ep, inner, EPOLLIN, ev_nested);
     if (write(pipe_fds[1], "x", 1) != 1) t_fail("write pipe");
     watch(ep, pipe_fds[0], EPOLLIN | EPOLLONESHOT, ev_oneshot);
+    watch(ep, wake[0], EPOLLIN, ev_wake);
     struct epoll_event got[8];
     int n = epoll_wait(ep, got, 8, 1000);
     if (n != 1 || got[0].data.u64 != ev_oneshot) t_fail("the one-shot watch did not fire once");
@@ -103,8 +127,10 @@ int main(int argc, char **argv) {
         write_u64(inner_efd, 1, "the inner eventfd");
         if (sigqueue(getpid(), SIGUSR1, (union sigval){.sival_int = (int)step}) != 0)
             t_fail("sigqueue: %s", strerror(errno));
-        int seen_semaphore = 0, seen_signal = 0, seen_nested = 0;
-        while (!(seen_semaphore && seen_signal && seen_nested)) {
+        unsigned char byte = (unsigned char)step;
+        if (write(wake[1], &byte, 1) != 1) t_fail("step %ld: write the wake-up socket", step);
+        int seen_semaphore = 0, seen_signal = 0, seen_nested = 0, seen_wake = 0;
+        while (!(seen_semaphore && seen_signal && seen_nested && seen_wake)) {
             n = epoll_wait(loop, got, 8, 5000);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) t_fail("step %ld: epoll_wait returned %d (%s)", step, n, strerror(errno));
@@ -137,12 +163,19 @@ int main(int argc, char **argv) {
                     seen_nested++;
                     break;
                 }
+                case ev_wake: {
+                    unsigned char in[4];
+                    if (read(wake[0], in, sizeof in) != 1 || in[0] != byte)
+                        t_fail("step %ld: the wake-up socket did not hold its one byte", step);
+                    seen_wake++;
+                    break;
+                }
                 default:
                     t_fail("step %ld: epoll reported data %llu", step,
                            (unsigned long long)got[i].data.u64);
                 }
             }
-            if (seen_semaphore > 1 || seen_signal > 1 || seen_nested > 1)
+            if (seen_semaphore > 1 || seen_signal > 1 || seen_nested > 1 || seen_wake > 1)
                 t_fail("step %ld: an event was reported twice", step);
         }
         uint64_t k = (uint64_t)(step % 7 + 1);
@@ -151,6 +184,9 @@ int main(int argc, char **argv) {
             t_fail("step %ld: the big eventfd lost its counter", step);
         write_u64(big, big_base, "the big eventfd");
 
+        socklen_t len = sizeof sndbuf;
+        if (getsockopt(wake[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || sndbuf != 100000)
+            t_fail("step %ld: the socket's send buffer is %d bytes", step, sndbuf);
         struct itimerspec cur;
         if (timerfd_gettime(periodic, &cur) != 0 || cur.it_interval.tv_sec != 0 ||
             cur.it_interval.tv_nsec != 5000000)
@@ -166,6 +202,12 @@ int main(int argc, char **argv) {
         if (step % 100 == 0) t_line("step %ld: events as expected", step);
     }
     if (timer_ticks == 0) t_fail("the periodic timerfd never fired");
+    static unsigned char back[sizeof pattern + 1];
+    size_t have = 0;
+    for (ssize_t n; have < sizeof back; have += (size_t)n)
+        if ((n = recv(queued[0], back + have, sizeof back - have, MSG_DONTWAIT)) <= 0) break;
+    if (have != sizeof pattern || memcmp(back, pattern, sizeof pattern) != 0)
+        t_fail("the socketpair held %zu bytes, not the 100000 queued", have);
     if (read_u64(expired, "the expired timerfd") != 1)
         t_fail("the one-shot timerfd lost its expiration");
     for (int i = 0; i < 3; i++)
