@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <optional>
 #include <set>
 
@@ -402,6 +403,7 @@ class classifier {
             return put(m);
         }
         if (e.link == "anon_inode:[eventpoll]") return classify_epoll(e, f);
+        if (e.link == "anon_inode:inotify") return classify_inotify(e, f);
         return refuse(e, "this kind of descriptor cannot be restored");
     }
 
@@ -531,6 +533,96 @@ class classifier {
                                  " bytes queued in the socket (read them first)");
         out += data;
         return {};
+    }
+
+    // An inotify instance's watches: fdinfo names each watched file by a file handle, turned
+    // back into a path here (open_by_handle_at, which needs CAP_DAC_READ_SEARCH). Events already
+    // queued cannot be read without taking them from the process: such an instance is refused.
+    result<void> classify_inotify(const fd_entry &e, exported_file &f) {
+        auto own = grab(e);
+        if (!own) return own.err();
+        int queued = 0;
+        if (::ioctl(own->get(), FIONREAD, &queued) != 0)
+            return refuse(e, std::string("cannot read its queue: ") + std::strerror(errno));
+        if (queued)
+            return refuse(e, std::to_string(queued) +
+                                 " bytes of inotify events are queued, which cannot be "
+                                 "restored (try again once the program has read them)");
+        std::map<int32_t, std::pair<uint32_t, std::string>> by_number; // (fdinfo: newest first)
+        for (size_t at = 0; at < e.info.text.size();) {
+            size_t end = e.info.text.find('\n', at);
+            if (end == std::string::npos) end = e.info.text.size();
+            std::string line = e.info.text.substr(at, end - at);
+            at = end + 1;
+            if (!starts_with(line, "inotify wd:")) continue;
+            unsigned wd, sdev, mask, ignored, bytes, type;
+            unsigned long ino;
+            char hex[2 * 128 + 1];
+            if (std::sscanf(line.c_str(),
+                            "inotify wd:%x ino:%lx sdev:%x mask:%x ignored_mask:%x "
+                            "fhandle-bytes:%x fhandle-type:%x f_handle:%256s",
+                            &wd, &ino, &sdev, &mask, &ignored, &bytes, &type, hex) != 8 ||
+                bytes > 128 || std::strlen(hex) != 2 * bytes)
+                return refuse(e, "cannot read its watch list");
+            if (++inotify_watches_ > image::max_inotify_watches || wd > image::max_inotify_wd)
+                return refuse(e,
+                              "it has more watches, or higher watch numbers, than ghost carries");
+            auto path = watched_path(makedev(sdev >> 20, sdev & 0xfffff), ino, bytes, type, hex);
+            if (!path) return refuse(e, path.err().message);
+            by_number[(int32_t)wd] = {mask, *path};
+        }
+        std::string watches;
+        for (const auto &[wd, watch] : by_number) {
+            image::inotify_watch w{wd, watch.first, (uint32_t)watch.second.size() + 1, 0};
+            watches.append((const char *)&w, sizeof w);
+            watches.append(watch.second.c_str(), watch.second.size() + 1);
+        }
+        f.record.kind = image::file_inotify;
+        f.data = std::move(watches);
+        return {};
+    }
+
+    // The path of the file a handle of the inotify fdinfo names, checked to be that file.
+    static result<std::string> watched_path(dev_t dev, unsigned long ino, unsigned bytes,
+                                            unsigned type, const char *hex) {
+        std::string mount;
+        auto info = read_text("/proc/self/mountinfo");
+        if (!info) return info.err();
+        std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+        for (size_t at = 0; at < info->size() && mount.empty();) {
+            size_t end = info->find('\n', at);
+            if (end == std::string::npos) end = info->size();
+            char id[32], point[4096];
+            if (std::sscanf(info->c_str() + at, "%*d %*d %31s %*s %4095s", id, point) == 2 &&
+                want == id)
+                mount = point;
+            at = end + 1;
+        }
+        for (size_t i = 0; (i = mount.find('\\', i)) != std::string::npos; i++)
+            if (i + 3 < mount.size()) // mountinfo escapes spaces and such as \ooo
+                mount.replace(i, 4, 1,
+                              (char)std::strtol(mount.substr(i + 1, 3).c_str(), nullptr, 8));
+        if (mount.empty()) return error{"a watched file is on a filesystem not mounted here"};
+        owned_fd mfd(::open(mount.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); // (not O_PATH)
+        if (mfd.get() < 0) return sys_error("cannot open the mount " + mount);
+        std::vector<char> buf(sizeof(file_handle) + bytes);
+        auto *fh = (file_handle *)buf.data();
+        fh->handle_bytes = bytes;
+        fh->handle_type = (int)type;
+        for (unsigned i = 0; i < bytes; i++)
+            fh->f_handle[i] =
+                (unsigned char)std::strtoul(std::string(hex + 2 * i, 2).c_str(), nullptr, 16);
+        owned_fd file(::open_by_handle_at(mfd.get(), fh, O_PATH | O_CLOEXEC));
+        if (file.get() < 0 && errno == EPERM)
+            return error{"finding the path of a watched file needs CAP_DAC_READ_SEARCH (root)"};
+        if (file.get() < 0) return sys_error("a watched file cannot be found");
+        auto path = read_link("/proc/self/fd/" + std::to_string(file.get()));
+        if (!path) return path.err();
+        struct stat now;
+        if (path->empty() || (*path)[0] != '/' || ends_with(*path, " (deleted)") ||
+            ::stat(path->c_str(), &now) != 0 || now.st_ino != ino || now.st_dev != dev)
+            return error{"a watched file (" + *path + ") has no path that names it"};
+        return *path;
     }
 
     // Regular files and directories, and O_PATH descriptors of anything, are reopened by path:
@@ -781,6 +873,7 @@ class classifier {
     std::map<int, uint32_t> kind_of_;   // record kind by fd, for the locks of duplicates
     uint32_t lock_count_ = 0;
     size_t epoll_watches_ = 0;
+    uint32_t inotify_watches_ = 0;
 };
 
 } // namespace

@@ -288,13 +288,19 @@ enum file_kind : uint32_t {
     // Its data: a socket_state, then the bytes queued for reading at this end (stream sockets
     // only), written again through the other end.
     file_socket_pair = 20,
+    // An inotify instance: its data is its watch list (inotify_watch each, followed by the
+    // watched file's path). Every watch gets its old number again (the kernel numbers watches
+    // in order: the restorer adds and removes a watch of its own for each number skipped). An
+    // instance with events queued is refused.
+    file_inotify = 21,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
     static const char *const names[] = {
-        "?",      "file",        "dir",     "device",     "inherited", "pipe-r", "pipe-w",
-        "dup",    "pipe-reopen", "tty",     "pty-master", "pty-slave", "o-path", "fifo",
-        "object", "tree-shared", "eventfd", "timerfd",    "signalfd",  "epoll",  "socketpair"};
+        "?",        "file",  "dir",         "device",      "inherited",  "pipe-r",
+        "pipe-w",   "dup",   "pipe-reopen", "tty",         "pty-master", "pty-slave",
+        "o-path",   "fifo",  "object",      "tree-shared", "eventfd",    "timerfd",
+        "signalfd", "epoll", "socketpair",  "inotify"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -383,6 +389,16 @@ struct socket_state {
 };
 static_assert(sizeof(socket_state) == 24);
 inline constexpr uint32_t max_socket_queue = 512 * 1024; // bytes queued at one end
+
+struct inotify_watch {
+    int32_t wd; // its number, above the one before
+    uint32_t mask;
+    uint32_t path_len; // with its terminating zero
+    uint32_t pad;
+};
+static_assert(sizeof(inotify_watch) == 16);
+inline constexpr uint32_t max_inotify_watches = 4096; // in one image, all instances together
+inline constexpr int32_t max_inotify_wd = 65536;
 
 // A file lock the process held (fdinfo's "lock:" lines), taken again on the restored descriptor
 // once every descriptor is in place: flock and OFD locks belong to the open file description

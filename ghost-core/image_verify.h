@@ -558,7 +558,7 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_socket_pair || f.path_len >= max_path ||
+            f.kind > file_inotify || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
@@ -609,6 +609,24 @@ class stream_verifier {
             return (st.type == 1 || st.type == 2 || st.type == 5) && st.end <= 1 &&
                    st.passcred <= 1 && !st.pad && queued <= max_socket_queue &&
                    (st.type == 1 || !queued);
+        }
+        if (f.kind == file_inotify) {
+            int32_t last = 0;
+            for (uint32_t at = 0; at < f.data_len;) {
+                if (f.data_len - at < sizeof(inotify_watch) ||
+                    inotify_watches_ == max_inotify_watches)
+                    return false;
+                inotify_watch w = load<inotify_watch>(data + at);
+                at += (uint32_t)sizeof w;
+                if (w.wd <= last || w.wd > max_inotify_wd || w.pad || !w.path_len ||
+                    w.path_len > max_path || w.path_len > f.data_len - at || data[at] != '/' ||
+                    data[at + w.path_len - 1] != 0)
+                    return false;
+                at += w.path_len;
+                last = w.wd;
+                inotify_watches_++;
+            }
+            return true;
         }
         // file_epoll
         uint32_t count = f.data_len / (uint32_t)sizeof(epoll_watch);
@@ -668,6 +686,7 @@ class stream_verifier {
     uint64_t scan_id_ = 0, referenced_bytes_ = 0;
     uint32_t locks_ = 0;
     uint32_t epoll_watches_ = 0;
+    uint32_t inotify_watches_ = 0;
     uint32_t sources_ = 0;
     uint32_t tree_members_ = 0, tree_live_ = 0, tree_shared_ = 0;
     bool tree_closed_ = false; // a record after the tree's was seen

@@ -1235,6 +1235,45 @@ struct pending_watch {
 pending_watch g_epoll_watches[img::max_epoll_watches];
 uint32_t g_epoll_watch_count = 0;
 
+// An inotify instance whose watches have their old numbers. The kernel gives each new watch the
+// number after the last one given: a number the image skips is taken by a watch of a memfd of
+// our own, removed at once; the events those removals queue are read before the program runs.
+long make_inotify(const img::file_record &fr, const char *data) {
+    long fd = sys::call(__NR_inotify_init1, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return fd;
+    long gap = -1;
+    char gap_path[32];
+    int32_t next = 1;
+    for (uint32_t at = 0; at < fr.data_len;) {
+        img::inotify_watch w;
+        memcpy(&w, data + at, sizeof w);
+        const char *path = data + at + sizeof w;
+        at += (uint32_t)sizeof w + w.path_len;
+        while (next < w.wd) {
+            if (gap < 0) {
+                gap = sys::call(__NR_memfd_create, "ghost-inotify-gap", 1 /* MFD_CLOEXEC */);
+                if (gap < 0) return gap;
+                text p = text("/proc/self/fd/").num(gap);
+                memcpy(gap_path, p.str(), p.size() + 1);
+            }
+            long g = sys::call(__NR_inotify_add_watch, fd, gap_path, 2 /* IN_MODIFY */);
+            if (g < 0) return g;
+            sys::call(__NR_inotify_rm_watch, fd, g);
+            next = (int32_t)g + 1;
+        }
+        long got = sys::call(__NR_inotify_add_watch, fd, path, w.mask);
+        if (got < 0) fail_errno(text("cannot watch ").add(path).add(" again (inotify)"), got);
+        if (got != w.wd)
+            fail(text("cannot give the inotify watch of ").add(path).add(" its number again"));
+        next = w.wd + 1;
+    }
+    if (gap >= 0) sys::call(__NR_close, gap);
+    while (sys::call(__NR_read, fd, g_copy, sizeof g_copy) > 0) {
+    } // the gaps' IN_IGNORED events
+    if (!(fr.flags & O_NONBLOCK)) sys::call(__NR_fcntl, fd, F_SETFL, 0);
+    return fd;
+}
+
 long make_anon(const img::file_record &fr, const char *data) {
     int nonblock = fr.flags & O_NONBLOCK;
     switch (fr.kind) {
@@ -1280,6 +1319,8 @@ long make_anon(const img::file_record &fr, const char *data) {
         memcpy(&mask, data, sizeof mask);
         return sys::call(__NR_signalfd4, -1, &mask, sizeof mask, O_CLOEXEC | nonblock);
     }
+    case img::file_inotify:
+        return make_inotify(fr, data);
     default: { // file_epoll
         long fd = sys::call(__NR_epoll_create1, O_CLOEXEC);
         if (fd < 0) return fd;
@@ -1522,7 +1563,8 @@ void restore_file(record &r) {
     case img::file_eventfd:
     case img::file_timerfd:
     case img::file_signalfd:
-    case img::file_epoll: {
+    case img::file_epoll:
+    case img::file_inotify: {
         if (skip) return;
         long fd = make_anon(fr, data);
         if (fd < 0)

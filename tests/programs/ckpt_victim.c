@@ -88,9 +88,12 @@ static void hold(const char *kind, const char *dir) {
         if (efd < 0 || fd < 0 || epoll_ctl(fd, EPOLL_CTL_ADD, efd, &ev) != 0 || dup(efd) < 0)
             t_fail("epoll_stale: %s", strerror(errno));
         close(efd);
-    } else if (strcmp(kind, "inotify") == 0) {
+    } else if (strcmp(kind, "inotify_queued") == 0) { // an event it has not read
         fd = inotify_init1(0);
-        if (fd < 0 || inotify_add_watch(fd, dir, IN_CREATE) < 0)
+        char made[4096];
+        snprintf(made, sizeof made, "%s/made", dir);
+        if (fd < 0 || inotify_add_watch(fd, dir, IN_CREATE) < 0 ||
+            close(open(made, O_WRONLY | O_CREAT, 0644)) != 0)
             t_fail("inotify: %s", strerror(errno));
     } else if (strcmp(kind, "socketpair") == 0) { // to another process
         int sv[2];
@@ -161,9 +164,9 @@ static void hold(const char *kind, const char *dir) {
         memset(at, 1, 4096);
         fd = 0;
     } else {
-        t_usage(
-            "--dir DIR [--hold netns|procfile|epoll_stale|inotify|socketpair|ptmx|pts|aio|sysvshm|"
-            "fifo_data|memfd_big|mqueue|flock|seccomp_filter|seccomp_strict|restorer_zone]");
+        t_usage("--dir DIR [--hold "
+                "netns|procfile|epoll_stale|inotify_queued|socketpair|ptmx|pts|aio|sysvshm|"
+                "fifo_data|memfd_big|mqueue|flock|seccomp_filter|seccomp_strict|restorer_zone]");
     }
     if (fd < 0) t_fail("hold %s: %s", kind, strerror(errno));
 }

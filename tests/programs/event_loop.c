@@ -10,7 +10,12 @@
 //    that expired unread (its expiration must still be there at the end), and an absolute
 //    CLOCK_REALTIME timerfd an hour away (still armed for the same date), and a socketpair with
 //    100000 bytes queued at one end from the start (read back at the end) and a send buffer size
-//    set on the other.
+//    set on the other;
+//  * with --dir, an inotify instance (watched through the epoll instance) with watch 1 on the
+//    directory (IN_CREATE) and watch 3 on a file in it (IN_MODIFY; watch 2 was removed: a
+//    restart must give the watches their numbers again). Every 10th step creates a file and
+//    writes the watched one, and reads their events, with every signal blocked: a checkpoint
+//    never finds events queued (it would be refused, as their order cannot be carried).
 // Each step writes the eventfds, queues SIGUSR1 with the step's number, waits in epoll_wait for
 // exactly the events it caused, and checks each descriptor's state. A step also waits 2 ms in an
 // epoll_wait of its own: the loop spends its time blocked there, where a park usually finds it.
@@ -21,6 +26,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -32,7 +38,8 @@ enum {
     ev_nested = 5,
     ev_oneshot = 6,
     ev_inner = 7,
-    ev_wake = 8
+    ev_wake = 8,
+    ev_inotify = 9
 };
 
 static const uint64_t big_base = 0x100000005ULL;
@@ -59,8 +66,11 @@ static int64_t ns_of(struct timespec t) {
 int main(int argc, char **argv) {
     t_init("event_loop");
     long steps = 1000;
-    for (int i = 1; i + 1 < argc; i += 2)
+    const char *dir = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--steps") == 0) steps = atol(argv[i + 1]);
+        if (strcmp(argv[i], "--dir") == 0) dir = argv[i + 1];
+    }
 
     sigset_t usr1;
     sigemptyset(&usr1);
@@ -116,6 +126,25 @@ int main(int argc, char **argv) {
     if (write(pipe_fds[1], "x", 1) != 1) t_fail("write pipe");
     watch(ep, pipe_fds[0], EPOLLIN | EPOLLONESHOT, ev_oneshot);
     watch(ep, wake[0], EPOLLIN, ev_wake);
+    int in = -1, dir_wd = -1, file_wd = -1;
+    char watched[4096];
+    if (dir) {
+        snprintf(watched, sizeof watched, "%s/watched", dir);
+        int w = open(watched, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        in = inotify_init1(IN_NONBLOCK);
+        if (w < 0 || in < 0) t_fail("inotify setup: %s", strerror(errno));
+        close(w);
+        dir_wd = inotify_add_watch(in, dir, IN_CREATE);
+        int removed = inotify_add_watch(in, watched, IN_ACCESS);
+        if (dir_wd != 1 || removed != 2 || inotify_rm_watch(in, removed) != 0)
+            t_fail("inotify watches 1 and 2: %s", strerror(errno));
+        file_wd = inotify_add_watch(in, watched, IN_MODIFY);
+        if (file_wd != 3) t_fail("inotify watch 3: %s", strerror(errno));
+        char drain[4096]; // (the removal's IN_IGNORED)
+        while (read(in, drain, sizeof drain) > 0) {
+        }
+        watch(ep, in, EPOLLIN, ev_inotify);
+    }
     struct epoll_event got[8];
     int n = epoll_wait(ep, got, 8, 1000);
     if (n != 1 || got[0].data.u64 != ev_oneshot) t_fail("the one-shot watch did not fire once");
@@ -177,6 +206,41 @@ int main(int argc, char **argv) {
             }
             if (seen_semaphore > 1 || seen_signal > 1 || seen_nested > 1 || seen_wake > 1)
                 t_fail("step %ld: an event was reported twice", step);
+        }
+        if (dir && step % 10 == 0) {
+            sigset_t all, old;
+            sigfillset(&all);
+            sigprocmask(SIG_BLOCK, &all, &old);
+            char name[4200];
+            snprintf(name, sizeof name, "%s/new-%ld", dir, step);
+            unlink(name); // (left by an earlier run that failed)
+            int c = open(name, O_WRONLY | O_CREAT | O_EXCL, 0644);
+            int w = open(watched, O_WRONLY | O_APPEND);
+            if (c < 0 || w < 0 || write(w, "x", 1) != 1)
+                t_fail("step %ld: cannot make inotify events: %s", step, strerror(errno));
+            close(c), close(w);
+            int created = 0, modified = 0;
+            while (!(created && modified)) {
+                if (epoll_wait(loop, got, 8, 5000) <= 0) t_fail("step %ld: no inotify event", step);
+                union {
+                    struct inotify_event e;
+                    char bytes[4096];
+                } buf;
+                ssize_t len = read(in, &buf, sizeof buf);
+                for (char *at = buf.bytes; len > 0 && at < buf.bytes + len;) {
+                    struct inotify_event *e = (struct inotify_event *)at;
+                    if (e->wd == dir_wd && (e->mask & IN_CREATE) &&
+                        strcmp(e->name, strrchr(name, '/') + 1) == 0)
+                        created++;
+                    else if (e->wd == file_wd && (e->mask & IN_MODIFY))
+                        modified++;
+                    else
+                        t_fail("step %ld: inotify reported wd %d mask %x", step, e->wd, e->mask);
+                    at += sizeof *e + e->len;
+                }
+            }
+            unlink(name); // (not watched)
+            sigprocmask(SIG_SETMASK, &old, NULL);
         }
         uint64_t k = (uint64_t)(step % 7 + 1);
         write_u64(big, k, "the big eventfd");
