@@ -384,8 +384,10 @@ result<void> plan_tree(tree_plan &plan, const std::vector<const parked_process *
         }
     }
     // Memory mapped shared from one object by several processes. Shared anonymous memory (made
-    // before a fork: /dev/zero) becomes the tree's: made once by the restart, mapped by each.
-    // A memfd or deleted file shared so would be two objects after a restart: refused.
+    // before a fork: /dev/zero) becomes the tree's: made once by the restart, mapped by each. So
+    // does a memfd or deleted file that no descriptor of the tree holds (sem_open's semaphores
+    // and Python's multiprocessing locks: mapped, then unlinked and closed); one that a
+    // descriptor holds too would be two objects after a restart: refused.
     struct mapping {
         pid_t pid;
         uint64_t start, end;
@@ -403,11 +405,14 @@ result<void> plan_tree(tree_plan &plan, const std::vector<const parked_process *
         for (const mapping &m : maps)
             pids.insert(m.pid);
         if (pids.size() < 2) continue;
-        if (key.second != "/dev/zero (deleted)")
+        bool held_too = std::any_of(held.begin(), held.end(), [&](const held_fd &h) {
+            return h.sb.st_ino == key.first && h.link == key.second;
+        });
+        if (key.second != "/dev/zero (deleted)" && held_too)
             return error{"cannot checkpoint the process tree of pid " + pid_str(plan.root.pid) +
                          ": pids " + pid_str(*pids.begin()) + " and " + pid_str(*pids.rbegin()) +
                          " share memory (" + key.second +
-                         "), which a restart cannot share again yet"};
+                         ") that a descriptor holds too, which a restart cannot share again"};
         const mapping &first = maps[0];
         char range[64];
         std::snprintf(range, sizeof range, "%llx-%llx", (unsigned long long)first.start,

@@ -16,8 +16,11 @@ The cases:
   piped     a child whose stdin and stdout are pipes to the parent, a line in flight in one;
   system    system(3): a shell that runs `sleep` (a grandchild), whose exit status comes back.
   shared_memory  parent and child share anonymous memory (a shared mapping made before the fork).
-And one the restart cannot rebuild yet, refused in one line before anything is killed:
-  shared_memfd   parent and child map one memfd.
+  semaphore      a multiprocessing semaphore (sem_open: a deleted /dev/shm file both map): the
+                 parent waits on it across the restart, the child posts it after.
+And one the restart cannot rebuild, refused in one line before anything is killed:
+  held_memfd     parent and child map one memfd and hold it through a descriptor (Python's mmap
+                 keeps a dup of it).
 
 Usage: process_tree.py --ghost GHOST --workdir DIR
 Exit status: 0 pass, 1 fail.
@@ -60,19 +63,27 @@ CASES = {
                        "m[9000] = 9\n"
                        "os.waitpid(p, 0)\n"
                        "print('RESULT', m[1], flush=True)\n"], "RESULT 15"),
+    # The parent waits in sem_wait (a futex in the shared mapping) through the restart.
+    "semaphore": ([PY, "-c", "import multiprocessing, os, time\n"
+                   "s = multiprocessing.Semaphore(0)\n"
+                   "p = os.fork()\n"
+                   "if p == 0:\n"
+                   "    time.sleep(4); s.release(); os._exit(0)\n"
+                   "s.acquire()\n"
+                   "os.waitpid(p, 0)\n"
+                   "print('RESULT acquired', flush=True)\n"], "RESULT acquired"),
 }
 REFUSED = {
-    # A memfd both map: it would be two objects after a restart.
-    "shared_memfd": ([PY, "-c", "import mmap, os, time\n"
-                      "fd = os.memfd_create('both')\n"
-                      "os.ftruncate(fd, 4096)\n"
-                      "m = mmap.mmap(fd, 4096)\n"
-                      "os.close(fd)\n"
-                      "p = os.fork()\n"
-                      "if p == 0:\n"
-                      "    time.sleep(3); m[0] = 7; os._exit(0)\n"
-                      "os.waitpid(p, 0)\n"
-                      "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share"),
+    # A memfd both map and hold (mmap.mmap keeps a dup): two objects after a restart.
+    "held_memfd": ([PY, "-c", "import mmap, os, time\n"
+                    "fd = os.memfd_create('both')\n"
+                    "os.ftruncate(fd, 4096)\n"
+                    "m = mmap.mmap(fd, 4096)\n"
+                    "p = os.fork()\n"
+                    "if p == 0:\n"
+                    "    time.sleep(3); m[0] = 7; os._exit(0)\n"
+                    "os.waitpid(p, 0)\n"
+                    "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share"),
 }
 
 
