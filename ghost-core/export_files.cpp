@@ -445,93 +445,21 @@ class classifier {
     }
 
     // A socket is carried when it is one end of a connected pair of unnamed Unix sockets whose
-    // other end the process holds too (a socketpair, as an event loop's wake-up channel): a new
-    // pair is made, with the bytes queued at each end (stream sockets; a datagram socket must
-    // have nothing queued, its boundaries are not carried).
+    // other end the process holds too (a socketpair, as an event loop's wake-up channel). A pair
+    // with ends in several processes of a tree is the tree's (tree_shared).
     result<void> classify_socket(const fd_entry &e, exported_file &f) {
         auto own = grab(e);
         if (!own) return own.err();
-        int domain = 0, type = 0, passcred = 0, sndbuf = 0, rcvbuf = 0;
-        socklen_t len = sizeof(int);
-        auto opt = [&](int name, int &v) {
-            len = sizeof v;
-            return ::getsockopt(own->get(), SOL_SOCKET, name, &v, &len) == 0;
-        };
-        if (!opt(SO_DOMAIN, domain) || !opt(SO_TYPE, type) || !opt(SO_PASSCRED, passcred) ||
-            !opt(SO_SNDBUF, sndbuf) || !opt(SO_RCVBUF, rcvbuf))
-            return refuse(e,
-                          std::string("cannot read the socket's options: ") + std::strerror(errno));
-        const char *only = "a socket cannot be restored (a pair of connected unnamed Unix "
-                           "sockets whose two ends the process holds can)";
-        if (domain != AF_UNIX ||
-            (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET))
-            return refuse(e, only);
-        auto info = unix_socket(e.sb.st_ino);
-        if (!info) return refuse(e, info.err().message);
-        if (info->state != 1 /* TCP_ESTABLISHED */ || info->named || !info->peer)
-            return refuse(e, only);
-        const fd_entry *peer = nullptr;
-        for (const fd_entry &o : entries_)
-            if (o.sb.st_ino == info->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
-                o.sb.st_dev == e.sb.st_dev)
-                peer = &o;
-        if (!peer) return refuse(e, "a socket to another process cannot be restored");
-        auto peer_info = unix_socket(info->peer);
-        if (!peer_info) return refuse(e, peer_info.err().message);
-        if (peer_info->named || info->shutdown || peer_info->shutdown)
-            return refuse(e, "a socket that is named or shut down in one direction cannot be "
-                             "restored");
-        image::socket_state st{};
-        st.type = (uint32_t)type;
-        st.end = e.sb.st_ino < info->peer ? 0 : 1;
-        st.sndbuf = (uint32_t)sndbuf, st.rcvbuf = (uint32_t)rcvbuf;
-        st.passcred = passcred != 0;
+        auto end = read_socket_pair_end(own->get(), e.sb.st_ino);
+        if (!end) return refuse(e, end.err().message);
+        bool peer_held = std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
+            return o.sb.st_ino == end->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
+                   o.sb.st_dev == e.sb.st_dev;
+        });
+        if (!peer_held) return refuse(e, "a socket to another process cannot be restored");
         f.record.kind = image::file_socket_pair;
-        f.record.pipe_id = std::min<uint64_t>(e.sb.st_ino, info->peer);
-        f.data.assign((const char *)&st, sizeof st);
-        return read_socket_queue(e, own->get(), type, f.data);
-    }
-
-    // The bytes queued for reading at a socket, peeked (the process reads them later).
-    result<void> read_socket_queue(const fd_entry &e, int sock, int type, std::string &out) {
-        char probe;
-        if (type != SOCK_STREAM) {
-            if (::recv(sock, &probe, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 ||
-                errno != EAGAIN)
-                return refuse(e, "messages are queued in the datagram socket, which cannot be "
-                                 "restored (read them first)");
-            return {};
-        }
-        int queued = 0;
-        if (::ioctl(sock, FIONREAD, &queued) != 0)
-            return refuse(e,
-                          std::string("cannot read the socket's queue: ") + std::strerror(errno));
-        if (queued == 0) return {};
-        if ((uint32_t)queued > image::max_socket_queue)
-            return refuse(e, std::to_string(queued) +
-                                 " bytes are queued in the socket, more than " +
-                                 std::to_string(image::max_socket_queue) + " (read them first)");
-        std::string data((size_t)queued, '\0');
-        alignas(cmsghdr) char control[CMSG_SPACE(253 * sizeof(int))];
-        iovec iov{data.data(), data.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov, msg.msg_iovlen = 1;
-        msg.msg_control = control, msg.msg_controllen = sizeof control;
-        ssize_t got = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        bool rights = false;
-        for (cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            rights = true;
-            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; i++)
-                ::close(((int *)CMSG_DATA(c))[i]);
-        }
-        if (rights)
-            return refuse(e, "descriptors are in flight in the socket, which cannot be restored");
-        if (got != queued)
-            return refuse(e, "cannot read the " + std::to_string(queued) +
-                                 " bytes queued in the socket (read them first)");
-        out += data;
+        f.record.pipe_id = std::min<uint64_t>(e.sb.st_ino, end->peer);
+        f.data = std::move(end->record_data);
         return {};
     }
 
@@ -898,6 +826,72 @@ result<void> peek_pipe(const std::string &path, uint32_t &capacity, std::string 
     if (n != queued || got != n)
         return error{"cannot read the " + std::to_string(queued) + " bytes buffered in it"};
     return {};
+}
+
+// (The state is read through `sock`, a descriptor of ours on the socket.)
+result<socket_pair_end> read_socket_pair_end(int sock, uint64_t ino) {
+    int domain = 0, type = 0, passcred = 0, sndbuf = 0, rcvbuf = 0;
+    auto opt = [&](int name, int &v) {
+        socklen_t len = sizeof v;
+        return ::getsockopt(sock, SOL_SOCKET, name, &v, &len) == 0;
+    };
+    if (!opt(SO_DOMAIN, domain) || !opt(SO_TYPE, type) || !opt(SO_PASSCRED, passcred) ||
+        !opt(SO_SNDBUF, sndbuf) || !opt(SO_RCVBUF, rcvbuf))
+        return sys_error("cannot read the socket's options");
+    error only{"a socket cannot be restored (a pair of connected unnamed Unix sockets whose "
+               "ends the process or its tree holds can)"};
+    if (domain != AF_UNIX || (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET))
+        return only;
+    auto info = unix_socket(ino);
+    if (!info) return info.err();
+    if (info->state != 1 /* TCP_ESTABLISHED */ || info->named || !info->peer) return only;
+    auto peer = unix_socket(info->peer);
+    if (!peer) return peer.err();
+    if (peer->named || info->shutdown || peer->shutdown)
+        return error{"a socket that is named or shut down in one direction cannot be restored"};
+    socket_pair_end out;
+    out.peer = info->peer;
+    image::socket_state st{};
+    st.type = (uint32_t)type;
+    st.end = ino < info->peer ? 0 : 1;
+    st.sndbuf = (uint32_t)sndbuf, st.rcvbuf = (uint32_t)rcvbuf;
+    st.passcred = passcred != 0;
+    out.record_data.assign((const char *)&st, sizeof st);
+    // The bytes queued for reading at this end, peeked (the process reads them later).
+    if (type != SOCK_STREAM) {
+        char probe;
+        if (::recv(sock, &probe, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno != EAGAIN)
+            return error{"messages are queued in the datagram socket, which cannot be restored "
+                         "(read them first)"};
+        return out;
+    }
+    int queued = 0;
+    if (::ioctl(sock, FIONREAD, &queued) != 0) return sys_error("cannot read the socket's queue");
+    if (queued == 0) return out;
+    if ((uint32_t)queued > image::max_socket_queue)
+        return error{std::to_string(queued) + " bytes are queued in the socket, more than " +
+                     std::to_string(image::max_socket_queue) + " (read them first)"};
+    std::string data((size_t)queued, '\0');
+    alignas(cmsghdr) char control[CMSG_SPACE(253 * sizeof(int))];
+    iovec iov{data.data(), data.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov, msg.msg_iovlen = 1;
+    msg.msg_control = control, msg.msg_controllen = sizeof control;
+    ssize_t got = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    bool rights = false;
+    for (cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        rights = true;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++)
+            ::close(((int *)CMSG_DATA(c))[i]);
+    }
+    if (rights) return error{"descriptors are in flight in the socket, which cannot be restored"};
+    if (got != queued)
+        return error{"cannot read the " + std::to_string(queued) +
+                     " bytes queued in the socket (read them first)"};
+    out.record_data += data;
+    return out;
 }
 
 result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<int> &internal,

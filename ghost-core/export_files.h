@@ -37,4 +37,14 @@ result<std::vector<exported_file>> collect_files(pid_t pid, const std::vector<in
 // the caller's refusal of that descriptor.
 result<void> peek_pipe(const std::string &path, uint32_t &capacity, std::string *data);
 
+// One end of a pair of connected unnamed Unix sockets (inode `ino`), read through `sock`, a
+// descriptor of the caller's on it: the data of its file_socket_pair record (socket_state, then
+// the bytes queued at this end) and the other end's inode. The error says why the socket cannot
+// be carried (another kind of socket, named, shut down, datagrams or descriptors queued...).
+struct socket_pair_end {
+    std::string record_data;
+    uint64_t peer = 0;
+};
+result<socket_pair_end> read_socket_pair_end(int sock, uint64_t ino);
+
 } // namespace ghost::core

@@ -537,8 +537,15 @@ class stream_verifier {
         bool pipe_kind =
             t.kind == file_pipe_read || t.kind == file_pipe_write || t.kind == file_pipe_reopen;
         bool memory = t.kind == tree_shared_memory;
+        bool socket_kind = t.kind == file_socket_pair;
+        if (socket_kind) {
+            file_record f{};
+            f.kind = file_socket_pair, f.data_len = t.data_len;
+            if (t.path_len || t.data_len != len - sizeof t || !anon_state(f, p + sizeof t))
+                return corrupt("bad tree shared file record");
+        }
         if (t.index != tree_shared_ || tree_shared_ == max_tree_shared || !tree_members_ ||
-            (!path_kind && !pipe_kind && !memory) || t.path_len >= max_path ||
+            (!path_kind && !pipe_kind && !memory && !socket_kind) || t.path_len >= max_path ||
             (memory &&
              (t.path_len || t.data_len || t.offset <= 0 || (uint64_t)t.offset > max_object_size)) ||
             (uint64_t)t.path_len + t.data_len != len - sizeof t || (path_kind && !t.path_len) ||

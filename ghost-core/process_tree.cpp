@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -186,6 +187,20 @@ tree_part tree_plan::part(pid_t pid) const {
     return p;
 }
 
+// One end of a socket pair (read_socket_pair_end), through a copy of a holder's descriptor.
+result<socket_pair_end> socket_end(const held_fd &h) {
+    int pidfd = (int)::syscall(SYS_pidfd_open, h.pid, 0);
+    if (pidfd < 0) return sys_error("cannot open a pidfd of pid " + pid_str(h.pid));
+    int fd = (int)::syscall(SYS_pidfd_getfd, pidfd, h.fd, 0);
+    ::close(pidfd);
+    if (fd < 0)
+        return sys_error("cannot take a copy of descriptor " + std::to_string(h.fd) + " of pid " +
+                         pid_str(h.pid));
+    auto end = read_socket_pair_end(fd, h.sb.st_ino);
+    ::close(fd);
+    return end;
+}
+
 result<tree_plan> list_tree(pid_t root, const std::set<pid_t> &skip) {
     tree_plan plan;
     auto r = read_ids(root);
@@ -326,6 +341,25 @@ result<void> plan_tree(tree_plan &plan, const std::vector<const parked_process *
         // its data and end of file are the tree's to carry, even with one reader, a std stream
         // included (taking the restarting command's stream instead would lose the data).
         bool writer_gone = pipe && reader && !writer && !written_elsewhere(first, tree_pids);
+        // A pair of Unix sockets with its ends in several processes of the tree (Python's
+        // multiprocessing.Pipe): the restart makes it once and gives each end to its holders.
+        // (A socket that is not such a pair is left to the refusals below and the exporter's.)
+        if (type == S_IFSOCK && descs.size() == 1) {
+            auto end = socket_end(first);
+            auto peer = end ? files.find({first.sb.st_dev, (ino_t)end->peer}) : files.end();
+            if (peer != files.end()) {
+                std::set<pid_t> pair_pids = holders;
+                for (const auto &d : peer->second)
+                    pair_pids.insert(d.pids.begin(), d.pids.end());
+                if (pair_pids.size() > 1) {
+                    tree_shared_file *s = add_shared(descs[0], image::file_socket_pair, "");
+                    s->record.pipe_id = std::min<uint64_t>(first.sb.st_ino, end->peer);
+                    s->record.offset = 0;
+                    s->data = std::move(end->record_data);
+                    continue;
+                }
+            }
+        }
         if (holders.size() < 2 && !writer_gone)
             continue; // one process's own: its export rebuilds it
         if (pipe) {
@@ -598,6 +632,72 @@ result<void> fill_shared_memory(int image_fd, const tree_shared_file &s, int fd)
     return {};
 }
 
+// Socket pairs: one new pair per pipe_id. Each end gets its options, and the bytes queued at it
+// are sent again by the other end (whose send buffer bounds what it has in flight: raised
+// meanwhile).
+result<void> make_socket_pairs(const tree_layout &tree, std::vector<int> &fds) {
+    std::map<uint64_t, std::array<int, 2>> pairs;
+    auto close_pairs = [&] {
+        for (auto &[id, ends] : pairs)
+            for (int fd : ends)
+                if (fd >= 0) ::close(fd);
+    };
+    auto set = [](int fd, int name, int value) {
+        return ::setsockopt(fd, SOL_SOCKET, name, &value, sizeof value) == 0;
+    };
+    std::vector<std::pair<size_t, int>> taken; // record, its end
+    std::set<std::pair<uint64_t, uint32_t>> seen;
+    for (size_t i = 0; i < tree.shared.size(); i++) {
+        const tree_shared_file &s = tree.shared[i];
+        if (s.record.kind != image::file_socket_pair) continue;
+        image::socket_state st;
+        std::memcpy(&st, s.data.data(), sizeof st); // (the verifier checked its size)
+        auto it = pairs.find(s.record.pipe_id);
+        if (it == pairs.end()) {
+            int sv[2];
+            if (::socketpair(AF_UNIX, (int)st.type | SOCK_CLOEXEC, 0, sv) != 0) {
+                close_pairs();
+                return sys_error("cannot create a socket pair of the tree");
+            }
+            it = pairs.insert({s.record.pipe_id, {sv[0], sv[1]}}).first;
+        }
+        int mine = it->second[st.end], other = it->second[1 - st.end];
+        if (!seen.insert({s.record.pipe_id, st.end}).second) {
+            close_pairs();
+            return error{"the image is corrupt (a socket end twice in its tree)"};
+        }
+        size_t queued = s.data.size() - sizeof st;
+        int was = 0;
+        socklen_t len = sizeof was;
+        bool ok = set(mine, SO_SNDBUF, (int)st.sndbuf / 2) &&
+                  set(mine, SO_RCVBUF, (int)st.rcvbuf / 2) &&
+                  (!st.passcred || set(mine, SO_PASSCRED, 1));
+        if (ok && queued) {
+            ok = ::getsockopt(other, SOL_SOCKET, SO_SNDBUF, &was, &len) == 0 &&
+                 set(other, SO_SNDBUF, (int)queued + 65536) &&
+                 ::send(other, s.data.data() + sizeof st, queued, MSG_DONTWAIT | MSG_NOSIGNAL) ==
+                     (ssize_t)queued &&
+                 set(other, SO_SNDBUF, was / 2);
+        }
+        if (!ok) {
+            close_pairs();
+            return sys_error("cannot make a socket pair of the tree as it was");
+        }
+        (void)::fcntl(mine, F_SETFL, s.record.flags & (O_NONBLOCK | O_APPEND));
+        taken.push_back({i, mine});
+    }
+    // Each end once its pair's data is in (an end is handed over only now: its refill may need
+    // it as the sender).
+    for (auto [i, fd] : taken) {
+        fds[i] = fd;
+        for (auto &[id, ends] : pairs)
+            for (int &e : ends)
+                if (e == fd) e = -1;
+    }
+    close_pairs(); // ends no record took
+    return {};
+}
+
 result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_uid, int image_fd) {
     std::vector<int> fds(tree.shared.size(), -1);
     auto fail = [&](error e) -> result<std::vector<int>> {
@@ -665,6 +765,7 @@ result<std::vector<int>> make_shared_files(const tree_layout &tree, uid_t owner_
         if (ends.first >= 0) ::close(ends.first);
         if (ends.second >= 0) ::close(ends.second);
     }
+    if (auto r = make_socket_pairs(tree, fds); !r) return fail(r.err());
     // Files: opened with no more rights than the image file's owner.
     std::vector<size_t> paths;
     for (size_t i = 0; i < tree.shared.size(); i++)

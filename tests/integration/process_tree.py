@@ -18,6 +18,8 @@ The cases:
   shared_memory  parent and child share anonymous memory (a shared mapping made before the fork).
   semaphore      a multiprocessing semaphore (sem_open: a deleted /dev/shm file both map): the
                  parent waits on it across the restart, the child posts it after.
+  socketpair     a multiprocessing.Pipe (a socketpair) split between parent and child, a message
+                 queued in it, answered after the restart.
 And one the restart cannot rebuild, refused in one line before anything is killed:
   held_memfd     parent and child map one memfd and hold it through a descriptor (Python's mmap
                  keeps a dup of it).
@@ -72,6 +74,17 @@ CASES = {
                    "s.acquire()\n"
                    "os.waitpid(p, 0)\n"
                    "print('RESULT acquired', flush=True)\n"], "RESULT acquired"),
+    # A socketpair split between parent and child, a message queued at the child's end: the
+    # restart makes one pair again and gives each its end.
+    "socketpair": ([PY, "-c", "import multiprocessing, os, time\n"
+                    "a, b = multiprocessing.Pipe()\n"
+                    "p = os.fork()\n"
+                    "if p == 0:\n"
+                    "    a.close(); time.sleep(4); b.send(b.recv() + ' pong'); os._exit(0)\n"
+                    "b.close(); a.send('ping')\n"
+                    "r = a.recv()\n"
+                    "os.waitpid(p, 0)\n"
+                    "print('RESULT', r, flush=True)\n"], "RESULT ping pong"),
 }
 REFUSED = {
     # A memfd both map and hold (mmap.mmap keeps a dup): two objects after a restart.
