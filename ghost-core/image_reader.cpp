@@ -158,6 +158,7 @@ result<image_summary> read_image(res::source &in, bool header_only, bool followe
             file_summary f;
             std::memcpy(&f.record, payload.data(), sizeof f.record);
             f.path = payload.substr(sizeof f.record, f.record.path_len);
+            f.data = payload.substr(sizeof f.record + f.record.path_len, f.record.data_len);
             s.files.push_back(std::move(f));
             break;
         }

@@ -27,7 +27,7 @@ struct object_summary {
 
 struct file_summary {
     image::file_record record;
-    std::string path;
+    std::string path, data;
 };
 
 struct image_summary {

@@ -1268,6 +1268,79 @@ int cmd_receive(const receive_args &a) {
     return 0;
 }
 
+// What `ghost inspect` says of a descriptor beyond its kind: its path, or the state it is made
+// again with.
+std::string file_detail(const core::file_summary &f) {
+    const std::string &d = f.data;
+    auto state = [&](auto &st) {
+        return d.size() >= sizeof st && (std::memcpy(&st, d.data(), sizeof st), true);
+    };
+    switch (f.record.kind) {
+    case image::file_dup:
+        return "of fd " + std::to_string(f.record.dup_of);
+    case image::file_object:
+        return "object #" + std::to_string(f.record.pipe_id);
+    case image::file_eventfd: {
+        image::eventfd_state st{};
+        if (!state(st)) break;
+        return "count " + std::to_string(st.count) + (st.semaphore ? " (semaphore)" : "");
+    }
+    case image::file_timerfd: {
+        image::timerfd_state st{};
+        if (!state(st)) break;
+        char text[128];
+        std::snprintf(text, sizeof text,
+                      "clock %d, %s %lld.%09lld s, interval %lld.%09lld s, %llu unread", st.clock,
+                      (st.settime_flags & 1) && (st.clock == 0 || st.clock == 8) ? "at" : "in",
+                      (long long)st.value[0], (long long)st.value[1], (long long)st.interval[0],
+                      (long long)st.interval[1], (unsigned long long)st.ticks);
+        return text;
+    }
+    case image::file_signalfd: {
+        uint64_t mask = 0;
+        if (!state(mask)) break;
+        char text[48];
+        std::snprintf(text, sizeof text, "mask %#llx", (unsigned long long)mask);
+        return text;
+    }
+    case image::file_epoll: {
+        std::string out = std::to_string(d.size() / sizeof(image::epoll_watch)) + " watches:";
+        for (size_t at = 0; at + sizeof(image::epoll_watch) <= d.size();
+             at += sizeof(image::epoll_watch)) {
+            image::epoll_watch w;
+            std::memcpy(&w, d.data() + at, sizeof w);
+            out += " fd " + std::to_string(w.fd);
+        }
+        return out;
+    }
+    case image::file_inotify: {
+        std::string out;
+        int count = 0;
+        for (size_t at = 0; at + sizeof(image::inotify_watch) <= d.size();) {
+            image::inotify_watch w;
+            std::memcpy(&w, d.data() + at, sizeof w);
+            at += sizeof w;
+            out += " " + std::to_string(w.wd) + "=" + std::string(d.c_str() + at);
+            at += w.path_len;
+            count++;
+        }
+        return std::to_string(count) + " watches:" + out;
+    }
+    case image::file_socket_pair: {
+        image::socket_state st{};
+        if (!state(st)) break;
+        return std::string(st.type == SOCK_STREAM  ? "stream"
+                           : st.type == SOCK_DGRAM ? "datagram"
+                                                   : "seqpacket") +
+               " pair #" + std::to_string(f.record.pipe_id) + " end " + std::to_string(st.end) +
+               ", " + std::to_string(d.size() - sizeof st) + " bytes queued";
+    }
+    default:
+        return f.path;
+    }
+    return "(bad state)";
+}
+
 int cmd_inspect(const std::string &arg) {
     std::string path = image_path(arg);
     auto src = res::open_file_source(path);
@@ -1346,11 +1419,7 @@ int cmd_inspect(const std::string &arg) {
     for (const auto &f : s->files)
         std::printf("  fd %-4d %-11s offset %-10lld %s\n", f.record.fd,
                     image::file_kind_name(f.record.kind), (long long)f.record.offset,
-                    f.record.kind == image::file_dup
-                        ? ("of fd " + std::to_string(f.record.dup_of)).c_str()
-                    : f.record.kind == image::file_object
-                        ? ("object #" + std::to_string(f.record.pipe_id)).c_str()
-                        : f.path.c_str());
+                    file_detail(f).c_str());
     if (!s->locks.empty()) std::printf("file locks %zu\n", s->locks.size());
     for (const auto &l : s->locks) {
         const char *kind = l.kind == image::lock_flock ? "flock"
