@@ -38,6 +38,12 @@
 #   replace  PROGRAM is programs/blocked_call.c (NP 2): rank 0 waits inside MPI_Sendrecv_replace
 #            for rank 1, which waits outside MPI for DIR/go; the job is checkpointed there (goes
 #            on), checkpointed --kill, DIR/go made, restarted: it finishes as the native run
+#   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
+#            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
+#            8 checkpoints the job goes on from, one right after the other, must each succeed
+#            within 10 s (a rank that held the lock went on into MPI_Win_unlock after its
+#            rank had quiesced: MPICH hung in the agent's park for 15 s, "did not answer"), then
+#            checkpoint --kill and a restart: the job ends as the native run
 #   usr1     SIGUSR1 to ghostrun (a batch system's warning): checkpoint, stop, exit 75; the same
 #            command again resumes from it and ends the job; once more, it starts afresh (the job
 #            ran to its end); stopped again by SIGUSR1, the same command with --fresh starts afresh;
@@ -62,6 +68,7 @@ steps=150 sleep_ms=20
 [ "$mode" = migrate ] && steps=400
 [ "$mode" = tombstones ] && steps=1500
 [ "$mode" = retry ] && steps=600
+[ "$mode" = lock ] && steps=160
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -198,6 +205,30 @@ assert after[0] - first[0] < 2.5, "the next try came %.1f s after the refusal: %
 PY
   finish 0
   same_as_native "$work/run.out"
+  ;;
+lock)
+  # Checkpoints while ranks wait inside MPI_Win_lock for a rank that holds the lock outside MPI
+  # (in its critical section): the quiesce must let that epoch close (the unlock needs rank 0's
+  # progress) before the ranks hold, or the holder enters MPI_Win_unlock while the ranks are
+  # saved. Each checkpoint must land, and soon (a park that hung took 15 s, then failed).
+  export MPIT_PROGRESS_FILE=$work/progress
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  for _ in $(seq 1 1000); do [ "$(cat "$work/progress" 2>/dev/null || echo 0)" -ge 3 ] 2>/dev/null && break; sleep 0.01; done
+  for k in 1 2 3 4 5 6 7 8; do
+    t0=$(date +%s%N)
+    checkpoint
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    progress "checkpoint $k: $ms ms, at step $(cat "$work/progress" 2>/dev/null)"
+    [ "$ms" -lt 10000 ] || fail "checkpoint $k took $ms ms"
+    sleep 0.1
+  done
+  at=$(cat "$work/progress" 2>/dev/null)
+  [ "${at:-0}" -lt $((steps - 1)) ] || fail "the job reached its last step before the checkpoints ended"
+  checkpoint --kill
+  finish 75
+  start restart "$GHOST" restart "$ck" "${extra[@]}"
+  finish 0
+  same_as_native "$work/run.out" "$work/restart.out"
   ;;
 tombstones)
   # A program that makes and frees communicators in every step (comms: 4 creations a step over

@@ -250,16 +250,40 @@ void resume_local() {
     quiesce_wake();
 }
 
+// What settled() names for a thread outside MPI in a one-sided epoch it opened (after "a thread
+// stayed inside ").
+constexpr const char *rma_epoch_open = "a one-sided epoch it opened, outside MPI (MPI_Win_lock "
+                                       "held, or operations no flush, unlock or fence completed)";
+
 // Every application thread is outside MPI or parked (or, when allow_coll, inside a blocking
 // collective; one that makes a communicator only when allow_create). Otherwise names a thread's
 // call in `why`.
 bool settled(bool allow_coll, const char **why, bool allow_send = true, bool allow_create = true) {
     const uint32_t passes = Q.passes.load(std::memory_order_acquire);
     for (thread_gate *t : gate_threads()) {
+        // depth before the epoch counters: a wrapper notes its lock or unlock (win_note) before
+        // its gate lowers depth, so a thread seen outside MPI shows the counters it left with.
+        const int depth = __atomic_load_n(&t->depth, __ATOMIC_ACQUIRE);
+        // A thread holding a passive-target lock, or with one-sided operations no synchronisation
+        // has completed, passes its safe points (safe_point) until its unlock, flush or fence.
+        // Outside MPI (computing in its critical section) it is not settled: it enters MPI again
+        // without stopping, also while this rank holds quiescent and while it is saved, and its
+        // synchronisation then waits for a target rank that holds quiescent without progress (or
+        // is stopped for its image). Under MPICH, MPI_Win_unlock spins in ucp_ep_flush holding the
+        // library's global lock, the agent's hook blocks on it at its first lower call, and the
+        // checkpoint ends after 15 s with "the ghost agent of pid N did not answer". Waiting here
+        // lets the epoch close while every rank still progresses (wait_for pokes the lower half);
+        // its next call then parks at its safe point (and a lock waiter it released gets the lock
+        // and closes its epoch the same way).
+        if (depth == 0 && (__atomic_load_n(&t->rma_locks, __ATOMIC_RELAXED) > 0 ||
+                           __atomic_load_n(&t->rma_ops, __ATOMIC_RELAXED) > 0)) {
+            *why = rma_epoch_open;
+            return false;
+        }
         // A thread a PASS let go on that has not run yet is still flagged parked: had it counted
         // as parked, this rank reported clocks it was about to change (it enters its call after
         // the report, inside a creation or a collective the agreement did not see).
-        if (t->depth == 0 || (t->parked && t->park_passes == passes)) continue;
+        if (depth == 0 || (t->parked && t->park_passes == passes)) continue;
         if (allow_coll && t->in_coll && (allow_create || !t->in_create)) continue;
         if (allow_coll && allow_create && t->in_group_create) continue;
         if (allow_send && t->in_send) continue;
@@ -914,6 +938,11 @@ void connect_coordinator() {
 
 bool rank_quiescent() {
     return g_local.load() == 2;
+}
+
+const char *thread_off_safe_point() {
+    const char *why = nullptr;
+    return rank_quiescent() && !settled(false, &why, false) ? why : nullptr;
 }
 
 void coord_thread_after_restore() {

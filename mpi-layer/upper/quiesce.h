@@ -287,6 +287,9 @@ void quiesce_before_finalize();
 enum req_mode { req_convert, req_check, req_refuse };
 int requests_before_checkpoint(int rank, req_mode mode, char *why, size_t why_len);
 bool rank_quiescent(); // coord_client.cpp: this rank holds in a quiesce epoch
+// In a rank that holds quiescent: what a thread that is not at a safe point is inside (an MPI
+// call, or a one-sided epoch it opened), else nullptr (also in a rank not quiescent: unknown).
+const char *thread_off_safe_point();
 // In a restored rank, after the records are replayed: the lower functions and handles quiescence
 // uses, the communicators' lower handles, pending receives re-posted, pending sends complete (their
 // receivers have them: the counts agreed). Then test loops redo their calls (g_lower_gen).

@@ -1075,9 +1075,25 @@ bool files_after_restart(uintptr_t fs) {
 int quiesce(void *, char *why, size_t why_len) {
     g_state.active = layer_active();
     if (!g_state.active) return 0;
+    int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
+    // The rank as the launcher named it (MPI_COMM_WORLD is the stub's object: not linked here).
+    for (const char *var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+        if (const char *v = getenv(var); v && *v) {
+            rank = atoi(v);
+            break;
+        }
+    // Before any lower call: in a quiescent rank no application thread is inside MPI, nor can one
+    // enter it without parking at its safe point. One that is all the same would make this
+    // thread's lower calls wait behind it (MPICH's global lock, held by a call that waits for a
+    // rank holding quiescent, never released): the park would hang until the requester gives up
+    // ("did not answer"). Refused in one line instead.
+    if (const char *in = thread_off_safe_point()) {
+        snprintf(why, why_len, "rank %d: a thread stayed inside %s although the rank is quiescent",
+                 rank, in);
+        return -1;
+    }
     flush_program_streams();
     uintptr_t fs = thread_lower_fs(); // the manager's own lower TLS, while malloc is allowed
-    int init = 0, fin = 0, level = MPI_THREAD_SINGLE, rank = -1;
     call_by_name<int (*)(int *)>(fs, "MPI_Initialized", &init);
     call_by_name<int (*)(int *)>(fs, "MPI_Finalized", &fin);
     int size = -1;
@@ -1085,12 +1101,6 @@ int quiesce(void *, char *why, size_t why_len) {
         call_by_name<int (*)(int *)>(fs, "MPI_Query_thread", &level);
         call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
     }
-    // The rank as the launcher named it (MPI_COMM_WORLD is the stub's object: not linked here).
-    for (const char *var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-        if (const char *v = getenv(var); v && *v) {
-            rank = atoi(v);
-            break;
-        }
     g_state.initialized = init;
     g_state.thread_level = level;
     g_state.rank = rank;
