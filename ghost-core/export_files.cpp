@@ -7,7 +7,10 @@
 #include "ghost-core/export_files.h"
 
 #include <fcntl.h>
+#include <linux/inet_diag.h>
 #include <linux/netlink.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
@@ -96,6 +99,7 @@ struct unix_socket_info {
     uint32_t peer = 0;    // the peer's inode, 0 if none
     bool named = false;   // bound to a path or an abstract name
     uint8_t shutdown = 0; // SHUT_RD/SHUT_WR bits (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
+    uint32_t backlog = 0; // a listening socket's (its RQLEN's write queue)
 };
 
 result<unix_socket_info> unix_socket(uint64_t ino) {
@@ -111,7 +115,7 @@ result<unix_socket_info> unix_socket(uint64_t ino) {
     req.r.sdiag_family = AF_UNIX;
     req.r.udiag_states = ~0u;
     req.r.udiag_ino = (uint32_t)ino;
-    req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
+    req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
     req.r.udiag_cookie[0] = req.r.udiag_cookie[1] = ~0u; // INET_DIAG_NOCOOKIE
     if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
         return sys_error("cannot query sock_diag");
@@ -131,8 +135,40 @@ result<unix_socket_info> unix_socket(uint64_t ino) {
             std::memcpy(&info.peer, RTA_DATA(a), 4);
         if (a->rta_type == UNIX_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
             info.shutdown = *(uint8_t *)RTA_DATA(a);
+        if (a->rta_type == UNIX_DIAG_RQLEN && RTA_PAYLOAD(a) >= sizeof(unix_diag_rqlen))
+            info.backlog = ((unix_diag_rqlen *)RTA_DATA(a))->udiag_wqueue;
     }
     return info;
+}
+
+// A listening TCP socket's backlog, from inet_diag (a dump of the listeners of its family).
+result<uint32_t> tcp_listen_backlog(int family, uint64_t ino) {
+    owned_fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    if (nl.get() < 0) return sys_error("cannot open a sock_diag socket");
+    struct {
+        nlmsghdr h;
+        inet_diag_req_v2 r;
+    } req{};
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.r.sdiag_family = (uint8_t)family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = 1u << 10; // TCP_LISTEN
+    if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
+        return sys_error("cannot query sock_diag");
+    alignas(nlmsghdr) char buf[32768];
+    for (;;) {
+        ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+        if (n <= 0) return sys_error("cannot read sock_diag's answer");
+        for (auto *h = (nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR)
+                return error{"sock_diag does not list the listening socket (is inet_diag "
+                             "available?)"};
+            auto *m = (inet_diag_msg *)NLMSG_DATA(h);
+            if (m->idiag_inode == ino) return m->idiag_wqueue;
+        }
+    }
 }
 
 bool is_pty_slave(dev_t rdev) {
@@ -450,6 +486,13 @@ class classifier {
     result<void> classify_socket(const fd_entry &e, exported_file &f) {
         auto own = grab(e);
         if (!own) return own.err();
+        auto endpoint = read_socket_endpoint(own->get(), e.sb.st_ino);
+        if (!endpoint) return refuse(e, endpoint.err().message);
+        if (*endpoint) {
+            f.record.kind = image::file_socket_endpoint;
+            f.data.assign((const char *)&**endpoint, sizeof **endpoint);
+            return {};
+        }
         auto end = read_socket_pair_end(own->get(), e.sb.st_ino);
         if (!end) return refuse(e, end.err().message);
         bool peer_held = std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
@@ -826,6 +869,75 @@ result<void> peek_pipe(const std::string &path, uint32_t &capacity, std::string 
     if (n != queued || got != n)
         return error{"cannot read the " + std::to_string(queued) + " bytes buffered in it"};
     return {};
+}
+
+result<std::optional<image::socket_endpoint>> read_socket_endpoint(int sock, uint64_t ino) {
+    int domain = 0, type = 0, protocol = 0, listening = 0;
+    auto opt = [&](int level, int name, uint32_t &v) {
+        int value = 0;
+        socklen_t len = sizeof value;
+        bool ok = ::getsockopt(sock, level, name, &value, &len) == 0;
+        v = (uint32_t)value;
+        return ok;
+    };
+    auto opt_int = [&](int name, int &v) {
+        socklen_t len = sizeof v;
+        return ::getsockopt(sock, SOL_SOCKET, name, &v, &len) == 0;
+    };
+    if (!opt_int(SO_DOMAIN, domain) || !opt_int(SO_TYPE, type) || !opt_int(SO_PROTOCOL, protocol) ||
+        !opt_int(SO_ACCEPTCONN, listening))
+        return sys_error("cannot read the socket's options");
+    if (domain == AF_UNIX && !listening) // a pair, or refused as one
+        return std::optional<image::socket_endpoint>();
+    error only{"a socket cannot be restored (listening sockets, UDP sockets and pairs of "
+               "connected unnamed Unix sockets whose ends the process or its tree holds can)"};
+    bool inet = domain == AF_INET || domain == AF_INET6;
+    if (!inet && domain != AF_UNIX) return only;
+    image::socket_endpoint ep{};
+    ep.family = (uint32_t)domain, ep.type = (uint32_t)type;
+    socklen_t len = sizeof ep.local;
+    if (::getsockname(sock, (sockaddr *)ep.local, &len) != 0)
+        return sys_error("cannot read the socket's address");
+    ep.local_len = len;
+    if (listening) {
+        if ((type != SOCK_STREAM && type != SOCK_SEQPACKET) || (inet && protocol != IPPROTO_TCP))
+            return only;
+        if (domain == AF_UNIX && ep.local_len <= sizeof(sa_family_t))
+            return error{"an unnamed listening Unix socket cannot be restored"};
+        pollfd p{sock, POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0)
+            return error{"connections wait to be accepted on the listening socket, which cannot "
+                         "be restored (try again)"};
+        if (domain == AF_UNIX) {
+            auto info = unix_socket(ino);
+            if (!info) return info.err();
+            ep.backlog = info->backlog;
+        } else {
+            auto backlog = tcp_listen_backlog(domain, ino);
+            if (!backlog) return backlog.err();
+            ep.backlog = *backlog;
+        }
+        if (!ep.backlog) ep.backlog = 1; // (listen(0) takes one connection too)
+    } else {
+        if (!inet || type != SOCK_DGRAM || protocol != IPPROTO_UDP)
+            return error{"a TCP connection or other socket cannot be restored"};
+        char probe;
+        if (::recv(sock, &probe, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno != EAGAIN)
+            return error{"datagrams are queued in the UDP socket, which cannot be restored (read "
+                         "them first)"};
+        len = sizeof ep.peer;
+        if (::getpeername(sock, (sockaddr *)ep.peer, &len) == 0)
+            ep.peer_len = len;
+        else if (errno != ENOTCONN)
+            return sys_error("cannot read the socket's peer");
+    }
+    if (!opt(SOL_SOCKET, SO_REUSEADDR, ep.reuseaddr) ||
+        !opt(SOL_SOCKET, SO_REUSEPORT, ep.reuseport) || !opt(SOL_SOCKET, SO_SNDBUF, ep.sndbuf) ||
+        !opt(SOL_SOCKET, SO_RCVBUF, ep.rcvbuf) ||
+        (domain == AF_INET6 && !opt(IPPROTO_IPV6, IPV6_V6ONLY, ep.v6only)))
+        return sys_error("cannot read the socket's options");
+    ep.reuseaddr = ep.reuseaddr != 0, ep.reuseport = ep.reuseport != 0, ep.v6only = ep.v6only != 0;
+    return std::optional<image::socket_endpoint>(ep);
 }
 
 // (The state is read through `sock`, a descriptor of ours on the socket.)

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,10 @@ struct socket_pair_end {
     uint64_t peer = 0;
 };
 result<socket_pair_end> read_socket_pair_end(int sock, uint64_t ino);
+
+// A socket bound to an address that a restore can bind again (socket_endpoint): a listening
+// socket with no connection waiting, a UDP socket with nothing queued. Nothing for a Unix socket
+// that does not listen (a pair, read_socket_pair_end); an error for any other.
+result<std::optional<image::socket_endpoint>> read_socket_endpoint(int sock, uint64_t ino);
 
 } // namespace ghost::core

@@ -293,6 +293,11 @@ enum file_kind : uint32_t {
     // in order: the restorer adds and removes a watch of its own for each number skipped). An
     // instance with events queued is refused.
     file_inotify = 21,
+    // A listening socket (TCP, or a Unix socket bound to a path or an abstract name) with no
+    // connection waiting, or a UDP socket (bound, perhaps connected) with nothing queued: a new
+    // socket bound to the same address, listening with the same backlog or connected to the same
+    // peer. Its data: a socket_endpoint.
+    file_socket_endpoint = 22,
 };
 
 inline const char *file_kind_name(uint32_t kind) {
@@ -300,7 +305,7 @@ inline const char *file_kind_name(uint32_t kind) {
         "?",        "file",  "dir",         "device",      "inherited",  "pipe-r",
         "pipe-w",   "dup",   "pipe-reopen", "tty",         "pty-master", "pty-slave",
         "o-path",   "fifo",  "object",      "tree-shared", "eventfd",    "timerfd",
-        "signalfd", "epoll", "socketpair",  "inotify"};
+        "signalfd", "epoll", "socketpair",  "inotify",     "socket"};
     return kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -389,6 +394,17 @@ struct socket_state {
 };
 static_assert(sizeof(socket_state) == 24);
 inline constexpr uint32_t max_socket_queue = 512 * 1024; // bytes queued at one end
+
+struct socket_endpoint {
+    uint32_t family;  // AF_UNIX, AF_INET, AF_INET6
+    uint32_t type;    // SOCK_STREAM, SOCK_SEQPACKET (listening), SOCK_DGRAM (UDP)
+    uint32_t backlog; // listen()'s, for a listening socket; 0 otherwise
+    uint32_t reuseaddr, reuseport, v6only;
+    uint32_t sndbuf, rcvbuf;      // as getsockopt shows them (twice what was set)
+    uint32_t local_len, peer_len; // of the sockaddrs below (peer_len 0: not connected)
+    uint8_t local[128], peer[128];
+};
+static_assert(sizeof(socket_endpoint) == 296);
 
 struct inotify_watch {
     int32_t wd; // its number, above the one before

@@ -565,7 +565,7 @@ class stream_verifier {
         if (part < last_file_part_ || (part == last_file_part_ && f.fd <= last_fd_))
             return corrupt("file records out of order");
         if (f.fd < 0 || f.fd >= max_image_fd || fd_seen(f.fd) || f.kind < file_regular ||
-            f.kind > file_inotify || f.path_len >= max_path ||
+            f.kind > file_socket_endpoint || f.path_len >= max_path ||
             (uint64_t)f.path_len + f.data_len > len - sizeof f)
             return corrupt("bad file record");
         if (f.kind == file_dup && (f.dup_of < 0 || f.dup_of >= f.fd || !fd_seen(f.dup_of)))
@@ -616,6 +616,16 @@ class stream_verifier {
             return (st.type == 1 || st.type == 2 || st.type == 5) && st.end <= 1 &&
                    st.passcred <= 1 && !st.pad && queued <= max_socket_queue &&
                    (st.type == 1 || !queued);
+        }
+        if (f.kind == file_socket_endpoint) {
+            if (f.data_len != sizeof(socket_endpoint)) return false;
+            socket_endpoint e = load<socket_endpoint>(data);
+            bool family = e.family == 1 || e.family == 2 || e.family == 10;
+            bool listening = e.backlog > 0 && (e.type == 1 || e.type == 5);
+            bool udp = !e.backlog && e.type == 2 && e.family != 1;
+            return family && (listening || udp) && e.local_len >= 2 && e.local_len <= 128 &&
+                   e.peer_len <= 128 && (!e.peer_len || udp) && e.reuseaddr <= 1 &&
+                   e.reuseport <= 1 && e.v6only <= 1;
         }
         if (f.kind == file_inotify) {
             int32_t last = 0;

@@ -1335,6 +1335,27 @@ std::string file_detail(const core::file_summary &f) {
                " pair #" + std::to_string(f.record.pipe_id) + " end " + std::to_string(st.end) +
                ", " + std::to_string(d.size() - sizeof st) + " bytes queued";
     }
+    case image::file_socket_endpoint: {
+        image::socket_endpoint ep{};
+        if (!state(ep)) break;
+        auto address = [](const uint8_t *a, uint32_t len) -> std::string {
+            char host[INET6_ADDRSTRLEN] = "?";
+            uint16_t port = (uint16_t)(a[2] << 8 | a[3]);
+            if (len >= 2 && a[0] == AF_UNIX)
+                return a[2]
+                           ? std::string((const char *)a + 2, strnlen((const char *)a + 2, len - 2))
+                           : "@" + std::string((const char *)a + 3, len > 3 ? len - 3 : 0);
+            if (a[0] == AF_INET) inet_ntop(AF_INET, a + 4, host, sizeof host);
+            if (a[0] == AF_INET6) inet_ntop(AF_INET6, a + 8, host, sizeof host);
+            return (a[0] == AF_INET6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" +
+                   std::to_string(port);
+        };
+        std::string out = ep.backlog ? "listening on " : "UDP on ";
+        out += address(ep.local, ep.local_len);
+        if (ep.backlog) out += ", backlog " + std::to_string(ep.backlog);
+        if (ep.peer_len) out += ", connected to " + address(ep.peer, ep.peer_len);
+        return out;
+    }
     default:
         return f.path;
     }

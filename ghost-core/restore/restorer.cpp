@@ -1274,6 +1274,59 @@ long make_inotify(const img::file_record &fr, const char *data) {
     return fd;
 }
 
+// Whether a Unix socket's path is left from a process that is gone: nothing listens on it.
+bool stale_unix_socket(const uint8_t *addr, uint32_t len, uint32_t type) {
+    struct stat sb;
+    const char *path = (const char *)addr + 2;
+    if (len <= 2 || !path[0] || sys::failed(sys::call(__NR_stat, path, &sb)) ||
+        (sb.st_mode & S_IFMT) != S_IFSOCK)
+        return false;
+    long probe = sys::call(__NR_socket, 1 /* AF_UNIX */, type | O_CLOEXEC, 0);
+    if (probe < 0) return false;
+    long r = sys::call(__NR_connect, probe, addr, len);
+    sys::call(__NR_close, probe);
+    return r == -111 /* ECONNREFUSED */;
+}
+
+// A socket bound to its old address again (file_socket_endpoint), listening or connected as it
+// was. The address is free once the process it was in is gone (SO_REUSEADDR while binding:
+// connections it had accepted may linger in TIME_WAIT); a Unix socket's path that process left
+// behind is removed first. An address somebody else holds (the original, running beside a
+// duplicate) fails the restore.
+long make_endpoint(const img::file_record &fr, const char *data) {
+    img::socket_endpoint ep;
+    memcpy(&ep, data, sizeof ep);
+    constexpr int sol_socket = 1, so_reuseaddr = 2, so_reuseport = 15, so_sndbuf = 7, so_rcvbuf = 8,
+                  ipproto_ipv6 = 41, ipv6_v6only = 26;
+    long fd = sys::call(__NR_socket, ep.family, ep.type | O_CLOEXEC | (fr.flags & O_NONBLOCK), 0);
+    if (fd < 0) return fd;
+    auto set = [fd](int level, int name, int value) {
+        return sys::call(__NR_setsockopt, fd, level, name, &value, sizeof value);
+    };
+    long r = set(sol_socket, so_reuseaddr, 1);
+    if (!sys::failed(r) && ep.reuseport) r = set(sol_socket, so_reuseport, 1);
+    if (!sys::failed(r) && ep.family == 10) r = set(ipproto_ipv6, ipv6_v6only, (int)ep.v6only);
+    if (!sys::failed(r)) r = set(sol_socket, so_sndbuf, (int)(ep.sndbuf / 2));
+    if (!sys::failed(r)) r = set(sol_socket, so_rcvbuf, (int)(ep.rcvbuf / 2));
+    bool unbound = ep.family != 1 && !ep.local[2] && !ep.local[3]; // port 0: never bound
+    if (!sys::failed(r) && !unbound) {
+        r = sys::call(__NR_bind, fd, ep.local, ep.local_len);
+        if (r == -98 /* EADDRINUSE */ && ep.family == 1 &&
+            stale_unix_socket(ep.local, ep.local_len, ep.type)) {
+            sys::call(__NR_unlink, (const char *)ep.local + 2);
+            r = sys::call(__NR_bind, fd, ep.local, ep.local_len);
+        }
+    }
+    if (!sys::failed(r) && ep.backlog) r = sys::call(__NR_listen, fd, ep.backlog);
+    if (!sys::failed(r) && ep.peer_len) r = sys::call(__NR_connect, fd, ep.peer, ep.peer_len);
+    if (!sys::failed(r) && !ep.reuseaddr) r = set(sol_socket, so_reuseaddr, 0);
+    if (sys::failed(r)) {
+        sys::call(__NR_close, fd);
+        return r;
+    }
+    return fd;
+}
+
 long make_anon(const img::file_record &fr, const char *data) {
     int nonblock = fr.flags & O_NONBLOCK;
     switch (fr.kind) {
@@ -1321,6 +1374,8 @@ long make_anon(const img::file_record &fr, const char *data) {
     }
     case img::file_inotify:
         return make_inotify(fr, data);
+    case img::file_socket_endpoint:
+        return make_endpoint(fr, data);
     default: { // file_epoll
         long fd = sys::call(__NR_epoll_create1, O_CLOEXEC);
         if (fd < 0) return fd;
@@ -1564,7 +1619,8 @@ void restore_file(record &r) {
     case img::file_timerfd:
     case img::file_signalfd:
     case img::file_epoll:
-    case img::file_inotify: {
+    case img::file_inotify:
+    case img::file_socket_endpoint: {
         if (skip) return;
         long fd = make_anon(fr, data);
         if (fd < 0)

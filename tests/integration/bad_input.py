@@ -17,8 +17,8 @@ Subtests (--only a,b,...; default all):
              plain process is left alone;
   refused_fds  a victim holding a descriptor a restart could not rebuild exactly (/proc/self/ns/net,
              a /proc file of the process, an epoll instance watching a descriptor number closed
-             since, an inotify instance with an event queued, a socket or a pty master shared with
-             a child,
+             since, an inotify instance with an event queued, a listening socket with a connection
+             waiting, a socket or a pty master shared with a child,
              a terminal that is not its controlling terminal, a Linux AIO context, an attached SysV
              shared memory segment, a named pipe with unread data, a memfd beyond the size an image
              carries, a POSIX message queue, also through the fork path of `ghost duplicate`;
@@ -553,7 +553,7 @@ class Env:
                  "fifo_data": "descriptor", "memfd_big": "descriptor", "mqueue": "message queue",
                  "seccomp_filter": "seccomp filter", "seccomp_strict": "seccomp strict mode",
                  "restorer_zone": "where ghost's restorer runs"}
-        for kind in ["netns", "procfile", "epoll_stale", "inotify_queued", "socketpair", "ptmx", "pts", "aio", "sysvshm", "fifo_data",
+        for kind in ["netns", "procfile", "epoll_stale", "inotify_queued", "tcp_pending", "socketpair", "ptmx", "pts", "aio", "sysvshm", "fifo_data",
                      "memfd_big", "mqueue", "seccomp_filter", "seccomp_strict", "restorer_zone"]:
             ckdir = os.path.join(self.work, f"{kind}-ckpt")
             runner, pid, d, out = self.start_victim(kind, ckdir, ["--hold", kind])

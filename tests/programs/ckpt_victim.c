@@ -8,7 +8,9 @@
 // With --hold KIND it first opens a descriptor ghost must refuse to checkpoint (see hold()).
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <linux/filter.h>
@@ -88,6 +90,15 @@ static void hold(const char *kind, const char *dir) {
         if (efd < 0 || fd < 0 || epoll_ctl(fd, EPOLL_CTL_ADD, efd, &ev) != 0 || dup(efd) < 0)
             t_fail("epoll_stale: %s", strerror(errno));
         close(efd);
+    } else if (strcmp(kind, "tcp_pending") == 0) { // a connection it has not accepted
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        int client = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || client < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+            listen(fd, 4) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
+            connect(client, (struct sockaddr *)&a, len) != 0)
+            t_fail("tcp_pending: %s", strerror(errno));
     } else if (strcmp(kind, "inotify_queued") == 0) { // an event it has not read
         fd = inotify_init1(0);
         char made[4096];
