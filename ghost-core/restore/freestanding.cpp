@@ -82,6 +82,24 @@ const char *errno_name(long err) {
         return "no space left on device";
     case 40:
         return "too many levels of symbolic links";
+    case 19:
+        return "no such device";
+    case 25:
+        return "inappropriate ioctl for device";
+    case 38:
+        return "function not implemented";
+    case 95:
+        return "operation not supported";
+    case 97:
+        return "address family not supported";
+    case 98: // (a socket's address; 17 above is what mmap says of memory)
+        return "address already in use";
+    case 99:
+        return "cannot assign requested address";
+    case 101:
+        return "network is unreachable";
+    case 111:
+        return "connection refused";
     default:
         return "system error";
     }

@@ -1274,18 +1274,51 @@ long make_inotify(const img::file_record &fr, const char *data) {
     return fd;
 }
 
-// Whether a Unix socket's path is left from a process that is gone: nothing listens on it.
-bool stale_unix_socket(const uint8_t *addr, uint32_t len, uint32_t type) {
+// Whether a Unix socket's path is left from a process that is gone: it names a socket, and no
+// socket listens on that path (/proc/net/unix: flag __SO_ACCEPTCON). Read, not probed with a
+// connect: the original may still run (a duplicate), and must not see a connection. A listing
+// too long to read here counts as not stale (the bind then fails).
+bool stale_unix_socket(const uint8_t *addr, uint32_t len) {
     struct stat sb;
     const char *path = (const char *)addr + 2;
     if (len <= 2 || !path[0] || sys::failed(sys::call(__NR_stat, path, &sb)) ||
         (sb.st_mode & S_IFMT) != S_IFSOCK)
         return false;
-    long probe = sys::call(__NR_socket, 1 /* AF_UNIX */, type | O_CLOEXEC, 0);
-    if (probe < 0) return false;
-    long r = sys::call(__NR_connect, probe, addr, len);
-    sys::call(__NR_close, probe);
-    return r == -111 /* ECONNREFUSED */;
+    long fd = sys::call(__NR_open, "/proc/net/unix", O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return false;
+    long have = 0;
+    for (long n; have < (long)sizeof g_copy - 1; have += n)
+        if ((n = sys::call(__NR_read, fd, g_copy + have, sizeof g_copy - 1 - have)) <= 0) break;
+    bool complete =
+        sys::call(__NR_read, fd, g_copy + have, 0) == 0 && have < (long)sizeof g_copy - 1;
+    sys::call(__NR_close, fd);
+    if (!complete) return false;
+    g_copy[have] = 0;
+    size_t path_len = strlen(path);
+    // "Num: RefCount Protocol Flags Type St Inode Path": the flags are the fourth field.
+    for (char *line = g_copy; *line;) {
+        char *end = line;
+        while (*end && *end != '\n')
+            end++;
+        const char *field[8] = {};
+        int count = 0;
+        for (char *c = line; c < end && count < 8;) {
+            while (c < end && *c == ' ')
+                c++;
+            if (c < end) field[count++] = c;
+            while (c < end && *c != ' ')
+                c++;
+        }
+        if (count == 8 && (size_t)(end - field[7]) == path_len &&
+            memcmp(field[7], path, path_len) == 0) {
+            uint64_t flags = 0;
+            for (const char *c = field[3]; is_hex(*c | 0x20); c++)
+                flags = flags * 16 + hex_value(*c | 0x20);
+            if (flags & 0x10000) return false; // somebody listens on it
+        }
+        line = *end ? end + 1 : end;
+    }
+    return true;
 }
 
 // A socket bound to its old address again (file_socket_endpoint), listening or connected as it
@@ -1312,7 +1345,7 @@ long make_endpoint(const img::file_record &fr, const char *data) {
     if (!sys::failed(r) && !unbound) {
         r = sys::call(__NR_bind, fd, ep.local, ep.local_len);
         if (r == -98 /* EADDRINUSE */ && ep.family == 1 &&
-            stale_unix_socket(ep.local, ep.local_len, ep.type)) {
+            stale_unix_socket(ep.local, ep.local_len)) {
             sys::call(__NR_unlink, (const char *)ep.local + 2);
             r = sys::call(__NR_bind, fd, ep.local, ep.local_len);
         }
