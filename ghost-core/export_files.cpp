@@ -81,15 +81,22 @@ struct fd_entry {
     int same_as = -1; // the lowest descriptor on the same open file description, if not this one
 };
 
-// The rest of the fdinfo line that starts with `key`, if there is one.
-std::optional<std::string> fdinfo_field(const std::string &text, std::string_view key) {
+// The lines of a /proc listing (fdinfo, mountinfo), without their newlines.
+std::vector<std::string> lines_of(const std::string &text) {
+    std::vector<std::string> lines;
     for (size_t at = 0; at < text.size();) {
         size_t end = text.find('\n', at);
         if (end == std::string::npos) end = text.size();
-        if (text.compare(at, key.size(), key) == 0)
-            return text.substr(at + key.size(), end - at - key.size());
+        lines.push_back(text.substr(at, end - at));
         at = end + 1;
     }
+    return lines;
+}
+
+// The rest of the fdinfo line that starts with `key`, if there is one.
+std::optional<std::string> fdinfo_field(const std::string &text, std::string_view key) {
+    for (const std::string &line : lines_of(text))
+        if (line.compare(0, key.size(), key) == 0) return line.substr(key.size());
     return std::nullopt;
 }
 
@@ -374,6 +381,10 @@ class classifier {
         if (type == S_IFIFO && !e.link.empty() && e.link[0] == '/') return classify_fifo(e, f);
         if (type == S_IFCHR) return classify_device(e, f);
         if (type == S_IFIFO && starts_with(e.link, "pipe:")) return classify_pipe(e, f);
+        // A std stream that is one end of a socketpair the process holds both ends of is made
+        // again with its pair, as a pipe is (taking the restarting command's stream instead
+        // would leave the other end with no peer).
+        if (std_stream && type == S_IFSOCK && own_socket_pair(e)) return classify_socket(e, f);
         if (std_stream && (type == S_IFIFO || type == S_IFSOCK)) {
             f.record.kind = image::file_inherit; // the restarting command's own stream
             return {};
@@ -450,11 +461,7 @@ class classifier {
     result<void> classify_epoll(const fd_entry &e, exported_file &f) {
         std::vector<image::epoll_watch> watches;
         std::map<int, uint32_t> seen; // watches per descriptor number so far (kcmp's toff)
-        for (size_t at = 0; at < e.info.text.size();) {
-            size_t end = e.info.text.find('\n', at);
-            if (end == std::string::npos) end = e.info.text.size();
-            std::string line = e.info.text.substr(at, end - at);
-            at = end + 1;
+        for (const std::string &line : lines_of(e.info.text)) {
             if (!starts_with(line, "tfd:")) continue;
             int fd;
             unsigned events;
@@ -495,36 +502,35 @@ class classifier {
         }
         auto end = read_socket_pair_end(own->get(), e.sb.st_ino);
         if (!end) return refuse(e, end.err().message);
-        bool peer_held = std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
-            return o.sb.st_ino == end->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
-                   o.sb.st_dev == e.sb.st_dev;
-        });
-        if (!peer_held) return refuse(e, "a socket to another process cannot be restored");
+        if (!own_socket_pair(e)) return refuse(e, "a socket to another process cannot be restored");
         f.record.kind = image::file_socket_pair;
         f.record.pipe_id = std::min<uint64_t>(e.sb.st_ino, end->peer);
         f.data = std::move(end->record_data);
         return {};
     }
 
+    // Whether a socket is one end of a socketpair whose other end the process holds too.
+    bool own_socket_pair(const fd_entry &e) {
+        auto info = unix_socket(e.sb.st_ino);
+        return info && info->peer &&
+               std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
+                   return o.sb.st_ino == info->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
+                          o.sb.st_dev == e.sb.st_dev;
+               });
+    }
+
     // An inotify instance's watches: fdinfo names each watched file by a file handle, turned
     // back into a path here (open_by_handle_at, which needs CAP_DAC_READ_SEARCH). Events already
     // queued cannot be read without taking them from the process: such an instance is refused.
     result<void> classify_inotify(const fd_entry &e, exported_file &f) {
-        auto own = grab(e);
-        if (!own) return own.err();
-        int queued = 0;
-        if (::ioctl(own->get(), FIONREAD, &queued) != 0)
-            return refuse(e, std::string("cannot read its queue: ") + std::strerror(errno));
-        if (queued)
-            return refuse(e, std::to_string(queued) +
+        auto queued = queued_bytes(e);
+        if (!queued) return queued.err();
+        if (*queued)
+            return refuse(e, std::to_string(*queued) +
                                  " bytes of inotify events are queued, which cannot be "
                                  "restored (try again once the program has read them)");
         std::map<int32_t, std::pair<uint32_t, std::string>> by_number; // (fdinfo: newest first)
-        for (size_t at = 0; at < e.info.text.size();) {
-            size_t end = e.info.text.find('\n', at);
-            if (end == std::string::npos) end = e.info.text.size();
-            std::string line = e.info.text.substr(at, end - at);
-            at = end + 1;
+        for (const std::string &line : lines_of(e.info.text)) {
             if (!starts_with(line, "inotify wd:")) continue;
             unsigned wd, sdev, mask, ignored, bytes, type;
             unsigned long ino;
@@ -560,14 +566,13 @@ class classifier {
         auto info = read_text("/proc/self/mountinfo");
         if (!info) return info.err();
         std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
-        for (size_t at = 0; at < info->size() && mount.empty();) {
-            size_t end = info->find('\n', at);
-            if (end == std::string::npos) end = info->size();
+        for (const std::string &line : lines_of(*info)) {
             char id[32], point[4096];
-            if (std::sscanf(info->c_str() + at, "%*d %*d %31s %*s %4095s", id, point) == 2 &&
-                want == id)
+            if (std::sscanf(line.c_str(), "%*d %*d %31s %*s %4095s", id, point) == 2 &&
+                want == id) {
                 mount = point;
-            at = end + 1;
+                break;
+            }
         }
         for (size_t i = 0; (i = mount.find('\\', i)) != std::string::npos; i++)
             if (i + 3 < mount.size()) // mountinfo escapes spaces and such as \ooo
@@ -696,18 +701,26 @@ class classifier {
             return refuse(e, "its path no longer names that named pipe");
         if (e.info.flags & O_DIRECT)
             return refuse(e, "a packet-mode named pipe (O_DIRECT) cannot be restored");
-        auto own = grab(e);
-        if (!own) return own.err();
-        int queued = 0;
-        if (::ioctl(own->get(), FIONREAD, &queued) != 0)
-            return refuse(e, std::string("cannot read its state: ") + std::strerror(errno));
-        if (queued)
-            return refuse(e, std::to_string(queued) +
+        auto queued = queued_bytes(e);
+        if (!queued) return queued.err();
+        if (*queued)
+            return refuse(e, std::to_string(*queued) +
                                  " unread bytes are buffered in the named pipe, which cannot be "
                                  "restored (read them first)");
         f.record.kind = image::file_fifo;
         f.path = e.link;
         return {};
+    }
+
+    // What is queued to be read at a descriptor (FIONREAD), through a copy of it.
+    result<int> queued_bytes(const fd_entry &e) {
+        auto own = grab(e);
+        if (!own) return own.err();
+        int queued = 0;
+        if (::ioctl(own->get(), FIONREAD, &queued) != 0)
+            return refuse(e,
+                          std::string("cannot read what is queued in it: ") + std::strerror(errno));
+        return queued;
     }
 
     result<void> classify_device(const fd_entry &e, exported_file &f) {

@@ -491,6 +491,17 @@ def gen_wrapper(d, idx, fl):
     L.append('  const uintptr_t lfs_ = ghost::mpi::thread_lower_fs();')
     if api == 'MPI_Finalize':
         L.append('  ghost::mpi::quiesce_before_finalize();')
+    if api in CUSTOM and d.api != api:
+        # Large-count point-to-point calls go straight to the lower half, uncounted: a message of
+        # theirs may be in flight at any checkpoint, which is refused from then on.
+        L.append('  ghost::mpi::note_uncarried("%s");' % d.api)
+    if api == 'MPI_Grequest_complete':
+        L.append('  ghost::mpi::request_mark_generalized_complete(%s);' % d.params[0].name)
+    if api == 'MPI_Session_init':
+        # The layer binds the lower half and its communicators at MPI_Init: a sessions-only
+        # program would call into an unbound lower half. Refused in one line instead.
+        L.append('  if (!ghost::mpi::world_initialized())')
+        L.append('    return ghost::mpi::unsupported("MPI_Session_init before MPI_Init (the sessions model)");')
     L += pre
     rk = ret_kind(d)
     call = '((fn_t)ghost::mpi::g_fns[%d])(%s)' % (idx, ', '.join(args))
@@ -628,6 +639,12 @@ def gen_wrapper(d, idx, fl):
                     % (d.params[0].name, d.params[1].name))
     if api == 'MPI_Buffer_detach':
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::bsend_buffer_note(nullptr, 0);')
+    if api == 'MPI_Grequest_start':
+        post.append('  if (rc_ == MPI_SUCCESS && request) ghost::mpi::request_mark_generalized(*request);')
+    if api == 'MPI_T_init_thread':
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_mpit(1);')
+    if api == 'MPI_T_finalize':
+        post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_mpit(-1);')
     if api in ('MPI_Init', 'MPI_Init_thread'):
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::quiesce_after_init(app_level_);')
         post.append('  if (rc_ == MPI_SUCCESS) ghost::mpi::note_initialized(app_level_);')

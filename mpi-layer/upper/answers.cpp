@@ -108,6 +108,10 @@ static inline bool live() {
            !__atomic_load_n(&g_finalized, __ATOMIC_ACQUIRE);
 }
 
+bool world_initialized() {
+    return live();
+}
+
 bool u_Comm_rank(MPI_Comm c, int *rank, int *rc) {
     if (!rank || !live()) return false;
     comm_info *ci = comm_info_of(c);

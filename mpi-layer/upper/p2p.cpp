@@ -1245,6 +1245,14 @@ void request_mark_collective(MPI_Request upper, uintptr_t comm) {
     if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
 }
 
+void request_mark_generalized(MPI_Request upper) {
+    if (vobj *v = req_vobj(upper)) v->qflags |= kQGeneralized;
+}
+
+void request_mark_generalized_complete(MPI_Request upper) {
+    if (vobj *v = req_vobj(upper)) v->qflags |= kQGreqComplete;
+}
+
 void request_mark_io(MPI_Request upper) {
     if (vobj *v = req_vobj(upper)) v->qflags |= kQCollective;
 }
@@ -1358,6 +1366,19 @@ void request_before_checkpoint(vobj *v, void *arg) {
         "a pending nonblocking request that is not a point-to-point send or receive (a "
         "nonblocking collective, MPI_Imrecv, a generalized or cancelled request) cannot be "
         "carried yet";
+    // A generalized request the program has not completed: whatever the library answers for it
+    // (MPICH's status query may call it complete), its MPI_Grequest_complete after a restart
+    // would name a request the new lower half never made.
+    if ((v->qflags & kQGeneralized) && !(v->qflags & kQGreqComplete)) {
+        const char *greq_why =
+            "a generalized request (MPI_Grequest_start) is pending: it cannot be carried yet";
+        if (cx->mode == req_check) // (otherwise the coordinator names the rank)
+            snprintf(cx->why, cx->why_len, "rank %d: %s", cx->rank, greq_why);
+        else
+            snprintf(cx->why, cx->why_len, "%s", greq_why);
+        cx->refused = true;
+        return;
+    }
     if (cx->mode == req_check) { // after req_convert, by the agent's manager: no lower calls
         if (v->ckpt_done || repostable(v)) return;
         snprintf(cx->why, cx->why_len, "rank %d: %s", cx->rank, kind_why);

@@ -1087,6 +1087,11 @@ int quiesce(void *, char *why, size_t why_len) {
     // thread's lower calls wait behind it (MPICH's global lock, held by a call that waits for a
     // rank holding quiescent, never released): the park would hang until the requester gives up
     // ("did not answer"). Refused in one line instead.
+    char uncarried[256];
+    if (const char *reason = uncarried_state(uncarried, sizeof uncarried)) {
+        snprintf(why, why_len, "rank %d: %s", rank, reason);
+        return -1;
+    }
     if (const char *in = thread_off_safe_point()) {
         snprintf(why, why_len, "rank %d: a thread stayed inside %s although the rank is quiescent",
                  rank, in);

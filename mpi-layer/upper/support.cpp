@@ -164,6 +164,37 @@ int w_count(MPI_Comm lc, int recv_side, int neighbor, int in_place) {
     return 0;
 }
 
+namespace {
+std::atomic<const char *> g_uncarried{nullptr}; // the first call whose effect ghost cannot carry
+std::atomic<int> g_mpit_sessions{0};            // MPI_T_init_thread calls not finalized yet
+} // namespace
+
+void note_uncarried(const char *call) {
+    const char *none = nullptr;
+    g_uncarried.compare_exchange_strong(none, call);
+}
+
+void note_mpit(int delta) {
+    g_mpit_sessions.fetch_add(delta);
+}
+
+const char *uncarried_state(char *buf, size_t len) {
+    if (const char *call = g_uncarried.load()) {
+        snprintf(buf, len,
+                 "it called %s: large-count (_c) point-to-point calls are not counted, so a "
+                 "message of theirs may be in flight",
+                 call);
+        return buf;
+    }
+    if (g_mpit_sessions.load() > 0) {
+        snprintf(buf, len,
+                 "the MPI tool interface (MPI_T_init_thread) is in use: its handles are not "
+                 "carried");
+        return buf;
+    }
+    return nullptr;
+}
+
 int unsupported(const char *api) {
     char buf[256];
     int n = snprintf(buf, sizeof buf,

@@ -132,6 +132,8 @@ constexpr uint32_t kQCancel = 128;     // MPI_Cancel was called on it
 constexpr uint32_t kQIsend = 256;      // a nonblocking send (counted when posted)
 constexpr uint32_t kQCollective = 512; // a nonblocking collective: the drain completes it
 constexpr uint32_t kQHolds = 1024;     // holds a reference on ra.datatype and ra.comm (hold_handle)
+constexpr uint32_t kQGeneralized = 2048;  // made by MPI_Grequest_start
+constexpr uint32_t kQGreqComplete = 4096; // MPI_Grequest_complete was called on it
 
 // Fortran handles of created objects (Open MPI; MPICH's Fortran handles are its C handles): an
 // index into the layer's own table, so the same after a restart, whatever the new lower half's

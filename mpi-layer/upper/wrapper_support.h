@@ -111,6 +111,15 @@ size_t cart_ndims(MPI_Comm upper);
 // Element count of an (neighbor_)alltoallw type array: comm size / remote size, or in/out degree.
 int w_count(MPI_Comm lower_comm, int recv_side, int neighbor, int in_place);
 int unsupported(const char *api);
+// A call whose effect a checkpoint cannot carry (large-count point-to-point calls, which the
+// quiesce does not count): from then on every checkpoint of the rank is refused in one line.
+void note_uncarried(const char *call);
+void note_mpit(int delta); // MPI_T_init_thread (+1) and MPI_T_finalize (-1) that succeeded
+// Why this rank's checkpoint is refused (in `buf`), or nullptr.
+const char *uncarried_state(char *buf, size_t len);
+bool world_initialized(); // MPI_Init (or _thread) returned, MPI_Finalize not yet
+void request_mark_generalized(MPI_Request upper);
+void request_mark_generalized_complete(MPI_Request upper);
 
 MPI_User_function *wrap_op(MPI_User_function *fn);
 MPI_Comm_errhandler_function *wrap_comm_errh(MPI_Comm_errhandler_function *fn);

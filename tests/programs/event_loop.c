@@ -4,8 +4,8 @@
 //  * an epoll instance (and a dup of it, used on odd steps) watching: a semaphore eventfd
 //    (level-triggered), a periodic timerfd (edge-triggered), a signalfd of SIGUSR1, a second
 //    epoll instance that watches an eventfd of its own (nested), a stream socketpair that wakes
-//    the loop (a byte per step, as asyncio's self-pipe), and a pipe through a one-shot watch that
-//    fired once at the start and must stay disarmed;
+//    the loop (a byte per step, as asyncio's self-pipe; with --dir its reading end is on fd 0),
+//    and a pipe through a one-shot watch that fired once at the start and must stay disarmed;
 //  * an eventfd whose counter is beyond 32 bits, a semaphore eventfd holding 3, a one-shot timerfd
 //    that expired unread (its expiration must still be there at the end), and an absolute
 //    CLOCK_REALTIME timerfd an hour away (still armed for the same date), and a socketpair with
@@ -92,6 +92,14 @@ int main(int argc, char **argv) {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, wake) != 0 ||
         socketpair(AF_UNIX, SOCK_STREAM, 0, queued) != 0)
         t_fail("socketpair: %s", strerror(errno));
+    // With --dir (not duplicated: a copy's std streams are those of `ghost duplicate`), the
+    // wake-up pair's reading end is the process's stdin, as a pipe or socketpair a parent set up
+    // would be: a restart must make it again with its pair, not take the restarter's stdin.
+    if (dir) {
+        if (dup2(wake[0], 0) != 0) t_fail("dup2: %s", strerror(errno));
+        close(wake[0]);
+        wake[0] = 0;
+    }
     int sndbuf = 50000;
     if (setsockopt(wake[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
         t_fail("SO_SNDBUF: %s", strerror(errno));

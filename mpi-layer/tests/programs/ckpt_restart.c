@@ -16,6 +16,9 @@
  * which keeps it (the usual pattern: carried, the handler still called after a restart).
  * "refuse_errh": the same, and a Comm_dup of that communicator, which got the freed handler from
  * it, lives across the point (a checkpoint must be refused: nothing could set it again).
+ * "refuse_greq": a generalized request (MPI_Grequest_start) is pending across the points, completed
+ * after them; "refuse_mpit": the MPI tool interface is initialised across them (MPI_T handles are
+ * not carried): a checkpoint must be refused, naming it.
  * "self IMAGEDIR": at point 1 every rank asks its own ghost agent for its checkpoint
  * (ghost_agent_request_checkpoint, as the job coordinator does) into IMAGEDIR/rank<R>.ghost. */
 #include <dlfcn.h>
@@ -124,6 +127,23 @@ static void count_errors(MPI_Comm *c, int *code, ...) {
 static const char *self_image_dir; /* "self" mode */
 
 /* Checkpoint point k: nothing in flight, every thread outside MPI. */
+static int greq_query(void *extra, MPI_Status *status) {
+    (void)extra;
+    MPI_Status_set_elements(status, MPI_BYTE, 0);
+    MPI_Status_set_cancelled(status, 0);
+    status->MPI_SOURCE = MPI_UNDEFINED;
+    status->MPI_TAG = MPI_UNDEFINED;
+    return MPI_SUCCESS;
+}
+static int greq_free(void *extra) {
+    (void)extra;
+    return MPI_SUCCESS;
+}
+static int greq_cancel(void *extra, int complete) {
+    (void)extra, (void)complete;
+    return MPI_SUCCESS;
+}
+
 static void wait_point(const char *dir, int k) {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/pid.%d.%d", dir, k, mpit_rank);
@@ -162,6 +182,8 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     int points = argc > 2 ? atoi(argv[2]) : 1;
     int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
+    int refuse_greq = argc > 3 && strcmp(argv[3], "refuse_greq") == 0;
+    int refuse_mpit = argc > 3 && strcmp(argv[3], "refuse_mpit") == 0;
     int busy = argc > 3 && strcmp(argv[3], "busy") == 0;
     int refuse_errh = argc > 3 && strcmp(argv[3], "refuse_errh") == 0;
     int freed_errh = refuse_errh || (argc > 3 && strcmp(argv[3], "freed_errh") == 0);
@@ -198,6 +220,10 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Win_create(win_buf, sizeof win_buf, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win));
         CHECK_MPI(MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, win));
     }
+    MPI_Request greq = MPI_REQUEST_NULL;
+    if (refuse_greq) CHECK_MPI(MPI_Grequest_start(greq_query, greq_free, greq_cancel, NULL, &greq));
+    int mpit_level = 0;
+    if (refuse_mpit) CHECK_MPI(MPI_T_init_thread(MPI_THREAD_MULTIPLE, &mpit_level));
     pthread_barrier_init(&go_helper, NULL, 2);
     pthread_barrier_init(&helper_done, NULL, 2);
     pthread_t helper;
@@ -234,6 +260,11 @@ int main(int argc, char **argv) {
         }
         mpit_failures += phase(k + 1, half, dup, others, vec, pair);
     }
+    if (refuse_greq) {
+        CHECK_MPI(MPI_Grequest_complete(greq));
+        CHECK_MPI(MPI_Wait(&greq, MPI_STATUS_IGNORE));
+    }
+    if (refuse_mpit) CHECK_MPI(MPI_T_finalize());
     {
         int hr = -2, hs = -2, psz = -2, csz = -2, lvl = -1, ini = 0, fin = 1, mainth = 0;
         MPI_Comm_rank(half, &hr);
