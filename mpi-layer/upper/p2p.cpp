@@ -859,6 +859,7 @@ namespace {
 // MPI_Request_get_status (which leaves it alone) and completes them all with MPI_Waitall once
 // every one is done, all or none, as MPI_Testall would.
 struct all_done_step {
+    vobj **vs = nullptr; // the upper requests (generalized ones are not asked: see below)
     int n;
     RQ *r;
     MPI_Status *statuses;
@@ -875,6 +876,15 @@ struct all_done_step {
     bool operator()(int *out) {
         for (int i = 0; i < n; i++) {
             if (ready[i]) continue;
+            // MPICH's MPI_Request_get_status runs a complete generalized request's query
+            // function, which MPI_Waitall then runs again (the program sees two calls): one is
+            // done once the program has called MPI_Grequest_complete on it.
+            if (vs && vs[i] && (vs[i]->qflags & kQGeneralized)) {
+                if (!(__atomic_load_n(&vs[i]->qflags, __ATOMIC_ACQUIRE) & kQGreqComplete))
+                    return false;
+                ready[i] = 1;
+                continue;
+            }
             int f = 0;
             *out = L.Request_get_status(r[i], &f, MPI_STATUS_IGNORE);
             if (*out != MPI_SUCCESS) return true;
@@ -894,6 +904,7 @@ int q_Waitall(void *, int n, RQ *r, ST *st, RQ *ur) {
     status_array sa(st, n, vs.p);
 #if defined(GHOST_MPI_MPICH)
     all_done_step step(n, r, sa.p);
+    step.vs = vs.p;
     int rc = test_loop([&](int *out) { return step(out); }, kNoWake);
 #else
     int rc = test_loop(
@@ -1250,7 +1261,7 @@ void request_mark_generalized(MPI_Request upper) {
 }
 
 void request_mark_generalized_complete(MPI_Request upper) {
-    if (vobj *v = req_vobj(upper)) v->qflags |= kQGreqComplete;
+    if (vobj *v = req_vobj(upper)) __atomic_or_fetch(&v->qflags, kQGreqComplete, __ATOMIC_RELEASE);
 }
 
 void request_mark_io(MPI_Request upper) {
