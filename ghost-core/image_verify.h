@@ -623,7 +623,8 @@ class stream_verifier {
             bool family = e.family == 1 || e.family == 2 || e.family == 10;
             bool listening = e.backlog > 0 && (e.type == 1 || e.type == 5);
             bool udp = !e.backlog && e.type == 2 && e.family != 1;
-            return family && (listening || udp) && e.local_len >= 2 && e.local_len <= 128 &&
+            uint32_t most = e.family == 1 ? 110 : 128; // sizeof(struct sockaddr_un)
+            return family && (listening || udp) && e.local_len >= 2 && e.local_len <= most &&
                    e.peer_len <= 128 && (!e.peer_len || udp) && e.reuseaddr <= 1 &&
                    e.reuseport <= 1 && e.v6only <= 1;
         }

@@ -1329,6 +1329,7 @@ bool stale_unix_socket(const uint8_t *addr, uint32_t len) {
 long make_endpoint(const img::file_record &fr, const char *data) {
     img::socket_endpoint ep;
     memcpy(&ep, data, sizeof ep);
+    ep.local[sizeof ep.local - 1] = 0; // (a Unix path is read as a string below)
     constexpr int sol_socket = 1, so_reuseaddr = 2, so_reuseport = 15, so_sndbuf = 7, so_rcvbuf = 8,
                   ipproto_ipv6 = 41, ipv6_v6only = 26;
     long fd = sys::call(__NR_socket, ep.family, ep.type | O_CLOEXEC | (fr.flags & O_NONBLOCK), 0);

@@ -991,12 +991,22 @@ void quiesce_after_init(int provided) {
     }
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
         g_gate_fence = true;
+    bool spawned = false;
     {
         lower_call lc;
         static auto rank = (int (*)(MPI_Comm, int *))lower_fn("MPI_Comm_rank");
         rank(L.world, &g_rank);
+        // A process that MPI_Comm_spawn started is no rank of the job ghostrun launched (its world
+        // is its own, its rank 0 another process than the job's): registered, it answered for
+        // that rank (after it ended, "rank 0 has called MPI_Finalize" refused every checkpoint of
+        // the job). It takes no part in checkpoints: the parents' are refused while their
+        // intercommunicator to it lives.
+        static auto get_parent = (int (*)(MPI_Comm *))lower_fn("MPI_Comm_get_parent");
+        const MPI_Comm none = (MPI_Comm)g_lower_null[(int)kind::comm];
+        MPI_Comm parent = none;
+        if (get_parent && get_parent(&parent) == MPI_SUCCESS) spawned = parent != none;
     }
-    connect_coordinator();
+    if (!spawned) connect_coordinator();
 }
 
 void quiesce_before_finalize() {

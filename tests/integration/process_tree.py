@@ -37,23 +37,26 @@ import time
 from procs import kill_all, pid_alive
 
 PY = "/usr/bin/python3"
+# Each tree sleeps 6 s while this script refuses a duplicate, checkpoints it and checkpoints it
+# with --kill: under the ASan build on a loaded machine those took more than the 4 s it slept
+# before (the zombie's parent ended first: "no job or process").
 CASES = {
-    "sleeping": (["/bin/sh", "-c", "sleep 4 & wait $!; echo RESULT $?"], "RESULT 0"),
+    "sleeping": (["/bin/sh", "-c", "sleep 6 & wait $!; echo RESULT $?"], "RESULT 0"),
     "zombie": ([PY, "-c", "import os, time\n"
                 "p = os.fork()\n"
                 "if p == 0: os._exit(3)\n"
-                "time.sleep(4)\n"
+                "time.sleep(6)\n"
                 "st = os.waitpid(p, 0)[1]\n"
                 "print('RESULT', os.waitstatus_to_exitcode(st), flush=True)\n"], "RESULT 3"),
     "piped": ([PY, "-c", "import subprocess\n"
-               "p = subprocess.Popen(['/bin/sh', '-c', 'sleep 4; read x; echo got $x'],"
+               "p = subprocess.Popen(['/bin/sh', '-c', 'sleep 6; read x; echo got $x'],"
                " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
                "p.stdin.write(b'line\\n'); p.stdin.flush()\n"
                "out = p.communicate()[0]\n"
                "print('RESULT', out.decode().strip(), p.returncode, flush=True)\n"],
               "RESULT got line 0"),
     "system": ([PY, "-c", "import os\n"
-                "print('RESULT', os.system('sleep 4; exit 4') >> 8, flush=True)\n"], "RESULT 4"),
+                "print('RESULT', os.system('sleep 6; exit 4') >> 8, flush=True)\n"], "RESULT 4"),
     # Parent and child share anonymous memory (a shared mapping made before the fork), written by
     # both before the checkpoint and by the child after the restart: one object again.
     "shared_memory": ([PY, "-c", "import mmap, os, time\n"
@@ -61,7 +64,7 @@ CASES = {
                        "m[5000] = 5\n"
                        "p = os.fork()\n"
                        "if p == 0:\n"
-                       "    m[0] = 1; time.sleep(4); m[1] = m[0] + m[5000] + m[9000]; os._exit(0)\n"
+                       "    m[0] = 1; time.sleep(6); m[1] = m[0] + m[5000] + m[9000]; os._exit(0)\n"
                        "m[9000] = 9\n"
                        "os.waitpid(p, 0)\n"
                        "print('RESULT', m[1], flush=True)\n"], "RESULT 15"),
@@ -70,7 +73,7 @@ CASES = {
                    "s = multiprocessing.Semaphore(0)\n"
                    "p = os.fork()\n"
                    "if p == 0:\n"
-                   "    time.sleep(4); s.release(); os._exit(0)\n"
+                   "    time.sleep(6); s.release(); os._exit(0)\n"
                    "s.acquire()\n"
                    "os.waitpid(p, 0)\n"
                    "print('RESULT acquired', flush=True)\n"], "RESULT acquired"),
@@ -80,7 +83,7 @@ CASES = {
                     "a, b = multiprocessing.Pipe()\n"
                     "p = os.fork()\n"
                     "if p == 0:\n"
-                    "    a.close(); time.sleep(4); b.send(b.recv() + ' pong'); os._exit(0)\n"
+                    "    a.close(); time.sleep(6); b.send(b.recv() + ' pong'); os._exit(0)\n"
                     "b.close(); a.send('ping')\n"
                     "r = a.recv()\n"
                     "os.waitpid(p, 0)\n"
