@@ -10,6 +10,7 @@
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -900,10 +901,14 @@ result<std::optional<image::socket_endpoint>> read_socket_endpoint(int sock, uin
     if (!opt_int(SO_DOMAIN, domain) || !opt_int(SO_TYPE, type) || !opt_int(SO_PROTOCOL, protocol) ||
         !opt_int(SO_ACCEPTCONN, listening))
         return sys_error("cannot read the socket's options");
-    if (domain == AF_UNIX && !listening) // a pair, or refused as one
-        return std::optional<image::socket_endpoint>();
-    error only{"a socket cannot be restored (listening sockets, UDP sockets and pairs of "
-               "connected unnamed Unix sockets whose ends the process or its tree holds can)"};
+    if (domain == AF_UNIX && !listening) {
+        auto info = unix_socket(ino);
+        if (!info) return info.err();
+        if (info->peer) return std::optional<image::socket_endpoint>(); // a pair, or refused
+    }
+    error only{"a socket cannot be restored (listening sockets, sockets not connected yet, UDP "
+               "sockets and pairs of connected unnamed Unix sockets whose ends the process or "
+               "its tree holds can)"};
     bool inet = domain == AF_INET || domain == AF_INET6;
     if (!inet && domain != AF_UNIX) return only;
     image::socket_endpoint ep{};
@@ -931,18 +936,31 @@ result<std::optional<image::socket_endpoint>> read_socket_endpoint(int sock, uin
             ep.backlog = *backlog;
         }
         if (!ep.backlog) ep.backlog = 1; // (listen(0) takes one connection too)
-    } else {
-        if (!inet || type != SOCK_DGRAM || protocol != IPPROTO_UDP)
-            return error{"a TCP connection or other socket cannot be restored"};
+    } else if (type == SOCK_DGRAM && (!inet || protocol == IPPROTO_UDP)) {
+        // UDP, or a Unix datagram socket connected to nobody (a peer: a pair above)
         char probe;
         if (::recv(sock, &probe, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno != EAGAIN)
-            return error{"datagrams are queued in the UDP socket, which cannot be restored (read "
+            return error{"datagrams are queued in the socket, which cannot be restored (read "
                          "them first)"};
         len = sizeof ep.peer;
-        if (::getpeername(sock, (sockaddr *)ep.peer, &len) == 0)
+        if (inet && ::getpeername(sock, (sockaddr *)ep.peer, &len) == 0)
             ep.peer_len = len;
-        else if (errno != ENOTCONN)
+        else if (inet && errno != ENOTCONN)
             return sys_error("cannot read the socket's peer");
+    } else {
+        // A stream socket made, perhaps bound, but neither listening nor connected yet (a
+        // server between socket() and listen()): made and bound again. A TCP connection is not
+        // carried.
+        if ((type != SOCK_STREAM && type != SOCK_SEQPACKET) || (inet && protocol != IPPROTO_TCP))
+            return only;
+        if (inet) {
+            tcp_info ti{};
+            socklen_t ti_len = sizeof ti;
+            if (::getsockopt(sock, IPPROTO_TCP, TCP_INFO, &ti, &ti_len) != 0)
+                return sys_error("cannot read the socket's state");
+            if (ti.tcpi_state != 7 /* TCP_CLOSE */)
+                return error{"a TCP connection cannot be restored"};
+        }
     }
     if (!opt(SOL_SOCKET, SO_REUSEADDR, ep.reuseaddr) ||
         !opt(SOL_SOCKET, SO_REUSEPORT, ep.reuseport) || !opt(SOL_SOCKET, SO_SNDBUF, ep.sndbuf) ||

@@ -294,9 +294,10 @@ enum file_kind : uint32_t {
     // instance with events queued is refused.
     file_inotify = 21,
     // A listening socket (TCP, or a Unix socket bound to a path or an abstract name) with no
-    // connection waiting, or a UDP socket (bound, perhaps connected) with nothing queued: a new
-    // socket bound to the same address, listening with the same backlog or connected to the same
-    // peer. Its data: a socket_endpoint.
+    // connection waiting, a UDP socket (bound, perhaps connected) or Unix datagram socket
+    // connected to nobody with nothing queued, or a stream socket not listening nor connected
+    // yet: a new socket bound to the same address (if it was), listening with the same backlog or
+    // connected to the same peer. Its data: a socket_endpoint.
     file_socket_endpoint = 22,
 };
 
@@ -399,6 +400,8 @@ struct socket_endpoint {
     uint32_t family;  // AF_UNIX, AF_INET, AF_INET6
     uint32_t type;    // SOCK_STREAM, SOCK_SEQPACKET (listening), SOCK_DGRAM (UDP)
     uint32_t backlog; // listen()'s, for a listening socket; 0 otherwise
+                      // (type SOCK_DGRAM: UDP or Unix datagrams; a stream type: not listening
+                      // nor connected yet)
     uint32_t reuseaddr, reuseport, v6only;
     uint32_t sndbuf, rcvbuf;      // as getsockopt shows them (twice what was set)
     uint32_t local_len, peer_len; // of the sockaddrs below (peer_len 0: not connected)

@@ -623,10 +623,11 @@ class stream_verifier {
             bool family = e.family == 1 || e.family == 2 || e.family == 10;
             bool listening = e.backlog > 0 && (e.type == 1 || e.type == 5);
             bool udp = !e.backlog && e.type == 2 && e.family != 1;
+            bool idle = !e.backlog && !e.peer_len && (e.type == 1 || e.type == 2 || e.type == 5);
             uint32_t most = e.family == 1 ? 110 : 128; // sizeof(struct sockaddr_un)
-            return family && (listening || udp) && e.local_len >= 2 && e.local_len <= most &&
-                   e.peer_len <= 128 && (!e.peer_len || udp) && e.reuseaddr <= 1 &&
-                   e.reuseport <= 1 && e.v6only <= 1;
+            return family && (listening || udp || idle) && e.local_len >= 2 &&
+                   e.local_len <= most && e.peer_len <= 128 && (!e.peer_len || udp) &&
+                   e.reuseaddr <= 1 && e.reuseport <= 1 && e.v6only <= 1;
         }
         if (f.kind == file_inotify) {
             int32_t last = 0;

@@ -1350,7 +1350,10 @@ std::string file_detail(const core::file_summary &f) {
             return (a[0] == AF_INET6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" +
                    std::to_string(port);
         };
-        std::string out = ep.backlog ? "listening on " : "UDP on ";
+        std::string out = ep.backlog       ? "listening on "
+                          : ep.type != 2   ? "not connected, on "
+                          : ep.family == 1 ? "datagrams on "
+                                           : "UDP on ";
         out += address(ep.local, ep.local_len);
         if (ep.backlog) out += ", backlog " + std::to_string(ep.backlog);
         if (ep.peer_len) out += ", connected to " + address(ep.peer, ep.peer_len);

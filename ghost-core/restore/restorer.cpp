@@ -1275,9 +1275,9 @@ long make_inotify(const img::file_record &fr, const char *data) {
 }
 
 // Whether a Unix socket's path is left from a process that is gone: it names a socket, and no
-// socket listens on that path (/proc/net/unix: flag __SO_ACCEPTCON). Read, not probed with a
-// connect: the original may still run (a duplicate), and must not see a connection. A listing
-// too long to read here counts as not stale (the bind then fails).
+// live socket is bound to that path (/proc/net/unix). Read, not probed with a connect: the
+// original may still run (a duplicate), and must not see a connection. A listing too long to
+// read here counts as not stale (the bind then fails).
 bool stale_unix_socket(const uint8_t *addr, uint32_t len) {
     struct stat sb;
     const char *path = (const char *)addr + 2;
@@ -1310,12 +1310,8 @@ bool stale_unix_socket(const uint8_t *addr, uint32_t len) {
                 c++;
         }
         if (count == 8 && (size_t)(end - field[7]) == path_len &&
-            memcmp(field[7], path, path_len) == 0) {
-            uint64_t flags = 0;
-            for (const char *c = field[3]; is_hex(*c | 0x20); c++)
-                flags = flags * 16 + hex_value(*c | 0x20);
-            if (flags & 0x10000) return false; // somebody listens on it
-        }
+            memcmp(field[7], path, path_len) == 0)
+            return false; // a live socket is bound to it (a listener, a datagram receiver)
         line = *end ? end + 1 : end;
     }
     return true;
@@ -1342,7 +1338,8 @@ long make_endpoint(const img::file_record &fr, const char *data) {
     if (!sys::failed(r) && ep.family == 10) r = set(ipproto_ipv6, ipv6_v6only, (int)ep.v6only);
     if (!sys::failed(r)) r = set(sol_socket, so_sndbuf, (int)(ep.sndbuf / 2));
     if (!sys::failed(r)) r = set(sol_socket, so_rcvbuf, (int)(ep.rcvbuf / 2));
-    bool unbound = ep.family != 1 && !ep.local[2] && !ep.local[3]; // port 0: never bound
+    bool unbound = ep.family == 1 ? ep.local_len <= 2             // unnamed
+                                  : !ep.local[2] && !ep.local[3]; // port 0: never bound
     if (!sys::failed(r) && !unbound) {
         r = sys::call(__NR_bind, fd, ep.local, ep.local_len);
         if (r == -98 /* EADDRINUSE */ && ep.family == 1 &&
