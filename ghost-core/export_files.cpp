@@ -110,25 +110,32 @@ struct unix_socket_info {
     uint32_t backlog = 0; // a listening socket's (its RQLEN's write queue)
 };
 
-result<unix_socket_info> unix_socket(uint64_t ino) {
+// A sock_diag socket that has sent `req` (a netlink header and its request), to read the answer.
+template <class Req> result<owned_fd> sock_diag_ask(Req &req, uint16_t flags) {
     owned_fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
     if (nl.get() < 0) return sys_error("cannot open a sock_diag socket");
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = flags;
+    if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
+        return sys_error("cannot query sock_diag");
+    return nl;
+}
+
+result<unix_socket_info> unix_socket(uint64_t ino) {
     struct {
         nlmsghdr h;
         unix_diag_req r;
     } req{};
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST;
     req.r.sdiag_family = AF_UNIX;
     req.r.udiag_states = ~0u;
     req.r.udiag_ino = (uint32_t)ino;
     req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
     req.r.udiag_cookie[0] = req.r.udiag_cookie[1] = ~0u; // INET_DIAG_NOCOOKIE
-    if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
-        return sys_error("cannot query sock_diag");
+    auto nl = sock_diag_ask(req, NLM_F_REQUEST);
+    if (!nl) return nl.err();
     alignas(nlmsghdr) char buf[8192];
-    ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+    ssize_t n = ::recv(nl->get(), buf, sizeof buf, 0);
     if (n < 0) return sys_error("cannot read sock_diag's answer");
     auto *h = (nlmsghdr *)buf;
     if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != SOCK_DIAG_BY_FAMILY)
@@ -151,23 +158,18 @@ result<unix_socket_info> unix_socket(uint64_t ino) {
 
 // A listening TCP socket's backlog, from inet_diag (a dump of the listeners of its family).
 result<uint32_t> tcp_listen_backlog(int family, uint64_t ino) {
-    owned_fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-    if (nl.get() < 0) return sys_error("cannot open a sock_diag socket");
     struct {
         nlmsghdr h;
         inet_diag_req_v2 r;
     } req{};
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     req.r.sdiag_family = (uint8_t)family;
     req.r.sdiag_protocol = IPPROTO_TCP;
     req.r.idiag_states = 1u << 10; // TCP_LISTEN
-    if (::send(nl.get(), &req, sizeof req, 0) != (ssize_t)sizeof req)
-        return sys_error("cannot query sock_diag");
+    auto nl = sock_diag_ask(req, NLM_F_REQUEST | NLM_F_DUMP);
+    if (!nl) return nl.err();
     alignas(nlmsghdr) char buf[32768];
     for (;;) {
-        ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+        ssize_t n = ::recv(nl->get(), buf, sizeof buf, 0);
         if (n <= 0) return sys_error("cannot read sock_diag's answer");
         for (auto *h = (nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
             if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR)
@@ -503,7 +505,8 @@ class classifier {
         }
         auto end = read_socket_pair_end(own->get(), e.sb.st_ino);
         if (!end) return refuse(e, end.err().message);
-        if (!own_socket_pair(e)) return refuse(e, "a socket to another process cannot be restored");
+        if (!holds_socket(end->peer, e.sb.st_dev)) // (the peer read_socket_pair_end found)
+            return refuse(e, "a socket to another process cannot be restored");
         f.record.kind = image::file_socket_pair;
         f.record.pipe_id = std::min<uint64_t>(e.sb.st_ino, end->peer);
         f.data = std::move(end->record_data);
@@ -513,11 +516,12 @@ class classifier {
     // Whether a socket is one end of a socketpair whose other end the process holds too.
     bool own_socket_pair(const fd_entry &e) {
         auto info = unix_socket(e.sb.st_ino);
-        return info && info->peer &&
-               std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
-                   return o.sb.st_ino == info->peer && (o.sb.st_mode & S_IFMT) == S_IFSOCK &&
-                          o.sb.st_dev == e.sb.st_dev;
-               });
+        return info && info->peer && holds_socket(info->peer, e.sb.st_dev);
+    }
+    bool holds_socket(uint64_t ino, dev_t dev) const {
+        return std::any_of(entries_.begin(), entries_.end(), [&](const fd_entry &o) {
+            return o.sb.st_ino == ino && (o.sb.st_mode & S_IFMT) == S_IFSOCK && o.sb.st_dev == dev;
+        });
     }
 
     // An inotify instance's watches: fdinfo names each watched file by a file handle, turned
