@@ -3,9 +3,13 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -209,27 +213,133 @@ result<int> parked_process::tracking_fd() const {
     return error{"the ghost agent of pid " + std::to_string(pid_) + " has no write tracking"};
 }
 
-result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
-    std::string who = "pid " + std::to_string(pid);
-    auto conn = connect_agent(pid);
-    if (!conn) return conn.err();
-    int fd = *conn;
-    // The request line, then our fds 0-2 (the copy's standard streams) in a message of one byte.
+namespace {
+
+// Sends `fds` with one byte.
+bool send_fds(int sock, const int *fds, size_t count) {
     char byte = 0;
     struct iovec iov = {&byte, 1};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
     struct msghdr msg = {};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(3 * sizeof(int));
-    const int stdio[3] = {0, 1, 2};
-    std::memcpy(CMSG_DATA(c), stdio, sizeof stdio);
-    if (!control::write_all(fd, "DUPLICATE\n", 10) || ::sendmsg(fd, &msg, MSG_NOSIGNAL) != 1) {
+    c->cmsg_len = CMSG_LEN(count * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, count * sizeof(int));
+    return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == 1;
+}
+
+// The init of a copy's pid namespace (pid 1 there: when it ends, the kernel kills everything in
+// the namespace). It waits for the copy's pidfd on `ctl` (none: no copy was made), reaps the
+// orphans the namespace hands it meanwhile, and ends once the copy and every process left after
+// it have ended. Raw system calls only: it is a fork of the command.
+[[noreturn]] void copy_namespace_init(int ctl) {
+    ::syscall(SYS_close_range, 0, ctl - 1, 0);
+    ::syscall(SYS_close_range, ctl + 1, ~0U, 0);
+    ::setsid(); // out of the terminal's process group: ^C to the command does not end the copy
+    if (::chdir("/") != 0) ::_exit(1);
+    ::prctl(PR_SET_NAME, "ghost-copy-ns", 0, 0, 0);
+    sigset_t all, child;
+    sigfillset(&all);
+    ::sigprocmask(SIG_SETMASK, &all, nullptr);
+    sigemptyset(&child);
+    sigaddset(&child, SIGCHLD);
+    int children = ::signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
+    int copy = -1;
+    {
+        char byte;
+        struct iovec iov = {&byte, 1};
+        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        struct msghdr msg = {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        if (::recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC) == 1)
+            if (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c && c->cmsg_type == SCM_RIGHTS)
+                std::memcpy(&copy, CMSG_DATA(c), sizeof copy);
+    }
+    ::close(ctl);
+    auto reap = [](int flags) {
+        siginfo_t info;
+        for (;;) {
+            std::memset(&info, 0, sizeof info);
+            long r = ::waitid(P_ALL, 0, &info, WEXITED | __WALL | flags);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0 || info.si_pid == 0) return;
+        }
+    };
+    while (copy >= 0) {
+        struct pollfd p[2] = {{copy, POLLIN, 0}, {children, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
+        if (p[1].revents) {
+            struct signalfd_siginfo si;
+            while (::read(children, &si, sizeof si) > 0) {
+            }
+            reap(WNOHANG);
+        }
+        if (p[0].revents) break;
+    }
+    reap(0); // the copy's descendants come to this process as they are orphaned
+    ::_exit(0);
+}
+
+// A pid namespace for a copy that keeps the original's ids (fast_duplicate.h): its init, a
+// connection to it, and the namespace as a descriptor to hand to the agent. Root only: without it
+// the copy gets new ids.
+struct copy_namespace {
+    pid_t init = -1;
+    int ctl = -1, ns = -1;
+
+    explicit copy_namespace(bool wanted) {
+        if (!wanted || ::geteuid() != 0) return;
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return;
+        long child = ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, 0);
+        if (child == 0) {
+            ::close(pair[0]);
+            copy_namespace_init(pair[1]);
+        }
+        ::close(pair[1]);
+        if (child < 0) {
+            ::close(pair[0]);
+            return;
+        }
+        init = (pid_t)child;
+        ctl = pair[0];
+        ns = ::open(("/proc/" + std::to_string(init) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC);
+    }
+    // The copy is made: the init follows it from now on.
+    void hand_over(int copy_pidfd) {
+        if (ctl >= 0) send_fds(ctl, &copy_pidfd, 1);
+        release(false);
+    }
+    // No copy in it: the init ends at once.
+    void release(bool reap = true) {
+        if (ns >= 0) ::close(ns);
+        if (ctl >= 0) ::close(ctl);
+        if (reap && init > 0) ::waitpid(init, nullptr, 0);
+        ns = ctl = init = -1;
+    }
+    ~copy_namespace() { release(); }
+};
+
+} // namespace
+
+result<fast_duplicate> request_fast_duplicate(pid_t pid, bool keep_ids, int timeout_ms) {
+    std::string who = "pid " + std::to_string(pid);
+    auto conn = connect_agent(pid);
+    if (!conn) return conn.err();
+    int fd = *conn;
+    copy_namespace ns(keep_ids);
+    // The request line, then our fds 0-2 (the copy's standard streams) and the copy's pid
+    // namespace, when there is one, in a message of one byte.
+    const int fds[4] = {0, 1, 2, ns.ns};
+    if (!control::write_all(fd, "DUPLICATE\n", 10) || !send_fds(fd, fds, ns.ns >= 0 ? 4 : 3)) {
         ::close(fd);
         return sys_error("cannot talk to the ghost agent of " + who);
     }
@@ -240,7 +350,7 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
     ::close(fd);
     fast_duplicate r;
     unsigned long long park_us = 0, fork_us = 0;
-    int copy = 0;
+    int copy = 0, kept = 0;
     if (std::strncmp(line, "FALLBACK ", 9) == 0) {
         r.fallback = line + 9;
     } else if (std::strncmp(line, "ERROR ", 6) == 0) {
@@ -250,9 +360,12 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms) {
             return r;
         }
         return error{"cannot park " + who + ": " + (line + 6)};
-    } else if (std::sscanf(line, "DUPLICATED %d %llu %llu", &copy, &park_us, &fork_us) == 3 &&
+    } else if (std::sscanf(line, "DUPLICATED %d %llu %llu %d", &copy, &park_us, &fork_us, &kept) >=
+                   3 &&
                copy > 0 && pidfd >= 0) {
+        if (kept) ns.hand_over(pidfd);
         r.copy = copy;
+        r.kept_ids = kept != 0;
         r.pidfd = pidfd;
         r.park_s = (double)park_us / 1e6;
         r.fork_s = (double)fork_us / 1e6;

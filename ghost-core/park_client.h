@@ -49,9 +49,11 @@ struct fast_duplicate {
     pid_t copy = 0;
     int pidfd = -1;
     double park_s = 0, fork_s = 0; // how long the original was parked; its fork
+    bool kept_ids = false;         // the copy runs under the original's pid and thread ids
     std::string fallback;
 };
-result<fast_duplicate> request_fast_duplicate(pid_t pid, int timeout_ms = 15000);
+// keep_ids: in a pid namespace of its own under the original's ids, where that can be made.
+result<fast_duplicate> request_fast_duplicate(pid_t pid, bool keep_ids, int timeout_ms = 15000);
 
 // Waits until the agent of a just restored `pid` answers on its control socket again (it listens
 // only after its components' rebuild, some time after the restorer's verdict), so that whoever

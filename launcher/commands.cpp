@@ -1072,14 +1072,15 @@ int cmd_duplicate(const duplicate_args &a) {
     auto t0 = clock_type::now();
     std::string fallback = "--via-image";
     if (!a.via_image) {
-        auto fast = core::request_fast_duplicate(a.pid);
+        auto fast = core::request_fast_duplicate(a.pid, !a.new_ids);
         if (!fast) return fail(fast.err().message);
         if (fast->copy > 0) {
             std::fprintf(stderr,
-                         "ghost: duplicate pid=%d copy=%d via=fork park_s=%s fork_s=%s "
+                         "ghost: duplicate pid=%d copy=%d via=fork ids=%s park_s=%s fork_s=%s "
                          "total_s=%s\n",
-                         (int)a.pid, (int)fast->copy, seconds(fast->park_s).c_str(),
-                         seconds(fast->fork_s).c_str(), seconds(since(t0)).c_str());
+                         (int)a.pid, (int)fast->copy, fast->kept_ids ? "kept" : "new",
+                         seconds(fast->park_s).c_str(), seconds(fast->fork_s).c_str(),
+                         seconds(since(t0)).c_str());
             write_pid_file(a.pid_file, fast->copy);
             if (a.detach) {
                 ::close(fast->pidfd);

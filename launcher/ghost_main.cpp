@@ -82,6 +82,9 @@ int main(int argc, char **argv) {
     dup->add_flag("--detach", da.detach, "do not wait for the copy");
     dup->add_flag("--via-image", da.via_image,
                   "copy through an image (export + restore) even where a fork can make it");
+    dup->add_flag("--new-ids", da.new_ids,
+                  "the fork's copy gets a pid and thread ids of its own (as root it keeps the "
+                  "original's in a pid namespace of its own, which is faster)");
     dup->add_option("--to", da.to,
                     "run the copy elsewhere: ucx://HOST:PORT (a `ghost receive --restore` there)");
     dup->add_option("--secret-file", da.secret_file,

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -48,10 +50,68 @@ bool runtime_dir(char *out, size_t out_size, const char **why) {
     return true;
 }
 
+bool host_proc_path(char *out, size_t out_size) {
+    char dir[4096];
+    const char *why = nullptr;
+    if (!runtime_dir(dir, sizeof dir, &why)) return false;
+    int n = snprintf(out, out_size, "%s/hostproc", dir);
+    if (n < 0 || (size_t)n >= out_size) return false;
+    return mkdir(out, 0700) == 0 || errno == EEXIST;
+}
+
+namespace {
+
+// Whether this process is in a copy's namespaces: the host's /proc is mounted at `proc`.
+bool in_copy_namespace(char *proc, size_t size) {
+    char dir[4096];
+    const char *why = nullptr;
+    if (!runtime_dir(dir, sizeof dir, &why)) return false;
+    int n = snprintf(proc, size, "%s/hostproc", dir);
+    if (n < 0 || (size_t)n >= size) return false;
+    constexpr long proc_magic = 0x9fa0;
+    struct statfs fs;
+    return statfs(proc, &fs) == 0 && fs.f_type == proc_magic;
+}
+
+} // namespace
+
+int host_pid(int pid) {
+    char proc[4200];
+    if (!in_copy_namespace(proc, sizeof proc)) return pid;
+    // That /proc's "thread-self" names this thread as "<host pid>/task/<host tid>". (A path
+    // through the link itself did not resolve there: it is read instead.) The thread's own
+    // directory, since threads may have descriptor tables of their own (the agent's manager).
+    char path[4300], self[64];
+    snprintf(path, sizeof path, "%s/thread-self", proc);
+    ssize_t n = readlink(path, self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = 0;
+    if (pid == getpid()) return atoi(self);
+    // A pidfd's fdinfo gives its pid in the namespace of the /proc it is read through.
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return -1;
+    char info[1024];
+    snprintf(path, sizeof path, "%s/%s/fdinfo/%d", proc, self, pidfd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t len = fd >= 0 ? read(fd, info, sizeof info - 1) : -1;
+    if (fd >= 0) close(fd);
+    close(pidfd);
+    if (len <= 0) return -1;
+    info[len] = 0;
+    const char *at = strstr(info, "\nPid:");
+    long host = at ? strtol(at + 6, nullptr, 10) : -1;
+    return host > 0 && host < INT_MAX ? (int)host : -1;
+}
+
 bool socket_path(int pid, char *out, size_t out_size, const char **why) {
     char dir[4096];
     if (!runtime_dir(dir, sizeof dir, why)) return false;
-    int n = snprintf(out, out_size, "%s/%d.sock", dir, pid);
+    int host = host_pid(pid);
+    if (host <= 0) {
+        *why = "cannot tell the pid the host knows the process by";
+        return false;
+    }
+    int n = snprintf(out, out_size, "%s/%d.sock", dir, host);
     if (n < 0 || (size_t)n >= out_size || (size_t)n >= 108) { // sun_path
         *why = "control socket path too long";
         return false;
@@ -103,6 +163,8 @@ int probe_socket(int pid, bool remove_stale) {
 int remove_stale_sockets() {
     char dir[4096];
     const char *why = nullptr;
+    // The names are the host's pids, which mean other processes (or none) in a copy's namespace.
+    if (in_copy_namespace(dir, sizeof dir)) return 0;
     if (!runtime_dir(dir, sizeof dir, &why)) return 0;
     DIR *d = opendir(dir);
     if (!d) return 0;

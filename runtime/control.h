@@ -17,8 +17,15 @@ namespace ghost::control {
 // Returns false with a reason in `why` on failure.
 bool runtime_dir(char *out, size_t out_size, const char **why);
 
-// <runtime dir>/<pid>.sock
+// <runtime dir>/<pid>.sock, named by the pid the host knows the process by (host_pid).
 bool socket_path(int pid, char *out, size_t out_size, const char **why);
+
+// A fast duplicate's copy may run in a pid namespace of its own, under the original's pid
+// (ghost-core/agent/fast_duplicate.h), with the host's /proc mounted at <runtime dir>/hostproc.
+// host_pid: the pid the host knows process `pid` (of this namespace) by: `pid` itself outside such
+// a namespace, -1 when it cannot be told. host_proc_path: that mount point, created if need be.
+int host_pid(int pid);
+bool host_proc_path(char *out, size_t out_size);
 
 // True when process `pid` is gone: none exists, or only its zombie (whose descriptors are closed:
 // it can never listen or write again).

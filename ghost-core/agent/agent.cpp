@@ -1242,13 +1242,14 @@ void reap_copies() {
     }
 }
 
-// `ghost duplicate` sends its fds 0-2 right after the request line, in one message.
-bool receive_stdio(int conn, int fds[3]) {
+// `ghost duplicate` sends its fds 0-2 right after the request line, in one message, and with them
+// the copy's pid namespace when it could make one (fast_duplicate.h; else fds[3] is -1).
+bool receive_stdio(int conn, int fds[4]) {
     struct pollfd p = {conn, POLLIN, 0};
     if (poll(&p, 1, 5000) != 1) return false;
     char byte;
     struct iovec iov = {&byte, 1};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))];
+    alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
     struct msghdr msg = {};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -1258,15 +1259,15 @@ bool receive_stdio(int conn, int fds[3]) {
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return false;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int got[3] = {-1, -1, -1};
-    memcpy(got, CMSG_DATA(c), (n < 3 ? n : 3) * sizeof(int));
-    if (n != 3) {
-        for (size_t i = 0; i < n && i < 3; i++)
+    int got[4] = {-1, -1, -1, -1};
+    memcpy(got, CMSG_DATA(c), (n < 4 ? n : 4) * sizeof(int));
+    if (n != 3 && n != 4) {
+        for (size_t i = 0; i < n && i < 4; i++)
             close(got[i]);
         return false;
     }
-    for (int i = 0; i < 3; i++)
-        fds[i] = high_fd(got[i]);
+    for (int i = 0; i < 4; i++)
+        fds[i] = got[i] >= 0 ? high_fd(got[i]) : -1;
     return true;
 }
 
@@ -1296,14 +1297,15 @@ uint64_t monotonic_ns() {
 // "DUPLICATED <copy pid> <park us> <fork us>" with a pidfd of the copy, "FALLBACK <why>" when the
 // export+restore path must make this copy, or "ERROR <why>". Returns true in the copy.
 bool handle_duplicate(int conn) {
-    int stdio[3];
+    int stdio[4];
     if (!receive_stdio(conn, stdio)) {
         ghost::control::write_all(conn, "ERROR no standard streams came with the request\n", 49);
         return false;
     }
+    int pid_namespace = stdio[3];
     auto answer = [&](const char *kind, const char *why) {
         for (int fd : stdio)
-            close(fd);
+            if (fd >= 0) close(fd);
         char line[300];
         int n = snprintf(line, sizeof line, "%s %s\n", kind, why);
         ghost::control::write_all(conn, line, (size_t)n);
@@ -1339,7 +1341,13 @@ bool handle_duplicate(int conn) {
     if (ghost_context_save(&self->ctx) == 0) {
         g_dup.forker_tid = forker;
         g_dup.manager_tid = raw_gettid();
-        memcpy(g_dup.stdio, stdio, sizeof stdio);
+        memcpy(g_dup.stdio, stdio, sizeof g_dup.stdio);
+        g_dup.pid_namespace = pid_namespace;
+        g_dup.kept_ids = 0;
+        g_dup.host_proc[0] = 0;
+        if (pid_namespace >= 0 &&
+            !ghost::control::host_proc_path(g_dup.host_proc, sizeof g_dup.host_proc))
+            g_dup.pid_namespace = -1;
         __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_requested, __ATOMIC_RELEASE);
         // The forking thread may be between its check and its wait: wake it until it answers.
         while (load(&g_dup.phase) == ghost::agent::dup_requested) {
@@ -1353,11 +1361,17 @@ bool handle_duplicate(int conn) {
         if (g_dup.copy_pid <= 0) return answer("FALLBACK", g_dup.why);
         int pidfd = (int)sys::call(SYS_pidfd_open, g_dup.copy_pid, 0);
         for (int fd : stdio)
-            close(fd);
+            if (fd >= 0) close(fd);
+        // Named as the host knows it: this process may itself be a copy in a pid namespace.
+        int copy_host_pid = ghost::control::host_pid(g_dup.copy_pid);
+        if (copy_host_pid <= 0) { // a copy nobody could name: ended before it runs far
+            sys::call(SYS_kill, g_dup.copy_pid, SIGKILL);
+            copy_host_pid = 0;
+        }
         char line[128];
-        int n = snprintf(line, sizeof line, "DUPLICATED %d %llu %llu\n", g_dup.copy_pid,
+        int n = snprintf(line, sizeof line, "DUPLICATED %d %llu %llu %d\n", copy_host_pid,
                          (unsigned long long)(park_ns / 1000),
-                         (unsigned long long)(g_dup.fork_ns / 1000));
+                         (unsigned long long)(g_dup.fork_ns / 1000), (int)g_dup.kept_ids);
         if (pidfd < 0) {
             ghost::control::write_all(conn, line, (size_t)n); // (cannot happen: it is our child)
             return false;
@@ -1541,7 +1555,7 @@ bool serve(int conn) {
         return handle_duplicate(conn);
     } else if (strcmp(line, "PING") == 0) {
         char reply[48];
-        int n = snprintf(reply, sizeof reply, "PONG %d\n", getpid());
+        int n = snprintf(reply, sizeof reply, "PONG %d\n", ghost::control::host_pid(getpid()));
         ghost::control::write_all(conn, reply, (size_t)n);
     } else {
         ghost::control::write_all(conn, "ERROR unknown request\n", 22);

@@ -65,4 +65,22 @@ ghost_clone_resume:
     movq %r9, %rdi
     jmp ghost_context_resume
     .size ghost_clone_resume, .-ghost_clone_resume
+/* long ghost_clone3_resume(struct clone_args *args, size_t size, const struct saved_context *ctx)
+ * clone3(args, size) for a thread that resumes ctx, as ghost_clone_resume: clone3 is the call that
+ * can ask for a thread id (set_tid, a fast duplicate's copy in its own pid namespace). The child
+ * starts on args->stack + args->stack_size and touches no memory before it resumes ctx. */
+    .globl ghost_clone3_resume
+    .hidden ghost_clone3_resume
+    .type ghost_clone3_resume, @function
+ghost_clone3_resume:
+    movq %rdx, %r9          /* ctx: kept by the kernel in the child's r9 */
+    movl $435, %eax         /* SYS_clone3 */
+    syscall
+    testq %rax, %rax
+    jz 1f
+    ret
+1:
+    movq %r9, %rdi
+    jmp ghost_context_resume
+    .size ghost_clone3_resume, .-ghost_clone3_resume
     .section .note.GNU-stack,"",@progbits

@@ -14,11 +14,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <linux/sched.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -31,6 +34,8 @@
 extern "C" [[noreturn]] void ghost_context_resume(const ghost::agent::saved_context *ctx);
 extern "C" long ghost_clone_resume(unsigned long flags, void *stack, unsigned long tls,
                                    const ghost::agent::saved_context *ctx);
+extern "C" long ghost_clone3_resume(struct clone_args *args, size_t size,
+                                    const ghost::agent::saved_context *ctx);
 
 namespace ghost::agent {
 
@@ -470,6 +475,63 @@ void install_fds() {
     close_spares();
 }
 
+// (4) In a copy that kept the ids: /proc shows its own pid namespace (else /proc/<getpid()> is
+// the original, which has the same number outside); the host's /proc stays reachable at
+// req.host_proc, where ghost finds the pid the host knows the copy by. Mounts stay slaves of the
+// host's: a file system mounted later outside is seen inside, nothing goes the other way.
+void own_proc_view(const dup_request &req) {
+    long e = sys::call(SYS_unshare, CLONE_NEWNS);
+    if (sys::failed(e)) copy_fails("cannot make a mount namespace", e);
+    e = sys::call(SYS_mount, 0, "/", 0, MS_REC | MS_SLAVE, 0);
+    if (sys::failed(e)) copy_fails("cannot make the mounts private", e);
+    e = sys::call(SYS_mount, "/proc", req.host_proc, 0, MS_BIND | MS_REC, 0);
+    if (sys::failed(e)) copy_fails("cannot keep the host's /proc", e);
+    e = sys::call(SYS_mount, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    if (sys::failed(e)) copy_fails("cannot mount /proc", e);
+}
+
+// (2) The copy in the pid namespace `ns`, its pid the original's (the forking thread is the main
+// one: its tid is the pid). Returns what clone3 did (0 in the copy); the original's later
+// children stay in its own namespace whatever happened.
+long clone_keeping_ids(int ns, int own_ns) {
+    if (sys::failed(sys::call(SYS_setns, ns, CLONE_NEWPID))) return -1;
+    int64_t pid = sys::call(SYS_getpid);
+    struct clone_args args = {};
+    args.exit_signal = 0;
+    args.set_tid = (uint64_t)&pid;
+    args.set_tid_size = 1;
+    long r = sys::call(SYS_clone3, &args, sizeof args);
+    if (r == 0) return 0;
+    if (long e = sys::call(SYS_setns, own_ns, CLONE_NEWPID); sys::failed(e)) {
+        // Never left so: this thread's next child would be born in the copy's namespace.
+        if (r > 0) sys::call(SYS_kill, r, SIGKILL);
+        char line[160];
+        int n = snprintf(line, sizeof line,
+                         "ghost-agent[%d]: cannot return to the pid namespace (setns: %ld)\n",
+                         (int)sys::call(SYS_getpid), e);
+        sys::call(SYS_write, 2, line, n);
+        for (;;)
+            sys::call(SYS_exit_group, 1);
+    }
+    return r;
+}
+
+// The copy's namespace from the manager's table, and this thread's own to come back to.
+bool take_pid_namespace(const dup_request &req, int &ns, int &own_ns) {
+    ns = own_ns = -1;
+    if (req.pid_namespace < 0) return false;
+    long pfd = sys::call(SYS_pidfd_open, req.manager_tid, pidfd_thread);
+    if (pfd < 0) return false;
+    ns = (int)sys::call(SYS_pidfd_getfd, pfd, req.pid_namespace, 0);
+    sys::call(SYS_close, pfd);
+    own_ns = (int)sys::call(SYS_open, "/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (ns >= 0 && own_ns >= 0) return true;
+    if (ns >= 0) sys::call(SYS_close, ns);
+    if (own_ns >= 0) sys::call(SYS_close, own_ns);
+    ns = own_ns = -1;
+    return false;
+}
+
 } // namespace
 
 void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
@@ -490,7 +552,15 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
         return;
     }
     // exit signal 0: the original's wait() never sees the copy, no SIGCHLD; nothing shared.
-    long pid = sys::call(SYS_clone, 0, 0, 0, 0, 0);
+    int ns, own_ns;
+    long pid = -1;
+    bool kept = false;
+    if (take_pid_namespace(req, ns, own_ns)) {
+        pid = clone_keeping_ids(ns, own_ns);
+        kept = pid >= 0;
+        if (pid != 0) sys::call(SYS_close, ns), sys::call(SYS_close, own_ns);
+    }
+    if (!kept) pid = sys::call(SYS_clone, 0, 0, 0, 0, 0);
     if (pid != 0) { // the original
         if (long e = set_fork_advice(false, g_region_count); sys::failed(e)) {
             char line[160];
@@ -506,10 +576,15 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
             return;
         }
         req.copy_pid = (int32_t)pid;
+        req.kept_ids = kept;
         req.fork_ns = now_ns() - t0;
         return;
     }
     // The copy: this thread alone, every signal blocked.
+    if (kept) {
+        sys::call(SYS_close, ns), sys::call(SYS_close, own_ns);
+        own_proc_view(req);
+    }
     if (long e = set_fork_advice(false, g_region_count); sys::failed(e))
         copy_fails("cannot set a region's fork advice again", e);
     own_shared_memory();
@@ -518,8 +593,21 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
     for (uint32_t i = 0; i < st.thread_count; i++) {
         thread_slot &t = st.threads[i];
         if (&t == self || t.state != slot_parked) continue;
-        void *stack = (void *)((t.ctx.rsp - 1024) & ~15ULL);
-        long r = ghost_clone_resume(thread_flags, stack, t.fs_base, &t.ctx);
+        uint64_t stack = (t.ctx.rsp - 1024) & ~15ULL;
+        long r;
+        if (kept) {
+            int64_t tid = t.tid;
+            struct clone_args args = {};
+            args.flags = thread_flags;
+            args.stack = stack - 64; // the thread starts at stack + stack_size
+            args.stack_size = 64;
+            args.tls = t.fs_base;
+            args.set_tid = (uint64_t)&tid;
+            args.set_tid_size = 1;
+            r = ghost_clone3_resume(&args, sizeof args, &t.ctx);
+        } else {
+            r = ghost_clone_resume(thread_flags, (void *)stack, t.fs_base, &t.ctx);
+        }
         if (sys::failed(r)) copy_fails("cannot start a thread", r);
     }
     ghost_context_resume(&self->ctx);

@@ -21,6 +21,17 @@
 //    original gets no SIGCHLD and its wait()/waitpid(-1)/waitid(P_ALL) never see it (only a wait
 //    with __WALL or __WCLONE would); the original's manager reaps it. `ghost duplicate` gets a
 //    pidfd of the copy and reads its exit status from it (PIDFD_INFO_EXIT, Linux 6.15).
+// Keeping the ids. The copy's threads would get new ids, and every lock word that names its
+// owner by thread id (recursive and error-checking mutexes, glibc's loader lock...) held at the
+// park would still name the original's: the agent then reads all the copy's memory to rewrite
+// them (lock_owners.h), 0.2-1 s for 1 GiB. When `ghost duplicate` can make a pid namespace (root)
+// and hands it with the request, the copy is made in it instead, under the original's pid and
+// thread ids (clone3 set_tid), and nothing needs rewriting: only /proc has to show that namespace
+// (a mount namespace of the copy's own with a new /proc; the host's /proc stays reachable under
+// the runtime directory, so that ghost still names the copy by the pid the host knows). The copy
+// then sees no parent (getppid() is 0: the original is outside its namespace), as a process
+// CRIU restores in a new pid namespace. Without the namespace, or when it cannot be used, the
+// copy gets new ids and the agent rewrites the lock owners.
 // Anything else (sockets, ptys, devices other than null/zero/random, named pipes, pipes to other
 // processes, SysV or memfd shared memory, a registered component such as the MPI layer, a main
 // thread that has exited) makes the request answer FALLBACK with the reason, and `ghost
@@ -40,9 +51,12 @@ struct dup_request {
     uint32_t phase;     // futex: dup_requested -> dup_done (set by the forker)
     int32_t forker_tid; // the thread that forks
     int32_t manager_tid;
-    int32_t stdio[3]; // `ghost duplicate`'s fds 0-2, numbers in the manager's own table
-    int32_t copy_pid; // the result: > 0 the copy runs; 0: fall back (why)
-    uint64_t fork_ns; // how long the preparation and fork took in the original
+    int32_t stdio[3];      // `ghost duplicate`'s fds 0-2, numbers in the manager's own table
+    int32_t pid_namespace; // the copy's pid namespace (number in the manager's table), or -1
+    char host_proc[200];   // where the copy finds the host's /proc (runtime/control.h, host_pid)
+    int32_t copy_pid;      // the result: > 0 the copy runs; 0: fall back (why)
+    uint8_t kept_ids;      // the copy runs under the original's pid and thread ids
+    uint64_t fork_ns;      // how long the preparation and fork took in the original
     char why[200];
 };
 

@@ -149,8 +149,10 @@ class Cases:
         log("ended on SIGTERM")
 
     def dup_wait(self):
-        for detach in (False, True):
-            d = os.path.join(self.work, "dup_wait" + ("_detach" if detach else ""))
+        # A copy in a pid namespace of its own under the original's pid (as root), then one with a
+        # pid of its own (--new-ids).
+        for detach, new_ids in ((False, False), (True, False), (False, True), (True, True)):
+            d = os.path.join(self.work, "dup_wait" + ("_detach" if detach else "") + ("_new_ids" if new_ids else ""))
             os.makedirs(d)
             out = open(os.path.join(d, "out.txt"), "wb")
             runner = self.popen([self.ghost, "launch", "--ckpt-dir", os.path.join(d, "ckpt"),
@@ -164,11 +166,14 @@ class Cases:
             with open(os.path.join(d, "pid")) as f:
                 pid = int(f.read())
             self.pids.add(pid)
-            argv = [self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid")]
+            argv = [self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid")] + (["--new-ids"] if new_ids else [])
             rc, so, se = self.run(argv + (["--detach"] if detach else []) + [str(pid)],
                                   "ghost duplicate" + (" --detach" if detach else ""))
             if "via=fork" not in se:
                 raise Failure(f"ghost duplicate did not take the fast path: {se.strip()}")
+            ids = "new" if new_ids or os.geteuid() != 0 else "kept"
+            if f"ids={ids}" not in se:
+                raise Failure(f"ghost duplicate's copy did not get ids={ids}: {se.strip()}")
             with open(os.path.join(d, "copy.pid")) as f:
                 copy = int(f.read())
             self.pids.add(copy)
@@ -186,6 +191,99 @@ class Cases:
             log(f"copy {copy} of {pid}: ghost duplicate{' --detach' if detach else ''} exited with {rc}")
             self.release_and_check(d, runner, "dup_wait", "the original")
             log("the original never saw the copy")
+
+    def dup_nested(self):
+        """A copy that keeps the original's pid (root: its own pid namespace), duplicated in turn:
+        every pid ghost reports is the host's, each command reaches the process it names, and the
+        namespace's init ends with the copy."""
+        if os.geteuid() != 0:
+            log("not root: copies get ids of their own, nothing to check here")
+            return
+        d = os.path.join(self.work, "dup_nested")
+        os.makedirs(d)
+        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", "sleep", "120"],
+                            "ghost launch sleep", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
+        with open(os.path.join(d, "pid")) as f:
+            pid = int(f.read())
+        self.pids.add(pid)
+        time.sleep(0.3)  # the agent listens
+
+        def status(p):
+            fields = {}
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    fields[k] = v.split()
+            return fields
+
+        def duplicate(of, name):
+            pf = os.path.join(d, name + ".pid")
+            # To files: the copy keeps the streams of `ghost duplicate` open (a pipe would never end).
+            err = os.path.join(d, name + ".err")
+            with open(err, "wb") as ef:
+                p = self.popen([self.ghost, "duplicate", "--detach", "--pid-file", pf, str(of)],
+                               f"ghost duplicate {name}", stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=ef)
+            try:
+                rc = p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                raise Failure(f"ghost duplicate {name} did not finish within 60s (hang?)") from None
+            with open(err) as f:
+                se = f.read()
+            if rc != 0 or "via=fork" not in se:
+                raise Failure(f"ghost duplicate of {of} failed ({rc}): {se.strip()}")
+            with open(pf) as f:
+                copy = int(f.read())
+            self.pids.add(copy)
+            if f"copy={copy} " not in se:
+                raise Failure(f"--pid-file says {copy}, the report: {se.strip()}")
+            return copy, se
+
+        first, se = duplicate(pid, "first")
+        ns = os.stat(f"/proc/{first}/ns/pid").st_ino
+        if "ids=kept" not in se or ns == os.stat(f"/proc/{pid}/ns/pid").st_ino:
+            raise Failure(f"the first copy did not get a pid namespace of its own: {se.strip()}")
+        if status(first)["NSpid"] != [str(first), str(pid)]:
+            raise Failure(f"copy {first} is not pid {pid} in its namespace: NSpid {status(first)['NSpid']}")
+        second, se = duplicate(first, "second")
+        st = status(second)
+        if st["PPid"] != [str(first)] or len(st["NSpid"]) != 2 or os.stat(f"/proc/{second}/ns/pid").st_ino != ns:
+            raise Failure(f"ghost reported copy {second}, which is not the first copy's child in its namespace: "
+                          f"PPid {st['PPid']} NSpid {st['NSpid']}")
+        # A command given the host's pid of a copy reaches that very process.
+        image = os.path.join(d, "second.ghost")
+        rc, _, se = self.run([self.ghost, "checkpoint", "--kill", "--image", image, str(second)],
+                             "ghost checkpoint --kill second")
+        if rc != 0:
+            raise Failure(f"ghost checkpoint --kill of the second copy failed ({rc}): {se.strip()}")
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{second}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for p, who in ((second, "the second copy"), (first, "the first copy"), (pid, "the original")):
+            alive = os.path.exists(f"/proc/{p}") and status(p)["State"][0] != "Z"
+            if alive != (p != second):
+                raise Failure(f"after the checkpoint --kill of {second}, {who} ({p}) is "
+                              + ("alive" if alive else "gone"))
+        # The namespace's init (pid 1 there) ends once the first copy has ended.
+        init = None
+        for e in os.listdir("/proc"):
+            if e.isdigit():
+                try:
+                    if os.stat(f"/proc/{e}/ns/pid").st_ino == ns and status(int(e))["NSpid"][-1:] == ["1"]:
+                        init = int(e)
+                except (OSError, KeyError):
+                    pass
+        if init is None:
+            raise Failure("no init found in the first copy's pid namespace")
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while os.path.exists(f"/proc/{init}") and status(init)["State"][0] != "Z":
+            if time.monotonic() > deadline:
+                raise Failure(f"the namespace's init {init} did not end within 20 s of its copy")
+            time.sleep(0.01)
+        log(f"copies {first} (pid {pid} in its namespace) and {second}; init {init} ended with them")
 
     def maps_resume(self):
         d = os.path.join(self.work, "maps_resume")
@@ -274,7 +372,7 @@ def main():
     ap.add_argument("--dup-wait", required=True, help="path of tests/programs/dup_wait")
     ap.add_argument("--maps-resume", required=True, help="path of tests/programs/maps_resume")
     ap.add_argument("--slow-start", required=True, help="path of tests/programs/slow_start")
-    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "maps_resume", "slow_start"])
+    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "dup_nested", "maps_resume", "slow_start"])
     return Cases(ap.parse_args()).main()
 
 
