@@ -238,7 +238,7 @@ bool send_fds(int sock, const int *fds, size_t count) {
 // orphans the namespace hands it meanwhile, and ends once the copy and every process left after
 // it have ended. Raw system calls only: it is a fork of the command.
 [[noreturn]] void copy_namespace_init(int ctl) {
-    ::syscall(SYS_close_range, 0, ctl - 1, 0);
+    if (ctl > 0) ::syscall(SYS_close_range, 0, ctl - 1, 0);
     ::syscall(SYS_close_range, ctl + 1, ~0U, 0);
     ::setsid(); // out of the terminal's process group: ^C to the command does not end the copy
     if (::chdir("/") != 0) ::_exit(1);
