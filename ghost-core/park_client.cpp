@@ -250,19 +250,7 @@ bool send_fds(int sock, const int *fds, size_t count) {
     sigaddset(&child, SIGCHLD);
     int children = ::signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
     int copy = -1;
-    {
-        char byte;
-        struct iovec iov = {&byte, 1};
-        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-        struct msghdr msg = {};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        if (::recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC) == 1)
-            if (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c && c->cmsg_type == SCM_RIGHTS)
-                std::memcpy(&copy, CMSG_DATA(c), sizeof copy);
-    }
+    if (control::receive_fds(ctl, &copy, 1) != 1) copy = -1;
     ::close(ctl);
     auto reap = [](int flags) {
         siginfo_t info;

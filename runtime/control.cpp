@@ -50,30 +50,29 @@ bool runtime_dir(char *out, size_t out_size, const char **why) {
     return true;
 }
 
-bool host_proc_path(char *out, size_t out_size) {
+namespace {
+
+// <runtime dir>/hostproc
+bool host_proc_name(char *out, size_t out_size) {
     char dir[4096];
     const char *why = nullptr;
     if (!runtime_dir(dir, sizeof dir, &why)) return false;
     int n = snprintf(out, out_size, "%s/hostproc", dir);
-    if (n < 0 || (size_t)n >= out_size) return false;
-    return mkdir(out, 0700) == 0 || errno == EEXIST;
+    return n >= 0 && (size_t)n < out_size;
 }
-
-namespace {
 
 // Whether this process is in a copy's namespaces: the host's /proc is mounted at `proc`.
 bool in_copy_namespace(char *proc, size_t size) {
-    char dir[4096];
-    const char *why = nullptr;
-    if (!runtime_dir(dir, sizeof dir, &why)) return false;
-    int n = snprintf(proc, size, "%s/hostproc", dir);
-    if (n < 0 || (size_t)n >= size) return false;
     constexpr long proc_magic = 0x9fa0;
     struct statfs fs;
-    return statfs(proc, &fs) == 0 && fs.f_type == proc_magic;
+    return host_proc_name(proc, size) && statfs(proc, &fs) == 0 && fs.f_type == proc_magic;
 }
 
 } // namespace
+
+bool host_proc_path(char *out, size_t out_size) {
+    return host_proc_name(out, out_size) && (mkdir(out, 0700) == 0 || errno == EEXIST);
+}
 
 int host_pid(int pid) {
     char proc[4200];
@@ -177,6 +176,26 @@ int remove_stale_sockets() {
     }
     closedir(d);
     return removed;
+}
+
+int receive_fds(int sock, int *fds, int max) {
+    constexpr int most = 8;
+    if (max > most) max = most;
+    char byte;
+    struct iovec iov = {&byte, 1};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(most * sizeof(int))] = {};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE((size_t)max * sizeof(int));
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return 0;
+    int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    if (n > max) n = max; // (the kernel drops what does not fit: MSG_CTRUNC)
+    memcpy(fds, CMSG_DATA(c), (size_t)n * sizeof(int));
+    return n;
 }
 
 long read_line(int fd, char *out, size_t out_size, int timeout_ms) {

@@ -41,6 +41,11 @@ int probe_socket(int pid, bool remove_stale);
 // under another pid); returns how many.
 int remove_stale_sockets();
 
+// Receives one byte sent with up to `max` (at most 8) descriptors (SCM_RIGHTS), made
+// close-on-exec: how many came (their numbers in `fds`), or -1 when no byte came. System calls
+// only (a forked child may use it).
+int receive_fds(int sock, int *fds, int max);
+
 // Reads one '\n'-terminated line (without the '\n') within timeout_ms (-1: no limit).
 // Returns its length, or -1 on error, EOF or timeout.
 long read_line(int fd, char *out, size_t out_size, int timeout_ms);

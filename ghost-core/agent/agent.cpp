@@ -1247,22 +1247,10 @@ void reap_copies() {
 bool receive_stdio(int conn, int fds[4]) {
     struct pollfd p = {conn, POLLIN, 0};
     if (poll(&p, 1, 5000) != 1) return false;
-    char byte;
-    struct iovec iov = {&byte, 1};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
-    struct msghdr msg = {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    if (recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) != 1) return false;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return false;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     int got[4] = {-1, -1, -1, -1};
-    memcpy(got, CMSG_DATA(c), (n < 4 ? n : 4) * sizeof(int));
+    int n = ghost::control::receive_fds(conn, got, 4);
     if (n != 3 && n != 4) {
-        for (size_t i = 0; i < n && i < 4; i++)
+        for (int i = 0; i < n; i++)
             close(got[i]);
         return false;
     }

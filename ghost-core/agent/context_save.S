@@ -58,6 +58,7 @@ ghost_clone_resume:
     xorl %r10d, %r10d       /* child_tid */
     movl $56, %eax          /* SYS_clone */
     syscall
+.Lclone_returned:           /* the caller returns, the new thread resumes ctx (in r9) */
     testq %rax, %rax
     jz 1f
     ret
@@ -76,11 +77,6 @@ ghost_clone3_resume:
     movq %rdx, %r9          /* ctx: kept by the kernel in the child's r9 */
     movl $435, %eax         /* SYS_clone3 */
     syscall
-    testq %rax, %rax
-    jz 1f
-    ret
-1:
-    movq %r9, %rdi
-    jmp ghost_context_resume
+    jmp .Lclone_returned
     .size ghost_clone3_resume, .-ghost_clone3_resume
     .section .note.GNU-stack,"",@progbits

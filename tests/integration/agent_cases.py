@@ -46,7 +46,7 @@ class Failure(Exception):
     pass
 
 
-from procs import kill_all  # noqa: E402
+from procs import kill_all, status  # noqa: E402
 
 
 class Cases:
@@ -209,14 +209,6 @@ class Cases:
             pid = int(f.read())
         self.pids.add(pid)
         time.sleep(0.3)  # the agent listens
-
-        def status(p):
-            fields = {}
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    k, _, v = line.partition(":")
-                    fields[k] = v.split()
-            return fields
 
         def duplicate(of, name):
             pf = os.path.join(d, name + ".pid")

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bad_input import REC_HDR, load_xxh3, rehash  # noqa: E402
-from procs import kill_all, pid_alive  # noqa: E402
+from procs import kill_all, pid_alive, status  # noqa: E402
 
 T0 = time.monotonic()
 USER = "ghost-test"
@@ -37,15 +37,6 @@ def log(msg):
 
 class Failure(Exception):
     pass
-
-
-def status(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.split()
-    return fields
 
 
 class Test:

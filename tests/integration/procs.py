@@ -28,6 +28,16 @@ def ppid(pid):
         return None
 
 
+def status(pid):
+    """The fields of /proc/PID/status, each a list of its words."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return fields
+
+
 def kill_all(popens, pids, log):
     """SIGKILLs each Popen's process group (they are started with start_new_session=True) and each
     extra pid (processes restored or duplicated by ghost are nobody's children here), then reaps."""
