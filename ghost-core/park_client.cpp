@@ -234,10 +234,11 @@ bool send_fds(int sock, const int *fds, size_t count) {
 }
 
 // The init of a copy's pid namespace (pid 1 there: when it ends, the kernel kills everything in
-// the namespace). It waits for the copy's pidfd on `ctl` (none: no copy was made), reaps the
-// orphans the namespace hands it meanwhile, and ends once the copy and every process left after
-// it have ended. Raw system calls only: it is a fork of the command.
-[[noreturn]] void copy_namespace_init(int ctl) {
+// the namespace). Once the command has its answer (or is gone: `ctl` ends either way), the copy
+// is the process of pid `original` in this namespace, or there is none; the init follows it,
+// reaps the orphans the namespace hands it meanwhile, and ends once the copy and every process
+// left after it have ended. Raw system calls only: it is a fork of the command.
+[[noreturn]] void copy_namespace_init(int ctl, pid_t original) {
     if (ctl > 0) ::syscall(SYS_close_range, 0, ctl - 1, 0);
     ::syscall(SYS_close_range, ctl + 1, ~0U, 0);
     ::setsid(); // out of the terminal's process group: ^C to the command does not end the copy
@@ -249,9 +250,12 @@ bool send_fds(int sock, const int *fds, size_t count) {
     sigemptyset(&child);
     sigaddset(&child, SIGCHLD);
     int children = ::signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
-    int copy = -1;
-    if (control::receive_fds(ctl, &copy, 1) != 1) copy = -1;
+    for (char byte;;) {
+        ssize_t got = ::read(ctl, &byte, 1);
+        if (got == 0 || (got < 0 && errno != EINTR)) break;
+    }
     ::close(ctl);
+    int copy = (int)::syscall(SYS_pidfd_open, original, 0);
     auto reap = [](int flags) {
         siginfo_t info;
         for (;;) {
@@ -283,14 +287,14 @@ struct copy_namespace {
     pid_t init = -1;
     int ctl = -1, ns = -1;
 
-    explicit copy_namespace(bool wanted) {
+    copy_namespace(bool wanted, pid_t original) {
         if (!wanted || ::geteuid() != 0) return;
         int pair[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return;
         long child = ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, 0);
         if (child == 0) {
             ::close(pair[0]);
-            copy_namespace_init(pair[1]);
+            copy_namespace_init(pair[1], original);
         }
         ::close(pair[1]);
         if (child < 0) {
@@ -301,16 +305,12 @@ struct copy_namespace {
         ctl = pair[0];
         ns = ::open(("/proc/" + std::to_string(init) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC);
     }
-    // The copy is made: the init follows it from now on.
-    void hand_over(int copy_pidfd) {
-        if (ctl >= 0) send_fds(ctl, &copy_pidfd, 1);
-        release(false);
-    }
-    // No copy in it: the init ends at once.
-    void release(bool reap = true) {
+    // The command has its answer: the init follows the copy if it is there, else ends at once
+    // (reaped here unless `copy_made`).
+    void release(bool copy_made = false) {
         if (ns >= 0) ::close(ns);
         if (ctl >= 0) ::close(ctl);
-        if (reap && init > 0) ::waitpid(init, nullptr, 0);
+        if (!copy_made && init > 0) ::waitpid(init, nullptr, 0);
         ns = ctl = init = -1;
     }
     ~copy_namespace() { release(); }
@@ -323,7 +323,7 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, bool keep_ids, int time
     auto conn = connect_agent(pid);
     if (!conn) return conn.err();
     int fd = *conn;
-    copy_namespace ns(keep_ids);
+    copy_namespace ns(keep_ids, pid);
     // The request line, then our fds 0-2 (the copy's standard streams) and the copy's pid
     // namespace, when there is one, in a message of one byte.
     const int fds[4] = {0, 1, 2, ns.ns};
@@ -351,7 +351,7 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, bool keep_ids, int time
     } else if (std::sscanf(line, "DUPLICATED %d %llu %llu %d", &copy, &park_us, &fork_us, &kept) >=
                    3 &&
                copy > 0 && pidfd >= 0) {
-        if (kept) ns.hand_over(pidfd);
+        if (kept) ns.release(true);
         r.copy = copy;
         r.kept_ids = kept != 0;
         r.pidfd = pidfd;
