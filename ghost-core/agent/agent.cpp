@@ -1333,8 +1333,16 @@ bool handle_duplicate(int conn) {
         g_dup.pid_namespace = pid_namespace;
         g_dup.kept_ids = 0;
         g_dup.host_proc[0] = 0;
+        // Under a seccomp filter (any thread's) the copy's mounts could be refused, or kill it:
+        // new ids then.
+        bool filtered = false;
+        for (uint32_t i = 0; i < st.thread_count && !filtered; i++) {
+            long mode = 0;
+            seccomp_filters(st.threads[i].tid, &mode);
+            filtered = mode != 0;
+        }
         if (pid_namespace >= 0 &&
-            !ghost::control::host_proc_path(g_dup.host_proc, sizeof g_dup.host_proc))
+            (filtered || !ghost::control::host_proc_path(g_dup.host_proc, sizeof g_dup.host_proc)))
             g_dup.pid_namespace = -1;
         __atomic_store_n(&g_dup.phase, (uint32_t)ghost::agent::dup_requested, __ATOMIC_RELEASE);
         // The forking thread may be between its check and its wait: wake it until it answers.
