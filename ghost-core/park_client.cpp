@@ -305,12 +305,16 @@ struct copy_namespace {
         ctl = pair[0];
         ns = ::open(("/proc/" + std::to_string(init) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC);
     }
-    // The command has its answer: the init follows the copy if it is there, else ends at once
-    // (reaped here unless `copy_made`).
+    // The command has its answer: with `copy_made` the init follows the copy from now on.
+    // Otherwise it ends, and with it whatever the namespace holds: a copy an agent made after
+    // the command stopped waiting, which nobody was told of.
     void release(bool copy_made = false) {
         if (ns >= 0) ::close(ns);
         if (ctl >= 0) ::close(ctl);
-        if (!copy_made && init > 0) ::waitpid(init, nullptr, 0);
+        if (!copy_made && init > 0) {
+            ::kill(init, SIGKILL);
+            ::waitpid(init, nullptr, 0);
+        }
         ns = ctl = init = -1;
     }
     ~copy_namespace() { release(); }
