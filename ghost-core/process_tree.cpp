@@ -259,6 +259,17 @@ result<tree_plan> list_tree(pid_t root, const std::set<pid_t> &skip) {
             if (k.state == image::tree_live) queue.push_back(k.pid);
         }
     }
+    // The members of a tree in a pid namespace of its own (a fast duplicate's copy) know each
+    // other by that namespace's pids, which a restart here could not give them back.
+    struct stat ours {
+    }, theirs{};
+    if (!plan.members.empty() && ::stat("/proc/self/ns/pid", &ours) == 0 &&
+        ::stat(("/proc/" + pid_str(root) + "/ns/pid").c_str(), &theirs) == 0 &&
+        ours.st_ino != theirs.st_ino)
+        return error{"pid " + pid_str(root) +
+                     " and its children run in a pid namespace of their "
+                     "own (a duplicate's copy): its process tree cannot be carried (its processes "
+                     "know each other by pids a restart could not give back)"};
     return plan;
 }
 

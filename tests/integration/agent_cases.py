@@ -277,6 +277,58 @@ class Cases:
             time.sleep(0.01)
         log(f"copies {first} (pid {pid} in its namespace) and {second}; init {init} ended with them")
 
+    def dup_tree(self):
+        """A copy in a pid namespace of its own (root) that forks: the tree's checkpoint is refused
+        in one line (its processes know each other by that namespace's pids), the copy untouched."""
+        if os.geteuid() != 0:
+            log("not root: copies get ids of their own, nothing to check here")
+            return
+        d = os.path.join(self.work, "dup_tree")
+        os.makedirs(d)
+        prog = ("import os, time\n"
+                "time.sleep(2.0)\n"
+                "child = os.fork()\n"
+                "if child == 0:\n"
+                "    time.sleep(3.0)\n"
+                "    os._exit(7)\n"
+                "_, st = os.waitpid(child, 0)\n"
+                "print('child', os.WEXITSTATUS(st), flush=True)\n")
+        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", sys.executable, "-c", prog],
+                            "ghost launch python", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
+        with open(os.path.join(d, "pid")) as f:
+            pid = int(f.read())
+        self.pids.add(pid)
+        time.sleep(0.4)  # the agent listens; the fork comes 2 s after the start
+        out = os.path.join(d, "copy.out")
+        with open(out, "wb") as of:
+            dup = self.popen([self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid"), str(pid)],
+                             "ghost duplicate", stdin=subprocess.DEVNULL, stdout=of, stderr=subprocess.PIPE)
+        self.wait_file(os.path.join(d, "copy.pid"), 30, "ghost duplicate wrote no pid file", dup)
+        with open(os.path.join(d, "copy.pid")) as f:
+            copy = int(f.read())
+        self.pids.add(copy)
+        deadline = time.monotonic() + 20
+        while not open(f"/proc/{copy}/task/{copy}/children").read().split():
+            if time.monotonic() > deadline:
+                raise Failure(f"the copy {copy} did not fork within 20 s")
+            time.sleep(0.01)
+        rc, _, se = self.run([self.ghost, "checkpoint", "--kill", "--dir", os.path.join(d, "ckpt"), str(copy)],
+                             "ghost checkpoint --kill (the copy's tree)")
+        lines = se.strip().splitlines()
+        if rc == 0 or len(lines) != 1 or "pid namespace of their own" not in lines[0]:
+            raise Failure(f"the checkpoint of the copy's tree was not refused in one line ({rc}): {se.strip()!r}")
+        try:
+            rc = dup.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise Failure("the copy did not finish within 20 s of the refusal") from None
+        with open(out) as f:
+            text = f.read()
+        if rc != 0 or text.strip() != "child 7":
+            raise Failure(f"the copy did not go on untouched: ghost duplicate exited with {rc}, printed {text!r}")
+        log(f"copy {copy}'s tree refused: {lines[0]}")
+
     def maps_resume(self):
         d = os.path.join(self.work, "maps_resume")
         os.makedirs(d)
@@ -364,7 +416,7 @@ def main():
     ap.add_argument("--dup-wait", required=True, help="path of tests/programs/dup_wait")
     ap.add_argument("--maps-resume", required=True, help="path of tests/programs/maps_resume")
     ap.add_argument("--slow-start", required=True, help="path of tests/programs/slow_start")
-    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "dup_nested", "maps_resume", "slow_start"])
+    ap.add_argument("--only", required=True, choices=["blocked_park", "dup_wait", "dup_nested", "dup_tree", "maps_resume", "slow_start"])
     return Cases(ap.parse_args()).main()
 
 
