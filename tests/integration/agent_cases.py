@@ -201,14 +201,17 @@ class Cases:
             return
         d = os.path.join(self.work, "dup_nested")
         os.makedirs(d)
-        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", "sleep", "120"],
-                            "ghost launch sleep", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # A program's own code runs once the agent is up (it starts before main).
+        ready = os.path.join(d, "ready")
+        prog = f"import time\nopen({ready!r}, 'w').close()\ntime.sleep(120)\n"
+        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", sys.executable, "-c", prog],
+                            "ghost launch python", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
         self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
         with open(os.path.join(d, "pid")) as f:
             pid = int(f.read())
         self.pids.add(pid)
-        time.sleep(0.3)  # the agent listens
+        self.wait_file(ready, 30, "the program did not start", runner)
 
         def duplicate(of, name):
             pf = os.path.join(d, name + ".pid")
@@ -285,7 +288,9 @@ class Cases:
             return
         d = os.path.join(self.work, "dup_tree")
         os.makedirs(d)
+        ready = os.path.join(d, "ready")
         prog = ("import os, time\n"
+                f"open({ready!r}, 'w').close()\n"
                 "time.sleep(2.0)\n"
                 "child = os.fork()\n"
                 "if child == 0:\n"
@@ -300,7 +305,7 @@ class Cases:
         with open(os.path.join(d, "pid")) as f:
             pid = int(f.read())
         self.pids.add(pid)
-        time.sleep(0.4)  # the agent listens; the fork comes 2 s after the start
+        self.wait_file(ready, 30, "the program did not start", runner)  # it forks 2 s later
         out = os.path.join(d, "copy.out")
         with open(out, "wb") as of:
             dup = self.popen([self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid"), str(pid)],
