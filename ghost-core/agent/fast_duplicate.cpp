@@ -6,8 +6,9 @@
 // Order: (1) plan the descriptors and the memory, and prepare everything that can fail in the
 // original, where a failure only means falling back: reopened files, new pipes, `ghost
 // duplicate`'s stdio, all on spare descriptor numbers; (2) fork; (3) in the original, close the
-// spare descriptors and put back the memory advice; (4) in the copy, move the spare descriptors
-// onto their numbers, make shared memory its own, start the threads, resume.
+// spare descriptors and wait until the copy has taken from it the memory fork left out or wiped
+// (a failure there: falling back too); (4) in the copy, take that memory, move the spare
+// descriptors onto their numbers, start the threads, resume.
 #include "ghost-core/agent/fast_duplicate.h"
 
 #include <dirent.h>
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,11 +27,13 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "runtime/raw_syscall.h"
+#include "runtime/uapi.h"
 
 extern "C" [[noreturn]] void ghost_context_resume(const ghost::agent::saved_context *ctx);
 extern "C" long ghost_clone_resume(unsigned long flags, void *stack, unsigned long tls,
@@ -42,9 +46,11 @@ namespace ghost::agent {
 namespace {
 
 namespace sys = ghost::sys;
+namespace uapi = ghost::uapi;
 
 constexpr int max_fds = 1024;
-constexpr int max_regions = 256;
+constexpr int max_regions = 8192;
+constexpr int max_carried = 64;
 constexpr unsigned long thread_flags =
     CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS;
 #ifndef MADV_WIPEONFORK
@@ -68,23 +74,27 @@ struct fd_plan {
     uint64_t dev, ino;
 };
 
+// A mapping of the original (/proc/self/maps).
 struct region_plan {
     uint64_t start, end;
     uint32_t prot;
-    uint8_t dontfork, wipeonfork, shared_anon;
+    uint8_t anon_private; // what fork may leave out (MADV_DONTFORK) or wipe (MADV_WIPEONFORK)
 };
 
 fd_plan g_fds[max_fds];
 int g_fd_count;
 region_plan g_regions[max_regions];
 int g_region_count;
+int g_carried[max_carried]; // in the copy: regions fork left out or wiped (indices in g_regions)
+uint64_t g_carried_wiped;   // bit i: g_carried[i] was wiped (else left out)
 int g_stdio_spare[3];
 struct proc_file {
     int32_t index;  // in g_fds
     char rest[120]; // the path after /proc/PID/
 } g_proc[max_proc_fds];
 int g_proc_count;
-char g_smaps_buf[64 * 1024];
+char g_maps_buf[64 * 1024];
+uapi::page_region g_runs[64];
 
 bool refuse(dup_request &req, const char *fmt, long a = 0, const char *s = "") {
     snprintf(req.why, sizeof req.why, fmt, a, s);
@@ -349,57 +359,60 @@ bool starts(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-// (1) Memory that fork would share with the original or leave out: from /proc/self/smaps
-// (VmFlags "dc" = MADV_DONTFORK, "wf" = MADV_WIPEONFORK; shared anonymous mappings).
-bool plan_memory(dup_request &req) {
-    g_region_count = 0;
-    int fd = (int)sys::call(SYS_open, "/proc/self/smaps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return refuse(req, "cannot read the memory map (%ld)", fd);
+// Calls f(region, perms, path) for each line of /proc/self/maps, in address order. False when
+// the map cannot be read.
+template <class F> bool for_each_mapping(F f) {
+    int fd = (int)sys::call(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
     size_t have = 0;
-    region_plan cur = {};
-    bool cur_shared = false;
-    const char *why = nullptr;
+    bool ok = true;
     for (;;) {
-        long n = sys::call(SYS_read, fd, g_smaps_buf + have, sizeof g_smaps_buf - 1 - have);
-        if (n < 0) why = "cannot read the memory map";
+        long n = sys::call(SYS_read, fd, g_maps_buf + have, sizeof g_maps_buf - 1 - have);
+        if (n < 0) ok = false;
         if (n <= 0) break;
         have += (size_t)n;
-        g_smaps_buf[have] = 0;
-        char *line = g_smaps_buf;
+        g_maps_buf[have] = 0;
+        char *line = g_maps_buf;
         for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
             *nl = 0;
-            if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
-                char perms[4];
-                const char *path;
-                cur = {};
-                if (!parse_header(line, cur, perms, &path)) continue;
-                cur.prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-                           (perms[2] == 'x' ? PROT_EXEC : 0);
-                cur_shared = perms[3] == 's';
-                // Shared anonymous memory: the copy would see the original's writes until it
-                // remapped it (a counter in it came out ahead in the copy): the image path.
-                if (cur_shared && (starts(path, "/dev/zero") || starts(path, "[anon_shmem")))
-                    why = "the process maps shared anonymous memory that fork would share";
-                else if (cur_shared && (starts(path, "/SYSV") || strstr(path, "(deleted)")))
-                    why = "the process maps shared memory that fork would share (SysV or memfd)";
-            } else if (starts(line, "VmFlags:")) {
-                for (const char *f = line + 8; *f; f++)
-                    if (f[-1] == ' ' && f[0] && f[1] && (f[2] == ' ' || f[2] == 0)) {
-                        if (f[0] == 'd' && f[1] == 'c') cur.dontfork = 1;
-                        if (f[0] == 'w' && f[1] == 'f') cur.wipeonfork = 1;
-                    }
-                if (cur.dontfork || cur.wipeonfork || cur.shared_anon) {
-                    if (g_region_count >= max_regions)
-                        why = "too many regions with fork advice";
-                    else
-                        g_regions[g_region_count++] = cur;
-                }
-            }
+            region_plan r = {};
+            char perms[4];
+            const char *path;
+            if (!parse_header(line, r, perms, &path)) continue;
+            r.prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+                     (perms[2] == 'x' ? PROT_EXEC : 0);
+            f(r, perms, path);
         }
-        have = (size_t)(g_smaps_buf + have - line);
-        memmove(g_smaps_buf, line, have);
+        have = (size_t)(g_maps_buf + have - line);
+        memmove(g_maps_buf, line, have);
     }
     sys::call(SYS_close, fd);
+    return ok;
+}
+
+// (1) The original's mappings, and what fork would share: refused (the image path copies it).
+// Which ones carry fork advice is not read here (that takes /proc/self/smaps, which walks every
+// page: 12-16 ms at 1 GiB, all of it in the park): the copy finds them by what fork did to them.
+bool plan_memory(dup_request &req) {
+    g_region_count = 0;
+    const char *why = nullptr;
+    bool read = for_each_mapping([&](region_plan r, const char *perms, const char *path) {
+        bool shared = perms[3] == 's';
+        // Shared anonymous memory: the copy would see the original's writes until it remapped
+        // it (a counter in it came out ahead in the copy).
+        if (shared && (starts(path, "/dev/zero") || starts(path, "[anon_shmem")))
+            why = "the process maps shared anonymous memory that fork would share";
+        else if (shared && (starts(path, "/SYSV") || strstr(path, "(deleted)")))
+            why = "the process maps shared memory that fork would share (SysV or memfd)";
+        if (g_region_count == max_regions) {
+            why = "the process has too many memory mappings for a fork copy";
+            return;
+        }
+        r.anon_private = !shared && (!*path || starts(path, "[heap]") || starts(path, "[stack") ||
+                                     starts(path, "[anon:"));
+        g_regions[g_region_count++] = r;
+    });
+    if (!read) why = "cannot read the memory map";
     if (why) {
         snprintf(req.why, sizeof req.why, "%s", why);
         return false;
@@ -407,21 +420,95 @@ bool plan_memory(dup_request &req) {
     return true;
 }
 
-// Returns the first madvise error (0: all applied). Before the fork a failure is undone by the
-// caller and the request falls back; after it, the copy cannot go on without its advice.
-long set_fork_advice(bool before_fork, int count) {
-    for (int i = 0; i < count; i++) {
-        const region_plan &r = g_regions[i];
-        uint64_t len = r.end - r.start;
-        long e = 0;
-        if (r.dontfork)
-            e = sys::call(SYS_madvise, r.start, len, before_fork ? MADV_DOFORK : MADV_DONTFORK);
-        if (r.wipeonfork && !sys::failed(e))
-            e = sys::call(SYS_madvise, r.start, len,
-                          before_fork ? MADV_KEEPONFORK : MADV_WIPEONFORK);
-        if (sys::failed(e)) return e;
+// The runs of pages of [start, end) in `pagemap`'s process that hold data (present or swapped,
+// guard pages left out where the kernel can tell them): how many went into g_runs (at most
+// `most`), or < 0 when PAGEMAP_SCAN cannot tell (Linux < 6.7).
+long data_runs(int pagemap, uint64_t start, uint64_t end, uint64_t most) {
+    constexpr unsigned long long present = 1ULL << 3, swapped = 1ULL << 4;
+    uapi::pm_scan_arg arg = {};
+    arg.size = sizeof arg;
+    arg.start = start;
+    arg.end = end;
+    arg.vec = (uint64_t)g_runs;
+    arg.vec_len = sizeof g_runs / sizeof g_runs[0];
+    arg.max_pages = most;
+    arg.category_anyof_mask = arg.return_mask = present | swapped;
+    arg.category_mask = arg.category_inverted = uapi::page_is_guard;
+    long n = sys::call(SYS_ioctl, pagemap, uapi::pagemap_scan, &arg);
+    if (n == -EINVAL) { // a kernel without the guard category (before 6.14)
+        arg.category_mask = arg.category_inverted = 0;
+        n = sys::call(SYS_ioctl, pagemap, uapi::pagemap_scan, &arg);
     }
-    return 0;
+    return n;
+}
+
+// In the copy: the memory fork left out or wiped becomes the copy's with the original's data, read
+// through `orig_mem` (the original's /proc/self/mem, opened before the fork: the original stays
+// parked until the copy answers). Fork leaves out a mapping advised MADV_DONTFORK (the copy's map
+// lacks it) and gives empty a mapping advised MADV_WIPEONFORK (no page where the original has
+// some). The advice is the copy's too, as the original's. Returns nullptr or why not.
+const char *carry_fork_dropped(int orig_mem, int orig_pagemap) {
+    int own_pagemap = (int)sys::call(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (own_pagemap < 0) return "cannot read its own page map";
+    int carried = 0, i = 0;
+    g_carried_wiped = 0;
+    const char *why = nullptr;
+    auto carry = [&](int index, bool wiped) {
+        if (carried == max_carried) {
+            why = "too many mappings with fork advice";
+            return;
+        }
+        if (wiped) g_carried_wiped |= 1ULL << carried;
+        g_carried[carried++] = index;
+    };
+    bool read = for_each_mapping([&](region_plan c, const char *, const char *) {
+        for (; i < g_region_count && g_regions[i].start < c.start; i++)
+            carry(i, false); // left out by fork
+        if (i == g_region_count || g_regions[i].start != c.start || g_regions[i].end != c.end) {
+            why = "its memory map is not the original's";
+            return;
+        }
+        const region_plan &r = g_regions[i++];
+        if (!r.anon_private || why) return;
+        long own = data_runs(own_pagemap, r.start, r.end, 1);
+        if (own < 0) {
+            why = "cannot scan its pages (PAGEMAP_SCAN, Linux 6.7)";
+        } else if (own == 0) {
+            long orig = data_runs(orig_pagemap, r.start, r.end, 1);
+            if (orig < 0) why = "cannot scan the original's pages";
+            if (orig > 0) carry(i - 1, true); // wiped by fork
+        }
+    });
+    for (; i < g_region_count; i++)
+        carry(i, false);
+    sys::call(SYS_close, own_pagemap);
+    if (!read) return "cannot read its memory map";
+    if (why) return why;
+    for (int k = 0; k < carried; k++) {
+        const region_plan &r = g_regions[g_carried[k]];
+        bool wiped = (g_carried_wiped >> k) & 1;
+        uint64_t len = r.end - r.start;
+        if (!r.anon_private) return "fork left out a mapping that is not anonymous memory";
+        long e = wiped ? sys::call(SYS_mprotect, r.start, len, PROT_READ | PROT_WRITE)
+                       : sys::call(SYS_mmap, r.start, len, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (sys::failed(e)) return "cannot map memory that fork left out";
+        for (uint64_t at = r.start; at < r.end;) {
+            long n = data_runs(orig_pagemap, at, r.end, ~0ULL);
+            if (n < 0) return "cannot scan the original's pages";
+            if (n == 0) break;
+            for (long j = 0; j < n; j++)
+                for (uint64_t p = g_runs[j].start; p < g_runs[j].end;) {
+                    long got = sys::call(SYS_pread64, orig_mem, p, g_runs[j].end - p, p);
+                    if (got <= 0) return "cannot read the original's memory";
+                    p += (uint64_t)got;
+                }
+            at = g_runs[n - 1].end;
+        }
+        sys::call(SYS_mprotect, r.start, len, r.prot);
+        if (!wiped) sys::call(SYS_madvise, r.start, len, MADV_DONTFORK);
+    }
+    return nullptr;
 }
 
 [[noreturn]] void copy_fails(const char *what, long err) {
@@ -431,23 +518,6 @@ long set_fork_advice(bool before_fork, int count) {
     sys::call(SYS_write, 2, line, n);
     for (;;)
         sys::call(SYS_exit_group, 1);
-}
-
-// (4) In the copy: shared anonymous memory becomes its own (a new mapping with the same data).
-void own_shared_memory() {
-    for (int i = 0; i < g_region_count; i++) {
-        const region_plan &r = g_regions[i];
-        if (!r.shared_anon) continue;
-        uint64_t len = r.end - r.start;
-        long fresh =
-            sys::call(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (sys::failed(fresh)) copy_fails("cannot map shared memory", fresh);
-        if (!(r.prot & PROT_READ)) sys::call(SYS_mprotect, r.start, len, PROT_READ);
-        memcpy((void *)fresh, (const void *)r.start, len);
-        long moved = sys::call(SYS_mremap, fresh, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, r.start);
-        if (sys::failed(moved)) copy_fails("cannot place shared memory", moved);
-        sys::call(SYS_mprotect, r.start, len, r.prot);
-    }
 }
 
 // (4) In the copy: the prepared descriptors onto their numbers.
@@ -545,12 +615,23 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
         close_spares();
         return;
     }
-    if (long e = set_fork_advice(true, g_region_count); sys::failed(e)) {
-        set_fork_advice(false, g_region_count);
+    // What the copy needs to take the memory fork leaves out or wipes from the original (still
+    // parked until the copy answers on `answer`): the original's memory and page map.
+    int orig_mem = (int)sys::call(SYS_open, "/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    int orig_pagemap = (int)sys::call(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    int answer[2] = {-1, -1};
+    if (orig_mem < 0 || orig_pagemap < 0 || sys::failed(sys::call(SYS_pipe2, answer, O_CLOEXEC))) {
+        if (orig_mem >= 0) sys::call(SYS_close, orig_mem);
+        if (orig_pagemap >= 0) sys::call(SYS_close, orig_pagemap);
         close_spares();
-        refuse(req, "cannot lift a region's fork advice (madvise: %ld)", e);
+        refuse(req, "cannot open its own memory to copy");
         return;
     }
+    auto close_memory = [&] {
+        const int fds[] = {orig_mem, orig_pagemap, answer[0], answer[1]};
+        for (int fd : fds)
+            if (fd >= 0) sys::call(SYS_close, fd);
+    };
     // exit signal 0: the original's wait() never sees the copy, no SIGCHLD; nothing shared.
     int ns, own_ns;
     long pid = -1;
@@ -562,17 +643,28 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
     }
     if (!kept) pid = sys::call(SYS_clone, 0, 0, 0, 0, 0);
     if (pid != 0) { // the original
-        if (long e = set_fork_advice(false, g_region_count); sys::failed(e)) {
-            char line[160];
-            int n = snprintf(line, sizeof line,
-                             "ghost-agent[%d]: a region's fork advice could not be set again "
-                             "after a duplicate (madvise: %ld)\n",
-                             (int)sys::call(SYS_getpid), e);
-            sys::call(SYS_write, 2, line, n);
-        }
         close_spares();
         if (sys::failed(pid)) {
+            close_memory();
             snprintf(req.why, sizeof req.why, "fork failed (%ld)", pid);
+            return;
+        }
+        // Parked until the copy has taken what it needs of this memory: 'G', or why not.
+        sys::call(SYS_close, answer[1]);
+        answer[1] = -1;
+        char reply[sizeof req.why] = {};
+        struct pollfd wait_copy = {answer[0], POLLIN, 0};
+        struct timespec limit = {10, 0};
+        long got = sys::call(SYS_ppoll, &wait_copy, 1, &limit, nullptr, 8) == 1
+                       ? sys::call(SYS_read, answer[0], reply, sizeof reply - 1)
+                       : 0;
+        close_memory();
+        if (got != 1 || reply[0] != 'G') {
+            sys::call(SYS_kill, pid, SIGKILL);
+            siginfo_t info;
+            sys::call(SYS_waitid, P_PID, pid, &info, WEXITED | __WALL, nullptr);
+            snprintf(req.why, sizeof req.why, "the copy could not take its memory: %.150s",
+                     got > 1 && reply[0] == 'F' ? reply + 1 : "it did not answer");
             return;
         }
         req.copy_pid = (int32_t)pid;
@@ -580,14 +672,20 @@ void duplicate_fork(dup_request &req, state &st, thread_slot *self) {
         req.fork_ns = now_ns() - t0;
         return;
     }
-    // The copy: this thread alone, every signal blocked.
+    // The copy: this thread alone, every signal blocked. First what it needs of the original,
+    // which resumes once told: on failure the request falls back to the image path.
+    const char *short_of = carry_fork_dropped(orig_mem, orig_pagemap);
+    char reply[sizeof req.why];
+    int len = snprintf(reply, sizeof reply, "%s%s", short_of ? "F" : "G", short_of ? short_of : "");
+    sys::call(SYS_write, answer[1], reply, len);
+    if (short_of)
+        for (;;)
+            sys::call(SYS_exit_group, 1);
+    close_memory();
     if (kept) {
         sys::call(SYS_close, ns), sys::call(SYS_close, own_ns);
         own_proc_view(req);
     }
-    if (long e = set_fork_advice(false, g_region_count); sys::failed(e))
-        copy_fails("cannot set a region's fork advice again", e);
-    own_shared_memory();
     install_fds();
     st.restored = 0;
     for (uint32_t i = 0; i < st.thread_count; i++) {
