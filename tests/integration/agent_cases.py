@@ -192,6 +192,21 @@ class Cases:
             self.release_and_check(d, runner, "dup_wait", "the original")
             log("the original never saw the copy")
 
+    def launch_python(self, d, prog):
+        """`ghost launch` of Python running `prog`, once its own code runs (its agent listens by
+        then: it starts before main). Returns the pid."""
+        ready = os.path.join(d, "ready")
+        prog = f"open({ready!r}, 'w').close()\n" + prog
+        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", sys.executable, "-c", prog],
+                            "ghost launch python", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
+        with open(os.path.join(d, "pid")) as f:
+            pid = int(f.read())
+        self.pids.add(pid)
+        self.wait_file(ready, 30, "the program did not start", runner)
+        return pid
+
     def dup_nested(self):
         """A copy that keeps the original's pid (root: its own pid namespace), duplicated in turn:
         every pid ghost reports is the host's, each command reaches the process it names, and the
@@ -201,17 +216,7 @@ class Cases:
             return
         d = os.path.join(self.work, "dup_nested")
         os.makedirs(d)
-        # A program's own code runs once the agent is up (it starts before main).
-        ready = os.path.join(d, "ready")
-        prog = f"import time\nopen({ready!r}, 'w').close()\ntime.sleep(120)\n"
-        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", sys.executable, "-c", prog],
-                            "ghost launch python", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
-        with open(os.path.join(d, "pid")) as f:
-            pid = int(f.read())
-        self.pids.add(pid)
-        self.wait_file(ready, 30, "the program did not start", runner)
+        pid = self.launch_python(d, "import time\ntime.sleep(120)\n")
 
         def duplicate(of, name):
             pf = os.path.join(d, name + ".pid")
@@ -288,9 +293,7 @@ class Cases:
             return
         d = os.path.join(self.work, "dup_tree")
         os.makedirs(d)
-        ready = os.path.join(d, "ready")
         prog = ("import os, time\n"
-                f"open({ready!r}, 'w').close()\n"
                 "time.sleep(2.0)\n"
                 "child = os.fork()\n"
                 "if child == 0:\n"
@@ -298,14 +301,7 @@ class Cases:
                 "    os._exit(7)\n"
                 "_, st = os.waitpid(child, 0)\n"
                 "print('child', os.WEXITSTATUS(st), flush=True)\n")
-        runner = self.popen([self.ghost, "launch", "--pid-file", os.path.join(d, "pid"), "--", sys.executable, "-c", prog],
-                            "ghost launch python", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-        self.wait_file(os.path.join(d, "pid"), 30, "ghost launch wrote no pid file", runner)
-        with open(os.path.join(d, "pid")) as f:
-            pid = int(f.read())
-        self.pids.add(pid)
-        self.wait_file(ready, 30, "the program did not start", runner)  # it forks 2 s later
+        pid = self.launch_python(d, prog)  # it forks 2 s later
         out = os.path.join(d, "copy.out")
         with open(out, "wb") as of:
             dup = self.popen([self.ghost, "duplicate", "--pid-file", os.path.join(d, "copy.pid"), str(pid)],
