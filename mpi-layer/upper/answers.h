@@ -45,6 +45,16 @@ bool u_Win_shared_query_c(MPI_Win win, int rank, MPI_Aint *size, MPI_Aint *disp_
 // same address in every member, with rank 0's contents; *base: this rank's part. -1 with a reason.
 int shared_win_rebuild(const void *win_vobj, MPI_Comm lcomm, uintptr_t lfs, void **base, char *why,
                        size_t why_len);
+// A restored rank's application threads run again before the rebuild (the agent resumes them
+// first: a parked thread may hold a lock the rebuild needs). A write of theirs to a segment
+// meanwhile would land in this rank's own copy, which the rebuild replaces with rank 0's: lost
+// (rank 0 then read the other rank's part of the step before). So shared_win_hold_writes, with
+// every application thread still parked (system calls only; the first caller of a restore does
+// it), write-protects the segments with a userfaultfd: a writer waits in the kernel, reads go on.
+// shared_win_release_writes, once every window is rebuilt, lets the writers write, into the
+// shared segment now mapped in its place.
+void shared_win_hold_writes();
+void shared_win_release_writes();
 
 // MPI_Init and MPI_Init_thread: initialises the lower half at MPI_THREAD_MULTIPLE whatever the
 // application asks, and puts in *app_level the level the application is told: what it required,

@@ -1242,6 +1242,7 @@ void thread_after_restore(void *) {
     if (!g_state.active) return;
     lower_forget_thread();
     coord_thread_after_restore();
+    shared_win_hold_writes();
 }
 
 int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_len) {
@@ -1401,6 +1402,7 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
         return -1;
     }
     lower_restart_done();
+    shared_win_release_writes();
     coord_after_restore(envp);
     return 0;
 }

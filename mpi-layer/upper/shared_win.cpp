@@ -11,9 +11,14 @@
 // is everyone's. The program's pointers into it, to its own part and to the others', stay right.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cerrno>
 #include <cstdio>
@@ -292,6 +297,45 @@ void shared_win_release(shared_segment *s) {
     }
     if (s->base) munmap((void *)s->base, s->length);
     delete s;
+}
+
+namespace {
+std::atomic<int> g_holding{0}; // 1 once write-protected for this restore
+int g_hold_fd = -1;            // the userfaultfd that holds the writers
+} // namespace
+
+void shared_win_hold_writes() {
+    if (g_holding.exchange(1) != 0 || !g_wins || g_wins->empty()) return;
+    constexpr unsigned long long wp_unpopulated = 1ULL << 13; // UFFD_FEATURE_WP_UNPOPULATED, 6.4
+    int fd = -1;
+    for (unsigned long long features : {UFFD_FEATURE_WP_HUGETLBFS_SHMEM | wp_unpopulated,
+                                        (unsigned long long)UFFD_FEATURE_WP_HUGETLBFS_SHMEM}) {
+        for (int mode : {0, (int)UFFD_USER_MODE_ONLY}) { // (without privilege: user faults only)
+            fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | mode);
+            if (fd >= 0) break;
+        }
+        if (fd < 0) return;
+        struct uffdio_api api = {UFFD_API, features, 0};
+        if (ioctl(fd, UFFDIO_API, &api) == 0) break;
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) return;
+    for (const auto &w : *g_wins) {
+        const shared_segment *seg = w.second;
+        struct uffdio_register reg = {{seg->base, seg->length}, UFFDIO_REGISTER_MODE_WP, 0};
+        struct uffdio_writeprotect wp = {{seg->base, seg->length}, UFFDIO_WRITEPROTECT_MODE_WP};
+        if (ioctl(fd, UFFDIO_REGISTER, &reg) == 0) ioctl(fd, UFFDIO_WRITEPROTECT, &wp);
+    }
+    g_hold_fd = fd;
+}
+
+void shared_win_release_writes() {
+    // Closing it wakes every waiting writer: its fault is taken again, on the shared segment
+    // mapped in place of this rank's own copy by then.
+    if (g_hold_fd >= 0) close(g_hold_fd);
+    g_hold_fd = -1;
+    g_holding.store(0);
 }
 
 bool u_Win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_unit, void *baseptr,
