@@ -52,31 +52,23 @@ bool runtime_dir(char *out, size_t out_size, const char **why) {
 
 namespace {
 
-// <runtime dir>/hostproc
-bool host_proc_name(char *out, size_t out_size) {
-    char dir[4096];
-    const char *why = nullptr;
-    if (!runtime_dir(dir, sizeof dir, &why)) return false;
+// <runtime dir `dir`>/hostproc
+bool host_proc_name(const char *dir, char *out, size_t out_size) {
     int n = snprintf(out, out_size, "%s/hostproc", dir);
     return n >= 0 && (size_t)n < out_size;
 }
 
 // Whether this process is in a copy's namespaces: the host's /proc is mounted at `proc`.
-bool in_copy_namespace(char *proc, size_t size) {
+bool in_copy_namespace(const char *dir, char *proc, size_t size) {
     constexpr long proc_magic = 0x9fa0;
     struct statfs fs;
-    return host_proc_name(proc, size) && statfs(proc, &fs) == 0 && fs.f_type == proc_magic;
+    return host_proc_name(dir, proc, size) && statfs(proc, &fs) == 0 && fs.f_type == proc_magic;
 }
 
-} // namespace
-
-bool host_proc_path(char *out, size_t out_size) {
-    return host_proc_name(out, out_size) && (mkdir(out, 0700) == 0 || errno == EEXIST);
-}
-
-int host_pid(int pid) {
+// host_pid, the runtime directory `dir` known.
+int host_pid_in(const char *dir, int pid) {
     char proc[4200];
-    if (!in_copy_namespace(proc, sizeof proc)) return pid;
+    if (!in_copy_namespace(dir, proc, sizeof proc)) return pid;
     // That /proc's "thread-self" names this thread as "<host pid>/task/<host tid>". (A path
     // through the link itself did not resolve there: it is read instead.) The thread's own
     // directory, since threads may have descriptor tables of their own (the agent's manager).
@@ -102,10 +94,25 @@ int host_pid(int pid) {
     return host > 0 && host < INT_MAX ? (int)host : -1;
 }
 
+} // namespace
+
+bool host_proc_path(char *out, size_t out_size) {
+    char dir[4096];
+    const char *why = nullptr;
+    return runtime_dir(dir, sizeof dir, &why) && host_proc_name(dir, out, out_size) &&
+           (mkdir(out, 0700) == 0 || errno == EEXIST);
+}
+
+int host_pid(int pid) {
+    char dir[4096];
+    const char *why = nullptr;
+    return runtime_dir(dir, sizeof dir, &why) ? host_pid_in(dir, pid) : pid;
+}
+
 bool socket_path(int pid, char *out, size_t out_size, const char **why) {
     char dir[4096];
     if (!runtime_dir(dir, sizeof dir, why)) return false;
-    int host = host_pid(pid);
+    int host = host_pid_in(dir, pid);
     if (host <= 0) {
         *why = "cannot tell the pid the host knows the process by";
         return false;
@@ -162,9 +169,10 @@ int probe_socket(int pid, bool remove_stale) {
 int remove_stale_sockets() {
     char dir[4096];
     const char *why = nullptr;
-    // The names are the host's pids, which mean other processes (or none) in a copy's namespace.
-    if (in_copy_namespace(dir, sizeof dir)) return 0;
+    char proc[4200];
     if (!runtime_dir(dir, sizeof dir, &why)) return 0;
+    // The names are the host's pids, which mean other processes (or none) in a copy's namespace.
+    if (in_copy_namespace(dir, proc, sizeof proc)) return 0;
     DIR *d = opendir(dir);
     if (!d) return 0;
     int removed = 0;

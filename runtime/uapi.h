@@ -39,6 +39,8 @@ struct pm_scan_arg {
     unsigned long long category_inverted, category_mask, category_anyof_mask, return_mask;
 };
 inline constexpr unsigned long pagemap_scan = 0xc0606610UL; // _IOWR('f', 16, struct pm_scan_arg)
+inline constexpr unsigned long long page_is_present = 1ULL << 3;
+inline constexpr unsigned long long page_is_swapped = 1ULL << 4;
 inline constexpr unsigned long long page_is_guard = 1ULL << 8;
 inline constexpr unsigned long long page_is_written = 1ULL << 1;
 inline constexpr unsigned long long pm_scan_wp_matching = 1ULL << 0;

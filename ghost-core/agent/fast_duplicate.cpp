@@ -424,7 +424,6 @@ bool plan_memory(dup_request &req) {
 // guard pages left out where the kernel can tell them): how many went into g_runs (at most
 // `most`), or < 0 when PAGEMAP_SCAN cannot tell (Linux < 6.7).
 long data_runs(int pagemap, uint64_t start, uint64_t end, uint64_t most) {
-    constexpr unsigned long long present = 1ULL << 3, swapped = 1ULL << 4;
     uapi::pm_scan_arg arg = {};
     arg.size = sizeof arg;
     arg.start = start;
@@ -432,7 +431,7 @@ long data_runs(int pagemap, uint64_t start, uint64_t end, uint64_t most) {
     arg.vec = (uint64_t)g_runs;
     arg.vec_len = sizeof g_runs / sizeof g_runs[0];
     arg.max_pages = most;
-    arg.category_anyof_mask = arg.return_mask = present | swapped;
+    arg.category_anyof_mask = arg.return_mask = uapi::page_is_present | uapi::page_is_swapped;
     arg.category_mask = arg.category_inverted = uapi::page_is_guard;
     long n = sys::call(SYS_ioctl, pagemap, uapi::pagemap_scan, &arg);
     if (n == -EINVAL) { // a kernel without the guard category (before 6.14)

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "answers.h"
+#include "runtime/uapi.h"
 #include "lower_api.h"
 #include "wrapper_support.h"
 
@@ -306,10 +307,10 @@ int g_hold_fd = -1;            // the userfaultfd that holds the writers
 
 void shared_win_hold_writes() {
     if (g_holding.exchange(1) != 0 || !g_wins || g_wins->empty()) return;
-    constexpr unsigned long long wp_unpopulated = 1ULL << 13; // UFFD_FEATURE_WP_UNPOPULATED, 6.4
     int fd = -1;
-    for (unsigned long long features : {UFFD_FEATURE_WP_HUGETLBFS_SHMEM | wp_unpopulated,
-                                        (unsigned long long)UFFD_FEATURE_WP_HUGETLBFS_SHMEM}) {
+    for (unsigned long long features :
+         {UFFD_FEATURE_WP_HUGETLBFS_SHMEM | ghost::uapi::uffd_feature_wp_unpopulated,
+          (unsigned long long)UFFD_FEATURE_WP_HUGETLBFS_SHMEM}) {
         for (int mode : {0, (int)UFFD_USER_MODE_ONLY}) { // (without privilege: user faults only)
             fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | mode);
             if (fd >= 0) break;
