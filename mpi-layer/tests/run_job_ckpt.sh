@@ -72,6 +72,7 @@ steps=150 sleep_ms=20
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
+started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
 cleanup() {
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
   mountpoint -q "$work/full" 2>/dev/null && umount -l "$work/full"
@@ -81,6 +82,18 @@ trap cleanup EXIT
 
 fail() {
   echo "FAIL: $mode: $*"
+  # A job that is ending (mpirun reported a rank's exit) is given a moment to end, so that
+  # mpirun's closing report (which rank, its exit code) is in what follows.
+  if [ -n "$gpid" ]; then
+    for _ in $(seq 1 30); do
+      kill -0 "$gpid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  # Both clocks: a run whose wall and boot clocks disagree was disturbed from outside (a guest
+  # paused or restored from a snapshot).
+  awk -v now="$(date +%s.%N)" -v t0="$started_at" -v up="$(cut -d' ' -f1 /proc/uptime)" -v up0="$started_up" \
+    'BEGIN { printf "elapsed: %.2f s by the wall clock, %.2f s by the boot clock\n", now - t0, up - up0 }'
   for f in "$work"/*.out "$work"/*.err; do
     [ -s "$f" ] && { echo "--- $(basename "$f")"; tail -c 3000 "$f"; }
   done
@@ -89,7 +102,6 @@ fail() {
   exit 1
 }
 
-started_at=$(date +%s.%N)
 progress() { # progress TEXT: a timed line in progress.err (printed by fail)
   awk -v now="$(date +%s.%N)" -v t0="$started_at" -v text="$*" \
     'BEGIN { printf "%.2f s %s\n", now - t0, text }' >>"$work/progress.err"
