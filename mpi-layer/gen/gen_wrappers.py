@@ -456,6 +456,13 @@ def gen_wrapper(d, idx, fl):
         f = files[0]
         fh = '(%s ? (uintptr_t)*%s : 0)' % (f.name, f.name) if f.stars else '(uintptr_t)' + f.name
         L.append('  ghost::mpi::gate gate_(%d, %s, false, ghost::mpi::clock_kind::file);' % (idx, fh))
+    elif api == 'MPI_Win_free':
+        # Synchronizing in both MPIs (the lower call waits for every member): collective on the
+        # window's clock, so that a checkpoint runs the members that have not entered it forward
+        # into it, instead of waiting for a member held inside it until the quiescence times out.
+        w = d.params[0].name
+        L.append('  ghost::mpi::gate gate_(%d, %s ? (uintptr_t)*%s : 0, false, ghost::mpi::clock_kind::window);'
+                 % (idx, w, w))
     elif api == 'MPI_Comm_free':
         # Collective on the communicator's clock when it was made over two groups (free_clock).
         c = d.params[0].name

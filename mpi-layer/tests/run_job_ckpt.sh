@@ -38,6 +38,9 @@
 #   replace  PROGRAM is programs/blocked_call.c (NP 2): rank 0 waits inside MPI_Sendrecv_replace
 #            for rank 1, which waits outside MPI for DIR/go; the job is checkpointed there (goes
 #            on), checkpointed --kill, DIR/go made, restarted: it finishes as the native run
+#   winfree  PROGRAM is programs/blocked_call.c (NP 2): rank 0 waits inside MPI_Win_free for rank 1,
+#            which waits outside MPI for DIR/go; the job is checkpointed --kill there, DIR/go
+#            made a second later: the checkpoint succeeds, the restart finishes as the native run
 #   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
 #            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
 #            5 checkpoints the job goes on from, one right after the other, must each succeed
@@ -179,10 +182,10 @@ refused() { # refused WHAT PATTERN COMMAND...
   [ ! -s "$work/refused.out" ] || fail "$what: something ran: $(cat "$work/refused.out")"
 }
 
-if [ "$mode" = replace ]; then
+if [ "$mode" = replace ] || [ "$mode" = winfree ]; then
   mkdir -p "$work/nat" "$work/run"
   touch "$work/nat/go"
-  timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$work/nat" replace >"$work/native.out" 2>"$work/native.err" ||
+  timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$work/nat" "$mode" >"$work/native.out" 2>"$work/native.err" ||
     fail "the native run failed"
 else
   # The reference output: the step programs print nothing that depends on their sleep, which only
@@ -686,6 +689,27 @@ replace)
     fail "the restarted job exited $?"
   same_as_native "$work/run.out" "$work/run2.out"
   ;;
+winfree)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" winfree
+  for _ in $(seq 1 1000); do
+    [ -e "$work/run/ready" ] && break
+    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 0 made its window"
+    sleep 0.02
+  done
+  [ -e "$work/run/ready" ] || fail "rank 0 did not reach MPI_Win_free"
+  sleep 0.3 # rank 0 is inside MPI_Win_free now, waiting for rank 1, which waits for go
+  timeout -k 5 120 "$GHOST" checkpoint --kill "$job" >>"$work/ckpt.out" 2>>"$work/ckpt.err" &
+  cpid=$!
+  # The checkpoint runs rank 1 forward into MPI_Win_free once it goes on: both leave it, and
+  # the checkpoint succeeds. (It waited until its quiescence timed out for rank 0, held inside.)
+  sleep 1
+  touch "$work/run/go"
+  wait $cpid || fail "ghost checkpoint --kill $job failed"
+  finish 75
+  timeout -k 5 "$timeout_s" "$GHOST" restart "$ck" "${extra[@]}" >"$work/run2.out" 2>"$work/run2.err" ||
+    fail "the restarted job exited $?"
+  same_as_native "$work/run.out" "$work/run2.out"
+  ;;
 ended)
   timeout -k 5 "$timeout_s" "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" 5 0 >"$work/run.out" 2>"$work/run.err" ||
     fail "the job failed"
@@ -693,7 +717,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A rank held inside one blocking MPI call while the job is checkpointed (run_job_ckpt.sh
- * replace): the call cannot complete until another rank, which waits outside MPI until
+ * replace, winfree): the call cannot complete until another rank, which waits outside MPI until
  * DIR/go exists, makes its part of it.
  *   blocked_call DIR replace   rank 0 in MPI_Sendrecv_replace (a strided datatype) with rank 1;
  *                              rank 1 sees rank 0's message arrive (MPI_Iprobe: rank 0 is inside
  *                              the call), writes DIR/ready, waits for DIR/go, then makes its own
- * Ranks other than 0 and 1 only check in at the end. Prints (buffered) the values each rank sends,
- * then what it received, and PASS. */
+ *   blocked_call DIR winfree   every rank makes a window and reads its right neighbour's through
+ *                              it; rank 0 then writes DIR/ready and enters MPI_Win_free (which
+ *                              waits for every member in both MPIs), rank 1 waits for DIR/go
+ *                              before it frees the window too
+ * Ranks other than 0 and 1 only check in at the end (replace). Prints (buffered) the values each
+ * rank sends, then what it received, and PASS. */
 #include <time.h>
 #include <unistd.h>
 
@@ -31,7 +35,7 @@ static void wait_for(const char *dir, const char *name) {
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "blocked_call");
     if (argc < 3) {
-        if (mpit_rank == 0) fprintf(stderr, "usage: blocked_call DIR replace\n");
+        if (mpit_rank == 0) fprintf(stderr, "usage: blocked_call DIR replace|winfree\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     const char *dir = argv[1], *mode = argv[2];
@@ -68,6 +72,24 @@ int main(int argc, char **argv) {
                    st.MPI_SOURCE);
             MPI_Type_free(&every_other);
         }
+    } else if (strcmp(mode, "winfree") == 0) {
+        /* a window whose members reach MPI_Win_free far apart: rank 0 at once, rank 1 after DIR/go
+         */
+        int mine[4] = {r * 10, r * 10 + 1, r * 10 + 2, r * 10 + 3}, got = -1;
+        MPI_Win win;
+        CHECK_MPI(
+            MPI_Win_create(mine, sizeof mine, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+        int peer = (r + 1) % mpit_size;
+        CHECK_MPI(MPI_Win_fence(0, win));
+        CHECK_MPI(MPI_Get(&got, 1, MPI_INT, peer, 2, 1, MPI_INT, win));
+        CHECK_MPI(MPI_Win_fence(0, win));
+        CHECK(got == peer * 10 + 2);
+        printf("rank %d: winfree got %d from %d\n", r, got, peer);
+        if (r == 0) touch(dir, "ready");
+        if (r == 1) wait_for(dir, "go");
+        CHECK_MPI(MPI_Win_free(&win));
+        CHECK(win == MPI_WIN_NULL);
+        printf("rank %d: winfree freed\n", r);
     } else {
         CHECK(0);
     }
