@@ -131,7 +131,7 @@ COLLECTIVES = {'MPI_Barrier', 'MPI_Bcast', 'MPI_Reduce', 'MPI_Allreduce', 'MPI_G
                'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',
                'MPI_Dist_graph_create', 'MPI_Dist_graph_create_adjacent', 'MPI_Intercomm_merge',
                'MPI_Intercomm_create', 'MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared',
-               'MPI_File_open'}
+               'MPI_Win_create_dynamic', 'MPI_File_open'}
 # Nonblocking collectives: their start advances the communicator's collective clock like a
 # blocking collective (MPI orders both kinds in one sequence per communicator), so that at a
 # checkpoint every member has started the same ones; the drain then completes them
@@ -146,7 +146,7 @@ NONBLOCKING_COLLECTIVES = {
 COLLECTIVES |= NONBLOCKING_COLLECTIVES
 # Communicator creations whose result is collective over their first communicator argument: the new
 # communicator's clock id is chained from it. Others get an untracked comm_info.
-COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared',
+COMM_CHAINED = {'MPI_Win_create', 'MPI_Win_allocate', 'MPI_Win_allocate_shared', 'MPI_Win_create_dynamic',
                 'MPI_Comm_dup', 'MPI_Comm_dup_with_info', 'MPI_Comm_idup', 'MPI_Comm_idup_with_info',
                 'MPI_Comm_split', 'MPI_Comm_split_type',
                 'MPI_Comm_create', 'MPI_Cart_create', 'MPI_Cart_sub', 'MPI_Graph_create',

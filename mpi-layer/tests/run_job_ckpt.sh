@@ -41,6 +41,7 @@
 #   winfree  PROGRAM is programs/blocked_call.c (NP 2): rank 0 waits inside MPI_Win_free for rank 1,
 #            which waits outside MPI for DIR/go; the job is checkpointed --kill there, DIR/go
 #            made a second later: the checkpoint succeeds, the restart finishes as the native run
+#   windyn   as winfree, rank 0 inside MPI_Win_create_dynamic
 #   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
 #            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
 #            5 checkpoints the job goes on from, one right after the other, must each succeed
@@ -182,7 +183,7 @@ refused() { # refused WHAT PATTERN COMMAND...
   [ ! -s "$work/refused.out" ] || fail "$what: something ran: $(cat "$work/refused.out")"
 }
 
-if [ "$mode" = replace ] || [ "$mode" = winfree ]; then
+if [ "$mode" = replace ] || [ "$mode" = winfree ] || [ "$mode" = windyn ]; then
   mkdir -p "$work/nat" "$work/run"
   touch "$work/nat/go"
   timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$work/nat" "$mode" >"$work/native.out" 2>"$work/native.err" ||
@@ -689,19 +690,21 @@ replace)
     fail "the restarted job exited $?"
   same_as_native "$work/run.out" "$work/run2.out"
   ;;
-winfree)
-  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" winfree
+winfree | windyn)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" "$mode"
   for _ in $(seq 1 1000); do
     [ -e "$work/run/ready" ] && break
-    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 0 made its window"
+    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 0 wrote ready"
     sleep 0.02
   done
-  [ -e "$work/run/ready" ] || fail "rank 0 did not reach MPI_Win_free"
-  sleep 0.3 # rank 0 is inside MPI_Win_free now, waiting for rank 1, which waits for go
+  [ -e "$work/run/ready" ] || fail "rank 0 did not write ready"
+  # rank 0 is inside MPI_Win_free (MPI_Win_create_dynamic) now, waiting for rank 1, which waits
+  # for go
+  sleep 0.3
   timeout -k 5 120 "$GHOST" checkpoint --kill "$job" >>"$work/ckpt.out" 2>>"$work/ckpt.err" &
   cpid=$!
-  # The checkpoint runs rank 1 forward into MPI_Win_free once it goes on: both leave it, and
-  # the checkpoint succeeds. (It waited until its quiescence timed out for rank 0, held inside.)
+  # The checkpoint runs rank 1 forward into the call once it goes on: both leave it, and the
+  # checkpoint succeeds. (It waited until its quiescence timed out for rank 0, held inside.)
   sleep 1
   touch "$work/run/go"
   wait $cpid || fail "ghost checkpoint --kill $job failed"
@@ -717,7 +720,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

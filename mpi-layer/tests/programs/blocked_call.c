@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A rank held inside one blocking MPI call while the job is checkpointed (run_job_ckpt.sh
- * replace, winfree): the call cannot complete until another rank, which waits outside MPI until
- * DIR/go exists, makes its part of it.
- *   blocked_call DIR replace   rank 0 in MPI_Sendrecv_replace (a strided datatype) with rank 1;
- *                              rank 1 sees rank 0's message arrive (MPI_Iprobe: rank 0 is inside
- *                              the call), writes DIR/ready, waits for DIR/go, then makes its own
+ * replace, winfree, windyn): the call cannot complete until another rank, which waits outside MPI
+ * until DIR/go exists, makes its part of it. blocked_call DIR replace   rank 0 in
+ * MPI_Sendrecv_replace (a strided datatype) with rank 1; rank 1 sees rank 0's message arrive
+ * (MPI_Iprobe: rank 0 is inside the call), writes DIR/ready, waits for DIR/go, then makes its own
  *   blocked_call DIR winfree   every rank makes a window and reads its right neighbour's through
  *                              it; rank 0 then writes DIR/ready and enters MPI_Win_free (which
  *                              waits for every member in both MPIs), rank 1 waits for DIR/go
  *                              before it frees the window too
+ *   blocked_call DIR windyn    rank 0 writes DIR/ready and enters MPI_Win_create_dynamic, rank 1
+ *                              waits for DIR/go before it does; then each reads its right
+ *                              neighbour's attached region
  * Ranks other than 0 and 1 only check in at the end (replace). Prints (buffered) the values each
  * rank sends, then what it received, and PASS. */
 #include <time.h>
@@ -35,7 +37,7 @@ static void wait_for(const char *dir, const char *name) {
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "blocked_call");
     if (argc < 3) {
-        if (mpit_rank == 0) fprintf(stderr, "usage: blocked_call DIR replace|winfree\n");
+        if (mpit_rank == 0) fprintf(stderr, "usage: blocked_call DIR replace|winfree|windyn\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     const char *dir = argv[1], *mode = argv[2];
@@ -90,6 +92,27 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Win_free(&win));
         CHECK(win == MPI_WIN_NULL);
         printf("rank %d: winfree freed\n", r);
+    } else if (strcmp(mode, "windyn") == 0) {
+        /* a dynamic window whose members reach MPI_Win_create_dynamic far apart: rank 0 at once,
+         * rank 1 after DIR/go; then each reads its right neighbour's attached region */
+        if (r == 0) touch(dir, "ready");
+        if (r == 1) wait_for(dir, "go");
+        MPI_Win win;
+        CHECK_MPI(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+        int mine[2] = {r * 10, r * 10 + 1}, got = -1;
+        CHECK_MPI(MPI_Win_attach(win, mine, sizeof mine));
+        MPI_Aint at, *where = calloc((size_t)mpit_size, sizeof(MPI_Aint));
+        CHECK_MPI(MPI_Get_address(&mine[1], &at));
+        CHECK_MPI(MPI_Allgather(&at, 1, MPI_AINT, where, 1, MPI_AINT, MPI_COMM_WORLD));
+        int peer = (r + 1) % mpit_size;
+        CHECK_MPI(MPI_Win_fence(0, win));
+        CHECK_MPI(MPI_Get(&got, 1, MPI_INT, peer, where[peer], 1, MPI_INT, win));
+        CHECK_MPI(MPI_Win_fence(0, win));
+        CHECK(got == peer * 10 + 1);
+        printf("rank %d: windyn got %d from %d\n", r, got, peer);
+        CHECK_MPI(MPI_Win_detach(win, mine));
+        CHECK_MPI(MPI_Win_free(&win));
+        free(where);
     } else {
         CHECK(0);
     }
