@@ -467,6 +467,10 @@ def gen_wrapper(d, idx, fl):
         # Collective on the communicator's clock when it was made over two groups (free_clock).
         c = d.params[0].name
         L.append('  ghost::mpi::gate gate_(%d, ghost::mpi::free_clock(%s ? (uintptr_t)*%s : 0));' % (idx, c, c))
+    elif api == 'MPI_Comm_disconnect':
+        # Collective, and synchronizing (Open MPI: a barrier): on the communicator's clock always.
+        c = d.params[0].name
+        L.append('  ghost::mpi::gate gate_(%d, %s ? (uintptr_t)*%s : 0);' % (idx, c, c))
     elif api == 'MPI_Comm_create_group':
         # Collective over its group only: no clock counts it, but the thread is inside a creation
         # (the coordinator's rounds let the group's other members through to it).
@@ -567,7 +571,7 @@ def gen_wrapper(d, idx, fl):
         post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::shared_win_adopted((uintptr_t)*%s, seg_);'
                     % (d.params[-1].name, d.params[-1].name))
     else:
-        if api == 'MPI_Comm_free':
+        if api in ('MPI_Comm_free', 'MPI_Comm_disconnect'):
             # ... and then waits for every member (a barrier), so that at a checkpoint either all
             # have freed it or none has.
             c = d.params[0].name

@@ -42,6 +42,7 @@
 #            which waits outside MPI for DIR/go; the job is checkpointed --kill there, DIR/go
 #            made a second later: the checkpoint succeeds, the restart finishes as the native run
 #   windyn   as winfree, rank 0 inside MPI_Win_create_dynamic
+#   disconnect  as winfree, rank 0 inside MPI_Comm_disconnect
 #   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
 #            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
 #            5 checkpoints the job goes on from, one right after the other, must each succeed
@@ -183,7 +184,7 @@ refused() { # refused WHAT PATTERN COMMAND...
   [ ! -s "$work/refused.out" ] || fail "$what: something ran: $(cat "$work/refused.out")"
 }
 
-if [ "$mode" = replace ] || [ "$mode" = winfree ] || [ "$mode" = windyn ]; then
+if [ "$mode" = replace ] || [ "$mode" = winfree ] || [ "$mode" = windyn ] || [ "$mode" = disconnect ]; then
   mkdir -p "$work/nat" "$work/run"
   touch "$work/nat/go"
   timeout -k 5 "$timeout_s" $mpirun -np "$np" "${extra[@]}" "$prog" "$work/nat" "$mode" >"$work/native.out" 2>"$work/native.err" ||
@@ -690,7 +691,7 @@ replace)
     fail "the restarted job exited $?"
   same_as_native "$work/run.out" "$work/run2.out"
   ;;
-winfree | windyn)
+winfree | windyn | disconnect)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" "$mode"
   for _ in $(seq 1 1000); do
     [ -e "$work/run/ready" ] && break
@@ -698,8 +699,8 @@ winfree | windyn)
     sleep 0.02
   done
   [ -e "$work/run/ready" ] || fail "rank 0 did not write ready"
-  # rank 0 is inside MPI_Win_free (MPI_Win_create_dynamic) now, waiting for rank 1, which waits
-  # for go
+  # rank 0 is inside MPI_Win_free (MPI_Win_create_dynamic, MPI_Comm_disconnect) now, waiting
+  # for rank 1, which waits for go
   sleep 0.3
   timeout -k 5 120 "$GHOST" checkpoint --kill "$job" >>"$work/ckpt.out" 2>>"$work/ckpt.err" &
   cpid=$!
@@ -720,7 +721,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

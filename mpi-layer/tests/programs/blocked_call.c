@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A rank held inside one blocking MPI call while the job is checkpointed (run_job_ckpt.sh
- * replace, winfree, windyn): the call cannot complete until another rank, which waits outside MPI
- * until DIR/go exists, makes its part of it. blocked_call DIR replace   rank 0 in
+ * replace, winfree, windyn, disconnect): the call cannot complete until another rank, which waits
+ * outside MPI until DIR/go exists, makes its part of it. blocked_call DIR replace   rank 0 in
  * MPI_Sendrecv_replace (a strided datatype) with rank 1; rank 1 sees rank 0's message arrive
  * (MPI_Iprobe: rank 0 is inside the call), writes DIR/ready, waits for DIR/go, then makes its own
  *   blocked_call DIR winfree   every rank makes a window and reads its right neighbour's through
@@ -11,6 +11,8 @@
  *   blocked_call DIR windyn    rank 0 writes DIR/ready and enters MPI_Win_create_dynamic, rank 1
  *                              waits for DIR/go before it does; then each reads its right
  *                              neighbour's attached region
+ *   blocked_call DIR disconnect  as winfree, with MPI_Comm_disconnect of a duplicate of
+ *                              MPI_COMM_WORLD
  * Ranks other than 0 and 1 only check in at the end (replace). Prints (buffered) the values each
  * rank sends, then what it received, and PASS. */
 #include <time.h>
@@ -37,7 +39,8 @@ static void wait_for(const char *dir, const char *name) {
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "blocked_call");
     if (argc < 3) {
-        if (mpit_rank == 0) fprintf(stderr, "usage: blocked_call DIR replace|winfree|windyn\n");
+        if (mpit_rank == 0)
+            fprintf(stderr, "usage: blocked_call DIR replace|winfree|windyn|disconnect\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     const char *dir = argv[1], *mode = argv[2];
@@ -113,6 +116,21 @@ int main(int argc, char **argv) {
         CHECK_MPI(MPI_Win_detach(win, mine));
         CHECK_MPI(MPI_Win_free(&win));
         free(where);
+    } else if (strcmp(mode, "disconnect") == 0) {
+        /* a communicator whose members reach MPI_Comm_disconnect far apart: rank 0 at once, rank 1
+         * after DIR/go */
+        MPI_Comm d;
+        CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &d));
+        int mine = r * 10 + 3, got = -1, peer = (r + 1) % mpit_size;
+        int left = (r + mpit_size - 1) % mpit_size;
+        CHECK_MPI(MPI_Sendrecv(&mine, 1, MPI_INT, peer, 5, &got, 1, MPI_INT, left, 5, d,
+                               MPI_STATUS_IGNORE));
+        CHECK(got == left * 10 + 3);
+        printf("rank %d: disconnect got %d from %d\n", r, got, left);
+        if (r == 0) touch(dir, "ready");
+        if (r == 1) wait_for(dir, "go");
+        CHECK_MPI(MPI_Comm_disconnect(&d));
+        CHECK(d == MPI_COMM_NULL);
     } else {
         CHECK(0);
     }
