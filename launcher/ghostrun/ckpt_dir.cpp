@@ -138,6 +138,9 @@ std::string manifest_json(const manifest &m) {
                          {"bytes", r.bytes},
                          {"hash", r.hash}});
     j["ranks"] = ranks;
+    j["settings"] = {{"interval_s", m.interval_s},
+                     {"incremental", m.incremental},
+                     {"auto_restarts", m.auto_restarts}};
     return j.dump(2) + "\n";
 }
 
@@ -252,6 +255,13 @@ result<std::string> resolve_generation(const std::string &arg) {
     if (!in || !std::getline(in, name))
         return error{"no complete checkpoint in " + arg + " (no " + arg + "/latest)"};
     if (gen_number(name) < 0) return error{dir + "/latest does not name a generation"};
+    // A job that ran to its end after its last checkpoint: restarting it would run its end again
+    // (its output twice, its files written again). Named explicitly, the generation still is.
+    std::ifstream e(dir + "/ended");
+    std::string ended;
+    if (e && std::getline(e, ended) && ended == name)
+        return error{"the job ran to its end after " + name + " (" + dir + "/ended); `ghost " +
+                     "restart " + dir + "/" + name + "` restarts from that generation anyway"};
     return dir + "/" + name;
 }
 
@@ -281,6 +291,13 @@ result<manifest> read_manifest(const std::string &gen) {
                 return error{gen + "/manifest.json: the ranks are not 0.." +
                              std::to_string(size - 1)};
             m.ranks.push_back(e);
+        }
+        if (auto st = j.find("settings"); st != j.end()) {
+            m.interval_s = st->value("interval_s", 0.0);
+            m.incremental = st->value("incremental", false);
+            m.auto_restarts = st->value("auto_restarts", 0);
+            if (m.interval_s < 0 || m.interval_s > 31536000 || m.auto_restarts < 0)
+                return error{gen + "/manifest.json: impossible settings"};
         }
         if (m.ranks.size() != size || size == 0)
             return error{gen + "/manifest.json: " + std::to_string(m.ranks.size()) +
@@ -378,11 +395,7 @@ result<std::string> resumable_generation(const std::string &dir) {
     std::ifstream in(dir + "/latest");
     std::string latest;
     if (!in || !std::getline(in, latest)) return error{"no checkpoint"};
-    std::ifstream e(dir + "/ended");
-    std::string ended;
-    if (e && std::getline(e, ended) && ended == latest)
-        return error{"the job of " + latest + " ran to its end"};
-    return resolve_generation(dir);
+    return resolve_generation(dir); // refuses a job that ran to its end
 }
 
 } // namespace ghost::run

@@ -41,6 +41,11 @@ struct manifest {
     std::vector<std::string> argv; // the program and its arguments as first started
     long long time = 0;            // seconds since the epoch
     std::vector<manifest_rank> ranks;
+    // The job's own settings, which `ghost restart` keeps unless its command gives them again
+    // (absent from manifests written before session 31: none).
+    double interval_s = 0;
+    bool incremental = false;
+    int auto_restarts = 0;
 };
 
 constexpr int kKeepGenerations = 2;

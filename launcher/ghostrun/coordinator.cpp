@@ -705,6 +705,9 @@ struct server {
         m.mpirun_opts = cfg.mpirun_opts;
         m.argv = cfg.argv;
         m.time = (long long)time(nullptr);
+        m.interval_s = cfg.interval_s;
+        m.incremental = cfg.incremental;
+        m.auto_restarts = cfg.auto_restarts;
         for (auto &[r, e] : ep.saved)
             m.ranks.push_back(e);
         if ((int)m.ranks.size() != job_size)
@@ -827,15 +830,19 @@ struct server {
     }
 
     static constexpr const char *kNotYet = " has not connected yet";
+    static constexpr const char *kBusy = "a quiesce or checkpoint is in progress";
 
     // A `ghost checkpoint` that came while ranks were still starting (a job just launched or
-    // restarted): begun once they have all connected, or refused at its deadline.
+    // restarted), or while another checkpoint ran (a periodic one, say: a drain hook's
+    // `checkpoint --kill` must not fail because of it): begun once the other has ended and every
+    // rank is connected, or refused when ranks have not all connected by its deadline (counted
+    // from the end of the checkpoint it waited for).
     struct waiting_checkpoint {
         int cli = -1;
         std::string dir;
         bool kill = false;
         long quiesce_ms = 0, save_ms = 0;
-        clock_type::time_point deadline;
+        clock_type::time_point deadline = clock_type::time_point::max();
     } waiting;
 
     static bool not_yet(const std::string &why) {
@@ -844,13 +851,25 @@ struct server {
                 why.compare(why.size() - strlen(kNotYet), std::string::npos, kNotYet) == 0);
     }
 
+    // Whether the waiting checkpoint must wait on (true), or has begun or been refused.
+    bool keep_waiting(const std::string &why) {
+        if (why.empty()) return false;
+        if (why == kBusy) return true; // that checkpoint has deadlines of its own
+        if (!not_yet(why)) return false;
+        auto now = clock_type::now();
+        if (waiting.deadline == clock_type::time_point::max())
+            waiting.deadline = now + std::chrono::milliseconds(
+                                         waiting.quiesce_ms > 0 ? waiting.quiesce_ms : 10000);
+        return now < waiting.deadline;
+    }
+
     void retry_waiting() {
         if (waiting.cli < 0) return;
         std::string why = begin_checkpoint(waiting.cli, waiting.dir, waiting.kill,
                                            waiting.quiesce_ms, waiting.save_ms);
-        if (!why.empty() && not_yet(why) && clock_type::now() < waiting.deadline) return;
+        if (keep_waiting(why)) return;
         if (!why.empty()) send_line(waiting.cli, "ERROR " + why);
-        waiting.cli = -1;
+        waiting = waiting_checkpoint{};
     }
 
     // Empty when every rank is connected and none has finalized, else why not.
@@ -879,7 +898,7 @@ struct server {
     // Empty when the checkpoint began (its answer comes later), else why not.
     std::string begin_checkpoint(int cli_fd, const std::string &dir, bool kill, long quiesce_ms,
                                  long save_ms) {
-        if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
+        if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
         if (auto why = job_not_ready(); !why.empty()) return why;
@@ -938,15 +957,10 @@ struct server {
                 return send_line(c.fd, "ERROR the checkpoint directory must be absolute");
             std::string why =
                 begin_checkpoint(c.fd, dir, w[1] == "1", atol(w[2].c_str()), atol(w[3].c_str()));
-            if (!why.empty() && not_yet(why) && waiting.cli < 0) {
-                long ms = atol(w[2].c_str());
-                waiting = {c.fd,
-                           dir,
-                           w[1] == "1",
-                           atol(w[2].c_str()),
-                           atol(w[3].c_str()),
-                           clock_type::now() + std::chrono::milliseconds(ms > 0 ? ms : 10000)};
-                return;
+            if (!why.empty() && waiting.cli < 0) {
+                waiting = {c.fd, dir, w[1] == "1", atol(w[2].c_str()), atol(w[3].c_str())};
+                if (keep_waiting(why)) return;
+                waiting = waiting_checkpoint{};
             }
             if (!why.empty()) send_line(c.fd, "ERROR " + why);
         } else if (w[0] == "MIGRATE" && w.size() >= 6) {
@@ -1271,7 +1285,7 @@ struct server {
 
     std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
                                      const std::vector<int> &ranks) {
-        if (ep.ph != phase::idle) return "a quiesce or checkpoint is in progress";
+        if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
         if (new_mpirun > 0) return "the mpirun of a failed migration is still ending";

@@ -573,6 +573,11 @@ int main(int argc, char **argv) {
         if (!m) die("cannot restart from " + p.restart + ": " + m.err().message);
         cfg.ckpt_dir = p.ckpt_dir.empty() ? parent_dir(*gen) : absolute(p.ckpt_dir);
         claim_ckpt_dir();
+        // The job keeps its periodic checkpoints, their kind and its automatic restarts, unless
+        // this command sets them again.
+        if (p.interval.empty()) cfg.interval_s = m->interval_s;
+        if (p.auto_restart.empty()) cfg.auto_restarts = m->auto_restarts;
+        cfg.incremental = cfg.incremental || m->incremental;
         // The original's transport options, then this command's (which win).
         std::vector<std::string> opts =
             overridden(without_placement(m->mpirun_opts), p.mpirun_opts);

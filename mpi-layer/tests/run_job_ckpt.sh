@@ -43,6 +43,13 @@
 #            made a second later: the checkpoint succeeds, the restart finishes as the native run
 #   windyn   as winfree, rank 0 inside MPI_Win_create_dynamic
 #   disconnect  as winfree, rank 0 inside MPI_Comm_disconnect
+#   concurrent  two `ghost checkpoint` at once: the second waits for the first (it failed with
+#            "a quiesce or checkpoint is in progress"), both succeed, as generations 1 and 2
+#   keeps    ghostrun --interval 1 --incremental; checkpoint --kill (it may meet a periodic one:
+#            it waits); `ghost restart DIR` without options takes periodic, incremental
+#            checkpoints again (the manifest's settings); the job ends as the native run; a
+#            restart of DIR then is refused in one line (the job ran to its end: it would run its
+#            end again), nothing runs
 #   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
 #            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
 #            5 checkpoints the job goes on from, one right after the other, must each succeed
@@ -74,6 +81,7 @@ steps=150 sleep_ms=20
 [ "$mode" = tombstones ] && steps=1500
 [ "$mode" = retry ] && steps=600
 [ "$mode" = lock ] && steps=160
+[ "$mode" = keeps ] && steps=400
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -691,6 +699,57 @@ replace)
     fail "the restarted job exited $?"
   same_as_native "$work/run.out" "$work/run2.out"
   ;;
+concurrent)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  timeout -k 5 120 "$GHOST" checkpoint "$job" >"$work/first.out" 2>"$work/first.err" &
+  first=$!
+  timeout -k 5 120 "$GHOST" checkpoint "$job" >"$work/second.out" 2>"$work/second.err" &
+  second=$!
+  wait $first || fail "the first of two checkpoints at once failed"
+  wait $second || fail "the second of two checkpoints at once failed"
+  [ "$(cat "$work/first.out" "$work/second.out" | grep -o ' generation=[0-9]*' | sort | tr -d '\n')" = \
+    " generation=1 generation=2" ] || fail "two checkpoints at once: $(cat "$work/first.out" "$work/second.out")"
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
+keeps)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" --interval 1 --incremental -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  for _ in $(seq 1 500); do
+    [ -s "$ck/latest" ] && break
+    sleep 0.02
+  done
+  [ -s "$ck/latest" ] || fail "no periodic checkpoint"
+  checkpoint --kill
+  finish 75
+  killed=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest")
+  [ -n "$killed" ] || fail "latest names no generation: $(cat "$ck/latest")"
+  start run2 "$GHOST" restart "$ck" "${extra[@]}"
+  newer=""
+  for _ in $(seq 1 500); do
+    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
+    [ -n "$now" ] && [ "$now" -gt "$killed" ] && newer=$now && break
+    sleep 0.02
+  done
+  [ -n "$newer" ] || fail "the restarted job took no periodic checkpoint in 10 s"
+  python3 - "$ck/gen-$newer/manifest.json" <<'PY' || fail "gen-$newer's settings: $(cat "$ck/gen-$newer/manifest.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))["settings"]
+sys.exit(0 if s["interval_s"] == 1 and s["incremental"] is True else 1)
+PY
+  # The first image after a restart is whole; the next builds on it.
+  next=""
+  for _ in $(seq 1 500); do
+    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
+    [ -n "$now" ] && [ "$now" -gt "$newer" ] && next=$now && break
+    sleep 0.02
+  done
+  [ -n "$next" ] || fail "the restarted job took one periodic checkpoint, not two"
+  "$GHOST" inspect "$ck/gen-$next/rank0.ghost" 2>&1 | grep -q "gen-$newer/rank0.ghost" ||
+    fail "gen-$next's rank 0 image is not incremental on gen-$newer: $("$GHOST" inspect "$ck/gen-$next/rank0.ghost" 2>&1 | head -20)"
+  finish 0
+  same_as_native "$work/run.out" "$work/run2.out"
+  refused "a restart of a job that ran to its end" "the job ran to its end after gen-[0-9]*" "$GHOST" restart "$ck" "${extra[@]}"
+  ;;
 winfree | windyn | disconnect)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" "$mode"
   for _ in $(seq 1 1000); do
@@ -721,7 +780,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect|concurrent|keeps FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac
