@@ -3,9 +3,10 @@
 # Real MPI applications from Debian (nobody here wrote them) checkpointed mid-run and restarted
 # under ghostrun; their deterministic output compared with an uninterrupted native mpirun run.
 #   run_apps.sh [--install] [--build DIR] [--out FILE] [CASE...]
-# CASE: hpcc lammps-melt lammps-crack netpipe-mpich mpi4py (default: these), scalapack-lu-openmpi
-# scalapack-lu-mpich blacs-mpich (their native runs fail or hang here now and then). For each
-# case, in a fresh directory per run (the programs write files in their working directory):
+# CASE: hpcc lammps-melt lammps-crack netpipe-mpich mpi4py gromacs-water qe-si (default: these),
+# scalapack-lu-openmpi scalapack-lu-mpich blacs-mpich (their native runs fail or hang here now and
+# then). For each case, in a fresh directory per run (the programs write files in their working
+# directory):
 #   native   mpirun -np N PROGRAM                       -> the reference deterministic output
 #   ghost    ghostrun -np N PROGRAM                     -> must equal native
 #   goon     ghostrun, `ghost checkpoint JOB` at 30% of the plain ghostrun time (goes on)
@@ -26,12 +27,12 @@ while [ $# -gt 0 ]; do
   --install) install=1 ;;
   --build) build=$2; shift ;;
   --out) out=$2; shift ;;
-  -h | --help) sed -n "3,16p" "$0"; exit 0 ;;
+  -h | --help) sed -n "3,17p" "$0"; exit 0 ;;
   *) cases+=("$1") ;;
   esac
   shift
 done
-[ ${#cases[@]} = 0 ] && cases=(mpi4py netpipe-mpich lammps-melt hpcc lammps-crack)
+[ ${#cases[@]} = 0 ] && cases=(mpi4py netpipe-mpich lammps-melt hpcc lammps-crack gromacs-water qe-si)
 GHOST=$build/launcher/ghost
 GHOSTRUN=$build/launcher/ghostrun/ghostrun
 [ -x "$GHOST" ] && [ -x "$GHOSTRUN" ] || { echo "run_apps: build ghost first ($build)" >&2; exit 2; }
@@ -40,7 +41,8 @@ timeout_s=${APPS_TIMEOUT:-600}
 
 if [ $install = 1 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    hpcc lammps lammps-examples scalapack-mpi-test netpipe-mpich2 python3-mpi4py >/dev/null || exit 2
+    hpcc lammps lammps-examples scalapack-mpi-test netpipe-mpich2 python3-mpi4py \
+    gromacs quantum-espresso quantum-espresso-data >/dev/null || exit 2
 fi
 
 root=$(mktemp -d /tmp/ghost-apps.XXXXXX)
@@ -120,6 +122,70 @@ det_mpi4py() { sed -n 's/^time for \([0-9]*\) loops = .* seconds (\(.*\))$/\1 lo
 setup_netpipe-mpich() { :; }
 cmd_netpipe-mpich() { echo NPmpich2 -u 1048576 -n 200 -o np.out; } # fixed repeats, not timed ones
 det_netpipe-mpich() { cat "$1"/*.err | awk '/ bytes .* times / { print $1, $2, $3, $4, $5 }'; } # on stderr
+
+# GROMACS (package gromacs: gmx_mpi is built with Open MPI): 884 SPC/E waters in a 3 nm box
+# (gmx solvate), minimised, 5000 MD steps of 2 fs with PME, v-rescale at 300 K, fixed seeds. The
+# run input is made once per work directory with the serial gmx; mdrun on 2 ranks (domain
+# decomposition 2x1x1), one OpenMP thread each, -reprod, no dynamic load balancing, no PME tuning.
+gromacs_tpr() { # -> $root/gromacs-input/topol.tpr
+  local g=$root/gromacs-input
+  [ -s "$g/topol.tpr" ] && return
+  mkdir -p "$g"
+  (
+    cd "$g" || exit 1
+    printf '#include "oplsaa.ff/forcefield.itp"\n#include "oplsaa.ff/spce.itp"\n\n[ system ]\nwater\n\n[ molecules ]\n' >topol.top
+    printf '%s\n' 'integrator = steep' 'nsteps = 500' 'emtol = 1000' 'cutoff-scheme = Verlet' \
+      'coulombtype = PME' 'rcoulomb = 1.0' 'rvdw = 1.0' >em.mdp
+    printf '%s\n' 'integrator = md' 'dt = 0.002' 'nsteps = 5000' 'nstcalcenergy = 100' \
+      'nstenergy = 500' 'nstlog = 500' 'cutoff-scheme = Verlet' 'coulombtype = PME' 'rcoulomb = 1.0' \
+      'rvdw = 1.0' 'tcoupl = v-rescale' 'tc-grps = System' 'tau_t = 0.1' 'ref_t = 300' \
+      'gen_vel = yes' 'gen_temp = 300' 'gen_seed = 12345' 'ld_seed = 54321' >md.mdp
+    gmx -quiet solvate -cs spc216.gro -box 3 3 3 -o conf.gro -p topol.top &&
+      gmx -quiet grompp -f em.mdp -c conf.gro -p topol.top -o em.tpr &&
+      gmx -quiet mdrun -nt 1 -s em.tpr -deffnm em &&
+      gmx -quiet grompp -f md.mdp -c em.gro -p topol.top -o topol.tpr
+  ) >"$g/setup.log" 2>&1
+}
+setup_gromacs-water() { gromacs_tpr && cp "$root/gromacs-input/topol.tpr" "$1/"; }
+cmd_gromacs-water() { echo gmx_mpi mdrun -s topol.tpr -ntomp 1 -reprod -dlb no -notunepme -nb cpu -g md.log -e ener.edr -c out.gro; }
+det_gromacs-water() { # the energy rows of md.log every 500 steps and their averages, final coordinates
+  awk '/^ +Step +Time$/ { getline; print "step", $1; next } /Energies \(kJ\/mol\)/ { e = 1; next }
+    e && /^ *$/ { e = 0 } e' "$1/md.log"
+  cat "$1/out.gro"
+}
+
+# Quantum ESPRESSO (pw.x): SCF of bulk Si (fcc, 2 atoms, one moved off its site so that forces
+# and stress are not zero), LDA, the von Barth-Car pseudopotential from quantum-espresso-data's
+# examples, ecutwfc 40 Ry, 10x10x10 k-points (282), 8 bands, conv_thr 1e-12; forces and stress;
+# verbosity high: the bands of every k-point are printed (more than 100 k-points hide them).
+setup_qe-si() {
+  zcat /usr/share/doc/quantum-espresso/examples/EPW/sic/pp/Si.pz-vbc.UPF.gz >"$1/Si.pz-vbc.UPF"
+  cat >"$1/pw.in" <<'EOF'
+&control
+  calculation = 'scf', prefix = 'si', outdir = './tmp', pseudo_dir = './'
+  verbosity = 'high', tprnfor = .true., tstress = .true.
+/
+&system
+  ibrav = 2, celldm(1) = 10.20, nat = 2, ntyp = 1, ecutwfc = 40.0, nbnd = 8
+/
+&electrons
+  conv_thr = 1.0d-12, mixing_beta = 0.3
+/
+ATOMIC_SPECIES
+  Si 28.086 Si.pz-vbc.UPF
+ATOMIC_POSITIONS alat
+  Si 0.00 0.00 0.00
+  Si 0.26 0.24 0.25
+K_POINTS automatic
+  10 10 10 0 0 0
+EOF
+}
+cmd_qe-si() { echo pw.x -in pw.in; }
+det_qe-si() { # every SCF iteration's energy and accuracy, then all of the end: bands, energy terms,
+  # forces, stress (no times)
+  awk '/End of self-consistent calculation/ { f = 1 } /Writing output data/ { f = 0 }
+    f || /iteration #|total energy|estimated scf accuracy|ethr =/' "$1/stdout"
+}
 
 flavour_of() {
   case $1 in *mpich*) echo mpich ;; *) echo openmpi ;; esac
