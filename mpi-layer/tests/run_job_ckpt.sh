@@ -161,6 +161,17 @@ checkpoint() { # checkpoint [OPTIONS]: must succeed
     fail "unexpected checkpoint line: $(tail -1 "$work/ckpt.out")"
 }
 
+generation_after() { # generation_after N: prints the number of a generation after N once
+  # $ck/latest names one (within 10 s), else fails
+  local now
+  for _ in $(seq 1 500); do
+    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
+    [ -n "$now" ] && [ "$now" -gt "$1" ] && echo "$now" && return 0
+    sleep 0.02
+  done
+  return 1
+}
+
 same_as_native() { # same_as_native FILES...
   grep -h '^rank [0-9]*: ' "$work/native.out" | sort >"$work/ref.sorted"
   grep -h '^rank [0-9]*: ' "$@" | sort >"$work/got.sorted"
@@ -724,26 +735,14 @@ keeps)
   killed=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest")
   [ -n "$killed" ] || fail "latest names no generation: $(cat "$ck/latest")"
   start run2 "$GHOST" restart "$ck" "${extra[@]}"
-  newer=""
-  for _ in $(seq 1 500); do
-    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
-    [ -n "$now" ] && [ "$now" -gt "$killed" ] && newer=$now && break
-    sleep 0.02
-  done
-  [ -n "$newer" ] || fail "the restarted job took no periodic checkpoint in 10 s"
+  newer=$(generation_after "$killed") || fail "the restarted job took no periodic checkpoint in 10 s"
   python3 - "$ck/gen-$newer/manifest.json" <<'PY' || fail "gen-$newer's settings: $(cat "$ck/gen-$newer/manifest.json")"
 import json, sys
 s = json.load(open(sys.argv[1]))["settings"]
 sys.exit(0 if s["interval_s"] == 1 and s["incremental"] is True else 1)
 PY
   # The first image after a restart is whole; the next builds on it.
-  next=""
-  for _ in $(seq 1 500); do
-    now=$(sed -n 's/^gen-\([0-9]*\)$/\1/p' "$ck/latest" 2>/dev/null)
-    [ -n "$now" ] && [ "$now" -gt "$newer" ] && next=$now && break
-    sleep 0.02
-  done
-  [ -n "$next" ] || fail "the restarted job took one periodic checkpoint, not two"
+  next=$(generation_after "$newer") || fail "the restarted job took one periodic checkpoint, not two"
   "$GHOST" inspect "$ck/gen-$next/rank0.ghost" 2>&1 | grep -q "gen-$newer/rank0.ghost" ||
     fail "gen-$next's rank 0 image is not incremental on gen-$newer: $("$GHOST" inspect "$ck/gen-$next/rank0.ghost" 2>&1 | head -20)"
   finish 0
