@@ -490,9 +490,9 @@ int main(int argc, char **argv) {
     cfg.incremental = p.incremental;
     if (!p.interval.empty()) {
         // (A bound: an interval past the clock's range came out as no wait at all.)
-        if (!positive_number(p.interval) || atof(p.interval.c_str()) <= 0 ||
-            atof(p.interval.c_str()) > 31536000)
-            die("--interval needs a number of seconds (up to 31536000, a year), got '" +
+        // 0: none (a restarted job keeps its own interval unless told so).
+        if (!positive_number(p.interval) || atof(p.interval.c_str()) > 31536000)
+            die("--interval needs a number of seconds (up to 31536000, a year; 0: none), got '" +
                 p.interval + "'");
         cfg.interval_s = atof(p.interval.c_str());
     }
