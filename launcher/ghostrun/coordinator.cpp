@@ -210,6 +210,9 @@ struct server {
     long mv_start_ms = 60000; // the next migration's (its request's) start bound
     // A live migration's two mpiruns: the new one until the switch, the old one until reaped.
     pid_t new_mpirun = -1, old_mpirun = -1, switched_to = -1;
+    // The job's mpirun's status when it ended during a live migration, before the switch (-1:
+    // it did not): the job's end only if the migration then fails.
+    int ended_during_move = -1;
     clock_type::time_point new_mpirun_kill_at = clock_type::time_point::max();
     const clock_type::time_point born_ = clock_type::now();
     bool restart_told = false; // the restart's "every rank runs again" line
@@ -292,8 +295,12 @@ struct server {
     void drop(conn &c, const char *why) {
         if (c.fd < 0) return;
         if (c.is_rank && c.hello && c.state != "finalized") {
+            // An old rank of a live migration whose image its new process has taken (SENT comes
+            // after the receiver's verdict) is not needed any more: its end (mpirun taking the
+            // others down after one died) does not undo the move.
+            const bool image_moved = ep.live && !c.incoming && c.state == "sent";
             c.state = "lost";
-            if (ep.ph != phase::idle)
+            if (ep.ph != phase::idle && !image_moved)
                 abort_epoch("rank " + std::to_string(c.rank) + " (pid " + std::to_string(c.pid) +
                             " on " + c.host + ") " + why);
         }
@@ -330,6 +337,17 @@ struct server {
         c.host = w[6];
         c.state = "running";
         c.incoming = mv.active && mv.live && !mv.switched;
+        if (c.incoming && !(ep.live && ep.ph != phase::idle)) {
+            // A new rank of a live migration that was abandoned: its mpirun is being ended, and
+            // the job goes on (or ends) where it was.
+            send_line(c.fd, "REFUSED the migration was abandoned");
+            close(c.fd);
+            c.fd = -1;
+            c.hello = false;
+            c.incoming = false;
+            c.rank = -1;
+            return;
+        }
         if (c.size > job_size) job_size = c.size;
         for (auto &o : conns) // a rank that reconnects replaces its old entry
             if (&o != &c && o.is_rank && o.hello && o.rank == c.rank && o.fd < 0) o.rank = -1;
@@ -1747,6 +1765,17 @@ struct server {
                     status = WIFEXITED(ws)     ? WEXITSTATUS(ws)
                              : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
                                                : 1;
+                    if (mv.active && mv.live && !mv.switched) {
+                        // The job's mpirun ended (a rank died, mpirun took the others down) while
+                        // the ranks' images streamed to the new one: if every image arrived, the
+                        // move completes from them and the new mpirun is the job's; if not, the
+                        // job ended here (below, once the move has failed). Reaped: that pid is
+                        // nobody's to signal any more.
+                        g_child = -1;
+                        ended_during_move = status;
+                        status = -1;
+                        continue;
+                    }
                     if (mv.active && !mv.live) {
                         if (pid_t next = migration_relaunch(status); next > 0) {
                             child = next;
@@ -1759,6 +1788,19 @@ struct server {
                         status = -1;
                         continue;
                     }
+                }
+            }
+            if (ended_during_move >= 0 && !mv.active) {
+                if (g_child > 0) {
+                    ended_during_move = -1; // moved: the job goes on under the new mpirun
+                } else {
+                    status = ended_during_move;
+                    ended_during_move = -1;
+                    if (pid_t next = maybe_relaunch(status); next > 0) {
+                        child = next;
+                        status = -1;
+                    }
+                    continue;
                 }
             }
             if (g_stop_request) {

@@ -50,6 +50,11 @@
 #            checkpoints again (the manifest's settings); the job ends as the native run; a
 #            restart of DIR then is refused in one line (the job ran to its end: it would run its
 #            end again), nothing runs
+#   migkill  `ghost migrate` of rank 1 (ucx), and an old rank SIGKILLed once every image is in
+#            its new process (all `sent`), before the switch: mpirun ends the other old ranks, and the
+#            move still completes (it was abandoned, and the new ranks, already running, were
+#            ended with their mpirun: the job ended with a rank's output cut short); tried on up
+#            to 6 migrations until a kill lands in that window; the output is the native run's
 #   lock     PROGRAM is programs/lock_steps.c (NP 4): the ranks contend for an exclusive
 #            MPI_Win_lock on rank 0, each computing outside MPI while it holds the lock;
 #            5 checkpoints the job goes on from, one right after the other, must each succeed
@@ -82,6 +87,7 @@ steps=150 sleep_ms=20
 [ "$mode" = retry ] && steps=600
 [ "$mode" = lock ] && steps=160
 [ "$mode" = keeps ] && steps=400
+[ "$mode" = migkill ] && steps=400
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -749,6 +755,30 @@ PY
   same_as_native "$work/run.out" "$work/run2.out"
   refused "a restart of a job that ran to its end" "the job ran to its end after gen-[0-9]*" "$GHOST" restart "$ck" "${extra[@]}"
   ;;
+migkill)
+  start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  here=$(hostname)
+  landed=""
+  for attempt in 1 2 3 4 5 6; do
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "$here" >"$work/mig.out" 2>"$work/mig.err" &
+    mig=$!
+    victim=""
+    for _ in $(seq 1 1000); do
+      victim=$("$GHOST" status "$job" 2>/dev/null |
+        awk -v np="$np" '$1 == "rank" && $7 == "sent" { n++; if (!p) p = $4 } END { if (n == np) print p }')
+      [ -n "$victim" ] && break
+      kill -0 $mig 2>/dev/null || break
+    done
+    [ -n "$victim" ] && kill -KILL "$victim" 2>/dev/null && landed=$attempt
+    wait $mig || fail "migration $attempt (old rank pid ${victim:-none} killed) failed: $(cat "$work/mig.err")"
+    grep -q "^migrate job=$job ranks=1 to=$here via=ucx " "$work/mig.out" || fail "migration $attempt: $(cat "$work/mig.out")"
+    [ -n "$landed" ] && break
+  done
+  [ -n "$landed" ] || fail "no old rank was seen with its image sent in 6 migrations"
+  progress "an old rank was killed with its image sent, in migration $landed"
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
 winfree | windyn | disconnect)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" "$mode"
   for _ in $(seq 1 1000); do
@@ -779,7 +809,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect|concurrent|keeps FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect|concurrent|keeps|migkill FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac
