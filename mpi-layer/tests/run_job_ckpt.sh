@@ -167,6 +167,15 @@ checkpoint() { # checkpoint [OPTIONS]: must succeed
     fail "unexpected checkpoint line: $(tail -1 "$work/ckpt.out")"
 }
 
+until_ready() { # until_ready WHAT: waits (20 s at most) for $work/run/ready, which says WHAT
+  for _ in $(seq 1 1000); do
+    [ -e "$work/run/ready" ] && return 0
+    kill -0 "$gpid" 2>/dev/null || fail "the job ended before $1"
+    sleep 0.02
+  done
+  fail "no $work/run/ready after 20 s: not $1"
+}
+
 generation_after() { # generation_after N: prints the number of a generation after N once
   # $ck/latest names one (within 10 s), else fails
   local now
@@ -701,12 +710,7 @@ migrate)
   ;;
 replace)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" replace
-  for _ in $(seq 1 1000); do
-    [ -e "$work/run/ready" ] && break
-    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 1 saw rank 0's message"
-    sleep 0.02
-  done
-  [ -e "$work/run/ready" ] || fail "rank 1 did not see rank 0's message"
+  until_ready "rank 1 saw rank 0's message"
   # rank 0 is inside MPI_Sendrecv_replace now (its message has arrived), and stays there
   checkpoint
   checkpoint --kill
@@ -781,12 +785,7 @@ migkill)
   ;;
 winfree | windyn | disconnect)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" "$mode"
-  for _ in $(seq 1 1000); do
-    [ -e "$work/run/ready" ] && break
-    kill -0 "$gpid" 2>/dev/null || fail "the job ended before rank 0 wrote ready"
-    sleep 0.02
-  done
-  [ -e "$work/run/ready" ] || fail "rank 0 did not write ready"
+  until_ready "rank 0 wrote ready"
   # rank 0 is inside MPI_Win_free (MPI_Win_create_dynamic, MPI_Comm_disconnect) now, waiting
   # for rank 1, which waits for go
   sleep 0.3
