@@ -486,6 +486,13 @@ void leave_park(int claim) {
 void park_handler(int, siginfo_t *, void *ucontext) {
     // First, before any TLS access: the thread may run on a component's TLS (an MPI call).
     int claim = ghost::agent::components_thread_state();
+    if (claim == GHOST_THREAD_OWN) {
+        // A component's own thread that takes signals: it leaves this handler blocking every
+        // signal (the two glibc keeps for itself aside), so that neither the next park nor a
+        // signal of the program's lands on it again.
+        uint64_t all = ~((1ULL << (32 - 1)) | (1ULL << (33 - 1)));
+        memcpy(&((ucontext_t *)ucontext)->uc_sigmask, &all, sizeof all);
+    }
     if (claim != GHOST_THREAD_APP) return leave_park(claim);
     int saved_errno = errno;
     thread_slot *volatile slot = find_slot(raw_gettid());

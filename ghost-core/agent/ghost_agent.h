@@ -73,8 +73,9 @@ struct ghost_component {
     /* In the park signal's handler of every signalled thread, first thing, whatever its FS: only
      * lock-free reads, no TLS. GHOST_THREAD_APP: an application thread at a safe point (parked,
      * saved). GHOST_THREAD_OWN: the component's own thread that exclude_threads missed (left
-     * running, not saved). GHOST_THREAD_BUSY: an application thread inside the component (an MPI
-     * call): the park fails, naming the thread; a quiesce must have let it out first. */
+     * running, not saved, and blocking every signal from then on). GHOST_THREAD_BUSY: an
+     * application thread inside the component (an MPI call): the park fails, naming the thread; a
+     * quiesce must have let it out first. */
     int (*thread_state)(void *arg);
 };
 #define GHOST_THREAD_APP 0

@@ -110,12 +110,6 @@ static void ledger_add(uintptr_t s, uintptr_t e) {
     unlock();
 }
 
-static void ledger_remove(uintptr_t s, uintptr_t e) {
-    lock();
-    ledger_cut(s, up(e));
-    unlock();
-}
-
 static int fd_note(long fd) {
     if (fd >= 0 && fd < GHOST_LOWER_MAX_FDS) __atomic_store_n(&L.fds[fd], 1, __ATOMIC_RELAXED);
     return (int)fd;
@@ -131,9 +125,14 @@ static void *hook_mmap(void *a, size_t len, int prot, int flags, int fd, off_t o
     return (void *)r;
 }
 
+/* An unmapping and its removal from the ledger happen under the lock: done apart, another
+ * thread's mmap could get the freed range and record it in between, and the late removal would
+ * take the new mapping (a thread's stack, say) out of the ledger. */
 static int hook_munmap(void *a, size_t len) {
+    lock();
     long r = RAW(SYS_munmap, a, len, 0, 0, 0, 0);
-    if (r == 0) ledger_remove((uintptr_t)a, (uintptr_t)a + len);
+    if (r == 0) ledger_cut((uintptr_t)a, up((uintptr_t)a + len));
+    unlock();
     return (int)fail(r);
 }
 
@@ -145,15 +144,20 @@ static void *hook_mremap(void *old, size_t oldlen, size_t newlen, int flags, ...
         want = va_arg(ap, void *);
         va_end(ap);
     }
+    lock(); /* (as hook_munmap) */
     long r = RAW(SYS_mremap, old, oldlen, newlen, flags, want, 0);
-    if (r < 0 && r > -4096) {
+    int failed = r < 0 && r > -4096;
+#ifdef MREMAP_DONTUNMAP
+    if (!failed && !(flags & MREMAP_DONTUNMAP))
+#else
+    if (!failed)
+#endif
+        ledger_cut((uintptr_t)old, up((uintptr_t)old + oldlen));
+    unlock();
+    if (failed) {
         errno = (int)-r;
         return MAP_FAILED;
     }
-#ifdef MREMAP_DONTUNMAP
-    if (!(flags & MREMAP_DONTUNMAP))
-#endif
-        ledger_remove((uintptr_t)old, (uintptr_t)old + oldlen);
     ledger_add((uintptr_t)r, (uintptr_t)r + newlen);
     return (void *)r;
 }
@@ -172,16 +176,15 @@ static void *hook_shmat(int id, const void *a, int flg) {
 }
 
 static int hook_shmdt(const void *a) {
+    lock(); /* (as hook_munmap) */
     long r = RAW(SYS_shmdt, a, 0, 0, 0, 0, 0);
-    if (r == 0) {
-        lock();
+    if (r == 0)
         for (uint32_t i = 0; i < L.nregions; i++)
             if (L.regions[i].start == (uintptr_t)a) {
                 L.regions[i] = L.regions[--L.nregions];
                 break;
             }
-        unlock();
-    }
+    unlock();
     return (int)fail(r);
 }
 
@@ -316,18 +319,14 @@ static long hook_syscall(long n, ...) {
     long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
     long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
     va_end(ap);
+    if (n == SYS_munmap) return hook_munmap((void *)a, (size_t)b);
+    if (n == SYS_mremap)
+        return (long)hook_mremap((void *)a, (size_t)b, (size_t)c, (int)d, (void *)e);
     long r = RAW(n, a, b, c, d, e, f);
     if (r < 0 && r > -4096) return fail(r);
     switch (n) {
     case SYS_mmap:
         ledger_add((uintptr_t)r, (uintptr_t)r + (size_t)b);
-        break;
-    case SYS_munmap:
-        ledger_remove((uintptr_t)a, (uintptr_t)a + (size_t)b);
-        break;
-    case SYS_mremap:
-        ledger_remove((uintptr_t)a, (uintptr_t)a + (size_t)b);
-        ledger_add((uintptr_t)r, (uintptr_t)r + (size_t)c);
         break;
     case SYS_open:
     case SYS_openat:

@@ -1407,14 +1407,24 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     return 0;
 }
 
-// In the park signal's handler, whatever the FS: no TLS, no allocation.
+// In the park signal's handler, whatever the FS: no TLS, no allocation, no lock (the ledger's
+// is only the fallback when the upper mark cannot be read).
 __attribute__((no_stack_protector)) int thread_state(void *) {
-    if (!g_state.active) return GHOST_THREAD_APP;
+    if (!layer_active()) return GHOST_THREAD_APP;
     uintptr_t fs = read_fs_base();
     // An upper thread inside an MPI call, or getting its lower TLS (on the spawner's TCB).
     if (upper_fs_for(fs) || fs == g_handoff.spawn_fs) return GHOST_THREAD_BUSY;
-    if (attribution_addr_is_lower(fs)) return GHOST_THREAD_OWN; // a lower thread we missed
-    return GHOST_THREAD_APP;
+    // Otherwise a TCB that is not an upper thread's is a lower thread's own, one that
+    // exclude_threads missed (it was running while it was looked at): the park handler would run
+    // the upper libc on its lower TLS (a SIGSEGV in strtoull, seen in CI).
+    switch (fs_is_upper(fs)) {
+    case 1:
+        return GHOST_THREAD_APP;
+    case 0:
+        return GHOST_THREAD_OWN;
+    default:
+        return attribution_addr_is_lower(fs) ? GHOST_THREAD_OWN : GHOST_THREAD_APP;
+    }
 }
 
 const ghost_component g_component = {

@@ -43,6 +43,18 @@ ghost_handoff g_handoff;
 __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
+constexpr uint64_t kUpperMark = 0x6b72616d72657070ULL; // "ppermark"
+__thread uint64_t t_upper_mark __attribute__((tls_model("initial-exec"))) = kUpperMark;
+// Distance of t_upper_mark from the thread pointer (negative: static TLS lies below the TCB); 0
+// when too far to be read on any lower thread: a lower TCB that a signal can find (a thread's, at
+// the top of its stack) has its static TLS, then its stack (16 KiB at least), below it.
+constexpr intptr_t kMarkReach = 4096;
+intptr_t g_mark_offset = 0;
+// The upper thread pointer of the thread that runs on the lower spawner's TCB (acquire_lower_fs).
+std::atomic<uintptr_t> g_spawn_borrower{0};
+} // namespace
+
+namespace {
 
 constexpr size_t kMaxThreads = 4096;
 struct fs_pair {
@@ -191,6 +203,9 @@ __attribute__((constructor)) void ghost_mpi_start() {
     if (!soname_loaded()) return; // not (yet) an MPI process
     g_start_attempted.store(true);
     g_have_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; // HWCAP2_FSGSBASE
+    if (intptr_t off = (intptr_t)&t_upper_mark - (intptr_t)current_fs();
+        off < 0 && off >= -kMarkReach)
+        g_mark_offset = off;
     const char *force = getenv("GHOST_MPI_FORCE_ARCH_PRCTL");
     if (force && *force == '1') g_have_fsgsbase = false;
     g_free_lower_fs = new std::vector<uintptr_t>();
@@ -266,9 +281,11 @@ uintptr_t acquire_lower_fs() {
         g_free_lower_fs->pop_back();
     } else {
         uintptr_t upper = current_fs();
+        g_spawn_borrower.store(upper, std::memory_order_release);
         write_fs(g_handoff.spawn_fs);
         fs = g_handoff.new_tls();
         write_fs(upper);
+        g_spawn_borrower.store(0, std::memory_order_release);
         if (fs == 0)
             fatal("cannot give a thread its lower-half TLS",
                   "pthread_create failed in the lower half");
@@ -331,11 +348,17 @@ void lower_restart_done() {
 }
 
 uintptr_t upper_fs_for(uintptr_t lower_fs) {
+    if (lower_fs == g_handoff.spawn_fs) return g_spawn_borrower.load(std::memory_order_acquire);
     size_t n = g_npairs.load(std::memory_order_acquire);
     for (size_t i = 0; i < n; i++)
         if (g_pairs[i].lower.load(std::memory_order_relaxed) == lower_fs)
             return g_pairs[i].upper.load(std::memory_order_acquire);
     return 0;
+}
+
+int fs_is_upper(uintptr_t fs) {
+    if (g_mark_offset == 0 || fs == 0) return -1;
+    return *(const volatile uint64_t *)(fs + g_mark_offset) == kUpperMark ? 1 : 0;
 }
 
 } // namespace ghost::mpi

@@ -25,9 +25,17 @@ uintptr_t acquire_lower_fs();
 // process that loads MPI late, e.g. Python with mpi4py); the ghost agent's handlers stay direct.
 void signals_adopt_installed();
 
-// Upper thread pointer of the upper thread currently borrowing lower TCB `lower_fs`; 0 if none
-// (a lower helper thread). Async-signal-safe, no TLS.
+// Upper thread pointer of the upper thread currently borrowing lower TCB `lower_fs` (the
+// spawner's included, while a thread takes its lower TLS); 0 if none (a lower helper thread).
+// Async-signal-safe, no TLS.
 uintptr_t upper_fs_for(uintptr_t lower_fs);
+
+// Whether thread pointer `fs` is an upper thread's: 1 yes, 0 no (a lower TCB), -1 unknown. Every
+// upper thread's static TLS holds a mark at a fixed distance from its thread pointer; a lower TCB
+// holds the lower libraries' TLS there. Unknown when the mark lies too far from the thread pointer
+// to be read safely on a lower thread's stack (a program with large TLS of its own).
+// Async-signal-safe, no TLS of the caller's.
+int fs_is_upper(uintptr_t fs);
 
 // Enters the lower half for the lifetime of the object. Not re-entrant on purpose: callbacks from
 // the lower half switch back with callback_scope. This thread's lower TLS, acquiring it (and

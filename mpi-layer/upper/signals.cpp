@@ -8,6 +8,8 @@
 // switches back. Only active in a process where the layer runs; otherwise plain pass-through.
 #include <dlfcn.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cerrno>
@@ -30,9 +32,38 @@ sigaction_fn real_sigaction() {
     return fn;
 }
 
+long raw_syscall4(long nr, long a, long b, long c) {
+    long ret;
+    asm volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return ret;
+}
+
+// The signal came to one of the lower half's own threads (the MPI library started it without
+// blocking signals): the program's handler cannot run on its TLS. That thread leaves blocking
+// every signal (the two glibc keeps for itself aside), and the signal goes back to the process's
+// queue for an upper thread to take. A sigqueue()d one goes back as it came; the kernel lets a
+// thread re-send a kill()'s, a tgkill()'s or its own signals (si_code >= 0) only to itself, so
+// those go back as a kill() of the process's own (the handler sees this pid as the sender). A
+// fault of the thread's own is not passed on: it comes again, blocked, and the kernel ends the
+// process as it would without a handler. Raw system calls only: no TLS here.
+__attribute__((no_stack_protector)) void pass_to_upper_thread(int sig, siginfo_t *si, void *uc) {
+    uint64_t all = ~((1ULL << (32 - 1)) | (1ULL << (33 - 1)));
+    __builtin_memcpy(&((ucontext_t *)uc)->uc_sigmask, &all, sizeof all);
+    const int code = si ? si->si_code : SI_USER;
+    bool fault = code > 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
+                              sig == SIGTRAP);
+    if (fault) return;
+    long pid = raw_syscall4(SYS_getpid, 0, 0, 0);
+    if (code < 0 && code != SI_TKILL)
+        raw_syscall4(SYS_rt_sigqueueinfo, pid, sig, (long)si);
+    else
+        raw_syscall4(SYS_kill, pid, sig, 0);
+}
+
 __attribute__((no_stack_protector, noinline)) void trampoline(int sig, siginfo_t *si, void *uc) {
     uintptr_t fs = read_fs_base();
     uintptr_t up = upper_fs_for(fs); // non-zero only when FS is a lower TCB lent to an upper thread
+    if (!up && fs_is_upper(fs) == 0) return pass_to_upper_thread(sig, si, uc);
     if (up) write_fs(up);
     int saved_errno = errno;
     void *fn = g_handlers[sig].fn.load(std::memory_order_acquire);
