@@ -125,14 +125,21 @@ static void *hook_mmap(void *a, size_t len, int prot, int flags, int fd, off_t o
     return (void *)r;
 }
 
-/* An unmapping and its removal from the ledger happen under the lock: done apart, another
- * thread's mmap could get the freed range and record it in between, and the late removal would
- * take the new mapping (a thread's stack, say) out of the ledger. */
-static int hook_munmap(void *a, size_t len) {
+/* A range leaves the ledger before it is unmapped: removed after, it could already be another
+ * thread's new mapping (the kernel reuses a freed range at once), recorded by that thread in
+ * between, which the late removal would take out of the ledger (a thread's stack, say: that
+ * thread was then neither excluded from a park nor known as a lower thread). A call that fails
+ * has unmapped nothing: the range goes back. No lock is held across the system call. */
+static void ledger_remove(uintptr_t s, uintptr_t e) {
     lock();
-    long r = RAW(SYS_munmap, a, len, 0, 0, 0, 0);
-    if (r == 0) ledger_cut((uintptr_t)a, up((uintptr_t)a + len));
+    ledger_cut(s, up(e));
     unlock();
+}
+
+static int hook_munmap(void *a, size_t len) {
+    ledger_remove((uintptr_t)a, (uintptr_t)a + len);
+    long r = RAW(SYS_munmap, a, len, 0, 0, 0, 0);
+    if (r != 0) ledger_add((uintptr_t)a, (uintptr_t)a + len);
     return (int)fail(r);
 }
 
@@ -144,17 +151,14 @@ static void *hook_mremap(void *old, size_t oldlen, size_t newlen, int flags, ...
         want = va_arg(ap, void *);
         va_end(ap);
     }
-    lock(); /* (as hook_munmap) */
-    long r = RAW(SYS_mremap, old, oldlen, newlen, flags, want, 0);
-    int failed = r < 0 && r > -4096;
+    int keeps_old = 0;
 #ifdef MREMAP_DONTUNMAP
-    if (!failed && !(flags & MREMAP_DONTUNMAP))
-#else
-    if (!failed)
+    keeps_old = (flags & MREMAP_DONTUNMAP) != 0;
 #endif
-        ledger_cut((uintptr_t)old, up((uintptr_t)old + oldlen));
-    unlock();
-    if (failed) {
+    if (!keeps_old) ledger_remove((uintptr_t)old, (uintptr_t)old + oldlen); /* (as hook_munmap) */
+    long r = RAW(SYS_mremap, old, oldlen, newlen, flags, want, 0);
+    if (r < 0 && r > -4096) {
+        if (!keeps_old) ledger_add((uintptr_t)old, (uintptr_t)old + oldlen);
         errno = (int)-r;
         return MAP_FAILED;
     }
@@ -176,15 +180,17 @@ static void *hook_shmat(int id, const void *a, int flg) {
 }
 
 static int hook_shmdt(const void *a) {
-    lock(); /* (as hook_munmap) */
-    long r = RAW(SYS_shmdt, a, 0, 0, 0, 0, 0);
-    if (r == 0)
-        for (uint32_t i = 0; i < L.nregions; i++)
-            if (L.regions[i].start == (uintptr_t)a) {
-                L.regions[i] = L.regions[--L.nregions];
-                break;
-            }
+    struct ghost_lower_region gone = {0, 0}; /* (as hook_munmap) */
+    lock();
+    for (uint32_t i = 0; i < L.nregions; i++)
+        if (L.regions[i].start == (uintptr_t)a) {
+            gone = L.regions[i];
+            L.regions[i] = L.regions[--L.nregions];
+            break;
+        }
     unlock();
+    long r = RAW(SYS_shmdt, a, 0, 0, 0, 0, 0);
+    if (r != 0 && gone.end) ledger_add(gone.start, gone.end);
     return (int)fail(r);
 }
 

@@ -126,15 +126,19 @@ void *hook_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off) {
     upper_add((uintptr_t)r, (uintptr_t)r + len);
     return (void *)r;
 }
-// An unmapping and its removal from the ledger happen under the ledger's lock: done apart,
-// another thread's mmap could get the freed range and record it in between, and the late removal
-// would take the new mapping out of the ledger.
-int hook_munmap(void *a, size_t len) {
+// A range leaves the ledger before it is unmapped, and goes back if the call fails (see the
+// lower half's hooks, lower_hooks.c: removed after, it could already be another thread's new
+// mapping). No lock is held across the system call.
+void upper_remove(uintptr_t s, uintptr_t e) {
     ulock();
-    long r = raw6(SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
-    if (r == 0) upper_cut((uintptr_t)a, pup((uintptr_t)a + len));
+    upper_cut(s, pup(e));
     uunlock();
+}
+int hook_munmap(void *a, size_t len) {
+    upper_remove((uintptr_t)a, (uintptr_t)a + len);
+    long r = raw6(SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
     if (r < 0) {
+        upper_add((uintptr_t)a, (uintptr_t)a + len);
         errno = (int)-r;
         return -1;
     }
@@ -148,12 +152,10 @@ void *hook_mremap(void *old, size_t oldlen, size_t newlen, int flags, ...) {
         want = va_arg(ap, void *);
         va_end(ap);
     }
-    ulock(); // (as hook_munmap)
+    upper_remove((uintptr_t)old, (uintptr_t)old + oldlen); // (as hook_munmap)
     long r = raw6(SYS_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)want, 0);
-    bool failed = r < 0 && r > -4096;
-    if (!failed) upper_cut((uintptr_t)old, pup((uintptr_t)old + oldlen));
-    uunlock();
-    if (failed) {
+    if (r < 0 && r > -4096) {
+        upper_add((uintptr_t)old, (uintptr_t)old + oldlen);
         errno = (int)-r;
         return MAP_FAILED;
     }
