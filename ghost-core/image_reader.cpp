@@ -31,6 +31,24 @@ class record_reader {
         return {};
     }
 
+    // The next `len` bytes (at most 1 MiB) into the hasher: where the source holds them when it
+    // lends them, else through buf_.
+    result<void> hash_next(image::record_hasher &st, size_t len) {
+        while (len) {
+            auto v = in_.lend(len);
+            if (!v) return v.err();
+            if (v->len == 0) break; // lends nothing (or the end: exact() below says so)
+            st.update(v->data, v->len);
+            len -= v->len;
+            bytes_ += v->len;
+        }
+        if (!len) return {};
+        if (!buf_) buf_.reset(new char[1 << 20]);
+        GHOST_TRY(exact(buf_.get(), len));
+        st.update(buf_.get(), len);
+        return {};
+    }
+
     // Reads and verifies a record; metadata payloads are kept in `payload`, page data only hashed.
     result<image::record_header> next(std::string &payload) {
         image::record_header h;
@@ -40,21 +58,17 @@ class record_reader {
         payload.clear();
         if (h.type == image::rec_pages || h.type == image::rec_object_data ||
             h.type == image::rec_tree_data) {
-            if (!buf_) buf_.reset(new char[1 << 20]);
-            uint64_t left = h.length;
-            bool first = true;
-            while (left) {
+            // The address first: its place is checked before the data would be used.
+            uint64_t addr;
+            if (h.length < sizeof addr) return error{"a data record shorter than its address"};
+            GHOST_TRY(exact(&addr, sizeof addr));
+            st.update(&addr, sizeof addr);
+            bool ok = h.type == image::rec_pages ? v_.pages(addr) : v_.object_data(addr);
+            if (!ok) return error{v_.why()};
+            payload.assign((const char *)&addr, sizeof addr);
+            for (uint64_t left = h.length - sizeof addr; left;) {
                 size_t n = left < (1 << 20) ? left : (1 << 20);
-                GHOST_TRY(exact(buf_.get(), n));
-                st.update(buf_.get(), n);
-                if (first) { // the address: its place is checked before the data would be used
-                    uint64_t addr;
-                    std::memcpy(&addr, buf_.get(), sizeof addr);
-                    bool ok = h.type == image::rec_pages ? v_.pages(addr) : v_.object_data(addr);
-                    if (!ok) return error{v_.why()};
-                    payload.assign(buf_.get(), sizeof addr);
-                }
-                first = false;
+                GHOST_TRY(hash_next(st, n));
                 left -= n;
             }
             if (!v_.digest(st.digest())) return error{v_.why()};

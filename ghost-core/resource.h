@@ -29,6 +29,18 @@ class source {
     virtual ~source() = default;
     // Returns 0 at the end of the stream.
     virtual result<size_t> read(void *data, size_t len) = 0;
+    // Up to `len` next bytes where the source already holds them, consumed as read() would
+    // consume them and valid until the next call on the source; {nullptr, 0} at the end of the
+    // stream, or when the source lends no memory (the caller reads instead). Saves a copy where
+    // the bytes are already in memory (a stream's receive buffers).
+    struct view {
+        const char *data = nullptr;
+        size_t len = 0;
+    };
+    virtual result<view> lend(size_t len) {
+        (void)len;
+        return view{};
+    }
     // A descriptor positioned at the start of the image that the restorer can read directly, or -1.
     virtual int stream_fd() const = 0;
     virtual std::string describe() const = 0;

@@ -704,12 +704,19 @@ class stream_source final : public source {
         }
         size_t n = std::min(len, len_cur_ - pos_);
         std::memcpy(data, cur_ + pos_, n);
-        pos_ += n;
-        if ((since_progress_ += n) >= (256 << 10)) { // keep the network busy while we verify
-            n_.progress();
-            since_progress_ = 0;
-        }
+        consumed(n);
         return n;
+    }
+    // Page data is verified where it was received: no copy.
+    result<view> lend(size_t len) override {
+        if (pos_ == len_cur_) {
+            if (ended_) return view{};
+            GHOST_TRY(next());
+            if (ended_) return view{};
+        }
+        view v{cur_ + pos_, std::min(len, len_cur_ - pos_)};
+        consumed(v.len);
+        return v;
     }
     int stream_fd() const override { return -1; }
     std::string describe() const override { return "the stream from " + p_.name; }
@@ -723,6 +730,14 @@ class stream_source final : public source {
         char *buf = nullptr;
         op recv;
     };
+
+    void consumed(size_t n) {
+        pos_ += n;
+        if ((since_progress_ += n) >= (256 << 10)) { // keep the network busy while we verify
+            n_.progress();
+            since_progress_ = 0;
+        }
+    }
 
     // The sender gave up, or its connection is gone (a message to give up may still be on its way
     // on another lane).
