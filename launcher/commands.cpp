@@ -462,6 +462,19 @@ int cmd_checkpoint(checkpoint_args a) {
         return fail("--incremental writes an image file; --to streams one");
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
+    // Tests only: GHOST_TEST_CHECKPOINTER_STOP names a file holding a piece of an image path; the
+    // checkpointer of a matching --image stops itself here, its process parked, until SIGCONT (the
+    // file goes, once): a test can kill a rank while its checkpoint is surely being written.
+    if (const char *f = std::getenv("GHOST_TEST_CHECKPOINTER_STOP"); f && *f && !a.image.empty()) {
+        char want[256] = "";
+        if (std::FILE *in = std::fopen(f, "re")) {
+            if (!std::fgets(want, sizeof want, in)) want[0] = 0;
+            std::fclose(in);
+            want[std::strcspn(want, "\n")] = 0;
+            if (*want && path.find(want) != std::string::npos && ::unlink(f) == 0)
+                ::kill(::getpid(), SIGSTOP);
+        }
+    }
     // A process with children: its tree (not for an MPI rank's own image, --image: a rank's
     // children are refused by its export, and its job's checkpoint with it).
     if (a.image.empty()) {

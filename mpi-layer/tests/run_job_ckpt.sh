@@ -578,16 +578,29 @@ for line in open(sys.argv[1]):
 PY
   ;;
 writerdies)
+  # Rank 1's checkpointer stops itself once its rank is parked (GHOST_TEST_CHECKPOINTER_STOP, a
+  # test hook of `ghost checkpoint --image`), so that the kill surely lands while the image is
+  # being written (a small image is written in 10 ms: a kill aimed at that window missed it in a
+  # loaded suite); it goes on after the kill.
+  export GHOST_TEST_CHECKPOINTER_STOP=$work/stop-writer
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   checkpoint
   victim=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 == 1 {print $4}')
+  echo "/rank1.ghost" >"$work/stop-writer"
   timeout -k 5 60 "$GHOST" checkpoint "$job" >"$work/failed.out" 2>"$work/failed.err" &
   cpid=$!
-  for _ in $(seq 1 1000); do
-    pgrep -f "checkpoint --image .*/rank1.ghost" >/dev/null && break
-    sleep 0.002
+  writer=""
+  for _ in $(seq 1 3000); do
+    if [ ! -e "$work/stop-writer" ]; then
+      writer=$(pgrep -f "checkpoint --image .*/rank1.ghost" | head -1)
+      [ -n "$writer" ] && grep -q "^State:[[:space:]]*T" "/proc/$writer/status" 2>/dev/null && break
+    fi
+    writer=""
+    sleep 0.01
   done
+  [ -n "$writer" ] || fail "rank 1's checkpointer did not stop at the test's request"
   kill -KILL "$victim"
+  kill -CONT "$writer"
   wait $cpid && fail "the checkpoint succeeded without rank 1"
   wait "$gpid" # mpirun ends the job: one of its ranks died
   gpid=""
