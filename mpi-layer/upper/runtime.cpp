@@ -52,9 +52,6 @@ constexpr intptr_t kMarkReach = 4096;
 intptr_t g_mark_offset = 0;
 // The upper thread pointer of the thread that runs on the lower spawner's TCB (acquire_lower_fs).
 std::atomic<uintptr_t> g_spawn_borrower{0};
-} // namespace
-
-namespace {
 
 constexpr size_t kMaxThreads = 4096;
 struct fs_pair {

@@ -44,6 +44,33 @@ class string_source : public res::source {
     size_t pos_ = 0;
 };
 
+// Lends its bytes (source::lend) in pieces of at most `piece` bytes, as a stream lends its receive
+// buffers: a record's data may end or begin anywhere in a piece.
+class lending_source : public res::source {
+  public:
+    lending_source(std::string d, size_t piece) : data_(std::move(d)), piece_(piece) {}
+    result<size_t> read(void *d, size_t n) override {
+        n = std::min({n, piece_ - pos_ % piece_, data_.size() - pos_});
+        std::memcpy(d, data_.data() + pos_, n);
+        pos_ += n;
+        return n;
+    }
+    result<view> lend(size_t n) override {
+        n = std::min({n, piece_ - pos_ % piece_, data_.size() - pos_});
+        view v{n ? data_.data() + pos_ : nullptr, n};
+        pos_ += n;
+        lent += n;
+        return v;
+    }
+    int stream_fd() const override { return -1; }
+    std::string describe() const override { return "lending"; }
+    size_t lent = 0;
+
+  private:
+    std::string data_;
+    size_t piece_, pos_ = 0;
+};
+
 // A small but complete image: header, credentials, process, two regions (one with pages, one
 // holding the agent's state), two files, two threads.
 // The header of the test images: this format, this architecture, pid 4242.
@@ -130,6 +157,26 @@ TEST(ImageFormat, RoundTrip) {
     EXPECT_EQ(s->files[0].path, "/tmp/data");
     ASSERT_EQ(s->threads.size(), 2u);
     EXPECT_EQ(s->memory_bytes, 3 * 4096u);
+}
+
+TEST(ImageFormat, PageDataIsVerifiedWhereTheSourceLendsIt) {
+    std::string good = sample_image();
+    for (size_t piece : {1, 7, 4096, 5000, 1 << 20}) {
+        lending_source in(good, piece);
+        auto s = core::read_image(in);
+        ASSERT_TRUE(s) << "pieces of " << piece << ": " << s.err().message;
+        EXPECT_EQ(s->memory_bytes, 3 * 4096u);
+        EXPECT_GE(in.lent, 2 * 4096u) << "pieces of " << piece; // the page data, not copied
+    }
+    // A flipped byte of page data, found where it was lent.
+    size_t page_data = good.find(std::string(64, 'x'));
+    ASSERT_NE(page_data, std::string::npos);
+    std::string bad = good;
+    bad[page_data + 100] ^= 1;
+    for (size_t piece : {7, 5000}) {
+        lending_source in(bad, piece);
+        EXPECT_FALSE(core::read_image(in)) << "pieces of " << piece;
+    }
 }
 
 // The records of an intact stream, as [offset, end) byte ranges.
