@@ -392,9 +392,8 @@ result<void> mark_ended(const std::string &gen_dir) {
 }
 
 result<std::string> resumable_generation(const std::string &dir) {
-    std::ifstream in(dir + "/latest");
-    std::string latest;
-    if (!in || !std::getline(in, latest)) return error{"no checkpoint"};
+    // DIR's latest only (resolve_generation reads it), never DIR itself as a generation.
+    if (::access((dir + "/latest").c_str(), F_OK) != 0) return error{"no checkpoint"};
     return resolve_generation(dir); // refuses a job that ran to its end
 }
 

@@ -697,15 +697,10 @@ class stream_source final : public source {
     }
 
     result<size_t> read(void *data, size_t len) override {
-        if (pos_ == len_cur_) {
-            if (ended_) return 0;
-            GHOST_TRY(next());
-            if (ended_) return 0;
-        }
-        size_t n = std::min(len, len_cur_ - pos_);
-        std::memcpy(data, cur_ + pos_, n);
-        consumed(n);
-        return n;
+        auto v = lend(len);
+        if (!v) return v.err();
+        if (v->len) std::memcpy(data, v->data, v->len);
+        return v->len;
     }
     // Page data is verified where it was received: no copy.
     result<view> lend(size_t len) override {
