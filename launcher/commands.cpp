@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -958,6 +959,160 @@ std::string bind_moved_rank(long rank) {
     return why;
 }
 
+// The exit status of process `pid` as a shell shows it, read from its pidfd once its parent (not
+// us) has reaped it (PIDFD_INFO_EXIT, Linux 6.15); -1 when the kernel cannot tell.
+int reaped_status(int pidfd) {
+    struct pidfd_info {
+        uint64_t mask, cgroupid;
+        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+        int32_t exit_code;
+    };
+    constexpr uint64_t info_exit = 1u << 3;                            // PIDFD_INFO_EXIT
+    const unsigned long get_info = _IOWR(0xFF, 11, struct pidfd_info); // PIDFD_GET_INFO
+    for (;;) {
+        struct pollfd p = {pidfd, POLLIN, 0};
+        int r = ::poll(&p, 1, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
+        if (!(p.revents & POLLHUP)) { // exited, not reaped yet: its parent reaps it
+            ::usleep(1000);
+            continue;
+        }
+        pidfd_info info{};
+        info.mask = info_exit;
+        if (::ioctl(pidfd, get_info, &info) != 0 || !(info.mask & info_exit)) return -1;
+        int ws = info.exit_code;
+        if (WIFEXITED(ws)) return WEXITSTATUS(ws);
+        if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
+        return 1;
+    }
+}
+
+// `ghost migrate --keep`: in the new mpirun, the process of a rank that keeps its own (pid,
+// on this host). It hands the rank what a process of this launch has (runtime/job_protocol.h,
+// keep_hello), then stands for it: the signals mpirun sends go to the rank, and its exit status
+// is the rank's. Before the rank took it (kKeepAdopted), it passes nothing on: the migration may
+// still be abandoned, and the rank goes on under its old mpirun.
+int run_placeholder(long rank, pid_t pid, const char *secret) {
+    const std::string what =
+        "restart-rank " + std::to_string(rank) + " (kept in pid " + std::to_string(pid) + ")";
+    char dir[4096];
+    const char *why = nullptr;
+    if (!control::runtime_dir(dir, sizeof dir, &why)) return fail(what + ": " + why);
+    std::string path = std::string(dir) + "/keep-" + std::to_string(pid) + ".sock";
+    int pidfd = (int)::syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return fail(what + ": no such process on this host");
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path) return fail(what + ": socket path too long");
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    int s = -1;
+    // The rank listens once the coordinator's ACCEPT reached it: moments after this mpirun
+    // started, but bounded (the coordinator gives up on its side first).
+    for (int i = 0; i < 12000; i++) {
+        s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s >= 0 && ::connect(s, (sockaddr *)&a, sizeof a) == 0) break;
+        if (s >= 0) ::close(s);
+        s = -1;
+        struct pollfd p = {pidfd, POLLIN, 0};
+        if (::poll(&p, 1, 10) > 0) return fail(what + ": the rank's process ended");
+    }
+    if (s < 0) return fail(what + ": the rank never listened at " + path);
+    std::string env;
+    for (char **e = environ; *e; e++)
+        env.append(*e, std::strlen(*e) + 1);
+    int fds[4] = {0, 1, 2, -1};
+    uint32_t nfds = 3;
+    if (const char *pmi = std::getenv("PMI_FD"); pmi && *pmi) {
+        int fd = std::atoi(pmi);
+        if (fd > 2 && ::fcntl(fd, F_GETFD) >= 0) fds[nfds++] = fd;
+    }
+    job::keep_hello h{};
+    std::memcpy(h.magic, job::kKeepMagic, sizeof h.magic);
+    h.rank = (int32_t)rank;
+    h.secret_len = (uint32_t)std::strlen(secret);
+    h.env_len = env.size();
+    h.nfds = nfds;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)] = {};
+    iovec iov = {&h, sizeof h};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    std::memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    auto write_all = [s](const char *p, size_t n) {
+        while (n) {
+            ssize_t k = ::write(s, p, n);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) return false;
+            p += k;
+            n -= (size_t)k;
+        }
+        return true;
+    };
+    if (::sendmsg(s, &m, MSG_NOSIGNAL) != (ssize_t)sizeof h || !write_all(secret, h.secret_len) ||
+        !write_all(env.data(), env.size()))
+        return fail(what + ": cannot reach the rank: " + std::strerror(errno));
+    for (int i = 0; i < 3; i++) // the rank holds them now; mpirun's pipes stay open through it
+        if (fds[i] >= 0) ::close(fds[i]);
+    bool adopted = false;
+    for (;;) {
+        // The rank's process (its end), and while it is open the rank's word.
+        struct pollfd p[2] = {{pidfd, POLLIN, 0}, {s, POLLIN, 0}};
+        int r = ::poll(p, s >= 0 ? 2 : 1, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return fail(what + ": poll failed");
+        if (s >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            char c = 0;
+            ssize_t k = ::read(s, &c, 1);
+            if (k == 1 && c == job::kKeepAdopted) {
+                adopted = true;
+                g_child = pid; // from now on mpirun's signals are the rank's
+                struct sigaction sa {};
+                sa.sa_handler = forward_signal;
+                sa.sa_flags = SA_RESTART;
+                for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2})
+                    ::sigaction(sig, &sa, nullptr);
+                continue;
+            }
+            if (k == 1 && c == job::kKeepDetached) return 0; // the rank went on to the next job
+            if (k < 0 && errno == EINTR) continue;
+            if (!adopted) return 1; // abandoned: the rank goes on under its old mpirun
+            ::close(s);             // the rank's process is ending: its status follows
+            s = -1;
+            continue;
+        }
+        if (p[0].revents) {
+            if (!adopted) return 1;
+            int status = reaped_status(pidfd);
+            if (status < 0)
+                return fail(what + ": the exit status of the rank cannot be read (PIDFD_INFO_EXIT "
+                                   "needs Linux 6.15)");
+            return status;
+        }
+    }
+}
+
+// The rank's pid in GHOST_KEEP ("<rank>:<pid>,..."), or 0: this rank moves.
+pid_t kept_pid(long rank) {
+    const char *keep = std::getenv(job::kEnvKeep);
+    for (const char *at = keep; at && *at;) {
+        char *end = nullptr;
+        long r = std::strtol(at, &end, 10);
+        if (*end != ':') return 0;
+        long pid = std::strtol(end + 1, &end, 10);
+        if (r == rank) return (pid_t)pid;
+        if (*end != ',') return 0;
+        at = end + 1;
+    }
+    return 0;
+}
+
 // `ghost restart-rank --receive` (a live migration, runtime/job_protocol.h): this rank's process
 // becomes the restorer of an image that streams in from the rank's old process; a receiver
 // process of its own (orphaned: no child of the restored rank) takes the stream.
@@ -970,6 +1125,7 @@ int cmd_restart_rank_receive() {
         return fail("restart-rank --receive runs under ghostrun (no " +
                     std::string(job::kEnvCoordinator) + ", " + job::kEnvJob + " or " +
                     job::kEnvSecret + " in the environment)");
+    if (pid_t kept = kept_pid(r); kept > 0) return run_placeholder(r, kept, secret);
     // Tests only (GHOST_TEST_RECEIVE_DIE, see pipe_restore_sink): a file that says "start stop"
     // freezes this process before it reaches anyone, as a new rank process stopped as soon as it
     // runs (the file goes, once).
@@ -1021,33 +1177,12 @@ int wait_copy(pid_t copy, int pidfd) {
     sa.sa_flags = SA_RESTART;
     for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2})
         ::sigaction(sig, &sa, nullptr);
-    struct pidfd_info {
-        uint64_t mask, cgroupid;
-        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-        int32_t exit_code;
-    };
-    constexpr uint64_t info_exit = 1u << 3;                            // PIDFD_INFO_EXIT
-    const unsigned long get_info = _IOWR(0xFF, 11, struct pidfd_info); // PIDFD_GET_INFO
-    for (;;) {
-        struct pollfd p = {pidfd, POLLIN, 0};
-        int r = ::poll(&p, 1, -1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return fail("cannot wait for the copy " + std::to_string(copy));
-        if (!(p.revents & POLLHUP)) { // exited, not reaped yet: the original's agent reaps it
-            ::usleep(1000);
-            continue;
-        }
-        pidfd_info info{};
-        info.mask = info_exit;
-        if (::ioctl(pidfd, get_info, &info) != 0 || !(info.mask & info_exit))
-            return fail("the exit status of the copy " + std::to_string(copy) +
-                        " cannot be read (PIDFD_INFO_EXIT needs Linux 6.15)");
-        ::close(pidfd);
-        int ws = info.exit_code;
-        if (WIFEXITED(ws)) return WEXITSTATUS(ws);
-        if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
-        return 1;
-    }
+    int status = reaped_status(pidfd);
+    ::close(pidfd);
+    if (status < 0)
+        return fail("the exit status of the copy " + std::to_string(copy) +
+                    " cannot be read (PIDFD_INFO_EXIT needs Linux 6.15)");
+    return status;
 }
 
 // The copy is restored by a `ghost receive --restore` elsewhere: the image streams there while it
@@ -1644,6 +1779,10 @@ int cmd_migrate(const migrate_args &a) {
     } else if (!a.via.empty() && a.via != "ucx") {
         return fail("--via takes ucx, fs or fs:DIR, got '" + a.via + "'");
     }
+    if (a.keep && dir != "ucx")
+        return fail("--keep is for --via ucx (the ranks that stay keep "
+                    "their processes while the moved ones stream)");
+    if (a.keep) dir = "ucx+keep";
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
         return fail("--rank takes R[,R2...], got '" + a.ranks + "'");

@@ -115,6 +115,10 @@ int main(int argc, char **argv) {
                         "ucx (default): every rank's image streams from its process to its new "
                         "one, nothing on disk; fs:DIR: the images go through DIR, which both "
                         "hosts see (fs: the job's --ckpt-dir)");
+    migrate->add_flag("--keep", ma.keep,
+                      "with --via ucx: the ranks that do not move keep their processes and "
+                      "memory (they take a fresh MPI library in place); only the moved ones "
+                      "stream their images");
     migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
         ->check(CLI::Range(1, 3600000));
     migrate

@@ -114,6 +114,22 @@
 //                 after the last SENT) kills the new mpirun and resumes the old ranks (the new
 //                 ones have run no step): ERROR the ranks could not move to <host> (<why>); the
 //                 job goes on where it was (answered once the new mpirun is gone).
+//                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
+//                 move keep their processes and memory. The new mpirun starts a placeholder
+//                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
+//                 for each of them beside the rank's process on its host; such a rank gets
+//                 ACCEPT <epoch> <timeout_ms> instead of SEND: it checks it can be kept (else
+//                 ERROR, the migration is abandoned as above), listens on
+//                 <runtime dir>/keep-<pid>.sock, takes its placeholder's keep_hello, then says
+//                 ACCEPTED <epoch>. Once every moved rank said SENT and every staying one
+//                 ACCEPTED (the switch): LEAVE <epoch> to the moved ranks' old processes
+//                 (MPI_Finalize on their lower half, exit 0), DETACH <epoch> to the staying ones
+//                 (MPI_Finalize with them, the lower half dropped in place, a fresh one started
+//                 with the placeholder's environment, everything rebuilt on it, the placeholder's
+//                 streams on fds 0-2): REATTACHED <epoch>. Once the new processes said HELLO and
+//                 the staying ranks REATTACHED, RESUME <epoch> to all. The old mpirun is not
+//                 signalled: the staying processes are its children; it ends with them. After the
+//                 switch a rank that cannot go on ends the job (its placeholder's status).
 //   STATUS also sends RSTAT <r> <age_s> <STATS fields> after a rank's RANK line once it has sent
 //                 STATS, and CKPT <generation> <unix time> <gen dir> before END once there is one.
 //                 Under ghostrun --balance, before CKPT: BALANCER <interval_s> <state> <moves>
@@ -125,6 +141,7 @@
 //   mpirun and binds to that CPU's core (hwloc) before its image arrives.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace ghost::job {
@@ -143,5 +160,26 @@ constexpr const char *kEnvCoordinator = "GHOST_JOB_COORD"; // "addr,addr,...:por
 constexpr const char *kEnvJob = "GHOST_JOB_ID";
 constexpr const char *kEnvSecret = "GHOST_JOB_SECRET";
 constexpr int kSecretHexLen = 64;
+
+// A placeholder <-> its staying rank (`ghost migrate --keep`), over a Unix socket in the rank's
+// private runtime directory, <runtime dir>/keep-<pid>.sock (mode 0600 in a 0700 directory; the
+// rank checks the peer's uid too). The placeholder sends a keep_hello with its descriptors
+// 0, 1, 2 (and Hydra's PMI_FD when it has one) as SCM_RIGHTS, then the job secret, then its
+// environment ("NAME=value\0" strings). The rank answers nothing until it runs on its fresh lower
+// half (kKeepAdopted), or, later, when it leaves that placeholder's mpirun for the next one's
+// (kKeepDetached: the placeholder exits 0, as its rank finalized there). A placeholder whose
+// connection closes before kKeepAdopted ends with status 1 (the migration was abandoned); after
+// it, it waits for the rank's process and exits with its status.
+constexpr const char *kEnvKeep = "GHOST_KEEP"; // "<rank>:<pid>,..."
+struct keep_hello {
+    char magic[8]; // kKeepMagic
+    int32_t rank;
+    uint32_t secret_len;
+    uint64_t env_len;
+    uint32_t nfds; // 3 or 4
+    uint32_t pad;
+};
+constexpr char kKeepMagic[8] = {'g', 'h', 'o', 's', 't', 'k', 'p', '1'};
+constexpr char kKeepAdopted = 'A', kKeepDetached = 'D';
 
 } // namespace ghost::job

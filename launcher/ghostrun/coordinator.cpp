@@ -106,11 +106,12 @@ struct conn {
     int rank = -1, size = 0;
     long pid = 0;
     std::string host, state = "connecting";
-    std::string stats;     // the rank's latest STATS line, without "STATS "
-    bool incoming = false; // a rank of a live migration's new mpirun, before the switch
-    bool receiver = false; // a `restart-rank --receive` that said RECEIVER
-    bool gate = false;     // a restarting rank's gate that said GATE
-    bool verified = false; // (gate) its rank's image is verified
+    std::string stats;       // the rank's latest STATS line, without "STATS "
+    bool incoming = false;   // a rank of a live migration's new mpirun, before the switch
+    bool receiver = false;   // a `restart-rank --receive` that said RECEIVER
+    bool reattached = false; // a kept rank that runs on its fresh lower half (REATTACHED)
+    bool gate = false;       // a restarting rank's gate that said GATE
+    bool verified = false;   // (gate) its rank's image is verified
     clock_type::time_point stats_time;
 };
 
@@ -173,7 +174,11 @@ struct migration {
     clock_type::time_point t_receivers, t_sent;
     unsigned long long bytes = 0;
     bool by_balancer = false; // the built-in balancer asked (its answer goes to it)
-    std::string bind;         // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
+    // `ghost migrate --keep`: the ranks that do not move keep their processes (ACCEPT, DETACH).
+    bool keep = false;
+    std::set<int> moving;
+    long epoch = 0;   // the live migration's epoch, for the RESUME after a keep's switch
+    std::string bind; // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
 };
 
 struct last_checkpoint {
@@ -210,6 +215,8 @@ struct server {
     long mv_start_ms = 60000; // the next migration's (its request's) start bound
     // A live migration's two mpiruns: the new one until the switch, the old one until reaped.
     pid_t new_mpirun = -1, old_mpirun = -1, switched_to = -1;
+    // The mpiruns of kept ranks' processes (`ghost migrate --keep`): each ends with its last one.
+    std::vector<pid_t> retired;
     // The job's mpirun's status when it ended during a live migration, before the switch (-1:
     // it did not): the job's end only if the migration then fails.
     int ended_during_move = -1;
@@ -336,8 +343,8 @@ struct server {
         c.pid = atol(w[5].c_str());
         c.host = w[6];
         c.state = "running";
-        c.incoming = mv.active && mv.live && !mv.switched;
-        if (c.incoming && !(ep.live && ep.ph != phase::idle)) {
+        c.incoming = mv.active && mv.live && (!mv.switched || mv.keep);
+        if (c.incoming && !mv.switched && !(ep.live && ep.ph != phase::idle)) {
             // A new rank of a live migration that was abandoned: its mpirun is being ended, and
             // the job goes on (or ends) where it was.
             send_line(c.fd, "REFUSED the migration was abandoned");
@@ -362,6 +369,7 @@ struct server {
                     s.job.c_str(), cfg.restarted_dir.c_str(), ready_s, cfg.restart_verify_s,
                     gates.opened ? secs(gates.opened_at - cfg.restart_began) : 0.0);
         }
+        if (mv.active && mv.keep && mv.switched) return keep_maybe_resume();
         if (c.incoming && mv.all_sent && incoming_ready()) return live_switch();
         if (mv.active && !mv.live && mv.launched && job_not_ready().empty()) finish_migration();
         if (mv.active && mv.live && mv.switched && job_not_ready().empty()) finish_live();
@@ -429,6 +437,19 @@ struct server {
             return;
         }
         if (w[0] == "TOMBSTONES") return on_tombstones(c, w);
+        if (w[0] == "REATTACHED" && mv.active && mv.keep && mv.switched && w.size() >= 2 &&
+            atol(w[1].c_str()) == mv.epoch) {
+            c.reattached = true;
+            c.incoming = true;
+            return keep_maybe_resume();
+        }
+        if (w[0] == "ERROR" && mv.active && mv.keep && mv.switched && w.size() >= 2 &&
+            atol(w[1].c_str()) == mv.epoch) {
+            // A kept rank that could not join the new job: it ends, and the job with it.
+            fprintf(stderr, "ghostrun: job %s: rank %d:%s\n", s.job.c_str(), c.rank,
+                    line.substr(line.find(w[1]) + w[1].size()).c_str());
+            return;
+        }
         if (w[0] == "FINALIZED") {
             c.state = "finalized";
             if (ep.ph != phase::idle)
@@ -504,6 +525,10 @@ struct server {
             ep.answered[c.rank] = true;
             c.state = "sent";
             if (all_answered()) live_sent();
+        } else if (w[0] == "ACCEPTED" && ep.ph == phase::saving && ep.live && mv.keep) {
+            ep.answered[c.rank] = true;
+            c.state = "accepted";
+            if (mv.sending && all_answered()) live_sent();
         } else if (w[0] == "RESUMED" && ep.ph == phase::resumed) {
             ep.answered[c.rank] = true;
             c.state = "running";
@@ -988,7 +1013,7 @@ struct server {
                 at = line.find(' ', at + (k ? 1 : 0));
             std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
             if (dir == "-") dir = cfg.ckpt_dir;
-            if (dir != "ucx" && (dir.empty() || dir[0] != '/'))
+            if (dir != "ucx" && dir != "ucx+keep" && (dir.empty() || dir[0] != '/'))
                 return send_line(c.fd, "ERROR the image directory must be absolute");
             std::string why =
                 begin_migration(c.fd, atol(w[1].c_str()), atol(w[2].c_str()), w[3], w[4], dir);
@@ -1290,7 +1315,8 @@ struct server {
         // Before either kind begins: a live one copies it now, one through files once its images
         // are written (saved_all).
         mv_start_ms = std::max(1000L, start_ms);
-        if (dir == "ucx") return begin_live_migration(cli_fd, quiesce_ms, host, ranks);
+        if (dir == "ucx" || dir == "ucx+keep")
+            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, dir == "ucx+keep");
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
         ep.migrate = true;
@@ -1302,7 +1328,7 @@ struct server {
     // ---- live migration (MIGRATE ... ucx) ----
 
     std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
-                                     const std::vector<int> &ranks) {
+                                     const std::vector<int> &ranks, bool keep) {
         if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
@@ -1312,6 +1338,8 @@ struct server {
             if (c->rank >= 0 && c->rank < job_size) hosts[c->rank] = c->host;
         mv = migration{};
         mv.active = mv.live = true;
+        mv.keep = keep;
+        mv.moving = std::set<int>(ranks.begin(), ranks.end());
         mv.cli = cli_fd;
         mv.host = host;
         for (int r : ranks)
@@ -1327,6 +1355,7 @@ struct server {
         ep.mig_host = host;
         begin_epoch(-1, quiesce_ms);
         mv.start = ep.start;
+        mv.epoch = ep.id;
         return "";
     }
 
@@ -1339,10 +1368,24 @@ struct server {
         ep.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
         for (auto *c : live_ranks())
             c->state = "quiesced";
-        pid_t child = cfg.relaunch("", mv.hosts_new, mv.bind);
+        std::string keep;
+        if (mv.keep)
+            for (auto *c : live_ranks())
+                if (!mv.moving.count(c->rank))
+                    keep += (keep.empty() ? "" : ",") + std::to_string(c->rank) + ":" +
+                            std::to_string(c->pid);
+        pid_t child = cfg.relaunch("", mv.hosts_new, mv.bind, keep);
         if (child <= 0) return abort_epoch("cannot start mpirun");
         new_mpirun = child;
         new_mpirun_kill_at = clock_type::time_point::max();
+        // The staying ranks wait for their placeholders (ACCEPTED, or ERROR: abandoned).
+        if (mv.keep)
+            for (auto *c : live_ranks())
+                if (!mv.moving.count(c->rank)) {
+                    c->state = "accepting";
+                    send_line(c->fd, "ACCEPT " + std::to_string(ep.id) + " " +
+                                         std::to_string(mv.start_ms));
+                }
     }
 
     // RECEIVER <job> <secret> <rank> <addr:port>: a new rank process listens for its image.
@@ -1361,17 +1404,23 @@ struct server {
             c.fd = -1;
             return;
         }
+        if (mv.keep && !mv.moving.count(r)) {
+            close(c.fd); // a kept rank has a placeholder, not a receiver
+            c.fd = -1;
+            return;
+        }
         c.receiver = true;
         c.rank = -1;
         mv.receivers[r] = w[4];
-        if ((int)mv.receivers.size() < job_size) return;
+        if ((int)mv.receivers.size() < (mv.keep ? (int)mv.moving.size() : job_size)) return;
         // Every receiver listens: each old rank streams its image to its new process.
         mv.sending = true;
         mv.t_receivers = clock_type::now();
         const long save_ms = 600000;
         ep.deadline = mv.t_receivers + std::chrono::milliseconds(save_ms + 5000);
-        ep.answered.clear();
+        if (!mv.keep) ep.answered.clear(); // (a kept rank's ACCEPTED may have come already)
         for (auto *rc : live_ranks()) {
+            if (mv.keep && !mv.moving.count(rc->rank)) continue;
             rc->state = "sending";
             send_line(rc->fd, "SEND " + std::to_string(ep.id) + " " + std::to_string(save_ms) +
                                   " ucx://" + mv.receivers[rc->rank]);
@@ -1402,7 +1451,56 @@ struct server {
         mv.all_sent = true;
         mv.t_sent = clock_type::now();
         ep.deadline = mv.t_sent + std::chrono::milliseconds(mv.start_ms);
+        if (mv.keep) return keep_switch();
         if (incoming_ready()) live_switch();
+    }
+
+    // `ghost migrate --keep`: every moved image is in its new process, every staying rank has its
+    // placeholder. The moved ranks' old processes leave the old job (LEAVE), the staying ones
+    // leave it too and join the new one in place (DETACH): the old mpirun keeps their processes
+    // and ends with them. From here a failure is the job's (its old lower halves are gone).
+    void keep_switch() {
+        const std::string e = std::to_string(ep.id);
+        ep = epoch_state{};
+        for (auto &c : conns) {
+            if (!c.is_rank || !c.hello || c.incoming || c.fd < 0) continue;
+            if (mv.moving.count(c.rank)) {
+                send_line(c.fd, "LEAVE " + e);
+                close(c.fd);
+                c.fd = -1;
+                c.hello = false;
+                c.rank = -1;
+            } else {
+                send_line(c.fd, "DETACH " + e);
+                c.state = "detaching";
+                c.reattached = false;
+            }
+        }
+        close_receivers();
+        if (g_child > 0) retired.push_back(g_child);
+        g_child = switched_to = new_mpirun;
+        new_mpirun = -1;
+        mv.switched = true;
+        if (cfg.set_placement) cfg.set_placement(mv.hosts_new);
+        mv.deadline = clock_type::now() + std::chrono::milliseconds(mv.start_ms);
+        keep_maybe_resume();
+    }
+
+    // Every moved rank's new process said HELLO and every staying rank REATTACHED: all go on.
+    void keep_maybe_resume() {
+        if (!mv.active || !mv.keep || !mv.switched) return;
+        std::vector<conn *> ready(job_size, nullptr);
+        for (auto &c : conns)
+            if (c.is_rank && c.hello && c.fd >= 0 && c.rank >= 0 && c.rank < job_size &&
+                (mv.moving.count(c.rank) ? c.incoming : c.reattached))
+                ready[c.rank] = &c;
+        if (std::find(ready.begin(), ready.end(), nullptr) != ready.end()) return;
+        for (conn *c : ready) {
+            send_line(c->fd, "RESUME " + std::to_string(mv.epoch));
+            c->incoming = c->reattached = false;
+            c->state = "running";
+        }
+        finish_live();
     }
 
     // The old ranks end (still quiescent), their mpirun too; the new ranks go on (RESUME): the job
@@ -1437,11 +1535,11 @@ struct server {
         auto now = clock_type::now();
         char buf[1024];
         snprintf(buf, sizeof buf,
-                 "OK ranks=%s to=%s via=ucx bytes=%llu quiesce_s=%.3f relaunch_s=%.3f "
+                 "OK ranks=%s to=%s via=%s bytes=%llu quiesce_s=%.3f relaunch_s=%.3f "
                  "transfer_s=%.3f reconnect_s=%.3f downtime_s=%.3f",
-                 mv.ranks.c_str(), mv.host.c_str(), mv.bytes, secs(mv.t_drain - mv.start),
-                 secs(mv.t_receivers - mv.t_launch), secs(mv.t_sent - mv.t_receivers),
-                 secs(now - mv.t_sent), secs(now - mv.start));
+                 mv.ranks.c_str(), mv.host.c_str(), mv.keep ? "ucx+keep" : "ucx", mv.bytes,
+                 secs(mv.t_drain - mv.start), secs(mv.t_receivers - mv.t_launch),
+                 secs(mv.t_sent - mv.t_receivers), secs(now - mv.t_sent), secs(now - mv.start));
         migration_answer(buf);
     }
 
@@ -1489,6 +1587,9 @@ struct server {
     void reap_other_mpiruns() {
         int ws = 0;
         if (old_mpirun > 0 && waitpid(old_mpirun, &ws, WNOHANG) == old_mpirun) old_mpirun = -1;
+        retired.erase(std::remove_if(retired.begin(), retired.end(),
+                                     [&ws](pid_t p) { return waitpid(p, &ws, WNOHANG) == p; }),
+                      retired.end());
         if (new_mpirun > 0 && waitpid(new_mpirun, &ws, WNOHANG) == new_mpirun) {
             new_mpirun = -1;
             new_mpirun_kill_at = clock_type::time_point::max();
@@ -1550,7 +1651,7 @@ struct server {
         mv.t_launch = clock_type::now();
         mv.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
         mv.kill_at = clock_type::time_point::max();
-        pid_t child = cfg.relaunch(mv.gen_dir, *hosts, "");
+        pid_t child = cfg.relaunch(mv.gen_dir, *hosts, "", "");
         if (child > 0) {
             g_child = child;
             next_periodic = clock_type::now() + interval();
@@ -1706,7 +1807,7 @@ struct server {
         note((refused ? std::string("an image was refused") : what) + "; restarting from " + *gen +
              " (automatic restart " + std::to_string(restarts_done) + " of " +
              std::to_string(cfg.auto_restarts) + ")");
-        pid_t child = cfg.relaunch(*gen, {}, "");
+        pid_t child = cfg.relaunch(*gen, {}, "", "");
         if (child > 0) {
             g_child = child;
             last = {m->generation, *gen, m->time};

@@ -62,8 +62,10 @@ struct job_config {
     // through set_placement, once it has succeeded).
     // bind: "RANK:CPU,..." (a live migration's receivers only): the new process of RANK binds to
     // the core of that CPU on its host before its image arrives (GHOST_BIND).
+    // keep: "RANK:PID,..." (`ghost migrate --keep`): those ranks keep their processes; their new
+    // process is a placeholder (GHOST_KEEP, runtime/job_protocol.h).
     std::function<pid_t(const std::string &gen_dir, const std::vector<std::string> &hosts,
-                        const std::string &bind)>
+                        const std::string &bind, const std::string &keep)>
         relaunch;
     std::function<void(const std::vector<std::string> &hosts)> set_placement;
 };

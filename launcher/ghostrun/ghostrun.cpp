@@ -658,15 +658,18 @@ int main(int argc, char **argv) {
     cfg.set_placement = [&cfg, placed](const std::vector<std::string> &hosts) {
         cfg.mpirun_opts = placed(hosts);
     };
-    cfg.relaunch = [&l, &cfg, placed, verbose = p.verbose](const std::string &gen,
-                                                           const std::vector<std::string> &hosts,
-                                                           const std::string &bind) -> pid_t {
+    cfg.relaunch = [&l, &cfg, placed, verbose = p.verbose](
+                       const std::string &gen, const std::vector<std::string> &hosts,
+                       const std::string &bind, const std::string &keep) -> pid_t {
         if (gen.empty()) { // a live migration's receivers
             std::vector<std::string> opts = placed(hosts);
-            if (!bind.empty()) { // not secret: a value on the command line is fine
+            // Not secret: values on the command line are fine.
+            for (const auto &[name, value] :
+                 {std::pair<std::string, std::string>{"GHOST_BIND", bind}, {"GHOST_KEEP", keep}}) {
+                if (value.empty()) continue;
                 std::vector<std::string> env =
-                    l.ompi ? std::vector<std::string>{"-x", "GHOST_BIND=" + bind}
-                           : std::vector<std::string>{"-genv", "GHOST_BIND", bind};
+                    l.ompi ? std::vector<std::string>{"-x", name + "=" + value}
+                           : std::vector<std::string>{"-genv", name, value};
                 opts.insert(opts.begin(), env.begin(), env.end());
             }
             return l.start(

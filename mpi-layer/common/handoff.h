@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 #define GHOST_HANDOFF_MAGIC 0x67686f73744c4f57ull /* "ghostLOW" */
-#define GHOST_HANDOFF_VERSION 1u
+#define GHOST_HANDOFF_VERSION 2u
 #define GHOST_LOWER_MAX_REGIONS 4096
 #define GHOST_LOWER_MAX_FDS 1024
 
@@ -60,6 +60,9 @@ struct ghost_handoff {
     struct ghost_lower_ledger *ledger;
     int (*install_hooks)(void); /* patches the lower libc; 0 on success */
     uint32_t nthreads_parked;
+    /* Ends every parked thread (their TCBs must be lent to no upper thread any more): the lower
+     * half is about to be unmapped in place. */
+    void (*release_parked)(void);
 };
 
 #ifdef __cplusplus

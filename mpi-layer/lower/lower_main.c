@@ -8,6 +8,7 @@
  * except h->resume. */
 #define _GNU_SOURCE
 #include <link.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "handoff.h"
@@ -30,17 +32,26 @@ struct parked_slot {
     _Atomic uintptr_t fs;
 };
 
+/* Set once by release_parked: the lower half is being dropped in place (a staying rank of a
+ * migration takes a fresh one), and its parked threads end. */
+static _Atomic uint32_t g_released;
+
 /* A parked thread lends its TCB (thread pointer) to one upper thread; it blocks every signal so
- * that process-directed signals never land on it, and sleeps forever. */
+ * that process-directed signals never land on it, and sleeps until the lower half is dropped. */
 static void *parked_main(void *arg) {
     struct parked_slot *slot = arg;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     atomic_store(&slot->fs, (uintptr_t)__builtin_thread_pointer());
-    for (;;)
-        pause();
+    while (atomic_load(&g_released) == 0)
+        syscall(SYS_futex, &g_released, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
     return NULL;
+}
+
+static void lower_release_parked(void) {
+    atomic_store(&g_released, 1);
+    syscall(SYS_futex, &g_released, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
 static uintptr_t lower_new_tls(void) {
@@ -128,6 +139,7 @@ int main(int argc, char **argv) {
     h->list_objects = lower_list_objects;
     h->ledger = &ghost_lower_ledger_data;
     h->install_hooks = ghost_lower_hooks_install;
+    h->release_parked = lower_release_parked;
     h->spawn_fs = lower_new_tls();
     if (h->spawn_fs == 0) {
         fprintf(stderr, "ghost_lower: cannot create the lower spawner thread\n");

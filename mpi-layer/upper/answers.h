@@ -55,6 +55,7 @@ int shared_win_rebuild(const void *win_vobj, MPI_Comm lcomm, uintptr_t lfs, void
 // shared segment now mapped in its place.
 void shared_win_hold_writes();
 void shared_win_release_writes();
+bool shared_win_any(); // the rank holds a window of shared memory
 
 // MPI_Init and MPI_Init_thread: initialises the lower half at MPI_THREAD_MULTIPLE whatever the
 // application asks, and puts in *app_level the level the application is told: what it required,

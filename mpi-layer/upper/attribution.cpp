@@ -314,6 +314,10 @@ bool open_since_launch(int fd) {
     return false;
 }
 
+void attribution_forget() {
+    g_ready = false;
+}
+
 void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     g_ready = false;
     delete g_pre_maps; // a restart's second start: the old lower half is gone

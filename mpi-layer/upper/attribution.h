@@ -19,6 +19,8 @@ namespace ghost::mpi {
 
 // `inherited`: the launcher's descriptors (a restart: the restorer's list); -1: all open ones.
 void attribution_before_lower(const int32_t *inherited = nullptr, int inherited_count = -1);
+// The lower half is being unmapped in place (lower_drop): nothing is known until the next start.
+void attribution_forget();
 // An fd the upper half itself opened after the lower half started (the coordinator connection):
 // never the lower half's, whatever the lower ledger remembers of that number.
 void attribution_note_upper_fd(int fd);

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -482,6 +483,234 @@ save_result save_image(const std::string &e, const std::string &line, const save
 
 char g_secret[128]; // the job secret this rank authenticated with (for SEND's receiver)
 
+// The private runtime directory (runtime/control.cpp's choice, owner only).
+std::string private_dir() {
+    char dir[4096];
+    const char *env = getenv("GHOST_RUNTIME_DIR"), *xdg = getenv("XDG_RUNTIME_DIR");
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/ghost", xdg);
+    else
+        snprintf(dir, sizeof dir, "/tmp/ghost-%u", (unsigned)getuid());
+    mkdir(dir, 0700);
+    return dir;
+}
+
+// A staying rank of `ghost migrate --keep` (runtime/job_protocol.h, keep_hello): its placeholder
+// in the new mpirun hands over what a rank of that launch has (environment, streams, PMI_FD).
+struct keep_state {
+    int listen = -1; // <runtime dir>/keep-<pid>.sock while ACCEPT waits for the placeholder
+    long deadline = 0;
+    std::string path;
+    int pending = -1; // the new placeholder's connection, until DETACH
+    int fds[4] = {-1, -1, -1, -1};
+    uint32_t nfds = 0;
+    std::vector<std::string> env;
+    int current = -1; // the placeholder this process runs under (after a keep), or -1
+};
+keep_state g_keep;
+
+void keep_abandon() {
+    if (g_keep.listen >= 0) {
+        close(g_keep.listen);
+        unlink(g_keep.path.c_str());
+    }
+    g_keep.listen = -1;
+    if (g_keep.pending >= 0) close(g_keep.pending);
+    g_keep.pending = -1;
+    for (int &fd : g_keep.fds) {
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    g_keep.nfds = 0;
+    g_keep.env.clear();
+}
+
+// ACCEPT <epoch> <timeout_ms>: what a checkpoint would refuse is refused now, then the rank
+// listens for its placeholder (keep_poll takes it).
+void keep_accept(const std::string &e, const std::vector<std::string> &w) {
+    keep_abandon();
+    char why[512] = "";
+    if (!in_place_prepare(why, sizeof why)) {
+        send_line("ERROR " + e + " " + why);
+        return;
+    }
+    g_keep.path = private_dir() + "/keep-" + std::to_string((long)getpid()) + ".sock";
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (g_keep.path.size() >= sizeof a.sun_path) {
+        send_line("ERROR " + e + " the runtime directory's path is too long for a socket");
+        return;
+    }
+    memcpy(a.sun_path, g_keep.path.c_str(), g_keep.path.size() + 1);
+    unlink(g_keep.path.c_str());
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    mode_t old = umask(077);
+    bool ok = fd >= 0 && bind(fd, (sockaddr *)&a, sizeof a) == 0 && listen(fd, 4) == 0;
+    umask(old);
+    if (!ok) {
+        if (fd >= 0) close(fd);
+        send_line("ERROR " + e + " cannot listen on " + g_keep.path + ": " + strerror(errno));
+        return;
+    }
+    attribution_note_upper_fd(fd);
+    g_keep.listen = fd;
+    long ms = w.size() >= 3 ? atol(w[2].c_str()) : 60000;
+    g_keep.deadline = now_ms() + (ms > 0 ? ms : 60000);
+}
+
+bool read_full(int fd, void *buf, size_t n, long deadline) {
+    char *p = (char *)buf;
+    while (n) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        long left = deadline - now_ms();
+        if (left <= 0 || poll(&pf, 1, (int)std::min(left, 1000L)) < 0) return false;
+        ssize_t k = read(fd, p, n);
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return false;
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+        }
+    }
+    return true;
+}
+
+// One placeholder's keep_hello, checked: ACCEPTED, or ERROR (the migration is abandoned).
+void keep_poll(const std::string &e) {
+    if (g_keep.listen < 0) return;
+    auto refuse = [&](const std::string &why) {
+        keep_abandon();
+        send_line("ERROR " + e + " " + why);
+    };
+    int c = accept4(g_keep.listen, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+        if (now_ms() > g_keep.deadline)
+            refuse("no placeholder of the new mpirun reached rank " + std::to_string(g_rank) +
+                   " in time");
+        return;
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != getuid()) {
+        close(c); // another user's: not ours to take
+        return;
+    }
+    job::keep_hello h{};
+    int fds[4] = {-1, -1, -1, -1};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)];
+    iovec iov = {&h, sizeof h};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = sizeof cbuf;
+    struct pollfd pf = {c, POLLIN, 0};
+    ssize_t got = poll(&pf, 1, 2000) == 1 ? recvmsg(c, &m, MSG_CMSG_CLOEXEC | MSG_WAITALL) : -1;
+    uint32_t nfds = 0;
+    for (cmsghdr *cm = got > 0 ? CMSG_FIRSTHDR(&m) : nullptr; cm; cm = CMSG_NXTHDR(&m, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            nfds = (uint32_t)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (nfds > 4) nfds = 4;
+            memcpy(fds, CMSG_DATA(cm), nfds * sizeof(int));
+        }
+    auto drop = [&] {
+        for (uint32_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        close(c);
+    };
+    if (got != (ssize_t)sizeof h || memcmp(h.magic, job::kKeepMagic, 8) != 0 || h.rank != g_rank ||
+        h.nfds != nfds || nfds < 3 || h.secret_len >= 1024 || h.env_len > (64u << 20)) {
+        drop(); // not this rank's placeholder: refuse it, keep listening for the right one
+        return;
+    }
+    std::string secret(h.secret_len, '\0'), env(h.env_len, '\0');
+    long deadline = now_ms() + 5000;
+    if (!read_full(c, secret.data(), secret.size(), deadline) ||
+        !read_full(c, env.data(), env.size(), deadline) || secret != g_secret) {
+        drop();
+        return;
+    }
+    std::vector<std::string> vars;
+    for (size_t at = 0; at < env.size();) {
+        size_t end = env.find('\0', at);
+        if (end == std::string::npos) end = env.size();
+        if (end > at) vars.push_back(env.substr(at, end - at));
+        at = end + 1;
+    }
+    close(g_keep.listen);
+    unlink(g_keep.path.c_str());
+    g_keep.listen = -1;
+    attribution_note_upper_fd(c);
+    g_keep.pending = c;
+    memcpy(g_keep.fds, fds, sizeof fds);
+    g_keep.nfds = nfds;
+    g_keep.env = std::move(vars);
+    send_line("ACCEPTED " + e);
+}
+
+// A std stream the launcher gave (a pipe or socket to it, a terminal) is the placeholder's from
+// now on; one the program pointed at a file of its own stays (as a restart would keep it).
+bool launcher_stream(int fd) {
+    struct stat sb {};
+    if (fstat(fd, &sb) != 0) return true;
+    return S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode) || (S_ISCHR(sb.st_mode) && isatty(fd));
+}
+
+// DETACH <epoch>: out of the old job, into the placeholder's (in_place_switch), or the rank ends.
+void keep_detach(const std::string &e) {
+    if (g_keep.pending < 0) {
+        send_line("ERROR " + e + " DETACH without a placeholder");
+        return;
+    }
+    for (int k = 0; k < 3; k++) {
+        if (launcher_stream(k)) dup2(g_keep.fds[k], k);
+        close(g_keep.fds[k]);
+        g_keep.fds[k] = -1;
+    }
+    int32_t inherited[1];
+    int ninherited = 0;
+    std::vector<char *> envp;
+    for (auto &v : g_keep.env) {
+        if (g_keep.nfds > 3 && v.rfind("PMI_FD=", 0) == 0) {
+            v = "PMI_FD=" + std::to_string(g_keep.fds[3]);
+            fcntl(g_keep.fds[3], F_SETFD, 0);
+            inherited[ninherited++] = g_keep.fds[3];
+        }
+        envp.push_back(v.data());
+    }
+    envp.push_back(nullptr);
+    char why[512] = "";
+    bool ok = in_place_switch(envp.data(), inherited, ninherited, why, sizeof why);
+    if (g_keep.current >= 0) { // the previous placeholder: its rank finalized in its job
+        char d = job::kKeepDetached;
+        (void)!write(g_keep.current, &d, 1);
+        close(g_keep.current);
+        g_keep.current = -1;
+    }
+    g_keep.fds[3] = -1;
+    g_keep.nfds = 0;
+    g_keep.env.clear();
+    if (!ok) {
+        send_line("ERROR " + e + " " + why);
+        log_line("rank cannot go on after its lower half was given up: %s\n", why);
+        _exit(1);
+    }
+    g_keep.current = g_keep.pending;
+    g_keep.pending = -1;
+    char a = job::kKeepAdopted;
+    (void)!write(g_keep.current, &a, 1);
+    send_line("REATTACHED " + e);
+}
+
+// LEAVE <epoch>: a moved rank's old process, its image in its new one: out of the old job with
+// the others (MPI_Finalize), then gone without flushing anything (its new process prints it).
+[[noreturn]] void keep_leave() {
+    char why[256] = "";
+    if (!in_place_leave(why, sizeof why)) log_line("%s\n", why);
+    _exit(0);
+}
+
 // SEND <epoch> <timeout_ms> <target>: the agent streams this quiescent rank's image to a receiver
 // of the job (`ghost checkpoint --to TARGET`, ghost_agent_request_send), the secret from a 0600
 // file in the private runtime directory (a restored rank's environment may hold an older job's);
@@ -502,17 +731,7 @@ save_result send_image(const std::string &e, const std::string &line) {
     auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
     char why[512] = "";
     int rc = -1;
-    // The private runtime directory (runtime/control.cpp's choice, owner only).
-    char dir[4096];
-    const char *env = getenv("GHOST_RUNTIME_DIR"), *xdg = getenv("XDG_RUNTIME_DIR");
-    if (env && *env)
-        snprintf(dir, sizeof dir, "%s", env);
-    else if (xdg && *xdg)
-        snprintf(dir, sizeof dir, "%s/ghost", xdg);
-    else
-        snprintf(dir, sizeof dir, "/tmp/ghost-%u", (unsigned)getuid());
-    mkdir(dir, 0700);
-    std::string base = std::string(dir) + "/send-" + std::to_string((long)getpid());
+    std::string base = private_dir() + "/send-" + std::to_string((long)getpid());
     std::string secret_file = base + ".secret", log = base + ".log";
     unlink(secret_file.c_str());
     unlink(log.c_str());
@@ -725,7 +944,18 @@ bool run_epoch(const std::string &e, long timeout_ms) {
             if (send_image(e, l) == save_restored && held_after_live_restore(e)) continue;
             continue;
         }
+        if (rr > 0 && l.rfind("ACCEPT " + e + " ", 0) == 0) {
+            keep_accept(e, words(l));
+            continue;
+        }
+        keep_poll(e);
+        if (rr > 0 && l == "DETACH " + e) {
+            keep_detach(e);
+            continue;
+        }
+        if (rr > 0 && l == "LEAVE " + e) keep_leave();
         if ((rr > 0 && l.rfind("RESUME ", 0) == 0) || g_resume_req.exchange(0)) {
+            keep_abandon();
             resume_local();
             send_line("RESUMED " + e);
             return true;
@@ -1061,4 +1291,10 @@ extern "C" GHOST_EXPORT const char *ghost_mpi_quiesce_error(void) {
 // carry it (the connection is made again after a restart).
 extern "C" GHOST_EXPORT int ghost_mpi_coord_fd(void) {
     return g_fd;
+}
+
+// The connection to the placeholder this rank runs under after `ghost migrate --keep`, or -1:
+// an image leaves it out (a restart runs under a new launcher).
+extern "C" GHOST_EXPORT int ghost_mpi_keep_fd(void) {
+    return g_keep.current;
 }

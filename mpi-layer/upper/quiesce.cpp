@@ -929,7 +929,7 @@ bool quiesce_after_restart(uintptr_t fs, const char **why) {
     // The manager borrows the restarted lower half's main TLS (its own was forgotten, and other
     // threads wait for the restart to finish before they take theirs).
     struct borrow {
-        explicit borrow(uintptr_t f) { t_lower_fs = f; }
+        explicit borrow(uintptr_t f) { set_thread_lower_fs(f); }
         ~borrow() { t_lower_fs = 0; }
     } b(fs);
     L.ready = false;
@@ -955,7 +955,7 @@ bool quiesce_after_restart(uintptr_t fs, const char **why) {
 bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len) {
     if (!L.ready) return true;
     struct borrow {
-        explicit borrow(uintptr_t f) { t_lower_fs = f; }
+        explicit borrow(uintptr_t f) { set_thread_lower_fs(f); }
         ~borrow() { t_lower_fs = 0; }
     } b(fs);
     std::lock_guard<std::mutex> g(g_comm_mu);

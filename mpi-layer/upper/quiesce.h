@@ -302,12 +302,25 @@ bool comms_ranked_as_before(uintptr_t fs, char *why, size_t why_len);
 // client connects to the new job's coordinator named by envp.
 void coord_thread_after_restore();
 void coord_after_restore(char *const *envp);
+// A staying rank of a live migration that keeps its process (restart.cpp), from the coordinator
+// client's thread while the rank holds quiescent. in_place_prepare: before anything is given up,
+// what a checkpoint would read and refuse (false with one line); in_place_switch: MPI_Finalize on
+// the old lower half (with every rank of the old job), the lower half dropped (lower_drop), a
+// fresh one started with `envp` (the new launcher's environment; `inherited`: its descriptors
+// that the lower half takes) and everything rebuilt on it, as a restart does. False with one line:
+// the rank cannot go on.
+bool in_place_prepare(char *why, size_t why_len);
+// A moved rank's old process, once its image is in its new one: MPI_Finalize with the old job.
+bool in_place_leave(char *why, size_t why_len);
+bool in_place_switch(char *const *envp, const int32_t *inherited, int inherited_count, char *why,
+                     size_t why_len);
 
 } // namespace ghost::mpi
 
 // C ABI for the agent's component hook (mpi-layer/README.md, "Quiescence hooks").
 extern "C" {
 int ghost_mpi_quiesce(int timeout_ms);
+int ghost_mpi_keep_fd(void);
 int ghost_mpi_resume(void);
 const char *ghost_mpi_quiesce_error(void);
 int ghost_mpi_coord_fd(void);

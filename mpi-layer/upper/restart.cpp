@@ -1215,8 +1215,10 @@ int exclude(void *, const ghost_exclude_sink *sink) {
     for (size_t i = 0; i < n; i++)
         if (sink->region(sink->ctx, regions[i].start, regions[i].end) != 0) return -1;
 
-    // The connection to the job coordinator: a restored rank makes a new one.
+    // The connection to the job coordinator: a restored rank makes a new one. That to the
+    // placeholder of a kept rank: a restored rank runs under its own launcher.
     if (int coord = ghost_mpi_coord_fd(); coord >= 0 && sink->fd(sink->ctx, coord) != 0) return -1;
+    if (int keep = ghost_mpi_keep_fd(); keep >= 0 && sink->fd(sink->ctx, keep) != 0) return -1;
     int dir = (int)syscall(SYS_open, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) return -1;
     char buf[4096];
@@ -1245,13 +1247,15 @@ void thread_after_restore(void *) {
     shared_win_hold_writes();
 }
 
-int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_len) {
-    if (!g_state.active) return 0;
-    char *const *envp = info->envp && info->envp[0] ? info->envp : environ;
+// Starts a fresh lower half with `envp` (the new launcher's environment) and rebuilds on it
+// everything the program holds, as the checkpoint read it (quiesce, exclude): a restored rank's
+// after_restore, and a staying rank of a migration that keeps its process (in_place_switch).
+int rebuild_on_fresh_lower(char *const *envp, const int32_t *inherited, int inherited_count,
+                           char *why, size_t why_len) {
     uintptr_t fs = 0;
     const char *err = nullptr;
     translate_comm_extras();
-    if (!lower_restart(envp, info->inherited, (int)info->inherited_count, &fs, &err)) {
+    if (!lower_restart(envp, inherited, inherited_count, &fs, &err)) {
         snprintf(why, why_len, "rank %d: cannot start a fresh lower half: %s", g_state.rank,
                  err ? err : "unknown cause");
         return -1;
@@ -1403,6 +1407,15 @@ int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_
     }
     lower_restart_done();
     shared_win_release_writes();
+    return 0;
+}
+
+int after_restore(void *, const ghost_restore_info *info, char *why, size_t why_len) {
+    if (!g_state.active) return 0;
+    char *const *envp = info->envp && info->envp[0] ? info->envp : environ;
+    if (rebuild_on_fresh_lower(envp, info->inherited, (int)info->inherited_count, why, why_len) !=
+        0)
+        return -1;
     coord_after_restore(envp);
     return 0;
 }
@@ -1442,6 +1455,58 @@ void bsend_buffer_note(void *buf, long long size) {
     std::lock_guard<std::mutex> g(g_bsend_mu);
     g_bsend_buf = buf;
     g_bsend_size = buf ? size : 0;
+}
+
+bool in_place_prepare(char *why, size_t why_len) {
+    if (!layer_active()) {
+        snprintf(why, why_len, "the MPI layer is not running in this process");
+        return false;
+    }
+    if (shared_win_any()) {
+        snprintf(why, why_len,
+                 "a window of shared memory (MPI_Win_allocate_shared) ties this rank to its "
+                 "node's other ranks: move them all (--via ucx without --keep, or --via fs)");
+        return false;
+    }
+    if (quiesce(nullptr, why, why_len) != 0) return false;
+    if (!g_state.initialized) {
+        snprintf(why, why_len, "rank %d has not called MPI_Init", g_state.rank);
+        return false;
+    }
+    // What a checkpoint reads: before the exclude hook (the checkpointer's park), the settled
+    // requests and the shared file pointers (save_image); in it, the communicators' extras and
+    // the attributes. This thread holds a lower TLS of its own; the other application threads
+    // are outside MPI and stay so (quiescent).
+    if (requests_before_checkpoint(g_state.rank, req_convert, why, why_len) != 0) return false;
+    files_read_shared_positions();
+    uintptr_t fs = thread_lower_fs();
+    read_comm_extras(fs);
+    if (attrs_read(fs, why, why_len) != 0) return false;
+    fflush(nullptr);
+    return true;
+}
+
+bool in_place_leave(char *why, size_t why_len) {
+    if (!layer_active() || !g_state.initialized) return true;
+    if (call_by_name<int (*)()>(thread_lower_fs(), "MPI_Finalize") != MPI_SUCCESS) {
+        snprintf(why, why_len, "rank %d: MPI_Finalize of the old lower half failed", g_state.rank);
+        return false;
+    }
+    return true;
+}
+
+bool in_place_switch(char *const *envp, const int32_t *inherited, int inherited_count, char *why,
+                     size_t why_len) {
+    uintptr_t fs = thread_lower_fs();
+    // Out of the old job, with every other rank of it (those that move too): then the old
+    // launcher sees this rank end its MPI as a rank does, and it does not take the job down when
+    // the process leaves it for good.
+    if (call_by_name<int (*)()>(fs, "MPI_Finalize") != MPI_SUCCESS) {
+        snprintf(why, why_len, "rank %d: MPI_Finalize of the old lower half failed", g_state.rank);
+        return false;
+    }
+    if (!lower_drop(fs, why, why_len)) return false;
+    return rebuild_on_fresh_lower(envp, inherited, inherited_count, why, why_len) == 0;
 }
 
 void attr_note(kind k, uintptr_t object, int keyval, bool set) {

@@ -6,6 +6,8 @@
 #include "runtime.h"
 
 #include <dirent.h>
+#include <signal.h>
+#include <time.h>
 #include <dlfcn.h>
 #include <sys/auxv.h>
 #include <linux/futex.h>
@@ -13,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +44,11 @@ unsigned long g_fs_syscalls = 0;
 void *const *g_fns = nullptr;
 ghost_handoff g_handoff;
 __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec"))) = 0;
+__thread uint32_t t_lower_gen __attribute__((tls_model("initial-exec"))) = 0;
+// Restarts: each fresh lower half is a new generation; a lease of an older one is void. While
+// g_restarting is set (from the moment a restored thread runs, or a staying rank drops its lower
+// half, until the new lower half is bound), a thread's first MPI call waits in acquire_lower_fs.
+uint32_t g_generation = 0;
 
 namespace {
 constexpr uint64_t kUpperMark = 0x6b72616d72657070ULL; // "ppermark"
@@ -63,10 +71,6 @@ std::atomic<size_t> g_npairs{0};
 std::mutex g_spawn_mu;
 std::vector<uintptr_t> *g_free_lower_fs = nullptr; // TCBs of exited upper threads, reusable
 bool g_active = false;
-// Restarts: each fresh lower half is a new generation; a lease of an older one is void. While
-// g_restarting is set (from the moment a restored thread runs until the new lower half is bound),
-// a thread's first MPI call waits in acquire_lower_fs.
-uint32_t g_generation = 0;
 uint32_t g_restarting = 0;     // futex word
 uintptr_t g_main_upper_fs = 0; // the thread that started the lower half (and called MPI_Init)
 uintptr_t g_main_lower_fs = 0; // its lower TCB in the current generation, until it takes it
@@ -259,7 +263,8 @@ uintptr_t acquire_lower_fs() {
     if (!g_active && !g_start_attempted.load()) ghost_mpi_start();
     for (uint32_t r; (r = __atomic_load_n(&g_restarting, __ATOMIC_ACQUIRE)) != 0;)
         syscall(SYS_futex, &g_restarting, FUTEX_WAIT_PRIVATE, r, nullptr, nullptr, 0);
-    if (g_active && t_lower_fs)
+    const uint32_t gen = __atomic_load_n(&g_generation, __ATOMIC_ACQUIRE);
+    if (g_active && t_lower_fs && t_lower_gen == gen)
         return t_lower_fs; // the start-up just gave this (main) thread its TLS
     if (!g_active)
         fatal("MPI called without a lower half",
@@ -269,7 +274,7 @@ uintptr_t acquire_lower_fs() {
     uintptr_t fs = 0;
     if (g_main_lower_fs && current_fs() == g_main_upper_fs) {
         // After a restart: the thread that called MPI_Init gets the TCB that called it again.
-        t_lower_fs = g_main_lower_fs;
+        set_thread_lower_fs(g_main_lower_fs);
         g_main_lower_fs = 0;
         return t_lower_fs;
     }
@@ -289,7 +294,7 @@ uintptr_t acquire_lower_fs() {
         g_handoff.nthreads_parked++;
     }
     pair_set(fs, current_fs());
-    t_lower_fs = fs;
+    set_thread_lower_fs(fs);
     t_lease.fs = fs;
     t_lease.generation = g_generation;
     return fs;
@@ -304,7 +309,7 @@ bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_co
                    uintptr_t *init_fs, const char **why) {
     static std::string err;
     std::lock_guard<std::mutex> g(g_spawn_mu);
-    g_generation++;
+    __atomic_add_fetch(&g_generation, 1, __ATOMIC_RELEASE);
     g_npairs.store(0, std::memory_order_release);
     g_free_lower_fs->clear();
     attribution_before_lower(inherited, inherited_count);
@@ -336,6 +341,93 @@ bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_co
     }
     attribution_after_lower(res, hook_rc == 0);
     *init_fs = g_handoff.main_fs;
+    return true;
+}
+
+bool lower_drop(uintptr_t fs, char *why, size_t why_len) {
+    // From here every thread's lower TCB is void, and a thread that calls MPI waits until the
+    // fresh lower half is bound (lower_restart_done).
+    __atomic_store_n(&g_restarting, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&g_generation, 1, __ATOMIC_RELEASE);
+    {
+        lower_call lc(fs);
+        g_handoff.release_parked();
+    }
+    // Lower calls from here (attribution lists the lower objects) run on the lower main TCB: no
+    // thread's, so it outlives the parked ones (the caller's own TCB was one of theirs). No other
+    // thread is inside the lower half: the rank is quiescent.
+    set_thread_lower_fs(g_handoff.main_fs);
+    // The parked threads end now; the MPI library's own (PMIx, progress) ended in MPI_Finalize.
+    // One still there would run unmapped code once it woke up.
+    int tids[8];
+    size_t left = 0;
+    for (int i = 0; i < 500; i++) {
+        left = ghost_mpi_lower_threads(tids, 8);
+        if (left == 0) break;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, nullptr);
+    }
+    if (left) {
+        snprintf(why, why_len,
+                 "%zu thread(s) of the MPI library (tid %d) did not end at its MPI_Finalize: its "
+                 "lower half cannot be dropped in place",
+                 left, tids[0]);
+        return false;
+    }
+    static ghost_lower_region regions[GHOST_LOWER_MAX_REGIONS + 2048];
+    size_t n = attribution_lower_regions_nomalloc(regions, sizeof regions / sizeof regions[0]);
+    if (n == SIZE_MAX || n > sizeof regions / sizeof regions[0]) {
+        snprintf(why, why_len, "the lower half's memory is not wholly known (ledger overflow)");
+        return false;
+    }
+    auto in_lower = [&](uintptr_t a) {
+        for (size_t i = 0; i < n; i++)
+            if (a >= regions[i].start && a < regions[i].end) return true;
+        return false;
+    };
+    // The MPI library's own handlers (backtraces on SIGSEGV...) are installed with the lower
+    // libc, past the layer's sigaction: the kernel would jump into unmapped code.
+    for (int sig = 1; sig < 65; sig++) {
+        struct kernel_sigaction {
+            uintptr_t handler;
+            unsigned long flags;
+            uintptr_t restorer;
+            uint64_t mask;
+        } old{}, dfl{};
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        if (syscall(SYS_rt_sigaction, sig, nullptr, &old, 8) != 0) continue;
+        if (old.handler > 1 && (in_lower(old.handler) || in_lower(old.restorer)))
+            syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
+    }
+    for (int fd = 0; fd < GHOST_LOWER_MAX_FDS; fd++)
+        if (ghost_mpi_fd_is_lower(fd)) close(fd);
+    attribution_forget();
+    // The kernel's own mappings are in the lower link map too (the vDSO): they stay, and so does
+    // anything else that is not the lower half's alone.
+    std::vector<std::pair<uintptr_t, uintptr_t>> keep;
+    if (FILE *maps = fopen("/proc/self/maps", "re")) {
+        char line[512];
+        while (fgets(line, sizeof line, maps)) {
+            unsigned long lo = 0, hi = 0;
+            if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+                (strstr(line, "[vdso]") || strstr(line, "[vvar") || strstr(line, "[vsyscall]") ||
+                 strstr(line, "[stack]")))
+                keep.emplace_back(lo, hi);
+        }
+        fclose(maps);
+    }
+    std::sort(keep.begin(), keep.end());
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t at = regions[i].start, end = regions[i].end;
+        for (const auto &[klo, khi] : keep) {
+            if (khi <= at || klo >= end) continue;
+            if (klo > at) munmap((void *)at, klo - at);
+            at = std::max<uintptr_t>(at, khi);
+        }
+        if (at < end) munmap((void *)at, end - at);
+    }
+    t_lower_fs = 0;
+    g_npairs.store(0, std::memory_order_release);
     return true;
 }
 

@@ -16,6 +16,16 @@ extern ghost_handoff g_handoff;
 // This thread's lower thread pointer; 0 until the thread first enters MPI (initial-exec TLS: one
 // load).
 extern __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec")));
+// The lower half's generation t_lower_fs belongs to: a staying rank of a migration drops its lower
+// half in place while its other threads hold TCBs of it (a restored rank's threads forget theirs
+// in thread_after_restore instead).
+extern __thread uint32_t t_lower_gen __attribute__((tls_model("initial-exec")));
+extern uint32_t g_generation;
+
+inline void set_thread_lower_fs(uintptr_t fs) {
+    t_lower_fs = fs;
+    t_lower_gen = __atomic_load_n(&g_generation, __ATOMIC_ACQUIRE);
+}
 
 // Gives the calling thread its own lower TLS (a parked lower thread's TCB); aborts with a one-line
 // message when the lower half is not running (not an MPI process, or start-up failed).
@@ -43,7 +53,9 @@ int fs_is_upper(uintptr_t fs);
 // it before translating handles.
 __attribute__((always_inline)) inline uintptr_t thread_lower_fs() {
     uintptr_t l = t_lower_fs;
-    if (__builtin_expect(l == 0, 0)) l = acquire_lower_fs();
+    if (__builtin_expect(l == 0 || t_lower_gen != __atomic_load_n(&g_generation, __ATOMIC_RELAXED),
+                         0))
+        l = acquire_lower_fs();
     return l;
 }
 
@@ -93,6 +105,12 @@ void lower_forget_thread();
 bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_count,
                    uintptr_t *init_fs, const char **why);
 void lower_restart_done();
+// Drops the lower half in place, after its MPI_Finalize (`fs`: the caller's lower TCB): every
+// thread's lower TLS is void from here (their next MPI call waits for lower_restart_done), the
+// parked threads end, the MPI library's own threads must have ended, the kernel's signal actions
+// that run lower code go back to the default, the lower descriptors are closed and its memory is
+// unmapped. False with one line (the process cannot go on: the old lower half is finalized).
+bool lower_drop(uintptr_t fs, char *why, size_t why_len);
 void bind_reset(); // support.cpp: forget the predefined function bindings before flavour_bind
 
 // Nonzero if the layer is active in this process (an MPI program with the lower half started).

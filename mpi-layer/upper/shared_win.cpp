@@ -331,6 +331,10 @@ void shared_win_hold_writes() {
     g_hold_fd = fd;
 }
 
+bool shared_win_any() {
+    return g_wins && !g_wins->empty();
+}
+
 void shared_win_release_writes() {
     // Closing it wakes every waiting writer: its fault is taken again, on the shared segment
     // mapped in place of this rank's own copy by then.
