@@ -1045,9 +1045,10 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
     std::memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    ::signal(SIGPIPE, SIG_IGN); // a rank that refused us closes the connection: an error here
     auto write_all = [s](const char *p, size_t n) {
         while (n) {
-            ssize_t k = ::write(s, p, n);
+            ssize_t k = ::send(s, p, n, MSG_NOSIGNAL);
             if (k < 0 && errno == EINTR) continue;
             if (k <= 0) return false;
             p += k;

@@ -854,7 +854,8 @@ struct server {
         for (auto *c : live_ranks()) {
             send_line(c->fd, "RESUME " + std::to_string(id));
             if (c->state == "quiescing" || c->state == "quiesced" || c->state == "saving" ||
-                c->state == "saved" || c->state == "sending" || c->state == "sent")
+                c->state == "saved" || c->state == "sending" || c->state == "sent" ||
+                c->state == "accepting" || c->state == "accepted")
                 c->state = "running";
         }
         if (cli >= 0) send_line(cli, "ERROR " + why + "; the job resumed");

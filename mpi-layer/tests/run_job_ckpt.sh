@@ -50,6 +50,10 @@
 #            checkpoints again (the manifest's settings); the job ends as the native run; a
 #            restart of DIR then is refused in one line (the job ran to its end: it would run its
 #            end again), nothing runs
+#   migkeep  `ghost migrate --keep`: the ranks that stay keep their processes (their pids do not
+#            change, the moved rank's does), rank 1, then ranks 0 and 2, then rank 1 again; a
+#            keep whose receiver dies mid-transfer fails in one line, every rank where it was (the
+#            same pids); --keep with --via fs is refused; the output is the native run's
 #   migkill  `ghost migrate` of rank 1 (ucx), and an old rank SIGKILLed once every image is in
 #            its new process (all `sent`), before the switch: mpirun ends the other old ranks, and the
 #            move still completes (it was abandoned, and the new ranks, already running, were
@@ -88,6 +92,7 @@ steps=150 sleep_ms=20
 [ "$mode" = lock ] && steps=160
 [ "$mode" = keeps ] && steps=400
 [ "$mode" = migkill ] && steps=400
+[ "$mode" = migkeep ] && steps=400
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -656,6 +661,49 @@ usr1)
   else
     echo "usr1: no tmpfs could be mounted: the full-disk end is not tried"
   fi
+  ;;
+migkeep)
+  export GHOST_TEST_RECEIVE_DIE=$work/die-at
+  [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
+  here=$(hostname)
+  refused "keep through files" "--keep is for --via ucx" "$GHOST" migrate "$job" --rank 1 --to "$here" --keep --via fs
+  pids() { "$GHOST" status "$job" | sed -n 's/^  rank \([0-9]*\) *pid \([0-9]*\) .*running$/\1:\2/p' | tr '\n' ' '; }
+  kept() { # kept RANKS: migrate them with --keep; every other rank keeps its pid, they do not
+    local ranks=$1 before after r
+    before=$(pids)
+    timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" --keep >>"$work/mig.out" 2>>"$work/mig.err" ||
+      fail "ghost migrate $job --rank $ranks --keep failed: $(tail -1 "$work/mig.err")"
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here via=ucx+keep bytes=[1-9][0-9]* quiesce_s=[0-9.]* relaunch_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]*$" ||
+      fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
+    after=$(pids)
+    [ "$(echo "$after" | wc -w)" = "$np" ] || fail "not every rank runs after the migration: $("$GHOST" status "$job")"
+    for ((r = 0; r < np; r++)); do
+      local b a
+      b=$(echo " $before" | grep -o " $r:[0-9]*")
+      a=$(echo " $after" | grep -o " $r:[0-9]*")
+      if [[ ",$ranks," == *",$r,"* ]]; then
+        [ "$a" != "$b" ] || fail "rank $r was to move but kept its process ($a)"
+      else
+        [ "$a" = "$b" ] || fail "rank $r was to keep its process: before$b, after$a"
+      fi
+    done
+  }
+  kept 1
+  kept 0,2
+  # A receiver that dies mid-transfer: one line, every rank goes on where it was (same pids).
+  before=$(pids)
+  echo 200000 >"$work/die-at"
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" --keep >"$work/die.out" 2>"$work/die.err" &&
+    fail "a migration whose receiver died succeeded"
+  [ "$(wc -l <"$work/die.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/die.err")"
+  grep -q "^ghost: migration of job $job failed: the ranks could not move to $here (.*); the job goes on where it was$" "$work/die.err" ||
+    fail "unexpected failure: $(cat "$work/die.err")"
+  sleep 1
+  [ "$(pids)" = "$before" ] || fail "the failed keep changed the ranks' processes: $before -> $(pids)"
+  kept 1
+  finish 0
+  same_as_native "$work/run.out"
   ;;
 migrate)
   export GHOST_TEST_RECEIVE_DIE=$work/die-at

@@ -1177,6 +1177,12 @@ const char *thread_off_safe_point() {
 
 void coord_thread_after_restore() {
     g_fd = -1; // that descriptor was left out of the image; its number may be reused
+    // So was the connection to a placeholder (a kept rank's image, moved since): a restored rank
+    // runs under its own launcher. Its numbers may be another descriptor's now.
+    g_keep.current = g_keep.pending = g_keep.listen = -1;
+    for (int &fd : g_keep.fds)
+        fd = -1;
+    g_keep.nfds = 0;
 }
 
 void coord_after_restore(char *const *envp) {
