@@ -30,7 +30,7 @@ PHASES = ("quiesce_s", "export_s", "relaunch_s", "transfer_s", "reconnect_s", "d
 
 def VIAS(shm, mib):
     """(label, --via argument or None for the default) of each way the images travel."""
-    return (("ucx", None), ("disk", "fs"), ("memory", f"fs:{shm}/via-{mib}"))
+    return (("ucx", None), ("ucx --keep", "keep"), ("disk", "fs"), ("memory", f"fs:{shm}/via-{mib}"))
 
 
 def migrate_job(a, j, ghost, shm, mib, stop, rows):
@@ -42,7 +42,9 @@ def migrate_job(a, j, ghost, shm, mib, stop, rows):
         for via, how in VIAS(shm, mib):
             settle(2)
             cmd = [ghost, "migrate", job, "--rank", "1", "--to", a.host]
-            if how:
+            if how == "keep":  # the ranks that stay keep their processes; rank 1 streams
+                cmd += ["--keep"]
+            elif how:
                 cmd += ["--via", how]
             la = loadavg()
             t0 = time.monotonic()
@@ -131,7 +133,9 @@ def main():
                 "MPI_Init. Over UCX: quiesce, relaunch = the new mpirun and each new rank's receiver "
                 "ready, transfer = every image streamed from its old process into its new one, "
                 "reconnect = the restores, the new lower halves' MPI_Init. Every rank is relaunched, "
-                "not only the moved one (see README.md).\n")
+                "not only the moved one, except with --keep: only rank 1 streams and is relaunched; "
+                "the others keep their processes and take a fresh lower half in place during "
+                "reconnect (see README.md).\n")
     print(f"written {a.out}")
 
 
