@@ -665,7 +665,8 @@ int main(int argc, char **argv) {
             std::vector<std::string> opts = placed(hosts);
             // Not secret: values on the command line are fine.
             for (const auto &[name, value] :
-                 {std::pair<std::string, std::string>{"GHOST_BIND", bind}, {"GHOST_KEEP", keep}}) {
+                 {std::pair<std::string, std::string>{"GHOST_BIND", bind},
+                  {ghost::job::kEnvKeep, keep}}) {
                 if (value.empty()) continue;
                 std::vector<std::string> env =
                     l.ompi ? std::vector<std::string>{"-x", name + "=" + value}
