@@ -51,7 +51,8 @@
 #            restart of DIR then is refused in one line (the job ran to its end: it would run its
 #            end again), nothing runs
 #   migkeep  `ghost migrate --keep`: the ranks that stay keep their processes (their pids do not
-#            change, the moved rank's does), rank 1, then ranks 0 and 2, then rank 1 again; a
+#            change, the moved rank's does), rank 1, then ranks 0 and 2 (rank 0 with 2 ranks), then
+#            rank 1 again; a
 #            keep whose receiver dies mid-transfer fails in one line, every rank where it was (the
 #            same pids); --keep with --via fs is refused; the output is the native run's
 #   migkill  `ghost migrate` of rank 1 (ucx), and an old rank SIGKILLed once every image is in
@@ -690,7 +691,7 @@ migkeep)
     done
   }
   kept 1
-  kept 0,2
+  if [ "$np" -gt 2 ]; then kept 0,2; else kept 0; fi
   # A receiver that dies mid-transfer: one line, every rank goes on where it was (same pids).
   before=$(pids)
   echo 200000 >"$work/die-at"

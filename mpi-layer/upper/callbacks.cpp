@@ -67,15 +67,23 @@ template <int N> NOSP void file_errh_tramp(MPI_File *f, int *code, ...) {
     file_errh_slots.fns[N](&u, code);
 }
 
+// While a lower half that the process gives up finalizes (in_place_switch, in_place_leave), its
+// MPI_Finalize deletes the attributes it holds: the program's objects live on (rebuilt on the
+// fresh lower half), so its callbacks are not told.
 #define ATTR_SLOTS(NAME, H, K, COPY_T, DEL_T)                                                      \
     slot_table<COPY_T> NAME##_copy_slots;                                                          \
     template <int N>                                                                               \
     NOSP int NAME##_copy_tramp(H o, int key, void *extra, void *in, void *out, int *flag) {        \
+        if (g_lower_leaving) {                                                                     \
+            *flag = 0;                                                                             \
+            return MPI_SUCCESS;                                                                    \
+        }                                                                                          \
         callback_scope cs;                                                                         \
         return NAME##_copy_slots.fns[N](lookup<K>(o), keyval_upper(key), extra, in, out, flag);    \
     }                                                                                              \
     slot_table<DEL_T> NAME##_delete_slots;                                                         \
     template <int N> NOSP int NAME##_delete_tramp(H o, int key, void *val, void *extra) {          \
+        if (g_lower_leaving) return MPI_SUCCESS;                                                   \
         callback_scope cs;                                                                         \
         return NAME##_delete_slots.fns[N](lookup<K>(o), keyval_upper(key), val, extra);            \
     }

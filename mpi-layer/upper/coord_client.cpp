@@ -532,7 +532,7 @@ void keep_abandon() {
 void keep_accept(const std::string &e, const std::vector<std::string> &w) {
     keep_abandon();
     char why[512] = "";
-    if (!in_place_prepare(why, sizeof why)) {
+    if (!in_place_prepare(g_rank, why, sizeof why)) {
         send_line("ERROR " + e + " " + why);
         return;
     }

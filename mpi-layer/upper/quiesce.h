@@ -309,7 +309,10 @@ void coord_after_restore(char *const *envp);
 // fresh one started with `envp` (the new launcher's environment; `inherited`: its descriptors
 // that the lower half takes) and everything rebuilt on it, as a restart does. False with one line:
 // the rank cannot go on.
-bool in_place_prepare(char *why, size_t why_len);
+bool in_place_prepare(int rank, char *why, size_t why_len);
+// Set while the lower half being given up finalizes: the program's attribute callbacks are not
+// called (callbacks.cpp); its objects live on.
+extern volatile int g_lower_leaving;
 // A moved rank's old process, once its image is in its new one: MPI_Finalize with the old job.
 bool in_place_leave(char *why, size_t why_len);
 bool in_place_switch(char *const *envp, const int32_t *inherited, int inherited_count, char *why,

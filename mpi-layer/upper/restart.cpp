@@ -1457,7 +1457,9 @@ void bsend_buffer_note(void *buf, long long size) {
     g_bsend_size = buf ? size : 0;
 }
 
-bool in_place_prepare(char *why, size_t why_len) {
+volatile int g_lower_leaving = 0;
+
+bool in_place_prepare(int rank, char *why, size_t why_len) {
     if (!layer_active()) {
         snprintf(why, why_len, "the MPI layer is not running in this process");
         return false;
@@ -1468,17 +1470,18 @@ bool in_place_prepare(char *why, size_t why_len) {
                  "node's other ranks: move them all (--via ucx without --keep, or --via fs)");
         return false;
     }
+    // What a checkpoint reads, in its order: first what the coordinator thread does before it
+    // asks for the image (save_image: the requests settled, the shared file pointers read), then
+    // the agent's quiesce hook, then its exclude hook (the communicators' extras, the attributes).
+    // This thread holds a lower TLS of its own; the other application threads are outside MPI and
+    // stay so (quiescent).
+    if (requests_before_checkpoint(rank, req_convert, why, why_len) != 0) return false;
+    files_read_shared_positions();
     if (quiesce(nullptr, why, why_len) != 0) return false;
     if (!g_state.initialized) {
         snprintf(why, why_len, "rank %d has not called MPI_Init", g_state.rank);
         return false;
     }
-    // What a checkpoint reads: before the exclude hook (the checkpointer's park), the settled
-    // requests and the shared file pointers (save_image); in it, the communicators' extras and
-    // the attributes. This thread holds a lower TLS of its own; the other application threads
-    // are outside MPI and stay so (quiescent).
-    if (requests_before_checkpoint(g_state.rank, req_convert, why, why_len) != 0) return false;
-    files_read_shared_positions();
     uintptr_t fs = thread_lower_fs();
     read_comm_extras(fs);
     if (attrs_read(fs, why, why_len) != 0) return false;
@@ -1486,9 +1489,17 @@ bool in_place_prepare(char *why, size_t why_len) {
     return true;
 }
 
+// MPI_Finalize on the lower half this process gives up, without telling the program.
+int finalize_given_up(uintptr_t fs) {
+    g_lower_leaving = 1;
+    int rc = call_by_name<int (*)()>(fs, "MPI_Finalize");
+    g_lower_leaving = 0;
+    return rc;
+}
+
 bool in_place_leave(char *why, size_t why_len) {
     if (!layer_active() || !g_state.initialized) return true;
-    if (call_by_name<int (*)()>(thread_lower_fs(), "MPI_Finalize") != MPI_SUCCESS) {
+    if (finalize_given_up(thread_lower_fs()) != MPI_SUCCESS) {
         snprintf(why, why_len, "rank %d: MPI_Finalize of the old lower half failed", g_state.rank);
         return false;
     }
@@ -1501,7 +1512,7 @@ bool in_place_switch(char *const *envp, const int32_t *inherited, int inherited_
     // Out of the old job, with every other rank of it (those that move too): then the old
     // launcher sees this rank end its MPI as a rank does, and it does not take the job down when
     // the process leaves it for good.
-    if (call_by_name<int (*)()>(fs, "MPI_Finalize") != MPI_SUCCESS) {
+    if (finalize_given_up(fs) != MPI_SUCCESS) {
         snprintf(why, why_len, "rank %d: MPI_Finalize of the old lower half failed", g_state.rank);
         return false;
     }

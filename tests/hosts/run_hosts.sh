@@ -13,7 +13,8 @@
 #   run_hosts.sh migrate FLAVOUR PROGRAM [MPIRUN OPTIONS...]
 #            PROGRAM (job_steps.c) under ghostrun, a rank per host; `ghost migrate` moves rank 1 to
 #            h3 and back (GHOST_MIGRATIONS moves, default 2) through a shared directory (or live,
-#            GHOST_MIGRATE_VIA=ucx); status
+#            GHOST_MIGRATE_VIA=ucx; live with the other ranks kept in their processes,
+#            GHOST_MIGRATE_VIA=keep); status
 #            names the hosts after each move; the output is a native run's over the hosts
 #   run_hosts.sh balance FLAVOUR PROGRAM [MPIRUN OPTIONS...]
 #            h3 made slow (hosts_slow: its processes share 2% of one CPU); PROGRAM (job_steps.c
@@ -196,6 +197,10 @@ migrate)
   # GHOST_MIGRATE_VIA=ucx: live migrations (no image on disk) instead of the shared directory.
   via=fs:$HOSTS_SHARED/mig
   [ "${GHOST_MIGRATE_VIA:-fs}" = ucx ] && via=ucx
+  # GHOST_MIGRATE_VIA=keep: live, the ranks that stay keep their processes (--keep); the pids of
+  # ranks 0 and 2 must not change.
+  keep=()
+  [ "${GHOST_MIGRATE_VIA:-fs}" = keep ] && via=ucx keep=(--keep)
   steps=$((300 + 250 * moves)) sleep_ms=20
   timeout_s=$((timeout_s + 30 * moves))
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
@@ -205,10 +210,16 @@ migrate)
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
   for ((k = 1; k <= moves; k++)); do
     if ((k % 2)); then to=2; else to=1; fi
-    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "$via" \
+    stay=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 != 1 {print $2 ":" $4}' | tr '\n' ' ')
+    timeout -k 5 120 "$GHOST" migrate "$job" --rank 1 --to "${HOSTS_NAMES[to]}" --via "$via" "${keep[@]}" \
       >>"$work/mig.out" 2>>"$work/mig.err" || fail "migration $k failed: $(tail -1 "$work/mig.err")"
     want="${HOSTS_NAMES[0]} ${HOSTS_NAMES[to]} ${HOSTS_NAMES[2]}"
     [ "$(rank_hosts)" = "$want" ] || fail "after migration $k ranks are on $(rank_hosts), not $want"
+    if [ ${#keep[@]} -gt 0 ]; then
+      now=$("$GHOST" status "$job" | awk '$1 == "rank" && $2 != 1 {print $2 ":" $4}' | tr '\n' ' ')
+      [ "$now" = "$stay" ] || fail "migration $k with --keep changed the staying ranks' processes: $stay-> $now"
+      tail -1 "$work/mig.out" | grep -q ' via=ucx+keep ' || fail "migration $k: $(tail -1 "$work/mig.out")"
+    fi
     kill -0 "$gpid" 2>/dev/null || fail "the job ended during migration $k (too short for this machine?)"
   done
   finish 0
