@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The issue's ten round trips (issue 11): rank 1 of a 3-rank job (job_steps.c, a rank per emulated
 # host) moved from h2 to h3 and back 10 times in one run (GHOST_MIGRATIONS=20), through UCX (live)
-# and through a shared directory, each FLAVOUR; after every move `ghost status` must name the
+# (every rank relaunched, and with --keep: the others keep their processes) and through a shared
+# directory, each FLAVOUR; after every move `ghost status` must name the
 # hosts, and the job's output must be a native run's (tests/hosts/run_hosts.sh migrate). Too long
 # for the suite (about 2 minutes a run here), whose mpi.hosts.migrate.* make 2 moves.
 #   benchmarks/migrate/round_trips.sh BUILD [FLAVOUR...]   (default: openmpi mpich)
@@ -20,7 +21,7 @@ export GHOSTRUN=$build/launcher/ghostrun/ghostrun GHOST=$build/launcher/ghost GH
 } >>"$out"
 rc=0
 for fl in $flavours; do
-  for via in ucx fs; do
+  for via in ucx keep fs; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     t0=$SECONDS
     line=$(GHOST_MIGRATE_VIA=$via "$here/../../tests/hosts/run_hosts.sh" migrate "$fl" \
