@@ -638,6 +638,15 @@ void keep_poll(const std::string &e) {
         if (end > at) vars.push_back(env.substr(at, end - at));
         at = end + 1;
     }
+    // Hydra's PMI connection is a descriptor the environment names: without it the fresh lower
+    // half could not reach its launcher.
+    bool names_pmi_fd = std::any_of(
+        vars.begin(), vars.end(), [](const std::string &v) { return v.rfind("PMI_FD=", 0) == 0; });
+    if (names_pmi_fd && nfds < 4) {
+        drop();
+        return refuse("the placeholder of rank " + std::to_string(g_rank) +
+                      " could not hand over its PMI_FD");
+    }
     close(g_keep.listen);
     unlink(g_keep.path.c_str());
     g_keep.listen = -1;
