@@ -350,10 +350,10 @@ void attribution_before_lower(const int32_t *inherited, int inherited_count) {
     }
 }
 
-std::atomic<int> g_upper_fd{-1};
+std::atomic<int> g_upper_fds[2] = {-1, -1}; // by upper_fd_use
 
-void attribution_note_upper_fd(int fd) {
-    g_upper_fd = fd;
+void attribution_note_upper_fd(int fd, upper_fd_use use) {
+    g_upper_fds[(int)use] = fd;
 }
 
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi) {
@@ -490,7 +490,7 @@ static bool program_fstat(int fd, struct stat *sb) {
 }
 
 extern "C" __attribute__((visibility("default"))) int ghost_mpi_fd_is_lower(int fd) {
-    if (!g_ready || fd < 0 || fd == g_upper_fd.load()) return 0;
+    if (!g_ready || fd < 0 || fd == g_upper_fds[0].load() || fd == g_upper_fds[1].load()) return 0;
     auto it = std::lower_bound(g_lower_fds_static->begin(), g_lower_fds_static->end(), fd);
     if (it != g_lower_fds_static->end() && *it == fd) {
         struct stat sb {};

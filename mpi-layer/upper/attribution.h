@@ -21,9 +21,11 @@ namespace ghost::mpi {
 void attribution_before_lower(const int32_t *inherited = nullptr, int inherited_count = -1);
 // The lower half is being unmapped in place (lower_drop): nothing is known until the next start.
 void attribution_forget();
-// An fd the upper half itself opened after the lower half started (the coordinator connection):
-// never the lower half's, whatever the lower ledger remembers of that number.
-void attribution_note_upper_fd(int fd);
+// An fd the upper half itself opened after the lower half started (the coordinator connection,
+// a kept rank's placeholder connection): never the lower half's, whatever the lower ledger
+// remembers of that number. One per use; a new one replaces the last.
+enum class upper_fd_use { coordinator = 0, placeholder = 1 };
+void attribution_note_upper_fd(int fd, upper_fd_use use);
 void attribution_note_upper_guard(uintptr_t lo, uintptr_t hi);
 // The program break once guard_brk has stopped it: what the upper malloc added to its brk heap
 // since attribution_before_lower's snapshot (reading /proc/self/maps allocates; in a process that

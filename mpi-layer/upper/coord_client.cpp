@@ -554,7 +554,7 @@ void keep_accept(const std::string &e, const std::vector<std::string> &w) {
         send_line("ERROR " + e + " cannot listen on " + g_keep.path + ": " + strerror(errno));
         return;
     }
-    attribution_note_upper_fd(fd);
+    attribution_note_upper_fd(fd, upper_fd_use::placeholder);
     g_keep.listen = fd;
     long ms = w.size() >= 3 ? atol(w[2].c_str()) : 60000;
     g_keep.deadline = now_ms() + (ms > 0 ? ms : 60000);
@@ -650,7 +650,7 @@ void keep_poll(const std::string &e) {
     close(g_keep.listen);
     unlink(g_keep.path.c_str());
     g_keep.listen = -1;
-    attribution_note_upper_fd(c);
+    attribution_note_upper_fd(c, upper_fd_use::placeholder);
     g_keep.pending = c;
     memcpy(g_keep.fds, fds, sizeof fds);
     g_keep.nfds = nfds;
@@ -1154,7 +1154,7 @@ bool connect_now(const char *coord, const char *job, const char *secret) {
     }
     snprintf(g_secret, sizeof g_secret, "%s", secret);
     snprintf(g_job_id, sizeof g_job_id, "%s", job);
-    attribution_note_upper_fd(g_fd);
+    attribution_note_upper_fd(g_fd, upper_fd_use::coordinator);
     return true;
 }
 
