@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -648,6 +649,20 @@ int main(int argc, char **argv) {
             list += (list.empty() ? "" : ",") + h + (l.ompi ? "" : ":1");
         if (l.ompi) {
             opts.insert(opts.end(), {"--host", list, "--map-by", "seq"});
+            // Open MPI yields the CPU while it waits only where it counts more ranks than slots,
+            // and a host list gives every rank a slot: ranks relaunched onto a host with more of
+            // them than CPUs would spin where the first launch's yielded (10x slower steps under
+            // load). Told so, from this host's CPU count (the hosts of a job alike), unless the
+            // user's options set it.
+            std::map<std::string, long> per_host;
+            long most = 0;
+            for (const auto &h : hosts)
+                most = std::max(most, ++per_host[h]);
+            bool user_sets = false;
+            for (const auto &o : cfg.mpirun_opts)
+                user_sets |= o.find("mpi_yield_when_idle") != std::string::npos;
+            if (most > sysconf(_SC_NPROCESSORS_ONLN) && !user_sets)
+                opts.insert(opts.end(), {"--mca", "mpi_yield_when_idle", "1"});
         } else {
             opts.insert(opts.end(), {"-hosts", list});
         }
@@ -685,18 +700,7 @@ int main(int argc, char **argv) {
                 if (l.ompi) cfg.mpirun_opts.push_back("--oversubscribe");
             }
         } else {
-            std::vector<std::string> opts = {"-np", std::to_string(hosts.size())};
-            std::string list;
-            for (const auto &h : hosts)
-                list += (list.empty() ? "" : ",") + h + (l.ompi ? "" : ":1");
-            if (l.ompi) {
-                opts.insert(opts.end(), {"--host", list, "--map-by", "seq"});
-            } else {
-                opts.insert(opts.end(), {"-hosts", list});
-            }
-            for (const auto &o : without_placement(cfg.mpirun_opts))
-                opts.push_back(o);
-            cfg.mpirun_opts = opts;
+            cfg.mpirun_opts = placed(hosts);
         }
         std::vector<std::string> opts = cfg.mpirun_opts;
         if (np_of(opts).empty()) {
