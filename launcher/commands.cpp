@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -969,12 +970,13 @@ int reaped_status(int pidfd) {
     };
     constexpr uint64_t info_exit = 1u << 3;                            // PIDFD_INFO_EXIT
     const unsigned long get_info = _IOWR(0xFF, 11, struct pidfd_info); // PIDFD_GET_INFO
-    for (;;) {
+    for (int unreaped = 0;;) {
         struct pollfd p = {pidfd, POLLIN, 0};
         int r = ::poll(&p, 1, -1);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return -1;
-        if (!(p.revents & POLLHUP)) { // exited, not reaped yet: its parent reaps it
+        if (!(p.revents & POLLHUP)) {          // exited, not reaped yet: its parent reaps it
+            if (++unreaped > 30000) return -1; // 30 s: a parent that never does
             ::usleep(1000);
             continue;
         }
@@ -994,6 +996,9 @@ int reaped_status(int pidfd) {
 // is the rank's. Before the rank took it (kKeepAdopted), it passes nothing on: the migration may
 // still be abandoned, and the rank goes on under its old mpirun.
 int run_placeholder(long rank, pid_t pid, const char *secret) {
+    // Its mpirun gone, the placeholder follows (and, once it stands for the rank, takes the rank
+    // with it: that launch is over).
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     const std::string what =
         "restart-rank " + std::to_string(rank) + " (kept in pid " + std::to_string(pid) + ")";
     char dir[4096];

@@ -1584,6 +1584,33 @@ struct server {
                              std::to_string(mv.start_ms / 1000) + " s after their transfer");
     }
 
+    // The mpiruns of kept ranks' processes end with them, normally just after the job's own
+    // mpirun. Once the job is over (or restarts from its checkpoint), what is left of them after
+    // `grace` is ended: no process of the job outlives it.
+    void end_retired(std::chrono::milliseconds grace) {
+        auto until = clock_type::now() + grace;
+        int sig = 0;
+        while (!retired.empty()) {
+            int ws = 0;
+            retired.erase(std::remove_if(retired.begin(), retired.end(),
+                                         [&ws](pid_t p) { return waitpid(p, &ws, WNOHANG) == p; }),
+                          retired.end());
+            if (retired.empty()) break;
+            if (clock_type::now() >= until) {
+                sig = sig ? SIGKILL : SIGTERM;
+                for (pid_t p : retired)
+                    kill(p, sig);
+                until = clock_type::now() + std::chrono::seconds(5);
+                if (sig == SIGKILL) {
+                    for (pid_t p : retired)
+                        waitpid(p, &ws, 0);
+                    retired.clear();
+                }
+            }
+            usleep(20000);
+        }
+    }
+
     // Reaps a live migration's other mpirun (the new one before the switch, the old one after).
     void reap_other_mpiruns() {
         int ws = 0;
@@ -1803,6 +1830,7 @@ struct server {
             return -1;
         }
         if (ep.ph != phase::idle) abort_epoch("mpirun exited");
+        end_retired(std::chrono::seconds(2)); // no kept process of the failed run runs on
         forget_ranks();
         restarts_done++;
         note((refused ? std::string("an image was refused") : what) + "; restarting from " + *gen +
@@ -1955,6 +1983,7 @@ struct server {
             conns.swap(keep);
         }
         if (new_mpirun > 0) kill(new_mpirun, SIGKILL);
+        end_retired(std::chrono::seconds(5));
         if (ep.cli_fd >= 0) send_line(ep.cli_fd, "ERROR the job ended");
         if (mv.cli >= 0) send_line(mv.cli, "ERROR the job ended during the migration");
         if (waiting.cli >= 0)
