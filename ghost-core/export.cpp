@@ -281,6 +281,42 @@ class exporter {
         return stats_;
     }
 
+    // export_precopy: parked only until the tracking is armed; what is copied after that and
+    // written again is found by the next export's scan.
+    result<export_stats> run_precopy(parked_process &proc, const std::string &index_path) {
+        precopy_ = true;
+        auto fail_running = [&](const error &e) -> result<export_stats> {
+            (void)proc.resume();
+            return e;
+        };
+        if (auto r = read_agent_state(); !r) return fail_running(r.err());
+        auto all_maps = read_maps(pid_);
+        if (!all_maps) return fail_running(all_maps.err());
+        auto maps = without_excluded(*all_maps);
+        if (!maps) return fail_running(maps.err());
+        if (auto r = split_guard_pages(*maps); !r) return fail_running(r.err());
+        if (auto r = classify_mappings(*maps); !r) return fail_running(r.err());
+        if (auto r = start_tracking(*maps); !r) return fail_running(r.err());
+        if (!scan_id_) return fail_running(error{"no write tracking: " + stats_.tracking_note});
+        if (auto r = proc.resume(); !r) return r.err();
+        auto t_resumed = std::chrono::steady_clock::now();
+        GHOST_TRY(write_header());
+        GHOST_TRY(write_tracking());
+        auto pm = pagemap::open(pid_);
+        if (!pm) return pm.err();
+        GHOST_TRY(run_memory_workers(registered_, *pm));
+        uint64_t sealed = writer_.hash_sum();
+        GHOST_TRY(writer_.finish());
+        stats_.image_bytes = writer_.bytes();
+        stats_.live_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_resumed)
+                            .count();
+        image_index idx;
+        idx.size = writer_.bytes(), idx.hash_sum = sealed, idx.scan_id = scan_id_;
+        idx.spans = std::move(precopy_spans_);
+        GHOST_TRY(save_index(idx, index_path));
+        return stats_;
+    }
+
   private:
     // --- write tracking (export_options.track) ---------------------------------------------------
     // Order matters: the scan id goes into the process before any page is write-protected, so
@@ -302,8 +338,9 @@ class exporter {
             return {};
         }
         track_fd_ = *fd;
-        if (!opt_.parent_path.empty()) {
-            auto idx = index_image(opt_.parent_path);
+        if (!opt_.parent_path.empty() || opt_.parent_index) {
+            auto idx = opt_.parent_index ? result<image_index>(*opt_.parent_index)
+                                         : index_image(opt_.parent_path);
             if (!idx)
                 stats_.tracking_note = "the previous image cannot be used: " + idx.err().message;
             else if (!idx->scan_id || idx->scan_id != state_->track_scan_id)
@@ -341,6 +378,7 @@ class exporter {
                                           0};
             bool registered = ::ioctl(track_fd_, uapi::uffdio_register_ioctl, &reg) == 0;
             if (!registered) continue; // not trackable (its pages are stored whole every time)
+            registered_.push_back(v);
             std::vector<page_range> written;
             if (!(r = written_pages(pm_fd, v, written))) break;
             // Tracked since the parent only if it was registered already (a new registration
@@ -643,6 +681,7 @@ class exporter {
         }
         h.exe_path_len = (uint32_t)exe_.size();
         if (state_->excluded_region_count > 0) h.flags |= image::header_job_rank;
+        if (precopy_) h.flags |= image::header_pages_only;
         return writer_.record(image::rec_header, &h, sizeof h, exe_);
     }
 
@@ -746,7 +785,14 @@ class exporter {
                     region_++;
                     continue;
                 }
-                GHOST_TRY(region_record(v, c->kind, j));
+                // (A pre-copy's regions only hold pages: never restored, no file or object.)
+                if (precopy_) {
+                    j.what = memory_job::region_start;
+                    j.region.start = v.start, j.region.end = v.end;
+                    j.region.kind = image::region_anon_private;
+                } else {
+                    GHOST_TRY(region_record(v, c->kind, j));
+                }
                 region_pages_ = v.advice & image::advice_guard ? want::none : c->pages;
                 in_region_ = region_pages_ != want::none;
                 next_page_ = 0;
@@ -817,6 +863,11 @@ class exporter {
             written_at_++;
         bool written = written_at_ < w.size() && w[written_at_].start <= addr;
         if (written) return page_class::stored;
+        // In a private file mapping "swapped" may be a write-protect marker the kernel left where
+        // it dropped a page (reclaim, MADV_DONTNEED): the page reads as the file's now, which the
+        // older image does not hold (or holds a dropped private copy of). Stored, not referenced.
+        if (region_pages_ == want::anon_only && (entry & uapi::pm_swapped))
+            return page_class::stored;
         return entry & (uapi::pm_present | uapi::pm_swapped) ? page_class::referenced
                                                              : page_class::none;
     }
@@ -864,6 +915,7 @@ class exporter {
         };
         std::unique_ptr<char, free_deleter> buffer((char *)std::aligned_alloc(page, chunk_bytes));
         std::vector<page_output> output;
+        std::vector<bool> lost; // segments a pre-copy could not read (unmapped while it ran)
         for (;;) {
             memory_job j;
             std::optional<error> job_error;
@@ -882,14 +934,26 @@ class exporter {
             if (j.what == memory_job::done) return;
             output.clear();
             if (j.what == memory_job::pages) {
-                if (auto r = mem_.read(j.segments, buffer.get()); !r) return fail(r.err());
+                lost.assign(j.segments.size(), false);
+                if (auto r = mem_.read(j.segments, buffer.get()); !r) {
+                    if (!precopy_) return fail(r.err());
+                    // The process runs: a segment unmapped meanwhile is left out. Whatever is
+                    // mapped there later is a new mapping, which this tracking does not cover:
+                    // the export after this one stores it whole.
+                    size_t at = 0;
+                    for (size_t k = 0; k < j.segments.size(); k++) {
+                        lost[k] = !mem_.read({j.segments[k]}, buffer.get() + at);
+                        at += j.segments[k].len;
+                    }
+                }
                 size_t at = 0;
-                for (const page_segment &seg : j.segments) {
+                for (size_t k = 0; k < j.segments.size(); k++) {
+                    const page_segment &seg = j.segments[k];
                     if (seg.referenced) {
                         resolve_refs(seg.addr, seg.len, output);
                         continue;
                     }
-                    nonzero_runs(seg.addr, buffer.get() + at, seg.len, output);
+                    if (!lost[k]) nonzero_runs(seg.addr, buffer.get() + at, seg.len, output);
                     at += seg.len;
                 }
             }
@@ -954,6 +1018,10 @@ class exporter {
                 GHOST_TRY(writer_.record(image::rec_page_ref, &o.ref, sizeof o.ref));
                 stats_.referenced_bytes += o.ref.len;
             } else {
+                uint64_t len = o.pages.header.length - sizeof o.pages.addr;
+                if (precopy_)
+                    precopy_spans_.push_back({o.pages.addr, len, 0, writer_.bytes(), o.pages.addr,
+                                              len, o.pages.header.hash});
                 GHOST_TRY(writer_.pages(o.pages));
                 stats_.memory_bytes += o.pages.header.length - sizeof o.pages.addr;
             }
@@ -1012,6 +1080,9 @@ class exporter {
     // Write tracking (start_tracking).
     int track_fd_ = -1;
     uint64_t scan_id_ = 0; // 0: the image is taken without tracking
+    std::vector<vma> registered_; // the mappings tracked by this export's scan
+    bool precopy_ = false;
+    std::vector<page_span> precopy_spans_; // the pages records a pre-copy wrote, in order
     bool incremental_ = false;
     image_index parent_;
     std::map<uint64_t, std::vector<page_range>> written_; // mapping start -> pages written
@@ -1056,6 +1127,14 @@ result<export_stats> export_process(const parked_process &proc, res::sink &out,
                                     const export_options &opt) {
     exporter e(proc, out, opt);
     return e.run();
+}
+
+result<export_stats> export_precopy(parked_process &proc, res::sink &out,
+                                    const std::string &index_path) {
+    export_options opt;
+    opt.track = true;
+    exporter e(proc, out, opt);
+    return e.run_precopy(proc, index_path);
 }
 
 } // namespace ghost::core

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ghost-core/image_index.h"
 #include "ghost-core/park_client.h"
 #include "ghost-core/process_tree.h"
 #include "ghost-core/resource.h"
@@ -22,6 +23,7 @@ struct export_stats {
     bool incremental = false;  // the image references its parent
     std::string tracking_note; // with `track`: why the image is not incremental ("" if it is)
     std::vector<std::string> sources; // the names of the images an incremental one reads
+    double live_s = 0;                // a pre-copy: how long it copied while the process ran
 };
 
 // Incremental images (image_format.h): with `track`, the export write-protects the process's
@@ -33,6 +35,9 @@ struct export_options {
     bool track = false;
     std::string parent_path; // the parent image ("": none)
     std::string parent_name; // how the new image names it: relative to the new image's directory
+    // The parent as an index (load_index) rather than an image file (parent_path): a pre-copy,
+    // which went to another host. parent_name still names it in the new image.
+    const image_index *parent_index = nullptr;
     // A process of a tree (process_tree.h): its children are members, not a refusal; the root's
     // image lists the tree; descriptors shared in the tree are written as file_tree_shared.
     const tree_part *tree = nullptr;
@@ -41,5 +46,14 @@ struct export_options {
 // The process must be parked by its agent for the whole call. Does not commit the sink.
 result<export_stats> export_process(const parked_process &proc, res::sink &out,
                                     const export_options &opt = {});
+
+// A pre-copy (image_format.h, header_pages_only) of a parked process: its write tracking is armed
+// (a new scan), the process resumed, and its tracked private memory copied while it runs; a page
+// written after the arming is found by the next tracked export, which takes the others from this
+// image. Its index is saved to `index_path` (save_index) for that export (export_options::
+// parent_index), since the image itself goes elsewhere. The process runs on when this returns,
+// also on failure. Does not commit the sink.
+result<export_stats> export_precopy(parked_process &proc, res::sink &out,
+                                    const std::string &index_path);
 
 } // namespace ghost::core

@@ -91,6 +91,12 @@ struct header_record {
 // The agent's components left part of the process out (an MPI rank's lower half): it restarts
 // only as a rank of its job (`ghost restart-rank`, under ghostrun), never as a process by itself.
 inline constexpr uint8_t header_job_rank = 1;
+// A pre-copy (live migration, `ghost checkpoint --precopy-index`): the private memory of a running
+// process, copied after its write tracking was armed, and nothing else. Its stream is: header,
+// tracking record (no sources), region and pages records, trailer. It is never restored by itself:
+// it is the source an incremental image taken later (the process parked) takes its unwritten
+// pages from, so that most bytes move while the process still runs.
+inline constexpr uint8_t header_pages_only = 2;
 
 // The process's credentials as /proc/PID/status shows them, followed by group_count uint32_t
 // supplementary group ids. A restore never gives more than these (nor more than the image file's

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ghost-core/image_index.h"
 
+#include "ghost-core/record_hash.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -143,6 +145,83 @@ result<image_index> index_image(const std::string &path) {
         }
         off = data + h.length;
     }
+}
+
+namespace {
+
+constexpr char index_magic[8] = {'G', 'H', 'O', 'S', 'T', 'I', 'D', 'X'};
+struct index_file_head {
+    char magic[8];
+    uint64_t size, hash_sum, scan_id;
+    uint64_t source_count, span_count;
+};
+
+uint64_t index_digest(const index_file_head &h, const image_index &idx) {
+    image::record_hasher hash(0);
+    hash.update(&h, sizeof h);
+    hash.update(idx.sources.data(), idx.sources.size() * sizeof idx.sources[0]);
+    hash.update(idx.spans.data(), idx.spans.size() * sizeof idx.spans[0]);
+    return hash.digest();
+}
+
+} // namespace
+
+result<void> save_index(const image_index &idx, const std::string &path) {
+    index_file_head h{};
+    std::memcpy(h.magic, index_magic, sizeof h.magic);
+    h.size = idx.size, h.hash_sum = idx.hash_sum, h.scan_id = idx.scan_id;
+    h.source_count = idx.sources.size(), h.span_count = idx.spans.size();
+    uint64_t digest = index_digest(h, idx);
+    fd_guard fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (fd.get() < 0) return sys_error("cannot create " + path);
+    auto put = [&](const void *p, size_t n) {
+        for (const char *c = (const char *)p; n;) {
+            ssize_t w = ::write(fd.get(), c, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return false;
+            c += w, n -= (size_t)w;
+        }
+        return true;
+    };
+    if (!put(&h, sizeof h) ||
+        !put(idx.sources.data(), idx.sources.size() * sizeof idx.sources[0]) ||
+        !put(idx.spans.data(), idx.spans.size() * sizeof idx.spans[0]) ||
+        !put(&digest, sizeof digest)) {
+        auto e = sys_error("cannot write " + path);
+        ::unlink(path.c_str());
+        return e;
+    }
+    return {};
+}
+
+result<image_index> load_index(const std::string &path) {
+    fd_guard fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (fd.get() < 0) return sys_error("cannot open " + path);
+    struct stat sb;
+    if (::fstat(fd.get(), &sb) != 0 || !S_ISREG(sb.st_mode))
+        return error{path + " is not a regular file"};
+    auto bad = [&] { return error{path + " is not a whole image index"}; };
+    index_file_head h;
+    if ((uint64_t)sb.st_size < sizeof h + 8 || !pread_all(fd.get(), &h, sizeof h, 0) ||
+        std::memcmp(h.magic, index_magic, sizeof h.magic) != 0 ||
+        h.source_count > image::max_sources ||
+        h.span_count > ((uint64_t)sb.st_size - sizeof h) / sizeof(page_span) ||
+        (uint64_t)sb.st_size != sizeof h + h.source_count * sizeof(image::image_source) +
+                                    h.span_count * sizeof(page_span) + 8)
+        return bad();
+    image_index idx;
+    idx.size = h.size, idx.hash_sum = h.hash_sum, idx.scan_id = h.scan_id;
+    idx.sources.resize(h.source_count);
+    idx.spans.resize(h.span_count);
+    uint64_t off = sizeof h, digest = 0;
+    size_t src_bytes = idx.sources.size() * sizeof idx.sources[0];
+    size_t span_bytes = idx.spans.size() * sizeof idx.spans[0];
+    if ((src_bytes && !pread_all(fd.get(), idx.sources.data(), src_bytes, off)) ||
+        (span_bytes && !pread_all(fd.get(), idx.spans.data(), span_bytes, off + src_bytes)) ||
+        !pread_all(fd.get(), &digest, sizeof digest, off + src_bytes + span_bytes) ||
+        digest != index_digest(h, idx))
+        return bad();
+    return idx;
 }
 
 } // namespace ghost::core

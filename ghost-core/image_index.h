@@ -33,4 +33,10 @@ struct image_index {
 // record headers), or holds a pages record larger than a reference may name.
 result<image_index> index_image(const std::string &path);
 
+// An index kept from the export that wrote an image to the one after it, when the image itself
+// is not at hand: a pre-copy streamed to another host (export_options::precopy_index). The file
+// is new (O_EXCL, O_NOFOLLOW, 0600) and checksummed; load_index refuses one that is not whole.
+result<void> save_index(const image_index &idx, const std::string &path);
+result<image_index> load_index(const std::string &path);
+
 } // namespace ghost::core

@@ -111,6 +111,8 @@ inline bool check_header_fields(const header_record &h, message &why) {
                false;
     if (h.arch != arch_x86_64 || h.page_size != image_page_size)
         return why.clear().add("the image is for another architecture"), false;
+    if (h.flags & ~(header_job_rank | header_pages_only))
+        return why.clear().add("the image has header flags this ghost does not know"), false;
     return true;
 }
 
@@ -118,6 +120,10 @@ inline bool check_header_fields(const header_record &h, message &why) {
 // restart` ask before anything else; the restorer asks again.)
 inline bool check_compatible(const header_record &h, const host_facts &host, message &why) {
     if (!check_header_fields(h, why)) return false;
+    if (h.flags & header_pages_only)
+        return why.clear().add("the image is a pre-copy (pages only): it is restored only as the "
+                               "source of the image taken after it"),
+               false;
     if (!same_text(h.kernel_release, host.kernel_release, sizeof h.kernel_release))
         return why.clear()
                    .add("the image was taken under kernel ")
@@ -296,6 +302,7 @@ class stream_verifier {
   private:
     enum class stage { header, credentials, process, objects, memory, files, locks, threads, done };
 
+    bool pages_only() const { return (header_.flags & header_pages_only) != 0; }
     bool fail(const char *m) { return why_.clear().add(m), false; }
     bool corrupt(const char *m) {
         return why_.clear().add("the image is corrupt (").add(m).add(")"), false;
@@ -314,7 +321,8 @@ class stream_verifier {
             return advance(stage::objects, stage::objects, stage::objects);
         case rec_object_data:
             return stage_ == stage::objects && objects_made_ > 0;
-        case rec_region:
+        case rec_region: // (a pre-copy: right after its tracking record)
+            if (pages_only() && stage_ == stage::credentials && index_ > 2) stage_ = stage::objects;
             return advance(stage::objects, stage::memory, stage::memory);
         case rec_pages:
             return stage_ == stage::memory && region_stores_pages_;
@@ -335,6 +343,7 @@ class stream_verifier {
         case rec_thread:
             return advance(stage::objects, stage::threads, stage::threads);
         case rec_trailer:
+            if (pages_only()) return scan_id_ && (stage_ == stage::memory || index_ == 3);
             return stage_ >= stage::objects && stage_ <= stage::threads;
         }
         return false;
@@ -692,6 +701,8 @@ class stream_verifier {
         if (t.record_count != records_ || t.payload_bytes != payload_bytes_ ||
             t.hash_sum != hash_sum_)
             return corrupt("records missing or added");
+        if (pages_only() && sources_) return corrupt("a pre-copy that takes pages from others");
+        if (pages_only()) return stage_ = stage::done, true;
         if (!main_seen_) return fail("the image has no main thread");
         if (agent_found_ != 3)
             return corrupt("the ghost agent's state is not in the image's memory");

@@ -33,6 +33,7 @@ class image_writer {
     result<void> pages(const prepared_pages &p);
     result<void> finish();
     uint64_t bytes() const { return bytes_; }
+    uint64_t hash_sum() const { return hash_sum_; } // before finish(): what the trailer seals
 
   private:
     result<void> emit(const image::record_header &rh, const void *a, size_t alen, const void *b,

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -424,6 +425,34 @@ int checkpoint_tree(const checkpoint_args &a, core::parked_process &root, parked
     return 0;
 }
 
+// `ghost checkpoint --precopy-index FILE`: the process is parked only to arm its write tracking;
+// it runs while its memory is copied. It goes on also when this fails (and FILE is not left).
+static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
+                    result<std::unique_ptr<res::sink>> sink, const std::string &path,
+                    clock_type::time_point t0) {
+    if (a.to.empty()) sink = res::create_file_sink(path, !a.no_mkdir);
+    if (!sink) {
+        (void)proc.resume();
+        return fail(sink.err().message);
+    }
+    auto stats = core::export_precopy(proc, **sink, a.precopy_index);
+    if (!stats) {
+        (*sink)->abort();
+        return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + stats.err().message);
+    }
+    if (auto c = (*sink)->commit(); !c) {
+        (*sink)->abort();
+        ::unlink(a.precopy_index.c_str());
+        return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + c.err().message);
+    }
+    std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu live_s=%s "
+                "total_s=%s\n",
+                (int)a.pid, path.c_str(), (unsigned long long)stats->image_bytes,
+                (unsigned long long)stats->memory_bytes, seconds(stats->live_s).c_str(),
+                seconds(since(t0)).c_str());
+    return 0;
+}
+
 int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
     // --image names one process's image (a rank checkpointing itself): the target is a pid, even
@@ -460,6 +489,16 @@ int cmd_checkpoint(checkpoint_args a) {
         path = a.to;
     }
     if (!a.parent.empty() && !a.incremental) return fail("--parent goes with --incremental");
+    if (!a.precopy_index.empty() && (a.incremental || a.kill || !a.after_precopy.empty()))
+        return fail("--precopy-index goes with none of --incremental, --kill, --after-precopy");
+    if (!a.after_precopy.empty() && a.incremental)
+        return fail("--after-precopy and --incremental name two different parents");
+    std::optional<core::image_index> precopy;
+    if (!a.after_precopy.empty()) {
+        auto idx = core::load_index(a.after_precopy);
+        if (!idx) return fail("checkpoint of pid " + a.target + " failed: " + idx.err().message);
+        precopy = std::move(*idx);
+    }
     if (a.incremental && !a.to.empty())
         return fail("--incremental writes an image file; --to streams one");
     auto proc = core::parked_process::park(a.pid);
@@ -482,9 +521,18 @@ int cmd_checkpoint(checkpoint_args a) {
     if (a.image.empty()) {
         auto tree = park_tree(*proc);
         if (!tree) return fail("checkpoint of pid " + a.target + " failed: " + tree.err().message);
+        if (!tree->plan.members.empty() && (!a.precopy_index.empty() || precopy))
+            return fail("checkpoint of pid " + a.target +
+                        " failed: a process with children is not pre-copied");
         if (!tree->plan.members.empty()) return checkpoint_tree(a, *proc, &*tree, path, t0);
     }
+    if (!a.precopy_index.empty()) return precopy_process(a, *proc, std::move(sink), path, t0);
     core::export_options xo;
+    if (precopy) {
+        xo.track = true;
+        xo.parent_index = &*precopy;
+        xo.parent_name = kPrecopyName;
+    }
     if (a.incremental) {
         if (auto r = incremental_parent(path, a.parent, xo); !r)
             return fail("checkpoint of pid " + a.target + " failed: " + r.err().message);
@@ -512,7 +560,7 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     if (a.incremental && a.parent.empty()) prune_kept_images(path, stats->sources);
     std::string incremental;
-    if (a.incremental) {
+    if (a.incremental || precopy) {
         if (!stats->tracking_note.empty())
             std::fprintf(stderr, "ghost: a whole image: %s\n", stats->tracking_note.c_str());
         incremental = " incremental=" + std::to_string(stats->incremental ? 1 : 0) +
@@ -1535,7 +1583,11 @@ int cmd_inspect(const std::string &arg) {
                 core::hex(std::string((const char *)h.exe_build_id, h.exe_build_id_len)).c_str());
     if (h.flags & image::header_job_rank)
         std::printf("job rank   yes: it restarts only with its job (ghost restart DIR)\n");
-    std::printf("cwd        %s\n", s->cwd.c_str());
+    if (h.flags & image::header_pages_only)
+        std::printf("pre-copy   yes: pages only, taken while the process ran (the source of the "
+                    "image after it)\n");
+    else
+        std::printf("cwd        %s\n", s->cwd.c_str());
     size_t next_stream = 0;
     for (const auto &m : s->tree_members) {
         std::string what = m.state == image::tree_zombie

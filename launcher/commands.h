@@ -35,8 +35,15 @@ struct checkpoint_args {
     // before its ranks write into it, and removes it when the checkpoint fails; a rank's
     // checkpointer that finishes later must not make it again.
     bool no_mkdir = false;
+    // A pre-copy (core::export_precopy): the memory copied while the process runs, its index
+    // saved to this file; and the image after it, which takes the pages not written since from
+    // it (named kPrecopyName beside the image, or given to the restorer by descriptor).
+    std::string precopy_index;
+    std::string after_precopy; // the pre-copy's index file
 };
 int cmd_checkpoint(checkpoint_args a);
+// How an image taken after a pre-copy names it (its tracking record's source).
+inline constexpr const char *kPrecopyName = "precopy.ghost";
 
 struct restart_args {
     std::string image; // a directory (its image.ghost) or an image file; or a job's checkpoint

@@ -47,6 +47,12 @@ int main(int argc, char **argv) {
     ckpt->add_option(
         "--secret-file", ca.secret_file,
         "--to ucx://: the shared secret (default: $GHOST_JOB_SECRET, or the process's)");
+    ckpt->add_option("--precopy-index", ca.precopy_index,
+                     "a pre-copy: copy the memory while the process runs (write tracking armed "
+                     "first), and save the index the image after it needs to this new file");
+    ckpt->add_option("--after-precopy", ca.after_precopy,
+                     "store only the pages written since the pre-copy whose index this file "
+                     "holds (the pre-copy is named precopy.ghost beside the image)");
     ckpt->add_flag("--no-mkdir", ca.no_mkdir,
                    "the image's directory must exist (how a job's ranks write theirs)");
     ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")

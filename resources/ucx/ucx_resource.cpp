@@ -818,16 +818,39 @@ class receiver {
     }
 
     result<ucx_received> run(sink &out) {
+        GHOST_TRY(start());
+        return receive(out);
+    }
+
+    result<ucx_address> start() {
         auto addrs = resolve(opt_.listen, true);
         if (!addrs) return addrs.err();
         GHOST_TRY(n_.init(is_loopback((*addrs)[0])));
         GHOST_TRY(listen());
+        return bound_;
+    }
+
+    // The next sender's image (after start(); again after an image was received).
+    result<ucx_received> receive(sink &out) {
+        if (received_) { // the last sender is gone: the listener takes a new one
+            n_.cancel(abort_op_);
+            n_.cancel(auth_op_);
+            n_.cancel(ctl_send_);
+            peer_ = peer{};
+            l_.request = nullptr;
+            l_.taken = false;
+        }
+        received_ = true;
         GHOST_TRY(accept());
         GHOST_TRY(authenticate());
         size_t chunk = env_size("GHOST_UCX_CHUNK", default_chunk, 4096, max_chunk);
         int window = (int)env_size("GHOST_UCX_WINDOW", default_window, 2, 64);
-        auto base = n_.staging(chunk, window);
-        if (!base) return fail(base.err(), out);
+        if (!staging_) {
+            auto base = n_.staging(chunk, window);
+            if (!base) return fail(base.err(), out);
+            staging_ = *base;
+        }
+        char *const *base = &staging_;
         // The sender learns the chunk size from the hello: the buffers must be there before it
         // sends a piece, so they are posted before the proof that lets it start.
         if (auto r = n_.recv(abort_op_, &abort_msg_, sizeof abort_msg_, k_abort, ~0ULL); !r)
@@ -992,6 +1015,8 @@ class receiver {
     uint64_t abort_msg_ = 0;
     std::unique_ptr<stream_source> src_;
     ucx_address bound_;
+    bool received_ = false;     // receive() ran: the next one resets the connection's state
+    char *staging_ = nullptr;   // the network buffers, made once
 };
 
 } // namespace
@@ -1062,6 +1087,20 @@ result<ucx_received> receive_ucx_image(const ucx_receive_options &opt, sink &out
     receiver r(opt);
     auto got = r.run(out);
     if (!got) out.abort(); // (idempotent) also where it failed before any data
+    return got;
+}
+
+class ucx_receiver_impl : public receiver {
+    using receiver::receiver;
+};
+
+ucx_image_receiver::ucx_image_receiver(const ucx_receive_options &opt)
+    : impl_(std::make_unique<ucx_receiver_impl>(opt)) {}
+ucx_image_receiver::~ucx_image_receiver() = default;
+result<ucx_address> ucx_image_receiver::listen() { return impl_->start(); }
+result<ucx_received> ucx_image_receiver::receive(sink &out) {
+    auto got = impl_->receive(out);
+    if (!got) out.abort();
     return got;
 }
 

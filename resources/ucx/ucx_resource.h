@@ -69,4 +69,18 @@ struct ucx_received {
 // reported to the sender if it is still there.
 result<ucx_received> receive_ucx_image(const ucx_receive_options &opt, sink &out);
 
+// The same for several images one after the other on one listener (a live migration's pre-copy,
+// then the image taken after it): listen() once, then receive() for each sender in turn.
+class ucx_receiver_impl;
+class ucx_image_receiver {
+  public:
+    explicit ucx_image_receiver(const ucx_receive_options &opt);
+    ~ucx_image_receiver();
+    result<ucx_address> listen(); // (calls opt.on_listening)
+    result<ucx_received> receive(sink &out);
+
+  private:
+    std::unique_ptr<ucx_receiver_impl> impl_;
+};
+
 } // namespace ghost::res

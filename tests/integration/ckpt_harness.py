@@ -18,7 +18,12 @@ For one program:
      mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore);
      mode "incremental": mode "restart" with `ghost checkpoint --incremental`: each image stores
      only the pages written since the one before (the SIGUSR2 checkpoint, a whole image, breaks
-     the chain), and each restart reads its chain back.
+     the chain), and each restart reads its chain back;
+     mode "precopy": mode "restart" where each checkpoint is a pre-copy (`ghost checkpoint
+     --precopy-index`: the memory copied while the program runs on) and then the image itself
+     (`--after-precopy`), which stores only the pages written since the pre-copy began and takes
+     the others from it: a page written while the pre-copy ran and missed by the tracking would
+     restart with old data, which the program's self-check finds.
 A moment is a point of the reference run (a time in it); the ghost run reaches it by the program's
 progress, not by the wall clock: as soon as the program has used the CPU time the reference had
 used by then, or printed the first reference line that came after it, or run (in all its
@@ -366,10 +371,27 @@ class Harness:
             log(f"{len(self.pending_inspects)} background inspect(s) ok")
         self.pending_inspects = []
 
+    def precopy(self, pid):
+        """The pre-copy of mode precopy: beside the image, its index in a file of its own."""
+        image, index = os.path.join(self.ckdir, "precopy.ghost"), os.path.join(self.ckdir, "precopy.idx")
+        if os.path.exists(index):
+            os.unlink(index)
+        argv = [self.ghost, "checkpoint", "--image", image, "--precopy-index", index, str(pid)]
+        rc, out, err = run(argv, self.a.cmd_timeout, "ghost checkpoint --precopy-index", self.t)
+        if rc != 0:
+            raise Failure(f"ghost checkpoint --precopy-index {pid} exited with {rc}: {err.strip()}")
+        kv = parse_kv_line(out, "ghost checkpoint --precopy-index")
+        if not os.path.isfile(index) or not os.path.isfile(kv["image"]):
+            raise Failure(f"ghost checkpoint --precopy-index: no index or image after: {out.strip()}")
+        log(f"pre-copy ok: {out.strip()}")
+        return ["--after-precopy", index]
+
     def checkpoint(self, pid, kill):
         incremental = ["--incremental"] if self.a.mode == "incremental" else []
+        if self.a.mode == "precopy":
+            incremental = self.precopy(pid)
         argv = [self.ghost, "checkpoint", "--dir", self.ckdir] + incremental + (["--kill"] if kill else []) + [str(pid)]
-        what = "ghost checkpoint" + (" --kill" if kill else "") + (" --incremental" if incremental else "")
+        what = "ghost checkpoint" + (" --kill" if kill else "") + (" " + incremental[0] if incremental else "")
         rc, out, err = run(argv, self.a.cmd_timeout, what, self.t)
         if rc != 0:
             raise Failure(f"{what} {pid} exited with {rc}: {err.strip()}")
@@ -378,7 +400,13 @@ class Harness:
             raise Failure(f"{what}: printed pid={kv['pid']}, checkpointed {pid}")
         if not os.path.isfile(kv["image"]):
             raise Failure(f"{what}: image {kv['image']} does not exist after the command returned")
-        if incremental:
+        if self.a.mode == "precopy":
+            # Right after its pre-copy, the image always takes pages from it.
+            if kv.get("incremental") != "1":
+                raise Failure(f"{what}: a whole image after a pre-copy: {err.strip()}")
+            self.incremental_count += 1
+            os.unlink(incremental[1])
+        elif incremental:
             # The parent is the last image, taken with tracking from this very process.
             # (A whole image is also right when the older images are mostly overwritten, or after
             # the longest chain: ghost says so.)
@@ -524,10 +552,10 @@ class Harness:
         self.compare(got, "final stdout", extra)
         if restarts < self.a.restarts:
             raise Failure(f"only {restarts} restarts done")
-        if self.a.mode == "incremental" and self.incremental_count == 0:
+        if self.a.mode in ("incremental", "precopy") and self.incremental_count == 0:
             raise Failure("no checkpoint made an incremental image")
         log(f"restart mode ok: {restarts} restarts, {self.ckpt_count} checkpoints in all"
-            + (f", {self.incremental_count} incremental" if self.a.mode == "incremental" else ""))
+            + (f", {self.incremental_count} incremental" if self.a.mode in ("incremental", "precopy") else ""))
 
     # -- duplicate mode -------------------------------------------------------------------------
     def duplicate_mode(self):
@@ -625,7 +653,7 @@ class Harness:
             if not os.access(self.ghost, os.X_OK):
                 raise Failure(f"ghost binary {self.ghost} is not executable")
             self.reference()
-            if self.a.mode in ("restart", "incremental"):
+            if self.a.mode in ("restart", "incremental", "precopy"):
                 self.restart_mode()
             else:
                 self.duplicate_mode()
@@ -649,7 +677,7 @@ class Harness:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ghost", required=True, help="path of the ghost CLI")
-    ap.add_argument("--mode", choices=["restart", "incremental", "duplicate", "duplicate_new_ids", "duplicate_image"], required=True)
+    ap.add_argument("--mode", choices=["restart", "incremental", "precopy", "duplicate", "duplicate_new_ids", "duplicate_image"], required=True)
     ap.add_argument("--name", help="test name for messages (default: program basename)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     ap.add_argument("--restarts", type=int, default=3, help="checkpoint --kill + restart cycles (restart mode)")
@@ -680,8 +708,8 @@ def main():
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 2**31)
     if a.checkpoints is None:
-        a.checkpoints = {"restart": 2, "incremental": 4}.get(a.mode, 0)
-    if a.mode in ("restart", "incremental") and a.restarts < 1:
+        a.checkpoints = {"restart": 2, "incremental": 4, "precopy": 3}.get(a.mode, 0)
+    if a.mode in ("restart", "incremental", "precopy") and a.restarts < 1:
         ap.error("--restarts must be >= 1")
     if not a.name:
         interp = os.path.basename(a.program[0]).startswith("python") and len(a.program) > 1
