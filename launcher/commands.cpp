@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -440,16 +441,18 @@ static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
         (*sink)->abort();
         return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + stats.err().message);
     }
+    auto t_commit = clock_type::now();
     if (auto c = (*sink)->commit(); !c) {
         (*sink)->abort();
         ::unlink(a.precopy_index.c_str());
         return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + c.err().message);
     }
-    std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu live_s=%s "
-                "total_s=%s\n",
+    // export_s: the copy while the process ran.
+    std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu export_s=%s "
+                "sync_s=%s total_s=%s\n",
                 (int)a.pid, path.c_str(), (unsigned long long)stats->image_bytes,
                 (unsigned long long)stats->memory_bytes, seconds(stats->live_s).c_str(),
-                seconds(since(t0)).c_str());
+                seconds(since(t_commit)).c_str(), seconds(since(t0)).c_str());
     return 0;
 }
 
@@ -689,28 +692,34 @@ int connect_coordinator(const std::string &coord) {
 
 // The receiving end's sink: the verified stream goes into the restorer's pipe; commit() waits for
 // the restorer's "OK <pid>" (the whole image taken, the process about to run).
+// Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count (and "stop" after it: the
+// receiver freezes instead, as a host that stops answering mid-transfer); when it exists, the
+// receiver dies (as killed) once that much has arrived (pre-copy included), and the file goes
+// (once).
+void test_receive_die(size_t len) {
+    static long long die_at = -1, received = 0;
+    static int die_signal = SIGKILL;
+    if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at < 0) {
+        die_at = LLONG_MAX;
+        if (std::FILE *in = std::fopen(f, "re")) {
+            long long n = 0;
+            char how[8] = "";
+            int got = std::fscanf(in, "%lld %7s", &n, how);
+            if (got >= 1 && ::unlink(f) == 0) die_at = n;
+            die_signal = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
+            std::fclose(in);
+        }
+    }
+    if ((long long)(received += (long long)len) >= die_at && die_at >= 0)
+        ::kill(::getpid(), die_signal);
+}
+
 class pipe_restore_sink final : public res::sink {
   public:
     pipe_restore_sink(int image_fd, int status_fd) : image_fd_(image_fd), status_fd_(status_fd) {}
     ~pipe_restore_sink() override { abort(); }
     result<void> write(const void *data, size_t len) override {
-        // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count (and "stop" after
-        // it: the receiver freezes instead, as a host that stops answering mid-transfer); when it
-        // exists, the receiver dies (as killed) once that much has arrived, and the file goes
-        // (once).
-        if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at_ < 0) {
-            die_at_ = LLONG_MAX;
-            if (std::FILE *in = std::fopen(f, "re")) {
-                long long n = 0;
-                char how[8] = "";
-                int got = std::fscanf(in, "%lld %7s", &n, how);
-                if (got >= 1 && ::unlink(f) == 0) die_at_ = n;
-                die_signal_ = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
-                std::fclose(in);
-            }
-        }
-        if ((long long)(written_ += len) >= die_at_ && die_at_ >= 0)
-            ::kill(::getpid(), die_signal_);
+        test_receive_die(len);
         const char *p = (const char *)data;
         while (len) {
             if (image_fd_ < 0) return error{"the restorer's input was closed"};
@@ -748,8 +757,6 @@ class pipe_restore_sink final : public res::sink {
         return error{what};
     }
     int image_fd_, status_fd_;
-    long long die_at_ = -1;
-    int die_signal_ = SIGKILL;
     size_t written_ = 0;
 };
 
@@ -771,10 +778,16 @@ pid_t fork_orphan() {
 // The receiver of `restart-rank --receive`, in a process of its own (the rank's process becomes
 // the restorer): listens on the address this host reaches the coordinator from, says
 // RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
-// the restorer. Ends with the transfer, or when the coordinator closes its connection first (the
-// migration was given up) or the restorer is gone.
+// the restorer. A pre-copy (image_format.h, header_pages_only) may come first: it goes into the
+// memfd `precopy_fd`, and the image after it comes on a new connection. Before the image itself
+// goes to the restorer, one byte on `decision_fd` tells the rank's process how to start the
+// restorer: kWithPrecopy (with the memfd as its source) or kWhole. Ends with the transfer, or when
+// the coordinator closes its connection first (the migration was given up) or the restorer is
+// gone.
+constexpr char kWithPrecopy = 'P', kWhole = 'W';
 [[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
-                                    long rank, int image_fd, int status_fd) {
+                                    long rank, int image_fd, int status_fd, int precopy_fd,
+                                    int decision_fd) {
     sockaddr_in local{};
     socklen_t len = sizeof local;
     char addr[INET_ADDRSTRLEN] = "127.0.0.1";
@@ -803,24 +816,94 @@ pid_t fork_orphan() {
                         bound.str() + "\n";
         (void)control::write_all(coord_fd, l.data(), l.size());
     };
-    struct marking_sink final : res::sink {
-        pipe_restore_sink inner;
-        marking_sink(int i, int s) : inner(i, s) {}
-        result<void> write(const void *d, size_t n) override { return inner.write(d, n); }
-        result<void> commit() override {
-            committing = true;
-            return inner.commit();
+    // Which image this is shows in its header record's flags, in the first verified bytes.
+    struct routing_sink final : res::sink {
+        pipe_restore_sink restorer;
+        int precopy_fd, decision_fd;
+        bool have_precopy = false; // a whole pre-copy is in the memfd
+        std::string head;          // the first bytes, until the header's flags are in
+        enum { undecided, to_precopy, to_restorer } route = undecided;
+        routing_sink(int i, int s, int p, int d) : restorer(i, s), precopy_fd(p), decision_fd(d) {}
+        result<void> write(const void *d, size_t n) override {
+            if (route != undecided) return pass(d, n);
+            head.append((const char *)d, n);
+            return decide(false);
         }
-        void abort() noexcept override { inner.abort(); }
-        std::string describe() const override { return inner.describe(); }
-    } out(image_fd, status_fd);
-    auto got = res::receive_ucx_image(opt, out);
-    if (!got) {
-        std::fprintf(stderr, "ghost: restart-rank %ld --receive: %s\n", rank,
-                     got.err().message.c_str());
+        // From the header record (a pre-copy?) and the one after it (a tracking record with a
+        // source: the image takes pages from the pre-copy). `at_end`: that is all there is.
+        result<void> decide(bool at_end) {
+            constexpr size_t rh = sizeof(image::record_header);
+            image::record_header h0{}, h1{};
+            image::header_record hr{};
+            image::tracking_record t{};
+            if (head.size() < rh + sizeof hr && !at_end) return {};
+            if (head.size() >= rh + sizeof hr) {
+                std::memcpy(&h0, head.data(), rh);
+                std::memcpy(&hr, head.data() + rh, sizeof hr);
+            }
+            size_t next = rh + (size_t)std::min<uint64_t>(h0.length, 1 << 20);
+            bool pre = (hr.flags & image::header_pages_only) != 0;
+            if (!pre && !at_end && head.size() < next + rh + sizeof t) return {};
+            if (head.size() >= next + rh + sizeof t) {
+                std::memcpy(&h1, head.data() + next, rh);
+                std::memcpy(&t, head.data() + next + rh, sizeof t);
+            }
+            bool takes = h1.type == image::rec_tracking && t.source_count > 0;
+            if (pre) {
+                route = to_precopy;
+                have_precopy = false; // (a newer pre-copy replaces the last one)
+                if (::ftruncate(precopy_fd, 0) != 0 || ::lseek(precopy_fd, 0, SEEK_SET) != 0)
+                    return sys_error("cannot reset the pre-copy's memory file");
+            } else {
+                if (takes && !have_precopy)
+                    return error{"the image takes pages from a pre-copy that did not come here"};
+                route = to_restorer;
+                char c = takes ? kWithPrecopy : kWhole;
+                if (::write(decision_fd, &c, 1) != 1) return error{"the rank's process is gone"};
+            }
+            std::string first = std::move(head);
+            return pass(first.data(), first.size());
+        }
+        result<void> pass(const void *d, size_t n) {
+            if (route == to_restorer) return restorer.write(d, n);
+            test_receive_die(n);
+            for (const char *p = (const char *)d; n;) {
+                ssize_t w = ::write(precopy_fd, p, n);
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) return sys_error("cannot store the pre-copy in memory");
+                p += w, n -= (size_t)w;
+            }
+            return {};
+        }
+        result<void> commit() override {
+            if (route == undecided) GHOST_TRY(decide(true));
+            if (route == to_precopy) {
+                have_precopy = true;
+                route = undecided;
+                return {};
+            }
+            committing = true;
+            return restorer.commit();
+        }
+        void abort() noexcept override {
+            if (route == to_precopy) (void)!::ftruncate(precopy_fd, 0);
+            if (route != to_restorer) have_precopy = false, route = undecided, head.clear();
+            else restorer.abort();
+        }
+        std::string describe() const override { return restorer.describe(); }
+    } out(image_fd, status_fd, precopy_fd, decision_fd);
+    res::ucx_image_receiver rx(opt);
+    auto fail = [&](const error &e) {
+        std::fprintf(stderr, "ghost: restart-rank %ld --receive: %s\n", rank, e.message.c_str());
         ::_exit(1);
+    };
+    if (auto l = rx.listen(); !l) fail(l.err());
+    for (int failed = 0;;) {
+        auto got = rx.receive(out);
+        // A pre-copy that failed leaves the rank to take a whole image (its sender knows).
+        if (!got && (out.route == routing_sink::to_restorer || ++failed == 4)) fail(got.err());
+        if (got && !(got->summary.header.flags & image::header_pages_only)) ::_exit(0);
     }
-    ::_exit(0);
 }
 
 // The gate of `restart-rank` under ghostrun (runtime/job_protocol.h), in a process of its own
@@ -1195,27 +1278,47 @@ int cmd_restart_rank_receive() {
     if (!restorer_path) return fail(restorer_path.err().message);
     int coord_fd = connect_coordinator(coord);
     if (coord_fd < 0) return fail(std::string("cannot reach the job coordinator at ") + coord);
-    int img[2], st[2];
-    if (::pipe2(img, O_CLOEXEC) != 0 || ::pipe2(st, O_CLOEXEC) != 0)
+    int img[2], st[2], decision[2];
+    if (::pipe2(img, O_CLOEXEC) != 0 || ::pipe2(st, O_CLOEXEC) != 0 ||
+        ::pipe2(decision, O_CLOEXEC) != 0)
         return fail("cannot create a pipe");
     ::fcntl(img[1], F_SETPIPE_SZ, 1 << 20);
+    int precopy = ::memfd_create("ghost-precopy", MFD_CLOEXEC);
+    if (precopy < 0) return fail("cannot create a memory file for the pre-copy");
     pid_t child = fork_orphan();
     if (child < 0) return fail("cannot fork the receiver");
     if (child == 0) {
         ::close(img[0]);
         ::close(st[1]);
-        run_rank_receiver(coord_fd, job, secret, r, img[1], st[0]);
+        ::close(decision[0]);
+        run_rank_receiver(coord_fd, job, secret, r, img[1], st[0], precopy, decision[1]);
     }
     ::close(img[1]);
     ::close(st[0]);
+    ::close(decision[1]);
     ::close(coord_fd);
-    ::fcntl(img[0], F_SETFD, 0);
-    ::fcntl(st[1], F_SETFD, 0);
     // Only the rank's process: its receiver (forked above) keeps every CPU for the transfer.
     if (std::string why = bind_moved_rank(r); !why.empty())
         std::fprintf(stderr, "ghost: restart-rank %ld: runs unbound: %s\n", r, why.c_str());
+    // The restorer starts with the image itself, from the pre-copy's pages if one came first.
+    char how = 0;
+    while (::read(decision[0], &how, 1) < 0 && errno == EINTR) {
+    }
+    if (how != kWithPrecopy && how != kWhole) return 1; // the receiver said why
+    ::close(decision[0]);
+    ::fcntl(img[0], F_SETFD, 0);
+    ::fcntl(st[1], F_SETFD, 0);
     std::string image_arg = std::to_string(img[0]), status_arg = std::to_string(st[1]);
-    const char *argv[] = {"ghost-restart", image_arg.c_str(), status_arg.c_str(), "--rank",
+    std::string sources_arg = "--sources=" + std::to_string(precopy);
+    if (how == kWithPrecopy)
+        ::fcntl(precopy, F_SETFD, 0);
+    else
+        ::close(precopy);
+    const char *argv[] = {"ghost-restart",
+                          image_arg.c_str(),
+                          status_arg.c_str(),
+                          "--rank",
+                          how == kWithPrecopy ? sources_arg.c_str() : nullptr,
                           nullptr};
     ::execve(restorer_path->c_str(), (char *const *)argv, environ);
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));

@@ -1459,7 +1459,7 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     snprintf(secret, sizeof secret, "%s", secret_file ? secret_file : "");
     char parent_path[4096];
     snprintf(parent_path, sizeof parent_path, "%s", parent_image ? parent_image : "");
-    char *argv[14];
+    char *argv[16];
     int a = 0;
     argv[a++] = (char *)"ghost";
     argv[a++] = (char *)"checkpoint";
@@ -1469,6 +1469,13 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     if (to && secret[0]) {
         argv[a++] = (char *)"--secret-file";
         argv[a++] = secret;
+    }
+    char precopy_index[4200];
+    snprintf(precopy_index, sizeof precopy_index, "%s.precopy-index", image_path);
+    if (to && (flags & (GHOST_CHECKPOINT_PRECOPY | GHOST_CHECKPOINT_AFTER_PRECOPY))) {
+        argv[a++] = (flags & GHOST_CHECKPOINT_PRECOPY) ? (char *)"--precopy-index"
+                                                       : (char *)"--after-precopy";
+        argv[a++] = precopy_index;
     }
     if (incremental && !to) {
         argv[a++] = (char *)"--incremental";

@@ -110,6 +110,14 @@ int ghost_agent_request_incremental(const char *image_path, const char *parent, 
 int ghost_agent_request_send(const char *to, const char *secret_file, const char *log_base,
                              int flags);
 
+/* A live migration's pre-copy (ghost_agent_request_send with GHOST_CHECKPOINT_PRECOPY): `ghost
+ * checkpoint --precopy-index <log_base>.precopy-index`, the memory sent while the process runs
+ * (parked only while its write tracking is armed); with GHOST_CHECKPOINT_AFTER_PRECOPY, the image
+ * sent after it stores only the pages written since (`--after-precopy` that index file). The
+ * caller removes the index file once the second is sent. */
+#define GHOST_CHECKPOINT_PRECOPY 4
+#define GHOST_CHECKPOINT_AFTER_PRECOPY 8
+
 /* Waits up to timeout_ms (< 0: no limit) for the checkpointer of the last
  * ghost_agent_request_checkpoint to end. 0: it exited 0 (the image is durable); -1: it failed, was
  * killed, or is still running at the deadline (it goes on; a later wait may still see it end), and

@@ -171,7 +171,7 @@ struct migration {
     std::string deferred;  // a failed live migration's answer, once its new mpirun is gone
     bool all_sent = false; // every image is in its new process, which holds until the switch
     std::map<int, std::string> receivers; // rank -> addr:port
-    clock_type::time_point t_receivers, t_sent;
+    clock_type::time_point t_receivers, t_sending, t_sent;
     unsigned long long bytes = 0;
     bool by_balancer = false; // the built-in balancer asked (its answer goes to it)
     // `ghost migrate --keep`: the ranks that do not move keep their processes (ACCEPT, DETACH).
@@ -179,6 +179,15 @@ struct migration {
     std::set<int> moving;
     long epoch = 0;   // the live migration's epoch, for the RESUME after a keep's switch
     std::string bind; // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
+    // A live migration's prelude, while the job runs (pre): the new mpirun and its receivers
+    // start, then each rank that moves copies its memory there (PRECOPY); the quiesce comes
+    // after. The ranks that answered PRECOPIED send only what they wrote since (SEND ...
+    // precopied).
+    bool pre = false;
+    long pre_id = 0, quiesce_ms = 10000;
+    std::set<int> precopying, precopied;
+    unsigned long long precopy_bytes = 0;
+    clock_type::time_point t_quiesce;
 };
 
 struct last_checkpoint {
@@ -307,6 +316,9 @@ struct server {
             // others down after one died) does not undo the move.
             const bool image_moved = ep.live && !c.incoming && c.state == "sent";
             c.state = "lost";
+            if (mv.active && mv.pre)
+                pre_abort("rank " + std::to_string(c.rank) + " (pid " + std::to_string(c.pid) +
+                          " on " + c.host + ") " + why);
             if (ep.ph != phase::idle && !image_moved)
                 abort_epoch("rank " + std::to_string(c.rank) + " (pid " + std::to_string(c.pid) +
                             " on " + c.host + ") " + why);
@@ -450,8 +462,11 @@ struct server {
                     line.substr(line.find(w[1]) + w[1].size()).c_str());
             return;
         }
+        if (w[0] == "PRECOPIED" || w[0] == "NOPRECOPY") return on_precopy_answer(c, w, line);
         if (w[0] == "FINALIZED") {
             c.state = "finalized";
+            if (mv.active && mv.pre)
+                pre_abort("rank " + std::to_string(c.rank) + " called MPI_Finalize");
             if (ep.ph != phase::idle)
                 abort_epoch("rank " + std::to_string(c.rank) + " called MPI_Finalize");
             return;
@@ -987,6 +1002,7 @@ struct server {
             send_line(c.fd, "END");
         } else if (w[0] == "QUIESCE") {
             if (ep.ph != phase::idle) return send_line(c.fd, "ERROR a quiesce is in progress");
+            if (mv.active) return send_line(c.fd, "ERROR a migration is in progress");
             long ms = w.size() > 1 ? atol(w[1].c_str()) : 10000;
             if (auto why = job_not_ready(); !why.empty()) return send_line(c.fd, "ERROR " + why);
             begin_epoch(c.fd, ms);
@@ -1350,35 +1366,97 @@ struct server {
             hosts[r] = host;
         mv.hosts_new = hosts;
         mv.start_ms = mv_start_ms;
-        ep.live = true;
-        ep.migrate = true;
-        ep.mig_ranks = ranks;
-        ep.mig_host = host;
-        begin_epoch(-1, quiesce_ms);
-        mv.start = ep.start;
-        mv.epoch = ep.id;
-        return "";
-    }
-
-    // Every rank is quiescent and stays so: a new mpirun starts a receiver for each rank.
-    void live_launch() {
-        next_phase(phase::saving, "QUIESCED " + std::to_string(ep.id));
-        mv.t_drain = ep.t_drain;
-        mv.t_launch = clock_type::now();
-        mv.launched = true;
-        ep.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
-        for (auto *c : live_ranks())
-            c->state = "quiesced";
-        std::string keep;
+        mv.quiesce_ms = quiesce_ms;
+        mv.start = clock_type::now();
+        mv.pre = true;
+        mv.pre_id = next_epoch++;
+        // The new mpirun starts while the job runs: its receivers (and a kept rank's
+        // placeholder, which waits for its rank's ACCEPT) are there before anything stops.
+        std::string kept;
         if (mv.keep)
             for (auto *c : live_ranks())
                 if (!mv.moving.count(c->rank))
-                    keep += (keep.empty() ? "" : ",") + std::to_string(c->rank) + ":" +
+                    kept += (kept.empty() ? "" : ",") + std::to_string(c->rank) + ":" +
                             std::to_string(c->pid);
-        pid_t child = cfg.relaunch("", mv.hosts_new, mv.bind, keep);
-        if (child <= 0) return abort_epoch("cannot start mpirun");
+        mv.t_launch = mv.start;
+        mv.launched = true;
+        mv.deadline = mv.t_launch + std::chrono::milliseconds(mv.start_ms);
+        pid_t child = cfg.relaunch("", mv.hosts_new, mv.bind, kept);
+        if (child <= 0) {
+            mv = migration{};
+            return "cannot start mpirun";
+        }
         new_mpirun = child;
         new_mpirun_kill_at = clock_type::time_point::max();
+        return "";
+    }
+
+    // The ranks that stream an image: those that move, or all when every rank is relaunched.
+    bool streams(int rank) const { return !mv.keep || mv.moving.count(rank); }
+
+    // Every receiver listens: the moving ranks copy their memory while they run (PRECOPY), unless
+    // GHOST_PRECOPY=0 (in ghostrun's environment) says not to.
+    void start_precopies() {
+        mv.t_receivers = clock_type::now();
+        const char *env = getenv("GHOST_PRECOPY");
+        if (env && strcmp(env, "0") == 0) return quiesce_for_move();
+        const long ms = 600000;
+        mv.deadline = mv.t_receivers + std::chrono::milliseconds(ms + 5000);
+        for (auto *c : live_ranks()) {
+            if (!streams(c->rank)) continue;
+            mv.precopying.insert(c->rank);
+            c->state = "precopying";
+            send_line(c->fd, "PRECOPY " + std::to_string(mv.pre_id) + " " + std::to_string(ms) +
+                                 " ucx://" + mv.receivers[c->rank]);
+        }
+        if (mv.precopying.empty()) quiesce_for_move();
+    }
+
+    // PRECOPIED <id> <bytes> <copy_s> or NOPRECOPY <id> <why> (that rank sends a whole image).
+    void on_precopy_answer(conn &c, const std::vector<std::string> &w, const std::string &line) {
+        if (!mv.active || !mv.pre || w.size() < 2 || atol(w[1].c_str()) != mv.pre_id ||
+            !mv.precopying.erase(c.rank))
+            return;
+        c.state = "running";
+        if (w[0] == "PRECOPIED") {
+            mv.precopied.insert(c.rank);
+            if (w.size() >= 3) mv.precopy_bytes += strtoull(w[2].c_str(), nullptr, 10);
+        } else {
+            note("migration: rank " + std::to_string(c.rank) + " sends a whole image (no pre-copy:" +
+                 line.substr(std::min(line.size(), line.find(w[1]) + w[1].size())) + ")");
+        }
+        if (mv.precopying.empty()) quiesce_for_move();
+    }
+
+    // The prelude is over: the job stops (the quiesce), then the images go (live_launch).
+    void quiesce_for_move() {
+        mv.pre = false;
+        if (auto why = job_not_ready(); !why.empty()) return pre_abort(why);
+        ep.live = true;
+        ep.migrate = true;
+        ep.mig_ranks = std::vector<int>(mv.moving.begin(), mv.moving.end());
+        ep.mig_host = mv.host;
+        begin_epoch(-1, mv.quiesce_ms);
+        mv.t_quiesce = ep.start;
+        mv.epoch = ep.id;
+    }
+
+    // The prelude failed (the job ran on throughout): the new mpirun goes, the job stays.
+    void pre_abort(const std::string &why) {
+        mv.pre = false;
+        for (auto *c : live_ranks())
+            if (c->state == "precopying") c->state = "running";
+        live_abort(why);
+    }
+
+    // Every rank is quiescent and stays so: the staying ones of a keep wait for their
+    // placeholders, the others stream their images to the receivers (there since the prelude).
+    void live_launch() {
+        next_phase(phase::saving, "QUIESCED " + std::to_string(ep.id));
+        mv.t_drain = ep.t_drain;
+        ep.deadline = clock_type::now() + std::chrono::milliseconds(mv.start_ms);
+        for (auto *c : live_ranks())
+            c->state = "quiesced";
         // The staying ranks wait for their placeholders (ACCEPTED, or ERROR: abandoned).
         if (mv.keep)
             for (auto *c : live_ranks())
@@ -1387,6 +1465,7 @@ struct server {
                     send_line(c->fd, "ACCEPT " + std::to_string(ep.id) + " " +
                                          std::to_string(mv.start_ms));
                 }
+        start_sending();
     }
 
     // RECEIVER <job> <secret> <rank> <addr:port>: a new rank process listens for its image.
@@ -1399,8 +1478,9 @@ struct server {
             return;
         }
         int r = atoi(w[3].c_str());
-        if (!mv.active || !mv.live || mv.sending || ep.ph != phase::saving || r < 0 ||
-            r >= job_size || mv.receivers.count(r)) {
+        if (!mv.active || !mv.live || !mv.pre || !mv.precopying.empty() ||
+            mv.t_receivers != clock_type::time_point{} || r < 0 || r >= job_size ||
+            mv.receivers.count(r)) {
             close(c.fd); // not asked for: it ends itself
             c.fd = -1;
             return;
@@ -1414,17 +1494,23 @@ struct server {
         c.rank = -1;
         mv.receivers[r] = w[4];
         if ((int)mv.receivers.size() < (mv.keep ? (int)mv.moving.size() : job_size)) return;
-        // Every receiver listens: each old rank streams its image to its new process.
+        start_precopies();
+    }
+
+    // Each old rank streams its image to its new process (after its pre-copy: what it wrote
+    // since).
+    void start_sending() {
         mv.sending = true;
-        mv.t_receivers = clock_type::now();
+        mv.t_sending = clock_type::now();
         const long save_ms = 600000;
-        ep.deadline = mv.t_receivers + std::chrono::milliseconds(save_ms + 5000);
+        ep.deadline = mv.t_sending + std::chrono::milliseconds(save_ms + 5000);
         if (!mv.keep) ep.answered.clear(); // (a kept rank's ACCEPTED may have come already)
         for (auto *rc : live_ranks()) {
-            if (mv.keep && !mv.moving.count(rc->rank)) continue;
+            if (!streams(rc->rank)) continue;
             rc->state = "sending";
             send_line(rc->fd, "SEND " + std::to_string(ep.id) + " " + std::to_string(save_ms) +
-                                  " ucx://" + mv.receivers[rc->rank]);
+                                  " ucx://" + mv.receivers[rc->rank] +
+                                  (mv.precopied.count(rc->rank) ? " precopied" : ""));
         }
     }
 
@@ -1535,12 +1621,17 @@ struct server {
     void finish_live() {
         auto now = clock_type::now();
         char buf[1024];
+        // While the job ran: prepare (the new mpirun and its receivers), precopy; while it was
+        // stopped (downtime): quiesce, transfer (what was not pre-copied), reconnect.
         snprintf(buf, sizeof buf,
-                 "OK ranks=%s to=%s via=%s bytes=%llu quiesce_s=%.3f relaunch_s=%.3f "
-                 "transfer_s=%.3f reconnect_s=%.3f downtime_s=%.3f",
+                 "OK ranks=%s to=%s via=%s bytes=%llu precopy_bytes=%llu prepare_s=%.3f "
+                 "precopy_s=%.3f quiesce_s=%.3f transfer_s=%.3f reconnect_s=%.3f "
+                 "downtime_s=%.3f total_s=%.3f",
                  mv.ranks.c_str(), mv.host.c_str(), mv.keep ? "ucx+keep" : "ucx", mv.bytes,
-                 secs(mv.t_drain - mv.start), secs(mv.t_receivers - mv.t_launch),
-                 secs(mv.t_sent - mv.t_receivers), secs(now - mv.t_sent), secs(now - mv.start));
+                 mv.precopy_bytes, secs(mv.t_receivers - mv.start),
+                 secs(mv.t_quiesce - mv.t_receivers), secs(mv.t_drain - mv.t_quiesce),
+                 secs(mv.t_sent - mv.t_sending), secs(now - mv.t_sent), secs(now - mv.t_quiesce),
+                 secs(now - mv.start));
         migration_answer(buf);
     }
 
@@ -1578,6 +1669,16 @@ struct server {
         if (new_mpirun > 0 && now >= new_mpirun_kill_at) {
             kill(new_mpirun, SIGKILL);
             new_mpirun_kill_at = clock_type::time_point::max();
+        }
+        if (mv.active && mv.pre && now >= mv.deadline) {
+            char why[160];
+            if (mv.t_receivers == clock_type::time_point{})
+                snprintf(why, sizeof why, "%d of %d receivers appeared within %.1f s",
+                         (int)mv.receivers.size(), mv.keep ? (int)mv.moving.size() : job_size,
+                         mv.start_ms / 1000.0);
+            else
+                snprintf(why, sizeof why, "the pre-copies did not end in time");
+            return pre_abort(why);
         }
         if (mv.active && mv.live && mv.switched && now >= mv.deadline)
             migration_answer("ERROR the migrated ranks did not connect within " +
@@ -1623,6 +1724,11 @@ struct server {
             new_mpirun_kill_at = clock_type::time_point::max();
             if (cfg.verbose) note("the migration's new mpirun is gone");
             if (mv.active && !mv.deferred.empty()) return migration_answer(mv.deferred);
+            if (mv.active && mv.pre)
+                return pre_abort("the new mpirun exited with status " +
+                                 std::to_string(WIFEXITED(ws)     ? WEXITSTATUS(ws)
+                                                : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws)
+                                                                  : 1));
             if (mv.active && mv.live && !mv.switched && ep.live && ep.ph != phase::idle)
                 abort_epoch("the new mpirun exited with status " +
                             std::to_string(WIFEXITED(ws)     ? WEXITSTATUS(ws)
@@ -1747,12 +1853,6 @@ struct server {
             char why[128];
             snprintf(why, sizeof why, "the new rank processes did not all connect within %.1f s",
                      mv.start_ms / 1000.0);
-            return abort_epoch(why);
-        }
-        if (ep.live && !mv.sending) {
-            char why[128];
-            snprintf(why, sizeof why, "%d of %d receivers appeared within %.1f s",
-                     (int)mv.receivers.size(), job_size, mv.start_ms / 1000.0);
             return abort_epoch(why);
         }
         if (ep.ph == phase::clock && !ep.creating_ranks.empty()) {

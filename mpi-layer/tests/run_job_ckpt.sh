@@ -98,6 +98,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
 started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
+# What `ghost migrate --via ucx` reports after via=: a pre-copy of every moved rank must have
+# happened (precopy_bytes) while the job ran, and some bytes moved while it was stopped.
+LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[1-9][0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
 cleanup() {
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
   mountpoint -q "$work/full" 2>/dev/null && umount -l "$work/full"
@@ -675,7 +678,7 @@ migkeep)
     before=$(pids)
     timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" --keep >>"$work/mig.out" 2>>"$work/mig.err" ||
       fail "ghost migrate $job --rank $ranks --keep failed: $(tail -1 "$work/mig.err")"
-    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here via=ucx+keep bytes=[1-9][0-9]* quiesce_s=[0-9.]* relaunch_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]*$" ||
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here via=ucx+keep $LIVE_PHASES$" ||
       fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
     after=$(pids)
     [ "$(echo "$after" | wc -w)" = "$np" ] || fail "not every rank runs after the migration: $("$GHOST" status "$job")"
@@ -721,9 +724,9 @@ migrate)
     shift
     timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" "$@" >>"$work/mig.out" 2>>"$work/mig.err" ||
       fail "ghost migrate $job --rank $ranks failed: $(tail -1 "$work/mig.err")"
-    local want="generation=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* relaunch_s=[0-9.]*"
-    case "$*" in *fs:*) ;; *) want="via=ucx bytes=[1-9][0-9]* quiesce_s=[0-9.]* relaunch_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]*" ;; esac
-    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here $want downtime_s=[0-9.]*$" ||
+    local want="generation=[0-9]* quiesce_s=[0-9.]* export_s=[0-9.]* relaunch_s=[0-9.]* downtime_s=[0-9.]*"
+    case "$*" in *fs:*) ;; *) want="via=ucx $LIVE_PHASES" ;; esac
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here $want$" ||
       fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
     [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
       fail "not every rank runs after the migration: $("$GHOST" status "$job")"

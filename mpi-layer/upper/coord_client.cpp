@@ -720,27 +720,29 @@ void keep_detach(const std::string &e) {
     _exit(0);
 }
 
-// SEND <epoch> <timeout_ms> <target>: the agent streams this quiescent rank's image to a receiver
+// SEND <epoch> <timeout_ms> <target> [precopied]: the agent streams this quiescent rank's image (with
+// "precopied", after this rank's PRECOPY to the same receiver: only what was written since) to a receiver
 // of the job (`ghost checkpoint --to TARGET`, ghost_agent_request_send), the secret from a 0600
 // file in the private runtime directory (a restored rank's environment may hold an older job's);
 // SENT <epoch> <bytes> <export_s> <sync_s> once the receiver's verdict said the image is complete
 // (the process is not killed: it stays quiescent until STOP or RESUME), or ERROR <epoch> <reason>.
-save_result send_image(const std::string &e, const std::string &line) {
-    auto w = words(line);
-    if (w.size() != 4) {
-        send_line("ERROR " + e + " bad request " + line);
-        return save_failed;
-    }
-    long timeout_ms = atol(w[2].c_str());
-    const std::string &to = w[3];
+// Where this rank's sending checkpointer keeps its files (secret, log, a pre-copy's index).
+std::string send_base() { return private_dir() + "/send-" + std::to_string((long)getpid()); }
+
+// Whether the last PRECOPY of this process succeeded: the next SEND takes only what was written
+// since (the index file is then <send_base()>.precopy-index).
+bool g_precopied = false;
+
+// The agent streams this process's image (or, with GHOST_CHECKPOINT_PRECOPY, its pre-copy) to
+// `to` and this waits for the receiver's verdict: 0, 1 (in a restored copy) or -1 with `why`.
+int stream_image(const std::string &to, long timeout_ms, int flags, bool quiescent, char *why,
+                 size_t len, checkpointer_report *rep) {
     using send_fn = int (*)(const char *, const char *, const char *, int);
     using wait_fn = int (*)(int, char *, size_t);
-    files_read_shared_positions();
     auto request = (send_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
     auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
-    char why[512] = "";
     int rc = -1;
-    std::string base = private_dir() + "/send-" + std::to_string((long)getpid());
+    std::string base = send_base();
     std::string secret_file = base + ".secret", log = base + ".log";
     unlink(secret_file.c_str());
     unlink(log.c_str());
@@ -749,25 +751,70 @@ save_result send_image(const std::string &e, const std::string &line) {
     bool written = sf >= 0 && write(sf, sl.data(), sl.size()) == (ssize_t)sl.size();
     if (sf >= 0) close(sf);
     if (!request || !wait)
-        snprintf(why, sizeof why, "no ghost agent in this rank (libghost.so not preloaded)");
+        snprintf(why, len, "no ghost agent in this rank (libghost.so not preloaded)");
     else if (!written)
-        snprintf(why, sizeof why, "cannot write %s: %s", secret_file.c_str(), strerror(errno));
-    else if (requests_before_checkpoint(g_rank, req_convert, why, sizeof why) != 0)
+        snprintf(why, len, "cannot write %s: %s", secret_file.c_str(), strerror(errno));
+    else if (quiescent && requests_before_checkpoint(g_rank, req_convert, why, len) != 0)
         ;
-    else if (fflush(nullptr), request(to.c_str(), secret_file.c_str(), base.c_str(), 0) != 0)
-        snprintf(why, sizeof why,
+    else if (fflush(nullptr), request(to.c_str(), secret_file.c_str(), base.c_str(), flags) != 0)
+        snprintf(why, len,
                  "the agent cannot start a checkpointer (no ghost binary known, "
                  "or one is running)");
     else
-        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, sizeof why);
+        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, len);
     unlink(secret_file.c_str());
-    if (rc == 1) return save_restored; // the copy on the receiving side
-    checkpointer_report rep = read_checkpointer_report(log);
+    if (rc == 1) return rc; // the copy on the receiving side
+    *rep = read_checkpointer_report(log);
     unlink(log.c_str());
-    if (rc == 0 && (!rep.found || rep.bytes == 0)) {
-        snprintf(why, sizeof why, "the checkpointer reported nothing");
+    if (rc == 0 && (!rep->found || rep->bytes == 0)) {
+        snprintf(why, len, "the checkpointer reported nothing");
         rc = -1;
     }
+    return rc;
+}
+
+// PRECOPY <migration> <timeout_ms> <target>: while the rank runs, its memory goes to the receiver
+// of its coming image (core::export_precopy); PRECOPIED <migration> <bytes> <copy_s>, or
+// NOPRECOPY <migration> <reason> (the migration then sends a whole image).
+void precopy_image(const std::vector<std::string> &w) {
+    std::string base = send_base();
+    unlink((base + ".precopy-index").c_str());
+    g_precopied = false;
+    if (w.size() != 4) {
+        send_line("NOPRECOPY " + (w.size() > 1 ? w[1] : std::string("-")) + " bad request");
+        return;
+    }
+    char why[512] = "";
+    checkpointer_report rep;
+    int rc = stream_image(w[3], atol(w[2].c_str()), GHOST_CHECKPOINT_PRECOPY, false, why,
+                          sizeof why, &rep);
+    if (rc != 0) {
+        for (char *c = why; *c; c++)
+            if (*c == '\n') *c = ' ';
+        unlink((base + ".precopy-index").c_str());
+        send_line("NOPRECOPY " + w[1] + " " + why);
+        return;
+    }
+    g_precopied = true;
+    send_line("PRECOPIED " + w[1] + " " + std::to_string(rep.bytes) + " " +
+              std::to_string(rep.export_s));
+}
+
+save_result send_image(const std::string &e, const std::string &line) {
+    auto w = words(line);
+    bool precopied = w.size() == 5 && w[4] == "precopied";
+    if (w.size() != 4 && !precopied) {
+        send_line("ERROR " + e + " bad request " + line);
+        return save_failed;
+    }
+    files_read_shared_positions();
+    char why[512] = "";
+    checkpointer_report rep;
+    int flags = precopied && g_precopied ? GHOST_CHECKPOINT_AFTER_PRECOPY : 0;
+    int rc = stream_image(w[3], atol(w[2].c_str()), flags, true, why, sizeof why, &rep);
+    g_precopied = false; // (also in the copy on the receiving side: its pid has no index file)
+    if (rc == 1) return save_restored;
+    unlink((send_base() + ".precopy-index").c_str());
     if (rc != 0) return send_save_error(e, why);
     send_line("SENT " + e + " " + std::to_string(rep.bytes) + " " + std::to_string(rep.export_s) +
               " " + std::to_string(rep.sync_s));
@@ -1075,6 +1122,7 @@ void *client_main(void *) {
         } else if (w.size() >= 2 && w[0] == "PRUNE") {
             apply_prune(w);
         }
+        if (w.size() >= 2 && w[0] == "PRECOPY") precopy_image(w);
         if (w.size() >= 2 && w[0] == "QUIESCE") {
             long ms = w.size() >= 3 ? atol(w[2].c_str()) : 10000;
             if (!run_epoch(w[1], ms > 0 ? ms : 10000)) {
