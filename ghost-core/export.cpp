@@ -281,8 +281,8 @@ class exporter {
         return stats_;
     }
 
-    // export_precopy: parked only until the tracking is armed; what is copied after that and
-    // written again is found by the next export's scan.
+    // export_precopy: the process runs (attach_running); what is copied after the tracking is
+    // armed and written again is found by the next export's scan.
     result<export_stats> run_precopy(parked_process &proc, const std::string &index_path) {
         precopy_ = true;
         auto fail_running = [&](const error &e) -> result<export_stats> {
@@ -290,9 +290,10 @@ class exporter {
             return e;
         };
         if (auto r = read_agent_state(); !r) return fail_running(r.err());
-        auto all_maps = read_maps(pid_);
-        if (!all_maps) return fail_running(all_maps.err());
-        auto maps = without_excluded(*all_maps);
+        // Nothing is left out: what the agent's components leave out of an image (an MPI rank's
+        // lower half) is known only in a park. Every mapping with tracked writes must have its
+        // pages here, or the export after this one would take them from here.
+        auto maps = read_maps(pid_);
         if (!maps) return fail_running(maps.err());
         if (auto r = split_guard_pages(*maps); !r) return fail_running(r.err());
         if (auto r = classify_mappings(*maps); !r) return fail_running(r.err());

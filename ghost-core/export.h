@@ -47,12 +47,12 @@ struct export_options {
 result<export_stats> export_process(const parked_process &proc, res::sink &out,
                                     const export_options &opt = {});
 
-// A pre-copy (image_format.h, header_pages_only) of a parked process: its write tracking is armed
-// (a new scan), the process resumed, and its tracked private memory copied while it runs; a page
-// written after the arming is found by the next tracked export, which takes the others from this
-// image. Its index is saved to `index_path` (save_index) for that export (export_options::
-// parent_index), since the image itself goes elsewhere. The process runs on when this returns,
-// also on failure. Does not commit the sink.
+// A pre-copy (image_format.h, header_pages_only) of a running process (parked_process::
+// attach_running): its write tracking is armed (a new scan) and its tracked private memory copied
+// while it runs; a page written after the arming is found by the next tracked export, which takes
+// the others from this image. Its index is saved to `index_path` (save_index) for that export
+// (export_options::parent_index), since the image itself goes elsewhere. Does not commit the
+// sink.
 result<export_stats> export_precopy(parked_process &proc, res::sink &out,
                                     const std::string &index_path);
 

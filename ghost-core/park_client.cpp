@@ -201,6 +201,23 @@ result<parked_process> parked_process::park(pid_t pid, int timeout_ms) {
     return parked_process(pid, fd, state, threads);
 }
 
+result<parked_process> parked_process::attach_running(pid_t pid, int timeout_ms) {
+    std::string who = "pid " + std::to_string(pid);
+    auto conn = connect_agent(pid);
+    if (!conn) return conn.err();
+    int fd = *conn;
+    char line[256];
+    unsigned long state = 0;
+    unsigned threads = 0;
+    if (!control::write_all(fd, "TRACK\n", 6) ||
+        control::read_line(fd, line, sizeof line, timeout_ms) < 0 ||
+        std::sscanf(line, "TRACKING %lx %u", &state, &threads) != 2) {
+        ::close(fd);
+        return error{"the ghost agent of " + who + " does not give its write tracking"};
+    }
+    return parked_process(pid, fd, state, threads, false);
+}
+
 result<int> parked_process::tracking_fd() const {
     if (!control::write_all(conn_, "TRACKFD\n", 8))
         return sys_error("cannot talk to the ghost agent of pid " + std::to_string(pid_));
@@ -372,7 +389,8 @@ result<fast_duplicate> request_fast_duplicate(pid_t pid, bool keep_ids, int time
 }
 
 parked_process::parked_process(parked_process &&other) noexcept
-    : pid_(other.pid_), conn_(other.conn_), state_(other.state_), threads_(other.threads_) {
+    : pid_(other.pid_), conn_(other.conn_), state_(other.state_), threads_(other.threads_),
+      parked_(other.parked_) {
     other.conn_ = -1;
 }
 
@@ -384,6 +402,10 @@ result<void> parked_process::resume() {
     if (conn_ < 0) return {};
     int fd = conn_;
     conn_ = -1;
+    if (!parked_) { // (attach_running: it never stopped)
+        ::close(fd);
+        return {};
+    }
     bool sent = control::write_all(fd, "RESUME\n", 7);
     char line[64];
     bool answered = sent && control::read_line(fd, line, sizeof line, 10000) >= 0;

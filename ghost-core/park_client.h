@@ -17,6 +17,10 @@ class parked_process {
     // Connects to the agent of `pid` and parks every thread. A process without a ghost agent, or
     // of another user, is refused with a one-line reason.
     static result<parked_process> park(pid_t pid, int timeout_ms = 15000);
+    // The same connection without the park (a pre-copy: the agent's state and its write
+    // tracking descriptor only; the process runs on). resume() just closes it.
+    static result<parked_process> attach_running(pid_t pid, int timeout_ms = 15000);
+    bool parked() const { return parked_; }
     parked_process(parked_process &&other) noexcept;
     parked_process &operator=(parked_process &&) = delete;
     ~parked_process(); // resumes if still parked
@@ -33,12 +37,13 @@ class parked_process {
     uint32_t threads() const { return threads_; }
 
   private:
-    parked_process(pid_t pid, int conn, uint64_t state, uint32_t threads)
-        : pid_(pid), conn_(conn), state_(state), threads_(threads) {}
+    parked_process(pid_t pid, int conn, uint64_t state, uint32_t threads, bool parked = true)
+        : pid_(pid), conn_(conn), state_(state), threads_(threads), parked_(parked) {}
     pid_t pid_;
     int conn_;
     uint64_t state_;
     uint32_t threads_;
+    bool parked_;
 };
 
 // A fast duplicate (ghost-core/agent/fast_duplicate.h): the agent of `pid` parks it, forks the

@@ -426,8 +426,8 @@ int checkpoint_tree(const checkpoint_args &a, core::parked_process &root, parked
     return 0;
 }
 
-// `ghost checkpoint --precopy-index FILE`: the process is parked only to arm its write tracking;
-// it runs while its memory is copied. It goes on also when this fails (and FILE is not left).
+// `ghost checkpoint --precopy-index FILE`: the process runs on while its write tracking is armed
+// and its memory copied (FILE is not left when this fails).
 static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
                     result<std::unique_ptr<res::sink>> sink, const std::string &path,
                     clock_type::time_point t0) {
@@ -504,6 +504,11 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     if (a.incremental && !a.to.empty())
         return fail("--incremental writes an image file; --to streams one");
+    if (!a.precopy_index.empty()) { // the process is not parked (not quiescent: an MPI rank)
+        auto running = core::parked_process::attach_running(a.pid);
+        if (!running) return fail(running.err().message);
+        return precopy_process(a, *running, std::move(sink), path, t0);
+    }
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
     // Tests only: GHOST_TEST_CHECKPOINTER_STOP names a file holding a piece of an image path; the
@@ -524,12 +529,11 @@ int cmd_checkpoint(checkpoint_args a) {
     if (a.image.empty()) {
         auto tree = park_tree(*proc);
         if (!tree) return fail("checkpoint of pid " + a.target + " failed: " + tree.err().message);
-        if (!tree->plan.members.empty() && (!a.precopy_index.empty() || precopy))
+        if (!tree->plan.members.empty() && precopy)
             return fail("checkpoint of pid " + a.target +
                         " failed: a process with children is not pre-copied");
         if (!tree->plan.members.empty()) return checkpoint_tree(a, *proc, &*tree, path, t0);
     }
-    if (!a.precopy_index.empty()) return precopy_process(a, *proc, std::move(sink), path, t0);
     core::export_options xo;
     if (precopy) {
         xo.track = true;
@@ -1943,7 +1947,11 @@ int cmd_migrate(const migrate_args &a) {
     if (a.keep && dir != "ucx")
         return fail("--keep is for --via ucx (the ranks that stay keep "
                     "their processes while the moved ones stream)");
-    if (a.keep) dir = "ucx+keep";
+    if (a.no_precopy && dir != "ucx")
+        return fail("--no-precopy is for --via ucx (through files nothing is copied before the "
+                    "job stops anyway)");
+    if (a.keep) dir += "+keep";
+    if (a.no_precopy) dir += "+noprecopy";
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
         return fail("--rank takes R[,R2...], got '" + a.ranks + "'");

@@ -1561,6 +1561,17 @@ bool serve(int conn) {
         g_unblock_conn = -1;
         g_park_for_export = false;
         return r;
+    } else if (strcmp(line, "TRACK") == 0) {
+        // A pre-copy (ghost-core/export.h, export_precopy): the state's address and the write
+        // tracking descriptor, the process running on. Nothing is parked, so no component is
+        // asked anything: what it would leave out is copied too (and found unused later).
+        char reply[64];
+        int n = snprintf(reply, sizeof reply, "TRACKING %lx %u\n", (unsigned long)&st,
+                         (unsigned)st.thread_count);
+        ghost::control::write_all(conn, reply, (size_t)n);
+        while (ghost::control::read_line(conn, line, sizeof line, 10000) >= 0 &&
+               strcmp(line, "TRACKFD") == 0)
+            send_tracking_fd(conn);
     } else if (strcmp(line, "DUPLICATE") == 0) {
         return handle_duplicate(conn);
     } else if (strcmp(line, "PING") == 0) {

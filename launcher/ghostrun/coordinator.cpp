@@ -183,7 +183,7 @@ struct migration {
     // start, then each rank that moves copies its memory there (PRECOPY); the quiesce comes
     // after. The ranks that answered PRECOPIED send only what they wrote since (SEND ...
     // precopied).
-    bool pre = false;
+    bool pre = false, precopy = true;
     long pre_id = 0, quiesce_ms = 10000;
     std::set<int> precopying, precopied;
     unsigned long long precopy_bytes = 0;
@@ -1030,7 +1030,7 @@ struct server {
                 at = line.find(' ', at + (k ? 1 : 0));
             std::string dir = at == std::string::npos ? "-" : line.substr(at + 1);
             if (dir == "-") dir = cfg.ckpt_dir;
-            if (dir != "ucx" && dir != "ucx+keep" && (dir.empty() || dir[0] != '/'))
+            if (dir.rfind("ucx", 0) != 0 && (dir.empty() || dir[0] != '/'))
                 return send_line(c.fd, "ERROR the image directory must be absolute");
             std::string why =
                 begin_migration(c.fd, atol(w[1].c_str()), atol(w[2].c_str()), w[3], w[4], dir);
@@ -1332,8 +1332,19 @@ struct server {
         // Before either kind begins: a live one copies it now, one through files once its images
         // are written (saved_all).
         mv_start_ms = std::max(1000L, start_ms);
-        if (dir == "ucx" || dir == "ucx+keep")
-            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, dir == "ucx+keep");
+        // "ucx", "ucx+keep", "ucx+noprecopy", "ucx+keep+noprecopy"
+        if (dir.rfind("ucx", 0) == 0) {
+            bool keep = false, precopy = true;
+            std::istringstream words(dir.substr(3));
+            for (std::string w; std::getline(words, w, '+');)
+                if (w == "keep")
+                    keep = true;
+                else if (w == "noprecopy")
+                    precopy = false;
+                else if (!w.empty())
+                    return "unknown live migration option '" + w + "'";
+            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy);
+        }
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
         ep.migrate = true;
@@ -1345,7 +1356,7 @@ struct server {
     // ---- live migration (MIGRATE ... ucx) ----
 
     std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
-                                     const std::vector<int> &ranks, bool keep) {
+                                     const std::vector<int> &ranks, bool keep, bool precopy) {
         if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
@@ -1356,6 +1367,7 @@ struct server {
         mv = migration{};
         mv.active = mv.live = true;
         mv.keep = keep;
+        mv.precopy = precopy;
         mv.moving = std::set<int>(ranks.begin(), ranks.end());
         mv.cli = cli_fd;
         mv.host = host;
@@ -1395,11 +1407,10 @@ struct server {
     bool streams(int rank) const { return !mv.keep || mv.moving.count(rank); }
 
     // Every receiver listens: the moving ranks copy their memory while they run (PRECOPY), unless
-    // GHOST_PRECOPY=0 (in ghostrun's environment) says not to.
+    // the request said --no-precopy.
     void start_precopies() {
         mv.t_receivers = clock_type::now();
-        const char *env = getenv("GHOST_PRECOPY");
-        if (env && strcmp(env, "0") == 0) return quiesce_for_move();
+        if (!mv.precopy) return quiesce_for_move();
         const long ms = 600000;
         mv.deadline = mv.t_receivers + std::chrono::milliseconds(ms + 5000);
         for (auto *c : live_ranks()) {
