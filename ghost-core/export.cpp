@@ -518,9 +518,13 @@ class exporter {
                     continue;
                 if (v.path == "/[aio] (deleted)" || v.path.rfind("/SYSV", 0) == 0) continue;
                 auto id = objects_.from_mapping(v, shared);
+                if (!id && precopy_) continue; // (a pre-copy leaves out what it cannot take)
                 if (!id) return id.err();
                 if (*id) object_of_[v.start] = *id;
             }
+        // A pre-copy takes what it can: what an image refuses is refused by the image after it
+        // (or is an MPI rank's lower half, which that image leaves out).
+        if (precopy_) return {};
         for (const vma &v : maps) {
             if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vvar_vclock]") continue;
             if (v.start < image::restorer_zone_start + image::restorer_zone_size &&

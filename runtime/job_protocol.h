@@ -40,10 +40,18 @@
 //                whole image, from which write tracking starts
 //   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
-//   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port>   (a live migration, after QUIESCED)
-//                the rank has its agent stream its image there (`ghost checkpoint --to`, the job
-//                secret from a 0600 file in its private runtime directory), still quiescent, and
-//                is not killed: it waits for STOP (moved) or RESUME (the migration failed)
+//   coordinator: PRECOPY <id> <timeout_ms> ucx://<addr:port>   (a live migration, before its
+//                epoch, the job running) the rank has its agent stream a pre-copy of its memory
+//                there (`ghost checkpoint --to --precopy-index <private dir>/send-<pid>.precopy-index`:
+//                its write tracking armed, its memory copied while it runs, nothing parked)
+//   rank:        PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> <reason> (it then sends a
+//                whole image)
+//   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port> [precopied]   (a live migration,
+//                after QUIESCED) the rank has its agent stream its image there (`ghost checkpoint
+//                --to`, the job secret from a 0600 file in its private runtime directory; with
+//                "precopied", `--after-precopy` its index: only the pages written since the
+//                pre-copy began), still quiescent, and is not killed: it waits for STOP (moved)
+//                or RESUME (the migration failed)
 //   rank:        SENT <epoch> <bytes> <export_s> <sync_s>   the receiver's verdict: complete
 //   A live migration's new rank process (`ghost restart-rank --receive`), on a connection of its
 //   own, as its first line: RECEIVER <job> <secret> <rank> <addr:port>  (it listens there with
@@ -101,23 +109,30 @@
 //                     or they do not connect within start_ms), the job is relaunched where it was
 //                     and the answer is ERROR <reason>; the job goes on either way.
 //                 <dir> "ucx" (`ghost migrate --via ucx`, the default): a live migration, no
-//                 image on disk. Every rank is quiesced and stays so; a second mpirun starts
+//                 image on disk. While the job runs (the prelude), a second mpirun starts
 //                 `ghost restart-rank --receive` for every rank (the moved ones on <host>); once
-//                 every receiver said RECEIVER, each old rank gets SEND, and once all answered
-//                 SENT, the new processes (restored, each on a fresh lower half) say HELLO and
+//                 every receiver said RECEIVER, each rank that streams gets PRECOPY (its receiver
+//                 keeps the pre-copy in a memfd); once each answered, every rank is quiesced and
+//                 stays so, each old rank gets SEND (with "precopied" after a PRECOPIED), and
+//                 once all answered SENT, the new processes (restored, each on a fresh lower half) say HELLO and
 //                 hold, quiescent, in the same epoch; once every one has: STOP to the old ranks,
 //                 RESUME <epoch> to the new ones, the old mpirun is sent SIGTERM and reaped, the
 //                 job is the new mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n>
-//                 quiesce_s=<s> relaunch_s=<s> (receivers up) transfer_s=<s> reconnect_s=<s>
-//                 downtime_s=<s>. Before the switch any failure (the new mpirun exits, receivers
-//                 missing after start_ms, a transfer fails, a new process not connected start_ms
+//                 precopy_bytes=<n> prepare_s=<s> (receivers up) precopy_s=<s> (the job ran so
+//                 far) quiesce_s=<s> transfer_s=<s> reconnect_s=<s> downtime_s=<s> (from the
+//                 quiesce: the job stopped) total_s=<s> (from the request). Before the switch any
+//                 failure (the new mpirun exits, receivers missing after start_ms, a rank lost or
+//                 finalized in the prelude, a transfer fails, a new process not connected start_ms
 //                 after the last SENT) kills the new mpirun and resumes the old ranks (the new
 //                 ones have run no step): ERROR the ranks could not move to <host> (<why>); the
-//                 job goes on where it was (answered once the new mpirun is gone).
+//                 job goes on where it was (answered once the new mpirun is gone). A failed
+//                 pre-copy is no failure: that rank sends a whole image. "ucx+noprecopy"
+//                 (`--no-precopy`): no PRECOPY; "ucx+keep+noprecopy" likewise.
 //                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
 //                 move keep their processes and memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
-//                 for each of them beside the rank's process on its host; such a rank gets
+//                 for each of them beside the rank's process on its host (it waits, up to 120 s,
+//                 for the rank to listen); only the moved ranks get PRECOPY; a staying rank gets
 //                 ACCEPT <epoch> <timeout_ms> instead of SEND: it checks it can be kept (else
 //                 ERROR, the migration is abandoned as above), listens on
 //                 <runtime dir>/keep-<pid>.sock, takes its placeholder's keep_hello, then says

@@ -2,7 +2,7 @@
 // Workload of the job checkpoint benchmark (benchmarks/mpi_ckpt/run.py): an MPI program whose ranks
 // sit in a chosen state while ghost quiesces or checkpoints the job.
 //
-//   ckpt_load MODE [--mib M] [--period-ms P] [--stop-file F]
+//   ckpt_load MODE [--mib M] [--period-ms P] [--write-pct W] [--stop-file F]
 //
 //   compute  every rank computes (floating point, in registers and L1) and joins an 8-byte
 //            MPI_Allreduce after each chunk of about P ms of work (default 100)
@@ -17,6 +17,9 @@
 // rank prints "ready rank R" once MPI is up and its memory filled. With --stop-file F, the loop
 // ends when rank 0 sees F exist; each rank then checks its memory against the fill and prints
 // "verified rank R" (or "CORRUPT rank R") and the job exits. Without it the job runs until killed.
+// --write-pct W (hold): every rank rewrites W% of its pages a second (random pages, each with a new
+// version of its contents, the versions in memory too), as a live migration's pre-copy must
+// follow: a write that a migration lost leaves a page whose contents do not match its version.
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +41,12 @@ static uint64_t splitmix(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+// The fill's word i (splitmix's i-th output from the rank's seed), and a page's version on top.
+static uint64_t fill_word(uint64_t seed, size_t i, uint32_t version) {
+    uint64_t s = seed + (uint64_t)i * 0x9e3779b97f4a7c15ULL;
+    return splitmix(&s) ^ ((uint64_t)version * 0xd6e8feb86659fd93ULL);
+}
+
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
@@ -46,7 +55,7 @@ static void sleep_ms(long ms) {
 
 static int usage(void) {
     fprintf(stderr, "usage: ckpt_load compute|coll|recv|hold [--mib M] [--period-ms P] "
-                    "[--stop-file F]\n");
+                    "[--write-pct W] [--stop-file F]\n");
     return 2;
 }
 
@@ -54,12 +63,15 @@ int main(int argc, char **argv) {
     if (argc < 2) return usage();
     const char *mode = argv[1];
     long mib = 0, period = -1;
+    double write_pct = 0;
     const char *stop = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc)
             mib = atol(argv[++i]);
         else if (!strcmp(argv[i], "--period-ms") && i + 1 < argc)
             period = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--write-pct") && i + 1 < argc)
+            write_pct = atof(argv[++i]);
         else if (!strcmp(argv[i], "--stop-file") && i + 1 < argc)
             stop = argv[++i];
         else
@@ -70,7 +82,7 @@ int main(int argc, char **argv) {
             : !strcmp(mode, "recv")  ? 2
             : !strcmp(mode, "hold")  ? 3
                                      : -1;
-    if (m < 0 || mib < 0) return usage();
+    if (m < 0 || mib < 0 || write_pct < 0 || (write_pct > 0 && m != 3)) return usage();
     if (period < 0) period = m == 3 ? 20 : 100;
 
     MPI_Init(&argc, &argv);
@@ -79,17 +91,24 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
 
     size_t words = (size_t)mib << 17; // 8-byte words
+    const size_t page_words = 512, pages = words / page_words;
+    const uint64_t seed = 0x1234567ULL + (uint64_t)rank;
     uint64_t *buf = NULL;
+    uint32_t *version = NULL; // of each page
     if (words) {
         buf = malloc(words * 8);
-        if (!buf) {
+        version = calloc(pages, sizeof *version);
+        if (!buf || !version) {
             fprintf(stderr, "ckpt_load: cannot allocate %ld MiB\n", mib);
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
-        uint64_t s = 0x1234567ULL + (uint64_t)rank;
+        uint64_t s = seed;
         for (size_t i = 0; i < words; i++)
             buf[i] = splitmix(&s);
     }
+    // Pages rewritten per loop: W% of them a second, the loop taking about P ms.
+    double write_per_loop = (double)pages * write_pct / 100.0 * (double)period / 1000.0, owed = 0;
+    uint64_t pick = seed * 31 + 7;
     MPI_Barrier(MPI_COMM_WORLD);
     printf("ready rank %d\n", rank);
     fflush(stdout);
@@ -124,6 +143,12 @@ int main(int argc, char **argv) {
             }
         } else {
             sleep_ms(period);
+            for (owed += write_per_loop; owed >= 1 && pages; owed -= 1) {
+                size_t pg = (size_t)(splitmix(&pick) % pages);
+                uint32_t ver = ++version[pg];
+                for (size_t i = pg * page_words; i < (pg + 1) * page_words; i++)
+                    buf[i] = fill_word(seed, i, ver);
+            }
             double v = (double)it, r;
             MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
             double t = now_s();
@@ -142,17 +167,12 @@ int main(int argc, char **argv) {
     }
     (void)sink;
     int bad = 0;
-    if (words) {
-        uint64_t s = 0x1234567ULL + (uint64_t)rank;
-        for (size_t i = 0; i < words; i++)
-            if (buf[i] != splitmix(&s)) {
-                bad = 1;
-                break;
-            }
-    }
+    for (size_t i = 0; i < words && !bad; i++)
+        bad = buf[i] != fill_word(seed, i, version[i / page_words]);
     printf("%s rank %d\n", bad ? "CORRUPT" : "verified", rank);
     fflush(stdout);
     free(buf);
+    free(version);
     MPI_Finalize();
     return bad;
 }

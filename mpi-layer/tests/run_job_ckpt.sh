@@ -102,6 +102,14 @@ started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
 # happened (precopy_bytes) while the job ran, and some bytes moved while it was stopped.
 LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[1-9][0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
 cleanup() {
+  # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
+  # (Hydra's proxies are sessions of their own, out of the group's reach); then the group.
+  if [ -n "$gpid" ] && kill -TERM "$gpid" 2>/dev/null; then
+    for _ in $(seq 1 150); do
+      kill -0 "$gpid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
   mountpoint -q "$work/full" 2>/dev/null && umount -l "$work/full"
   rm -rf "$work"

@@ -1490,10 +1490,35 @@ bool in_place_prepare(int rank, char *why, size_t why_len) {
 }
 
 // MPI_Finalize on the lower half this process gives up, without telling the program.
+// The old lower half's MPI_Finalize closes the files still open in it, and deletes those opened
+// with MPI_MODE_DELETE_ON_CLOSE: but they stay open in the program, which reopens them on its
+// fresh lower half (or in its moved process). Each such file gets a second name of this process's
+// first, which puts it back if the finalize deleted it (the rank that deletes it is one that
+// made a name: every rank does), before any rank opens it again (after the new job's MPI_Init,
+// which waits for every rank). A ROMIO prefix ("ufs:") is not part of the path.
 int finalize_given_up(uintptr_t fs) {
+    struct second_name {
+        std::string path, link;
+    };
+    std::vector<second_name> names;
+    for (const auto &[r, v] : records_in_order()) {
+        if (!v || v->k != kind::file || r->setting || !(r->args[2] & MPI_MODE_DELETE_ON_CLOSE))
+            continue;
+        std::string path = file_name(r);
+        if (size_t colon = path.find(':'); colon != std::string::npos && colon > 1 &&
+                                           path.find('/') == colon + 1)
+            path.erase(0, colon + 1);
+        std::string link = path + ".ghost-kept-" + std::to_string((long)getpid());
+        unlink(link.c_str());
+        if (::link(path.c_str(), link.c_str()) == 0) names.push_back({path, link});
+    }
     g_lower_leaving = 1;
     int rc = call_by_name<int (*)()>(fs, "MPI_Finalize");
     g_lower_leaving = 0;
+    for (const auto &n : names) {
+        if (access(n.path.c_str(), F_OK) != 0 && errno == ENOENT) (void)!::link(n.link.c_str(), n.path.c_str());
+        unlink(n.link.c_str());
+    }
     return rc;
 }
 

@@ -70,6 +70,14 @@ work=$HOSTS_SHARED/work
 mkdir -p "$work"
 gpid=""
 cleanup() {
+  # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
+  # (Hydra's proxies are sessions of their own, out of the group's reach); then the group.
+  if [ -n "$gpid" ] && kill -TERM "$gpid" 2>/dev/null; then
+    for _ in $(seq 1 150); do
+      kill -0 "$gpid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   [ -n "$gpid" ] && kill -KILL -- "-$gpid" 2>/dev/null
   hosts_down
 }
