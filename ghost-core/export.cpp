@@ -309,8 +309,8 @@ class exporter {
         uint64_t sealed = writer_.hash_sum();
         GHOST_TRY(writer_.finish());
         stats_.image_bytes = writer_.bytes();
-        stats_.live_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_resumed)
-                            .count();
+        stats_.live_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_resumed).count();
         image_index idx;
         idx.size = writer_.bytes(), idx.hash_sum = sealed, idx.scan_id = scan_id_;
         idx.spans = std::move(precopy_spans_);
@@ -1084,7 +1084,7 @@ class exporter {
 
     // Write tracking (start_tracking).
     int track_fd_ = -1;
-    uint64_t scan_id_ = 0; // 0: the image is taken without tracking
+    uint64_t scan_id_ = 0;        // 0: the image is taken without tracking
     std::vector<vma> registered_; // the mappings tracked by this export's scan
     bool precopy_ = false;
     std::vector<page_span> precopy_spans_; // the pages records a pre-copy wrote, in order

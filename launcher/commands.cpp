@@ -429,8 +429,8 @@ int checkpoint_tree(const checkpoint_args &a, core::parked_process &root, parked
 // `ghost checkpoint --precopy-index FILE`: the process runs on while its write tracking is armed
 // and its memory copied (FILE is not left when this fails).
 static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
-                    result<std::unique_ptr<res::sink>> sink, const std::string &path,
-                    clock_type::time_point t0) {
+                           result<std::unique_ptr<res::sink>> sink, const std::string &path,
+                           clock_type::time_point t0) {
     if (a.to.empty()) sink = res::create_file_sink(path, !a.no_mkdir);
     if (!sink) {
         (void)proc.resume();
@@ -891,8 +891,10 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
         }
         void abort() noexcept override {
             if (route == to_precopy) (void)!::ftruncate(precopy_fd, 0);
-            if (route != to_restorer) have_precopy = false, route = undecided, head.clear();
-            else restorer.abort();
+            if (route != to_restorer)
+                have_precopy = false, route = undecided, head.clear();
+            else
+                restorer.abort();
         }
         std::string describe() const override { return restorer.describe(); }
     } out(image_fd, status_fd, precopy_fd, decision_fd);

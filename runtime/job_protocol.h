@@ -42,8 +42,9 @@
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
 //   coordinator: PRECOPY <id> <timeout_ms> ucx://<addr:port>   (a live migration, before its
 //                epoch, the job running) the rank has its agent stream a pre-copy of its memory
-//                there (`ghost checkpoint --to --precopy-index <private dir>/send-<pid>.precopy-index`:
-//                its write tracking armed, its memory copied while it runs, nothing parked)
+//                there (`ghost checkpoint --to --precopy-index <private
+//                dir>/send-<pid>.precopy-index`: its write tracking armed, its memory copied while
+//                it runs, nothing parked)
 //   rank:        PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> <reason> (it then sends a
 //                whole image)
 //   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port> [precopied]   (a live migration,
@@ -114,19 +115,20 @@
 //                 every receiver said RECEIVER, each rank that streams gets PRECOPY (its receiver
 //                 keeps the pre-copy in a memfd); once each answered, every rank is quiesced and
 //                 stays so, each old rank gets SEND (with "precopied" after a PRECOPIED), and
-//                 once all answered SENT, the new processes (restored, each on a fresh lower half) say HELLO and
-//                 hold, quiescent, in the same epoch; once every one has: STOP to the old ranks,
-//                 RESUME <epoch> to the new ones, the old mpirun is sent SIGTERM and reaped, the
-//                 job is the new mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n>
-//                 precopy_bytes=<n> prepare_s=<s> (receivers up) precopy_s=<s> (the job ran so
-//                 far) quiesce_s=<s> transfer_s=<s> reconnect_s=<s> downtime_s=<s> (from the
-//                 quiesce: the job stopped) total_s=<s> (from the request). Before the switch any
-//                 failure (the new mpirun exits, receivers missing after start_ms, a rank lost or
-//                 finalized in the prelude, a transfer fails, a new process not connected start_ms
-//                 after the last SENT) kills the new mpirun and resumes the old ranks (the new
-//                 ones have run no step): ERROR the ranks could not move to <host> (<why>); the
-//                 job goes on where it was (answered once the new mpirun is gone). A failed
-//                 pre-copy is no failure: that rank sends a whole image. "ucx+noprecopy"
+//                 once all answered SENT, the new processes (restored, each on a fresh lower half)
+//                 say HELLO and hold, quiescent, in the same epoch; once every one has: STOP to the
+//                 old ranks, RESUME <epoch> to the new ones, the old mpirun is sent SIGTERM and
+//                 reaped, the job is the new mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx
+//                 bytes=<n> precopy_bytes=<n> prepare_s=<s> (receivers up) precopy_s=<s> (the job
+//                 ran so far) quiesce_s=<s> transfer_s=<s> export_s=<s> (the slowest sender's,
+//                 within transfer) reconnect_s=<s> downtime_s=<s> (from the quiesce: the job
+//                 stopped) total_s=<s> (from the request). Before the switch any failure (the new
+//                 mpirun exits, receivers missing after start_ms, a rank lost or finalized in the
+//                 prelude, a transfer fails, a new process not connected start_ms after the last
+//                 SENT) kills the new mpirun and resumes the old ranks (the new ones have run no
+//                 step): ERROR the ranks could not move to <host> (<why>); the job goes on where it
+//                 was (answered once the new mpirun is gone). A failed pre-copy is no failure: that
+//                 rank sends a whole image. "ucx+noprecopy"
 //                 (`--no-precopy`): no PRECOPY; "ucx+keep+noprecopy" likewise.
 //                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
 //                 move keep their processes and memory. The new mpirun starts a placeholder

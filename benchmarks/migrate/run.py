@@ -39,7 +39,7 @@ perftest = _image_ucx.perftest  # ucx_perftest tag_bw, as benchmarks/image_ucx m
 
 PHASES = ("precopy_bytes", "bytes", "prepare_s", "precopy_s", "quiesce_s", "export_s", "relaunch_s",
           "transfer_s", "reconnect_s", "downtime_s", "total_s")
-SHOWN = ("prepare_s", "precopy_s", "quiesce_s", "export_s", "transfer_s", "relaunch_s", "reconnect_s",
+SHOWN = ("prepare_s", "precopy_s", "quiesce_s", "transfer_s", "export_s", "relaunch_s", "reconnect_s",
          "downtime_s", "total_s")
 # label -> `ghost migrate` options, for --vias
 ALL_VIAS = {

@@ -2,7 +2,7 @@
 // Workload of the job checkpoint benchmark (benchmarks/mpi_ckpt/run.py): an MPI program whose ranks
 // sit in a chosen state while ghost quiesces or checkpoints the job.
 //
-//   ckpt_load MODE [--mib M] [--period-ms P] [--write-pct W] [--stop-file F]
+//   ckpt_load MODE [--mib M] [--period-ms P] [--write-pct W [--writer R]] [--stop-file F]
 //
 //   compute  every rank computes (floating point, in registers and L1) and joins an 8-byte
 //            MPI_Allreduce after each chunk of about P ms of work (default 100)
@@ -20,6 +20,7 @@
 // --write-pct W (hold): every rank rewrites W% of its pages a second (random pages, each with a new
 // version of its contents, the versions in memory too), as a live migration's pre-copy must
 // follow: a write that a migration lost leaves a page whose contents do not match its version.
+// --writer R: only rank R rewrites (the others hold still).
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,7 +56,7 @@ static void sleep_ms(long ms) {
 
 static int usage(void) {
     fprintf(stderr, "usage: ckpt_load compute|coll|recv|hold [--mib M] [--period-ms P] "
-                    "[--write-pct W] [--stop-file F]\n");
+                    "[--write-pct W [--writer R]] [--stop-file F]\n");
     return 2;
 }
 
@@ -64,6 +65,7 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     long mib = 0, period = -1;
     double write_pct = 0;
+    long writer = -1;
     const char *stop = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc)
@@ -72,6 +74,8 @@ int main(int argc, char **argv) {
             period = atol(argv[++i]);
         else if (!strcmp(argv[i], "--write-pct") && i + 1 < argc)
             write_pct = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--writer") && i + 1 < argc)
+            writer = atol(argv[++i]);
         else if (!strcmp(argv[i], "--stop-file") && i + 1 < argc)
             stop = argv[++i];
         else
@@ -107,6 +111,7 @@ int main(int argc, char **argv) {
             buf[i] = splitmix(&s);
     }
     // Pages rewritten per loop: W% of them a second, the loop taking about P ms.
+    if (writer >= 0 && writer != rank) write_pct = 0;
     double write_per_loop = (double)pages * write_pct / 100.0 * (double)period / 1000.0, owed = 0;
     uint64_t pick = seed * 31 + 7;
     MPI_Barrier(MPI_COMM_WORLD);

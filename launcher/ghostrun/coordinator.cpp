@@ -1433,7 +1433,8 @@ struct server {
             mv.precopied.insert(c.rank);
             if (w.size() >= 3) mv.precopy_bytes += strtoull(w[2].c_str(), nullptr, 10);
         } else {
-            note("migration: rank " + std::to_string(c.rank) + " sends a whole image (no pre-copy:" +
+            note("migration: rank " + std::to_string(c.rank) +
+                 " sends a whole image (no pre-copy:" +
                  line.substr(std::min(line.size(), line.find(w[1]) + w[1].size())) + ")");
         }
         if (mv.precopying.empty()) quiesce_for_move();
@@ -1633,16 +1634,17 @@ struct server {
         auto now = clock_type::now();
         char buf[1024];
         // While the job ran: prepare (the new mpirun and its receivers), precopy; while it was
-        // stopped (downtime): quiesce, transfer (what was not pre-copied), reconnect.
+        // stopped (downtime): quiesce, transfer (what was not pre-copied; export: the slowest
+        // sender's export, within it), reconnect.
         snprintf(buf, sizeof buf,
                  "OK ranks=%s to=%s via=%s bytes=%llu precopy_bytes=%llu prepare_s=%.3f "
-                 "precopy_s=%.3f quiesce_s=%.3f transfer_s=%.3f reconnect_s=%.3f "
+                 "precopy_s=%.3f quiesce_s=%.3f transfer_s=%.3f export_s=%.3f reconnect_s=%.3f "
                  "downtime_s=%.3f total_s=%.3f",
                  mv.ranks.c_str(), mv.host.c_str(), mv.keep ? "ucx+keep" : "ucx", mv.bytes,
                  mv.precopy_bytes, secs(mv.t_receivers - mv.start),
                  secs(mv.t_quiesce - mv.t_receivers), secs(mv.t_drain - mv.t_quiesce),
-                 secs(mv.t_sent - mv.t_sending), secs(now - mv.t_sent), secs(now - mv.t_quiesce),
-                 secs(now - mv.start));
+                 secs(mv.t_sent - mv.t_sending), mv.export_s, secs(now - mv.t_sent),
+                 secs(now - mv.t_quiesce), secs(now - mv.start));
         migration_answer(buf);
     }
 

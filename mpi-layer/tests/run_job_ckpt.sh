@@ -100,7 +100,7 @@ gpid=""
 started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
 # What `ghost migrate --via ucx` reports after via=: a pre-copy of every moved rank must have
 # happened (precopy_bytes) while the job ran, and some bytes moved while it was stopped.
-LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[1-9][0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
+LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[1-9][0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* export_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
 cleanup() {
   # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
   # (Hydra's proxies are sessions of their own, out of the group's reach); then the group.

@@ -720,14 +720,17 @@ void keep_detach(const std::string &e) {
     _exit(0);
 }
 
-// SEND <epoch> <timeout_ms> <target> [precopied]: the agent streams this quiescent rank's image (with
-// "precopied", after this rank's PRECOPY to the same receiver: only what was written since) to a receiver
-// of the job (`ghost checkpoint --to TARGET`, ghost_agent_request_send), the secret from a 0600
-// file in the private runtime directory (a restored rank's environment may hold an older job's);
-// SENT <epoch> <bytes> <export_s> <sync_s> once the receiver's verdict said the image is complete
-// (the process is not killed: it stays quiescent until STOP or RESUME), or ERROR <epoch> <reason>.
-// Where this rank's sending checkpointer keeps its files (secret, log, a pre-copy's index).
-std::string send_base() { return private_dir() + "/send-" + std::to_string((long)getpid()); }
+// SEND <epoch> <timeout_ms> <target> [precopied]: the agent streams this quiescent rank's image
+// (with "precopied", after this rank's PRECOPY to the same receiver: only what was written since)
+// to a receiver of the job (`ghost checkpoint --to TARGET`, ghost_agent_request_send), the secret
+// from a 0600 file in the private runtime directory (a restored rank's environment may hold an
+// older job's); SENT <epoch> <bytes> <export_s> <sync_s> once the receiver's verdict said the image
+// is complete (the process is not killed: it stays quiescent until STOP or RESUME), or ERROR
+// <epoch> <reason>. Where this rank's sending checkpointer keeps its files (secret, log, a
+// pre-copy's index).
+std::string send_base() {
+    return private_dir() + "/send-" + std::to_string((long)getpid());
+}
 
 // Whether the last PRECOPY of this process succeeded: the next SEND takes only what was written
 // since (the index file is then <send_base()>.precopy-index).

@@ -1505,8 +1505,8 @@ int finalize_given_up(uintptr_t fs) {
         if (!v || v->k != kind::file || r->setting || !(r->args[2] & MPI_MODE_DELETE_ON_CLOSE))
             continue;
         std::string path = file_name(r);
-        if (size_t colon = path.find(':'); colon != std::string::npos && colon > 1 &&
-                                           path.find('/') == colon + 1)
+        if (size_t colon = path.find(':');
+            colon != std::string::npos && colon > 1 && path.find('/') == colon + 1)
             path.erase(0, colon + 1);
         std::string link = path + ".ghost-kept-" + std::to_string((long)getpid());
         unlink(link.c_str());
@@ -1516,7 +1516,8 @@ int finalize_given_up(uintptr_t fs) {
     int rc = call_by_name<int (*)()>(fs, "MPI_Finalize");
     g_lower_leaving = 0;
     for (const auto &n : names) {
-        if (access(n.path.c_str(), F_OK) != 0 && errno == ENOENT) (void)!::link(n.link.c_str(), n.path.c_str());
+        if (access(n.path.c_str(), F_OK) != 0 && errno == ENOENT)
+            (void)!::link(n.link.c_str(), n.path.c_str());
         unlink(n.link.c_str());
     }
     return rc;

@@ -1015,8 +1015,8 @@ class receiver {
     uint64_t abort_msg_ = 0;
     std::unique_ptr<stream_source> src_;
     ucx_address bound_;
-    bool received_ = false;     // receive() ran: the next one resets the connection's state
-    char *staging_ = nullptr;   // the network buffers, made once
+    bool received_ = false;   // receive() ran: the next one resets the connection's state
+    char *staging_ = nullptr; // the network buffers, made once
 };
 
 } // namespace
@@ -1097,7 +1097,9 @@ class ucx_receiver_impl : public receiver {
 ucx_image_receiver::ucx_image_receiver(const ucx_receive_options &opt)
     : impl_(std::make_unique<ucx_receiver_impl>(opt)) {}
 ucx_image_receiver::~ucx_image_receiver() = default;
-result<ucx_address> ucx_image_receiver::listen() { return impl_->start(); }
+result<ucx_address> ucx_image_receiver::listen() {
+    return impl_->start();
+}
 result<ucx_received> ucx_image_receiver::receive(sink &out) {
     auto got = impl_->receive(out);
     if (!got) out.abort();

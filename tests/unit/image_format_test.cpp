@@ -2,11 +2,16 @@
 // The image stream: what the writer frames, the reader accepts, and every kind of damage refused.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <random>
 
 #include "ghost-core/agent/agent_state.h"
 #include "ghost-core/image_credentials.h"
+#include "ghost-core/image_index.h"
 #include "ghost-core/image_reader.h"
 #include "ghost-core/image_writer.h"
 #include "resources/mem/mem_resource.h"
@@ -469,4 +474,90 @@ TEST(ImageFormat, IncrementalImagesAreChecked) {
               std::string::npos);
     refused(incremental_image(good_ref(), false, 0), "a reference without sources");
     refused(incremental_image(good_ref(), false, image::max_sources + 1), "too many sources");
+}
+
+namespace {
+
+// A pre-copy (header_pages_only): header, tracking record, then regions and their pages only.
+std::string precopy_image(bool with_tracking = true, bool with_thread = false) {
+    string_sink out;
+    core::image_writer w(out);
+    image::header_record h = test_header();
+    h.flags = image::header_pages_only;
+    EXPECT_TRUE(w.record(image::rec_header, &h, sizeof h));
+    if (with_tracking) {
+        image::tracking_record t{};
+        t.scan_id = 99;
+        EXPECT_TRUE(w.record(image::rec_tracking, &t, sizeof t));
+    }
+    image::region_record r{};
+    r.start = 0x10000, r.end = 0x14000, r.kind = image::region_anon_private, r.prot = 3;
+    EXPECT_TRUE(w.record(image::rec_region, &r, sizeof r));
+    std::string pages(4096, 'p');
+    EXPECT_TRUE(w.pages(0x11000, pages.data(), pages.size()));
+    if (with_thread) {
+        image::thread_record t{};
+        t.tid = 4242, t.flags = image::thread_main;
+        EXPECT_TRUE(w.record(image::rec_thread, &t, sizeof t));
+    }
+    EXPECT_TRUE(w.finish());
+    return out.data;
+}
+
+} // namespace
+
+TEST(ImageFormat, PrecopiesHoldPagesOnlyAndAreNeverRestored) {
+    auto s = read(precopy_image());
+    ASSERT_TRUE(s) << s.err().message;
+    EXPECT_EQ(s->scan_id, 99u);
+    EXPECT_EQ(s->memory_bytes, 4096u);
+    EXPECT_TRUE(s->threads.empty());
+    // It exists only as the source of a later image: it needs a tracking record, holds no thread.
+    EXPECT_FALSE(read(precopy_image(false)));
+    EXPECT_FALSE(read(precopy_image(true, true)));
+    // Nobody restores it by itself.
+    image::message why;
+    EXPECT_FALSE(
+        image::check_compatible(s->header, {s->header.kernel_release, s->header.xcr0}, why));
+    EXPECT_NE(std::string(why.str()).find("pre-copy"), std::string::npos) << why.str();
+    // A flag this ghost does not know is refused, not ignored.
+    image::header_record h = test_header();
+    h.flags = 0x80;
+    EXPECT_FALSE(image::check_header_fields(h, why));
+}
+
+TEST(ImageIndex, SavedIndexesComeBackWholeOrNotAtAll) {
+    char dir[] = "/tmp/ghost-index-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/idx";
+    core::image_index idx;
+    idx.size = 12345, idx.hash_sum = 0xabcdef, idx.scan_id = 7;
+    idx.spans.push_back({0x10000, 0x2000, 0, 24, 0x10000, 0x2000, 0x55});
+    idx.spans.push_back({0x20000, 0x1000, 0, 9000, 0x20000, 0x1000, 0x66});
+    ASSERT_TRUE(core::save_index(idx, path));
+    EXPECT_FALSE(core::save_index(idx, path)) << "an existing file is not replaced";
+    auto back = core::load_index(path);
+    ASSERT_TRUE(back) << back.err().message;
+    EXPECT_EQ(back->size, 12345u);
+    EXPECT_EQ(back->scan_id, 7u);
+    ASSERT_EQ(back->spans.size(), 2u);
+    EXPECT_EQ(back->spans[1].record_offset, 9000u);
+    // One byte changed, or the file cut short: refused.
+    int fd = ::open(path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c = 0;
+    ASSERT_EQ(::pread(fd, &c, 1, 60), 1);
+    c ^= 1;
+    ASSERT_EQ(::pwrite(fd, &c, 1, 60), 1);
+    EXPECT_FALSE(core::load_index(path));
+    c ^= 1;
+    ASSERT_EQ(::pwrite(fd, &c, 1, 60), 1);
+    EXPECT_TRUE(core::load_index(path));
+    struct stat sb;
+    ASSERT_EQ(::fstat(fd, &sb), 0);
+    ASSERT_EQ(::ftruncate(fd, sb.st_size - 1), 0);
+    ::close(fd);
+    EXPECT_FALSE(core::load_index(path));
+    ::unlink(path.c_str());
+    ::rmdir(dir);
 }

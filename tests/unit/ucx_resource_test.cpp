@@ -154,6 +154,53 @@ TEST(UcxResource, AnImageArrivesVerifiedAndUnchanged) {
     EXPECT_TRUE(rx.out.data == img);
 }
 
+// A live migration's receiver: a pre-copy, then the image, on one listener; a sender with the
+// wrong secret in between is refused and the listener goes on.
+TEST(UcxResource, OneListenerTakesImagesOneAfterTheOther) {
+    std::string first = image_bytes(2), second = image_bytes(3);
+    string_sink out1, out2, out_bad;
+    std::promise<uint16_t> port;
+    auto fut = port.get_future();
+    std::string failure;
+    std::thread th([&] {
+        res::ucx_receive_options opt;
+        opt.listen = {"127.0.0.1", 0};
+        opt.secret = secret;
+        opt.accept_timeout_ms = 20000;
+        opt.on_listening = [&](const res::ucx_address &a) { port.set_value(a.port); };
+        res::ucx_image_receiver rx(opt);
+        if (auto l = rx.listen(); !l) {
+            failure = l.err().message;
+            port.set_value(0);
+            return;
+        }
+        for (string_sink *out : {&out1, &out_bad, &out2})
+            if (auto r = rx.receive(*out); !r && out != &out_bad) failure += r.err().message;
+    });
+    ASSERT_EQ(fut.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    uint16_t p = fut.get();
+    ASSERT_NE(p, 0) << failure;
+    res::ucx_address to{"127.0.0.1", p};
+    for (const std::string *img : {(const std::string *)&first, (const std::string *)nullptr,
+                                   (const std::string *)&second}) {
+        auto s = res::connect_ucx_sink(to, img ? secret : "another secret");
+        if (!img) {
+            EXPECT_FALSE(s) << "a wrong secret was taken";
+            continue;
+        }
+        ASSERT_TRUE(s) << s.err().message;
+        ASSERT_TRUE(send_in_pieces(**s, *img));
+        auto c = (*s)->commit();
+        EXPECT_TRUE(c) << c.err().message;
+    }
+    th.join();
+    EXPECT_EQ(failure, "");
+    EXPECT_TRUE(out1.committed && out2.committed);
+    EXPECT_FALSE(out_bad.committed);
+    EXPECT_TRUE(out1.data == first);
+    EXPECT_TRUE(out2.data == second);
+}
+
 TEST(UcxResource, AWrongSecretIsRefusedBeforeAnyData) {
     receiver_thread rx(secret);
     ASSERT_NE(rx.port_, 0) << rx.failure;
