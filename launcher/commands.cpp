@@ -1149,9 +1149,11 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
     if (path.size() >= sizeof a.sun_path) return fail(what + ": socket path too long");
     std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
     int s = -1;
-    // The rank listens once the coordinator's ACCEPT reached it: moments after this mpirun
-    // started, but bounded (the coordinator gives up on its side first).
-    for (int i = 0; i < 12000; i++) {
+    // The rank listens once the coordinator's ACCEPT reached it: after the moving ranks'
+    // pre-copies, which take as long as their memory takes to copy. The coordinator gives up on
+    // its side first (it ends this mpirun, and this process with it: PR_SET_PDEATHSIG); the bound
+    // here only keeps a placeholder whose coordinator vanished from waiting for ever.
+    for (int i = 0; i < 360000; i++) {
         s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (s >= 0 && ::connect(s, (sockaddr *)&a, sizeof a) == 0) break;
         if (s >= 0) ::close(s);

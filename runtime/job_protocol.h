@@ -133,8 +133,8 @@
 //                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
 //                 move keep their processes and memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
-//                 for each of them beside the rank's process on its host (it waits, up to 120 s,
-//                 for the rank to listen); only the moved ranks get PRECOPY; a staying rank gets
+//                 for each of them beside the rank's process on its host (it waits for the rank
+//                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get PRECOPY; a staying rank gets
 //                 ACCEPT <epoch> <timeout_ms> instead of SEND: it checks it can be kept (else
 //                 ERROR, the migration is abandoned as above), listens on
 //                 <runtime dir>/keep-<pid>.sock, takes its placeholder's keep_hello, then says

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Migration downtime (issue 11): `ghost migrate JOB --rank 1 --to HOST` of a 4-rank job whose ranks
 hold M MiB of random data each (benchmarks/mpi_ckpt/ckpt_load hold), optionally rewriting W% of
-their pages a second (--write-pct), with the images streamed over UCX (the default: a pre-copy
+their pages a second (--write-pct: rank 1, the one moved, does), with the images streamed over UCX (the default: a pre-copy
 while the job runs, then what was written since), over UCX without the pre-copy, through a
 directory on disk (the job's --ckpt-dir) and through one in memory (/dev/shm); against a native
 `mpirun` start-up of the same program (what a relaunch cannot beat) and `ucx_perftest` tag
@@ -135,7 +135,7 @@ def main():
     for mib in [int(x) for x in a.sizes.split(",")]:
         stop = f"{work}/stop-{mib}"
         j = Job([ghostrun, "--ckpt-dir", f"{work}/ck-{mib}", "-np", str(a.np), load, "hold", "--mib",
-                 str(mib), "--write-pct", str(a.write_pct), "--stop-file", stop])
+                 str(mib), "--write-pct", str(a.write_pct), "--writer", "1", "--stop-file", stop])
         try:
             migrate_job(a, j, ghost, shm, mib, stop, rows)
         finally:
@@ -148,7 +148,7 @@ def main():
     bw = stats(ucx_bw)["median"]
     with open(a.out, "w") as o:
         o.write(f"## ghost migrate: rank 1 of {a.np} ranks to {a.host}"
-                + (f", each rank rewriting {a.write_pct:g}% of its pages a second" if a.write_pct else "") + "\n\n")
+                + (f", rank 1 rewriting {a.write_pct:g}% of its pages a second" if a.write_pct else "") + "\n\n")
         o.write(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine(work)}; images over UCX "
                 f"(tcp/shm here) for 'ucx', the job's --ckpt-dir for 'disk', /dev/shm for 'memory'. Open MPI (ob1). "
                 f"Each rank holds M MiB of random data; every rank verified it (and each page's version) "
