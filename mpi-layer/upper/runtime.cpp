@@ -347,11 +347,39 @@ bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_co
 bool lower_drop(uintptr_t fs, char *why, size_t why_len) {
     // From here every thread's lower TCB is void, and a thread that calls MPI waits until the
     // fresh lower half is bound (lower_restart_done).
+    // The lower threads are found by their stack pointer, which only a blocked thread shows: the
+    // parked ones are asleep now, and are named before their release (and before any lower call
+    // is held back: the scan reads the lower half's layout). Once released they run lower code on
+    // their way out; one that is merely preempted then looks like any thread that runs, and the
+    // scan below could miss it: each is waited for until it is gone.
+    static int parked[4096];
+    size_t nparked = std::min(ghost_mpi_lower_threads(parked, 4096), (size_t)4096);
     __atomic_store_n(&g_restarting, 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&g_generation, 1, __ATOMIC_RELEASE);
     {
         lower_call lc(fs);
         g_handoff.release_parked();
+    }
+    for (long waited_ms = 0;;) {
+        size_t alive = 0;
+        int alive_tid = 0;
+        for (size_t i = 0; i < nparked; i++)
+            if (parked[i] > 0 &&
+                (syscall(SYS_tgkill, getpid(), parked[i], 0) == 0 || errno != ESRCH))
+                alive++, alive_tid = parked[i];
+            else
+                parked[i] = 0;
+        if (!alive) break;
+        if (waited_ms >= 5000) {
+            snprintf(why, why_len,
+                     "%zu thread(s) of the MPI library (tid %d) did not end when it was given up: "
+                     "its lower half cannot be dropped in place",
+                     alive, alive_tid);
+            return false;
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, nullptr);
+        waited_ms += 2;
     }
     // Lower calls from here (attribution lists the lower objects) run on the lower main TCB: no
     // thread's, so it outlives the parked ones (the caller's own TCB was one of theirs). No other
