@@ -1951,11 +1951,11 @@ int cmd_migrate(const migrate_args &a) {
     if (a.keep && dir != "ucx")
         return fail("--keep is for --via ucx (the ranks that stay keep "
                     "their processes while the moved ones stream)");
-    if (a.no_precopy && dir != "ucx")
-        return fail("--no-precopy is for --via ucx (through files nothing is copied before the "
-                    "job stops anyway)");
+    if (a.precopy && dir != "ucx")
+        return fail("--precopy is for --via ucx (through files nothing is copied before the job "
+                    "stops)");
     if (a.keep) dir += "+keep";
-    if (a.no_precopy) dir += "+noprecopy";
+    if (a.precopy) dir += "+precopy";
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
         return fail("--rank takes R[,R2...], got '" + a.ranks + "'");

@@ -109,7 +109,7 @@ struct migrate_args {
     std::string to;               // host, as mpirun names it
     std::string via;              // "fs:DIR" or empty
     bool keep = false;            // --keep: the ranks that stay keep their processes (ucx only)
-    bool no_precopy = false;      // --no-precopy: nothing is copied before the job stops (ucx)
+    bool precopy = false;         // --precopy: the moving ranks' memory goes first (ucx)
     int timeout_ms = 10000;       // bound of the quiesce
     int start_timeout_ms = 60000; // bound of the relaunch (every rank connected again)
 };

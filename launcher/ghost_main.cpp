@@ -125,9 +125,10 @@ int main(int argc, char **argv) {
                       "with --via ucx: the ranks that do not move keep their processes and "
                       "memory (they take a fresh MPI library in place); only the moved ones "
                       "stream their images");
-    migrate->add_flag("--no-precopy", ma.no_precopy,
-                      "with --via ucx: the job stops before anything is copied (by default each "
-                      "moving rank's memory is copied while it runs, then what it wrote since)");
+    migrate->add_flag("--precopy", ma.precopy,
+                      "with --via ucx: each moving rank's memory is copied while it runs, then the "
+                      "job stops and only what it wrote since is sent (see README: not yet faster "
+                      "beyond a few hundred MiB a rank)");
     migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
         ->check(CLI::Range(1, 3600000));
     migrate

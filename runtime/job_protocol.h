@@ -112,8 +112,9 @@
 //                 <dir> "ucx" (`ghost migrate --via ucx`, the default): a live migration, no
 //                 image on disk. While the job runs (the prelude), a second mpirun starts
 //                 `ghost restart-rank --receive` for every rank (the moved ones on <host>); once
-//                 every receiver said RECEIVER, each rank that streams gets PRECOPY (its receiver
-//                 keeps the pre-copy in a memfd); once each answered, every rank is quiesced and
+//                 every receiver said RECEIVER, with "+precopy" each rank that streams gets PRECOPY
+//                 (its receiver keeps the pre-copy in a memfd); once each answered (or at once
+//                 without), every rank is quiesced and
 //                 stays so, each old rank gets SEND (with "precopied" after a PRECOPIED), and
 //                 once all answered SENT, the new processes (restored, each on a fresh lower half)
 //                 say HELLO and hold, quiescent, in the same epoch; once every one has: STOP to the
@@ -128,16 +129,16 @@
 //                 SENT) kills the new mpirun and resumes the old ranks (the new ones have run no
 //                 step): ERROR the ranks could not move to <host> (<why>); the job goes on where it
 //                 was (answered once the new mpirun is gone). A failed pre-copy is no failure: that
-//                 rank sends a whole image. "ucx+noprecopy"
-//                 (`--no-precopy`): no PRECOPY; "ucx+keep+noprecopy" likewise.
+//                 rank sends a whole image. "ucx+precopy" (`--precopy`) and "ucx+keep+precopy" ask
+//                 for the pre-copies.
 //                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
 //                 move keep their processes and memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
 //                 for each of them beside the rank's process on its host (it waits for the rank
-//                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get PRECOPY; a staying rank gets
-//                 ACCEPT <epoch> <timeout_ms> instead of SEND: it checks it can be kept (else
-//                 ERROR, the migration is abandoned as above), listens on
-//                 <runtime dir>/keep-<pid>.sock, takes its placeholder's keep_hello, then says
+//                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get
+//                 PRECOPY; a staying rank gets ACCEPT <epoch> <timeout_ms> instead of SEND: it
+//                 checks it can be kept (else ERROR, the migration is abandoned as above), listens
+//                 on <runtime dir>/keep-<pid>.sock, takes its placeholder's keep_hello, then says
 //                 ACCEPTED <epoch>. Once every moved rank said SENT and every staying one
 //                 ACCEPTED (the switch): LEAVE <epoch> to the moved ranks' old processes
 //                 (MPI_Finalize on their lower half, exit 0), DETACH <epoch> to the staying ones

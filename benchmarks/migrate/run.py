@@ -2,15 +2,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Migration downtime (issue 11): `ghost migrate JOB --rank 1 --to HOST` of a 4-rank job whose ranks
 hold M MiB of random data each (benchmarks/mpi_ckpt/ckpt_load hold), optionally rewriting W% of
-their pages a second (--write-pct: rank 1, the one moved, does), with the images streamed over UCX (the default: a pre-copy
-while the job runs, then what was written since), over UCX without the pre-copy, through a
+their pages a second (--write-pct: rank 1, the one moved, does), with the images streamed over UCX (the default), over
+UCX after a pre-copy (--precopy: the memory copied while the job runs, then what was written since), through a
 directory on disk (the job's --ckpt-dir) and through one in memory (/dev/shm); against a native
 `mpirun` start-up of the same program (what a relaunch cannot beat) and `ucx_perftest` tag
 bandwidth (tcp, 1 MiB messages), measured in the same run, for the issue's bound:
 image / UCX bandwidth + native start-up + 100 ms. The job checks its memory (and every page's
 version) at the end.
 
-  run.py --build BUILD [--sizes 64,256,1024] [--reps 3] [--write-pct W] [--vias keep,keep-noprecopy]
+  run.py --build BUILD [--sizes 64,256,1024] [--reps 3] [--write-pct W] [--vias keep-precopy,keep]
          [--host HOST] [--out results/migrate.md]
 
 HOST defaults to this host's name (the emulated-host fixture, tests/hosts, gives others)."""
@@ -43,10 +43,10 @@ SHOWN = ("prepare_s", "precopy_s", "quiesce_s", "transfer_s", "export_s", "relau
          "downtime_s", "total_s")
 # label -> `ghost migrate` options, for --vias
 ALL_VIAS = {
+    "keep-precopy": ("ucx --keep --precopy", ["--keep", "--precopy"]),
     "keep": ("ucx --keep", ["--keep"]),
-    "keep-noprecopy": ("ucx --keep --no-precopy", ["--keep", "--no-precopy"]),
+    "ucx-precopy": ("ucx --precopy", ["--precopy"]),
     "ucx": ("ucx", []),
-    "ucx-noprecopy": ("ucx --no-precopy", ["--no-precopy"]),
     "disk": ("disk", ["--via", "fs"]),
     "memory": ("memory", None),  # --via fs:<shm dir>
 }
@@ -93,7 +93,7 @@ def main():
     ap.add_argument("--build", required=True)
     ap.add_argument("--sizes", default="64,256,1024")
     ap.add_argument("--write-pct", type=float, default=0)
-    ap.add_argument("--vias", default="keep,keep-noprecopy,ucx,disk")
+    ap.add_argument("--vias", default="keep-precopy,keep,ucx,disk")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--np", type=int, default=4)
     ap.add_argument("--host", default=socket.gethostname())

@@ -180,10 +180,10 @@ struct migration {
     long epoch = 0;   // the live migration's epoch, for the RESUME after a keep's switch
     std::string bind; // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
     // A live migration's prelude, while the job runs (pre): the new mpirun and its receivers
-    // start, then each rank that moves copies its memory there (PRECOPY); the quiesce comes
-    // after. The ranks that answered PRECOPIED send only what they wrote since (SEND ...
+    // start, then (--precopy) each rank that moves copies its memory there (PRECOPY); the quiesce
+    // comes after. The ranks that answered PRECOPIED send only what they wrote since (SEND ...
     // precopied).
-    bool pre = false, precopy = true;
+    bool pre = false, precopy = false;
     long pre_id = 0, quiesce_ms = 10000;
     std::set<int> precopying, precopied;
     unsigned long long precopy_bytes = 0;
@@ -1332,15 +1332,15 @@ struct server {
         // Before either kind begins: a live one copies it now, one through files once its images
         // are written (saved_all).
         mv_start_ms = std::max(1000L, start_ms);
-        // "ucx", "ucx+keep", "ucx+noprecopy", "ucx+keep+noprecopy"
+        // "ucx", "ucx+keep", "ucx+precopy", "ucx+keep+precopy"
         if (dir.rfind("ucx", 0) == 0) {
-            bool keep = false, precopy = true;
+            bool keep = false, precopy = false;
             std::istringstream words(dir.substr(3));
             for (std::string w; std::getline(words, w, '+');)
                 if (w == "keep")
                     keep = true;
-                else if (w == "noprecopy")
-                    precopy = false;
+                else if (w == "precopy")
+                    precopy = true;
                 else if (!w.empty())
                     return "unknown live migration option '" + w + "'";
             return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy);
@@ -1406,8 +1406,8 @@ struct server {
     // The ranks that stream an image: those that move, or all when every rank is relaunched.
     bool streams(int rank) const { return !mv.keep || mv.moving.count(rank); }
 
-    // Every receiver listens: the moving ranks copy their memory while they run (PRECOPY), unless
-    // the request said --no-precopy.
+    // Every receiver listens: the moving ranks copy their memory while they run (PRECOPY) if the
+    // request said --precopy.
     void start_precopies() {
         mv.t_receivers = clock_type::now();
         if (!mv.precopy) return quiesce_for_move();

@@ -98,9 +98,15 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
 started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
-# What `ghost migrate --via ucx` reports after via=: a pre-copy of every moved rank must have
-# happened (precopy_bytes) while the job ran, and some bytes moved while it was stopped.
-LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[1-9][0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* export_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
+# What `ghost migrate --via ucx` reports after via= (with --precopy, precopied() checks that
+# every moved rank's pre-copy happened while the job ran); some bytes move while it is stopped.
+precopied() { # precopied [OPTIONS]: with --precopy, the last move's ranks pre-copied
+  case " $* " in *" --precopy "*)
+    tail -1 "$work/mig.out" | grep -q " precopy_bytes=[1-9]" ||
+      fail "no pre-copy happened: $(tail -1 "$work/mig.out")" ;;
+  esac
+}
+LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* export_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
 cleanup() {
   # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
   # (Hydra's proxies are sessions of their own, out of the group's reach); then the group.
@@ -681,13 +687,15 @@ migkeep)
   here=$(hostname)
   refused "keep through files" "--keep is for --via ucx" "$GHOST" migrate "$job" --rank 1 --to "$here" --keep --via fs
   pids() { "$GHOST" status "$job" | sed -n 's/^  rank \([0-9]*\) *pid \([0-9]*\) .*running$/\1:\2/p' | tr '\n' ' '; }
-  kept() { # kept RANKS: migrate them with --keep; every other rank keeps its pid, they do not
+  kept() { # kept RANKS [OPTIONS]: migrate them with --keep; every other rank keeps its pid, they do not
     local ranks=$1 before after r
+    shift
     before=$(pids)
-    timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" --keep >>"$work/mig.out" 2>>"$work/mig.err" ||
+    timeout -k 5 240 "$GHOST" migrate "$job" --rank "$ranks" --to "$here" --keep "$@" >>"$work/mig.out" 2>>"$work/mig.err" ||
       fail "ghost migrate $job --rank $ranks --keep failed: $(tail -1 "$work/mig.err")"
     tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here via=ucx+keep $LIVE_PHASES$" ||
       fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
+    precopied "$@"
     after=$(pids)
     [ "$(echo "$after" | wc -w)" = "$np" ] || fail "not every rank runs after the migration: $("$GHOST" status "$job")"
     for ((r = 0; r < np; r++)); do
@@ -701,7 +709,7 @@ migkeep)
       fi
     done
   }
-  kept 1
+  kept 1 --precopy
   if [ "$np" -gt 2 ]; then kept 0,2; else kept 0; fi
   # A receiver that dies mid-transfer: one line, every rank goes on where it was (same pids).
   before=$(pids)
@@ -713,7 +721,7 @@ migkeep)
     fail "unexpected failure: $(cat "$work/die.err")"
   sleep 1
   [ "$(pids)" = "$before" ] || fail "the failed keep changed the ranks' processes: $before -> $(pids)"
-  kept 1
+  kept 1 --precopy
   finish 0
   same_as_native "$work/run.out"
   ;;
@@ -736,11 +744,12 @@ migrate)
     case "$*" in *fs:*) ;; *) want="via=ucx $LIVE_PHASES" ;; esac
     tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=$ranks to=$here $want$" ||
       fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
+    precopied "$@"
     [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
       fail "not every rank runs after the migration: $("$GHOST" status "$job")"
   }
   touch "$work/marker"
-  migrated 1 # --via ucx, the default: nothing on disk
+  migrated 1 --precopy # --via ucx, the default: nothing on disk (nor for the pre-copy)
   [ -z "$(ls -A "$ck" 2>/dev/null)" ] || fail "--via ucx wrote into the checkpoint directory: $(ls -A "$ck")"
   # (/tmp and /dev/shm as a whole are shared with other tests that run side by side: the job's
   # own places, and the ranks' private runtime directory, where a sender keeps its report.)
