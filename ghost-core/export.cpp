@@ -285,21 +285,19 @@ class exporter {
     // armed and written again is found by the next export's scan.
     result<export_stats> run_precopy(parked_process &proc, const std::string &index_path) {
         precopy_ = true;
-        auto fail_running = [&](const error &e) -> result<export_stats> {
-            (void)proc.resume();
-            return e;
-        };
-        if (auto r = read_agent_state(); !r) return fail_running(r.err());
+        // (The process runs throughout: on an early return, proc's destructor only closes the
+        // agent connection.)
+        GHOST_TRY(read_agent_state());
         // Nothing is left out: what the agent's components leave out of an image (an MPI rank's
         // lower half) is known only in a park. Every mapping with tracked writes must have its
         // pages here, or the export after this one would take them from here.
         auto maps = read_maps(pid_);
-        if (!maps) return fail_running(maps.err());
-        if (auto r = split_guard_pages(*maps); !r) return fail_running(r.err());
-        if (auto r = classify_mappings(*maps); !r) return fail_running(r.err());
-        if (auto r = start_tracking(*maps); !r) return fail_running(r.err());
-        if (!scan_id_) return fail_running(error{"no write tracking: " + stats_.tracking_note});
-        if (auto r = proc.resume(); !r) return r.err();
+        if (!maps) return maps.err();
+        GHOST_TRY(split_guard_pages(*maps));
+        GHOST_TRY(classify_mappings(*maps));
+        GHOST_TRY(start_tracking(*maps));
+        if (!scan_id_) return error{"no write tracking: " + stats_.tracking_note};
+        GHOST_TRY(proc.resume()); // the agent is free again: the tracking descriptor is ours
         auto t_resumed = std::chrono::steady_clock::now();
         GHOST_TRY(write_header());
         GHOST_TRY(write_tracking());
