@@ -788,11 +788,19 @@ class exporter {
                     region_++;
                     continue;
                 }
-                // (A pre-copy's regions only hold pages: never restored, no file or object.)
+                // (A pre-copy's regions only hold pages: no file or object. The anonymous ones
+                // say what they are, so that a receiver can put them in place ahead of the image
+                // (restorer.cpp); any other is written as anonymous with no access.)
                 if (precopy_) {
+                    bool anonymous = c->kind == image::region_anon_private ||
+                                     c->kind == image::region_heap ||
+                                     c->kind == image::region_stack;
                     j.what = memory_job::region_start;
                     j.region.start = v.start, j.region.end = v.end;
-                    j.region.kind = image::region_anon_private;
+                    j.region.kind = anonymous ? c->kind : image::region_anon_private;
+                    if (anonymous)
+                        j.region.prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) |
+                                        (v.exec ? PROT_EXEC : 0);
                 } else {
                     GHOST_TRY(region_record(v, c->kind, j));
                 }

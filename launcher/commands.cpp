@@ -750,6 +750,15 @@ class pipe_restore_sink final : public res::sink {
         image_fd_ = -1;
     }
     std::string describe() const override { return "the rank's restorer"; }
+    // A restorer started on a pre-copy (--say-placed) says "PLACED" once it has put it in place.
+    result<void> wait_placed() {
+        char line[600];
+        long n = control::read_line(status_fd_, line, sizeof line, 600000);
+        if (n >= 6 && std::strncmp(line, "PLACED", 6) == 0) return {};
+        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
+            return error{std::string("the restorer refused the pre-copy: ") + (line + 4)};
+        return error{"the restorer ended without taking the pre-copy"};
+    }
 
   private:
     error status_error(const char *what) {
@@ -783,11 +792,12 @@ pid_t fork_orphan() {
 // the restorer): listens on the address this host reaches the coordinator from, says
 // RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
 // the restorer. A pre-copy (image_format.h, header_pages_only) may come first: it goes into the
-// memfd `precopy_fd`, and the image after it comes on a new connection. Before the image itself
-// goes to the restorer, one byte on `decision_fd` tells the rank's process how to start the
-// restorer: kWithPrecopy (with the memfd as its source) or kWhole. Ends with the transfer, or when
-// the coordinator closes its connection first (the migration was given up) or the restorer is
-// gone.
+// memfd `precopy_fd`, and the image after it comes on a new connection. One byte on `decision_fd`
+// tells the rank's process how to start the restorer: kWithPrecopy (with the memfd as its source)
+// as soon as a whole pre-copy is in, so that the restorer places it while the job still runs and
+// then waits for the image; kWhole when the image comes with no pre-copy before it. Ends with the
+// transfer, or when the coordinator closes its connection first (the migration was given up) or
+// the restorer is gone.
 constexpr char kWithPrecopy = 'P', kWhole = 'W';
 [[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
                                     long rank, int image_fd, int status_fd, int precopy_fd,
@@ -824,7 +834,7 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
     struct routing_sink final : res::sink {
         pipe_restore_sink restorer;
         int precopy_fd, decision_fd;
-        bool have_precopy = false; // a whole pre-copy is in the memfd
+        bool have_precopy = false; // a whole pre-copy is in the memfd, the restorer started on it
         std::string head;          // the first bytes, until the header's flags are in
         enum { undecided, to_precopy, to_restorer } route = undecided;
         routing_sink(int i, int s, int p, int d) : restorer(i, s), precopy_fd(p), decision_fd(d) {}
@@ -854,16 +864,20 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
             }
             bool takes = h1.type == image::rec_tracking && t.source_count > 0;
             if (pre) {
+                // (Its sender then sends a whole image.)
+                if (have_precopy) return error{"a second pre-copy came for one migration"};
                 route = to_precopy;
-                have_precopy = false; // (a newer pre-copy replaces the last one)
                 if (::ftruncate(precopy_fd, 0) != 0 || ::lseek(precopy_fd, 0, SEEK_SET) != 0)
                     return sys_error("cannot reset the pre-copy's memory file");
             } else {
                 if (takes && !have_precopy)
                     return error{"the image takes pages from a pre-copy that did not come here"};
                 route = to_restorer;
-                char c = takes ? kWithPrecopy : kWhole;
-                if (::write(decision_fd, &c, 1) != 1) return error{"the rank's process is gone"};
+                // (After a pre-copy, the restorer placed it and waits: it takes a whole image as
+                // well as one that takes pages from the pre-copy.)
+                char c = kWhole;
+                if (!have_precopy && ::write(decision_fd, &c, 1) != 1)
+                    return error{"the rank's process is gone"};
             }
             std::string first = std::move(head);
             return pass(first.data(), first.size());
@@ -882,6 +896,11 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
         result<void> commit() override {
             if (route == undecided) GHOST_TRY(decide(true));
             if (route == to_precopy) {
+                // The sender hears that its pre-copy is in only once it is in place: the job is
+                // stopped for the image after that.
+                char c = kWithPrecopy;
+                if (::write(decision_fd, &c, 1) != 1) return error{"the rank's process is gone"};
+                GHOST_TRY(restorer.wait_placed());
                 have_precopy = true;
                 route = undecided;
                 return {};
@@ -891,8 +910,8 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
         }
         void abort() noexcept override {
             if (route == to_precopy) (void)!::ftruncate(precopy_fd, 0);
-            if (route != to_restorer)
-                have_precopy = false, route = undecided, head.clear();
+            if (route != to_restorer) // (a pre-copy the restorer started on stays)
+                route = undecided, head.clear();
             else
                 restorer.abort();
         }
@@ -1308,7 +1327,8 @@ int cmd_restart_rank_receive() {
     // Only the rank's process: its receiver (forked above) keeps every CPU for the transfer.
     if (std::string why = bind_moved_rank(r); !why.empty())
         std::fprintf(stderr, "ghost: restart-rank %ld: runs unbound: %s\n", r, why.c_str());
-    // The restorer starts with the image itself, from the pre-copy's pages if one came first.
+    // The restorer starts as soon as a pre-copy is in (it places it, then waits for the image),
+    // or with the image itself when none came first.
     char how = 0;
     while (::read(decision[0], &how, 1) < 0 && errno == EINTR) {
     }
@@ -1327,6 +1347,7 @@ int cmd_restart_rank_receive() {
                           status_arg.c_str(),
                           "--rank",
                           how == kWithPrecopy ? sources_arg.c_str() : nullptr,
+                          "--say-placed",
                           nullptr};
     ::execve(restorer_path->c_str(), (char *const *)argv, environ);
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));

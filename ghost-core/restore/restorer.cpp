@@ -81,6 +81,7 @@ int g_image_fd = -1;
 int g_status_fd = -1;
 bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command that asked for it
 bool g_gate = false;          // --gate: the status socket's reader reports a refusal
+int g_placed_source = -1;     // a pre-copy placed ahead: its index in the sources, or -1
 bool g_tree = false;          // a process of a tree: --tree-root, --tree-member, --tree-shared
 
 // A process tree (process_tree.h): every descendant of the image's process, as --tree-member
@@ -173,6 +174,10 @@ void read_exact(void *dst, uint64_t len) {
         long n = sys::call(__NR_read, g_image_fd, p, len > (1 << 30) ? (1 << 30) : len);
         if (n == -4) continue; // EINTR
         if (n < 0) fail_errno(text("cannot read the image"), n);
+        // A restorer started on a pre-copy whose image never comes: the migration was given up
+        // (the receiver says so).
+        if (n == 0 && g_placed_source >= 0 && g_stream_pos == len && p == (char *)dst)
+            sys::call(__NR_exit_group, 1);
         if (n == 0) fail(text("the image is truncated"));
         p += n;
         len -= (uint64_t)n;
@@ -430,7 +435,80 @@ struct open_region {
     uint32_t prot = 0;
     bool active = false;
     bool reprotect = false; // mapped writable to be filled, final protection still to set
+    bool placed = false;    // taken as placed from a pre-copy (below)
+    uint64_t covered = 0;   // placed: the image has said what lies below this
 } g_region;
+
+// --- a pre-copy placed ahead ---------------------------------------------------------------------
+// A source that is a pre-copy (image_format.h, header_pages_only) is put into memory before the
+// image is read: its anonymous regions mapped, its pages in them. In a live migration the restorer
+// starts as soon as the pre-copy is in, while the job still runs, so that this work (page faults,
+// hashing, copying: most of a big rank's restore) is not part of the downtime. Then each region of
+// the image that is exactly a placed one takes it as it is: its references to pages placed there
+// are already satisfied, its pages stored are written over them, and whatever it neither stores
+// nor references there (pages the program gave back since) is discarded. Every other placed
+// region goes before anything is mapped over it.
+struct placed_region {
+    uint64_t start, end;
+    uint32_t kind;
+    bool alive; // still mapped as placed
+    bool taken; // by a region of the image
+};
+struct placed_record { // a pages record of the pre-copy, placed at its address
+    uint64_t offset, addr, len, hash;
+};
+constexpr uint32_t max_placed_regions = 16384;
+constexpr uint32_t max_placed_records = 65536;      // (more are not placed: their pages are copied)
+placed_region g_placed_regions[max_placed_regions]; // in address order, as in the pre-copy
+placed_record g_placed_records[max_placed_records]; // in offset order
+uint32_t g_placed_region_count = 0, g_placed_record_count = 0;
+
+bool is_anonymous(uint32_t kind) {
+    return kind == img::region_anon_private || kind == img::region_heap ||
+           kind == img::region_stack;
+}
+
+// The first placed region that ends above `addr`.
+uint32_t placed_from(uint64_t addr) {
+    uint32_t lo = 0, hi = g_placed_region_count;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (g_placed_regions[mid].end <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+// Unmaps the placed regions that meet [start, end), unless an image region took them.
+void drop_placed(uint64_t start, uint64_t end) {
+    for (uint32_t i = placed_from(start);
+         i < g_placed_region_count && g_placed_regions[i].start < end; i++) {
+        placed_region &p = g_placed_regions[i];
+        if (!p.alive || p.taken) continue;
+        sys::call(__NR_munmap, p.start, p.end - p.start);
+        p.alive = false;
+    }
+}
+
+placed_region *placed_match(const img::region_record &rr) {
+    if (!is_anonymous(rr.kind)) return nullptr;
+    uint32_t i = placed_from(rr.start);
+    if (i == g_placed_region_count) return nullptr;
+    placed_region &p = g_placed_regions[i];
+    bool same = p.alive && !p.taken && p.start == rr.start && p.end == rr.end && p.kind == rr.kind;
+    return same ? &p : nullptr;
+}
+
+// In a placed region, the image's pages (stored or referenced) come in address order: what lies
+// between them holds nothing now.
+void cover(uint64_t addr, uint64_t len) {
+    if (!g_region.placed) return;
+    if (addr > g_region.covered)
+        sys::call(__NR_madvise, g_region.covered, addr - g_region.covered, 4 /* MADV_DONTNEED */);
+    g_region.covered = addr + len;
+}
 
 void workers_drain();
 
@@ -439,6 +517,7 @@ void flush_refs();
 void finish_region() {
     flush_refs();
     if (!g_region.active) return;
+    cover(g_region.end, 0);
     if (g_region.reprotect) {
         workers_drain(); // nobody may still be filling it
         long r =
@@ -503,6 +582,14 @@ void map_region(record &r) {
         fail(region_name(rr).add(" overlaps the restorer at ").hex(zone_start()));
     uint64_t len = rr.end - rr.start;
     uint32_t prot = rr.prot | PROT_READ | PROT_WRITE; // pages are written into place
+    if (placed_region *p = placed_match(rr)) {
+        p->taken = true;
+        apply_advice(rr);
+        g_region = {rr.start, rr.end,  rr.prot, true, rr.prot != (PROT_READ | PROT_WRITE),
+                    true,     rr.start};
+        return;
+    }
+    drop_placed(rr.start, rr.end);
     long addr = 0;
     switch (rr.kind) {
     case img::region_anon_private:
@@ -750,6 +837,7 @@ void fill_pages(record &r) {
     read_payload(r, &addr, sizeof addr);
     uint64_t len = r.remaining;
     if (!g_verifier.pages(addr)) fail(text(g_verifier.why())); // inside g_region, before any data
+    cover(addr, len);
     read_ahead();
     if (g_parallel) {
         uint64_t offset = g_stream_pos;
@@ -809,7 +897,8 @@ void read_tracking(record &r) {
     read_metadata(r);
     img::tracking_record t;
     memcpy(&t, g_meta, sizeof t);
-    if ((int)t.source_count != g_source_count)
+    // (A pre-copy placed ahead may be followed by a whole image: it then takes nothing from it.)
+    if ((int)t.source_count != g_source_count && !(t.source_count == 0 && g_placed_source >= 0))
         fail(text("the image takes pages from ")
                  .num(t.source_count)
                  .add(" older images; ")
@@ -867,10 +956,30 @@ void flush_refs() {
     g_ref_job_open = false;
 }
 
+// Is the record the reference names one placed ahead, in the region open now (taken as placed,
+// so that nothing else was written there)?
+bool already_placed(const img::page_ref_record &ref) {
+    if (!g_region.placed || (int)ref.source != g_placed_source) return false;
+    uint32_t lo = 0, hi = g_placed_record_count;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (g_placed_records[mid].offset < ref.record_offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == g_placed_record_count) return false;
+    const placed_record &p = g_placed_records[lo];
+    return p.offset == ref.record_offset && p.addr == ref.record_addr && p.len == ref.record_len &&
+           p.hash == ref.record_hash;
+}
+
 void fill_referenced(record &r) {
     read_metadata(r); // the verifier checked it lies in the region, in order, inside its record
     img::page_ref_record ref;
     memcpy(&ref, g_meta, sizeof ref);
+    cover(ref.addr, ref.len);
+    if (already_placed(ref)) return;
     int fd = g_source_fds[ref.source];
     if (!g_parallel) { // an image read from a pipe: one record buffer, the last record kept
         if (g_ref_cached_source != (int)ref.source || g_ref_cached_offset != ref.record_offset) {
@@ -903,6 +1012,103 @@ void fill_referenced(record &r) {
         g_ref_job_open = true;
     }
     g_ref_job.piece[g_ref_job.pieces++] = {ref.addr, ref.len};
+}
+
+// --- placing a pre-copy ahead (see "a pre-copy placed ahead" above) ------------------------------
+
+void check_trailer(record &r);
+
+// The page workers again from the start, for the next stream (they are stopped).
+void workers_reset() {
+    g_claimed = g_submitted = g_done = g_quit = 0;
+    g_worker_next = 0;
+    for (page_job &j : g_jobs)
+        j.ready = j.finished = 0;
+}
+
+bool place_region_ahead(record &r) {
+    read_metadata(r);
+    img::region_record rr;
+    memcpy(&rr, g_meta, sizeof rr);
+    // (The exporter writes any other region of a pre-copy as anonymous with no access.)
+    if (!is_anonymous(rr.kind) || !rr.prot || overlaps_zone(rr.start, rr.end) ||
+        g_placed_region_count == max_placed_regions)
+        return false;
+    long addr = sys::call(__NR_mmap, rr.start, rr.end - rr.start, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
+                              (rr.kind == img::region_stack ? MAP_GROWSDOWN : 0),
+                          -1, 0);
+    if (sys::failed(addr)) return false; // (our own vdso there: the image's pages are copied)
+    g_placed_regions[g_placed_region_count++] = {rr.start, rr.end, rr.kind, true, false};
+    return true;
+}
+
+void place_pages_ahead(record &r, bool placing) {
+    uint64_t addr;
+    read_payload(r, &addr, sizeof addr);
+    uint64_t len = r.remaining;
+    if (!g_verifier.pages(addr)) fail(text(g_verifier.why()));
+    uint64_t offset = g_stream_pos;
+    long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
+    if (sys::failed(pos)) fail_errno(text("cannot read the pre-copy"), pos);
+    g_stream_pos += len;
+    if (!placing || g_placed_record_count == max_placed_records) return;
+    page_job job = {};
+    job.addr = addr, job.len = len, job.offset = offset, job.expected = r.h.hash;
+    job.fd = g_image_fd;
+    workers_submit(job);
+    g_placed_records[g_placed_record_count++] = {offset - 8 - sizeof(img::record_header), addr, len,
+                                                 r.h.hash};
+}
+
+// Places source `index` if it is a pre-copy, each pages record checked against its hash.
+void place_ahead(int index) {
+    int fd = g_source_fds[index];
+    struct {
+        img::record_header h;
+        img::header_record hr;
+    } head;
+    long n = sys::call(__NR_pread64, fd, &head, sizeof head, 0);
+    if (n != (long)sizeof head || head.h.type != img::rec_header ||
+        !(head.hr.flags & img::header_pages_only))
+        return;
+    // (Read from its start: a receiver that wrote it shares our file position, at its end.)
+    if (sys::failed(sys::call(__NR_lseek, fd, 0, 0 /* SEEK_SET */))) return;
+    int image_fd = g_image_fd;
+    g_image_fd = fd;
+    workers_start();
+    if (g_parallel) {
+        bool placing = false;
+        record r;
+        for (bool more = true; more;) {
+            next_record(r);
+            switch (r.h.type) {
+            case img::rec_header:
+            case img::rec_tracking:
+                read_metadata(r);
+                break;
+            case img::rec_region:
+                placing = place_region_ahead(r);
+                break;
+            case img::rec_pages:
+                place_pages_ahead(r, placing);
+                break;
+            case img::rec_trailer:
+                check_trailer(r);
+                more = false;
+                break;
+            default:
+                fail(text("a source image is corrupt (a record that no pre-copy holds)"));
+            }
+        }
+        workers_stop();
+        workers_reset();
+        g_placed_source = index;
+    }
+    g_image_fd = image_fd;
+    g_stream_pos = g_readahead_end = 0;
+    g_readahead_works = true;
+    g_verifier = img::stream_verifier{};
 }
 
 // --- an MPI rank restarted under a new launcher (--rank)
@@ -1823,6 +2029,10 @@ void read_process(record &r) {
     memcpy(&g_process, g_meta, sizeof g_process);
     memcpy(g_cwd, g_meta + sizeof g_process, g_process.cwd_len);
     g_cwd[g_process.cwd_len] = 0;
+    const img::special_mapping *specials[] = {&g_process.vvar, &g_process.vvar_vclock,
+                                              &g_process.vdso};
+    for (const img::special_mapping *m : specials)
+        if (m->start) drop_placed(m->start, m->end);
     place_specials(g_process);
 }
 
@@ -2004,11 +2214,11 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     char **argv = (char **)(sp + 1);
     if (argc < 3)
         fail(text("usage: ghost-restart IMAGE-FD STATUS-FD|-1 [--new-tids] [--inherit-stdio] "
-                  "[--rank] [--gate]"));
+                  "[--rank] [--gate] [--sources=FD,...] [--say-placed]"));
     g_image_fd = (int)parse_dec(argv[1]);
     g_status_fd = argv[2][0] == '-' ? -1 : (int)parse_dec(argv[2]);
     capture_environment(argv + argc + 1);
-    bool keep_tids = true;
+    bool keep_tids = true, say_placed = false;
     for (long i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--new-tids") == 0)
             keep_tids = false;
@@ -2022,6 +2232,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             g_gate = true;
         else if (starts_with(argv[i], "--sources="))
             read_sources_arg(argv[i] + 10);
+        else if (strcmp(argv[i], "--say-placed") == 0)
+            say_placed = true;
         else if (starts_with(argv[i], "--tree-root="))
             g_tree = true, g_tree_root = parse_dec(argv[i] + 12);
         else if (starts_with(argv[i], "--tree-member="))
@@ -2057,6 +2269,14 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     if (g_own_stack.start)
         sys::call(__NR_munmap, g_own_stack.start, g_own_stack.end - g_own_stack.start);
 
+    if (!g_tree)
+        for (int i = 0; i < g_source_count; i++)
+            if (g_placed_source < 0) place_ahead(i);
+    // (Started on a pre-copy in a live migration: its sender hears of it once this is said.)
+    if (say_placed && g_source_count && g_status_fd >= 0) {
+        static const char placed[] = "PLACED\n";
+        (void)sys::call(__NR_write, g_status_fd, placed, sizeof placed - 1);
+    }
     workers_start();
     record r;
     for (;;) {
@@ -2108,8 +2328,9 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             break;
         case img::rec_trailer:
             finish_region();
-            if (g_source_count && !g_sources_listed)
+            if (g_source_count && !g_sources_listed && g_placed_source < 0)
                 fail(text("source images were given for an image that takes none"));
+            drop_placed(0, ~0ULL); // what no region of the image took
             check_trailer(r);
             goto complete;
         default:
