@@ -1972,11 +1972,12 @@ int cmd_migrate(const migrate_args &a) {
     if (a.keep && dir != "ucx")
         return fail("--keep is for --via ucx (the ranks that stay keep "
                     "their processes while the moved ones stream)");
-    if (a.precopy && dir != "ucx")
+    if (a.precopy == 1 && dir != "ucx")
         return fail("--precopy is for --via ucx (through files nothing is copied before the job "
                     "stops)");
+    bool precopy = a.precopy != 0 && dir == "ucx";
     if (a.keep) dir += "+keep";
-    if (a.precopy) dir += "+precopy";
+    if (precopy) dir += "+precopy";
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
         return fail("--rank takes R[,R2...], got '" + a.ranks + "'");

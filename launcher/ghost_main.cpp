@@ -125,10 +125,17 @@ int main(int argc, char **argv) {
                       "with --via ucx: the ranks that do not move keep their processes and "
                       "memory (they take a fresh MPI library in place); only the moved ones "
                       "stream their images");
-    migrate->add_flag("--precopy", ma.precopy,
-                      "with --via ucx: each moving rank's memory is copied while it runs, then the "
-                      "job stops and only what it wrote since is sent (see README: not yet faster "
-                      "beyond a few hundred MiB a rank)");
+    auto *precopy = migrate->add_flag_callback(
+        "--precopy", [&ma] { ma.precopy = 1; },
+        "with --via ucx (the default there): each streaming rank's memory is copied while it runs "
+        "and put in place on the destination, then the job stops and only what it wrote since is "
+        "sent");
+    migrate
+        ->add_flag_callback(
+            "--no-precopy", [&ma] { ma.precopy = 0; },
+            "with --via ucx: no pre-copy, each streaming rank's whole image is sent while the job "
+            "is stopped")
+        ->excludes(precopy);
     migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
         ->check(CLI::Range(1, 3600000));
     migrate

@@ -27,9 +27,10 @@
 #            checkpoint fails, mpirun ends the job, and nothing of the failed generation is left in
 #            the directory (another rank's checkpointer, finishing after the coordinator removed
 #            it, made it again)
-#   migrate  `ghost migrate` of rank 1 (--via ucx, the default: no image on disk), one whose
-#            receiver dies mid-transfer (fails, the job goes on), ranks 0 and 2 (ucx), then of
-#            ranks 0 and 2 through --via fs:DIR, to this host
+#   migrate  `ghost migrate` of rank 1 (--via ucx, the default: no image on disk; a pre-copy, the
+#            default), one whose receiver dies mid-transfer of the pre-copy (fails, the job goes
+#            on), ranks 0 and 2 (ucx, --no-precopy), then of ranks 0 and 2 through --via fs:DIR,
+#            to this host
 #            (the emulated-host tests move them between hosts): each answers with its downtime
 #            and the job goes on; requests that name no rank of the job, an impossible host or a
 #            wrong --via are refused in one line (the job goes on); a migration to a host mpirun
@@ -51,10 +52,10 @@
 #            restart of DIR then is refused in one line (the job ran to its end: it would run its
 #            end again), nothing runs
 #   migkeep  `ghost migrate --keep`: the ranks that stay keep their processes (their pids do not
-#            change, the moved rank's does), rank 1, then ranks 0 and 2 (rank 0 with 2 ranks), then
-#            rank 1 again; a
-#            keep whose receiver dies mid-transfer fails in one line, every rank where it was (the
-#            same pids); --keep with --via fs is refused; the output is the native run's
+#            change, the moved rank's does), rank 1 (pre-copied, the default), then ranks 0 and 2
+#            (rank 0 with 2 ranks; --no-precopy), then rank 1 again (--precopy); a keep whose
+#            receiver dies mid-transfer of a whole image fails in one line, every rank where it
+#            was (the same pids); --keep with --via fs is refused; the output is the native run's
 #   migkill  `ghost migrate` of rank 1 (ucx), and an old rank SIGKILLed once every image is in
 #            its new process (all `sent`), before the switch: mpirun ends the other old ranks, and the
 #            move still completes (it was abandoned, and the new ranks, already running, were
@@ -98,10 +99,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
 started_at=$(date +%s.%N) started_up=$(cut -d' ' -f1 /proc/uptime)
-# What `ghost migrate --via ucx` reports after via= (with --precopy, precopied() checks that
-# every moved rank's pre-copy happened while the job ran); some bytes move while it is stopped.
-precopied() { # precopied [OPTIONS]: with --precopy, the last move's ranks pre-copied
-  case " $* " in *" --precopy "*)
+# What `ghost migrate --via ucx` reports after via= (precopied() checks that every moved rank's
+# pre-copy, the default, happened while the job ran); some bytes move while it is stopped.
+precopied() { # precopied [OPTIONS]: unless --no-precopy or --via fs, the last move's ranks pre-copied
+  case " $* " in
+  *" --no-precopy "* | *" --via fs"*) ;;
+  *)
     tail -1 "$work/mig.out" | grep -q " precopy_bytes=[1-9]" ||
       fail "no pre-copy happened: $(tail -1 "$work/mig.out")" ;;
   esac
@@ -709,12 +712,13 @@ migkeep)
       fi
     done
   }
-  kept 1 --precopy
-  if [ "$np" -gt 2 ]; then kept 0,2; else kept 0; fi
-  # A receiver that dies mid-transfer: one line, every rank goes on where it was (same pids).
+  kept 1
+  if [ "$np" -gt 2 ]; then kept 0,2 --no-precopy; else kept 0 --no-precopy; fi
+  # A receiver that dies mid-transfer (of a whole image): one line, every rank goes on where it
+  # was (same pids).
   before=$(pids)
   echo 200000 >"$work/die-at"
-  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" --keep >"$work/die.out" 2>"$work/die.err" &&
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" --keep --no-precopy >"$work/die.out" 2>"$work/die.err" &&
     fail "a migration whose receiver died succeeded"
   [ "$(wc -l <"$work/die.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/die.err")"
   grep -q "^ghost: migration of job $job failed: the ranks could not move to $here (.*); the job goes on where it was$" "$work/die.err" ||
@@ -749,15 +753,16 @@ migrate)
       fail "not every rank runs after the migration: $("$GHOST" status "$job")"
   }
   touch "$work/marker"
-  migrated 1 --precopy # --via ucx, the default: nothing on disk (nor for the pre-copy)
+  migrated 1 # --via ucx, the default: nothing on disk (nor for the pre-copy)
   [ -z "$(ls -A "$ck" 2>/dev/null)" ] || fail "--via ucx wrote into the checkpoint directory: $(ls -A "$ck")"
   # (/tmp and /dev/shm as a whole are shared with other tests that run side by side: the job's
   # own places, and the ranks' private runtime directory, where a sender keeps its report.)
   rtdir=${GHOST_RUNTIME_DIR:-${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/ghost}}
   found=$(find "$work" "${rtdir:-/tmp/ghost-$(id -u)}" -xdev -newer "$work/marker" \( -name '*.ghost' -o -name 'send-*' \) 2>/dev/null | head -3)
   [ -z "$found" ] || fail "--via ucx left images: $found"
-  # A receiver that dies mid-transfer: the migration fails in one line, the job goes on where it
-  # was (nothing was killed). GHOST_TEST_RECEIVE_DIE is in the job's environment (below).
+  # A receiver that dies mid-transfer (of the pre-copy): the migration fails in one line, the job
+  # goes on where it was (nothing was killed). GHOST_TEST_RECEIVE_DIE is in the job's environment
+  # (below).
   echo 200000 >"$work/die-at" # (each rank's image is about 500 kB)
   timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" >"$work/die.out" 2>"$work/die.err" &&
     fail "a migration whose receiver died succeeded"
@@ -767,7 +772,7 @@ migrate)
   [ ! -e "$work/die-at" ] || fail "no receiver read the test hook"
   [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
     fail "not every rank runs after the failed migration: $("$GHOST" status "$job")"
-  migrated 0,2 # again after the failure
+  migrated 0,2 --no-precopy # again after the failure
   mkdir -p "$work/shared"
   migrated 0,2 --via "fs:$work/shared"
   [ -s "$work/shared/gen-1/manifest.json" ] || fail "--via fs: wrote no images into its directory"
