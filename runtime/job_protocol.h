@@ -129,8 +129,8 @@
 //                 SENT) kills the new mpirun and resumes the old ranks (the new ones have run no
 //                 step): ERROR the ranks could not move to <host> (<why>); the job goes on where it
 //                 was (answered once the new mpirun is gone). A failed pre-copy is no failure: that
-//                 rank sends a whole image. "ucx+precopy" (`--precopy`) and "ucx+keep+precopy" ask
-//                 for the pre-copies.
+//                 rank sends a whole image. "ucx+precopy" and "ucx+keep+precopy" (`ghost migrate`'s
+//                 default; `--no-precopy` leaves "+precopy" out) ask for the pre-copies.
 //                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
 //                 move keep their processes and memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)

@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Migration downtime (issue 11): `ghost migrate JOB --rank 1 --to HOST` of a 4-rank job whose ranks
 hold M MiB of random data each (benchmarks/mpi_ckpt/ckpt_load hold), optionally rewriting W% of
-their pages a second (--write-pct: rank 1, the one moved, does), with the images streamed over UCX (the default), over
-UCX after a pre-copy (--precopy: the memory copied while the job runs, then what was written since), through a
-directory on disk (the job's --ckpt-dir) and through one in memory (/dev/shm); against a native
+their pages a second (--write-pct: rank 1, the one moved, does), with the images streamed over UCX (the default)
+after a pre-copy (the default: the memory copied and put in place while the job runs, then what was written
+since) or without one (--no-precopy), through a directory on disk (the job's --ckpt-dir) and through one in memory (/dev/shm); against a native
 `mpirun` start-up of the same program (what a relaunch cannot beat) and `ucx_perftest` tag
 bandwidth (tcp, 1 MiB messages), measured in the same run, for the issue's bound:
 image / UCX bandwidth + native start-up + 100 ms. The job checks its memory (and every page's
@@ -43,10 +43,10 @@ SHOWN = ("prepare_s", "precopy_s", "quiesce_s", "transfer_s", "export_s", "relau
          "downtime_s", "total_s")
 # label -> `ghost migrate` options, for --vias
 ALL_VIAS = {
-    "keep-precopy": ("ucx --keep --precopy", ["--keep", "--precopy"]),
-    "keep": ("ucx --keep", ["--keep"]),
-    "ucx-precopy": ("ucx --precopy", ["--precopy"]),
-    "ucx": ("ucx", []),
+    "keep-precopy": ("ucx --keep (pre-copy)", ["--keep"]),
+    "keep": ("ucx --keep --no-precopy", ["--keep", "--no-precopy"]),
+    "ucx-precopy": ("ucx (pre-copy)", []),
+    "ucx": ("ucx --no-precopy", ["--no-precopy"]),
     "disk": ("disk", ["--via", "fs"]),
     "memory": ("memory", None),  # --via fs:<shm dir>
 }
@@ -178,7 +178,8 @@ def main():
                 "through a directory (disk, memory): from the request (quiesce, export = every image "
                 "written, relaunch = the old mpirun's end, the new one, the restores, MPI_Init). Before "
                 "the quiesce, while the job runs on (UCX only): prepare = the new mpirun and its "
-                "receivers, precopy = rank 1's memory copied to its receiver; total = from the request. "
+                "receivers, precopy = rank 1's memory copied to its receiver and put in place in its new "
+                "process; total = from the request. "
                 "Without --keep every rank is relaunched (and pre-copies); with --keep only rank 1 "
                 "(the others take a fresh lower half in place during reconnect, see README.md).\n")
     print(f"written {a.out}")

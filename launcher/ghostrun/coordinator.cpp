@@ -180,9 +180,9 @@ struct migration {
     long epoch = 0;   // the live migration's epoch, for the RESUME after a keep's switch
     std::string bind; // "RANK:CPU,...": where the new processes bind (ghostrun --balance)
     // A live migration's prelude, while the job runs (pre): the new mpirun and its receivers
-    // start, then (--precopy) each rank that moves copies its memory there (PRECOPY); the quiesce
-    // comes after. The ranks that answered PRECOPIED send only what they wrote since (SEND ...
-    // precopied).
+    // start, then (unless --no-precopy) each rank that moves copies its memory there (PRECOPY); the
+    // quiesce comes after. The ranks that answered PRECOPIED send only what they wrote since (SEND
+    // ... precopied).
     bool pre = false, precopy = false;
     long pre_id = 0, quiesce_ms = 10000;
     std::set<int> precopying, precopied;
@@ -1407,7 +1407,7 @@ struct server {
     bool streams(int rank) const { return !mv.keep || mv.moving.count(rank); }
 
     // Every receiver listens: the moving ranks copy their memory while they run (PRECOPY) if the
-    // request said --precopy.
+    // request asks for it (ghost migrate does, unless --no-precopy).
     void start_precopies() {
         mv.t_receivers = clock_type::now();
         if (!mv.precopy) return quiesce_for_move();
