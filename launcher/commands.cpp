@@ -738,12 +738,7 @@ class pipe_restore_sink final : public res::sink {
     result<void> commit() override {
         if (image_fd_ >= 0) ::close(image_fd_);
         image_fd_ = -1;
-        char line[600];
-        long n = control::read_line(status_fd_, line, sizeof line, 120000);
-        if (n >= 3 && std::strncmp(line, "OK ", 3) == 0) return {};
-        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
-            return error{std::string("the restorer refused the image: ") + (line + 4)};
-        return error{"the restorer ended without taking the image"};
+        return expect("OK ", 120000, "the image");
     }
     void abort() noexcept override {
         if (image_fd_ >= 0) ::close(image_fd_);
@@ -751,16 +746,19 @@ class pipe_restore_sink final : public res::sink {
     }
     std::string describe() const override { return "the rank's restorer"; }
     // A restorer started on a pre-copy (--say-placed) says "PLACED" once it has put it in place.
-    result<void> wait_placed() {
-        char line[600];
-        long n = control::read_line(status_fd_, line, sizeof line, 600000);
-        if (n >= 6 && std::strncmp(line, "PLACED", 6) == 0) return {};
-        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
-            return error{std::string("the restorer refused the pre-copy: ") + (line + 4)};
-        return error{"the restorer ended without taking the pre-copy"};
-    }
+    result<void> wait_placed() { return expect("PLACED", 600000, "the pre-copy"); }
 
   private:
+    // The restorer's next status line: `word` (its verdict on `what`), or ERR and why not.
+    result<void> expect(const char *word, int timeout_ms, const char *what) {
+        char line[600];
+        long n = control::read_line(status_fd_, line, sizeof line, timeout_ms);
+        size_t len = std::strlen(word);
+        if (n >= (long)len && std::strncmp(line, word, len) == 0) return {};
+        if (n > 4 && std::strncmp(line, "ERR ", 4) == 0)
+            return error{std::string("the restorer refused ") + what + ": " + (line + 4)};
+        return error{std::string("the restorer ended without taking ") + what};
+    }
     error status_error(const char *what) {
         abort();
         char line[600];
