@@ -1340,14 +1340,14 @@ int cmd_restart_rank_receive() {
         ::fcntl(precopy, F_SETFD, 0);
     else
         ::close(precopy);
-    const char *argv[] = {"ghost-restart",
-                          image_arg.c_str(),
-                          status_arg.c_str(),
-                          "--rank",
-                          how == kWithPrecopy ? sources_arg.c_str() : nullptr,
-                          "--say-placed",
-                          nullptr};
-    ::execve(restorer_path->c_str(), (char *const *)argv, environ);
+    std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
+                                      "--rank"};
+    if (how == kWithPrecopy) { // (placed at once: the receiver waits for its PLACED)
+        argv.push_back(sources_arg.c_str());
+        argv.push_back("--say-placed");
+    }
+    argv.push_back(nullptr);
+    ::execve(restorer_path->c_str(), (char *const *)argv.data(), environ);
     return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
 }
 

@@ -105,12 +105,11 @@ int cmd_quiesce(const quiesce_args &a);
 // those ranks on `to`. Prints the phases and the downtime.
 struct migrate_args {
     std::string job;
-    std::string ranks; // "R[,R2...]"
-    std::string to;    // host, as mpirun names it
-    std::string via;   // "fs:DIR" or empty
-    bool keep = false; // --keep: the ranks that stay keep their processes (ucx only)
-    int precopy =
-        -1; // --precopy 1, --no-precopy 0; unsaid: 1 with ucx (the moving ranks' memory goes first)
+    std::string ranks;            // "R[,R2...]"
+    std::string to;               // host, as mpirun names it
+    std::string via;              // "fs:DIR" or empty
+    bool keep = false;            // --keep: the ranks that stay keep their processes (ucx only)
+    int precopy = -1;             // 1 --precopy, 0 --no-precopy, -1 unsaid (ucx: pre-copy)
     int timeout_ms = 10000;       // bound of the quiesce
     int start_timeout_ms = 60000; // bound of the relaunch (every rank connected again)
 };
