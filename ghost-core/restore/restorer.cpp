@@ -832,24 +832,38 @@ void workers_stop() {
     g_parallel = false;
 }
 
-void fill_pages(record &r) {
+// A pages record's address, checked to lie in its region, after the pages before it, before any
+// of its data is read.
+uint64_t pages_address(record &r) {
     uint64_t addr;
     read_payload(r, &addr, sizeof addr);
+    if (!g_verifier.pages(addr)) fail(text(g_verifier.why()));
+    return addr;
+}
+
+// A seekable image: the record's data (the rest of it) is passed over, for the page workers to
+// read; returns where it starts.
+uint64_t pass_over_data(const record &r) {
+    uint64_t offset = g_stream_pos;
+    long pos = sys::call(__NR_lseek, g_image_fd, r.remaining, 1 /* SEEK_CUR */);
+    if (sys::failed(pos)) fail_errno(text("cannot read the image"), pos);
+    g_stream_pos += r.remaining;
+    return offset;
+}
+
+void submit_pages(const record &r, uint64_t addr, uint64_t offset) {
+    page_job job = {};
+    job.addr = addr, job.len = r.remaining, job.offset = offset, job.expected = r.h.hash;
+    job.fd = g_image_fd;
+    workers_submit(job);
+}
+
+void fill_pages(record &r) {
+    uint64_t addr = pages_address(r);
     uint64_t len = r.remaining;
-    if (!g_verifier.pages(addr)) fail(text(g_verifier.why())); // inside g_region, before any data
     cover(addr, len);
     read_ahead();
-    if (g_parallel) {
-        uint64_t offset = g_stream_pos;
-        long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
-        if (sys::failed(pos)) fail_errno(text("cannot read the image"), pos);
-        g_stream_pos += len;
-        page_job job = {};
-        job.addr = addr, job.len = len, job.offset = offset, job.expected = r.h.hash;
-        job.fd = g_image_fd;
-        workers_submit(job);
-        return;
-    }
+    if (g_parallel) return submit_pages(r, addr, pass_over_data(r));
     // Faulting the pages in bulk first is much cheaper than one fault per page inside read().
     if (len >= (64 << 10)) sys::call(__NR_madvise, addr, len, 23 /* MADV_POPULATE_WRITE */);
     // Through g_copy, as the page workers do (load_and_verify says why).
@@ -1044,21 +1058,12 @@ bool place_region_ahead(record &r) {
 }
 
 void place_pages_ahead(record &r, bool placing) {
-    uint64_t addr;
-    read_payload(r, &addr, sizeof addr);
-    uint64_t len = r.remaining;
-    if (!g_verifier.pages(addr)) fail(text(g_verifier.why()));
-    uint64_t offset = g_stream_pos;
-    long pos = sys::call(__NR_lseek, g_image_fd, len, 1 /* SEEK_CUR */);
-    if (sys::failed(pos)) fail_errno(text("cannot read the pre-copy"), pos);
-    g_stream_pos += len;
+    uint64_t addr = pages_address(r);
+    uint64_t offset = pass_over_data(r);
     if (!placing || g_placed_record_count == max_placed_records) return;
-    page_job job = {};
-    job.addr = addr, job.len = len, job.offset = offset, job.expected = r.h.hash;
-    job.fd = g_image_fd;
-    workers_submit(job);
-    g_placed_records[g_placed_record_count++] = {offset - 8 - sizeof(img::record_header), addr, len,
-                                                 r.h.hash};
+    submit_pages(r, addr, offset);
+    g_placed_records[g_placed_record_count++] = {offset - 8 - sizeof(img::record_header), addr,
+                                                 r.remaining, r.h.hash};
 }
 
 // Places source `index` if it is a pre-copy, each pages record checked against its hash.
