@@ -1081,8 +1081,9 @@ void restore_timers() {
 }
 
 // Threads that got new ids still own, under their old ids, the locks they held at the park (see
-// lock_owners.h): rewritten while every other thread is still held. Without the tid field of
-// struct pthread (g_tid_offset unknown) glibc keeps using the old ids, which then stay right.
+// lock_owners.h): rewritten while every other thread is still held, from the words the restorer
+// found (in its memory: before that is unmapped). Without the tid field of struct pthread
+// (g_tid_offset unknown) glibc keeps using the old ids, which then stay right.
 void fix_lock_owners_after_restore() {
     static ghost::agent::tid_change changes[ghost::agent::max_threads];
     static uint64_t heads[ghost::agent::max_threads];
@@ -1093,8 +1094,14 @@ void fix_lock_owners_after_restore() {
         if (t.old_tid > 0 && t.old_tid != t.tid) changes[n++] = {t.old_tid, t.tid};
         heads[h++] = t.robust_head;
     }
+    ghost::agent::found_words found = {(const uint64_t *)st.lock_words,
+                                       st.lock_word_count,
+                                       {st.lock_ids_min, st.lock_ids_span},
+                                       st.restorer_start,
+                                       st.restorer_end};
+    st.lock_words = 0; // this restore's alone
     if (!n || g_tid_offset < 0) return;
-    ghost::agent::lock_fix_result r = ghost::agent::fix_lock_owners(changes, n, heads, h);
+    ghost::agent::lock_fix_result r = ghost::agent::fix_lock_owners(changes, n, heads, h, &found);
     if (r.incomplete)
         say("not all memory could be checked for locks held under the threads' old ids");
 }
@@ -1111,9 +1118,9 @@ void after_restore_manager(thread_slot *self) {
         others += st.threads[i].state == ghost::agent::slot_parked;
     for (uint32_t got; (got = load(&st.restored)) < others;)
         futex(&st.restored, FUTEX_WAIT, got, nullptr);
+    fix_lock_owners_after_restore();
     if (st.restorer_end > st.restorer_start)
         munmap((void *)st.restorer_start, st.restorer_end - st.restorer_start);
-    fix_lock_owners_after_restore();
     // With the restorer gone, /proc/self/exe can name the program again (needs CAP_SYS_RESOURCE;
     // without it, it keeps naming ghost-restart, which changes nothing for the program).
     int exe = (int)sys::call(SYS_open, g_exe_path, O_RDONLY | O_CLOEXEC);

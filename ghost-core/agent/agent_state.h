@@ -12,7 +12,7 @@
 namespace ghost::agent {
 
 inline constexpr uint64_t state_magic = 0x5453544854534f47ULL; // "GOSTHTST"
-inline constexpr uint32_t state_version = 6;
+inline constexpr uint32_t state_version = 7;
 inline constexpr int max_threads = 1024;
 inline constexpr int max_internal_fds = 8;
 inline constexpr int park_signal = 63; // SIGRTMAX - 1 with glibc
@@ -99,6 +99,13 @@ struct state {
     uint32_t copy_count;
     // Written by the restorer into the restored copy:
     uint64_t restorer_start, restorer_end; // to unmap once every thread has left it
+    // The words of the restored memory that may hold the threads' old ids, as the restorer found
+    // them (lock_scan.h; address order), in its own memory: read by the lock fix before that is
+    // unmapped. 0 when the restorer did not search it all.
+    uint64_t lock_words;
+    uint32_t lock_word_count;
+    uint32_t lock_ids_min, lock_ids_span;
+    uint32_t lock_words_pad;
     thread_slot threads[max_threads];
 
     // Filled during a park by the components' exclude hooks (ghost_agent.h); the exporter leaves

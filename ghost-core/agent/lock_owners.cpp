@@ -4,16 +4,17 @@
 //     thread's robust list (glibc enqueues it there for the kernel); the lists are walked from the
 //     heads the agent recorded at park time;
 //  2. every other lock: glibc keeps no list of them, so the process's private writable memory is
-//     scanned, present pages only (PAGEMAP_SCAN, or mincore on kernels without it), read through
-//     /proc/self/mem (scan_run says why), one 8-byte aligned word at a time. A word equal to an
-//     old id is rewritten only where it sits in a complete, consistent glibc lock of a kind that
-//     checks its owner: a recursive or error-checking mutex (plain or priority-protect) with its
-//     owner there, a priority-inheritance mutex with the id in its lock word, a write-locked
-//     rwlock with the id as its writer. "Consistent" means every field of the 40- or 56-byte
-//     object holds a value glibc can leave there while the lock is held (kind, lock state,
-//     counts, zero list links and padding), so that an ordinary int that happens to equal an id
-//     is left alone. Normal and adaptive mutexes record an owner too but never check it: they are
-//     not touched.
+//     searched (lock_scan.h), present pages only (PAGEMAP_SCAN, or mincore on kernels without
+//     it), read through /proc/self/mem (scan_run says why), one 8-byte aligned word at a time; or,
+//     after a restore, only the words its restorer found in that memory (it searched it on its
+//     page workers, while they were still there). A word equal to an old id is rewritten only where
+//     it sits in a complete, consistent glibc lock of a kind that checks its owner: a recursive or
+//     error-checking mutex (plain or priority-protect) with its owner there, a priority-inheritance
+//     mutex with the id in its lock word, a write-locked rwlock with the id as its writer.
+//     "Consistent" means every field of the 40- or 56-byte object holds a value glibc can leave
+//     there while the lock is held (kind, lock state, counts, zero list links and padding), so that
+//     an ordinary int that happens to equal an id is left alone. Normal and adaptive mutexes record
+//     an owner too but never check it: they are not touched.
 // The loader's _dl_load_lock, _dl_load_write_lock and _dl_load_tls_lock are recursive mutexes in
 // ld.so's _rtld_global (writable private data): the scan finds them like any other.
 //
@@ -27,7 +28,6 @@
 #include "ghost-core/agent/lock_owners.h"
 
 #include <errno.h>
-#include <emmintrin.h>
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
@@ -37,7 +37,10 @@
 #include <sys/uio.h>
 #include <ucontext.h>
 
+#include <utility>
+
 #include "ghost-core/agent/agent_state.h"
+#include "ghost-core/lock_scan.h"
 #include "runtime/raw_syscall.h"
 
 namespace ghost::agent {
@@ -81,7 +84,7 @@ constexpr uint32_t kind_known =
     kind_type_mask | kind_robust | kind_pi | kind_pp | kind_pshared | kind_no_elision;
 constexpr uint32_t pp_ceiling_mask = 0xfff80000u;
 // Futex word bits (linux/futex.h).
-constexpr uint32_t futex_tid_mask = 0x3fffffffu;
+using lock_scan::futex_tid_mask;
 constexpr uint32_t futex_owner_died = 0x40000000u;
 // rwlock __readers bits and __writers_futex values (glibc's pthread_rwlock_common.c).
 constexpr uint32_t rw_wrphase = 1, rw_wrlocked = 2, rw_futex_used = 2;
@@ -93,6 +96,7 @@ struct range {
 };
 
 uint64_t g_agent_start, g_agent_end;
+uint64_t g_skip_start, g_skip_end; // the restorer, in a restored process
 uint64_t g_libc_text_start, g_libc_text_end;
 
 constexpr uint32_t max_ranges = 8192;
@@ -102,7 +106,7 @@ char g_maps[64 * 1024];
 
 tid_change g_changes[max_threads]; // sorted by `from`
 uint32_t g_change_count;
-uint32_t g_min_from, g_span;
+lock_scan::id_span g_ids; // the old ids of g_changes
 
 constexpr uint32_t max_robust = 4096;
 uint64_t g_robust_words[max_robust];
@@ -148,22 +152,6 @@ void store32(uint64_t addr, uint32_t v) {
 
 // --- the memory that may be rewritten --------------------------------------------------------
 
-uint64_t parse_hex(const char *&p, const char *end) {
-    uint64_t v = 0;
-    for (; p < end; p++) {
-        char c = *p;
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) break;
-        v = v << 4 | (uint64_t)d;
-    }
-    return v;
-}
-
-bool starts_with(const char *p, const char *end, const char *prefix) {
-    size_t n = strlen(prefix);
-    return (size_t)(end - p) >= n && memcmp(p, prefix, n) == 0;
-}
-
 void add_range(uint64_t start, uint64_t end, bool writable) {
     if (start >= end) return;
     range &last = g_ranges[g_range_count ? g_range_count - 1 : 0];
@@ -178,63 +166,31 @@ void add_range(uint64_t start, uint64_t end, bool writable) {
     g_ranges[g_range_count++] = {start, end, writable};
 }
 
-// One line of /proc/self/maps: "start-end perms offset dev inode   path".
+// One line of /proc/self/maps.
 void map_line(const char *p, const char *end) {
-    uint64_t start = parse_hex(p, end);
-    if (p >= end || *p++ != '-') return;
-    uint64_t stop = parse_hex(p, end);
-    if (end - p < 5 || *p++ != ' ') return;
-    const char *perms = p;
-    const char *path = p + 4;
-    for (int field = 0; field < 4 && path < end; field++) { // past perms, offset, dev, inode
-        while (path < end && *path != ' ')
-            path++;
-        while (path < end && *path == ' ')
-            path++;
-    }
-    // Device memory is not read at all (reads may have effects), nor the kernel's pages.
-    if (perms[0] != 'r' || starts_with(path, end, "/dev/") || starts_with(path, end, "[v")) return;
-    bool writable =
-        perms[1] == 'w' && (perms[3] == 'p' || starts_with(path, end, "/memfd:ghost-shared"));
-    // The agent's own image may share a line with a neighbour (its .bss is anonymous memory).
-    uint64_t lo = start > g_agent_start ? start : g_agent_start;
-    uint64_t hi = stop < g_agent_end ? stop : g_agent_end;
-    if (lo >= hi) {
-        add_range(start, stop, writable);
-    } else {
-        add_range(start, lo, writable);
+    lock_scan::map_entry e;
+    if (!lock_scan::parse_map_line(p, end, e) || !e.searched) return;
+    // The agent's own image may share a line with a neighbour (its .bss is anonymous memory);
+    // the restorer's is gone as soon as the fix is done.
+    uint64_t start = e.start;
+    bool agent_first = g_agent_start <= g_skip_start;
+    for (const auto &[skip_start, skip_end] :
+         {agent_first ? std::pair{g_agent_start, g_agent_end} : std::pair{g_skip_start, g_skip_end},
+          agent_first ? std::pair{g_skip_start, g_skip_end}
+                      : std::pair{g_agent_start, g_agent_end}}) {
+        uint64_t lo = start > skip_start ? start : skip_start;
+        uint64_t hi = e.end < skip_end ? e.end : skip_end;
+        if (lo >= hi) continue;
+        add_range(start, lo, e.writable);
         add_range(lo, hi, false);
-        add_range(hi, stop, writable);
+        start = hi;
     }
+    add_range(start, e.end, e.writable);
 }
 
 void list_ranges() {
     g_range_count = 0;
-    int fd = (int)sys::call(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        g_result.incomplete = true;
-        return;
-    }
-    size_t have = 0;
-    for (;;) {
-        long n = sys::call(SYS_read, fd, g_maps + have, sizeof g_maps - have);
-        if (n == -4) continue; // EINTR
-        if (n <= 0) break;
-        have += (size_t)n;
-        size_t line = 0;
-        for (size_t i = 0; i < have; i++)
-            if (g_maps[i] == '\n') {
-                map_line(g_maps + line, g_maps + i);
-                line = i + 1;
-            }
-        if (line == 0 && have == sizeof g_maps) { // a line longer than the buffer: not a map line
-            g_result.incomplete = true;
-            break;
-        }
-        memmove(g_maps, g_maps + line, have - line);
-        have -= line;
-    }
-    sys::call(SYS_close, fd);
+    if (!lock_scan::for_each_map_line(g_maps, sizeof g_maps, map_line)) g_result.incomplete = true;
 }
 
 // --- 1. robust lists -------------------------------------------------------------------------
@@ -372,26 +328,6 @@ uint64_t try_word(uint64_t p, const range &r) {
     return p + 8;
 }
 
-bool candidate(uint64_t word) {
-    return ((uint32_t)word & futex_tid_mask) - g_min_from <= g_span;
-}
-
-// Whether any of the eight words at p (64-byte aligned) is a candidate: SSE2 on the words' low
-// halves (the odd 32-bit lanes are made to fail), since almost every block holds none.
-bool any_candidate(uint64_t p) {
-    const __m128i mask = _mm_set_epi32(0, (int)futex_tid_mask, 0, (int)futex_tid_mask);
-    const __m128i min = _mm_set_epi32(1, (int)g_min_from, 1, (int)g_min_from);
-    const __m128i bias = _mm_set1_epi32((int)0x80000000u);
-    const __m128i limit = _mm_xor_si128(_mm_set1_epi32((int)g_span), bias);
-    __m128i above = _mm_set1_epi32(-1);
-    for (int i = 0; i < 4; i++) {
-        __m128i v = _mm_load_si128((const __m128i *)p + i);
-        __m128i d = _mm_xor_si128(_mm_sub_epi32(_mm_and_si128(v, mask), min), bias);
-        above = _mm_and_si128(above, _mm_cmpgt_epi32(d, limit)); // unsigned d > span
-    }
-    return _mm_movemask_epi8(above) != 0xffff;
-}
-
 // The scan reads the memory through /proc/self/mem into a small buffer rather than touching it:
 // in a fast duplicate's copy every page was just copied by fork, and the first access to each one
 // from the copy costs a page-table fault wherever the hypervisor shadows page tables (4 s for
@@ -408,9 +344,9 @@ uint64_t scan_copy(uint64_t start, uint64_t end, const unsigned char *copy, uint
     const uint64_t delta = (uint64_t)copy - start;
     uint64_t next = from;
     for (uint64_t block = start; block < end; block += 64) {
-        if (block + 64 <= next || !any_candidate(block + delta)) continue;
+        if (block + 64 <= next || !g_ids.any_in_block((const void *)(block + delta))) continue;
         for (uint64_t w = block; w < block + 64; w += 8)
-            if (w >= next && candidate(*(const uint64_t *)(w + delta))) next = try_word(w, r);
+            if (w >= next && g_ids.holds(*(const uint64_t *)(w + delta))) next = try_word(w, r);
     }
     return next;
 }
@@ -433,74 +369,6 @@ void scan_run(uint64_t start, uint64_t end, const range &r) {
             else
                 g_result.incomplete = true;
         }
-    }
-}
-
-// PAGEMAP_SCAN (Linux 6.7): the present (or swapped) runs of pages of a range.
-struct pm_scan_arg {
-    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-struct page_region {
-    uint64_t start, end, categories;
-};
-constexpr unsigned long pagemap_scan_ioctl = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
-constexpr uint64_t page_is_present = 1 << 3, page_is_swapped = 1 << 4, page_is_guard = 1 << 8;
-page_region g_regions[256];
-unsigned char g_incore[4096];
-
-void scan_range(const range &r, int pagemap, bool &use_pagemap) {
-    for (uint64_t at = r.start; use_pagemap && at < r.end;) {
-        pm_scan_arg arg = {};
-        arg.size = sizeof arg;
-        arg.start = at;
-        arg.end = r.end;
-        arg.vec = (uint64_t)g_regions;
-        arg.vec_len = sizeof g_regions / sizeof g_regions[0];
-        arg.category_anyof_mask = arg.return_mask = page_is_present | page_is_swapped;
-        // Guard pages (MADV_GUARD_INSTALL) count as swapped and fault when read: left out where
-        // the kernel knows the category (6.14), which it refuses with EINVAL otherwise.
-        static bool guard_category = true;
-        if (guard_category) arg.category_mask = arg.category_inverted = page_is_guard;
-        long n = sys::call(SYS_ioctl, pagemap, pagemap_scan_ioctl, &arg);
-        if (n == -EINVAL && guard_category) {
-            guard_category = false;
-            continue;
-        }
-        if (sys::failed(n) && at == r.start) {
-            use_pagemap = false; // a kernel without PAGEMAP_SCAN: mincore below
-            break;
-        }
-        if (sys::failed(n) || arg.walk_end <= at) { // cannot go on: the rest, every page
-            scan_run(at, r.end, r);
-            return;
-        }
-        for (long i = 0; i < n; i++)
-            scan_run(g_regions[i].start, g_regions[i].end, r);
-        at = arg.walk_end;
-        if (at >= r.end) return;
-    }
-    // mincore: resident pages of the range, a chunk at a time.
-    for (uint64_t at = r.start; at < r.end;) {
-        uint64_t len = r.end - at;
-        if (len > sizeof g_incore * page_size) len = sizeof g_incore * page_size;
-        uint64_t pages = len / page_size;
-        if (sys::failed(sys::call(SYS_mincore, at, len, g_incore))) {
-            scan_run(at, at + len, r);
-        } else {
-            for (uint64_t i = 0; i < pages;) {
-                if (!(g_incore[i] & 1)) {
-                    i++;
-                    continue;
-                }
-                uint64_t j = i;
-                while (j < pages && (g_incore[j] & 1))
-                    j++;
-                scan_run(at + i * page_size, at + j * page_size, r);
-                i = j;
-            }
-        }
-        at += len;
     }
 }
 
@@ -592,9 +460,27 @@ void lock_owners_init() {
     dl_iterate_phdr(find_libc_text, nullptr);
 }
 
+// The words a restorer found (in address order), each tried where it is.
+void try_found(const found_words &found) {
+    uint64_t next = 0;
+    uint32_t r = 0;
+    for (uint32_t i = 0; i < found.count; i++) {
+        uint64_t w = found.words[i];
+        while (r < g_range_count && g_ranges[r].end <= w)
+            r++;
+        if (r == g_range_count) break;
+        const range &in = g_ranges[r];
+        if (w < next || w < in.start || w % 8 || !in.writable) continue;
+        if (g_ids.holds(*(const uint64_t *)w)) next = try_word(w, in);
+    }
+}
+
 lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,
-                                const uint64_t *robust_heads, uint32_t head_count) {
+                                const uint64_t *robust_heads, uint32_t head_count,
+                                const found_words *found) {
     g_result = {};
+    g_skip_start = found ? found->restorer_start : 0;
+    g_skip_end = found ? found->restorer_end : 0;
     g_change_count = 0;
     for (uint32_t i = 0; i < count && g_change_count < max_threads; i++) {
         if (changes[i].from <= 0 || changes[i].to <= 0 || changes[i].from == changes[i].to)
@@ -607,8 +493,8 @@ lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,
         g_changes[j] = changes[i];
     }
     if (!g_change_count) return g_result;
-    g_min_from = (uint32_t)g_changes[0].from;
-    g_span = (uint32_t)g_changes[g_change_count - 1].from - g_min_from;
+    g_ids = {(uint32_t)g_changes[0].from,
+             (uint32_t)g_changes[g_change_count - 1].from - (uint32_t)g_changes[0].from};
 
     list_ranges();
     g_robust_count = 0;
@@ -617,15 +503,24 @@ lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,
     for (uint32_t i = 0; i < g_robust_count; i++)
         fix_robust_word(g_robust_words[i]);
 
+    // The restorer searched for every old id, in all the memory scanned below.
+    if (found && found->words && found->ids.covers(g_ids)) {
+        try_found(*found);
+        return g_result;
+    }
     g_mem_fd = (int)sys::call(SYS_open, "/proc/self/mem", O_RDONLY | O_CLOEXEC);
     if (g_mem_fd < 0) {
         g_result.incomplete = true;
         return g_result;
     }
     int pagemap = (int)sys::call(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    bool use_pagemap = pagemap >= 0;
-    for (uint32_t i = 0; i < g_range_count; i++)
-        if (g_ranges[i].writable) scan_range(g_ranges[i], pagemap, use_pagemap);
+    static lock_scan::present_pages present; // (10 KiB: not on the stack)
+    present.use(pagemap);
+    for (uint32_t i = 0; i < g_range_count; i++) {
+        const range &r = g_ranges[i];
+        if (r.writable)
+            present.each_run(r.start, r.end, [&r](uint64_t a, uint64_t b) { scan_run(a, b, r); });
+    }
     if (pagemap >= 0) sys::call(SYS_close, pagemap);
     sys::call(SYS_close, g_mem_fd);
     g_mem_fd = -1;

@@ -17,6 +17,8 @@
 
 #include <stdint.h>
 
+#include "ghost-core/lock_scan.h"
+
 namespace ghost::agent {
 
 struct tid_change {
@@ -34,12 +36,25 @@ struct lock_fix_result {
 // scan leaves alone.
 void lock_owners_init();
 
-// In a restored process, with every other thread held at its park point and the restorer gone:
-// rewrites the owner of every lock held under an old id of `changes` (each id in `from` at most
-// once; `to` is the id the same thread has now). `robust_heads` are the threads' registered
-// robust-list heads. Only system calls and static buffers: any libc lock may be held.
+// What a restorer found (lock_scan.h): the words of the memory that may hold one of `ids`, in
+// address order, after searching all of what the fix would scan; and where the restorer itself
+// is (left alone: it goes once the fix is done).
+struct found_words {
+    const uint64_t *words; // null: nothing was searched
+    uint32_t count;
+    lock_scan::id_span ids;
+    uint64_t restorer_start, restorer_end;
+};
+
+// In a restored process, with every other thread held at its park point: rewrites the owner of
+// every lock held under an old id of `changes` (each id in `from` at most once; `to` is the id
+// the same thread has now). `robust_heads` are the threads' registered robust-list heads. With
+// `found` (and the old ids among those it was searched for), only the words it lists are looked
+// at; otherwise the memory is scanned. Only system calls and static buffers: any libc lock may be
+// held.
 lock_fix_result fix_lock_owners(const tid_change *changes, uint32_t count,
-                                const uint64_t *robust_heads, uint32_t head_count);
+                                const uint64_t *robust_heads, uint32_t head_count,
+                                const found_words *found = nullptr);
 
 // In a restored thread whose id changed, from its park point, before it runs on. A thread
 // stopped inside glibc may hold its id, read before the stop, in a register or its frame, and

@@ -41,6 +41,7 @@
 #include "ghost-core/image_credentials.h"
 #include "ghost-core/image_format.h"
 #include "ghost-core/image_verify.h"
+#include "ghost-core/lock_scan.h"
 #include "ghost-core/restore/credentials.h"
 #include "ghost-core/restore/freestanding.h"
 #include "runtime/uapi.h"
@@ -451,8 +452,9 @@ struct open_region {
 struct placed_region {
     uint64_t start, end;
     uint32_t kind;
-    bool alive; // still mapped as placed
-    bool taken; // by a region of the image
+    bool alive;         // still mapped as placed
+    bool taken;         // by a region of the image
+    uint64_t mark_base; // its pages' marks in g_page_marks (no_marks: none)
 };
 struct placed_record { // a pages record of the pre-copy, placed at its address
     uint64_t offset, addr, len, hash;
@@ -462,6 +464,52 @@ constexpr uint32_t max_placed_records = 65536;      // (more are not placed: the
 placed_region g_placed_regions[max_placed_regions]; // in address order, as in the pre-copy
 placed_record g_placed_records[max_placed_records]; // in offset order
 uint32_t g_placed_region_count = 0, g_placed_record_count = 0;
+placed_region *g_taken_region = nullptr; // the image's region open now, when taken as placed
+
+// Marks for the lock-word search (find_lock_words, below), made as the page workers place the
+// pages: a page's mark has bit (id >> 6) % 64 set for each word of it that could hold a thread id
+// (its low half, flag bits aside, in [1, 2^22): a Linux id), whichever thread that may be. Once
+// the image's old ids are known, only the placed pages whose marks meet theirs are searched,
+// those the image wrote again and everything not placed: in a migration, most of a big rank's
+// memory is placed and searched no more.
+constexpr uint64_t max_marked_pages = 2ULL << 20; // 8 GiB placed
+constexpr uint64_t no_marks = ~0ULL;
+uint64_t g_page_marks[max_marked_pages];
+uint64_t g_marked_pages = 0;
+constexpr ghost::lock_scan::id_span any_id = {1, (1u << 22) - 2};
+
+uint64_t id_mark(uint32_t id) {
+    return 1ULL << ((id >> 6) & 63);
+}
+
+// A worker's slice of a placed pages record: `len` bytes `at` bytes into the record's pages
+// (`marks`: those of the record's first page).
+void mark_pages(const char *data, uint64_t len, uint64_t at, uint64_t *marks) {
+    if (at % 64 || len % 64) { // (after a short read: searched whatever they hold)
+        for (uint64_t page = at / page_size; page <= (at + len - 1) / page_size; page++)
+            marks[page] = ~0ULL;
+        return;
+    }
+    for (uint64_t block = 0; block < len; block += 64) {
+        if (!any_id.any_in_block(data + block)) continue;
+        for (uint64_t w = block; w < block + 64; w += 8) {
+            uint64_t word = *(const uint64_t *)(data + w);
+            if (any_id.holds(word))
+                marks[(at + w) / page_size] |=
+                    id_mark((uint32_t)word & ghost::lock_scan::futex_tid_mask);
+        }
+    }
+}
+
+// Pages of the taken region open now that the image writes: searched whatever their marks say.
+void unmark(uint64_t addr, uint64_t len) {
+    const placed_region *p = g_taken_region;
+    if (!p || p->mark_base == no_marks) return;
+    uint64_t first = (addr - p->start) / page_size,
+             last = (addr + len - p->start + page_size - 1) / page_size;
+    for (uint64_t i = first; i < last; i++)
+        g_page_marks[p->mark_base + i] = ~0ULL;
+}
 
 bool is_anonymous(uint32_t kind) {
     return kind == img::region_anon_private || kind == img::region_heap ||
@@ -518,6 +566,7 @@ void finish_region() {
     flush_refs();
     if (!g_region.active) return;
     cover(g_region.end, 0);
+    g_taken_region = nullptr;
     if (g_region.reprotect) {
         workers_drain(); // nobody may still be filling it
         long r =
@@ -582,8 +631,10 @@ void map_region(record &r) {
         fail(region_name(rr).add(" overlaps the restorer at ").hex(zone_start()));
     uint64_t len = rr.end - rr.start;
     uint32_t prot = rr.prot | PROT_READ | PROT_WRITE; // pages are written into place
+    g_taken_region = nullptr;
     if (placed_region *p = placed_match(rr)) {
         p->taken = true;
+        g_taken_region = p;
         apply_advice(rr);
         g_region = {rr.start, rr.end,  rr.prot, true, rr.prot != (PROT_READ | PROT_WRITE),
                     true,     rr.start};
@@ -676,7 +727,8 @@ constexpr uint32_t job_slots = 64;
 
 // A page job is a pages record (read from `fd` a slice at a time, hashed, placed), or with
 // pieces, a pages record of an older image that a reference names: read whole into the worker's
-// buffer, its hash checked, and the pieces wanted copied into place.
+// buffer, its hash checked, and the pieces wanted copied into place; or, with find_locks, restored
+// memory to search for the agent's lock fix (find_lock_words).
 struct ref_piece {
     uint64_t addr, len;
 };
@@ -686,6 +738,8 @@ struct page_job {
     uint64_t addr, len, offset, expected;
     int fd;
     uint32_t pieces;
+    bool find_locks;
+    uint64_t *marks; // placing a pre-copy: the marks of the record's pages (or null)
     ref_piece piece[max_ref_pieces];
     uint32_t ready;    // futex: index + 1 of the job in this slot
     uint32_t finished; // futex: index + 1 of the last job done in this slot
@@ -711,6 +765,7 @@ void wake_all(uint32_t *p) {
 void pread_exact(int fd, void *dst, uint64_t len, uint64_t off);
 void copy_referenced(const char *record, uint64_t record_addr, uint64_t record_len,
                      uint64_t record_hash, const ref_piece *pieces, uint32_t count);
+void find_lock_words_in(uint64_t addr, uint64_t len, const uint64_t *marks, char *buffer);
 
 // Puts restored bytes into place through the kernel (process_vm_writev on ourselves), which
 // writes the pages through its own mapping of them: our page tables meet each page only when the
@@ -737,6 +792,7 @@ void place(void *dst, const void *src, uint64_t len) {
 
 // `buffer`: the worker's own, max_ref_record bytes at least.
 void load_and_verify(const page_job &j, char *buffer) {
+    if (j.find_locks) return find_lock_words_in(j.addr, j.len, j.marks, buffer);
     if (j.pieces) {
         pread_exact(j.fd, buffer, sizeof(img::record_header) + 8 + j.len, j.offset);
         copy_referenced(buffer, j.addr, j.len, j.expected, j.piece, j.pieces);
@@ -755,6 +811,7 @@ void load_and_verify(const page_job &j, char *buffer) {
         if (n == 0) fail(text("the image is truncated"));
         h.update(buffer, (uint64_t)n);
         place((void *)(j.addr + done), buffer, (uint64_t)n);
+        if (j.marks) mark_pages(buffer, (uint64_t)n, done, j.marks);
         done += (uint64_t)n;
     }
     if (h.digest() != j.expected) fail(text(img::checksum_mismatch));
@@ -777,8 +834,21 @@ extern "C" void restorer_page_worker() {
     }
 }
 
-void workers_start() {
-    if (sys::failed(sys::call(__NR_lseek, g_image_fd, 0, 1 /* SEEK_CUR */))) return; // a pipe
+void workers_stop();
+long g_worker_failure = 0;
+
+// The job slots from the start (no worker is running).
+void workers_reset() {
+    g_claimed = g_submitted = g_done = g_quit = 0;
+    g_worker_next = 0;
+    for (page_job &j : g_jobs)
+        j.ready = j.finished = 0;
+}
+
+// False (none left running) if one cannot be started. (Workers may be started again once the
+// last ones are stopped.)
+bool spawn_workers() {
+    workers_reset();
     for (int i = 0; i < worker_count; i++) {
         ghost::uapi::clone_args args = {};
         args.flags = thread_clone_flags | CLONE_CHILD_CLEARTID;
@@ -786,10 +856,21 @@ void workers_start() {
         args.stack = (uint64_t)g_worker_stacks[i];
         args.stack_size = sizeof g_worker_stacks[i];
         long tid = restorer_spawn(&args, sizeof args);
-        if (sys::failed(tid)) fail_errno(text("cannot start a page worker"), tid);
+        if (sys::failed(tid)) {
+            g_parallel = i > 0;
+            workers_stop();
+            g_worker_failure = tid;
+            return false;
+        }
         g_worker_tids[i] = (int32_t)tid;
     }
     g_parallel = true;
+    return true;
+}
+
+void workers_start() {
+    if (sys::failed(sys::call(__NR_lseek, g_image_fd, 0, 1 /* SEEK_CUR */))) return; // a pipe
+    if (!spawn_workers()) fail_errno(text("cannot start a page worker"), g_worker_failure);
 }
 
 void workers_submit(const page_job &job) {
@@ -799,7 +880,7 @@ void workers_submit(const page_job &job) {
         for (uint32_t f; (f = load32(&j.finished)) != k - job_slots + 1;)
             futex_op(&j.finished, 0, f);
     j.addr = job.addr, j.len = job.len, j.offset = job.offset, j.expected = job.expected;
-    j.fd = job.fd, j.pieces = job.pieces;
+    j.fd = job.fd, j.pieces = job.pieces, j.find_locks = job.find_locks, j.marks = job.marks;
     for (uint32_t i = 0; i < job.pieces; i++)
         j.piece[i] = job.piece[i];
     __atomic_store_n(&j.ready, k + 1, __ATOMIC_RELEASE);
@@ -851,10 +932,11 @@ uint64_t pass_over_data(const record &r) {
     return offset;
 }
 
-void submit_pages(const record &r, uint64_t addr, uint64_t offset) {
+void submit_pages(const record &r, uint64_t addr, uint64_t offset, uint64_t *marks = nullptr) {
     page_job job = {};
     job.addr = addr, job.len = r.remaining, job.offset = offset, job.expected = r.h.hash;
     job.fd = g_image_fd;
+    job.marks = marks;
     workers_submit(job);
 }
 
@@ -862,6 +944,7 @@ void fill_pages(record &r) {
     uint64_t addr = pages_address(r);
     uint64_t len = r.remaining;
     cover(addr, len);
+    unmark(addr, len);
     read_ahead();
     if (g_parallel) return submit_pages(r, addr, pass_over_data(r));
     // Faulting the pages in bulk first is much cheaper than one fault per page inside read().
@@ -994,6 +1077,7 @@ void fill_referenced(record &r) {
     memcpy(&ref, g_meta, sizeof ref);
     cover(ref.addr, ref.len);
     if (already_placed(ref)) return;
+    unmark(ref.addr, ref.len);
     int fd = g_source_fds[ref.source];
     if (!g_parallel) { // an image read from a pipe: one record buffer, the last record kept
         if (g_ref_cached_source != (int)ref.source || g_ref_cached_offset != ref.record_offset) {
@@ -1032,14 +1116,6 @@ void fill_referenced(record &r) {
 
 void check_trailer(record &r);
 
-// The page workers again from the start, for the next stream (they are stopped).
-void workers_reset() {
-    g_claimed = g_submitted = g_done = g_quit = 0;
-    g_worker_next = 0;
-    for (page_job &j : g_jobs)
-        j.ready = j.finished = 0;
-}
-
 bool place_region_ahead(record &r) {
     read_metadata(r);
     img::region_record rr;
@@ -1053,7 +1129,12 @@ bool place_region_ahead(record &r) {
                               (rr.kind == img::region_stack ? MAP_GROWSDOWN : 0),
                           -1, 0);
     if (sys::failed(addr)) return false; // (our own vdso there: the image's pages are copied)
-    g_placed_regions[g_placed_region_count++] = {rr.start, rr.end, rr.kind, true, false};
+    uint64_t pages = (rr.end - rr.start) / page_size, marks = no_marks;
+    if (g_marked_pages + pages <= max_marked_pages) {
+        marks = g_marked_pages;
+        g_marked_pages += pages;
+    }
+    g_placed_regions[g_placed_region_count++] = {rr.start, rr.end, rr.kind, true, false, marks};
     return true;
 }
 
@@ -1061,7 +1142,11 @@ void place_pages_ahead(record &r, bool placing) {
     uint64_t addr = pages_address(r);
     uint64_t offset = pass_over_data(r);
     if (!placing || g_placed_record_count == max_placed_records) return;
-    submit_pages(r, addr, offset);
+    const placed_region &p = g_placed_regions[g_placed_region_count - 1];
+    submit_pages(r, addr, offset,
+                 p.mark_base == no_marks
+                     ? nullptr
+                     : &g_page_marks[p.mark_base + (addr - p.start) / page_size]);
     g_placed_records[g_placed_record_count++] = {offset - 8 - sizeof(img::record_header), addr,
                                                  r.remaining, r.h.hash};
 }
@@ -1107,7 +1192,6 @@ void place_ahead(int index) {
             }
         }
         workers_stop();
-        workers_reset();
         g_placed_source = index;
     }
     g_image_fd = image_fd;
@@ -1935,6 +2019,7 @@ void finish_files() {
 img::thread_record g_threads[max_restored_threads];
 ghost::agent::saved_context g_contexts[max_restored_threads];
 int g_thread_count = 0;
+bool g_tid_kept[max_restored_threads]; // the thread runs under its id of the image
 // Each thread waits on its own until all have taken the image's credentials.
 alignas(16) char g_thread_stacks[max_restored_threads][thread_stack_size];
 uint32_t g_threads_ready = 0; // futex: threads that took the image's credentials
@@ -1971,6 +2056,7 @@ int spawn_threads(bool keep_tids) {
         c.mxcsr = t.mxcsr, c.fpucw = t.fpucw;
         if (t.flags & img::thread_main) {
             main_index = i;
+            g_tid_kept[i] = sys::call(__NR_gettid) == t.tid;
             continue;
         }
         ghost::uapi::clone_args args = {};
@@ -1990,6 +2076,7 @@ int spawn_threads(bool keep_tids) {
             r = restorer_clone_thread(&args, sizeof args, &c);
         }
         if (sys::failed(r)) fail_errno(text("cannot start thread ").num(t.tid), r);
+        g_tid_kept[i] = r == t.tid;
         spawned++;
     }
     for (uint32_t n; (n = load32(&g_threads_ready)) != (uint32_t)spawned;)
@@ -2086,7 +2173,169 @@ void install_process_state() {
     publish_environment(agent);
     agent->restorer_start = zone_start();
     agent->restorer_end = page_align_up((uint64_t)_end);
+    agent->lock_words = 0; // (until find_lock_words has them all)
     agent->restored = 0;
+}
+
+// --- the words the agent's lock fix looks at
+// ----------------------------------------------------------------------------------------- The
+// threads that cannot keep their ids (lock_owners.h) own locks under their old ones, which the
+// agent rewrites before any thread runs on. Finding them means reading all the private memory;
+// the agent would do it alone while the process waits (0.25 s for 1 GiB here, most of what a
+// moved rank adds to a migration's downtime). The restorer does it instead, once every page is
+// in and the image's threads (their old ids) are known, on its page workers, through
+// /proc/self/mem as the agent would (see place(): the pages are not touched from here); the
+// agent is left the words found, and looks at those only. Whatever is not searched, or found in
+// too great a number, the agent scans itself.
+constexpr uint32_t max_lock_words = 32768;
+uint64_t g_lock_words[max_lock_words];
+uint32_t g_lock_word_count = 0; // beyond max_lock_words: too many to list
+uint32_t g_lock_search_failed = 0;
+ghost::lock_scan::id_span g_lock_ids;
+uint64_t g_lock_marks; // their marks (id_mark)
+int g_self_mem = -1;
+char g_lock_maps[64 * 1024];
+ghost::lock_scan::present_pages g_present;
+
+void find_lock_words_at(const char *copy, uint64_t addr, uint64_t len) {
+    for (uint64_t block = 0; block < len; block += 64) {
+        if (!g_lock_ids.any_in_block(copy + block)) continue;
+        for (uint64_t w = block; w < block + 64; w += 8) {
+            if (!g_lock_ids.holds(*(const uint64_t *)(copy + w))) continue;
+            uint32_t k = __atomic_fetch_add(&g_lock_word_count, 1, __ATOMIC_RELAXED);
+            if (k < max_lock_words) g_lock_words[k] = addr + w;
+        }
+    }
+}
+
+// [addr, addr + len) through a worker's buffer (max_ref_record bytes at least).
+void search_pages(uint64_t addr, uint64_t len, char *buffer) {
+    for (uint64_t at = addr; at < addr + len;) {
+        uint64_t n = addr + len - at < img::max_ref_record ? addr + len - at : img::max_ref_record;
+        if (sys::call(__NR_pread64, g_self_mem, buffer, n, at) == (long)n) {
+            find_lock_words_at(buffer, at, n);
+        } else { // a page the kernel cannot read (a guard page): the agent will scan
+            __atomic_store_n(&g_lock_search_failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        at += n;
+    }
+}
+
+// A page worker's job: [addr, addr + len), or with `marks` (placed pages: theirs), only the pages
+// whose marks meet the old ids'.
+void find_lock_words_in(uint64_t addr, uint64_t len, const uint64_t *marks, char *buffer) {
+    if (!marks) return search_pages(addr, len, buffer);
+    uint64_t pages = len / page_size;
+    for (uint64_t i = 0; i < pages;) {
+        if (!(marks[i] & g_lock_marks)) {
+            i++;
+            continue;
+        }
+        uint64_t j = i;
+        while (j < pages && (marks[j] & g_lock_marks))
+            j++;
+        search_pages(addr + i * page_size, (j - i) * page_size, buffer);
+        i = j;
+    }
+}
+
+// Jobs for [start, end), pieces that keep both workers busy on large regions.
+void submit_lock_search(uint64_t start, uint64_t end, const uint64_t *marks) {
+    constexpr uint64_t piece = 4ULL << 20;
+    for (uint64_t at = start; at < end; at += piece) {
+        page_job job = {};
+        job.addr = at;
+        job.len = end - at < piece ? end - at : piece;
+        job.find_locks = true;
+        job.marks = marks ? (uint64_t *)marks + (at - start) / page_size : nullptr;
+        workers_submit(job);
+    }
+}
+
+// A run of present pages [start, end): where it lies in a placed region the image took, its
+// marks tell which pages to search.
+void search_run(uint64_t start, uint64_t end) {
+    for (uint64_t at = start; at < end;) {
+        uint32_t i = placed_from(at);
+        while (i < g_placed_region_count && g_placed_regions[i].start < end &&
+               (!g_placed_regions[i].taken || g_placed_regions[i].mark_base == no_marks))
+            i++;
+        if (i == g_placed_region_count || g_placed_regions[i].start >= end)
+            return submit_lock_search(at, end, nullptr);
+        const placed_region &p = g_placed_regions[i];
+        if (p.start > at) submit_lock_search(at, p.start, nullptr);
+        at = p.start > at ? p.start : at;
+        uint64_t stop = p.end < end ? p.end : end;
+        submit_lock_search(at, stop, &g_page_marks[p.mark_base + (at - p.start) / page_size]);
+        at = stop;
+    }
+}
+
+void search_map_line(const char *p, const char *end) {
+    ghost::lock_scan::map_entry e;
+    if (!ghost::lock_scan::parse_map_line(p, end, e) || !e.writable) return;
+    if (e.start < zone_start() && e.end > zone_start())
+        e.end = zone_start(); // our own: not searched
+    if (e.end > zone_end() && e.start < zone_end()) e.start = zone_end();
+    if (overlaps_zone(e.start, e.end)) return;
+    g_present.each_run(e.start, e.end, search_run);
+}
+
+void sort_lock_words(uint32_t n) { // heapsort: no allocation, no recursion
+    auto sift = [](uint32_t root, uint32_t size) {
+        for (uint32_t child; (child = 2 * root + 1) < size; root = child) {
+            if (child + 1 < size && g_lock_words[child + 1] > g_lock_words[child]) child++;
+            if (g_lock_words[root] >= g_lock_words[child]) return;
+            uint64_t t = g_lock_words[root];
+            g_lock_words[root] = g_lock_words[child];
+            g_lock_words[child] = t;
+        }
+    };
+    for (uint32_t i = n / 2; i-- > 0;)
+        sift(i, n);
+    for (uint32_t end = n; end-- > 1;) {
+        uint64_t t = g_lock_words[0];
+        g_lock_words[0] = g_lock_words[end];
+        g_lock_words[end] = t;
+        sift(0, end);
+    }
+}
+
+// Every page is in and every thread started (each knows its id); the process is restored and about
+// to run (the search takes no part in whether the restore succeeds: it runs after its answer,
+// while the job's other ranks, told so, go on with their part of the switch).
+void find_lock_words() {
+    struct old_ids { // those of the threads that could not keep them
+        long operator[](uint32_t i) const { return g_tid_kept[i] ? 0 : g_threads[i].tid; }
+    };
+    if (!ghost::lock_scan::span_of(old_ids{}, (uint32_t)g_thread_count, g_lock_ids)) return;
+    g_lock_marks = 0;
+    for (uint64_t id = g_lock_ids.min;
+         id <= (uint64_t)g_lock_ids.min + g_lock_ids.span && ~g_lock_marks; id += 64)
+        g_lock_marks |= id_mark((uint32_t)id);
+    g_lock_marks |= id_mark(g_lock_ids.min + g_lock_ids.span);
+    g_self_mem = (int)sys::call(__NR_open, "/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (g_self_mem < 0) return;
+    int pagemap = (int)sys::call(__NR_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    g_present.use(pagemap);
+    if (!spawn_workers()) { // (the agent will scan)
+        sys::call(__NR_close, g_self_mem);
+        if (pagemap >= 0) sys::call(__NR_close, pagemap);
+        return;
+    }
+    bool listed =
+        ghost::lock_scan::for_each_map_line(g_lock_maps, sizeof g_lock_maps, search_map_line);
+    workers_stop();
+    if (pagemap >= 0) sys::call(__NR_close, pagemap);
+    sys::call(__NR_close, g_self_mem);
+    if (!listed || load32(&g_lock_search_failed) || g_lock_word_count > max_lock_words) return;
+    sort_lock_words(g_lock_word_count);
+    auto *agent = (ghost::agent::state *)g_process.agent_state;
+    agent->lock_words = (uint64_t)g_lock_words;
+    agent->lock_word_count = g_lock_word_count;
+    agent->lock_ids_min = g_lock_ids.min;
+    agent->lock_ids_span = g_lock_ids.span;
 }
 
 } // namespace
@@ -2397,5 +2646,6 @@ complete:
         }
         sys::call(__NR_close, g_status_fd);
     }
+    find_lock_words();
     run_threads(main_index);
 }
