@@ -283,7 +283,7 @@ class exporter {
 
     // export_precopy: the process runs (attach_running); what is copied after the tracking is
     // armed and written again is found by the next export's scan.
-    result<export_stats> run_precopy(parked_process &proc, const std::string &index_path) {
+    result<export_stats> run_precopy(parked_process &proc, image_index &idx) {
         precopy_ = true;
         // (The process runs throughout: on an early return, proc's destructor only closes the
         // agent connection.)
@@ -309,10 +309,9 @@ class exporter {
         stats_.image_bytes = writer_.bytes();
         stats_.live_s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_resumed).count();
-        image_index idx;
+        idx = {};
         idx.size = writer_.bytes(), idx.hash_sum = sealed, idx.scan_id = scan_id_;
         idx.spans = std::move(precopy_spans_);
-        GHOST_TRY(save_index(idx, index_path));
         return stats_;
     }
 
@@ -1140,12 +1139,19 @@ result<export_stats> export_process(const parked_process &proc, res::sink &out,
     return e.run();
 }
 
-result<export_stats> export_precopy(parked_process &proc, res::sink &out,
-                                    const std::string &index_path) {
+result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_index &index) {
     export_options opt;
     opt.track = true;
     exporter e(proc, out, opt);
-    return e.run_precopy(proc, index_path);
+    return e.run_precopy(proc, index);
+}
+
+result<export_stats> export_precopy(parked_process &proc, res::sink &out,
+                                    const std::string &index_path) {
+    image_index idx;
+    auto stats = export_precopy(proc, out, idx);
+    if (stats) GHOST_TRY(save_index(idx, index_path));
+    return stats;
 }
 
 } // namespace ghost::core

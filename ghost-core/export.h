@@ -55,5 +55,7 @@ result<export_stats> export_process(const parked_process &proc, res::sink &out,
 // sink.
 result<export_stats> export_precopy(parked_process &proc, res::sink &out,
                                     const std::string &index_path);
+// The same, the index kept in memory (the next export is made by the same caller).
+result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_index &index);
 
 } // namespace ghost::core

@@ -1395,6 +1395,37 @@ int duplicate_to(const duplicate_args &a) {
     return 0;
 }
 
+namespace {
+
+// A pre-copy held in memory for a copy made here: the image (its source for the restorer, which
+// places it ahead) and its index (the parent of the image taken next).
+struct precopied {
+    std::unique_ptr<res::source> source;
+    core::image_index index;
+    uint64_t bytes = 0;
+    double seconds = 0;
+};
+
+result<precopied> precopy_in_memory(pid_t pid, uint64_t resident) {
+    auto t0 = clock_type::now();
+    auto running = core::parked_process::attach_running(pid);
+    if (!running) return running.err();
+    auto sink = res::mem_sink::create(resident);
+    if (!sink) return sink.err();
+    precopied p;
+    auto stats = core::export_precopy(*running, **sink, p.index);
+    if (!stats) return error{"the pre-copy failed: " + stats.err().message};
+    if (auto c = (*sink)->commit(); !c) return c.err();
+    auto src = (*sink)->open_source();
+    if (!src) return src.err();
+    p.source = std::move(*src);
+    p.bytes = stats->image_bytes;
+    p.seconds = since(t0);
+    return p;
+}
+
+} // namespace
+
 int cmd_duplicate(const duplicate_args &a) {
     if (!a.to.empty()) {
         if (!a.pid_file.empty() || a.detach)
@@ -1403,6 +1434,7 @@ int cmd_duplicate(const duplicate_args &a) {
     }
     auto t0 = clock_type::now();
     std::string fallback = "--via-image";
+    if (a.precopy && !a.via_image) return fail("--precopy goes with --via-image");
     if (!a.via_image) {
         auto fast = core::request_fast_duplicate(a.pid, !a.new_ids);
         if (!fast) return fail(fast.err().message);
@@ -1430,10 +1462,21 @@ int cmd_duplicate(const duplicate_args &a) {
     auto sink = res::mem_sink::create(resident ? *resident : 0);
     if (!sink) return fail(sink.err().message);
     double prepare_s = since(t0);
+    core::export_options xo;
+    std::optional<precopied> pre;
+    if (a.precopy) {
+        auto got = precopy_in_memory(a.pid, resident ? *resident : 0);
+        if (!got)
+            return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + got.err().message);
+        pre = std::move(*got);
+        xo.track = true;
+        xo.parent_index = &pre->index;
+        xo.parent_name = kPrecopyName;
+    }
     auto t_park = clock_type::now();
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
-    auto stats = core::export_process(*proc, **sink);
+    auto stats = core::export_process(*proc, **sink, xo);
     if (!stats)
         return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + stats.err().message);
     // The image is whole once export returns: the process goes on before the memory image is
@@ -1447,17 +1490,23 @@ int cmd_duplicate(const duplicate_args &a) {
     core::import_options opt;
     opt.restorer = *restorer_path;
     opt.inherit_stdio = true;
+    if (pre) opt.source_fds.push_back(pre->source->stream_fd());
     auto pid = core::import_process((*src)->stream_fd(), opt);
     if (!pid)
         return fail("cannot duplicate pid " + std::to_string(a.pid) + ": " + pid.err().message);
     src->reset();
     sink->reset();
+    // export_s: while the process was stopped (with --precopy, precopy_s: before, while it ran).
     std::fprintf(stderr,
                  "ghost: duplicate pid=%d copy=%d via=image (%s) bytes=%llu prepare_s=%s "
-                 "export_s=%s import_s=%s total_s=%s\n",
+                 "%sexport_s=%s import_s=%s total_s=%s\n",
                  (int)a.pid, (int)*pid, fallback.c_str(), (unsigned long long)stats->image_bytes,
-                 seconds(prepare_s).c_str(), seconds(export_s).c_str(), seconds(since(t1)).c_str(),
-                 seconds(since(t0)).c_str());
+                 seconds(prepare_s).c_str(),
+                 pre ? ("precopy_bytes=" + std::to_string(pre->bytes) +
+                        " precopy_s=" + seconds(pre->seconds) + " ")
+                           .c_str()
+                     : "",
+                 seconds(export_s).c_str(), seconds(since(t1)).c_str(), seconds(since(t0)).c_str());
     write_pid_file(a.pid_file, *pid);
     if (a.detach) return 0;
     return wait_child(*pid);

@@ -60,6 +60,7 @@ struct duplicate_args {
     bool detach = false;
     bool via_image = false; // the export+restore path even where the fast (fork) one applies
     bool new_ids = false;   // the fast copy under a new pid (not in a pid namespace of its own)
+    bool precopy = false;   // (through an image) its memory copied first while the process runs
     std::string to;         // ucx://HOST:PORT: the copy is restored there by `ghost receive`
     std::string secret_file;
 };

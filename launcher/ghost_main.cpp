@@ -88,6 +88,9 @@ int main(int argc, char **argv) {
     dup->add_flag("--detach", da.detach, "do not wait for the copy");
     dup->add_flag("--via-image", da.via_image,
                   "copy through an image (export + restore) even where a fork can make it");
+    dup->add_flag("--precopy", da.precopy,
+                  "with --via-image: copy the memory while the process runs, then stop it only "
+                  "for what it wrote since");
     dup->add_flag("--new-ids", da.new_ids,
                   "the fork's copy gets a pid and thread ids of its own (as root it keeps the "
                   "original's in a pid namespace of its own, which is faster)");

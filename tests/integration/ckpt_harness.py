@@ -16,6 +16,9 @@ For one program:
      mode "duplicate_new_ids": the same with `ghost duplicate --new-ids` (the copy's threads get new ids,
      the locks they held are rewritten: "ids=new");
      mode "duplicate_image": the same through `ghost duplicate --via-image` (export + restore);
+     mode "duplicate_image_precopy": the same with --precopy (the memory copied while the program
+     runs, placed by the restorer, then the image of what was written since; the copy's threads
+     get new ids);
      mode "incremental": mode "restart" with `ghost checkpoint --incremental`: each image stores
      only the pages written since the one before (the SIGUSR2 checkpoint, a whole image, breaks
      the chain), and each restart reads its chain back;
@@ -575,7 +578,8 @@ class Harness:
         dpidf = self.path("dup.pid")
         dup_err = self.path("dup.err")
         with open(copy_path, "wb") as out, open(dup_err, "wb") as err:
-            via = {"duplicate_image": ["--via-image"], "duplicate_new_ids": ["--new-ids"]}.get(self.a.mode, [])
+            via = {"duplicate_image": ["--via-image"], "duplicate_image_precopy": ["--via-image", "--precopy"],
+                   "duplicate_new_ids": ["--new-ids"]}.get(self.a.mode, [])
             dup = self.t.popen([self.ghost, "duplicate", "--pid-file", dpidf] + via + [str(pid)], "ghost duplicate",
                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         cpid = read_pid_file(dpidf, dup, self.a.cmd_timeout, "ghost duplicate", self.t)
@@ -601,9 +605,12 @@ class Harness:
         # "duplicate" takes the fast path (a fork made by the agent); "duplicate_image" the
         # export+restore path. Neither may end up on the other.
         fast = any("via=fork" in l for l in report)
-        if fast != (self.a.mode != "duplicate_image"):
+        by_image = self.a.mode in ("duplicate_image", "duplicate_image_precopy")
+        if fast != (not by_image):
             raise Failure("ghost duplicate took the " + ("fork" if fast else "export+restore") +
                           " path in mode " + self.a.mode + ":\n" + tail(dup_err))
+        if (self.a.mode == "duplicate_image_precopy") != any(" precopy_bytes=" in l for l in report):
+            raise Failure(f"the copy was made {'without' if by_image else 'with'} a pre-copy in mode {self.a.mode}:\n" + tail(dup_err))
         ids = "kept" if self.a.mode == "duplicate" and os.geteuid() == 0 else "new"
         if fast and not any(f"ids={ids}" in l for l in report):
             raise Failure(f"the copy did not get ids={ids} in mode {self.a.mode}:\n" + tail(dup_err))
@@ -677,7 +684,8 @@ class Harness:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ghost", required=True, help="path of the ghost CLI")
-    ap.add_argument("--mode", choices=["restart", "incremental", "precopy", "duplicate", "duplicate_new_ids", "duplicate_image"], required=True)
+    ap.add_argument("--mode", choices=["restart", "incremental", "precopy", "duplicate", "duplicate_new_ids", "duplicate_image",
+                                       "duplicate_image_precopy"], required=True)
     ap.add_argument("--name", help="test name for messages (default: program basename)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     ap.add_argument("--restarts", type=int, default=3, help="checkpoint --kill + restart cycles (restart mode)")
