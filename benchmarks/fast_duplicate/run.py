@@ -3,8 +3,9 @@
 """Fast duplicate benchmark: `ghost duplicate` of a process holding 64 MiB .. 1 GiB of random data
 (benchmarks/fast_duplicate/dup_bench.c, two threads writing to it), by the fork path (as root: the
 copy keeps the original's ids in a pid namespace of its own), by the fork path with --new-ids (the
-copy's threads get new ids: the locks they hold are rewritten) and by the export+restore path
-(--via-image), measured alternately in one run:
+copy's threads get new ids: the locks they hold are rewritten), by the export+restore path
+(--via-image) and by it after a pre-copy (--via-image --precopy: the memory copied while the
+original runs, then only what it wrote since while it is stopped), measured alternately in one run:
 
   park_ms   how long the original was stopped: ghost's own report (park_s for the fork path, the
             park-to-resume export_s for the image path) and the longest gap the original's main
@@ -81,7 +82,8 @@ def one(ghost, bench, mib, via, work):
         time.sleep(1.0)  # settle
         with open(out) as f:
             gaps_before = len(re.findall(r"gap (\d+)", f.read()))
-        flags = {"image": ["--via-image"], "fork --new-ids": ["--new-ids"]}.get(via, [])
+        flags = {"image": ["--via-image"], "image --precopy": ["--via-image", "--precopy"],
+                 "fork --new-ids": ["--new-ids"]}.get(via, [])
         argv = [ghost, "duplicate"] + flags + [str(pid)]
         t0 = time.monotonic_ns()
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -130,10 +132,10 @@ def main():
     rows = []
     for mib in [int(s) for s in a.sizes.split(",")]:
         for rep in range(a.reps):
-            for via in ("fork", "fork --new-ids", "image"):
+            for via in ("fork", "fork --new-ids", "image", "image --precopy"):
                 with tempfile.TemporaryDirectory(prefix="ghost-fastdup-") as work:
                     park, gap, copy = one(ghost, bench, mib, via, work)
-                print(f"{mib:5d} MiB {via:14s} rep {rep}: park {park:8.1f} ms (gap seen {gap:8.1f} ms), "
+                print(f"{mib:5d} MiB {via:15s} rep {rep}: park {park:8.1f} ms (gap seen {gap:8.1f} ms), "
                       f"copy runs after {copy:8.1f} ms", flush=True)
                 rows.append({"mib": mib, "via": via, "rep": rep, "park_ms": round(park, 2),
                              "gap_ms": round(gap, 2), "copy_ms": round(copy, 2)})
@@ -161,7 +163,8 @@ def main():
              "copy's lock-owner scan does (the floor of a copy whose threads get new ids).", "",
              "| MiB | path | park ms | gap ms | copy runs after ms |", "|---:|---|---:|---:|---:|"]
     for mib in sorted({r["mib"] for r in rows}):
-        for via in ("fork", "fork --new-ids", "image", "plain fork()", "plain fork() + one read"):
+        for via in ("fork", "fork --new-ids", "image", "image --precopy", "plain fork()",
+                    "plain fork() + one read"):
             sel = [r for r in rows if r["mib"] == mib and r["via"] == via]
             med = {k: statistics.median(r[k] for r in sel) if sel[0][k] != "" else None
                    for k in ("park_ms", "gap_ms", "copy_ms")}
