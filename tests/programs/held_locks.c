@@ -33,6 +33,12 @@ static pthread_mutex_t g_mutex[K_RWLOCK];
 // never again, so a copy with new ids gets this owner right only if ghost looks at what the
 // pre-copy placed (a write to the page would hide that).
 static pthread_mutex_t *g_quiet;
+// And one made and unmade in a page of its own: zeros, then an error-checking mutex taken across a
+// hold, released, zeros again. A pre-copy may copy that page empty and the image after it find
+// the lock held: its owner is then only in a page the image stores again, which must be looked at
+// whatever the pre-copy's copy of it held.
+static pthread_mutex_t *g_anew;
+static uint64_t g_anew_count;
 static pthread_rwlock_t g_rwlock;
 static uint64_t g_guarded[K_KINDS]; // bumped only under the lock of its kind
 static uint64_t g_done[T_COUNT];    // per thread: critical sections completed
@@ -188,6 +194,21 @@ static void init_mutex(pthread_mutex_t *m, int type, int robust, int protocol) {
     pthread_mutexattr_destroy(&a);
 }
 
+static void *anew_holder(void *arg) {
+    (void)arg;
+    while (!atomic_load(&g_stop)) {
+        init_mutex(g_anew, PTHREAD_MUTEX_ERRORCHECK, 0, 0);
+        expect(pthread_mutex_lock(g_anew), 0, "pthread_mutex_lock (made anew)", -2);
+        t_sleep_ns(100 * 1000); // (short: both states met between a pre-copy and its image)
+        expect(pthread_mutex_unlock(g_anew), 0, "pthread_mutex_unlock (made anew)", -2);
+        pthread_mutex_destroy(g_anew);
+        memset(g_anew, 0, 4096);
+        g_anew_count++;
+        t_sleep_ns(100 * 1000);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     t_init("held_locks");
     static const char *const known[] = {"--rounds", "--hold-us", NULL};
@@ -211,6 +232,10 @@ int main(int argc, char **argv) {
     if (g_quiet == MAP_FAILED) fail("mmap: %s", strerror(errno));
     init_mutex(g_quiet, PTHREAD_MUTEX_ERRORCHECK, 0, 0);
     expect(pthread_mutex_lock(g_quiet), 0, "pthread_mutex_lock (held all along)", -1);
+    g_anew = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g_anew == MAP_FAILED) fail("mmap: %s", strerror(errno));
+    pthread_t anew;
+    if (pthread_create(&anew, NULL, anew_holder, NULL) != 0) fail("pthread_create");
 
     pthread_t th[T_COUNT + 1];
     for (int t = 0; t < T_COUNT; t++) {
@@ -235,6 +260,7 @@ int main(int argc, char **argv) {
         pthread_join(th[t], NULL);
     atomic_store(&g_joined, 1);
     pthread_join(th[T_COUNT], NULL);
+    pthread_join(anew, NULL);
 
     for (int k = 0; k < K_KINDS; k++) {
         uint64_t sum = 0;
@@ -250,7 +276,8 @@ int main(int argc, char **argv) {
     for (int t = T_STDIO; t < T_COUNT; t++)
         if (!g_done[t]) fail("thread %d made no progress", t);
     expect(pthread_mutex_unlock(g_quiet), 0, "pthread_mutex_unlock (held all along)", -1);
-    t_line("held all along ok");
+    if (!g_anew_count) fail("the lock made anew was never released");
+    t_line("held all along, made anew ok");
     t_line("stdio, reader, dynamic linker ok");
     return t_pass();
 }
