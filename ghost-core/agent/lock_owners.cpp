@@ -170,14 +170,13 @@ void add_range(uint64_t start, uint64_t end, bool writable) {
 void map_line(const char *p, const char *end) {
     lock_scan::map_entry e;
     if (!lock_scan::parse_map_line(p, end, e) || !e.searched) return;
-    // The agent's own image may share a line with a neighbour (its .bss is anonymous memory);
-    // the restorer's is gone as soon as the fix is done.
+    // Read, never rewritten: the agent's own image, which may share a line with a neighbour (its
+    // .bss is anonymous memory), and the restorer's, gone as soon as the fix is done.
+    std::pair<uint64_t, uint64_t> skips[2] = {{g_agent_start, g_agent_end},
+                                              {g_skip_start, g_skip_end}};
+    if (skips[1].first < skips[0].first) std::swap(skips[0], skips[1]);
     uint64_t start = e.start;
-    bool agent_first = g_agent_start <= g_skip_start;
-    for (const auto &[skip_start, skip_end] :
-         {agent_first ? std::pair{g_agent_start, g_agent_end} : std::pair{g_skip_start, g_skip_end},
-          agent_first ? std::pair{g_skip_start, g_skip_end}
-                      : std::pair{g_agent_start, g_agent_end}}) {
+    for (const auto &[skip_start, skip_end] : skips) {
         uint64_t lo = start > skip_start ? start : skip_start;
         uint64_t hi = e.end < skip_end ? e.end : skip_end;
         if (lo >= hi) continue;
