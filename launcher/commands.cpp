@@ -1427,6 +1427,8 @@ result<precopied> precopy_in_memory(pid_t pid, uint64_t resident) {
 } // namespace
 
 int cmd_duplicate(const duplicate_args &a) {
+    if (a.precopy && (!a.via_image || !a.to.empty()))
+        return fail("--precopy goes with --via-image (a local copy through an image)");
     if (!a.to.empty()) {
         if (!a.pid_file.empty() || a.detach)
             return fail("--pid-file and --detach are for a local copy (the receiver has the pid)");
@@ -1434,7 +1436,6 @@ int cmd_duplicate(const duplicate_args &a) {
     }
     auto t0 = clock_type::now();
     std::string fallback = "--via-image";
-    if (a.precopy && !a.via_image) return fail("--precopy goes with --via-image");
     if (!a.via_image) {
         auto fast = core::request_fast_duplicate(a.pid, !a.new_ids);
         if (!fast) return fail(fast.err().message);

@@ -536,6 +536,9 @@ class Env:
             (nobody + [self.ghost, "duplicate", str(vpid)], "duplicate of another user's process"),
             ([self.ghost, "checkpoint", "--no-such-flag", str(vpid)], "checkpoint with a wrong flag"),
             ([self.ghost, "checkpoint", "not-a-pid"], "checkpoint of a pid that is not a number"),
+            ([self.ghost, "duplicate", "--precopy", str(vpid)], "duplicate --precopy without --via-image"),
+            ([self.ghost, "duplicate", "--via-image", "--precopy", "--to", "ucx://127.0.0.1:1", str(vpid)],
+             "duplicate --precopy to another host"),
         ]:
             try:
                 self.expect_error(argv, what)
