@@ -1232,8 +1232,12 @@ struct server {
                  "%s: its %d rank(s) got %.2f of the CPU time they wanted; %s (%d rank(s), %ld "
                  "CPU(s)): %.2f expected with it",
                  src.c_str(), view[src].ranks, view[src].got, dst.c_str(), d.ranks, d.cpus, best);
-        std::string err = begin_migration(-1, kBalanceQuiesceMs, kBalanceStartMs, dst,
-                                          std::to_string(rank), "ucx");
+        // With its pre-copy, as `ghost migrate` does: the memory moves while the job runs.
+        // With its pre-copy, as `ghost migrate` does: the memory moves while the job runs. The
+        // binding goes with the new mpirun, which starts at once.
+        std::string err = begin_migration(
+            -1, kBalanceQuiesceMs, kBalanceStartMs, dst, std::to_string(rank), "ucx+precopy",
+            cpu >= 0 ? std::to_string(rank) + ":" + std::to_string(cpu) : "");
         bal.streak = 0;
         bal.proposal.clear();
         if (!err.empty()) {
@@ -1242,7 +1246,6 @@ struct server {
             return;
         }
         mv.by_balancer = true;
-        if (cpu >= 0) mv.bind = std::to_string(rank) + ":" + std::to_string(cpu);
         bal.in_flight = true;
         bal.moving_rank = rank;
         bal.moving_from = src;
@@ -1309,8 +1312,10 @@ struct server {
     // Empty when the migration began (its answer comes once the ranks run again), else why not.
     // The one way a migration starts: `ghost migrate` (MIGRATE) and the built-in balancer.
     // start_ms bounds how long the new processes have to come up (--start-timeout).
+    // `bind`: GHOST_BIND for the moved ranks' new processes (live migrations only).
     std::string begin_migration(int cli_fd, long quiesce_ms, long start_ms, const std::string &host,
-                                const std::string &rank_list, const std::string &dir) {
+                                const std::string &rank_list, const std::string &dir,
+                                const std::string &bind = "") {
         if (!job::is_host_name(host)) return "'" + host + "' is not a host name";
         if (auto why = job_not_ready(); !why.empty()) return why;
         std::vector<int> ranks;
@@ -1343,7 +1348,7 @@ struct server {
                     precopy = true;
                 else if (!w.empty())
                     return "unknown live migration option '" + w + "'";
-            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy);
+            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy, bind);
         }
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
@@ -1356,7 +1361,8 @@ struct server {
     // ---- live migration (MIGRATE ... ucx) ----
 
     std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
-                                     const std::vector<int> &ranks, bool keep, bool precopy) {
+                                     const std::vector<int> &ranks, bool keep, bool precopy,
+                                     const std::string &bind) {
         if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
@@ -1368,6 +1374,7 @@ struct server {
         mv.active = mv.live = true;
         mv.keep = keep;
         mv.precopy = precopy;
+        mv.bind = bind;
         mv.moving = std::set<int>(ranks.begin(), ranks.end());
         mv.cli = cli_fd;
         mv.host = host;
