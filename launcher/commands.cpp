@@ -1459,8 +1459,9 @@ int cmd_duplicate(const duplicate_args &a) {
     if (!restorer_path) return fail(restorer_path.err().message);
     // The image's memory is taken while the process still runs; it is stopped only for the copy.
     // (Unreadable for a pid that is not ours: parking then says why.)
+    // (After a pre-copy the image holds only what was written since: its sink grows as it must.)
     auto resident = core::resident_bytes(a.pid);
-    auto sink = res::mem_sink::create(resident ? *resident : 0);
+    auto sink = res::mem_sink::create(resident && !a.precopy ? *resident : 0);
     if (!sink) return fail(sink.err().message);
     double prepare_s = since(t0);
     core::export_options xo;

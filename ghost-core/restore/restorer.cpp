@@ -2274,11 +2274,10 @@ void search_run(uint64_t start, uint64_t end) {
 
 void search_map_line(const char *p, const char *end) {
     ghost::lock_scan::map_entry e;
-    if (!ghost::lock_scan::parse_map_line(p, end, e) || !e.writable) return;
-    if (e.start < zone_start() && e.end > zone_start())
-        e.end = zone_start(); // our own: not searched
-    if (e.end > zone_end() && e.start < zone_end()) e.start = zone_end();
-    if (overlaps_zone(e.start, e.end)) return;
+    // (Our own mappings lie in our zone, where no region of the image may be.)
+    if (!ghost::lock_scan::parse_map_line(p, end, e) || !e.writable ||
+        overlaps_zone(e.start, e.end))
+        return;
     g_present.each_run(e.start, e.end, search_run);
 }
 

@@ -1232,7 +1232,6 @@ struct server {
                  "%s: its %d rank(s) got %.2f of the CPU time they wanted; %s (%d rank(s), %ld "
                  "CPU(s)): %.2f expected with it",
                  src.c_str(), view[src].ranks, view[src].got, dst.c_str(), d.ranks, d.cpus, best);
-        // With its pre-copy, as `ghost migrate` does: the memory moves while the job runs.
         // With its pre-copy, as `ghost migrate` does: the memory moves while the job runs. The
         // binding goes with the new mpirun, which starts at once.
         std::string err = begin_migration(
