@@ -426,26 +426,59 @@ int checkpoint_tree(const checkpoint_args &a, core::parked_process &root, parked
     return 0;
 }
 
+namespace {
+// The image's resource, watched: whether a failure came from it (the receiver lost, a full disk)
+// rather than from the process (its memory cannot be tracked).
+class watched_sink final : public res::sink {
+  public:
+    explicit watched_sink(res::sink &inner) : inner_(inner) {}
+    result<void> write(const void *data, size_t len) override {
+        return watch(inner_.write(data, len));
+    }
+    result<void> commit() override { return watch(inner_.commit()); }
+    void abort() noexcept override { inner_.abort(); }
+    std::string describe() const override { return inner_.describe(); }
+    bool failed() const { return failed_; }
+
+  private:
+    result<void> watch(result<void> r) {
+        if (!r) failed_ = true;
+        return r;
+    }
+    res::sink &inner_;
+    bool failed_ = false;
+};
+} // namespace
+
+// A pre-copy that failed: with `resource`, because of where it went (the same resource would fail
+// a whole image too), which the report line says for the rank's coordinator (a migration then
+// stops before the job does); otherwise the process sends a whole image instead.
+static int precopy_failed(pid_t pid, bool resource, const std::string &why) {
+    if (resource) std::printf("checkpoint pid=%d precopy=1 failed=resource\n", (int)pid);
+    return fail("pre-copy of pid " + std::to_string(pid) + " failed: " + why);
+}
+
 // `ghost checkpoint --precopy-index FILE`: the process runs on while its write tracking is armed
 // and its memory copied (FILE is not left when this fails).
 static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
-                           result<std::unique_ptr<res::sink>> sink, const std::string &path,
+                           result<std::unique_ptr<res::sink>> opened, const std::string &path,
                            clock_type::time_point t0) {
-    if (a.to.empty()) sink = res::create_file_sink(path, !a.no_mkdir);
-    if (!sink) {
+    if (a.to.empty()) opened = res::create_file_sink(path, !a.no_mkdir);
+    if (!opened) {
         (void)proc.resume();
-        return fail(sink.err().message);
+        return precopy_failed(a.pid, true, opened.err().message);
     }
-    auto stats = core::export_precopy(proc, **sink, a.precopy_index);
+    watched_sink sink(**opened);
+    auto stats = core::export_precopy(proc, sink, a.precopy_index);
     if (!stats) {
-        (*sink)->abort();
-        return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + stats.err().message);
+        sink.abort();
+        return precopy_failed(a.pid, sink.failed(), stats.err().message);
     }
     auto t_commit = clock_type::now();
-    if (auto c = (*sink)->commit(); !c) {
-        (*sink)->abort();
+    if (auto c = sink.commit(); !c) {
+        sink.abort();
         ::unlink(a.precopy_index.c_str());
-        return fail("pre-copy of pid " + std::to_string(a.pid) + " failed: " + c.err().message);
+        return precopy_failed(a.pid, true, c.err().message);
     }
     // export_s: the copy while the process ran.
     std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu export_s=%s "
@@ -488,6 +521,8 @@ int cmd_checkpoint(checkpoint_args a) {
     if (!a.to.empty()) { // before parking: a receiver that is not there costs the process nothing
         if (!a.dir.empty() || !a.image.empty()) return fail("--to replaces --dir and --image");
         sink = open_target(a.to, a.secret_file, a.pid, false);
+        if (!sink && !a.precopy_index.empty())
+            return precopy_failed(a.pid, true, sink.err().message);
         if (!sink) return fail("checkpoint of pid " + a.target + " failed: " + sink.err().message);
         path = a.to;
     }

@@ -45,8 +45,9 @@
 //                there (`ghost checkpoint --to --precopy-index <private
 //                dir>/send-<pid>.precopy-index`: its write tracking armed, its memory copied while
 //                it runs, nothing parked)
-//   rank:        PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> <reason> (it then sends a
-//                whole image)
+//   rank:        PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> process <reason> (it then
+//                sends a whole image), or NOPRECOPY <id> receiver <reason> (the receiver failed:
+//                lost, refused; the migration is abandoned before the job stops)
 //   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port> [precopied]   (a live migration,
 //                after QUIESCED) the rank has its agent stream its image there (`ghost checkpoint
 //                --to`, the job secret from a 0600 file in its private runtime directory; with

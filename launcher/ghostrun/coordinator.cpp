@@ -72,6 +72,17 @@ std::vector<std::string> split(const std::string &s) {
     return out;
 }
 
+// What follows the first `n` words of `line` (a reason at the end of a protocol line).
+std::string after_words(const std::string &line, size_t n) {
+    size_t at = 0;
+    for (size_t i = 0; i < n && at != std::string::npos; i++) {
+        at = line.find_first_not_of(" \t", at);
+        if (at != std::string::npos) at = line.find_first_of(" \t", at);
+    }
+    if (at != std::string::npos) at = line.find_first_not_of(" \t", at);
+    return at == std::string::npos ? std::string() : line.substr(at);
+}
+
 bool equal_secret(const std::string &a, const std::string &b) {
     if (a.size() != b.size()) return false;
     unsigned char d = 0; // constant time
@@ -1429,7 +1440,9 @@ struct server {
         if (mv.precopying.empty()) quiesce_for_move();
     }
 
-    // PRECOPIED <id> <bytes> <copy_s> or NOPRECOPY <id> <why> (that rank sends a whole image).
+    // PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> process|receiver <why>: "process", that
+    // rank sends a whole image; "receiver", its receiver failed and the migration stops before
+    // the job does (a whole image would wait there for the start timeout, the job stopped).
     void on_precopy_answer(conn &c, const std::vector<std::string> &w, const std::string &line) {
         if (!mv.active || !mv.pre || w.size() < 2 || atol(w[1].c_str()) != mv.pre_id ||
             !mv.precopying.erase(c.rank))
@@ -1439,9 +1452,12 @@ struct server {
             mv.precopied.insert(c.rank);
             if (w.size() >= 3) mv.precopy_bytes += strtoull(w[2].c_str(), nullptr, 10);
         } else {
+            std::string why = after_words(line, 3);
+            if (why.empty()) why = "no reason given";
+            if (w.size() >= 3 && w[2] == "receiver")
+                return pre_abort("rank " + std::to_string(c.rank) + ": " + why);
             note("migration: rank " + std::to_string(c.rank) +
-                 " sends a whole image (no pre-copy:" +
-                 line.substr(std::min(line.size(), line.find(w[1]) + w[1].size())) + ")");
+                 " sends a whole image (no pre-copy: " + why + ")");
         }
         if (mv.precopying.empty()) quiesce_for_move();
     }

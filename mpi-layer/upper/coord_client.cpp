@@ -386,9 +386,11 @@ bool held_after_live_restore(const std::string &) {
 }
 
 // The checkpointer's report line ("checkpoint pid=... bytes=N ... export_s=X sync_s=Y ..." in its
-// log file), the same for a saved and a sent image.
+// log file), the same for a saved and a sent image; a pre-copy that failed because of where it
+// went says "failed=resource" there.
 struct checkpointer_report {
     bool found = false;
+    bool resource_failed = false;
     unsigned long long bytes = 0;
     double export_s = 0, sync_s = 0;
 };
@@ -398,6 +400,7 @@ checkpointer_report read_checkpointer_report(const std::string &log) {
         char l[2048];
         while (fgets(l, sizeof l, f))
             if (strncmp(l, "checkpoint pid=", 15) == 0) {
+                if (strstr(l, " failed=resource")) r.resource_failed = true;
                 const char *b = strstr(l, " bytes="), *x = strstr(l, " export_s="),
                            *y = strstr(l, " sync_s=");
                 if (!x || !y) continue;
@@ -778,13 +781,14 @@ int stream_image(const std::string &to, long timeout_ms, int flags, bool quiesce
 
 // PRECOPY <migration> <timeout_ms> <target>: while the rank runs, its memory goes to the receiver
 // of its coming image (core::export_precopy); PRECOPIED <migration> <bytes> <copy_s>, or
-// NOPRECOPY <migration> <reason> (the migration then sends a whole image).
+// NOPRECOPY <migration> process|receiver <reason>: "process", the migration sends a whole image
+// instead; "receiver", the receiver failed (lost, refused): a whole image would fail there too.
 void precopy_image(const std::vector<std::string> &w) {
     std::string base = send_base();
     unlink((base + ".precopy-index").c_str());
     g_precopied = false;
     if (w.size() != 4) {
-        send_line("NOPRECOPY " + (w.size() > 1 ? w[1] : std::string("-")) + " bad request");
+        send_line("NOPRECOPY " + (w.size() > 1 ? w[1] : std::string("-")) + " process bad request");
         return;
     }
     char why[512] = "";
@@ -795,7 +799,7 @@ void precopy_image(const std::vector<std::string> &w) {
         for (char *c = why; *c; c++)
             if (*c == '\n') *c = ' ';
         unlink((base + ".precopy-index").c_str());
-        send_line("NOPRECOPY " + w[1] + " " + why);
+        send_line("NOPRECOPY " + w[1] + (rep.resource_failed ? " receiver " : " process ") + why);
         return;
     }
     g_precopied = true;

@@ -297,7 +297,9 @@ migfault)
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
   two=$(host_list "${HOSTS_IPS[0]}" "${HOSTS_IPS[1]}")
-  steps=1200 sleep_ms=20 # at least 24 s: long enough for the three failures (about 16 s)
+  # At least 40 s: long enough for the three failures (about 27 s: each new mpirun that lost a
+  # host takes its 5 s between SIGTERM and SIGKILL to go, and the answer waits for it).
+  steps=2000 sleep_ms=20
   # A receiver stopped after the image's last byte holds the sender for the verdict's bound
   # (resources/ucx: the idle timeout, 30 s, for a small image) while the job stays quiescent.
   timeout_s=$((timeout_s + 150))
