@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 #define GHOST_HANDOFF_MAGIC 0x67686f73744c4f57ull /* "ghostLOW" */
-#define GHOST_HANDOFF_VERSION 2u
+#define GHOST_HANDOFF_VERSION 3u
 #define GHOST_LOWER_MAX_REGIONS 4096
 #define GHOST_LOWER_MAX_FDS 1024
 
@@ -63,6 +63,11 @@ struct ghost_handoff {
     /* Ends every parked thread (their TCBs must be lent to no upper thread any more): the lower
      * half is about to be unmapped in place. */
     void (*release_parked)(void);
+    /* Open MPI's selected point-to-point components (mca_pml_base_selected_component,
+     * ompi_mtl_base_selected_component: MCA component structs its MPI_Init fills), or NULL with
+     * another MPI. */
+    const void *ompi_pml_selected;
+    const void *ompi_mtl_selected;
 };
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
  * Hazard: everything here runs with the lower libc and lower TLS; nothing may call into upper code
  * except h->resume. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <link.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -140,6 +141,8 @@ int main(int argc, char **argv) {
     h->ledger = &ghost_lower_ledger_data;
     h->install_hooks = ghost_lower_hooks_install;
     h->release_parked = lower_release_parked;
+    h->ompi_pml_selected = dlsym(RTLD_DEFAULT, "mca_pml_base_selected_component");
+    h->ompi_mtl_selected = dlsym(RTLD_DEFAULT, "ompi_mtl_base_selected_component");
     h->spawn_fs = lower_new_tls();
     if (h->spawn_fs == 0) {
         fprintf(stderr, "ghost_lower: cannot create the lower spawner thread\n");

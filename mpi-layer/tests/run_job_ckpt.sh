@@ -688,6 +688,8 @@ migkeep)
   # (stands for /sys/class/infiniband: a host with an RDMA device once made, below)
   export GHOST_TEST_INFINIBAND_DIR=$work/infiniband
   [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE -x GHOST_TEST_INFINIBAND_DIR)
+  # Open MPI's PML selection, told in each rank's stderr (checked after the first move).
+  [ "$flavour" = openmpi ] && export OMPI_MCA_pml_base_verbose=100 && extra+=(-x OMPI_MCA_pml_base_verbose)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   here=$(hostname)
   refused "keep through files" "--keep is for --via ucx" "$GHOST" migrate "$job" --rank 1 --to "$here" --keep --via fs
@@ -736,6 +738,8 @@ migrate)
   # (stands for /sys/class/infiniband: a host with an RDMA device once made, below)
   export GHOST_TEST_INFINIBAND_DIR=$work/infiniband
   [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE -x GHOST_TEST_INFINIBAND_DIR)
+  # Open MPI's PML selection, told in each rank's stderr (checked after the first move).
+  [ "$flavour" = openmpi ] && export OMPI_MCA_pml_base_verbose=100 && extra+=(-x OMPI_MCA_pml_base_verbose)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms
   here=$(hostname)
   refused "unknown rank" "'$np' is not a rank of this job" "$GHOST" migrate "$job" --rank $np --to "$here"
@@ -758,6 +762,14 @@ migrate)
   }
   touch "$work/marker"
   migrated 1 # --via ucx, the default: nothing on disk (nor for the pre-copy)
+  if [ "$flavour" = openmpi ]; then
+    # Every fresh lower half asks for the PML the job's first MPI_Init chose (runtime.cpp,
+    # note_transport_choice): it opens no other (pml cm is only there at the first one).
+    opened=$(grep -c "components_register: found loaded component cm$" "$work/run.err")
+    chosen=$(grep -c "select: component ob1 selected$" "$work/run.err")
+    [ "$opened" = "$np" ] && [ "$chosen" = $((2 * np)) ] ||
+      fail "the fresh lower halves chose their PML again: pml cm opened $opened times, ob1 chosen $chosen times ($np ranks, one move)"
+  fi
   [ -z "$(ls -A "$ck" 2>/dev/null)" ] || fail "--via ucx wrote into the checkpoint directory: $(ls -A "$ck")"
   # (/tmp and /dev/shm as a whole are shared with other tests that run side by side: the job's
   # own places, and the ranks' private runtime directory, where a sender keeps its report.)

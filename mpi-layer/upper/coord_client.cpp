@@ -1283,6 +1283,7 @@ void coord_after_restore(char *const *envp) {
 }
 
 void quiesce_after_init(int provided) {
+    note_transport_choice();
     g_threads_multiple = provided == MPI_THREAD_MULTIPLE;
     const char *why = nullptr;
     if (!comms_init(&why)) {

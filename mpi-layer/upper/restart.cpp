@@ -1270,6 +1270,7 @@ int rebuild_on_fresh_lower(char *const *envp, const int32_t *inherited, int inhe
                      g_state.rank);
             return -1;
         }
+        note_transport_choice();
         int size = -1;
         call_by_name<int (*)(C, int *)>(fs, "MPI_Comm_size", to_lower<KC>(world_comm()), &size);
         if (size != g_state.size) {

@@ -102,6 +102,9 @@ extern const size_t g_nfns;
 // is the lower TCB to call MPI_Init_thread on (later handed to the thread that started the first
 // lower half). False with a reason.
 void lower_forget_thread();
+// After each successful MPI_Init: notes the lower half's choice of transport, which every fresh
+// lower half after it is asked to make again (Open MPI's PML and MTL; nothing with MPICH).
+void note_transport_choice();
 bool lower_restart(char *const *envp, const int32_t *inherited, int inherited_count,
                    uintptr_t *init_fs, const char **why);
 void lower_restart_done();
