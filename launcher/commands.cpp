@@ -1179,6 +1179,15 @@ int reaped_status(int pidfd) {
     }
 }
 
+// Until its switch, a process of a live migration's new mpirun is the migration's, not the job's:
+// ghostrun reports a failure here in one line (the migration is given up, the job goes on where
+// it was), so the process says why and ends quietly (status 0). An MPI launcher that saw it fail
+// would print a page of its own (Open MPI: "the job has been aborted"; Hydra: "BAD TERMINATION").
+static int given_up(const std::string &why) {
+    (void)fail(why);
+    return 0;
+}
+
 // `ghost migrate --keep`: in the new mpirun, the process of a rank that keeps its own (pid,
 // on this host). It hands the rank what a process of this launch has (runtime/job_protocol.h,
 // keep_hello), then stands for it: the signals mpirun sends go to the rank, and its exit status
@@ -1192,13 +1201,13 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
         "restart-rank " + std::to_string(rank) + " (kept in pid " + std::to_string(pid) + ")";
     char dir[4096];
     const char *why = nullptr;
-    if (!control::runtime_dir(dir, sizeof dir, &why)) return fail(what + ": " + why);
+    if (!control::runtime_dir(dir, sizeof dir, &why)) return given_up(what + ": " + why);
     std::string path = std::string(dir) + "/keep-" + std::to_string(pid) + ".sock";
     int pidfd = (int)::syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0) return fail(what + ": no such process on this host");
+    if (pidfd < 0) return given_up(what + ": no such process on this host");
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
-    if (path.size() >= sizeof a.sun_path) return fail(what + ": socket path too long");
+    if (path.size() >= sizeof a.sun_path) return given_up(what + ": socket path too long");
     std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
     int s = -1;
     // The rank listens once the coordinator's ACCEPT reached it: after the moving ranks'
@@ -1211,9 +1220,9 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
         if (s >= 0) ::close(s);
         s = -1;
         struct pollfd p = {pidfd, POLLIN, 0};
-        if (::poll(&p, 1, 10) > 0) return fail(what + ": the rank's process ended");
+        if (::poll(&p, 1, 10) > 0) return given_up(what + ": the rank's process ended");
     }
-    if (s < 0) return fail(what + ": the rank never listened at " + path);
+    if (s < 0) return given_up(what + ": the rank never listened at " + path);
     std::string env;
     for (char **e = environ; *e; e++)
         env.append(*e, std::strlen(*e) + 1);
@@ -1254,7 +1263,7 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
     };
     if (::sendmsg(s, &m, MSG_NOSIGNAL) != (ssize_t)sizeof h || !write_all(secret, h.secret_len) ||
         !write_all(env.data(), env.size()))
-        return fail(what + ": cannot reach the rank: " + std::strerror(errno));
+        return given_up(what + ": cannot reach the rank: " + std::strerror(errno));
     for (int i = 0; i < 3; i++) // the rank holds them now; mpirun's pipes stay open through it
         if (fds[i] >= 0) ::close(fds[i]);
     bool adopted = false;
@@ -1263,7 +1272,7 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
         struct pollfd p[2] = {{pidfd, POLLIN, 0}, {s, POLLIN, 0}};
         int r = ::poll(p, s >= 0 ? 2 : 1, -1);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return fail(what + ": poll failed");
+        if (r < 0) return adopted ? fail(what + ": poll failed") : given_up(what + ": poll failed");
         if (s >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             char c = 0;
             ssize_t k = ::read(s, &c, 1);
@@ -1279,13 +1288,13 @@ int run_placeholder(long rank, pid_t pid, const char *secret) {
             }
             if (k == 1 && c == job::kKeepDetached) return 0; // the rank went on to the next job
             if (k < 0 && errno == EINTR) continue;
-            if (!adopted) return 1; // abandoned: the rank goes on under its old mpirun
+            if (!adopted) return 0; // abandoned: the rank goes on under its old mpirun
             ::close(s);             // the rank's process is ending: its status follows
             s = -1;
             continue;
         }
         if (p[0].revents) {
-            if (!adopted) return 1;
+            if (!adopted) return 0;
             int status = reaped_status(pidfd);
             if (status < 0)
                 return fail(what + ": the exit status of the rank cannot be read (PIDFD_INFO_EXIT "
@@ -1335,18 +1344,18 @@ int cmd_restart_rank_receive() {
         }
     }
     auto restorer_path = restorer();
-    if (!restorer_path) return fail(restorer_path.err().message);
+    if (!restorer_path) return given_up(restorer_path.err().message);
     int coord_fd = connect_coordinator(coord);
-    if (coord_fd < 0) return fail(std::string("cannot reach the job coordinator at ") + coord);
+    if (coord_fd < 0) return given_up(std::string("cannot reach the job coordinator at ") + coord);
     int img[2], st[2], decision[2];
     if (::pipe2(img, O_CLOEXEC) != 0 || ::pipe2(st, O_CLOEXEC) != 0 ||
         ::pipe2(decision, O_CLOEXEC) != 0)
-        return fail("cannot create a pipe");
+        return given_up("cannot create a pipe");
     ::fcntl(img[1], F_SETPIPE_SZ, 1 << 20);
     int precopy = ::memfd_create("ghost-precopy", MFD_CLOEXEC);
-    if (precopy < 0) return fail("cannot create a memory file for the pre-copy");
+    if (precopy < 0) return given_up("cannot create a memory file for the pre-copy");
     pid_t child = fork_orphan();
-    if (child < 0) return fail("cannot fork the receiver");
+    if (child < 0) return given_up("cannot fork the receiver");
     if (child == 0) {
         ::close(img[0]);
         ::close(st[1]);
@@ -1365,7 +1374,7 @@ int cmd_restart_rank_receive() {
     char how = 0;
     while (::read(decision[0], &how, 1) < 0 && errno == EINTR) {
     }
-    if (how != kWithPrecopy && how != kWhole) return 1; // the receiver said why
+    if (how != kWithPrecopy && how != kWhole) return 0; // the receiver said why
     ::close(decision[0]);
     ::fcntl(img[0], F_SETFD, 0);
     ::fcntl(st[1], F_SETFD, 0);
@@ -1376,14 +1385,14 @@ int cmd_restart_rank_receive() {
     else
         ::close(precopy);
     std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
-                                      "--rank"};
+                                      "--rank", "--moving"};
     if (how == kWithPrecopy) { // (placed at once: the receiver waits for its PLACED)
         argv.push_back(sources_arg.c_str());
         argv.push_back("--say-placed");
     }
     argv.push_back(nullptr);
     ::execve(restorer_path->c_str(), (char *const *)argv.data(), environ);
-    return fail("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
+    return given_up("cannot run the restorer " + *restorer_path + ": " + std::strerror(errno));
 }
 
 // Waits for a copy made by a fast duplicate (not our child: the original's, which reaps it) and

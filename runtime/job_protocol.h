@@ -98,7 +98,7 @@
 //                 ->  OK generation=<N> dir=<gen dir> ranks=<n> bytes=<n> quiesce_s=<s>
 //                     export_s=<s> sync_s=<s> total_s=<s> [killed=1]   once every image, the
 //                     manifest and <dir>/latest are durable (ckpt_dir.h); the job resumes, or with
-//                     kill 1 mpirun is sent SIGTERM (ghostrun exits 75). Or ERROR <reason>: no
+//                     kill 1 mpirun is ended (ghostrun exits 75). Or ERROR <reason>: no
 //                     rank is left quiescent, the previous generation is untouched.
 //                     "-": ghostrun's --ckpt-dir. Periodic checkpoints (--interval) take the same
 //                     path without a requester.
@@ -119,21 +119,27 @@
 //                 stays so, each old rank gets SEND (with "precopied" after a PRECOPIED), and
 //                 once all answered SENT, the new processes (restored, each on a fresh lower half)
 //                 say HELLO and hold, quiescent, in the same epoch; once every one has: STOP to the
-//                 old ranks, RESUME <epoch> to the new ones, the old mpirun is sent SIGTERM and
-//                 reaped, the job is the new mpirun's. ->  OK ranks=<r,...> to=<host> via=ucx
-//                 bytes=<n> precopy_bytes=<n> prepare_s=<s> (receivers up) precopy_s=<s> (the job
-//                 ran so far) quiesce_s=<s> transfer_s=<s> export_s=<s> (the slowest sender's,
-//                 within transfer) reconnect_s=<s> downtime_s=<s> (from the quiesce: the job
-//                 stopped) total_s=<s> (from the request). Before the switch any failure (the new
-//                 mpirun exits, receivers missing after start_ms, a rank lost or finalized in the
-//                 prelude, a transfer fails, a new process not connected start_ms after the last
-//                 SENT) kills the new mpirun and resumes the old ranks (the new ones have run no
-//                 step): ERROR the ranks could not move to <host> (<why>); the job goes on where it
-//                 was (answered once the new mpirun is gone). A failed pre-copy is no failure: that
-//                 rank sends a whole image. "ucx+precopy" and "ucx+keep+precopy" (`ghost migrate`'s
-//                 default; `--no-precopy` leaves "+precopy" out) ask for the pre-copies.
-//                 <dir> "ucx+keep" (`ghost migrate --keep`): the same, but the ranks that do not
-//                 move keep their processes and memory. The new mpirun starts a placeholder
+//                 old ranks, RESUME <epoch> to the new ones, the old mpirun (and those of ranks
+//                 an earlier --keep move kept) is ended and reaped, the job is the new mpirun's
+//                 (how ghostrun ends an mpirun so that it prints no failure banner: coordinator.cpp
+//                 end_mpirun; a new mpirun's process that gives up before the switch exits with
+//                 status 0).
+//                 ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n> precopy_bytes=<n>
+//                 prepare_s=<s> (receivers up) precopy_s=<s> (the job ran so far) quiesce_s=<s>
+//                 transfer_s=<s> export_s=<s> (the slowest sender's, within transfer)
+//                 reconnect_s=<s> downtime_s=<s> (from the quiesce: the job stopped) total_s=<s>
+//                 (from the request). Before the switch any failure (the new mpirun exits,
+//                 receivers missing after start_ms, a rank lost or finalized in the prelude, a
+//                 transfer fails, a new process not connected start_ms after the last SENT) kills
+//                 the new mpirun and resumes the old ranks (the new ones have run no step): ERROR
+//                 the ranks could not move to <host> (<why>); the job goes on where it was
+//                 (answered once the new mpirun is gone). A pre-copy the process cannot give is
+//                 no failure: that rank sends a whole image (NOPRECOPY process); one whose
+//                 receiver failed is (NOPRECOPY receiver), before the job stops. "ucx+precopy" and
+//                 "ucx+keep+precopy" (`ghost migrate`'s default; `--no-precopy` leaves "+precopy"
+//                 out) ask for the pre-copies. <dir> "ucx+keep" (`ghost migrate --keep`): the same,
+//                 but the ranks that do not move keep their processes and memory. The new mpirun
+//                 starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
 //                 for each of them beside the rank's process on its host (it waits for the rank
 //                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get

@@ -12,6 +12,8 @@
 // rank refused its image, exit quietly. A refusal here goes to the gate as "ERR <reason>" and the
 // exit is quiet too (status 0): the job's launcher reports it in one line, and an MPI launcher
 // that saw a rank fail would add a page of its own.
+// --moving: a rank of a live migration (`ghost restart-rank --receive`): until it says "OK" a
+// failure is the migration's, which ghostrun reports in one line; the exit is quiet as well.
 //
 // Order matters (each step needs the previous one):
 //  1. leave the kernel's stack (entry.S), unmap it: the image's stack may need that place;
@@ -82,6 +84,7 @@ int g_image_fd = -1;
 int g_status_fd = -1;
 bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command that asked for it
 bool g_gate = false;          // --gate: the status socket's reader reports a refusal
+bool g_moving = false;        // --moving: a failure is a live migration's, which ghostrun reports
 int g_placed_source = -1;     // a pre-copy placed ahead: its index in the sources, or -1
 bool g_tree = false;          // a process of a tree: --tree-root, --tree-member, --tree-shared
 
@@ -113,7 +116,7 @@ int g_tree_fd_count = 0;
     } else if (g_gate) {
         sys::call(__NR_exit_group, 0);
     }
-    sys::call(__NR_exit_group, 1);
+    sys::call(__NR_exit_group, g_moving ? 0 : 1);
     __builtin_unreachable();
 }
 
@@ -178,7 +181,7 @@ void read_exact(void *dst, uint64_t len) {
         // A restorer started on a pre-copy whose image never comes: the migration was given up
         // (the receiver says so).
         if (n == 0 && g_placed_source >= 0 && g_stream_pos == len && p == (char *)dst)
-            sys::call(__NR_exit_group, 1);
+            sys::call(__NR_exit_group, g_moving ? 0 : 1);
         if (n == 0) fail(text("the image is truncated"));
         p += n;
         len -= (uint64_t)n;
@@ -2467,7 +2470,7 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     char **argv = (char **)(sp + 1);
     if (argc < 3)
         fail(text("usage: ghost-restart IMAGE-FD STATUS-FD|-1 [--new-tids] [--inherit-stdio] "
-                  "[--rank] [--gate] [--sources=FD,...] [--say-placed]"));
+                  "[--rank] [--gate] [--moving] [--sources=FD,...] [--say-placed]"));
     g_image_fd = (int)parse_dec(argv[1]);
     g_status_fd = argv[2][0] == '-' ? -1 : (int)parse_dec(argv[2]);
     capture_environment(argv + argc + 1);
@@ -2483,6 +2486,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             g_rank_mode = g_inherit_stdio = true; // a rank writes to its new launcher
         else if (strcmp(argv[i], "--gate") == 0)
             g_gate = true;
+        else if (strcmp(argv[i], "--moving") == 0)
+            g_moving = true;
         else if (starts_with(argv[i], "--sources="))
             read_sources_arg(argv[i] + 10);
         else if (strcmp(argv[i], "--say-placed") == 0)
@@ -2606,6 +2611,7 @@ complete:
     sys::call(__NR_close, g_image_fd);
     for (int i = 0; i < g_source_count; i++)
         sys::call(__NR_close, g_source_fds[i]);
+    g_moving = false; // (the process is the image's now: whatever fails is the job's)
     if (g_status_fd >= 0) {
         text ok;
         ok.add("OK ").num(sys::call(__NR_getpid)).add("\n");

@@ -831,15 +831,17 @@ struct server {
             if (!mv.active) stopped_after_ckpt = true;
             std::string stop = "STOP " + std::to_string(ep.id);
             ep = epoch_state{};
-            // Hydra prints a "BAD TERMINATION" banner into the job's stdout for a rank that dies
-            // of a signal: MPICH's launcher goes first, it has nothing to say then (its proxies
-            // end with their connection to it).
-            if (g_child > 0 && cfg.flavour == "mpich") kill(g_child, SIGKILL);
+            // (With the mpiruns of ranks an earlier --keep move kept: their processes end too.)
+            end_mpirun(g_child, true);
+            for (pid_t p : retired)
+                end_mpirun(p, true);
             for (auto *c : live_ranks()) {
                 send_line(c->fd, stop); // each rank ends itself, still quiescent
                 c->state = "stopped";
             }
-            if (g_child > 0) kill(g_child, SIGTERM);
+            end_mpirun(g_child, false);
+            for (pid_t p : retired)
+                end_mpirun(p, false);
             return;
         }
         ep.cli_fd = -1; // answered
@@ -1624,11 +1626,40 @@ struct server {
         finish_live();
     }
 
+    // Ends an mpirun whose processes the job no longer needs: old ranks that end themselves (STOP:
+    // each, still quiescent, kills itself), or a migration's new processes that are given up.
+    // Called before the STOP lines (`before`) and after. Each launcher prints a failure banner
+    // for a process a signal ends unless it is ending the job itself by then: Hydra ("BAD
+    // TERMINATION", into the job's stdout, for its own SIGTERM's too) is killed outright before
+    // the lines (its proxies end with their connection to it, saying nothing); Open MPI's mpirun
+    // ("the job has been aborted") is stopped before them and sent SIGTERM after them, then let
+    // go on: it takes SIGTERM before the SIGCHLDs of ranks that ended meanwhile (the lower
+    // signal first), however late ghostrun got to send it, and takes down quietly what is left.
+    void end_mpirun(pid_t mpirun, bool before) {
+        if (mpirun <= 0) return;
+        if (cfg.flavour == "mpich") {
+            if (before) kill(mpirun, SIGKILL);
+            return;
+        }
+        if (before) {
+            kill(mpirun, SIGSTOP);
+            return;
+        }
+        kill(mpirun, SIGTERM);
+        kill(mpirun, SIGCONT);
+    }
+
     // The old ranks end (still quiescent), their mpirun too; the new ranks go on (RESUME): the job
     // is the new mpirun's from now on.
     void live_switch() {
         std::string stop = "STOP " + std::to_string(ep.id), go = "RESUME " + std::to_string(ep.id);
         ep = epoch_state{};
+        // Every old process ends: those of the old mpirun, and those an earlier --keep move kept,
+        // whose mpiruns are retired.
+        old_mpirun = g_child;
+        end_mpirun(old_mpirun, true);
+        for (pid_t p : retired)
+            end_mpirun(p, true);
         for (auto &c : conns)
             if (c.is_rank && c.hello && !c.incoming && c.fd >= 0) {
                 send_line(c.fd, stop);
@@ -1642,8 +1673,9 @@ struct server {
             if (c.incoming && c.fd >= 0) send_line(c.fd, go);
             c.incoming = false;
         }
-        old_mpirun = g_child;
-        if (old_mpirun > 0) kill(old_mpirun, SIGTERM);
+        end_mpirun(old_mpirun, false);
+        for (pid_t p : retired)
+            end_mpirun(p, false);
         g_child = switched_to = new_mpirun;
         new_mpirun = -1;
         mv.switched = true;
@@ -1674,7 +1706,8 @@ struct server {
     // the new mpirun and whatever it started go.
     void live_abort(const std::string &why) {
         if (new_mpirun > 0) {
-            kill(new_mpirun, SIGTERM);
+            end_mpirun(new_mpirun, true);
+            end_mpirun(new_mpirun, false);
             new_mpirun_kill_at = clock_type::now() + std::chrono::seconds(5);
         }
         close_receivers();
