@@ -301,6 +301,10 @@ class exporter {
         GHOST_TRY(classify_mappings(*maps));
         GHOST_TRY(start_tracking(*maps));
         if (!scan_id_) return error{"no write tracking: " + stats_.tracking_note};
+        // A round after another (opt_.parent_index) must go on from the last one's index. (Past
+        // the new scan: the image after this one is whole, as its caller is told.)
+        if (opt_.parent_index && !incremental_)
+            return error{"this pre-copy round cannot follow the last one: " + stats_.tracking_note};
         GHOST_TRY(proc.resume()); // the agent is free again: the tracking descriptor is ours
         auto t_resumed = std::chrono::steady_clock::now();
         GHOST_TRY(write_header());
@@ -316,6 +320,10 @@ class exporter {
         idx = {};
         idx.size = writer_.bytes(), idx.hash_sum = sealed, idx.scan_id = scan_id_;
         idx.spans = std::move(precopy_spans_);
+        if (incremental_) {
+            idx.sources = parent_.sources;
+            idx.sources.push_back(parent_as_source());
+        }
         return stats_;
     }
 
@@ -352,7 +360,9 @@ class exporter {
                                        " incremental ones";
             else if (opt_.parent_name.empty() || opt_.parent_name.size() >= image::max_source_name)
                 stats_.tracking_note = "the previous image has no name to give";
-            else if (double a = read_amplification(*idx); a > max_read_amplification)
+            // (A pre-copy's pages are in place at its receiver already: none is read back.)
+            else if (double a = opt_.parent_index ? 1.0 : read_amplification(*idx);
+                     a > max_read_amplification)
                 stats_.tracking_note = "the older images are mostly overwritten (a restart would "
                                        "read " +
                                        std::to_string(a).substr(0, 4) +
@@ -362,6 +372,10 @@ class exporter {
                 incremental_ = true;
             }
         }
+        // A pre-copy round after another fails before anything changes in the process: the
+        // last round's index is still good for the image after it.
+        if (precopy_ && opt_.parent_index && !incremental_)
+            return error{"no pre-copy round can follow the last one: " + stats_.tracking_note};
         while (!scan_id_)
             if (::getrandom(&scan_id_, sizeof scan_id_, 0) != sizeof scan_id_)
                 return sys_error("cannot draw a scan id");
@@ -439,17 +453,24 @@ class exporter {
         return {};
     }
 
+    // How an image made from parent_ names it among its sources.
+    image::image_source parent_as_source() const {
+        image::image_source me{};
+        std::memcpy(me.name, opt_.parent_name.data(), opt_.parent_name.size());
+        me.size = parent_.size, me.hash_sum = parent_.hash_sum, me.scan_id = parent_.scan_id;
+        return me;
+    }
+
+    // (A pre-copy round after another lists no sources: it holds pages only, which its receiver
+    // puts over the last round's. Its index goes on from the last one's: run_precopy.)
     result<void> write_tracking() {
         if (!scan_id_) return {};
         image::tracking_record t{};
         t.scan_id = scan_id_;
         std::string tail;
-        if (incremental_) {
+        if (incremental_ && !precopy_) {
             std::vector<image::image_source> sources = parent_.sources;
-            image::image_source me{};
-            std::memcpy(me.name, opt_.parent_name.data(), opt_.parent_name.size());
-            me.size = parent_.size, me.hash_sum = parent_.hash_sum, me.scan_id = parent_.scan_id;
-            sources.push_back(me);
+            sources.push_back(parent_as_source());
             for (const auto &src : sources)
                 stats_.sources.emplace_back(src.name, strnlen(src.name, sizeof src.name));
             t.source_count = (uint32_t)sources.size();
@@ -1027,15 +1048,24 @@ class exporter {
             stats_.regions++;
             return writer_.record(image::rec_region, &j.region, sizeof j.region, j.path);
         }
+        // A pre-copy round writes no references: what the last rounds hold stays where they
+        // put it. Its index (precopy_spans_) numbers its sources as the image after it will.
+        uint32_t self = incremental_ ? (uint32_t)parent_.sources.size() + 1 : 0;
         for (const page_output &o : output) {
             if (o.is_ref) {
-                GHOST_TRY(writer_.record(image::rec_page_ref, &o.ref, sizeof o.ref));
                 stats_.referenced_bytes += o.ref.len;
+                if (precopy_) {
+                    const image::page_ref_record &r = o.ref;
+                    precopy_spans_.push_back({r.addr, r.len, r.source, r.record_offset,
+                                              r.record_addr, r.record_len, r.record_hash});
+                    continue;
+                }
+                GHOST_TRY(writer_.record(image::rec_page_ref, &o.ref, sizeof o.ref));
             } else {
                 uint64_t len = o.pages.header.length - sizeof o.pages.addr;
                 if (precopy_)
-                    precopy_spans_.push_back({o.pages.addr, len, 0, writer_.bytes(), o.pages.addr,
-                                              len, o.pages.header.hash});
+                    precopy_spans_.push_back({o.pages.addr, len, self, writer_.bytes(),
+                                              o.pages.addr, len, o.pages.header.hash});
                 GHOST_TRY(writer_.pages(o.pages));
                 stats_.memory_bytes += o.pages.header.length - sizeof o.pages.addr;
             }
@@ -1143,17 +1173,21 @@ result<export_stats> export_process(const parked_process &proc, res::sink &out,
     return e.run();
 }
 
-result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_index &index) {
+result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_index &index,
+                                    const image_index *last_round, const std::string &name) {
     export_options opt;
     opt.track = true;
+    opt.parent_index = last_round;
+    opt.parent_name = name;
     exporter e(proc, out, opt);
     return e.run_precopy(proc, index);
 }
 
 result<export_stats> export_precopy(parked_process &proc, res::sink &out,
-                                    const std::string &index_path) {
+                                    const std::string &index_path, const image_index *last_round,
+                                    const std::string &name) {
     image_index idx;
-    auto stats = export_precopy(proc, out, idx);
+    auto stats = export_precopy(proc, out, idx, last_round, name);
     if (stats) GHOST_TRY(save_index(idx, index_path));
     return stats;
 }

@@ -97,6 +97,14 @@ inline constexpr uint8_t header_job_rank = 1;
 // it is the source an incremental image taken later (the process parked) takes its unwritten
 // pages from, so that most bytes move while the process still runs.
 inline constexpr uint8_t header_pages_only = 2;
+// A live migration's pre-copy goes in rounds (at most max_precopy_rounds): each after the first
+// holds only the pages written during the last, and lists no sources either; the image after
+// them takes every page from the last round that holds it. A receiver keeps each round in a
+// memfd it shares with the restorer, and tells the restorer a round is in by writing
+// precopy_round_marker into the image's pipe (which no image's first bytes can be: "GHRO" is no
+// record magic).
+inline constexpr uint32_t max_precopy_rounds = 4;
+inline constexpr char precopy_round_marker[8] = {'G', 'H', 'R', 'O', 'U', 'N', 'D', '\n'};
 
 // The process's credentials as /proc/PID/status shows them, followed by group_count uint32_t
 // supplementary group ids. A restore never gives more than these (nor more than the image file's
@@ -214,6 +222,7 @@ enum region_advice : uint32_t {
 // another reference, so a restore reads each source directly; the chain is bounded by
 // max_sources (a longer one makes a full image).
 inline constexpr uint32_t max_sources = 8;
+static_assert(max_precopy_rounds <= max_sources, "each round is a source");
 inline constexpr uint32_t max_source_name = 256; // with its terminating zero
 // The largest pages record a reference may name: the exporter writes pages in runs of at most
 // 256 KiB (the restorer reads a referenced record whole into a buffer of this size).

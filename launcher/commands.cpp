@@ -459,17 +459,21 @@ static int precopy_failed(pid_t pid, bool resource, const std::string &why) {
 }
 
 // `ghost checkpoint --precopy-index FILE`: the process runs on while its write tracking is armed
-// and its memory copied (FILE is not left when this fails).
+// and its memory copied (FILE is not left when this fails). With `last_round` (--after-precopy
+// FILE2, --to only: the same receiver): a further round, only the pages written since the round
+// whose index FILE2 holds; FILE may be FILE2, which it then replaces once the round is in (a
+// round that fails leaves it: the image after it is whole if the failed round's scan began).
 static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
                            result<std::unique_ptr<res::sink>> opened, const std::string &path,
-                           clock_type::time_point t0) {
+                           const core::image_index *last_round, clock_type::time_point t0) {
     if (a.to.empty()) opened = res::create_file_sink(path, !a.no_mkdir);
     if (!opened) {
         (void)proc.resume();
         return precopy_failed(a.pid, true, opened.err().message);
     }
     watched_sink sink(**opened);
-    auto stats = core::export_precopy(proc, sink, a.precopy_index);
+    core::image_index index;
+    auto stats = core::export_precopy(proc, sink, index, last_round, kPrecopyName);
     if (!stats) {
         sink.abort();
         return precopy_failed(a.pid, sink.failed(), stats.err().message);
@@ -477,9 +481,12 @@ static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
     auto t_commit = clock_type::now();
     if (auto c = sink.commit(); !c) {
         sink.abort();
-        ::unlink(a.precopy_index.c_str());
         return precopy_failed(a.pid, true, c.err().message);
     }
+    // (The receiver holds this round now: no index of an older one may stay.)
+    if (last_round) ::unlink(a.precopy_index.c_str());
+    if (auto saved = core::save_index(index, a.precopy_index); !saved)
+        return precopy_failed(a.pid, false, saved.err().message);
     // export_s: the copy while the process ran.
     std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu export_s=%s "
                 "sync_s=%s total_s=%s\n",
@@ -527,8 +534,11 @@ int cmd_checkpoint(checkpoint_args a) {
         path = a.to;
     }
     if (!a.parent.empty() && !a.incremental) return fail("--parent goes with --incremental");
-    if (!a.precopy_index.empty() && (a.incremental || a.kill || !a.after_precopy.empty()))
-        return fail("--precopy-index goes with none of --incremental, --kill, --after-precopy");
+    if (!a.precopy_index.empty() && (a.incremental || a.kill))
+        return fail("--precopy-index goes with neither --incremental nor --kill");
+    // (Rounds go to a receiver, which puts each over the last: files would need a name each.)
+    if (!a.precopy_index.empty() && !a.after_precopy.empty() && a.to.empty())
+        return fail("--precopy-index with --after-precopy (a further pre-copy round) needs --to");
     if (!a.after_precopy.empty() && a.incremental)
         return fail("--after-precopy and --incremental name two different parents");
     std::optional<core::image_index> precopy;
@@ -542,7 +552,8 @@ int cmd_checkpoint(checkpoint_args a) {
     if (!a.precopy_index.empty()) { // the process is not parked (not quiescent: an MPI rank)
         auto running = core::parked_process::attach_running(a.pid);
         if (!running) return fail(running.err().message);
-        return precopy_process(a, *running, std::move(sink), path, t0);
+        return precopy_process(a, *running, std::move(sink), path, precopy ? &*precopy : nullptr,
+                               t0);
     }
     auto proc = core::parked_process::park(a.pid);
     if (!proc) return fail(proc.err().message);
@@ -759,6 +770,10 @@ class pipe_restore_sink final : public res::sink {
     ~pipe_restore_sink() override { abort(); }
     result<void> write(const void *data, size_t len) override {
         test_receive_die(len);
+        return feed(data, len);
+    }
+    // Into the restorer's pipe, without the test's count (a pre-copy round's marker).
+    result<void> feed(const void *data, size_t len) {
         const char *p = (const char *)data;
         while (len) {
             if (image_fd_ < 0) return error{"the restorer's input was closed"};
@@ -825,7 +840,11 @@ pid_t fork_orphan() {
 // the restorer): listens on the address this host reaches the coordinator from, says
 // RECEIVER <job> <secret> <rank> <addr:port> to the coordinator, and feeds the verified stream to
 // the restorer. A pre-copy (image_format.h, header_pages_only) may come first: it goes into the
-// memfd `precopy_fd`, and the image after it comes on a new connection. One byte on `decision_fd`
+// memfd `round_fds[0]`, and the image after it comes on a new connection. Further pre-copy rounds
+// may come between (each only the pages written during the last): each goes into the next memfd
+// of `round_fds`, which the restorer shares, and once whole, the restorer is told so in its pipe
+// (image::precopy_round_marker), ahead of the image; its sender hears it is in once the restorer
+// has put it in place. One byte on `decision_fd`
 // tells the rank's process how to start the restorer: kWithPrecopy (with the memfd as its source)
 // as soon as a whole pre-copy is in, so that the restorer places it while the job still runs and
 // then waits for the image; kWhole when the image comes with no pre-copy before it. Ends with the
@@ -833,7 +852,7 @@ pid_t fork_orphan() {
 // the restorer is gone.
 constexpr char kWithPrecopy = 'P', kWhole = 'W';
 [[noreturn]] void run_rank_receiver(int coord_fd, const std::string &job, const std::string &secret,
-                                    long rank, int image_fd, int status_fd, int precopy_fd,
+                                    long rank, int image_fd, int status_fd, const int *round_fds,
                                     int decision_fd) {
     sockaddr_in local{};
     socklen_t len = sizeof local;
@@ -866,11 +885,13 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
     // Which image this is shows in its header record's flags, in the first verified bytes.
     struct routing_sink final : res::sink {
         pipe_restore_sink restorer;
-        int precopy_fd, decision_fd;
-        bool have_precopy = false; // a whole pre-copy is in the memfd, the restorer started on it
-        std::string head;          // the first bytes, until the header's flags are in
+        const int *round_fds;
+        int decision_fd;
+        uint32_t rounds = 0; // pre-copy rounds in (after the first, the restorer started on it)
+        std::string head;    // the first bytes, until the header's flags are in
         enum { undecided, to_precopy, to_restorer } route = undecided;
-        routing_sink(int i, int s, int p, int d) : restorer(i, s), precopy_fd(p), decision_fd(d) {}
+        routing_sink(int i, int s, const int *r, int d)
+            : restorer(i, s), round_fds(r), decision_fd(d) {}
         result<void> write(const void *d, size_t n) override {
             if (route != undecided) return pass(d, n);
             head.append((const char *)d, n);
@@ -897,12 +918,14 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
             }
             bool takes = h1.type == image::rec_tracking && t.source_count > 0;
             if (pre) {
-                // (Its sender then sends a whole image.)
-                if (have_precopy) return error{"a second pre-copy came for one migration"};
+                if (rounds == image::max_precopy_rounds)
+                    return error{"more pre-copy rounds came than a migration makes"};
                 route = to_precopy;
-                if (::ftruncate(precopy_fd, 0) != 0 || ::lseek(precopy_fd, 0, SEEK_SET) != 0)
+                if (::ftruncate(round_fds[rounds], 0) != 0 ||
+                    ::lseek(round_fds[rounds], 0, SEEK_SET) != 0)
                     return sys_error("cannot reset the pre-copy's memory file");
             } else {
+                bool have_precopy = rounds > 0;
                 if (takes && !have_precopy)
                     return error{"the image takes pages from a pre-copy that did not come here"};
                 route = to_restorer;
@@ -919,7 +942,7 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
             if (route == to_restorer) return restorer.write(d, n);
             test_receive_die(n);
             for (const char *p = (const char *)d; n;) {
-                ssize_t w = ::write(precopy_fd, p, n);
+                ssize_t w = ::write(round_fds[rounds], p, n);
                 if (w < 0 && errno == EINTR) continue;
                 if (w <= 0) return sys_error("cannot store the pre-copy in memory");
                 p += w, n -= (size_t)w;
@@ -929,27 +952,30 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
         result<void> commit() override {
             if (route == undecided) GHOST_TRY(decide(true));
             if (route == to_precopy) {
-                // The sender hears that its pre-copy is in only once it is in place: the job is
-                // stopped for the image after that.
+                // The sender hears that its pre-copy round is in only once it is in place: the
+                // job is stopped for the image after the last.
                 char c = kWithPrecopy;
-                if (::write(decision_fd, &c, 1) != 1) return error{"the rank's process is gone"};
-                GHOST_TRY(restorer.wait_placed());
-                have_precopy = true;
+                if (rounds == 0 && ::write(decision_fd, &c, 1) != 1)
+                    return error{"the rank's process is gone"};
+                if (rounds > 0)
+                    GHOST_TRY(restorer.feed(image::precopy_round_marker,
+                                            sizeof image::precopy_round_marker));
+                rounds++;
                 route = undecided;
-                return {};
+                return restorer.wait_placed();
             }
             committing = true;
             return restorer.commit();
         }
         void abort() noexcept override {
-            if (route == to_precopy) (void)!::ftruncate(precopy_fd, 0);
+            if (route == to_precopy) (void)!::ftruncate(round_fds[rounds], 0);
             if (route != to_restorer) // (a pre-copy the restorer started on stays)
                 route = undecided, head.clear();
             else
                 restorer.abort();
         }
         std::string describe() const override { return restorer.describe(); }
-    } out(image_fd, status_fd, precopy_fd, decision_fd);
+    } out(image_fd, status_fd, round_fds, decision_fd);
     res::ucx_image_receiver rx(opt);
     auto fail = [&](const error &e) {
         std::fprintf(stderr, "ghost: restart-rank %ld --receive: %s\n", rank, e.message.c_str());
@@ -1352,15 +1378,17 @@ int cmd_restart_rank_receive() {
         ::pipe2(decision, O_CLOEXEC) != 0)
         return given_up("cannot create a pipe");
     ::fcntl(img[1], F_SETPIPE_SZ, 1 << 20);
-    int precopy = ::memfd_create("ghost-precopy", MFD_CLOEXEC);
-    if (precopy < 0) return given_up("cannot create a memory file for the pre-copy");
+    int rounds[image::max_precopy_rounds];
+    for (int &fd : rounds)
+        if ((fd = ::memfd_create("ghost-precopy", MFD_CLOEXEC)) < 0)
+            return given_up("cannot create a memory file for the pre-copy");
     pid_t child = fork_orphan();
     if (child < 0) return given_up("cannot fork the receiver");
     if (child == 0) {
         ::close(img[0]);
         ::close(st[1]);
         ::close(decision[0]);
-        run_rank_receiver(coord_fd, job, secret, r, img[1], st[0], precopy, decision[1]);
+        run_rank_receiver(coord_fd, job, secret, r, img[1], st[0], rounds, decision[1]);
     }
     ::close(img[1]);
     ::close(st[0]);
@@ -1379,15 +1407,22 @@ int cmd_restart_rank_receive() {
     ::fcntl(img[0], F_SETFD, 0);
     ::fcntl(st[1], F_SETFD, 0);
     std::string image_arg = std::to_string(img[0]), status_arg = std::to_string(st[1]);
-    std::string sources_arg = "--sources=" + std::to_string(precopy);
-    if (how == kWithPrecopy)
-        ::fcntl(precopy, F_SETFD, 0);
-    else
-        ::close(precopy);
+    // The first round is the restorer's source from the start, the others once they are in.
+    std::string sources_arg = "--sources=" + std::to_string(rounds[0]), rounds_arg = "--rounds=";
+    for (uint32_t i = 0; i < image::max_precopy_rounds; i++) {
+        if (how == kWithPrecopy)
+            ::fcntl(rounds[i], F_SETFD, 0);
+        else
+            ::close(rounds[i]);
+        if (i > 0)
+            rounds_arg +=
+                std::to_string(rounds[i]) + (i + 1 < image::max_precopy_rounds ? "," : "");
+    }
     std::vector<const char *> argv = {"ghost-restart", image_arg.c_str(), status_arg.c_str(),
                                       "--rank", "--moving"};
     if (how == kWithPrecopy) { // (placed at once: the receiver waits for its PLACED)
         argv.push_back(sources_arg.c_str());
+        argv.push_back(rounds_arg.c_str());
         argv.push_back("--say-placed");
     }
     argv.push_back(nullptr);

@@ -44,8 +44,11 @@
 //                epoch, the job running) the rank has its agent stream a pre-copy of its memory
 //                there (`ghost checkpoint --to --precopy-index <private
 //                dir>/send-<pid>.precopy-index`: its write tracking armed, its memory copied while
-//                it runs, nothing parked)
-//   rank:        PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> process <reason> (it then
+//                it runs, nothing parked), in rounds: each after the first copies only what was
+//                written during the last (`--after-precopy` the same index too), until one is
+//                small (8 MiB), stops halving, or there were 4 (coord_client.cpp)
+//   rank:        PRECOPIED <id> <bytes> <copy_s> <rounds>, or NOPRECOPY <id> process <reason> (it
+//   then
 //                sends a whole image), or NOPRECOPY <id> receiver <reason> (the receiver failed:
 //                lost, refused; the migration is abandoned before the job stops)
 //   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port> [precopied]   (a live migration,
@@ -125,21 +128,21 @@
 //                 end_mpirun; a new mpirun's process that gives up before the switch exits with
 //                 status 0).
 //                 ->  OK ranks=<r,...> to=<host> via=ucx bytes=<n> precopy_bytes=<n>
-//                 prepare_s=<s> (receivers up) precopy_s=<s> (the job ran so far) quiesce_s=<s>
-//                 transfer_s=<s> export_s=<s> (the slowest sender's, within transfer)
-//                 reconnect_s=<s> downtime_s=<s> (from the quiesce: the job stopped) total_s=<s>
-//                 (from the request). Before the switch any failure (the new mpirun exits,
-//                 receivers missing after start_ms, a rank lost or finalized in the prelude, a
-//                 transfer fails, a new process not connected start_ms after the last SENT) kills
-//                 the new mpirun and resumes the old ranks (the new ones have run no step): ERROR
-//                 the ranks could not move to <host> (<why>); the job goes on where it was
-//                 (answered once the new mpirun is gone). A pre-copy the process cannot give is
-//                 no failure: that rank sends a whole image (NOPRECOPY process); one whose
-//                 receiver failed is (NOPRECOPY receiver), before the job stops. "ucx+precopy" and
-//                 "ucx+keep+precopy" (`ghost migrate`'s default; `--no-precopy` leaves "+precopy"
-//                 out) ask for the pre-copies. <dir> "ucx+keep" (`ghost migrate --keep`): the same,
-//                 but the ranks that do not move keep their processes and memory. The new mpirun
-//                 starts a placeholder
+//                 precopy_rounds=<n> (the most any rank made) prepare_s=<s> (receivers up)
+//                 precopy_s=<s> (the job ran so far) quiesce_s=<s> transfer_s=<s> export_s=<s> (the
+//                 slowest sender's, within transfer) reconnect_s=<s> downtime_s=<s> (from the
+//                 quiesce: the job stopped) total_s=<s> (from the request). Before the switch any
+//                 failure (the new mpirun exits, receivers missing after start_ms, a rank lost or
+//                 finalized in the prelude, a transfer fails, a new process not connected start_ms
+//                 after the last SENT) kills the new mpirun and resumes the old ranks (the new ones
+//                 have run no step): ERROR the ranks could not move to <host> (<why>); the job goes
+//                 on where it was (answered once the new mpirun is gone). A pre-copy the process
+//                 cannot give is no failure: that rank sends a whole image (NOPRECOPY process); one
+//                 whose receiver failed is (NOPRECOPY receiver), before the job stops.
+//                 "ucx+precopy" and "ucx+keep+precopy" (`ghost migrate`'s default; `--no-precopy`
+//                 leaves "+precopy" out) ask for the pre-copies. <dir> "ucx+keep" (`ghost migrate
+//                 --keep`): the same, but the ranks that do not move keep their processes and
+//                 memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
 //                 for each of them beside the rank's process on its host (it waits for the rank
 //                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get

@@ -1479,9 +1479,13 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     }
     char precopy_index[4200];
     snprintf(precopy_index, sizeof precopy_index, "%s.precopy-index", image_path);
-    if (to && (flags & (GHOST_CHECKPOINT_PRECOPY | GHOST_CHECKPOINT_AFTER_PRECOPY))) {
-        argv[a++] = (flags & GHOST_CHECKPOINT_PRECOPY) ? (char *)"--precopy-index"
-                                                       : (char *)"--after-precopy";
+    // (Both: a further pre-copy round, whose index replaces the last round's.)
+    if (to && (flags & GHOST_CHECKPOINT_PRECOPY)) {
+        argv[a++] = (char *)"--precopy-index";
+        argv[a++] = precopy_index;
+    }
+    if (to && (flags & GHOST_CHECKPOINT_AFTER_PRECOPY)) {
+        argv[a++] = (char *)"--after-precopy";
         argv[a++] = precopy_index;
     }
     if (incremental && !to) {

@@ -113,8 +113,9 @@ int ghost_agent_request_send(const char *to, const char *secret_file, const char
 /* A live migration's pre-copy (ghost_agent_request_send with GHOST_CHECKPOINT_PRECOPY): `ghost
  * checkpoint --precopy-index <log_base>.precopy-index`, the memory sent while the process runs
  * (parked only while its write tracking is armed); with GHOST_CHECKPOINT_AFTER_PRECOPY, the image
- * sent after it stores only the pages written since (`--after-precopy` that index file). The
- * caller removes the index file once the second is sent. */
+ * sent after it stores only the pages written since (`--after-precopy` that index file); with
+ * both, a further pre-copy round of only those pages, whose index replaces the last round's. The
+ * caller removes the index file once the image is sent. */
 #define GHOST_CHECKPOINT_PRECOPY 4
 #define GHOST_CHECKPOINT_AFTER_PRECOPY 8
 

@@ -85,7 +85,7 @@ int g_status_fd = -1;
 bool g_inherit_stdio = false; // duplication: fds 0-2 stay those of the command that asked for it
 bool g_gate = false;          // --gate: the status socket's reader reports a refusal
 bool g_moving = false;        // --moving: a failure is a live migration's, which ghostrun reports
-int g_placed_source = -1;     // a pre-copy placed ahead: its index in the sources, or -1
+int g_placed_source = -1;     // the first pre-copy placed ahead: its index in the sources, or -1
 bool g_tree = false;          // a process of a tree: --tree-root, --tree-member, --tree-shared
 
 // A process tree (process_tree.h): every descendant of the image's process, as --tree-member
@@ -171,9 +171,49 @@ void read_ahead() {
     }
 }
 
+// An image from a pipe (a live migration's, a duplicate's) is read through a buffer: a read() per
+// record header and per small payload was most of the restore of an image of many small records
+// (scattered pages, and a reference for each run between them) on a guest where a system call
+// costs 1-4 us. A payload as large as the buffer goes straight to its place.
+bool g_pipe = false; // g_image_fd is a pipe or a socket
+alignas(64) char g_pipe_buffer[1 << 20];
+uint64_t g_pipe_at = 0, g_pipe_len = 0; // what of the buffer is read, and filled
+
+// At least `want` (<= the buffer's size) bytes in the buffer, or fewer at the pipe's end.
+uint64_t fill_pipe_buffer(uint64_t want) {
+    if (g_pipe_at > 0) {
+        memmove(g_pipe_buffer, g_pipe_buffer + g_pipe_at, g_pipe_len - g_pipe_at);
+        g_pipe_len -= g_pipe_at, g_pipe_at = 0;
+    }
+    while (g_pipe_len < want) {
+        long n = sys::call(__NR_read, g_image_fd, g_pipe_buffer + g_pipe_len,
+                           sizeof g_pipe_buffer - g_pipe_len);
+        if (n == -4) continue; // EINTR
+        if (n < 0) fail_errno(text("cannot read the image"), n);
+        if (n == 0) break;
+        g_pipe_len += (uint64_t)n;
+    }
+    return g_pipe_len;
+}
+
 void read_exact(void *dst, uint64_t len) {
     g_stream_pos += len;
     char *p = (char *)dst;
+    if (g_pipe) {
+        uint64_t n = g_pipe_len - g_pipe_at < len ? g_pipe_len - g_pipe_at : len;
+        memcpy(p, g_pipe_buffer + g_pipe_at, n);
+        g_pipe_at += n, p += n, len -= n;
+        if (len && len < sizeof g_pipe_buffer) {
+            uint64_t got = fill_pipe_buffer(len);
+            // (A restorer started on a pre-copy whose image never comes: below.)
+            if (got == 0 && g_placed_source >= 0 && g_stream_pos == len && p == (char *)dst)
+                sys::call(__NR_exit_group, g_moving ? 0 : 1);
+            if (got < len) fail(text("the image is truncated"));
+            memcpy(p, g_pipe_buffer, len);
+            g_pipe_at = len;
+            return;
+        }
+    }
     while (len) {
         long n = sys::call(__NR_read, g_image_fd, p, len > (1 << 30) ? (1 << 30) : len);
         if (n == -4) continue; // EINTR
@@ -452,6 +492,12 @@ struct open_region {
 // are already satisfied, its pages stored are written over them, and whatever it neither stores
 // nor references there (pages the program gave back since) is discarded. Every other placed
 // region goes before anything is mapped over it.
+// A pre-copy in rounds (coord_client.cpp): each round after the first holds the pages written
+// during the last one; it comes through the image's pipe ahead of the image, is kept as a source
+// of its own (a memfd: the image may take pages from it that could not be placed) and placed
+// over the earlier ones, in the regions it finds placed exactly as it has them (and new ones).
+// The image takes each page from the last round that holds it, so a page placed by an earlier
+// round and written over by a later one is never taken as placed from the earlier.
 struct placed_region {
     uint64_t start, end;
     uint32_t kind;
@@ -459,13 +505,14 @@ struct placed_region {
     bool taken;         // by a region of the image
     uint64_t mark_base; // its pages' marks in g_page_marks (no_marks: none)
 };
-struct placed_record { // a pages record of the pre-copy, placed at its address
+struct placed_record { // a pages record of a pre-copy round, placed at its address
+    uint32_t source;
     uint64_t offset, addr, len, hash;
 };
 constexpr uint32_t max_placed_regions = 16384;
 constexpr uint32_t max_placed_records = 65536;      // (more are not placed: their pages are copied)
-placed_region g_placed_regions[max_placed_regions]; // in address order, as in the pre-copy
-placed_record g_placed_records[max_placed_records]; // in offset order
+placed_region g_placed_regions[max_placed_regions]; // in address order
+placed_record g_placed_records[max_placed_records]; // in (source, offset) order
 uint32_t g_placed_region_count = 0, g_placed_record_count = 0;
 placed_region *g_taken_region = nullptr; // the image's region open now, when taken as placed
 
@@ -972,6 +1019,8 @@ void fill_pages(record &r) {
 constexpr int max_source_fds = (int)img::max_sources;
 int g_source_fds[max_source_fds];
 int g_source_count = 0;
+int g_round_fds[img::max_precopy_rounds]; // --rounds: see take_precopy_round
+int g_round_count = 0, g_rounds_taken = 0;
 bool g_sources_listed = false;
 alignas(64) char g_ref_record[sizeof(img::record_header) + 8 + img::max_ref_record];
 int g_ref_cached_source = -1;
@@ -987,6 +1036,17 @@ void read_sources_arg(const char *list) {
     for (const char *p = list; *p;) {
         if (g_source_count == max_source_fds) fail(text("too many source images"));
         g_source_fds[g_source_count++] = (int)parse_dec(p);
+        while (*p && *p != ',')
+            p++;
+        if (*p == ',') p++;
+    }
+}
+
+// --rounds=FD,...: the memfds of a live migration's further pre-copy rounds (take_precopy_round).
+void read_rounds_arg(const char *list) {
+    for (const char *p = list; *p;) {
+        if (g_round_count == (int)img::max_precopy_rounds) fail(text("too many pre-copy rounds"));
+        g_round_fds[g_round_count++] = (int)parse_dec(p);
         while (*p && *p != ',')
             p++;
         if (*p == ',') p++;
@@ -1059,19 +1119,20 @@ void flush_refs() {
 // Is the record the reference names one placed ahead, in the region open now (taken as placed,
 // so that nothing else was written there)?
 bool already_placed(const img::page_ref_record &ref) {
-    if (!g_region.placed || (int)ref.source != g_placed_source) return false;
+    if (!g_region.placed) return false;
     uint32_t lo = 0, hi = g_placed_record_count;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (g_placed_records[mid].offset < ref.record_offset)
+        const placed_record &m = g_placed_records[mid];
+        if (m.source < ref.source || (m.source == ref.source && m.offset < ref.record_offset))
             lo = mid + 1;
         else
             hi = mid;
     }
     if (lo == g_placed_record_count) return false;
     const placed_record &p = g_placed_records[lo];
-    return p.offset == ref.record_offset && p.addr == ref.record_addr && p.len == ref.record_len &&
-           p.hash == ref.record_hash;
+    return p.source == ref.source && p.offset == ref.record_offset && p.addr == ref.record_addr &&
+           p.len == ref.record_len && p.hash == ref.record_hash;
 }
 
 void fill_referenced(record &r) {
@@ -1119,38 +1180,52 @@ void fill_referenced(record &r) {
 
 void check_trailer(record &r);
 
-bool place_region_ahead(record &r) {
+placed_region *g_placing = nullptr; // the region a pre-copy round's pages go into now
+int g_placing_source = -1;
+
+// The region where a round's pages go: one placed exactly so by an earlier round, or a new one
+// (none where anything else is: our own vdso, the part of a region an earlier round placed).
+placed_region *place_region_ahead(record &r) {
     read_metadata(r);
     img::region_record rr;
     memcpy(&rr, g_meta, sizeof rr);
     // (The exporter writes any other region of a pre-copy as anonymous with no access.)
-    if (!is_anonymous(rr.kind) || !rr.prot || overlaps_zone(rr.start, rr.end) ||
-        g_placed_region_count == max_placed_regions)
-        return false;
+    if (!is_anonymous(rr.kind) || !rr.prot || overlaps_zone(rr.start, rr.end)) return nullptr;
+    uint32_t at = placed_from(rr.start);
+    if (at < g_placed_region_count) {
+        placed_region &p = g_placed_regions[at];
+        if (p.alive && p.start == rr.start && p.end == rr.end && p.kind == rr.kind) return &p;
+        if (p.start < rr.end) return nullptr;
+    }
+    if (g_placed_region_count == max_placed_regions) return nullptr;
     long addr = sys::call(__NR_mmap, rr.start, rr.end - rr.start, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
                               (rr.kind == img::region_stack ? MAP_GROWSDOWN : 0),
                           -1, 0);
-    if (sys::failed(addr)) return false; // (our own vdso there: the image's pages are copied)
+    if (sys::failed(addr)) return nullptr; // (our own vdso there: the image's pages are copied)
     uint64_t pages = (rr.end - rr.start) / page_size, marks = no_marks;
     if (g_marked_pages + pages <= max_marked_pages) {
         marks = g_marked_pages;
         g_marked_pages += pages;
     }
-    g_placed_regions[g_placed_region_count++] = {rr.start, rr.end, rr.kind, true, false, marks};
-    return true;
+    for (uint32_t i = g_placed_region_count; i > at; i--) // (a later round's: in address order)
+        g_placed_regions[i] = g_placed_regions[i - 1];
+    g_placed_region_count++;
+    g_placed_regions[at] = {rr.start, rr.end, rr.kind, true, false, marks};
+    return &g_placed_regions[at];
 }
 
-void place_pages_ahead(record &r, bool placing) {
+void place_pages_ahead(record &r) {
     uint64_t addr = pages_address(r);
     uint64_t offset = pass_over_data(r);
-    if (!placing || g_placed_record_count == max_placed_records) return;
-    const placed_region &p = g_placed_regions[g_placed_region_count - 1];
+    if (!g_placing || g_placed_record_count == max_placed_records) return;
+    const placed_region &p = *g_placing;
     submit_pages(r, addr, offset,
                  p.mark_base == no_marks
                      ? nullptr
                      : &g_page_marks[p.mark_base + (addr - p.start) / page_size]);
-    g_placed_records[g_placed_record_count++] = {offset - 8 - sizeof(img::record_header), addr,
+    g_placed_records[g_placed_record_count++] = {(uint32_t)g_placing_source,
+                                                 offset - 8 - sizeof(img::record_header), addr,
                                                  r.remaining, r.h.hash};
 }
 
@@ -1168,10 +1243,11 @@ void place_ahead(int index) {
     // (Read from its start: a receiver that wrote it shares our file position, at its end.)
     if (sys::failed(sys::call(__NR_lseek, fd, 0, 0 /* SEEK_SET */))) return;
     int image_fd = g_image_fd;
-    g_image_fd = fd;
+    bool pipe = g_pipe; // (what the pipe's buffer holds waits there)
+    g_image_fd = fd, g_pipe = false;
     workers_start();
     if (g_parallel) {
-        bool placing = false;
+        g_placing = nullptr, g_placing_source = index;
         record r;
         for (bool more = true; more;) {
             next_record(r);
@@ -1181,10 +1257,10 @@ void place_ahead(int index) {
                 read_metadata(r);
                 break;
             case img::rec_region:
-                placing = place_region_ahead(r);
+                g_placing = place_region_ahead(r);
                 break;
             case img::rec_pages:
-                place_pages_ahead(r, placing);
+                place_pages_ahead(r);
                 break;
             case img::rec_trailer:
                 check_trailer(r);
@@ -1195,12 +1271,33 @@ void place_ahead(int index) {
             }
         }
         workers_stop();
-        g_placed_source = index;
+        g_placing = nullptr;
+        if (g_placed_source < 0) g_placed_source = index;
     }
-    g_image_fd = image_fd;
+    g_image_fd = image_fd, g_pipe = pipe;
     g_stream_pos = g_readahead_end = 0;
     g_readahead_works = true;
     g_verifier = img::stream_verifier{};
+}
+
+// After the first pre-copy, a live migration's receiver may say that a further round is in (see
+// "a pre-copy placed ahead"): the next of the memfds --rounds gave, whole and verified by it,
+// which becomes a source like the first and is placed. False when the image comes instead (its
+// first bytes, read to tell, stay in the pipe's buffer).
+
+bool take_precopy_round() {
+    constexpr uint64_t len = sizeof img::precopy_round_marker;
+    if (!g_pipe) return false;
+    uint64_t got = fill_pipe_buffer(len);
+    if (got == 0) sys::call(__NR_exit_group, g_moving ? 0 : 1); // (the migration was given up)
+    if (got < len) fail(text("the image is truncated"));
+    if (memcmp(g_pipe_buffer, img::precopy_round_marker, len) != 0) return false;
+    g_pipe_at = len;
+    if (g_rounds_taken == g_round_count || g_source_count == max_source_fds)
+        fail(text("more pre-copy rounds came than were given"));
+    g_source_fds[g_source_count++] = g_round_fds[g_rounds_taken++];
+    place_ahead(g_source_count - 1);
+    return true;
 }
 
 // --- an MPI rank restarted under a new launcher (--rank)
@@ -2490,6 +2587,8 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
             g_moving = true;
         else if (starts_with(argv[i], "--sources="))
             read_sources_arg(argv[i] + 10);
+        else if (starts_with(argv[i], "--rounds="))
+            read_rounds_arg(argv[i] + 9);
         else if (strcmp(argv[i], "--say-placed") == 0)
             say_placed = true;
         else if (starts_with(argv[i], "--tree-root="))
@@ -2516,9 +2615,14 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     g_next_temp_fd = (int)(lim.cur > 65536 ? 65536 : lim.cur);
     if (g_rank_mode) note_inherited_fds();
     g_image_fd = temp_fd(g_image_fd);
+    struct stat image_stat;
+    if (!sys::failed(sys::call(__NR_fstat, g_image_fd, &image_stat)))
+        g_pipe = S_ISFIFO(image_stat.st_mode) || S_ISSOCK(image_stat.st_mode);
     if (g_status_fd >= 0) g_status_fd = temp_fd(g_status_fd);
     for (int i = 0; i < g_source_count; i++)
         g_source_fds[i] = temp_fd(g_source_fds[i]);
+    for (int i = 0; i < g_round_count; i++)
+        g_round_fds[i] = temp_fd(g_round_fds[i]);
     for (int i = 0; i < g_tree_fd_count; i++)
         g_tree_fds[i] = temp_fd(g_tree_fds[i]);
     if (g_tree) spawn_tree();
@@ -2530,10 +2634,13 @@ extern "C" [[noreturn]] void restorer_main(uint64_t *sp) {
     if (!g_tree)
         for (int i = 0; i < g_source_count; i++)
             if (g_placed_source < 0) place_ahead(i);
-    // (Started on a pre-copy in a live migration: its sender hears of it once this is said.)
+    // (Started on a pre-copy in a live migration: its sender hears of it once this is said, and
+    // of each further round.)
     if (say_placed && g_source_count && g_status_fd >= 0) {
         static const char placed[] = "PLACED\n";
-        (void)sys::call(__NR_write, g_status_fd, placed, sizeof placed - 1);
+        do
+            (void)sys::call(__NR_write, g_status_fd, placed, sizeof placed - 1);
+        while (g_placed_source >= 0 && take_precopy_round());
     }
     workers_start();
     record r;

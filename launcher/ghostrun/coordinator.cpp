@@ -198,6 +198,7 @@ struct migration {
     long pre_id = 0, quiesce_ms = 10000;
     std::set<int> precopying, precopied;
     unsigned long long precopy_bytes = 0;
+    int precopy_rounds = 0; // the most any rank made
     clock_type::time_point t_quiesce;
 };
 
@@ -1442,9 +1443,10 @@ struct server {
         if (mv.precopying.empty()) quiesce_for_move();
     }
 
-    // PRECOPIED <id> <bytes> <copy_s>, or NOPRECOPY <id> process|receiver <why>: "process", that
-    // rank sends a whole image; "receiver", its receiver failed and the migration stops before
-    // the job does (a whole image would wait there for the start timeout, the job stopped).
+    // PRECOPIED <id> <bytes> <copy_s> <rounds>, or NOPRECOPY <id> process|receiver <why>:
+    // "process", that rank sends a whole image; "receiver", its receiver failed and the migration
+    // stops before the job does (a whole image would wait there for the start timeout, the job
+    // stopped).
     void on_precopy_answer(conn &c, const std::vector<std::string> &w, const std::string &line) {
         if (!mv.active || !mv.pre || w.size() < 2 || atol(w[1].c_str()) != mv.pre_id ||
             !mv.precopying.erase(c.rank))
@@ -1453,6 +1455,7 @@ struct server {
         if (w[0] == "PRECOPIED") {
             mv.precopied.insert(c.rank);
             if (w.size() >= 3) mv.precopy_bytes += strtoull(w[2].c_str(), nullptr, 10);
+            if (w.size() >= 5) mv.precopy_rounds = std::max(mv.precopy_rounds, atoi(w[4].c_str()));
         } else {
             std::string why = after_words(line, 3);
             if (why.empty()) why = "no reason given";
@@ -1691,11 +1694,12 @@ struct server {
         // stopped (downtime): quiesce, transfer (what was not pre-copied; export: the slowest
         // sender's export, within it), reconnect.
         snprintf(buf, sizeof buf,
-                 "OK ranks=%s to=%s via=%s bytes=%llu precopy_bytes=%llu prepare_s=%.3f "
-                 "precopy_s=%.3f quiesce_s=%.3f transfer_s=%.3f export_s=%.3f reconnect_s=%.3f "
+                 "OK ranks=%s to=%s via=%s bytes=%llu precopy_bytes=%llu precopy_rounds=%d "
+                 "prepare_s=%.3f precopy_s=%.3f quiesce_s=%.3f transfer_s=%.3f export_s=%.3f "
+                 "reconnect_s=%.3f "
                  "downtime_s=%.3f total_s=%.3f",
                  mv.ranks.c_str(), mv.host.c_str(), mv.keep ? "ucx+keep" : "ucx", mv.bytes,
-                 mv.precopy_bytes, secs(mv.t_receivers - mv.start),
+                 mv.precopy_bytes, mv.precopy_rounds, secs(mv.t_receivers - mv.start),
                  secs(mv.t_quiesce - mv.t_receivers), secs(mv.t_drain - mv.t_quiesce),
                  secs(mv.t_sent - mv.t_sending), mv.export_s, secs(now - mv.t_sent),
                  secs(now - mv.t_quiesce), secs(now - mv.start));

@@ -56,6 +56,9 @@
 #            (rank 0 with 2 ranks; --no-precopy), then rank 1 again (--precopy); a keep whose
 #            receiver dies mid-transfer of a whole image fails in one line, every rank where it
 #            was (the same pids); --keep with --via fs is refused; the output is the native run's
+#   migwrite `ghost migrate` of rank 1 (--keep, without, --keep), which holds 48 MiB and rewrites
+#            pages all the time: its pre-copy goes in rounds (precopy_rounds >= 2); every page is
+#            as it last wrote it at the end, and the output is the native run's
 #   migkill  `ghost migrate` of rank 1 (ucx), and an old rank SIGKILLed once every image is in
 #            its new process (all `sent`), before the switch: mpirun ends the other old ranks, and the
 #            move still completes (it was abandoned, and the new ranks, already running, were
@@ -95,6 +98,7 @@ steps=150 sleep_ms=20
 [ "$mode" = keeps ] && steps=400
 [ "$mode" = migkill ] && steps=400
 [ "$mode" = migkeep ] && steps=400
+[ "$mode" = migwrite ] && steps=400
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
 gpid=""
@@ -109,7 +113,7 @@ precopied() { # precopied [OPTIONS]: unless --no-precopy or --via fs, the last m
       fail "no pre-copy happened: $(tail -1 "$work/mig.out")" ;;
   esac
 }
-LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* export_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
+LIVE_PHASES="bytes=[1-9][0-9]* precopy_bytes=[0-9]* precopy_rounds=[0-9]* prepare_s=[0-9.]* precopy_s=[0-9.]* quiesce_s=[0-9.]* transfer_s=[0-9.]* export_s=[0-9.]* reconnect_s=[0-9.]* downtime_s=[0-9.]* total_s=[0-9.]*"
 cleanup() {
   # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
   # (Hydra's proxies are sessions of their own, out of the group's reach); then the group.
@@ -826,6 +830,29 @@ migrate)
   left=$(pgrep -f "^$prog " | tr '\n' ' ')
   [ -z "$left" ] || fail "processes of the job are left: $left"
   ;;
+migwrite)
+  # Every rank holds 48 MiB; rank 1 rewrites 16 random pages a millisecond between steps
+  # (programs/job_steps.c HOLD_MIB) and checks every page at the end. Its pre-copy goes in rounds
+  # (the first copies 48 MiB, more than a round left for the stop): moved with --keep, without,
+  # and with --keep again.
+  start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms 0 48
+  here=$(hostname)
+  for opts in --keep "" --keep; do
+    # shellcheck disable=SC2086 # (no option: none)
+    timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" $opts >>"$work/mig.out" 2>>"$work/mig.err" ||
+      fail "ghost migrate $job --rank 1 $opts failed: $(tail -1 "$work/mig.err")"
+    via=ucx
+    [ -n "$opts" ] && via=ucx+keep
+    tail -1 "$work/mig.out" | grep -q "^migrate job=$job ranks=1 to=$here via=$via $LIVE_PHASES$" ||
+      fail "unexpected migrate line: $(tail -1 "$work/mig.out")"
+    rounds=$(tail -1 "$work/mig.out" | sed -n 's/.* precopy_rounds=\([0-9]*\) .*/\1/p')
+    [ "${rounds:-0}" -ge 2 ] || fail "the pre-copy of a writing rank went in one round: $(tail -1 "$work/mig.out")"
+    [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
+      fail "not every rank runs after the migration: $("$GHOST" status "$job")"
+  done
+  finish 0
+  same_as_native "$work/run.out"
+  ;;
 replace)
   start run "$GHOSTRUN" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" "$work/run" replace
   until_ready "rank 1 saw rank 0's message"
@@ -926,7 +953,7 @@ ended)
   refused "ended job" "no job or process $job" "$GHOST" checkpoint "$job"
   ;;
 *)
-  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|replace|winfree|windyn|disconnect|concurrent|keeps|migkill FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
+  echo "usage: $0 resume|restart|twice|auto|fallback|refuse|rankdies|ended|usr1|migrate|migwrite|replace|winfree|windyn|disconnect|concurrent|keeps|migkill FLAVOUR NP PROGRAM [MPIRUN OPTIONS...]" >&2
   exit 2
   ;;
 esac

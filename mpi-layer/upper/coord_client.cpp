@@ -30,6 +30,7 @@
 
 #include "attribution.h"
 #include "ghost-core/agent/ghost_agent.h"
+#include "ghost-core/image_format.h"
 #include "ghost-core/image_trailer.h"
 #include "files.h"
 #include "lower_api.h"
@@ -779,32 +780,64 @@ int stream_image(const std::string &to, long timeout_ms, int flags, bool quiesce
     return rc;
 }
 
+// A pre-copy goes in rounds: the first copies all the memory while the rank runs, each next one
+// what was written during the last (so that what the job waits for at the end is what was
+// written during a short round, not during the whole copy). Rounds end when the last was small
+// enough to send with the job stopped, stopped halving, or there were as many as
+// GHOST_PRECOPY_ROUNDS says (1 to image::max_precopy_rounds, the default: each round is a source
+// of the image after them, which its receiver keeps in memory until the rank runs).
+constexpr unsigned long long small_precopy_round = 8ULL << 20;
+int max_precopy_rounds() {
+    const char *e = getenv("GHOST_PRECOPY_ROUNDS");
+    int n = e && *e ? atoi(e) : 0;
+    return n >= 1 && n <= (int)ghost::image::max_precopy_rounds
+               ? n
+               : (int)ghost::image::max_precopy_rounds;
+}
+bool another_precopy_round(int done, unsigned long long last, unsigned long long before) {
+    return done < max_precopy_rounds() && last > small_precopy_round &&
+           (done == 1 || last <= before / 2);
+}
+
 // PRECOPY <migration> <timeout_ms> <target>: while the rank runs, its memory goes to the receiver
-// of its coming image (core::export_precopy); PRECOPIED <migration> <bytes> <copy_s>, or
-// NOPRECOPY <migration> process|receiver <reason>: "process", the migration sends a whole image
-// instead; "receiver", the receiver failed (lost, refused): a whole image would fail there too.
+// of its coming image (core::export_precopy), in rounds; PRECOPIED <migration> <bytes> <copy_s>
+// <rounds>, or NOPRECOPY <migration> process|receiver <reason>: "process", the migration sends a
+// whole image instead; "receiver", the receiver failed (lost, refused): a whole image would fail
+// there too. A round after the first that fails for the process ends the rounds: the image after
+// them takes what it can from those the receiver has (it is whole if the failed round had begun
+// a new scan: the export sees that).
 void precopy_image(const std::vector<std::string> &w) {
-    std::string base = send_base();
-    unlink((base + ".precopy-index").c_str());
+    std::string base = send_base(), index = base + ".precopy-index";
+    unlink(index.c_str());
     g_precopied = false;
     if (w.size() != 4) {
         send_line("NOPRECOPY " + (w.size() > 1 ? w[1] : std::string("-")) + " process bad request");
         return;
     }
-    char why[512] = "";
-    checkpointer_report rep;
-    int rc = stream_image(w[3], atol(w[2].c_str()), GHOST_CHECKPOINT_PRECOPY, false, why,
-                          sizeof why, &rep);
-    if (rc != 0) {
-        for (char *c = why; *c; c++)
-            if (*c == '\n') *c = ' ';
-        unlink((base + ".precopy-index").c_str());
-        send_line("NOPRECOPY " + w[1] + (rep.resource_failed ? " receiver " : " process ") + why);
-        return;
-    }
-    g_precopied = true;
-    send_line("PRECOPIED " + w[1] + " " + std::to_string(rep.bytes) + " " +
-              std::to_string(rep.export_s));
+    long start = now_ms(), timeout_ms = atol(w[2].c_str());
+    unsigned long long total = 0, last = 0, before = 0;
+    int rounds = 0;
+    do {
+        char why[512] = "";
+        checkpointer_report rep;
+        long left = timeout_ms > 0 ? std::max(1L, timeout_ms - (now_ms() - start)) : 0;
+        int flags = GHOST_CHECKPOINT_PRECOPY | (rounds ? GHOST_CHECKPOINT_AFTER_PRECOPY : 0);
+        int rc = stream_image(w[3], left, flags, false, why, sizeof why, &rep);
+        if (rc != 0 && (rounds == 0 || rep.resource_failed)) {
+            for (char *c = why; *c; c++)
+                if (*c == '\n') *c = ' ';
+            unlink(index.c_str());
+            send_line("NOPRECOPY " + w[1] + (rep.resource_failed ? " receiver " : " process ") +
+                      why);
+            return;
+        }
+        if (rc != 0) break;
+        before = last, last = rep.bytes, total += rep.bytes;
+        rounds++;
+    } while (another_precopy_round(rounds, last, before));
+    g_precopied = access(index.c_str(), F_OK) == 0;
+    send_line("PRECOPIED " + w[1] + " " + std::to_string(total) + " " +
+              std::to_string((double)(now_ms() - start) / 1000.0) + " " + std::to_string(rounds));
 }
 
 save_result send_image(const std::string &e, const std::string &line) {

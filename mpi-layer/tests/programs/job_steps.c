@@ -6,15 +6,64 @@
  * integer arithmetic (a CPU-bound job whose progress is its steps: the balancer's tests), folded
  * into the checksum too. Prints only at the end, so that a job restarted from a checkpoint prints
  * what an uninterrupted one prints.
- * Usage: job_steps STEPS [SLEEP_MS [WORK]] */
+ * HOLD_MIB: every rank holds that much memory, each page stamped with its number and a version;
+ * rank 1 spends its sleep rewriting random pages (16 a millisecond, each with a new version), so
+ * that a live migration's pre-copy of it goes in rounds; at the end every rank checks every page
+ * against the version it last wrote (a write a migration lost fails the check).
+ * Usage: job_steps STEPS [SLEEP_MS [WORK [HOLD_MIB]]] */
 #include "mpit.h"
+
+#include <time.h>
+
+#define HOLD_PAGE_WORDS 512 /* 4 KiB */
+static unsigned long long *held;
+static unsigned *held_version;
+static size_t held_pages;
+
+static unsigned long long stamp(size_t page, unsigned version) {
+    return (page * 0x9e3779b97f4a7c15ull) ^ ((unsigned long long)version << 32 | version);
+}
+
+static void hold_write(size_t page) {
+    unsigned v = ++held_version[page];
+    unsigned long long *w = held + page * HOLD_PAGE_WORDS;
+    w[0] = page, w[1] = v, w[HOLD_PAGE_WORDS - 1] = stamp(page, v);
+}
+
+/* Sleeps `ms`, rewriting 16 random pages a millisecond meanwhile. */
+static void hold_rewrite_ms(int ms, unsigned long long *rng) {
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_nsec += (long)ms * 1000000L;
+    end.tv_sec += end.tv_nsec / 1000000000L, end.tv_nsec %= 1000000000L;
+    for (;;) {
+        for (int i = 0; i < 16; i++) {
+            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+            hold_write((size_t)(*rng >> 33) % held_pages);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+            return;
+        mpit_sleep_ms(1);
+    }
+}
 
 int main(int argc, char **argv) {
     mpit_init(&argc, &argv, "job_steps");
     int steps = argc > 1 ? atoi(argv[1]) : 100;
     int sleep_ms = argc > 2 ? atoi(argv[2]) : 20;
     long work = argc > 3 ? atol(argv[3]) * 1000 : 0;
+    long hold_mib = argc > 4 ? atol(argv[4]) : 0;
     int r = mpit_rank, n = mpit_size;
+    unsigned long long rng = 777 + (unsigned long long)r;
+    if (hold_mib > 0) {
+        held_pages = (size_t)hold_mib * 256;
+        held = malloc(held_pages * HOLD_PAGE_WORDS * sizeof *held);
+        held_version = calloc(held_pages, sizeof *held_version);
+        CHECK(held && held_version);
+        for (size_t p = 0; p < held_pages; p++)
+            hold_write(p);
+    }
     int right = (r + 1) % n, left = (r + n - 1) % n;
     unsigned long long state = 12345 + (unsigned long long)r;
     MPI_Comm parent = MPI_COMM_WORLD; /* mpirun started the job: no parent (mpi4py asks) */
@@ -45,7 +94,21 @@ int main(int argc, char **argv) {
                 x = x * 2862933555777941757ull + 3037000493ull + (x >> 29);
             mpit_mix(x);
         }
-        mpit_sleep_ms(sleep_ms);
+        if (held && r == 1)
+            hold_rewrite_ms(sleep_ms, &rng);
+        else
+            mpit_sleep_ms(sleep_ms);
+    }
+    if (held) {
+        size_t bad = 0;
+        for (size_t p = 0; p < held_pages; p++) {
+            const unsigned long long *w = held + p * HOLD_PAGE_WORDS;
+            unsigned v = held_version[p];
+            bad += w[0] != p || w[1] != v || w[HOLD_PAGE_WORDS - 1] != stamp(p, v);
+        }
+        if (bad)
+            printf("rank %d: %zu of %zu held pages are not as last written\n", r, bad, held_pages);
+        CHECK(bad == 0);
     }
     printf("rank %d: job_steps %d steps checksum %016llx\n", r, steps, mpit_sum);
     return mpit_finish();
