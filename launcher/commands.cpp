@@ -2104,8 +2104,11 @@ int cmd_migrate(const migrate_args &a) {
         return fail("--precopy is for --via ucx (through files nothing is copied before the job "
                     "stops)");
     bool precopy = a.precopy != 0 && dir == "ucx";
+    if (a.precopy_rounds && !precopy)
+        return fail("--precopy-rounds goes with the pre-copy (--via ucx, without --no-precopy)");
     if (a.keep) dir += "+keep";
     if (precopy) dir += "+precopy";
+    if (a.precopy_rounds) dir += "+rounds" + std::to_string(a.precopy_rounds);
     if (!job::is_host_name(a.to)) return fail("'" + a.to + "' is not a host name");
     if (a.ranks.empty() || a.ranks.find_first_not_of("0123456789,") != std::string::npos)
         return fail("--rank takes R[,R2...], got '" + a.ranks + "'");

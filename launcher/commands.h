@@ -111,6 +111,7 @@ struct migrate_args {
     std::string via;              // "fs:DIR" or empty
     bool keep = false;            // --keep: the ranks that stay keep their processes (ucx only)
     int precopy = -1;             // 1 --precopy, 0 --no-precopy, -1 unsaid (ucx: pre-copy)
+    int precopy_rounds = 0;       // at most this many pre-copy rounds (0: unsaid, the most)
     int timeout_ms = 10000;       // bound of the quiesce
     int start_timeout_ms = 60000; // bound of the relaunch (every rank connected again)
 };

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "ghost-core/image_format.h"
 #include "launcher/commands.h"
 
 using namespace ghost::launcher;
@@ -139,6 +140,11 @@ int main(int argc, char **argv) {
             "with --via ucx: no pre-copy, each streaming rank's whole image is sent while the job "
             "is stopped")
         ->excludes(precopy);
+    migrate
+        ->add_option("--precopy-rounds", ma.precopy_rounds,
+                     "with the pre-copy: at most this many rounds (each after the first copies "
+                     "what the rank wrote during the last; default 4, the most)")
+        ->check(CLI::Range(1, (int)ghost::image::max_precopy_rounds));
     migrate->add_option("--timeout", ma.timeout_ms, "milliseconds the ranks have to quiesce")
         ->check(CLI::Range(1, 3600000));
     migrate

@@ -37,13 +37,14 @@ _spec.loader.exec_module(_image_ucx)
 perftest = _image_ucx.perftest  # ucx_perftest tag_bw, as benchmarks/image_ucx measures it
 
 
-PHASES = ("precopy_bytes", "bytes", "prepare_s", "precopy_s", "quiesce_s", "export_s", "relaunch_s",
+PHASES = ("precopy_bytes", "precopy_rounds", "bytes", "prepare_s", "precopy_s", "quiesce_s", "export_s", "relaunch_s",
           "transfer_s", "reconnect_s", "downtime_s", "total_s")
 SHOWN = ("prepare_s", "precopy_s", "quiesce_s", "transfer_s", "export_s", "relaunch_s", "reconnect_s",
          "downtime_s", "total_s")
 # label -> `ghost migrate` options, for --vias
 ALL_VIAS = {
     "keep-precopy": ("ucx --keep (pre-copy)", ["--keep"]),
+    "keep-precopy1": ("ucx --keep (pre-copy, 1 round)", ["--keep", "--precopy-rounds", "1"]),
     "keep": ("ucx --keep --no-precopy", ["--keep", "--no-precopy"]),
     "ucx-precopy": ("ucx (pre-copy)", []),
     "ucx": ("ucx --no-precopy", ["--no-precopy"]),
@@ -153,9 +154,9 @@ def main():
                 f"(tcp/shm here) for 'ucx', the job's --ckpt-dir for 'disk', /dev/shm for 'memory'. Open MPI (ob1). "
                 f"Each rank holds M MiB of random data; every rank verified it (and each page's version) "
                 f"after the migrations. Medians of {a.reps} migrations per row. Seconds; MB = 10^6 bytes.\n\n")
-        o.write("| MiB per rank | images via | pre-copied MB | sent MB (stopped) | "
-                + " | ".join(k[:-2] for k in SHOWN) + " | bound | downtime / bound |\n|"
-                + "---|" * (6 + len(SHOWN)) + "\n")
+        o.write("| MiB per rank | images via | pre-copied MB | rounds | sent MB (stopped) | "
+                + " | ".join(k[:-2] for k in SHOWN) + " | downtime min-max | bound | downtime / bound |\n|"
+                + "---|" * (8 + len(SHOWN)) + "\n")
         for mib in sorted({r["mib"] for r in rows}):
             bound = mib * (1 << 20) / (bw * 1e9) + su + 0.1
             for via, _ in VIAS(a, shm, mib):
@@ -165,8 +166,10 @@ def main():
                 m = {k: stats([r[k] for r in sel])["median"] for k in PHASES if all(k in r for r in sel)}
                 mb = lambda k: f"{m[k] / 1e6:.0f}" if k in m else "–"  # noqa: E731
                 cell = [f"{m[k]:.3f}" if k in m else "–" for k in SHOWN]
-                o.write(f"| {mib} | {via} | {mb('precopy_bytes')} | {mb('bytes')} | {' | '.join(cell)} | "
-                        f"{bound:.3f} | {m['downtime_s'] / bound:.2f} |\n")
+                rounds = f"{m['precopy_rounds']:.0f}" if "precopy_rounds" in m else "–"
+                down = [r["downtime_s"] for r in sel]
+                o.write(f"| {mib} | {via} | {mb('precopy_bytes')} | {rounds} | {mb('bytes')} | {' | '.join(cell)} | "
+                        f"{min(down):.3f}-{max(down):.3f} | {bound:.3f} | {m['downtime_s'] / bound:.2f} |\n")
         o.write(f"\nNative `mpirun -np {a.np}` start-up of the same program (until every rank is ready): "
                 f"median {su:.3f} s of {a.reps}. `ucx_perftest -t tag_bw` (tcp, loopback, 1 MiB): median "
                 f"{bw:.2f} GB/s of {len(ucx_bw)}. bound = M MiB / that bandwidth + native start-up + 0.1 s "

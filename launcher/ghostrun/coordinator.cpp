@@ -31,6 +31,7 @@
 
 #include "ckpt_dir.h"
 #include "creations.h"
+#include "ghost-core/image_format.h"
 #include "runtime/control.h"
 #include "runtime/job_protocol.h"
 
@@ -198,7 +199,8 @@ struct migration {
     long pre_id = 0, quiesce_ms = 10000;
     std::set<int> precopying, precopied;
     unsigned long long precopy_bytes = 0;
-    int precopy_rounds = 0; // the most any rank made
+    int precopy_rounds = 0;     // the most any rank made
+    int precopy_rounds_max = 0; // what the request allows (0: the ranks' most)
     clock_type::time_point t_quiesce;
 };
 
@@ -1350,18 +1352,24 @@ struct server {
         // Before either kind begins: a live one copies it now, one through files once its images
         // are written (saved_all).
         mv_start_ms = std::max(1000L, start_ms);
-        // "ucx", "ucx+keep", "ucx+precopy", "ucx+keep+precopy"
+        // "ucx", "ucx+keep", "ucx+precopy", "ucx+keep+precopy", each "+precopy" maybe followed by
+        // "+rounds<N>"
         if (dir.rfind("ucx", 0) == 0) {
             bool keep = false, precopy = false;
+            int rounds = 0;
             std::istringstream words(dir.substr(3));
             for (std::string w; std::getline(words, w, '+');)
                 if (w == "keep")
                     keep = true;
                 else if (w == "precopy")
                     precopy = true;
+                else if (precopy && w.rfind("rounds", 0) == 0 && w.size() == 7 && w[6] >= '1' &&
+                         w[6] <= '0' + (int)ghost::image::max_precopy_rounds)
+                    rounds = w[6] - '0';
                 else if (!w.empty())
                     return "unknown live migration option '" + w + "'";
-            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy, bind);
+            return begin_live_migration(cli_fd, quiesce_ms, host, ranks, keep, precopy, rounds,
+                                        bind);
         }
         std::string why = begin_checkpoint(cli_fd, dir, true, quiesce_ms, 0);
         if (!why.empty()) return why;
@@ -1375,7 +1383,7 @@ struct server {
 
     std::string begin_live_migration(int cli_fd, long quiesce_ms, const std::string &host,
                                      const std::vector<int> &ranks, bool keep, bool precopy,
-                                     const std::string &bind) {
+                                     int precopy_rounds, const std::string &bind) {
         if (ep.ph != phase::idle) return kBusy;
         if (stopped_after_ckpt) return "the job is being stopped after its checkpoint";
         if (mv.active) return "a migration is in progress";
@@ -1387,6 +1395,7 @@ struct server {
         mv.active = mv.live = true;
         mv.keep = keep;
         mv.precopy = precopy;
+        mv.precopy_rounds_max = precopy_rounds;
         mv.bind = bind;
         mv.moving = std::set<int>(ranks.begin(), ranks.end());
         mv.cli = cli_fd;
@@ -1437,8 +1446,11 @@ struct server {
             if (!streams(c->rank)) continue;
             mv.precopying.insert(c->rank);
             c->state = "precopying";
-            send_line(c->fd, "PRECOPY " + std::to_string(mv.pre_id) + " " + std::to_string(ms) +
-                                 " ucx://" + mv.receivers[c->rank]);
+            send_line(c->fd,
+                      "PRECOPY " + std::to_string(mv.pre_id) + " " + std::to_string(ms) +
+                          " ucx://" + mv.receivers[c->rank] +
+                          (mv.precopy_rounds_max ? " " + std::to_string(mv.precopy_rounds_max)
+                                                 : std::string()));
         }
         if (mv.precopying.empty()) quiesce_for_move();
     }

@@ -783,34 +783,28 @@ int stream_image(const std::string &to, long timeout_ms, int flags, bool quiesce
 // A pre-copy goes in rounds: the first copies all the memory while the rank runs, each next one
 // what was written during the last (so that what the job waits for at the end is what was
 // written during a short round, not during the whole copy). Rounds end when the last was small
-// enough to send with the job stopped, stopped halving, or there were as many as
-// GHOST_PRECOPY_ROUNDS says (1 to image::max_precopy_rounds, the default: each round is a source
-// of the image after them, which its receiver keeps in memory until the rank runs).
+// enough to send with the job stopped, stopped halving, or there were `most` (at most
+// image::max_precopy_rounds: each round is a source of the image after them, which its receiver
+// keeps in memory until the rank runs).
 constexpr unsigned long long small_precopy_round = 8ULL << 20;
-int max_precopy_rounds() {
-    const char *e = getenv("GHOST_PRECOPY_ROUNDS");
-    int n = e && *e ? atoi(e) : 0;
-    return n >= 1 && n <= (int)ghost::image::max_precopy_rounds
-               ? n
-               : (int)ghost::image::max_precopy_rounds;
-}
-bool another_precopy_round(int done, unsigned long long last, unsigned long long before) {
-    return done < max_precopy_rounds() && last > small_precopy_round &&
-           (done == 1 || last <= before / 2);
+bool another_precopy_round(int done, int most, unsigned long long last, unsigned long long before) {
+    return done < most && last > small_precopy_round && (done == 1 || last <= before / 2);
 }
 
-// PRECOPY <migration> <timeout_ms> <target>: while the rank runs, its memory goes to the receiver
-// of its coming image (core::export_precopy), in rounds; PRECOPIED <migration> <bytes> <copy_s>
-// <rounds>, or NOPRECOPY <migration> process|receiver <reason>: "process", the migration sends a
-// whole image instead; "receiver", the receiver failed (lost, refused): a whole image would fail
-// there too. A round after the first that fails for the process ends the rounds: the image after
-// them takes what it can from those the receiver has (it is whole if the failed round had begun
-// a new scan: the export sees that).
+// PRECOPY <migration> <timeout_ms> <target> [<most rounds>]: while the rank runs, its memory goes
+// to the receiver of its coming image (core::export_precopy), in rounds; PRECOPIED <migration>
+// <bytes> <copy_s> <rounds>, or NOPRECOPY <migration> process|receiver <reason>: "process", the
+// migration sends a whole image instead; "receiver", the receiver failed (lost, refused): a whole
+// image would fail there too. A round after the first that fails for the process ends the rounds:
+// the image after them takes what it can from those the receiver has (it is whole if the failed
+// round had begun a new scan: the export sees that).
 void precopy_image(const std::vector<std::string> &w) {
     std::string base = send_base(), index = base + ".precopy-index";
     unlink(index.c_str());
     g_precopied = false;
-    if (w.size() != 4) {
+    int most = w.size() == 5 ? atoi(w[4].c_str()) : (int)ghost::image::max_precopy_rounds;
+    if ((w.size() != 4 && w.size() != 5) || most < 1 ||
+        most > (int)ghost::image::max_precopy_rounds) {
         send_line("NOPRECOPY " + (w.size() > 1 ? w[1] : std::string("-")) + " process bad request");
         return;
     }
@@ -834,7 +828,7 @@ void precopy_image(const std::vector<std::string> &w) {
         if (rc != 0) break;
         before = last, last = rep.bytes, total += rep.bytes;
         rounds++;
-    } while (another_precopy_round(rounds, last, before));
+    } while (another_precopy_round(rounds, most, last, before));
     g_precopied = access(index.c_str(), F_OK) == 0;
     send_line("PRECOPIED " + w[1] + " " + std::to_string(total) + " " +
               std::to_string((double)(now_ms() - start) / 1000.0) + " " + std::to_string(rounds));
