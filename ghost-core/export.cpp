@@ -314,6 +314,7 @@ class exporter {
         GHOST_TRY(run_memory_workers(registered_, *pm));
         uint64_t sealed = writer_.hash_sum();
         GHOST_TRY(writer_.finish());
+        GHOST_TRY(count_written_since(stats_.written_since_bytes));
         stats_.image_bytes = writer_.bytes();
         stats_.live_s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_resumed).count();
@@ -426,6 +427,33 @@ class exporter {
         for (const auto &r : records)
             read += r.second;
         return kept ? (double)read / (double)kept : 1.0;
+    }
+
+    // What the process wrote in its tracked mappings since this export's scan (a pre-copy: what a
+    // round after it would copy), without protecting anything again.
+    result<void> count_written_since(uint64_t &bytes) {
+        auto pm_fd =
+            ::open(("/proc/" + std::to_string(pid_) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+        if (pm_fd < 0) return sys_error("cannot open the page map of pid " + std::to_string(pid_));
+        uapi::page_region found[256];
+        bytes = 0;
+        for (const vma &v : registered_)
+            for (uint64_t at = v.start; at < v.end;) {
+                uapi::pm_scan_arg arg{};
+                arg.size = sizeof arg;
+                arg.start = at, arg.end = v.end;
+                arg.vec = (uint64_t)found, arg.vec_len = 256;
+                // (Present: a page never touched has no data to copy, written or not.)
+                arg.category_mask = arg.return_mask = uapi::page_is_written | uapi::page_is_present;
+                long n = ::ioctl(pm_fd, uapi::pagemap_scan, &arg);
+                if (n < 0) break; // (unmapped meanwhile: nothing of it is counted)
+                for (long i = 0; i < n; i++)
+                    bytes += found[i].end - found[i].start;
+                if (arg.walk_end <= at) break;
+                at = arg.walk_end;
+            }
+        ::close(pm_fd);
+        return {};
     }
 
     // The pages of `v` written since the last scan, write-protected again.

@@ -24,6 +24,7 @@ struct export_stats {
     std::string tracking_note; // with `track`: why the image is not incremental ("" if it is)
     std::vector<std::string> sources; // the names of the images an incremental one reads
     double live_s = 0;                // a pre-copy: how long it copied while the process ran
+    uint64_t written_since_bytes = 0; // a pre-copy: what the process wrote while it was copied
 };
 
 // Incremental images (image_format.h): with `track`, the export write-protects the process's

@@ -487,12 +487,14 @@ static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
     if (last_round) ::unlink(a.precopy_index.c_str());
     if (auto saved = core::save_index(index, a.precopy_index); !saved)
         return precopy_failed(a.pid, false, saved.err().message);
-    // export_s: the copy while the process ran.
+    // export_s: the copy while the process ran; written_bytes: what the process wrote meanwhile
+    // (what a round after this one would copy).
     std::printf("checkpoint pid=%d image=%s precopy=1 bytes=%llu memory_bytes=%llu export_s=%s "
-                "sync_s=%s total_s=%s\n",
+                "sync_s=%s total_s=%s written_bytes=%llu\n",
                 (int)a.pid, path.c_str(), (unsigned long long)stats->image_bytes,
                 (unsigned long long)stats->memory_bytes, seconds(stats->live_s).c_str(),
-                seconds(since(t_commit)).c_str(), seconds(since(t0)).c_str());
+                seconds(since(t_commit)).c_str(), seconds(since(t0)).c_str(),
+                (unsigned long long)stats->written_since_bytes);
     return 0;
 }
 

@@ -831,7 +831,7 @@ migrate)
   [ -z "$left" ] || fail "processes of the job are left: $left"
   ;;
 migwrite)
-  # Every rank holds 48 MiB; rank 1 rewrites 16 random pages a millisecond between steps
+  # Every rank holds 48 MiB; rank 1 rewrites 32 random pages a millisecond between steps
   # (programs/job_steps.c HOLD_MIB) and checks every page at the end. Its pre-copy goes in rounds
   # (the first copies 48 MiB, more than a round left for the stop): moved with --keep, without,
   # and with --keep again.

@@ -393,6 +393,7 @@ struct checkpointer_report {
     bool found = false;
     bool resource_failed = false;
     unsigned long long bytes = 0;
+    unsigned long long written_bytes = 0; // a pre-copy: what the process wrote meanwhile
     double export_s = 0, sync_s = 0;
 };
 checkpointer_report read_checkpointer_report(const std::string &log) {
@@ -407,6 +408,8 @@ checkpointer_report read_checkpointer_report(const std::string &log) {
                 if (!x || !y) continue;
                 r.found = true;
                 r.bytes = b ? strtoull(b + 7, nullptr, 10) : 0;
+                if (const char *wr = strstr(l, " written_bytes="))
+                    r.written_bytes = strtoull(wr + 15, nullptr, 10);
                 r.export_s = atof(x + 10);
                 r.sync_s = atof(y + 8);
             }
@@ -782,13 +785,17 @@ int stream_image(const std::string &to, long timeout_ms, int flags, bool quiesce
 
 // A pre-copy goes in rounds: the first copies all the memory while the rank runs, each next one
 // what was written during the last (so that what the job waits for at the end is what was
-// written during a short round, not during the whole copy). Rounds end when the last was small
-// enough to send with the job stopped, stopped halving, or there were `most` (at most
-// image::max_precopy_rounds: each round is a source of the image after them, which its receiver
-// keeps in memory until the rank runs).
+// written during a short round, not during the whole copy). After each round its checkpointer
+// says what the rank wrote meanwhile: what the next round, or the image, would take. Another
+// round comes only if that is more than the job should wait for (8 MiB) and, after the second,
+// at most half of what this round copied (else the next round would take about as long, and
+// leave about as much: the rank writes as fast as the rounds copy); and at most `most` rounds (at
+// most image::max_precopy_rounds: each round is a source of the image after them, which its
+// receiver keeps in memory until the rank runs).
 constexpr unsigned long long small_precopy_round = 8ULL << 20;
-bool another_precopy_round(int done, int most, unsigned long long last, unsigned long long before) {
-    return done < most && last > small_precopy_round && (done == 1 || last <= before / 2);
+bool another_precopy_round(int done, int most, unsigned long long copied,
+                           unsigned long long written) {
+    return done < most && written > small_precopy_round && (done == 1 || written <= copied / 2);
 }
 
 // PRECOPY <migration> <timeout_ms> <target> [<most rounds>]: while the rank runs, its memory goes
@@ -809,9 +816,9 @@ void precopy_image(const std::vector<std::string> &w) {
         return;
     }
     long start = now_ms(), timeout_ms = atol(w[2].c_str());
-    unsigned long long total = 0, last = 0, before = 0;
+    unsigned long long total = 0;
     int rounds = 0;
-    do {
+    for (bool more = true; more;) {
         char why[512] = "";
         checkpointer_report rep;
         long left = timeout_ms > 0 ? std::max(1L, timeout_ms - (now_ms() - start)) : 0;
@@ -826,9 +833,10 @@ void precopy_image(const std::vector<std::string> &w) {
             return;
         }
         if (rc != 0) break;
-        before = last, last = rep.bytes, total += rep.bytes;
+        total += rep.bytes;
         rounds++;
-    } while (another_precopy_round(rounds, most, last, before));
+        more = another_precopy_round(rounds, most, rep.bytes, rep.written_bytes);
+    }
     g_precopied = access(index.c_str(), F_OK) == 0;
     send_line("PRECOPIED " + w[1] + " " + std::to_string(total) + " " +
               std::to_string((double)(now_ms() - start) / 1000.0) + " " + std::to_string(rounds));

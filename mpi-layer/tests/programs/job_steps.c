@@ -7,7 +7,7 @@
  * into the checksum too. Prints only at the end, so that a job restarted from a checkpoint prints
  * what an uninterrupted one prints.
  * HOLD_MIB: every rank holds that much memory, each page stamped with its number and a version;
- * rank 1 spends its sleep rewriting random pages (16 a millisecond, each with a new version), so
+ * rank 1 spends its sleep rewriting random pages (32 a millisecond, each with a new version), so
  * that a live migration's pre-copy of it goes in rounds; at the end every rank checks every page
  * against the version it last wrote (a write a migration lost fails the check).
  * Usage: job_steps STEPS [SLEEP_MS [WORK [HOLD_MIB]]] */
@@ -30,14 +30,14 @@ static void hold_write(size_t page) {
     w[0] = page, w[1] = v, w[HOLD_PAGE_WORDS - 1] = stamp(page, v);
 }
 
-/* Sleeps `ms`, rewriting 16 random pages a millisecond meanwhile. */
+/* Sleeps `ms`, rewriting 32 random pages a millisecond meanwhile. */
 static void hold_rewrite_ms(int ms, unsigned long long *rng) {
     struct timespec end, now;
     clock_gettime(CLOCK_MONOTONIC, &end);
     end.tv_nsec += (long)ms * 1000000L;
     end.tv_sec += end.tv_nsec / 1000000000L, end.tv_nsec %= 1000000000L;
     for (;;) {
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < 32; i++) {
             *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
             hold_write((size_t)(*rng >> 33) % held_pages);
         }
