@@ -834,7 +834,10 @@ migwrite)
   # Every rank holds 48 MiB; rank 1 rewrites 32 random pages a millisecond between steps
   # (programs/job_steps.c HOLD_MIB) and checks every page at the end. Its pre-copy goes in rounds
   # (the first copies 48 MiB, more than a round left for the stop): moved with --keep, without,
-  # and with --keep again.
+  # and with --keep again; then a move whose receiver dies once most of what the last one
+  # pre-copied has come (in a later round, or in the image) fails in one line, the job going on.
+  export GHOST_TEST_RECEIVE_DIE=$work/die-at
+  [ "$flavour" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
   start run "$GHOSTRUN" "${gopts[@]}" --ckpt-dir "$ck" -np "$np" "${extra[@]}" "$prog" $steps $sleep_ms 0 48
   here=$(hostname)
   for opts in --keep "" --keep; do
@@ -850,6 +853,16 @@ migwrite)
     [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
       fail "not every rank runs after the migration: $("$GHOST" status "$job")"
   done
+  last=$(tail -1 "$work/mig.out" | sed -n 's/.* precopy_bytes=\([0-9]*\) .*/\1/p')
+  echo $((last * 9 / 10)) >"$work/die-at"
+  timeout -k 5 240 "$GHOST" migrate "$job" --rank 1 --to "$here" --keep >"$work/die.out" 2>"$work/die.err" &&
+    fail "a migration whose receiver died succeeded"
+  [ "$(wc -l <"$work/die.err")" = 1 ] || fail "the failed migration said more than one line: $(cat "$work/die.err")"
+  grep -q "^ghost: migration of job $job failed: the ranks could not move to $here (.*); the job goes on where it was$" "$work/die.err" ||
+    fail "unexpected failure: $(cat "$work/die.err")"
+  [ ! -e "$work/die-at" ] || fail "no receiver read the test hook"
+  [ "$("$GHOST" status "$job" | grep -c '^  rank .* running$')" = "$np" ] ||
+    fail "not every rank runs after the failed migration: $("$GHOST" status "$job")"
   finish 0
   same_as_native "$work/run.out"
   ;;

@@ -8,8 +8,9 @@
  * what an uninterrupted one prints.
  * HOLD_MIB: every rank holds that much memory, each page stamped with its number and a version;
  * rank 1 spends its sleep rewriting random pages (32 a millisecond, each with a new version), so
- * that a live migration's pre-copy of it goes in rounds; at the end every rank checks every page
- * against the version it last wrote (a write a migration lost fails the check).
+ * that a live migration's pre-copy of it goes in rounds, and takes and frees a buffer of a few MiB
+ * each step (its mappings change between rounds); at the end every rank checks every page against
+ * the version it last wrote (a write a migration lost fails the check).
  * Usage: job_steps STEPS [SLEEP_MS [WORK [HOLD_MIB]]] */
 #include "mpit.h"
 
@@ -94,9 +95,15 @@ int main(int argc, char **argv) {
                 x = x * 2862933555777941757ull + 3037000493ull + (x >> 29);
             mpit_mix(x);
         }
-        if (held && r == 1)
+        if (held && r == 1) {
+            size_t len = ((size_t)2 << 20) + (size_t)(s % 7) * 4096;
+            unsigned char *churn = malloc(len);
+            CHECK(churn != NULL);
+            memset(churn, s & 0xff, len);
+            CHECK(churn[len - 1] == (unsigned char)(s & 0xff));
+            free(churn);
             hold_rewrite_ms(sleep_ms, &rng);
-        else
+        } else
             mpit_sleep_ms(sleep_ms);
     }
     if (held) {
