@@ -745,25 +745,40 @@ int connect_coordinator(const std::string &coord) {
 // The receiving end's sink: the verified stream goes into the restorer's pipe; commit() waits for
 // the restorer's "OK <pid>" (the whole image taken, the process about to run).
 // Tests only: GHOST_TEST_RECEIVE_DIE names a file holding a byte count (and "stop" after it: the
-// receiver freezes instead, as a host that stops answering mid-transfer); when it exists, the
-// receiver dies (as killed) once that much has arrived (pre-copy included), and the file goes
-// (once).
-void test_receive_die(size_t len) {
-    static long long die_at = -1, received = 0;
-    static int die_signal = SIGKILL;
-    if (const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE"); f && *f && die_at < 0) {
-        die_at = LLONG_MAX;
-        if (std::FILE *in = std::fopen(f, "re")) {
-            long long n = 0;
-            char how[8] = "";
-            int got = std::fscanf(in, "%lld %7s", &n, how);
-            if (got >= 1 && ::unlink(f) == 0) die_at = n;
-            die_signal = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
-            std::fclose(in);
-        }
+// receiver freezes instead, as a host that stops answering mid-transfer), or "round N"; when it
+// exists, the receiver dies (as killed) once that much has arrived (pre-copy included), or as the
+// Nth pre-copy round begins to arrive (test_receive_die_in_round), and the file goes (once).
+struct receive_die_hook {
+    long long at = LLONG_MAX; // bytes
+    long long round = 0;
+    int signal = SIGKILL;
+};
+const receive_die_hook &test_receive_die_hook() {
+    static receive_die_hook hook;
+    static bool read = false;
+    if (read) return hook;
+    read = true;
+    const char *f = std::getenv("GHOST_TEST_RECEIVE_DIE");
+    std::FILE *in = f && *f ? std::fopen(f, "re") : nullptr;
+    if (!in) return hook;
+    long long n = 0;
+    char how[8] = "";
+    if (std::fscanf(in, "round %lld", &n) == 1) {
+        if (::unlink(f) == 0) hook.round = n;
+    } else if (int got = std::fscanf(in, "%lld %7s", &n, how); got >= 1 && ::unlink(f) == 0) {
+        hook.at = n;
+        hook.signal = got == 2 && std::strcmp(how, "stop") == 0 ? SIGSTOP : SIGKILL;
     }
-    if ((long long)(received += (long long)len) >= die_at && die_at >= 0)
-        ::kill(::getpid(), die_signal);
+    std::fclose(in);
+    return hook;
+}
+void test_receive_die(size_t len) {
+    static long long received = 0;
+    const receive_die_hook &hook = test_receive_die_hook();
+    if ((received += (long long)len) >= hook.at) ::kill(::getpid(), hook.signal);
+}
+void test_receive_die_in_round(uint32_t round) {
+    if (test_receive_die_hook().round == (long long)round) ::kill(::getpid(), SIGKILL);
 }
 
 class pipe_restore_sink final : public res::sink {
@@ -922,6 +937,7 @@ constexpr char kWithPrecopy = 'P', kWhole = 'W';
             if (pre) {
                 if (rounds == image::max_precopy_rounds)
                     return error{"more pre-copy rounds came than a migration makes"};
+                test_receive_die_in_round(rounds + 1);
                 route = to_precopy;
                 if (::ftruncate(round_fds[rounds], 0) != 0 ||
                     ::lseek(round_fds[rounds], 0, SEEK_SET) != 0)

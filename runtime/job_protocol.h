@@ -40,17 +40,17 @@
 //                whole image, from which write tracking starts
 //   rank:        SAVED <epoch> <bytes> <xxh3sum:hex> <export_s> <sync_s>   the image is durable
 //                (size and trailer hash for the manifest; the checkpointer's phase times)
-//   coordinator: PRECOPY <id> <timeout_ms> ucx://<addr:port> [<rounds>]   (a live migration, before its
-//                epoch, the job running) the rank has its agent stream a pre-copy of its memory
-//                there (`ghost checkpoint --to --precopy-index <private
+//   coordinator: PRECOPY <id> <timeout_ms> ucx://<addr:port> [<rounds>]   (a live migration,
+//                before its epoch, the job running) the rank has its agent stream a pre-copy of
+//                its memory there (`ghost checkpoint --to --precopy-index <private
 //                dir>/send-<pid>.precopy-index`: its write tracking armed, its memory copied while
 //                it runs, nothing parked), in rounds: each after the first copies only what was
-//                written during the last (`--after-precopy` the same index too), until one is
-//                small (8 MiB), stops halving, or there were <rounds> (default and most: 4;
-//                coord_client.cpp)
+//                written during the last (`--after-precopy` the same index too), while that is
+//                over 8 MiB and, after the second, at most half the round; at most <rounds>
+//                (default and most: 4; coord_client.cpp)
 //   rank:        PRECOPIED <id> <bytes> <copy_s> <rounds>, or NOPRECOPY <id> process <reason> (it
-//                then sends a whole image), or NOPRECOPY <id> receiver <reason> (the receiver failed:
-//                lost, refused; the migration is abandoned before the job stops)
+//                then sends a whole image), or NOPRECOPY <id> receiver <reason> (the receiver
+//                failed: lost, refused; the migration is abandoned before the job stops)
 //   coordinator: SEND <epoch> <timeout_ms> ucx://<addr:port> [precopied]   (a live migration,
 //                after QUIESCED) the rank has its agent stream its image there (`ghost checkpoint
 //                --to`, the job secret from a 0600 file in its private runtime directory; with
@@ -141,9 +141,9 @@
 //                 whose receiver failed is (NOPRECOPY receiver), before the job stops.
 //                 "ucx+precopy" and "ucx+keep+precopy" (`ghost migrate`'s default; `--no-precopy`
 //                 leaves "+precopy" out) ask for the pre-copies, "+rounds<N>" after "+precopy"
-//                 (`--precopy-rounds N`) for at most N rounds each. <dir> "ucx+keep" (`ghost migrate
-//                 --keep`): the same, but the ranks that do not move keep their processes and
-//                 memory. The new mpirun starts a placeholder
+//                 (`--precopy-rounds N`) for at most N rounds each. <dir> "ucx+keep"
+//                 (`ghost migrate --keep`): the same, but the ranks that do not move keep their
+//                 processes and memory. The new mpirun starts a placeholder
 //                 (`ghost restart-rank --receive` finding its rank in GHOST_KEEP=<rank>:<pid>,...)
 //                 for each of them beside the rank's process on its host (it waits for the rank
 //                 to listen as long as its mpirun lives, an hour at most); only the moved ranks get

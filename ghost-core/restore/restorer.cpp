@@ -510,7 +510,9 @@ struct placed_record { // a pages record of a pre-copy round, placed at its addr
     uint64_t offset, addr, len, hash;
 };
 constexpr uint32_t max_placed_regions = 16384;
-constexpr uint32_t max_placed_records = 65536;      // (more are not placed: their pages are copied)
+// (More are not placed: their pages are copied. Rounds after the first hold a record per run of
+// pages written: scattered writes make tens of thousands.)
+constexpr uint32_t max_placed_records = 262144;
 placed_region g_placed_regions[max_placed_regions]; // in address order
 placed_record g_placed_records[max_placed_records]; // in (source, offset) order
 uint32_t g_placed_region_count = 0, g_placed_record_count = 0;
@@ -1284,7 +1286,6 @@ void place_ahead(int index) {
 // "a pre-copy placed ahead"): the next of the memfds --rounds gave, whole and verified by it,
 // which becomes a source like the first and is placed. False when the image comes instead (its
 // first bytes, read to tell, stay in the pipe's buffer).
-
 bool take_precopy_round() {
     constexpr uint64_t len = sizeof img::precopy_round_marker;
     if (!g_pipe) return false;

@@ -792,10 +792,14 @@ int stream_image(const std::string &to, long timeout_ms, int flags, bool quiesce
 // leave about as much: the rank writes as fast as the rounds copy); and at most `most` rounds (at
 // most image::max_precopy_rounds: each round is a source of the image after them, which its
 // receiver keeps in memory until the rank runs).
-constexpr unsigned long long small_precopy_round = 8ULL << 20;
+// Tests only: GHOST_TEST_PRECOPY_SMALL=BYTES stands for the 8 MiB (0: a round follows any write).
+unsigned long long small_precopy_round() {
+    const char *t = getenv("GHOST_TEST_PRECOPY_SMALL");
+    return t && *t ? strtoull(t, nullptr, 10) : 8ULL << 20;
+}
 bool another_precopy_round(int done, int most, unsigned long long copied,
                            unsigned long long written) {
-    return done < most && written > small_precopy_round && (done == 1 || written <= copied / 2);
+    return done < most && written > small_precopy_round() && (done == 1 || written <= copied / 2);
 }
 
 // PRECOPY <migration> <timeout_ms> <target> [<most rounds>]: while the rank runs, its memory goes
