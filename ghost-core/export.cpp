@@ -435,49 +435,49 @@ class exporter {
         auto pm_fd =
             ::open(("/proc/" + std::to_string(pid_) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
         if (pm_fd < 0) return sys_error("cannot open the page map of pid " + std::to_string(pid_));
-        uapi::page_region found[256];
         bytes = 0;
+        // (Present: a page never touched has no data to copy, written or not. A mapping unmapped
+        // meanwhile counts for nothing.)
         for (const vma &v : registered_)
-            for (uint64_t at = v.start; at < v.end;) {
-                uapi::pm_scan_arg arg{};
-                arg.size = sizeof arg;
-                arg.start = at, arg.end = v.end;
-                arg.vec = (uint64_t)found, arg.vec_len = 256;
-                // (Present: a page never touched has no data to copy, written or not.)
-                arg.category_mask = arg.return_mask = uapi::page_is_written | uapi::page_is_present;
-                long n = ::ioctl(pm_fd, uapi::pagemap_scan, &arg);
-                if (n < 0) break; // (unmapped meanwhile: nothing of it is counted)
-                for (long i = 0; i < n; i++)
-                    bytes += found[i].end - found[i].start;
-                if (arg.walk_end <= at) break;
-                at = arg.walk_end;
-            }
+            (void)scan_pages(pm_fd, v, 0, uapi::page_is_written | uapi::page_is_present,
+                             [&](uint64_t start, uint64_t end) { bytes += end - start; });
         ::close(pm_fd);
         return {};
     }
 
-    // The pages of `v` written since the last scan, write-protected again.
-    result<void> written_pages(int pm_fd, const vma &v, std::vector<page_range> &out) {
+    // PAGEMAP_SCAN over `v` with `flags`: each run of pages in all of `categories` goes to
+    // `each(start, end)`, in address order. False when the kernel refused the scan.
+    template <class F>
+    static bool scan_pages(int pm_fd, const vma &v, uint64_t flags, uint64_t categories, F each) {
         uapi::page_region found[256];
         for (uint64_t at = v.start; at < v.end;) {
             uapi::pm_scan_arg arg{};
             arg.size = sizeof arg;
-            arg.flags = uapi::pm_scan_wp_matching | uapi::pm_scan_check_wpasync;
+            arg.flags = flags;
             arg.start = at, arg.end = v.end;
             arg.vec = (uint64_t)found, arg.vec_len = 256;
-            arg.category_mask = uapi::page_is_written, arg.return_mask = uapi::page_is_written;
+            arg.category_mask = arg.return_mask = categories;
             long n = ::ioctl(pm_fd, uapi::pagemap_scan, &arg);
-            if (n < 0)
-                return sys_error("cannot scan the written pages of " + range_name(v.start, v.end));
-            for (long i = 0; i < n; i++) {
-                if (!out.empty() && out.back().end == found[i].start)
-                    out.back().end = found[i].end;
-                else
-                    out.push_back({found[i].start, found[i].end});
-            }
+            if (n < 0) return false;
+            for (long i = 0; i < n; i++)
+                each(found[i].start, found[i].end);
             if (arg.walk_end <= at) break;
             at = arg.walk_end;
         }
+        return true;
+    }
+
+    // The pages of `v` written since the last scan, write-protected again.
+    result<void> written_pages(int pm_fd, const vma &v, std::vector<page_range> &out) {
+        auto add = [&](uint64_t start, uint64_t end) {
+            if (!out.empty() && out.back().end == start)
+                out.back().end = end;
+            else
+                out.push_back({start, end});
+        };
+        if (!scan_pages(pm_fd, v, uapi::pm_scan_wp_matching | uapi::pm_scan_check_wpasync,
+                        uapi::page_is_written, add))
+            return sys_error("cannot scan the written pages of " + range_name(v.start, v.end));
         return {};
     }
 
@@ -1209,15 +1209,6 @@ result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_
     opt.parent_name = name;
     exporter e(proc, out, opt);
     return e.run_precopy(proc, index);
-}
-
-result<export_stats> export_precopy(parked_process &proc, res::sink &out,
-                                    const std::string &index_path, const image_index *last_round,
-                                    const std::string &name) {
-    image_index idx;
-    auto stats = export_precopy(proc, out, idx, last_round, name);
-    if (stats) GHOST_TRY(save_index(idx, index_path));
-    return stats;
 }
 
 } // namespace ghost::core

@@ -51,18 +51,13 @@ result<export_stats> export_process(const parked_process &proc, res::sink &out,
 // A pre-copy (image_format.h, header_pages_only) of a running process (parked_process::
 // attach_running): its write tracking is armed (a new scan) and its tracked private memory copied
 // while it runs; a page written after the arming is found by the next tracked export, which takes
-// the others from this image. Its index is saved to `index_path` (save_index) for that export
-// (export_options::parent_index), since the image itself goes elsewhere. Does not commit the
-// sink.
+// the others from this image. Its `index` is that export's parent (export_options::parent_index;
+// save_index keeps it for another process), since the image itself goes elsewhere. Does not
+// commit the sink.
 // With `last_round` (the index of the pre-copy before this one, to the same receiver): a round
 // of a pre-copy in rounds, which holds only the pages written since that one began (fails if
 // the process's tracking did not go on from it). Its index covers every round, numbered as the
 // image after the last round lists them, each round named `name` there.
-result<export_stats> export_precopy(parked_process &proc, res::sink &out,
-                                    const std::string &index_path,
-                                    const image_index *last_round = nullptr,
-                                    const std::string &name = "");
-// The same, the index kept in memory (the next export is made by the same caller).
 result<export_stats> export_precopy(parked_process &proc, res::sink &out, image_index &index,
                                     const image_index *last_round = nullptr,
                                     const std::string &name = "");
