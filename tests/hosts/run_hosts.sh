@@ -68,6 +68,8 @@ else
 fi
 work=$HOSTS_SHARED/work
 mkdir -p "$work"
+hold_x=()
+[ "$fl" = openmpi ] && hold_x=(-x MPIT_HOLD_FILE)
 gpid=""
 cleanup() {
   # ghostrun first, by itself: it ends its mpirun and any mpirun that still holds kept ranks
@@ -103,10 +105,16 @@ same_as_native() { # same_as_native NP FILES...
 
 # Starts a ghostrun or ghost restart in a session of its own; sets gpid and job once every rank
 # (start_np of them, 3 unless set) has registered with the coordinator.
+# With held=1, the job (and a restarted one: its environment is in its image) holds before its
+# last step until finish 0 releases it (programs/mpit.h, MPIT_HOLD_FILE, in the directory every
+# host sees): it cannot end under the test's feet, so its length need not cover what the test does
+# to it on the slowest machine. Open MPI passes the variable to remote ranks with "${hold_x[@]}".
 start() { # start NAME COMMAND...
-  local name=$1
+  local name=$1 env=()
   shift
-  setsid timeout -k 5 "$timeout_s" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  rm -f "$work/release"
+  [ "${held:-0}" = 1 ] && env=(MPIT_HOLD_FILE="$work/release")
+  env "${env[@]}" setsid timeout -k 5 "$timeout_s" "$@" >"$work/$name.out" 2>"$work/$name.err" &
   gpid=$!
   job=""
   for _ in $(seq 1 500); do
@@ -124,7 +132,8 @@ start() { # start NAME COMMAND...
   fail "$name: not every rank registered with the coordinator"
 }
 
-finish() { # finish EXPECTED_STATUS
+finish() { # finish EXPECTED_STATUS (0: a held job is released to run to its end)
+  [ "$1" = 0 ] && touch "$work/release"
   wait "$gpid"
   local rc=$?
   gpid=""
@@ -209,12 +218,13 @@ migrate)
   # ranks 0 and 2 must not change.
   keep=()
   [ "${GHOST_MIGRATE_VIA:-fs}" = keep ] && via=ucx keep=(--keep)
-  steps=$((300 + 250 * moves)) sleep_ms=20
+  # About 3 s of steps a move (held: a slower move finds the job waiting before its last step).
+  steps=$((100 + 100 * moves)) sleep_ms=20
   timeout_s=$((timeout_s + 30 * moves))
   timeout -k 5 "$timeout_s" $mpirun -np 3 "${reach[@]}" "${place[@]}" "$all" "${extra[@]}" \
     "$prog" $steps 0 >"$work/native.out" 2>"$work/native.err" || fail "the native run failed"
-  start run "$GHOSTRUN" --ckpt-dir "$ck" -np 3 --hostfile "$hf" "${reach[@]}" "${extra[@]}" \
-    "$prog" $steps $sleep_ms
+  held=1 start run "$GHOSTRUN" --ckpt-dir "$ck" -np 3 --hostfile "$hf" "${reach[@]}" "${hold_x[@]}" \
+    "${extra[@]}" "$prog" $steps $sleep_ms
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
   for ((k = 1; k <= moves; k++)); do
     if ((k % 2)); then to=2; else to=1; fi
@@ -297,9 +307,9 @@ migfault)
     if [ "$fl" = openmpi ]; then echo "$ip slots=1"; else echo "$ip:1"; fi
   done >"$hf"
   two=$(host_list "${HOSTS_IPS[0]}" "${HOSTS_IPS[1]}")
-  # At least 40 s: long enough for the three failures (about 27 s: each new mpirun that lost a
-  # host takes its 5 s between SIGTERM and SIGKILL to go, and the answer waits for it).
-  steps=2000 sleep_ms=20
+  # Held until the three failures are over (14-33 s: each new mpirun that lost a host takes its
+  # 5 s between SIGTERM and SIGKILL to go, and the answer waits for it).
+  steps=300 sleep_ms=20
   # A receiver stopped after the image's last byte holds the sender for the verdict's bound
   # (resources/ucx: the idle timeout, 30 s, for a small image) while the job stays quiescent.
   timeout_s=$((timeout_s + 150))
@@ -309,8 +319,8 @@ migfault)
   export GHOST_TEST_RECEIVE_DIE=/tmp/ghost-receive-stop
   [ "$fl" = openmpi ] && extra+=(-x GHOST_TEST_RECEIVE_DIE)
   # --ghost-verbose: the coordinator's timed notes are in run.err, which a failure prints.
-  start_np=2 start run "$GHOSTRUN" --ghost-verbose --ckpt-dir "$HOSTS_SHARED/ck" -np 2 --hostfile "$hf" \
-    "${reach[@]}" "${extra[@]}" "$prog" $steps $sleep_ms
+  held=1 start_np=2 start run "$GHOSTRUN" --ghost-verbose --ckpt-dir "$HOSTS_SHARED/ck" -np 2 --hostfile "$hf" \
+    "${reach[@]}" "${hold_x[@]}" "${extra[@]}" "$prog" $steps $sleep_ms
   where="${HOSTS_NAMES[0]} ${HOSTS_NAMES[1]}"
   [ "$(rank_hosts)" = "$where" ] || fail "ranks not on $where: $(rank_hosts)"
   # failed_move NAME START_MS: a migration of rank 1 to h3 that must fail in one line within
