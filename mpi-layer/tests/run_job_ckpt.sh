@@ -96,10 +96,12 @@ steps=150 sleep_ms=20
 [ "$mode" = migrate ] && steps=400
 [ "$mode" = tombstones ] && steps=1500
 [ "$mode" = retry ] && steps=600
-[ "$mode" = lock ] && steps=160
-[ "$mode" = keeps ] && steps=400
-[ "$mode" = migkill ] && steps=400
-[ "$mode" = migkeep ] && steps=400
+[ "$mode" = lock ] && steps=100
+# (The job holds before its last step until finish releases it: a mode whose actions outlast its
+# steps on a loaded machine finds it waiting there. migwrite's moves need rank 1 writing.)
+[ "$mode" = keeps ] && steps=200
+[ "$mode" = migkill ] && steps=250
+[ "$mode" = migkeep ] && steps=250
 [ "$mode" = migwrite ] && steps=400
 work=$(mktemp -d "${TMPDIR:-/tmp}/ghost-jobckpt.XXXXXX")
 ck=$work/ck
