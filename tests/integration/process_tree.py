@@ -10,11 +10,12 @@ with its output to a file (a description every process of the tree shares), then
   - `ghost checkpoint --kill`, then `ghost restart` of that image: the restored tree must finish
     as an uninterrupted one would (the root's status 0, its RESULT line in the output file).
 The cases:
-  sleeping  a shell's background job, waited for with `wait`;
+  sleeping  a shell's background job (a waiting Python), waited for with `wait`;
   zombie    a child that exited (status 3) and is not reaped yet: its parent reaps it after the
             restart and must see status 3;
   piped     a child whose stdin and stdout are pipes to the parent, a line in flight in one;
-  system    system(3): a shell that runs `sleep` (a grandchild), whose exit status comes back.
+  system    system(3): a shell that runs a waiting Python (a grandchild), whose exit status
+            comes back.
   shared_memory  parent and child share anonymous memory (a shared mapping made before the fork).
   semaphore      a multiprocessing semaphore (sem_open: a deleted /dev/shm file both map): the
                  parent waits on it across the restart, the child posts it after.
@@ -37,53 +38,59 @@ import time
 from procs import kill_all, pid_alive
 
 PY = "/usr/bin/python3"
-# Each tree sleeps 6 s while this script refuses a duplicate, checkpoints it and checkpoints it
-# with --kill: under the ASan build on a loaded machine those took more than the 4 s it slept
-# before (the zombie's parent ended first: "no job or process").
+# Each tree waits (go() in Python, WAIT in a shell: a Python process) until this script creates
+# the file TREE_GO names, once it has refused a duplicate, checkpointed the tree and checkpointed
+# it with --kill, and restarted it: a fixed sleep had to cover those steps under the ASan build
+# on a loaded machine, and cost its whole length in every case on any other.
+GO = ("import os, time\n"
+      "def go():\n"
+      "    while not os.path.exists(os.environ['TREE_GO']): time.sleep(0.02)\n")
+WAIT = PY + " -c 'import os, time\nwhile not os.path.exists(os.environ[\"TREE_GO\"]): time.sleep(0.02)'"
 CASES = {
-    "sleeping": (["/bin/sh", "-c", "sleep 6 & wait $!; echo RESULT $?"], "RESULT 0"),
-    "zombie": ([PY, "-c", "import os, time\n"
+    "sleeping": (["/bin/sh", "-c", WAIT + " & wait $!; echo RESULT $?"], "RESULT 0"),
+    "zombie": ([PY, "-c", GO +
                 "p = os.fork()\n"
                 "if p == 0: os._exit(3)\n"
-                "time.sleep(6)\n"
+                "go()\n"
                 "st = os.waitpid(p, 0)[1]\n"
                 "print('RESULT', os.waitstatus_to_exitcode(st), flush=True)\n"], "RESULT 3"),
     "piped": ([PY, "-c", "import subprocess\n"
-               "p = subprocess.Popen(['/bin/sh', '-c', 'sleep 6; read x; echo got $x'],"
+               f"p = subprocess.Popen(['/bin/sh', '-c', {WAIT + '; read x; echo got $x'!r}],"
                " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
                "p.stdin.write(b'line\\n'); p.stdin.flush()\n"
                "out = p.communicate()[0]\n"
                "print('RESULT', out.decode().strip(), p.returncode, flush=True)\n"],
               "RESULT got line 0"),
     "system": ([PY, "-c", "import os\n"
-                "print('RESULT', os.system('sleep 6; exit 4') >> 8, flush=True)\n"], "RESULT 4"),
+                f"print('RESULT', os.system({WAIT + '; exit 4'!r}) >> 8, flush=True)\n"],
+               "RESULT 4"),
     # Parent and child share anonymous memory (a shared mapping made before the fork), written by
     # both before the checkpoint and by the child after the restart: one object again.
-    "shared_memory": ([PY, "-c", "import mmap, os, time\n"
+    "shared_memory": ([PY, "-c", GO + "import mmap\n"
                        "m = mmap.mmap(-1, 1 << 20)\n"
                        "m[5000] = 5\n"
                        "p = os.fork()\n"
                        "if p == 0:\n"
-                       "    m[0] = 1; time.sleep(6); m[1] = m[0] + m[5000] + m[9000]; os._exit(0)\n"
+                       "    m[0] = 1; go(); m[1] = m[0] + m[5000] + m[9000]; os._exit(0)\n"
                        "m[9000] = 9\n"
                        "os.waitpid(p, 0)\n"
                        "print('RESULT', m[1], flush=True)\n"], "RESULT 15"),
     # The parent waits in sem_wait (a futex in the shared mapping) through the restart.
-    "semaphore": ([PY, "-c", "import multiprocessing, os, time\n"
+    "semaphore": ([PY, "-c", GO + "import multiprocessing\n"
                    "s = multiprocessing.Semaphore(0)\n"
                    "p = os.fork()\n"
                    "if p == 0:\n"
-                   "    time.sleep(6); s.release(); os._exit(0)\n"
+                   "    go(); s.release(); os._exit(0)\n"
                    "s.acquire()\n"
                    "os.waitpid(p, 0)\n"
                    "print('RESULT acquired', flush=True)\n"], "RESULT acquired"),
     # A socketpair split between parent and child, a message queued at the child's end: the
     # restart makes one pair again and gives each its end.
-    "socketpair": ([PY, "-c", "import multiprocessing, os, time\n"
+    "socketpair": ([PY, "-c", GO + "import multiprocessing\n"
                     "a, b = multiprocessing.Pipe()\n"
                     "p = os.fork()\n"
                     "if p == 0:\n"
-                    "    a.close(); time.sleep(6); b.send(b.recv() + ' pong'); os._exit(0)\n"
+                    "    a.close(); go(); b.send(b.recv() + ' pong'); os._exit(0)\n"
                     "b.close(); a.send('ping')\n"
                     "r = a.recv()\n"
                     "os.waitpid(p, 0)\n"
@@ -91,13 +98,13 @@ CASES = {
 }
 REFUSED = {
     # A memfd both map and hold (mmap.mmap keeps a dup): two objects after a restart.
-    "held_memfd": ([PY, "-c", "import mmap, os, time\n"
+    "held_memfd": ([PY, "-c", GO + "import mmap\n"
                     "fd = os.memfd_create('both')\n"
                     "os.ftruncate(fd, 4096)\n"
                     "m = mmap.mmap(fd, 4096)\n"
                     "p = os.fork()\n"
                     "if p == 0:\n"
-                    "    time.sleep(3); m[0] = 7; os._exit(0)\n"
+                    "    go(); m[0] = 7; os._exit(0)\n"
                     "os.waitpid(p, 0)\n"
                     "raise SystemExit(0 if m[0] == 7 else 1)\n"], "share"),
 }
@@ -113,11 +120,13 @@ def run_ghost(ghost, cmd, timeout=60):
 
 
 def start_tree(ghost, work, argv):
-    """Launches argv under ghost, its output to work/out; returns (Popen, parent pid, child pid)."""
+    """Launches argv under ghost, its output to work/out, TREE_GO naming work/go; returns
+    (Popen, parent pid, child pid)."""
     pid_file = os.path.join(work, "parent.pid")
     out = open(os.path.join(work, "out"), "wb")
+    env = dict(os.environ, TREE_GO=os.path.join(work, "go"))
     launch = subprocess.Popen([ghost, "launch", "--pid-file", pid_file, "--"] + argv,
-                              stdout=out, stderr=subprocess.PIPE, start_new_session=True)
+                              stdout=out, stderr=subprocess.PIPE, start_new_session=True, env=env)
     out.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -167,6 +176,7 @@ def one_case(ghost, work, name, argv, expected):
             fail(f"{name}: checkpoint --kill left a process of the tree running")
         restart = subprocess.Popen([ghost, "restart", ckpt], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, start_new_session=True)
+        open(os.path.join(work, "go"), "w").close()  # the restored tree goes on to its end
         out, err = restart.communicate(timeout=60)
         got = open(os.path.join(work, "out")).read().split("\n")
         if restart.returncode != 0 or expected not in got:
@@ -197,6 +207,7 @@ def refused_case(ghost, work, name, argv, reason):
                 fail(f"{name}: ghost {' '.join(cmd)} left the parent or its child dead")
         if os.path.exists(os.path.join(ckpt, "image.ghost")):
             fail(f"{name}: a refused checkpoint left an image")
+        open(os.path.join(work, "go"), "w").close()
         rc = launch.wait(timeout=30)
         if rc != 0:
             fail(f"{name}: the tree ended with {rc} after the refusals")
