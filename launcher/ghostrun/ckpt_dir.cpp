@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -79,10 +80,16 @@ result<void> fsync_dir(const std::string &dir) {
     return {};
 }
 
+// A generation given up while a rank's checkpointer still writes into it (another rank failed):
+// the writer may link its image in between the unlinks and the rmdir, which then fails, and the
+// image would stay as debris. Once the rmdir succeeds no writer can add anything (its link into
+// the removed directory fails), so it is tried again while the directory is not empty.
 void remove_tree(const std::string &dir) {
-    for (const auto &n : entries(dir))
-        if (n != "." && n != "..") unlink((dir + "/" + n).c_str());
-    rmdir(dir.c_str());
+    for (int attempt = 0; attempt < 100; attempt++) {
+        for (const auto &n : entries(dir))
+            if (n != "." && n != "..") unlink((dir + "/" + n).c_str());
+        if (rmdir(dir.c_str()) == 0 || errno != ENOTEMPTY) return;
+    }
 }
 
 result<void> write_durable(const std::string &dir, const std::string &name,
