@@ -697,10 +697,9 @@ class exporter {
     }
 
     result<void> read_agent_state() {
-        state_ = std::make_unique<agent::state>();
-        GHOST_TRY(mem_.read(proc_.state_address(), state_.get(), sizeof(agent::state)));
-        if (state_->magic != agent::state_magic || state_->version != agent::state_version)
-            return error{"pid " + std::to_string(pid_) + " runs a ghost agent of another version"};
+        auto st = core::read_agent_state(proc_);
+        if (!st) return st.err();
+        state_ = std::move(*st);
         return {};
     }
 

@@ -6,9 +6,14 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "runtime/result.h"
+
+namespace ghost::agent {
+struct state;
+}
 
 namespace ghost::core {
 
@@ -45,6 +50,10 @@ class parked_process {
     uint32_t threads_;
     bool parked_;
 };
+
+// The agent's state in a process it parks (its magic and version checked). Of its thread slots,
+// most of it (1.5 MB), only those in use (below thread_count) are read: the others hold nothing.
+result<std::unique_ptr<agent::state>> read_agent_state(const parked_process &p);
 
 // A fast duplicate (ghost-core/agent/fast_duplicate.h): the agent of `pid` parks it, forks the
 // copy and resumes it; the copy's fds 0-2 are the caller's. Either the copy runs (`copy`, and

@@ -101,20 +101,9 @@ error refuse(const held_fd &h, const std::string &why) {
                  ") of pid " + pid_str(h.pid) + ": " + why};
 }
 
-result<std::unique_ptr<agent::state>> agent_state_of(const parked_process &p) {
-    auto st = std::make_unique<agent::state>();
-    iovec local{st.get(), sizeof(agent::state)};
-    iovec remote{(void *)p.state_address(), sizeof(agent::state)};
-    if (::process_vm_readv(p.pid(), &local, 1, &remote, 1, 0) != (ssize_t)sizeof(agent::state))
-        return sys_error("cannot read the ghost agent's state of pid " + pid_str(p.pid()));
-    if (st->magic != agent::state_magic || st->version != agent::state_version)
-        return error{"pid " + pid_str(p.pid()) + " runs a ghost agent of another version"};
-    return st;
-}
-
 // The agent's own descriptors (and what its components leave out): never the program's.
 result<std::vector<int>> agent_fds(const parked_process &p) {
-    auto got = agent_state_of(p);
+    auto got = read_agent_state(p);
     if (!got) return got.err();
     const auto &st = *got;
     std::vector<int> out;
@@ -160,7 +149,7 @@ result<void> read_pipe_data(const held_fd &h, tree_shared_file &out) {
 } // namespace
 
 result<std::set<pid_t>> agent_children(const parked_process &p) {
-    auto st = agent_state_of(p);
+    auto st = read_agent_state(p);
     if (!st) return st.err();
     std::set<pid_t> out;
     if ((*st)->checkpointer_pid > 0) out.insert((*st)->checkpointer_pid);
