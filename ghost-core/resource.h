@@ -22,6 +22,10 @@ class sink {
     // Drops a partial image; the previous one (if any) is untouched. Idempotent.
     virtual void abort() noexcept = 0;
     virtual std::string describe() const = 0;
+    // Called now and then by a writer that waits before its first write (a checkpointer standing
+    // by for a quiescent process): keeps the way to the other side serviced, and fails once that
+    // side is gone or has refused. A file has nothing to service.
+    virtual result<void> idle() { return {}; }
 };
 
 class source {

@@ -498,6 +498,35 @@ static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
     return 0;
 }
 
+// --standby: waits for 'g' and then the end of standard input (the agent's go: it closes its end
+// of the pipe at once, so that the image holds no descriptor of it), true; the end alone, false.
+// Meanwhile the sink is kept serviced (a receiver that goes away ends the wait with its error).
+// A go whose end does not follow within a second (a child of the process holding the pipe) is
+// taken as it is.
+result<bool> wait_for_go(res::sink &out) {
+    // Ready: said on the same socket (the agent's caller waits for it before it lets the job be
+    // stopped). Standard input of another kind (a user's pipe) hears nothing.
+    (void)!::send(0, "r", 1, MSG_NOSIGNAL);
+    bool got_go = false;
+    auto go_at = clock_type::now();
+    for (;;) {
+        pollfd p{0, POLLIN, 0};
+        int n = ::poll(&p, 1, got_go ? 10 : 50);
+        if (n < 0 && errno != EINTR) return sys_error("cannot wait for the go");
+        if (n > 0) {
+            char c[16];
+            ssize_t r = ::read(0, c, sizeof c);
+            if (r < 0 && errno != EINTR && errno != EAGAIN) return sys_error("cannot read the go");
+            if (r == 0) return got_go;
+            for (ssize_t i = 0; i < r; i++)
+                if (c[i] == 'g' && !got_go) got_go = true, go_at = clock_type::now();
+        }
+        if (got_go && clock_type::now() - go_at > std::chrono::seconds(1)) return true;
+        if (!got_go)
+            if (auto alive = out.idle(); !alive) return alive.err();
+    }
+}
+
 int cmd_checkpoint(checkpoint_args a) {
     auto t0 = clock_type::now();
     // --image names one process's image (a rank checkpointing itself): the target is a pid, even
@@ -551,6 +580,15 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     if (a.incremental && !a.to.empty())
         return fail("--incremental writes an image file; --to streams one");
+    if (a.standby && (a.to.empty() || !a.precopy_index.empty() || a.kill))
+        return fail("--standby goes with --to, and neither with --precopy-index nor --kill");
+    if (a.standby) {
+        // Connected, the index read: the rest waits for the process to be quiescent (its go).
+        auto go = wait_for_go(**sink);
+        if (!go) return fail("checkpoint of pid " + a.target + " failed: " + go.err().message);
+        if (!*go) return 3;     // dismissed: the process was not touched
+        t0 = clock_type::now(); // (the times reported start at the go)
+    }
     if (!a.precopy_index.empty()) { // the process is not parked (not quiescent: an MPI rank)
         auto running = core::parked_process::attach_running(a.pid);
         if (!running) return fail(running.err().message);

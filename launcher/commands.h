@@ -40,6 +40,10 @@ struct checkpoint_args {
     // it (named kPrecopyName beside the image, or given to the restorer by descriptor).
     std::string precopy_index;
     std::string after_precopy; // the pre-copy's index file
+    // Connected and ready (--to), the checkpointer waits on its standard input before it parks
+    // the process: 'g' then the input's end is its go; the end alone, its dismissal (the agent's
+    // GHOST_CHECKPOINT_STANDBY).
+    bool standby = false;
 };
 int cmd_checkpoint(checkpoint_args a);
 // How an image taken after a pre-copy names it (its tracking record's source).

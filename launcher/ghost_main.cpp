@@ -54,6 +54,9 @@ int main(int argc, char **argv) {
     ckpt->add_option("--after-precopy", ca.after_precopy,
                      "store only the pages written since the pre-copy whose index this file "
                      "holds (the pre-copy is named precopy.ghost beside the image)");
+    ckpt->add_flag("--standby", ca.standby,
+                   "with --to: connect, then wait before parking the process until standard "
+                   "input gives 'g' and ends (its end alone: exit 3, the process untouched)");
     ckpt->add_flag("--no-mkdir", ca.no_mkdir,
                    "the image's directory must exist (how a job's ranks write theirs)");
     ckpt->add_option("target", ca.target, "job id (as ghostrun prints it) or process id")

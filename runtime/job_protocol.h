@@ -48,6 +48,9 @@
 //                written during the last (`--after-precopy` the same index too), while that is
 //                over 8 MiB and, after the second, at most half the round; at most <rounds>
 //                (default and most: 4; coord_client.cpp)
+//                After the rounds the rank's agent starts the checkpointer of its final image
+//                (`ghost checkpoint --standby --after-precopy`): connected and ready, it waits
+//                for the SEND below (a later command, or 30 s without one, dismisses it).
 //   rank:        PRECOPIED <id> <bytes> <copy_s> <rounds>, or NOPRECOPY <id> process <reason> (it
 //                then sends a whole image), or NOPRECOPY <id> receiver <reason> (the receiver
 //                failed: lost, refused; the migration is abandoned before the job stops)

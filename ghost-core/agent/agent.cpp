@@ -84,6 +84,8 @@ uint32_t g_trigger_pending = 0; // the trigger signal came; the manager spawns a
 int g_tid_offset = -1;          // offset of struct pthread's tid from the thread pointer
 int g_trigger_signal = SIGUSR2;
 pid_t g_spawned_checkpoint = -1;
+// The write end of a standing-by checkpointer's go pipe (GHOST_CHECKPOINT_STANDBY), or -1.
+int g_standby_go = -1;
 // The exit status of the last checkpointer started by spawn_image_checkpoint: whoever reaps it
 // (the manager, or a thread in ghost_agent_checkpoint_wait) stores it and then bumps
 // g_ckpt_reaped to the request's serial. -1: reaped by somebody else (SIGCHLD ignored).
@@ -1133,6 +1135,7 @@ void after_restore_manager(thread_slot *self) {
     g_listen_fd = -1;
     g_track_fd = -1; // not restored: write tracking starts again at the next checkpoint
     g_spawned_checkpoint = -1;
+    g_standby_go = -1;
     __atomic_store_n(&g_manager_tid, raw_gettid(), __ATOMIC_RELEASE);
     restore_timers();
     if (st.thp_disabled) sys::call(SYS_prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
@@ -1488,6 +1491,17 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
         argv[a++] = (char *)"--after-precopy";
         argv[a++] = precopy_index;
     }
+    // A standby reads its go on its standard input (ghost_agent_standby_release): a socket, which
+    // a standby that ended meanwhile cannot make the go's send raise SIGPIPE in this process.
+    int go[2] = {-1, -1};
+    bool standby = to && (flags & GHOST_CHECKPOINT_STANDBY);
+    if (standby) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0) {
+            __atomic_store_n(&g_spawned_checkpoint, -1, __ATOMIC_RELEASE);
+            return -1;
+        }
+        argv[a++] = (char *)"--standby";
+    }
     if (incremental && !to) {
         argv[a++] = (char *)"--incremental";
         if (parent_path[0]) {
@@ -1507,10 +1521,20 @@ int spawn_image_checkpoint(const char *image_path, int flags, const char *to = n
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (standby)
+        posix_spawn_file_actions_adddup2(&fa, go[0], 0);
+    else
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     pid_t child;
     int rc = posix_spawn(&child, g_ghost_bin, &fa, nullptr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
+    if (standby) {
+        close(go[0]);
+        if (rc == 0)
+            g_standby_go = go[1];
+        else
+            close(go[1]);
+    }
     if (rc == 0) {
         snprintf(g_ckpt_image, sizeof g_ckpt_image, "%s", image_path);
         g_ckpt_restore_count = st.restore_count;
@@ -1767,6 +1791,9 @@ void after_fork_child() {
     // A forked child is a process of its own: it gets its own socket and manager. With a table of
     // its own, the parent's manager left no descriptor in the child.
     g_spawned_checkpoint = -1;
+    // (A standing-by checkpointer takes its go from its parent only, which closes its end then.)
+    if (g_standby_go >= 0) close(g_standby_go);
+    g_standby_go = -1;
     __atomic_store_n(&g_manager_tid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_trigger_pending, 0u, __ATOMIC_RELEASE);
     if (!g_private_files && listen_fd_ours()) close(g_listen_fd);
@@ -1843,6 +1870,40 @@ ghost_agent_request_send(const char *to, const char *secret_file, const char *lo
     return spawn_image_checkpoint(log_base, flags, to, secret_file);
 }
 
+extern "C" __attribute__((visibility("default"))) int ghost_agent_standby_ready(int timeout_ms) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    int fd = __atomic_load_n(&g_standby_go, __ATOMIC_ACQUIRE);
+    if (fd < 0) return -1;
+    pollfd p{fd, POLLIN, 0};
+    int n;
+    do
+        n = poll(&p, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return 0;
+    char c = 0;
+    return recv(fd, &c, 1, MSG_DONTWAIT) == 1 && c == 'r' ? 1 : -1;
+}
+
+extern "C" __attribute__((visibility("default"))) int ghost_agent_standby_release(int go) {
+    if (ghost_agent_state.magic != ghost::agent::state_magic) return -1; // agent not running
+    int fd = __atomic_exchange_n(&g_standby_go, -1, __ATOMIC_ACQ_REL);
+    if (fd < 0) return -1;
+    if (go) {
+        // Closed at once: the standby parks this process only once it has seen the end too, so
+        // that no descriptor of it is in the image.
+        char g = 'g';
+        ssize_t n = send(fd, &g, 1, MSG_NOSIGNAL);
+        close(fd);
+        return n == 1 ? 0 : -1;
+    }
+    close(fd);
+    // Given up before its go: it has not touched this process (still our unreaped child, so the
+    // pid is still its); ghost_agent_checkpoint_wait reaps it.
+    pid_t pid = __atomic_load_n(&g_spawned_checkpoint, __ATOMIC_ACQUIRE);
+    if (pid > 0) kill(pid, SIGKILL);
+    return 0;
+}
+
 extern "C" __attribute__((visibility("default"))) int
 ghost_agent_checkpoint_wait(int timeout_ms, char *why, size_t len) {
     if (ghost_agent_state.magic != ghost::agent::state_magic) {
@@ -1901,7 +1962,11 @@ ghost_agent_checkpoint_wait(int timeout_ms, char *why, size_t len) {
             rc = -1;
             break;
         }
-        struct timespec nap = {0, 10 * 1000 * 1000};
+        // 1 ms naps at first, 10 ms after 200 ms: a live migration's final image (its job
+        // stopped meanwhile) takes about 0.1 s to stream, and each millisecond between the
+        // checkpointer's end and its report is the job's. (Not a pidfd to poll: this thread is
+        // the program's, and its descriptors go into the image the checkpointer is taking.)
+        struct timespec nap = {0, (ms < 200 ? 1 : 10) * 1000 * 1000};
         nanosleep(&nap, nullptr);
     }
     __atomic_sub_fetch(&g_ckpt_waiting, 1u, __ATOMIC_ACQ_REL);

@@ -119,6 +119,18 @@ int ghost_agent_request_send(const char *to, const char *secret_file, const char
 #define GHOST_CHECKPOINT_PRECOPY 4
 #define GHOST_CHECKPOINT_AFTER_PRECOPY 8
 
+/* GHOST_CHECKPOINT_STANDBY (with a stream target): the checkpointer connects to the receiver and
+ * reads what it needs (the pre-copy's index) while the process runs on, then waits before parking
+ * it until ghost_agent_standby_release(1) (the process quiescent by then: its go) or (0) (given
+ * up: the checkpointer ends without touching the process). Either way ghost_agent_checkpoint_wait
+ * then waits for it. What it saves the final image of a live migration, which the job waits for:
+ * the checkpointer's start, its connection and the index's load. */
+#define GHOST_CHECKPOINT_STANDBY 16
+int ghost_agent_standby_release(int go);
+/* Waits up to timeout_ms for the standby to be connected and ready: 1; 0 not yet; -1 it ended (or
+ * there is none). */
+int ghost_agent_standby_ready(int timeout_ms);
+
 /* Waits up to timeout_ms (< 0: no limit) for the checkpointer of the last
  * ghost_agent_request_checkpoint to end. 0: it exited 0 (the image is durable); -1: it failed, was
  * killed, or is still running at the deadline (it goes on; a later wait may still see it end), and

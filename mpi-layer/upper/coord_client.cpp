@@ -432,7 +432,10 @@ struct save_parent {
     std::string path; // "": a whole image that starts the tracking
 };
 
+void standby_dismiss();
+
 save_result save_image(const std::string &e, const std::string &line, const save_parent &parent) {
+    standby_dismiss(); // (a checkpointer at a time)
     auto w = words(line);
     size_t at = line.find(' ', line.find(' ', line.find(' ') + 1) + 1);
     if (w.size() < 4 || at == std::string::npos) {
@@ -743,35 +746,102 @@ std::string send_base() {
 // since (the index file is then <send_base()>.precopy-index).
 bool g_precopied = false;
 
-// The agent streams this process's image (or, with GHOST_CHECKPOINT_PRECOPY, its pre-copy) to
-// `to` and this waits for the receiver's verdict: 0, 1 (in a restored copy) or -1 with `why`.
-int stream_image(const std::string &to, long timeout_ms, int flags, bool quiescent, char *why,
-                 size_t len, checkpointer_report *rep) {
-    using send_fn = int (*)(const char *, const char *, const char *, int);
-    using wait_fn = int (*)(int, char *, size_t);
-    auto request = (send_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
-    auto wait = (wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
-    int rc = -1;
-    std::string base = send_base();
-    std::string secret_file = base + ".secret", log = base + ".log";
+// The checkpointer of this rank's final image, started once the pre-copy rounds are done
+// (GHOST_CHECKPOINT_STANDBY): connected to the receiver, the rounds' index read, it waits for the
+// SEND that follows the job's quiesce, which then does not wait for its start (about 50 ms here:
+// the process, UCX, the connection). Anything else dismisses it, and so does a SEND that does not
+// come within 30 s (a migration given up before its quiesce says nothing to the ranks).
+bool g_standby = false;
+long g_standby_since = 0;
+std::string g_standby_to; // its receiver
+
+using send_request_fn = int (*)(const char *, const char *, const char *, int);
+using checkpoint_wait_fn = int (*)(int, char *, size_t);
+using standby_release_fn = int (*)(int);
+
+// The secret a sending checkpointer authenticates with, in a 0600 file of the private runtime
+// directory (a restored rank's environment may hold an older job's).
+bool write_send_secret(const std::string &secret_file) {
     unlink(secret_file.c_str());
-    unlink(log.c_str());
     int sf = open(secret_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     std::string sl = std::string(g_secret) + "\n";
     bool written = sf >= 0 && write(sf, sl.data(), sl.size()) == (ssize_t)sl.size();
     if (sf >= 0) close(sf);
-    if (!request || !wait)
+    return written;
+}
+
+void standby_start(const std::string &to) {
+    auto request = (send_request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
+    std::string base = send_base(), secret_file = base + ".secret", log = base + ".log";
+    unlink(log.c_str());
+    if (request && write_send_secret(secret_file) &&
+        request(to.c_str(), secret_file.c_str(), base.c_str(),
+                GHOST_CHECKPOINT_AFTER_PRECOPY | GHOST_CHECKPOINT_STANDBY) == 0) {
+        g_standby = true;
+        g_standby_since = now_ms();
+        g_standby_to = to;
+        // The job is stopped only once it is ready (while the rank still runs): else its start
+        // would be the job's wait all the same.
+        auto ready = (int (*)(int))dlsym(RTLD_DEFAULT, "ghost_agent_standby_ready");
+        if (!ready || ready(10000) != 1) standby_dismiss(); // a SEND starts a checkpointer then
+        return;
+    }
+    unlink(secret_file.c_str()); // a SEND starts a checkpointer of its own
+}
+
+void standby_dismiss() {
+    if (!g_standby) return;
+    g_standby = false;
+    auto release = (standby_release_fn)dlsym(RTLD_DEFAULT, "ghost_agent_standby_release");
+    auto wait = (checkpoint_wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
+    char why[256];
+    if (release && wait && release(0) == 0) wait(5000, why, sizeof why);
+    std::string base = send_base();
+    unlink((base + ".secret").c_str());
+    unlink((base + ".log").c_str());
+}
+
+// The agent streams this process's image (or, with GHOST_CHECKPOINT_PRECOPY, its pre-copy) to
+// `to` and this waits for the receiver's verdict: 0, 1 (in a restored copy) or -1 with `why`.
+// The final image after a pre-copy goes through the standby, when there is one for that receiver
+// (one left by a migration given up after its pre-copy is dismissed).
+int stream_image(const std::string &to, long timeout_ms, int flags, bool quiescent, char *why,
+                 size_t len, checkpointer_report *rep) {
+    bool standing_by = g_standby && g_standby_to == to &&
+                       (flags & GHOST_CHECKPOINT_AFTER_PRECOPY) &&
+                       !(flags & GHOST_CHECKPOINT_PRECOPY);
+    if (!standing_by) standby_dismiss();
+    g_standby = false;
+    auto request = (send_request_fn)dlsym(RTLD_DEFAULT, "ghost_agent_request_send");
+    auto wait = (checkpoint_wait_fn)dlsym(RTLD_DEFAULT, "ghost_agent_checkpoint_wait");
+    auto release = (standby_release_fn)dlsym(RTLD_DEFAULT, "ghost_agent_standby_release");
+    int rc = -1;
+    std::string base = send_base();
+    std::string secret_file = base + ".secret", log = base + ".log";
+    if (!standing_by) unlink(log.c_str());
+    bool written = standing_by || write_send_secret(secret_file);
+    bool started = false;
+    if (!request || !wait || !release) {
         snprintf(why, len, "no ghost agent in this rank (libghost.so not preloaded)");
-    else if (!written)
+    } else if (!written) {
         snprintf(why, len, "cannot write %s: %s", secret_file.c_str(), strerror(errno));
-    else if (quiescent && requests_before_checkpoint(g_rank, req_convert, why, len) != 0)
-        ;
-    else if (fflush(nullptr), request(to.c_str(), secret_file.c_str(), base.c_str(), flags) != 0)
-        snprintf(why, len,
-                 "the agent cannot start a checkpointer (no ghost binary known, "
-                 "or one is running)");
-    else
-        rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, len);
+    } else if (!quiescent || requests_before_checkpoint(g_rank, req_convert, why, len) == 0) {
+        fflush(nullptr);
+        // (A standby that failed on its own, its receiver gone say, is waited for like any
+        // other: its log says why.)
+        started = standing_by ? (release(1), true)
+                              : request(to.c_str(), secret_file.c_str(), base.c_str(), flags) == 0;
+        if (started)
+            rc = wait(timeout_ms > 0 ? (int)timeout_ms : -1, why, len);
+        else
+            snprintf(why, len,
+                     "the agent cannot start a checkpointer (no ghost binary known, "
+                     "or one is running)");
+    }
+    if (standing_by && !started) {
+        char ignored[256];
+        if (release && wait && release(0) == 0) wait(5000, ignored, sizeof ignored);
+    }
     unlink(secret_file.c_str());
     if (rc == 1) return rc; // the copy on the receiving side
     *rep = read_checkpointer_report(log);
@@ -810,6 +880,7 @@ bool another_precopy_round(int done, int most, unsigned long long copied,
 // the image after them takes what it can from those the receiver has (it is whole if the failed
 // round had begun a new scan: the export sees that).
 void precopy_image(const std::vector<std::string> &w) {
+    standby_dismiss(); // an earlier migration's, given up
     std::string base = send_base(), index = base + ".precopy-index";
     unlink(index.c_str());
     g_precopied = false;
@@ -842,6 +913,7 @@ void precopy_image(const std::vector<std::string> &w) {
         more = another_precopy_round(rounds, most, rep.bytes, rep.written_bytes);
     }
     g_precopied = access(index.c_str(), F_OK) == 0;
+    if (g_precopied) standby_start(w[3]);
     send_line("PRECOPIED " + w[1] + " " + std::to_string(total) + " " +
               std::to_string((double)(now_ms() - start) / 1000.0) + " " + std::to_string(rounds));
 }
@@ -869,6 +941,10 @@ save_result send_image(const std::string &e, const std::string &line) {
 
 // One quiesce epoch (runtime/job_protocol.h). Returns false when the coordinator is gone.
 bool run_epoch(const std::string &e, long timeout_ms) {
+    // A standby is for this epoch's SEND, which takes it; the epoch ended otherwise, it goes.
+    struct standby_guard {
+        ~standby_guard() { standby_dismiss(); }
+    } standby_ends_with_epoch;
     long deadline = now_ms() + (timeout_ms * 9) / 10;
     const char *why = "";
     std::string line;
@@ -1151,6 +1227,7 @@ void *client_main(void *) {
                 break;
             continue;
         }
+        if (g_standby && now_ms() - g_standby_since > 30000) standby_dismiss();
         std::string l;
         int r = read_line(&l, 200);
         if (r < 0 && g_reconnect.load()) continue;
@@ -1178,6 +1255,7 @@ void *client_main(void *) {
             }
         }
     }
+    standby_dismiss();
     resume_local();
     return nullptr;
 }

@@ -310,25 +310,35 @@ class node {
 
     unsigned progress() { return ucp_worker_progress(worker_); }
 
-    // Progress; after a while without any, short naps (the waits here are long: a connection,
-    // a slow disk on the other side).
-    // Spinning costs a core that the other side may need (two cores here); naps start after 20 ms
-    // without any progress, which a stream under way never has. Before that, the core is offered
-    // to whoever else can run on it every 16 empty rounds: a migration streams every rank's image
-    // at once, a sender and a receiver per rank, and those that wait for the network spun ahead of
-    // those that had work (4 x 256 MiB over tcp on 2 cores: 3.7 s without, 1.2-1.4 s with).
+    // Progress; after a while without any, naps. A stream under way always has some within a
+    // moment; the long waits are for a peer that has work to do first: a sender's next
+    // connection (its checkpointer starts, parks the rank, scans its memory), a restore's
+    // verdict. Spinning through those took a core of two from the very processes waited for: a
+    // receiver idle between pre-copy rounds and until the final image spun about 60% of a core
+    // (a --keep migration of a 256 MiB rank on 2 cores). So: 2 ms of spinning, in which the core
+    // is offered to whoever else can run on it every 16 empty rounds (a migration streams every
+    // rank's image at once, a sender and a receiver per rank, and those that wait for the network
+    // spun ahead of those that had work: 4 x 256 MiB over tcp on 2 cores, 3.7 s without, 1.2-1.4 s
+    // with), then a 100 us nap per empty round (what an event then waits for, at most).
     void progress_or_nap() {
         if (progress()) {
             idle_ = 0;
+            napping_ = false;
             return;
         }
-        if ((++idle_ & 15) == 0) ::sched_yield();
-        if ((idle_ & 1023) != 0) return;
-        auto t = clock_type::now();
-        if (idle_ == 1024)
-            idle_since_ = t;
-        else if (t - idle_since_ > std::chrono::milliseconds(20))
-            ::usleep(200);
+        if (napping_) {
+            ::usleep(100);
+            return;
+        }
+        if (idle_++ == 0) {
+            idle_since_ = clock_type::now();
+            return;
+        }
+        if ((idle_ & 15) != 0) return;
+        if (clock_type::now() - idle_since_ < std::chrono::milliseconds(2))
+            ::sched_yield();
+        else
+            napping_ = true;
     }
 
     // Drives UCX until `done()` or the timeout (then the error `why()`); `broken()` (the peer is
@@ -353,7 +363,8 @@ class node {
     char *staging_ = nullptr;
     size_t staging_len_ = 0;
     ucp_mem_h memh_ = nullptr;
-    uint64_t idle_ = 0;
+    uint64_t idle_ = 0; // empty progress rounds in a row
+    bool napping_ = false;
     clock_type::time_point idle_since_;
     bool leaked_ = false;
 };
@@ -571,6 +582,12 @@ class ucx_sink final : public sink {
     }
 
     std::string describe() const override { return peer_.name; }
+
+    result<void> idle() override {
+        if (!connected_ || closed_) return error{"the image to " + peer_.name + " was closed"};
+        n_.progress();
+        return gone();
+    }
 
   private:
     struct slot {
