@@ -20,6 +20,10 @@ Subtests (--only a,b,...; default all):
                   one line within the timeout, nothing is restored, the process runs on.
   corrupt         one bit of the stream flipped on the way (GHOST_UCX_TEST_FLIP_AT): the receiver
                   refuses the record, both fail in one line, nothing is restored, the process runs on.
+  standby         checkpoint --standby (a migration's final image): connected, it says it is ready
+                  on its standard input (a socket) while the process runs on untouched; its end
+                  alone dismisses it (exit 3, the process not parked, no image); 'g' then the end is
+                  its go: a whole image at the receiver, the process runs on.
 Exit status: 0 pass, 1 fail.
 """
 import argparse
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import kill_all, pid_alive  # noqa: E402
 
 T0 = time.monotonic()
-SUBTESTS = ["restore", "out", "duplicate", "wrong_secret", "receiver_killed", "sender_killed", "corrupt"]
+SUBTESTS = ["restore", "out", "duplicate", "wrong_secret", "receiver_killed", "sender_killed", "corrupt",
+            "standby"]
 
 
 def log(msg):
@@ -222,6 +228,58 @@ class Env:
         rline = (read_or_none(rout) or b"").decode().strip()
         if not re.match(rf"received image={re.escape(image)} from=127\.0\.0\.1:\d+ bytes=\d+", rline):
             raise Failure(f"unexpected receive line {rline!r}")
+        rc, iout, ierr = self.run([self.ghost, "inspect", image], "ghost inspect")
+        if rc != 0 or "checksums OK" not in iout:
+            raise Failure(f"ghost inspect of the received image failed ({rc}): {ierr.strip()}")
+        self.beats_on(d, "the original")
+        self.stop_and_pass(d, runner, out, "the original")
+
+    def standby(self, pid, url, sf, tag):
+        """A `checkpoint --standby` once it said it is ready: (process, our end of its input)."""
+        ours, theirs = socket.socketpair()
+        err = open(os.path.join(self.work, f"standby-{tag}.err"), "wb")
+        out = open(os.path.join(self.work, f"standby-{tag}.out"), "wb")
+        p = self.popen([self.ghost, "checkpoint", str(pid), "--to", url, "--secret-file", sf, "--standby"],
+                       f"ghost checkpoint --standby ({tag})", stdin=theirs, stdout=out, stderr=err)
+        theirs.close()
+        ours.settimeout(self.a.cmd_timeout)
+        try:
+            said = ours.recv(1)
+        except socket.timeout:
+            raise Failure("the standby did not say it is ready") from None
+        if said != b"r":
+            raise Failure(f"the standby said {said!r} instead of ready (exit {p.poll()}): "
+                          f"{(read_or_none(err.name) or b'').decode().strip()}")
+        return p, ours, out.name, err.name
+
+    def t_standby(self):
+        sf = self.secret("secret", "standby-" + os.urandom(16).hex())
+        runner, pid, d, out = self.start_victim("v")
+        # Dismissed: the process was never parked (its heartbeat went on throughout), no image.
+        image = os.path.join(self.work, "received", "dismissed.ghost")
+        receiver, url, rout, rerr = self.start_receiver(sf, "--out", image)
+        sb, ours, sout, serr = self.standby(pid, url, sf, "dismissed")
+        self.beats_on(d, "the process beside a ready standby")
+        ours.close()
+        rc = self.wait_exit(sb, "the dismissed standby")
+        if rc != 3:
+            raise Failure(f"the dismissed standby exited {rc}, not 3: {(read_or_none(serr) or b'').decode().strip()}")
+        if self.wait_exit(receiver, "ghost receive") == 0 or os.path.exists(image):
+            raise Failure("the receiver of a dismissed standby made an image")
+        self.beats_on(d, "the process after the dismissal")
+        # Its go: a whole image.
+        image = os.path.join(self.work, "received", "image.ghost")
+        receiver, url, rout, rerr = self.start_receiver(sf, "--out", image)
+        sb, ours, sout, serr = self.standby(pid, url, sf, "go")
+        ours.sendall(b"g")
+        ours.close()
+        if self.wait_exit(sb, "the standby after its go") != 0:
+            raise Failure(f"the standby failed after its go: {(read_or_none(serr) or b'').decode().strip()}")
+        line = (read_or_none(sout) or b"").decode().strip()
+        if not re.match(rf"checkpoint pid={pid} image={re.escape(url)} bytes=\d+ ", line):
+            raise Failure(f"unexpected checkpoint line {line!r}")
+        if self.wait_exit(receiver, "ghost receive") != 0:
+            raise Failure(f"ghost receive failed: {(read_or_none(rerr) or b'').decode().strip()}")
         rc, iout, ierr = self.run([self.ghost, "inspect", image], "ghost inspect")
         if rc != 0 or "checksums OK" not in iout:
             raise Failure(f"ghost inspect of the received image failed ({rc}): {ierr.strip()}")
