@@ -402,7 +402,8 @@ def gen_wrapper(d, idx, fl):
                             '{ delete rec_; rec_ = nullptr; }' % (n, K))
             if rec == 'rec_' and api == 'MPI_Comm_group':
                 post.append('  if (%s && rc_ == MPI_SUCCESS) ghost::mpi::record_group_members(rec_, l_%s);' % (n, n))
-            post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s);' % (n, n, K, n, rec))
+            known = ', true' if base_api(d.api) == 'MPI_Comm_get_parent' else ''  # (handles.h)
+            post.append('  if (%s && rc_ == MPI_SUCCESS) *%s = ghost::mpi::adopt<%s>(l_%s, %s%s);' % (n, n, K, n, rec, known))
             if rec == 'rec_':
                 post.append('  else if (rec_) { delete rec_; }')
                 post.append('  rec_ = nullptr;')

@@ -119,7 +119,9 @@ template <kind K, class H> inline bool lower_is_null(H l) {
     return (uintptr_t)l == g_lower_null[(int)K];
 }
 
-template <kind K, class H> H adopt(H l, record *rec) {
+// `known`: the library may hand out an object it handed out before (MPI_Comm_get_parent's parent
+// communicator), which is then the same upper object, counted once more.
+template <kind K, class H> H adopt(H l, record *rec, bool known = false) {
     uintptr_t lw = (uintptr_t)l;
     if (lw == g_lower_null[(int)K]) {
         if constexpr (K == kind::comm) {
@@ -140,6 +142,15 @@ template <kind K, class H> H adopt(H l, record *rec) {
     vobj *v;
     if constexpr (K == kind::request) {
         v = request_new(K, lw);
+    } else if (!known && (K == kind::comm || K == kind::win || K == kind::file)) {
+        // Each creation of these is a new object, never one handed out before. A lower handle
+        // still known here belongs to an object another thread has just freed: the library gave
+        // the freed handle again before that thread forgot it (MPICH does, under
+        // MPI_THREAD_MULTIPLE). Sharing that entry made the new communicator the freed one's,
+        // its creation record dead on this rank only (mpi.job_ckpt.migkeep_comm_threads.mpich:
+        // a checkpoint refused, "hold a communicator made over it that the others do not").
+        // The new object takes the handle over; the freed one's vobj_free leaves it alone.
+        v = vobj_new(K, lw);
     } else {
         v = vobj_find_lower_ref(K, lw);
         if (!v) v = vobj_new(K, lw);
