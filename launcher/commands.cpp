@@ -499,10 +499,10 @@ static int precopy_process(const checkpoint_args &a, core::parked_process &proc,
 }
 
 // --standby: waits for 'g' and then the end of standard input (the agent's go: it closes its end
-// of the pipe at once, so that the image holds no descriptor of it), true; the end alone, false.
-// Meanwhile the sink is kept serviced (a receiver that goes away ends the wait with its error).
-// A go whose end does not follow within a second (a child of the process holding the pipe) is
-// taken as it is.
+// of the socket at once, so that the image holds no descriptor of it), true; the end alone,
+// false. Meanwhile the sink is kept serviced (a receiver that goes away ends the wait with its
+// error). A go whose end does not follow within a second (a child of the process holding the
+// socket) is taken as it is.
 result<bool> wait_for_go(res::sink &out) {
     // Ready: said on the same socket (the agent's caller waits for it before it lets the job be
     // stopped). Standard input of another kind (a user's pipe) hears nothing.

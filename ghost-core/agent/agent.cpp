@@ -84,7 +84,7 @@ uint32_t g_trigger_pending = 0; // the trigger signal came; the manager spawns a
 int g_tid_offset = -1;          // offset of struct pthread's tid from the thread pointer
 int g_trigger_signal = SIGUSR2;
 pid_t g_spawned_checkpoint = -1;
-// The write end of a standing-by checkpointer's go pipe (GHOST_CHECKPOINT_STANDBY), or -1.
+// Our end of a standing-by checkpointer's go socket (GHOST_CHECKPOINT_STANDBY), or -1.
 int g_standby_go = -1;
 // The exit status of the last checkpointer started by spawn_image_checkpoint: whoever reaps it
 // (the manager, or a thread in ghost_agent_checkpoint_wait) stores it and then bumps

@@ -223,6 +223,12 @@ class Env:
                                   "ghost checkpoint --to")
         if rc != 0:
             raise Failure(f"checkpoint --to failed ({rc}): {serr.strip()}")
+        self.received_whole(receiver, rout, rerr, image)
+        self.beats_on(d, "the original")
+        self.stop_and_pass(d, runner, out, "the original")
+
+    def received_whole(self, receiver, rout, rerr, image):
+        """The receiver (`--out IMAGE`) ended well, with a whole image that `ghost inspect` takes."""
         if self.wait_exit(receiver, "ghost receive") != 0:
             raise Failure(f"ghost receive failed: {(read_or_none(rerr) or b'').decode().strip()}")
         rline = (read_or_none(rout) or b"").decode().strip()
@@ -231,8 +237,6 @@ class Env:
         rc, iout, ierr = self.run([self.ghost, "inspect", image], "ghost inspect")
         if rc != 0 or "checksums OK" not in iout:
             raise Failure(f"ghost inspect of the received image failed ({rc}): {ierr.strip()}")
-        self.beats_on(d, "the original")
-        self.stop_and_pass(d, runner, out, "the original")
 
     def standby(self, pid, url, sf, tag):
         """A `checkpoint --standby` once it said it is ready: (process, our end of its input)."""
@@ -278,11 +282,7 @@ class Env:
         line = (read_or_none(sout) or b"").decode().strip()
         if not re.match(rf"checkpoint pid={pid} image={re.escape(url)} bytes=\d+ ", line):
             raise Failure(f"unexpected checkpoint line {line!r}")
-        if self.wait_exit(receiver, "ghost receive") != 0:
-            raise Failure(f"ghost receive failed: {(read_or_none(rerr) or b'').decode().strip()}")
-        rc, iout, ierr = self.run([self.ghost, "inspect", image], "ghost inspect")
-        if rc != 0 or "checksums OK" not in iout:
-            raise Failure(f"ghost inspect of the received image failed ({rc}): {ierr.strip()}")
+        self.received_whole(receiver, rout, rerr, image)
         self.beats_on(d, "the original")
         self.stop_and_pass(d, runner, out, "the original")
 
