@@ -555,6 +555,9 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     std::string dir = a.dir.empty() ? default_ckpt_dir(a.pid) : absolute(a.dir);
     std::string path = a.image.empty() ? dir + "/image.ghost" : absolute(a.image);
+    // (Before connecting: a receiver is not left with a connection given up at once.)
+    if (a.standby && (a.to.empty() || !a.precopy_index.empty() || a.kill))
+        return fail("--standby goes with --to, and neither with --precopy-index nor --kill");
     result<std::unique_ptr<res::sink>> sink = error{};
     if (!a.to.empty()) { // before parking: a receiver that is not there costs the process nothing
         if (!a.dir.empty() || !a.image.empty()) return fail("--to replaces --dir and --image");
@@ -580,8 +583,6 @@ int cmd_checkpoint(checkpoint_args a) {
     }
     if (a.incremental && !a.to.empty())
         return fail("--incremental writes an image file; --to streams one");
-    if (a.standby && (a.to.empty() || !a.precopy_index.empty() || a.kill))
-        return fail("--standby goes with --to, and neither with --precopy-index nor --kill");
     if (a.standby) {
         // Connected, the index read: the rest waits for the process to be quiescent (its go).
         auto go = wait_for_go(**sink);
