@@ -219,7 +219,8 @@ CUSTOM = {'MPI_Send', 'MPI_Ssend', 'MPI_Rsend', 'MPI_Bsend', 'MPI_Isend', 'MPI_I
 # "not known here": the lower call as usual.
 UPPER_ANSWERS = {'MPI_Alloc_mem', 'MPI_Free_mem',
                  'MPI_Comm_rank', 'MPI_Comm_size', 'MPI_Initialized', 'MPI_Finalized',
-                 'MPI_Query_thread', 'MPI_Is_thread_main', 'MPI_Type_size', 'MPI_Wtime',
+                 'MPI_Query_thread', 'MPI_Is_thread_main', 'MPI_Type_size',
+                 'MPI_Type_get_extent', 'MPI_Type_get_true_extent', 'MPI_Get_count', 'MPI_Wtime',
                  'MPI_Wtick', 'MPI_Win_shared_query', 'MPI_Win_shared_query_c'}
 
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <atomic>
+#include <climits>
 #include <cmath>
 #include <mutex>
 
@@ -24,7 +25,10 @@ int g_inited = 0;        // MPI_Init(_thread) succeeded
 int g_finalized = 0;     // MPI_Finalize succeeded
 int g_provided = -1;     // the thread level MPI_Init(_thread) gave (-1: not known)
 uintptr_t g_init_fs = 0; // upper thread pointer of the thread that initialised MPI
-constexpr uint32_t kQSizeKnown = 1u << 20; // datatype vobjs: peer holds MPI_Type_size
+// Datatype vobjs: what the upper half holds of the type (qflags).
+constexpr uint32_t kQSizeKnown = 1u << 20;       // peer holds MPI_Type_size
+constexpr uint32_t kQExtentKnown = 1u << 21;     // dt.lb, dt.extent: MPI_Type_get_extent
+constexpr uint32_t kQTrueExtentKnown = 1u << 22; // dt.true_lb, dt.true_extent
 
 // MPI_Wtime as the flavour defines it, computed in the upper half: Open MPI 4.1 is
 // clock_gettime(CLOCK_MONOTONIC) minus an origin taken at MPI_Init (ompi_wtime_time_origin),
@@ -160,13 +164,22 @@ bool u_Is_thread_main(int *flag, int *rc) {
     return true;
 }
 
+#if defined(GHOST_MPI_MPICH)
+namespace {
+// Builtin MPICH datatypes carry their size in the handle (MPIR_Datatype_get_basic_size).
+bool mpich_builtin_size(MPI_Datatype t, int *size) {
+    uint32_t h = (uint32_t)t;
+    if ((h >> 30) != 1 || ((h >> 26) & 0xF) != 0x3) return false;
+    *size = (int)((h & 0xff00u) >> 8);
+    return true;
+}
+} // namespace
+#endif
+
 bool u_Type_size(MPI_Datatype t, int *size, int *rc) {
     if (!size || !live()) return false;
 #if defined(GHOST_MPI_MPICH)
-    // Builtin MPICH datatypes carry their size in the handle (MPIR_Datatype_get_basic_size).
-    uint32_t h = (uint32_t)t;
-    if ((h >> 30) == 1 && ((h >> 26) & 0xF) == 0x3) {
-        *size = (int)((h & 0xff00u) >> 8);
+    if (mpich_builtin_size(t, size)) {
         *rc = MPI_SUCCESS;
         return true;
     }
@@ -191,6 +204,91 @@ bool u_Type_size(MPI_Datatype t, int *size, int *rc) {
         *size = s;
     }
     *rc = r;
+    return true;
+}
+
+namespace {
+// MPI_Type_get_extent or MPI_Type_get_true_extent (true_extent) from the datatype's vobj, asked of
+// the lower half the first time.
+bool type_extent(MPI_Datatype t, bool true_extent, MPI_Aint *lb, MPI_Aint *extent, int *rc) {
+    if (!lb || !extent || !live()) return false;
+#if defined(GHOST_MPI_MPICH)
+    if (int size = 0; mpich_builtin_size(t, &size)) { // (MPIR_Type_get_extent_impl's builtins)
+        *lb = 0;
+        *extent = size;
+        *rc = MPI_SUCCESS;
+        return true;
+    }
+#endif
+    vobj *v = decode<kind::datatype>(t);
+    if (!v || v->magic != kVobjMagic || v->k != kind::datatype) return false;
+    const uint32_t known = true_extent ? kQTrueExtentKnown : kQExtentKnown;
+    int64_t &cached_lb = true_extent ? v->dt.true_lb : v->dt.lb;
+    int64_t &cached_extent = true_extent ? v->dt.true_extent : v->dt.extent;
+    if (__atomic_load_n(&v->qflags, __ATOMIC_ACQUIRE) & known) {
+        *lb = (MPI_Aint)cached_lb;
+        *extent = (MPI_Aint)cached_extent;
+        *rc = MPI_SUCCESS;
+        return true;
+    }
+    if (!L.ready) return false;
+    MPI_Aint l_lb = 0, l_extent = 0;
+    int r;
+    MPI_Datatype l = (MPI_Datatype)v->lower;
+    {
+        lower_call lc;
+        r = true_extent ? L.Type_get_true_extent(l, &l_lb, &l_extent)
+                        : L.Type_get_extent(l, &l_lb, &l_extent);
+    }
+    if (r == MPI_SUCCESS) {
+        // (Two threads asking at once both write the same values.)
+        cached_lb = l_lb;
+        cached_extent = l_extent;
+        __atomic_fetch_or(&v->qflags, known, __ATOMIC_RELEASE);
+        *lb = l_lb;
+        *extent = l_extent;
+    }
+    *rc = r;
+    return true;
+}
+} // namespace
+
+bool u_Type_get_extent(MPI_Datatype t, MPI_Aint *lb, MPI_Aint *extent, int *rc) {
+    return type_extent(t, false, lb, extent, rc);
+}
+
+bool u_Type_get_true_extent(MPI_Datatype t, MPI_Aint *lb, MPI_Aint *extent, int *rc) {
+    return type_extent(t, true, lb, extent, rc);
+}
+
+long long status_bytes(const MPI_Status *st) {
+#if defined(GHOST_MPI_MPICH)
+    // MPIR_STATUS_GET_COUNT: the count's high bits above the cancelled bit.
+    return (long long)((((unsigned long long)((unsigned)st->count_hi_and_cancelled >> 1))
+                        << (8 * sizeof(int))) +
+                       (unsigned)st->count_lo);
+#else
+    return (long long)st->_ucount;
+#endif
+}
+
+bool u_Get_count(const MPI_Status *st, MPI_Datatype t, int *count, int *rc) {
+    if (!count || !st || st == MPI_STATUS_IGNORE || !live()) return false;
+    int size = 0;
+#if defined(GHOST_MPI_MPICH)
+    if (!mpich_builtin_size(t, &size)) return false;
+#else
+    vobj *v = decode<kind::datatype>(t);
+    if (!v || v->magic != kVobjMagic || v->k != kind::datatype || !(v->flags & kPredefined))
+        return false;
+    int r = MPI_SUCCESS;
+    if (!u_Type_size(t, &size, &r) || r != MPI_SUCCESS) return false;
+#endif
+    if (size <= 0) return false; // (the libraries differ there)
+    const long long bytes = status_bytes(st);
+    const long long n = bytes / size;
+    *count = n * size != bytes || n > INT_MAX ? MPI_UNDEFINED : (int)n;
+    *rc = MPI_SUCCESS;
     return true;
 }
 

@@ -17,6 +17,14 @@ bool u_Finalized(int *flag, int *rc);
 bool u_Query_thread(int *provided, int *rc);
 bool u_Is_thread_main(int *flag, int *rc);
 bool u_Type_size(MPI_Datatype t, int *size, int *rc);
+// (Python's mpi4py asks for a buffer's datatype extent at every send and receive.)
+bool u_Type_get_extent(MPI_Datatype t, MPI_Aint *lb, MPI_Aint *extent, int *rc);
+bool u_Type_get_true_extent(MPI_Datatype t, MPI_Aint *lb, MPI_Aint *extent, int *rc);
+// For a predefined datatype only (a derived one may be uncommitted: the library's error then).
+// (mpi4py's pickled receive is MPI_Mprobe, MPI_Get_count, MPI_Mrecv.)
+bool u_Get_count(const MPI_Status *st, MPI_Datatype t, int *count, int *rc);
+// The bytes a status says arrived, read as the library itself reads its MPI_Status.
+long long status_bytes(const MPI_Status *st);
 bool u_Wtime(double *out);
 bool u_Wtick(double *out);
 // MPI_Alloc_mem / MPI_Free_mem (mem.cpp): blocks of upper memory, in the rank's image.

@@ -23,6 +23,8 @@ struct lower_api {
     int (*Request_get_status)(MPI_Request, int *, MPI_Status *);
     int (*Get_count)(const MPI_Status *, MPI_Datatype, int *);
     int (*Type_size)(MPI_Datatype, int *);
+    int (*Type_get_extent)(MPI_Datatype, MPI_Aint *, MPI_Aint *);
+    int (*Type_get_true_extent)(MPI_Datatype, MPI_Aint *, MPI_Aint *);
     int (*Unpack)(const void *, int, int *, void *, int, MPI_Datatype, MPI_Comm);
     int (*Pack)(const void *, int, MPI_Datatype, void *, int, int *, MPI_Comm);
     int (*Pack_size)(int, MPI_Datatype, MPI_Comm, int *);

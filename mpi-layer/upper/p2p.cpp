@@ -11,6 +11,7 @@
 // (vobj::done), and every completion call treats it as complete without asking the lower half.
 #include "p2p.h"
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -303,11 +304,8 @@ struct matched {
 matched *g_matched = nullptr;
 
 void matched_add(MPI_Message l, comm_info *ci, const MPI_Status *st) {
-    int bytes = 0;
-    {
-        lower_call lc;
-        L.Get_count(st, L.byte, &bytes);
-    }
+    const long long got = status_bytes(st);
+    const int bytes = got > INT_MAX ? MPI_UNDEFINED : (int)got; // (as MPI_Get_count in bytes)
     matched *e = (matched *)malloc(sizeof *e);
     if (!e) fatal("cannot keep a matched message", "out of memory");
     *e = {(uintptr_t)l, ci, st->MPI_SOURCE, st->MPI_TAG, bytes, nullptr};

@@ -881,6 +881,8 @@ bool lower_api_bind(const char **why) {
              {"MPI_Request_get_status", (void **)&L.Request_get_status},
              {"MPI_Get_count", (void **)&L.Get_count},
              {"MPI_Type_size", (void **)&L.Type_size},
+             {"MPI_Type_get_extent", (void **)&L.Type_get_extent},
+             {"MPI_Type_get_true_extent", (void **)&L.Type_get_true_extent},
              {"MPI_Unpack", (void **)&L.Unpack},
              {"MPI_Pack", (void **)&L.Pack},
              {"MPI_Pack_size", (void **)&L.Pack_size},

@@ -115,7 +115,14 @@ struct vobj {
     // (req_f_to_c_index, at this offset of an ompi_request_t), not through MPI_Request_c2f.
     int32_t f_handle;
     int32_t pad2;
-    recv_args ra; // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
+    union {
+        recv_args ra; // MPI_Irecv requests (kQRecv without kQPersistent): their arguments
+        // Datatypes: MPI_Type_get_extent's and MPI_Type_get_true_extent's answers, once asked
+        // (kQExtentKnown, kQTrueExtentKnown); a datatype's extents never change.
+        struct {
+            int64_t lb, extent, true_lb, true_extent;
+        } dt;
+    };
 };
 
 // Request bookkeeping for quiescence (vobj::qflags).

@@ -2,8 +2,10 @@
 /* Run under ghostrun with GHOST_MPI_FORCE_ARCH_PRCTL=1 (the path of a kernel without user-space
  * FSGSBASE): counts the arch_prctl system calls the layer makes per MPI call through its test hook
  * ghost_mpi_fs_switches(). A simple call makes at most two (one switch in, one out); calls the
- * upper half answers (Comm_rank, Comm_size, Wtime, Type_size, Initialized, Query_thread) make
- * none. An 8-byte Send must make some, or the hook counts nothing and the check means nothing. */
+ * upper half answers (Comm_rank, Comm_size, Wtime, Type_size, Type_get_extent,
+ * Type_get_true_extent, Get_count of a predefined type, Initialized, Query_thread) make none, once
+ * warm. Their answers are checked too. An 8-byte Send must make some, or the hook counts nothing
+ * and the check means nothing. */
 #include <dlfcn.h>
 
 #include "mpit.h"
@@ -41,12 +43,24 @@ int main(int argc, char **argv) {
     int peer = mpit_rank ^ 1;
     double x = 1.0, y = 0.0;
     int rank = -1, size = 0, flag = 0, level = -1, tsz = 0;
+    /* A derived datatype whose extents differ from its size: 2 doubles 3 apart, resized to a lower
+     * bound of -8 and an extent of 40 (true extent: 4 doubles, from 0). */
+    MPI_Datatype strided, resized;
+    CHECK_MPI(MPI_Type_vector(2, 1, 3, MPI_DOUBLE, &strided));
+    CHECK_MPI(MPI_Type_create_resized(strided, -8, 40, &resized));
+    CHECK_MPI(MPI_Type_commit(&resized));
+    MPI_Aint lb = -1, ext = -1, tlb = -1, text = -1, dlb = -1, dext = -1;
+    int c_int = 3, c_byte = 12, c_double = MPI_UNDEFINED, c_resized = MPI_UNDEFINED;
+    if (mpit_rank % 2 == 1) c_int = c_byte = c_double = c_resized = -1; /* the receiver's */
     for (int it = 0; it < 50; it++) {
         int warm = it < 5; /* first calls on a communicator may look it up in the lower half */
         if (warm) memset(worst, 0, sizeof worst);
         COUNT("Comm_rank", MPI_Comm_rank(MPI_COMM_WORLD, &rank));
         COUNT("Comm_size", MPI_Comm_size(MPI_COMM_WORLD, &size));
         COUNT("Type_size", MPI_Type_size(MPI_DOUBLE, &tsz));
+        COUNT("Type_get_extent", MPI_Type_get_extent(MPI_DOUBLE, &dlb, &dext));
+        COUNT("Type_get_extent", MPI_Type_get_extent(resized, &lb, &ext));
+        COUNT("Type_get_true_extent", MPI_Type_get_true_extent(resized, &tlb, &text));
         COUNT("Initialized", MPI_Initialized(&flag));
         COUNT("Query_thread", MPI_Query_thread(&level));
         {
@@ -72,6 +86,19 @@ int main(int argc, char **argv) {
                 COUNT("Irecv", MPI_Irecv(&y, 1, MPI_DOUBLE, peer, 3, MPI_COMM_WORLD, &rq));
                 COUNT("Wait", MPI_Wait(&rq, MPI_STATUS_IGNORE));
             }
+            /* 12 bytes: 3 ints, 12 bytes, no whole double, no whole 16-byte resized type */
+            int three[3] = {1, 2, 3}, got3[3] = {0, 0, 0};
+            if (mpit_rank % 2 == 0) {
+                CHECK_MPI(MPI_Send(three, 3, MPI_INT, peer, 5, MPI_COMM_WORLD));
+            } else {
+                MPI_Status st3;
+                CHECK_MPI(MPI_Recv(got3, 3, MPI_INT, peer, 5, MPI_COMM_WORLD, &st3));
+                COUNT("Get_count", MPI_Get_count(&st3, MPI_INT, &c_int));
+                COUNT("Get_count", MPI_Get_count(&st3, MPI_BYTE, &c_byte));
+                COUNT("Get_count", MPI_Get_count(&st3, MPI_DOUBLE, &c_double));
+                CHECK_MPI(MPI_Get_count(&st3, resized, &c_resized)); /* the library's answer */
+                CHECK(got3[2] == 3);
+            }
             COUNT("Sendrecv", MPI_Sendrecv(&x, 1, MPI_DOUBLE, peer, 4, &y, 1, MPI_DOUBLE, peer, 4,
                                            MPI_COMM_WORLD, MPI_STATUS_IGNORE));
         }
@@ -79,10 +106,18 @@ int main(int argc, char **argv) {
         COUNT("Barrier", MPI_Barrier(MPI_COMM_WORLD));
     }
     CHECK(rank == mpit_rank && size == mpit_size && tsz == (int)sizeof(double) && flag == 1);
+    CHECK(dlb == 0 && dext == (MPI_Aint)sizeof(double) && lb == -8 && ext == 40 && tlb == 0 &&
+          text == 4 * (MPI_Aint)sizeof(double));
+    CHECK(c_int == 3 && c_byte == 12 && c_double == MPI_UNDEFINED && c_resized == MPI_UNDEFINED);
+    MPI_Type_free(&resized);
+    MPI_Type_free(&strided);
     for (int i = 0; i < nnames; i++) {
         int upper = strcmp(names[i], "Comm_rank") == 0 || strcmp(names[i], "Comm_size") == 0 ||
                     strcmp(names[i], "Type_size") == 0 || strcmp(names[i], "Initialized") == 0 ||
-                    strcmp(names[i], "Query_thread") == 0 || strcmp(names[i], "Wtime") == 0;
+                    strcmp(names[i], "Type_get_extent") == 0 ||
+                    strcmp(names[i], "Type_get_true_extent") == 0 ||
+                    strcmp(names[i], "Get_count") == 0 || strcmp(names[i], "Query_thread") == 0 ||
+                    strcmp(names[i], "Wtime") == 0;
         unsigned long limit = upper ? 0 : 2;
         fprintf(stderr, "rank %d: %s: %lu arch_prctl calls at most (limit %lu)\n", mpit_rank,
                 names[i], worst[i], limit);
