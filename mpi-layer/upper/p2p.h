@@ -20,6 +20,10 @@ using RQ = MPI_Request;
 using MS = MPI_Message;
 using ST = MPI_Status;
 
+// Without FSGSBASE: measures what an FS switch costs here, which sets how long polls in a row are
+// paced (p2p.cpp, "polls without FSGSBASE"). Once, at start-up, after g_have_fsgsbase is known.
+void poll_pace_measure();
+
 #define GHOST_Q_SEND(name)                                                                         \
     int q_##name(void *fn, cvp buf, int n, DT dt, int dest, int tag, CM c, DT, CM uc);
 GHOST_Q_SEND(Send)

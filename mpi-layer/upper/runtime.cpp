@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "attribution.h"
+#include "p2p.h"
 #include "lower_loader.h"
 #include "vobj.h"
 
@@ -46,6 +47,7 @@ void *const *g_fns = nullptr;
 ghost_handoff g_handoff;
 __thread uintptr_t t_lower_fs __attribute__((tls_model("initial-exec"))) = 0;
 __thread uint32_t t_lower_gen __attribute__((tls_model("initial-exec"))) = 0;
+__thread uint64_t t_empty_poll_ns __attribute__((tls_model("initial-exec"))) = 0;
 // Restarts: each fresh lower half is a new generation; a lease of an older one is void. While
 // g_restarting is set (from the moment a restored thread runs, or a staying rank drops its lower
 // half, until the new lower half is bound), a thread's first MPI call waits in acquire_lower_fs.
@@ -242,6 +244,7 @@ __attribute__((constructor)) void ghost_mpi_start() {
         g_mark_offset = off;
     const char *force = getenv("GHOST_MPI_FORCE_ARCH_PRCTL");
     if (force && *force == '1') g_have_fsgsbase = false;
+    poll_pace_measure();
     g_free_lower_fs = new std::vector<uintptr_t>();
     attribution_before_lower();
     guard_brk();

@@ -59,10 +59,16 @@ __attribute__((always_inline)) inline uintptr_t thread_lower_fs() {
     return l;
 }
 
+// When this thread's last poll found nothing (p2p.cpp, "polls without FSGSBASE"), or 0: any
+// entry into the lower half clears it, so that only polls in a row, nothing else entering
+// between them, are paced.
+extern __thread uint64_t t_empty_poll_ns __attribute__((tls_model("initial-exec")));
+
 struct lower_call {
     uintptr_t upper;
     __attribute__((always_inline)) lower_call() : lower_call(thread_lower_fs()) {}
     __attribute__((always_inline)) explicit lower_call(uintptr_t l) {
+        t_empty_poll_ns = 0;
         upper = current_fs();
         write_fs(l);
     }
