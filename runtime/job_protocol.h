@@ -168,9 +168,10 @@
 //                 <failed> <last move, text> (state: measuring, considering, moving, balanced,
 //                 waiting), then BHOST <host> <ranks> <cpus> <CPU share or -> <avoided 0|1> per
 //                 host the job has had ranks on (the last window's view).
-//   The built-in balancer starts its moves as MIGRATE ... ucx does (the same begin_migration),
-//   without a requester; a moved rank's new process gets GHOST_BIND=<rank>:<cpu> through its
-//   mpirun and binds to that CPU's core (hwloc) before its image arrives.
+//   The built-in balancer starts its moves as MIGRATE ... ucx+keep does (the same
+//   begin_migration; "ucx" after one of its moves with +keep failed), without a requester; a
+//   moved rank's new process gets GHOST_BIND=<rank>:<cpu> through its mpirun and binds to that
+//   CPU's core (hwloc) before its image arrives.
 #pragma once
 
 #include <cstdint>

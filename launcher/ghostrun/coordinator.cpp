@@ -1104,6 +1104,11 @@ struct server {
         std::string moving_from, moving_to;
         int moves = 0, failed = 0;
         std::string state = "measuring", last = "-";
+        // Its moves keep the other ranks' processes (`ghost migrate --keep`: only the moved rank's
+        // memory moves), until one such move fails: a rank may refuse to be kept (a window of
+        // shared memory ties it to its node's ranks), and the next moves then relaunch them all.
+        bool keep = true;
+        bool moving_kept = false;
     } bal;
 
     // The figures of a STATS line (without "STATS ") the balancer uses; false if it has none.
@@ -1255,9 +1260,9 @@ struct server {
         // would take longer than the stop it shortens (at 2% of a CPU: 50 s against 8). The
         // binding goes with the new mpirun, which starts at once.
         bool precopy = view[src].got >= kBalancePrecopyShare;
+        std::string via = std::string(bal.keep ? "ucx+keep" : "ucx") + (precopy ? "+precopy" : "");
         std::string err =
-            begin_migration(-1, kBalanceQuiesceMs, kBalanceStartMs, dst, std::to_string(rank),
-                            precopy ? "ucx+precopy" : "ucx",
+            begin_migration(-1, kBalanceQuiesceMs, kBalanceStartMs, dst, std::to_string(rank), via,
                             cpu >= 0 ? std::to_string(rank) + ":" + std::to_string(cpu) : "");
         bal.streak = 0;
         bal.proposal.clear();
@@ -1268,6 +1273,7 @@ struct server {
         }
         mv.by_balancer = true;
         bal.in_flight = true;
+        bal.moving_kept = bal.keep;
         bal.moving_rank = rank;
         bal.moving_from = src;
         bal.moving_to = dst;
@@ -1302,9 +1308,12 @@ struct server {
             std::string why = line.rfind("ERROR ", 0) == 0 ? line.substr(6) : line;
             bal.last = "rank " + r + " could not move to " + bal.moving_to;
             bal.state = "measuring";
+            const bool was_kept = bal.moving_kept;
+            bal.keep = false;
             note("balancer: moving rank " + r + " to " + bal.moving_to + " failed: " + why +
                  "; that host is avoided for " + std::to_string(kBalanceAvoidWindows) +
-                 " intervals");
+                 " intervals" +
+                 (was_kept ? "; the next moves relaunch every rank (no --keep)" : ""));
         }
     }
 

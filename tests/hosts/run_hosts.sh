@@ -20,7 +20,8 @@
 #            h3 made slow (hosts_slow: its processes share 2% of one CPU); PROGRAM (job_steps.c
 #            with CPU work per step), a rank per host, under ghostrun --balance --balance-interval
 #            1: the balancer moves rank 2 away from h3 (its log lines; `ghost status --json`: rank 2
-#            elsewhere, bound to one CPU, the balancer's move counted) and the job ends with the
+#            elsewhere, bound to one CPU, ranks 0 and 1 in the same processes, the balancer's move
+#            counted) and the job ends with the
 #            output of a native run over the hosts. The verdict is on the move and the output,
 #            never on speed.
 #   run_hosts.sh migfault FLAVOUR PROGRAM [MPIRUN OPTIONS...]
@@ -264,7 +265,14 @@ balance)
   start run "$GHOSTRUN" --balance --balance-interval 1 --ckpt-dir "$HOSTS_SHARED/ck" -np 3 \
     --hostfile "$hf" "${reach[@]}" "${extra[@]}" "$prog" $steps 0 $rounds
   [ "$(rank_hosts)" = "${HOSTS_NAMES[*]}" ] || fail "ranks not on ${HOSTS_NAMES[*]}: $(rank_hosts)"
-  # While the job runs: once the balancer counts a move, rank 2 is elsewhere, bound to one CPU.
+  # While the job runs: once the balancer counts a move, rank 2 is elsewhere, bound to one CPU,
+  # and ranks 0 and 1 run on in the processes they had (the balancer's moves keep them).
+  others() { python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+print(",".join(str(r["pid"]) for r in sorted(j["ranks"], key=lambda r: r["rank"]) if r["rank"] != 2))' "$1"; }
+  "$GHOST" status --json "$job" >"$work/status0.json" || fail "ghost status --json $job failed"
+  others_before=$(others "$work/status0.json")
   seen=""
   while kill -0 "$gpid" 2>/dev/null; do
     "$GHOST" status --json "$job" >"$work/status.json" 2>/dev/null || break
@@ -279,10 +287,15 @@ elif b["moves"] >= 1:
     bound = r2.get("bound_cpus", "?")
     print("moved %s %s" % (r2["host"], bound) if "-" not in bound and "," not in bound
           else "unbound %s %s" % (r2["host"], bound))' "$work/status.json" 2>/dev/null)
-    [ -n "$seen" ] && break
+    if [ -n "$seen" ]; then
+      [ "$seen" = nobalancer ] || others_after=$(others "$work/status.json")
+      break
+    fi
     sleep 0.2
   done
   [ "$seen" != nobalancer ] || fail "ghost status --json shows no balancer"
+  [ -z "$seen" ] || [ "$others_after" = "$others_before" ] ||
+    fail "ranks 0 and 1 did not keep their processes: pids $others_before before the move, $others_after after"
   finish 0
   grep -q "balancer: moving rank 2 from ${HOSTS_NAMES[2]} to " "$work/run.err" ||
     fail "the balancer did not move rank 2 away from the slow host ${HOSTS_NAMES[2]}"
