@@ -12,6 +12,8 @@
 #   goon     ghostrun, `ghost checkpoint JOB` at 30% of the plain ghostrun time (goes on)
 #   restart  ghostrun, `ghost checkpoint --kill JOB` at ~25%, `ghost restart DIR`, the restarted
 #            job checkpointed --kill again ~25% later and restarted again (restart of a restart)
+#   migrate  ghostrun, `ghost migrate JOB --rank 1 --to THIS HOST` at ~15% (images over UCX, every
+#            rank relaunched), `--rank 0 --keep` at ~35%, `--rank 1 --via fs` at ~55%
 # Outcome per run: same | DIFFERENT | FAILED (exit status, hang = timeout) | refused (one line).
 # Results: a markdown table, --out FILE (rows appended) or a new file in the work directory.
 # Not CI: each case takes one to a few minutes. Needs root (Open MPI as root, apt-get).
@@ -356,6 +358,42 @@ for c in "${cases[@]}"; do
   [ "$rc" = 0 ] || o="FAILED (exit $rc)"
   [ -z "$notes" ] || notes="$notes $(tail -3 "$d"/seg*.err 2>/dev/null | grep -v '^ghostrun\|^==>\|^$' | tail -2 | tr '\n' ' ')"
   row "$c | $np | $fl | ckpt --kill, restart, ckpt --kill, restart | $o | $bytes | $cks | $rss | $((t / 1000)).$(((t % 1000) / 100)) | $(echo "$notes" | cut -c1-300)"
+
+  # live migrations on this host: rank 1 at ~15% (every rank relaunched, images over UCX), rank 0
+  # at ~35% (--keep: rank 1 keeps its process), rank 1 at ~55% through the job's directory
+  d=$base/migrate
+  mkdir -p "$d"
+  "setup_$c" "$d"
+  t0=$(ms)
+  notes="" bytes="" downs=""
+  if start "$d" run "$GHOSTRUN" --ckpt-dir "$d/ck" -np "$np" "${cmd[@]}"; then
+    for at_how in "15 1" "35 0 --keep" "55 1 --via fs"; do
+      read -r -a m <<<"$at_how"
+      how=${at_how#* }
+      # (at that share of the plain ghostrun's time from the start: a move's pre-copy and
+      # downtime lengthen the run)
+      sleep "$(awk -v t="$tg" -v p="${m[0]}" -v now="$(($(ms) - t0))" \
+        'BEGIN { s = (t * p / 100 - now) / 1000; printf "%.2f", (s > 0 ? s : 0) }')"
+      m=("${m[@]:1}")
+      mig_line=$(timeout -k 5 300 "$GHOST" migrate "$job" --rank "${m[@]:0:1}" --to "$(hostname)" "${m[@]:1}" 2>&1)
+      mig_rc=$?
+      echo "  migrate --rank $how job $job: $mig_line" >>"$log"
+      if [ $mig_rc != 0 ]; then
+        notes="$notes migrate --rank $how: $mig_line;"
+        kill -0 "$gpid" 2>/dev/null || break
+        continue
+      fi
+      bytes="$bytes$(field bytes "$mig_line") "
+      downs="$downs$(field downtime_s "$mig_line") "
+    done
+  fi
+  wait "$gpid"
+  rc=$?
+  gpid=""
+  t=$(($(ms) - t0))
+  o=$(compare "$c" "$d")
+  [ $rc = 0 ] || o="FAILED (exit $rc)"
+  row "$c | $np | $fl | migrate rank 1, rank 0 --keep, rank 1 --via fs | $o | $bytes | | $downs | $((t / 1000)).$(((t % 1000) / 100)) | $(echo "$notes" | cut -c1-300)"
 done
 echo "run_apps: done; table in $out, details in $log and $root" >&2
 cat "$out"
