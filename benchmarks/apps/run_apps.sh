@@ -248,6 +248,16 @@ compare() {
   fi
 }
 
+# end_run CASE DIR T0: waits for the job started last; sets rc, t (ms since T0) and o (its outcome)
+end_run() {
+  wait "$gpid"
+  rc=$?
+  gpid=""
+  t=$(($(ms) - $3))
+  o=$(compare "$1" "$2")
+  [ $rc = 0 ] || o="FAILED (exit $rc)"
+}
+
 row() { echo "| $* |" >>"$out"; }
 
 [ -s "$out" ] || {
@@ -294,12 +304,8 @@ for c in "${cases[@]}"; do
   "setup_$c" "$d"
   t0=$(ms)
   start "$d" run "$GHOSTRUN" --ckpt-dir "$d/ck" -np "$np" "${cmd[@]}"
-  wait "$gpid"
-  rc=$?
-  gpid=""
-  tg=$(($(ms) - t0))
-  o=$(compare "$c" "$d")
-  [ $rc = 0 ] || o="FAILED (exit $rc)"
+  end_run "$c" "$d" "$t0"
+  tg=$t
   row "$c | $np | $fl | ghostrun | $o | | | | $((tg / 1000)).$(((tg % 1000) / 100)) | $(grep "^ghost" "$d/run.err" | grep -v "^ghostrun: job [0-9]*$" | tail -1 | cut -c1-120)"
 
   # a checkpoint the job goes on from
@@ -313,12 +319,7 @@ for c in "${cases[@]}"; do
     checkpoint "$d"
     [ $ck_rc = 0 ] || notes="checkpoint: $ck_line"
   fi
-  wait "$gpid"
-  rc=$?
-  gpid=""
-  t=$(($(ms) - t0))
-  o=$(compare "$c" "$d")
-  [ $rc = 0 ] || o="FAILED (exit $rc)"
+  end_run "$c" "$d" "$t0"
   [ $ck_rc = 0 ] || o="$o, refused"
   row "$c | $np | $fl | checkpoint, goes on | $o | $(field bytes "$ck_line") | $(field total_s "$ck_line") | | $((t / 1000)).$(((t % 1000) / 100)) | $(echo "$notes" | cut -c1-200)"
 
@@ -387,12 +388,7 @@ for c in "${cases[@]}"; do
       downs="$downs$(field downtime_s "$mig_line") "
     done
   fi
-  wait "$gpid"
-  rc=$?
-  gpid=""
-  t=$(($(ms) - t0))
-  o=$(compare "$c" "$d")
-  [ $rc = 0 ] || o="FAILED (exit $rc)"
+  end_run "$c" "$d" "$t0"
   row "$c | $np | $fl | migrate rank 1, rank 0 --keep, rank 1 --via fs | $o | $bytes | | $downs | $((t / 1000)).$(((t % 1000) / 100)) | $(echo "$notes" | cut -c1-300)"
 done
 echo "run_apps: done; table in $out, details in $log and $root" >&2
