@@ -1108,7 +1108,6 @@ struct server {
         // memory moves), until one such move fails: a rank may refuse to be kept (a window of
         // shared memory ties it to its node's ranks), and the next moves then relaunch them all.
         bool keep = true;
-        bool moving_kept = false;
     } bal;
 
     // The figures of a STATS line (without "STATS ") the balancer uses; false if it has none.
@@ -1273,7 +1272,6 @@ struct server {
         }
         mv.by_balancer = true;
         bal.in_flight = true;
-        bal.moving_kept = bal.keep;
         bal.moving_rank = rank;
         bal.moving_from = src;
         bal.moving_to = dst;
@@ -1284,7 +1282,7 @@ struct server {
                        : "; no free CPU there to bind it to"));
     }
 
-    // The balancer's migration ended (`line`: its answer, OK or ERROR).
+    // The balancer's migration ended (`line`: its answer, OK or ERROR; mv is still that migration).
     void balance_done(const std::string &line) {
         bal.in_flight = false;
         bal.base.clear(); // the next window measures the new placement
@@ -1308,12 +1306,11 @@ struct server {
             std::string why = line.rfind("ERROR ", 0) == 0 ? line.substr(6) : line;
             bal.last = "rank " + r + " could not move to " + bal.moving_to;
             bal.state = "measuring";
-            const bool was_kept = bal.moving_kept;
             bal.keep = false;
             note("balancer: moving rank " + r + " to " + bal.moving_to + " failed: " + why +
                  "; that host is avoided for " + std::to_string(kBalanceAvoidWindows) +
                  " intervals" +
-                 (was_kept ? "; the next moves relaunch every rank (no --keep)" : ""));
+                 (mv.keep ? "; the next moves relaunch every rank (no --keep)" : ""));
         }
     }
 
